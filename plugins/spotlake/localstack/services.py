@@ -1,0 +1,427 @@
+"""The servers of the local stack other than the JVM ones (see ``jvm.py``).
+
+- MariaDB: the MySQL source (Debian ``mariadb-server``), its own data directory;
+- PostgreSQL: the stream sink and Airflow's metadata database (Debian ``postgresql``);
+- moto server: S3, DynamoDB, EMR and Secrets Manager;
+- Airflow 3: API server, scheduler, DAG processor and triggerer.
+
+Each runs from its own data directory under ``.stack/data`` and binds 127.0.0.1.
+Credentials are local-only values from ``stack.env``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import time
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from spotlake.errors import StackError
+from spotlake.localstack.layout import StackLayout
+from spotlake.localstack.process import ServiceSpec, tcp_open
+
+POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def _require(binary: str, package: str, candidates: list[Path] | None = None) -> str:
+    for candidate in candidates or []:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(binary)
+    if found:
+        return found
+    raise StackError(
+        f"{binary} was not found. Fix: install the Debian package `{package}` "
+        f"(`apt-get install {package}`; `make up` does this when run as root)."
+    )
+
+
+def _run(step: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+    if result.returncode != 0:
+        raise StackError(
+            f"{step} failed (exit {result.returncode}): {' '.join(argv)}\n"
+            f"{(result.stderr or result.stdout).strip()[-2000:]}"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- MariaDB
+
+
+def mysql_settings(layout: StackLayout) -> dict[str, str]:
+    return {
+        "host": "127.0.0.1",
+        "port": str(layout.port("mysql")),
+        "user": layout.setting("SPOTLAKE_MYSQL_USER", "spotlake"),
+        "password": layout.setting("SPOTLAKE_MYSQL_PASSWORD", "spotlake-local"),
+        "database": layout.setting("SPOTLAKE_MYSQL_DATABASE", "shop"),
+    }
+
+
+def mariadb_spec(layout: StackLayout) -> ServiceSpec:
+    datadir = layout.data_dir / "mariadb"
+    socket_path = layout.run_dir / "mariadb.sock"
+    port = layout.port("mysql")
+    server = _require("mariadbd", "mariadb-server", [Path("/usr/sbin/mariadbd")])
+
+    def prepare() -> None:
+        if (datadir / "mysql").is_dir():
+            return
+        datadir.mkdir(parents=True, exist_ok=True)
+        install = _require("mariadb-install-db", "mariadb-server")
+        _run(
+            "mariadb-install-db",
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+        )
+
+    def ready() -> bool:
+        import pymysql
+
+        conn = pymysql.connect(unix_socket=str(socket_path), user="root", connect_timeout=2)
+        conn.close()
+        return True
+
+    return ServiceSpec(
+        name="mariadb",
+        argv=[
+            server,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={socket_path}",
+            f"--pid-file={layout.run_dir / 'mariadbd.pid'}",
+            "--bind-address=127.0.0.1",
+            f"--port={port}",
+            "--user=root",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=128M",
+            "--innodb-log-file-size=64M",
+            "--max-connections=100",
+            "--performance-schema=OFF",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--default-time-zone=+00:00",
+            "--skip-log-bin",
+        ],
+        ports=[port],
+        ready=ready,
+        prepare=prepare,
+        ready_timeout=60,
+    )
+
+
+def bootstrap_mariadb(layout: StackLayout) -> None:
+    """Create the source database and the application user (idempotent)."""
+    import pymysql
+
+    cfg = mysql_settings(layout)
+    conn = pymysql.connect(
+        unix_socket=str(layout.run_dir / "mariadb.sock"), user="root", autocommit=True
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg['database']}`")
+            for host in ("127.0.0.1", "localhost"):
+                cur.execute(
+                    "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s",
+                    (cfg["user"], host, cfg["password"]),
+                )
+                cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (cfg["user"], host, cfg["password"]))
+                cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s", (cfg["user"], host))
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_settings(layout: StackLayout) -> dict[str, str]:
+    return {
+        "host": "127.0.0.1",
+        "port": str(layout.port("postgres")),
+        "user": layout.setting("SPOTLAKE_POSTGRES_USER", "spotlake"),
+        "password": layout.setting("SPOTLAKE_POSTGRES_PASSWORD", "spotlake-local"),
+        "database": layout.setting("SPOTLAKE_POSTGRES_DATABASE", "spotlake"),
+        "superuser_password": layout.setting("SPOTLAKE_POSTGRES_SUPERUSER_PASSWORD", "postgres-local"),
+    }
+
+
+def _postgres_bin(name: str) -> str:
+    return _require(name, "postgresql", [d / name for d in POSTGRES_BIN_DIRS])
+
+
+def postgres_spec(layout: StackLayout) -> ServiceSpec:
+    datadir = layout.data_dir / "postgres"
+    sockdir = layout.data_dir / "postgres-sock"
+    port = layout.port("postgres")
+    cfg = postgres_settings(layout)
+    user = "postgres" if os.geteuid() == 0 else None
+
+    def chown(path: Path) -> None:
+        if user:
+            record = pwd.getpwnam(user)
+            os.chown(path, record.pw_uid, record.pw_gid)
+
+    def prepare() -> None:
+        sockdir.mkdir(parents=True, exist_ok=True)
+        chown(sockdir)
+        if (datadir / "PG_VERSION").exists():
+            return
+        datadir.mkdir(parents=True, exist_ok=True)
+        datadir.chmod(0o700)
+        chown(datadir)
+        pwfile = layout.data_dir / "postgres-initpw"
+        pwfile.write_text(cfg["superuser_password"] + "\n")
+        chown(pwfile)
+        argv = [
+            _postgres_bin("initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]
+        if user:
+            argv = ["runuser", "-u", user, "--", *argv]
+        try:
+            _run("initdb", argv)
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def ready() -> bool:
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=str(sockdir), port=port, user="postgres", dbname="postgres", connect_timeout=2
+        )
+        conn.close()
+        return True
+
+    # Parents of the data directory must be traversable by the postgres user.
+    return ServiceSpec(
+        name="postgres",
+        argv=[
+            _postgres_bin("postgres"),
+            "-D",
+            str(datadir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={port}",
+            "-c",
+            f"unix_socket_directories={sockdir}",
+            "-c",
+            "shared_buffers=64MB",
+            "-c",
+            "max_connections=100",
+            "-c",
+            "fsync=on",
+            "-c",
+            "logging_collector=off",
+        ],
+        ports=[port],
+        ready=ready,
+        prepare=prepare,
+        user=user,
+        ready_timeout=60,
+    )
+
+
+def bootstrap_postgres(layout: StackLayout) -> None:
+    """Create the sink database, Airflow's metadata database and their roles (idempotent)."""
+    import psycopg2
+
+    cfg = postgres_settings(layout)
+    airflow_password = layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local")
+    conn = psycopg2.connect(
+        host=str(layout.data_dir / "postgres-sock"),
+        port=layout.port("postgres"),
+        user="postgres",
+        dbname="postgres",
+    )
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for role, password in ((cfg["user"], cfg["password"]), ("airflow", airflow_password)):
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(f'{verb} ROLE "{role}" LOGIN PASSWORD %s', (password,))
+            for database, owner in ((cfg["database"], cfg["user"]), ("airflow", "airflow")):
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if not cur.fetchone():
+                    cur.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- moto
+
+
+def moto_endpoint(layout: StackLayout) -> str:
+    return f"http://127.0.0.1:{layout.port('moto')}"
+
+
+def moto_spec(layout: StackLayout) -> ServiceSpec:
+    port = layout.port("moto")
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"{moto_endpoint(layout)}/moto-api/data.json", timeout=2) as resp:  # noqa: S310
+            return resp.status == 200
+
+    return ServiceSpec(
+        name="moto",
+        argv=[layout.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        ports=[port],
+        ready=ready,
+        env={"AWS_DEFAULT_REGION": aws_region(layout)},
+        ready_timeout=60,
+    )
+
+
+def aws_region(layout: StackLayout) -> str:
+    return layout.setting("SPOTLAKE_AWS_REGION", "us-east-1")
+
+
+def aws_env(layout: StackLayout) -> dict[str, str]:
+    """Environment for boto3 clients of the local stack (moto's fixed test keys)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": aws_region(layout),
+        "AWS_ENDPOINT_URL": moto_endpoint(layout),
+    }
+
+
+# --------------------------------------------------------------------------- Airflow
+
+
+def airflow_home(layout: StackLayout) -> Path:
+    return layout.data_dir / "airflow"
+
+
+def airflow_env(layout: StackLayout) -> dict[str, str]:
+    """Configuration of every Airflow process of the local stack, as environment."""
+    from spotlake.localstack.connections import airflow_connection_env
+
+    pg = postgres_settings(layout)
+    airflow_password = layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local")
+    home = airflow_home(layout)
+    port = layout.port("airflow")
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(layout.project / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(layout.project / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": layout.setting("SPOTLAKE_AIRFLOW_PARALLELISM", "4"),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+            f"postgresql+psycopg2://airflow:{airflow_password}@127.0.0.1:{pg['port']}/airflow"
+        ),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": layout.setting("SPOTLAKE_AIRFLOW_JWT_SECRET", "spotlake-local-jwt"),
+        "AIRFLOW__API__SECRET_KEY": layout.setting("SPOTLAKE_AIRFLOW_JWT_SECRET", "spotlake-local-jwt"),
+        "PYTHONPATH": os.pathsep.join([str(layout.project / "plugins"), str(layout.project)]),
+        "SPOTLAKE_STACK_DIR": str(layout.root),
+        "NO_PROXY": "*",
+        **aws_env(layout),
+        **airflow_connection_env(layout),
+    }
+    return env
+
+
+def airflow_binary(layout: StackLayout) -> str:
+    return str(Path(layout.python).parent / "airflow")
+
+
+def migrate_airflow_db(layout: StackLayout) -> None:
+    home = airflow_home(layout)
+    home.mkdir(parents=True, exist_ok=True)
+    _run(
+        "airflow db migrate",
+        [airflow_binary(layout), "db", "migrate"],
+        env={**os.environ, **airflow_env(layout)},
+        timeout=600,
+    )
+
+
+def airflow_specs(layout: StackLayout) -> list[ServiceSpec]:
+    env = airflow_env(layout)
+    port = layout.port("airflow")
+    airflow = airflow_binary(layout)
+
+    def api_ready() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as resp:  # noqa: S310
+            return resp.status == 200
+
+    def alive_for(seconds: float) -> Callable[[], bool]:
+        """Ready once the process has stayed up for ``seconds`` (it has no probe of its own)."""
+        started: list[float] = []
+
+        def check() -> bool:
+            if not started:
+                started.append(time.monotonic())
+            return time.monotonic() - started[0] >= seconds
+
+        return check
+
+    return [
+        ServiceSpec(
+            name="airflow-api-server",
+            argv=[airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            ports=[port],
+            ready=api_ready,
+            env=env,
+            ready_timeout=180,
+        ),
+        ServiceSpec(
+            name="airflow-scheduler",
+            argv=[airflow, "scheduler", "--skip-serve-logs"],
+            ports=[],
+            ready=alive_for(3),
+            env=env,
+        ),
+        ServiceSpec(
+            name="airflow-dag-processor",
+            argv=[airflow, "dag-processor"],
+            ports=[],
+            ready=alive_for(3),
+            env=env,
+        ),
+        ServiceSpec(
+            name="airflow-triggerer",
+            argv=[airflow, "triggerer", "--skip-serve-logs"],
+            ports=[],
+            ready=alive_for(3),
+            env=env,
+        ),
+    ]
+
+
+def airflow_ready(layout: StackLayout) -> bool:
+    return tcp_open(layout.port("airflow"))
