@@ -1,0 +1,307 @@
+"""Pipeline configuration: ``config/pipelines.yaml`` validated into dataclasses.
+
+Every error names the file, the entry and the fix. Table and column names must
+be identifiers; they are quoted by the Spark job and never spliced into SQL as
+free text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from croniter import croniter
+
+from spotlake.errors import ConfigError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yaml"
+CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
+
+TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("SPOTLAKE_PIPELINES", DEFAULT_CONFIG))
+
+
+def parse_duration(value: Any, where: str) -> timedelta:
+    """``"5m"``, ``"90s"``, ``"1h"`` or an integer number of seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    match = DURATION.match(str(value).strip())
+    if not match:
+        raise ConfigError(f"{where}: '{value}' is not a duration; write e.g. 90s, 5m, 1h or 1d")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+def identifier(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ConfigError(
+            f"{where}: {value!r} is not a valid identifier (letters, digits, _ and $, not starting "
+            "with a digit); names are quoted, never spliced into SQL — fix the name"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Transform:
+    """One transformation step, as sent to the Spark job."""
+
+    op: str
+    spec: dict[str, Any]
+
+    def to_job(self) -> dict[str, Any]:
+        return {"op": self.op, **self.spec}
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    secret_id: str
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    source: Source
+    database: str
+    table: str
+    primary_key: tuple[str, ...]
+    cursor: str
+    schedule: str
+    lookback: timedelta
+    pool: str
+    target: str
+    soft_delete: str | None = None
+    transforms: tuple[Transform, ...] = ()
+    read: dict[str, int] = field(default_factory=dict)
+    start_date: str = "2026-01-01T00:00:00+00:00"
+    retries: int = 2
+
+    @property
+    def interval(self) -> timedelta:
+        """Length of one schedule interval (from two consecutive cron fire times)."""
+        it = croniter(self.schedule, start_time=0)
+        first = it.get_next(float)
+        return timedelta(seconds=it.get_next(float) - first)
+
+    @property
+    def dag_id(self) -> str:
+        return f"extract_{self.name}"
+
+    @property
+    def asset_uri(self) -> str:
+        return self.target.replace("s3a://", "s3://", 1)
+
+
+@dataclass(frozen=True)
+class PipelinesConfig:
+    path: Path
+    lake_root: str
+    pipelines: tuple[Pipeline, ...]
+
+    def get(self, name: str) -> Pipeline:
+        for pipeline in self.pipelines:
+            if pipeline.name == name:
+                return pipeline
+        raise ConfigError(
+            f"{self.path}: no pipeline named '{name}'; known: {', '.join(p.name for p in self.pipelines)}"
+        )
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _unknown_keys(entry: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(sorted(allowed))}"
+        )
+
+
+def _columns_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list of column names")
+    return [identifier(v, where) for v in value]
+
+
+def _transform(raw: Any, where: str, user_functions: set[str] | None) -> Transform:
+    raw = _mapping(raw, where)
+    if len(raw) != 1:
+        raise ConfigError(
+            f"{where}: a transform is a mapping with exactly one of {', '.join(TRANSFORM_OPS)}; got {sorted(raw)}"
+        )
+    op, value = next(iter(raw.items()))
+    if op == "select":
+        return Transform(op, {"columns": _columns_list(value, f"{where}.select")})
+    if op == "hash":
+        return Transform(op, {"columns": _columns_list(value, f"{where}.hash")})
+    if op == "rename":
+        value = _mapping(value, f"{where}.rename")
+        return Transform(op, {"columns": {
+            identifier(k, f"{where}.rename"): identifier(v, f"{where}.rename") for k, v in value.items()
+        }})
+    if op == "cast":
+        value = _mapping(value, f"{where}.cast")
+        for col, typ in value.items():
+            identifier(col, f"{where}.cast")
+            if not isinstance(typ, str) or not CAST_TYPE.match(typ.strip().lower()):
+                raise ConfigError(f"{where}.cast.{col}: {typ!r} is not a Spark type such as "
+                                  "int, bigint, double, string, timestamp or decimal(12,2)")
+        return Transform(op, {"columns": {k: v.strip().lower() for k, v in value.items()}})
+    if op == "mask":
+        value = _mapping(value, f"{where}.mask")
+        columns: dict[str, dict[str, int]] = {}
+        for col, opts in value.items():
+            identifier(col, f"{where}.mask")
+            keep = (opts or {}).get("keep_last", 0) if isinstance(opts, dict) else None
+            if not isinstance(keep, int) or keep < 0:
+                raise ConfigError(f"{where}.mask.{col}: write {{keep_last: N}} with N >= 0")
+            columns[col] = {"keep_last": keep}
+        return Transform(op, {"columns": columns})
+    if op == "derive":
+        value = _mapping(value, f"{where}.derive")
+        for col, expr in value.items():
+            identifier(col, f"{where}.derive")
+            if not isinstance(expr, str) or not expr.strip():
+                raise ConfigError(f"{where}.derive.{col}: expected a Spark SQL expression string")
+        return Transform(op, {"columns": dict(value)})
+    if op == "filter":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}.filter: expected a Spark SQL boolean expression string")
+        return Transform(op, {"condition": value})
+    if op == "function":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}.function: expected the registered name of a transform function")
+        if user_functions is not None and value not in user_functions:
+            raise ConfigError(
+                f"{where}.function: no transform function registered as '{value}'; registered: "
+                f"{', '.join(sorted(user_functions)) or 'none'} — register it with "
+                "@register('name') in spark_jobs/user_transforms/"
+            )
+        return Transform(op, {"name": value})
+    raise ConfigError(f"{where}: unknown transform '{op}'; use one of {', '.join(TRANSFORM_OPS)}")
+
+
+def registered_functions() -> set[str] | None:
+    """Names of the user transform functions, or ``None`` if pyspark is not importable here."""
+    try:
+        from spark_jobs import user_transforms
+    except ImportError:
+        return None
+    return set(user_transforms.names())
+
+
+def load(path: Path | None = None) -> PipelinesConfig:
+    path = path or config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; create it (see docs/configuration.md)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: Any, path: Path) -> PipelinesConfig:
+    where = str(path)
+    raw = _mapping(raw, where)
+    _unknown_keys(raw, {"defaults", "sources", "pipelines"}, where)
+    defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
+    _unknown_keys(defaults, {"schedule", "lookback", "pool", "lake_root", "read", "start_date", "retries"},
+                  f"{where}: defaults")
+    lake_root = str(defaults.get("lake_root", "s3a://spotlake-lake/raw")).rstrip("/")
+    sources: dict[str, Source] = {}
+    for name, entry in _mapping(raw.get("sources") or {}, f"{where}: sources").items():
+        entry = _mapping(entry, f"{where}: sources.{name}")
+        _unknown_keys(entry, {"secret_id"}, f"{where}: sources.{name}")
+        if not entry.get("secret_id"):
+            raise ConfigError(f"{where}: sources.{name}: set secret_id to the Secrets Manager secret "
+                              "holding host, port, database, username and password")
+        sources[name] = Source(name=name, secret_id=str(entry["secret_id"]))
+    entries = raw.get("pipelines")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: 'pipelines' must be a non-empty list of pipeline entries")
+    user_functions = registered_functions()
+    pipelines: list[Pipeline] = []
+    for index, entry in enumerate(entries):
+        pipelines.append(_pipeline(entry, f"{where}: pipelines[{index}]", defaults, sources,
+                                   lake_root, user_functions))
+    names = [p.name for p in pipelines]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: pipeline name(s) {', '.join(dupes)} appear more than once; names must be unique")
+    return PipelinesConfig(path=path, lake_root=lake_root, pipelines=tuple(pipelines))
+
+
+PIPELINE_KEYS = {
+    "name", "source", "database", "table", "primary_key", "cursor", "soft_delete", "schedule",
+    "lookback", "pool", "target", "transforms", "read", "start_date", "retries",
+}
+
+
+def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[str, Source],
+              lake_root: str, user_functions: set[str] | None) -> Pipeline:
+    entry = _mapping(entry, where)
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"{where}: 'name' must be lower-case letters, digits and _ (got {name!r})")
+    where = f"{where} ({name})"
+    _unknown_keys(entry, PIPELINE_KEYS, where)
+    for key in ("source", "database", "table", "primary_key", "cursor"):
+        if key not in entry:
+            raise ConfigError(f"{where}: missing required key '{key}'")
+    source_name = entry["source"]
+    if source_name not in sources:
+        raise ConfigError(f"{where}: source '{source_name}' is not defined under 'sources'; "
+                          f"defined: {', '.join(sources) or 'none'}")
+    pk = entry["primary_key"]
+    pk_cols = tuple(_columns_list(pk if isinstance(pk, list) else [pk], f"{where}.primary_key"))
+    schedule = str(entry.get("schedule", defaults.get("schedule", "*/5 * * * *")))
+    if not croniter.is_valid(schedule):
+        raise ConfigError(f"{where}.schedule: '{schedule}' is not a cron expression; e.g. '*/5 * * * *'")
+    transforms = entry.get("transforms") or []
+    if not isinstance(transforms, list):
+        raise ConfigError(f"{where}.transforms: expected a list of transform steps")
+    read = {**(defaults.get("read") or {}), **(entry.get("read") or {})}
+    for key, value in read.items():
+        if key not in {"fetch_size", "partition_rows", "max_partitions"} or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.read.{key}: unknown key or not a positive integer "
+                              "(keys: fetch_size, partition_rows, max_partitions)")
+    pipeline = Pipeline(
+        name=name,
+        source=sources[source_name],
+        database=identifier(entry["database"], f"{where}.database"),
+        table=identifier(entry["table"], f"{where}.table"),
+        primary_key=pk_cols,
+        cursor=identifier(entry["cursor"], f"{where}.cursor"),
+        soft_delete=identifier(entry["soft_delete"], f"{where}.soft_delete") if entry.get("soft_delete") else None,
+        schedule=schedule,
+        lookback=timedelta(0),
+        pool=str(entry.get("pool", defaults.get("pool", "small"))),
+        target=str(entry.get("target", f"{lake_root}/{name}")).rstrip("/"),
+        transforms=tuple(
+            _transform(t, f"{where}.transforms[{i}]", user_functions) for i, t in enumerate(transforms)
+        ),
+        read=read,
+        start_date=str(entry.get("start_date", defaults.get("start_date", "2026-01-01T00:00:00+00:00"))),
+        retries=int(entry.get("retries", defaults.get("retries", 2))),
+    )
+    lookback_raw = entry.get("lookback", defaults.get("lookback"))
+    lookback = pipeline.interval if lookback_raw is None else parse_duration(lookback_raw, f"{where}.lookback")
+    if pipeline.interval < timedelta(minutes=1):
+        raise ConfigError(f"{where}.schedule: runs more often than once a minute; the shortest interval is 1 minute")
+    return Pipeline(**{**pipeline.__dict__, "lookback": lookback})

@@ -1,0 +1,456 @@
+"""The registry: cluster, job and extraction-log state in DynamoDB.
+
+It is the single source of truth for clusters and jobs. Every state change is a
+conditional write on the expected state and version; losing a race raises
+:class:`StaleState`, a normal outcome the caller handles (re-read and decide),
+never a crash.
+
+Tables (names prefixed by ``SPOTLAKE_REGISTRY_PREFIX``, default ``spotlake``):
+
+- ``<prefix>-clusters``: key (pool, cluster_id). A pool's control item
+  (cluster_id ``#pool``) names the one READY cluster taking new work, so that at
+  most one does per pool, even when two fleet runs race.
+- ``<prefix>-jobs``: key job_key (``pipeline#window``, or a stream name).
+- ``<prefix>-extraction-log``: key (pipeline, window); feeds freshness and
+  reconciliation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from spotlake.errors import SpotlakeError
+
+POOL_ITEM = "#pool"
+
+
+class StaleState(SpotlakeError):
+    """A conditional write lost a race: the item is no longer in the expected state."""
+
+
+class ClusterState(StrEnum):
+    LAUNCHING = "LAUNCHING"
+    READY = "READY"
+    DRAINING = "DRAINING"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+    DEAD = "DEAD"
+
+
+class JobState(StrEnum):
+    QUEUED = "QUEUED"
+    SUBMITTED = "SUBMITTED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REQUEUED = "REQUEUED"
+
+
+LIVE_JOB_STATES = (JobState.QUEUED, JobState.SUBMITTED, JobState.REQUEUED)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Cluster:
+    pool: str
+    cluster_id: str
+    provider: str
+    state: str
+    endpoint: str = ""
+    launched_at: str = ""
+    updated_at: str = ""
+    reason: str = ""
+    version: int = 0
+
+
+@dataclass
+class Job:
+    job_key: str
+    pool: str
+    state: str
+    attempt: int = 0
+    cluster_id: str = ""
+    endpoint: str = ""
+    batch_id: int = -1
+    run_id: str = ""
+    moves: int = 0
+    submitted_at: str = ""
+    updated_at: str = ""
+    reason: str = ""
+    version: int = 0
+
+
+@dataclass
+class ExtractionRecord:
+    pipeline: str
+    window: str
+    window_start: str
+    window_end: str
+    rows_read: int
+    rows_written: int
+    output_path: str
+    manifest_path: str
+    job_key: str
+    attempt: int
+    finished_at: str
+    cursor_min: str | None = None
+    cursor_max: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _to_item(obj: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        item[f.name] = _av(value)
+    return item
+
+
+def _av(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": repr(value) if isinstance(value, float) else str(value)}
+    if isinstance(value, dict):
+        return {"M": {k: _av(v) for k, v in value.items()}}
+    return {"S": str(value)}
+
+
+def _from_av(av: dict[str, Any]) -> Any:
+    if "S" in av:
+        return av["S"]
+    if "N" in av:
+        text = av["N"]
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    if "BOOL" in av:
+        return av["BOOL"]
+    if "M" in av:
+        return {k: _from_av(v) for k, v in av["M"].items()}
+    if "NULL" in av:
+        return None
+    raise ValueError(f"unsupported DynamoDB attribute {av}")
+
+
+def _from_item(cls: type, item: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: _from_av(v) for k, v in item.items() if k in names})
+
+
+def _conditional(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+class Registry:
+    """Cluster and job state over a boto3 DynamoDB client (``DynamoDBHook(...).conn.meta.client``)."""
+
+    def __init__(self, client: Any, prefix: str | None = None) -> None:
+        self.client = client
+        self.prefix = prefix or os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake")
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def clusters_table(self) -> str:
+        return f"{self.prefix}-clusters"
+
+    @property
+    def jobs_table(self) -> str:
+        return f"{self.prefix}-jobs"
+
+    @property
+    def log_table(self) -> str:
+        return f"{self.prefix}-extraction-log"
+
+    def create_tables(self) -> None:
+        """Create the registry's tables if they do not exist (idempotent)."""
+        specs = {
+            self.clusters_table: [("pool", "HASH"), ("cluster_id", "RANGE")],
+            self.jobs_table: [("job_key", "HASH")],
+            self.log_table: [("pipeline", "HASH"), ("window", "RANGE")],
+        }
+        existing = set(self.client.list_tables().get("TableNames", []))
+        for name, keys in specs.items():
+            if name in existing:
+                continue
+            try:
+                self.client.create_table(
+                    TableName=name,
+                    BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+                    KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceInUseException":
+                    raise
+        for name in specs:
+            self.client.get_waiter("table_exists").wait(TableName=name)
+
+    # ---------------------------------------------------------------- clusters
+    def get_cluster(self, pool: str, cluster_id: str) -> Cluster | None:
+        item = self.client.get_item(
+            TableName=self.clusters_table,
+            Key={"pool": {"S": pool}, "cluster_id": {"S": cluster_id}},
+            ConsistentRead=True,
+        ).get("Item")
+        return _from_item(Cluster, item) if item else None
+
+    def clusters(self, pool: str) -> list[Cluster]:
+        items = self._query(self.clusters_table, "pool", pool)
+        return [_from_item(Cluster, i) for i in items if i["cluster_id"]["S"] != POOL_ITEM]
+
+    def active_cluster_id(self, pool: str) -> tuple[str, int]:
+        """The pool's cluster taking new work ("" if none) and the control item's version."""
+        item = self.client.get_item(
+            TableName=self.clusters_table,
+            Key={"pool": {"S": pool}, "cluster_id": {"S": POOL_ITEM}},
+            ConsistentRead=True,
+        ).get("Item")
+        if not item:
+            return "", 0
+        return item.get("active", {}).get("S", ""), int(item["version"]["N"])
+
+    def ready_cluster(self, pool: str) -> Cluster | None:
+        """The one READY cluster of ``pool`` that takes new work, if any."""
+        active, _ = self.active_cluster_id(pool)
+        if not active:
+            return None
+        cluster = self.get_cluster(pool, active)
+        if cluster is None or cluster.state != ClusterState.READY:
+            return None
+        return cluster
+
+    def put_launching(self, cluster: Cluster) -> None:
+        """Record a new cluster as LAUNCHING; fails if the id exists."""
+        cluster.state = ClusterState.LAUNCHING
+        cluster.version = 1
+        cluster.launched_at = cluster.launched_at or now_iso()
+        cluster.updated_at = now_iso()
+        try:
+            self.client.put_item(
+                TableName=self.clusters_table,
+                Item=_to_item(cluster),
+                ConditionExpression="attribute_not_exists(cluster_id)",
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(f"cluster {cluster.pool}/{cluster.cluster_id} already exists") from None
+            raise
+
+    def mark_ready(self, cluster: Cluster, endpoint: str, replaces: str = "") -> Cluster:
+        """LAUNCHING -> READY, and make it the pool's active cluster, atomically.
+
+        ``replaces`` names the cluster it takes over from ("" when the pool has none);
+        if the pool's active cluster is not that one, another run won: StaleState.
+        """
+        now = now_iso()
+        active_condition = (
+            "attribute_not_exists(active) OR active = :empty" if not replaces else "active = :replaces"
+        )
+        values: dict[str, Any] = {":empty": {"S": ""}} if not replaces else {":replaces": {"S": replaces}}
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Update": {
+                    "TableName": self.clusters_table,
+                    "Key": {"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}},
+                    "UpdateExpression": "SET #s = :ready, endpoint = :ep, updated_at = :now, version = version + :one",
+                    "ConditionExpression": "#s = :launching AND version = :v",
+                    "ExpressionAttributeNames": {"#s": "state"},
+                    "ExpressionAttributeValues": {
+                        ":ready": {"S": ClusterState.READY}, ":launching": {"S": ClusterState.LAUNCHING},
+                        ":ep": {"S": endpoint}, ":now": {"S": now}, ":one": {"N": "1"},
+                        ":v": {"N": str(cluster.version)},
+                    },
+                }},
+                {"Update": {
+                    "TableName": self.clusters_table,
+                    "Key": {"pool": {"S": cluster.pool}, "cluster_id": {"S": POOL_ITEM}},
+                    "UpdateExpression": "SET active = :id, updated_at = :now ADD version :one",
+                    "ConditionExpression": f"attribute_not_exists(cluster_id) OR {active_condition}",
+                    "ExpressionAttributeValues": {
+                        ":id": {"S": cluster.cluster_id}, ":now": {"S": now}, ":one": {"N": "1"}, **values,
+                    },
+                }},
+            ])
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(
+                    f"cluster {cluster.pool}/{cluster.cluster_id} could not become READY: it is not "
+                    f"LAUNCHING at version {cluster.version}, or the pool's active cluster is not "
+                    f"'{replaces}'"
+                ) from None
+            raise
+        cluster.state, cluster.endpoint, cluster.updated_at = ClusterState.READY, endpoint, now
+        cluster.version += 1
+        return cluster
+
+    def transition_cluster(self, cluster: Cluster, to: ClusterState, reason: str = "") -> Cluster:
+        """Move a cluster from its current state (at its version) to ``to``; the pool's
+        active pointer is cleared if it named this cluster and it stops taking work."""
+        now = now_iso()
+        try:
+            self.client.update_item(
+                TableName=self.clusters_table,
+                Key={"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}},
+                UpdateExpression="SET #s = :to, reason = :reason, updated_at = :now, version = version + :one",
+                ConditionExpression="#s = :from AND version = :v",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={
+                    ":to": {"S": to}, ":from": {"S": cluster.state}, ":reason": {"S": reason},
+                    ":now": {"S": now}, ":one": {"N": "1"}, ":v": {"N": str(cluster.version)},
+                },
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(
+                    f"cluster {cluster.pool}/{cluster.cluster_id} is no longer {cluster.state} "
+                    f"at version {cluster.version}"
+                ) from None
+            raise
+        if to != ClusterState.READY:
+            self._clear_active(cluster.pool, cluster.cluster_id)
+        cluster.state, cluster.reason, cluster.updated_at = to, reason, now
+        cluster.version += 1
+        return cluster
+
+    def _clear_active(self, pool: str, cluster_id: str) -> None:
+        try:
+            self.client.update_item(
+                TableName=self.clusters_table,
+                Key={"pool": {"S": pool}, "cluster_id": {"S": POOL_ITEM}},
+                UpdateExpression="SET active = :empty, updated_at = :now ADD version :one",
+                ConditionExpression="active = :id",
+                ExpressionAttributeValues={
+                    ":empty": {"S": ""}, ":id": {"S": cluster_id}, ":now": {"S": now_iso()}, ":one": {"N": "1"},
+                },
+            )
+        except ClientError as exc:
+            if not _conditional(exc):
+                raise
+
+    # -------------------------------------------------------------------- jobs
+    def get_job(self, job_key: str) -> Job | None:
+        item = self.client.get_item(
+            TableName=self.jobs_table, Key={"job_key": {"S": job_key}}, ConsistentRead=True
+        ).get("Item")
+        return _from_item(Job, item) if item else None
+
+    def jobs(self) -> list[Job]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.jobs_table}
+        while True:
+            page = self.client.scan(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_from_item(Job, i) for i in items]
+
+    def claim_job(self, job_key: str, pool: str, cluster: Cluster, run_id: str,
+                  expected: Job | None) -> Job:
+        """Take the job for a new submission to ``cluster``: attempt + 1, state SUBMITTED
+        with no batch id yet. ``expected`` is the job as last read (None: must not exist)."""
+        now = now_iso()
+        job = Job(
+            job_key=job_key, pool=pool, state=JobState.SUBMITTED,
+            attempt=(expected.attempt if expected else 0) + 1,
+            cluster_id=cluster.cluster_id, endpoint=cluster.endpoint, batch_id=-1, run_id=run_id,
+            moves=expected.moves if expected else 0,
+            submitted_at=now, updated_at=now, version=(expected.version if expected else 0) + 1,
+        )
+        if expected is None:
+            condition, values = "attribute_not_exists(job_key)", {}
+        else:
+            condition = "version = :v"
+            values = {":v": {"N": str(expected.version)}}
+        try:
+            self.client.put_item(
+                TableName=self.jobs_table, Item=_to_item(job), ConditionExpression=condition,
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(f"job {job_key} changed since it was read") from None
+            raise
+        return job
+
+    def update_job(self, job: Job, **changes: Any) -> Job:
+        """Apply ``changes`` to the job if it is still at ``job.version``."""
+        changes["updated_at"] = now_iso()
+        names = {f"#{k}": k for k in changes}
+        values = {f":{k}": _av(v) for k, v in changes.items()}
+        sets = ", ".join(f"#{k} = :{k}" for k in changes)
+        try:
+            self.client.update_item(
+                TableName=self.jobs_table,
+                Key={"job_key": {"S": job.job_key}},
+                UpdateExpression=f"SET {sets}, version = version + :one",
+                ConditionExpression="version = :v",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={**values, ":one": {"N": "1"}, ":v": {"N": str(job.version)}},
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(f"job {job.job_key} changed since version {job.version}") from None
+            raise
+        for key, value in changes.items():
+            setattr(job, key, value)
+        job.version += 1
+        return job
+
+    def wait_for_batch_id(self, job_key: str, timeout: float = 60.0) -> Job | None:
+        """Wait for a job claimed by another run to get its batch id (or to change)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get_job(job_key)
+            if job is None or job.state != JobState.SUBMITTED or job.batch_id >= 0:
+                return job
+            time.sleep(0.5)
+        return self.get_job(job_key)
+
+    # ---------------------------------------------------------- extraction log
+    def record_extraction(self, record: ExtractionRecord) -> None:
+        """Write the log entry of a committed window; an older attempt never overwrites a newer one."""
+        try:
+            self.client.put_item(
+                TableName=self.log_table,
+                Item=_to_item(record),
+                ConditionExpression="attribute_not_exists(#w) OR attempt <= :a",
+                ExpressionAttributeNames={"#w": "window"},
+                ExpressionAttributeValues={":a": {"N": str(record.attempt)}},
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(
+                    f"extraction log of {record.pipeline} {record.window} holds a newer attempt"
+                ) from None
+            raise
+
+    def extraction_log(self, pipeline: str) -> list[ExtractionRecord]:
+        return [_from_item(ExtractionRecord, i) for i in self._query(self.log_table, "pipeline", pipeline)]
+
+    def _query(self, table: str, key: str, value: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": key},
+            "ExpressionAttributeValues": {":v": {"S": value}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from spotlake.windows import Window, job_key, latest_complete, window_for_run
+
+T = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+
+
+def test_run_owns_its_data_interval_and_reads_back_one_lookback() -> None:
+    w = window_for_run("*/5 * * * *", timedelta(minutes=5), T, T + timedelta(minutes=5), T + timedelta(hours=1))
+    assert (w.start, w.end, w.read_from) == (T, T + timedelta(minutes=5), T - timedelta(minutes=5))
+    assert w.label == "20261127T140000Z"
+    assert job_key("orders", w) == "orders#20261127T140000Z"
+
+
+@pytest.mark.parametrize("interval", [(None, None), (T, T)])
+def test_manual_run_without_interval_takes_latest_complete_window(interval: tuple) -> None:
+    now = T + timedelta(minutes=7, seconds=3)
+    w = window_for_run("*/5 * * * *", timedelta(0), *interval, now)
+    assert (w.start, w.end) == (T, T + timedelta(minutes=5))
+
+
+def test_latest_complete_on_a_boundary_is_the_interval_ending_there() -> None:
+    assert latest_complete("* * * * *", T) == (T - timedelta(minutes=1), T)
+
+
+def test_window_rejects_naive_or_empty_bounds() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Window(datetime(2026, 1, 1), datetime(2026, 1, 2), timedelta(0))
+    with pytest.raises(ValueError, match="not before"):
+        Window(T, T, timedelta(0))
