@@ -1,0 +1,86 @@
+"""Fixtures that start the real local services (idempotently) and hand out their addresses.
+
+A service already running from `make up` is reused; one that is not is started
+and left running for the rest of the session (`make down` stops everything).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from spotlake.localstack import jvm, services
+from spotlake.localstack.layout import StackLayout
+from spotlake.localstack.process import Supervisor
+
+
+@pytest.fixture(scope="session")
+def layout() -> StackLayout:
+    layout = StackLayout.default()
+    layout.ensure()
+    return layout
+
+
+@pytest.fixture(scope="session")
+def supervisor(layout: StackLayout) -> Supervisor:
+    return Supervisor(layout)
+
+
+@pytest.fixture(scope="session")
+def mysql(layout: StackLayout, supervisor: Supervisor) -> dict[str, str]:
+    supervisor.start(services.mariadb_spec(layout))
+    services.bootstrap_mariadb(layout)
+    return services.mysql_settings(layout)
+
+
+@pytest.fixture(scope="session")
+def postgres(layout: StackLayout, supervisor: Supervisor) -> dict[str, str]:
+    supervisor.start(services.postgres_spec(layout))
+    services.bootstrap_postgres(layout)
+    return services.postgres_settings(layout)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(layout: StackLayout, supervisor: Supervisor) -> Iterator[str]:
+    supervisor.start(services.moto_spec(layout))
+    saved = {k: os.environ.get(k) for k in services.aws_env(layout)}
+    os.environ.update(services.aws_env(layout))
+    yield services.moto_endpoint(layout)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(layout: StackLayout, supervisor: Supervisor) -> str:
+    jvm.resolve_jars(layout, "kafka")
+    supervisor.start(jvm.kafka_spec(layout))
+    return f"127.0.0.1:{layout.port('kafka')}"
+
+
+_livy_ports = itertools.count(0)
+
+
+@pytest.fixture(scope="session")
+def start_livy(layout: StackLayout, supervisor: Supervisor) -> Iterator[Callable[[str], str]]:
+    """Start a named Livy server (one local cluster); returns its URL. Stopped at session end."""
+    jvm.resolve_jars(layout, "livy")
+    jvm.resolve_jars(layout, "spark")
+    started: list[str] = []
+    base = int(layout.setting("SPOTLAKE_LIVY_TEST_BASE_PORT", "28998"))
+
+    def start(name: str) -> str:
+        port = base + next(_livy_ports)
+        spec = jvm.livy_spec(layout, name, port, master="local[2]")
+        supervisor.start(spec)
+        started.append(spec.name)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for name in started:
+        supervisor.stop(name)

@@ -1,0 +1,147 @@
+"""Each service of the local stack really answers."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+
+import boto3
+import psycopg2
+import pyarrow.parquet as pq
+import pymysql
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from spotlake.localstack.layout import PROJECT_ROOT
+
+
+def test_mariadb_answers_a_query(mysql: dict[str, str]) -> None:
+    conn = pymysql.connect(
+        host=mysql["host"], port=int(mysql["port"]), user=mysql["user"],
+        password=mysql["password"], database=mysql["database"],
+    )
+    with conn.cursor() as cur:
+        cur.execute("SELECT 6 * 7, VERSION()")
+        answer, version = cur.fetchone()
+    conn.close()
+    assert answer == 42
+    assert "MariaDB" in version
+
+
+def test_postgres_answers_a_query(postgres: dict[str, str]) -> None:
+    conn = psycopg2.connect(
+        host=postgres["host"], port=int(postgres["port"]), user=postgres["user"],
+        password=postgres["password"], dbname=postgres["database"],
+    )
+    with conn.cursor() as cur:
+        cur.execute("SELECT 6 * 7, current_user")
+        assert cur.fetchone() == (42, postgres["user"])
+    conn.close()
+
+
+def test_kafka_produce_consume_round_trip(kafka_bootstrap: str) -> None:
+    topic = f"probe-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+    sent = [f"message-{i}".encode() for i in range(100)]
+    for value in sent:
+        producer.produce(topic, value=value, key=b"k")
+    assert producer.flush(30) == 0
+    consumer = Consumer({
+        "bootstrap.servers": kafka_bootstrap, "group.id": topic,
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    received: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(received) < len(sent) and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is not None and msg.error() is None:
+            received.append(msg.value())
+    consumer.close()
+    assert received == sent
+
+
+def test_moto_serves_s3_dynamodb_and_secrets_manager(moto_endpoint: str) -> None:
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="a/b.txt", Body=b"hello")
+    assert s3.get_object(Bucket=name, Key="a/b.txt")["Body"].read() == b"hello"
+
+    ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint)
+    ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    )
+    ddb.put_item(TableName=name, Item={"pk": {"S": "x"}, "v": {"N": "1"}})
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.put_item(TableName=name, Item={"pk": {"S": "x"}, "v": {"N": "2"}},
+                     ConditionExpression="attribute_not_exists(pk)")
+    assert ddb.get_item(TableName=name, Key={"pk": {"S": "x"}})["Item"]["v"] == {"N": "1"}
+
+    sm = boto3.client("secretsmanager", endpoint_url=moto_endpoint)
+    sm.create_secret(Name=name, SecretString='{"password": "p"}')
+    assert json.loads(sm.get_secret_value(SecretId=name)["SecretString"]) == {"password": "p"}
+
+
+def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
+    mysql: dict[str, str], moto_endpoint: str, start_livy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.apache.livy.hooks.livy import BatchState, LivyHook
+
+    table = f"probe_{uuid.uuid4().hex[:8]}"
+    conn = pymysql.connect(
+        host=mysql["host"], port=int(mysql["port"]), user=mysql["user"],
+        password=mysql["password"], database=mysql["database"], autocommit=True,
+    )
+    rows = [(i, f"name-{i}", i * 1.5) for i in range(1, 501)]
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(40), amount DOUBLE)")
+        cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
+    conn.close()
+
+    secret_id = f"spotlake/probe/{table}"
+    boto3.client("secretsmanager", endpoint_url=moto_endpoint).create_secret(
+        Name=secret_id,
+        SecretString=json.dumps({
+            "host": mysql["host"], "port": int(mysql["port"]), "database": mysql["database"],
+            "username": mysql["user"], "password": mysql["password"],
+        }),
+    )
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3.create_bucket(Bucket=bucket)
+
+    url = start_livy("probe")
+    host, port = url.removeprefix("http://").split(":")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LIVY_PROBE",
+        json.dumps({"conn_type": "livy", "host": host, "port": int(port), "schema": "http"}),
+    )
+    hook = LivyHook(livy_conn_id="livy_probe")
+    job = PROJECT_ROOT / "tests" / "integration" / "jobs" / "jdbc_to_s3.py"
+    batch_id = hook.post_batch(file=str(job), args=[secret_id, table, f"s3a://{bucket}/{table}"])
+    deadline = time.monotonic() + 300
+    state = hook.get_batch_state(batch_id)
+    while state not in hook.TERMINAL_STATES and time.monotonic() < deadline:
+        time.sleep(1)
+        state = hook.get_batch_state(batch_id)
+    if state != BatchState.SUCCESS:
+        pytest.fail(f"batch {batch_id} ended {state}:\n" + "\n".join(hook.get_batch_logs(batch_id, 0, 200)["log"]))
+
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=table)["Contents"]]
+    assert f"{table}/_SUCCESS" in keys
+    tables = [
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read()))
+        for k in keys if k.endswith(".parquet")
+    ]
+    got = sorted(
+        (r["id"], r["name"], r["amount"]) for t in tables for r in t.to_pylist()
+    )
+    assert got == rows
