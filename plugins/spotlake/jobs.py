@@ -132,6 +132,9 @@ def _submit(
     run_id = uuid.uuid4().hex
     job = registry.claim_job(request.job_key, request.pool, cluster, run_id, expected)
     body = request.body()
+    if request.name:
+        # Livy rejects a name that a retained batch already has: one name per attempt.
+        body["name"] = f"{request.name}-{run_id[:8]}"
     if build_args is not None:
         body["args"] = build_args(run_id)
     started = time.monotonic()

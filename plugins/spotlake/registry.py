@@ -70,6 +70,16 @@ class Cluster:
     updated_at: str = ""
     reason: str = ""
     version: int = 0
+    # The provider's own id (EMR job flow id, local Livy PID); "" until launched.
+    provider_id: str = ""
+    # Launch number within the pool: the fleet's claim on a vacancy (see spotlake.fleet).
+    generation: int = 0
+    # The cluster this one was launched to take over from ("" for an empty pool).
+    replaces: str = ""
+    # Consecutive failed health checks, and the last failure's reason.
+    failures: int = 0
+    last_failure: str = ""
+    drain_started_at: str = ""
 
 
 @dataclass
@@ -153,11 +163,21 @@ def _conditional(exc: ClientError) -> bool:
 
 
 class Registry:
-    """Cluster and job state over a boto3 DynamoDB client (``DynamoDBHook(...).conn.meta.client``)."""
+    """Cluster and job state over a low-level boto3 DynamoDB client.
+
+    (Not a resource's ``meta.client``: boto3 injects type serialisation into that one.)
+    """
 
     def __init__(self, client: Any, prefix: str | None = None) -> None:
         self.client = client
         self.prefix = prefix or os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake")
+
+    @classmethod
+    def from_connection(cls, aws_conn_id: str | None = "aws_default", prefix: str | None = None) -> Registry:
+        """The registry through an Airflow AWS connection (credentials, region, endpoint)."""
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return cls(AwsBaseHook(aws_conn_id=aws_conn_id, client_type="dynamodb").get_conn(), prefix)
 
     # ------------------------------------------------------------------ tables
     @property
@@ -323,6 +343,101 @@ class Registry:
         cluster.version += 1
         return cluster
 
+    def update_cluster(self, cluster: Cluster, **changes: Any) -> Cluster:
+        """Apply ``changes`` (bookkeeping such as ``failures`` or ``provider_id``, never the
+        state) if the cluster is still at ``cluster.version``; StaleState otherwise."""
+        forbidden = sorted(set(changes) & {"pool", "cluster_id", "state", "version"})
+        if forbidden:
+            raise ValueError(
+                f"update_cluster cannot change {', '.join(forbidden)}; use transition_cluster or "
+                "mark_ready for state changes"
+            )
+        changes["updated_at"] = now_iso()
+        sets = ", ".join(f"#{k} = :{k}" for k in changes)
+        try:
+            self.client.update_item(
+                TableName=self.clusters_table,
+                Key={"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}},
+                UpdateExpression=f"SET {sets}, version = version + :one",
+                ConditionExpression="version = :v",
+                ExpressionAttributeNames={f"#{k}": k for k in changes},
+                ExpressionAttributeValues={
+                    **{f":{k}": _av(v) for k, v in changes.items()},
+                    ":one": {"N": "1"}, ":v": {"N": str(cluster.version)},
+                },
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(
+                    f"cluster {cluster.pool}/{cluster.cluster_id} changed since version {cluster.version}"
+                ) from None
+            raise
+        for key, value in changes.items():
+            setattr(cluster, key, value)
+        cluster.version += 1
+        return cluster
+
+    def take_over(self, cluster: Cluster, endpoint: str, old: Cluster, drain_started_at: str) -> Cluster:
+        """In one transaction: ``cluster`` LAUNCHING -> READY, ``old`` READY -> DRAINING, and
+        the pool's active pointer moves from ``old`` to ``cluster``. So there is never a moment
+        with two READY clusters nor one with none. StaleState if any of the three changed."""
+        now = now_iso()
+        key = {"pool": {"S": cluster.pool}}
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Update": {
+                    "TableName": self.clusters_table,
+                    "Key": {**key, "cluster_id": {"S": cluster.cluster_id}},
+                    "UpdateExpression": "SET #s = :ready, endpoint = :ep, updated_at = :now, version = version + :one",
+                    "ConditionExpression": "#s = :launching AND version = :v",
+                    "ExpressionAttributeNames": {"#s": "state"},
+                    "ExpressionAttributeValues": {
+                        ":ready": {"S": ClusterState.READY}, ":launching": {"S": ClusterState.LAUNCHING},
+                        ":ep": {"S": endpoint}, ":now": {"S": now}, ":one": {"N": "1"},
+                        ":v": {"N": str(cluster.version)},
+                    },
+                }},
+                {"Update": {
+                    "TableName": self.clusters_table,
+                    "Key": {**key, "cluster_id": {"S": old.cluster_id}},
+                    "UpdateExpression": "SET #s = :draining, reason = :reason, drain_started_at = :drain, "
+                                        "updated_at = :now, version = version + :one",
+                    "ConditionExpression": "#s = :ready AND version = :v",
+                    "ExpressionAttributeNames": {"#s": "state"},
+                    "ExpressionAttributeValues": {
+                        ":draining": {"S": ClusterState.DRAINING}, ":ready": {"S": ClusterState.READY},
+                        ":reason": {"S": f"replaced by {cluster.cluster_id}"}, ":drain": {"S": drain_started_at},
+                        ":now": {"S": now}, ":one": {"N": "1"}, ":v": {"N": str(old.version)},
+                    },
+                }},
+                {"Update": {
+                    "TableName": self.clusters_table,
+                    "Key": {**key, "cluster_id": {"S": POOL_ITEM}},
+                    "UpdateExpression": "SET active = :id, updated_at = :now ADD version :one",
+                    "ConditionExpression": "active = :old",
+                    "ExpressionAttributeValues": {
+                        ":id": {"S": cluster.cluster_id}, ":old": {"S": old.cluster_id},
+                        ":now": {"S": now}, ":one": {"N": "1"},
+                    },
+                }},
+            ])
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(
+                    f"cluster {cluster.pool}/{cluster.cluster_id} could not take over from "
+                    f"{old.cluster_id}: one of them changed, or {old.cluster_id} no longer takes the "
+                    "pool's work"
+                ) from None
+            raise
+        cluster.state, cluster.endpoint, cluster.updated_at = ClusterState.READY, endpoint, now
+        cluster.version += 1
+        old.state, old.reason, old.drain_started_at = (
+            ClusterState.DRAINING, f"replaced by {cluster.cluster_id}", drain_started_at
+        )
+        old.updated_at = now
+        old.version += 1
+        return cluster
+
     def _clear_active(self, pool: str, cluster_id: str) -> None:
         try:
             self.client.update_item(
@@ -348,6 +463,37 @@ class Registry:
     def jobs(self) -> list[Job]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.jobs_table}
+        while True:
+            page = self.client.scan(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_from_item(Job, i) for i in items]
+
+    def jobs_on_cluster(self, pool: str, cluster_id: str,
+                        states: tuple[str, ...] = (JobState.SUBMITTED,)) -> list[Job]:
+        """Jobs of ``pool`` on ``cluster_id`` in one of ``states`` (a filtered scan)."""
+        return self.jobs_in_pool(pool, states, cluster_id)
+
+    def jobs_in_pool(self, pool: str, states: tuple[str, ...] = (JobState.SUBMITTED,),
+                     cluster_id: str | None = None) -> list[Job]:
+        """Jobs of ``pool`` in one of ``states``, on ``cluster_id`` if given (a filtered scan)."""
+        values: dict[str, Any] = {f":s{i}": {"S": str(s)} for i, s in enumerate(states)}
+        condition = f"#p = :p AND #s IN ({', '.join(values)})"
+        values[":p"] = {"S": pool}
+        if cluster_id is not None:
+            condition += " AND #c = :c"
+            values[":c"] = {"S": cluster_id}
+        kwargs: dict[str, Any] = {
+            "TableName": self.jobs_table,
+            "FilterExpression": condition,
+            "ExpressionAttributeNames": {"#s": "state", "#p": "pool",
+                                         **({"#c": "cluster_id"} if cluster_id is not None else {})},
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
         while True:
             page = self.client.scan(**kwargs)
             items.extend(page.get("Items", []))

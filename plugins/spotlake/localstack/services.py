@@ -281,7 +281,7 @@ def moto_spec(layout: StackLayout) -> ServiceSpec:
     port = layout.port("moto")
 
     def ready() -> bool:
-        with urllib.request.urlopen(f"{moto_endpoint(layout)}/moto-api/data.json", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{moto_endpoint(layout)}/moto-api/", timeout=2) as resp:  # noqa: S310
             return resp.status == 200
 
     return ServiceSpec(

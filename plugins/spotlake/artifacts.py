@@ -1,0 +1,74 @@
+"""The Spark jobs as a cluster sees them: an entry script and a zip of ``spark_jobs``.
+
+Artifacts are content-addressed, so publishing is idempotent and a running batch
+never sees its code change. ``SPOTLAKE_ARTIFACTS`` says where they go:
+an ``s3://bucket/prefix`` (production: EMR reads from S3) or a local folder that
+the local Livy servers may read (default ``.stack/artifacts``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spotlake.lake import split_s3
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+JOBS_DIR = PROJECT_ROOT / "spark_jobs"
+
+
+@dataclass(frozen=True)
+class JobArtifacts:
+    entry: str
+    py_files: list[str]
+
+
+def _package_zip() -> bytes:
+    """A deterministic zip of the ``spark_jobs`` package (sorted, fixed timestamps)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(JOBS_DIR.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            info = zipfile.ZipInfo(str(path.relative_to(PROJECT_ROOT)), date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def artifacts_root() -> str:
+    default = Path(os.environ.get("SPOTLAKE_STACK_DIR", PROJECT_ROOT / ".stack")) / "artifacts"
+    return os.environ.get("SPOTLAKE_ARTIFACTS", str(default))
+
+
+def publish(entry_script: str, s3: Any = None, root: str | None = None) -> JobArtifacts:
+    """Publish ``spark_jobs/<entry_script>`` and the package zip; return their URIs."""
+    root = (root or artifacts_root()).rstrip("/")
+    package = _package_zip()
+    entry = (JOBS_DIR / entry_script).read_bytes()
+    digest = hashlib.sha256(package + entry).hexdigest()[:16]
+    names = {f"{digest}/spark_jobs.zip": package, f"{digest}/{entry_script}": entry}
+    if root.startswith(("s3://", "s3a://")):
+        if s3 is None:
+            raise ValueError("publishing artifacts to S3 needs an S3 client")
+        bucket, prefix = split_s3(root)
+        for name, body in names.items():
+            key = f"{prefix}/{name}".lstrip("/")
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+        base = f"s3://{bucket}/{prefix}".rstrip("/")
+    else:
+        folder = Path(root)
+        for name, body in names.items():
+            path = folder / name
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(path.suffix + ".tmp")
+                tmp.write_bytes(body)
+                tmp.replace(path)
+        base = str(folder.resolve())
+    return JobArtifacts(entry=f"{base}/{digest}/{entry_script}", py_files=[f"{base}/{digest}/spark_jobs.zip"])

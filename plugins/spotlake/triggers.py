@@ -1,0 +1,135 @@
+"""Triggers: wait for a Livy batch without holding a worker slot.
+
+A trigger has no side effects (it may run more than once, on any triggerer): it
+only observes and yields one event; the operator acts on the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from spotlake.livy import TERMINAL_STATES, EndpointLivyAsyncHook
+
+
+class LivyBatchTrigger(BaseTrigger):
+    """Polls one Livy batch until it ends, or until its cluster stops answering.
+
+    Events (``status``):
+    - ``success`` / ``failed``: the batch ended; ``state`` is Livy's final state;
+    - ``lost``: the Livy server answered that it does not know the batch (restarted);
+    - ``unreachable``: the endpoint has not answered for ``unreachable_timeout`` seconds;
+    - ``requeued``: the fleet re-queued the job (its cluster was declared dead or drained
+      past its deadline); seen in the registry, usually before Livy stops answering.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        batch_id: int,
+        job_key: str,
+        poll_interval: float = 2.0,
+        unreachable_timeout: float = 45.0,
+        pool: str = "",
+        cluster_id: str = "",
+        aws_conn_id: str | None = "aws_default",
+        registry_prefix: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.batch_id = batch_id
+        self.job_key = job_key
+        self.poll_interval = poll_interval
+        self.unreachable_timeout = unreachable_timeout
+        self.pool = pool
+        self.cluster_id = cluster_id
+        self.aws_conn_id = aws_conn_id
+        self.registry_prefix = registry_prefix
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "spotlake.triggers.LivyBatchTrigger",
+            {
+                "endpoint": self.endpoint,
+                "batch_id": self.batch_id,
+                "job_key": self.job_key,
+                "poll_interval": self.poll_interval,
+                "unreachable_timeout": self.unreachable_timeout,
+                "pool": self.pool,
+                "cluster_id": self.cluster_id,
+                "aws_conn_id": self.aws_conn_id,
+                "registry_prefix": self.registry_prefix,
+            },
+        )
+
+    def _event(self, status: str, **extra: Any) -> TriggerEvent:
+        return TriggerEvent({
+            "status": status, "batch_id": self.batch_id, "job_key": self.job_key,
+            "endpoint": self.endpoint, **extra,
+        })
+
+    def _registry(self) -> Any:
+        from spotlake.registry import Registry
+
+        return Registry.from_connection(self.aws_conn_id, self.registry_prefix)
+
+    def _requeued_reason(self, registry: Any) -> str | None:
+        """Why the registry says this batch no longer runs the job, or None."""
+        from spotlake.registry import ClusterState, JobState
+
+        job = registry.get_job(self.job_key)
+        if job is None:
+            return None
+        if job.state == JobState.REQUEUED or (job.state == JobState.SUBMITTED and job.batch_id >= 0
+                                               and job.batch_id != self.batch_id):
+            return job.reason or f"job {self.job_key} was re-queued"
+        if self.pool and self.cluster_id:
+            cluster = registry.get_cluster(self.pool, self.cluster_id)
+            if cluster is not None and cluster.state in (ClusterState.DEAD, ClusterState.TERMINATED):
+                return f"cluster {self.cluster_id} is {cluster.state}: {cluster.reason}"
+        return None
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = EndpointLivyAsyncHook(self.endpoint)
+        registry = await asyncio.to_thread(self._registry) if self.pool else None
+        failing_since: float | None = None
+        last_error = ""
+        while True:
+            if registry is not None:
+                try:
+                    reason = await asyncio.to_thread(self._requeued_reason, registry)
+                except Exception as exc:  # noqa: BLE001 - the registry is checked again next poll
+                    self.log.warning("registry check of %s failed: %s", self.job_key, exc)
+                    reason = None
+                if reason:
+                    yield self._event("requeued", reason=reason)
+                    return
+            try:
+                result = await hook.get_batch_state(self.batch_id)
+            except Exception as exc:  # noqa: BLE001 - connection refused, timeouts: the cluster may be gone
+                result = {"status": "error", "response": f"{type(exc).__name__}: {exc}"}
+            if result.get("status") == "success":
+                failing_since = None
+                state = result["batch_state"]
+                if state in TERMINAL_STATES:
+                    yield self._event("success" if state.value == "success" else "failed", state=state.value)
+                    return
+            else:
+                response = result.get("response")
+                if isinstance(response, dict) and 404 in response.get("Status Code", set()):
+                    yield self._event("lost", reason=f"Livy at {self.endpoint} does not know batch {self.batch_id}")
+                    return
+                last_error = str(response)
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since >= self.unreachable_timeout:
+                    yield self._event(
+                        "unreachable",
+                        reason=f"Livy at {self.endpoint} has not answered for "
+                        f"{self.unreachable_timeout:.0f} s: {last_error}",
+                    )
+                    return
+            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,25 @@
+"""The exceptions the Spark jobs raise.
+
+A user-facing failure (bad configuration, a source that does not match it, an
+unreachable database) raises an :class:`ExtractionError`, a ``ValueError`` whose
+message names the pipeline, the table, the cause and the fix. The entry script
+prints it as one ``SPOTLAKE_ERROR:`` line that the operator shows from the Livy log.
+"""
+
+from __future__ import annotations
+
+
+class SpotlakeJobError(Exception):
+    """Base class of every error raised by the Spark jobs."""
+
+
+class ExtractionError(SpotlakeJobError, ValueError):
+    """An extraction cannot run as configured; the message says where and how to fix it."""
+
+
+class UnknownUserTransformError(SpotlakeJobError, LookupError):
+    """No user transform function is registered under the requested name."""
+
+
+class LakeReadError(SpotlakeJobError, ValueError):
+    """The lake under a root cannot be read as a merged view."""

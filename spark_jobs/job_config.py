@@ -1,0 +1,370 @@
+"""The extraction job document: what the Airflow operator sends, validated on parse.
+
+The operator sends the document as ``--job <base64url(JSON)>`` (or a file with
+``--job-file``). Every error names the pipeline and the field at fault, so the
+operator can show it as is. Names that end up in SQL are checked against
+:data:`IDENTIFIER` here and back-quoted where they are used; no other user text
+ever reaches the source database.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from spark_jobs.errors import ExtractionError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
+DEFAULT_RETENTION_S = 3600.0
+CONFIG_FILE = "config/pipelines.yaml"
+
+UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
+
+
+def is_identifier(value: Any) -> bool:
+    return isinstance(value, str) and IDENTIFIER.match(value) is not None
+
+
+def quote_identifier(name: str) -> str:
+    """Back-quote a MySQL / Spark SQL name; doubles any back-quote inside it."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The run's window: rows with ``read_from <= cursor < end`` are read; ``start`` labels it."""
+
+    start: datetime
+    end: datetime
+    read_from: datetime
+
+    @property
+    def label(self) -> str:
+        """The window's partition label, e.g. ``20261127T140000Z``."""
+        return self.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "start": self.start.astimezone(UTC).isoformat(),
+            "end": self.end.astimezone(UTC).isoformat(),
+            "read_from": self.read_from.astimezone(UTC).isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    fetch_size: int = 10000
+    partition_rows: int = 250000
+    max_partitions: int = 2
+
+
+@dataclass(frozen=True)
+class Output:
+    root: str
+    retention_s: float = DEFAULT_RETENTION_S
+
+
+@dataclass(frozen=True)
+class TransformStep:
+    """One transformation step; ``index`` counts from 1 as a reader of the YAML list does."""
+
+    index: int
+    op: str
+    columns: Any = None
+    condition: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"transform #{self.index} ({self.op})"
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    job_key: str
+    attempt: int
+    run_id: str
+    pipeline: str
+    secret_id: str
+    database: str
+    table: str
+    primary_key: tuple[str, ...]
+    cursor: str
+    soft_delete: str | None
+    window: Window
+    transforms: tuple[TransformStep, ...]
+    output: Output
+    read: ReadOptions
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.database}.{self.table}"
+
+    @property
+    def context(self) -> str:
+        """How errors name this job: ``pipeline shop_orders (shop.orders)``."""
+        return f"pipeline {self.pipeline} ({self.qualified_table})"
+
+    @classmethod
+    def from_base64url(cls, text: str) -> ExtractJob:
+        padded = text.strip() + "=" * (-len(text.strip()) % 4)
+        try:
+            raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise ExtractionError(
+                "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"
+            ) from None
+        return cls.from_json(raw.decode("utf-8", errors="replace"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ExtractJob:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ExtractionError(f"job: the job document is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExtractJob:
+        return _JobParser(data).parse()
+
+
+class _JobParser:
+    """Parses one job document; errors name the pipeline (once known) and the field."""
+
+    TOP_KEYS = frozenset(
+        {
+            "job_key",
+            "attempt",
+            "run_id",
+            "pipeline",
+            "source",
+            "database",
+            "table",
+            "primary_key",
+            "cursor",
+            "soft_delete",
+            "window",
+            "transforms",
+            "output",
+            "read",
+        }
+    )
+
+    def __init__(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ExtractionError(f"job: the job document must be a JSON object, got {type(data).__name__}")
+        self.data = data
+        self.who = "job"
+
+    def fail(self, field: str, problem: str) -> ExtractionError:
+        return ExtractionError(f"{self.who}: job field '{field}' {problem}")
+
+    def parse(self) -> ExtractJob:
+        data = self.data
+        pipeline = data.get("pipeline")
+        if not isinstance(pipeline, str) or not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", pipeline):
+            raise self.fail("pipeline", f"must be a pipeline name (letters, digits, _ . -), got {pipeline!r}")
+        self.who = f"pipeline {pipeline}"
+        self.unknown_keys(data, self.TOP_KEYS, "")
+        job_key = self.text(data, "job_key")
+        attempt = data.get("attempt")
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise self.fail("attempt", f"must be an integer >= 1, got {attempt!r}")
+        run_id = data.get("run_id")
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+            raise self.fail("run_id", f"must be 1-64 letters, digits, _ or - (a uuid hex), got {run_id!r}")
+        source = self.section(data, "source", required=True)
+        self.unknown_keys(source, {"secret_id"}, "source.")
+        primary_key = data.get("primary_key")
+        if not isinstance(primary_key, list) or not primary_key:
+            raise self.fail("primary_key", f"must be a non-empty list of column names, got {primary_key!r}")
+        for i, col in enumerate(primary_key):
+            self.identifier(col, f"primary_key[{i}]")
+        if len(set(primary_key)) != len(primary_key):
+            raise self.fail("primary_key", f"names a column twice: {primary_key}")
+        soft_delete = data.get("soft_delete")
+        return ExtractJob(
+            job_key=job_key,
+            attempt=attempt,
+            run_id=run_id,
+            pipeline=pipeline,
+            secret_id=self.text(source, "secret_id", "source."),
+            database=self.identifier(data.get("database"), "database"),
+            table=self.identifier(data.get("table"), "table"),
+            primary_key=tuple(primary_key),
+            cursor=self.identifier(data.get("cursor"), "cursor"),
+            soft_delete=None if soft_delete is None else self.identifier(soft_delete, "soft_delete"),
+            window=self.window(self.section(data, "window", required=True)),
+            transforms=self.transforms(data.get("transforms", [])),
+            output=self.output(self.section(data, "output", required=True)),
+            read=self.read(self.section(data, "read", required=False)),
+        )
+
+    # ------------------------------------------------------------------ fields
+    def section(self, data: Mapping[str, Any], key: str, required: bool) -> Mapping[str, Any]:
+        value = data.get(key)
+        if value is None and not required:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a JSON object, got {value!r}")
+        return value
+
+    def unknown_keys(self, data: Mapping[str, Any], allowed: Any, prefix: str) -> None:
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            known = ", ".join(sorted(allowed))
+            raise self.fail(prefix + unknown[0], f"is not part of the job contract; known fields: {known}")
+
+    def text(self, data: Mapping[str, Any], key: str, prefix: str = "") -> str:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(prefix + key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def identifier(self, value: Any, field: str) -> str:
+        if not is_identifier(value):
+            raise self.fail(
+                field,
+                f"must be an identifier (letters, digits, _ and $, not starting with a digit), "
+                f"got {value!r}; names are quoted, never spliced into SQL — fix it in {CONFIG_FILE}",
+            )
+        return value
+
+    def timestamp(self, data: Mapping[str, Any], key: str) -> datetime:
+        value = data.get(key)
+        field = f"window.{key}"
+        if not isinstance(value, str):
+            raise self.fail(field, f"must be an ISO-8601 timestamp string with a UTC offset, got {value!r}")
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise self.fail(
+                field,
+                f"must be an ISO-8601 timestamp with a UTC offset, "
+                f"e.g. 2026-11-27T14:00:00+00:00, got {value!r}",
+            )
+        return parsed.astimezone(UTC)
+
+    def window(self, data: Mapping[str, Any]) -> Window:
+        self.unknown_keys(data, {"start", "end", "read_from"}, "window.")
+        start, end = self.timestamp(data, "start"), self.timestamp(data, "end")
+        read_from = self.timestamp(data, "read_from") if "read_from" in data else start
+        if not start < end:
+            raise self.fail("window", f"start {start.isoformat()} must be before end {end.isoformat()}")
+        if read_from > start:
+            raise self.fail(
+                "window.read_from", f"{read_from.isoformat()} must not be after start {start.isoformat()}"
+            )
+        return Window(start=start, end=end, read_from=read_from)
+
+    def output(self, data: Mapping[str, Any]) -> Output:
+        self.unknown_keys(data, {"root", "retention_s"}, "output.")
+        root = self.text(data, "root", "output.").strip().rstrip("/")
+        if not URI.match(root):
+            raise self.fail(
+                "output.root",
+                f"must be a URI such as s3a://bucket/raw/orders or file:/abs/path, got {data.get('root')!r}",
+            )
+        retention = data.get("retention_s", DEFAULT_RETENTION_S)
+        if isinstance(retention, bool) or not isinstance(retention, (int, float)) or retention < 0:
+            raise self.fail("output.retention_s", f"must be a number of seconds >= 0, got {retention!r}")
+        return Output(root=root, retention_s=float(retention))
+
+    def read(self, data: Mapping[str, Any]) -> ReadOptions:
+        self.unknown_keys(data, {"fetch_size", "partition_rows", "max_partitions"}, "read.")
+        values: dict[str, int] = {}
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise self.fail(f"read.{key}", f"must be a positive integer, got {value!r}")
+            values[key] = value
+        return ReadOptions(**values)
+
+    # -------------------------------------------------------------- transforms
+    def transforms(self, raw: Any) -> tuple[TransformStep, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.fail("transforms", f"must be a list of transform steps, got {raw!r}")
+        return tuple(self.transform(i + 1, step) for i, step in enumerate(raw))
+
+    def transform(self, index: int, step: Any) -> TransformStep:
+        field = f"transforms #{index}"
+        if not isinstance(step, dict) or step.get("op") not in TRANSFORM_OPS:
+            op = step.get("op") if isinstance(step, dict) else step
+            raise self.fail(field, f"has unknown op {op!r}; use one of {', '.join(TRANSFORM_OPS)}")
+        op = step["op"]
+        field = f"{field} ({op})"
+        if op == "filter":
+            self.unknown_keys(step, {"op", "condition"}, f"{field}: ")
+            return TransformStep(index, op, condition=self.text(step, "condition", f"{field}: "))
+        if op == "function":
+            self.unknown_keys(step, {"op", "name"}, f"{field}: ")
+            name = step.get("name")
+            if not isinstance(name, str) or not FUNCTION_NAME.match(name):
+                raise self.fail(
+                    f"{field}: name",
+                    f"must be a registered function name such as 'shop.normalise_email', got {name!r}",
+                )
+            return TransformStep(index, op, name=name)
+        self.unknown_keys(step, {"op", "columns"}, f"{field}: ")
+        columns = step.get("columns")
+        if op in ("select", "hash"):
+            return TransformStep(index, op, columns=self.column_list(columns, f"{field}: columns"))
+        mapping = self.column_mapping(columns, f"{field}: columns")
+        if op == "rename":
+            targets = [self.identifier(new, f"{field}: columns.{old}") for old, new in mapping.items()]
+            if len(set(targets)) != len(targets):
+                raise self.fail(f"{field}: columns", f"renames two columns to the same name: {mapping}")
+        elif op == "mask":
+            mapping = {c: self.mask_options(opts, f"{field}: columns.{c}") for c, opts in mapping.items()}
+        else:  # cast, derive: a type or an expression per column
+            for col, value in mapping.items():
+                if not isinstance(value, str) or not value.strip():
+                    what = "a Spark type such as decimal(12,2)" if op == "cast" else "a Spark SQL expression"
+                    raise self.fail(f"{field}: columns.{col}", f"must be {what}, got {value!r}")
+        return TransformStep(index, op, columns=mapping)
+
+    def column_list(self, value: Any, field: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(field, f"must be a non-empty list of column names, got {value!r}")
+        names = tuple(self.identifier(col, f"{field}[{i}]") for i, col in enumerate(value))
+        if len(set(names)) != len(names):
+            raise self.fail(field, f"names a column twice: {list(names)}")
+        return names
+
+    def column_mapping(self, value: Any, field: str) -> dict[str, Any]:
+        if not isinstance(value, dict) or not value:
+            raise self.fail(field, f"must be a non-empty mapping of column name to value, got {value!r}")
+        for col in value:
+            self.identifier(col, f"{field} key")
+        return dict(value)
+
+    def mask_options(self, opts: Any, field: str) -> dict[str, int]:
+        opts = {} if opts is None else opts
+        if not isinstance(opts, dict) or set(opts) - {"keep_last"}:
+            raise self.fail(field, f'must be {{"keep_last": N}}, got {opts!r}')
+        keep = opts.get("keep_last", 0)
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise self.fail(f"{field}.keep_last", f"must be an integer >= 0, got {keep!r}")
+        return {"keep_last": keep}
+
+
+def sql_timestamp(moment: datetime) -> str:
+    """A window bound as the job writes it into SQL: UTC wall clock with microseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -1,0 +1,305 @@
+"""The MySQL source of an extraction: credentials, validation, window statistics, the JDBC read.
+
+Credentials come from a Secrets Manager secret (JSON with host, port, database,
+username, password), resolved with boto3 (which honours ``AWS_ENDPOINT_URL`` and
+the region settings of the environment). The password goes only into the JDBC
+``password`` option and connection properties: never into Spark conf, a URL,
+a log line or a message.
+
+Before reading, the table is checked against the live source (table, columns,
+an index led by the cursor). SQL sent to MySQL contains only back-quoted
+identifiers validated by :mod:`spark_jobs.job_config` and window bounds
+formatted by the job itself; the MariaDB/MySQL server is expected to run in
+UTC, and ``connectionTimeZone=UTC`` makes DATETIME values arrive unshifted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_jobs.errors import ExtractionError
+from spark_jobs.job_config import CONFIG_FILE, ExtractJob, is_identifier, quote_identifier, sql_timestamp
+
+MYSQL_DRIVER = "com.mysql.cj.jdbc.Driver"
+URL_OPTIONS = (
+    "connectionTimeZone=UTC&forceConnectionTimeZoneToSession=false"
+    "&useCursorFetch=true&zeroDateTimeBehavior=CONVERT_TO_NULL"
+    "&connectTimeout=10000&tcpKeepAlive=true"
+)
+INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
+TEMPORAL_TYPES = frozenset({"datetime", "timestamp", "date"})
+HOST = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$")
+WINDOW_ALIAS = "spotlake_window"
+
+
+@dataclass(frozen=True)
+class MySqlSource:
+    host: str
+    port: int
+    database: str | None
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"jdbc:mysql://{self.address}/{self.database or ''}?{URL_OPTIONS}"
+
+
+def resolve_source(job: ExtractJob) -> MySqlSource:
+    """Read the source secret named by the job and check its shape (never echoing its values)."""
+    where = f"pipeline {job.pipeline}: source secret '{job.secret_id}'"
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise ExtractionError(
+            f"{where}: boto3 is not installed on the cluster — install it "
+            "(EMR: a bootstrap action running `pip install boto3`)"
+        ) from None
+    try:
+        response = boto3.client("secretsmanager").get_secret_value(SecretId=job.secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise ExtractionError(
+            f"{where} cannot be read from Secrets Manager ({code}) — create it, grant the "
+            f"cluster role secretsmanager:GetSecretValue, or fix the source in "
+            f"{CONFIG_FILE}"
+        ) from None
+    except BotoCoreError as exc:
+        raise ExtractionError(
+            f"{where} cannot be read from Secrets Manager ({type(exc).__name__}: {exc}) — "
+            "check the AWS region, credentials and endpoint of the cluster"
+        ) from None
+    try:
+        secret = json.loads(response.get("SecretString") or "")
+    except json.JSONDecodeError:
+        secret = None
+    if not isinstance(secret, dict):
+        raise ExtractionError(
+            f"{where} is not a JSON object with host, port, database, username and password"
+        )
+    missing = [k for k in ("host", "port", "username", "password") if not secret.get(k)]
+    if missing:
+        raise ExtractionError(
+            f"{where} lacks {', '.join(missing)}; it must hold host, port, database, username and password"
+        )
+    host, port, database = str(secret["host"]), secret["port"], secret.get("database")
+    if not HOST.match(host):
+        raise ExtractionError(f"{where}: host {host!r} is not a host name or IP address")
+    if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise ExtractionError(f"{where}: port {port!r} is not a TCP port number")
+    if database is not None and database != "" and not is_identifier(database):
+        raise ExtractionError(f"{where}: database {database!r} is not a database name")
+    return MySqlSource(
+        host=host,
+        port=int(port),
+        database=database or None,
+        username=str(secret["username"]),
+        password=str(secret["password"]),
+    )
+
+
+# ------------------------------------------------------------- connection
+@contextmanager
+def jdbc_connection(spark: SparkSession, source: MySqlSource, job: ExtractJob) -> Iterator[Any]:
+    """A plain JDBC connection in the driver JVM (for metadata and window statistics)."""
+    jvm = spark._jvm
+    properties = jvm.java.util.Properties()
+    properties.setProperty("user", source.username)
+    properties.setProperty("password", source.password)
+    try:
+        connection = jvm.com.mysql.cj.jdbc.Driver().connect(source.url, properties)
+    except Py4JJavaError as exc:
+        raise ExtractionError(
+            f"pipeline {job.pipeline}: cannot connect to MySQL at {source.address} for table "
+            f"{job.qualified_table}: {java_message(exc)} — check host, port and credentials in secret "
+            f"'{job.secret_id}' and that the database accepts connections from the cluster"
+        ) from None
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def java_message(exc: Py4JJavaError) -> str:
+    """The first line of the Java exception's message (never the JDBC properties)."""
+    java = exc.java_exception
+    message = str(java.getMessage() or java.getClass().getName())
+    return message.strip().splitlines()[0]
+
+
+def query_rows(connection: Any, sql: str, *params: str) -> list[list[str | None]]:
+    statement = connection.prepareStatement(sql)
+    try:
+        for i, value in enumerate(params, start=1):
+            statement.setString(i, value)
+        result = statement.executeQuery()
+        width = result.getMetaData().getColumnCount()
+        rows: list[list[str | None]] = []
+        while result.next():
+            rows.append([result.getString(i) for i in range(1, width + 1)])
+        return rows
+    finally:
+        statement.close()
+
+
+# ------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class SourceTable:
+    """What the source says about the job's table."""
+
+    columns: tuple[str, ...]
+    types: Mapping[str, str]
+    index_leaders: frozenset[str]
+
+    def integer_key(self, job: ExtractJob) -> str | None:
+        """The primary-key column if it is a single integer column (the JDBC read can split on it)."""
+        if len(job.primary_key) == 1 and self.types.get(job.primary_key[0]) in INTEGER_TYPES:
+            return job.primary_key[0]
+        return None
+
+
+def describe_table(connection: Any, job: ExtractJob) -> SourceTable:
+    columns = [
+        (name, (data_type or "").lower())
+        for schema, table, name, data_type in query_rows(
+            connection,
+            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            job.database,
+            job.table,
+        )
+        if schema == job.database and table == job.table and name is not None
+    ]
+    if not columns:
+        raise ExtractionError(
+            f"pipeline {job.pipeline}: table {job.qualified_table} does not exist in the source "
+            f"(renamed or dropped?) — fix the table name in {CONFIG_FILE}"
+        )
+    leaders = query_rows(
+        connection,
+        "SELECT DISTINCT COLUMN_NAME FROM information_schema.STATISTICS "
+        "WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1",
+        job.database,
+        job.table,
+    )
+    return SourceTable(
+        columns=tuple(name for name, _ in columns),
+        types=dict(columns),
+        index_leaders=frozenset(row[0] for row in leaders if row[0] is not None),
+    )
+
+
+def check_table(job: ExtractJob, table: SourceTable) -> None:
+    """The job's key columns exist and the cursor is a time column that leads an index."""
+    listing = ", ".join(table.columns)
+    for role, column, setting in (
+        [("cursor", job.cursor, "cursor")]
+        + [("primary-key", c, "primary_key") for c in job.primary_key]
+        + ([("soft-delete", job.soft_delete, "soft_delete")] if job.soft_delete else [])
+    ):
+        if column not in table.columns:
+            raise ExtractionError(
+                f"{job.context}: {role} column '{column}' does not exist in the source table; "
+                f"columns are: {listing} — fix {setting} in {CONFIG_FILE}"
+            )
+    cursor_type = table.types[job.cursor]
+    if cursor_type not in TEMPORAL_TYPES:
+        raise ExtractionError(
+            f"{job.context}: cursor column '{job.cursor}' is {cursor_type.upper()}, not DATETIME, TIMESTAMP "
+            f"or DATE; windows are time ranges — choose a time column as cursor in {CONFIG_FILE}"
+        )
+    if job.cursor not in table.index_leaders:
+        raise ExtractionError(
+            f"{job.context}: cursor column '{job.cursor}' is not the first column of any index, so every "
+            f"window would scan the whole table — add one (CREATE INDEX ix_{job.table}_{job.cursor} ON "
+            f"{job.qualified_table} ({job.cursor})) or choose an indexed cursor in {CONFIG_FILE}"
+        )
+
+
+# ------------------------------------------------------------------ reading
+def window_condition(job: ExtractJob) -> str:
+    """``read_from <= cursor < end``, bounds formatted by the job (UTC)."""
+    cursor = quote_identifier(job.cursor)
+    return (
+        f"{cursor} >= '{sql_timestamp(job.window.read_from)}' "
+        f"AND {cursor} < '{sql_timestamp(job.window.end)}'"
+    )
+
+
+def window_query(job: ExtractJob, table: SourceTable) -> str:
+    columns = ", ".join(quote_identifier(c) for c in table.columns)
+    source = f"{quote_identifier(job.database)}.{quote_identifier(job.table)}"
+    return f"SELECT {columns} FROM {source} WHERE {window_condition(job)}"
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    rows: int
+    key_min: int | None = None
+    key_max: int | None = None
+
+
+def window_stats(connection: Any, job: ExtractJob, table: SourceTable) -> WindowStats:
+    """Rows in the window and, for a single integer key, its bounds (to split the read)."""
+    key = table.integer_key(job)
+    source = f"{quote_identifier(job.database)}.{quote_identifier(job.table)}"
+    bounds = f", MIN({quote_identifier(key)}), MAX({quote_identifier(key)})" if key else ""
+    (row,) = query_rows(connection, f"SELECT COUNT(*){bounds} FROM {source} WHERE {window_condition(job)}")
+    rows = int(row[0] or 0)
+    if key is None or row[1] is None or row[2] is None:
+        return WindowStats(rows=rows)
+    return WindowStats(rows=rows, key_min=int(row[1]), key_max=int(row[2]))
+
+
+def partition_count(job: ExtractJob, stats: WindowStats) -> int:
+    if stats.key_min is None or stats.key_max is None or stats.rows <= job.read.partition_rows:
+        return 1
+    wanted = math.ceil(stats.rows / job.read.partition_rows)
+    return max(1, min(job.read.max_partitions, wanted, stats.key_max - stats.key_min + 1))
+
+
+def read_window(
+    spark: SparkSession, source: MySqlSource, job: ExtractJob, table: SourceTable, stats: WindowStats
+) -> DataFrame:
+    """The window's rows through Spark's JDBC source, streamed, split on the key when large."""
+    options = {
+        "url": source.url,
+        "driver": MYSQL_DRIVER,
+        "user": source.username,
+        "password": source.password,
+        "dbtable": f"({window_query(job, table)}) AS {WINDOW_ALIAS}",
+        "fetchsize": str(job.read.fetch_size),
+        # Transform filters run in Spark, with Spark's semantics (not MySQL's collations).
+        "pushDownPredicate": "false",
+    }
+    partitions = partition_count(job, stats)
+    key = table.integer_key(job)
+    if partitions > 1 and key is not None:
+        options.update(
+            {
+                "partitionColumn": key,
+                "lowerBound": str(stats.key_min),
+                "upperBound": str(stats.key_max + 1 if stats.key_max is not None else 0),
+                "numPartitions": str(partitions),
+            }
+        )
+    try:
+        return spark.read.format("jdbc").options(**options).load()
+    except Py4JJavaError as exc:
+        raise ExtractionError(
+            f"{job.context}: reading the window from MySQL at {source.address} failed: {java_message(exc)}"
+        ) from None
