@@ -1,0 +1,13 @@
+"""One extraction DAG per pipeline in config/pipelines.yaml (see spotlake.dag_factory).
+
+Parsing reads only that local YAML file: no service is contacted at import.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG
+
+from spotlake.dag_factory import build_all
+
+dags: dict[str, DAG] = build_all()
+globals().update(dags)

@@ -1,0 +1,176 @@
+"""Run a Spark job as a Livy batch on its pool's READY cluster, deferrably.
+
+The operator is a thin wrapper over :mod:`spotlake.jobs`: it claims the job key
+in the registry, submits (or reconnects to a live batch of the same key), defers
+on :class:`spotlake.triggers.LivyBatchTrigger`, and on the event either finishes,
+fails with the job's own error from the batch log, or — when the cluster died
+under the batch — re-queues the job onto the pool's replacement cluster inside
+the same task try, up to ``max_moves`` times.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.exceptions import AirflowException
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import BaseOperator
+
+from spotlake.jobs import BatchRequest, NoReadyCluster, submit_or_reconnect
+from spotlake.livy import EndpointLivyHook
+from spotlake.registry import Job, JobState, Registry, StaleState
+from spotlake.triggers import LivyBatchTrigger
+
+ERROR_MARK = "SPOTLAKE_ERROR: "
+
+
+class PoolBatchOperator(BaseOperator):
+    """Base of spotlake's batch operators; subclasses say what to run and what success means."""
+
+    ui_color = "#d6ecf3"
+
+    def __init__(
+        self,
+        *,
+        pool_name: str,
+        aws_conn_id: str | None = "aws_default",
+        poll_interval: float = 2.0,
+        max_moves: int = 3,
+        wait_for_cluster: timedelta = timedelta(minutes=15),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pool_name = pool_name
+        self.aws_conn_id = aws_conn_id
+        self.poll_interval = poll_interval
+        self.max_moves = max_moves
+        self.wait_for_cluster = wait_for_cluster
+        self.job: Job | None = None
+
+    # ------------------------------------------------------------- subclasses
+    def build_request(self, context: Any) -> BatchRequest:
+        raise NotImplementedError
+
+    def build_args(self, context: Any, run_id: str) -> list[str]:
+        raise NotImplementedError
+
+    def on_batch_success(self, context: Any, job: Job) -> Any:
+        return {"job_key": job.job_key, "batch_id": job.batch_id, "cluster": job.cluster_id}
+
+    # ------------------------------------------------------------------ hooks
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry.from_connection(self.aws_conn_id)
+
+    @staticmethod
+    def livy(endpoint: str) -> EndpointLivyHook:
+        return EndpointLivyHook(endpoint)
+
+    # -------------------------------------------------------------- execution
+    def execute(self, context: Any) -> Any:
+        return self._submit_and_defer(context)
+
+    def _submit_and_defer(self, context: Any) -> Any:
+        request = self.build_request(context)
+        try:
+            submission = submit_or_reconnect(
+                self.registry, request, self.livy, build_args=lambda run_id: self.build_args(context, run_id)
+            )
+        except NoReadyCluster as exc:
+            self.log.warning("%s; waiting for one", exc)
+            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=10)), method_name="resume_waiting",
+                       kwargs={"since": context["ti"].start_date.isoformat() if context.get("ti") else ""})
+        self.job = submission.job
+        verb = "reconnected to" if submission.reconnected else "submitted"
+        self.log.info("%s batch %s of %s on cluster %s (%s), attempt %s", verb, self.job.batch_id,
+                      self.job.job_key, self.job.cluster_id, self.job.endpoint, self.job.attempt)
+        self.defer(
+            trigger=LivyBatchTrigger(
+                endpoint=self.job.endpoint, batch_id=self.job.batch_id, job_key=self.job.job_key,
+                poll_interval=self.poll_interval, pool=self.job.pool, cluster_id=self.job.cluster_id,
+                aws_conn_id=self.aws_conn_id, registry_prefix=self.registry.prefix,
+            ),
+            method_name="execute_complete",
+        )
+
+    def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
+        started = context["ti"].start_date
+        if started is not None:
+            from datetime import UTC, datetime
+
+            if datetime.now(UTC) - started > self.wait_for_cluster:
+                raise AirflowException(
+                    f"pool '{self.pool_name}' had no READY cluster for {self.wait_for_cluster}; "
+                    "check the fleet DAG and `spotlake status`"
+                )
+        return self._submit_and_defer(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        job = self.registry.get_job(event["job_key"])
+        if job is None or job.batch_id != event["batch_id"] or job.endpoint != event["endpoint"]:
+            # The job moved on (another run re-submitted it): follow it.
+            self.log.info("job %s moved on since batch %s; reconnecting", event["job_key"], event["batch_id"])
+            return self._submit_and_defer(context)
+        self.job = job
+        status = event["status"]
+        if status == "success":
+            result = self.on_batch_success(context, job)
+            self._finish(job, JobState.SUCCEEDED, "")
+            return result
+        if status == "failed":
+            error, tail = self._batch_error(job)
+            self._finish(job, JobState.FAILED, error or f"batch ended {event.get('state')}")
+            raise AirflowException(
+                f"{job.job_key}: batch {job.batch_id} on cluster {job.cluster_id} ended "
+                f"'{event.get('state')}': {error or 'see the batch log below'}\n--- batch log (tail) ---\n{tail}"
+            )
+        # requeued / lost / unreachable: the cluster went away under the batch. Re-queue onto
+        # the pool's (replacement) cluster without consuming an Airflow retry.
+        if job.moves >= self.max_moves:
+            self._finish(job, JobState.FAILED, f"moved {job.moves} times; {event.get('reason')}")
+            raise AirflowException(
+                f"{job.job_key}: its cluster was lost {job.moves + 1} times (limit max_moves="
+                f"{self.max_moves}); last: {event.get('reason')}"
+            )
+        try:
+            self.registry.update_job(job, state=JobState.REQUEUED, moves=job.moves + 1,
+                                     reason=str(event.get("reason", status)))
+        except StaleState:
+            self.log.info("job %s changed while re-queueing; following it", job.job_key)
+        self._delete_quietly(job)
+        self.log.warning("re-queueing %s: %s", job.job_key, event.get("reason"))
+        return self._submit_and_defer(context)
+
+    def _delete_quietly(self, job: Job) -> None:
+        """Kill what may be left of the old batch (a drained cluster still runs it)."""
+        try:
+            self.livy(job.endpoint).delete_batch(job.batch_id)
+        except Exception as exc:  # noqa: BLE001 - a dead cluster cannot answer; that is expected
+            self.log.info("old batch %s on %s not deleted: %s", job.batch_id, job.endpoint, exc)
+
+    def _finish(self, job: Job, state: JobState, reason: str) -> None:
+        try:
+            self.registry.update_job(job, state=state, reason=reason[:1000])
+        except StaleState:
+            self.log.warning("job %s changed before it could be marked %s", job.job_key, state)
+
+    def _batch_error(self, job: Job) -> tuple[str, str]:
+        """The job's own error line (``SPOTLAKE_ERROR: ...``) and the tail of the batch log."""
+        try:
+            lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, 0, 1000).get("log", [])
+        except Exception as exc:  # noqa: BLE001 - the log is a courtesy; the failure stands
+            return "", f"(batch log unavailable: {exc})"
+        error = next((ln.split(ERROR_MARK, 1)[1] for ln in reversed(lines) if ERROR_MARK in ln), "")
+        return error, "\n".join(lines[-40:])
+
+    def on_kill(self) -> None:
+        job = self.job
+        if job is None or job.batch_id < 0:
+            return
+        self.log.info("killing batch %s of %s on %s", job.batch_id, job.job_key, job.endpoint)
+        try:
+            self.livy(job.endpoint).delete_batch(job.batch_id)
+        finally:
+            self._finish(job, JobState.FAILED, "task killed")

@@ -1,0 +1,125 @@
+"""Local clusters: each is one Apache Livy server process over pip's PySpark.
+
+Launching starts the process on a free port; the cluster is dead when the
+process is gone or Livy stops answering. Killing the process is a real
+cluster death, which is how tests inject one.
+
+:class:`LocalProvider` runs the processes; :class:`LocalClusterProvider` offers
+them to the fleet as a :class:`~spotlake.providers.base.ClusterProvider`.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spotlake.errors import SpotlakeError
+from spotlake.localstack.layout import StackLayout
+from spotlake.localstack.process import Supervisor, port_holder
+from spotlake.providers.base import (
+    ClusterHealth,
+    ClusterProvider,
+    LaunchedCluster,
+    LaunchFailed,
+    Opener,
+    probe_livy,
+)
+
+if TYPE_CHECKING:
+    from spotlake.pools import PoolConfig
+    from spotlake.registry import Cluster
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    cluster_id: str
+    endpoint: str
+    pid: int
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, layout: StackLayout | None = None) -> None:
+        self.layout = layout or StackLayout.default()
+        self.supervisor = Supervisor(self.layout)
+
+    def _free_port(self) -> int:
+        port = int(self.layout.setting("SPOTLAKE_LIVY_BASE_PORT", "18998"))
+        while port_holder(port) is not None:
+            port += 1
+        return port
+
+    def launch(self, cluster_id: str, master: str = "local[2]") -> LocalCluster:
+        from spotlake.localstack import jvm
+
+        jvm.resolve_jars(self.layout, "livy")
+        jvm.resolve_jars(self.layout, "spark")
+        port = self._free_port()
+        pid = self.supervisor.start(jvm.livy_spec(self.layout, cluster_id, port, master=master))
+        return LocalCluster(cluster_id, f"http://127.0.0.1:{port}", pid)
+
+    def is_alive(self, cluster_id: str, endpoint: str, timeout: float = 3.0) -> bool:
+        if not self.supervisor.is_running(f"livy-{cluster_id}"):
+            return False
+        try:
+            with urllib.request.urlopen(f"{endpoint}/batches?size=0", timeout=timeout) as resp:  # noqa: S310
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def terminate(self, cluster_id: str) -> None:
+        self.supervisor.stop(f"livy-{cluster_id}")
+
+    def kill(self, cluster_id: str) -> None:
+        self.supervisor.kill(f"livy-{cluster_id}")
+
+
+class LocalClusterProvider(ClusterProvider):
+    """Local pools: one Livy server process per cluster, Spark master from the pool's ``local`` shape.
+
+    Health: the process runs and Livy answers ``GET /batches`` with 200; anything else is a
+    failed check (counted by the fleet toward the pool's ``failure_threshold``).
+    """
+
+    name = "local"
+
+    def __init__(self, processes: LocalProvider | None = None, opener: Opener = urllib.request.urlopen,
+                 probe_timeout: float = 3.0) -> None:
+        self._processes = processes
+        self.opener = opener
+        self.probe_timeout = probe_timeout
+
+    @property
+    def processes(self) -> LocalProvider:
+        if self._processes is None:
+            self._processes = LocalProvider()
+        return self._processes
+
+    def launch(self, pool: PoolConfig, cluster_id: str) -> LaunchedCluster:
+        if pool.local is None:
+            raise LaunchFailed(f"pool '{pool.name}' has no 'local' shape in config/pools.yaml; add one")
+        try:
+            launched = self.processes.launch(cluster_id, master=pool.local.master)
+        except SpotlakeError as exc:
+            self.processes.terminate(cluster_id)
+            raise LaunchFailed(f"Livy server for cluster {cluster_id} of pool '{pool.name}' did not start: {exc}"
+                               ) from exc
+        return LaunchedCluster(cluster_id, provider_id=str(launched.pid), endpoint=launched.endpoint)
+
+    def health(self, cluster: Cluster) -> ClusterHealth:
+        if not self.processes.supervisor.is_running(f"livy-{cluster.cluster_id}"):
+            return ClusterHealth.failed(f"Livy process livy-{cluster.cluster_id} is not running")
+        if not cluster.endpoint:
+            return ClusterHealth.booting(f"Livy process livy-{cluster.cluster_id} runs; endpoint not recorded yet")
+        failure = probe_livy(cluster.endpoint, self.probe_timeout, self.opener)
+        if failure:
+            return ClusterHealth.failed(failure)
+        return ClusterHealth.ok(cluster.endpoint)
+
+    def endpoint(self, cluster: Cluster) -> str | None:
+        return cluster.endpoint or None
+
+    def terminate(self, cluster: Cluster, reason: str) -> None:
+        self.processes.terminate(cluster.cluster_id)
