@@ -1,0 +1,475 @@
+"""Users, sessions and purchase funnels; late, out-of-order and malformed records.
+
+:class:`ClickStream` turns a :class:`StreamConfig` and a rate profile into a
+deterministic sequence of records ``(key, value, slot, flags)``:
+
+- ``key``: the user id as UTF-8 bytes (the Kafka message key);
+- ``value``: the event as JSON text (see :mod:`spotlake.clickgen.events`);
+- ``slot``: the offset in seconds, from the start, at which the record is due;
+- ``flags``: :data:`LATE`, :data:`OUT_OF_ORDER` and one of :data:`MALFORMED_FLAGS`, or 0.
+
+Simulation. A fixed population of users (each with a home country and a usual
+device) visits the shop. A number of sessions run at once; each event goes to
+one of them chosen at random, so sessions interleave as real visitors do. Each
+session follows a funnel planned when it starts: a landing page (home, category,
+search or promotion, with an external referrer or none), perhaps a search, then
+with probability ``funnel.product`` one or more product pages (click on a
+product card, then the product's page view), then with ``funnel.cart`` an
+``add_to_cart`` and the cart page, then with ``funnel.checkout`` a ``checkout``
+and the checkout page, then with ``funnel.purchase`` a ``purchase``. When a
+session ends its user rests and another user starts a session.
+
+Event time is ``start_ms`` plus the slot of the record's position in the
+schedule, in milliseconds; a *late* record has its event time moved back by a
+random 1 ms to ``late_max_seconds``; an *out-of-order* record is held back and
+emitted 1 to ``out_of_order_max_delay`` positions after its place (its slot stays
+the one it was generated at); a *malformed* record is one of the kinds of
+:data:`spotlake.clickgen.events.MALFORMED_KINDS`, built from the session's next
+event, which is then still emitted as a valid event later, so the valid records
+alone form complete funnels.
+
+Every random choice comes from ``random.Random(seed)`` (the bursty profile uses
+its own generator seeded from the same seed), so the same seed, start time and
+settings give the same records, however fast they are sent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from spotlake.clickgen.events import (
+    BAD_JSON,
+    DEVICES,
+    MALFORMED_KINDS,
+    MISSING_FIELD,
+    SCHEMA_VERSION,
+    UNKNOWN_SCHEMA_VERSION,
+    WRONG_TYPE,
+    encode,
+    malform,
+)
+from spotlake.clickgen.rate import ConstantRate, RateProfile
+from spotlake.errors import ConfigError
+
+Record = tuple[bytes, str, float, int]
+
+LATE = 1
+OUT_OF_ORDER = 2
+MALFORMED_FLAGS: dict[str, int] = {
+    BAD_JSON: 4,
+    MISSING_FIELD: 8,
+    WRONG_TYPE: 16,
+    UNKNOWN_SCHEMA_VERSION: 32,
+}
+MALFORMED = 4 | 8 | 16 | 32
+
+# Mean think time of a visitor between two events; with the target rate it sets
+# how many sessions run at once (rate * think time, at most the number of users).
+THINK_SECONDS = 15.0
+
+CATEGORIES: tuple[str, ...] = (
+    "shoes",
+    "jackets",
+    "books",
+    "toys",
+    "kitchen",
+    "garden",
+    "phones",
+    "laptops",
+    "audio",
+    "games",
+    "sports",
+    "beauty",
+)
+SEARCH_TERMS: tuple[str, ...] = (
+    "running shoes",
+    "rain jacket",
+    "headphones",
+    "usb c cable",
+    "coffee grinder",
+    "lego",
+    "yoga mat",
+    "laptop stand",
+    "board game",
+    "novel",
+    "garden hose",
+    "phone case",
+    "face cream",
+    "tent",
+    "kettle",
+    "gaming mouse",
+)
+PROMOTIONS: tuple[str, ...] = ("spring-sale", "black-friday", "free-shipping", "new-arrivals")
+PRODUCT_COUNT = 2_000
+PRODUCT_DETAILS: tuple[str, ...] = ("image-gallery", "reviews-tab", "size-guide", "share-button")
+
+# (value, weight) tables; None is a direct visit (no referrer).
+REFERRERS: tuple[tuple[str | None, int], ...] = (
+    (None, 38),
+    ("https://www.google.com/", 35),
+    ("https://www.bing.com/", 5),
+    ("https://www.facebook.com/", 8),
+    ("https://www.instagram.com/", 6),
+    ("https://t.co/", 3),
+    ("https://newsletter.example.com/", 5),
+)
+COUNTRIES: tuple[tuple[str, int], ...] = (
+    ("US", 30),
+    ("GB", 9),
+    ("DE", 9),
+    ("FR", 7),
+    ("IN", 8),
+    ("BR", 5),
+    ("JP", 5),
+    ("CA", 4),
+    ("ES", 4),
+    ("IT", 4),
+    ("NL", 3),
+    ("PL", 3),
+    ("SE", 2),
+    ("AU", 3),
+    ("MX", 2),
+    ("KR", 2),
+)
+DEVICE_WEIGHTS: tuple[tuple[str, int], ...] = (("mobile", 55), ("desktop", 38), ("tablet", 7))
+LANDINGS: tuple[tuple[str, int], ...] = (("home", 40), ("category", 30), ("search", 15), ("promotion", 15))
+USUAL_DEVICE_SHARE = 0.85  # a session uses the user's usual device this often
+SEARCH_SHARE = 0.2  # sessions that search after landing (unless they landed on search)
+MORE_PRODUCTS = 0.45  # chance of viewing one more product, repeatedly
+MAX_PRODUCTS = 8
+DETAIL_SHARE = 0.3  # product views followed by a click on a detail element
+
+
+def _table(pairs: tuple[tuple[object, int], ...]) -> tuple:
+    """A lookup table where each value appears ``weight`` times: pick with one random()."""
+    return tuple(value for value, weight in pairs for _ in range(weight))
+
+
+def _check_fraction(name: str, flag: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ConfigError(
+            f"{name} {value!r} is not a fraction between 0 and 1; fix: pass {flag} 0.05 (5%) or similar"
+        )
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """Chance of going on to each funnel stage, given the one before.
+
+    ``product``: landing -> a product page; ``cart``: product -> add to cart;
+    ``checkout``: cart -> checkout; ``purchase``: checkout -> purchase.
+    """
+
+    product: float = 0.62
+    cart: float = 0.28
+    checkout: float = 0.55
+    purchase: float = 0.70
+
+    def __post_init__(self) -> None:
+        for stage in ("product", "cart", "checkout", "purchase"):
+            _check_fraction(f"funnel {stage} probability", f"--funnel-{stage}", getattr(self, stage))
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """What to simulate; every field has a usable default except, for determinism, ``start_ms``.
+
+    ``start_ms`` is the event time of the first slot (epoch ms UTC); ``None`` means
+    the moment the stream is created. ``sessions`` is how many sessions run at
+    once; ``None`` means ``rate * THINK_SECONDS`` capped at ``users``.
+    """
+
+    seed: int = 0
+    start_ms: int | None = None
+    users: int = 10_000
+    sessions: int | None = None
+    funnel: Funnel = field(default_factory=Funnel)
+    late_fraction: float = 0.02
+    late_max_seconds: float = 300.0
+    out_of_order_fraction: float = 0.01
+    out_of_order_max_delay: int = 10
+    malformed_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"seed {self.seed!r} is not an integer; fix: pass --seed 42 or another integer")
+        if not (isinstance(self.users, int) and self.users >= 1):
+            raise ConfigError(
+                f"users {self.users!r} is not a positive integer; fix: pass --users 10000 or similar"
+            )
+        if self.sessions is not None and not (
+            isinstance(self.sessions, int) and 1 <= self.sessions <= self.users
+        ):
+            raise ConfigError(
+                f"sessions {self.sessions!r} is not between 1 and the number of users ({self.users}); "
+                "fix: pass --sessions no larger than --users, or leave it out"
+            )
+        _check_fraction("late fraction", "--late-fraction", self.late_fraction)
+        _check_fraction("out-of-order fraction", "--out-of-order-fraction", self.out_of_order_fraction)
+        _check_fraction("malformed fraction", "--malformed-fraction", self.malformed_fraction)
+        if not (isinstance(self.late_max_seconds, (int, float)) and self.late_max_seconds > 0):
+            raise ConfigError(
+                f"late max seconds {self.late_max_seconds!r} is not positive; "
+                "fix: pass --late-max-seconds 300 or similar"
+            )
+        if not (isinstance(self.out_of_order_max_delay, int) and self.out_of_order_max_delay >= 1):
+            raise ConfigError(
+                f"out-of-order max delay {self.out_of_order_max_delay!r} "
+                "is not a positive number of positions; "
+                "fix: pass --out-of-order-max-delay 10 or similar"
+            )
+
+
+def _event_id_prefix(rng: random.Random) -> str:
+    """The first 24 characters of every event id of a stream: a version-4 UUID layout.
+
+    The last 12 hex digits are a counter, so ids are unique within a stream and,
+    with 74 random bits in the prefix, distinct between seeds.
+    """
+    text = f"{rng.getrandbits(128):032x}"
+    return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{'89ab'[int(text[16], 16) & 3]}{text[17:20]}-"
+
+
+class _Session:
+    """A running session: its user, and its remaining events as JSON fragments, next one last."""
+
+    __slots__ = ("head", "key", "steps", "user")
+
+    def __init__(self, user: int, key: bytes, head: str, steps: list[str]) -> None:
+        self.user = user
+        self.key = key
+        self.head = head
+        self.steps = steps
+
+
+class _Shop:
+    """Pre-encoded JSON pieces of the catalogue and the users, built once per stream."""
+
+    def __init__(self, rng: random.Random, users: int) -> None:
+        self.referrers = tuple(encode(value) for value in _table(REFERRERS))
+        self.landings = _table(LANDINGS)
+        self.home = encode("/")
+        self.categories = tuple(encode(f"/category/{name}") for name in CATEGORIES)
+        self.promotions = tuple(encode(f"/promo/{name}") for name in PROMOTIONS)
+        self.searches = tuple(encode(f"/search?q={term.replace(' ', '+')}") for term in SEARCH_TERMS)
+        self.search_box = encode("search-box")
+        self.details = tuple(encode(name) for name in PRODUCT_DETAILS)
+        self.cart_page = encode("/cart")
+        self.checkout_button = encode("checkout-button")
+        self.checkout_page = encode("/checkout")
+        self.place_order = encode("place-order")
+        # Product i: (page, card element, add-to-cart element); popularity ~ 1/(i+1)^0.9.
+        self.products = tuple(
+            (encode(f"/product/p{i:05d}"), encode(f"product-card:p{i:05d}"), encode(f"add-to-cart:p{i:05d}"))
+            for i in range(PRODUCT_COUNT)
+        )
+        weights = [1.0 / (i + 1) ** 0.9 for i in range(PRODUCT_COUNT)]
+        total = sum(weights)
+        self.popular = tuple(
+            index
+            for index, weight in enumerate(weights)
+            for _ in range(max(1, round(weight / total * 20_000)))
+        )
+        devices = _table(DEVICE_WEIGHTS)
+        countries = _table(COUNTRIES)
+        rnd = rng.random
+        self.user_keys: list[bytes] = []
+        self.user_heads: list[str] = []
+        self.user_devices: list[str] = []
+        self.user_countries: list[str] = []
+        for index in range(users):
+            user_id = f"u{index:07d}"
+            self.user_keys.append(user_id.encode())
+            self.user_heads.append(f'"user_id":{encode(user_id)}')
+            self.user_devices.append(devices[int(rnd() * len(devices))])
+            self.user_countries.append(countries[int(rnd() * len(countries))])
+
+    def landing_page(self, landing: str, rnd: Callable[[], float]) -> str:
+        """A page of the ``landing`` kind (home, category, search or promotion), JSON-encoded."""
+        if landing == "home":
+            return self.home
+        pages = {"category": self.categories, "search": self.searches}.get(landing, self.promotions)
+        return pages[int(rnd() * len(pages))]
+
+    def journey(self, rng: random.Random, funnel: Funnel) -> list[tuple[str, str, str, str]]:
+        """The events of one session: (event type, page, element, referrer), the last three JSON-encoded."""
+        rnd = rng.random
+        steps: list[tuple[str, str, str, str]] = []
+        add = steps.append
+        null = "null"
+
+        referrer = self.referrers[int(rnd() * len(self.referrers))]
+        landing = self.landings[int(rnd() * len(self.landings))]
+        page = self.landing_page(landing, rnd)
+        add(("page_view", page, null, referrer))
+        if landing != "search" and rnd() < SEARCH_SHARE:
+            add(("search", page, self.search_box, referrer))
+            referrer, page = page, self.searches[int(rnd() * len(self.searches))]
+            add(("page_view", page, null, referrer))
+        if rnd() >= funnel.product:
+            return steps
+        views = 1
+        while views < MAX_PRODUCTS and rnd() < MORE_PRODUCTS:
+            views += 1
+        popular = self.popular
+        for _ in range(views):
+            product_page, card, cart_button = self.products[popular[int(rnd() * len(popular))]]
+            add(("click", page, card, referrer))
+            referrer, page = page, product_page
+            add(("page_view", page, null, referrer))
+            if rnd() < DETAIL_SHARE:
+                add(("click", page, self.details[int(rnd() * len(self.details))], referrer))
+        if rnd() >= funnel.cart:
+            return steps
+        add(("add_to_cart", page, cart_button, referrer))
+        referrer, page = page, self.cart_page
+        add(("page_view", page, null, referrer))
+        if rnd() >= funnel.checkout:
+            return steps
+        add(("checkout", page, self.checkout_button, referrer))
+        referrer, page = page, self.checkout_page
+        add(("page_view", page, null, referrer))
+        if rnd() >= funnel.purchase:
+            return steps
+        add(("purchase", page, self.place_order, referrer))
+        return steps
+
+
+class ClickStream:
+    """A deterministic stream of click records; see the module documentation."""
+
+    def __init__(self, config: StreamConfig | None = None, profile: RateProfile | None = None) -> None:
+        self.config = config or StreamConfig()
+        self.profile = profile or ConstantRate(100.0)
+        self.start_ms = self.config.start_ms if self.config.start_ms is not None else int(time.time() * 1000)
+        self.sessions = self.config.sessions or min(
+            self.config.users, max(1, math.ceil(self.profile.rate * THINK_SECONDS))
+        )
+
+    def records(self, count: int | None = None, duration: float | None = None) -> Iterator[Record]:
+        """Records until ``count`` are out or the schedule reaches ``duration`` seconds.
+
+        With neither, the stream is endless. Records held back to be out of order
+        are emitted before the stream ends, so exactly ``count`` come out. The
+        users and first sessions are set up before this returns, so the first
+        record comes without delay.
+        """
+        if count is not None and not (isinstance(count, int) and count >= 0):
+            raise ConfigError(
+                f"count {count!r} is not a whole number of events; fix: pass --count 100000 or similar"
+            )
+        if duration is not None and not duration > 0:
+            raise ConfigError(f"duration {duration!r} s is not positive; fix: pass --duration 60 or similar")
+        config = self.config
+        rng = random.Random(config.seed)
+        rnd = rng.random
+        shop = _Shop(rng, config.users)
+        funnel = config.funnel
+        prefix = _event_id_prefix(rng)
+
+        user_keys, user_heads = shop.user_keys, shop.user_heads
+        user_devices, user_countries = shop.user_devices, shop.user_countries
+
+        def start_session(user: int) -> _Session:
+            device = user_devices[user] if rnd() < USUAL_DEVICE_SHARE else DEVICES[int(rnd() * len(DEVICES))]
+            head = f'{user_heads[user]},"session_id":"{rng.getrandbits(64):016x}"'
+            tail = f'"device":"{device}","country":"{user_countries[user]}"'
+            steps = [
+                f'"session_seq":{seq},"event_type":"{event_type}","page":{page},'
+                f'"element":{element},"referrer":{referrer},{tail}'
+                for seq, (event_type, page, element, referrer) in enumerate(shop.journey(rng, funnel))
+            ]
+            steps.reverse()
+            return _Session(user, user_keys[user], head, steps)
+
+        resting = list(range(config.users))
+        active: list[_Session] = []
+        for _ in range(self.sessions):
+            pick = int(rnd() * len(resting))
+            user = resting[pick]
+            resting[pick] = resting[-1]
+            resting.pop()
+            active.append(start_session(user))
+
+        return self._emit(rng, active, resting, start_session, prefix, count, duration)
+
+    def _emit(
+        self,
+        rng: random.Random,
+        active: list[_Session],
+        resting: list[int],
+        start_session: Callable[[int], _Session],
+        prefix: str,
+        count: int | None,
+        duration: float | None,
+    ) -> Iterator[Record]:
+        config = self.config
+        rnd = rng.random
+        late_p = config.late_fraction
+        late_ms = int(config.late_max_seconds * 1000)
+        ooo_p = config.out_of_order_fraction
+        ooo_delay = config.out_of_order_max_delay
+        bad_p = config.malformed_fraction
+        kinds = MALFORMED_KINDS
+        kind_flags = MALFORMED_FLAGS
+        start_ms = self.start_ms
+        version = SCHEMA_VERSION
+        limit = count if count is not None else -1
+        end = duration if duration is not None else math.inf
+        next_slot = self.profile.offsets().__next__
+        sessions = len(active)
+        held: list[tuple[int, int, Record]] = []
+        push, pop = heapq.heappush, heapq.heappop
+        made = 0
+        emitted = 0
+        while emitted + len(held) != limit:
+            slot = next_slot()
+            if slot >= end:
+                break
+            index = int(rnd() * sessions)
+            session = active[index]
+            steps = session.steps
+            event_time = start_ms + int(slot * 1000.0)
+            flags = 0
+            if late_p and rnd() < late_p:
+                event_time -= 1 + int(rnd() * late_ms)
+                flags = LATE
+            value = (
+                f'{{"schema_version":{version},"event_id":"{prefix}{made:012x}","event_time":{event_time},'
+                f"{session.head},{steps[-1]}}}"
+            )
+            if bad_p and rnd() < bad_p:
+                kind = kinds[int(rnd() * len(kinds))]
+                value = malform(value, kind, rng)
+                flags |= kind_flags[kind]
+            else:
+                steps.pop()
+                if not steps:
+                    user = session.user
+                    pick = int(rnd() * (len(resting) + 1))
+                    if pick < len(resting):  # someone else visits; this user rests
+                        resting[pick], user = user, resting[pick]
+                    active[index] = start_session(user)
+            made += 1
+            if ooo_p and rnd() < ooo_p:
+                push(
+                    held,
+                    (
+                        made + 1 + int(rnd() * ooo_delay),
+                        made,
+                        (session.key, value, slot, flags | OUT_OF_ORDER),
+                    ),
+                )
+            else:
+                emitted += 1
+                yield session.key, value, slot, flags
+            while held and held[0][0] <= made:
+                emitted += 1
+                yield pop(held)[2]
+        while held:
+            yield pop(held)[2]
