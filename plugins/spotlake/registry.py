@@ -388,7 +388,8 @@ class Registry:
                 {"Update": {
                     "TableName": self.clusters_table,
                     "Key": {**key, "cluster_id": {"S": cluster.cluster_id}},
-                    "UpdateExpression": "SET #s = :ready, endpoint = :ep, updated_at = :now, version = version + :one",
+                    "UpdateExpression": "SET #s = :ready, endpoint = :ep, updated_at = :now, "
+                                        "version = version + :one",
                     "ConditionExpression": "#s = :launching AND version = :v",
                     "ExpressionAttributeNames": {"#s": "state"},
                     "ExpressionAttributeValues": {
@@ -406,7 +407,8 @@ class Registry:
                     "ExpressionAttributeNames": {"#s": "state"},
                     "ExpressionAttributeValues": {
                         ":draining": {"S": ClusterState.DRAINING}, ":ready": {"S": ClusterState.READY},
-                        ":reason": {"S": f"replaced by {cluster.cluster_id}"}, ":drain": {"S": drain_started_at},
+                        ":reason": {"S": f"replaced by {cluster.cluster_id}"},
+                        ":drain": {"S": drain_started_at},
                         ":now": {"S": now}, ":one": {"N": "1"}, ":v": {"N": str(old.version)},
                     },
                 }},

@@ -104,15 +104,18 @@ class LocalClusterProvider(ClusterProvider):
             launched = self.processes.launch(cluster_id, master=pool.local.master)
         except SpotlakeError as exc:
             self.processes.terminate(cluster_id)
-            raise LaunchFailed(f"Livy server for cluster {cluster_id} of pool '{pool.name}' did not start: {exc}"
-                               ) from exc
+            raise LaunchFailed(
+                f"Livy server for cluster {cluster_id} of pool '{pool.name}' did not start: {exc}"
+            ) from exc
         return LaunchedCluster(cluster_id, provider_id=str(launched.pid), endpoint=launched.endpoint)
 
     def health(self, cluster: Cluster) -> ClusterHealth:
         if not self.processes.supervisor.is_running(f"livy-{cluster.cluster_id}"):
             return ClusterHealth.failed(f"Livy process livy-{cluster.cluster_id} is not running")
         if not cluster.endpoint:
-            return ClusterHealth.booting(f"Livy process livy-{cluster.cluster_id} runs; endpoint not recorded yet")
+            return ClusterHealth.booting(
+                f"Livy process livy-{cluster.cluster_id} runs; endpoint not recorded yet"
+            )
         failure = probe_livy(cluster.endpoint, self.probe_timeout, self.opener)
         if failure:
             return ClusterHealth.failed(failure)

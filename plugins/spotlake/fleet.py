@@ -1,0 +1,452 @@
+"""The fleet: keep each pool supplied with one healthy READY cluster.
+
+Pure logic over a :class:`~spotlake.registry.Registry`, a
+:class:`~spotlake.providers.base.ClusterProvider` and a clock, so it is tested
+without Airflow or real clusters. Its pieces, each idempotent:
+
+- :meth:`Fleet.launch`: make LAUNCHING clusters that are up READY; launch a cluster
+  when the pool has no live one.
+- :meth:`Fleet.check_health`: check LAUNCHING, READY and DRAINING clusters; after
+  ``failure_threshold`` consecutive failed checks (or at once when the provider says
+  the cluster is gone) mark it DEAD and re-queue every job SUBMITTED on it.
+- :meth:`Fleet.heal`: re-queue jobs left on dead clusters, then :meth:`launch`.
+- :meth:`Fleet.rotate`: replace the READY cluster past ``max_age`` (the replacement
+  takes over before the old one stops taking work), terminate DRAINING clusters when
+  idle or at their drain deadline, re-queueing what is left.
+
+Race safety. Every state change is a conditional write; losing one is reported,
+not raised. A vacancy (no live cluster, or a cluster due for rotation) is claimed
+by its cluster id: ``<pool>-<generation>``, where the generation is one more than
+the highest the pool has ever had. Two runs that see the same vacancy compute the
+same id and only one ``put_launching`` succeeds; a run acting on a stale read
+computes an id that already exists and loses. Only the winner calls the provider,
+so one vacancy is launched once. A replacement becomes READY through one
+transaction that also moves the old cluster to DRAINING and the pool's active
+pointer to the replacement, so a pool never has two READY clusters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from spotlake.pools import PoolConfig
+from spotlake.providers.base import (
+    ClusterHealth,
+    ClusterProvider,
+    Liveness,
+    ProviderError,
+    TerminationReason,
+)
+from spotlake.registry import Cluster, ClusterState, JobState, Registry, StaleState
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+CHECKED_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING)
+GONE_STATES = (ClusterState.DEAD, ClusterState.TERMINATED)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(text: str) -> datetime | None:
+    if not text:
+        return None
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def span(delta: timedelta) -> str:
+    """``timedelta`` for people: ``6h 2m``, ``45s``."""
+    seconds = max(0, int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
+             f"{secs}s" if secs and not days and not hours else ""]
+    return " ".join(p for p in parts if p) or "0s"
+
+
+@dataclass(frozen=True)
+class FleetEvent:
+    """One thing the fleet did or saw, for the task log and the UI."""
+
+    cluster_id: str
+    action: str
+    reason: str
+    jobs: tuple[str, ...] = ()
+
+    def line(self, pool: str) -> str:
+        text = f"pool {pool}: cluster {self.cluster_id} {self.action}: {self.reason}"
+        if self.jobs:
+            text += f"; re-queued {len(self.jobs)} job(s): {', '.join(self.jobs)}"
+        return text
+
+
+@dataclass
+class FleetReport:
+    """What one fleet step did: which cluster, why, which jobs moved."""
+
+    pool: str
+    events: list[FleetEvent] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, cluster_id: str, action: str, reason: str, jobs: list[str] | tuple[str, ...] = ()) -> None:
+        event = FleetEvent(cluster_id, action, reason, tuple(jobs))
+        self.events.append(event)
+        log.info("%s", event.line(self.pool))
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+        log.error("pool %s: %s", self.pool, message)
+
+    def clusters(self, action: str) -> list[str]:
+        return [e.cluster_id for e in self.events if e.action == action]
+
+    @property
+    def dead(self) -> list[str]:
+        return self.clusters("dead")
+
+    @property
+    def launched(self) -> list[str]:
+        return self.clusters("launching")
+
+    @property
+    def requeued_jobs(self) -> list[str]:
+        return [job for e in self.events for job in e.jobs]
+
+    def lines(self) -> list[str]:
+        lines = [e.line(self.pool) for e in self.events]
+        lines += [f"pool {self.pool}: ERROR {message}" for message in self.errors]
+        return lines or [f"pool {self.pool}: nothing to do"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "events": [
+                {"cluster": e.cluster_id, "action": e.action, "reason": e.reason, "jobs": list(e.jobs)}
+                for e in self.events
+            ],
+            "errors": list(self.errors),
+            "dead": self.dead,
+            "requeued_jobs": self.requeued_jobs,
+        }
+
+
+@dataclass(frozen=True)
+class Vacancy:
+    """A cluster the pool needs, claimed through its deterministic cluster id."""
+
+    pool: str
+    generation: int
+    replaces: str
+    reason: str
+    rotation: bool = False
+
+    @property
+    def cluster_id(self) -> str:
+        return f"{self.pool}-{self.generation:04d}"
+
+
+class Fleet:
+    def __init__(self, registry: Registry, provider: ClusterProvider, clock: Clock = utc_now) -> None:
+        self.registry = registry
+        self.provider = provider
+        self.clock = clock
+
+    # ------------------------------------------------------------------ whole
+    def reconcile(self, pool: PoolConfig) -> FleetReport:
+        """Every piece once: check health, heal, rotate."""
+        report = FleetReport(pool.name)
+        self.check_health(pool, report)
+        self.heal(pool, report)
+        self.rotate(pool, report)
+        return report
+
+    # ----------------------------------------------------------------- launch
+    def launch(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
+        """Make LAUNCHING clusters that are up READY; launch one if the pool has no live cluster."""
+        report = report or FleetReport(pool.name)
+        for cluster in self.registry.clusters(pool.name):
+            if cluster.state == ClusterState.LAUNCHING:
+                self._promote_if_up(pool, cluster, report)
+        vacancy = self.vacancy(pool)
+        if vacancy is not None:
+            self.fill(pool, vacancy, report)
+        return report
+
+    def vacancy(self, pool: PoolConfig, rotation: bool = False) -> Vacancy | None:
+        """The cluster the pool needs now, if any: none is live, or (``rotation``) the
+        READY one is past ``max_age``. None while a launch is under way."""
+        clusters = self.registry.clusters(pool.name)
+        generation = max((c.generation for c in clusters), default=0) + 1
+        if any(c.state == ClusterState.LAUNCHING for c in clusters):
+            return None
+        active = self.registry.ready_cluster(pool.name)
+        if active is None:
+            gone = sorted((c for c in clusters if c.state in GONE_STATES), key=lambda c: c.generation)
+            last = f"; last cluster {gone[-1].cluster_id} {gone[-1].state}: {gone[-1].reason}" if gone else ""
+            return Vacancy(pool.name, generation, gone[-1].cluster_id if gone else "",
+                           f"pool has no READY cluster{last}")
+        if rotation:
+            age = self._age(active.launched_at)
+            if age >= pool.max_age:
+                reason = f"rotation of {active.cluster_id}: {span(age)} old, max_age {span(pool.max_age)}"
+                return Vacancy(pool.name, generation, active.cluster_id, reason, rotation=True)
+        return None
+
+    def fill(self, pool: PoolConfig, vacancy: Vacancy, report: FleetReport | None = None) -> Cluster | None:
+        """Claim ``vacancy`` (record LAUNCHING), launch it, and make it READY once up.
+
+        Returns the cluster, or None when another run holds the claim or the launch failed.
+        """
+        report = report or FleetReport(pool.name)
+        cluster = Cluster(
+            pool=pool.name, cluster_id=vacancy.cluster_id, provider=self.provider.name, state="",
+            launched_at=self.clock().isoformat(timespec="milliseconds"), generation=vacancy.generation,
+            replaces=vacancy.replaces,
+        )
+        try:
+            self.registry.put_launching(cluster)
+        except StaleState:
+            report.add(cluster.cluster_id, "lost-race", "another fleet run has claimed this vacancy")
+            return None
+        report.add(cluster.cluster_id, "launching", vacancy.reason)
+        try:
+            launched = self.provider.launch(pool, cluster.cluster_id)
+        except Exception as exc:  # noqa: BLE001 - recorded as DEAD first, then re-raised unless a ProviderError
+            self._launch_failed(cluster, exc, report)
+            if isinstance(exc, ProviderError):
+                return None
+            raise
+        try:
+            self.registry.update_cluster(cluster, provider_id=launched.provider_id,
+                                         endpoint=launched.endpoint or "")
+        except StaleState:
+            fresh = self.registry.get_cluster(pool.name, cluster.cluster_id)
+            if fresh is None or fresh.state != ClusterState.LAUNCHING:
+                return fresh
+            cluster = fresh
+        self._promote_if_up(pool, cluster, report)
+        return cluster
+
+    def _launch_failed(self, cluster: Cluster, exc: Exception, report: FleetReport) -> None:
+        reason = f"launch failed: {exc}"
+        try:
+            self.registry.transition_cluster(cluster, ClusterState.DEAD, reason[:1000])
+        except StaleState:
+            pass  # another run already moved it on
+        report.add(cluster.cluster_id, "launch-failed", reason)
+        report.error(f"cluster {cluster.cluster_id} could not be launched: {exc}")
+
+    def _promote_if_up(self, pool: PoolConfig, cluster: Cluster, report: FleetReport) -> None:
+        health = self._observe(cluster, report)
+        if health is None or not health.alive or not health.endpoint:
+            if health is not None:
+                report.add(cluster.cluster_id, "booting", health.reason or str(health.liveness))
+            return
+        self._promote(pool, cluster, health.endpoint, report)
+
+    def _promote(self, pool: PoolConfig, cluster: Cluster, endpoint: str, report: FleetReport) -> None:
+        """LAUNCHING -> READY; if the pool has a READY cluster, take over from it (it drains)."""
+        active_id, _ = self.registry.active_cluster_id(pool.name)
+        if active_id == cluster.cluster_id:
+            report.add(cluster.cluster_id, "lost-race", "another fleet run already made it READY")
+            return
+        old = self.registry.get_cluster(pool.name, active_id) if active_id else None
+        try:
+            if old is not None and old.state == ClusterState.READY:
+                self.registry.take_over(cluster, endpoint, old,
+                                        drain_started_at=self.clock().isoformat(timespec="milliseconds"))
+                report.add(cluster.cluster_id, "ready", f"at {endpoint}, took over from {old.cluster_id}")
+                report.add(old.cluster_id, "draining",
+                           f"replaced by {cluster.cluster_id}; takes no new jobs, stops when idle or "
+                           f"after drain_deadline {span(pool.drain_deadline)}")
+            else:
+                self.registry.mark_ready(cluster, endpoint, replaces=active_id)
+                report.add(cluster.cluster_id, "ready", f"at {endpoint}")
+        except StaleState as exc:
+            report.add(cluster.cluster_id, "lost-race", f"not made READY here: {exc}")
+
+    # ----------------------------------------------------------------- health
+    def check_health(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
+        """One health check of every LAUNCHING, READY and DRAINING cluster of the pool."""
+        report = report or FleetReport(pool.name)
+        for cluster in self.registry.clusters(pool.name):
+            if cluster.state in CHECKED_STATES:
+                self._check(pool, cluster, report)
+        return report
+
+    def _check(self, pool: PoolConfig, cluster: Cluster, report: FleetReport) -> None:
+        health = self._observe(cluster, report)
+        if health is None:
+            return
+        if health.alive:
+            failed = cluster.failures
+            if failed:
+                try:
+                    self.registry.update_cluster(cluster, failures=0, last_failure="")
+                    report.add(cluster.cluster_id, "recovered",
+                               f"healthy again after {failed} failed check(s)")
+                except StaleState:
+                    pass
+            return
+        if cluster.state == ClusterState.LAUNCHING and not health.definitive:
+            age = self._age(cluster.launched_at)
+            if age < pool.launch_timeout:
+                return  # still booting
+            self._declare_dead(
+                cluster, f"not READY {span(age)} after launch (launch_timeout {span(pool.launch_timeout)}): "
+                f"{health.reason}", report, terminate=TerminationReason.LAUNCH_TIMEOUT,
+            )
+            return
+        if health.definitive:
+            self._declare_dead(cluster, health.reason, report, own_termination=health.own_termination)
+            return
+        reason = health.reason if health.liveness == Liveness.DEAD else f"{health.liveness}: {health.reason}"
+        failures = cluster.failures + 1
+        if failures >= pool.failure_threshold:
+            self._declare_dead(cluster, f"{failures} consecutive failed health checks; last: {reason}",
+                               report, terminate=TerminationReason.UNHEALTHY)
+            return
+        try:
+            self.registry.update_cluster(cluster, failures=failures, last_failure=reason[:1000])
+        except StaleState:
+            return  # another check or a state change got there first; the next check counts again
+        report.add(cluster.cluster_id, "failed-check", f"{failures}/{pool.failure_threshold}: {reason}")
+
+    def _observe(self, cluster: Cluster, report: FleetReport) -> ClusterHealth | None:
+        """The provider's view of the cluster, or None (reported) if it could not be asked."""
+        try:
+            return self.provider.health(cluster)
+        except ProviderError as exc:
+            report.error(f"health of cluster {cluster.cluster_id} could not be checked: {exc}")
+            return None
+
+    def _declare_dead(self, cluster: Cluster, reason: str, report: FleetReport, *,
+                      own_termination: bool = False, terminate: str | None = None) -> None:
+        to = ClusterState.TERMINATED if own_termination else ClusterState.DEAD
+        try:
+            self.registry.transition_cluster(cluster, to, reason[:1000])
+        except StaleState:
+            report.add(cluster.cluster_id, "lost-race",
+                       f"changed by another fleet run before it could be {to}")
+            return
+        if terminate is not None:
+            try:
+                self.provider.terminate(cluster, terminate)
+            except ProviderError as exc:
+                report.error(f"cluster {cluster.cluster_id} is {to} but could not be terminated: {exc}")
+        jobs = self._requeue(cluster.pool, cluster.cluster_id, f"cluster {cluster.cluster_id} {to}: {reason}")
+        report.add(cluster.cluster_id, "dead" if to == ClusterState.DEAD else "terminated", reason, jobs)
+
+    # ------------------------------------------------------------------- heal
+    def heal(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
+        """Re-queue jobs still SUBMITTED on DEAD or TERMINATED clusters; launch a replacement."""
+        report = report or FleetReport(pool.name)
+        clusters = {c.cluster_id: c for c in self.registry.clusters(pool.name)}
+        stranded: dict[str, list[str]] = {}
+        for job in self.registry.jobs_in_pool(pool.name, (JobState.SUBMITTED,)):
+            cluster = clusters.get(job.cluster_id)
+            if cluster is not None and cluster.state in GONE_STATES:
+                stranded.setdefault(cluster.cluster_id, []).append(job.job_key)
+        for cluster_id in stranded:
+            cluster = clusters[cluster_id]
+            reason = f"cluster {cluster_id} {cluster.state}: {cluster.reason}"
+            jobs = self._requeue(pool.name, cluster_id, reason)
+            if jobs:
+                report.add(cluster_id, "requeued", f"jobs left on {cluster.state} cluster", jobs)
+        return self.launch(pool, report)
+
+    def _requeue(self, pool: str, cluster_id: str, reason: str) -> list[str]:
+        """Every job SUBMITTED on the cluster -> REQUEUED, each conditional on its version."""
+        moved: list[str] = []
+        for job in self.registry.jobs_on_cluster(pool, cluster_id):
+            current = job
+            for _ in range(3):
+                try:
+                    self.registry.update_job(current, state=JobState.REQUEUED, reason=reason[:1000])
+                    moved.append(current.job_key)
+                    break
+                except StaleState:
+                    fresh = self.registry.get_job(current.job_key)
+                    if fresh is None or fresh.state != JobState.SUBMITTED or fresh.cluster_id != cluster_id:
+                        break  # it finished or moved on by itself
+                    current = fresh
+        return moved
+
+    # ----------------------------------------------------------------- rotate
+    def rotate(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
+        """Replace the READY cluster past ``max_age``; terminate drained or overdue DRAINING clusters."""
+        report = report or FleetReport(pool.name)
+        vacancy = self.vacancy(pool, rotation=True)
+        if vacancy is not None and vacancy.rotation:
+            self.fill(pool, vacancy, report)
+        self.drain(pool, report)
+        return report
+
+    def drain(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
+        """Terminate DRAINING clusters with no SUBMITTED job, or past their drain deadline."""
+        report = report or FleetReport(pool.name)
+        for cluster in self.registry.clusters(pool.name):
+            if cluster.state == ClusterState.TERMINATING:
+                self._finish_termination(cluster, report)
+            elif cluster.state == ClusterState.DRAINING:
+                self._drain_one(pool, cluster, report)
+        return report
+
+    def _drain_one(self, pool: PoolConfig, cluster: Cluster, report: FleetReport) -> None:
+        running = self.registry.jobs_on_cluster(pool.name, cluster.cluster_id)
+        since = self._age(cluster.drain_started_at or cluster.updated_at)
+        if not running:
+            self._terminate(cluster, TerminationReason.ROTATION, "drained: no running jobs", report)
+        elif since >= pool.drain_deadline:
+            self._terminate(
+                cluster, TerminationReason.DRAIN_DEADLINE,
+                f"drain deadline: {len(running)} job(s) still running {span(since)} after it stopped taking "
+                f"work (drain_deadline {span(pool.drain_deadline)})", report,
+            )
+        else:
+            left = span(pool.drain_deadline - since)
+            report.add(cluster.cluster_id, "draining",
+                       f"{len(running)} job(s) still running; drain deadline in {left}")
+
+    def _terminate(self, cluster: Cluster, kind: str, reason: str, report: FleetReport) -> None:
+        try:
+            self.registry.transition_cluster(cluster, ClusterState.TERMINATING, reason)
+        except StaleState:
+            report.add(cluster.cluster_id, "lost-race", "changed by another fleet run before termination")
+            return
+        self._finish_termination(cluster, report, kind)
+
+    def _finish_termination(self, cluster: Cluster, report: FleetReport, kind: str | None = None) -> None:
+        reason = cluster.reason
+        if kind is None:
+            deadline = reason.startswith("drain deadline")
+            kind = TerminationReason.DRAIN_DEADLINE if deadline else TerminationReason.ROTATION
+        try:
+            self.provider.terminate(cluster, kind)
+        except ProviderError as exc:
+            report.error(f"cluster {cluster.cluster_id} could not be terminated (retried next run): {exc}")
+            return
+        try:
+            self.registry.transition_cluster(cluster, ClusterState.TERMINATED, reason)
+        except StaleState:
+            return
+        if kind == TerminationReason.DRAIN_DEADLINE:
+            requeue_reason = f"drain deadline: cluster {cluster.cluster_id} was terminated"
+        else:
+            requeue_reason = f"cluster {cluster.cluster_id} was terminated after draining"
+        jobs = self._requeue(cluster.pool, cluster.cluster_id, requeue_reason)
+        report.add(cluster.cluster_id, "terminated", reason, jobs)
+
+    # ------------------------------------------------------------------ clock
+    def _age(self, iso: str) -> timedelta:
+        started = parse_time(iso)
+        return self.clock() - started if started else timedelta(0)
+

@@ -1,0 +1,347 @@
+"""Cluster pools: ``config/pools.yaml`` validated into dataclasses.
+
+A pool is a kind of cluster (its shape per provider) that the fleet keeps supplied
+with one READY cluster, rotating it past ``max_age`` and declaring it DEAD after
+``failure_threshold`` failed health checks. Every error names the file, the pool,
+the key and the fix; an unknown key anywhere lists the allowed keys.
+
+The provider in use is chosen by ``SPOTLAKE_PROVIDER`` (``local``, the default, or
+``emr``); every pool must describe its shape for that provider.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spotlake.config import NAME, PipelinesConfig, _mapping, _unknown_keys, parse_duration
+from spotlake.errors import ConfigError
+
+DEFAULT_POOLS = Path(__file__).resolve().parents[2] / "config" / "pools.yaml"
+PROVIDERS = ("local", "emr")
+RELEASE_LABEL = re.compile(r"^emr-7\.\d+\.\d+$")
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+LOCAL_MASTER = re.compile(r"^local\[(\d+|\*)\]$")
+SUBNET = re.compile(r"^subnet-[0-9a-f]+$")
+ALLOCATION_STRATEGIES = (
+    "capacity-optimized", "price-capacity-optimized", "capacity-optimized-prioritized", "lowest-price",
+)
+# EMR's limits on AutoTerminationPolicy.IdleTimeout and Spot TimeoutDurationMinutes.
+IDLE_TIMEOUT_RANGE = (timedelta(minutes=1), timedelta(days=7))
+SPOT_TIMEOUT_RANGE = (timedelta(minutes=5), timedelta(minutes=1440))
+
+TIMING_KEYS = {"max_age", "drain_deadline", "health_check_interval", "failure_threshold", "launch_timeout"}
+POOL_KEYS = TIMING_KEYS | {"serves", "local", "emr"}
+SERVES_KEYS = {"pipelines", "streams"}
+LOCAL_KEYS = {"master"}
+EMR_KEYS = {
+    "release_label", "subnet_ids", "log_uri", "service_role", "job_flow_role", "idle_timeout", "tags",
+    "master", "core", "task",
+}
+ON_DEMAND_FLEET_KEYS = {"instance_types", "capacity"}
+TASK_FLEET_KEYS = {"instance_types", "capacity", "spot_timeout", "allocation_strategy"}
+INSTANCE_TYPE_KEYS = {"type", "weight", "ebs_gb"}
+DEFAULT_TIMINGS: dict[str, Any] = {
+    "max_age": "6h", "drain_deadline": "30m", "health_check_interval": "15s",
+    "failure_threshold": 3, "launch_timeout": "20m",
+}
+
+
+def pools_path() -> Path:
+    return Path(os.environ.get("SPOTLAKE_POOLS", DEFAULT_POOLS))
+
+
+def provider_name() -> str:
+    """The cluster provider in use: ``SPOTLAKE_PROVIDER`` (default ``local``)."""
+    name = os.environ.get("SPOTLAKE_PROVIDER", "local").strip().lower() or "local"
+    if name not in PROVIDERS:
+        raise ConfigError(
+            f"SPOTLAKE_PROVIDER={name!r} is not a cluster provider; set it to one of {', '.join(PROVIDERS)}"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    type: str
+    weight: int = 1
+    ebs_gb: int | None = None
+
+
+@dataclass(frozen=True)
+class InstanceFleet:
+    """One EMR instance fleet: MASTER and CORE on demand, TASK on spot."""
+
+    role: str
+    instance_types: tuple[InstanceType, ...]
+    capacity: int
+    spot_timeout: timedelta | None = None
+    allocation_strategy: str = "capacity-optimized"
+
+    @property
+    def spot(self) -> bool:
+        return self.role == "TASK"
+
+
+@dataclass(frozen=True)
+class EmrShape:
+    release_label: str
+    subnet_ids: tuple[str, ...]
+    log_uri: str
+    service_role: str
+    job_flow_role: str
+    idle_timeout: timedelta
+    master: InstanceFleet
+    core: InstanceFleet
+    task: InstanceFleet
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LocalShape:
+    master: str
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    max_age: timedelta
+    drain_deadline: timedelta
+    health_check_interval: timedelta
+    failure_threshold: int
+    launch_timeout: timedelta
+    serves_pipelines: tuple[str, ...] = ()
+    serves_streams: tuple[str, ...] = ()
+    local: LocalShape | None = None
+    emr: EmrShape | None = None
+
+    def serves_pipeline(self, pipeline: str) -> bool:
+        return any(fnmatch.fnmatchcase(pipeline, pattern) for pattern in self.serves_pipelines)
+
+    @property
+    def dag_id(self) -> str:
+        return f"fleet_{self.name}"
+
+
+@dataclass(frozen=True)
+class PoolsConfig:
+    path: Path
+    provider: str
+    pools: tuple[PoolConfig, ...]
+
+    def get(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise ConfigError(
+            f"{self.path}: no pool named '{name}'; defined pools: {', '.join(p.name for p in self.pools)} "
+            "— add it under 'pools' or fix the name"
+        )
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.pools]
+
+
+def load(path: Path | None = None, provider: str | None = None) -> PoolsConfig:
+    path = path or pools_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: file not found; create it (see config/pools.yaml in the project)"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse(raw, path, provider or provider_name())
+
+
+def parse(raw: Any, path: Path, provider: str = "local") -> PoolsConfig:
+    where = str(path)
+    raw = _mapping(raw, where)
+    _unknown_keys(raw, {"defaults", "pools"}, where)
+    defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
+    _unknown_keys(defaults, TIMING_KEYS, f"{where}: defaults")
+    entries = raw.get("pools")
+    if not isinstance(entries, dict) or not entries:
+        raise ConfigError(
+            f"{where}: 'pools' must be a mapping of pool name to pool settings, with at least one pool"
+        )
+    pools = tuple(_pool(name, entry, f"{where}: pools.{name}", defaults, provider)
+                  for name, entry in entries.items())
+    return PoolsConfig(path=path, provider=provider, pools=pools)
+
+
+def check_pipelines(pools: PoolsConfig, pipelines: PipelinesConfig) -> None:
+    """Every pipeline's pool exists and lists the pipeline under ``serves.pipelines``."""
+    for pipeline in pipelines.pipelines:
+        where = f"{pipelines.path}: pipeline {pipeline.name}"
+        if pipeline.pool not in pools.names():
+            raise ConfigError(
+                f"{where}: pool '{pipeline.pool}' is not defined in {pools.path}; defined pools: "
+                f"{', '.join(pools.names())} — add the pool or change the pipeline's pool"
+            )
+        if not pools.get(pipeline.pool).serves_pipeline(pipeline.name):
+            raise ConfigError(
+                f"{where}: runs on pool '{pipeline.pool}', but {pools.path}: pools.{pipeline.pool}.serves."
+                f"pipelines does not list it; add '{pipeline.name}' (or a pattern such as "
+                f"'{pipeline.name.split('_')[0]}_*') there"
+            )
+
+
+def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider: str) -> PoolConfig:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(
+            f"{where}: pool names are lower-case letters, digits and _ (got {name!r}); rename it"
+        )
+    entry = _mapping(entry or {}, where)
+    _unknown_keys(entry, POOL_KEYS, where)
+    timing = {**DEFAULT_TIMINGS, **defaults, **{k: v for k, v in entry.items() if k in TIMING_KEYS}}
+    durations = {key: parse_duration(timing[key], f"{where}.{key}")
+                 for key in ("max_age", "drain_deadline", "health_check_interval", "launch_timeout")}
+    for key, value in durations.items():
+        if value <= timedelta(0):
+            raise ConfigError(f"{where}.{key}: must be longer than zero; write e.g. 30s, 15m or 6h")
+    threshold = timing["failure_threshold"]
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+        raise ConfigError(
+            f"{where}.failure_threshold: {threshold!r} is not a positive integer; it is the number of "
+            "consecutive failed health checks before a cluster is declared DEAD (e.g. 3)"
+        )
+    serves = _mapping(entry.get("serves") or {}, f"{where}.serves")
+    _unknown_keys(serves, SERVES_KEYS, f"{where}.serves")
+    local = _local(entry["local"], f"{where}.local") if entry.get("local") is not None else None
+    emr = _emr(entry["emr"], f"{where}.emr") if entry.get("emr") is not None else None
+    if (provider == "local" and local is None) or (provider == "emr" and emr is None):
+        raise ConfigError(
+            f"{where}: SPOTLAKE_PROVIDER is '{provider}' but the pool has no '{provider}' section; "
+            f"describe the pool's {provider} cluster shape there"
+        )
+    return PoolConfig(
+        name=name,
+        failure_threshold=threshold,
+        serves_pipelines=_names(serves.get("pipelines"), f"{where}.serves.pipelines"),
+        serves_streams=_names(serves.get("streams"), f"{where}.serves.streams"),
+        local=local,
+        emr=emr,
+        **durations,
+    )
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: expected a list of names (patterns such as 'shop_*' allowed)")
+    return tuple(value)
+
+
+def _local(entry: Any, where: str) -> LocalShape:
+    entry = _mapping(entry, where)
+    _unknown_keys(entry, LOCAL_KEYS, where)
+    master = str(entry.get("master", "local[2]"))
+    if not LOCAL_MASTER.match(master):
+        raise ConfigError(
+            f"{where}.master: '{master}' is not a local Spark master; write local[N] or local[*]"
+        )
+    return LocalShape(master=master)
+
+
+def _emr(entry: Any, where: str) -> EmrShape:
+    entry = _mapping(entry, where)
+    _unknown_keys(entry, EMR_KEYS, where)
+    missing = sorted(k for k in EMR_KEYS - {"tags"} if k not in entry)
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}; every EMR pool sets them")
+    label = str(entry["release_label"])
+    if not RELEASE_LABEL.match(label):
+        raise ConfigError(
+            f"{where}.release_label: '{label}' is not an EMR 7.x release label; the Spark jobs need "
+            "Spark 3.5, so write e.g. emr-7.5.0"
+        )
+    subnets = entry["subnet_ids"]
+    if not isinstance(subnets, list) or not subnets or not all(isinstance(s, str) and SUBNET.match(s)
+                                                               for s in subnets):
+        raise ConfigError(
+            f"{where}.subnet_ids: expected a non-empty list of subnet ids (subnet-...); list several "
+            "subnets so EMR can place instance fleets where spot capacity is"
+        )
+    log_uri = str(entry["log_uri"])
+    if not log_uri.startswith(("s3://", "s3n://")):
+        raise ConfigError(f"{where}.log_uri: '{log_uri}' is not an S3 location; write s3://bucket/prefix/")
+    idle = parse_duration(entry["idle_timeout"], f"{where}.idle_timeout")
+    if not IDLE_TIMEOUT_RANGE[0] <= idle <= IDLE_TIMEOUT_RANGE[1]:
+        raise ConfigError(f"{where}.idle_timeout: EMR accepts 1m to 7d; got {entry['idle_timeout']}")
+    tags = _mapping(entry.get("tags") or {}, f"{where}.tags")
+    for key in tags:
+        if str(key).startswith("spotlake:"):
+            raise ConfigError(
+                f"{where}.tags.{key}: tags starting with 'spotlake:' are the fleet's own; rename it"
+            )
+    return EmrShape(
+        release_label=label,
+        subnet_ids=tuple(subnets),
+        log_uri=log_uri,
+        service_role=_text(entry["service_role"], f"{where}.service_role"),
+        job_flow_role=_text(entry["job_flow_role"], f"{where}.job_flow_role"),
+        idle_timeout=idle,
+        master=_fleet(entry["master"], f"{where}.master", "MASTER"),
+        core=_fleet(entry["core"], f"{where}.core", "CORE"),
+        task=_fleet(entry["task"], f"{where}.task", "TASK"),
+        tags={str(k): str(v) for k, v in tags.items()},
+    )
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a non-empty name (an IAM role name or ARN)")
+    return value.strip()
+
+
+def _fleet(entry: Any, where: str, role: str) -> InstanceFleet:
+    entry = _mapping(entry, where)
+    _unknown_keys(entry, TASK_FLEET_KEYS if role == "TASK" else ON_DEMAND_FLEET_KEYS, where)
+    raw_types = entry.get("instance_types")
+    if not isinstance(raw_types, list) or not raw_types:
+        raise ConfigError(f"{where}.instance_types: expected a non-empty list such as [{{type: m5.xlarge}}]")
+    types = tuple(_instance_type(t, f"{where}.instance_types[{i}]") for i, t in enumerate(raw_types))
+    capacity = entry.get("capacity")
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+        raise ConfigError(f"{where}.capacity: expected the fleet's target capacity, a positive integer")
+    if role == "MASTER" and capacity != 1:
+        raise ConfigError(f"{where}.capacity: the master fleet has exactly one instance; set capacity: 1")
+    if role != "TASK":
+        return InstanceFleet(role=role, instance_types=types, capacity=capacity)
+    spot_timeout = parse_duration(entry.get("spot_timeout", "10m"), f"{where}.spot_timeout")
+    if not SPOT_TIMEOUT_RANGE[0] <= spot_timeout <= SPOT_TIMEOUT_RANGE[1]:
+        raise ConfigError(f"{where}.spot_timeout: EMR accepts 5m to 24h; got {entry.get('spot_timeout')}")
+    strategy = str(entry.get("allocation_strategy", "capacity-optimized"))
+    if strategy not in ALLOCATION_STRATEGIES:
+        raise ConfigError(
+            f"{where}.allocation_strategy: '{strategy}' is not one of {', '.join(ALLOCATION_STRATEGIES)}"
+        )
+    return InstanceFleet(role=role, instance_types=types, capacity=capacity,
+                         spot_timeout=spot_timeout, allocation_strategy=strategy)
+
+
+def _instance_type(entry: Any, where: str) -> InstanceType:
+    if isinstance(entry, str):
+        entry = {"type": entry}
+    entry = _mapping(entry, where)
+    _unknown_keys(entry, INSTANCE_TYPE_KEYS, where)
+    name = entry.get("type")
+    if not isinstance(name, str) or not INSTANCE_TYPE.match(name):
+        raise ConfigError(f"{where}.type: {name!r} is not an EC2 instance type such as m5.xlarge")
+    weight = entry.get("weight", 1)
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+        raise ConfigError(f"{where}.weight: expected a positive integer (capacity units of one instance)")
+    ebs = entry.get("ebs_gb")
+    if ebs is not None and (not isinstance(ebs, int) or isinstance(ebs, bool) or ebs < 1):
+        raise ConfigError(f"{where}.ebs_gb: expected a positive integer (GiB of gp3 storage per instance)")
+    return InstanceType(type=name, weight=weight, ebs_gb=ebs)

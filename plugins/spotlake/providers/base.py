@@ -1,0 +1,162 @@
+"""What every cluster provider offers the fleet.
+
+A provider launches a pool's cluster under the fleet's cluster id, tells how the
+cluster is doing (:class:`ClusterHealth`), gives its Livy endpoint and terminates
+it. The fleet (:mod:`spotlake.fleet`) owns every decision and every registry
+write; providers only talk to the outside world.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from spotlake.errors import SpotlakeError
+
+if TYPE_CHECKING:
+    from spotlake.pools import PoolConfig
+    from spotlake.registry import Cluster
+
+
+class ProviderError(SpotlakeError):
+    """The provider could not do what was asked; the message says what and the fix."""
+
+
+class LaunchFailed(ProviderError):
+    """A cluster could not be launched; no cluster was left behind."""
+
+
+class Liveness(StrEnum):
+    ALIVE = "alive"
+    BOOTING = "booting"
+    DEAD = "dead"
+
+
+class Cause(StrEnum):
+    """Why a cluster is not alive, as far as the provider can tell."""
+
+    UNREACHABLE = "unreachable"                   # a failed check: process gone, Livy not answering
+    SPOT_LOSS = "spot-loss"                       # spot capacity reclaimed
+    INSTANCE_FAILURE = "instance-failure"         # instances lost or never provisioned
+    EXTERNAL_TERMINATION = "external-termination"  # someone outside spotlake terminated it
+    OWN_TERMINATION = "own-termination"           # spotlake terminated it (rotation, drain, unhealthy)
+    IDLE_TERMINATION = "idle-termination"         # auto-terminated when idle / all steps completed
+    LAUNCH_FAILURE = "launch-failure"             # bootstrap or validation failed
+    OTHER = "other"
+
+
+class TerminationReason(StrEnum):
+    """Why spotlake terminates a cluster; EMR clusters carry it as tag ``spotlake:terminated-by``."""
+
+    ROTATION = "rotation"
+    DRAIN_DEADLINE = "drain-deadline"
+    UNHEALTHY = "unhealthy"
+    LAUNCH_TIMEOUT = "launch-timeout"
+    LAUNCH_FAILED = "launch-failed"
+
+
+@dataclass(frozen=True)
+class ClusterHealth:
+    """One observation of a cluster.
+
+    ``definitive``: the provider says the cluster is gone for good (e.g. EMR reports it
+    TERMINATED), so the fleet need not wait for ``failure_threshold`` failed checks.
+    ``own_termination``: it is gone because spotlake terminated it.
+    """
+
+    liveness: Liveness
+    reason: str = ""
+    cause: Cause | None = None
+    own_termination: bool = False
+    definitive: bool = False
+    endpoint: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.liveness == Liveness.ALIVE
+
+    @classmethod
+    def ok(cls, endpoint: str, reason: str = "") -> ClusterHealth:
+        return cls(Liveness.ALIVE, reason=reason, endpoint=endpoint)
+
+    @classmethod
+    def booting(cls, reason: str) -> ClusterHealth:
+        return cls(Liveness.BOOTING, reason=reason)
+
+    @classmethod
+    def failed(cls, reason: str, cause: Cause = Cause.UNREACHABLE) -> ClusterHealth:
+        return cls(Liveness.DEAD, reason=reason, cause=cause)
+
+
+@dataclass(frozen=True)
+class LaunchedCluster:
+    """What a launch gave: the provider's id, and the Livy endpoint if already known."""
+
+    cluster_id: str
+    provider_id: str
+    endpoint: str | None = None
+
+
+class ClusterProvider(ABC):
+    """Where a pool's clusters come from."""
+
+    name: str
+
+    @abstractmethod
+    def launch(self, pool: PoolConfig, cluster_id: str) -> LaunchedCluster:
+        """Start a cluster of ``pool``'s shape known by ``cluster_id``.
+
+        Idempotent per ``cluster_id``: a retried launch returns the cluster the first
+        attempt created. Raises :class:`LaunchFailed` leaving no cluster behind.
+        """
+
+    @abstractmethod
+    def health(self, cluster: Cluster) -> ClusterHealth:
+        """How the cluster is doing now; never raises for a dead cluster."""
+
+    @abstractmethod
+    def endpoint(self, cluster: Cluster) -> str | None:
+        """The cluster's Livy endpoint, or None while it is not known yet."""
+
+    @abstractmethod
+    def terminate(self, cluster: Cluster, reason: str) -> None:
+        """Stop the cluster (idempotent), marking it as stopped by spotlake for ``reason``."""
+
+
+Opener = Callable[..., Any]
+
+
+def probe_livy(endpoint: str, timeout: float = 5.0, opener: Opener = urllib.request.urlopen) -> str | None:
+    """Ask Livy for its batch list; None when it answers 200, else why the check failed."""
+    url = f"{endpoint.rstrip('/')}/batches?size=0"
+    try:
+        with opener(url, timeout=timeout) as resp:
+            status = getattr(resp, "status", 200)
+            if status == 200:
+                return None
+            return f"Livy at {endpoint} answered HTTP {status} on GET /batches"
+    except urllib.error.HTTPError as exc:
+        return f"Livy at {endpoint} answered HTTP {exc.code} {exc.reason} on GET /batches"
+    except urllib.error.URLError as exc:
+        return f"Livy at {endpoint} did not answer: {exc.reason}"
+    except (TimeoutError, OSError) as exc:
+        return f"Livy at {endpoint} did not answer within {timeout:.0f} s: {exc}"
+
+
+def provider_for(name: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None
+                 ) -> ClusterProvider:
+    """The provider called ``name`` (``local`` or ``emr``; see :func:`spotlake.pools.provider_name`)."""
+    if name == "local":
+        from spotlake.providers.local import LocalClusterProvider
+
+        return LocalClusterProvider()
+    if name == "emr":
+        from spotlake.providers.emr import EmrProvider
+
+        return EmrProvider(aws_conn_id=aws_conn_id, region_name=region_name)
+    raise ProviderError(f"no cluster provider named '{name}'; use local or emr (SPOTLAKE_PROVIDER)")

@@ -1,0 +1,181 @@
+"""``python -m spotlake.status``: pools, clusters, jobs and freshness at a glance.
+
+Reads the registry (DynamoDB) and the local config files only. The DynamoDB
+client comes from the environment: ``AWS_ENDPOINT_URL`` (e.g. the local moto
+server), ``AWS_DEFAULT_REGION`` and the usual credentials, all honoured by boto3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from spotlake import config, pools
+from spotlake.errors import SpotlakeError
+from spotlake.fleet import parse_time, span
+from spotlake.registry import ClusterState, JobState, Registry
+
+LIVE_CLUSTER_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING,
+                       ClusterState.TERMINATING)
+RECENT_GONE = 3  # gone clusters shown per pool
+
+
+@dataclass
+class ClusterRow:
+    cluster_id: str
+    state: str
+    age: str
+    endpoint: str
+    reason: str
+    active: bool
+
+
+@dataclass
+class PoolView:
+    name: str
+    settings: str
+    clusters: list[ClusterRow] = field(default_factory=list)
+
+
+@dataclass
+class JobRow:
+    job_key: str
+    state: str
+    pool: str
+    cluster_id: str
+    batch_id: int
+    attempt: int
+    moves: int
+    since: str
+    reason: str
+
+
+@dataclass
+class Freshness:
+    pipeline: str
+    latest_window_end: str
+    age: str
+
+
+@dataclass
+class Snapshot:
+    at: str
+    provider: str
+    pools: list[PoolView]
+    jobs: list[JobRow]
+    freshness: list[Freshness]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _age(iso: str, now: datetime) -> str:
+    started = parse_time(iso)
+    return span(now - started) if started else "-"
+
+
+def collect(registry: Registry, pools_cfg: pools.PoolsConfig, pipelines: config.PipelinesConfig,
+            now: datetime) -> Snapshot:
+    views = []
+    for pool in pools_cfg.pools:
+        active, _ = registry.active_cluster_id(pool.name)
+        clusters = sorted(registry.clusters(pool.name), key=lambda c: (c.generation, c.launched_at),
+                          reverse=True)
+        live = [c for c in clusters if c.state in LIVE_CLUSTER_STATES]
+        gone = [c for c in clusters if c.state not in LIVE_CLUSTER_STATES][:RECENT_GONE]
+        views.append(PoolView(
+            name=pool.name,
+            settings=(f"max_age {span(pool.max_age)}, drain_deadline {span(pool.drain_deadline)}, "
+                      f"checks every {span(pool.health_check_interval)}, DEAD after "
+                      f"{pool.failure_threshold} failed checks"),
+            clusters=[
+                ClusterRow(c.cluster_id, c.state, _age(c.launched_at, now), c.endpoint or "-",
+                           c.reason or (f"failing: {c.last_failure}" if c.failures else ""),
+                           c.cluster_id == active)
+                for c in live + gone
+            ],
+        ))
+    jobs = [
+        JobRow(j.job_key, j.state, j.pool, j.cluster_id, j.batch_id, j.attempt, j.moves,
+               _age(j.updated_at or j.submitted_at, now), j.reason)
+        for j in sorted(registry.jobs(), key=lambda j: j.job_key)
+        if j.state in (JobState.SUBMITTED, JobState.REQUEUED, JobState.QUEUED)
+    ]
+    freshness = []
+    for pipeline in pipelines.pipelines:
+        ends = [r.window_end for r in registry.extraction_log(pipeline.name) if r.window_end]
+        latest = max(ends, key=lambda e: parse_time(e) or now) if ends else ""
+        freshness.append(Freshness(pipeline.name, latest or "(no committed window yet)",
+                                   _age(latest, now) if latest else "-"))
+    warnings = []
+    try:
+        pools.check_pipelines(pools_cfg, pipelines)
+    except SpotlakeError as exc:
+        warnings.append(str(exc))
+    return Snapshot(now.isoformat(timespec="seconds"), pools_cfg.provider, views, jobs, freshness, warnings)
+
+
+def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=True)]
+    lines = [indent + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append(indent + "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    return lines
+
+
+def render(snapshot: Snapshot) -> str:
+    out = [f"spotlake status at {snapshot.at} (provider {snapshot.provider})", "", "POOLS"]
+    for pool in snapshot.pools:
+        out.append(f"pool {pool.name}: {pool.settings}")
+        if not pool.clusters:
+            out.append("  no cluster yet: the fleet DAG launches one")
+            continue
+        out += _table(["cluster", "state", "age", "endpoint", "reason"], [
+            [c.cluster_id + (" *" if c.active else ""), c.state, c.age, c.endpoint, c.reason[:100]]
+            for c in pool.clusters
+        ])
+    out.append("  (* takes the pool's new jobs)")
+    running = [j for j in snapshot.jobs if j.state == JobState.SUBMITTED]
+    waiting = [j for j in snapshot.jobs if j.state != JobState.SUBMITTED]
+    out += ["", f"JOBS: {len(running)} running, {len(waiting)} re-queued or queued"]
+    if snapshot.jobs:
+        out += _table(["job", "state", "pool", "cluster", "batch", "attempt", "moves", "since", "reason"], [
+            [j.job_key, j.state, j.pool, j.cluster_id or "-", str(j.batch_id), str(j.attempt), str(j.moves),
+             j.since, j.reason[:80]]
+            for j in running + waiting
+        ])
+    out += ["", "FRESHNESS (latest committed window)"]
+    out += _table(["pipeline", "window end", "age"],
+                  [[f.pipeline, f.latest_window_end, f.age] for f in snapshot.freshness])
+    if snapshot.warnings:
+        out += ["", "CONFIG WARNINGS"] + [f"  {w}" for w in snapshot.warnings]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spotlake.status", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    args = parser.parse_args(argv)
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        pools_cfg, pipelines = pools.load(), config.load()
+        snapshot = collect(Registry(boto3.client("dynamodb")), pools_cfg, pipelines, datetime.now(UTC))
+    except SpotlakeError as exc:
+        print(f"spotlake status: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(
+            f"spotlake status: cannot read the registry ({exc}). Fix: check AWS_ENDPOINT_URL and "
+            "AWS_DEFAULT_REGION (locally: `make up` starts the moto server and creates the tables)",
+            file=sys.stderr,
+        )
+        return 2
+    print(json.dumps(asdict(snapshot), indent=2) if args.json else render(snapshot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

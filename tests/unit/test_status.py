@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from spotlake import config, pools, status
+from spotlake.registry import Cluster, ClusterState, ExtractionRecord, JobState, Registry
+
+NOW = datetime(2026, 11, 27, 14, 10, tzinfo=UTC)
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
+    monkeypatch.setenv("SPOTLAKE_REGISTRY_PREFIX", "st")
+    with mock_aws():
+        reg = Registry(boto3.client("dynamodb", region_name="us-east-1"))
+        reg.create_tables()
+        yield reg
+
+
+def seed(registry: Registry) -> None:
+    old = Cluster(pool="small", cluster_id="small-0001", provider="local", state="", generation=1,
+                  launched_at="2026-11-27T12:00:00+00:00")
+    registry.put_launching(old)
+    registry.mark_ready(old, "http://127.0.0.1:18998")
+    registry.transition_cluster(old, ClusterState.DEAD, "Livy process livy-small-0001 is not running")
+    new = Cluster(pool="small", cluster_id="small-0002", provider="local", state="", generation=2,
+                  launched_at="2026-11-27T14:00:00+00:00")
+    registry.put_launching(new)
+    registry.mark_ready(new, "http://127.0.0.1:18999")
+    running = registry.claim_job("shop_orders#20261127T1400", "small", new, "r1", None)
+    registry.update_job(running, batch_id=4)
+    moved = registry.claim_job("shop_customers#20261127T1400", "small", old, "r2", None)
+    registry.update_job(moved, state=JobState.REQUEUED, reason="cluster small-0001 DEAD")
+    registry.record_extraction(ExtractionRecord(
+        pipeline="shop_orders", window="20261127T135500Z", window_start="2026-11-27T13:55:00+00:00",
+        window_end="2026-11-27T14:00:00+00:00", rows_read=5, rows_written=5, output_path="p",
+        manifest_path="m", job_key="shop_orders#20261127T1355", attempt=1, finished_at="f",
+    ))
+
+
+def test_status_shows_clusters_jobs_and_freshness(registry: Registry) -> None:
+    seed(registry)
+    snapshot = status.collect(registry, pools.load(provider="local"), config.load(), NOW)
+    text = status.render(snapshot)
+    assert "small-0002 *  READY  10m" in text and "http://127.0.0.1:18999" in text
+    assert "small-0001" in text and "DEAD" in text and "livy-small-0001 is not running" in text
+    assert "JOBS: 1 running, 1 re-queued or queued" in text
+    assert "shop_customers#20261127T1400" in text and "cluster small-0001 DEAD" in text
+    assert "shop_orders       2026-11-27T14:00:00+00:00  10m" in text
+    assert "shop_customers    (no committed window yet)" in text
+    assert "pool large" in text and "no cluster yet" in text
+
+
+def test_main_prints_json_from_the_environment_client(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(registry)
+    assert status.main(["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [c["cluster_id"] for c in data["pools"][0]["clusters"]] == ["small-0002", "small-0001"]
+    assert {j["state"] for j in data["jobs"]} == {"SUBMITTED", "REQUEUED"}
+
+
+def test_main_explains_an_unreachable_registry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SPOTLAKE_REGISTRY_PREFIX", "missing")
+    with mock_aws():
+        assert status.main([]) == 2
+    assert "cannot read the registry" in capsys.readouterr().err
