@@ -12,8 +12,9 @@ bootstrap:
 	@scripts/bootstrap.sh
 
 up: bootstrap
-	@$(STACK) up
+	@$(STACK) up core
 	@$(PY) -m spotlake.demo setup
+	@$(STACK) up airflow
 	@$(STACK) status
 	@echo
 	@echo "Airflow UI: http://127.0.0.1:$$($(PY) -c 'from spotlake.localstack.layout import StackLayout as L; print(L.default().port("airflow"))')"

@@ -41,14 +41,21 @@ class ExtractWindowOperator(PoolBatchOperator):
         return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
 
     def window(self, context: Any) -> Window:
+        """The run's window; the pipeline's first committed window also carries all the
+        rows from before it (an initial load), so existing rows land too."""
         if self._window is None:
-            self._window = window_for_run(
+            window = window_for_run(
                 self.pipeline.schedule,
                 self.pipeline.lookback,
                 context.get("data_interval_start"),
                 context.get("data_interval_end"),
                 datetime.now(UTC),
             )
+            if self.pipeline.initial_load and not lake.has_commits(self.s3, self.pipeline.target):
+                self.log.info("no committed window in %s yet: initial load of all rows before %s",
+                              self.pipeline.target, window.end)
+                window = window.as_initial_load()
+            self._window = window
         return self._window
 
     def build_request(self, context: Any) -> BatchRequest:

@@ -86,6 +86,7 @@ class Pipeline:
     read: dict[str, int] = field(default_factory=dict)
     start_date: str = "2026-01-01T00:00:00+00:00"
     retries: int = 2
+    initial_load: bool = True
 
     @property
     def interval(self) -> timedelta:
@@ -249,7 +250,7 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
 
 PIPELINE_KEYS = {
     "name", "source", "database", "table", "primary_key", "cursor", "soft_delete", "schedule",
-    "lookback", "pool", "target", "transforms", "read", "start_date", "retries",
+    "lookback", "pool", "target", "transforms", "read", "start_date", "retries", "initial_load",
 }
 
 
@@ -299,6 +300,7 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
         read=read,
         start_date=str(entry.get("start_date", defaults.get("start_date", "2026-01-01T00:00:00+00:00"))),
         retries=int(entry.get("retries", defaults.get("retries", 2))),
+        initial_load=bool(entry.get("initial_load", True)),
     )
     lookback_raw = entry.get("lookback", defaults.get("lookback"))
     lookback = pipeline.interval if lookback_raw is None else parse_duration(lookback_raw, f"{where}.lookback")

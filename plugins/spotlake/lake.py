@@ -46,6 +46,12 @@ def read_manifest(s3: Any, target: str, label: str) -> dict[str, Any] | None:
     return json.loads(body)
 
 
+def has_commits(s3: Any, target: str) -> bool:
+    """Whether any window of the pipeline was ever committed."""
+    bucket, prefix = split_s3(f"{target.rstrip('/')}/{MANIFESTS}/")
+    return s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) > 0
+
+
 def manifests(s3: Any, target: str) -> list[dict[str, Any]]:
     bucket, prefix = split_s3(f"{target.rstrip('/')}/{MANIFESTS}/")
     found: list[dict[str, Any]] = []

@@ -14,11 +14,15 @@ from datetime import UTC, datetime, timedelta
 from croniter import croniter
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Window:
     start: datetime
     end: datetime
     lookback: timedelta
+    full_history: bool = False
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -28,7 +32,11 @@ class Window:
 
     @property
     def read_from(self) -> datetime:
-        return self.start - self.lookback
+        """Rows with a cursor from here on are read; all history for an initial load."""
+        return EPOCH if self.full_history else self.start - self.lookback
+
+    def as_initial_load(self) -> Window:
+        return Window(self.start, self.end, self.lookback, full_history=True)
 
     @property
     def label(self) -> str:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 from airflow.exceptions import AirflowException
 
@@ -129,8 +130,10 @@ def test_three_windows_then_reruns_leave_lake_equal_to_source(env: ExtractionEnv
         f"INSERT INTO {table} VALUES (%s, %s, 'placed', %s, %s, NULL)",
         [(i, "tie", Decimal("9.99"), naive(w2)) for i in range(1001, 2001)],
     )
+    # A row from long before: the pipeline's first window is an initial load and takes it too.
+    cur.execute(f"INSERT INTO {table} VALUES (9000, 'old', 'placed', 2.00, %s, NULL)", (naive(w1 - timedelta(days=3)),))
     first = run_window(env, pipeline, w1)
-    assert first["rows_written"] == 300
+    assert first["rows_written"] == 301
 
     # Window 2: updates, soft deletes, and a row committed late with a cursor in window 1.
     cur.execute(f"UPDATE {table} SET status = 'paid', updated_at = %s WHERE id <= 50", (naive(w2 + timedelta(seconds=30)),))
@@ -248,9 +251,11 @@ def test_source_password_never_reaches_livy_requests_or_logs(
 ) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     user = f"reader_{env.tag}"
-    with env.connect().cursor() as cur:
+    root = pymysql.connect(unix_socket=str(layout.run_dir / "mariadb.sock"), user="root", autocommit=True)
+    with root.cursor() as cur:
         cur.execute("CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s", (user, password))
         cur.execute(f"GRANT SELECT ON `{env.mysql['database']}`.* TO %s@'127.0.0.1'", (user,))
+    root.close()
     env.add_source("reader", {**env.mysql, "user": user, "password": password})
     table = create_table(env, "secret")
     w = base_window()
