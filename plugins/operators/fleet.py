@@ -12,7 +12,6 @@ from functools import cached_property
 from typing import Any
 
 from airflow.exceptions import AirflowException
-from airflow.providers.amazon.aws.hooks.dynamodb import DynamoDBHook
 from airflow.sdk import BaseOperator
 
 from spotlake import pools
@@ -38,7 +37,7 @@ class PoolFleetMixin:
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(DynamoDBHook(aws_conn_id=self.aws_conn_id).conn.meta.client)
+        return Registry.from_connection(self.aws_conn_id)
 
     @cached_property
     def provider(self) -> ClusterProvider:

@@ -4,6 +4,7 @@ MariaDB and committing to moto's S3; the registry is moto's DynamoDB."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -20,6 +21,7 @@ import pytest
 from airflow.exceptions import AirflowException
 
 from spotlake import lake
+from spotlake.livy import EndpointLivyHook
 from spotlake.windows import Window
 from tests.integration.extraction_harness import ExtractionEnv, run_operator
 
@@ -247,7 +249,7 @@ def test_unreachable_mysql_fails_naming_the_address(env: ExtractionEnv) -> None:
 
 
 def test_source_password_never_reaches_livy_requests_or_logs(
-    env: ExtractionEnv, layout: Any, caplog: pytest.LogCaptureFixture
+    env: ExtractionEnv, layout: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     user = f"reader_{env.tag}"
@@ -262,13 +264,25 @@ def test_source_password_never_reaches_livy_requests_or_logs(
     with env.connect().cursor() as cur:
         cur.execute(f"INSERT INTO {table} VALUES (1, 'c', 'placed', 1.00, %s, NULL)", (naive(w),))
     pipeline = env.add_pipeline(f"secret_{env.tag}", table, source="reader")
+    sent: list[dict[str, Any]] = []
+    real_post = EndpointLivyHook.post_batch
+
+    def spy(self: EndpointLivyHook, *args: Any, **kwargs: Any) -> int:
+        sent.append(kwargs)
+        return real_post(self, *args, **kwargs)
+
+    monkeypatch.setattr(EndpointLivyHook, "post_batch", spy)
     with caplog.at_level("DEBUG"):
         result = run_window(env, pipeline, w)
     assert result["rows_written"] == 1
     assert password not in caplog.text
+    # The batch request as sent, with its job document decoded: a secret reference only.
+    [body] = sent
+    job = json.loads(base64.urlsafe_b64decode(body["args"][1]))
+    assert job["source"] == {"secret_id": env.sources["reader"]}
+    assert password not in json.dumps(body) and password not in json.dumps(job)
     with urllib.request.urlopen(f"{env.livy_url}/batches?size=1000") as resp:  # noqa: S310
-        listing = resp.read().decode()
-    assert listing.count('"args"') >= 1 and password not in listing
+        assert password not in resp.read().decode()
     with urllib.request.urlopen(f"{env.livy_url}/batches/{result['batch_id']}/log?size=5000") as resp:  # noqa: S310
         assert password not in resp.read().decode()
     for log_file in layout.log_dir.glob("*.log"):

@@ -77,7 +77,12 @@ def stop_all(layout: StackLayout, supervisor: Supervisor) -> list[str]:
     return stopped
 
 
-def status(layout: StackLayout, supervisor: Supervisor) -> list[tuple[str, int | None, float]]:
+def status(layout: StackLayout, supervisor: Supervisor) -> list[tuple[str, int | None, float, float]]:
+    """(service, pid, RSS MiB, PSS MiB) of each service with its child processes.
+
+    PSS shares each page among the processes that map it, so the PSS total is the
+    stack's real footprint; the RSS total counts pages shared by forked workers twice.
+    """
     rows = []
     if layout.run_dir.exists():
         for pid_file in sorted(layout.run_dir.glob("*.pid")):
@@ -85,15 +90,18 @@ def status(layout: StackLayout, supervisor: Supervisor) -> list[tuple[str, int |
             if name == "mariadbd":
                 continue
             pid = supervisor.pid(name)
-            rss = 0.0
+            rss = pss = 0.0
             if pid:
                 try:
                     root = psutil.Process(pid)
                     procs = [root, *root.children(recursive=True)]
-                    rss = sum(p.memory_info().rss for p in procs) / 2**20
+                    for proc in procs:
+                        info = proc.memory_full_info()
+                        rss += info.rss / 2**20
+                        pss += getattr(info, "pss", info.rss) / 2**20
                 except psutil.Error:
                     pass
-            rows.append((name, pid, rss))
+            rows.append((name, pid, rss, pss))
     return rows
 
 
@@ -139,11 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         elif args.command == "status":
             rows = status(layout, supervisor)
-            total = 0.0
-            for name, pid, rss in rows:
-                total += rss
-                print(f"{name:28} {'pid ' + str(pid) if pid else 'not running':14} {rss:8.0f} MiB")
-            print(f"{'total':28} {'':14} {total:8.0f} MiB")
+            print(f"{'service':28} {'process':14} {'RSS':>9} {'PSS':>9}")
+            for name, pid, rss, pss in rows:
+                print(f"{name:28} {'pid ' + str(pid) if pid else 'not running':14} {rss:5.0f} MiB {pss:5.0f} MiB")
+            print(f"{'total':28} {'':14} {sum(r[2] for r in rows):5.0f} MiB {sum(r[3] for r in rows):5.0f} MiB")
         elif args.command == "livy-start":
             pid = start_livy(layout, supervisor, args.name, args.port, args.master)
             print(f"livy-{args.name}: pid {pid}, http://127.0.0.1:{args.port}")

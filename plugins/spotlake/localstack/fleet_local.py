@@ -1,18 +1,16 @@
-"""Give each local pool a READY cluster in the registry (what `make up` runs before
-the fleet DAG takes over): launch a Livy server if the pool has no live one."""
+"""Give each local pool a READY cluster before Airflow starts (what `make up` runs),
+with the same fleet logic the fleet DAGs run every minute afterwards."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import boto3
 
+from spotlake import pools
+from spotlake.fleet import Fleet
 from spotlake.localstack import services
 from spotlake.localstack.layout import StackLayout
-from spotlake.providers.local import LocalProvider
-from spotlake.registry import Cluster, ClusterState, Registry, StaleState
-
-LOCAL_POOLS = {"small": "local[2]"}
+from spotlake.providers.local import LocalClusterProvider, LocalProvider
+from spotlake.registry import Registry
 
 
 def local_registry(layout: StackLayout) -> Registry:
@@ -25,25 +23,15 @@ def local_registry(layout: StackLayout) -> Registry:
 
 
 def ensure_local_pools(layout: StackLayout) -> list[str]:
-    registry = local_registry(layout)
-    provider = LocalProvider(layout)
-    lines = []
-    for pool, master in LOCAL_POOLS.items():
-        active = registry.ready_cluster(pool)
-        if active is not None and provider.is_alive(active.cluster_id, active.endpoint):
-            lines.append(f"pool {pool}: cluster {active.cluster_id} READY at {active.endpoint}")
-            continue
-        replaces = ""
-        if active is not None:
-            registry.transition_cluster(active, ClusterState.DEAD, "Livy process not running")
-        cluster_id = f"local-{pool}-{datetime.now(UTC):%Y%m%d%H%M%S}"
-        cluster = Cluster(pool=pool, cluster_id=cluster_id, provider=provider.name, state="")
-        registry.put_launching(cluster)
-        launched = provider.launch(cluster_id, master=master)
-        try:
-            registry.mark_ready(cluster, launched.endpoint, replaces=replaces)
-        except StaleState:
-            provider.terminate(cluster_id)
-            raise
-        lines.append(f"pool {pool}: launched cluster {cluster_id} at {launched.endpoint}")
+    """One fleet pass (health, heal) per pool of config/pools.yaml; returns the report lines."""
+    fleet = Fleet(local_registry(layout), LocalClusterProvider(LocalProvider(layout)))
+    lines: list[str] = []
+    for pool in pools.load(provider="local").pools:
+        report = fleet.check_health(pool)
+        fleet.heal(pool, report)
+        lines.extend(report.lines())
+        active = fleet.registry.ready_cluster(pool.name)
+        lines.append(f"pool {pool.name}: " + (
+            f"cluster {active.cluster_id} READY at {active.endpoint}" if active else "no READY cluster"
+        ))
     return lines
