@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
+
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
+# pytest has closed its capture streams; keep it quiet so the run ends on pytest's summary.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 # Unit tests never reach real AWS: fixed fake credentials, one region.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -57,7 +57,8 @@ def run_operator(operator: Any, start: datetime, end: datetime, max_deferrals: i
 class ExtractionEnv:
     """A pool with one local cluster, a lake bucket, a source secret and a pipelines file."""
 
-    def __init__(self, mysql: dict[str, str], moto_endpoint: str, livy_url: str, tmp: Path) -> None:
+    def __init__(self, mysql: dict[str, str], moto_endpoint: str, livy_url: str, tmp: Path,
+                 register_cluster: bool = True) -> None:
         self.mysql = mysql
         self.moto_endpoint = moto_endpoint
         self.livy_url = livy_url
@@ -72,9 +73,10 @@ class ExtractionEnv:
         self.put_secret(mysql)
         self.registry = Registry(boto3.client("dynamodb", endpoint_url=moto_endpoint), prefix=self.prefix)
         self.registry.create_tables()
-        cluster = Cluster(pool=self.pool, cluster_id=f"local-{self.tag}", provider="local", state="")
-        self.registry.put_launching(cluster)
-        self.registry.mark_ready(cluster, livy_url)
+        if register_cluster:
+            cluster = Cluster(pool=self.pool, cluster_id=f"local-{self.tag}", provider="local", state="")
+            self.registry.put_launching(cluster)
+            self.registry.mark_ready(cluster, livy_url)
         self.pipelines: list[dict[str, Any]] = []
         self.sources: dict[str, str] = {"src": self.secret_id}
 

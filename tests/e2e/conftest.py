@@ -1,0 +1,13 @@
+"""End-to-end tests use the same service fixtures as the integration tests."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import (  # noqa: F401 - fixtures
+    kafka_bootstrap,
+    layout,
+    moto_endpoint,
+    mysql,
+    postgres,
+    start_livy,
+    supervisor,
+)

