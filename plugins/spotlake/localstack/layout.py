@@ -33,9 +33,7 @@ def read_stack_env(path: Path | None = None) -> dict[str, str]:
                 continue
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
-    for key in list(values):
-        if key in os.environ:
-            values[key] = os.environ[key]
+    values.update({k: v for k, v in os.environ.items() if k.startswith("SPOTLAKE_")})
     return values
 
 
