@@ -10,6 +10,7 @@ whole process group, then KILL after a grace period).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -23,6 +24,8 @@ import psutil
 
 from spotlake.errors import StackError
 from spotlake.localstack.layout import StackLayout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,25 @@ def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds have passed."""
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.25,
+    propagate: tuple[type[BaseException], ...] = (),
+) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds have passed.
+
+    A probe that raises counts as "not yet", except for the ``propagate`` exceptions.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
             if condition():
                 return True
-        except Exception:  # noqa: BLE001 - a probe that raises means "not ready yet"
-            pass
+        except propagate:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a probe that raises means "not ready yet"
+            log.debug("not ready yet: %s", exc)
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
@@ -183,7 +196,7 @@ class Supervisor:
             return spec.ready()
 
         try:
-            ok = _wait_raising(ready_or_dead, spec.ready_timeout)
+            ok = wait_for(ready_or_dead, spec.ready_timeout, propagate=(_Exited,))
         except _Exited as exited:
             self.pid_file(spec.name).unlink(missing_ok=True)
             raise StackError(
@@ -238,21 +251,6 @@ class _Exited(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-
-
-def _wait_raising(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return True
-        except _Exited:
-            raise
-        except Exception:  # noqa: BLE001 - a probe that raises means "not ready yet"
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.25)
 
 
 def _process_tree(pid: int) -> list[psutil.Process]:

@@ -18,10 +18,12 @@ from spotlake.errors import SpotlakeError
 from spotlake.localstack.layout import StackLayout
 from spotlake.localstack.process import Supervisor, port_holder
 from spotlake.providers.base import (
+    Cause,
     ClusterHealth,
     ClusterProvider,
     LaunchedCluster,
     LaunchFailed,
+    Liveness,
     Opener,
     probe_livy,
 )
@@ -111,7 +113,9 @@ class LocalClusterProvider(ClusterProvider):
 
     def health(self, cluster: Cluster) -> ClusterHealth:
         if not self.processes.supervisor.is_running(f"livy-{cluster.cluster_id}"):
-            return ClusterHealth.failed(f"Livy process livy-{cluster.cluster_id} is not running")
+            # The process is gone: as final as EMR's TERMINATED, no need to count checks.
+            return ClusterHealth(Liveness.DEAD, reason=f"Livy process livy-{cluster.cluster_id} is not running",
+                                 cause=Cause.INSTANCE_FAILURE, definitive=True)
         if not cluster.endpoint:
             return ClusterHealth.booting(
                 f"Livy process livy-{cluster.cluster_id} runs; endpoint not recorded yet"
