@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -8,12 +8,11 @@ import base64
 import json
 import os
 import threading
-import uuid
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pymysql

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import time
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
