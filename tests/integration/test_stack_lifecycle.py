@@ -1,0 +1,98 @@
+"""The stack's own commands: up twice is harmless, down leaves no process, and bad
+situations (a taken port, a service that dies or never gets ready) say what is wrong.
+
+Runs a second, separate core stack (own folder and ports) so the shared one is untouched."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from spotlake.errors import StackError
+from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+from spotlake.localstack.process import ServiceSpec, Supervisor
+
+PORTS = {
+    "SPOTLAKE_MYSQL_PORT": "43306", "SPOTLAKE_POSTGRES_PORT": "45432", "SPOTLAKE_KAFKA_PORT": "49092",
+    "SPOTLAKE_KAFKA_CONTROLLER_PORT": "49093", "SPOTLAKE_MOTO_PORT": "45000",
+}
+
+
+@pytest.fixture
+def second_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {**os.environ, **PORTS, "SPOTLAKE_STACK_DIR": str(tmp_path / "stack"),
+           "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}"}
+    # the second stack reuses the resolved jars of the first one
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "jars").symlink_to(StackLayout.default().jars_dir)
+    yield env
+    subprocess.run([sys.executable, "-m", "spotlake.localstack", "down"], env=env, check=False)
+
+
+def stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spotlake.localstack", *args], env=env, text=True,
+                          capture_output=True, timeout=300, check=False)
+
+
+def pids(run_dir: Path) -> dict[str, int]:
+    return {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid") if p.stem != "mariadbd"}
+
+
+def test_up_twice_is_harmless_and_down_leaves_no_process(second_stack: dict[str, str]) -> None:
+    run_dir = Path(second_stack["SPOTLAKE_STACK_DIR"]) / "run"
+    first = stack(second_stack, "up", "core")
+    assert first.returncode == 0, first.stderr
+    started = pids(run_dir)
+    assert set(started) == {"mariadb", "postgres", "moto", "kafka"}
+    children = {pid: [c.pid for c in psutil.Process(pid).children(recursive=True)] for pid in started.values()}
+    again = stack(second_stack, "up", "core")
+    assert again.returncode == 0, again.stderr
+    assert pids(run_dir) == started  # nothing restarted
+    for port in PORTS.values():
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", int(port))) == 0, f"nothing listens on {port}"
+    down = stack(second_stack, "down")
+    assert down.returncode == 0 and "stopped:" in down.stdout
+    for pid in [*started.values(), *(c for cs in children.values() for c in cs)]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
+    assert pids(run_dir) == {}
+
+
+def test_taken_port_names_the_port_and_the_holder(tmp_path: Path) -> None:
+    layout = StackLayout(root=tmp_path, project=PROJECT_ROOT, settings={})
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        spec = ServiceSpec(name="probe", argv=[sys.executable, "-c", "pass"], ports=[port], ready=lambda: True)
+        with pytest.raises(StackError) as err:
+            Supervisor(layout).start(spec)
+    message = str(err.value)
+    assert f"port 127.0.0.1:{port} is already taken by pid {os.getpid()}" in message
+    assert "Fix: stop that process" in message
+
+
+def test_service_that_dies_while_starting_shows_its_log(tmp_path: Path) -> None:
+    layout = StackLayout(root=tmp_path, project=PROJECT_ROOT, settings={})
+    spec = ServiceSpec(name="crash", argv=[sys.executable, "-c", "import sys; print('bad config line 3'); sys.exit(3)"],
+                       ports=[], ready=lambda: False, ready_timeout=30)
+    with pytest.raises(StackError, match=r"crash exited with code 3 while starting(.|\n)*bad config line 3"):
+        Supervisor(layout).start(spec)
+
+
+def test_service_not_ready_in_time_is_stopped_and_reported_with_its_log(tmp_path: Path) -> None:
+    layout = StackLayout(root=tmp_path, project=PROJECT_ROOT, settings={})
+    spec = ServiceSpec(name="slow", argv=[sys.executable, "-c", "import time; print('warming up', flush=True); "
+                                                              "time.sleep(60)"],
+                       ports=[], ready=lambda: False, ready_timeout=2, stop_timeout=5)
+    supervisor = Supervisor(layout)
+    with pytest.raises(StackError, match=r"slow did not become ready within 2 s(.|\n)*warming up"):
+        supervisor.start(spec)
+    assert not supervisor.is_running("slow")
