@@ -13,6 +13,7 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 
 from operators.extraction import ExtractWindowOperator
 from spotlake import config
+from spotlake.pools import airflow_pool
 
 DOC = """\
 ### Extraction of `{p.database}.{p.table}` ({p.name})
@@ -52,6 +53,7 @@ def build_dag(pipeline: config.Pipeline) -> DAG:
             task_id="extract",
             pipeline_name=pipeline.name,
             pool_name=pipeline.pool,
+            pool=airflow_pool(pipeline.pool),
             outlets=[Asset(uri=pipeline.asset_uri, name=f"lake_{pipeline.name}")],
             execution_timeout=timedelta(minutes=30),
         )

@@ -37,7 +37,9 @@ ALLOCATION_STRATEGIES = (
 IDLE_TIMEOUT_RANGE = (timedelta(minutes=1), timedelta(days=7))
 SPOT_TIMEOUT_RANGE = (timedelta(minutes=5), timedelta(minutes=1440))
 
-TIMING_KEYS = {"max_age", "drain_deadline", "health_check_interval", "failure_threshold", "launch_timeout"}
+TIMING_KEYS = {
+    "max_age", "drain_deadline", "health_check_interval", "failure_threshold", "launch_timeout", "max_batches",
+}
 POOL_KEYS = TIMING_KEYS | {"serves", "local", "emr"}
 SERVES_KEYS = {"pipelines", "streams"}
 LOCAL_KEYS = {"master"}
@@ -50,8 +52,14 @@ TASK_FLEET_KEYS = {"instance_types", "capacity", "spot_timeout", "allocation_str
 INSTANCE_TYPE_KEYS = {"type", "weight", "ebs_gb"}
 DEFAULT_TIMINGS: dict[str, Any] = {
     "max_age": "6h", "drain_deadline": "30m", "health_check_interval": "15s",
-    "failure_threshold": 3, "launch_timeout": "20m",
+    "failure_threshold": 3, "launch_timeout": "20m", "max_batches": 2,
 }
+
+
+def airflow_pool(pool: str) -> str:
+    """The Airflow pool of a cluster pool's batch tasks: its slots (``max_batches``) count
+    deferred tasks too, so no more batches run on the cluster at once than it can take."""
+    return f"spotlake_{pool}"
 
 
 def pools_path() -> Path:
@@ -117,6 +125,7 @@ class PoolConfig:
     health_check_interval: timedelta
     failure_threshold: int
     launch_timeout: timedelta
+    max_batches: int = 2
     serves_pipelines: tuple[str, ...] = ()
     serves_streams: tuple[str, ...] = ()
     local: LocalShape | None = None
@@ -128,6 +137,10 @@ class PoolConfig:
     @property
     def dag_id(self) -> str:
         return f"fleet_{self.name}"
+
+    @property
+    def airflow_pool(self) -> str:
+        return airflow_pool(self.name)
 
 
 @dataclass(frozen=True)
@@ -214,6 +227,12 @@ def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider:
             f"{where}.failure_threshold: {threshold!r} is not a positive integer; it is the number of "
             "consecutive failed health checks before a cluster is declared DEAD (e.g. 3)"
         )
+    max_batches = timing["max_batches"]
+    if not isinstance(max_batches, int) or isinstance(max_batches, bool) or max_batches < 1:
+        raise ConfigError(
+            f"{where}.max_batches: {max_batches!r} is not a positive integer; it is how many batches the "
+            "pool's cluster runs at once (its Airflow pool's slots), e.g. 2"
+        )
     serves = _mapping(entry.get("serves") or {}, f"{where}.serves")
     _unknown_keys(serves, SERVES_KEYS, f"{where}.serves")
     local = _local(entry["local"], f"{where}.local") if entry.get("local") is not None else None
@@ -226,6 +245,7 @@ def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider:
     return PoolConfig(
         name=name,
         failure_threshold=threshold,
+        max_batches=max_batches,
         serves_pipelines=_names(serves.get("pipelines"), f"{where}.serves.pipelines"),
         serves_streams=_names(serves.get("streams"), f"{where}.serves.streams"),
         local=local,

@@ -40,6 +40,7 @@ def start_airflow(layout: StackLayout, supervisor: Supervisor) -> None:
     from spotlake.localstack import services
 
     services.migrate_airflow_db(layout)
+    services.create_airflow_pools(layout)
     for spec in services.airflow_specs(layout):
         supervisor.start(spec)
 

@@ -391,6 +391,20 @@ def migrate_airflow_db(layout: StackLayout) -> None:
     )
 
 
+def create_airflow_pools(layout: StackLayout) -> None:
+    """One Airflow pool per cluster pool, counting deferred tasks, sized by ``max_batches``."""
+    from spotlake import pools
+
+    for pool in pools.load().pools:
+        _run(
+            f"airflow pools set {pool.airflow_pool}",
+            [airflow_binary(layout), "pools", "set", pool.airflow_pool, str(pool.max_batches),
+             f"batches on cluster pool {pool.name}", "--include-deferred"],
+            env={**os.environ, **airflow_env(layout)},
+            timeout=300,
+        )
+
+
 def airflow_specs(layout: StackLayout) -> list[ServiceSpec]:
     env = airflow_env(layout)
     port = layout.port("airflow")
