@@ -22,7 +22,7 @@ up: bootstrap
 	@echo "Logs: .stack/logs/  PIDs: .stack/run/  Stop: make down"
 
 test: bootstrap
-	@$(PY) -m pytest tests
+	@$(PY) -m pytest tests/unit tests/integration tests/e2e
 
 unit: bootstrap
 	@$(PY) -m pytest tests/unit
