@@ -26,6 +26,9 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yaml"
 CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
+DEFAULTS_KEYS = {"schedule", "lookback", "pool", "lake_root", "read", "start_date", "retries"}
+SOURCE_KEYS = {"secret_id"}
+READ_KEYS = {"fetch_size", "partition_rows", "max_partitions"}
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
 
 
@@ -222,13 +225,12 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
     raw = _mapping(raw, where)
     _unknown_keys(raw, {"defaults", "sources", "pipelines"}, where)
     defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
-    _unknown_keys(defaults, {"schedule", "lookback", "pool", "lake_root", "read", "start_date", "retries"},
-                  f"{where}: defaults")
+    _unknown_keys(defaults, DEFAULTS_KEYS, f"{where}: defaults")
     lake_root = str(defaults.get("lake_root", "s3a://spotlake-lake/raw")).rstrip("/")
     sources: dict[str, Source] = {}
     for name, entry in _mapping(raw.get("sources") or {}, f"{where}: sources").items():
         entry = _mapping(entry, f"{where}: sources.{name}")
-        _unknown_keys(entry, {"secret_id"}, f"{where}: sources.{name}")
+        _unknown_keys(entry, SOURCE_KEYS, f"{where}: sources.{name}")
         if not entry.get("secret_id"):
             raise ConfigError(f"{where}: sources.{name}: set secret_id to the Secrets Manager secret "
                               "holding host, port, database, username and password")
@@ -279,7 +281,7 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
         raise ConfigError(f"{where}.transforms: expected a list of transform steps")
     read = {**(defaults.get("read") or {}), **(entry.get("read") or {})}
     for key, value in read.items():
-        if key not in {"fetch_size", "partition_rows", "max_partitions"} or not isinstance(value, int) or value < 1:
+        if key not in READ_KEYS or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where}.read.{key}: unknown key or not a positive integer "
                               "(keys: fetch_size, partition_rows, max_partitions)")
     pipeline = Pipeline(
