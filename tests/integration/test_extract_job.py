@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -33,26 +32,18 @@ from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_commit import read_manifest
 from spark_jobs.lake_read import read_current
+from spotlake.localstack.layout import StackLayout
+from spotlake.localstack.services import aws_env, mysql_settings
+from spotlake.localstack.services import moto_endpoint as moto_endpoint_of
 
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-JARS_DIR = PROJECT_ROOT / ".stack" / "jars" / "spark"
-MYSQL = {
-    "host": "127.0.0.1",
-    "port": int(os.environ.get("SPOTLAKE_MYSQL_PORT", "13306")),
-    "user": os.environ.get("SPOTLAKE_MYSQL_USER", "spotlake"),
-    "password": os.environ.get("SPOTLAKE_MYSQL_PASSWORD", "spotlake-local"),
-    "database": os.environ.get("SPOTLAKE_MYSQL_DATABASE", "shop"),
-}
-MOTO_PORT = int(os.environ.get("SPOTLAKE_MOTO_PORT", "15000"))
-MOTO = f"http://127.0.0.1:{MOTO_PORT}"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ENDPOINT_URL": MOTO,
-}
+JARS_DIR = StackLayout.default().jars("spark")
+_MYSQL = mysql_settings(StackLayout.default())
+MYSQL = {**_MYSQL, "port": int(_MYSQL["port"])}
+MOTO = moto_endpoint_of(StackLayout.default())
+AWS_ENV = aws_env(StackLayout.default())
 WINDOW = {
     "start": "2026-11-27T14:00:00+00:00",
     "end": "2026-11-27T14:05:00+00:00",
@@ -80,14 +71,6 @@ def jar(prefix: str) -> str:
     return str(found[-1])
 
 
-def listening(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError:
-        return False
-    return True
-
-
 def mysql_connection() -> pymysql.connections.Connection:
     return pymysql.connect(
         host=MYSQL["host"],
@@ -100,9 +83,8 @@ def mysql_connection() -> pymysql.connections.Connection:
 
 
 @pytest.fixture(scope="session")
-def aws() -> Iterator[None]:
-    if not listening("127.0.0.1", MOTO_PORT):
-        pytest.fail(f"moto server is not answering at {MOTO}; start the local stack (make up)")
+def aws(moto_endpoint: str, mysql: dict[str, str]) -> Iterator[None]:
+    """moto server and MariaDB, started by the shared fixtures if they are not running."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in AWS_ENV.items():
             patch.setenv(key, value)
@@ -183,11 +165,7 @@ def secrets(aws: None) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def table() -> Iterator[str]:
-    if not listening(MYSQL["host"], MYSQL["port"]):
-        pytest.fail(
-            f"MariaDB is not answering at {MYSQL['host']}:{MYSQL['port']}; start the local stack (make up)"
-        )
+def table(mysql: dict[str, str]) -> Iterator[str]:
     name = f"orders_{uuid.uuid4().hex[:10]}"
     conn = mysql_connection()
     try:
