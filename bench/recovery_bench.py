@@ -42,9 +42,9 @@ FIVE = timedelta(minutes=5)
 
 def one_kill(env: ExtractionEnv, fleet: Fleet, pool: PoolConfig, supervisor: Supervisor, n: int) -> dict[str, float]:
     fleet.launch(pool)
-    first = env.registry.ready_cluster(env.pool)
+    first = env.registry.ready_cluster(pool.name)
     table, w = big_window_table(env, f"recov{n}")
-    pipeline = env.add_pipeline(f"recov{n}_{env.tag}", table)
+    pipeline = env.add_pipeline(f"recov{n}_{env.tag}", table, pool=pool.name)
     job_key = f"{pipeline}#{w.strftime('%Y%m%dT%H%M%SZ')}"
     marks: dict[str, float] = {}
     with FleetLoop(fleet, pool):
@@ -55,10 +55,10 @@ def one_kill(env: ExtractionEnv, fleet: Fleet, pool: PoolConfig, supervisor: Sup
         supervisor.kill(f"livy-{first.cluster_id}")
         while thread.is_alive():
             now = time.monotonic()
-            cluster = env.registry.get_cluster(env.pool, first.cluster_id)
+            cluster = env.registry.get_cluster(pool.name, first.cluster_id)
             if "detected" not in marks and cluster.state == ClusterState.DEAD:
                 marks["detected"] = now
-            clusters = [c for c in env.registry.clusters(env.pool) if c.cluster_id != first.cluster_id]
+            clusters = [c for c in env.registry.clusters(pool.name) if c.cluster_id != first.cluster_id]
             if "launch" not in marks and clusters:
                 marks["launch"] = now
             if "ready" not in marks and any(c.state == ClusterState.READY for c in clusters):
@@ -71,7 +71,7 @@ def one_kill(env: ExtractionEnv, fleet: Fleet, pool: PoolConfig, supervisor: Sup
         marks["committed"] = time.monotonic()
     if not out or isinstance(out[0], BaseException):
         raise RuntimeError(f"kill {n}: the extraction did not finish: {out}")
-    for cluster in env.registry.clusters(env.pool):
+    for cluster in env.registry.clusters(pool.name):
         supervisor.stop(f"livy-{cluster.cluster_id}")
     k = marks["kill"]
     return {
@@ -106,14 +106,15 @@ def main() -> int:
             "extra": {"region_name": "us-east-1", "endpoint_url": endpoint}}),
     })
     fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(StackLayout.default())))
-    pool = PoolConfig(
-        name=env.pool, max_age=timedelta(hours=6), drain_deadline=timedelta(minutes=10),
-        health_check_interval=timedelta(seconds=args.health_check_interval),
-        failure_threshold=args.failure_threshold, launch_timeout=timedelta(minutes=3),
-        local=LocalShape(master="local[2]"),
-    )
     runs = []
     for n in range(args.kills):
+        # each kill on a pool of its own: a fresh first cluster, a fresh vacancy
+        pool = PoolConfig(
+            name=f"{env.pool}k{n}", max_age=timedelta(hours=6), drain_deadline=timedelta(minutes=10),
+            health_check_interval=timedelta(seconds=args.health_check_interval),
+            failure_threshold=args.failure_threshold, launch_timeout=timedelta(minutes=3),
+            local=LocalShape(master="local[2]"),
+        )
         result = one_kill(env, fleet, pool, supervisor, n)
         print(f"kill {n + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items()), flush=True)
         runs.append(result)

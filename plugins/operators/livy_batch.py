@@ -39,6 +39,7 @@ class PoolBatchOperator(BaseOperator):
         poll_interval: float = 2.0,
         max_moves: int = 3,
         wait_for_cluster: timedelta = timedelta(minutes=15),
+        cluster_poll_interval: timedelta = timedelta(seconds=2),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -47,6 +48,7 @@ class PoolBatchOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.max_moves = max_moves
         self.wait_for_cluster = wait_for_cluster
+        self.cluster_poll_interval = cluster_poll_interval
         self.job: Job | None = None
 
     # ------------------------------------------------------------- subclasses
@@ -80,7 +82,7 @@ class PoolBatchOperator(BaseOperator):
             )
         except NoReadyCluster as exc:
             self.log.warning("%s; waiting for one", exc)
-            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=10)), method_name="resume_waiting",
+            self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting",
                        kwargs={"since": context["ti"].start_date.isoformat() if context.get("ti") else ""})
         self.job = submission.job
         verb = "reconnected to" if submission.reconnected else "submitted"
