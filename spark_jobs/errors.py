@@ -23,3 +23,11 @@ class UnknownUserTransformError(SpotlakeJobError, LookupError):
 
 class LakeReadError(SpotlakeJobError, ValueError):
     """The lake under a root cannot be read as a merged view."""
+
+
+class StreamingError(SpotlakeJobError, ValueError):
+    """The click stream cannot run as configured; the message says where and how to fix it."""
+
+
+class StreamFencedError(SpotlakeJobError):
+    """Another run of the same stream took over its sink; this run must stop."""

@@ -13,10 +13,11 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from spotlake import config, pools
+from spotlake import config, pools, streaming
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span
 from spotlake.registry import ClusterState, JobState, Registry
+from spotlake.stream_status import StreamStatusStore
 
 LIVE_CLUSTER_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING,
                        ClusterState.TERMINATING)
@@ -61,6 +62,22 @@ class Freshness:
 
 
 @dataclass
+class StreamRow:
+    """What the streaming supervisor last recorded of a stream (see spotlake.stream_status)."""
+
+    stream: str
+    state: str
+    cluster_id: str
+    batch_id: int
+    last_batch_id: int
+    committed: str
+    lag: int
+    restarts: int
+    checked: str
+    reason: str
+
+
+@dataclass
 class Snapshot:
     at: str
     provider: str
@@ -68,6 +85,7 @@ class Snapshot:
     jobs: list[JobRow]
     freshness: list[Freshness]
     warnings: list[str] = field(default_factory=list)
+    streams: list[StreamRow] = field(default_factory=list)
 
 
 def _age(iso: str, now: datetime) -> str:
@@ -75,8 +93,29 @@ def _age(iso: str, now: datetime) -> str:
     return span(now - started) if started else "-"
 
 
+def collect_streams(registry: Registry, streams_cfg: streaming.StreamsConfig | None,
+                    now: datetime) -> list[StreamRow]:
+    """One row per configured stream, and per stream the supervisor has recorded."""
+    recorded = {s.stream: s for s in StreamStatusStore(registry.client, registry.prefix).all()}
+    configured = {s.name: s for s in streams_cfg.streams} if streams_cfg is not None else {}
+    rows = []
+    for name in [*configured, *sorted(set(recorded) - set(configured))]:
+        status = recorded.get(name)
+        if status is None:
+            rows.append(StreamRow(name, "(not supervised yet)", "-", -1, -1, "-", -1, 0, "-",
+                                  f"its DAG stream_{name} has not run (it is created paused)"))
+            continue
+        budget = configured[name].restart_budget if name in configured else streaming.RestartBudget()
+        rows.append(StreamRow(
+            name, status.state, status.cluster_id or "-", status.batch_id, status.last_batch_id,
+            _age(status.committed_at, now) if status.committed_at else "-", status.lag,
+            len(status.recent_restarts(now, budget.per)), _age(status.checked_at, now), status.reason,
+        ))
+    return rows
+
+
 def collect(registry: Registry, pools_cfg: pools.PoolsConfig, pipelines: config.PipelinesConfig,
-            now: datetime) -> Snapshot:
+            now: datetime, streams_cfg: streaming.StreamsConfig | None = None) -> Snapshot:
     views = []
     for pool in pools_cfg.pools:
         active, _ = registry.active_cluster_id(pool.name)
@@ -113,7 +152,15 @@ def collect(registry: Registry, pools_cfg: pools.PoolsConfig, pipelines: config.
         pools.check_pipelines(pools_cfg, pipelines)
     except SpotlakeError as exc:
         warnings.append(str(exc))
-    return Snapshot(now.isoformat(timespec="seconds"), pools_cfg.provider, views, jobs, freshness, warnings)
+    if streams_cfg is None:
+        try:
+            streams_cfg = streaming.load()
+            streaming.check_pools(pools_cfg, streams_cfg)
+        except SpotlakeError as exc:
+            warnings.append(str(exc))
+    streams = collect_streams(registry, streams_cfg, now)
+    return Snapshot(now.isoformat(timespec="seconds"), pools_cfg.provider, views, jobs, freshness, warnings,
+                    streams)
 
 
 def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
@@ -148,6 +195,16 @@ def render(snapshot: Snapshot) -> str:
     out += ["", "FRESHNESS (latest committed window)"]
     out += _table(["pipeline", "window end", "age"],
                   [[f.pipeline, f.latest_window_end, f.age] for f in snapshot.freshness])
+    out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets)"]
+    if snapshot.streams:
+        out += _table(["stream", "state", "cluster", "batch", "last micro-batch", "committed", "lag",
+                       "restarts/window", "checked", "reason"], [
+            [s.stream, s.state, s.cluster_id, str(s.batch_id), str(s.last_batch_id), s.committed,
+             str(s.lag) if s.lag >= 0 else "-", str(s.restarts), s.checked, s.reason[:80]]
+            for s in snapshot.streams
+        ])
+    else:
+        out.append("  none configured")
     if snapshot.warnings:
         out += ["", "CONFIG WARNINGS"] + [f"  {w}" for w in snapshot.warnings]
     return "\n".join(out)

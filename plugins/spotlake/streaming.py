@@ -1,0 +1,303 @@
+"""Stream configuration: ``config/streaming.yaml`` validated into dataclasses.
+
+Each stream names its Kafka topics, its PostgreSQL sink (a Secrets Manager secret
+the Spark job resolves, and the schema it writes), its checkpoint and lake
+locations, and how it runs (trigger, window, watermark, late-event policy, restart
+budget). Every error names the file, the stream, the key and the fix.
+
+:meth:`StreamConfig.job_document` turns a stream into the document the Spark job
+(``spark_jobs/stream_clicks.py``) receives; it carries the secret's name, never a
+credential.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spotlake.config import NAME, _mapping, _unknown_keys, parse_duration
+from spotlake.errors import ConfigError
+from spotlake.pools import PoolsConfig
+
+DEFAULT_STREAMS = Path(__file__).resolve().parents[2] / "config" / "streaming.yaml"
+TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+LATE_POLICIES = ("count", "divert")
+MAX_TRIGGER = timedelta(seconds=30)
+WINDOW_RANGE = (timedelta(seconds=1), timedelta(days=1))
+
+SETTING_KEYS = {
+    "pool", "kafka_conn_id", "postgres_conn_id", "starting_offsets", "max_offsets_per_trigger",
+    "trigger_interval", "window", "watermark_delay", "late_policy", "restart_budget", "spark_conf",
+}
+STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake", "dead_letters"}
+DEFAULTS: dict[str, Any] = {
+    "pool": "large",
+    "kafka_conn_id": "spotlake_kafka",
+    "postgres_conn_id": "spotlake_postgres",
+    "starting_offsets": "earliest",
+    "max_offsets_per_trigger": 50000,
+    "trigger_interval": "10s",
+    "window": "1m",
+    "watermark_delay": "10m",
+    "late_policy": "count",
+    "restart_budget": {"restarts": 5, "per": "1h"},
+    "spark_conf": {},
+}
+
+
+def streams_path() -> Path:
+    return Path(os.environ.get("SPOTLAKE_STREAMS", DEFAULT_STREAMS))
+
+
+@dataclass(frozen=True)
+class RestartBudget:
+    """At most ``restarts`` restarts within any ``per``; then the supervisor backs off."""
+
+    restarts: int = 5
+    per: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    name: str
+    pool: str
+    topics: tuple[str, ...]
+    sink_secret_id: str
+    sink_schema: str
+    checkpoint: str
+    kafka_conn_id: str = "spotlake_kafka"
+    postgres_conn_id: str = "spotlake_postgres"
+    lake: str | None = None
+    dead_letters: str | None = None
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = 50000
+    trigger_interval: timedelta = timedelta(seconds=10)
+    window: timedelta = timedelta(minutes=1)
+    watermark_delay: timedelta = timedelta(minutes=10)
+    late_policy: str = "count"
+    restart_budget: RestartBudget = field(default_factory=RestartBudget)
+    spark_conf: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def job_key(self) -> str:
+        """The registry's job key of the stream: its name."""
+        return self.name
+
+    @property
+    def dag_id(self) -> str:
+        return f"stream_{self.name}"
+
+    @property
+    def aggregates_query(self) -> str:
+        """The aggregates query's name: its key in the sink's ``stream_progress``."""
+        return f"{self.name}_aggregates"
+
+    def job_document(self, run_id: str, attempt: int, bootstrap_servers: str,
+                     available_now: bool = False) -> dict[str, Any]:
+        """The Spark job's document (see ``spark_jobs/stream_job.py``)."""
+        source: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "topics": list(self.topics),
+            "starting_offsets": self.starting_offsets,
+            "fail_on_data_loss": True,
+        }
+        if self.max_offsets_per_trigger is not None:
+            source["max_offsets_per_trigger"] = self.max_offsets_per_trigger
+        trigger: dict[str, Any] = (
+            {"available_now": True} if available_now else {"interval_s": self.trigger_interval.total_seconds()}
+        )
+        return {
+            "stream": self.name,
+            "run_id": run_id,
+            "attempt": attempt,
+            "source": source,
+            "sink": {"secret_id": self.sink_secret_id, "schema": self.sink_schema},
+            "window_s": int(self.window.total_seconds()),
+            "watermark_delay_s": int(self.watermark_delay.total_seconds()),
+            "late_policy": self.late_policy,
+            "trigger": trigger,
+            "checkpoint": self.checkpoint,
+            "lake": {"path": self.lake} if self.lake else None,
+            "dead_letters": {"path": self.dead_letters} if self.dead_letters else None,
+        }
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    path: Path
+    streams: tuple[StreamConfig, ...]
+
+    def get(self, name: str) -> StreamConfig:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        raise ConfigError(
+            f"{self.path}: no stream named '{name}'; defined streams: "
+            f"{', '.join(s.name for s in self.streams) or 'none'} — add it under 'streams' or fix the name"
+        )
+
+
+def load(path: Path | None = None) -> StreamsConfig:
+    path = path or streams_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; create it (see docs/streaming.md)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: Any, path: Path) -> StreamsConfig:
+    where = str(path)
+    raw = _mapping(raw, where)
+    _unknown_keys(raw, {"defaults", "streams"}, where)
+    defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
+    _unknown_keys(defaults, SETTING_KEYS, f"{where}: defaults")
+    entries = raw.get("streams")
+    if not isinstance(entries, dict) or not entries:
+        raise ConfigError(f"{where}: 'streams' must be a mapping of stream name to settings, with at least one")
+    streams = tuple(_stream(name, entry, f"{where}: streams.{name}", {**DEFAULTS, **defaults})
+                    for name, entry in entries.items())
+    return StreamsConfig(path, streams)
+
+
+def _text(value: Any, where: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected {what}, got {value!r}")
+    return value.strip()
+
+
+def _uri(value: Any, where: str) -> str:
+    text = _text(value, where, "a URI such as s3a://bucket/prefix").rstrip("/")
+    if not URI.match(text):
+        raise ConfigError(f"{where}: {text!r} is not a URI; write e.g. s3a://spotlake-lake/clicks/events")
+    return text
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: expected a whole number >= 1, got {value!r}")
+    return value
+
+
+def _topics(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a list of Kafka topic names, e.g. [clicks]")
+    for topic in value:
+        if not isinstance(topic, str) or not TOPIC.match(topic):
+            raise ConfigError(f"{where}: {topic!r} is not a Kafka topic name (letters, digits, . _ -)")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: names a topic twice: {value}")
+    return tuple(value)
+
+
+def _starting_offsets(value: Any, where: str) -> str:
+    if value in ("earliest", "latest"):
+        return str(value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    raise ConfigError(
+        f"{where}: expected earliest, latest, or a mapping of topic to {{partition: offset}}, got {value!r}"
+    )
+
+
+def _budget(value: Any, where: str) -> RestartBudget:
+    value = _mapping(value, where)
+    _unknown_keys(value, {"restarts", "per"}, where)
+    restarts = _positive_int(value.get("restarts", 5), f"{where}.restarts")
+    per = parse_duration(value.get("per", "1h"), f"{where}.per")
+    if per <= timedelta(0):
+        raise ConfigError(f"{where}.per: must be longer than zero; write e.g. 1h")
+    return RestartBudget(restarts, per)
+
+
+def _spark_conf(value: Any, where: str) -> dict[str, str]:
+    value = _mapping(value or {}, where)
+    conf: dict[str, str] = {}
+    for key, setting in value.items():
+        if not isinstance(key, str) or not key.startswith("spark."):
+            raise ConfigError(f"{where}: {key!r} is not a Spark setting (they start with 'spark.')")
+        if isinstance(setting, (dict, list)) or setting is None:
+            raise ConfigError(f"{where}.{key}: expected a string, number or boolean, got {setting!r}")
+        conf[key] = str(setting).lower() if isinstance(setting, bool) else str(setting)
+    return conf
+
+
+def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> StreamConfig:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"{where}: stream names are lower-case letters, digits and _ (got {name!r}); rename it")
+    entry = _mapping(entry or {}, where)
+    _unknown_keys(entry, STREAM_KEYS, where)
+    settings = {**settings, **{k: v for k, v in entry.items() if k in SETTING_KEYS}}
+    for key in ("topics", "sink", "checkpoint"):
+        if key not in entry:
+            raise ConfigError(f"{where}: '{key}' is required; see docs/streaming.md for an example")
+    sink = _mapping(entry["sink"], f"{where}.sink")
+    _unknown_keys(sink, {"secret_id", "schema"}, f"{where}.sink")
+    schema = sink.get("schema", "public")
+    if not isinstance(schema, str) or not SCHEMA.match(schema):
+        raise ConfigError(
+            f"{where}.sink.schema: {schema!r} is not a lower-case PostgreSQL identifier (letters, digits, _)"
+        )
+    trigger = parse_duration(settings["trigger_interval"], f"{where}.trigger_interval")
+    if trigger > MAX_TRIGGER:
+        raise ConfigError(
+            f"{where}.trigger_interval: {settings['trigger_interval']} is longer than 30s; choose 0s (as fast "
+            "as possible) to 30s"
+        )
+    window = parse_duration(settings["window"], f"{where}.window")
+    if not WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]:
+        raise ConfigError(f"{where}.window: {settings['window']} is not between 1s and 1d; write e.g. 1m")
+    late_policy = settings["late_policy"]
+    if late_policy not in LATE_POLICIES:
+        raise ConfigError(f"{where}.late_policy: {late_policy!r} is not one of {', '.join(LATE_POLICIES)}")
+    limit = settings["max_offsets_per_trigger"]
+    return StreamConfig(
+        name=name,
+        pool=_text(settings["pool"], f"{where}.pool", "a pool name from config/pools.yaml"),
+        topics=_topics(entry["topics"], f"{where}.topics"),
+        sink_secret_id=_text(sink.get("secret_id"), f"{where}.sink.secret_id", "a Secrets Manager secret id"),
+        sink_schema=schema,
+        checkpoint=_uri(entry["checkpoint"], f"{where}.checkpoint"),
+        kafka_conn_id=_text(settings["kafka_conn_id"], f"{where}.kafka_conn_id", "an Airflow connection id"),
+        postgres_conn_id=_text(settings["postgres_conn_id"], f"{where}.postgres_conn_id",
+                               "an Airflow connection id"),
+        lake=_uri(entry["lake"], f"{where}.lake") if entry.get("lake") else None,
+        dead_letters=_uri(entry["dead_letters"], f"{where}.dead_letters") if entry.get("dead_letters") else None,
+        starting_offsets=_starting_offsets(settings["starting_offsets"], f"{where}.starting_offsets"),
+        max_offsets_per_trigger=None if limit is None else _positive_int(limit, f"{where}.max_offsets_per_trigger"),
+        trigger_interval=trigger,
+        window=window,
+        watermark_delay=parse_duration(settings["watermark_delay"], f"{where}.watermark_delay"),
+        late_policy=late_policy,
+        restart_budget=_budget(settings["restart_budget"], f"{where}.restart_budget"),
+        spark_conf=_spark_conf(settings["spark_conf"], f"{where}.spark_conf"),
+    )
+
+
+def check_pools(pools: PoolsConfig, streams: StreamsConfig) -> None:
+    """Every stream's pool exists and lists the stream under ``serves.streams``."""
+    for stream in streams.streams:
+        where = f"{streams.path}: stream {stream.name}"
+        if stream.pool not in pools.names():
+            raise ConfigError(
+                f"{where}: pool '{stream.pool}' is not defined in {pools.path}; defined pools: "
+                f"{', '.join(pools.names())} — add the pool or change the stream's pool"
+            )
+        if stream.name not in pools.get(stream.pool).serves_streams:
+            raise ConfigError(
+                f"{where}: runs on pool '{stream.pool}', but {pools.path}: pools.{stream.pool}.serves.streams "
+                f"does not list it; add '{stream.name}' there"
+            )

@@ -1,0 +1,268 @@
+"""Click events of schema version 1 (docs/events.md): parse, validate, window, funnel.
+
+Pure DataFrame transformations, chained with ``df.transform``:
+
+- :func:`kafka_records`: the Kafka source's rows as ``key``, ``value`` and the
+  record's coordinates (``kafka_topic``, ``kafka_partition``, ``kafka_offset``,
+  ``kafka_timestamp_ms``);
+- :func:`classify_events`: adds ``reason`` (null for a valid event) and ``detail``,
+  and the event's typed fields. The checks run in the order of
+  ``spotlake.clickgen.events.classify``, the first failing one naming the reason:
+
+  ================== ===========================================================
+  ``bad_json``        the value is not one JSON object (empty, cut short, an array)
+  ``missing_field``   a non-nullable field is absent or null
+  ``wrong_type``      a field has another JSON type than the schema's (a string
+                      where an integer belongs, a number where a string belongs, an
+                      integer out of the Spark type's range)
+  ``unknown_schema_version``  a well-formed event whose ``schema_version`` is not 1
+  ================== ===========================================================
+
+- :func:`valid_events`, :func:`dead_letters`: the two sides of that split;
+- :func:`with_window`, :func:`with_funnel_stage`, :func:`with_lake_partitions`.
+
+How the JSON types are checked with Spark's own parser: the value is parsed twice,
+once with every field as a string (``raw``: tells present from absent or null, and
+catches records that are not JSON objects through ``_corrupt_record``) and once
+with the schema's types (``typed``: a string or a fraction where an integer belongs
+comes out null). Spark's parser turns any JSON value into a string for a string
+field, so for those the value text itself is checked: the field's key must be
+followed by a JSON string (an opening quote). Inside a JSON string every quote is
+escaped, so that pattern can only match a real key.
+"""
+
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+SCHEMA_VERSION = 1
+BAD_JSON = "bad_json"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+REASONS = (BAD_JSON, MISSING_FIELD, WRONG_TYPE, UNKNOWN_SCHEMA_VERSION)
+
+# field -> (JSON type, Spark type name of the valid event's column, nullable)
+FIELDS: dict[str, tuple[str, str, bool]] = {
+    "schema_version": ("integer", "int", False),
+    "event_id": ("string", "string", False),
+    "event_time": ("integer", "long", False),
+    "user_id": ("string", "string", False),
+    "session_id": ("string", "string", False),
+    "session_seq": ("integer", "int", False),
+    "event_type": ("string", "string", False),
+    "page": ("string", "string", False),
+    "element": ("string", "string", True),
+    "referrer": ("string", "string", True),
+    "device": ("string", "string", False),
+    "country": ("string", "string", False),
+}
+REQUIRED = tuple(name for name, (_, _, nullable) in FIELDS.items() if not nullable)
+INT_RANGE = (-(2**31), 2**31 - 1)
+CORRUPT = "_corrupt_record"
+
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms")
+EVENT_COLUMNS = (
+    "schema_version", "event_id", "event_time_ms", "user_id", "session_id", "session_seq",
+    "event_type", "page", "element", "referrer", "device", "country",
+)
+
+FUNNEL_STAGES = ("session_start", "product_view", "add_to_cart", "checkout", "purchase")
+
+RAW_SCHEMA = StructType(
+    [StructField(name, StringType()) for name in FIELDS] + [StructField(CORRUPT, StringType())]
+)
+TYPED_SCHEMA = StructType([
+    StructField(name, LongType() if json_type == "integer" else StringType())
+    for name, (json_type, _, _) in FIELDS.items()
+])
+JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+# One JSON object, give or take surrounding whitespace (Spark's parser ignores trailing text).
+OBJECT_TEXT = r"(?s)^\s*\{.*\}\s*$"
+
+
+def kafka_records(df: DataFrame) -> DataFrame:
+    """Rows of Spark's Kafka source as key, value and the record's Kafka coordinates."""
+    return df.select(
+        F.col("key"),
+        F.col("value"),
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.unix_millis(F.col("timestamp")).alias("kafka_timestamp_ms"),
+    )
+
+
+def _string_key_pattern(name: str) -> str:
+    """The field's key followed by a JSON string: ``{"page": "`` or ``,"page":"``."""
+    return r'[{,]\s*"' + name + r'"\s*:\s*"'
+
+
+def _names(conditions: dict[str, Column]) -> Column:
+    """The names whose condition holds, comma-separated ("" if none)."""
+    return F.concat_ws(", ", *[F.when(condition, F.lit(name)) for name, condition in conditions.items()])
+
+
+def _wrong_type_conditions(text: Column, raw: Column, typed: Column) -> dict[str, Column]:
+    conditions: dict[str, Column] = {}
+    for name, (json_type, spark_type, _) in FIELDS.items():
+        present = raw[name].isNotNull()
+        if json_type == "integer":
+            wrong = typed[name].isNull()
+            if spark_type == "int":
+                wrong = wrong | ~typed[name].between(*INT_RANGE)
+        else:
+            wrong = ~text.rlike(_string_key_pattern(name))
+        conditions[f"{name} (expected {json_type})"] = present & wrong
+    return conditions
+
+
+def classify_events(records: DataFrame) -> DataFrame:
+    """Add ``reason`` (null when valid), ``detail`` and the typed event columns to ``records``.
+
+    ``records`` has a binary or string ``value``; every other column is kept.
+    """
+    text = F.col("_text")
+    raw, typed = F.col("_raw"), F.col("_typed")
+    parsed = (
+        records.withColumn("_text", F.col("value").cast("string"))
+        .withColumn("_raw", F.from_json(text, RAW_SCHEMA, JSON_OPTIONS))
+        .withColumn("_typed", F.from_json(text, TYPED_SCHEMA))
+    )
+    not_object = (
+        text.isNull() | raw.isNull() | raw[CORRUPT].isNotNull() | ~F.coalesce(text.rlike(OBJECT_TEXT), F.lit(False))
+    )
+    missing = _names({name: raw[name].isNull() for name in REQUIRED})
+    wrong = _names(_wrong_type_conditions(text, raw, typed))
+    version = typed["schema_version"]
+    reason = (
+        F.when(not_object, F.lit(BAD_JSON))
+        .when(missing != "", F.lit(MISSING_FIELD))
+        .when(wrong != "", F.lit(WRONG_TYPE))
+        .when(version != SCHEMA_VERSION, F.lit(UNKNOWN_SCHEMA_VERSION))
+    )
+    detail = (
+        F.when(F.col("value").isNull(), F.lit("no value (null record)"))
+        .when(not_object & (F.trim(text) == ""), F.lit("empty value"))
+        .when(not_object, F.lit("not one JSON object (malformed or cut short)"))
+        .when(missing != "", F.concat(F.lit("missing or null: "), missing))
+        .when(wrong != "", F.concat(F.lit("wrong JSON type: "), wrong))
+        .when(
+            version != SCHEMA_VERSION,
+            F.concat(F.lit("schema_version "), version.cast("string"), F.lit(f"; this job reads {SCHEMA_VERSION}")),
+        )
+    )
+    events = [
+        typed[name].cast(spark_type).alias("event_time_ms" if name == "event_time" else name)
+        for name, (_, spark_type, _) in FIELDS.items()
+    ]
+    return parsed.select(
+        *[F.col(c) for c in records.columns],
+        reason.alias("reason"),
+        detail.alias("detail"),
+        *events,
+    )
+
+
+def valid_events(classified: DataFrame) -> DataFrame:
+    """The valid events, typed, with ``event_time`` as a timestamp and their Kafka coordinates."""
+    return classified.filter(F.col("reason").isNull()).select(
+        *[F.col(c) for c in EVENT_COLUMNS],
+        F.timestamp_millis(F.col("event_time_ms")).alias("event_time"),
+        *[F.col(c) for c in KAFKA_COLUMNS],
+    )
+
+
+def dead_letters(classified: DataFrame) -> DataFrame:
+    """The records that are not valid events: raw key and value, reason, detail, coordinates."""
+    return classified.filter(F.col("reason").isNotNull()).select(
+        *[F.col(c) for c in KAFKA_COLUMNS],
+        F.col("key").cast("binary").alias("key"),
+        F.col("value").cast("binary").alias("value"),
+        F.col("reason"),
+        F.col("detail"),
+    )
+
+
+def with_window(window_s: int):  # noqa: ANN201 - returns a DataFrame transformation
+    """Add ``window_start_ms``: the start of the event-time window (tumbling, ``window_s`` long)."""
+    window_ms = window_s * 1000
+
+    def transform(events: DataFrame) -> DataFrame:
+        ms = F.col("event_time_ms")
+        return events.withColumn("window_start_ms", ms - F.pmod(ms, F.lit(window_ms)))
+
+    return transform
+
+
+def with_funnel_stage(events: DataFrame) -> DataFrame:
+    """Add ``funnel_stage``: the funnel stage an event reaches, or null.
+
+    ``session_start`` (the first event of a session), ``product_view`` (a page view
+    of a product page), ``add_to_cart``, ``checkout``, ``purchase``.
+    """
+    event_type = F.col("event_type")
+    stage = (
+        F.when(F.col("session_seq") == 0, F.lit("session_start"))
+        .when((event_type == "page_view") & F.col("page").startswith("/product/"), F.lit("product_view"))
+        .when(event_type.isin("add_to_cart", "checkout", "purchase"), event_type)
+    )
+    return events.withColumn("funnel_stage", stage)
+
+
+def with_late_flag(watermark_ms: int | None):  # noqa: ANN201 - returns a DataFrame transformation
+    """Add ``is_late``: the event's time is behind ``watermark_ms`` (never late without one)."""
+
+    def transform(events: DataFrame) -> DataFrame:
+        if watermark_ms is None:
+            return events.withColumn("is_late", F.lit(False))
+        return events.withColumn("is_late", F.col("event_time_ms") < F.lit(watermark_ms))
+
+    return transform
+
+
+def with_lake_partitions(events: DataFrame) -> DataFrame:
+    """Add ``event_date`` and ``event_hour`` (UTC, whatever the session's time zone) of each
+    event's time: the lake's partitions."""
+    ms = F.col("event_time_ms")
+    day_ms, hour_ms = 86_400_000, 3_600_000
+    return events.withColumn(
+        "event_date", F.date_from_unix_date(F.floor(ms / day_ms).cast("int"))
+    ).withColumn("event_hour", F.floor(F.pmod(ms, F.lit(day_ms)) / hour_ms).cast("int"))
+
+
+def window_summary(counted: DataFrame) -> DataFrame:
+    """What a batch of counted events adds to the sink, in one aggregation (one shuffle).
+
+    Per ``window_start_ms``, ``page`` and ``event_type``: ``events``, ``late_events``, the
+    distinct ``users`` and ``sessions`` (arrays), ``<stage>_events`` for each funnel stage, and
+    ``funnel_sessions``: the distinct (``stage``, ``session_id``) pairs. The driver turns the
+    arrays into set members and sums the stages per window (a session's pairs from several
+    pages of one window are the same set member).
+    """
+    stage = F.col("funnel_stage")
+    return counted.groupBy("window_start_ms", "page", "event_type").agg(
+        F.count(F.lit(1)).alias("events"),
+        F.sum(F.col("is_late").cast("long")).alias("late_events"),
+        F.collect_set("user_id").alias("users"),
+        F.collect_set("session_id").alias("sessions"),
+        *[F.count(F.when(stage == name, F.lit(1))).alias(f"{name}_events") for name in FUNNEL_STAGES],
+        F.collect_set(
+            F.when(stage.isNotNull(), F.struct(stage.alias("stage"), F.col("session_id").alias("session_id")))
+        ).alias("funnel_sessions"),
+    )
+
+
+def partition_stats(classified: DataFrame, watermark_ms: int | None) -> DataFrame:
+    """Per Kafka partition of a batch: the last offset, records, valid and late events, latest event time."""
+    valid = F.col("reason").isNull()
+    late = valid & (F.col("event_time_ms") < F.lit(watermark_ms)) if watermark_ms is not None else F.lit(False)
+    return classified.groupBy("kafka_topic", "kafka_partition").agg(
+        F.max("kafka_offset").alias("max_offset"),
+        F.count(F.lit(1)).alias("records"),
+        F.count(F.when(valid, F.lit(1))).alias("valid"),
+        F.count(F.when(late, F.lit(1))).alias("late"),
+        F.max(F.when(valid, F.col("event_time_ms"))).alias("max_event_time_ms"),
+    )

@@ -1,0 +1,471 @@
+"""The click stream's PostgreSQL sink: one transaction per micro-batch, exactly once.
+
+:meth:`PostgresSinkWriter.write` commits a micro-batch's dead letters, late events,
+distinct-set members, aggregates and funnel counts together with the batch id in
+``stream_progress``, in ONE transaction that starts by locking the query's
+``stream_progress`` row:
+
+- a batch id at or below ``last_batch_id`` was committed before (Spark replays the
+  last batch after a restart): the transaction ends without writing anything;
+- a ``run_id`` in that row other than this run's means a newer run of the stream
+  took over (the supervisor restarted it elsewhere): :class:`StreamFencedError`, so
+  a stale run can never write;
+- distinct counts stay exact across batches: each member (user or session of a
+  window, page and event type; session of a window and funnel stage) is inserted
+  into its set table with ``ON CONFLICT DO NOTHING RETURNING``, and only the rows
+  actually inserted add to the counts;
+- the watermark (latest event time committed minus the delay) is read under the
+  lock and handed to the batch's computation, then moved forward in the same
+  transaction; so "late" is decided once per batch, the same way on a replay.
+
+The module has no Spark dependency: the Spark job computes :class:`BatchRows` from
+a micro-batch, the Python baseline of ``bench/streaming_bench.py`` from a poll.
+It needs ``psycopg2`` (on EMR: a bootstrap action ``pip3 install psycopg2-binary``).
+Credentials come from a Secrets Manager secret (JSON with host, port, database,
+username, password) and go only into the connection: never into a log or message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from spark_jobs.errors import StreamFencedError, StreamingError
+
+LOG = logging.getLogger(__name__)
+UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HOST = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$")
+SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+PAGE_SIZE = 2000
+RETRIES = 3
+
+
+def to_datetime(ms: int) -> datetime:
+    """Epoch milliseconds as an exact UTC datetime (no float rounding)."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def to_millis(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}/{self.database}"
+
+
+def resolve_target(secret_id: str, stream: str) -> PostgresTarget:
+    """Read the sink's secret from Secrets Manager and check its shape, never echoing values."""
+    where = f"stream {stream}: sink secret '{secret_id}'"
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise StreamingError(
+            f"{where}: boto3 is not installed on the cluster — install it (EMR: a bootstrap action)"
+        ) from None
+    try:
+        response = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise StreamingError(
+            f"{where} cannot be read from Secrets Manager ({code}) — create it, grant the cluster "
+            "role secretsmanager:GetSecretValue, or fix sink.secret_id in config/streaming.yaml"
+        ) from None
+    except BotoCoreError as exc:
+        raise StreamingError(
+            f"{where} cannot be read from Secrets Manager ({type(exc).__name__}) — check the AWS "
+            "region, credentials and endpoint of the cluster"
+        ) from None
+    try:
+        secret = json.loads(response.get("SecretString") or "")
+    except json.JSONDecodeError:
+        secret = None
+    if not isinstance(secret, dict):
+        raise StreamingError(f"{where} is not a JSON object with host, port, database, username and password")
+    missing = [k for k in ("host", "port", "database", "username", "password") if not secret.get(k)]
+    if missing:
+        raise StreamingError(
+            f"{where} lacks {', '.join(missing)}; it must hold host, port, database, username and password"
+        )
+    host, port = str(secret["host"]), secret["port"]
+    if not HOST.match(host):
+        raise StreamingError(f"{where}: host {host!r} is not a host name or IP address")
+    if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise StreamingError(f"{where}: port {port!r} is not a TCP port number")
+    return PostgresTarget(host, int(port), str(secret["database"]), str(secret["username"]),
+                          str(secret["password"]))
+
+
+@dataclass
+class BatchRows:
+    """What one micro-batch contributes, as plain rows (epoch milliseconds for times).
+
+    - ``offsets``: per topic, per partition (as text), the next offset after the batch's
+      last record in that partition;
+    - ``dead_letters``: (topic, partition, offset, kafka_ts_ms, key, value, reason, detail);
+    - ``late_events``: (topic, partition, offset, kafka_ts_ms, event_id, event_time_ms,
+      window_start_ms, page, event_type, user_id, session_id);
+    - ``window_counts``: (window_start_ms, page, event_type, events, late_events), counted events;
+    - ``members``: (kind, window_start_ms, page_or_stage, event_type, member), kind
+      ``user``/``session``/``funnel``, distinct within the batch;
+    - ``funnel_counts``: (window_start_ms, stage, events).
+    """
+
+    input_rows: int = 0
+    valid_events: int = 0
+    max_event_time_ms: int | None = None
+    offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    dead_letters: list[tuple] = field(default_factory=list)
+    late_events: list[tuple] = field(default_factory=list)
+    window_counts: list[tuple] = field(default_factory=list)
+    members: list[tuple] = field(default_factory=list)
+    funnel_counts: list[tuple] = field(default_factory=list)
+
+    @property
+    def counted_events(self) -> int:
+        return sum(int(row[3]) for row in self.window_counts)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch_id: int
+    committed: bool
+    input_rows: int = 0
+    counted_events: int = 0
+    late_events: int = 0
+    dead_letters: int = 0
+    watermark_ms: int | None = None
+
+
+class PostgresSinkWriter:
+    """Writes micro-batches of one streaming query into the sink schema, exactly once."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        schema: str,
+        query_name: str,
+        run_id: str,
+        *,
+        window_s: int,
+        watermark_delay_s: int,
+        late_policy: str = "count",
+        retries: int = RETRIES,
+    ) -> None:
+        if not SCHEMA.match(schema):
+            raise StreamingError(f"sink schema {schema!r} is not a lower-case PostgreSQL identifier")
+        self._connect = connect
+        self._connection: Any = None
+        self.schema = schema
+        self.query_name = query_name
+        self.run_id = run_id
+        self.window_ms = window_s * 1000
+        self.delay_ms = watermark_delay_s * 1000
+        self.late_policy = late_policy
+        self.retries = retries
+
+    @classmethod
+    def for_target(cls, target: PostgresTarget, stream: str, **kwargs: Any) -> PostgresSinkWriter:
+        def connect() -> Any:
+            try:
+                import psycopg2
+            except ImportError:
+                raise StreamingError(
+                    f"stream {stream}: psycopg2 is not installed on the cluster — install it (EMR: a "
+                    "bootstrap action running `pip3 install psycopg2-binary`)"
+                ) from None
+            try:
+                return psycopg2.connect(
+                    host=target.host, port=target.port, dbname=target.database, user=target.username,
+                    password=target.password, connect_timeout=10, application_name=f"spotlake-{stream}",
+                )
+            except psycopg2.OperationalError as exc:
+                first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+                raise StreamingError(
+                    f"stream {stream}: cannot connect to the sink PostgreSQL at {target.address}: {first} — "
+                    "check host, port and credentials in the sink secret and that the database accepts "
+                    "connections from the cluster"
+                ) from None
+
+        return cls(connect, **kwargs)
+
+    # ------------------------------------------------------------ connection
+    def t(self, table: str) -> str:
+        return f'"{self.schema}"."{table}"'
+
+    @property
+    def connection(self) -> Any:
+        if self._connection is None or getattr(self._connection, "closed", 0):
+            self._connection = self._connect()
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            finally:
+                self._connection = None
+
+    def _transient(self, exc: BaseException) -> bool:
+        try:
+            import psycopg2
+        except ImportError:
+            return False
+        return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
+
+    # ----------------------------------------------------------------- claim
+    def claim(self) -> int:
+        """Make this run the query's only writer; return the last committed batch id (-1: none)."""
+        conn = self.connection
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"INSERT INTO {self.t('stream_progress')} (query_name, run_id) VALUES (%s, %s) "
+                    "ON CONFLICT (query_name) DO UPDATE SET run_id = EXCLUDED.run_id, claimed_at = now() "
+                    "RETURNING last_batch_id",
+                    (self.query_name, self.run_id),
+                )
+                last = int(cur.fetchone()[0])
+            conn.commit()
+        except Exception as exc:
+            conn.rollback()
+            if type(exc).__name__ in ("UndefinedTable", "InvalidSchemaName"):
+                raise StreamingError(
+                    f"query {self.query_name}: the sink schema '{self.schema}' has no stream tables — apply "
+                    "the migrations first (the streaming supervisor does: spotlake.sink_schema.apply)"
+                ) from None
+            raise
+        LOG.info("query %s claimed by run %s; last committed batch %s", self.query_name, self.run_id, last)
+        return last
+
+    # ----------------------------------------------------------------- write
+    def write(self, batch_id: int, compute: Callable[[int | None], BatchRows]) -> BatchResult:
+        """Commit batch ``batch_id`` unless it was committed before.
+
+        ``compute(watermark_ms)`` returns the batch's rows given the watermark in force
+        (None before the first event); it runs inside the transaction, after the lock.
+        Connection failures are retried (reconnecting) up to ``retries`` times.
+        """
+        for attempt in range(1, self.retries + 1):
+            try:
+                return self._write_once(batch_id, compute)
+            except Exception as exc:
+                self._rollback_quietly()
+                if not self._transient(exc) or attempt == self.retries:
+                    raise
+                LOG.warning("query %s batch %s: sink connection failed (%s); retrying", self.query_name,
+                            batch_id, type(exc).__name__)
+                self.close()
+                time.sleep(min(2.0**attempt, 10.0))
+        raise AssertionError("unreachable")
+
+    def _rollback_quietly(self) -> None:
+        if self._connection is None:
+            return
+        try:
+            self._connection.rollback()
+        except Exception:  # noqa: BLE001 - a broken connection is closed and replaced next attempt
+            self.close()
+
+    def _write_once(self, batch_id: int, compute: Callable[[int | None], BatchRows]) -> BatchResult:
+        started = datetime.now(UTC)
+        conn = self.connection
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT run_id, last_batch_id, max_event_time, watermark, offsets "
+                f"FROM {self.t('stream_progress')} WHERE query_name = %s FOR UPDATE",
+                (self.query_name,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise StreamingError(
+                    f"query {self.query_name}: no stream_progress row; the run must claim the query first"
+                )
+            owner, last_batch, max_event_time, watermark, offsets = row
+            if owner != self.run_id:
+                raise StreamFencedError(
+                    f"query {self.query_name}: run {owner} took over the sink; this run ({self.run_id}) stops "
+                    f"before batch {batch_id}"
+                )
+            if batch_id <= last_batch:
+                conn.rollback()
+                LOG.info("query %s batch %s was committed before (last %s): nothing to do", self.query_name,
+                         batch_id, last_batch)
+                return BatchResult(batch_id, committed=False)
+            watermark_ms = to_millis(watermark) if watermark is not None else None
+            rows = compute(watermark_ms)
+            late_ids = self._write_rows(cur, batch_id, rows, watermark_ms)
+            previous_max = to_millis(max_event_time) if max_event_time is not None else None
+            new_max = _max_or_none(previous_max, rows.max_event_time_ms)
+            new_watermark = _max_or_none(watermark_ms, new_max - self.delay_ms if new_max is not None else None)
+            if self.late_policy == "divert" and new_watermark is not None:
+                self._prune_final_windows(cur, new_watermark)
+            merged = _merge_offsets(offsets or {}, rows.offsets)
+            cur.execute(
+                f"UPDATE {self.t('stream_progress')} SET last_batch_id = %s, max_event_time = %s, "
+                "watermark = %s, offsets = %s, committed_at = clock_timestamp() WHERE query_name = %s",
+                (batch_id, _dt(new_max), _dt(new_watermark), json.dumps(merged), self.query_name),
+            )
+            cur.execute(
+                f"INSERT INTO {self.t('stream_batches')} (query_name, batch_id, run_id, input_rows, "
+                "valid_events, counted_events, late_events, dead_letters, watermark, offsets, started_at, "
+                "committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())",
+                (self.query_name, batch_id, self.run_id, rows.input_rows, rows.valid_events,
+                 rows.counted_events, late_ids, len(rows.dead_letters), _dt(watermark_ms), json.dumps(merged),
+                 started),
+            )
+        conn.commit()
+        LOG.info(
+            "query %s batch %s committed: %s records, %s counted, %s late, %s dead letters, watermark %s",
+            self.query_name, batch_id, rows.input_rows, rows.counted_events, late_ids, len(rows.dead_letters),
+            _dt(new_watermark),
+        )
+        return BatchResult(batch_id, True, rows.input_rows, rows.counted_events, late_ids,
+                           len(rows.dead_letters), new_watermark)
+
+    def _write_rows(self, cur: Any, batch_id: int, rows: BatchRows, watermark_ms: int | None) -> int:
+        from psycopg2.extras import execute_values
+
+        if rows.dead_letters:
+            execute_values(
+                cur,
+                f"INSERT INTO {self.t('click_dead_letters')} (topic, kafka_partition, kafka_offset, "
+                "kafka_timestamp, key, value, reason, detail, batch_id) VALUES %s ON CONFLICT DO NOTHING",
+                [(t, p, o, _dt(ts), _bytes(k), _bytes(v), reason, detail, batch_id)
+                 for t, p, o, ts, k, v, reason, detail in rows.dead_letters],
+                page_size=PAGE_SIZE,
+            )
+        if rows.late_events and watermark_ms is not None:
+            counted = self.late_policy == "count"
+            execute_values(
+                cur,
+                f"INSERT INTO {self.t('click_late_events')} (topic, kafka_partition, kafka_offset, "
+                "kafka_timestamp, event_id, event_time, window_start, page, event_type, user_id, session_id, "
+                "watermark, lateness_ms, counted, batch_id) VALUES %s ON CONFLICT DO NOTHING",
+                [(t, p, o, _dt(ts), eid, _dt(et), _dt(ws), page, etype, user, session, _dt(watermark_ms),
+                  watermark_ms - et, counted, batch_id)
+                 for t, p, o, ts, eid, et, ws, page, etype, user, session in rows.late_events],
+                page_size=PAGE_SIZE,
+            )
+        new_users = self._insert_members(cur, "click_window_users", "user_id", rows.members, "user")
+        new_sessions = self._insert_members(cur, "click_window_sessions", "session_id", rows.members, "session")
+        new_funnel = self._insert_funnel_members(cur, rows.members)
+        if rows.window_counts:
+            execute_values(
+                cur,
+                f"INSERT INTO {self.t('click_aggregates')} AS a (window_start, page, event_type, events, users, "
+                "sessions, late_events, last_batch_id, updated_at) VALUES %s "
+                "ON CONFLICT (window_start, page, event_type) DO UPDATE SET "
+                "events = a.events + EXCLUDED.events, users = a.users + EXCLUDED.users, "
+                "sessions = a.sessions + EXCLUDED.sessions, late_events = a.late_events + EXCLUDED.late_events, "
+                "last_batch_id = EXCLUDED.last_batch_id, updated_at = EXCLUDED.updated_at",
+                [(_dt(ws), page, etype, int(events), new_users[(ws, page, etype)],
+                  new_sessions[(ws, page, etype)], int(late or 0), batch_id)
+                 for ws, page, etype, events, late in rows.window_counts],
+                template="(%s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())",
+                page_size=PAGE_SIZE,
+            )
+        if rows.funnel_counts:
+            execute_values(
+                cur,
+                f"INSERT INTO {self.t('click_funnel')} AS f (window_start, stage, events, sessions, "
+                "last_batch_id, updated_at) VALUES %s ON CONFLICT (window_start, stage) DO UPDATE SET "
+                "events = f.events + EXCLUDED.events, sessions = f.sessions + EXCLUDED.sessions, "
+                "last_batch_id = EXCLUDED.last_batch_id, updated_at = EXCLUDED.updated_at",
+                [(_dt(ws), stage, int(events), new_funnel[(ws, stage)], batch_id)
+                 for ws, stage, events in rows.funnel_counts],
+                template="(%s, %s, %s, %s, %s, clock_timestamp())",
+                page_size=PAGE_SIZE,
+            )
+        return len(rows.late_events)
+
+    def _insert_members(self, cur: Any, table: str, column: str, members: Iterable[tuple],
+                        kind: str) -> Counter[tuple[int, str, str]]:
+        """Insert the batch's members of ``kind``; count, per key, those the set did not hold."""
+        from psycopg2.extras import execute_values
+
+        values = [(_dt(ws), page, etype, member) for k, ws, page, etype, member in members if k == kind]
+        added: Counter[tuple[int, str, str]] = Counter()
+        if not values:
+            return added
+        inserted = execute_values(
+            cur,
+            f"INSERT INTO {self.t(table)} (window_start, page, event_type, {column}) VALUES %s "
+            "ON CONFLICT DO NOTHING RETURNING window_start, page, event_type",
+            values,
+            page_size=PAGE_SIZE,
+            fetch=True,
+        )
+        for window_start, page, event_type in inserted:
+            added[(to_millis(window_start), page, event_type)] += 1
+        return added
+
+    def _insert_funnel_members(self, cur: Any, members: Iterable[tuple]) -> Counter[tuple[int, str]]:
+        from psycopg2.extras import execute_values
+
+        values = [(_dt(ws), stage, member) for k, ws, stage, _, member in members if k == "funnel"]
+        added: Counter[tuple[int, str]] = Counter()
+        if not values:
+            return added
+        inserted = execute_values(
+            cur,
+            f"INSERT INTO {self.t('click_funnel_sessions')} (window_start, stage, session_id) VALUES %s "
+            "ON CONFLICT DO NOTHING RETURNING window_start, stage",
+            values,
+            page_size=PAGE_SIZE,
+            fetch=True,
+        )
+        for window_start, stage in inserted:
+            added[(to_millis(window_start), stage)] += 1
+        return added
+
+    def _prune_final_windows(self, cur: Any, watermark_ms: int) -> None:
+        """Under ``divert``, a window that ends at or before the watermark can get no more
+        counted events, so its distinct sets are no longer needed."""
+        horizon = _dt(watermark_ms - self.window_ms)
+        for table in ("click_window_users", "click_window_sessions", "click_funnel_sessions"):
+            cur.execute(f"DELETE FROM {self.t(table)} WHERE window_start <= %s", (horizon,))
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return to_datetime(ms) if ms is not None else None
+
+
+def _bytes(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    return bytes(value)
+
+
+def _max_or_none(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _merge_offsets(previous: dict[str, Any], batch: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    merged = {topic: {str(p): int(o) for p, o in parts.items()} for topic, parts in previous.items()}
+    for topic, parts in batch.items():
+        target = merged.setdefault(topic, {})
+        for partition, offset in parts.items():
+            target[str(partition)] = max(int(offset), target.get(str(partition), 0))
+    return merged

@@ -1,0 +1,252 @@
+"""The click stream: Kafka -> validated events -> PostgreSQL aggregates and the lake.
+
+:func:`run_stream` is a function of (Spark session, job), like the extraction job,
+so it runs the same in a ``spark-submit`` on a cluster (``stream_clicks.py``) and
+in a test's session. It starts up to two Structured Streaming queries, each with
+its own checkpoint under ``job.checkpoint`` (``aggregates/``, ``lake/``):
+
+- ``<stream>_aggregates``: ``foreachBatch`` -> :class:`spark_jobs.click_sink.PostgresSinkWriter`:
+  dead letters, late events, exact per-window aggregates and funnel counts, committed
+  with the batch id in one transaction (a replayed batch changes nothing);
+- ``<stream>_lake`` (when ``job.lake_path`` is set): every valid event once, as
+  Parquet partitioned by ``event_date`` and ``event_hour`` through Spark's file sink,
+  whose ``_spark_metadata`` log makes each batch's files visible exactly once.
+
+With ``trigger.available_now`` the queries run one after the other until they have
+read what Kafka held at their start, then :func:`run_stream` returns; otherwise both
+run until one fails (its error is raised) or the application is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyspark.sql.functions as F
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from spark_jobs.click_events import (
+    FUNNEL_STAGES,
+    classify_events,
+    dead_letters,
+    kafka_records,
+    partition_stats,
+    valid_events,
+    window_summary,
+    with_funnel_stage,
+    with_lake_partitions,
+    with_late_flag,
+    with_window,
+)
+from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
+from spark_jobs.errors import SpotlakeJobError
+from spark_jobs.stream_job import StreamJob
+
+LOG = logging.getLogger(__name__)
+# Spark's default of 200 shuffle partitions is far too many for a micro-batch's small
+# aggregations; used unless the batch's Spark settings (spark_conf) choose a value.
+SPARK_DEFAULT_SHUFFLE_PARTITIONS = "200"
+MICRO_BATCH_SHUFFLE_PARTITIONS = "2"
+
+
+@dataclass
+class StreamRun:
+    """What a run did (filled while it runs; complete once :func:`run_stream` returns)."""
+
+    job: StreamJob
+    batches: list[BatchResult] = field(default_factory=list)
+    last_committed_before: int = -1
+    # The job's own error raised inside foreachBatch (Spark reports it wrapped in a Java exception).
+    error: SpotlakeJobError | None = None
+
+
+def read_kafka(spark: SparkSession, job: StreamJob) -> DataFrame:
+    """The job's topics as a streaming DataFrame of raw records."""
+    return spark.readStream.format("kafka").options(**job.source.options()).load()
+
+
+def classified_stream(spark: SparkSession, job: StreamJob) -> DataFrame:
+    return read_kafka(spark, job).transform(kafka_records).transform(classify_events)
+
+
+def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None) -> BatchRows:
+    """A classified micro-batch as the sink's rows (``batch`` should be persisted).
+
+    Two Spark jobs for a typical batch (partition statistics, then one aggregation of the
+    counted events); dead letters and late events are collected only when there are some.
+    """
+    stats = partition_stats(batch, watermark_ms).collect()
+    offsets: dict[str, dict[str, int]] = {}
+    for row in stats:
+        offsets.setdefault(row["kafka_topic"], {})[str(row["kafka_partition"])] = int(row["max_offset"]) + 1
+    event_times = [int(row["max_event_time_ms"]) for row in stats if row["max_event_time_ms"] is not None]
+    records, valid, late = (sum(int(row[name]) for row in stats) for name in ("records", "valid", "late"))
+    events = (
+        valid_events(batch)
+        .transform(with_window(job.window_s))
+        .transform(with_funnel_stage)
+        .transform(with_late_flag(watermark_ms))
+    )
+    counted = events if job.late_policy == "count" else events.filter(~F.col("is_late"))
+    rows = BatchRows(
+        input_rows=records, valid_events=valid, max_event_time_ms=max(event_times) if event_times else None,
+        offsets=offsets,
+    )
+    if records > valid:
+        rows.dead_letters = [tuple(row) for row in dead_letters(batch).collect()]
+    if late:
+        rows.late_events = [tuple(row) for row in events.filter(F.col("is_late")).select(
+            "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms", "event_id", "event_time_ms",
+            "window_start_ms", "page", "event_type", "user_id", "session_id",
+        ).collect()]
+    counted_events = valid - late if job.late_policy == "divert" else valid
+    if counted_events:
+        add_window_summary(rows, window_summary(counted).collect())
+    return rows
+
+
+def add_window_summary(rows: BatchRows, summary: list[Row]) -> None:
+    """Add the rows of :func:`~spark_jobs.click_events.window_summary` to ``rows``."""
+    stage_events: Counter[tuple[int, str]] = Counter()
+    funnel_members: set[tuple[int, str, str]] = set()
+    for row in summary:
+        window, page, event_type = row["window_start_ms"], row["page"], row["event_type"]
+        rows.window_counts.append((window, page, event_type, row["events"], row["late_events"]))
+        rows.members.extend(("user", window, page, event_type, user) for user in row["users"])
+        rows.members.extend(("session", window, page, event_type, session) for session in row["sessions"])
+        for stage in FUNNEL_STAGES:
+            if row[f"{stage}_events"]:
+                stage_events[(window, stage)] += row[f"{stage}_events"]
+        funnel_members.update((window, pair["stage"], pair["session_id"]) for pair in row["funnel_sessions"])
+    rows.funnel_counts.extend((window, stage, events) for (window, stage), events in stage_events.items())
+    rows.members.extend(("funnel", window, stage, "", session) for window, stage, session in funnel_members)
+
+
+def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun) -> Callable[[DataFrame, int], None]:
+    """The ``foreachBatch`` function of the aggregates query."""
+
+    def compute(batch: DataFrame, batch_id: int, watermark_ms: int | None) -> BatchRows:
+        rows = batch_rows(batch, job, watermark_ms)
+        if job.dead_letters_path and rows.dead_letters:
+            # Before the PostgreSQL commit, so a committed batch always has its file; a batch
+            # written again overwrites its own folder.
+            dead_letters(batch).write.mode("overwrite").parquet(f"{job.dead_letters_path}/batch_id={batch_id}")
+        return rows
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            result = writer.write(batch_id, lambda watermark_ms: compute(batch, batch_id, watermark_ms))
+        except SpotlakeJobError as exc:
+            run.error = exc
+            raise
+        finally:
+            batch.unpersist()
+        run.batches.append(result)
+
+    return write
+
+
+def start_aggregates(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter,
+                     run: StreamRun) -> StreamingQuery:
+    return (
+        classified_stream(spark, job)
+        .writeStream.queryName(job.aggregates_query)
+        .option("checkpointLocation", job.aggregates_checkpoint)
+        .trigger(**job.trigger.spark_options())
+        .foreachBatch(batch_writer(job, writer, run))
+        .start()
+    )
+
+
+def start_lake(spark: SparkSession, job: StreamJob) -> StreamingQuery:
+    events = classified_stream(spark, job).transform(valid_events).transform(with_lake_partitions)
+    return (
+        events.writeStream.queryName(job.lake_query)
+        .format("parquet")
+        .option("path", job.lake_path)
+        .option("checkpointLocation", job.lake_checkpoint)
+        .partitionBy("event_date", "event_hour")
+        .trigger(**job.trigger.spark_options())
+        .outputMode("append")
+        .start()
+    )
+
+
+def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter | None = None) -> StreamRun:
+    """Run the job's queries (see the module documentation); return what the run did."""
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    if spark.conf.get("spark.sql.shuffle.partitions") == SPARK_DEFAULT_SHUFFLE_PARTITIONS:
+        spark.conf.set("spark.sql.shuffle.partitions", MICRO_BATCH_SHUFFLE_PARTITIONS)
+    if writer is None:
+        writer = PostgresSinkWriter.for_target(
+            resolve_target(job.sink.secret_id, job.stream), job.stream, schema=job.sink.schema,
+            query_name=job.aggregates_query, run_id=job.run_id, window_s=job.window_s,
+            watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
+        )
+    run = StreamRun(job)
+    try:
+        run.last_committed_before = writer.claim()
+        starters: list[Callable[[], StreamingQuery]] = []
+        if job.lake_path:
+            starters.append(lambda: start_lake(spark, job))
+        starters.append(lambda: start_aggregates(spark, job, writer, run))
+        if job.trigger.available_now:
+            for start in starters:
+                await_query(start(), run)
+        else:
+            spark.streams.resetTerminated()
+            queries = [start() for start in starters]
+            try:
+                spark.streams.awaitAnyTermination()
+            except Exception:  # noqa: BLE001 - the failed query raises its own error just below
+                LOG.warning("a query of %s failed; stopping the others", job.context)
+            finally:
+                stop_all(queries)
+            for query in queries:
+                await_query(query, run)
+    finally:
+        writer.close()
+    return run
+
+
+def await_query(query: StreamingQuery, run: StreamRun) -> None:
+    """Wait for ``query`` to end; raise its error if it failed (the job's own, when it was one)."""
+    try:
+        query.awaitTermination()
+    except Exception:
+        if run.error is not None:
+            raise run.error from None
+        raise
+    error = query.exception()
+    if error is not None:
+        if run.error is not None:
+            raise run.error from None
+        raise error
+
+
+def stop_all(queries: list[StreamingQuery]) -> None:
+    for query in queries:
+        if query.isActive:
+            LOG.info("stopping query %s", query.name)
+            query.stop()
+
+
+def describe(run: StreamRun) -> dict[str, Any]:
+    committed = [b for b in run.batches if b.committed]
+    return {
+        "stream": run.job.stream,
+        "run_id": run.job.run_id,
+        "batches_committed": len(committed),
+        "batches_skipped": len(run.batches) - len(committed),
+        "records": sum(b.input_rows for b in committed),
+        "counted_events": sum(b.counted_events for b in committed),
+        "late_events": sum(b.late_events for b in committed),
+        "dead_letters": sum(b.dead_letters for b in committed),
+        "last_batch_id": max((b.batch_id for b in run.batches), default=run.last_committed_before),
+    }

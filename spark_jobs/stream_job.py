@@ -1,0 +1,286 @@
+"""The click-stream job document: what the streaming supervisor sends, validated on parse.
+
+The supervisor (``spotlake.stream_supervisor``) builds it from ``config/streaming.yaml``
+and sends it as ``--job <base64url(JSON)>``; it names the sink's secret, never a
+credential. Every error names the stream and the field at fault.
+
+Example::
+
+    {"stream": "clicks", "run_id": "9f0c...", "attempt": 3,
+     "source": {"bootstrap_servers": "b-1.msk:9092", "topics": ["clicks"],
+                "starting_offsets": "earliest", "max_offsets_per_trigger": 50000,
+                "fail_on_data_loss": true},
+     "sink": {"secret_id": "spotlake/postgres/clicks", "schema": "public"},
+     "window_s": 60, "watermark_delay_s": 600, "late_policy": "count",
+     "trigger": {"interval_s": 10},
+     "checkpoint": "s3a://spotlake-checkpoints/streams/clicks",
+     "lake": {"path": "s3a://spotlake-lake/clicks/events"},
+     "dead_letters": {"path": "s3a://spotlake-lake/clicks/dead_letters"}}
+
+``trigger`` is ``{"interval_s": N}`` (0 = as fast as possible, at most 30) or
+``{"available_now": true}`` (process what is in Kafka now, then stop: tests and
+backfills). ``lake`` and ``dead_letters`` may be ``null`` (no lake query; dead
+letters only in PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spark_jobs.errors import StreamingError
+
+CONFIG_FILE = "config/streaming.yaml"
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+LATE_POLICIES = ("count", "divert")
+MAX_TRIGGER_S = 30.0
+TOP_KEYS = frozenset({
+    "stream", "run_id", "attempt", "source", "sink", "window_s", "watermark_delay_s", "late_policy",
+    "trigger", "checkpoint", "lake", "dead_letters",
+})
+SOURCE_KEYS = frozenset({
+    "bootstrap_servers", "topics", "starting_offsets", "max_offsets_per_trigger", "fail_on_data_loss",
+})
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    bootstrap_servers: str
+    topics: tuple[str, ...]
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = None
+    fail_on_data_loss: bool = True
+
+    def options(self) -> dict[str, str]:
+        """Options of Spark's Kafka source."""
+        options = {
+            "kafka.bootstrap.servers": self.bootstrap_servers,
+            "subscribe": ",".join(self.topics),
+            "startingOffsets": self.starting_offsets,
+            "failOnDataLoss": "true" if self.fail_on_data_loss else "false",
+        }
+        if self.max_offsets_per_trigger is not None:
+            options["maxOffsetsPerTrigger"] = str(self.max_offsets_per_trigger)
+        return options
+
+
+@dataclass(frozen=True)
+class PostgresSink:
+    secret_id: str
+    schema: str = "public"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    interval_s: float = 10.0
+    available_now: bool = False
+
+    def spark_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``DataStreamWriter.trigger``."""
+        if self.available_now:
+            return {"availableNow": True}
+        return {"processingTime": f"{self.interval_s:g} seconds"}
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    stream: str
+    run_id: str
+    attempt: int
+    source: KafkaSource
+    sink: PostgresSink
+    window_s: int
+    watermark_delay_s: int
+    late_policy: str
+    trigger: Trigger
+    checkpoint: str
+    lake_path: str | None = None
+    dead_letters_path: str | None = None
+
+    @property
+    def aggregates_query(self) -> str:
+        """Name of the query that feeds PostgreSQL (also its key in ``stream_progress``)."""
+        return f"{self.stream}_aggregates"
+
+    @property
+    def lake_query(self) -> str:
+        return f"{self.stream}_lake"
+
+    @property
+    def aggregates_checkpoint(self) -> str:
+        return f"{self.checkpoint}/aggregates"
+
+    @property
+    def lake_checkpoint(self) -> str:
+        return f"{self.checkpoint}/lake"
+
+    @property
+    def context(self) -> str:
+        return f"stream {self.stream}"
+
+    @classmethod
+    def from_base64url(cls, text: str) -> StreamJob:
+        padded = text.strip() + "=" * (-len(text.strip()) % 4)
+        try:
+            raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise StreamingError(
+                "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"
+            ) from None
+        return cls.from_json(raw.decode("utf-8", errors="replace"))
+
+    @classmethod
+    def from_json(cls, text: str) -> StreamJob:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StreamingError(f"job: the job document is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StreamJob:
+        return _Parser(data).parse()
+
+
+class _Parser:
+    def __init__(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise StreamingError(f"job: the job document must be a JSON object, got {type(data).__name__}")
+        self.data = data
+        self.who = "job"
+
+    def fail(self, field: str, problem: str) -> StreamingError:
+        return StreamingError(f"{self.who}: job field '{field}' {problem}")
+
+    def parse(self) -> StreamJob:
+        data = self.data
+        stream = data.get("stream")
+        if not isinstance(stream, str) or not NAME.match(stream):
+            raise self.fail("stream", f"must be a stream name (lower-case letters, digits, _), got {stream!r}")
+        self.who = f"stream {stream}"
+        self.unknown_keys(data, TOP_KEYS, "")
+        run_id = data.get("run_id")
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+            raise self.fail("run_id", f"must be 1-64 letters, digits, _ or - (a uuid hex), got {run_id!r}")
+        attempt = self.integer(data, "attempt", minimum=1)
+        late_policy = data.get("late_policy", "count")
+        if late_policy not in LATE_POLICIES:
+            raise self.fail("late_policy", f"must be one of {', '.join(LATE_POLICIES)}, got {late_policy!r}")
+        lake = self.optional_section(data, "lake")
+        dead_letters = self.optional_section(data, "dead_letters")
+        return StreamJob(
+            stream=stream,
+            run_id=run_id,
+            attempt=attempt,
+            source=self.source(self.section(data, "source")),
+            sink=self.sink(self.section(data, "sink")),
+            window_s=self.integer(data, "window_s", minimum=1),
+            watermark_delay_s=self.integer(data, "watermark_delay_s", minimum=0),
+            late_policy=late_policy,
+            trigger=self.trigger(self.section(data, "trigger")),
+            checkpoint=self.uri(data, "checkpoint"),
+            lake_path=self.uri(lake, "path", "lake.") if lake is not None else None,
+            dead_letters_path=self.uri(dead_letters, "path", "dead_letters.") if dead_letters is not None else None,
+        )
+
+    # ------------------------------------------------------------------ fields
+    def unknown_keys(self, data: Mapping[str, Any], allowed: Any, prefix: str) -> None:
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            known = ", ".join(sorted(allowed))
+            raise self.fail(prefix + unknown[0], f"is not part of the job contract; known fields: {known}")
+
+    def section(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key)
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a JSON object, got {value!r}")
+        return value
+
+    def optional_section(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any | None]:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a JSON object or null, got {value!r}")
+        self.unknown_keys(value, {"path"}, f"{key}.")
+        return value
+
+    def integer(self, data: Mapping[str, Any], key: str, minimum: int, prefix: str = "") -> int:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(prefix + key, f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def text(self, data: Mapping[str, Any], key: str, prefix: str = "") -> str:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(prefix + key, f"must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def uri(self, data: Mapping[str, Any], key: str, prefix: str = "") -> str:
+        value = self.text(data, key, prefix).rstrip("/")
+        if not URI.match(value):
+            raise self.fail(
+                prefix + key, f"must be a URI such as s3a://bucket/prefix or file:/abs/path, got {value!r}"
+            )
+        return value
+
+    def source(self, data: Mapping[str, Any]) -> KafkaSource:
+        self.unknown_keys(data, SOURCE_KEYS, "source.")
+        servers = self.text(data, "bootstrap_servers", "source.")
+        if any(":" not in part for part in servers.split(",")):
+            raise self.fail("source.bootstrap_servers", f"must be host:port[,host:port...], got {servers!r}")
+        topics = data.get("topics")
+        if not isinstance(topics, list) or not topics:
+            raise self.fail("source.topics", f"must be a non-empty list of topic names, got {topics!r}")
+        for i, topic in enumerate(topics):
+            if not isinstance(topic, str) or not TOPIC.match(topic):
+                raise self.fail(f"source.topics[{i}]", f"is not a Kafka topic name, got {topic!r}")
+        starting = data.get("starting_offsets", "earliest")
+        if starting not in ("earliest", "latest"):
+            try:
+                parsed = json.loads(starting) if isinstance(starting, str) else None
+            except json.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise self.fail(
+                    "source.starting_offsets",
+                    f'must be "earliest", "latest" or a JSON object of offsets per topic and partition, '
+                    f"got {starting!r}",
+                )
+        limit = data.get("max_offsets_per_trigger")
+        if limit is not None:
+            limit = self.integer(data, "max_offsets_per_trigger", minimum=1, prefix="source.")
+        fail_on_loss = data.get("fail_on_data_loss", True)
+        if not isinstance(fail_on_loss, bool):
+            raise self.fail("source.fail_on_data_loss", f"must be true or false, got {fail_on_loss!r}")
+        return KafkaSource(servers, tuple(topics), starting, limit, fail_on_loss)
+
+    def sink(self, data: Mapping[str, Any]) -> PostgresSink:
+        self.unknown_keys(data, {"secret_id", "schema"}, "sink.")
+        schema = data.get("schema", "public")
+        if not isinstance(schema, str) or not SCHEMA.match(schema):
+            raise self.fail("sink.schema", f"must be a lower-case PostgreSQL identifier, got {schema!r}")
+        return PostgresSink(secret_id=self.text(data, "secret_id", "sink."), schema=schema)
+
+    def trigger(self, data: Mapping[str, Any]) -> Trigger:
+        self.unknown_keys(data, {"interval_s", "available_now"}, "trigger.")
+        available_now = data.get("available_now", False)
+        if not isinstance(available_now, bool):
+            raise self.fail("trigger.available_now", f"must be true or false, got {available_now!r}")
+        interval = data.get("interval_s", 10)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval <= MAX_TRIGGER_S:
+            raise self.fail(
+                "trigger.interval_s",
+                f"must be a number of seconds from 0 (as fast as possible) to {MAX_TRIGGER_S:g}, got {interval!r}",
+            )
+        return Trigger(interval_s=float(interval), available_now=available_now)
