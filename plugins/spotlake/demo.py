@@ -66,6 +66,8 @@ SKUS = [f"SKU-{i:04d}" for i in range(1, 201)]
 
 LAKE_BUCKET = "spotlake-lake"
 SECRET_ID = "spotlake/mysql/shop"
+SINK_SECRET_ID = "spotlake/postgres/clicks"
+CLICKS_TOPIC = "clicks"
 
 
 def connect(layout: StackLayout, database: str | None = None) -> pymysql.Connection:
@@ -191,6 +193,27 @@ def aws_resources(layout: StackLayout) -> None:
     except sm.exceptions.ResourceExistsException:
         sm.put_secret_value(SecretId=SECRET_ID, SecretString=secret)
     Registry(session.client("dynamodb", endpoint_url=endpoint)).create_tables()
+    # The click stream: its sink secret and checkpoint bucket (see config/streaming.yaml).
+    if "spotlake-checkpoints" not in existing:
+        s3.create_bucket(Bucket="spotlake-checkpoints")
+    pg = services.postgres_settings(layout)
+    sink = json.dumps({"host": pg["host"], "port": int(pg["port"]), "database": pg["database"],
+                       "username": pg["user"], "password": pg["password"]})
+    try:
+        sm.create_secret(Name=SINK_SECRET_ID, SecretString=sink)
+    except sm.exceptions.ResourceExistsException:
+        sm.put_secret_value(SecretId=SINK_SECRET_ID, SecretString=sink)
+
+
+def clicks_topic(layout: StackLayout, partitions: int = 3) -> str:
+    """Create the demo's click topic if it is missing (the broker does not auto-create)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{layout.port('kafka')}"})
+    if CLICKS_TOPIC not in admin.list_topics(timeout=10).topics:
+        future = admin.create_topics([NewTopic(CLICKS_TOPIC, num_partitions=partitions, replication_factor=1)])
+        future[CLICKS_TOPIC].result(timeout=30)
+    return CLICKS_TOPIC
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         counts = seed(layout)
         aws_resources(layout)
         print("demo shop: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        print(f"click stream: topic '{clicks_topic(layout)}', sink secret '{SINK_SECRET_ID}' "
+              "(the stream_clicks DAG starts paused: unpause it, then send events with "
+              "`python -m spotlake.clickgen --rate 100`)")
         from spotlake.localstack.fleet_local import ensure_local_pools
 
         for line in ensure_local_pools(layout):
