@@ -128,8 +128,8 @@ def main() -> int:
         "",
         f"Each kill SIGKILLs the Livy server (and its running spark-submit) of the pool's READY cluster "
         f"8 s into an extraction of a {ROWS:,}-row window; the fleet loop checks health every "
-        f"{args.health_check_interval:g} s and declares a cluster DEAD after {args.failure_threshold} failed "
-        f"check(s). Medians over {args.kills} kills, one run, 2-core machine shared with the rest of the stack.",
+        f"{args.health_check_interval:g} s (a cluster whose Livy process is gone is DEAD at the first check "
+        f"after; one that only stops answering, after {args.failure_threshold} failed checks). Medians over {args.kills} kills, one run, 2-core machine shared with the rest of the stack.",
         "",
         "| phase | median (s) | " + " | ".join(f"kill {i + 1}" for i in range(len(runs))) + " |",
         "|---|---|" + "---|" * len(runs),
