@@ -100,7 +100,7 @@ def main() -> int:
     env = ExtractionEnv(mysql, endpoint, livy_url="", tmp=tmp, register_cluster=False)
     os.environ.update({
         "SPOTLAKE_PIPELINES": str(env.config_path), "SPOTLAKE_REGISTRY_PREFIX": env.prefix,
-        "SPOTLAKE_LIVY_BASE_PORT": os.environ.get("SPOTLAKE_LIVY_E2E_BASE_PORT", "38998"),
+        "SPOTLAKE_LIVY_BASE_PORT": os.environ.get("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
             "conn_type": "aws", "login": "testing", "password": "testing",
             "extra": {"region_name": "us-east-1", "endpoint_url": endpoint}}),

@@ -14,7 +14,7 @@ import pytest
 
 from spotlake.localstack import jvm, services
 from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.process import Supervisor
+from spotlake.localstack.process import Supervisor, free_port
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +72,11 @@ def start_livy(layout: StackLayout, supervisor: Supervisor) -> Iterator[Callable
     jvm.resolve_jars(layout, "livy")
     jvm.resolve_jars(layout, "spark")
     started: list[str] = []
+    # below Linux's ephemeral range (32768-60999), where outgoing connections take ports
     base = int(layout.setting("SPOTLAKE_LIVY_TEST_BASE_PORT", "28998"))
 
     def start(name: str) -> str:
-        port = base + next(_livy_ports)
+        port = free_port(base + next(_livy_ports))
         spec = jvm.livy_spec(layout, name, port, master="local[2]")
         supervisor.start(spec)
         started.append(spec.name)

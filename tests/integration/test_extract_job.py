@@ -8,6 +8,7 @@ uniquely named and removed afterwards.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -137,7 +138,9 @@ def spark(aws: None) -> Iterator[SparkSession]:
         .getOrCreate()
     )
     yield session
-    session.stop()
+    # Another module's fixture may already have ended this JVM (to start one with other jars).
+    with contextlib.suppress(Exception):
+        session.stop()
 
 
 @pytest.fixture(scope="session")

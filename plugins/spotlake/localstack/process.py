@@ -66,6 +66,26 @@ def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
     return None
 
 
+def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could bind ``host:port`` now: no listener, and no connection using it
+    as its local port (an outgoing connection from an ephemeral port blocks a later bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(start: int, host: str = "127.0.0.1") -> int:
+    """The first port from ``start`` that nothing listens on and a server can bind."""
+    port = start
+    while port_holder(port, host) is not None or not port_bindable(port, host):
+        port += 1
+    return port
+
+
 def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -158,6 +178,12 @@ class Supervisor:
                     f"cannot start {spec.name}: port 127.0.0.1:{port} is already taken by "
                     f"{holder}. Fix: stop that process, or set another port for {spec.name} "
                     f"in stack.env."
+                )
+            if not port_bindable(port):
+                raise StackError(
+                    f"cannot start {spec.name}: port 127.0.0.1:{port} cannot be bound: a connection "
+                    "uses it as its local port (it lies in the ephemeral range, 32768-60999 on Linux). "
+                    f"Fix: set a port below 32768 for {spec.name} in stack.env."
                 )
         if spec.prepare is not None:
             spec.prepare()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from spotlake.errors import SpotlakeError
 from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.process import Supervisor, port_holder
+from spotlake.localstack.process import Supervisor, free_port
 from spotlake.providers.base import (
     Cause,
     ClusterHealth,
@@ -48,10 +48,7 @@ class LocalProvider:
         self.supervisor = Supervisor(self.layout)
 
     def _free_port(self) -> int:
-        port = int(self.layout.setting("SPOTLAKE_LIVY_BASE_PORT", "18998"))
-        while port_holder(port) is not None:
-            port += 1
-        return port
+        return free_port(int(self.layout.setting("SPOTLAKE_LIVY_BASE_PORT", "18998")))
 
     def launch(self, cluster_id: str, master: str = "local[2]") -> LocalCluster:
         from spotlake.localstack import jvm
