@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from spark_jobs.database_secret import read_database_secret
 from spark_jobs.errors import StreamFencedError, StreamingError
 
 LOG = logging.getLogger(__name__)
 UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-HOST = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$")
 SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 PAGE_SIZE = 2000
 RETRIES = 3
@@ -72,45 +72,11 @@ class PostgresTarget:
 
 def resolve_target(secret_id: str, stream: str) -> PostgresTarget:
     """Read the sink's secret from Secrets Manager and check its shape, never echoing values."""
-    where = f"stream {stream}: sink secret '{secret_id}'"
-    try:
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        raise StreamingError(
-            f"{where}: boto3 is not installed on the cluster — install it (EMR: a bootstrap action)"
-        ) from None
-    try:
-        response = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise StreamingError(
-            f"{where} cannot be read from Secrets Manager ({code}) — create it, grant the cluster "
-            "role secretsmanager:GetSecretValue, or fix sink.secret_id in config/streaming.yaml"
-        ) from None
-    except BotoCoreError as exc:
-        raise StreamingError(
-            f"{where} cannot be read from Secrets Manager ({type(exc).__name__}) — check the AWS "
-            "region, credentials and endpoint of the cluster"
-        ) from None
-    try:
-        secret = json.loads(response.get("SecretString") or "")
-    except json.JSONDecodeError:
-        secret = None
-    if not isinstance(secret, dict):
-        raise StreamingError(f"{where} is not a JSON object with host, port, database, username and password")
-    missing = [k for k in ("host", "port", "database", "username", "password") if not secret.get(k)]
-    if missing:
-        raise StreamingError(
-            f"{where} lacks {', '.join(missing)}; it must hold host, port, database, username and password"
-        )
-    host, port = str(secret["host"]), secret["port"]
-    if not HOST.match(host):
-        raise StreamingError(f"{where}: host {host!r} is not a host name or IP address")
-    if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
-        raise StreamingError(f"{where}: port {port!r} is not a TCP port number")
-    return PostgresTarget(host, int(port), str(secret["database"]), str(secret["username"]),
-                          str(secret["password"]))
+    secret = read_database_secret(
+        secret_id, f"stream {stream}: sink secret '{secret_id}'", StreamingError,
+        "fix sink.secret_id in config/streaming.yaml", database_required=True,
+    )
+    return PostgresTarget(secret.host, secret.port, str(secret.database), secret.username, secret.password)
 
 
 @dataclass

@@ -15,9 +15,7 @@ UTC, and ``connectionTimeZone=UTC`` makes DATETIME values arrive unshifted.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from typing import Any
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 
+from spark_jobs.database_secret import read_database_secret
 from spark_jobs.errors import ExtractionError
 from spark_jobs.job_config import CONFIG_FILE, ExtractJob, is_identifier, quote_identifier, sql_timestamp
 
@@ -37,7 +36,6 @@ URL_OPTIONS = (
 )
 INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 TEMPORAL_TYPES = frozenset({"datetime", "timestamp", "date"})
-HOST = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$")
 WINDOW_ALIAS = "spotlake_window"
 
 
@@ -61,54 +59,16 @@ class MySqlSource:
 def resolve_source(job: ExtractJob) -> MySqlSource:
     """Read the source secret named by the job and check its shape (never echoing its values)."""
     where = f"pipeline {job.pipeline}: source secret '{job.secret_id}'"
-    try:
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        raise ExtractionError(
-            f"{where}: boto3 is not installed on the cluster — install it "
-            "(EMR: a bootstrap action running `pip install boto3`)"
-        ) from None
-    try:
-        response = boto3.client("secretsmanager").get_secret_value(SecretId=job.secret_id)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise ExtractionError(
-            f"{where} cannot be read from Secrets Manager ({code}) — create it, grant the "
-            f"cluster role secretsmanager:GetSecretValue, or fix the source in "
-            f"{CONFIG_FILE}"
-        ) from None
-    except BotoCoreError as exc:
-        raise ExtractionError(
-            f"{where} cannot be read from Secrets Manager ({type(exc).__name__}: {exc}) — "
-            "check the AWS region, credentials and endpoint of the cluster"
-        ) from None
-    try:
-        secret = json.loads(response.get("SecretString") or "")
-    except json.JSONDecodeError:
-        secret = None
-    if not isinstance(secret, dict):
-        raise ExtractionError(
-            f"{where} is not a JSON object with host, port, database, username and password"
-        )
-    missing = [k for k in ("host", "port", "username", "password") if not secret.get(k)]
-    if missing:
-        raise ExtractionError(
-            f"{where} lacks {', '.join(missing)}; it must hold host, port, database, username and password"
-        )
-    host, port, database = str(secret["host"]), secret["port"], secret.get("database")
-    if not HOST.match(host):
-        raise ExtractionError(f"{where}: host {host!r} is not a host name or IP address")
-    if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
-        raise ExtractionError(f"{where}: port {port!r} is not a TCP port number")
-    if database is not None and database != "" and not is_identifier(database):
-        raise ExtractionError(f"{where}: database {database!r} is not a database name")
+    secret = read_database_secret(job.secret_id, where, ExtractionError,
+                                  f"fix the source in {CONFIG_FILE}", database_required=False)
+    if secret.database is not None and not is_identifier(secret.database):
+        raise ExtractionError(f"{where}: database {secret.database!r} is not a database name")
     return MySqlSource(
-        host=host,
-        port=int(port),
-        database=database or None,
-        username=str(secret["username"]),
-        password=str(secret["password"]),
+        host=secret.host,
+        port=secret.port,
+        database=secret.database,
+        username=secret.username,
+        password=secret.password,
     )
 
 
