@@ -56,15 +56,21 @@ def ensure_full_table(layout: StackLayout, rows: int) -> str:
     with conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
                     "AND TABLE_NAME = %s", (table,))
-        if cur.fetchone()[0] == 0:
+        exists = cur.fetchone()[0] == 1
+        if exists:
+            cur.execute(f"SELECT COUNT(*) FROM {table}")
+            if cur.fetchone()[0] != rows:
+                cur.execute(f"DROP TABLE {table}")
+                exists = False
+        if not exists:
             cur.execute(f"""CREATE TABLE {table} (
                 id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, sku VARCHAR(16) NOT NULL,
                 quantity INT NOT NULL, unit_price DECIMAL(10,2) NOT NULL, status VARCHAR(12) NOT NULL,
                 note VARCHAR(64), created_at DATETIME(3) NOT NULL, updated_at DATETIME(3) NOT NULL,
                 deleted_at DATETIME(3) NULL, KEY ix_updated (updated_at))""")
             cur.execute(f"""INSERT INTO {table}
-                SELECT seq, seq %% 50000, CONCAT('SKU-', seq %% 2000), 1 + seq %% 5, (seq %% 30000) / 100,
-                       ELT(1 + seq %% 4, 'placed', 'paid', 'shipped', 'delivered'), CONCAT('note ', seq),
+                SELECT seq, seq % 50000, CONCAT('SKU-', seq % 2000), 1 + seq % 5, (seq % 30000) / 100,
+                       ELT(1 + seq % 4, 'placed', 'paid', 'shipped', 'delivered'), CONCAT('note ', seq),
                        TIMESTAMPADD(SECOND, -seq, '2026-11-01 00:00:00'), TIMESTAMPADD(SECOND, -seq, '2026-11-20 00:00:00'),
                        NULL
                 FROM seq_1_to_{rows}""")
