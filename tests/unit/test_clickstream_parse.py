@@ -6,11 +6,8 @@ A small local Spark session, no services.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 
-import pytest
-from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
 
@@ -42,26 +39,6 @@ RECORDS = StructType([
     StructField("kafka_offset", LongType()),
     StructField("kafka_timestamp_ms", LongType()),
 ])
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[SparkSession]:
-    existing = SparkSession.getActiveSession()
-    if existing is not None:
-        yield existing
-        return
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("spotlake-unit-clickstream")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "1g")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    yield session
-    if SparkContext._active_spark_context is session.sparkContext:
-        session.stop()
 
 
 def event(**changes: object) -> str:

@@ -6,12 +6,10 @@ import base64
 import copy
 import hashlib
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DecimalType, LongType, StringType, StructField, StructType, TimestampType
 
@@ -66,26 +64,6 @@ def steps(*transforms: dict[str, Any]) -> ExtractJob:
 
 def rows(df: DataFrame) -> list[tuple[Any, ...]]:
     return sorted((tuple(r) for r in df.collect()), key=repr)
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
-    existing = SparkSession.getActiveSession()
-    if existing is not None:
-        yield existing
-        return
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("spotlake-unit-extract")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "1g")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    yield session
-    if SparkContext._active_spark_context is session.sparkContext:
-        session.stop()
 
 
 @pytest.fixture
