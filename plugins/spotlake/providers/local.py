@@ -10,6 +10,7 @@ them to the fleet as a :class:`~spotlake.providers.base.ClusterProvider`.
 
 from __future__ import annotations
 
+import shutil
 import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -55,9 +56,17 @@ class LocalProvider:
 
         jvm.resolve_jars(self.layout, "livy")
         jvm.resolve_jars(self.layout, "spark")
+        self._sweep_dead_clusters()
         port = self._free_port()
         pid = self.supervisor.start(jvm.livy_spec(self.layout, cluster_id, port, master=master))
         return LocalCluster(cluster_id, f"http://127.0.0.1:{port}", pid)
+
+    def _sweep_dead_clusters(self) -> None:
+        """Remove the Spark scratch space of clusters whose Livy process is gone: a killed
+        cluster's batches leave a few hundred MB there that nothing else cleans up."""
+        for home in (self.layout.data_dir / "livy").glob("*"):
+            if home.is_dir() and not self.supervisor.is_running(f"livy-{home.name}"):
+                shutil.rmtree(home / "spark-local", ignore_errors=True)
 
     def is_alive(self, cluster_id: str, endpoint: str, timeout: float = 3.0) -> bool:
         if not self.supervisor.is_running(f"livy-{cluster_id}"):
