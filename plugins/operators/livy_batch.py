@@ -10,7 +10,7 @@ the same task try, up to ``max_moves`` times.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -74,16 +74,22 @@ class PoolBatchOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         return self._submit_and_defer(context)
 
-    def _submit_and_defer(self, context: Any) -> Any:
+    def _submit_and_defer(self, context: Any, waiting_since: str = "") -> Any:
         request = self.build_request(context)
         try:
             submission = submit_or_reconnect(
                 self.registry, request, self.livy, build_args=lambda run_id: self.build_args(context, run_id)
             )
         except NoReadyCluster as exc:
-            self.log.warning("%s; waiting for one", exc)
+            since = waiting_since or datetime.now(UTC).isoformat()
+            if datetime.now(UTC) - datetime.fromisoformat(since) > self.wait_for_cluster:
+                raise AirflowException(
+                    f"pool '{self.pool_name}' had no READY cluster for {self.wait_for_cluster}; "
+                    "check the fleet DAG and `spotlake status`"
+                ) from exc
+            self.log.warning("%s; waiting for one (since %s)", exc, since)
             self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting",
-                       kwargs={"since": context["ti"].start_date.isoformat() if context.get("ti") else ""})
+                       kwargs={"since": since})
         self.job = submission.job
         verb = "reconnected to" if submission.reconnected else "submitted"
         self.log.info("%s batch %s of %s on cluster %s (%s), attempt %s", verb, self.job.batch_id,
@@ -98,16 +104,8 @@ class PoolBatchOperator(BaseOperator):
         )
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
-        started = context["ti"].start_date
-        if started is not None:
-            from datetime import UTC, datetime
-
-            if datetime.now(UTC) - started > self.wait_for_cluster:
-                raise AirflowException(
-                    f"pool '{self.pool_name}' had no READY cluster for {self.wait_for_cluster}; "
-                    "check the fleet DAG and `spotlake status`"
-                )
-        return self._submit_and_defer(context)
+        """Try again after a wait for a READY cluster; ``since`` is when the wait began."""
+        return self._submit_and_defer(context, waiting_since=since)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         job = self.registry.get_job(event["job_key"])
