@@ -27,12 +27,13 @@ username, password) and go only into the connection: never into a log or message
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import re
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -46,6 +47,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 PAGE_SIZE = 2000
 RETRIES = 3
+# A batch's rows are COPYed into these, then merged into the sink tables by one statement
+# per table group; they are emptied at commit and exist per connection.
+STAGING_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS spotlake_batch_members (kind text NOT NULL, window_ms bigint NOT NULL, "
+    "k1 text NOT NULL, k2 text NOT NULL, member text NOT NULL) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS spotlake_batch_counts (window_ms bigint NOT NULL, page text NOT NULL, "
+    "event_type text NOT NULL, events bigint NOT NULL, late_events bigint NOT NULL) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS spotlake_batch_funnel (window_ms bigint NOT NULL, stage text NOT NULL, "
+    "events bigint NOT NULL) ON COMMIT DELETE ROWS",
+)
 
 
 def to_datetime(ms: int) -> datetime:
@@ -330,77 +341,77 @@ class PostgresSinkWriter:
                  for t, p, o, ts, eid, et, ws, page, etype, user, session in rows.late_events],
                 page_size=PAGE_SIZE,
             )
-        new_users = self._insert_members(cur, "click_window_users", "user_id", rows.members, "user")
-        new_sessions = self._insert_members(cur, "click_window_sessions", "session_id", rows.members, "session")
-        new_funnel = self._insert_funnel_members(cur, rows.members)
+        self._stage(cur, rows)
         if rows.window_counts:
-            execute_values(
-                cur,
-                f"INSERT INTO {self.t('click_aggregates')} AS a (window_start, page, event_type, events, users, "
-                "sessions, late_events, last_batch_id, updated_at) VALUES %s "
-                "ON CONFLICT (window_start, page, event_type) DO UPDATE SET "
-                "events = a.events + EXCLUDED.events, users = a.users + EXCLUDED.users, "
-                "sessions = a.sessions + EXCLUDED.sessions, late_events = a.late_events + EXCLUDED.late_events, "
-                "last_batch_id = EXCLUDED.last_batch_id, updated_at = EXCLUDED.updated_at",
-                [(_dt(ws), page, etype, int(events), new_users[(ws, page, etype)],
-                  new_sessions[(ws, page, etype)], int(late or 0), batch_id)
-                 for ws, page, etype, events, late in rows.window_counts],
-                template="(%s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())",
-                page_size=PAGE_SIZE,
-            )
+            cur.execute(self._aggregates_sql(), {"batch_id": batch_id})
         if rows.funnel_counts:
-            execute_values(
-                cur,
-                f"INSERT INTO {self.t('click_funnel')} AS f (window_start, stage, events, sessions, "
-                "last_batch_id, updated_at) VALUES %s ON CONFLICT (window_start, stage) DO UPDATE SET "
-                "events = f.events + EXCLUDED.events, sessions = f.sessions + EXCLUDED.sessions, "
-                "last_batch_id = EXCLUDED.last_batch_id, updated_at = EXCLUDED.updated_at",
-                [(_dt(ws), stage, int(events), new_funnel[(ws, stage)], batch_id)
-                 for ws, stage, events in rows.funnel_counts],
-                template="(%s, %s, %s, %s, %s, clock_timestamp())",
-                page_size=PAGE_SIZE,
-            )
+            cur.execute(self._funnel_sql(), {"batch_id": batch_id})
         return len(rows.late_events)
 
-    def _insert_members(self, cur: Any, table: str, column: str, members: Iterable[tuple],
-                        kind: str) -> Counter[tuple[int, str, str]]:
-        """Insert the batch's members of ``kind``; count, per key, those the set did not hold."""
-        from psycopg2.extras import execute_values
+    def _stage(self, cur: Any, rows: BatchRows) -> None:
+        """COPY the batch's members, window counts and funnel counts into temporary tables
+        that live for this transaction only (``ON COMMIT DELETE ROWS``)."""
+        for statement in STAGING_TABLES:
+            cur.execute(statement)
+        for table, data in (("spotlake_batch_members", rows.members), ("spotlake_batch_counts", rows.window_counts),
+                            ("spotlake_batch_funnel", rows.funnel_counts)):
+            if data:
+                buffer = io.StringIO()
+                # Strings quoted, so an empty one stays empty (COPY reads an unquoted empty field as NULL).
+                csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC).writerows(data)
+                buffer.seek(0)
+                cur.copy_expert(f"COPY pg_temp.{table} FROM STDIN WITH (FORMAT csv)", buffer)
 
-        values = [(_dt(ws), page, etype, member) for k, ws, page, etype, member in members if k == kind]
-        added: Counter[tuple[int, str, str]] = Counter()
-        if not values:
-            return added
-        inserted = execute_values(
-            cur,
-            f"INSERT INTO {self.t(table)} (window_start, page, event_type, {column}) VALUES %s "
-            "ON CONFLICT DO NOTHING RETURNING window_start, page, event_type",
-            values,
-            page_size=PAGE_SIZE,
-            fetch=True,
-        )
-        for window_start, page, event_type in inserted:
-            added[(to_millis(window_start), page, event_type)] += 1
-        return added
+    def _aggregates_sql(self) -> str:
+        """One statement: add the staged members to the distinct sets, count per key those the
+        sets did not hold, and upsert the staged window counts with those counts."""
+        return f"""
+            WITH new_users AS (
+                INSERT INTO {self.t('click_window_users')} (window_start, page, event_type, user_id)
+                SELECT {_ts('window_ms')}, k1, k2, member FROM pg_temp.spotlake_batch_members WHERE kind = 'user'
+                ON CONFLICT DO NOTHING RETURNING window_start, page, event_type
+            ), new_sessions AS (
+                INSERT INTO {self.t('click_window_sessions')} (window_start, page, event_type, session_id)
+                SELECT {_ts('window_ms')}, k1, k2, member FROM pg_temp.spotlake_batch_members WHERE kind = 'session'
+                ON CONFLICT DO NOTHING RETURNING window_start, page, event_type
+            ), users AS (
+                SELECT window_start, page, event_type, count(*) AS added FROM new_users GROUP BY 1, 2, 3
+            ), sessions AS (
+                SELECT window_start, page, event_type, count(*) AS added FROM new_sessions GROUP BY 1, 2, 3
+            )
+            INSERT INTO {self.t('click_aggregates')} AS a (window_start, page, event_type, events, users, sessions,
+                                                          late_events, last_batch_id, updated_at)
+            SELECT c.window_start, c.page, c.event_type, c.events, COALESCE(u.added, 0), COALESCE(s.added, 0),
+                   c.late_events, %(batch_id)s, clock_timestamp()
+            FROM (SELECT {_ts('window_ms')} AS window_start, page, event_type, events, late_events
+                  FROM pg_temp.spotlake_batch_counts) AS c
+            LEFT JOIN users AS u USING (window_start, page, event_type)
+            LEFT JOIN sessions AS s USING (window_start, page, event_type)
+            ON CONFLICT (window_start, page, event_type) DO UPDATE SET
+                events = a.events + EXCLUDED.events, users = a.users + EXCLUDED.users,
+                sessions = a.sessions + EXCLUDED.sessions, late_events = a.late_events + EXCLUDED.late_events,
+                last_batch_id = EXCLUDED.last_batch_id, updated_at = EXCLUDED.updated_at
+        """
 
-    def _insert_funnel_members(self, cur: Any, members: Iterable[tuple]) -> Counter[tuple[int, str]]:
-        from psycopg2.extras import execute_values
-
-        values = [(_dt(ws), stage, member) for k, ws, stage, _, member in members if k == "funnel"]
-        added: Counter[tuple[int, str]] = Counter()
-        if not values:
-            return added
-        inserted = execute_values(
-            cur,
-            f"INSERT INTO {self.t('click_funnel_sessions')} (window_start, stage, session_id) VALUES %s "
-            "ON CONFLICT DO NOTHING RETURNING window_start, stage",
-            values,
-            page_size=PAGE_SIZE,
-            fetch=True,
-        )
-        for window_start, stage in inserted:
-            added[(to_millis(window_start), stage)] += 1
-        return added
+    def _funnel_sql(self) -> str:
+        """Like :meth:`_aggregates_sql`, for the funnel: sessions per window and stage."""
+        return f"""
+            WITH new_sessions AS (
+                INSERT INTO {self.t('click_funnel_sessions')} (window_start, stage, session_id)
+                SELECT {_ts('window_ms')}, k1, member FROM pg_temp.spotlake_batch_members WHERE kind = 'funnel'
+                ON CONFLICT DO NOTHING RETURNING window_start, stage
+            ), sessions AS (
+                SELECT window_start, stage, count(*) AS added FROM new_sessions GROUP BY 1, 2
+            )
+            INSERT INTO {self.t('click_funnel')} AS f (window_start, stage, events, sessions, last_batch_id,
+                                                      updated_at)
+            SELECT c.window_start, c.stage, c.events, COALESCE(s.added, 0), %(batch_id)s, clock_timestamp()
+            FROM (SELECT {_ts('window_ms')} AS window_start, stage, events FROM pg_temp.spotlake_batch_funnel) AS c
+            LEFT JOIN sessions AS s USING (window_start, stage)
+            ON CONFLICT (window_start, stage) DO UPDATE SET
+                events = f.events + EXCLUDED.events, sessions = f.sessions + EXCLUDED.sessions,
+                last_batch_id = EXCLUDED.last_batch_id, updated_at = EXCLUDED.updated_at
+        """
 
     def _prune_final_windows(self, cur: Any, watermark_ms: int) -> None:
         """Under ``divert``, a window that ends at or before the watermark can get no more
@@ -408,6 +419,11 @@ class PostgresSinkWriter:
         horizon = _dt(watermark_ms - self.window_ms)
         for table in ("click_window_users", "click_window_sessions", "click_funnel_sessions"):
             cur.execute(f"DELETE FROM {self.t(table)} WHERE window_start <= %s", (horizon,))
+
+
+def _ts(column: str) -> str:
+    """SQL: epoch milliseconds in ``column`` as an exact timestamptz."""
+    return f"(timestamptz 'epoch' + {column} * interval '1 millisecond')"
 
 
 def _dt(ms: int | None) -> datetime | None:
