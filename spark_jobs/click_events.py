@@ -19,7 +19,8 @@ Pure DataFrame transformations, chained with ``df.transform``:
   ================== ===========================================================
 
 - :func:`valid_events`, :func:`dead_letters`: the two sides of that split;
-- :func:`with_window`, :func:`with_funnel_stage`, :func:`with_lake_partitions`.
+- :func:`with_window`, :func:`with_funnel_stage`, :func:`with_lake_partitions`;
+- :func:`batch_summary`: all a micro-batch adds to the sink, in one aggregation.
 
 How the JSON types are checked with Spark's own parser: the value is parsed twice,
 once with every field as a string (``raw``: tells present from absent or null, and
@@ -233,36 +234,75 @@ def with_lake_partitions(events: DataFrame) -> DataFrame:
     ).withColumn("event_hour", F.floor(F.pmod(ms, F.lit(day_ms)) / hour_ms).cast("int"))
 
 
-def window_summary(counted: DataFrame) -> DataFrame:
-    """What a batch of counted events adds to the sink, in one aggregation (one shuffle).
+PARTITION_GROUP, WINDOW_GROUP = "partition", "window"
+DEAD_LETTER_COLUMNS = (*KAFKA_COLUMNS, "key", "value", "reason", "detail")
+LATE_EVENT_COLUMNS = (
+    *KAFKA_COLUMNS, "event_id", "event_time_ms", "window_start_ms", "page", "event_type", "user_id", "session_id",
+)
 
-    Per ``window_start_ms``, ``page`` and ``event_type``: ``events``, ``late_events``, the
-    distinct ``users`` and ``sessions`` (arrays), ``<stage>_events`` for each funnel stage, and
-    ``funnel_sessions``: the distinct (``stage``, ``session_id``) pairs. The driver turns the
-    arrays into set members and sums the stages per window (a session's pairs from several
-    pages of one window are the same set member).
+
+def batch_summary(classified: DataFrame, window_s: int, watermark_ms: int | None, late_policy: str) -> DataFrame:
+    """Everything a micro-batch adds to the sink, in ONE aggregation: one read of the batch,
+    one shuffle, no cache.
+
+    Every record is grouped twice (grouping sets, written out with ``explode``):
+
+    - ``group = 'partition'``, per ``kafka_topic`` and ``kafka_partition``: ``max_offset``,
+      ``records``, ``valid``, ``late`` (valid events behind ``watermark_ms``),
+      ``max_event_time_ms`` (of valid events), and as lists the ``dead_letters``
+      (:data:`DEAD_LETTER_COLUMNS`) and the ``late_events`` (:data:`LATE_EVENT_COLUMNS`);
+    - ``group = 'window'``, for counted events only (all valid events under the ``count``
+      policy, the ones not late under ``divert``), per ``window_start_ms``, ``page`` and
+      ``event_type``: ``events``, ``late_count``, the distinct ``users`` and ``sessions``
+      (arrays), ``<stage>_events`` for each funnel stage, and ``funnel_sessions``: the
+      distinct (``stage``, ``session_id``) pairs.
     """
-    stage = F.col("funnel_stage")
-    return counted.groupBy("window_start_ms", "page", "event_type").agg(
-        F.count(F.lit(1)).alias("events"),
-        F.sum(F.col("is_late").cast("long")).alias("late_events"),
-        F.collect_set("user_id").alias("users"),
-        F.collect_set("session_id").alias("sessions"),
-        *[F.count(F.when(stage == name, F.lit(1))).alias(f"{name}_events") for name in FUNNEL_STAGES],
-        F.collect_set(
-            F.when(stage.isNotNull(), F.struct(stage.alias("stage"), F.col("session_id").alias("session_id")))
-        ).alias("funnel_sessions"),
+    events = (
+        classified.withColumn("key", F.col("key").cast("binary"))
+        .withColumn("value", F.col("value").cast("binary"))
+        .transform(with_window(window_s))
+        .transform(with_funnel_stage)
+        .transform(with_late_flag(watermark_ms))
     )
-
-
-def partition_stats(classified: DataFrame, watermark_ms: int | None) -> DataFrame:
-    """Per Kafka partition of a batch: the last offset, records, valid and late events, latest event time."""
     valid = F.col("reason").isNull()
-    late = valid & (F.col("event_time_ms") < F.lit(watermark_ms)) if watermark_ms is not None else F.lit(False)
-    return classified.groupBy("kafka_topic", "kafka_partition").agg(
-        F.max("kafka_offset").alias("max_offset"),
-        F.count(F.lit(1)).alias("records"),
-        F.count(F.when(valid, F.lit(1))).alias("valid"),
-        F.count(F.when(late, F.lit(1))).alias("late"),
-        F.max(F.when(valid, F.col("event_time_ms"))).alias("max_event_time_ms"),
+    late = valid & F.coalesce(F.col("is_late"), F.lit(False))
+    counted = valid & ~late if late_policy == "divert" else valid
+    group = F.col("group")
+    in_partition, in_window = group == PARTITION_GROUP, group == WINDOW_GROUP
+    stage = F.col("funnel_stage")
+
+    def partition_only(column: str) -> Column:
+        return F.when(in_partition, F.col(column)).alias(column)
+
+    def window_only(column: str) -> Column:
+        return F.when(in_window, F.col(column)).alias(column)
+
+    def count_if(condition: Column) -> Column:
+        return F.count(F.when(condition, F.lit(1)))
+
+    return (
+        events.withColumn("group", F.explode(F.array(F.lit(PARTITION_GROUP), F.lit(WINDOW_GROUP))))
+        .filter(in_partition | counted)
+        .groupBy(
+            group, *[partition_only(c) for c in ("kafka_topic", "kafka_partition")],
+            *[window_only(c) for c in ("window_start_ms", "page", "event_type")],
+        )
+        .agg(
+            F.max(F.when(in_partition, F.col("kafka_offset"))).alias("max_offset"),
+            count_if(in_partition).alias("records"),
+            count_if(in_partition & valid).alias("valid"),
+            count_if(in_partition & late).alias("late"),
+            F.max(F.when(in_partition & valid, F.col("event_time_ms"))).alias("max_event_time_ms"),
+            F.collect_list(F.when(in_partition & ~valid, F.struct(*DEAD_LETTER_COLUMNS))).alias("dead_letters"),
+            F.collect_list(F.when(in_partition & late, F.struct(*LATE_EVENT_COLUMNS))).alias("late_events"),
+            count_if(in_window).alias("events"),
+            count_if(in_window & late).alias("late_count"),
+            F.collect_set(F.when(in_window, F.col("user_id"))).alias("users"),
+            F.collect_set(F.when(in_window, F.col("session_id"))).alias("sessions"),
+            *[count_if(in_window & (stage == name)).alias(f"{name}_events") for name in FUNNEL_STAGES],
+            F.collect_set(
+                F.when(in_window & stage.isNotNull(),
+                       F.struct(stage.alias("stage"), F.col("session_id").alias("session_id")))
+            ).alias("funnel_sessions"),
+        )
     )

@@ -25,23 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyspark.sql.functions as F
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.click_events import (
     FUNNEL_STAGES,
+    WINDOW_GROUP,
+    batch_summary,
     classify_events,
     dead_letters,
     kafka_records,
-    partition_stats,
     valid_events,
-    window_summary,
-    with_funnel_stage,
     with_lake_partitions,
-    with_late_flag,
-    with_window,
 )
 from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
 from spark_jobs.errors import SpotlakeJobError
@@ -75,48 +70,33 @@ def classified_stream(spark: SparkSession, job: StreamJob) -> DataFrame:
 
 
 def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None) -> BatchRows:
-    """A classified micro-batch as the sink's rows (``batch`` should be persisted).
-
-    Two Spark jobs for a typical batch (partition statistics, then one aggregation of the
-    counted events); dead letters and late events are collected only when there are some.
-    """
-    stats = partition_stats(batch, watermark_ms).collect()
-    offsets: dict[str, dict[str, int]] = {}
-    for row in stats:
-        offsets.setdefault(row["kafka_topic"], {})[str(row["kafka_partition"])] = int(row["max_offset"]) + 1
-    event_times = [int(row["max_event_time_ms"]) for row in stats if row["max_event_time_ms"] is not None]
-    records, valid, late = (sum(int(row[name]) for row in stats) for name in ("records", "valid", "late"))
-    events = (
-        valid_events(batch)
-        .transform(with_window(job.window_s))
-        .transform(with_funnel_stage)
-        .transform(with_late_flag(watermark_ms))
-    )
-    counted = events if job.late_policy == "count" else events.filter(~F.col("is_late"))
-    rows = BatchRows(
-        input_rows=records, valid_events=valid, max_event_time_ms=max(event_times) if event_times else None,
-        offsets=offsets,
-    )
-    if records > valid:
-        rows.dead_letters = [tuple(row) for row in dead_letters(batch).collect()]
-    if late:
-        rows.late_events = [tuple(row) for row in events.filter(F.col("is_late")).select(
-            "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms", "event_id", "event_time_ms",
-            "window_start_ms", "page", "event_type", "user_id", "session_id",
-        ).collect()]
-    counted_events = valid - late if job.late_policy == "divert" else valid
-    if counted_events:
-        add_window_summary(rows, window_summary(counted).collect())
+    """A classified micro-batch as the sink's rows: one Spark job (:func:`batch_summary`)."""
+    rows = BatchRows()
+    event_times: list[int] = []
+    windows: list[Row] = []
+    for row in batch_summary(batch, job.window_s, watermark_ms, job.late_policy).collect():
+        if row["group"] == WINDOW_GROUP:
+            windows.append(row)
+            continue
+        rows.offsets.setdefault(row["kafka_topic"], {})[str(row["kafka_partition"])] = int(row["max_offset"]) + 1
+        rows.input_rows += int(row["records"])
+        rows.valid_events += int(row["valid"])
+        if row["max_event_time_ms"] is not None:
+            event_times.append(int(row["max_event_time_ms"]))
+        rows.dead_letters.extend(tuple(r) for r in row["dead_letters"])
+        rows.late_events.extend(tuple(r) for r in row["late_events"])
+    rows.max_event_time_ms = max(event_times) if event_times else None
+    add_window_summary(rows, windows)
     return rows
 
 
 def add_window_summary(rows: BatchRows, summary: list[Row]) -> None:
-    """Add the rows of :func:`~spark_jobs.click_events.window_summary` to ``rows``."""
+    """Add the window rows of :func:`~spark_jobs.click_events.batch_summary` to ``rows``."""
     stage_events: Counter[tuple[int, str]] = Counter()
     funnel_members: set[tuple[int, str, str]] = set()
     for row in summary:
         window, page, event_type = row["window_start_ms"], row["page"], row["event_type"]
-        rows.window_counts.append((window, page, event_type, row["events"], row["late_events"]))
+        rows.window_counts.append((window, page, event_type, row["events"], row["late_count"]))
         rows.members.extend(("user", window, page, event_type, user) for user in row["users"])
         rows.members.extend(("session", window, page, event_type, session) for session in row["sessions"])
         for stage in FUNNEL_STAGES:
@@ -134,19 +114,18 @@ def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun) -> 
         rows = batch_rows(batch, job, watermark_ms)
         if job.dead_letters_path and rows.dead_letters:
             # Before the PostgreSQL commit, so a committed batch always has its file; a batch
-            # written again overwrites its own folder.
-            dead_letters(batch).write.mode("overwrite").parquet(f"{job.dead_letters_path}/batch_id={batch_id}")
+            # written again overwrites its own folder. From the collected rows: no second read.
+            schema = dead_letters(batch).schema
+            batch.sparkSession.createDataFrame(rows.dead_letters, schema).coalesce(1).write.mode(
+                "overwrite").parquet(f"{job.dead_letters_path}/batch_id={batch_id}")
         return rows
 
     def write(batch: DataFrame, batch_id: int) -> None:
-        batch.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             result = writer.write(batch_id, lambda watermark_ms: compute(batch, batch_id, watermark_ms))
         except SpotlakeJobError as exc:
             run.error = exc
             raise
-        finally:
-            batch.unpersist()
         run.batches.append(result)
 
     return write
