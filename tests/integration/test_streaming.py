@@ -249,81 +249,109 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 1.0)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_supervisor_restarts_the_stream_on_a_new_cluster_after_a_cluster_death(
-    env: StreamEnv, start_livy: Any, supervisor: Any, moto_endpoint: str, sink_postgres: dict[str, str]
+def lake_event_ids(spark: SparkSession, path: str) -> Counter[str]:
+    """The event ids the lake shows (through the file sink's metadata log: committed files only)."""
+    try:
+        rows = spark.read.parquet(path).select("event_id").collect()
+    except Exception:  # noqa: BLE001 - no committed file yet
+        return Counter()
+    return Counter(row["event_id"] for row in rows)
+
+
+def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths(
+    env: StreamEnv, start_livy: Any, supervisor: Any, moto_endpoint: str, sink_postgres: dict[str, str],
+    spark: SparkSession,
 ) -> None:
     records, malformed = click_records(seed=33, count=3000, malformed_fraction=0.01, late_fraction=0.05,
                                        late_max_seconds=120)
-    first, second = records[:1500], records[1500:]
+    parts = [records[:1000], records[1000:2000], records[2000:]]
     registry = Registry(boto3.client("dynamodb", endpoint_url=moto_endpoint), prefix=f"itest-{env.tag}")
     registry.create_tables()
     pool = f"itest{env.tag}"
-    name_a, name_b = f"stream-a-{env.tag}", f"stream-b-{env.tag}"
-    url_a = start_livy(name_a)
-    cluster_a = Cluster(pool=pool, cluster_id=f"{pool}-a", provider="local", state="")
-    registry.put_launching(cluster_a)
-    registry.mark_ready(cluster_a, url_a)
-    # One streaming query (no lake sink) on a one-second trigger.
-    stream = env.stream_config(pool=pool, lake=None, dead_letters=None, max_offsets_per_trigger=500)
+    # Both queries (aggregates and lake) on a one-second trigger, small batches so a kill lands mid-stream.
+    stream = env.stream_config(pool=pool, dead_letters=None, max_offsets_per_trigger=300)
     statuses = StreamStatusStore(registry.client, registry.prefix)
     stream_supervisor = StreamSupervisor(
         stream=stream, registry=registry, statuses=statuses, kafka=KafkaTopics(env.bootstrap),
         sink=SinkDatabase(env.connect, env.schema), client_for=EndpointLivyHook, control_for=LivyBatchControl,
         publish=lambda: artifacts.publish("stream_clicks.py"),
     )
+
+    def launch(label: str) -> tuple[Cluster, str, str]:
+        name = f"stream-{label}-{env.tag}"
+        url = start_livy(name)
+        cluster = Cluster(pool=pool, cluster_id=f"{pool}-{label}", provider="local", state="")
+        registry.put_launching(cluster)
+        registry.mark_ready(cluster, url)
+        return cluster, name, url
+
     job = None
+    livy_names: list[str] = []
     try:
-        env.produce(first)
+        cluster, name, url = launch("a")
+        livy_names.append(name)
+        env.produce(parts[0])
         started = stream_supervisor.supervise()
         assert started.state == StreamState.STARTED and started.job is not None
         job = started.job
-        assert job.cluster_id == cluster_a.cluster_id
-        wait_until(lambda: env.committed_offsets(stream.aggregates_query) > 0, 180, "a first committed batch")
+        assert job.cluster_id == cluster.cluster_id
         assert stream_supervisor.supervise().state == StreamState.RUNNING
+        produced = len(parts[0])
+        for death, part in enumerate(parts[1:], start=1):
+            # Mid-stream: the running job has committed some of what it has but not all of it.
+            committed = env.committed_offsets(stream.aggregates_query)
+            wait_until(lambda c=committed: env.committed_offsets(stream.aggregates_query) > c, 180,
+                       f"a committed batch before death {death}", interval=0.2)
+            env.produce(part)
+            produced += len(part)
+            assert env.committed_offsets(stream.aggregates_query) < produced
+            # A real cluster death: the Livy server and the Spark driver under it are killed.
+            supervisor.kill(f"livy-{name}")
+            waiting = stream_supervisor.supervise()
+            assert waiting.state == StreamState.WAITING, waiting.reason  # not yet declared dead
+            # The fleet declares it dead and brings a replacement READY.
+            registry.transition_cluster(registry.get_cluster(pool, cluster.cluster_id), ClusterState.DEAD,
+                                        "Livy process killed")
+            cluster, name, url = launch("bc"[death - 1])
+            livy_names.append(name)
+            restarted = stream_supervisor.supervise()
+            assert restarted.state == StreamState.RESTARTED, restarted.reason
+            job = restarted.job
+            assert job is not None and job.cluster_id == cluster.cluster_id and job.attempt == death + 1
+            assert restarted.restarts_in_window == death
 
-        # A real cluster death: the Livy server and the Spark driver under it are killed.
-        supervisor.kill(f"livy-{name_a}")
-        waiting = stream_supervisor.supervise()
-        assert waiting.state == StreamState.WAITING, waiting.reason  # not yet declared dead: no second batch
-        env.produce(second)
-        # The fleet declares it dead and brings a replacement READY.
-        registry.transition_cluster(registry.get_cluster(pool, cluster_a.cluster_id), ClusterState.DEAD,
-                                    "Livy process killed")
-        url_b = start_livy(name_b)
-        cluster_b = Cluster(pool=pool, cluster_id=f"{pool}-b", provider="local", state="")
-        registry.put_launching(cluster_b)
-        registry.mark_ready(cluster_b, url_b)
-        restarted = stream_supervisor.supervise()
-        assert restarted.state == StreamState.RESTARTED, restarted.reason
-        job = restarted.job
-        assert job is not None and job.cluster_id == cluster_b.cluster_id and job.attempt == 2
-        assert restarted.restarts_in_window == 1
-
-        wait_until(lambda: env.committed_offsets(stream.aggregates_query) == len(records), 240,
+        wait_until(lambda: env.committed_offsets(stream.aggregates_query) == len(records), 300,
                    "the restarted stream to catch up")
         report = stream_supervisor.supervise()
         assert report.state == StreamState.RUNNING and report.lag is not None and report.lag.total == 0
         status = statuses.get(stream.name)
         assert status is not None and status.lag == 0 and status.last_batch_id == report.progress.last_batch_id
-        assert [r.cause for r in status.restarts] == ["cluster lost"]
+        assert [r.cause for r in status.restarts] == ["cluster lost", "cluster lost"]
 
         events = valid_events(records)
         assert env.aggregates() == expected_aggregates(events)
         assert env.funnel() == expected_funnel(events)
         dead = env.rows("SELECT reason FROM {s}.click_dead_letters")
         assert Counter(r[0] for r in dead) == malformed
-        # Both runs wrote: the sink's batch log shows two run ids and no batch twice.
+        # All three runs wrote: the sink's batch log shows three run ids and no batch twice.
         runs = env.rows("SELECT run_id, count(*) FROM {s}.stream_batches GROUP BY run_id")
-        assert len(runs) == 2
+        assert len(runs) == 3
+        # The lake: every valid event exactly once.
+        expected_ids = Counter(e["event_id"] for e in events)
+        lake = wait_until(lambda: (ids := lake_event_ids(spark, stream.lake)) == expected_ids and ids, 240,
+                          "the lake to hold every valid event once")
+        assert max(lake.values()) == 1
         # No credential in what Livy was given or logged.
-        with urllib.request.urlopen(f"{url_b}/batches/{job.batch_id}/log?from=0&size=2000") as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{url}/batches/{job.batch_id}/log?from=0&size=2000") as resp:  # noqa: S310
             assert sink_postgres["password"] not in resp.read().decode()
         assert registry.get_job(stream.name).state == JobState.SUBMITTED
     finally:
         if job is not None and job.endpoint:
             with contextlib.suppress(Exception):  # the cluster may be gone already
                 LivyBatchControl(job.endpoint).delete(job.batch_id)
-        supervisor.stop(f"livy-{name_b}")
+        for name in livy_names:
+            with contextlib.suppress(Exception):
+                supervisor.stop(f"livy-{name}")
         for table in (registry.clusters_table, registry.jobs_table, registry.log_table, statuses.table):
             with contextlib.suppress(Exception):
                 registry.client.delete_table(TableName=table)
