@@ -144,6 +144,7 @@ class PostgresSinkWriter:
         window_s: int,
         watermark_delay_s: int,
         late_policy: str = "count",
+        allowed_lateness_s: int = 86400,
         retries: int = RETRIES,
     ) -> None:
         if not SCHEMA.match(schema):
@@ -156,6 +157,9 @@ class PostgresSinkWriter:
         self.window_ms = window_s * 1000
         self.delay_ms = watermark_delay_s * 1000
         self.late_policy = late_policy
+        # Sets of windows that ended this long before the watermark are deleted; their late
+        # events are recorded, not counted ("divert": as soon as the window ended).
+        self.lateness_ms = allowed_lateness_s * 1000 if late_policy == "count" else 0
         self.retries = retries
 
     @classmethod
@@ -292,7 +296,7 @@ class PostgresSinkWriter:
             previous_max = to_millis(max_event_time) if max_event_time is not None else None
             new_max = _max_or_none(previous_max, rows.max_event_time_ms)
             new_watermark = _max_or_none(watermark_ms, new_max - self.delay_ms if new_max is not None else None)
-            if self.late_policy == "divert" and new_watermark is not None:
+            if new_watermark is not None:
                 self._prune_final_windows(cur, new_watermark)
             merged = _merge_offsets(offsets or {}, rows.offsets)
             cur.execute(
@@ -330,14 +334,14 @@ class PostgresSinkWriter:
                 page_size=PAGE_SIZE,
             )
         if rows.late_events and watermark_ms is not None:
-            counted = self.late_policy == "count"
+            final = watermark_ms - self.lateness_ms - self.window_ms  # windows starting at or before: final
             execute_values(
                 cur,
                 f"INSERT INTO {self.t('click_late_events')} (topic, kafka_partition, kafka_offset, "
                 "kafka_timestamp, event_id, event_time, window_start, page, event_type, user_id, session_id, "
                 "watermark, lateness_ms, counted, batch_id) VALUES %s ON CONFLICT DO NOTHING",
                 [(t, p, o, _dt(ts), eid, _dt(et), _dt(ws), page, etype, user, session, _dt(watermark_ms),
-                  watermark_ms - et, counted, batch_id)
+                  watermark_ms - et, self.late_policy == "count" and ws > final, batch_id)
                  for t, p, o, ts, eid, et, ws, page, etype, user, session in rows.late_events],
                 page_size=PAGE_SIZE,
             )
@@ -414,9 +418,9 @@ class PostgresSinkWriter:
         """
 
     def _prune_final_windows(self, cur: Any, watermark_ms: int) -> None:
-        """Under ``divert``, a window that ends at or before the watermark can get no more
-        counted events, so its distinct sets are no longer needed."""
-        horizon = _dt(watermark_ms - self.window_ms)
+        """A final window (ended at or before the watermark, under ``count`` minus the allowed
+        lateness) can get no more counted events, so its distinct sets are no longer needed."""
+        horizon = _dt(watermark_ms - self.lateness_ms - self.window_ms)
         for table in ("click_window_users", "click_window_sessions", "click_funnel_sessions"):
             cur.execute(f"DELETE FROM {self.t(table)} WHERE window_start <= %s", (horizon,))
 

@@ -74,7 +74,8 @@ def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None) -> Ba
     rows = BatchRows()
     event_times: list[int] = []
     windows: list[Row] = []
-    for row in batch_summary(batch, job.window_s, watermark_ms, job.late_policy).collect():
+    summary = batch_summary(batch, job.window_s, watermark_ms, job.late_policy, job.allowed_lateness_s)
+    for row in summary.collect():
         if row["group"] == WINDOW_GROUP:
             windows.append(row)
             continue
@@ -167,6 +168,7 @@ def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter |
             resolve_target(job.sink.secret_id, job.stream), job.stream, schema=job.sink.schema,
             query_name=job.aggregates_query, run_id=job.run_id, window_s=job.window_s,
             watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
+            allowed_lateness_s=job.allowed_lateness_s,
         )
     run = StreamRun(job)
     try:

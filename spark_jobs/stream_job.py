@@ -11,7 +11,7 @@ Example::
                 "starting_offsets": "earliest", "max_offsets_per_trigger": 50000,
                 "fail_on_data_loss": true},
      "sink": {"secret_id": "spotlake/postgres/clicks", "schema": "public"},
-     "window_s": 60, "watermark_delay_s": 600, "late_policy": "count",
+     "window_s": 60, "watermark_delay_s": 600, "late_policy": "count", "allowed_lateness_s": 86400,
      "trigger": {"interval_s": 10},
      "checkpoint": "s3a://spotlake-checkpoints/streams/clicks",
      "lake": {"path": "s3a://spotlake-lake/clicks/events"},
@@ -45,7 +45,7 @@ LATE_POLICIES = ("count", "divert")
 MAX_TRIGGER_S = 30.0
 TOP_KEYS = frozenset({
     "stream", "run_id", "attempt", "source", "sink", "window_s", "watermark_delay_s", "late_policy",
-    "trigger", "checkpoint", "lake", "dead_letters",
+    "allowed_lateness_s", "trigger", "checkpoint", "lake", "dead_letters",
 })
 SOURCE_KEYS = frozenset({
     "bootstrap_servers", "topics", "starting_offsets", "max_offsets_per_trigger", "fail_on_data_loss",
@@ -103,6 +103,9 @@ class StreamJob:
     late_policy: str
     trigger: Trigger
     checkpoint: str
+    # Under "count": how long after the watermark a window still takes late events (its
+    # distinct sets are kept that long). Documents of older supervisors lack it: one day.
+    allowed_lateness_s: int = 86400
     lake_path: str | None = None
     dead_letters_path: str | None = None
 
@@ -186,6 +189,8 @@ class _Parser:
             window_s=self.integer(data, "window_s", minimum=1),
             watermark_delay_s=self.integer(data, "watermark_delay_s", minimum=0),
             late_policy=late_policy,
+            allowed_lateness_s=self.integer(data, "allowed_lateness_s", minimum=0)
+            if "allowed_lateness_s" in data else 86400,
             trigger=self.trigger(self.section(data, "trigger")),
             checkpoint=self.uri(data, "checkpoint"),
             lake_path=self.uri(lake, "path", "lake.") if lake is not None else None,

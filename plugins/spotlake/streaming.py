@@ -36,7 +36,8 @@ WINDOW_RANGE = (timedelta(seconds=1), timedelta(days=1))
 
 SETTING_KEYS = {
     "pool", "kafka_conn_id", "postgres_conn_id", "starting_offsets", "max_offsets_per_trigger",
-    "trigger_interval", "window", "watermark_delay", "late_policy", "restart_budget", "spark_conf",
+    "trigger_interval", "window", "watermark_delay", "late_policy", "allowed_lateness", "restart_budget",
+    "spark_conf",
 }
 STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake", "dead_letters"}
 DEFAULTS: dict[str, Any] = {
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "window": "1m",
     "watermark_delay": "10m",
     "late_policy": "count",
+    "allowed_lateness": "1d",
     "restart_budget": {"restarts": 5, "per": "1h"},
     "spark_conf": {},
 }
@@ -84,6 +86,7 @@ class StreamConfig:
     window: timedelta = timedelta(minutes=1)
     watermark_delay: timedelta = timedelta(minutes=10)
     late_policy: str = "count"
+    allowed_lateness: timedelta = timedelta(days=1)
     restart_budget: RestartBudget = field(default_factory=RestartBudget)
     spark_conf: dict[str, str] = field(default_factory=dict)
 
@@ -124,6 +127,7 @@ class StreamConfig:
             "window_s": int(self.window.total_seconds()),
             "watermark_delay_s": int(self.watermark_delay.total_seconds()),
             "late_policy": self.late_policy,
+            "allowed_lateness_s": int(self.allowed_lateness.total_seconds()),
             "trigger": trigger,
             "checkpoint": self.checkpoint,
             "lake": {"path": self.lake} if self.lake else None,
@@ -282,6 +286,7 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         window=window,
         watermark_delay=parse_duration(settings["watermark_delay"], f"{where}.watermark_delay"),
         late_policy=late_policy,
+        allowed_lateness=parse_duration(settings["allowed_lateness"], f"{where}.allowed_lateness"),
         restart_budget=_budget(settings["restart_budget"], f"{where}.restart_budget"),
         spark_conf=_spark_conf(settings["spark_conf"], f"{where}.spark_conf"),
     )

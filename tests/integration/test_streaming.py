@@ -92,6 +92,7 @@ def writer_for(env: StreamEnv, job: Any) -> PostgresSinkWriter:
         resolve_target(job.sink.secret_id, job.stream), job.stream, schema=job.sink.schema,
         query_name=job.aggregates_query, run_id=job.run_id, window_s=job.window_s,
         watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
+        allowed_lateness_s=job.allowed_lateness_s,
     )
 
 
@@ -211,6 +212,41 @@ def test_divert_policy_keeps_late_events_out_of_their_windows(spark: SparkSessio
     assert env.aggregates() == {(w0, "/", "click"): (1, 1, 1), (w1, "/", "click"): (2, 2, 2)}
     assert env.rows("SELECT event_id, counted, lateness_ms FROM {s}.click_late_events") == [("e2", False, 50_000)]
     # Window [0 s, 60 s) ended before the watermark (65 s after batch 1): no later event can count there.
+    assert env.rows("SELECT count(*) FROM {s}.click_window_users WHERE window_start = to_timestamp(%s)",
+                    w0 / 1000) == [(0,)]
+    assert [(b.batch_id, b.committed) for b in run.batches] == [(0, True), (1, True), (1, False)]
+
+
+def test_count_policy_counts_late_events_until_their_window_is_final(spark: SparkSession, env: StreamEnv) -> None:
+    """Late events under ``count``: counted while their window ended less than ``allowed_lateness``
+    before the watermark; after that, recorded and not counted, and the window's sets are gone."""
+    job = env.job(env.stream_config(watermark_delay=timedelta(seconds=30), allowed_lateness=timedelta(0),
+                                    lake=None, dead_letters=None))
+    assert job.late_policy == "count" and job.allowed_lateness_s == 0
+    writer = writer_for(env, job)
+    writer.claim()
+    run = StreamRun(job)
+    write = batch_writer(job, writer, run)
+
+    def event(offset: int, seconds: int, user: str) -> tuple:
+        body = {"schema_version": 1, "event_id": f"e{offset}", "event_time": START_MS + seconds * 1000,
+                "user_id": user, "session_id": f"s{user}", "session_seq": 1, "event_type": "click",
+                "page": "/", "element": "x", "referrer": None, "device": "mobile", "country": "DE"}
+        return (user.encode(), json.dumps(body).encode(), env.topic, 0, offset, START_MS + offset)
+
+    def batch(rows: list[tuple]) -> Any:
+        return spark.createDataFrame(rows, RECORDS).transform(classify_events)
+
+    write(batch([event(0, 10, "a"), event(1, 100, "b")]), 0)  # watermark after: 100 s - 30 s = 70 s
+    # 20 s: window [0 s, 60 s) ended before 70 s, final; 65 s: late, but its window [60 s, 120 s) is open.
+    write(batch([event(2, 20, "c"), event(3, 65, "d"), event(4, 95, "e")]), 1)
+    write(batch([event(2, 20, "c"), event(3, 65, "d"), event(4, 95, "e")]), 1)  # a replay: nothing changes
+    writer.close()
+    w0, w1 = START_MS, START_MS + 60_000
+    assert env.aggregates() == {(w0, "/", "click"): (1, 1, 1), (w1, "/", "click"): (3, 3, 3)}
+    assert env.rows("SELECT late_events FROM {s}.click_aggregates ORDER BY window_start") == [(0,), (1,)]
+    assert env.rows("SELECT event_id, counted, lateness_ms FROM {s}.click_late_events ORDER BY event_id") == [
+        ("e2", False, 50_000), ("e3", True, 5_000)]
     assert env.rows("SELECT count(*) FROM {s}.click_window_users WHERE window_start = to_timestamp(%s)",
                     w0 / 1000) == [(0,)]
     assert [(b.batch_id, b.committed) for b in run.batches] == [(0, True), (1, True), (1, False)]

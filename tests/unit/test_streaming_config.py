@@ -59,6 +59,8 @@ def test_the_projects_file_is_valid_and_its_pool_serves_it() -> None:
 def test_defaults_apply_and_a_stream_overrides_them() -> None:
     stream = parse(late_policy="divert", watermark_delay="2m").get("clicks")
     assert stream.trigger_interval == timedelta(seconds=5)  # from defaults
+    assert stream.allowed_lateness == timedelta(days=1)  # built-in default
+    assert parse(allowed_lateness="2h").get("clicks").allowed_lateness == timedelta(hours=2)
     assert stream.late_policy == "divert" and stream.watermark_delay == timedelta(minutes=2)
     assert stream.max_offsets_per_trigger == 50000 and stream.starting_offsets == "earliest"
     assert stream.dead_letters is None and stream.lake == "s3a://lake/clicks/events"
@@ -80,6 +82,7 @@ def test_defaults_apply_and_a_stream_overrides_them() -> None:
         ({"trigger_interval": "soon"}, "'soon' is not a duration"),
         ({"window": "0s"}, "window: 0s is not between 1s and 1d"),
         ({"late_policy": "drop"}, "late_policy: 'drop' is not one of count, divert"),
+        ({"allowed_lateness": "forever"}, "allowed_lateness: 'forever' is not a duration"),
         ({"max_offsets_per_trigger": 0}, "max_offsets_per_trigger: expected a whole number >= 1"),
         ({"starting_offsets": "beginning"}, "expected earliest, latest, or a mapping"),
         ({"restart_budget": {"restarts": 0}}, "restart_budget.restarts: expected a whole number >= 1"),
@@ -126,6 +129,7 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
     }
     assert job.trigger.spark_options() == {"processingTime": "5 seconds"}
     assert (job.window_s, job.watermark_delay_s, job.late_policy) == (60, 600, "count")
+    assert job.allowed_lateness_s == 86400
     assert job.sink.secret_id == "spotlake/postgres/clicks" and job.sink.schema == "clickstream"
     assert job.aggregates_checkpoint == "s3a://checkpoints/streams/clicks/aggregates"
     assert job.lake_checkpoint == "s3a://checkpoints/streams/clicks/lake"
@@ -142,6 +146,7 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
         ({"run_id": "has space"}, "job field 'run_id'"),
         ({"window_s": 0}, "job field 'window_s' must be an integer >= 1"),
         ({"late_policy": "drop"}, "job field 'late_policy'"),
+        ({"allowed_lateness_s": -1}, "job field 'allowed_lateness_s' must be an integer >= 0"),
         ({"trigger": {"interval_s": 45}}, "job field 'trigger.interval_s'"),
         ({"checkpoint": "relative/path"}, "job field 'checkpoint' must be a URI"),
         ({"lake": {"root": "s3a://x"}}, "job field 'lake.root' is not part of the job contract"),
