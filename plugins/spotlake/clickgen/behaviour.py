@@ -41,6 +41,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from math import floor  # int(x) for the x >= 0 of the hot paths here, and about twice as fast
 
 from spotlake.clickgen.events import (
     BAD_JSON,
@@ -235,82 +236,110 @@ def _event_id_prefix(rng: random.Random) -> str:
     return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{'89ab'[int(text[16], 16) & 3]}{text[17:20]}-"
 
 
-class _Session:
-    """A running session: its user, and its remaining events as JSON fragments, next one last."""
+def _action(event_type: str, page: str, element: str) -> str:
+    """The fragment of an event from ``event_type`` to the ``"referrer":`` key (page, element: JSON)."""
+    return f',"event_type":"{event_type}","page":{page},"element":{element},"referrer":'
 
-    __slots__ = ("head", "key", "steps", "user")
 
-    def __init__(self, user: int, key: bytes, head: str, steps: list[str]) -> None:
-        self.user = user
-        self.key = key
-        self.head = head
-        self.steps = steps
+class _Page:
+    """A page of the shop as pre-encoded JSON fragments (see :class:`_Shop`)."""
+
+    __slots__ = ("click", "search", "text", "view")
+
+    def __init__(self, path: str) -> None:
+        self.text = encode(path)
+        self.view = _action("page_view", self.text, "null")
+        self.search = _action("search", self.text, encode("search-box"))
+        # a click on this page up to its element (a product card or detail, with the referrer key)
+        self.click = f',"event_type":"click","page":{self.text},"element":'
+
+
+class _Product:
+    """A product's page and the fragments of the actions on it."""
+
+    __slots__ = ("add_to_cart", "card", "page")
+
+    def __init__(self, index: int) -> None:
+        self.page = _Page(f"/product/p{index:05d}")
+        # the element of a click on the product's card (on another page), with the referrer key
+        self.card = f'{encode(f"product-card:p{index:05d}")},"referrer":'
+        self.add_to_cart = _action("add_to_cart", self.page.text, encode(f"add-to-cart:p{index:05d}"))
 
 
 class _Shop:
-    """Pre-encoded JSON pieces of the catalogue and the users, built once per stream."""
+    """The catalogue and the users as pre-encoded JSON fragments, built once per stream.
+
+    A valid event's JSON text after its ``event_time`` value is the concatenation of
+
+    - a session's head: ``,"user_id":"u0000014","session_id":"796f74adfaf55496","session_seq":``;
+    - the step's position in the session: ``4``;
+    - the step's action: ``,"event_type":"page_view","page":"/product/p01350","element":null,"referrer":``;
+    - the step's referrer: ``"/product/p00224"`` (or ``null``);
+    - a session's tail: ``,"device":"mobile","country":"IN"}``.
+
+    Every value in these fragments is encoded with :func:`~spotlake.clickgen.events.encode`
+    (JSON escaping) or, for the device, country and hex session id, comes from a fixed
+    alphabet that needs none, so only whole fragments are put together per event.
+    """
 
     def __init__(self, rng: random.Random, users: int) -> None:
         self.referrers = tuple(encode(value) for value in _table(REFERRERS))
         self.landings = _table(LANDINGS)
-        self.home = encode("/")
-        self.categories = tuple(encode(f"/category/{name}") for name in CATEGORIES)
-        self.promotions = tuple(encode(f"/promo/{name}") for name in PROMOTIONS)
-        self.searches = tuple(encode(f"/search?q={term.replace(' ', '+')}") for term in SEARCH_TERMS)
-        self.search_box = encode("search-box")
-        self.details = tuple(encode(name) for name in PRODUCT_DETAILS)
-        self.cart_page = encode("/cart")
-        self.checkout_button = encode("checkout-button")
-        self.checkout_page = encode("/checkout")
-        self.place_order = encode("place-order")
-        # Product i: (page, card element, add-to-cart element); popularity ~ 1/(i+1)^0.9.
-        self.products = tuple(
-            (encode(f"/product/p{i:05d}"), encode(f"product-card:p{i:05d}"), encode(f"add-to-cart:p{i:05d}"))
-            for i in range(PRODUCT_COUNT)
-        )
+        self.home = _Page("/")
+        self.categories = tuple(_Page(f"/category/{name}") for name in CATEGORIES)
+        self.promotions = tuple(_Page(f"/promo/{name}") for name in PROMOTIONS)
+        self.searches = tuple(_Page(f"/search?q={term.replace(' ', '+')}") for term in SEARCH_TERMS)
+        self.landing_pages = {"category": self.categories, "search": self.searches, "promotion": self.promotions}
+        # the element of a click on a product detail, with the referrer key
+        self.details = tuple(f'{encode(name)},"referrer":' for name in PRODUCT_DETAILS)
+        self.cart_page = _Page("/cart")
+        self.checkout = _action("checkout", self.cart_page.text, encode("checkout-button"))
+        self.checkout_page = _Page("/checkout")
+        self.purchase = _action("purchase", self.checkout_page.text, encode("place-order"))
+        # Product i has popularity ~ 1/(i+1)^0.9: it appears that often in `popular`.
+        products = [_Product(i) for i in range(PRODUCT_COUNT)]
         weights = [1.0 / (i + 1) ** 0.9 for i in range(PRODUCT_COUNT)]
         total = sum(weights)
         self.popular = tuple(
-            index
-            for index, weight in enumerate(weights)
+            product
+            for product, weight in zip(products, weights, strict=True)
             for _ in range(max(1, round(weight / total * 20_000)))
         )
         devices = _table(DEVICE_WEIGHTS)
         countries = _table(COUNTRIES)
         rnd = rng.random
         self.user_keys: list[bytes] = []
-        self.user_heads: list[str] = []
+        self.user_heads: list[str] = []  # the session head up to the session id's value
         self.user_devices: list[str] = []
         self.user_countries: list[str] = []
         for index in range(users):
             user_id = f"u{index:07d}"
             self.user_keys.append(user_id.encode())
-            self.user_heads.append(f'"user_id":{encode(user_id)}')
+            self.user_heads.append(f',"user_id":{encode(user_id)},"session_id":"')
             self.user_devices.append(devices[int(rnd() * len(devices))])
             self.user_countries.append(countries[int(rnd() * len(countries))])
 
-    def landing_page(self, landing: str, rnd: Callable[[], float]) -> str:
-        """A page of the ``landing`` kind (home, category, search or promotion), JSON-encoded."""
+    def landing_page(self, landing: str, rnd: Callable[[], float]) -> _Page:
+        """A page of the ``landing`` kind (home, category, search or promotion)."""
         if landing == "home":
             return self.home
-        pages = {"category": self.categories, "search": self.searches}.get(landing, self.promotions)
-        return pages[int(rnd() * len(pages))]
+        pages = self.landing_pages[landing]
+        return pages[floor(rnd() * len(pages))]
 
-    def journey(self, rng: random.Random, funnel: Funnel) -> list[tuple[str, str, str, str]]:
-        """The events of one session: (event type, page, element, referrer), the last three JSON-encoded."""
+    def journey(self, rng: random.Random, funnel: Funnel) -> list[tuple[str, str]]:
+        """The events of one session: (action, referrer) JSON fragments, see :class:`_Shop`."""
         rnd = rng.random
-        steps: list[tuple[str, str, str, str]] = []
+        steps: list[tuple[str, str]] = []
         add = steps.append
-        null = "null"
 
-        referrer = self.referrers[int(rnd() * len(self.referrers))]
-        landing = self.landings[int(rnd() * len(self.landings))]
+        referrer = self.referrers[floor(rnd() * len(self.referrers))]
+        landing = self.landings[floor(rnd() * len(self.landings))]
         page = self.landing_page(landing, rnd)
-        add(("page_view", page, null, referrer))
+        add((page.view, referrer))
         if landing != "search" and rnd() < SEARCH_SHARE:
-            add(("search", page, self.search_box, referrer))
-            referrer, page = page, self.searches[int(rnd() * len(self.searches))]
-            add(("page_view", page, null, referrer))
+            add((page.search, referrer))
+            referrer, page = page.text, self.searches[floor(rnd() * len(self.searches))]
+            add((page.view, referrer))
         if rnd() >= funnel.product:
             return steps
         views = 1
@@ -318,26 +347,37 @@ class _Shop:
             views += 1
         popular = self.popular
         for _ in range(views):
-            product_page, card, cart_button = self.products[popular[int(rnd() * len(popular))]]
-            add(("click", page, card, referrer))
-            referrer, page = page, product_page
-            add(("page_view", page, null, referrer))
+            product = popular[floor(rnd() * len(popular))]
+            add((page.click + product.card, referrer))
+            referrer, page = page.text, product.page
+            add((page.view, referrer))
             if rnd() < DETAIL_SHARE:
-                add(("click", page, self.details[int(rnd() * len(self.details))], referrer))
+                add((page.click + self.details[floor(rnd() * len(self.details))], referrer))
         if rnd() >= funnel.cart:
             return steps
-        add(("add_to_cart", page, cart_button, referrer))
-        referrer, page = page, self.cart_page
-        add(("page_view", page, null, referrer))
+        add((product.add_to_cart, referrer))
+        referrer, page = page.text, self.cart_page
+        add((page.view, referrer))
         if rnd() >= funnel.checkout:
             return steps
-        add(("checkout", page, self.checkout_button, referrer))
-        referrer, page = page, self.checkout_page
-        add(("page_view", page, null, referrer))
+        add((self.checkout, referrer))
+        referrer, page = page.text, self.checkout_page
+        add((page.view, referrer))
         if rnd() >= funnel.purchase:
             return steps
-        add(("purchase", page, self.place_order, referrer))
+        add((self.purchase, referrer))
         return steps
+
+
+# session_seq values as text: cheaper to look up than to format (a session has at most
+# 8 + 3 * MAX_PRODUCTS = 32 steps: landing, search and results, click, view and detail
+# per product, cart, checkout and purchase).
+_SEQ_TEXT: tuple[str, ...] = tuple(str(n) for n in range(256))
+
+# Event ids end in a 12-hex-digit counter. Formatting it per event (f"{n:012x}") is a
+# noticeable part of the cost of an event, so the emit loop takes the last three digits
+# from this table and formats the other nine only every 4,096 events.
+_HEX3: tuple[str, ...] = tuple(f"{n:03x}" for n in range(4096))
 
 
 class ClickStream:
@@ -372,42 +412,58 @@ class ClickStream:
         funnel = config.funnel
         prefix = _event_id_prefix(rng)
 
-        user_keys, user_heads = shop.user_keys, shop.user_heads
-        user_devices, user_countries = shop.user_devices, shop.user_countries
+        user_heads, user_devices, user_countries = shop.user_heads, shop.user_devices, shop.user_countries
+        seq_text = _SEQ_TEXT
 
-        def start_session(user: int) -> _Session:
-            device = user_devices[user] if rnd() < USUAL_DEVICE_SHARE else DEVICES[int(rnd() * len(DEVICES))]
-            head = f'{user_heads[user]},"session_id":"{rng.getrandbits(64):016x}"'
-            tail = f'"device":"{device}","country":"{user_countries[user]}"'
+        def start_session(user: int) -> list[str]:
+            """A new session of ``user``: the JSON text of its events after ``event_time``, next one last."""
+            device = user_devices[user] if rnd() < USUAL_DEVICE_SHARE else DEVICES[floor(rnd() * len(DEVICES))]
+            # 16 hex digits, the same text as f"{bits:016x}" but about twice as fast
+            session_id = rng.getrandbits(64).to_bytes(8, "big").hex()
+            head = f'{user_heads[user]}{session_id}","session_seq":'
+            tail = f',"device":"{device}","country":"{user_countries[user]}"}}'
             steps = [
-                f'"session_seq":{seq},"event_type":"{event_type}","page":{page},'
-                f'"element":{element},"referrer":{referrer},{tail}'
-                for seq, (event_type, page, element, referrer) in enumerate(shop.journey(rng, funnel))
+                f"{head}{seq_text[seq]}{action}{referrer}{tail}"
+                for seq, (action, referrer) in enumerate(shop.journey(rng, funnel))
             ]
             steps.reverse()
-            return _Session(user, user_keys[user], head, steps)
+            return steps
 
+        # Running session i is user session_users[i]'s (message key session_keys[i]), with the
+        # events session_steps[i] still to come. Parallel lists rather than session objects:
+        # the emit loop then touches less memory per event, which matters with thousands of sessions.
         resting = list(range(config.users))
-        active: list[_Session] = []
+        session_users: list[int] = []
+        session_keys: list[bytes] = []
+        session_steps: list[list[str]] = []
         for _ in range(self.sessions):
             pick = int(rnd() * len(resting))
             user = resting[pick]
             resting[pick] = resting[-1]
             resting.pop()
-            active.append(start_session(user))
+            session_users.append(user)
+            session_keys.append(shop.user_keys[user])
+            session_steps.append(start_session(user))
 
-        return self._emit(rng, active, resting, start_session, prefix, count, duration)
+        return self._emit(
+            rng, shop.user_keys, session_users, session_keys, session_steps, resting, start_session, prefix, count, duration
+        )
 
     def _emit(
         self,
         rng: random.Random,
-        active: list[_Session],
+        user_keys: list[bytes],
+        session_users: list[int],
+        session_keys: list[bytes],
+        session_steps: list[list[str]],
         resting: list[int],
-        start_session: Callable[[int], _Session],
+        start_session: Callable[[int], list[str]],
         prefix: str,
         count: int | None,
         duration: float | None,
     ) -> Iterator[Record]:
+        # The hot loop: everything it uses is a local, and a valid event is one string put
+        # together from its id, its time and its session's next step.
         config = self.config
         rnd = rng.random
         late_p = config.late_fraction
@@ -415,61 +471,63 @@ class ClickStream:
         ooo_p = config.out_of_order_fraction
         ooo_delay = config.out_of_order_max_delay
         bad_p = config.malformed_fraction
+        # bools, not the fractions, in the tests below: a bool is the interpreter's fast case
+        any_late, any_ooo, any_bad = late_p > 0, ooo_p > 0, bad_p > 0
         kinds = MALFORMED_KINDS
         kind_flags = MALFORMED_FLAGS
         start_ms = self.start_ms
-        version = SCHEMA_VERSION
+        opening = f'{{"schema_version":{SCHEMA_VERSION},"event_id":"{prefix}'
+        hex3 = _HEX3
         limit = count if count is not None else -1
         end = duration if duration is not None else math.inf
         next_slot = self.profile.offsets().__next__
-        sessions = len(active)
+        sessions = len(session_steps)
         held: list[tuple[int, int, Record]] = []
         push, pop = heapq.heappush, heapq.heappop
+        # Every record made so far has been emitted or is held, so `made` alone says when
+        # `count` records are out (the held ones are emitted after the loop).
         made = 0
-        emitted = 0
-        while emitted + len(held) != limit:
+        # The event id of record `made` is id_head + hex3[low]: id_head ends with the counter's
+        # first nine hex digits, low is made % 4096.
+        id_head = f"{opening}{0:09x}"
+        low = 0
+        while made != limit:
             slot = next_slot()
             if slot >= end:
                 break
-            index = int(rnd() * sessions)
-            session = active[index]
-            steps = session.steps
-            event_time = start_ms + int(slot * 1000.0)
+            index = floor(rnd() * sessions)
+            steps = session_steps[index]
+            key = session_keys[index]
+            event_time = start_ms + floor(slot * 1000.0)
             flags = 0
-            if late_p and rnd() < late_p:
-                event_time -= 1 + int(rnd() * late_ms)
+            if any_late and rnd() < late_p:
+                event_time -= 1 + floor(rnd() * late_ms)
                 flags = LATE
-            value = (
-                f'{{"schema_version":{version},"event_id":"{prefix}{made:012x}","event_time":{event_time},'
-                f"{session.head},{steps[-1]}}}"
-            )
-            if bad_p and rnd() < bad_p:
-                kind = kinds[int(rnd() * len(kinds))]
+            value = f'{id_head}{hex3[low]}","event_time":{event_time}{steps[-1]}'
+            if any_bad and rnd() < bad_p:
+                kind = kinds[floor(rnd() * len(kinds))]
                 value = malform(value, kind, rng)
                 flags |= kind_flags[kind]
             else:
                 steps.pop()
                 if not steps:
-                    user = session.user
-                    pick = int(rnd() * (len(resting) + 1))
+                    user = session_users[index]
+                    pick = floor(rnd() * (len(resting) + 1))
                     if pick < len(resting):  # someone else visits; this user rests
                         resting[pick], user = user, resting[pick]
-                    active[index] = start_session(user)
+                        session_users[index] = user
+                        session_keys[index] = user_keys[user]
+                    session_steps[index] = start_session(user)
             made += 1
-            if ooo_p and rnd() < ooo_p:
-                push(
-                    held,
-                    (
-                        made + 1 + int(rnd() * ooo_delay),
-                        made,
-                        (session.key, value, slot, flags | OUT_OF_ORDER),
-                    ),
-                )
+            low += 1
+            if low == 4096:
+                low = 0
+                id_head = f"{opening}{made >> 12:09x}"
+            if any_ooo and rnd() < ooo_p:
+                push(held, (made + 1 + floor(rnd() * ooo_delay), made, (key, value, slot, flags | OUT_OF_ORDER)))
             else:
-                emitted += 1
-                yield session.key, value, slot, flags
+                yield key, value, slot, flags
             while held and held[0][0] <= made:
-                emitted += 1
                 yield pop(held)[2]
         while held:
             yield pop(held)[2]

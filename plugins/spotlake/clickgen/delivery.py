@@ -167,7 +167,7 @@ class KafkaSink:
         self.topic = topic
         self.totals = DeliveryTotals()
         self.poll_every = max(1, poll_every)
-        self._since_poll = 0
+        self._poll_at = self.poll_every  # serve delivery reports when this many messages are produced
         config = producer_config(bootstrap, **settings)
         self.delivery_timeout = config["message.timeout.ms"] / 1000.0
         config["on_delivery"] = self._on_delivery
@@ -205,32 +205,37 @@ class KafkaSink:
         return self.partitions
 
     def _on_delivery(self, err: KafkaError | None, msg: object) -> None:
-        totals = self.totals
+        # Called from poll()/flush() for every message: keep the common case to one increment.
         if err is None:
-            totals.delivered += 1
+            self.totals.delivered += 1
         else:
+            totals = self.totals
             totals.failed += 1
             totals.errors[err.name()] += 1
             if totals.first_error is None:
                 totals.first_error = err.str()
 
     def send(self, key: bytes, value: str) -> None:
-        """Queue one message; wait for room if the local queue is full."""
+        """Queue one message, waiting for room if the local queue is full; serve delivery reports every ``poll_every``."""
         try:
             self._produce(self.topic, value, key)
         except BufferError:
-            while True:
-                self._poll(0.05)
-                try:
-                    self._produce(self.topic, value, key)
-                    break
-                except BufferError:
-                    continue
-        self.totals.produced += 1
-        self._since_poll += 1
-        if self._since_poll >= self.poll_every:
-            self._since_poll = 0
+            self._produce_when_room(key, value)
+        totals = self.totals
+        totals.produced += 1
+        if totals.produced == self._poll_at:
+            self._poll_at += self.poll_every
             self._poll(0)
+
+    def _produce_when_room(self, key: bytes, value: str) -> None:
+        """Serve delivery reports until the local queue takes the message."""
+        while True:
+            self._poll(0.05)
+            try:
+                self._produce(self.topic, value, key)
+                return
+            except BufferError:
+                pass
 
     def idle(self, seconds: float) -> None:
         """Serve delivery reports for up to ``seconds`` (returns early when one was served)."""

@@ -16,6 +16,7 @@ Rates may be fractional (0.2 is one event every 5 s).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -49,12 +50,11 @@ class ConstantRate:
         return self.rate
 
     def offsets(self) -> Iterator[float]:
-        """The schedule: offset in seconds of each successive event."""
+        """The schedule: offset in seconds of each successive event (``k * interval`` for event ``k``)."""
         interval = 1.0 / self.rate
-        k = 0
-        while True:
-            yield k * interval
-            k += 1
+        # The same values as a generator yielding k * interval, but made in C: a generator
+        # step costs about as much as the rest of an event's timing.
+        return map(interval.__mul__, itertools.count())
 
 
 @dataclass(frozen=True)
