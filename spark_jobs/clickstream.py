@@ -152,7 +152,7 @@ def start_lake(spark: SparkSession, job: StreamJob) -> StreamingQuery:
         .option("path", job.lake_path)
         .option("checkpointLocation", job.lake_checkpoint)
         .partitionBy("event_date", "event_hour")
-        .trigger(**job.trigger.spark_options())
+        .trigger(**(job.lake_trigger or job.trigger).spark_options())
         .outputMode("append")
         .start()
     )

@@ -32,12 +32,13 @@ SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 LATE_POLICIES = ("count", "divert")
 MAX_TRIGGER = timedelta(seconds=30)
+MAX_LAKE_TRIGGER = timedelta(minutes=10)
 WINDOW_RANGE = (timedelta(seconds=1), timedelta(days=1))
 
 SETTING_KEYS = {
     "pool", "kafka_conn_id", "postgres_conn_id", "starting_offsets", "max_offsets_per_trigger",
-    "trigger_interval", "window", "watermark_delay", "late_policy", "allowed_lateness", "restart_budget",
-    "spark_conf",
+    "trigger_interval", "lake_trigger_interval", "window", "watermark_delay", "late_policy", "allowed_lateness",
+    "restart_budget", "spark_conf",
 }
 STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake", "dead_letters"}
 DEFAULTS: dict[str, Any] = {
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "starting_offsets": "earliest",
     "max_offsets_per_trigger": 50000,
     "trigger_interval": "10s",
+    "lake_trigger_interval": "1m",
     "window": "1m",
     "watermark_delay": "10m",
     "late_policy": "count",
@@ -83,6 +85,7 @@ class StreamConfig:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = 50000
     trigger_interval: timedelta = timedelta(seconds=10)
+    lake_trigger_interval: timedelta = timedelta(minutes=1)
     window: timedelta = timedelta(minutes=1)
     watermark_delay: timedelta = timedelta(minutes=10)
     late_policy: str = "count"
@@ -130,7 +133,7 @@ class StreamConfig:
             "allowed_lateness_s": int(self.allowed_lateness.total_seconds()),
             "trigger": trigger,
             "checkpoint": self.checkpoint,
-            "lake": {"path": self.lake} if self.lake else None,
+            "lake": {"path": self.lake, "interval_s": self.lake_trigger_interval.total_seconds()} if self.lake else None,
             "dead_letters": {"path": self.dead_letters} if self.dead_letters else None,
         }
 
@@ -261,6 +264,11 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
             f"{where}.trigger_interval: {settings['trigger_interval']} is longer than 30s; choose 0s (as fast "
             "as possible) to 30s"
         )
+    lake_trigger = parse_duration(settings["lake_trigger_interval"], f"{where}.lake_trigger_interval")
+    if lake_trigger > MAX_LAKE_TRIGGER:
+        raise ConfigError(
+            f"{where}.lake_trigger_interval: {settings['lake_trigger_interval']} is longer than 10m; choose 0s to 10m"
+        )
     window = parse_duration(settings["window"], f"{where}.window")
     if not WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]:
         raise ConfigError(f"{where}.window: {settings['window']} is not between 1s and 1d; write e.g. 1m")
@@ -283,6 +291,7 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         starting_offsets=_starting_offsets(settings["starting_offsets"], f"{where}.starting_offsets"),
         max_offsets_per_trigger=None if limit is None else _positive_int(limit, f"{where}.max_offsets_per_trigger"),
         trigger_interval=trigger,
+        lake_trigger_interval=lake_trigger,
         window=window,
         watermark_delay=parse_duration(settings["watermark_delay"], f"{where}.watermark_delay"),
         late_policy=late_policy,

@@ -163,6 +163,7 @@ class StreamEnv:
             sink_schema=self.schema, checkpoint=f"s3a://{self.bucket}/checkpoints/{self.name}",
             lake=f"s3a://{self.bucket}/lake/events", dead_letters=f"s3a://{self.bucket}/lake/dead_letters",
             max_offsets_per_trigger=750, trigger_interval=timedelta(seconds=1),
+            lake_trigger_interval=timedelta(seconds=2),
             watermark_delay=timedelta(seconds=20), restart_budget=RestartBudget(5, timedelta(hours=1)),
         )
         return replace(config, **changes)

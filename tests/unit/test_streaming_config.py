@@ -60,6 +60,7 @@ def test_defaults_apply_and_a_stream_overrides_them() -> None:
     stream = parse(late_policy="divert", watermark_delay="2m").get("clicks")
     assert stream.trigger_interval == timedelta(seconds=5)  # from defaults
     assert stream.allowed_lateness == timedelta(days=1)  # built-in default
+    assert stream.lake_trigger_interval == timedelta(minutes=1)
     assert parse(allowed_lateness="2h").get("clicks").allowed_lateness == timedelta(hours=2)
     assert stream.late_policy == "divert" and stream.watermark_delay == timedelta(minutes=2)
     assert stream.max_offsets_per_trigger == 50000 and stream.starting_offsets == "earliest"
@@ -80,6 +81,7 @@ def test_defaults_apply_and_a_stream_overrides_them() -> None:
         ({"checkpoint": "bucket/path"}, "checkpoint: 'bucket/path' is not a URI"),
         ({"trigger_interval": "31s"}, "trigger_interval: 31s is longer than 30s"),
         ({"trigger_interval": "soon"}, "'soon' is not a duration"),
+        ({"lake_trigger_interval": "11m"}, "lake_trigger_interval: 11m is longer than 10m"),
         ({"window": "0s"}, "window: 0s is not between 1s and 1d"),
         ({"late_policy": "drop"}, "late_policy: 'drop' is not one of count, divert"),
         ({"allowed_lateness": "forever"}, "allowed_lateness: 'forever' is not a duration"),
@@ -126,6 +128,7 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
     assert job.source.options() == {
         "kafka.bootstrap.servers": "b-1:9092,b-2:9092", "subscribe": "clicks",
         "startingOffsets": '{"clicks":{"0":5}}', "failOnDataLoss": "true", "maxOffsetsPerTrigger": "50000",
+        "kafka.fetch.max.wait.ms": "50",
     }
     assert job.trigger.spark_options() == {"processingTime": "5 seconds"}
     assert (job.window_s, job.watermark_delay_s, job.late_policy) == (60, 600, "count")
@@ -134,8 +137,10 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
     assert job.aggregates_checkpoint == "s3a://checkpoints/streams/clicks/aggregates"
     assert job.lake_checkpoint == "s3a://checkpoints/streams/clicks/lake"
     assert job.dead_letters_path == "s3a://lake/clicks/dead"
+    assert job.lake_trigger.spark_options() == {"processingTime": "60 seconds"}
     now = StreamJob.from_dict(stream.job_document("r", 1, "b:9092", available_now=True))
     assert now.trigger.spark_options() == {"availableNow": True}
+    assert now.lake_trigger.spark_options() == {"availableNow": True}
     fast = StreamJob.from_dict(parse(trigger_interval="0s").get("clicks").job_document("r", 1, "b:9092"))
     assert fast.trigger.spark_options() == {"processingTime": "0 seconds"}
 
@@ -150,6 +155,7 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
         ({"trigger": {"interval_s": 45}}, "job field 'trigger.interval_s'"),
         ({"checkpoint": "relative/path"}, "job field 'checkpoint' must be a URI"),
         ({"lake": {"root": "s3a://x"}}, "job field 'lake.root' is not part of the job contract"),
+        ({"lake": {"path": "s3a://x", "interval_s": 601}}, "job field 'lake.interval_s' must be a number"),
         ({"sink": {"secret_id": "s", "password": "p"}}, "job field 'sink.password' is not part"),
         ({"extra": 1}, "job field 'extra' is not part of the job contract"),
     ],
