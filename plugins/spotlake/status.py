@@ -213,20 +213,35 @@ def render(snapshot: Snapshot) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spotlake.status", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    parser.add_argument("--local", action="store_true",
+                        help="read the local stack's registry (the moto server `make up` started)")
     args = parser.parse_args(argv)
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    session_env: dict[str, str] = {}
+    if args.local:
+        from spotlake.localstack import services
+        from spotlake.localstack.layout import StackLayout
+
+        session_env = services.aws_env(StackLayout.default())
     try:
         pools_cfg, pipelines = pools.load(), config.load()
-        snapshot = collect(Registry(boto3.client("dynamodb")), pools_cfg, pipelines, datetime.now(UTC))
+        client = boto3.client(
+            "dynamodb", region_name=session_env.get("AWS_DEFAULT_REGION"),
+            endpoint_url=session_env.get("AWS_ENDPOINT_URL"),
+            aws_access_key_id=session_env.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=session_env.get("AWS_SECRET_ACCESS_KEY"),
+        )
+        snapshot = collect(Registry(client), pools_cfg, pipelines, datetime.now(UTC))
     except SpotlakeError as exc:
         print(f"spotlake status: {exc}", file=sys.stderr)
         return 2
     except (BotoCoreError, ClientError) as exc:
         print(
-            f"spotlake status: cannot read the registry ({exc}). Fix: check AWS_ENDPOINT_URL and "
-            "AWS_DEFAULT_REGION (locally: `make up` starts the moto server and creates the tables)",
+            f"spotlake status: cannot read the registry ({exc}). Fix: on the local stack add --local (`make up` "
+            "starts the moto server and creates the tables); against AWS, check the credentials and "
+            "AWS_DEFAULT_REGION",
             file=sys.stderr,
         )
         return 2

@@ -74,3 +74,25 @@ def test_main_explains_an_unreachable_registry(
     with mock_aws():
         assert status.main([]) == 2
     assert "cannot read the registry" in capsys.readouterr().err
+
+
+def test_main_local_reads_the_local_stacks_registry(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spotlake.localstack import services
+    from spotlake.localstack.layout import StackLayout
+
+    seed(registry)
+    made: list[dict[str, object]] = []
+    real_client = boto3.client
+
+    def client(service: str, **kwargs: object) -> object:
+        made.append(kwargs)
+        return real_client(service, region_name="us-east-1")  # moto's in-process mock stands in for the server
+
+    monkeypatch.setattr(boto3, "client", client)
+    assert status.main(["--local", "--json"]) == 0
+    expected = services.aws_env(StackLayout.default())
+    assert made == [{"region_name": expected["AWS_DEFAULT_REGION"], "endpoint_url": expected["AWS_ENDPOINT_URL"],
+                     "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}]
+    assert json.loads(capsys.readouterr().out)["jobs"]
