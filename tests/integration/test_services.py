@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import time
 import uuid
 
@@ -40,6 +42,22 @@ def test_postgres_answers_a_query(postgres: dict[str, str]) -> None:
         cur.execute("SELECT 6 * 7, current_user")
         assert cur.fetchone() == (42, postgres["user"])
     conn.close()
+
+
+def test_the_documented_database_clients_connect(mysql: dict[str, str], postgres: dict[str, str]) -> None:
+    """docs/local-stack.md's psql and mariadb commands, with this stack's ports."""
+    psql = subprocess.run(
+        ["psql", "-h", postgres["host"], "-p", postgres["port"], "-U", postgres["user"], postgres["database"],
+         "-Atc", "SELECT 6 * 7"],
+        env={**os.environ, "PGPASSWORD": postgres["password"]}, capture_output=True, text=True, timeout=30,
+    )
+    assert (psql.returncode, psql.stdout.strip()) == (0, "42"), psql.stderr
+    mariadb = subprocess.run(
+        ["mariadb", "-h", mysql["host"], "-P", mysql["port"], "-u", mysql["user"], f"-p{mysql['password']}",
+         mysql["database"], "-Ne", "SELECT 6 * 7"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert (mariadb.returncode, mariadb.stdout.strip()) == (0, "42"), mariadb.stderr
 
 
 def test_kafka_produce_consume_round_trip(kafka_bootstrap: str) -> None:

@@ -131,6 +131,14 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
                "runs `make down`'s command and checks that no process is left"),
         Source("Makefile", ("$(STACK) down",), "`make down` runs python -m spotlake.localstack down"),
     ),
+    "psql": (
+        Source("tests/integration/test_services.py", ('["psql", "-h"', '"PGPASSWORD"'),
+               "runs psql against the stack's PostgreSQL with the documented credentials"),
+    ),
+    "mariadb": (
+        Source("tests/integration/test_services.py", ('["mariadb", "-h"',),
+               "runs the mariadb client against the stack's MariaDB with the documented credentials"),
+    ),
     "docker compose config": (
         Source("tests/unit/test_compose.py", ('"config", "--format", "json"',), "runs it with the pinned compose binary"),
     ),
