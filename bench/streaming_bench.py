@@ -95,8 +95,8 @@ def _stage(event: dict[str, Any]) -> str | None:
     return event["event_type"] if event["event_type"] in ("add_to_cart", "checkout", "purchase") else None
 
 
-def python_rows(messages: list[Any], watermark_ms: int | None) -> BatchRows:
-    """The baseline's batch: what the Spark job computes, in plain Python."""
+def python_rows(messages: list[Any], watermark_ms: int | None, final_ms: int | None) -> BatchRows:
+    """The baseline's batch: what the Spark job computes, in plain Python (count policy)."""
     rows = BatchRows(input_rows=len(messages))
     counts: Counter[tuple[int, str, str]] = Counter()
     late_counts: Counter[tuple[int, str, str]] = Counter()
@@ -117,11 +117,14 @@ def python_rows(messages: list[Any], watermark_ms: int | None) -> BatchRows:
         rows.max_event_time_ms = max(rows.max_event_time_ms or et, et)
         window = et - et % (WINDOW_S * 1000)
         key = (window, e["page"], e["event_type"])
+        if watermark_ms is not None and et < watermark_ms:
+            rows.late_events.append((topic, partition, offset, ts, e["event_id"], et, window, e["page"],
+                                     e["event_type"], e["user_id"], e["session_id"]))
+        if final_ms is not None and window <= final_ms:
+            continue  # a final window: recorded as late, not counted
         counts[key] += 1
         if watermark_ms is not None and et < watermark_ms:
             late_counts[key] += 1
-            rows.late_events.append((topic, partition, offset, ts, e["event_id"], et, window, e["page"],
-                                     e["event_type"], e["user_id"], e["session_id"]))
         members.add(("user", *key, e["user_id"]))
         members.add(("session", *key, e["session_id"]))
         stage = _stage(e)
@@ -164,7 +167,7 @@ class PythonConsumer:
                             messages.append(m)
                             positions[m.partition()] = m.offset() + 1
                 if messages:
-                    self.writer.write(batch_id, lambda wm, ms=messages: python_rows(ms, wm))
+                    self.writer.write(batch_id, lambda wm, final, ms=messages: python_rows(ms, wm, final))
                     batch_id += 1
                 self.stop.wait(max(0.0, tick + self.trigger_s - time.monotonic()))
         finally:

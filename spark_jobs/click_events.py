@@ -242,7 +242,7 @@ LATE_EVENT_COLUMNS = (
 
 
 def batch_summary(classified: DataFrame, window_s: int, watermark_ms: int | None, late_policy: str,
-                  allowed_lateness_s: int = 86400) -> DataFrame:
+                  final_before_ms: int | None = None) -> DataFrame:
     """Everything a micro-batch adds to the sink, in ONE aggregation: one read of the batch,
     one shuffle, no cache.
 
@@ -252,9 +252,8 @@ def batch_summary(classified: DataFrame, window_s: int, watermark_ms: int | None
       ``records``, ``valid``, ``late`` (valid events behind ``watermark_ms``),
       ``max_event_time_ms`` (of valid events), and as lists the ``dead_letters``
       (:data:`DEAD_LETTER_COLUMNS`) and the ``late_events`` (:data:`LATE_EVENT_COLUMNS`);
-    - ``group = 'window'``, for counted events only (under ``count``: valid events whose
-      window ended less than ``allowed_lateness_s`` before the watermark; under ``divert``:
-      valid events not late), per ``window_start_ms``, ``page`` and
+    - ``group = 'window'``, for counted events only (valid events of a window starting after
+      ``final_before_ms``, the sink's final-window horizon; under ``divert`` also not late), per ``window_start_ms``, ``page`` and
       ``event_type``: ``events``, ``late_count``, the distinct ``users`` and ``sessions``
       (arrays), ``<stage>_events`` for each funnel stage, and ``funnel_sessions``: the
       distinct (``stage``, ``session_id``) pairs.
@@ -268,13 +267,9 @@ def batch_summary(classified: DataFrame, window_s: int, watermark_ms: int | None
     )
     valid = F.col("reason").isNull()
     late = valid & F.coalesce(F.col("is_late"), F.lit(False))
-    if late_policy == "divert":
-        counted = valid & ~late
-    elif watermark_ms is None:
-        counted = valid
-    else:  # a window that ended allowed_lateness before the watermark is final
-        horizon = watermark_ms - allowed_lateness_s * 1000 - window_s * 1000
-        counted = valid & (F.col("window_start_ms") > F.lit(horizon))
+    counted = valid & ~late if late_policy == "divert" else valid
+    if final_before_ms is not None:
+        counted = counted & (F.col("window_start_ms") > F.lit(final_before_ms))
     group = F.col("group")
     in_partition, in_window = group == PARTITION_GROUP, group == WINDOW_GROUP
     stage = F.col("funnel_stage")

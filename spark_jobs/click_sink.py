@@ -237,11 +237,13 @@ class PostgresSinkWriter:
         return last
 
     # ----------------------------------------------------------------- write
-    def write(self, batch_id: int, compute: Callable[[int | None], BatchRows]) -> BatchResult:
+    def write(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows]) -> BatchResult:
         """Commit batch ``batch_id`` unless it was committed before.
 
-        ``compute(watermark_ms)`` returns the batch's rows given the watermark in force
-        (None before the first event); it runs inside the transaction, after the lock.
+        ``compute(watermark_ms, final_before_ms)`` returns the batch's rows given the watermark
+        in force (None before the first event) and the final-window horizon (windows starting
+        at or before it take no counted event; None: none yet); it runs inside the
+        transaction, after the lock.
         Connection failures are retried (reconnecting) up to ``retries`` times.
         """
         for attempt in range(1, self.retries + 1):
@@ -265,12 +267,18 @@ class PostgresSinkWriter:
         except Exception:  # noqa: BLE001 - a broken connection is closed and replaced next attempt
             self.close()
 
-    def _write_once(self, batch_id: int, compute: Callable[[int | None], BatchRows]) -> BatchResult:
+    def _final_before(self, watermark_ms: int | None, stored_ms: int | None) -> int | None:
+        """The final-window horizon: windows that ended ``allowed_lateness`` (divert: 0) or more
+        before the watermark, and never less than what an earlier run made final."""
+        candidate = watermark_ms - self.lateness_ms - self.window_ms if watermark_ms is not None else None
+        return _max_or_none(stored_ms, candidate)
+
+    def _write_once(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows]) -> BatchResult:
         started = datetime.now(UTC)
         conn = self.connection
         with conn.cursor() as cur:
             cur.execute(
-                f"SELECT run_id, last_batch_id, max_event_time, watermark, offsets "
+                f"SELECT run_id, last_batch_id, max_event_time, watermark, offsets, final_before "
                 f"FROM {self.t('stream_progress')} WHERE query_name = %s FOR UPDATE",
                 (self.query_name,),
             )
@@ -279,7 +287,7 @@ class PostgresSinkWriter:
                 raise StreamingError(
                     f"query {self.query_name}: no stream_progress row; the run must claim the query first"
                 )
-            owner, last_batch, max_event_time, watermark, offsets = row
+            owner, last_batch, max_event_time, watermark, offsets, final_before = row
             if owner != self.run_id:
                 raise StreamFencedError(
                     f"query {self.query_name}: run {owner} took over the sink; this run ({self.run_id}) stops "
@@ -291,20 +299,23 @@ class PostgresSinkWriter:
                          batch_id, last_batch)
                 return BatchResult(batch_id, committed=False)
             watermark_ms = to_millis(watermark) if watermark is not None else None
+            final_ms = self._final_before(watermark_ms, to_millis(final_before) if final_before is not None else None)
             clock = time.monotonic()
-            rows = compute(watermark_ms)
+            rows = compute(watermark_ms, final_ms)
             computed = time.monotonic()
-            late_ids = self._write_rows(cur, batch_id, rows, watermark_ms)
+            late_ids = self._write_rows(cur, batch_id, rows, watermark_ms, final_ms)
             previous_max = to_millis(max_event_time) if max_event_time is not None else None
             new_max = _max_or_none(previous_max, rows.max_event_time_ms)
             new_watermark = _max_or_none(watermark_ms, new_max - self.delay_ms if new_max is not None else None)
-            if new_watermark is not None:
-                self._prune_final_windows(cur, new_watermark)
+            new_final = self._final_before(new_watermark, final_ms)
+            if new_final is not None:
+                self._prune_final_windows(cur, new_final)
             merged = _merge_offsets(offsets or {}, rows.offsets)
             cur.execute(
                 f"UPDATE {self.t('stream_progress')} SET last_batch_id = %s, max_event_time = %s, "
-                "watermark = %s, offsets = %s, committed_at = clock_timestamp() WHERE query_name = %s",
-                (batch_id, _dt(new_max), _dt(new_watermark), json.dumps(merged), self.query_name),
+                "watermark = %s, offsets = %s, final_before = %s, committed_at = clock_timestamp() "
+                "WHERE query_name = %s",
+                (batch_id, _dt(new_max), _dt(new_watermark), json.dumps(merged), _dt(new_final), self.query_name),
             )
             cur.execute(
                 f"INSERT INTO {self.t('stream_batches')} (query_name, batch_id, run_id, input_rows, "
@@ -324,7 +335,8 @@ class PostgresSinkWriter:
         return BatchResult(batch_id, True, rows.input_rows, rows.counted_events, late_ids,
                            len(rows.dead_letters), new_watermark)
 
-    def _write_rows(self, cur: Any, batch_id: int, rows: BatchRows, watermark_ms: int | None) -> int:
+    def _write_rows(self, cur: Any, batch_id: int, rows: BatchRows, watermark_ms: int | None,
+                    final_ms: int | None) -> int:
         from psycopg2.extras import execute_values
 
         if rows.dead_letters:
@@ -337,14 +349,13 @@ class PostgresSinkWriter:
                 page_size=PAGE_SIZE,
             )
         if rows.late_events and watermark_ms is not None:
-            final = watermark_ms - self.lateness_ms - self.window_ms  # windows starting at or before: final
             execute_values(
                 cur,
                 f"INSERT INTO {self.t('click_late_events')} (topic, kafka_partition, kafka_offset, "
                 "kafka_timestamp, event_id, event_time, window_start, page, event_type, user_id, session_id, "
                 "watermark, lateness_ms, counted, batch_id) VALUES %s ON CONFLICT DO NOTHING",
                 [(t, p, o, _dt(ts), eid, _dt(et), _dt(ws), page, etype, user, session, _dt(watermark_ms),
-                  watermark_ms - et, self.late_policy == "count" and ws > final, batch_id)
+                  watermark_ms - et, self.late_policy == "count" and (final_ms is None or ws > final_ms), batch_id)
                  for t, p, o, ts, eid, et, ws, page, etype, user, session in rows.late_events],
                 page_size=PAGE_SIZE,
             )
@@ -420,10 +431,10 @@ class PostgresSinkWriter:
                 last_batch_id = EXCLUDED.last_batch_id, updated_at = EXCLUDED.updated_at
         """
 
-    def _prune_final_windows(self, cur: Any, watermark_ms: int) -> None:
-        """A final window (ended at or before the watermark, under ``count`` minus the allowed
-        lateness) can get no more counted events, so its distinct sets are no longer needed."""
-        horizon = _dt(watermark_ms - self.lateness_ms - self.window_ms)
+    def _prune_final_windows(self, cur: Any, final_ms: int) -> None:
+        """A final window (starting at or before ``final_ms``) can get no more counted events, so
+        its distinct sets are no longer needed."""
+        horizon = _dt(final_ms)
         for table in ("click_window_users", "click_window_sessions", "click_funnel_sessions"):
             cur.execute(f"DELETE FROM {self.t(table)} WHERE window_start <= %s", (horizon,))
 

@@ -60,21 +60,22 @@ class StreamRun:
     error: SpotlakeJobError | None = None
 
 
-def read_kafka(spark: SparkSession, job: StreamJob) -> DataFrame:
+def read_kafka(spark: SparkSession, options: dict[str, str]) -> DataFrame:
     """The job's topics as a streaming DataFrame of raw records."""
-    return spark.readStream.format("kafka").options(**job.source.options()).load()
+    return spark.readStream.format("kafka").options(**options).load()
 
 
-def classified_stream(spark: SparkSession, job: StreamJob) -> DataFrame:
-    return read_kafka(spark, job).transform(kafka_records).transform(classify_events)
+def classified_stream(spark: SparkSession, options: dict[str, str]) -> DataFrame:
+    return read_kafka(spark, options).transform(kafka_records).transform(classify_events)
 
 
-def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None) -> BatchRows:
+def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None,
+               final_before_ms: int | None = None) -> BatchRows:
     """A classified micro-batch as the sink's rows: one Spark job (:func:`batch_summary`)."""
     rows = BatchRows()
     event_times: list[int] = []
     windows: list[Row] = []
-    summary = batch_summary(batch, job.window_s, watermark_ms, job.late_policy, job.allowed_lateness_s)
+    summary = batch_summary(batch, job.window_s, watermark_ms, job.late_policy, final_before_ms)
     for row in summary.collect():
         if row["group"] == WINDOW_GROUP:
             windows.append(row)
@@ -111,8 +112,8 @@ def add_window_summary(rows: BatchRows, summary: list[Row]) -> None:
 def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun) -> Callable[[DataFrame, int], None]:
     """The ``foreachBatch`` function of the aggregates query."""
 
-    def compute(batch: DataFrame, batch_id: int, watermark_ms: int | None) -> BatchRows:
-        rows = batch_rows(batch, job, watermark_ms)
+    def compute(batch: DataFrame, batch_id: int, watermark_ms: int | None, final_ms: int | None) -> BatchRows:
+        rows = batch_rows(batch, job, watermark_ms, final_ms)
         if job.dead_letters_path and rows.dead_letters:
             # Before the PostgreSQL commit, so a committed batch always has its file; a batch
             # written again overwrites its own folder. From the collected rows: no second read.
@@ -123,7 +124,8 @@ def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun) -> 
 
     def write(batch: DataFrame, batch_id: int) -> None:
         try:
-            result = writer.write(batch_id, lambda watermark_ms: compute(batch, batch_id, watermark_ms))
+            result = writer.write(batch_id, lambda watermark_ms, final_ms: compute(batch, batch_id, watermark_ms,
+                                                                                   final_ms))
         except SpotlakeJobError as exc:
             run.error = exc
             raise
@@ -135,7 +137,7 @@ def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun) -> 
 def start_aggregates(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter,
                      run: StreamRun) -> StreamingQuery:
     return (
-        classified_stream(spark, job)
+        classified_stream(spark, job.source.options())
         .writeStream.queryName(job.aggregates_query)
         .option("checkpointLocation", job.aggregates_checkpoint)
         .trigger(**job.trigger.spark_options())
@@ -145,7 +147,8 @@ def start_aggregates(spark: SparkSession, job: StreamJob, writer: PostgresSinkWr
 
 
 def start_lake(spark: SparkSession, job: StreamJob) -> StreamingQuery:
-    events = classified_stream(spark, job).transform(valid_events).transform(with_lake_partitions)
+    events = classified_stream(spark, job.lake_source_options()).transform(valid_events).transform(
+        with_lake_partitions)
     return (
         events.writeStream.queryName(job.lake_query)
         .format("parquet")

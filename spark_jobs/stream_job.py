@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,6 +134,19 @@ class StreamJob:
     @property
     def lake_checkpoint(self) -> str:
         return f"{self.checkpoint}/lake"
+
+    def lake_source_options(self) -> dict[str, str]:
+        """The lake query's Kafka options. Its batches come ``lake interval / trigger interval``
+        times less often (a trigger of 0 s counted as 1 s), so it may read that many times the
+        per-trigger limit; else it could never keep up with a stream the aggregates query keeps
+        up with. The limit bounds the driver's memory only for the aggregates query."""
+        options = self.source.options()
+        lake = self.lake_trigger or self.trigger
+        limit = self.source.max_offsets_per_trigger
+        if limit is not None and not lake.available_now:
+            ratio = max(1, math.ceil(lake.interval_s / max(self.trigger.interval_s, 1.0)))
+            options["maxOffsetsPerTrigger"] = str(limit * ratio)
+        return options
 
     @property
     def context(self) -> str:

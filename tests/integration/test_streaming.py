@@ -251,6 +251,19 @@ def test_count_policy_counts_late_events_until_their_window_is_final(spark: Spar
                     w0 / 1000) == [(0,)]
     assert [(b.batch_id, b.committed) for b in run.batches] == [(0, True), (1, True), (1, False)]
 
+    # A later run with a longer allowed_lateness: w0's sets are gone, so w0 stays final (counting
+    # user a there again would make its distinct users 2).
+    job = env.job(env.stream_config(watermark_delay=timedelta(seconds=30), lake=None, dead_letters=None))
+    assert job.allowed_lateness_s == 86400
+    writer = writer_for(env, job)
+    assert writer.claim() == 1
+    run = StreamRun(job)
+    batch_writer(job, writer, run)(batch([event(5, 30, "a"), event(6, 40, "f")]), 2)
+    writer.close()
+    assert env.aggregates() == {(w0, "/", "click"): (1, 1, 1), (w1, "/", "click"): (3, 3, 3)}
+    assert env.rows("SELECT event_id, counted FROM {s}.click_late_events WHERE batch_id = 2 ORDER BY 1") == [
+        ("e5", False), ("e6", False)]
+
 
 def test_supervisor_fails_on_a_missing_topic_naming_it_and_the_brokers(kafka_bootstrap: str) -> None:
     missing = f"clicks-missing-{uuid.uuid4().hex[:8]}"
@@ -399,15 +412,18 @@ def test_migrations_apply_once_and_refuse_an_edited_file(env: StreamEnv, tmp_pat
     connection = env.connect()
     try:
         assert sink_schema.apply(connection, env.schema) == []  # StreamEnv applied them already
-        assert sink_schema.applied_versions(connection, env.schema) == [1]
-        edited = tmp_path / "0001_click_sink.sql"
-        edited.write_text(sink_schema.migrations()[0].sql + "\n-- edited\n")
+        shipped = sink_schema.migrations()
+        assert sink_schema.applied_versions(connection, env.schema) == [m.version for m in shipped]
+        for migration in shipped:
+            (tmp_path / migration.path.name).write_text(migration.sql)
+        (tmp_path / shipped[0].path.name).write_text(shipped[0].sql + "\n-- edited\n")
         with pytest.raises(sink_schema.MigrationError, match="applied migrations are never edited"):
             sink_schema.apply(connection, env.schema, tmp_path)
-        (tmp_path / "0001_click_sink.sql").write_text(sink_schema.migrations()[0].sql)
-        (tmp_path / "0002_dashboard_index.sql").write_text(
+        (tmp_path / shipped[0].path.name).write_text(shipped[0].sql)
+        following = len(shipped) + 1
+        (tmp_path / f"{following:04d}_dashboard_index.sql").write_text(
             "CREATE INDEX click_aggregates_type_window ON click_aggregates (event_type, window_start);")
-        assert sink_schema.apply(connection, env.schema, tmp_path) == ["0002_dashboard_index.sql"]
-        assert sink_schema.applied_versions(connection, env.schema) == [1, 2]
+        assert sink_schema.apply(connection, env.schema, tmp_path) == [f"{following:04d}_dashboard_index.sql"]
+        assert sink_schema.applied_versions(connection, env.schema) == [*(m.version for m in shipped), following]
     finally:
         connection.close()

@@ -138,9 +138,14 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
     assert job.lake_checkpoint == "s3a://checkpoints/streams/clicks/lake"
     assert job.dead_letters_path == "s3a://lake/clicks/dead"
     assert job.lake_trigger.spark_options() == {"processingTime": "60 seconds"}
+    # The lake query's batches come 12 times less often (60 s vs 5 s): 12 times the limit.
+    assert job.lake_source_options()["maxOffsetsPerTrigger"] == str(12 * 50000)
+    assert {k: v for k, v in job.lake_source_options().items() if k != "maxOffsetsPerTrigger"} == {
+        k: v for k, v in job.source.options().items() if k != "maxOffsetsPerTrigger"}
     now = StreamJob.from_dict(stream.job_document("r", 1, "b:9092", available_now=True))
     assert now.trigger.spark_options() == {"availableNow": True}
     assert now.lake_trigger.spark_options() == {"availableNow": True}
+    assert now.lake_source_options() == now.source.options()
     fast = StreamJob.from_dict(parse(trigger_interval="0s").get("clicks").job_document("r", 1, "b:9092"))
     assert fast.trigger.spark_options() == {"processingTime": "0 seconds"}
 
