@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import boto3
@@ -186,6 +187,19 @@ def test_unknown_schema_version_is_dead_lettered_with_that_reason(spark: SparkSe
     assert sum(n for n, _, _ in env.aggregates().values()) == 19
 
 
+def click_record(topic: str, offset: int, seconds: int, user: str) -> tuple:
+    """A valid click by ``user`` at ``seconds`` after START_MS, as a Kafka record at ``offset``."""
+    body = {"schema_version": 1, "event_id": f"e{offset}", "event_time": START_MS + seconds * 1000,
+            "user_id": user, "session_id": f"s{user}", "session_seq": 1, "event_type": "click",
+            "page": "/", "element": "x", "referrer": None, "device": "mobile", "country": "DE"}
+    return (user.encode(), json.dumps(body).encode(), topic, 0, offset, START_MS + offset)
+
+
+def classified_batch(spark: SparkSession, rows: list[tuple]) -> Any:
+    """Records as a micro-batch would hand them to the aggregates query."""
+    return spark.createDataFrame(rows, RECORDS).transform(classify_events)
+
+
 def test_divert_policy_keeps_late_events_out_of_their_windows(spark: SparkSession, env: StreamEnv) -> None:
     """Late events under ``divert``: recorded, not counted; finished windows' sets are pruned."""
     job = env.job(env.stream_config(late_policy="divert", watermark_delay=timedelta(seconds=30), lake=None,
@@ -195,14 +209,8 @@ def test_divert_policy_keeps_late_events_out_of_their_windows(spark: SparkSessio
     run = StreamRun(job)
     write = batch_writer(job, writer, run)
 
-    def event(offset: int, seconds: int, user: str) -> tuple:
-        body = {"schema_version": 1, "event_id": f"e{offset}", "event_time": START_MS + seconds * 1000,
-                "user_id": user, "session_id": f"s{user}", "session_seq": 1, "event_type": "click",
-                "page": "/", "element": "x", "referrer": None, "device": "mobile", "country": "DE"}
-        return (user.encode(), json.dumps(body).encode(), env.topic, 0, offset, START_MS + offset)
-
-    def batch(rows: list[tuple]) -> Any:
-        return spark.createDataFrame(rows, RECORDS).transform(classify_events)
+    event = partial(click_record, env.topic)
+    batch = partial(classified_batch, spark)
 
     write(batch([event(0, 10, "a"), event(1, 100, "b")]), 0)  # watermark after: 100 s - 30 s = 70 s
     write(batch([event(2, 20, "c"), event(3, 95, "d")]), 1)   # 20 s is behind 70 s: late
@@ -228,14 +236,8 @@ def test_count_policy_counts_late_events_until_their_window_is_final(spark: Spar
     run = StreamRun(job)
     write = batch_writer(job, writer, run)
 
-    def event(offset: int, seconds: int, user: str) -> tuple:
-        body = {"schema_version": 1, "event_id": f"e{offset}", "event_time": START_MS + seconds * 1000,
-                "user_id": user, "session_id": f"s{user}", "session_seq": 1, "event_type": "click",
-                "page": "/", "element": "x", "referrer": None, "device": "mobile", "country": "DE"}
-        return (user.encode(), json.dumps(body).encode(), env.topic, 0, offset, START_MS + offset)
-
-    def batch(rows: list[tuple]) -> Any:
-        return spark.createDataFrame(rows, RECORDS).transform(classify_events)
+    event = partial(click_record, env.topic)
+    batch = partial(classified_batch, spark)
 
     write(batch([event(0, 10, "a"), event(1, 100, "b")]), 0)  # watermark after: 100 s - 30 s = 70 s
     # 20 s: window [0 s, 60 s) ended before 70 s, final; 65 s: late, but its window [60 s, 120 s) is open.
