@@ -369,8 +369,7 @@ class PostgresSinkWriter:
     def _stage(self, cur: Any, rows: BatchRows) -> None:
         """COPY the batch's members, window counts and funnel counts into temporary tables
         that live for this transaction only (``ON COMMIT DELETE ROWS``)."""
-        for statement in STAGING_TABLES:
-            cur.execute(statement)
+        cur.execute(";\n".join(STAGING_TABLES))  # one round trip
         for table, data in (("spotlake_batch_members", rows.members), ("spotlake_batch_counts", rows.window_counts),
                             ("spotlake_batch_funnel", rows.funnel_counts)):
             if data:
