@@ -414,15 +414,12 @@ def batch_phases(progress: list[dict[str, Any]]) -> dict[str, float]:
 
 def running_services() -> list[str]:
     """The local stack's services whose process is alive (from its PID files)."""
-    run_dir = StackLayout.default().run_dir
-    alive = []
-    for pid_file in sorted(run_dir.glob("*.pid")) if run_dir.exists() else []:
-        try:
-            os.kill(int(pid_file.read_text().strip()), 0)
-        except (ValueError, OSError):
-            continue
-        alive.append(pid_file.stem)
-    return alive
+    from spotlake.localstack.process import Supervisor
+
+    layout = StackLayout.default()
+    supervisor = Supervisor(layout)
+    names = sorted(p.stem for p in layout.run_dir.glob("*.pid")) if layout.run_dir.exists() else []
+    return [name for name in names if supervisor.pid(name)]
 
 
 def pct(values: list[float], q: float) -> float:
