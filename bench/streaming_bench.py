@@ -523,8 +523,8 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         "(`walCommit` + `commitOffsets`, on moto's S3 here) and planning, for each of the two queries; at low "
         "rates that, not the events, sets the batch time.",
         "- Cost per event: both queries read and parse every record (the lake query needs the valid events, "
-        "the aggregates query the counts), each parse being two JSON parses and a regular expression per "
-        "string field (docs/streaming.md); then the aggregates query's one aggregation, the collect to the "
+        "the aggregates query the counts), each parse being two JSON parses and one pass of a regular "
+        "expression (docs/streaming.md); then the aggregates query's one aggregation, the collect to the "
         "driver and the PostgreSQL transaction. The baseline parses once, in one process, with no lake output; "
         "it has no way to spread a bigger stream over a cluster, which is what the Spark job is for.",
         "",

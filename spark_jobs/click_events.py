@@ -29,7 +29,8 @@ with the schema's types (``typed``: a string or a fraction where an integer belo
 comes out null). Spark's parser turns any JSON value into a string for a string
 field, so for those the value text itself is checked: the field's key must be
 followed by a JSON string (an opening quote). Inside a JSON string every quote is
-escaped, so that pattern can only match a real key.
+escaped, so that pattern can only match a real key. One regular expression finds all
+such keys in one pass over the text (:data:`STRING_KEYS`).
 """
 
 from __future__ import annotations
@@ -96,9 +97,11 @@ def kafka_records(df: DataFrame) -> DataFrame:
     )
 
 
-def _string_key_pattern(name: str) -> str:
-    """The field's key followed by a JSON string: ``{"page": "`` or ``,"page":"``."""
-    return r'[{,]\s*"' + name + r'"\s*:\s*"'
+STRING_FIELDS = tuple(name for name, (json_type, _, _) in FIELDS.items() if json_type == "string")
+# A field's key followed by a JSON string (an opening quote): ``{"page": "`` or ``,"page":"``.
+# One pass over the text finds every such key (matches cannot overlap: each ends at a value's
+# opening quote and the next starts at a ``{`` or ``,`` outside it).
+STRING_KEYS = r'[{,]\s*"(' + "|".join(STRING_FIELDS) + r')"\s*:\s*"'
 
 
 def _names(conditions: dict[str, Column]) -> Column:
@@ -106,7 +109,7 @@ def _names(conditions: dict[str, Column]) -> Column:
     return F.concat_ws(", ", *[F.when(condition, F.lit(name)) for name, condition in conditions.items()])
 
 
-def _wrong_type_conditions(text: Column, raw: Column, typed: Column) -> dict[str, Column]:
+def _wrong_type_conditions(raw: Column, typed: Column, string_keys: Column) -> dict[str, Column]:
     conditions: dict[str, Column] = {}
     for name, (json_type, spark_type, _) in FIELDS.items():
         present = raw[name].isNotNull()
@@ -115,7 +118,7 @@ def _wrong_type_conditions(text: Column, raw: Column, typed: Column) -> dict[str
             if spark_type == "int":
                 wrong = wrong | ~typed[name].between(*INT_RANGE)
         else:
-            wrong = ~text.rlike(_string_key_pattern(name))
+            wrong = ~F.array_contains(string_keys, name)
         conditions[f"{name} (expected {json_type})"] = present & wrong
     return conditions
 
@@ -124,19 +127,28 @@ def classify_events(records: DataFrame) -> DataFrame:
     """Add ``reason`` (null when valid), ``detail`` and the typed event columns to ``records``.
 
     ``records`` has a binary or string ``value``; every other column is kept.
+
+    Each expensive piece (the two parses, the one regular expression over the text, the
+    lists of missing and wrongly typed fields) is computed once, in its own projection,
+    and the reason and the detail are read from those columns.
     """
     text = F.col("_text")
     raw, typed = F.col("_raw"), F.col("_typed")
-    parsed = (
-        records.withColumn("_text", F.col("value").cast("string"))
-        .withColumn("_raw", F.from_json(text, RAW_SCHEMA, JSON_OPTIONS))
-        .withColumn("_typed", F.from_json(text, TYPED_SCHEMA))
+    missing, wrong, not_object = F.col("_missing"), F.col("_wrong"), F.col("_not_object")
+    parsed = records.select(
+        "*",
+        F.from_json(F.col("value").cast("string"), RAW_SCHEMA, JSON_OPTIONS).alias("_raw"),
+        F.from_json(F.col("value").cast("string"), TYPED_SCHEMA).alias("_typed"),
+        F.col("value").cast("string").alias("_text"),
     )
-    not_object = (
-        text.isNull() | raw.isNull() | raw[CORRUPT].isNotNull() | ~F.coalesce(text.rlike(OBJECT_TEXT), F.lit(False))
+    checked = parsed.select(
+        "*",
+        (text.isNull() | raw.isNull() | raw[CORRUPT].isNotNull()
+         | ~F.coalesce(text.rlike(OBJECT_TEXT), F.lit(False))).alias("_not_object"),
+        _names({name: raw[name].isNull() for name in REQUIRED}).alias("_missing"),
+        _names(_wrong_type_conditions(raw, typed, F.regexp_extract_all(text, F.lit(STRING_KEYS), 1))).alias(
+            "_wrong"),
     )
-    missing = _names({name: raw[name].isNull() for name in REQUIRED})
-    wrong = _names(_wrong_type_conditions(text, raw, typed))
     version = typed["schema_version"]
     reason = (
         F.when(not_object, F.lit(BAD_JSON))
@@ -159,7 +171,7 @@ def classify_events(records: DataFrame) -> DataFrame:
         typed[name].cast(spark_type).alias("event_time_ms" if name == "event_time" else name)
         for name, (_, spark_type, _) in FIELDS.items()
     ]
-    return parsed.select(
+    return checked.select(
         *[F.col(c) for c in records.columns],
         reason.alias("reason"),
         detail.alias("detail"),

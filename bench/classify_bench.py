@@ -1,0 +1,150 @@
+"""What one micro-batch of the click-stream job costs in Spark before the sink: validation
+(``classify_events``) and the batch's one aggregation (``batch_summary``), collected.
+
+    PYTHONPATH=plugins:. .venv/bin/python bench/classify_bench.py --events 50000 --against aa9007d
+
+The records are the generator's (seeded; 2% late, 0.5% malformed), as Kafka-shaped rows
+(key, value bytes, coordinates), cached in a local[2] session, so neither Kafka nor the
+sink is measured. Each repetition builds the DataFrame anew, as each micro-batch does.
+With ``--against REV`` the ``spark_jobs/click_events.py`` of git revision REV runs in the
+same process, alternating with the working tree's: the figure of a change, on the same
+data and the same JVM. Needs no service. Results go to docs/benchmarks/classify.md unless
+--print-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+
+import pyspark.sql.functions as F  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
+from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType  # noqa: E402
+
+from spark_jobs import click_events  # noqa: E402
+from spotlake.clickgen.behaviour import ClickStream, StreamConfig  # noqa: E402
+from spotlake.clickgen.rate import ConstantRate  # noqa: E402
+
+OUT = ROOT / "docs" / "benchmarks" / "classify.md"
+COMMAND = "PYTHONPATH=plugins:. .venv/bin/python bench/classify_bench.py"
+RECORDS = StructType([
+    StructField("key", BinaryType()),
+    StructField("value", BinaryType()),
+    StructField("topic", StringType()),
+    StructField("partition", IntegerType()),
+    StructField("offset", LongType()),
+    StructField("timestamp_ms", LongType()),
+])
+WINDOW_S = 60
+
+
+def module_at(revision: str) -> ModuleType:
+    """``spark_jobs/click_events.py`` as it is at git ``revision``, imported under another name."""
+    try:
+        source = subprocess.run(["git", "show", f"{revision}:spark_jobs/click_events.py"], cwd=ROOT,
+                                check=True, capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"cannot read spark_jobs/click_events.py at {revision!r}: {exc.stderr.strip()}; "
+                         "fix: pass a commit of this repository to --against") from None
+    path = Path(tempfile.mkdtemp()) / "click_events_at_revision.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("click_events_at_revision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def records(spark: SparkSession, events: int, partitions: int = 3):  # noqa: ANN201 - a DataFrame
+    config = StreamConfig(seed=7, start_ms=1_714_521_600_000, users=5000, late_fraction=0.02,
+                          late_max_seconds=60, malformed_fraction=0.005)
+    rows = [
+        (key, value.encode(), "clicks", n % partitions, n // partitions, config.start_ms + int(slot * 1000))
+        for n, (key, value, slot, _flags) in enumerate(ClickStream(config, ConstantRate(1000.0)).records(events))
+    ]
+    return spark.createDataFrame(rows, RECORDS).select(
+        "key", "value", "topic", "partition", "offset",
+        F.timestamp_millis("timestamp_ms").alias("timestamp"),
+    ).repartition(partitions).cache()
+
+
+def one_batch(module: ModuleType, df) -> float:  # noqa: ANN001 - a DataFrame
+    started = time.perf_counter()
+    classified = df.transform(module.kafka_records).transform(module.classify_events)
+    module.batch_summary(classified, WINDOW_S, None, "divert", None).collect()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000, help="records in the micro-batch (default 50,000)")
+    parser.add_argument("--repetitions", type=int, default=7, help="timed runs of each (default 7; the first "
+                        "of each is a warm-up and not counted)")
+    parser.add_argument("--against", metavar="REV", help="also run click_events.py of this git revision")
+    parser.add_argument("--print-only", action="store_true", help="print; do not write docs/benchmarks/classify.md")
+    args = parser.parse_args(argv)
+    if args.repetitions < 2:
+        parser.error("--repetitions must be at least 2 (the first run of each is a warm-up)")
+
+    candidates = {"working tree": click_events}
+    if args.against:
+        candidates[args.against] = module_at(args.against)
+    spark = (SparkSession.builder.master("local[2]").appName("spotlake-classify-bench")
+             .config("spark.ui.enabled", "false").config("spark.driver.memory", "1g")
+             .config("spark.sql.shuffle.partitions", "2").config("spark.sql.session.timeZone", "UTC")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    df = records(spark, args.events)
+    df.count()
+    seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(args.repetitions):
+        for name, module in candidates.items():  # alternating, so load changes hit both alike
+            seconds[name].append(one_batch(module, df))
+    spark.stop()
+
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = f"{COMMAND} --events {args.events} --repetitions {args.repetitions}" + (
+        f" --against {args.against}" if args.against else "")
+    lines = [
+        "# Validation and aggregation of a micro-batch",
+        "",
+        f"Measured {now} on {platform.machine()}, Python {platform.python_version()}, PySpark "
+        f"{spark.version} (`local[2]`, 1 GiB driver), no services.",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        f"{args.events:,} generated records (0.5% malformed), cached; per run: `classify_events`, then "
+        "`batch_summary` collected to the driver, a new DataFrame each run, as in a micro-batch. "
+        "The first run of each is a warm-up.",
+        "",
+        "| code | median (s) | events/s | runs (s) |",
+        "|---|---:|---:|---|",
+    ]
+    medians = {}
+    for name, runs in seconds.items():
+        medians[name] = statistics.median(runs[1:])
+        lines.append(f"| {name} | {medians[name]:.2f} | {args.events / medians[name]:,.0f} | "
+                     f"{', '.join(f'{s:.2f}' for s in runs)} |")
+    if args.against:
+        lines += ["", f"Working tree / {args.against}: {medians['working tree'] / medians[args.against]:.2f} of the "
+                  f"time ({medians[args.against] / medians['working tree']:.2f}x as fast)."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.print_only:
+        OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
