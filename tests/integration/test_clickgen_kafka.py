@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from spotlake.clickgen.behaviour import ClickStream, StreamConfig
-from spotlake.clickgen.delivery import KafkaSink
+from spotlake.clickgen.delivery import KafkaSink, NullSink
 from spotlake.clickgen.events import MALFORMED_KINDS, VALID, classify
 from spotlake.clickgen.rate import ConstantRate
 from spotlake.clickgen.run import run
+from spotlake.clickgen.workers import WorkerPlan
 from spotlake.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 PARTITIONS = 3
 
@@ -124,3 +130,53 @@ def test_a_missing_topic_is_named(kafka_bootstrap: str) -> None:
     with pytest.raises(ConfigError, match=name):
         KafkaSink(kafka_bootstrap, name, connect_timeout=10.0)
     assert time.monotonic() - started < 15
+
+
+def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "spotlake.clickgen", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=ROOT)
+
+
+def test_two_workers_send_every_event_once_each_user_in_order(kafka_bootstrap: str, topic: str,
+                                                              tmp_path: Path) -> None:
+    n, seed, users = 6_001, 21, 300
+    totals_file = tmp_path / "totals.json"
+    done = run_cli("--bootstrap", kafka_bootstrap, "--topic", topic, "--workers", "2", "--count", str(n),
+                   "--rate", "1000", "--unthrottled", "--seed", str(seed), "--users", str(users), "--start", "2024-05-01T00:00:00Z",
+                   "--late-fraction", "0", "--out-of-order-fraction", "0", "--malformed-fraction", "0",
+                   "--totals-json", str(totals_file))
+    assert done.returncode == 0, done.stderr
+    totals = json.loads(totals_file.read_text())
+    assert totals["sent"] == totals["delivered"] == n and totals["failed"] == 0, totals
+
+    # The records the two workers make, made here with the same library code, for comparison.
+    plan = WorkerPlan(StreamConfig(seed=seed, start_ms=START_MS, users=users, late_fraction=0.0,
+                                   out_of_order_fraction=0.0, malformed_fraction=0.0),
+                      ConstantRate(1_000.0), 2, NullSink, count=n)
+    expected = [json.loads(value)["event_id"] for index in range(2)
+                for _, value, _, _ in plan.stream(index).records(count=plan.count_of(index))]
+    assert len(expected) == len(set(expected)) == n
+
+    messages = consume(kafka_bootstrap, topic, n)
+    ids = Counter(json.loads(message.value())["event_id"] for message in messages)
+    assert len(messages) == n and set(ids) == set(expected) and max(ids.values()) == 1
+    # Each user's events are in one partition, and each of its sessions' events in order there.
+    partitions_of_user: dict[str, set[int]] = defaultdict(set)
+    last_seq: dict[str, int] = {}
+    for message in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        event = json.loads(message.value())
+        partitions_of_user[event["user_id"]].add(message.partition())
+        assert event["session_seq"] == last_seq.get(event["session_id"], -1) + 1, event
+        last_seq[event["session_id"]] = event["session_seq"]
+    assert all(len(partitions) == 1 for partitions in partitions_of_user.values())
+
+
+def test_two_workers_and_a_broker_that_is_down_give_a_clear_error() -> None:
+    started = time.monotonic()
+    done = run_cli("--bootstrap", "127.0.0.1:1", "--workers", "2", "--count", "10", "--connect-timeout", "2",
+                   timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "cannot reach Kafka at 127.0.0.1:1" in done.stderr and "worker" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30

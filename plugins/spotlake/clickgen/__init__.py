@@ -11,6 +11,8 @@ Modules:
 - :mod:`spotlake.clickgen.delivery`: the Kafka producer with delivery accounting,
   a JSON-lines sink for ``--dry-run`` and a null sink;
 - :mod:`spotlake.clickgen.run`: the loop that paces a stream into a sink and totals it;
+- :mod:`spotlake.clickgen.workers`: that loop in several processes, each with a share
+  of the users and rate (``--workers``);
 - :mod:`spotlake.clickgen.cli`: ``python -m spotlake.clickgen``.
 
 The schema and CLI are documented in ``docs/events.md``.

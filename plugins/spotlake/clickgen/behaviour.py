@@ -31,6 +31,18 @@ alone form complete funnels.
 Every random choice comes from ``random.Random(seed)`` (the bursty profile uses
 its own generator seeded from the same seed), so the same seed, start time and
 settings give the same records, however fast they are sent.
+
+Shares. Several processes can generate one stream together (``--workers``):
+``ClickStream(config, profile, share=Share(i, n))`` is share ``i`` of ``n``. It
+has the users ``u`` with ``u % n == i`` (with the same user ids, devices and
+countries as in the whole stream: the population is still drawn from
+``random.Random(seed)``), a rate of ``1/n`` of the profile's (see
+:class:`~spotlake.clickgen.rate.RateShare`) and ``1/n`` of the sessions; its
+sessions and events come from a generator seeded with the seed and ``i`` of
+``n``, and its event ids differ from every other share's in their first 12 hex
+digits. So each user's events come from one share, in order; the same seed and
+``n`` give the same records in each share; and no two shares of a seed have an
+event id in common. ``Share(0, 1)`` (the default) is the whole stream.
 """
 
 from __future__ import annotations
@@ -54,7 +66,7 @@ from spotlake.clickgen.events import (
     encode,
     malform,
 )
-from spotlake.clickgen.rate import ConstantRate, RateProfile
+from spotlake.clickgen.rate import ConstantRate, RateProfile, RateShare
 from spotlake.errors import ConfigError
 
 Record = tuple[bytes, str, float, int]
@@ -226,13 +238,51 @@ class StreamConfig:
             )
 
 
-def _event_id_prefix(rng: random.Random) -> str:
+def check_limits(count: int | None, duration: float | None) -> None:
+    """Raise :class:`ConfigError` unless ``count`` and ``duration`` are None or usable limits of a stream."""
+    if count is not None and not (isinstance(count, int) and count >= 0):
+        raise ConfigError(f"count {count!r} is not a whole number of events; fix: pass --count 100000 or similar")
+    if duration is not None and not duration > 0:
+        raise ConfigError(f"duration {duration!r} s is not positive; fix: pass --duration 60 or similar")
+
+
+@dataclass(frozen=True)
+class Share:
+    """Share ``index`` (0-based) of ``of`` equal shares of a stream; see the module documentation."""
+
+    index: int = 0
+    of: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.of, int) and self.of >= 1):
+            raise ConfigError(
+                f"workers {self.of!r} is not a positive integer; fix: pass --workers 1 (one process) or more"
+            )
+        if not (isinstance(self.index, int) and 0 <= self.index < self.of):
+            raise ConfigError(
+                f"worker index {self.index!r} is not between 0 and {self.of - 1}; "
+                f"fix: pass an index from 0 to {self.of - 1} for {self.of} workers"
+            )
+
+    def part(self, total: int) -> int:
+        """This share's part of ``total`` (events, sessions): the parts of all shares add up to ``total``,
+        and the first ``total % of`` shares have one more than the others."""
+        return total // self.of + (self.index < total % self.of)
+
+    def users(self, users: int) -> range:
+        """The user numbers of this share: ``u`` with ``u % of == index``."""
+        return range(self.index, users, self.of)
+
+
+def _event_id_prefix(rng: random.Random, share: int = 0) -> str:
     """The first 24 characters of every event id of a stream: a version-4 UUID layout.
 
     The last 12 hex digits are a counter, so ids are unique within a stream and,
-    with 74 random bits in the prefix, distinct between seeds.
+    with 74 random bits in the prefix, distinct between seeds. ``share`` (less than
+    2**48) is XORed into the first 12 hex digits, so the shares of one seed have
+    prefixes that differ there, and share 0 has the whole stream's prefix.
     """
-    text = f"{rng.getrandbits(128):032x}"
+    text = f"{rng.getrandbits(128) ^ (share << 80):032x}"
     return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{'89ab'[int(text[16], 16) & 3]}{text[17:20]}-"
 
 
@@ -383,13 +433,30 @@ _HEX3: tuple[str, ...] = tuple(f"{n:03x}" for n in range(4096))
 class ClickStream:
     """A deterministic stream of click records; see the module documentation."""
 
-    def __init__(self, config: StreamConfig | None = None, profile: RateProfile | None = None) -> None:
+    def __init__(
+        self,
+        config: StreamConfig | None = None,
+        profile: RateProfile | RateShare | None = None,
+        share: Share | None = None,
+    ) -> None:
+        """``profile`` is the schedule of the whole stream; with ``share``, :attr:`profile` becomes the share's."""
         self.config = config or StreamConfig()
-        self.profile = profile or ConstantRate(100.0)
+        self.share = share or Share()
+        whole = profile or ConstantRate(100.0)
+        of = self.share.of
+        if of > 1 and isinstance(whole, RateShare):
+            raise ConfigError("a share of a stream cannot be shared again; fix: pass the whole stream's profile")
+        self.profile: RateProfile | RateShare = whole if of == 1 else RateShare(whole, self.share.index, of)
         self.start_ms = self.config.start_ms if self.config.start_ms is not None else int(time.time() * 1000)
-        self.sessions = self.config.sessions or min(
-            self.config.users, max(1, math.ceil(self.profile.rate * THINK_SECONDS))
-        )
+        users = len(self.share.users(self.config.users))
+        if users == 0:
+            raise ConfigError(
+                f"--users {self.config.users} is fewer than --workers {of}: every worker needs users of its own; "
+                f"fix: pass --users {of} or more, or --workers {self.config.users} or fewer"
+            )
+        # A share runs its part of --sessions, or rate x think time for its part of the rate.
+        wanted = self.share.part(self.config.sessions) if self.config.sessions else math.ceil(self.profile.rate * THINK_SECONDS)
+        self.sessions = min(users, max(1, wanted))
 
     def records(self, count: int | None = None, duration: float | None = None) -> Iterator[Record]:
         """Records until ``count`` are out or the schedule reaches ``duration`` seconds.
@@ -399,18 +466,17 @@ class ClickStream:
         users and first sessions are set up before this returns, so the first
         record comes without delay.
         """
-        if count is not None and not (isinstance(count, int) and count >= 0):
-            raise ConfigError(
-                f"count {count!r} is not a whole number of events; fix: pass --count 100000 or similar"
-            )
-        if duration is not None and not duration > 0:
-            raise ConfigError(f"duration {duration!r} s is not positive; fix: pass --duration 60 or similar")
+        check_limits(count, duration)
         config = self.config
+        share = self.share
         rng = random.Random(config.seed)
-        rnd = rng.random
         shop = _Shop(rng, config.users)
         funnel = config.funnel
-        prefix = _event_id_prefix(rng)
+        prefix = _event_id_prefix(rng, share.index)
+        if share.of > 1:
+            # Every share has the whole population above; its sessions and events are its own.
+            rng = random.Random(f"{config.seed}:share {share.index} of {share.of}")
+        rnd = rng.random
 
         user_heads, user_devices, user_countries = shop.user_heads, shop.user_devices, shop.user_countries
         seq_text = _SEQ_TEXT
@@ -432,7 +498,7 @@ class ClickStream:
         # Running session i is user session_users[i]'s (message key session_keys[i]), with the
         # events session_steps[i] still to come. Parallel lists rather than session objects:
         # the emit loop then touches less memory per event, which matters with thousands of sessions.
-        resting = list(range(config.users))
+        resting = list(share.users(config.users))
         session_users: list[int] = []
         session_keys: list[bytes] = []
         session_steps: list[list[str]] = []

@@ -12,15 +12,20 @@ Examples::
     python -m spotlake.clickgen --output /tmp/clicks.jsonl --unthrottled --count 100000 \\
         --malformed-fraction 0.02
 
+    # flat out from 4 processes (each user's events from one of them, in order)
+    python -m spotlake.clickgen --workers 4 --unthrottled --count 2000000 --seed 7
+
 Exit status: 0 when every event was delivered; 1 when some were not
-(delivery errors or a timeout); 2 for bad arguments (including a missing
-topic); 3 when Kafka cannot be reached; 130 after Ctrl-C.
+(delivery errors or a timeout) or a worker process failed; 2 for bad
+arguments (including a missing topic); 3 when Kafka cannot be reached; 130
+after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -28,7 +33,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -42,8 +47,9 @@ from spotlake.clickgen.delivery import (
     Sink,
 )
 from spotlake.clickgen.events import iso_millis
-from spotlake.clickgen.rate import PROFILES, make_profile
+from spotlake.clickgen.rate import PROFILES, RateProfile, make_profile
 from spotlake.clickgen.run import RunTotals, run
+from spotlake.clickgen.workers import WorkerFailedError, WorkerPlan, run_workers
 from spotlake.errors import ConfigError
 from spotlake.localstack.layout import read_stack_env
 
@@ -72,6 +78,18 @@ def parse_start(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
+
+
+def parse_workers(text: str) -> int:
+    """The number of worker processes in ``text``: a whole number, 1 or more."""
+    fix = "fix: pass --workers 1 (one process, the default) or more, at most one per CPU core, e.g. --workers 4"
+    try:
+        workers = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"--workers {text!r} is not a whole number of processes; {fix}") from None
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} is less than 1: at least one process must generate; {fix}")
+    return workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send as fast as possible; event times still follow --rate and --profile",
     )
     amount.add_argument("--count", type=int, help="stop after this many events")
+    amount.add_argument(
+        "--workers",
+        default="1",
+        metavar="N",
+        help="processes generating in parallel, each with a share of the users, rate and --count "
+        "and its own producer; not with --dry-run (default: %(default)s)",
+    )
     amount.add_argument("--duration", type=float, help="stop after this many seconds of schedule")
     amount.add_argument(
         "--profile", choices=PROFILES, default="constant", help="rate over time (default: %(default)s)"
@@ -253,6 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 0:
         raise ConfigError(f"--count {args.count} is negative; fix: pass --count 0 or more")
+    workers = parse_workers(args.workers)
+    dry_run = args.dry_run or args.output is not None
+    if workers > 1 and dry_run:
+        raise ConfigError(
+            f"--workers {workers} does not work with --dry-run or --output: the events of several "
+            "processes cannot go to one output in a reproducible order; fix: drop --workers "
+            "(a dry run is one process), or send to Kafka"
+        )
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     start_ms = parse_start(args.start) if args.start else int(time.time() * 1000)
     profile = make_profile(
@@ -279,34 +312,18 @@ def _main(args: argparse.Namespace) -> int:
         out_of_order_max_delay=args.out_of_order_max_delay,
         malformed_fraction=args.malformed_fraction,
     )
+    if workers > 1:
+        return _main_workers(args, config, profile, workers)
     stream = ClickStream(config, profile)
-    dry_run = args.dry_run or args.output is not None
     sink: Sink
     if dry_run:
         sink = JsonLinesSink(args.output)
         where = str(args.output) if args.output else "stdout"
     else:
         bootstrap = args.bootstrap or default_bootstrap()
-        sink = KafkaSink(
-            bootstrap,
-            args.topic,
-            connect_timeout=args.connect_timeout,
-            compression=args.compression,
-            linger_ms=args.linger_ms,
-            batch_messages=args.batch_messages,
-            delivery_timeout=args.delivery_timeout,
-        )
+        sink = KafkaSink(bootstrap, args.topic, **kafka_settings(args))
         where = f"Kafka {bootstrap} topic {args.topic} ({sink.partitions} partitions)"
-    limit = []
-    if args.count is not None:
-        limit.append(f"{args.count:,} events")
-    if args.duration is not None:
-        limit.append(f"{args.duration:g} s")
-    _note(
-        f"to {where}: {'unthrottled' if args.unthrottled else f'{args.rate:g} events/s'} "
-        f"({args.profile}), {' or '.join(limit) or 'until Ctrl-C'}; seed {seed}, "
-        f"start {iso_millis(start_ms)}, {config.users:,} users, {stream.sessions:,} sessions at once"
-    )
+    _note(_start_line(args, where, config, stream.sessions))
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         totals = run(
@@ -320,6 +337,78 @@ def _main(args: argparse.Namespace) -> int:
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+    return _finish(totals, args)
+
+
+def kafka_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of the generator's :class:`KafkaSink` besides bootstrap and topic."""
+    return {
+        "connect_timeout": args.connect_timeout,
+        "compression": args.compression,
+        "linger_ms": args.linger_ms,
+        "batch_messages": args.batch_messages,
+        "delivery_timeout": args.delivery_timeout,
+    }
+
+
+def kafka_sink_factory(args: argparse.Namespace, bootstrap: str) -> Callable[[], Sink]:
+    """What each worker process calls to make its own sink (a producer must not cross processes)."""
+    return functools.partial(KafkaSink, bootstrap, args.topic, **kafka_settings(args))
+
+
+def _start_line(args: argparse.Namespace, where: str, config: StreamConfig, sessions: int, workers: int = 1) -> str:
+    limit = []
+    if args.count is not None:
+        limit.append(f"{args.count:,} events")
+    if args.duration is not None:
+        limit.append(f"{args.duration:g} s")
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    return (
+        f"to {where}: {'unthrottled' if args.unthrottled else f'{args.rate:g} events/s'} "
+        f"({args.profile}), {' or '.join(limit) or 'until Ctrl-C'}; seed {config.seed}, "
+        f"start {iso_millis(config.start_ms or 0)}, {config.users:,} users, {sessions:,} sessions at once"
+        f"{processes}"
+    )
+
+
+# Exit status of a failed worker, by the class name of its error.
+_WORKER_EXITS = {KafkaUnavailableError.__name__: EXIT_UNREACHABLE, ConfigError.__name__: EXIT_USAGE}
+
+
+def _main_workers(args: argparse.Namespace, config: StreamConfig, profile: RateProfile, workers: int) -> int:
+    """Run the generator in ``workers`` processes (see :mod:`spotlake.clickgen.workers`)."""
+    bootstrap = args.bootstrap or default_bootstrap()
+    plan = WorkerPlan(
+        config,
+        profile,
+        workers,
+        kafka_sink_factory(args, bootstrap),
+        count=args.count,
+        duration=args.duration,
+        pace=not args.unthrottled,
+    )
+    sessions = sum(plan.stream(index).sessions for index in range(workers))  # checks --users too
+    cpus = os.cpu_count() or 1
+    if workers > cpus:
+        _note(f"note: {workers} workers on {cpus} CPUs share them; more workers than CPUs adds no speed")
+
+    def ready(partitions: list[int | None]) -> None:
+        known = f" ({partitions[0]} partitions)" if partitions[0] is not None else ""
+        where = f"Kafka {bootstrap} topic {args.topic}{known}"
+        _note(_start_line(args, where, config, sessions, workers))
+
+    try:
+        totals = run_workers(
+            plan,
+            progress=sys.stderr if args.progress_every > 0 else None,
+            progress_every=args.progress_every,
+            on_ready=ready,
+        )
+    except WorkerFailedError as exc:
+        if exc.totals is not None:  # sending had started: what the other workers did
+            _finish(exc.totals, args)
+        _note(f"error: {exc}")
+        return _WORKER_EXITS.get(exc.kind, EXIT_UNDELIVERED)
     return _finish(totals, args)
 
 

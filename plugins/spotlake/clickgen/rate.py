@@ -12,6 +12,9 @@ sleeps so that event ``k`` leaves no earlier than its offset after the start.
   ``burst_seconds``, starting at random with ``mean_gap_seconds`` between them.
 
 Rates may be fractional (0.2 is one event every 5 s).
+
+:class:`RateShare` is one of several equal shares of a profile, the schedule of
+one worker process when several generate a stream together (``--workers``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from spotlake.errors import ConfigError
 
@@ -162,6 +165,50 @@ class BurstyRate:
 
 
 RateProfile = ConstantRate | DiurnalRate | BurstyRate
+
+
+@dataclass(frozen=True)
+class RateShare:
+    """Share ``index`` (0-based) of ``of`` equal shares of the profile ``whole``.
+
+    Its rate is ``whole``'s divided by ``of`` at every moment (the same daily cycle,
+    the same bursts at the same times), and its schedule starts ``index`` events of
+    ``whole`` later (``index / whole.rate_at(0)`` seconds), so that the ``of``
+    shares together interleave like ``whole`` rather than all firing at once: for a
+    constant rate ``r``, share ``i`` is due at ``(k * of + i) / r`` for ``k = 0, 1, ...``,
+    exactly the slots of ``whole`` numbered ``i`` modulo ``of``.
+    """
+
+    whole: RateProfile
+    index: int
+    of: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.of, int) and self.of >= 1 and isinstance(self.index, int) and 0 <= self.index < self.of):
+            raise ConfigError(
+                f"rate share {self.index!r} of {self.of!r} is not a share: the count must be a positive "
+                "integer and the index between 0 and count - 1; fix: pass --workers 2 or another integer of 1 or more"
+            )
+
+    @property
+    def rate(self) -> float:
+        """The share's base rate, events/s (the whole's divided by the number of shares)."""
+        return self.whole.rate / self.of
+
+    @property
+    def phase(self) -> float:
+        """Seconds from the start of the whole to this share's first event."""
+        return self.index / self.whole.rate_at(0.0)
+
+    def rate_at(self, offset: float) -> float:
+        return self.whole.rate_at(offset - self.phase) / self.of
+
+    def offsets(self) -> Iterator[float]:
+        scaled = replace(self.whole, rate=self.rate).offsets()
+        phase = self.phase
+        # map() keeps the constant profile's schedule made in C (see ConstantRate.offsets)
+        return map(phase.__add__, scaled) if phase else scaled
+
 
 
 class Pacer:

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -37,6 +37,30 @@ class RunTotals:
     seconds: float = 0.0
     stopped_by: str | None = None
     delivery: DeliveryTotals = field(default_factory=DeliveryTotals)
+
+    @classmethod
+    def combined(cls, parts: Iterable[RunTotals], seconds: float) -> RunTotals:
+        """The totals of runs that went on side by side (worker processes) and took ``seconds`` in all.
+
+        Counts add up; ``send_seconds`` is the longest part's; ``stopped_by`` and the
+        first delivery error are the first part's that has one.
+        """
+        total = cls(seconds=seconds)
+        d = total.delivery
+        for part in parts:
+            total.sent += part.sent
+            total.late += part.late
+            total.out_of_order += part.out_of_order
+            total.malformed.update(part.malformed)
+            total.send_seconds = max(total.send_seconds, part.send_seconds)
+            total.stopped_by = total.stopped_by or part.stopped_by
+            p = part.delivery
+            d.produced += p.produced
+            d.delivered += p.delivered
+            d.failed += p.failed
+            d.errors.update(p.errors)
+            d.first_error = d.first_error or p.first_error
+        return total
 
     @property
     def rate(self) -> float:
@@ -87,8 +111,12 @@ class RunTotals:
         return "\n".join(lines)
 
 
-class _Progress:
-    """Prints a progress line on ``out`` every ``every`` seconds (never if ``out`` is None)."""
+class Progress:
+    """Prints a progress line on ``out`` every ``every`` seconds (never if ``out`` is None).
+
+    The send loops call :meth:`report` once ``due``; the parent of several worker
+    processes calls :meth:`line` with their sums (see :mod:`spotlake.clickgen.workers`).
+    """
 
     def __init__(self, out: TextIO | None, every: float, started: float) -> None:
         self.out = out
@@ -100,19 +128,35 @@ class _Progress:
 
     def report(self, now: float, sent: int, sink: Sink) -> None:
         d = sink.totals
+        self.line(now, sent, d.delivered, d.failed, d.first_error, sink.pending())
+
+    def line(self, now: float, sent: int, delivered: int, failed: int, first_error: str | None, queued: int) -> None:
         elapsed = now - self.started
         window = now - self.last_time
         recent = (sent - self.last_sent) / window if window > 0 else 0.0
         overall = sent / elapsed if elapsed > 0 else 0.0
-        errors = f" (first error: {d.first_error})" if d.failed else ""
+        errors = f" (first error: {first_error})" if failed else ""
         print(
-            f"clickgen: {elapsed:8.1f} s  sent {sent:,}  delivered {d.delivered:,}  "
-            f"failed {d.failed:,}{errors}  queued {sink.pending():,}  "
+            f"clickgen: {elapsed:8.1f} s  sent {sent:,}  delivered {delivered:,}  "
+            f"failed {failed:,}{errors}  queued {queued:,}  "
             f"rate {overall:,.0f} events/s (last {window:.1f} s: {recent:,.0f})",
             file=self.out,
             flush=True,
         )
         self.last_time, self.last_sent = now, sent
+        self.due = now + self.every
+
+
+class _Reporter:
+    """Calls ``callback(sent, sink)`` every ``every`` seconds (instead of printing a progress line)."""
+
+    def __init__(self, callback: Callable[[int, Sink], None], every: float, started: float) -> None:
+        self.callback = callback
+        self.every = every
+        self.due = started + every if every > 0 else math.inf
+
+    def report(self, now: float, sent: int, sink: Sink) -> None:
+        self.callback(sent, sink)
         self.due = now + self.every
 
 
@@ -127,7 +171,7 @@ class _Tally:
 
 
 def _send_paced(
-    records: Iterator[Record], sink: Sink, pacer: Pacer, ticker: _Progress, tally: _Tally
+    records: Iterator[Record], sink: Sink, pacer: Pacer, ticker: Progress | _Reporter, tally: _Tally
 ) -> None:
     send, wait, clock, malformed = sink.send, pacer.wait, pacer.clock, tally.malformed
     sent = late = out_of_order = 0
@@ -149,7 +193,7 @@ def _send_paced(
 
 
 def _send_flat_out(
-    records: Iterator[Record], sink: Sink, clock: Callable[[], float], ticker: _Progress, tally: _Tally
+    records: Iterator[Record], sink: Sink, clock: Callable[[], float], ticker: Progress | _Reporter, tally: _Tally
 ) -> None:
     send, malformed = sink.send, tally.malformed
     sent = late = out_of_order = 0
@@ -183,6 +227,7 @@ def run(
     progress: TextIO | None = sys.stderr,
     progress_every: float = 5.0,
     flush_timeout: float | None = None,
+    report: Callable[[int, Sink], None] | None = None,
 ) -> RunTotals:
     """Send ``stream`` into ``sink`` until ``count`` events or ``duration`` seconds of schedule.
 
@@ -193,6 +238,10 @@ def run(
     closed output (``BrokenPipeError``) stop the run; either way the sink is
     closed (outstanding deliveries awaited up to ``flush_timeout``; a second
     Ctrl-C drops them) and the totals are returned with ``stopped_by`` set.
+
+    Every ``progress_every`` seconds a line goes to ``progress``; or, with ``report``,
+    ``report(sent so far, sink)`` is called instead (a worker process tells its
+    parent how far it got). ``report`` may raise ``KeyboardInterrupt`` to stop the run.
     """
     totals = RunTotals()
     tally = _Tally(totals.malformed)
@@ -201,13 +250,19 @@ def run(
     clock = pacer.clock if pacer is not None else time.monotonic
     records = stream.records(count, duration)
     started = clock()
+
+    def ticker() -> Progress | _Reporter:
+        if report is not None:
+            return _Reporter(report, progress_every, started)
+        return Progress(progress, progress_every, started)
+
     try:
         if pacer is not None and pace:
             pacer.restart()
             started = pacer.origin
-            _send_paced(records, sink, pacer, _Progress(progress, progress_every, started), tally)
+            _send_paced(records, sink, pacer, ticker(), tally)
         else:
-            _send_flat_out(records, sink, clock, _Progress(progress, progress_every, started), tally)
+            _send_flat_out(records, sink, clock, ticker(), tally)
     except KeyboardInterrupt:
         totals.stopped_by = "interrupted (Ctrl-C or SIGTERM)"
     except BrokenPipeError:
