@@ -143,7 +143,8 @@ def test_two_workers_send_every_event_once_each_user_in_order(kafka_bootstrap: s
     n, seed, users = 6_001, 21, 300
     totals_file = tmp_path / "totals.json"
     done = run_cli("--bootstrap", kafka_bootstrap, "--topic", topic, "--workers", "2", "--count", str(n),
-                   "--rate", "1000", "--unthrottled", "--seed", str(seed), "--users", str(users), "--start", "2024-05-01T00:00:00Z",
+                   "--rate", "1000", "--unthrottled", "--seed", str(seed), "--users", str(users),
+                   "--start", "2024-05-01T00:00:00Z",
                    "--late-fraction", "0", "--out-of-order-fraction", "0", "--malformed-fraction", "0",
                    "--totals-json", str(totals_file))
     assert done.returncode == 0, done.stderr
