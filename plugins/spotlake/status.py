@@ -75,6 +75,7 @@ class StreamRow:
     restarts: int
     checked: str
     reason: str
+    lake_lag: int = -1  # the lake query's lag, when the stream has a lake
 
 
 @dataclass
@@ -110,6 +111,7 @@ def collect_streams(registry: Registry, streams_cfg: streaming.StreamsConfig | N
             name, status.state, status.cluster_id or "-", status.batch_id, status.last_batch_id,
             _age(status.committed_at, now) if status.committed_at else "-", status.lag,
             len(status.recent_restarts(now, budget.per)), _age(status.checked_at, now), status.reason,
+            status.lake_lag,
         ))
     return rows
 
@@ -195,12 +197,14 @@ def render(snapshot: Snapshot) -> str:
     out += ["", "FRESHNESS (latest committed window)"]
     out += _table(["pipeline", "window end", "age"],
                   [[f.pipeline, f.latest_window_end, f.age] for f in snapshot.freshness])
-    out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets)"]
+    out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets: the aggregates "
+            "query's, and the lake query's)"]
     if snapshot.streams:
-        out += _table(["stream", "state", "cluster", "batch", "last micro-batch", "committed", "lag",
+        out += _table(["stream", "state", "cluster", "batch", "last micro-batch", "committed", "lag", "lake lag",
                        "restarts/window", "checked", "reason"], [
             [s.stream, s.state, s.cluster_id, str(s.batch_id), str(s.last_batch_id), s.committed,
-             str(s.lag) if s.lag >= 0 else "-", str(s.restarts), s.checked, s.reason[:80]]
+             str(s.lag) if s.lag >= 0 else "-", str(s.lake_lag) if s.lake_lag >= 0 else "-", str(s.restarts),
+             s.checked, s.reason[:80]]
             for s in snapshot.streams
         ])
     else:

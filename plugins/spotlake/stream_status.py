@@ -50,6 +50,7 @@ class StreamStatus:
     watermark: str = ""
     lag: int = -1
     lag_by_partition: dict[str, int] = field(default_factory=dict)
+    lake_lag: int = -1  # the lake query's, when the stream has a lake
     restarts: list[Restart] = field(default_factory=list)
     reason: str = ""
     checked_at: str = ""

@@ -22,7 +22,13 @@ minute), testable without Airflow:
    :class:`StreamBackedOff`, every run, until older restarts age out;
 3. report the lag (Kafka end offsets minus the offsets committed with the last
    micro-batch in the sink's ``stream_progress``), the last committed batch and the
-   watermark, in its report and in the stream's status record in the registry.
+   watermark, in its report and in the stream's status record in the registry; for a
+   stream with a lake, also the lake query's lag (Kafka end offsets minus the offsets of
+   the last batch its checkpoint has committed, read by :class:`S3Checkpoint`). The lake
+   query runs on its own, longer trigger, so its lag is normally up to a lake interval of
+   records; one that keeps growing means the lake is falling behind. A checkpoint that
+   cannot be read leaves the lake lag unknown (``-1``) and is logged; it never stops
+   the supervision.
 
 Submission reuses :func:`spotlake.jobs.submit_or_reconnect`, so two supervisors that
 race still start one batch.
@@ -83,6 +89,10 @@ class SinkProbe(Protocol):
     def progress(self, query_name: str) -> Progress | None: ...
 
 
+class CheckpointProbe(Protocol):
+    def committed(self, checkpoint: str) -> CheckpointProgress | None: ...
+
+
 class BatchControl(Protocol):
     def probe(self, batch_id: int) -> BatchProbe: ...
 
@@ -114,6 +124,14 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class CheckpointProgress:
+    """The last batch a Structured Streaming checkpoint has committed, and its source's end offsets."""
+
+    batch_id: int
+    offsets: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
 class Lag:
     total: int
     by_partition: dict[str, int]
@@ -137,6 +155,8 @@ class SupervisionReport:
     job: Job | None = None
     lag: Lag | None = None
     progress: Progress | None = None
+    lake: CheckpointProgress | None = None
+    lake_lag: Lag | None = None
     migrations: list[str] = field(default_factory=list)
     restarts_in_window: int = 0
     reason: str = ""
@@ -160,6 +180,11 @@ class SupervisionReport:
         if self.lag is not None:
             parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.lag.by_partition.items()))
             lines.append(f"stream {self.stream}: lag {self.lag.total} records ({parts})")
+        if self.lake_lag is not None:
+            parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.lake_lag.by_partition.items()))
+            batch = (f"last committed lake micro-batch {self.lake.batch_id}" if self.lake is not None
+                     else "no lake micro-batch committed yet")
+            lines.append(f"stream {self.stream}: lake lag {self.lake_lag.total} records ({parts}); {batch}")
         lines.append(f"stream {self.stream}: {self.restarts_in_window} restart(s) within the budget's window")
         return lines
 
@@ -176,6 +201,7 @@ class SupervisionReport:
             "committed_at": self.progress.committed_at if self.progress else "",
             "watermark": self.progress.watermark if self.progress else "",
             "lag": self.lag.total if self.lag else -1,
+            "lake_lag": self.lake_lag.total if self.lake_lag else -1,
             "restarts_in_window": self.restarts_in_window,
             "reason": self.reason,
         }
@@ -195,6 +221,7 @@ class StreamSupervisor:
         publish: Callable[[], JobArtifacts],
         clock: Callable[[], datetime] = utc_now,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        checkpoints: CheckpointProbe | None = None,
     ) -> None:
         self.stream = stream
         self.registry = registry
@@ -206,6 +233,7 @@ class StreamSupervisor:
         self.publish = publish
         self.clock = clock
         self.stop_timeout_s = stop_timeout_s
+        self.checkpoints = checkpoints
 
     # ------------------------------------------------------------------ step
     def supervise(self) -> SupervisionReport:
@@ -366,18 +394,27 @@ class StreamSupervisor:
     # ------------------------------------------------------------------- lag
     def _observe(self, report: SupervisionReport, partitions: dict[str, int]) -> None:
         report.progress = self.sink.progress(self.stream.aggregates_query)
-        report.lag = self.lag(partitions, report.progress)
-
-    def lag(self, partitions: dict[str, int], progress: Progress | None) -> Lag:
         ends = self.kafka.end_offsets(partitions)
-        committed = progress.offsets if progress is not None else {}
+        report.lag = self.lag(ends, report.progress.offsets if report.progress is not None else None)
+        if self.stream.lake and self.checkpoints is not None:
+            checkpoint = self.stream.lake_checkpoint
+            try:
+                report.lake = self.checkpoints.committed(checkpoint)
+            except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint must not stop the supervision
+                log.warning("stream %s: cannot read the lake query's checkpoint %s (%s: %s); its lag is unknown",
+                            self.stream.name, checkpoint, type(exc).__name__, exc)
+                return
+            report.lake_lag = self.lag(ends, report.lake.offsets if report.lake is not None else None)
+
+    def lag(self, ends: dict[str, dict[int, tuple[int, int]]], committed: dict[str, dict[str, int]] | None) -> Lag:
+        """Records between ``committed`` (a query's offsets; None: it has committed nothing) and Kafka's ``ends``."""
         from_latest = self.stream.starting_offsets == "latest"
         by_partition: dict[str, int] = {}
         for topic, parts in sorted(ends.items()):
             for partition, (low, high) in sorted(parts.items()):
-                done = committed.get(topic, {}).get(str(partition))
+                done = (committed or {}).get(topic, {}).get(str(partition))
                 if done is None:
-                    done = high if from_latest and progress is None else low
+                    done = high if from_latest and committed is None else low
                 by_partition[f"{topic}/{partition}"] = max(0, high - max(int(done), low))
         return Lag(sum(by_partition.values()), by_partition)
 
@@ -399,6 +436,7 @@ class StreamSupervisor:
             status.watermark = report.progress.watermark
         if report.lag is not None:
             status.lag, status.lag_by_partition = report.lag.total, dict(report.lag.by_partition)
+        status.lake_lag = report.lake_lag.total if report.lake_lag is not None else -1
         try:
             self.statuses.put(status)
         except StaleState:
@@ -498,6 +536,52 @@ class SinkDatabase:
             watermark=row[2].isoformat(timespec="milliseconds") if row[2] else "",
             offsets={t: {str(p): int(o) for p, o in parts.items()} for t, parts in offsets.items()},
         )
+
+
+class S3Checkpoint:
+    """:class:`CheckpointProbe` over a boto3 S3 client (Airflow's S3Hook): reads a Structured
+    Streaming checkpoint as Spark writes it.
+
+    ``commits/<n>`` marks batch ``n`` as done; ``offsets/<n>`` holds, after a version line
+    and a metadata line, one line per source with the end offsets of batch ``n`` (for the
+    Kafka source ``{"topic": {"partition": offset}}``). The committed offsets are those of
+    the highest committed batch.
+    """
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+
+    @staticmethod
+    def location(uri: str) -> tuple[str, str]:
+        scheme, sep, rest = uri.partition("://")
+        if not sep or scheme not in ("s3", "s3a", "s3n") or "/" not in rest.strip("/"):
+            raise ConfigError(f"checkpoint {uri!r} is not an s3:// or s3a:// location with a path; "
+                              "fix: streams.<name>.checkpoint in config/streaming.yaml")
+        bucket, _, key = rest.partition("/")
+        return bucket, key.strip("/")
+
+    def committed(self, checkpoint: str) -> CheckpointProgress | None:
+        bucket, prefix = self.location(checkpoint)
+        batches: list[int] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/commits/"):
+            for item in page.get("Contents", []):
+                name = item["Key"].rsplit("/", 1)[-1]
+                if name.isdigit():  # not the temporary or checksum files of a write in progress
+                    batches.append(int(name))
+        if not batches:
+            return None
+        batch_id = max(batches)
+        body = self.s3.get_object(Bucket=bucket, Key=f"{prefix}/offsets/{batch_id}")["Body"].read().decode()
+        lines = body.splitlines()
+        if len(lines) < 3 or not lines[0].startswith("v"):
+            raise SpotlakeError(f"{checkpoint}/offsets/{batch_id} is not a Structured Streaming offsets file "
+                                f"(starts {body[:40]!r})")
+        offsets: dict[str, dict[str, int]] = {}
+        for line in lines[2:]:  # one line per source; "-" for a source without offsets
+            if line.strip() not in ("", "-"):
+                for topic, parts in json.loads(line).items():
+                    offsets.setdefault(topic, {}).update({str(p): int(o) for p, o in parts.items()})
+        return CheckpointProgress(batch_id, offsets)
 
 
 class LivyBatchControl:

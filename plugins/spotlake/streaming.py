@@ -103,6 +103,11 @@ class StreamConfig:
         return f"stream_{self.name}"
 
     @property
+    def lake_checkpoint(self) -> str:
+        """The lake query's checkpoint (the Spark job's ``StreamJob.lake_checkpoint``)."""
+        return f"{self.checkpoint.rstrip('/')}/lake"
+
+    @property
     def aggregates_query(self) -> str:
         """The aggregates query's name: its key in the sink's ``stream_progress``."""
         return f"{self.name}_aggregates"

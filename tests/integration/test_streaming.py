@@ -37,6 +37,7 @@ from spotlake.stream_status import StreamState, StreamStatusStore
 from spotlake.stream_supervisor import (
     KafkaTopics,
     LivyBatchControl,
+    S3Checkpoint,
     SinkDatabase,
     StreamSupervisor,
     TopicMissing,
@@ -325,7 +326,7 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
     stream_supervisor = StreamSupervisor(
         stream=stream, registry=registry, statuses=statuses, kafka=KafkaTopics(env.bootstrap),
         sink=SinkDatabase(env.connect, env.schema), client_for=EndpointLivyHook, control_for=LivyBatchControl,
-        publish=lambda: artifacts.publish("stream_clicks.py"),
+        publish=lambda: artifacts.publish("stream_clicks.py"), checkpoints=S3Checkpoint(env.s3),
     )
 
     def launch(label: str) -> tuple[Cluster, str, str]:
@@ -392,6 +393,12 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
         lake = wait_until(lambda: (ids := lake_event_ids(spark, stream.lake)) == expected_ids and ids, 240,
                           "the lake to hold every valid event once")
         assert max(lake.values()) == 1
+        # ... and the supervisor reads from the lake query's checkpoint that it has nothing left to do.
+        # (Spark writes the batch's commit file just after the files and the file sink's log.)
+        caught_up = wait_until(lambda: (r := stream_supervisor.supervise()).lake_lag is not None
+                               and r.lake_lag.total == 0 and r, 60, "the lake query's lag to be 0")
+        assert caught_up.state == StreamState.RUNNING and caught_up.lake is not None
+        assert statuses.get(stream.name).lake_lag == 0
         # No credential in what Livy was given or logged.
         with urllib.request.urlopen(f"{url}/batches/{job.batch_id}/log?from=0&size=2000") as resp:  # noqa: S310
             assert sink_postgres["password"] not in resp.read().decode()
