@@ -19,7 +19,8 @@ Pure DataFrame transformations, chained with ``df.transform``:
   ================== ===========================================================
 
 - :func:`valid_events`, :func:`dead_letters`: the two sides of that split;
-- :func:`with_window`, :func:`with_funnel_stage`, :func:`with_lake_partitions`;
+- :func:`with_window`, :func:`with_funnel_stage`, :func:`with_lake_partitions`,
+  :func:`with_dead_letter_partitions`;
 - :func:`batch_summary`: all a micro-batch adds to the sink, in one aggregation.
 
 How the JSON types are checked with Spark's own parser: the value is parsed twice,
@@ -244,6 +245,12 @@ def with_lake_partitions(events: DataFrame) -> DataFrame:
     return events.withColumn(
         "event_date", F.date_from_unix_date(F.floor(ms / day_ms).cast("int"))
     ).withColumn("event_hour", F.floor(F.pmod(ms, F.lit(day_ms)) / hour_ms).cast("int"))
+
+
+def with_dead_letter_partitions(records: DataFrame) -> DataFrame:
+    """Add ``kafka_date``: the UTC date of each record's Kafka timestamp (the dead letters' partition)."""
+    return records.withColumn(
+        "kafka_date", F.date_from_unix_date(F.floor(F.col("kafka_timestamp_ms") / 86_400_000).cast("int")))
 
 
 PARTITION_GROUP, WINDOW_GROUP = "partition", "window"

@@ -2,19 +2,27 @@
 
 :func:`run_stream` is a function of (Spark session, job), like the extraction job,
 so it runs the same in a ``spark-submit`` on a cluster (``stream_clicks.py``) and
-in a test's session. It starts up to two Structured Streaming queries, each with
-its own checkpoint under ``job.checkpoint`` (``aggregates/``, ``lake/``):
+in a test's session. It starts up to three Structured Streaming queries, each with
+its own checkpoint under ``job.checkpoint`` (``aggregates/``, ``lake/``, ``dead_letters/``):
 
 - ``<stream>_aggregates``: ``foreachBatch`` -> :class:`spark_jobs.click_sink.PostgresSinkWriter`:
   dead letters, late events, exact per-window aggregates and funnel counts, committed
   with the batch id in one transaction (a replayed batch changes nothing);
 - ``<stream>_lake`` (when ``job.lake_path`` is set): every valid event once, as
   Parquet partitioned by ``event_date`` and ``event_hour`` through Spark's file sink,
-  whose ``_spark_metadata`` log makes each batch's files visible exactly once.
+  whose ``_spark_metadata`` log makes each batch's files visible exactly once;
+- ``<stream>_dead_letters`` (when ``job.dead_letters_path`` is set): every dead letter
+  once, as Parquet partitioned by ``kafka_date`` (the UTC date of its Kafka timestamp),
+  through the file sink the same way. The dead letters also go to PostgreSQL with the
+  aggregates query's batch; this copy is for the lake's readers. On the lake's trigger,
+  it costs the aggregates query nothing per micro-batch.
 
-With ``trigger.available_now`` the queries run one after the other until they have
-read what Kafka held at their start, then :func:`run_stream` returns; otherwise both
-run until one fails (its error is raised) or the application is stopped.
+The lake and dead-letters queries run on their own, longer triggers and read what they
+need from Kafka themselves: a query has one sink, and the file sink's commit log is what
+makes their files exactly once. With ``trigger.available_now`` the queries run one after
+the other until they have read what Kafka held at their start, then :func:`run_stream`
+returns; otherwise all run until one fails (its error is raised) or the application is
+stopped.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from spark_jobs.click_events import (
     dead_letters,
     kafka_records,
     valid_events,
+    with_dead_letter_partitions,
     with_lake_partitions,
 )
 from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
@@ -112,20 +121,10 @@ def add_window_summary(rows: BatchRows, summary: list[Row]) -> None:
 def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun) -> Callable[[DataFrame, int], None]:
     """The ``foreachBatch`` function of the aggregates query."""
 
-    def compute(batch: DataFrame, batch_id: int, watermark_ms: int | None, final_ms: int | None) -> BatchRows:
-        rows = batch_rows(batch, job, watermark_ms, final_ms)
-        if job.dead_letters_path and rows.dead_letters:
-            # Before the PostgreSQL commit, so a committed batch always has its file; a batch
-            # written again overwrites its own folder. From the collected rows: no second read.
-            schema = dead_letters(batch).schema
-            batch.sparkSession.createDataFrame(rows.dead_letters, schema).coalesce(1).write.mode(
-                "overwrite").parquet(f"{job.dead_letters_path}/batch_id={batch_id}")
-        return rows
-
     def write(batch: DataFrame, batch_id: int) -> None:
         try:
-            result = writer.write(batch_id, lambda watermark_ms, final_ms: compute(batch, batch_id, watermark_ms,
-                                                                                   final_ms))
+            result = writer.write(batch_id, lambda watermark_ms, final_ms: batch_rows(batch, job, watermark_ms,
+                                                                                      final_ms))
         except SpotlakeJobError as exc:
             run.error = exc
             raise
@@ -161,6 +160,21 @@ def start_lake(spark: SparkSession, job: StreamJob) -> StreamingQuery:
     )
 
 
+def start_dead_letters(spark: SparkSession, job: StreamJob) -> StreamingQuery:
+    records = classified_stream(spark, job.dead_letters_source_options()).transform(dead_letters).transform(
+        with_dead_letter_partitions)
+    return (
+        records.writeStream.queryName(job.dead_letters_query)
+        .format("parquet")
+        .option("path", job.dead_letters_path)
+        .option("checkpointLocation", job.dead_letters_checkpoint)
+        .partitionBy("kafka_date")
+        .trigger(**(job.dead_letters_trigger or job.trigger).spark_options())
+        .outputMode("append")
+        .start()
+    )
+
+
 def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter | None = None) -> StreamRun:
     """Run the job's queries (see the module documentation); return what the run did."""
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -179,6 +193,8 @@ def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter |
         starters: list[Callable[[], StreamingQuery]] = []
         if job.lake_path:
             starters.append(lambda: start_lake(spark, job))
+        if job.dead_letters_path:
+            starters.append(lambda: start_dead_letters(spark, job))
         starters.append(lambda: start_aggregates(spark, job, writer, run))
         if job.trigger.available_now:
             for start in starters:

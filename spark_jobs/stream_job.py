@@ -15,13 +15,14 @@ Example::
      "trigger": {"interval_s": 10},
      "checkpoint": "s3a://spotlake-checkpoints/streams/clicks",
      "lake": {"path": "s3a://spotlake-lake/clicks/events", "interval_s": 60},
-     "dead_letters": {"path": "s3a://spotlake-lake/clicks/dead_letters"}}
+     "dead_letters": {"path": "s3a://spotlake-lake/clicks/dead_letters", "interval_s": 60}}
 
 ``trigger`` is ``{"interval_s": N}`` (0 = as fast as possible, at most 30) or
 ``{"available_now": true}`` (process what is in Kafka now, then stop: tests and
 backfills). ``lake`` and ``dead_letters`` may be ``null`` (no lake query; dead
 letters only in PostgreSQL). ``lake.interval_s`` (0 to 600; default: the trigger's) is the
-lake query's own trigger interval, ignored under ``available_now``.
+lake query's own trigger interval, ignored under ``available_now``; ``dead_letters.interval_s``
+the same for the dead-letters query.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class StreamJob:
     # The lake query's trigger: files per micro-batch and CPU beside the aggregates query.
     lake_trigger: Trigger | None = None
     dead_letters_path: str | None = None
+    # The dead-letters query's trigger (Parquet copies of the dead letters; see clickstream.py).
+    dead_letters_trigger: Trigger | None = None
 
     @property
     def aggregates_query(self) -> str:
@@ -128,6 +131,10 @@ class StreamJob:
         return f"{self.stream}_lake"
 
     @property
+    def dead_letters_query(self) -> str:
+        return f"{self.stream}_dead_letters"
+
+    @property
     def aggregates_checkpoint(self) -> str:
         return f"{self.checkpoint}/aggregates"
 
@@ -135,16 +142,28 @@ class StreamJob:
     def lake_checkpoint(self) -> str:
         return f"{self.checkpoint}/lake"
 
+    @property
+    def dead_letters_checkpoint(self) -> str:
+        return f"{self.checkpoint}/dead_letters"
+
     def lake_source_options(self) -> dict[str, str]:
-        """The lake query's Kafka options. Its batches come ``lake interval / trigger interval``
-        times less often (a trigger of 0 s counted as 1 s), so it may read that many times the
-        per-trigger limit; else it could never keep up with a stream the aggregates query keeps
-        up with. The limit bounds the driver's memory only for the aggregates query."""
+        """The lake query's Kafka options (see :meth:`slow_source_options`)."""
+        return self.slow_source_options(self.lake_trigger or self.trigger)
+
+    def dead_letters_source_options(self) -> dict[str, str]:
+        """The dead-letters query's Kafka options (see :meth:`slow_source_options`)."""
+        return self.slow_source_options(self.dead_letters_trigger or self.trigger)
+
+    def slow_source_options(self, slow: Trigger) -> dict[str, str]:
+        """Kafka options of a query on a longer trigger ``slow`` than the aggregates query's. Its
+        batches come ``slow interval / trigger interval`` times less often (a trigger of 0 s
+        counted as 1 s), so it may read that many times the per-trigger limit; else it could
+        never keep up with a stream the aggregates query keeps up with. The limit bounds the
+        driver's memory only for the aggregates query (the others' rows stay on the executors)."""
         options = self.source.options()
-        lake = self.lake_trigger or self.trigger
         limit = self.source.max_offsets_per_trigger
-        if limit is not None and not lake.available_now:
-            ratio = max(1, math.ceil(lake.interval_s / max(self.trigger.interval_s, 1.0)))
+        if limit is not None and not slow.available_now:
+            ratio = max(1, math.ceil(slow.interval_s / max(self.trigger.interval_s, 1.0)))
             options["maxOffsetsPerTrigger"] = str(limit * ratio)
         return options
 
@@ -217,8 +236,10 @@ class _Parser:
             trigger=trigger,
             checkpoint=self.uri(data, "checkpoint"),
             lake_path=self.uri(lake, "path", "lake.") if lake is not None else None,
-            lake_trigger=self.lake_trigger(lake, trigger) if lake is not None else None,
+            lake_trigger=self.slow_trigger(lake, trigger, "lake.") if lake is not None else None,
             dead_letters_path=self.uri(dead_letters, "path", "dead_letters.") if dead_letters is not None else None,
+            dead_letters_trigger=self.slow_trigger(dead_letters, trigger, "dead_letters.")
+            if dead_letters is not None else None,
         )
 
     # ------------------------------------------------------------------ fields
@@ -240,7 +261,7 @@ class _Parser:
             return None
         if not isinstance(value, dict):
             raise self.fail(key, f"must be a JSON object or null, got {value!r}")
-        self.unknown_keys(value, {"path", "interval_s"} if key == "lake" else {"path"}, f"{key}.")
+        self.unknown_keys(value, {"path", "interval_s"}, f"{key}.")
         return value
 
     def integer(self, data: Mapping[str, Any], key: str, minimum: int, prefix: str = "") -> int:
@@ -301,13 +322,14 @@ class _Parser:
             raise self.fail("sink.schema", f"must be a lower-case PostgreSQL identifier, got {schema!r}")
         return PostgresSink(secret_id=self.text(data, "secret_id", "sink."), schema=schema)
 
-    def lake_trigger(self, lake: Mapping[str, Any], trigger: Trigger) -> Trigger:
-        if trigger.available_now or "interval_s" not in lake:
+    def slow_trigger(self, section: Mapping[str, Any], trigger: Trigger, prefix: str) -> Trigger:
+        """The trigger of the lake or dead-letters query: ``interval_s`` of its section."""
+        if trigger.available_now or "interval_s" not in section:
             return trigger
-        interval = lake["interval_s"]
+        interval = section["interval_s"]
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval <= MAX_LAKE_TRIGGER_S:
-            raise self.fail("lake.interval_s", f"must be a number of seconds from 0 to {MAX_LAKE_TRIGGER_S:g}, got "
-                            f"{interval!r}")
+            raise self.fail(f"{prefix}interval_s", f"must be a number of seconds from 0 to {MAX_LAKE_TRIGGER_S:g}, "
+                            f"got {interval!r}")
         return Trigger(interval_s=float(interval))
 
     def trigger(self, data: Mapping[str, Any]) -> Trigger:

@@ -139,7 +139,8 @@ class StreamConfig:
             "trigger": trigger,
             "checkpoint": self.checkpoint,
             "lake": {"path": self.lake, "interval_s": self.lake_trigger_interval.total_seconds()} if self.lake else None,
-            "dead_letters": {"path": self.dead_letters} if self.dead_letters else None,
+            "dead_letters": {"path": self.dead_letters, "interval_s": self.lake_trigger_interval.total_seconds()}
+            if self.dead_letters else None,
         }
 
 

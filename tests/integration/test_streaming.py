@@ -131,8 +131,10 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     assert len({(r[1], r[2]) for r in dead}) == len(dead)
     versions = [r for r in dead if r[6] == "unknown_schema_version"]
     assert versions and all("schema_version 2" in r[7] for r in versions)
-    parquet_dead = spark.read.parquet(f"s3a://{env.bucket}/lake/dead_letters")
-    assert parquet_dead.count() == sum(malformed.values())
+    # ... and, through the dead-letters query's file sink, as Parquet by the date of their Kafka timestamp.
+    parquet_dead = spark.read.parquet(job.dead_letters_path)
+    assert Counter(row["reason"] for row in parquet_dead.select("reason").collect()) == malformed
+    assert parquet_dead.filter("kafka_date != to_date(timestamp_millis(kafka_timestamp_ms))").count() == 0
 
     # Late events: behind the watermark when they arrived, recorded, and (policy count) counted.
     late = env.rows("SELECT event_id, event_time, watermark, lateness_ms, counted FROM {s}.click_late_events")
@@ -155,7 +157,7 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     # Replay 1: delete the last commits/<n> of both checkpoints and restart (a new run, as the
     # supervisor would): Spark runs batch n again; neither sink changes.
     before = env.snapshot()
-    for query in ("aggregates", "lake"):
+    for query in ("aggregates", "lake", "dead_letters"):
         last_commit = env.checkpoint_keys(query, "commits")[-1]
         env.s3.delete_object(Bucket=env.bucket, Key=last_commit)
     again = env.job()
@@ -164,6 +166,7 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     assert env.snapshot() == before
     ids = Counter(row["event_id"] for row in spark.read.parquet(job.lake_path).select("event_id").collect())
     assert set(ids) == valid_ids and max(ids.values()) == 1
+    assert spark.read.parquet(job.dead_letters_path).count() == sum(malformed.values())
 
     # Replay 2: the foreachBatch writer called again with the committed batch id does nothing.
     writer = writer_for(env, again)

@@ -137,6 +137,9 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
     assert job.aggregates_checkpoint == "s3a://checkpoints/streams/clicks/aggregates"
     assert job.lake_checkpoint == "s3a://checkpoints/streams/clicks/lake"
     assert job.dead_letters_path == "s3a://lake/clicks/dead"
+    assert job.dead_letters_checkpoint == "s3a://checkpoints/streams/clicks/dead_letters"
+    assert job.dead_letters_trigger.spark_options() == {"processingTime": "60 seconds"}
+    assert job.dead_letters_source_options() == job.lake_source_options()
     assert job.lake_trigger.spark_options() == {"processingTime": "60 seconds"}
     # The lake query's batches come 12 times less often (60 s vs 5 s): 12 times the limit.
     assert job.lake_source_options()["maxOffsetsPerTrigger"] == str(12 * 50000)
@@ -146,6 +149,7 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
     assert now.trigger.spark_options() == {"availableNow": True}
     assert now.lake_trigger.spark_options() == {"availableNow": True}
     assert now.lake_source_options() == now.source.options()
+    assert now.dead_letters_trigger.spark_options() == {"availableNow": True}
     fast = StreamJob.from_dict(parse(trigger_interval="0s").get("clicks").job_document("r", 1, "b:9092"))
     assert fast.trigger.spark_options() == {"processingTime": "0 seconds"}
 
@@ -161,6 +165,7 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
         ({"checkpoint": "relative/path"}, "job field 'checkpoint' must be a URI"),
         ({"lake": {"root": "s3a://x"}}, "job field 'lake.root' is not part of the job contract"),
         ({"lake": {"path": "s3a://x", "interval_s": 601}}, "job field 'lake.interval_s' must be a number"),
+        ({"dead_letters": {"path": "s3a://x", "interval_s": -1}}, "job field 'dead_letters.interval_s' must be a number"),
         ({"sink": {"secret_id": "s", "password": "p"}}, "job field 'sink.password' is not part"),
         ({"extra": 1}, "job field 'extra' is not part of the job contract"),
     ],
