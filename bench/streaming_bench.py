@@ -7,8 +7,9 @@ implementations writing the same aggregates through the same PostgreSQL sink cod
 (``spark_jobs.click_sink``, one transaction per batch):
 
 - ``spark``: the whole job, in-process (local[2], 1g driver): Kafka source, validation,
-  the aggregates query (foreachBatch -> PostgreSQL) and the lake query (Parquet on
-  moto's S3, checkpoints on S3);
+  the aggregates query (foreachBatch -> PostgreSQL), the lake and dead-letters queries
+  (Parquet on moto's S3, checkpoints on S3) on ``--lake-trigger`` (default 60 s, the
+  shipped ``lake_trigger_interval``; ``same``: the aggregates query's trigger);
 - ``python``: one confluent-kafka consumer that, every trigger interval, takes what Kafka
   has (at most ``--max-batch`` records), validates and aggregates it in Python and
   commits it with the same writer (no lake);
@@ -329,7 +330,8 @@ class Bench:
         config = replace(
             self.env.stream_config(), name=f"bench_{uuid.uuid4().hex[:6]}", topics=(topic,), sink_schema=schema,
             checkpoint=f"s3a://{self.env.bucket}/checkpoints/{schema}", lake=f"s3a://{self.env.bucket}/lake/{schema}",
-            dead_letters=None, max_offsets_per_trigger=max_batch, trigger_interval=timedelta(seconds=trigger_s),
+            dead_letters=f"s3a://{self.env.bucket}/dead_letters/{schema}", max_offsets_per_trigger=max_batch,
+            trigger_interval=timedelta(seconds=trigger_s),
             lake_trigger_interval=timedelta(seconds=self.args.lake_trigger if self.args.lake_trigger is not None
                                             else trigger_s),
             watermark_delay=timedelta(seconds=WATERMARK_DELAY_S),
@@ -349,7 +351,7 @@ class Bench:
         def stop_spark() -> None:
             self.phases = {}
             for query in self.spark.streams.active:
-                self.phases[query.name.rsplit("_", 1)[-1]] = batch_phases(query.recentProgress)
+                self.phases[query.name.removeprefix(f"{job.stream}_")] = batch_phases(query.recentProgress)
                 query.stop()
             thread.join(120)
             if errors:
@@ -442,12 +444,16 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         "",
         f"Reproduce: `{COMMAND} --rate {args.rate:g} --seconds {args.seconds:g} --backlog {args.backlog} "
         f"--max-batch {args.max_batch} --triggers {','.join(f'{t:g}' for t in args.triggers)}"
-        + (f" --lake-trigger {args.lake_trigger:g}" if args.lake_trigger is not None else "") + "`",
+        + (f" --lake-trigger {args.lake_trigger:g}" if args.lake_trigger is not None else " --lake-trigger same")
+        + "`",
         "",
-        "- **spark**: the whole job (`spark_jobs/clickstream.py`): Kafka source, validation, the aggregates "
-        "query (foreachBatch, one PostgreSQL transaction per micro-batch) and the lake query (Parquet on S3, "
-        "checkpoints on S3), the lake query on "
-        + (f"a trigger of {args.lake_trigger:g} s." if args.lake_trigger is not None else "the same trigger."),
+        "- **spark**: the whole job (`spark_jobs/clickstream.py`) as configured in `config/streaming.yaml`: "
+        "Kafka source, validation, the aggregates query (foreachBatch, one PostgreSQL transaction per "
+        "micro-batch), the lake query and the dead-letters query (Parquet on S3 through the file sink), "
+        "checkpoints on S3; the lake and dead-letters queries on "
+        + (f"a trigger of {args.lake_trigger:g} s" + (" (the shipped `lake_trigger_interval`)." if args.lake_trigger == 60
+                                                      else ".")
+           if args.lake_trigger is not None else "the aggregates query's trigger."),
         "- **python**: one confluent-kafka consumer that, every trigger interval, takes what Kafka has, "
         "validates and aggregates it in Python and commits it through the same sink code "
         "(`spark_jobs/click_sink.py`); no lake.",
@@ -520,11 +526,12 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         )
     lines += [
         "- Fixed cost per micro-batch (table above): writing the checkpoint's offsets and commit files "
-        "(`walCommit` + `commitOffsets`, on moto's S3 here) and planning, for each of the two queries; at low "
+        "(`walCommit` + `commitOffsets`, on moto's S3 here) and planning, for each query; at low "
         "rates that, not the events, sets the batch time.",
-        "- Cost per event: both queries read and parse every record (the lake query needs the valid events, "
-        "the aggregates query the counts), each parse being two JSON parses and one pass of a regular "
-        "expression (docs/streaming.md); then the aggregates query's one aggregation, the collect to the "
+        "- Cost per event: every query reads and parses every record (the lake query needs the valid events, "
+        "the dead-letters query the others, the aggregates query the counts), each parse being two JSON "
+        "parses and one pass of a regular expression (docs/streaming.md); on a longer trigger the lake and "
+        "dead-letters queries do it once per interval. Then the aggregates query's one aggregation, the collect to the "
         "driver and the PostgreSQL transaction. The baseline parses once, in one process, with no lake output; "
         "it has no way to spread a bigger stream over a cluster, which is what the Spark job is for.",
         "",
@@ -541,8 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=200000, help="events of the capacity runs")
     parser.add_argument("--max-batch", type=int, default=50000, help="records per batch at most")
     parser.add_argument("--triggers", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 10.0])
-    parser.add_argument("--lake-trigger", type=float, default=None,
-                        help="seconds between the lake query's batches (default: the trigger)")
+    parser.add_argument("--lake-trigger", type=lambda s: None if s == "same" else float(s), default=60.0,
+                        help="seconds between the lake and dead-letters queries' batches, or 'same' for the "
+                        "aggregates query's trigger (default: 60, the shipped lake_trigger_interval)")
     parser.add_argument("--only", choices=("spark", "python"), default=None)
     parser.add_argument("--print-only", action="store_true")
     args = parser.parse_args(argv)
