@@ -142,13 +142,14 @@ def classify_events(records: DataFrame) -> DataFrame:
         F.from_json(F.col("value").cast("string"), TYPED_SCHEMA).alias("_typed"),
         F.col("value").cast("string").alias("_text"),
     )
-    checked = parsed.select(
+    # A column of its own: used for each string field, the expression would be repeated in each.
+    keyed = parsed.select("*", F.regexp_extract_all(text, F.lit(STRING_KEYS), 1).alias("_string_keys"))
+    checked = keyed.select(
         "*",
         (text.isNull() | raw.isNull() | raw[CORRUPT].isNotNull()
          | ~F.coalesce(text.rlike(OBJECT_TEXT), F.lit(False))).alias("_not_object"),
         _names({name: raw[name].isNull() for name in REQUIRED}).alias("_missing"),
-        _names(_wrong_type_conditions(raw, typed, F.regexp_extract_all(text, F.lit(STRING_KEYS), 1))).alias(
-            "_wrong"),
+        _names(_wrong_type_conditions(raw, typed, F.col("_string_keys"))).alias("_wrong"),
     )
     version = typed["schema_version"]
     reason = (
