@@ -23,12 +23,12 @@ minute), testable without Airflow:
 3. report the lag (Kafka end offsets minus the offsets committed with the last
    micro-batch in the sink's ``stream_progress``), the last committed batch and the
    watermark, in its report and in the stream's status record in the registry; for a
-   stream with a lake, also the lake query's lag (Kafka end offsets minus the offsets of
-   the last batch its checkpoint has committed, read by :class:`S3Checkpoint`). The lake
-   query runs on its own, longer trigger, so its lag is normally up to a lake interval of
-   records; one that keeps growing means the lake is falling behind. A checkpoint that
-   cannot be read leaves the lake lag unknown (``-1``) and is logged; it never stops
-   the supervision.
+   stream with a lake or dead-letter Parquet, also those queries' lag (Kafka end offsets
+   minus the offsets of the last batch their checkpoint has committed, read by
+   :class:`S3Checkpoint`). They run on their own, longer trigger, so their lag is normally
+   up to a lake interval of records; one that keeps growing means they are falling behind.
+   A checkpoint that cannot be read leaves that lag unknown (``-1``) and is logged; it
+   never stops the supervision.
 
 Submission reuses :func:`spotlake.jobs.submit_or_reconnect`, so two supervisors that
 race still start one batch.
@@ -157,6 +157,8 @@ class SupervisionReport:
     progress: Progress | None = None
     lake: CheckpointProgress | None = None
     lake_lag: Lag | None = None
+    dead_letters: CheckpointProgress | None = None
+    dead_letters_lag: Lag | None = None
     migrations: list[str] = field(default_factory=list)
     restarts_in_window: int = 0
     reason: str = ""
@@ -180,11 +182,13 @@ class SupervisionReport:
         if self.lag is not None:
             parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.lag.by_partition.items()))
             lines.append(f"stream {self.stream}: lag {self.lag.total} records ({parts})")
-        if self.lake_lag is not None:
-            parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.lake_lag.by_partition.items()))
-            batch = (f"last committed lake micro-batch {self.lake.batch_id}" if self.lake is not None
-                     else "no lake micro-batch committed yet")
-            lines.append(f"stream {self.stream}: lake lag {self.lake_lag.total} records ({parts}); {batch}")
+        for what, lag, progress in (("lake", self.lake_lag, self.lake),
+                                    ("dead-letters", self.dead_letters_lag, self.dead_letters)):
+            if lag is not None:
+                parts = ", ".join(f"{k}: {v}" for k, v in sorted(lag.by_partition.items()))
+                batch = (f"last committed {what} micro-batch {progress.batch_id}" if progress is not None
+                         else f"no {what} micro-batch committed yet")
+                lines.append(f"stream {self.stream}: {what} lag {lag.total} records ({parts}); {batch}")
         lines.append(f"stream {self.stream}: {self.restarts_in_window} restart(s) within the budget's window")
         return lines
 
@@ -202,6 +206,7 @@ class SupervisionReport:
             "watermark": self.progress.watermark if self.progress else "",
             "lag": self.lag.total if self.lag else -1,
             "lake_lag": self.lake_lag.total if self.lake_lag else -1,
+            "dead_letters_lag": self.dead_letters_lag.total if self.dead_letters_lag else -1,
             "restarts_in_window": self.restarts_in_window,
             "reason": self.reason,
         }
@@ -396,15 +401,25 @@ class StreamSupervisor:
         report.progress = self.sink.progress(self.stream.aggregates_query)
         ends = self.kafka.end_offsets(partitions)
         report.lag = self.lag(ends, report.progress.offsets if report.progress is not None else None)
-        if self.stream.lake and self.checkpoints is not None:
-            checkpoint = self.stream.lake_checkpoint
-            try:
-                report.lake = self.checkpoints.committed(checkpoint)
-            except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint must not stop the supervision
-                log.warning("stream %s: cannot read the lake query's checkpoint %s (%s: %s); its lag is unknown",
-                            self.stream.name, checkpoint, type(exc).__name__, exc)
-                return
-            report.lake_lag = self.lag(ends, report.lake.offsets if report.lake is not None else None)
+        stream = self.stream
+        if stream.lake:
+            report.lake, report.lake_lag = self._file_sink_lag("lake", stream.lake_checkpoint, ends)
+        if stream.dead_letters:
+            report.dead_letters, report.dead_letters_lag = self._file_sink_lag(
+                "dead-letters", stream.dead_letters_checkpoint, ends)
+
+    def _file_sink_lag(self, what: str, checkpoint: str, ends: dict[str, dict[int, tuple[int, int]]]
+                       ) -> tuple[CheckpointProgress | None, Lag | None]:
+        """The last batch the ``what`` query's checkpoint has committed, and its lag (None: unknown)."""
+        if self.checkpoints is None:
+            return None, None
+        try:
+            progress = self.checkpoints.committed(checkpoint)
+        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint must not stop the supervision
+            log.warning("stream %s: cannot read the %s query's checkpoint %s (%s: %s); its lag is unknown",
+                        self.stream.name, what, checkpoint, type(exc).__name__, exc)
+            return None, None
+        return progress, self.lag(ends, progress.offsets if progress is not None else None)
 
     def lag(self, ends: dict[str, dict[int, tuple[int, int]]], committed: dict[str, dict[str, int]] | None) -> Lag:
         """Records between ``committed`` (a query's offsets; None: it has committed nothing) and Kafka's ``ends``."""
@@ -437,6 +452,7 @@ class StreamSupervisor:
         if report.lag is not None:
             status.lag, status.lag_by_partition = report.lag.total, dict(report.lag.by_partition)
         status.lake_lag = report.lake_lag.total if report.lake_lag is not None else -1
+        status.dead_letters_lag = report.dead_letters_lag.total if report.dead_letters_lag is not None else -1
         try:
             self.statuses.put(status)
         except StaleState:
@@ -555,8 +571,10 @@ class S3Checkpoint:
     def location(uri: str) -> tuple[str, str]:
         scheme, sep, rest = uri.partition("://")
         if not sep or scheme not in ("s3", "s3a", "s3n") or "/" not in rest.strip("/"):
-            raise ConfigError(f"checkpoint {uri!r} is not an s3:// or s3a:// location with a path; "
-                              "fix: streams.<name>.checkpoint in config/streaming.yaml")
+            raise SpotlakeError(
+                f"checkpoint {uri!r} is not on S3 (s3:// or s3a:// with a path): the supervisor reads the lake "
+                "and dead-letters lag only from S3 checkpoints, so it stays unknown; the stream itself is unaffected"
+            )
         bucket, _, key = rest.partition("/")
         return bucket, key.strip("/")
 
@@ -574,8 +592,11 @@ class S3Checkpoint:
         body = self.s3.get_object(Bucket=bucket, Key=f"{prefix}/offsets/{batch_id}")["Body"].read().decode()
         lines = body.splitlines()
         if len(lines) < 3 or not lines[0].startswith("v"):
-            raise SpotlakeError(f"{checkpoint}/offsets/{batch_id} is not a Structured Streaming offsets file "
-                                f"(starts {body[:40]!r})")
+            raise SpotlakeError(
+                f"{checkpoint}/offsets/{batch_id} is not a Structured Streaming offsets file (starts {body[:40]!r}), "
+                "so the lag stays unknown (the stream itself is unaffected); check that nothing but the job writes "
+                "under the checkpoint and that the job runs Spark 3.x"
+            )
         offsets: dict[str, dict[str, int]] = {}
         for line in lines[2:]:  # one line per source; "-" for a source without offsets
             if line.strip() not in ("", "-"):

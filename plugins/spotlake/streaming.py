@@ -108,6 +108,11 @@ class StreamConfig:
         return f"{self.checkpoint.rstrip('/')}/lake"
 
     @property
+    def dead_letters_checkpoint(self) -> str:
+        """The dead-letters query's checkpoint (the Spark job's ``StreamJob.dead_letters_checkpoint``)."""
+        return f"{self.checkpoint.rstrip('/')}/dead_letters"
+
+    @property
     def aggregates_query(self) -> str:
         """The aggregates query's name: its key in the sink's ``stream_progress``."""
         return f"{self.name}_aggregates"

@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from spotlake import config, pools, status, streaming
 from spotlake.artifacts import JobArtifacts
-from spotlake.errors import ConfigError, SpotlakeError
+from spotlake.errors import SpotlakeError
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 from spotlake.stream_status import StreamState, StreamStatusStore
 from spotlake.stream_supervisor import (
@@ -316,13 +316,16 @@ class FakeCheckpoints:
         return self.current
 
 
-def test_the_lake_querys_lag_is_reported_and_an_unreadable_checkpoint_only_leaves_it_unknown(world: World) -> None:
+def test_the_file_sink_queries_lag_is_reported_and_an_unreadable_checkpoint_only_leaves_it_unknown(
+    world: World,
+) -> None:
     checkpoints = FakeCheckpoints()
     world.supervisor.stream = replace(STREAM, lake="s3a://lake/clicks/events")
     world.supervisor.checkpoints = checkpoints
     ready(world.registry, "large-0001", "http://a")
     started = world.supervisor.supervise()
-    assert checkpoints.read == ["s3a://checkpoints/clicks/lake"]
+    assert checkpoints.read == ["s3a://checkpoints/clicks/lake"]  # no dead_letters: not read
+    assert started.dead_letters_lag is None
     assert started.lake_lag is not None and started.lake_lag.total == 140  # nothing committed: from the low offsets
     assert any("lake lag 140 records" in line and "no lake micro-batch committed yet" in line
                for line in started.lines())
@@ -341,13 +344,23 @@ def test_the_lake_querys_lag_is_reported_and_an_unreadable_checkpoint_only_leave
     text = status.render(status.collect(world.registry, pools.load(provider="local"), config.load(),
                                         world.clock.now, streams))
     row = next(line for line in text.split("STREAMS", 1)[1].splitlines() if line.strip().startswith("clicks "))
-    assert row.split()[6:8] == ["0", "45"]  # lag, lake lag
+    assert row.split()[6:9] == ["0", "45", "-"]  # lag, lake lag, dead-letters lag
+
+    # With dead letters as Parquet, their query's checkpoint is read the same way.
+    world.supervisor.stream = replace(world.supervisor.stream, dead_letters="s3a://lake/clicks/dead_letters")
+    checkpoints.read.clear()
+    both = world.supervisor.supervise()
+    assert checkpoints.read == ["s3a://checkpoints/clicks/lake", "s3a://checkpoints/clicks/dead_letters"]
+    assert both.dead_letters_lag is not None and both.dead_letters_lag.total == 45
+    assert any("dead-letters lag 45 records" in line for line in both.lines())
+    stored = world.statuses.get("clicks")
+    assert stored is not None and stored.dead_letters_lag == 45
 
     checkpoints.error = OSError("S3 said no")
     unknown = world.supervisor.supervise()
     assert unknown.state == StreamState.RUNNING and unknown.lake_lag is None and unknown.lag is not None
     stored = world.statuses.get("clicks")
-    assert stored is not None and stored.lake_lag == -1
+    assert stored is not None and stored.lake_lag == -1 and stored.dead_letters_lag == -1
 
 
 def test_s3_checkpoint_reads_the_offsets_of_the_last_committed_batch() -> None:
@@ -373,7 +386,8 @@ def test_s3_checkpoint_reads_the_offsets_of_the_last_committed_batch() -> None:
 
         s3.put_object(Bucket="checkpoints", Key="clicks/lake/commits/3", Body=b"v1")
         s3.put_object(Bucket="checkpoints", Key="clicks/lake/offsets/3", Body=b"not an offsets file")
-        with pytest.raises(SpotlakeError, match="offsets/3 is not a Structured Streaming offsets file"):
+        with pytest.raises(SpotlakeError, match="offsets/3 is not a Structured Streaming offsets file .*"
+                           r"\(the stream itself is unaffected\)"):
             probe.committed("s3a://checkpoints/clicks/lake")
-    with pytest.raises(ConfigError, match="is not an s3:// or s3a:// location"):
+    with pytest.raises(SpotlakeError, match="is not on S3 .* the stream itself is unaffected"):
         probe.committed("gs://checkpoints/clicks/lake")
