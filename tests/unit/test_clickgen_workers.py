@@ -75,6 +75,8 @@ def test_workers_flag_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert "fix: drop --workers" in capsys.readouterr().err
     assert cli.main(["--bootstrap", "127.0.0.1:1", "--workers", "3", "--users", "2", "--count", "1"]) == 2
     assert "--users 2 is fewer than --workers 3" in capsys.readouterr().err
+    assert cli.main(["--bootstrap", "127.0.0.1:1", "--workers", "3", "--sessions", "2", "--count", "1"]) == 2
+    assert "--sessions 2 is fewer than --workers 3" in capsys.readouterr().err
     assert cli.parse_workers(" 4 ") == 4
 
 
@@ -329,3 +331,17 @@ def test_bench_measures_generation_with_worker_processes() -> None:
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "20,000" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["1", "2"], done.stdout
+
+
+def test_a_worker_lost_without_its_totals_is_named_even_when_nothing_else_stopped_the_run() -> None:
+    from spotlake.clickgen.workers import _Parent
+
+    plan = WorkerPlan(config(1), ConstantRate(50.0), 2, NullSink, count=10)
+    parent = _Parent(plan, messages=None)
+    parent.processes = [object(), object()]  # type: ignore[list-item]
+    parent.totals[0] = RunTotals(sent=5)
+    parent.lost[1] = "its process ended with exit status -9 without reporting its totals"
+    totals = parent.outcome(started=time.monotonic())
+    assert totals.sent == 5
+    assert totals.stopped_by is not None and totals.stopped_by.startswith("interrupted")
+    assert "not counted: worker 1 of 2: its process ended with exit status -9" in totals.stopped_by

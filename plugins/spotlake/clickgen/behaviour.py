@@ -454,6 +454,11 @@ class ClickStream:
                 f"--users {self.config.users} is fewer than --workers {of}: every worker needs users of its own; "
                 f"fix: pass --users {of} or more, or --workers {self.config.users} or fewer"
             )
+        if of > 1 and self.config.sessions and self.config.sessions < of:
+            raise ConfigError(
+                f"--sessions {self.config.sessions} is fewer than --workers {of}: every worker runs sessions of its "
+                f"own; fix: pass --sessions {of} or more, or --workers {self.config.sessions} or fewer"
+            )
         # A share runs its part of --sessions, or rate x think time for its part of the rate.
         wanted = self.share.part(self.config.sessions) if self.config.sessions else math.ceil(self.profile.rate * THINK_SECONDS)
         self.sessions = min(users, max(1, wanted))

@@ -355,15 +355,14 @@ class _Parent:
         n = len(self.processes)
         parts = [self.totals[index] for index in sorted(self.totals)]
         totals = RunTotals.combined(parts, time.monotonic() - started if started is not None else 0.0)
-        if self.lost and totals.stopped_by:
-            lost = "; ".join(f"worker {index} of {n}: {why}" for index, why in sorted(self.lost.items()))
-            totals.stopped_by += f"; not counted: {lost}"
+        lost = "; ".join(f"worker {index} of {n}: {why}" for index, why in sorted(self.lost.items()))
+        not_counted = f"; not counted: {lost}" if lost else ""
         if self.failure is not None:
             index, kind, message = self.failure
-            totals.stopped_by = f"worker {index} of {n} failed; the totals are the other workers'"
+            totals.stopped_by = f"worker {index} of {n} failed; the totals are the other workers'{not_counted}"
             raise WorkerFailedError(message, worker=index, kind=kind, totals=totals if started is not None else None)
-        if self.forwarded and not totals.stopped_by:
-            totals.stopped_by = INTERRUPTED
+        if not_counted or (self.forwarded and not totals.stopped_by):
+            totals.stopped_by = f"{totals.stopped_by or INTERRUPTED}{not_counted}"
         return totals
 
 
