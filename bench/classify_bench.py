@@ -7,9 +7,10 @@ The records are the generator's (seeded; 2% late, 0.5% malformed), as Kafka-shap
 (key, value bytes, coordinates), cached in a local[2] session, so neither Kafka nor the
 sink is measured. Each repetition builds the DataFrame anew, as each micro-batch does.
 With ``--against REV`` the ``spark_jobs/click_events.py`` of git revision REV runs in the
-same process, alternating with the working tree's: the figure of a change, on the same
-data and the same JVM. Needs no service. Results go to docs/benchmarks/classify.md unless
---print-only.
+same process, alternating with the working tree's (which goes first alternates too): the
+figure of a change, on the same data and the same JVM; before timing, both must classify
+every record the same way (reason, detail and typed fields), or the benchmark stops.
+Needs no service. Results go to docs/benchmarks/classify.md unless --print-only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ RECORDS = StructType([
     StructField("timestamp_ms", LongType()),
 ])
 WINDOW_S = 60
+WARM_UP = 2  # runs of each not counted: the JIT is still compiling
 
 
 def module_at(revision: str) -> ModuleType:
@@ -86,16 +88,23 @@ def one_batch(module: ModuleType, df) -> float:  # noqa: ANN001 - a DataFrame
     return time.perf_counter() - started
 
 
+def classified(module: ModuleType, df) -> list:  # noqa: ANN001 - a DataFrame
+    columns = ["partition", "offset", "reason", "detail", *module.EVENT_COLUMNS]
+    out = df.transform(module.kafka_records).withColumnRenamed("kafka_partition", "partition").withColumnRenamed(
+        "kafka_offset", "offset").transform(module.classify_events).select(*columns)
+    return sorted(tuple(row) for row in out.collect())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="records in the micro-batch (default 50,000)")
-    parser.add_argument("--repetitions", type=int, default=7, help="timed runs of each (default 7; the first "
-                        "of each is a warm-up and not counted)")
+    parser.add_argument("--repetitions", type=int, default=9, help=f"runs of each (default 9; the first {WARM_UP} "
+                        "of each are warm-ups and not counted)")
     parser.add_argument("--against", metavar="REV", help="also run click_events.py of this git revision")
     parser.add_argument("--print-only", action="store_true", help="print; do not write docs/benchmarks/classify.md")
     args = parser.parse_args(argv)
-    if args.repetitions < 2:
-        parser.error("--repetitions must be at least 2 (the first run of each is a warm-up)")
+    if args.repetitions <= WARM_UP:
+        parser.error(f"--repetitions must be more than {WARM_UP} (the first {WARM_UP} runs of each are warm-ups)")
 
     candidates = {"working tree": click_events}
     if args.against:
@@ -107,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     spark.sparkContext.setLogLevel("ERROR")
     df = records(spark, args.events)
     df.count()
+    if args.against and classified(click_events, df) != classified(candidates[args.against], df):
+        raise SystemExit(f"the working tree and {args.against} classify these records differently: "
+                         "not the same function, so no speed comparison")
     seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    order = list(candidates.items())
     for _ in range(args.repetitions):
-        for name, module in candidates.items():  # alternating, so load changes hit both alike
+        for name, module in order:  # alternating, so load changes hit both alike
             seconds[name].append(one_batch(module, df))
+        order.reverse()
     spark.stop()
 
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -126,14 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{args.events:,} generated records (0.5% malformed), cached; per run: `classify_events`, then "
         "`batch_summary` collected to the driver, a new DataFrame each run, as in a micro-batch. "
-        "The first run of each is a warm-up.",
+        f"The first {WARM_UP} runs of each are warm-ups; the order alternates."
+        + (" Both classify every record the same way (checked first)." if args.against else ""),
         "",
         "| code | median (s) | events/s | runs (s) |",
         "|---|---:|---:|---|",
     ]
     medians = {}
     for name, runs in seconds.items():
-        medians[name] = statistics.median(runs[1:])
+        medians[name] = statistics.median(runs[WARM_UP:])
         lines.append(f"| {name} | {medians[name]:.2f} | {args.events / medians[name]:,.0f} | "
                      f"{', '.join(f'{s:.2f}' for s in runs)} |")
     if args.against:

@@ -154,8 +154,8 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     assert set(ids) == valid_ids and max(ids.values()) == 1
     assert lake.filter("event_date != to_date(event_time) OR event_hour != hour(event_time)").count() == 0
 
-    # Replay 1: delete the last commits/<n> of both checkpoints and restart (a new run, as the
-    # supervisor would): Spark runs batch n again; neither sink changes.
+    # Replay 1: delete the last commits/<n> of the three checkpoints and restart (a new run, as
+    # the supervisor would): Spark runs batch n again; no sink changes.
     before = env.snapshot()
     for query in ("aggregates", "lake", "dead_letters"):
         last_commit = env.checkpoint_keys(query, "commits")[-1]
