@@ -1,5 +1,6 @@
-"""What one micro-batch of the click-stream job costs in Spark before the sink: validation
-(``classify_events``) and the batch's one aggregation (``batch_summary``), collected.
+"""What one micro-batch of each click-stream query costs in Spark before its sink: validation
+(``classify_events``), then the aggregates query's one aggregation (``batch_summary``,
+collected), the lake query's valid events, the dead-letters query's dead letters.
 
     PYTHONPATH=plugins:. .venv/bin/python bench/classify_bench.py --events 50000 --against aa9007d
 
@@ -81,10 +82,17 @@ def records(spark: SparkSession, events: int, partitions: int = 3):  # noqa: ANN
     ).repartition(partitions).cache()
 
 
-def one_batch(module: ModuleType, df) -> float:  # noqa: ANN001 - a DataFrame
+# What each query of the job does with a micro-batch before its sink.
+QUERIES = {
+    "aggregates": lambda m, c: m.batch_summary(c, WINDOW_S, None, "divert", None).collect(),
+    "lake": lambda m, c: c.transform(m.valid_events).transform(m.with_lake_partitions).agg(F.count(F.lit(1))).collect(),
+    "dead letters": lambda m, c: c.transform(m.dead_letters).agg(F.count(F.lit(1))).collect(),
+}
+
+
+def one_batch(module: ModuleType, df, query: str) -> float:  # noqa: ANN001 - a DataFrame
     started = time.perf_counter()
-    classified = df.transform(module.kafka_records).transform(module.classify_events)
-    module.batch_summary(classified, WINDOW_S, None, "divert", None).collect()
+    QUERIES[query](module, df.transform(module.kafka_records).transform(module.classify_events))
     return time.perf_counter() - started
 
 
@@ -119,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.against and classified(click_events, df) != classified(candidates[args.against], df):
         raise SystemExit(f"the working tree and {args.against} classify these records differently: "
                          "not the same function, so no speed comparison")
-    seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    seconds: dict[tuple[str, str], list[float]] = {(q, name): [] for q in QUERIES for name in candidates}
     order = list(candidates.items())
     for _ in range(args.repetitions):
-        for name, module in order:  # alternating, so load changes hit both alike
-            seconds[name].append(one_batch(module, df))
+        for query in QUERIES:
+            for name, module in order:  # alternating, so load changes hit both alike
+                seconds[(query, name)].append(one_batch(module, df, query))
         order.reverse()
     spark.stop()
 
@@ -131,29 +140,34 @@ def main(argv: list[str] | None = None) -> int:
     command = f"{COMMAND} --events {args.events} --repetitions {args.repetitions}" + (
         f" --against {args.against}" if args.against else "")
     lines = [
-        "# Validation and aggregation of a micro-batch",
+        "# Validation and what each query does with a micro-batch",
         "",
         f"Measured {now} on {platform.machine()}, Python {platform.python_version()}, PySpark "
         f"{spark.version} (`local[2]`, 1 GiB driver), no services.",
         "",
         f"Reproduce: `{command}`",
         "",
-        f"{args.events:,} generated records (0.5% malformed), cached; per run: `classify_events`, then "
-        "`batch_summary` collected to the driver, a new DataFrame each run, as in a micro-batch. "
+        f"{args.events:,} generated records (0.5% malformed), cached; per run: `classify_events`, then what "
+        "the query does before its sink: aggregates, `batch_summary` collected to the driver; lake, "
+        "`valid_events` and its partitions, counted; dead letters, `dead_letters`, counted. A new "
+        "DataFrame each run, as in a micro-batch. "
         f"The first {WARM_UP} runs of each are warm-ups; the order alternates."
         + (" Both classify every record the same way (checked first)." if args.against else ""),
         "",
-        "| code | median (s) | events/s | runs (s) |",
-        "|---|---:|---:|---|",
+        "| query | code | median (s) | events/s | runs (s) |",
+        "|---|---|---:|---:|---|",
     ]
     medians = {}
-    for name, runs in seconds.items():
-        medians[name] = statistics.median(runs[WARM_UP:])
-        lines.append(f"| {name} | {medians[name]:.2f} | {args.events / medians[name]:,.0f} | "
-                     f"{', '.join(f'{s:.2f}' for s in runs)} |")
+    for (query, name), runs in seconds.items():
+        medians[(query, name)] = statistics.median(runs[WARM_UP:])
+        lines.append(f"| {query} | {name} | {medians[(query, name)]:.2f} | {args.events / medians[(query, name)]:,.0f} "
+                     f"| {', '.join(f'{s:.2f}' for s in runs)} |")
     if args.against:
-        lines += ["", f"Working tree / {args.against}: {medians['working tree'] / medians[args.against]:.2f} of the "
-                  f"time ({medians[args.against] / medians['working tree']:.2f}x as fast)."]
+        lines.append("")
+        for query in QUERIES:
+            now_s, then_s = medians[(query, "working tree")], medians[(query, args.against)]
+            lines.append(f"- {query}: the working tree takes {now_s / then_s:.2f} of {args.against}'s time "
+                         f"({then_s / now_s:.2f}x as fast).")
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.print_only:
