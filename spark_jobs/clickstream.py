@@ -56,6 +56,8 @@ LOG = logging.getLogger(__name__)
 # aggregations; used unless the batch's Spark settings (spark_conf) choose a value.
 SPARK_DEFAULT_SHUFFLE_PARTITIONS = "200"
 MICRO_BATCH_SHUFFLE_PARTITIONS = "2"
+# Scheduler pools (see in_pool): the aggregates query's, and the lake and dead-letters queries'.
+AGGREGATES_POOL, FILES_POOL = "aggregates", "files"
 
 
 @dataclass
@@ -175,6 +177,28 @@ def start_dead_letters(spark: SparkSession, job: StreamJob) -> StreamingQuery:
     )
 
 
+def in_pool(spark: SparkSession, pool: str, start: Callable[[], StreamingQuery]) -> Callable[[], StreamingQuery]:
+    """``start``, with the query's Spark jobs in scheduler pool ``pool``.
+
+    Under ``spark.scheduler.mode=FAIR`` (the supervisor's default for streams) free task slots
+    go to the pool with the fewest running tasks for its share, so the aggregates query's short
+    jobs do not wait behind a whole lake or dead-letters batch, which on the lake's one-minute
+    trigger reads a minute of records at once; they wait for one of its tasks at most. A query
+    keeps the pool of the thread that started it. Under FIFO the pools make no difference.
+    """
+
+    def started() -> StreamingQuery:
+        context = spark.sparkContext
+        previous = context.getLocalProperty("spark.scheduler.pool")
+        context.setLocalProperty("spark.scheduler.pool", pool)
+        try:
+            return start()
+        finally:
+            context.setLocalProperty("spark.scheduler.pool", previous)  # None removes it
+
+    return started
+
+
 def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter | None = None) -> StreamRun:
     """Run the job's queries (see the module documentation); return what the run did."""
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -192,10 +216,10 @@ def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter |
         run.last_committed_before = writer.claim()
         starters: list[Callable[[], StreamingQuery]] = []
         if job.lake_path:
-            starters.append(lambda: start_lake(spark, job))
+            starters.append(in_pool(spark, FILES_POOL, lambda: start_lake(spark, job)))
         if job.dead_letters_path:
-            starters.append(lambda: start_dead_letters(spark, job))
-        starters.append(lambda: start_aggregates(spark, job, writer, run))
+            starters.append(in_pool(spark, FILES_POOL, lambda: start_dead_letters(spark, job)))
+        starters.append(in_pool(spark, AGGREGATES_POOL, lambda: start_aggregates(spark, job, writer, run)))
         if job.trigger.available_now:
             for start in starters:
                 await_query(start(), run)

@@ -52,7 +52,7 @@ from spotlake.fleet import span, utc_now
 from spotlake.jobs import BatchClient, BatchRequest, NoReadyCluster, Submission, submit_or_reconnect
 from spotlake.registry import ClusterState, Job, JobState, Registry, StaleState
 from spotlake.stream_status import Restart, StreamState, StreamStatus, StreamStatusStore
-from spotlake.streaming import StreamConfig
+from spotlake.streaming import STREAM_SPARK_CONF, StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ class StreamSupervisor:
 
         request = BatchRequest(
             job_key=stream.job_key, pool=stream.pool, file=published.entry, py_files=published.py_files,
-            conf=dict(stream.spark_conf), name=f"spotlake-stream-{stream.name}",
+            conf={**STREAM_SPARK_CONF, **stream.spark_conf}, name=f"spotlake-stream-{stream.name}",
         )
         submission = submit_or_reconnect(self.registry, request, self.client_for, build_args=build_args)
         verb = "reconnected to" if submission.reconnected else "submitted"

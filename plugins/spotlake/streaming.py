@@ -70,6 +70,12 @@ class RestartBudget:
     per: timedelta = timedelta(hours=1)
 
 
+# Spark settings of every stream's batch, under its own spark_conf (which may override them):
+# FAIR scheduling, so that the aggregates query's jobs get task slots while a lake or
+# dead-letters batch runs (see spark_jobs.clickstream.in_pool).
+STREAM_SPARK_CONF = {"spark.scheduler.mode": "FAIR"}
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     name: str

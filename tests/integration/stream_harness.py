@@ -72,6 +72,8 @@ def spark_session(moto: str) -> SparkSession:
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "1g")
         .config("spark.sql.shuffle.partitions", "2")
+        # As the supervisor submits a stream (spotlake.streaming.STREAM_SPARK_CONF)
+        .config("spark.scheduler.mode", "FAIR")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.jars", ",".join(jars))
         .config("spark.hadoop.fs.s3a.endpoint", moto)

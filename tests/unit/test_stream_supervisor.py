@@ -173,6 +173,7 @@ def test_first_start_then_running_with_lag_and_status(world: World) -> None:
         "large-0001", 0, 1)
     (body,) = world.livy.bodies
     assert body["file"] == "/artifacts/abc/stream_clicks.py" and body["name"].startswith("spotlake-stream-clicks-")
+    assert body["conf"]["spark.scheduler.mode"] == "FAIR"  # the aggregates query's jobs get slots (in_pool)
     document = json.loads(base64.urlsafe_b64decode(body["args"][1]))
     assert document["stream"] == "clicks" and document["source"]["bootstrap_servers"] == "b-1:9092"
     assert document["sink"] == {"secret_id": "spotlake/postgres/clicks", "schema": "clickstream"}
