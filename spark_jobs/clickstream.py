@@ -49,7 +49,7 @@ from spark_jobs.click_events import (
 )
 from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
 from spark_jobs.errors import SpotlakeJobError
-from spark_jobs.stream_job import StreamJob
+from spark_jobs.stream_job import StreamJob, Trigger
 
 LOG = logging.getLogger(__name__)
 # Spark's default of 200 shuffle partitions is far too many for a micro-batch's small
@@ -147,34 +147,34 @@ def start_aggregates(spark: SparkSession, job: StreamJob, writer: PostgresSinkWr
     )
 
 
-def start_lake(spark: SparkSession, job: StreamJob) -> StreamingQuery:
-    events = classified_stream(spark, job.lake_source_options()).transform(valid_events).transform(
-        with_lake_partitions)
+def start_file_sink(frame: DataFrame, name: str, path: str, checkpoint: str, trigger: Trigger,
+                    partitions: tuple[str, ...]) -> StreamingQuery:
+    """``frame`` as Parquet under ``path`` through Spark's file sink, partitioned by ``partitions``:
+    its ``_spark_metadata`` log makes each batch's files visible exactly once."""
     return (
-        events.writeStream.queryName(job.lake_query)
+        frame.writeStream.queryName(name)
         .format("parquet")
-        .option("path", job.lake_path)
-        .option("checkpointLocation", job.lake_checkpoint)
-        .partitionBy("event_date", "event_hour")
-        .trigger(**(job.lake_trigger or job.trigger).spark_options())
+        .option("path", path)
+        .option("checkpointLocation", checkpoint)
+        .partitionBy(*partitions)
+        .trigger(**trigger.spark_options())
         .outputMode("append")
         .start()
     )
+
+
+def start_lake(spark: SparkSession, job: StreamJob) -> StreamingQuery:
+    events = classified_stream(spark, job.lake_source_options()).transform(valid_events).transform(
+        with_lake_partitions)
+    return start_file_sink(events, job.lake_query, job.lake_path, job.lake_checkpoint,
+                           job.lake_trigger or job.trigger, ("event_date", "event_hour"))
 
 
 def start_dead_letters(spark: SparkSession, job: StreamJob) -> StreamingQuery:
     records = classified_stream(spark, job.dead_letters_source_options()).transform(dead_letters).transform(
         with_dead_letter_partitions)
-    return (
-        records.writeStream.queryName(job.dead_letters_query)
-        .format("parquet")
-        .option("path", job.dead_letters_path)
-        .option("checkpointLocation", job.dead_letters_checkpoint)
-        .partitionBy("kafka_date")
-        .trigger(**(job.dead_letters_trigger or job.trigger).spark_options())
-        .outputMode("append")
-        .start()
-    )
+    return start_file_sink(records, job.dead_letters_query, job.dead_letters_path, job.dead_letters_checkpoint,
+                           job.dead_letters_trigger or job.trigger, ("kafka_date",))
 
 
 def in_pool(spark: SparkSession, pool: str, start: Callable[[], StreamingQuery]) -> Callable[[], StreamingQuery]:
@@ -182,9 +182,9 @@ def in_pool(spark: SparkSession, pool: str, start: Callable[[], StreamingQuery])
 
     Under ``spark.scheduler.mode=FAIR`` (the supervisor's default for streams) free task slots
     go to the pool with the fewest running tasks for its share, so the aggregates query's short
-    jobs do not wait behind a whole lake or dead-letters batch, which on the lake's one-minute
-    trigger reads a minute of records at once; they wait for one of its tasks at most. A query
-    keeps the pool of the thread that started it. Under FIFO the pools make no difference.
+    jobs take turns with a lake or dead-letters batch (which on the one-minute trigger reads a
+    minute of records at once) instead of waiting for all of it. A query keeps the pool of the
+    thread that started it. Under FIFO the pools make no difference.
     """
 
     def started() -> StreamingQuery:
