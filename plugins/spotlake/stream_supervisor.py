@@ -569,13 +569,17 @@ class S3Checkpoint:
 
     @staticmethod
     def location(uri: str) -> tuple[str, str]:
-        scheme, sep, rest = uri.partition("://")
-        if not sep or scheme not in ("s3", "s3a", "s3n") or "/" not in rest.strip("/"):
+        from spotlake.lake import split_s3
+
+        try:
+            bucket, key = split_s3(uri)
+        except ValueError:
+            bucket, key = "", ""
+        if not bucket or not key.strip("/"):
             raise SpotlakeError(
                 f"checkpoint {uri!r} is not on S3 (s3:// or s3a:// with a path): the supervisor reads the lake "
                 "and dead-letters lag only from S3 checkpoints, so it stays unknown; the stream itself is unaffected"
             )
-        bucket, _, key = rest.partition("/")
         return bucket, key.strip("/")
 
     def committed(self, checkpoint: str) -> CheckpointProgress | None:
