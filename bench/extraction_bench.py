@@ -159,11 +159,12 @@ def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
 
     from airflow.exceptions import TaskDeferred
 
-    from spotlake.localstack.process import Supervisor
+    from spotlake.localstack.process import Supervisor, free_port
     from tests.integration.extraction_harness import ExtractionEnv, FakeTaskInstance, _first_event
 
     supervisor = Supervisor(layout)
-    port = int(layout.setting("SPOTLAKE_LIVY_BENCH_PORT", "37998"))
+    # below Linux's ephemeral range (32768-60999), where outgoing connections take ports
+    port = free_port(int(layout.setting("SPOTLAKE_LIVY_BENCH_PORT", "27998")))
     supervisor.start(jvm.livy_spec(layout, "bench", port))
     os.environ.update(services.aws_env(layout))
     endpoint = services.moto_endpoint(layout)

@@ -17,17 +17,27 @@ import pytest
 
 from spotlake.errors import StackError
 from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
-from spotlake.localstack.process import ServiceSpec, Supervisor
+from spotlake.localstack.process import ServiceSpec, Supervisor, free_port
 
-PORTS = {
-    "SPOTLAKE_MYSQL_PORT": "43306", "SPOTLAKE_POSTGRES_PORT": "45432", "SPOTLAKE_KAFKA_PORT": "49092",
-    "SPOTLAKE_KAFKA_CONTROLLER_PORT": "49093", "SPOTLAKE_MOTO_PORT": "45000",
-}
+PORT_SETTINGS = ("SPOTLAKE_MYSQL_PORT", "SPOTLAKE_POSTGRES_PORT", "SPOTLAKE_KAFKA_PORT",
+                 "SPOTLAKE_KAFKA_CONTROLLER_PORT", "SPOTLAKE_MOTO_PORT")
+
+
+def free_ports(start: int = 31000) -> dict[str, str]:
+    """A free port for each service of the second stack, all below Linux's ephemeral range
+    (32768-60999): a port in that range can be taken at any moment by an outgoing connection."""
+    chosen: dict[str, str] = {}
+    for setting in PORT_SETTINGS:
+        port = free_port(start)
+        assert port < 32768, f"no free port between {start} and 32767"
+        chosen[setting] = str(port)
+        start = port + 1
+    return chosen
 
 
 @pytest.fixture
 def second_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {**os.environ, **PORTS, "SPOTLAKE_STACK_DIR": str(tmp_path / "stack"),
+    env = {**os.environ, **free_ports(), "SPOTLAKE_STACK_DIR": str(tmp_path / "stack"),
            "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}"}
     # the second stack reuses the resolved jars of the first one
     (tmp_path / "stack").mkdir()
@@ -55,7 +65,7 @@ def test_up_twice_is_harmless_and_down_leaves_no_process(second_stack: dict[str,
     again = stack(second_stack, "up", "core")
     assert again.returncode == 0, again.stderr
     assert pids(run_dir) == started  # nothing restarted
-    for port in PORTS.values():
+    for port in (second_stack[setting] for setting in PORT_SETTINGS):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) == 0, f"nothing listens on {port}"
     down = stack(second_stack, "down")
