@@ -345,3 +345,54 @@ def test_a_worker_lost_without_its_totals_is_named_even_when_nothing_else_stoppe
     assert totals.sent == 5
     assert totals.stopped_by is not None and totals.stopped_by.startswith("interrupted")
     assert "not counted: worker 1 of 2: its process ended with exit status -9" in totals.stopped_by
+
+
+def test_a_sigterm_after_the_sink_closed_leaves_the_workers_totals_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM landing just as ``run()`` returns must not turn a finished run into "nothing sent"."""
+    import queue as queue_module
+    import threading
+
+    from spotlake.clickgen import workers
+
+    real_run = workers.run
+
+    def run_then_sigterm(*args: object, **kwargs: object) -> RunTotals:
+        totals = real_run(*args, **kwargs)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this function returns
+        return totals
+
+    monkeypatch.setattr(workers, "run", run_then_sigterm)
+    plan = WorkerPlan(config(1), ConstantRate(50.0), 1, NullSink, count=500, pace=False)
+    messages: queue_module.Queue[tuple[object, ...]] = queue_module.Queue()
+    go = threading.Event()
+    go.set()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        workers.worker_main(plan, 0, messages, go, report_every=60.0)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    kinds = []
+    while not messages.empty():
+        kinds.append(messages.get_nowait())
+    done = [m for m in kinds if m[0] == "done"]
+    assert len(done) == 1, kinds
+    totals = done[0][2]
+    assert isinstance(totals, RunTotals)
+    assert totals.sent == 500 and totals.delivery.delivered == 500 and totals.stopped_by is None
+
+
+def test_a_worker_is_stoppable_until_its_sink_closes() -> None:
+    from spotlake.clickgen.workers import _Stopper
+
+    for end in ("close", "abandon"):
+        stopper = _Stopper()
+        inner = NullSink()
+        sink = stopper.wrap(inner)
+        sink.send(b"k", "v")
+        assert inner.totals.produced == 1 and sink.pending() == 0
+        with pytest.raises(KeyboardInterrupt):
+            stopper.on_signal(signal.SIGTERM, None)
+        totals = getattr(sink, end)()
+        assert totals.delivered == 1
+        stopper.on_signal(signal.SIGTERM, None)  # ignored: the totals are final

@@ -48,7 +48,7 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from spotlake.clickgen.behaviour import ClickStream, Record, Share, StreamConfig, check_limits
-from spotlake.clickgen.delivery import KAFKA_LOGGER, Sink
+from spotlake.clickgen.delivery import KAFKA_LOGGER, DeliveryTotals, Sink
 from spotlake.clickgen.rate import RateProfile
 from spotlake.clickgen.run import Progress, RunTotals, run
 from spotlake.errors import SpotlakeError
@@ -129,8 +129,42 @@ def split_count(count: int, workers: int) -> list[int]:
 # ---------------------------------------------------------------- in a worker process
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+class _Stopper:
+    """SIGTERM stops a worker until its sink is closed; from then on its totals are final and
+    must reach the parent, so a late SIGTERM (say, one landing just as ``run()`` returns) is ignored.
+
+    The sink handed to ``run()`` is wrapped so that its ``close()`` and ``abandon()`` mark the
+    end; sending goes straight to the real sink (``send`` and the rest are looked up on it).
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.closed:
+            raise KeyboardInterrupt
+
+    def wrap(self, sink: Sink) -> Sink:
+        return cast(Sink, _ClosingSink(sink, self))
+
+
+class _ClosingSink:
+    def __init__(self, sink: Sink, stopper: _Stopper) -> None:
+        self._sink = sink
+        self._stopper = stopper
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sink, name)
+
+    def close(self, timeout: float | None = None) -> DeliveryTotals:
+        totals = self._sink.close(timeout)
+        self._stopper.closed = True
+        return totals
+
+    def abandon(self) -> DeliveryTotals:
+        totals = self._sink.abandon()
+        self._stopper.closed = True
+        return totals
 
 
 class _Prepared:
@@ -160,8 +194,9 @@ def worker_main(plan: WorkerPlan, index: int, messages: Any, go: Any, report_eve
     ``("progress", index, sent, delivered, failed, first_error, queued)``,
     ``("done", index, RunTotals)`` or ``("failed", index, kind, message)``.
     """
+    stopper = _Stopper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C comes from the parent, as SIGTERM
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, stopper.on_signal)
     parent = os.getppid()
     _log_kafka_to_stderr(index, plan.workers)
 
@@ -178,7 +213,7 @@ def worker_main(plan: WorkerPlan, index: int, messages: Any, go: Any, report_eve
     totals: RunTotals | None = None
     try:
         stream = _Prepared(plan.stream(index), plan.count_of(index), plan.duration)
-        sink = plan.make_sink()
+        sink = stopper.wrap(plan.make_sink())
         messages.put(("ready", index, getattr(sink, "partitions", None)))
         while not go.wait(0.5):
             check_parent()
