@@ -183,6 +183,7 @@ class Bench:
         layout = StackLayout.default()
         self.pg = services.postgres_settings(layout)
         self.moto = services.moto_endpoint(layout)
+        self.s3 = services.s3_endpoint(layout)
         for key, value in services.aws_env(layout).items():
             os.environ.setdefault(key, value)
         self.bootstrap = f"127.0.0.1:{layout.port('kafka')}"
@@ -325,7 +326,7 @@ class Bench:
         from tests.integration.stream_harness import spark_session
 
         if self.spark is None:
-            self.spark = spark_session(self.moto)
+            self.spark = spark_session(self.s3)
             self.spark.sparkContext.setLogLevel("ERROR")
         config = replace(
             self.env.stream_config(), name=f"bench_{uuid.uuid4().hex[:6]}", topics=(topic,), sink_schema=schema,

@@ -45,6 +45,9 @@ def postgres(layout: StackLayout, supervisor: Supervisor) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def moto_endpoint(layout: StackLayout, supervisor: Supervisor) -> Iterator[str]:
+    """moto server (DynamoDB, Secrets Manager, EMR) and the local S3 server, with the process's
+    AWS environment pointing at them (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``)."""
+    supervisor.start(jvm.s3_spec(layout))
     supervisor.start(services.moto_spec(layout))
     saved = {k: os.environ.get(k) for k in services.aws_env(layout)}
     os.environ.update(services.aws_env(layout))
@@ -54,6 +57,31 @@ def moto_endpoint(layout: StackLayout, supervisor: Supervisor) -> Iterator[str]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(layout: StackLayout, moto_endpoint: str) -> str:
+    """The local S3 server's URL (started with moto by ``moto_endpoint``)."""
+    return services.s3_endpoint(layout)
+
+
+@pytest.fixture(scope="session")
+def catalog_secret(layout: StackLayout, postgres: dict[str, str], moto_endpoint: str) -> str:
+    """A Secrets Manager secret of the lake's JDBC catalog database (the stack's PostgreSQL)."""
+    import json
+
+    import boto3
+
+    secret_id = "spotlake/test/lake-catalog"
+    value = json.dumps({"host": postgres["host"], "port": int(postgres["port"]),
+                        "database": postgres["catalog_database"], "username": postgres["user"],
+                        "password": postgres["password"]})
+    client = boto3.client("secretsmanager")
+    try:
+        client.create_secret(Name=secret_id, SecretString=value)
+    except client.exceptions.ResourceExistsException:
+        client.put_secret_value(SecretId=secret_id, SecretString=value)
+    return secret_id
 
 
 @pytest.fixture(scope="session")

@@ -46,8 +46,9 @@ def to_ms(moment: datetime) -> int:
 
 
 # ----------------------------------------------------------------------- Spark
-def spark_session(moto: str) -> SparkSession:
-    """A local[2] session with the Kafka, s3a and JDBC jars; ends a JVM started without them."""
+def spark_session(s3: str) -> SparkSession:
+    """A local[2] session with the Kafka, s3a, JDBC and Iceberg jars (s3a on the local S3 server
+    at ``s3``); ends a JVM started without them."""
     jars = sorted(str(p) for p in JARS_DIR.glob("*.jar"))
     if not any("spark-sql-kafka" in j for j in jars):
         raise RuntimeError(f"no spark-sql-kafka jar in {JARS_DIR}; resolve the Spark jars (make bootstrap)")
@@ -76,7 +77,8 @@ def spark_session(moto: str) -> SparkSession:
         .config("spark.scheduler.mode", "FAIR")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.jars", ",".join(jars))
-        .config("spark.hadoop.fs.s3a.endpoint", moto)
+        .config("spark.sql.extensions", "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
+        .config("spark.hadoop.fs.s3a.endpoint", s3)
         .config("spark.hadoop.fs.s3a.path.style.access", "true")
         .config("spark.hadoop.fs.s3a.connection.ssl.enabled", "false")
         .config("spark.hadoop.fs.s3a.aws.credentials.provider",
@@ -120,7 +122,7 @@ class StreamEnv:
         while self.topic not in self.admin.list_topics(timeout=10).topics:
             assert time.monotonic() < deadline, f"topic {self.topic} did not appear"
             time.sleep(0.2)
-        self.s3 = boto3.client("s3", endpoint_url=moto)
+        self.s3 = boto3.client("s3")  # the local S3 server, through AWS_ENDPOINT_URL_S3
         self.s3.create_bucket(Bucket=self.bucket)
         self.sm = boto3.client("secretsmanager", endpoint_url=moto)
         self.sm.create_secret(Name=self.secret_id, SecretString=json.dumps({

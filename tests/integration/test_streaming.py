@@ -1,4 +1,4 @@
-"""The click stream against the real Kafka, PostgreSQL, moto S3 and Spark (in-process and via Livy).
+"""The click stream against the real Kafka, PostgreSQL, the local S3 server and Spark (in-process and via Livy).
 
 The generator produces a known, seeded stream into a topic of its own; the sink must
 then hold exactly what a plain-Python recomputation of the same records gives, whatever
@@ -63,8 +63,8 @@ RECORDS = StructType([
 
 
 @pytest.fixture(scope="module")
-def spark(moto_endpoint: str) -> Iterator[SparkSession]:
-    session = spark_session(moto_endpoint)
+def spark(s3_endpoint: str) -> Iterator[SparkSession]:
+    session = spark_session(s3_endpoint)
     yield session
     session.stop()
 

@@ -36,7 +36,7 @@ CLUSTER_HOST = "airflow-scheduler"  # runs the fleet's tasks, so the Livy server
 ONE_SHOT = ("airflow-init", "spotlake-setup")
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer")
-PROJECT_IMAGE_SERVICES = (NETWORK_OWNER, "moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES)
+PROJECT_IMAGE_SERVICES = (NETWORK_OWNER, "s3", "moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES)
 SERVICES = (NETWORK_OWNER, "mariadb", "postgres", "kafka", *PROJECT_IMAGE_SERVICES[1:])
 LONG_RUNNING = tuple(s for s in SERVICES if s not in ONE_SHOT and s != NETWORK_OWNER)
 
@@ -46,6 +46,7 @@ NATIVE_EQUIVALENTS = {
     "postgres": "postgres",
     "kafka": "kafka",
     "moto": "moto",
+    "s3": "s3",
     "python -m spotlake.demo setup: shop rows, lake bucket, secret, registry tables": "spotlake-setup",
     "workload": "demo-workload",
     "airflow db migrate": "airflow-init",
@@ -276,7 +277,7 @@ def test_dockerfile_installs_the_pinned_python_packages() -> None:
     assert "pip install -r requirements.txt -c constraints.txt" in text
 
 
-@pytest.mark.parametrize("group", ["livy", "spark"])
+@pytest.mark.parametrize("group", ["livy", "spark", "s3"])
 def test_dockerfile_resolves_the_jars_of_the_pom(group: str) -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM maven:3\.8-eclipse-temurin-17 AS \S+", text, re.M)
@@ -302,7 +303,7 @@ def test_published_ports_bind_loopback_only(config: dict[str, Any], name: str) -
 def test_published_ports_are_the_stack_ports(config: dict[str, Any]) -> None:
     layout = image_layout()
     published = {int(p["target"]) for p in service(config, NETWORK_OWNER).get("ports", [])}
-    assert published == {layout.port(n) for n in ("airflow", "mysql", "postgres", "kafka", "moto")}
+    assert published == {layout.port(n) for n in ("airflow", "mysql", "postgres", "kafka", "moto", "s3")}
 
 
 def test_env_example_ports_equal_stack_env() -> None:
@@ -369,7 +370,7 @@ def test_airflow_connections_point_at_the_stack(config: dict[str, Any], name: st
         assert json.loads(env[key]) == json.loads(value), key
 
 
-@pytest.mark.parametrize("name", ["moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES])
+@pytest.mark.parametrize("name", ["s3", "moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES])
 def test_project_containers_see_the_stack_settings(config: dict[str, Any], name: str) -> None:
     env = environment(config, name)
     layout = image_layout()
@@ -422,6 +423,8 @@ def test_postgres_holds_airflow_and_the_sink(config: dict[str, Any]) -> None:
     script = POSTGRES_INIT.read_text()
     assert "CREATE DATABASE airflow OWNER airflow;" in script
     assert 'CREATE DATABASE :"sink_database" OWNER :"sink_user";' in script
+    assert 'CREATE DATABASE :"catalog_database" OWNER :"sink_user";' in script
+    assert env["SPOTLAKE_CATALOG_DATABASE"] == pg["catalog_database"]
 
 
 # --------------------------------------------------------------------------- credentials

@@ -25,13 +25,17 @@ GROUPS = ("core", "airflow")
 
 
 def start_core(layout: StackLayout, supervisor: Supervisor) -> None:
-    from spotlake.localstack import jvm, services
+    from spotlake.localstack import jvm, persistence, services
 
     supervisor.start(services.mariadb_spec(layout))
     services.bootstrap_mariadb(layout)
     supervisor.start(services.postgres_spec(layout))
     services.bootstrap_postgres(layout)
+    supervisor.start(jvm.s3_spec(layout))
     supervisor.start(services.moto_spec(layout))
+    restored = persistence.restore(layout)
+    if restored:
+        print(f"registry: restored {restored} items from {persistence.dump_file(layout)}")
     jvm.resolve_jars(layout, "kafka")
     supervisor.start(jvm.kafka_spec(layout))
 
@@ -62,12 +66,17 @@ STOP_ORDER = (
     "clickgen",
     "workload",
 )
-STOP_LAST = ("kafka", "moto", "postgres", "mariadb")
+STOP_LAST = ("kafka", "moto", "s3", "postgres", "mariadb")
 
 
 def stop_all(layout: StackLayout, supervisor: Supervisor) -> list[str]:
     names = [p.stem for p in sorted(layout.run_dir.glob("*.pid"))] if layout.run_dir.exists() else []
     names = [n for n in names if n != "mariadbd"]
+    if "moto" in names and supervisor.is_running("moto"):
+        from spotlake.localstack import persistence
+
+        saved = persistence.save(layout)
+        print(f"registry: saved {saved} items to {persistence.dump_file(layout)}")
     ordered = [n for n in STOP_ORDER if n in names]
     ordered += [n for n in names if n not in STOP_ORDER and n not in STOP_LAST]
     ordered += [n for n in STOP_LAST if n in names]
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "jars":
             from spotlake.localstack import jvm
 
-            for group in ("kafka", "livy", "spark"):
+            for group in jvm.JAR_GROUPS:
                 jvm.resolve_jars(layout, group)
         elif args.command == "up":
             groups = args.groups or list(GROUPS)

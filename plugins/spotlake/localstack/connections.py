@@ -14,15 +14,10 @@ from spotlake.localstack.layout import StackLayout
 
 
 def airflow_connection_env(layout: StackLayout) -> dict[str, str]:
-    from spotlake.localstack.services import aws_region, moto_endpoint, postgres_settings
+    from spotlake.localstack.services import aws_connection_extra, postgres_settings
 
     pg = postgres_settings(layout)
-    aws = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"region_name": aws_region(layout), "endpoint_url": moto_endpoint(layout)},
-    }
+    aws = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": aws_connection_extra(layout)}
     postgres = {
         "conn_type": "postgres",
         "host": pg["host"],

@@ -7,8 +7,9 @@ classpaths stay apart):
 - ``kafka``: ``kafka_2.13`` (KRaft broker+controller, ``kafka.tools.StorageTool``) and
   a log4j2 backend;
 - ``livy``: the Apache Livy server and its libraries (Scala 2.11, its own process);
-- ``spark``: the connector jars pip's pyspark lacks (Kafka source, s3a, JDBC drivers),
-  handed to every Spark batch as ``spark.jars``.
+- ``spark``: the connector jars pip's pyspark lacks (Kafka source, s3a, JDBC drivers,
+  Apache Iceberg), handed to every Spark batch as ``spark.jars``;
+- ``s3``: S3Proxy, the local S3, keeping objects as files under ``.stack/data/s3``.
 
 :func:`kafka_spec` and :func:`livy_spec` return :class:`ServiceSpec` objects for the
 :class:`~spotlake.localstack.process.Supervisor`; their ``prepare`` resolves the jars
@@ -25,6 +26,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -34,9 +36,9 @@ from pathlib import Path
 from spotlake.errors import StackError
 from spotlake.localstack.layout import StackLayout
 from spotlake.localstack.process import ServiceSpec
-from spotlake.localstack.services import aws_env, moto_endpoint
+from spotlake.localstack.services import aws_env, s3_endpoint
 
-JAR_GROUPS = ("kafka", "livy", "spark")
+JAR_GROUPS = ("kafka", "livy", "spark", "s3")
 
 # What the upstream bin/livy-server passes to the JVM "for Java 17 support".
 LIVY_JAVA17_FLAGS = (
@@ -402,8 +404,9 @@ def livy_spark_defaults(
         "spark.sql.warehouse.dir": str(home / "warehouse"),
         "spark.local.dir": str(home / "spark-local"),
         "spark.eventLog.enabled": "false",
-        # The lake and checkpoints on moto server's S3 (on EMR, s3:// needs none of this).
-        "spark.hadoop.fs.s3a.endpoint": moto_endpoint(layout),
+        # Checkpoints and file sinks (s3a://) on the local S3 (on EMR, s3:// needs none of this).
+        # The Iceberg lake uses S3FileIO, which finds the local S3 through AWS_ENDPOINT_URL_S3.
+        "spark.hadoop.fs.s3a.endpoint": s3_endpoint(layout),
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
         "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
@@ -411,6 +414,8 @@ def livy_spark_defaults(
         "spark.hadoop.fs.s3a.secret.key": aws_env(layout)["AWS_SECRET_ACCESS_KEY"],
         "spark.hadoop.fs.s3a.change.detection.mode": "none",
         "spark.hadoop.fs.s3a.committer.magic.enabled": "false",
+        # MERGE INTO on the lake's Iceberg tables needs Iceberg's SQL extensions (a static setting).
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
     }
     conf.update(extra or {})
     return conf
@@ -507,4 +512,65 @@ def livy_spec(
         prepare=prepare,
         ready_timeout=90.0,
         stop_timeout=30.0,
+    )
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def s3_dir(layout: StackLayout) -> Path:
+    return layout.data_dir / "s3"
+
+
+def s3_ready(port: int, timeout: float = 2.0) -> bool:
+    """Whether the server answers S3 requests (an unsigned one is refused with 403)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as response:  # noqa: S310
+            return response.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+
+
+def s3_spec(layout: StackLayout) -> ServiceSpec:
+    """S3Proxy on 127.0.0.1 serving buckets from ``.stack/data/s3/objects`` (one folder per bucket)."""
+    home = s3_dir(layout)
+    conf = home / "s3proxy.conf"
+    logback = layout.project / "jvm" / "s3" / "logback.xml"  # warnings only (S3Proxy's default is DEBUG)
+    port = layout.port("s3")
+    keys = aws_env(layout)
+
+    def prepare() -> None:
+        resolve_jars(layout, "s3")
+        (home / "objects").mkdir(parents=True, exist_ok=True)
+        _write_if_changed(conf, _properties({
+            "s3proxy.endpoint": f"http://127.0.0.1:{port}",
+            "s3proxy.authorization": "aws-v2-or-v4",
+            "s3proxy.identity": keys["AWS_ACCESS_KEY_ID"],
+            "s3proxy.credential": keys["AWS_SECRET_ACCESS_KEY"],
+            "jclouds.provider": "filesystem-nio2",
+            "jclouds.identity": keys["AWS_ACCESS_KEY_ID"],
+            "jclouds.credential": keys["AWS_SECRET_ACCESS_KEY"],
+            "jclouds.filesystem.basedir": home / "objects",
+        }))
+
+    return ServiceSpec(
+        name="s3",
+        argv=[
+            java_bin(),
+            *_heap(layout, "SPOTLAKE_S3_HEAP", "-Xms32m -Xmx192m"),
+            "-XX:+UseSerialGC",
+            "-XX:ReservedCodeCacheSize=48m",
+            f"-Dlogback.configurationFile={logback}",
+            "-cp",
+            f"{layout.jars('s3')}/*",
+            "org.gaul.s3proxy.Main",
+            "--properties",
+            str(conf),
+        ],
+        ports=[port],
+        ready=lambda: s3_ready(port),
+        cwd=home,
+        prepare=prepare,
+        ready_timeout=60.0,
+        stop_timeout=20.0,
     )

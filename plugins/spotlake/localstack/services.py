@@ -154,6 +154,8 @@ def postgres_settings(layout: StackLayout) -> dict[str, str]:
         "user": layout.setting("SPOTLAKE_POSTGRES_USER", "spotlake"),
         "password": layout.setting("SPOTLAKE_POSTGRES_PASSWORD", "spotlake-local"),
         "database": layout.setting("SPOTLAKE_POSTGRES_DATABASE", "spotlake"),
+        # the lake's Iceberg catalog (JdbcCatalog creates its tables there on first use)
+        "catalog_database": layout.setting("SPOTLAKE_CATALOG_DATABASE", "lake_catalog"),
         "superuser_password": layout.setting("SPOTLAKE_POSTGRES_SUPERUSER_PASSWORD", "postgres-local"),
     }
 
@@ -265,7 +267,8 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
 
 
 def bootstrap_postgres(layout: StackLayout) -> None:
-    """Create the sink database, Airflow's metadata database and their roles (idempotent)."""
+    """Create the sink database, Airflow's metadata database, the lake catalog's database and
+    their roles (idempotent)."""
     import psycopg2
 
     cfg = postgres_settings(layout)
@@ -283,7 +286,8 @@ def bootstrap_postgres(layout: StackLayout) -> None:
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                 verb = "ALTER" if cur.fetchone() else "CREATE"
                 cur.execute(f'{verb} ROLE "{role}" LOGIN PASSWORD %s', (password,))
-            for database, owner in ((cfg["database"], cfg["user"]), ("airflow", "airflow")):
+            for database, owner in ((cfg["database"], cfg["user"]), ("airflow", "airflow"),
+                                    (cfg["catalog_database"], cfg["user"])):
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
                 if not cur.fetchone():
                     cur.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
@@ -315,17 +319,36 @@ def moto_spec(layout: StackLayout) -> ServiceSpec:
     )
 
 
+def s3_endpoint(layout: StackLayout) -> str:
+    """The local S3 (S3Proxy, see ``jvm.s3_spec``): moto serves the other AWS APIs."""
+    return f"http://127.0.0.1:{layout.port('s3')}"
+
+
 def aws_region(layout: StackLayout) -> str:
     return layout.setting("SPOTLAKE_AWS_REGION", "us-east-1")
 
 
+def aws_connection_extra(layout: StackLayout) -> dict[str, object]:
+    """The extra of an Airflow AWS connection to the local stack: S3 on the local S3 server,
+    every other service on moto."""
+    return {
+        "region_name": aws_region(layout),
+        "endpoint_url": moto_endpoint(layout),
+        "service_config": {"s3": {"endpoint_url": s3_endpoint(layout)}},
+    }
+
+
 def aws_env(layout: StackLayout) -> dict[str, str]:
-    """Environment for boto3 clients of the local stack (moto's fixed test keys)."""
+    """Environment for AWS clients of the local stack (moto's fixed test keys): S3 on the local
+    S3 server, every other service on moto. boto3 and the AWS SDK for Java 2 (Iceberg's
+    S3FileIO) both read ``AWS_ENDPOINT_URL_S3`` before ``AWS_ENDPOINT_URL``."""
     return {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": aws_region(layout),
+        "AWS_REGION": aws_region(layout),
         "AWS_ENDPOINT_URL": moto_endpoint(layout),
+        "AWS_ENDPOINT_URL_S3": s3_endpoint(layout),
     }
 
 
