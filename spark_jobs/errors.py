@@ -31,3 +31,11 @@ class StreamingError(SpotlakeJobError, ValueError):
 
 class StreamFencedError(SpotlakeJobError):
     """Another run of the same stream took over its sink; this run must stop."""
+
+
+class StaleAttemptError(SpotlakeJobError):
+    """This attempt no longer owns its job (re-queued or replaced); its commit is refused."""
+
+
+class CommitConflict(SpotlakeJobError):
+    """Another commit to the same Iceberg table won the race; the job retries the chunk."""

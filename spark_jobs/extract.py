@@ -3,7 +3,8 @@
     spark-submit --py-files spark_jobs.zip spark_jobs/extract.py --job <base64url(JSON)>
     spark-submit --py-files spark_jobs.zip spark_jobs/extract.py --job-file job.json
 
-On success it prints one line ``SPOTLAKE_MANIFEST: <json>`` on stdout and exits 0.
+On success it prints one line ``SPOTLAKE_RESULT: <json>`` (what it committed) on stdout
+and exits 0.
 On failure it prints one line ``SPOTLAKE_ERROR: <message>`` on stderr (the
 operator shows it from the Livy log) and exits 2 for a configuration or source
 problem (:class:`~spark_jobs.errors.SpotlakeJobError`), 1 for anything else.
@@ -24,9 +25,10 @@ from pyspark.sql import SparkSession
 from spark_jobs.errors import ExtractionError, SpotlakeJobError
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
+from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
-MANIFEST_MARK = "SPOTLAKE_MANIFEST: "
+RESULT_MARK = "SPOTLAKE_RESULT: "
 USAGE = "extract.py --job <base64url(JSON)> | --job-file <path>"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -59,6 +61,7 @@ def build_session(job: ExtractJob) -> SparkSession:
     return (
         SparkSession.builder.appName(f"spotlake-extract-{job.pipeline}")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.extensions", ICEBERG_EXTENSIONS)
         .getOrCreate()
     )
 
@@ -98,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         job = load_job(parse_args(argv))
         spark = existing or build_session(job)
-        manifest = run_extraction(spark, job)
+        result = run_extraction(spark, job)
     except SpotlakeJobError as exc:
         print(ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
         return 2
@@ -110,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if spark is not None and existing is None:
             spark.stop()
-    print(MANIFEST_MARK + json.dumps(manifest, separators=(",", ":")), flush=True)
+    print(RESULT_MARK + json.dumps(result, separators=(",", ":"), default=str), flush=True)
     return 0
 
 

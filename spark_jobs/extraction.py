@@ -1,53 +1,85 @@
-"""Extract one window of one MySQL table into the lake: extract, transform, load, commit.
+"""Extract one job of one MySQL table into the lake: a window, or the initial snapshot.
 
 :func:`run_extraction` is a function of (Spark session, job), so it runs the same
 in a one-shot ``spark-submit`` (see ``extract.py``) and in a long-lived session.
-It returns the committed manifest (see :mod:`spark_jobs.lake_commit`).
 
-Phases, timed into the manifest's ``timings``:
+- A **window** job reads the rows whose cursor lies in the window's planned range
+  ``[read_from, end)`` (planned by the operator from the pipeline's committed watermark,
+  so a pause or a failed window leaves no gap), in chunks of at most
+  ``read.window_chunk_s`` seconds, each committed on its own and each moving the
+  watermark forward.
+- The **snapshot** job is the initial load: the rows already in the table, read in
+  primary-key chunks of ``read.chunk_rows`` rows, each committed on its own and recorded
+  in the registry, so a new attempt (after a cluster death) resumes after the last
+  committed chunk. When the last chunk is committed the snapshot is DONE and the
+  watermark starts at the time the snapshot began (on the source's clock): every row
+  changed since is read by the windows.
 
-- ``secret_s``: resolve the source secret;
-- ``validate_s``: connect, check the table, its key columns and the cursor's index;
-- ``read_s``: count the window's rows (and key bounds) to plan the JDBC read,
-  and set the read up (Spark resolves the query's schema);
-- ``transform_s``: apply the transformation steps (analysis only, no data moves);
-- ``write_s``: fetch, transform and write the rows as Parquet: Spark runs these
-  as one pipeline, so the JDBC fetch is part of this phase;
-- ``commit_s``: list the files written and build the manifest. The manifest
-  write itself and the clean-up of stale run directories come after the
-  manifest is final; the returned dict reports them under ``after_commit``.
+Each chunk: read and transform the rows and keep them on the executors (outside the
+lock), then under the pipeline's commit lock evolve the tables' schema, commit the
+changes table and the current-state table (:mod:`spark_jobs.lake_commit`), and record
+the commit (watermark, window record) in the same registry transaction that frees the
+lock. A chunk that read no rows and that no earlier attempt touched commits nothing to
+Iceberg; only the watermark moves.
 
-An empty window commits a manifest with 0 rows whose data path holds one
-zero-row Parquet file carrying the schema (Spark writes it), so every committed
-window has a readable schema.
+Phases, timed into the result's ``timings`` (summed over chunks): ``secret_s``,
+``catalog_s``, ``validate_s``, ``read_s`` (count, fetch, transform, cache), ``lock_s``
+(waiting for the commit lock), ``schema_s``, ``changes_s``, ``current_s``, ``record_s``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
+import boto3
 import pyspark.sql.functions as F
-from py4j.protocol import Py4JJavaError
-from pyspark.sql import Observation, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 
+from spark_jobs.commit_lock import take_lock
+from spark_jobs.errors import CommitConflict, ExtractionError
 from spark_jobs.job_config import UTC, ExtractJob
-from spark_jobs.lake_commit import WindowLayout, commit_manifest, data_files, remove_stale_runs, write_window
-from spark_jobs.mysql_source import (
-    check_table,
-    describe_table,
-    java_message,
-    jdbc_connection,
-    partition_count,
-    read_window,
-    resolve_source,
-    window_stats,
+from spark_jobs.lake_catalog import configure_catalog, current_snapshot, ensure_tables, live_rows
+from spark_jobs.lake_commit import (
+    Chunk,
+    CommitResult,
+    aligned,
+    commit_properties,
+    merge_current,
+    replace_changes,
+    with_change_columns,
 )
-from spark_jobs.transforms import apply_transforms
+from spark_jobs.lake_state import (
+    SNAPSHOT_LABEL,
+    LakeState,
+    Owner,
+    PipelineState,
+    SnapshotPhase,
+    WindowRecord,
+    iso,
+    parse_iso,
+)
+from spark_jobs.mysql_source import (
+    SourceTable,
+    check_table,
+    chunk_condition,
+    chunk_upper,
+    describe_table,
+    jdbc_connection,
+    range_condition,
+    read_rows,
+    read_stats,
+    resolve_source,
+    source_now,
+)
+from spark_jobs.transforms import KeyColumns, apply_transforms
 
 __all__ = ["ExtractJob", "run_extraction"]
 
@@ -59,6 +91,7 @@ SESSION_SETTINGS = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 ISO_PATTERN = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSxxx"
+COMMIT_TRIES = 3
 
 
 class PhaseClock:
@@ -89,86 +122,292 @@ def session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterat
                 spark.conf.set(key, value)
 
 
+def lake_state(job: ExtractJob) -> LakeState:
+    client = boto3.client("dynamodb", **({"region_name": job.registry.region} if job.registry.region else {}))
+    return LakeState(client, job.registry.prefix)
+
+
+@dataclass
+class Run:
+    """What one run of the job works with."""
+
+    spark: SparkSession
+    job: ExtractJob
+    store: LakeState
+    connection: Any
+    table: SourceTable
+    source: Any
+    clock: PhaseClock
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.job.job_key, self.job.run_id, self.job.attempt)
+
+
+@dataclass
+class ChunkRead:
+    """A chunk's rows, transformed and cached, with what the read saw."""
+
+    staged: DataFrame
+    keys: KeyColumns
+    data_schema: Any
+    rows_read: int
+    rows_written: int
+    cursor_min: str | None
+    cursor_max: str | None
+
+
 def run_extraction(spark: SparkSession, job: ExtractJob) -> dict[str, Any]:
-    """Extract the job's window, write it, commit its manifest, and return the manifest."""
+    """Run the job and return its result (what it committed, its timings)."""
     clock = PhaseClock()
-    layout = WindowLayout(root=job.output.root, label=job.window.label, run_id=job.run_id)
     with session_settings(spark, SESSION_SETTINGS):
         with clock.phase("secret_s"):
             source = resolve_source(job)
-        with ExitStack() as stack:
+        with clock.phase("catalog_s"):
+            configure_catalog(spark, job)
+        with jdbc_connection(spark, source, job) as connection:
             with clock.phase("validate_s"):
-                connection = stack.enter_context(jdbc_connection(spark, source, job))
                 table = describe_table(connection, job)
                 check_table(job, table)
-            with clock.phase("read_s"):
-                stats = window_stats(connection, job, table)
-        with clock.phase("read_s"):
-            rows = read_window(spark, source, job, table, stats)
-        read_metrics = Observation(f"rows_read_{job.run_id}")
-        with clock.phase("transform_s"):
-            rows = rows.observe(
-                read_metrics,
-                F.count(F.lit(1)).alias("rows"),
-                F.date_format(F.min(job.cursor), ISO_PATTERN).alias("cursor_min"),
-                F.date_format(F.max(job.cursor), ISO_PATTERN).alias("cursor_max"),
-            )
-            out, keys = apply_transforms(rows, job)
-            written_metrics = Observation(f"rows_written_{job.run_id}")
-            out = out.observe(written_metrics, F.count(F.lit(1)).alias("rows"))
-        with clock.phase("write_s"):
-            write_window(out.sortWithinPartitions(*keys.primary_key), layout)
-            read, written = read_metrics.get, written_metrics.get
-        with clock.phase("commit_s"):
-            manifest = {
-                "job_key": job.job_key,
-                "attempt": job.attempt,
-                "run_id": job.run_id,
-                "pipeline": job.pipeline,
-                "database": job.database,
-                "table": job.table,
-                "window": job.window.to_json(),
-                "rows_read": int(read["rows"]),
-                "rows_written": int(written["rows"]),
-                "cursor_min": read["cursor_min"],
-                "cursor_max": read["cursor_max"],
-                "primary_key": list(keys.primary_key),
-                "cursor": keys.cursor,
-                "soft_delete": keys.soft_delete,
-                "schema": out.schema.json(),
-                "data_path": layout.run_dir,
-                "files": data_files(spark, layout.run_dir),
-                "read_partitions": partition_count(job, stats),
-                "committed_at": datetime.now(UTC).isoformat(),
-            }
-        manifest["timings"] = dict(clock.timings)
-        started = time.perf_counter()
-        commit_manifest(spark, layout.manifest, manifest)
-        written_s = round(time.perf_counter() - started, 3)
-    removed = remove_stale_runs_after_commit(spark, job, layout)
-    LOG.info(
-        "%s: committed window %s: %d rows read, %d written, timings %s, manifest write %.3fs, "
-        "removed %d stale runs",
-        job.context,
-        layout.label,
-        manifest["rows_read"],
-        manifest["rows_written"],
-        manifest["timings"],
-        written_s,
-        len(removed),
+            run = Run(spark, job, lake_state(job), connection, table, source, clock)
+            result = run_snapshot(run) if job.kind == "snapshot" else run_window(run)
+    result["timings"] = dict(clock.timings)
+    LOG.info("%s: %s", job.context, json.dumps(result, default=str))
+    return result
+
+
+# ------------------------------------------------------------------ windows
+def window_chunks(read_from: datetime, end: datetime, span_s: int) -> list[tuple[datetime, datetime]]:
+    """``[read_from, end)`` cut into consecutive ranges of at most ``span_s`` seconds."""
+    chunks, low, span = [], read_from, timedelta(seconds=span_s)
+    while low < end:
+        high = min(low + span, end)
+        chunks.append((low, high))
+        low = high
+    return chunks
+
+
+def run_window(run: Run) -> dict[str, Any]:
+    job = run.job
+    assert job.window is not None
+    state = run.store.get(job.pipeline)
+    if state is None or not state.phase.finished:
+        raise ExtractionError(
+            f"{job.context}: the initial snapshot is not finished (state {state.snapshot if state else 'missing'}); "
+            "the extraction task runs it before the first window — re-run the task")
+    record = run.store.window(job.pipeline, job.label)
+    if record is None:
+        raise ExtractionError(f"{job.context}: window {job.label} has no plan in the registry; re-run the task")
+    chunks = window_chunks(job.window.read_from, job.window.end, job.read.window_chunk_s)
+    if len(chunks) > 1:
+        LOG.info("%s: window %s covers %s to %s: reading it in %d chunks of at most %d s", job.context,
+                 job.label, job.window.read_from.isoformat(), job.window.end.isoformat(), len(chunks),
+                 job.read.window_chunk_s)
+    totals = {"rows_read": 0, "rows_written": 0}
+    result: CommitResult | None = None
+    for number, (low, high) in enumerate(chunks, start=1):
+        with run.clock.phase("read_s"):
+            extracted_at = source_now(run.connection)
+            read = read_chunk(run, range_condition(job, low, high), Chunk(job.label, number, "upsert", extracted_at))
+        try:
+            totals["rows_read"] += read.rows_read
+            totals["rows_written"] += read.rows_written
+            last = number == len(chunks)
+            result = commit_with_retries(run, read, Chunk(job.label, number, "upsert", extracted_at),
+                                         lambda st, rec, res, n=number, lo=low, hi=high, r=read, lst=last:
+                                         window_changes(run, st, rec, res, n, lo, hi, r, totals, lst))
+        finally:
+            read.staged.unpersist()
+    final = run.store.window(job.pipeline, job.label)
+    state = run.store.get(job.pipeline)
+    return {
+        "kind": "window", "job_key": job.job_key, "attempt": job.attempt, "run_id": job.run_id,
+        "pipeline": job.pipeline, "window": job.label, "read_from": iso(job.window.read_from),
+        "end": iso(job.window.end), "chunks": len(chunks), **totals,
+        "changes_snapshot": final.changes_snapshot if final else None,
+        "current_snapshot": final.current_snapshot if final else None,
+        "current_rows": final.current_rows if final else None,
+        "watermark": state.watermark if state else None,
+        "committed_to_lake": bool(result and result.changes_snapshot),
+    }
+
+
+def advanced(watermark: str | None, low: datetime, high: datetime) -> str | None:
+    """The watermark after committing ``[low, high)``: ``high`` if that range starts at or before
+    it (no gap) and ends after it, else unchanged."""
+    if watermark is None:
+        return None
+    current = parse_iso(watermark)
+    return iso(high) if low <= current < high else watermark
+
+
+def window_changes(run: Run, state: PipelineState, record: WindowRecord, result: CommitResult | None, number: int,
+                   low: datetime, high: datetime, read: ChunkRead, totals: Mapping[str, int],
+                   last: bool) -> tuple[dict[str, Any], WindowRecord]:
+    """What a window chunk's commit records: the state's new watermark and the window's result."""
+    job = run.job
+    watermark = advanced(state.watermark, low, high)
+    moved = watermark != state.watermark
+    changes: dict[str, Any] = {"watermark": watermark, "committed_at": iso(datetime.now(UTC)), "last_job": job.job_key}
+    if moved:
+        changes.update({"failure_job": None, "failure_at": None, "failure_reason": None})
+    done = replace(
+        record, state="COMMITTED" if last else "COMMITTING", chunks=number, run_id=job.run_id,
+        attempt=job.attempt, rows_read=totals["rows_read"], rows_written=totals["rows_written"],
+        committed_at=iso(datetime.now(UTC)), timings=dict(run.clock.timings),
+        cursor_min=_earliest(record.cursor_min if number > 1 else None, read.cursor_min),
+        cursor_max=max(filter(None, [record.cursor_max if number > 1 else None, read.cursor_max]), default=None),
     )
-    return {**manifest, "after_commit": {"manifest_write_s": written_s, "removed_runs": removed}}
+    if result is not None:
+        done.changes_snapshot = result.changes_snapshot or done.changes_snapshot
+        done.current_snapshot = result.current_snapshot or done.current_snapshot
+        done.current_rows = result.current_rows if result.current_rows is not None else done.current_rows
+    return changes, done
 
 
-def remove_stale_runs_after_commit(spark: SparkSession, job: ExtractJob, layout: WindowLayout) -> list[str]:
-    """Clean-up is not part of the commit: a failure is logged, and the next run of the window retries it."""
+def _earliest(a: str | None, b: str | None) -> str | None:
+    return min(filter(None, [a, b]), default=None)
+
+
+# ----------------------------------------------------------------- snapshot
+def run_snapshot(run: Run) -> dict[str, Any]:
+    job = run.job
+    state = run.store.get(job.pipeline)
+    if state is None:
+        raise ExtractionError(f"{job.context}: the pipeline has no state in the registry; re-run the task")
+    if state.phase.finished:
+        LOG.info("%s: the initial snapshot is %s already; nothing to do", job.context, state.snapshot)
+        return {"kind": "snapshot", "job_key": job.job_key, "pipeline": job.pipeline, "snapshot": state.snapshot,
+                "chunks": state.snapshot_chunks, "rows": state.snapshot_rows, "watermark": state.watermark,
+                "already_done": True}
+    started = state.snapshot_started_at or iso(source_now(run.connection))
+    run.store.plan_window(WindowRecord(
+        pipeline=job.pipeline, window=SNAPSHOT_LABEL, job_key=job.job_key, start=started, end=started,
+        read_from=started, planned_at=iso(datetime.now(UTC))))
+    number, after, rows_total = state.snapshot_chunks, state.after_key(), state.snapshot_rows
+    if number:
+        LOG.info("%s: resuming the initial snapshot after chunk %d (%d rows so far)", job.context, number, rows_total)
+    while True:
+        number += 1
+        with run.clock.phase("read_s"):
+            extracted_at = source_now(run.connection)
+            upper = chunk_upper(run.connection, job, run.table, after, job.read.chunk_rows)
+            read = read_chunk(run, chunk_condition(job, run.table, after, upper),
+                              Chunk(SNAPSHOT_LABEL, number, "snapshot", extracted_at))
+        chunk = Chunk(SNAPSHOT_LABEL, number, "snapshot", extracted_at)
+        try:
+            commit_with_retries(run, read, chunk, lambda st, rec, res, n=number, u=upper, r=read: snapshot_changes(
+                run, st, rec, res, n, u, r, started))
+        finally:
+            read.staged.unpersist()
+        rows_total += read.rows_written
+        LOG.info("%s: snapshot chunk %d committed: %d rows (%d in all)%s", job.context, number, read.rows_written,
+                 rows_total, "" if upper is None else f", up to key {upper}")
+        if upper is None:
+            break
+        after = upper
+    state = run.store.get(job.pipeline)
+    return {"kind": "snapshot", "job_key": job.job_key, "attempt": job.attempt, "run_id": job.run_id,
+            "pipeline": job.pipeline, "snapshot": state.snapshot if state else None, "chunks": number,
+            "rows": rows_total, "watermark": state.watermark if state else None, "already_done": False}
+
+
+def snapshot_changes(run: Run, state: PipelineState, record: WindowRecord, result: CommitResult | None, number: int,
+                     upper: list[Any] | None, read: ChunkRead, started: str) -> tuple[dict[str, Any], WindowRecord]:
+    if state.snapshot_chunks != number - 1:
+        raise ExtractionError(
+            f"{run.job.context}: snapshot chunk {number} is out of order: the registry has {state.snapshot_chunks} "
+            "chunks committed; another attempt of the snapshot ran — re-run the task to resume")
+    changes: dict[str, Any] = {
+        "snapshot": SnapshotPhase.DONE.value if upper is None else SnapshotPhase.RUNNING.value,
+        "snapshot_started_at": started,
+        "snapshot_after": json.dumps(upper) if upper is not None else state.snapshot_after,
+        "snapshot_chunks": number,
+        "snapshot_rows": state.snapshot_rows + read.rows_written,
+        "committed_at": iso(datetime.now(UTC)),
+        "last_job": run.job.job_key,
+    }
+    if upper is None:
+        changes["watermark"] = started
+    done = replace(record, state="COMMITTED" if upper is None else "COMMITTING", chunks=number,
+                   run_id=run.job.run_id, attempt=run.job.attempt,
+                   rows_read=record.rows_read + read.rows_read, rows_written=record.rows_written + read.rows_written,
+                   committed_at=iso(datetime.now(UTC)), timings=dict(run.clock.timings))
+    if result is not None:
+        done.changes_snapshot = result.changes_snapshot or done.changes_snapshot
+        done.current_snapshot = result.current_snapshot or done.current_snapshot
+        done.current_rows = result.current_rows if result.current_rows is not None else done.current_rows
+    return changes, done
+
+
+# -------------------------------------------------------------- one chunk
+def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
+    """Read, transform and cache the rows matching ``condition`` (no lock held).
+
+    The rows read are cached first (one pass over MySQL), measured (count, cursor bounds),
+    then transformed and cached again for the two commits; the first cache is dropped."""
+    job = run.job
+    stats = read_stats(run.connection, job, run.table, condition)
+    raw = read_rows(run.spark, run.source, job, run.table, condition, stats).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return remove_stale_runs(spark, layout, job.output.retention_s)
-    except Py4JJavaError as exc:
-        LOG.warning(
-            "%s: window %s committed, but removing stale run directories failed: %s",
-            job.context,
-            layout.label,
-            java_message(exc),
-        )
-        return []
+        (seen,) = raw.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.date_format(F.min(job.cursor), ISO_PATTERN).alias("cursor_min"),
+            F.date_format(F.max(job.cursor), ISO_PATTERN).alias("cursor_max"),
+        ).collect()
+        data, keys = apply_transforms(raw, job)
+        staged = with_change_columns(data, job, keys, chunk).persist(StorageLevel.MEMORY_AND_DISK)
+        written = staged.count()
+    finally:
+        raw.unpersist()
+    return ChunkRead(staged, keys, data.schema, int(seen["rows"]), written, seen["cursor_min"], seen["cursor_max"])
+
+
+def commit_with_retries(run: Run, read: ChunkRead, chunk: Chunk, record_changes: Any) -> CommitResult | None:
+    """Commit the chunk under the lock; a lost Iceberg race is retried here, not by Airflow."""
+    for attempt in range(1, COMMIT_TRIES + 1):
+        try:
+            return commit_locked(run, read, chunk, record_changes)
+        except CommitConflict as exc:
+            if attempt == COMMIT_TRIES:
+                raise
+            LOG.warning("%s: %s; retrying the commit (%d of %d)", run.job.context, exc, attempt + 1, COMMIT_TRIES)
+    return None
+
+
+def commit_locked(run: Run, read: ChunkRead, chunk: Chunk, record_changes: Any) -> CommitResult | None:
+    job = run.job
+    with run.clock.phase("lock_s"):
+        held = take_lock(run.store, job.pipeline, run.owner, job.commit.lease_s, job.commit.wait_s)
+    try:
+        record = run.store.window(job.pipeline, chunk.label)
+        if record is None:
+            raise ExtractionError(f"{job.context}: window {chunk.label} has no record in the registry; re-run the task")
+        result = None
+        if read.rows_written > 0 or chunk.number in record.touched:
+            held.check()
+            run.store.mark_touched(held.lock, chunk.label, chunk.number)
+            with run.clock.phase("schema_s"):
+                schema = ensure_tables(run.spark, job, read.data_schema, read.keys.primary_key)
+            props = commit_properties(job, chunk)
+            held.check()
+            with run.clock.phase("changes_s"):
+                changes = replace_changes(run.spark, job, aligned(read.staged, schema.changes), chunk, props)
+            result = CommitResult(changes, None, None)
+            if read.rows_written > 0:
+                held.check()
+                with run.clock.phase("current_s"):
+                    result = merge_current(run.spark, job, read.keys, aligned(read.staged, schema.current), props,
+                                           changes)
+            record = run.store.window(job.pipeline, chunk.label) or record
+        else:
+            snapshot = current_snapshot(run.spark, job.lake.current_table)
+            if snapshot is not None:
+                result = CommitResult(None, snapshot.snapshotId(), live_rows(snapshot))
+        held.check()
+        with run.clock.phase("record_s"):
+            changes_to_state, done = record_changes(held.lock.state, record, result)
+            run.store.release(held.lock, changes_to_state, done)
+        return result
+    finally:
+        held.stop()

@@ -23,9 +23,10 @@ from spark_jobs.errors import ExtractionError
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
-DEFAULT_RETENTION_S = 3600.0
+KINDS = ("window", "snapshot")
+CATALOG_TYPES = ("jdbc", "glue")
+WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 CONFIG_FILE = "config/pipelines.yaml"
 
 UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
@@ -66,12 +67,44 @@ class ReadOptions:
     fetch_size: int = 10000
     partition_rows: int = 250000
     max_partitions: int = 2
+    chunk_rows: int = 250000  # rows per chunk of the initial snapshot
+    window_chunk_s: int = 3600  # a window longer than this is read and committed in chunks
 
 
 @dataclass(frozen=True)
-class Output:
-    root: str
-    retention_s: float = DEFAULT_RETENTION_S
+class LakeTables:
+    """Where the pipeline's lake tables live: an Iceberg catalog, namespace and two table names."""
+
+    catalog: str
+    type: str
+    warehouse: str
+    namespace: str
+    current: str
+    changes: str
+    secret_id: str | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def current_table(self) -> str:
+        return f"{self.catalog}.{self.namespace}.{self.current}"
+
+    @property
+    def changes_table(self) -> str:
+        return f"{self.catalog}.{self.namespace}.{self.changes}"
+
+
+@dataclass(frozen=True)
+class RegistryRef:
+    """The registry's DynamoDB tables (``<prefix>-jobs``, ``<prefix>-extraction-log``) and region."""
+
+    prefix: str
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitOptions:
+    lease_s: float = 120.0  # the commit lock's lease, renewed while the attempt owns its job
+    wait_s: float = 1800.0  # how long to wait for another attempt's commit before failing
 
 
 @dataclass(frozen=True)
@@ -95,16 +128,24 @@ class ExtractJob:
     attempt: int
     run_id: str
     pipeline: str
+    kind: str
     secret_id: str
     database: str
     table: str
     primary_key: tuple[str, ...]
     cursor: str
     soft_delete: str | None
-    window: Window
+    window: Window | None
     transforms: tuple[TransformStep, ...]
-    output: Output
+    lake: LakeTables
+    registry: RegistryRef
     read: ReadOptions
+    commit: CommitOptions = CommitOptions()
+
+    @property
+    def label(self) -> str:
+        """The job's window label (the part of its job key after ``#``), ``snapshot`` for the initial load."""
+        return self.job_key.rpartition("#")[2]
 
     @property
     def qualified_table(self) -> str:
@@ -154,10 +195,13 @@ class _JobParser:
             "primary_key",
             "cursor",
             "soft_delete",
+            "kind",
             "window",
             "transforms",
-            "output",
+            "lake",
+            "registry",
             "read",
+            "commit",
         }
     )
 
@@ -194,21 +238,29 @@ class _JobParser:
         if len(set(primary_key)) != len(primary_key):
             raise self.fail("primary_key", f"names a column twice: {primary_key}")
         soft_delete = data.get("soft_delete")
+        kind = data.get("kind", "window")
+        if kind not in KINDS:
+            raise self.fail("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+        if "#" not in job_key:
+            raise self.fail("job_key", f"must be <pipeline>#<window label>, got {job_key!r}")
         return ExtractJob(
             job_key=job_key,
             attempt=attempt,
             run_id=run_id,
             pipeline=pipeline,
+            kind=kind,
             secret_id=self.text(source, "secret_id", "source."),
             database=self.identifier(data.get("database"), "database"),
             table=self.identifier(data.get("table"), "table"),
             primary_key=tuple(primary_key),
             cursor=self.identifier(data.get("cursor"), "cursor"),
             soft_delete=None if soft_delete is None else self.identifier(soft_delete, "soft_delete"),
-            window=self.window(self.section(data, "window", required=True)),
+            window=self.window(self.section(data, "window", required=True)) if kind == "window" else None,
             transforms=self.transforms(data.get("transforms", [])),
-            output=self.output(self.section(data, "output", required=True)),
+            lake=self.lake(self.section(data, "lake", required=True)),
+            registry=self.registry(self.section(data, "registry", required=True)),
             read=self.read(self.section(data, "read", required=False)),
+            commit=self.commit(self.section(data, "commit", required=False)),
         )
 
     # ------------------------------------------------------------------ fields
@@ -273,21 +325,55 @@ class _JobParser:
             )
         return Window(start=start, end=end, read_from=read_from)
 
-    def output(self, data: Mapping[str, Any]) -> Output:
-        self.unknown_keys(data, {"root", "retention_s"}, "output.")
-        root = self.text(data, "root", "output.").strip().rstrip("/")
-        if not URI.match(root):
-            raise self.fail(
-                "output.root",
-                f"must be a URI such as s3a://bucket/raw/orders or file:/abs/path, got {data.get('root')!r}",
-            )
-        retention = data.get("retention_s", DEFAULT_RETENTION_S)
-        if isinstance(retention, bool) or not isinstance(retention, (int, float)) or retention < 0:
-            raise self.fail("output.retention_s", f"must be a number of seconds >= 0, got {retention!r}")
-        return Output(root=root, retention_s=float(retention))
+    def lake(self, data: Mapping[str, Any]) -> LakeTables:
+        keys = {"catalog", "type", "warehouse", "namespace", "current", "changes", "secret_id", "properties"}
+        self.unknown_keys(data, keys, "lake.")
+        kind = data.get("type")
+        if kind not in CATALOG_TYPES:
+            raise self.fail("lake.type", f"must be one of {', '.join(CATALOG_TYPES)}, got {kind!r}")
+        warehouse = self.text(data, "warehouse", "lake.").rstrip("/")
+        if not WAREHOUSE.match(warehouse):
+            raise self.fail("lake.warehouse", f"must be an S3 location such as s3://bucket/warehouse, got {warehouse!r}")
+        secret_id = data.get("secret_id")
+        if kind == "jdbc" and (not isinstance(secret_id, str) or not secret_id.strip()):
+            raise self.fail("lake.secret_id", "must name the Secrets Manager secret of the JDBC catalog's database")
+        properties = data.get("properties") or {}
+        if not isinstance(properties, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
+            raise self.fail("lake.properties", f"must map catalog property names to strings, got {properties!r}")
+        return LakeTables(
+            catalog=self.identifier(data.get("catalog"), "lake.catalog"),
+            type=kind,
+            warehouse=warehouse,
+            namespace=self.identifier(data.get("namespace"), "lake.namespace"),
+            current=self.identifier(data.get("current"), "lake.current"),
+            changes=self.identifier(data.get("changes"), "lake.changes"),
+            secret_id=secret_id if kind == "jdbc" else None,
+            properties=tuple(sorted(properties.items())),
+        )
+
+    def registry(self, data: Mapping[str, Any]) -> RegistryRef:
+        self.unknown_keys(data, {"prefix", "region"}, "registry.")
+        region = data.get("region")
+        if region is not None and (not isinstance(region, str) or not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", region)):
+            raise self.fail("registry.region", f"must be an AWS region such as eu-west-1, got {region!r}")
+        prefix = self.text(data, "prefix", "registry.")
+        if not re.match(r"^[A-Za-z0-9_.-]{1,200}$", prefix):
+            raise self.fail("registry.prefix", f"must be letters, digits, _ . or -, got {prefix!r}")
+        return RegistryRef(prefix=prefix, region=region)
+
+    def commit(self, data: Mapping[str, Any]) -> CommitOptions:
+        self.unknown_keys(data, {"lease_s", "wait_s"}, "commit.")
+        values: dict[str, float] = {}
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise self.fail(f"commit.{key}", f"must be a positive number of seconds, got {value!r}")
+            values[key] = float(value)
+        return CommitOptions(**values)
 
     def read(self, data: Mapping[str, Any]) -> ReadOptions:
-        self.unknown_keys(data, {"fetch_size", "partition_rows", "max_partitions"}, "read.")
+        self.unknown_keys(data, {"fetch_size", "partition_rows", "max_partitions", "chunk_rows", "window_chunk_s"},
+                          "read.")
         values: dict[str, int] = {}
         for key, value in data.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,159 +1,191 @@
-"""Atomic commit of a window into the lake.
+"""Commit one chunk of rows into a pipeline's two Iceberg tables.
 
-Layout under a pipeline's output root::
+A chunk is the unit of commit: one window (or one slice of a long window, or one
+primary-key chunk of the initial snapshot), identified by its job key and chunk
+number. Its commit is two Iceberg commits, made while the attempt holds the
+pipeline's commit lock (:mod:`spark_jobs.lake_state`):
 
-    <root>/data/window_start=<YYYYMMDDTHHMMSSZ>/run=<run_id>/part-*.parquet
-    <root>/_manifests/window_start=<YYYYMMDDTHHMMSSZ>.json
+1. the **changes table** (every row version read, append-only across windows):
+   one ``MERGE INTO`` that deletes the rows an earlier attempt or run of the same
+   job key and chunk committed and inserts this attempt's rows. If any of those
+   earlier rows came from a *newer* attempt, the statement fails inside its own scan
+   (``raise_error``) and commits nothing; and if a newer attempt commits the chunk
+   while this statement runs, Iceberg's serializable validation refuses this commit.
+   So a zombie attempt can never replace a newer attempt's rows.
+2. the **current-state table** (one row per primary key): ``MERGE INTO`` from the
+   chunk's rows, newest cursor first (ties: the row read later from the source),
+   which updates a key only with a newer version. Merging is therefore
+   order-independent: any set of windows merged in any order, any number of times,
+   leaves the same table.
 
-Each attempt writes its Parquet files into its own run directory, which no
-reader looks at. The commit is the manifest: one small JSON object naming the
-run's files, written through the Hadoop FileSystem API of the driver JVM. On an
-object store (s3a, s3 via EMRFS) the object appears whole when the stream is
-closed (one PUT), so readers see the old manifest or the new one, never a part;
-on a local file system it is written to a hidden temporary file in the same
-directory and renamed over the old one. Nothing before the manifest write
-changes what readers see, so a failure at any point leaves the previous
-manifest in force.
-
-After the commit, run directories of the window that the manifest does not
-reference are deleted once their newest file is older than the retention (a
-younger one may belong to a concurrent attempt that is still writing).
+Both commits carry the job key, attempt, run id, chunk and window in their snapshot
+summary (``spotlake.*`` keys), so every snapshot says which attempt made it.
 """
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
-from pyspark.sql import DataFrame, SparkSession
+import pyspark.sql.functions as F
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql.types import StructType
 
-from spark_jobs.errors import ExtractionError
+from spark_jobs.errors import CommitConflict, StaleAttemptError
+from spark_jobs.job_config import ExtractJob, quote_identifier
+from spark_jobs.lake_catalog import (
+    commit_id,
+    live_rows,
+    snapshot_with,
+    with_commit_properties,
+)
+from spark_jobs.transforms import KeyColumns
 
-OBJECT_STORE_SCHEMES = frozenset({"s3a", "s3", "s3n", "gs", "oss", "abfs", "abfss", "wasb", "wasbs"})
-MANIFESTS = "_manifests"
+STALE_MARK = "spotlake-stale-attempt"
+MARKER = "__spotlake_marker"
+RANK = "__spotlake_rank"
 
 
 @dataclass(frozen=True)
-class WindowLayout:
-    """Where one attempt of one window lives under a pipeline's output root."""
+class Chunk:
+    """One chunk's identity and where its rows come from."""
 
-    root: str
-    label: str
-    run_id: str
-
-    @property
-    def window_dir(self) -> str:
-        return f"{self.root}/data/window_start={self.label}"
-
-    @property
-    def run_dir(self) -> str:
-        return f"{self.window_dir}/run={self.run_id}"
-
-    @property
-    def manifest(self) -> str:
-        return manifest_uri(self.root, self.label)
+    label: str  # the window label, or "snapshot"
+    number: int
+    op: str  # "upsert" for a window, "snapshot" for the initial load
+    extracted_at: datetime  # the source's clock when the chunk was read
 
 
-def manifest_uri(root: str, label: str) -> str:
-    return f"{root}/{MANIFESTS}/window_start={label}.json"
+@dataclass(frozen=True)
+class CommitResult:
+    changes_snapshot: int | None
+    current_snapshot: int | None
+    current_rows: int | None
 
 
-def hadoop_file(spark: SparkSession, uri: str) -> tuple[Any, Any]:
-    """(FileSystem, Path) of ``uri`` in the driver JVM."""
-    jvm = spark._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(spark._jsc.hadoopConfiguration()), path
+def sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def write_window(df: DataFrame, layout: WindowLayout) -> None:
-    """Write the window's rows as Parquet into the attempt's own run directory."""
-    df.write.mode("overwrite").parquet(layout.run_dir)
+def with_change_columns(rows: DataFrame, job: ExtractJob, keys: KeyColumns, chunk: Chunk) -> DataFrame:
+    """The chunk's rows with the changes table's own columns."""
+    op = F.lit(chunk.op)
+    if keys.soft_delete and keys.soft_delete in rows.columns:
+        op = F.when(F.col(keys.soft_delete).isNotNull(), F.lit("delete")).otherwise(op)
+    return rows.withColumns({
+        "_op": op,
+        "_window": F.lit(chunk.label),
+        "_job_key": F.lit(job.job_key),
+        "_chunk": F.lit(chunk.number).cast("int"),
+        "_attempt": F.lit(job.attempt).cast("int"),
+        "_run_id": F.lit(job.run_id),
+        "_extracted_at": F.lit(chunk.extracted_at).cast("timestamp"),
+    })
 
 
-def data_files(spark: SparkSession, directory: str) -> list[str]:
-    """URIs of the data files in ``directory`` (not ``_SUCCESS`` or hidden files), sorted."""
-    fs, path = hadoop_file(spark, directory)
-    names = []
-    for status in fs.listStatus(path):
-        name = status.getPath().getName()
-        if status.isFile() and not name.startswith(("_", ".")):
-            names.append(status.getPath().toString())
-    return sorted(names)
+def aligned(df: DataFrame, schema: StructType) -> DataFrame:
+    """``df`` with exactly ``schema``'s columns and types (missing columns as NULL)."""
+    present = {c.lower(): c for c in df.columns}
+    return df.select(*[
+        (F.col(quote_identifier(present[f.name.lower()])) if f.name.lower() in present else F.lit(None))
+        .cast(f.dataType).alias(f.name)
+        for f in schema.fields
+    ])
 
 
-def read_manifest(spark: SparkSession, uri: str) -> dict[str, Any] | None:
-    """The manifest at ``uri``, or None if there is none."""
-    fs, path = hadoop_file(spark, uri)
-    if not fs.exists(path):
-        return None
-    stream = fs.open(path)
+def newest_per_key(df: DataFrame, keys: KeyColumns) -> DataFrame:
+    """One row per primary key: the newest cursor, then the later read."""
+    order = Window.partitionBy(*[F.col(quote_identifier(c)) for c in keys.primary_key]).orderBy(
+        F.col(quote_identifier(keys.cursor)).desc_nulls_last(), F.col("_extracted_at").desc())
+    return df.withColumn(RANK, F.row_number().over(order)).filter(F.col(RANK) == 1).drop(RANK)
+
+
+def commit_properties(job: ExtractJob, chunk: Chunk) -> dict[str, str]:
+    """What every snapshot of a chunk's commit says about who made it."""
+    return {
+        "spotlake.pipeline": job.pipeline, "spotlake.job-key": job.job_key, "spotlake.attempt": str(job.attempt),
+        "spotlake.run-id": job.run_id, "spotlake.window": chunk.label, "spotlake.chunk": str(chunk.number),
+    }
+
+
+def _view(df: DataFrame, job: ExtractJob, what: str) -> str:
+    name = f"spotlake_{what}_{job.run_id}".replace("-", "_")
+    df.createOrReplaceTempView(name)
+    return name
+
+
+def replace_changes(spark: SparkSession, job: ExtractJob, rows: DataFrame, chunk: Chunk,
+                    props: Mapping[str, str]) -> int | None:
+    """One MERGE: delete the chunk's earlier rows (unless a newer attempt wrote them), insert these.
+    Returns the id of the snapshot it committed."""
+    marker = spark.range(1).select(
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in rows.schema.fields], F.lit(True).alias(MARKER))
+    source = rows.withColumn(MARKER, F.lit(False)).unionByName(marker)
+    view = _view(source, job, "changes")
+    columns = ", ".join(quote_identifier(c) for c in rows.columns)
+    values = ", ".join(f"s.{quote_identifier(c)}" for c in rows.columns)
+    stale = (f"{STALE_MARK}: attempt {job.attempt} of {job.job_key} chunk {chunk.number} found the chunk "
+             "committed by a newer attempt")
+    statement = f"""
+        MERGE INTO {job.lake.changes_table} t
+        USING {view} s
+        ON t._job_key = {sql_string(job.job_key)} AND t._chunk = {chunk.number} AND s.{MARKER}
+        WHEN MATCHED AND t._attempt > {job.attempt} THEN UPDATE SET t._op = CAST(raise_error({sql_string(stale)}) AS STRING)
+        WHEN MATCHED THEN DELETE
+        WHEN NOT MATCHED AND NOT s.{MARKER} THEN INSERT ({columns}) VALUES ({values})
+    """
+    commit = commit_id()
     try:
-        return json.loads(spark._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        with_commit_properties(spark, {**props, "spotlake.commit-id": commit}, lambda: spark.sql(statement).collect())
+    except Py4JJavaError as exc:
+        raise _commit_error(job, exc, "changes") from None
     finally:
-        stream.close()
+        spark.catalog.dropTempView(view)
+    snapshot = snapshot_with(spark, job.lake.changes_table, "spotlake.commit-id", commit)
+    return snapshot.snapshotId() if snapshot is not None else None
 
 
-def commit_manifest(spark: SparkSession, uri: str, manifest: dict[str, Any]) -> None:
-    """Make ``manifest`` the window's committed manifest in one atomic step."""
-    body = bytearray(json.dumps(manifest, indent=2).encode("utf-8"))
-    fs, path = hadoop_file(spark, uri)
-    if fs.getScheme() in OBJECT_STORE_SCHEMES:
-        _write(fs, path, body)
-        return
-    if fs.getScheme() == "file":
-        fs = fs.getRawFileSystem()  # no .crc side files next to the manifest
-    temp_name = f".{path.getName()}.{manifest['run_id']}.tmp"
-    temp = spark._jvm.org.apache.hadoop.fs.Path(path.getParent(), temp_name)
+def merge_current(spark: SparkSession, job: ExtractJob, keys: KeyColumns, rows: DataFrame,
+                  props: Mapping[str, str], changes_snapshot: int | None) -> CommitResult:
+    """Merge the chunk's newest row per key into the current-state table; an existing row is
+    replaced only by a newer version (newer cursor, or the same cursor read later)."""
+    view = _view(newest_per_key(rows, keys), job, "current")
+    on = " AND ".join(f"t.{quote_identifier(c)} = s.{quote_identifier(c)}" for c in keys.primary_key)
+    cursor = quote_identifier(keys.cursor)
+    newer = (f"(s.{cursor} > t.{cursor} OR (t.{cursor} IS NULL AND s.{cursor} IS NOT NULL) "
+             f"OR (s.{cursor} <=> t.{cursor} AND s._extracted_at > t._extracted_at))")
+    statement = f"""
+        MERGE INTO {job.lake.current_table} t
+        USING {view} s
+        ON {on}
+        WHEN MATCHED AND {newer} THEN UPDATE SET *
+        WHEN NOT MATCHED THEN INSERT *
+    """
+    commit = commit_id()
     try:
-        _write(fs, temp, body)
-        if not fs.rename(temp, path):
-            raise ExtractionError(
-                f"pipeline {manifest['pipeline']}: could not replace {uri} by rename on a {fs.getScheme()} "
-                "file system; use an s3a:// or file: output root"
-            )
+        with_commit_properties(spark, {**props, "spotlake.commit-id": commit}, lambda: spark.sql(statement).collect())
+    except Py4JJavaError as exc:
+        raise _commit_error(job, exc, "current-state") from None
     finally:
-        if fs.exists(temp):
-            fs.delete(temp, False)
+        spark.catalog.dropTempView(view)
+    snapshot = snapshot_with(spark, job.lake.current_table, "spotlake.commit-id", commit)
+    return CommitResult(changes_snapshot, snapshot.snapshotId() if snapshot is not None else None, live_rows(snapshot))
 
 
-def _write(fs: Any, path: Any, body: bytearray) -> None:
-    stream = fs.create(path, True)
-    try:
-        stream.write(body)
-    finally:
-        stream.close()
+def _commit_error(job: ExtractJob, exc: Py4JJavaError, table: str) -> Exception:
+    text = str(exc.java_exception)
+    root = exc.java_exception
+    while root.getCause() is not None and root.getCause() is not root:
+        root = root.getCause()
+        text += " " + str(root)
+    if STALE_MARK in text:
+        return StaleAttemptError(
+            f"{job.context}: attempt {job.attempt} of {job.job_key} is stale: a newer attempt already committed "
+            "this chunk, so this attempt's rows are refused and the table is unchanged")
+    if "ValidationException" in text or "CommitFailedException" in text:
+        return CommitConflict(f"{job.context}: the {table} commit of {job.job_key} lost a race with another "
+                              f"commit: {root.getMessage()}")
+    return exc
 
-
-def remove_stale_runs(
-    spark: SparkSession, layout: WindowLayout, retention_s: float, now: float | None = None
-) -> list[str]:
-    """Delete the window's run directories other than ``layout``'s whose newest file is older
-    than ``retention_s``; return the deleted URIs. A directory's age is that of its newest
-    file (object stores give directories no time of their own); an empty directory on a
-    local file system counts by its own time."""
-    fs, window_dir = hadoop_file(spark, layout.window_dir)
-    if not fs.exists(window_dir):
-        return []
-    cutoff_ms = ((time.time() if now is None else now) - retention_s) * 1000
-    deleted = []
-    for status in fs.listStatus(window_dir):
-        path = status.getPath()
-        name = path.getName()
-        if not status.isDirectory() or not name.startswith("run=") or name == f"run={layout.run_id}":
-            continue
-        newest = _newest_file_ms(fs, path)
-        if newest == 0 and fs.getScheme() not in OBJECT_STORE_SCHEMES:
-            newest = status.getModificationTime()  # an empty directory (object stores report "now")
-        if 0 < newest < cutoff_ms and fs.delete(path, True):
-            deleted.append(path.toString())
-    return deleted
-
-
-def _newest_file_ms(fs: Any, directory: Any) -> int:
-    newest = 0
-    files = fs.listFiles(directory, True)
-    while files.hasNext():
-        newest = max(newest, files.next().getModificationTime())
-    return newest

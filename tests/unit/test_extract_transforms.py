@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import json
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +17,17 @@ from pyspark.sql.types import DecimalType, LongType, StringType, StructField, St
 from spark_jobs import extract, user_transforms
 from spark_jobs.errors import ExtractionError, UnknownUserTransformError
 from spark_jobs.job_config import ExtractJob, is_identifier, quote_identifier
-from spark_jobs.mysql_source import SourceTable, WindowStats, check_table, partition_count, window_query
+from spark_jobs.mysql_source import (
+    ReadStats,
+    SourceColumn,
+    SourceTable,
+    check_table,
+    chunk_condition,
+    key_literal,
+    partition_count,
+    range_condition,
+    select_query,
+)
 from spark_jobs.transforms import apply_transforms, transform
 
 BASE_JOB: dict[str, Any] = {
@@ -36,7 +47,9 @@ BASE_JOB: dict[str, Any] = {
         "read_from": "2026-11-27T13:55:00+00:00",
     },
     "transforms": [],
-    "output": {"root": "s3a://bucket/raw/shop_orders"},
+    "lake": {"catalog": "lake", "type": "jdbc", "warehouse": "s3://spotlake-lake/warehouse", "namespace": "shop",
+             "current": "shop_orders", "changes": "shop_orders_changes", "secret_id": "spotlake/postgres/catalog"},
+    "registry": {"prefix": "spotlake", "region": "eu-west-1"},
     "read": {"fetch_size": 10000, "partition_rows": 250000, "max_partitions": 2},
 }
 
@@ -89,8 +102,18 @@ def test_job_round_trips_through_base64url() -> None:
     assert job.primary_key == ("order_id",)
     assert job.window.label == "20261127T140000Z"
     assert job.window.to_json() == BASE_JOB["window"]
-    assert job.output.retention_s == 3600.0
-    assert job.read.max_partitions == 2
+    assert (job.kind, job.label) == ("window", "20261127T140000Z")
+    assert (job.lake.current_table, job.lake.changes_table) == ("lake.shop.shop_orders", "lake.shop.shop_orders_changes")
+    assert (job.registry.prefix, job.registry.region) == ("spotlake", "eu-west-1")
+    assert job.read.max_partitions == 2 and job.read.chunk_rows == 250000 and job.read.window_chunk_s == 3600
+    assert (job.commit.lease_s, job.commit.wait_s) == (120.0, 1800.0)
+
+
+def test_a_snapshot_job_needs_no_window() -> None:
+    document = copy.deepcopy(BASE_JOB)
+    del document["window"]
+    job = ExtractJob.from_dict({**document, "kind": "snapshot", "job_key": "shop_orders#snapshot"})
+    assert (job.kind, job.label, job.window) == ("snapshot", "snapshot", None)
 
 
 def test_job_defaults_for_optional_sections() -> None:
@@ -124,8 +147,15 @@ def test_window_bounds_are_normalised_to_utc() -> None:
         ({"window": {"start": "2026-11-27T14:00:00", "end": "2026-11-27T14:05:00+00:00"}}, "'window.start'"),
         ({"window": {"start": "2026-11-27T14:00:00Z", "end": "yesterday"}}, "'window.end'"),
         ({"window": {"start": "2026-11-27T14:05:00Z", "end": "2026-11-27T14:00:00Z"}}, "'window'"),
-        ({"output": {"root": "raw/shop_orders"}}, "'output.root'"),
-        ({"output": {"root": "s3a://b/r", "retention_s": -1}}, "'output.retention_s'"),
+        ({"kind": "full"}, "'kind'"),
+        ({"job_key": "no-label"}, "'job_key'"),
+        ({"lake": {**BASE_JOB["lake"], "type": "hadoop"}}, "'lake.type'"),
+        ({"lake": {**BASE_JOB["lake"], "warehouse": "file:/lake/wh"}}, "'lake.warehouse'"),
+        ({"lake": {**BASE_JOB["lake"], "secret_id": None}}, "'lake.secret_id'"),
+        ({"lake": {**BASE_JOB["lake"], "current": "a.b"}}, "'lake.current'"),
+        ({"registry": {"prefix": "x y"}}, "'registry.prefix'"),
+        ({"registry": {"prefix": "x", "region": "mars"}}, "'registry.region'"),
+        ({"commit": {"lease_s": 0}}, "'commit.lease_s'"),
         ({"read": {"fetch_size": 0}}, "'read.fetch_size'"),
         ({"read": {"fetchsize": 10}}, "'read.fetchsize'"),
         ({"source": {}}, "'source.secret_id'"),
@@ -191,18 +221,31 @@ def source_table(**changes: Any) -> SourceTable:
     return SourceTable(**fields)
 
 
-def test_window_query_quotes_names_and_formats_bounds_in_utc() -> None:
-    job = job_with(
-        window={
-            "start": "2026-11-27T15:00:00+01:00",
-            "end": "2026-11-27T15:05:00+01:00",
-            "read_from": "2026-11-27T14:55:00+01:00",
-        }
-    )
-    assert window_query(job, source_table()) == (
+def test_range_query_quotes_names_and_formats_bounds_in_utc() -> None:
+    job = job_with()
+    low = datetime.fromisoformat("2026-11-27T14:55:00+01:00")
+    high = datetime.fromisoformat("2026-11-27T15:05:00+01:00")
+    assert select_query(job, source_table(), range_condition(job, low, high)) == (
         "SELECT `order_id`, `email`, `updated_at`, `deleted_at` FROM `shop`.`orders` "
         "WHERE `updated_at` >= '2026-11-27 13:55:00.000000' AND `updated_at` < '2026-11-27 14:05:00.000000'"
     )
+
+
+def test_snapshot_chunks_page_through_the_key_with_typed_literals() -> None:
+    job = job_with(primary_key=["region", "order_id"])
+    table = source_table(
+        columns=("region", "order_id", "updated_at"),
+        types={"region": "varchar", "order_id": "bigint", "updated_at": "datetime"},
+        details={"region": SourceColumn("region", "varchar", "utf8mb4", "utf8mb4_unicode_ci")},
+    )
+    region = "CONVERT(CONVERT(X'6e6f727468' USING utf8mb4) USING utf8mb4) COLLATE utf8mb4_unicode_ci"
+    assert chunk_condition(job, table, None, None) == "1 = 1 AND 1 = 1"
+    assert chunk_condition(job, table, ["north", "7"], None) == (
+        f"((`region` > {region}) OR (`region` = {region} AND `order_id` > 7)) AND 1 = 1")
+    # A key value never reaches SQL as text: quotes are hex, numbers are parsed.
+    assert "'" not in key_literal(table, "region", "x' OR 1=1 --").replace("X'", "").replace("' USING", "")
+    with pytest.raises(ValueError):
+        key_literal(table, "order_id", "7 OR 1=1")
 
 
 def test_source_checks_name_pipeline_table_and_fix() -> None:
@@ -220,13 +263,16 @@ def test_source_checks_name_pipeline_table_and_fix() -> None:
         check_table(job_with(soft_delete="removed"), source_table())
     with pytest.raises(ExtractionError, match="cursor column 'email' is VARCHAR, not DATETIME"):
         check_table(job_with(cursor="email"), source_table(index_leaders=frozenset({"email"})))
+    with pytest.raises(ExtractionError, match="primary-key column 'doc' is JSON; the initial snapshot pages"):
+        check_table(job_with(primary_key=["doc"], soft_delete=None), source_table(
+            columns=("doc", "updated_at"), types={"doc": "json", "updated_at": "datetime"}))
 
 
 def test_read_is_split_on_an_integer_key_only_when_the_window_is_large() -> None:
     job = job_with(read={"partition_rows": 1000, "max_partitions": 2})
-    assert partition_count(job, WindowStats(rows=500, key_min=1, key_max=500)) == 1
-    assert partition_count(job, WindowStats(rows=5000, key_min=1, key_max=9000)) == 2
-    assert partition_count(job, WindowStats(rows=5000)) == 1
+    assert partition_count(job, ReadStats(rows=500, key_min=1, key_max=500)) == 1
+    assert partition_count(job, ReadStats(rows=5000, key_min=1, key_max=9000)) == 2
+    assert partition_count(job, ReadStats(rows=5000)) == 1
     assert source_table().integer_key(job) == "order_id"
     assert source_table(types={"order_id": "varchar"}).integer_key(job) is None
 
