@@ -1,9 +1,10 @@
-"""Extract one window of one pipeline into the lake."""
+"""Extract one window of one pipeline into the lake's Iceberg tables."""
 
 from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -11,18 +12,32 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from operators.livy_batch import PoolBatchOperator
-from spotlake import artifacts, config, lake
+from operators.livy_batch import NEXT_JOB, PoolBatchOperator
+from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
+from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest
-from spotlake.registry import ExtractionRecord, Job, StaleState, now_iso
+from spotlake.registry import Job
 from spotlake.windows import Window, job_key, window_for_run
 
 
-class ExtractWindowOperator(PoolBatchOperator):
-    """Runs ``spark_jobs/extract.py`` for the run's window of ``pipeline`` and, once the
-    window's manifest is committed, records it in the extraction log.
+@dataclass(frozen=True)
+class Plan:
+    """What the task's next batch does: the initial snapshot, or its window's planned range."""
 
-    The batch receives the source's secret reference, never a credential.
+    job_key: str
+    kind: str
+    record: WindowRecord | None = None
+
+
+class ExtractWindowOperator(PoolBatchOperator):
+    """Runs ``spark_jobs/extract.py`` for the run's window of ``pipeline``.
+
+    While the pipeline's initial snapshot is not finished, the task first runs (or, if
+    another run is already running it, reconnects to) the snapshot job, then its window.
+    The window reads from the committed watermark (minus the lookback) to its interval's
+    end, a range fixed in the registry the first time the window is planned, so a retry,
+    a clear or a backfill reads the same range. The batch receives secret references
+    only, never a credential.
     """
 
     template_fields = ("pipeline_name",)
@@ -30,105 +45,141 @@ class ExtractWindowOperator(PoolBatchOperator):
     def __init__(self, *, pipeline_name: str, **kwargs: Any) -> None:
         self.pipeline_name = pipeline_name
         self._window: Window | None = None
+        self._plan: Plan | None = None
         super().__init__(**kwargs)
 
     @cached_property
+    def config(self) -> config.PipelinesConfig:
+        return config.load()
+
+    @cached_property
     def pipeline(self) -> config.Pipeline:
-        return config.load().get(self.pipeline_name)
+        return self.config.get(self.pipeline_name)
 
     @cached_property
     def s3(self) -> Any:
         return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
 
+    @cached_property
+    def lake_state(self) -> LakeState:
+        return LakeState(self.registry.client, self.registry.prefix)
+
     def window(self, context: Any) -> Window:
-        """The run's window; the pipeline's first committed window also carries all the
-        rows from before it (an initial load), so existing rows land too."""
         if self._window is None:
-            window = window_for_run(
-                self.pipeline.schedule,
-                self.pipeline.lookback,
-                context.get("data_interval_start"),
-                context.get("data_interval_end"),
-                datetime.now(UTC),
+            self._window = window_for_run(
+                self.pipeline.schedule, self.pipeline.lookback,
+                context.get("data_interval_start"), context.get("data_interval_end"), datetime.now(UTC),
             )
-            if self.pipeline.initial_load and not lake.has_commits(self.s3, self.pipeline.target):
-                self.log.info("no committed window in %s yet: initial load of all rows before %s",
-                              self.pipeline.target, window.end)
-                window = window.as_initial_load()
-            self._window = window
         return self._window
 
-    def build_request(self, context: Any) -> BatchRequest:
+    # ----------------------------------------------------------------- plan
+    def state(self, context: Any) -> PipelineState:
+        return self.lake_state.ensure(self.pipeline.name, self.pipeline.initial_load, self.window(context).start)
+
+    def plan(self, context: Any) -> Plan:
+        """The next job of this task, from the pipeline's state as it is now."""
+        state = self.state(context)
+        if not state.phase.finished:
+            return Plan(snapshot_job_key(self.pipeline.name), "snapshot")
         window = self.window(context)
+        watermark = parse_iso(state.watermark) if state.watermark else None
+        wanted = WindowRecord(
+            pipeline=self.pipeline.name, window=window.label, job_key=job_key(self.pipeline.name, window),
+            start=iso(window.start), end=iso(window.end), read_from=iso(window.read_from(watermark)),
+            planned_at=iso(datetime.now(UTC)),
+        )
+        record = self.lake_state.plan_window(wanted)
+        if record is wanted:
+            gap = window.start - watermark if watermark is not None else None
+            self.log.info(
+                "window %s: reads %s <= %s < %s (committed watermark %s, lookback %s)%s", window.label,
+                record.read_from, self.pipeline.cursor, record.end, state.watermark, self.pipeline.lookback,
+                f"; covers {gap} not yet committed before this window" if gap and gap.total_seconds() > 0 else "")
+        else:
+            self.log.info("window %s: re-run of the range planned at %s: %s <= %s < %s", window.label,
+                          record.planned_at, record.read_from, self.pipeline.cursor, record.end)
+        span = parse_iso(record.end) - parse_iso(record.read_from)
+        if span > self.pipeline.max_window:
+            self.log.info("window %s: %s to read, more than read.max_window (%s): the job reads and commits "
+                          "it in %d chunks", window.label, span, self.pipeline.max_window,
+                          -(-span // self.pipeline.max_window))
+        return Plan(record.job_key, "window", record)
+
+    # -------------------------------------------------------------- request
+    def build_request(self, context: Any) -> BatchRequest:
+        self._plan = self.plan(context)
         published = artifacts.publish("extract.py", s3=self.s3)
+        label = self._plan.job_key.rpartition("#")[2]
         return BatchRequest(
-            job_key=job_key(self.pipeline.name, window),
+            job_key=self._plan.job_key,
             pool=self.pipeline.pool,
             file=published.entry,
             py_files=published.py_files,
-            name=f"spotlake-extract-{self.pipeline.name}-{window.label}",
+            name=f"spotlake-extract-{self.pipeline.name}-{label}",
         )
 
     def job_document(self, context: Any, run_id: str) -> dict[str, Any]:
-        pipeline, window = self.pipeline, self.window(context)
-        ti = context.get("ti")
-        return {
-            "job_key": job_key(pipeline.name, window),
-            "attempt": getattr(ti, "try_number", 1),
+        pipeline, plan = self.pipeline, self._plan or self.plan(context)
+        claimed = self.registry.get_job(plan.job_key)
+        attempt = claimed.attempt if claimed is not None and claimed.run_id == run_id else 1
+        document: dict[str, Any] = {
+            "job_key": plan.job_key,
+            "attempt": attempt,
             "run_id": run_id,
             "pipeline": pipeline.name,
+            "kind": plan.kind,
             "source": {"secret_id": pipeline.source.secret_id},
             "database": pipeline.database,
             "table": pipeline.table,
             "primary_key": list(pipeline.primary_key),
             "cursor": pipeline.cursor,
             "soft_delete": pipeline.soft_delete,
-            "window": window.to_job(),
             "transforms": [t.to_job() for t in pipeline.transforms],
-            "output": {"root": pipeline.target},
-            "read": dict(pipeline.read),
+            "lake": self.config.lake.to_job(pipeline),
+            "registry": {"prefix": self.registry.prefix, "region": self.registry.client.meta.region_name},
+            "read": pipeline.read_job(),
         }
+        if plan.record is not None:
+            document["window"] = {"start": plan.record.start, "end": plan.record.end,
+                                  "read_from": plan.record.read_from}
+        return document
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
         document = json.dumps(self.job_document(context, run_id), separators=(",", ":"))
         return ["--job", base64.urlsafe_b64encode(document.encode()).decode()]
 
-    def on_batch_success(self, context: Any, job: Job) -> dict[str, Any]:
+    # ------------------------------------------------------------- outcomes
+    def on_batch_success(self, context: Any, job: Job) -> Any:
+        if job.job_key == snapshot_job_key(self.pipeline.name):
+            state = self.lake_state.get(self.pipeline.name)
+            if state is None or not state.phase.finished:
+                raise AirflowException(
+                    f"{job.job_key}: batch {job.batch_id} succeeded but the registry shows the snapshot "
+                    f"{state.snapshot if state else 'missing'}; re-run the task to resume it")
+            self.log.info("initial snapshot of %s done: %d rows in %d chunks; windows start from %s",
+                          self.pipeline.name, state.snapshot_rows, state.snapshot_chunks, state.watermark)
+            return NEXT_JOB
         window = self.window(context)
-        manifest = lake.read_manifest(self.s3, self.pipeline.target, window.label)
-        if manifest is None or manifest.get("run_id") != job.run_id:
+        record = self.lake_state.window(self.pipeline.name, window.label)
+        if record is None or record.run_id != job.run_id or record.state != "COMMITTED":
             raise AirflowException(
-                f"{job.job_key}: batch {job.batch_id} succeeded but the committed manifest "
-                f"{lake.manifest_uri(self.pipeline.target, window.label)} is "
-                f"{'missing' if manifest is None else 'from run ' + str(manifest.get('run_id'))}, "
-                f"not run {job.run_id}; the window is not recorded — re-run it"
-            )
-        record = ExtractionRecord(
-            pipeline=self.pipeline.name,
-            window=window.label,
-            window_start=manifest["window"]["start"],
-            window_end=manifest["window"]["end"],
-            rows_read=int(manifest["rows_read"]),
-            rows_written=int(manifest["rows_written"]),
-            output_path=manifest.get("data_path") or "",
-            manifest_path=lake.manifest_uri(self.pipeline.target, window.label),
-            cursor_min=manifest.get("cursor_min"),
-            cursor_max=manifest.get("cursor_max"),
-            job_key=job.job_key,
-            attempt=job.attempt,
-            finished_at=now_iso(),
-            timings={k: float(v) for k, v in (manifest.get("timings") or {}).items()},
-        )
-        try:
-            self.registry.record_extraction(record)
-        except StaleState as exc:
-            self.log.warning("%s", exc)
+                f"{job.job_key}: batch {job.batch_id} succeeded but the registry's record of window "
+                f"{window.label} is {'missing' if record is None else f'{record.state} by run {record.run_id}'}, "
+                f"not COMMITTED by run {job.run_id}; the window is not recorded — re-run it")
+        state = self.lake_state.get(self.pipeline.name)
         summary = {
-            "pipeline": record.pipeline, "window": record.window, "rows_read": record.rows_read,
-            "rows_written": record.rows_written, "manifest": record.manifest_path,
-            "cluster": job.cluster_id, "batch_id": job.batch_id,
+            "pipeline": self.pipeline.name, "window": record.window, "read_from": record.read_from,
+            "end": record.end, "rows_read": record.rows_read, "rows_written": record.rows_written,
+            "chunks": record.chunks, "watermark": state.watermark if state else None,
+            "table": self.config.lake.qualified(self.pipeline.current_table),
+            "changes_table": self.config.lake.qualified(self.pipeline.changes_table),
+            "current_snapshot_id": record.current_snapshot, "changes_snapshot_id": record.changes_snapshot,
+            "current_rows": record.current_rows, "cluster": job.cluster_id, "batch_id": job.batch_id,
         }
         self.log.info("committed %s", summary)
         for asset in self.outlets or []:
             context["outlet_events"][asset].extra = summary
         return summary
+
+    def on_batch_failure(self, context: Any, job: Job, error: str) -> None:
+        self.lake_state.record_failure(self.pipeline.name, job.job_key, error)

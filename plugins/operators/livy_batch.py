@@ -24,6 +24,7 @@ from spotlake.registry import Job, JobState, Registry, StaleState
 from spotlake.triggers import LivyBatchTrigger
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
+NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 
 
 class PoolBatchOperator(BaseOperator):
@@ -59,7 +60,12 @@ class PoolBatchOperator(BaseOperator):
         raise NotImplementedError
 
     def on_batch_success(self, context: Any, job: Job) -> Any:
+        """What the task returns once the batch succeeded; :data:`NEXT_JOB` to submit the next
+        job of the task (``build_request`` then says which) instead of finishing."""
         return {"job_key": job.job_key, "batch_id": job.batch_id, "cluster": job.cluster_id}
+
+    def on_batch_failure(self, context: Any, job: Job, error: str) -> None:
+        """Called when the batch failed with the job's own error, before the task fails."""
 
     # ------------------------------------------------------------------ hooks
     @cached_property
@@ -118,10 +124,13 @@ class PoolBatchOperator(BaseOperator):
         if status == "success":
             result = self.on_batch_success(context, job)
             self._finish(job, JobState.SUCCEEDED, "")
+            if result is NEXT_JOB:
+                return self._submit_and_defer(context)
             return result
         if status == "failed":
             error, tail = self._batch_error(job)
             self._finish(job, JobState.FAILED, error or f"batch ended {event.get('state')}")
+            self.on_batch_failure(context, job, error or f"batch {job.batch_id} ended {event.get('state')}")
             raise AirflowException(
                 f"{job.job_key}: batch {job.batch_id} on cluster {job.cluster_id} ended "
                 f"'{event.get('state')}': {error or 'see the batch log below'}\n--- batch log (tail) ---\n{tail}"

@@ -26,9 +26,14 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yaml"
 CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
-DEFAULTS_KEYS = {"schedule", "lookback", "pool", "lake_root", "read", "start_date", "retries"}
+DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries"}
 SOURCE_KEYS = {"secret_id"}
-READ_KEYS = {"fetch_size", "partition_rows", "max_partitions"}
+READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_rows", "max_window"}
+LAKE_KEYS = {"catalog", "type", "warehouse", "namespace", "secret_id", "properties", "maintenance"}
+MAINTENANCE_KEYS = {"schedule", "pool", "snapshot_retention", "retain_last", "orphan_age", "target_file_size_mb"}
+CATALOG_TYPES = ("jdbc", "glue")
+WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_./-]*)?$")
+CHANGES_SUFFIX = "_changes"
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
 
 
@@ -73,6 +78,50 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Maintenance:
+    """The lake's table maintenance (the ``lake_maintenance`` DAG)."""
+
+    schedule: str = "0 3 * * *"
+    pool: str = "small"
+    # Snapshots younger than this are kept, so a reader that planned its scan on one never
+    # finds its files gone; longer than any query or backfill that reads the lake.
+    snapshot_retention: timedelta = timedelta(days=1)
+    retain_last: int = 10
+    # A file no snapshot references is deleted only when older than this (an attempt that is
+    # still writing has younger files).
+    orphan_age: timedelta = timedelta(days=3)
+    target_file_size_mb: int = 128
+
+
+@dataclass(frozen=True)
+class Lake:
+    """The lake's Iceberg catalog: AWS Glue in production, a JDBC catalog on PostgreSQL locally."""
+
+    catalog: str = "lake"
+    type: str = "jdbc"
+    warehouse: str = "s3://spotlake-lake/warehouse"
+    namespace: str = "raw"
+    secret_id: str | None = "spotlake/postgres/lake-catalog"
+    properties: dict[str, str] = field(default_factory=dict)
+    maintenance: Maintenance = field(default_factory=Maintenance)
+
+    def to_job(self, pipeline: Pipeline) -> dict[str, Any]:
+        """The ``lake`` section of a job document for ``pipeline``."""
+        doc: dict[str, Any] = {
+            "catalog": self.catalog, "type": self.type, "warehouse": self.warehouse, "namespace": self.namespace,
+            "current": pipeline.current_table, "changes": pipeline.changes_table,
+        }
+        if self.type == "jdbc":
+            doc["secret_id"] = self.secret_id
+        if self.properties:
+            doc["properties"] = dict(self.properties)
+        return doc
+
+    def qualified(self, table: str) -> str:
+        return f"{self.catalog}.{self.namespace}.{table}"
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     source: Source
@@ -83,7 +132,6 @@ class Pipeline:
     schedule: str
     lookback: timedelta
     pool: str
-    target: str
     soft_delete: str | None = None
     transforms: tuple[Transform, ...] = ()
     read: dict[str, int] = field(default_factory=dict)
@@ -103,15 +151,37 @@ class Pipeline:
         return f"extract_{self.name}"
 
     @property
-    def asset_uri(self) -> str:
-        return self.target.replace("s3a://", "s3://", 1)
+    def current_table(self) -> str:
+        """The lake's current-state table of this pipeline (one row per primary key)."""
+        return self.name
+
+    @property
+    def changes_table(self) -> str:
+        """The lake's changes table (every row version read)."""
+        return f"{self.name}{CHANGES_SUFFIX}"
+
+    @property
+    def max_window(self) -> timedelta:
+        return timedelta(seconds=int(self.read.get("max_window", 3600)))
+
+    def read_job(self) -> dict[str, int]:
+        """The ``read`` section of a job document."""
+        doc = {k: v for k, v in self.read.items() if k in ("fetch_size", "partition_rows", "max_partitions")}
+        if "snapshot_chunk_rows" in self.read:
+            doc["chunk_rows"] = self.read["snapshot_chunk_rows"]
+        doc["window_chunk_s"] = int(self.max_window.total_seconds())
+        return doc
 
 
 @dataclass(frozen=True)
 class PipelinesConfig:
     path: Path
-    lake_root: str
+    lake: Lake
     pipelines: tuple[Pipeline, ...]
+
+    def asset_uri(self, pipeline: Pipeline) -> str:
+        """The Airflow Asset of a pipeline's current-state table."""
+        return f"iceberg://{self.lake.catalog}/{self.lake.namespace}/{pipeline.current_table}"
 
     def get(self, name: str) -> Pipeline:
         for pipeline in self.pipelines:
@@ -223,10 +293,10 @@ def load(path: Path | None = None) -> PipelinesConfig:
 def parse(raw: Any, path: Path) -> PipelinesConfig:
     where = str(path)
     raw = _mapping(raw, where)
-    _unknown_keys(raw, {"defaults", "sources", "pipelines"}, where)
+    _unknown_keys(raw, {"defaults", "sources", "pipelines", "lake"}, where)
     defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
     _unknown_keys(defaults, DEFAULTS_KEYS, f"{where}: defaults")
-    lake_root = str(defaults.get("lake_root", "s3a://spotlake-lake/raw")).rstrip("/")
+    lake = _lake(raw.get("lake") or {}, f"{where}: lake")
     sources: dict[str, Source] = {}
     for name, entry in _mapping(raw.get("sources") or {}, f"{where}: sources").items():
         entry = _mapping(entry, f"{where}: sources.{name}")
@@ -241,23 +311,74 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
     user_functions = registered_functions()
     pipelines: list[Pipeline] = []
     for index, entry in enumerate(entries):
-        pipelines.append(_pipeline(entry, f"{where}: pipelines[{index}]", defaults, sources,
-                                   lake_root, user_functions))
+        pipelines.append(_pipeline(entry, f"{where}: pipelines[{index}]", defaults, sources, user_functions))
     names = [p.name for p in pipelines]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{where}: pipeline name(s) {', '.join(dupes)} appear more than once; names must be unique")
-    return PipelinesConfig(path=path, lake_root=lake_root, pipelines=tuple(pipelines))
+    clashes = sorted(p.name for p in pipelines if p.name in {q.changes_table for q in pipelines})
+    if clashes:
+        raise ConfigError(f"{where}: pipeline name(s) {', '.join(clashes)} are the changes table of another pipeline "
+                          f"(<name>{CHANGES_SUFFIX}); rename them")
+    return PipelinesConfig(path=path, lake=lake, pipelines=tuple(pipelines))
+
+
+def _lake(raw: Any, where: str) -> Lake:
+    raw = _mapping(raw, where)
+    _unknown_keys(raw, LAKE_KEYS, where)
+    base = Lake()
+    kind = str(raw.get("type", base.type))
+    if kind not in CATALOG_TYPES:
+        raise ConfigError(f"{where}.type: '{kind}' is not a catalog type; use jdbc (a JDBC catalog, e.g. "
+                          "PostgreSQL) or glue (the AWS Glue Data Catalog)")
+    warehouse = str(raw.get("warehouse", base.warehouse)).rstrip("/")
+    if not WAREHOUSE.match(warehouse):
+        raise ConfigError(f"{where}.warehouse: '{warehouse}' is not an S3 location; write s3://bucket/prefix")
+    secret_id = raw.get("secret_id", base.secret_id if kind == "jdbc" else None)
+    if kind == "jdbc" and not secret_id:
+        raise ConfigError(f"{where}.secret_id: a jdbc catalog needs the Secrets Manager secret of its database "
+                          "(host, port, database, username, password)")
+    properties = _mapping(raw.get("properties") or {}, f"{where}.properties")
+    return Lake(
+        catalog=identifier(raw.get("catalog", base.catalog), f"{where}.catalog"),
+        type=kind,
+        warehouse=warehouse.replace("s3a://", "s3://", 1),
+        namespace=identifier(raw.get("namespace", base.namespace), f"{where}.namespace"),
+        secret_id=str(secret_id) if kind == "jdbc" else None,
+        properties={str(k): str(v) for k, v in properties.items()},
+        maintenance=_maintenance(raw.get("maintenance") or {}, f"{where}.maintenance"),
+    )
+
+
+def _maintenance(raw: Any, where: str) -> Maintenance:
+    raw = _mapping(raw, where)
+    _unknown_keys(raw, MAINTENANCE_KEYS, where)
+    base = Maintenance()
+    schedule = str(raw.get("schedule", base.schedule))
+    if not croniter.is_valid(schedule):
+        raise ConfigError(f"{where}.schedule: '{schedule}' is not a cron expression; e.g. '0 3 * * *' (daily, 03:00 UTC)")
+    retention = parse_duration(raw.get("snapshot_retention", "1d"), f"{where}.snapshot_retention")
+    orphan_age = parse_duration(raw.get("orphan_age", "3d"), f"{where}.orphan_age")
+    if orphan_age < timedelta(hours=1):
+        raise ConfigError(f"{where}.orphan_age: {orphan_age} is too short: a window still writing its files would lose "
+                          "them; use at least 1h (the default is 3d)")
+    retain_last = raw.get("retain_last", base.retain_last)
+    size = raw.get("target_file_size_mb", base.target_file_size_mb)
+    for key, value in (("retain_last", retain_last), ("target_file_size_mb", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
+    return Maintenance(schedule=schedule, pool=str(raw.get("pool", base.pool)), snapshot_retention=retention,
+                       retain_last=retain_last, orphan_age=orphan_age, target_file_size_mb=size)
 
 
 PIPELINE_KEYS = {
     "name", "source", "database", "table", "primary_key", "cursor", "soft_delete", "schedule",
-    "lookback", "pool", "target", "transforms", "read", "start_date", "retries", "initial_load",
+    "lookback", "pool", "transforms", "read", "start_date", "retries", "initial_load",
 }
 
 
 def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[str, Source],
-              lake_root: str, user_functions: set[str] | None) -> Pipeline:
+              user_functions: set[str] | None) -> Pipeline:
     entry = _mapping(entry, where)
     name = entry.get("name")
     if not isinstance(name, str) or not NAME.match(name):
@@ -280,10 +401,15 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
     if not isinstance(transforms, list):
         raise ConfigError(f"{where}.transforms: expected a list of transform steps")
     read = {**(defaults.get("read") or {}), **(entry.get("read") or {})}
+    if "max_window" in read:
+        span = parse_duration(read["max_window"], f"{where}.read.max_window")
+        if span < timedelta(minutes=1):
+            raise ConfigError(f"{where}.read.max_window: {span} is too short; use at least 1m")
+        read["max_window"] = int(span.total_seconds())
     for key, value in read.items():
-        if key not in READ_KEYS or not isinstance(value, int) or value < 1:
+        if key not in READ_KEYS or isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where}.read.{key}: unknown key or not a positive integer "
-                              "(keys: fetch_size, partition_rows, max_partitions)")
+                              "(keys: fetch_size, partition_rows, max_partitions, snapshot_chunk_rows, max_window)")
     pipeline = Pipeline(
         name=name,
         source=sources[source_name],
@@ -295,7 +421,6 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
         schedule=schedule,
         lookback=timedelta(0),
         pool=str(entry.get("pool", defaults.get("pool", "small"))),
-        target=str(entry.get("target", f"{lake_root}/{name}")).rstrip("/"),
         transforms=tuple(
             _transform(t, f"{where}.transforms[{i}]", user_functions) for i, t in enumerate(transforms)
         ),

@@ -1,8 +1,8 @@
 """Build one extraction DAG per entry of ``config/pipelines.yaml``.
 
 Each DAG runs on an interval timetable, so every run owns the window
-[data_interval_start, data_interval_end): backfills mean something, and re-running
-any run re-extracts exactly its window.
+[data_interval_start, data_interval_end) as its label; what it reads starts at the
+pipeline's committed watermark (see spotlake.windows).
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ from spotlake.pools import airflow_pool
 DOC = """\
 ### Extraction of `{p.database}.{p.table}` ({p.name})
 
-Every run extracts the rows of `{p.database}.{p.table}` whose `{p.cursor}` lies in
-**[data_interval_start − {lookback}, data_interval_end)** from source `{p.source.name}`
-(credentials: Secrets Manager `{p.source.secret_id}`), applies {n} transformation(s), and
-commits the window to **`{p.target}`** (`data/window_start=…/run=…/` + `_manifests/window_start=….json`).
-It runs as a Livy batch on pool **`{p.pool}`**; schedule `{p.schedule}` (UTC).
+Every run reads the rows of `{p.database}.{p.table}` whose `{p.cursor}` lies in
+**[min(data_interval_start, committed watermark) − {lookback}, data_interval_end)** from
+source `{p.source.name}` (credentials: Secrets Manager `{p.source.secret_id}`), applies {n}
+transformation(s), and commits them to the Iceberg tables **`{current}`** (one row per
+`{pk}`, newest `{p.cursor}` wins) and **`{changes}`** (every row version read).
+The pipeline's first run loads the table's existing rows first (the initial snapshot,
+resumable, never repeated). It runs as a Livy batch on pool **`{p.pool}`**; schedule
+`{p.schedule}` (UTC).
 
-Re-running a run replaces its window exactly; running it twice at once submits one batch.
-Readers see only committed windows; the merged view de-duplicates by
-`{pk}` (newest `{p.cursor}` wins).
+Reading from the committed watermark means a pause, an outage or a failed window leaves
+no gap: the next run covers it. Re-running a run reads its planned range again and
+replaces its rows; running it twice at once submits one batch.
 
 **Backfill** a period from the UI (*Trigger → Backfill*) or:
 
@@ -36,7 +39,8 @@ A run triggered by hand without a logical date extracts the latest complete wind
 """
 
 
-def build_dag(pipeline: config.Pipeline) -> DAG:
+def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> DAG:
+    lake = pipelines.lake
     minutes = int(pipeline.lookback.total_seconds() // 60)
     with DAG(
         dag_id=pipeline.dag_id,
@@ -45,7 +49,8 @@ def build_dag(pipeline: config.Pipeline) -> DAG:
         catchup=False,
         max_active_runs=4,
         doc_md=DOC.format(p=pipeline, lookback=f"{minutes} min", n=len(pipeline.transforms),
-                          pk=", ".join(pipeline.primary_key)),
+                          pk=", ".join(pipeline.primary_key), current=lake.qualified(pipeline.current_table),
+                          changes=lake.qualified(pipeline.changes_table)),
         tags=["spotlake", "extraction", f"pool:{pipeline.pool}"],
         default_args={"retries": pipeline.retries, "retry_delay": timedelta(seconds=30)},
     ) as dag:
@@ -54,11 +59,12 @@ def build_dag(pipeline: config.Pipeline) -> DAG:
             pipeline_name=pipeline.name,
             pool_name=pipeline.pool,
             pool=airflow_pool(pipeline.pool),
-            outlets=[Asset(uri=pipeline.asset_uri, name=f"lake_{pipeline.name}")],
+            outlets=[Asset(uri=pipelines.asset_uri(pipeline), name=f"lake_{pipeline.name}")],
             execution_timeout=timedelta(minutes=30),
         )
     return dag
 
 
 def build_all() -> dict[str, DAG]:
-    return {p.dag_id: build_dag(p) for p in config.load().pipelines}
+    pipelines = config.load()
+    return {p.dag_id: build_dag(p, pipelines) for p in pipelines.pipelines}

@@ -67,6 +67,7 @@ SKUS = [f"SKU-{i:04d}" for i in range(1, 201)]
 LAKE_BUCKET = "spotlake-lake"
 SECRET_ID = "spotlake/mysql/shop"
 SINK_SECRET_ID = "spotlake/postgres/clicks"
+CATALOG_SECRET_ID = "spotlake/postgres/lake-catalog"  # lake.secret_id of config/pipelines.yaml
 CLICKS_TOPIC = "clicks"
 
 
@@ -170,8 +171,16 @@ def workload(layout: StackLayout, rate: float, duration: float | None, seed_valu
                 print(f"{datetime.now(UTC).isoformat(timespec='seconds')} workload: {done} changes", flush=True)
 
 
+def _put_secret(sm: Any, secret_id: str, value: dict[str, Any]) -> None:
+    try:
+        sm.create_secret(Name=secret_id, SecretString=json.dumps(value))
+    except sm.exceptions.ResourceExistsException:
+        sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
+
+
 def aws_resources(layout: StackLayout) -> None:
-    """Lake bucket, the source secret and the registry tables on moto server (idempotent)."""
+    """The lake bucket (local S3 server), the source, sink and lake-catalog secrets and the
+    registry tables (moto server), idempotently."""
     from spotlake.registry import Registry
 
     endpoint = services.moto_endpoint(layout)
@@ -180,29 +189,22 @@ def aws_resources(layout: StackLayout) -> None:
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     )
-    s3 = session.client("s3", endpoint_url=endpoint)
+    s3 = session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if LAKE_BUCKET not in existing:
         s3.create_bucket(Bucket=LAKE_BUCKET)
     cfg = services.mysql_settings(layout)
-    secret = json.dumps({"host": cfg["host"], "port": int(cfg["port"]), "database": cfg["database"],
-                         "username": cfg["user"], "password": cfg["password"]})
     sm = session.client("secretsmanager", endpoint_url=endpoint)
-    try:
-        sm.create_secret(Name=SECRET_ID, SecretString=secret)
-    except sm.exceptions.ResourceExistsException:
-        sm.put_secret_value(SecretId=SECRET_ID, SecretString=secret)
+    _put_secret(sm, SECRET_ID, {"host": cfg["host"], "port": int(cfg["port"]), "database": cfg["database"],
+                                "username": cfg["user"], "password": cfg["password"]})
     Registry(session.client("dynamodb", endpoint_url=endpoint)).create_tables()
     # The click stream: its sink secret and checkpoint bucket (see config/streaming.yaml).
     if "spotlake-checkpoints" not in existing:
         s3.create_bucket(Bucket="spotlake-checkpoints")
     pg = services.postgres_settings(layout)
-    sink = json.dumps({"host": pg["host"], "port": int(pg["port"]), "database": pg["database"],
-                       "username": pg["user"], "password": pg["password"]})
-    try:
-        sm.create_secret(Name=SINK_SECRET_ID, SecretString=sink)
-    except sm.exceptions.ResourceExistsException:
-        sm.put_secret_value(SecretId=SINK_SECRET_ID, SecretString=sink)
+    database = {"host": pg["host"], "port": int(pg["port"]), "username": pg["user"], "password": pg["password"]}
+    _put_secret(sm, SINK_SECRET_ID, {**database, "database": pg["database"]})
+    _put_secret(sm, CATALOG_SECRET_ID, {**database, "database": pg["catalog_database"]})
 
 
 def clicks_topic(layout: StackLayout, partitions: int = 3) -> str:

@@ -1,28 +1,29 @@
-"""The lake as readers see it: committed windows are those with a manifest.
+"""Reading the lake outside Spark: its Iceberg tables through pyiceberg (and DuckDB).
 
-Layout under a pipeline's target (see spark_jobs/lake_commit.py, which writes it):
+The tables are plain Apache Iceberg tables, so any engine reads them: Spark SQL and
+Athena in AWS (the Glue Data Catalog), and here pyiceberg, which reads what Spark
+wrote, merge-on-read deletes included. :func:`load` opens a pipeline's current-state
+(or changes) table from the catalog configured in ``config/pipelines.yaml``::
 
-- ``data/window_start=<label>/run=<run_id>/part-*.parquet``: one directory per attempt;
-- ``_manifests/window_start=<label>.json``: the commit; names the files of the
-  attempt that won. Readers trust only manifests, so a partial or superseded
-  attempt is never visible.
+    python -m spotlake.lake shop_orders --limit 5           # the current-state table
+    python -m spotlake.lake shop_orders --changes --sql "SELECT _op, count(*) FROM t GROUP BY 1"
 
-The merged view de-duplicates rows by primary key, newest cursor first (ties:
-the later window), which folds the lookback overlap and updates into the
-table's current state.
+The JDBC catalog's credentials come from its Secrets Manager secret, as on the cluster.
 """
 
 from __future__ import annotations
 
-import io
+import argparse
 import json
+import os
+import sys
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-MANIFESTS = "_manifests"
+from spotlake import config
+from spotlake.errors import SpotlakeError
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -32,62 +33,81 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def manifest_uri(target: str, label: str) -> str:
-    return f"{target.rstrip('/')}/{MANIFESTS}/window_start={label}.json"
+def s3_properties() -> dict[str, str]:
+    """pyiceberg's S3 settings: the endpoint of ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` if set
+    (path-style, as for the Spark jobs), the region; keys from the usual AWS environment."""
+    props: dict[str, str] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        props.update({"s3.endpoint": endpoint, "s3.path-style-access": "true"})
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        props["s3.region"] = region
+    return props
 
 
-def read_manifest(s3: Any, target: str, label: str) -> dict[str, Any] | None:
-    """The committed manifest of one window, or None if the window is not committed."""
-    bucket, key = split_s3(manifest_uri(target, label))
+def catalog(lake: config.Lake, secrets: Any = None) -> Any:
+    """The lake's catalog as pyiceberg sees it (same name as Spark's, as pyiceberg requires)."""
+    if lake.type == "glue":
+        from pyiceberg.catalog.glue import GlueCatalog
+
+        return GlueCatalog(lake.catalog, warehouse=lake.warehouse, **s3_properties(), **lake.properties)
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    if secrets is None:
+        import boto3
+
+        secrets = boto3.client("secretsmanager")
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    return json.loads(body)
+        secret = json.loads(secrets.get_secret_value(SecretId=lake.secret_id)["SecretString"])
+        uri = (f"postgresql+psycopg2://{quote(str(secret['username']), safe='')}:"
+               f"{quote(str(secret['password']), safe='')}@{secret['host']}:{secret['port']}/{secret['database']}")
+    except (KeyError, ValueError) as exc:
+        raise SpotlakeError(f"lake catalog secret '{lake.secret_id}' is not a JSON object with host, port, database, "
+                            f"username and password ({type(exc).__name__}: {exc})") from None
+    return SqlCatalog(lake.catalog, uri=uri, warehouse=lake.warehouse, **s3_properties(), **lake.properties)
 
 
-def has_commits(s3: Any, target: str) -> bool:
-    """Whether any window of the pipeline was ever committed."""
-    bucket, prefix = split_s3(f"{target.rstrip('/')}/{MANIFESTS}/")
-    return s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) > 0
+def load(pipelines: config.PipelinesConfig, pipeline: str, changes: bool = False, secrets: Any = None) -> Any:
+    """A pipeline's current-state table (or its changes table) as a pyiceberg ``Table``."""
+    p = pipelines.get(pipeline)
+    name = p.changes_table if changes else p.current_table
+    return catalog(pipelines.lake, secrets).load_table(f"{pipelines.lake.namespace}.{name}")
 
 
-def manifests(s3: Any, target: str) -> list[dict[str, Any]]:
-    bucket, prefix = split_s3(f"{target.rstrip('/')}/{MANIFESTS}/")
-    found: list[dict[str, Any]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith(".json"):
-                found.append(json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()))
-    return sorted(found, key=lambda m: m["window"]["start"])
+def read(pipelines: config.PipelinesConfig, pipeline: str, changes: bool = False, include_deleted: bool = True,
+         secrets: Any = None) -> pa.Table:
+    """A pipeline's table as Arrow; soft-deleted rows left out of the current state on request."""
+    table = load(pipelines, pipeline, changes, secrets)
+    p = pipelines.get(pipeline)
+    row_filter = f"{p.soft_delete} IS NULL" if (p.soft_delete and not include_deleted and not changes) else None
+    scan = table.scan(row_filter=row_filter) if row_filter else table.scan()
+    return scan.to_arrow()
 
 
-def window_table(s3: Any, manifest: dict[str, Any]) -> pa.Table | None:
-    tables = []
-    for uri in manifest.get("files", []):
-        bucket, key = split_s3(uri)
-        tables.append(pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())))
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="default")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spotlake.lake", description=__doc__.splitlines()[0])
+    parser.add_argument("pipeline")
+    parser.add_argument("--changes", action="store_true", help="the changes table (every row version read)")
+    parser.add_argument("--sql", default="SELECT * FROM t", help="DuckDB SQL over the table, named t")
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--local", action="store_true", help="the local stack's services (`make up`)")
+    args = parser.parse_args(argv)
+    if args.local:
+        from spotlake.localstack import services
+        from spotlake.localstack.layout import StackLayout
+
+        os.environ.update(services.aws_env(StackLayout.default()))
+    import duckdb
+
+    try:
+        t = read(config.load(), args.pipeline, changes=args.changes)  # noqa: F841 - DuckDB reads it by name
+    except SpotlakeError as exc:
+        print(f"spotlake lake: {exc}", file=sys.stderr)
+        return 2
+    print(duckdb.sql(f"{args.sql} LIMIT {int(args.limit)}"))
+    return 0
 
 
-def current_rows(s3: Any, target: str, include_deleted: bool = True) -> list[dict[str, Any]]:
-    """The merged view of a pipeline's lake table as Python rows (small tables: tests, checks)."""
-    newest: dict[tuple[Any, ...], tuple[tuple[Any, str], dict[str, Any]]] = {}
-    soft_delete = None
-    for manifest in manifests(s3, target):
-        table = window_table(s3, manifest)
-        if table is None:
-            continue
-        pk, cursor = manifest["primary_key"], manifest["cursor"]
-        soft_delete = manifest.get("soft_delete")
-        for row in table.to_pylist():
-            key = tuple(row[c] for c in pk)
-            rank = (row[cursor], manifest["window"]["start"])
-            if key not in newest or rank >= newest[key][0]:
-                newest[key] = (rank, row)
-    rows = [row for _, row in newest.values()]
-    if not include_deleted and soft_delete:
-        rows = [r for r in rows if r.get(soft_delete) is None]
-    return rows
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,15 +11,16 @@ Tables (names prefixed by ``SPOTLAKE_REGISTRY_PREFIX``, default ``spotlake``):
   (cluster_id ``#pool``) names the one READY cluster taking new work, so that at
   most one does per pool, even when two fleet runs race.
 - ``<prefix>-jobs``: key job_key (``pipeline#window``, or a stream name).
-- ``<prefix>-extraction-log``: key (pipeline, window); feeds freshness and
-  reconciliation.
+- ``<prefix>-extraction-log``: key (pipeline, window): each pipeline's lake state
+  (watermark, initial snapshot, commit lock) and its windows' plans and results; its items
+  are :mod:`spark_jobs.lake_state`'s, which the Spark job and the operators share.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -97,24 +98,6 @@ class Job:
     updated_at: str = ""
     reason: str = ""
     version: int = 0
-
-
-@dataclass
-class ExtractionRecord:
-    pipeline: str
-    window: str
-    window_start: str
-    window_end: str
-    rows_read: int
-    rows_written: int
-    output_path: str
-    manifest_path: str
-    job_key: str
-    attempt: int
-    finished_at: str
-    cursor_min: str | None = None
-    cursor_max: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _to_item(obj: Any) -> dict[str, Any]:
@@ -565,27 +548,6 @@ class Registry:
                 return job
             time.sleep(0.5)
         return self.get_job(job_key)
-
-    # ---------------------------------------------------------- extraction log
-    def record_extraction(self, record: ExtractionRecord) -> None:
-        """Write the log entry of a committed window; an older attempt never overwrites a newer one."""
-        try:
-            self.client.put_item(
-                TableName=self.log_table,
-                Item=_to_item(record),
-                ConditionExpression="attribute_not_exists(#w) OR attempt <= :a",
-                ExpressionAttributeNames={"#w": "window"},
-                ExpressionAttributeValues={":a": {"N": str(record.attempt)}},
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(
-                    f"extraction log of {record.pipeline} {record.window} holds a newer attempt"
-                ) from None
-            raise
-
-    def extraction_log(self, pipeline: str) -> list[ExtractionRecord]:
-        return [_from_item(ExtractionRecord, i) for i in self._query(self.log_table, "pipeline", pipeline)]
 
     def _query(self, table: str, key: str, value: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -13,9 +13,11 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from spark_jobs.lake_state import LakeState
 from spotlake import config, pools, streaming
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span
+from spotlake.freshness import Freshness, freshness
 from spotlake.registry import ClusterState, JobState, Registry
 from spotlake.stream_status import StreamStatusStore
 
@@ -52,13 +54,6 @@ class JobRow:
     moves: int
     since: str
     reason: str
-
-
-@dataclass
-class Freshness:
-    pipeline: str
-    latest_window_end: str
-    age: str
 
 
 @dataclass
@@ -144,12 +139,8 @@ def collect(registry: Registry, pools_cfg: pools.PoolsConfig, pipelines: config.
         for j in sorted(registry.jobs(), key=lambda j: j.job_key)
         if j.state in (JobState.SUBMITTED, JobState.REQUEUED, JobState.QUEUED)
     ]
-    freshness = []
-    for pipeline in pipelines.pipelines:
-        ends = [r.window_end for r in registry.extraction_log(pipeline.name) if r.window_end]
-        latest = max(ends, key=lambda e: parse_time(e) or now) if ends else ""
-        freshness.append(Freshness(pipeline.name, latest or "(no committed window yet)",
-                                   _age(latest, now) if latest else "-"))
+    store = LakeState(registry.client, registry.prefix)
+    fresh = [freshness(p, store.get(p.name), now) for p in pipelines.pipelines]
     warnings = []
     try:
         pools.check_pipelines(pools_cfg, pipelines)
@@ -162,7 +153,7 @@ def collect(registry: Registry, pools_cfg: pools.PoolsConfig, pipelines: config.
         except SpotlakeError as exc:
             warnings.append(str(exc))
     streams = collect_streams(registry, streams_cfg, now)
-    return Snapshot(now.isoformat(timespec="seconds"), pools_cfg.provider, views, jobs, freshness, warnings,
+    return Snapshot(now.isoformat(timespec="seconds"), pools_cfg.provider, views, jobs, fresh, warnings,
                     streams)
 
 
@@ -195,9 +186,9 @@ def render(snapshot: Snapshot) -> str:
              j.since, j.reason[:80]]
             for j in running + waiting
         ])
-    out += ["", "FRESHNESS (latest committed window)"]
-    out += _table(["pipeline", "window end", "age"],
-                  [[f.pipeline, f.latest_window_end, f.age] for f in snapshot.freshness])
+    out += ["", "FRESHNESS (committed watermark: every window before it is in the lake)"]
+    out += _table(["pipeline", "status", "watermark", "age", "reason"],
+                  [[f.pipeline, f.status, f.watermark or "-", f.age, f.reason[:160]] for f in snapshot.freshness])
     out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets: the aggregates "
             "query's, the lake query's, the dead-letters query's)"]
     if snapshot.streams:

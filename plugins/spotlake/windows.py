@@ -1,9 +1,15 @@
-"""Extraction windows.
+"""Extraction windows: which rows a run reads.
 
-A run owns the half-open window [start, end) of its data interval and reads rows
-whose cursor lies in [start - lookback, end): the lookback catches rows committed
-late with an older cursor value; rows read twice are de-duplicated by primary
-key downstream (newest cursor wins).
+A run is labelled by its data interval [start, end) (its job key is
+``<pipeline>#<start label>``), but what it reads is driven by committed state: rows
+whose cursor lies in ``[min(start, watermark) - lookback, end)``, where the watermark is
+the end of the last window up to which every window of the pipeline is committed
+(:mod:`spark_jobs.lake_state`). So after a pause, a scheduler outage or a failed window,
+the next run covers the gap; the lookback catches rows committed late with an older
+cursor value; rows read twice fold into one by primary key (newest cursor wins).
+
+The range is fixed the first time a window is planned and stored in the registry, so a
+retry, a clear or a backfill of the window reads the same range again.
 """
 
 from __future__ import annotations
@@ -13,15 +19,12 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 @dataclass(frozen=True)
 class Window:
     start: datetime
     end: datetime
     lookback: timedelta
-    full_history: bool = False
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -30,24 +33,15 @@ class Window:
             raise ValueError(f"window start {self.start} is not before its end {self.end}")
 
     @property
-    def read_from(self) -> datetime:
-        """Rows with a cursor from here on are read; all history for an initial load."""
-        return EPOCH if self.full_history else self.start - self.lookback
-
-    def as_initial_load(self) -> Window:
-        return Window(self.start, self.end, self.lookback, full_history=True)
-
-    @property
     def label(self) -> str:
-        """The window's partition label, e.g. ``20261127T140000Z``."""
+        """The window's label, e.g. ``20261127T140000Z``."""
         return self.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
-    def to_job(self) -> dict[str, str]:
-        return {
-            "start": self.start.astimezone(UTC).isoformat(),
-            "end": self.end.astimezone(UTC).isoformat(),
-            "read_from": self.read_from.astimezone(UTC).isoformat(),
-        }
+    def read_from(self, watermark: datetime | None) -> datetime:
+        """Where the run reads from: the earlier of its start and the committed watermark,
+        less the lookback (so nothing between the watermark and this window is skipped)."""
+        base = self.start if watermark is None else min(self.start, watermark)
+        return base - self.lookback
 
 
 def latest_complete(schedule: str, now: datetime) -> tuple[datetime, datetime]:

@@ -1,6 +1,6 @@
 """Drive an extraction operator as Airflow does (execute, defer, run the trigger,
 resume), against the real services, without a scheduler: the operator, trigger,
-registry, Livy, Spark, S3 and MariaDB are all real."""
+registry, Livy, Spark, S3, the Iceberg catalog and MariaDB are all real."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import yaml
 from airflow.exceptions import TaskDeferred
 
 from operators.extraction import ExtractWindowOperator
+from spark_jobs.lake_state import LakeState, PipelineState
+from spotlake import config, lake
 from spotlake.registry import Cluster, Registry
 
 
@@ -35,13 +37,15 @@ async def _first_event(trigger: Any) -> Any:
     raise AssertionError(f"{trigger!r} ended without an event")
 
 
-def run_operator(operator: Any, start: datetime, end: datetime, max_deferrals: int = 50) -> Any:
-    context: dict[str, Any] = {
+def run_operator(operator: Any, start: datetime, end: datetime, max_deferrals: int = 50,
+                 context: dict[str, Any] | None = None) -> Any:
+    context = context if context is not None else {}
+    context.update({
         "data_interval_start": start,
         "data_interval_end": end,
         "ti": FakeTaskInstance(),
         "outlet_events": defaultdict(SimpleNamespace),
-    }
+    })
     step: Any = lambda: operator.execute(context)  # noqa: E731
     for _ in range(max_deferrals):
         try:
@@ -55,24 +59,28 @@ def run_operator(operator: Any, start: datetime, end: datetime, max_deferrals: i
 
 
 class ExtractionEnv:
-    """A pool with one local cluster, a lake bucket, a source secret and a pipelines file."""
+    """A pool with one local cluster, a lake (bucket and catalog namespace), a source secret
+    and a pipelines file of its own."""
 
     def __init__(self, mysql: dict[str, str], moto_endpoint: str, livy_url: str, tmp: Path,
-                 register_cluster: bool = True) -> None:
+                 catalog_secret: str, register_cluster: bool = True) -> None:
         self.mysql = mysql
         self.moto_endpoint = moto_endpoint
         self.livy_url = livy_url
         self.tag = uuid.uuid4().hex[:8]
         self.pool = f"itest{self.tag}"
         self.bucket = f"lake-{self.tag}"
+        self.namespace = f"itest_{self.tag}"
+        self.catalog_secret = catalog_secret
         self.secret_id = f"spotlake/itest/{self.tag}"
         self.prefix = f"itest-{self.tag}"
         self.config_path = tmp / "pipelines.yaml"
-        self.s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+        self.s3 = boto3.client("s3")  # the local S3 server, through AWS_ENDPOINT_URL_S3
         self.s3.create_bucket(Bucket=self.bucket)
         self.put_secret(mysql)
         self.registry = Registry(boto3.client("dynamodb", endpoint_url=moto_endpoint), prefix=self.prefix)
         self.registry.create_tables()
+        self.lake_state = LakeState(self.registry.client, self.prefix)
         if register_cluster:
             cluster = Cluster(pool=self.pool, cluster_id=f"local-{self.tag}", provider="local", state="")
             self.registry.put_launching(cluster)
@@ -106,7 +114,9 @@ class ExtractionEnv:
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump({
-            "defaults": {"lake_root": f"s3a://{self.bucket}/raw", "schedule": "*/5 * * * *", "lookback": "5m"},
+            "lake": {"catalog": "lake", "type": "jdbc", "secret_id": self.catalog_secret,
+                     "warehouse": f"s3://{self.bucket}/warehouse", "namespace": self.namespace},
+            "defaults": {"schedule": "*/5 * * * *", "lookback": "5m"},
             "sources": {name: {"secret_id": sid} for name, sid in self.sources.items()},
             "pipelines": self.pipelines,
         }))
@@ -115,8 +125,17 @@ class ExtractionEnv:
         return ExtractWindowOperator(task_id=f"extract_{pipeline}", pipeline_name=pipeline,
                                      pool_name=self.pool, poll_interval=1.0)
 
-    def target(self, pipeline: str) -> str:
-        return f"s3a://{self.bucket}/raw/{pipeline}"
+    def config(self) -> config.PipelinesConfig:
+        return config.load(self.config_path)
+
+    def lake_table(self, pipeline: str, changes: bool = False) -> Any:
+        """The pipeline's table read through pyiceberg (not through the job's Spark code)."""
+        return lake.read(self.config(), pipeline, changes=changes)
+
+    def state(self, pipeline: str) -> PipelineState:
+        state = self.lake_state.get(pipeline)
+        assert state is not None, f"{pipeline} has no lake state"
+        return state
 
     def connect(self) -> pymysql.Connection:
         m = self.mysql

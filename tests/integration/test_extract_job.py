@@ -1,8 +1,10 @@
-"""The extraction job against the real MariaDB and moto server, in-process (``run_extraction``).
+"""The extraction job in-process (``run_extraction``) against the real MariaDB, the registry on
+moto server, the lake's Iceberg catalog on PostgreSQL and its files on the local S3 server.
 
-Needs the local stack's MariaDB and moto server running (``make up``) and the
-Spark jars resolved into ``.stack/jars/spark``. Tables, buckets and secrets are
-uniquely named and removed afterwards.
+One Spark session serves the module. Each test has a table, a pipeline, a registry prefix and
+an Iceberg namespace of its own. Attempts are claimed in the registry's jobs table as the
+operators claim them, so the commit lock's ownership checks are the real ones. The lake is
+read back through pyiceberg and compared with pymysql's reading of the source.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,74 +31,26 @@ import pytest
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from spark_jobs import extract
-from spark_jobs.errors import ExtractionError
+from spark_jobs import extract, extraction
+from spark_jobs.errors import ExtractionError, StaleAttemptError
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
-from spark_jobs.lake_commit import read_manifest
-from spark_jobs.lake_read import read_current
+from spark_jobs.lake_state import LakeState, WindowRecord, iso, parse_iso, snapshot_job_key
+from spotlake import config, lake
 from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.services import aws_env, mysql_settings
-from spotlake.localstack.services import moto_endpoint as moto_endpoint_of
+from spotlake.registry import Cluster, Registry
 
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 JARS_DIR = StackLayout.default().jars("spark")
-_MYSQL = mysql_settings(StackLayout.default())
-MYSQL = {**_MYSQL, "port": int(_MYSQL["port"])}
-MOTO = moto_endpoint_of(StackLayout.default())
-AWS_ENV = aws_env(StackLayout.default())
-WINDOW = {
-    "start": "2026-11-27T14:00:00+00:00",
-    "end": "2026-11-27T14:05:00+00:00",
-    "read_from": "2026-11-27T13:55:00+00:00",
-}
-NEXT_WINDOW = {
-    "start": "2026-11-27T14:05:00+00:00",
-    "end": "2026-11-27T14:10:00+00:00",
-    "read_from": "2026-11-27T14:00:00+00:00",
-}
-# (order_id, email, phone, amount, updated_at, deleted_at)
-ROWS = [
-    (1, " Ann@Example.com", "5551234567", "10.50", "2026-11-27 13:55:00.000", None),  # lower bound: in
-    (2, "bob@example.com", "5559876543", "20.00", "2026-11-27 14:02:30.250", None),
-    (3, None, None, "30.00", "2026-11-27 14:04:59.999", "2026-11-27 14:04:59.999"),  # soft-deleted, in
-    (4, "cat@example.com", "12", "40.00", "2026-11-27 14:05:00.000", None),  # upper bound: out
-    (5, "dan@example.com", "5550000000", "50.00", "2026-11-27 13:54:59.999", None),  # before read_from: out
-]
-
-
-def jar(prefix: str) -> str:
-    found = sorted(JARS_DIR.glob(f"{prefix}*.jar"))
-    if not found:
-        pytest.fail(f"no {prefix}*.jar in {JARS_DIR}; resolve the Spark jars first (make bootstrap)")
-    return str(found[-1])
-
-
-def mysql_connection() -> pymysql.connections.Connection:
-    return pymysql.connect(
-        host=MYSQL["host"],
-        port=MYSQL["port"],
-        user=MYSQL["user"],
-        password=MYSQL["password"],
-        database=MYSQL["database"],
-        autocommit=True,
-    )
-
-
-@pytest.fixture(scope="session")
-def aws(moto_endpoint: str, mysql: dict[str, str]) -> Iterator[None]:
-    """moto server and MariaDB, started by the shared fixtures if they are not running."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in AWS_ENV.items():
-            patch.setenv(key, value)
-        yield
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+FIVE = timedelta(minutes=5)
 
 
 def end_jvm() -> None:
-    """End this process's Spark JVM: ``spark.jars`` is only read when the JVM starts, so a
-    JVM started without them (by an earlier test module) cannot load the JDBC driver."""
+    """End this process's Spark JVM: ``spark.jars`` and ``spark.sql.extensions`` are only read
+    when the JVM and session start, so one started without them cannot serve these tests."""
     gateway = SparkContext._gateway
     if gateway is None:
         return
@@ -108,11 +64,15 @@ def end_jvm() -> None:
 
 
 @pytest.fixture(scope="session")
-def spark(aws: None) -> Iterator[SparkSession]:
-    jars = ",".join([jar("mysql-connector-j"), jar("hadoop-aws"), jar("aws-java-sdk-bundle")])
+def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[SparkSession]:
+    jars = sorted(str(p) for p in JARS_DIR.glob("*.jar"))
+    if not any("iceberg-spark-runtime" in j for j in jars):
+        pytest.fail(f"no Iceberg runtime in {JARS_DIR}; resolve the Spark jars first (make bootstrap)")
     existing = SparkSession.getActiveSession()
     if existing is not None:
-        if "mysql-connector-j" in existing.sparkContext.getConf().get("spark.jars", ""):
+        conf = existing.sparkContext.getConf()
+        if "iceberg-spark-runtime" in conf.get("spark.jars", "") and ICEBERG_EXTENSIONS in conf.get(
+                "spark.sql.extensions", ""):
             yield existing
             return
         existing.stop()
@@ -121,340 +81,444 @@ def spark(aws: None) -> Iterator[SparkSession]:
         SparkSession.builder.master("local[2]")
         .appName("spotlake-integration-extract")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "1g")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.jars", jars)
-        .config("spark.hadoop.fs.s3a.endpoint", MOTO)
+        .config("spark.jars", ",".join(jars))
+        .config("spark.sql.extensions", ICEBERG_EXTENSIONS)
+        .config("spark.hadoop.fs.s3a.endpoint", s3_endpoint)
         .config("spark.hadoop.fs.s3a.path.style.access", "true")
-        .config("spark.hadoop.fs.s3a.connection.ssl.enabled", "false")
-        .config(
-            "spark.hadoop.fs.s3a.aws.credentials.provider",
-            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        )
+        .config("spark.hadoop.fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
         .config("spark.hadoop.fs.s3a.access.key", "testing")
         .config("spark.hadoop.fs.s3a.secret.key", "testing")
-        .config("spark.hadoop.fs.s3a.change.detection.mode", "none")
         .getOrCreate()
     )
     yield session
-    # Another module's fixture may already have ended this JVM (to start one with other jars).
     with contextlib.suppress(Exception):
         session.stop()
 
 
-@pytest.fixture(scope="session")
-def secrets(aws: None) -> Iterator[dict[str, str]]:
-    """Secret ids: ``good`` points at MariaDB, ``unreachable`` at a closed port."""
-    client = boto3.client("secretsmanager")
-    suffix = uuid.uuid4().hex[:8]
-    ids = {"good": f"spotlake/test/extract-{suffix}", "unreachable": f"spotlake/test/extract-{suffix}-down"}
-    for name, port in (("good", MYSQL["port"]), ("unreachable", 1)):
-        client.create_secret(
-            Name=ids[name],
-            SecretString=json.dumps(
-                {
-                    "host": MYSQL["host"],
-                    "port": port,
-                    "database": MYSQL["database"],
-                    "username": MYSQL["user"],
-                    "password": MYSQL["password"],
-                }
-            ),
-        )
-    yield ids
-    for secret_id in ids.values():
-        client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+@dataclass
+class Lake:
+    """A pipeline of its own: source table, secrets, registry prefix, Iceberg namespace."""
+
+    mysql: dict[str, str]
+    catalog_secret: str
+    tmp: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        self.table = f"orders_{self.tag}"
+        self.pipeline = f"p_{self.tag}"
+        self.prefix = f"job-{self.tag}"
+        self.bucket = f"lake-{self.tag}"
+        self.namespace = f"job_{self.tag}"
+        self.secret_id = f"spotlake/test/source-{self.tag}"
+        boto3.client("s3").create_bucket(Bucket=self.bucket)
+        boto3.client("secretsmanager").create_secret(Name=self.secret_id, SecretString=json.dumps({
+            "host": self.mysql["host"], "port": int(self.mysql["port"]), "database": self.mysql["database"],
+            "username": self.mysql["user"], "password": self.mysql["password"]}))
+        self.registry = Registry(boto3.client("dynamodb"), prefix=self.prefix)
+        self.registry.create_tables()
+        self.store = LakeState(self.registry.client, self.prefix)
+        self.cluster = Cluster(pool="p", cluster_id="c", provider="local", state="")
+        self.registry.put_launching(self.cluster)
+        self.registry.mark_ready(self.cluster, "http://unused")
+        self.config_path = self.tmp / "pipelines.yaml"
+        self.config_path.write_text(json.dumps({
+            "lake": {"catalog": "lake", "type": "jdbc", "secret_id": self.catalog_secret,
+                     "warehouse": f"s3://{self.bucket}/warehouse", "namespace": self.namespace},
+            "sources": {"src": {"secret_id": self.secret_id}},
+            "pipelines": [{"name": self.pipeline, "source": "src", "database": self.mysql["database"],
+                           "table": self.table, "primary_key": "id", "cursor": "updated_at",
+                           "soft_delete": "deleted_at"}],
+        }))
+
+    def connect(self) -> pymysql.Connection:
+        m = self.mysql
+        return pymysql.connect(host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"],
+                               database=m["database"], autocommit=True)
+
+    def sql(self, statement: str, *params: Any) -> None:
+        with self.connect().cursor() as cur:
+            cur.execute(statement, params or None)
+
+    def claim(self, job_key: str) -> tuple[str, int]:
+        """A new attempt of ``job_key``, claimed as the operator claims it: (run id, attempt)."""
+        run_id = uuid.uuid4().hex
+        job = self.registry.claim_job(job_key, "p", self.cluster, run_id, self.registry.get_job(job_key))
+        return run_id, job.attempt
+
+    def document(self, job_key: str, run_id: str, attempt: int, **changes: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "job_key": job_key, "attempt": attempt, "run_id": run_id, "pipeline": self.pipeline,
+            "kind": "snapshot" if job_key.endswith("#snapshot") else "window",
+            "source": {"secret_id": self.secret_id}, "database": self.mysql["database"], "table": self.table,
+            "primary_key": ["id"], "cursor": "updated_at", "soft_delete": "deleted_at",
+            "transforms": [
+                {"op": "function", "name": "shop.normalise_email"},
+                {"op": "mask", "columns": {"phone": {"keep_last": 4}}},
+            ],
+            "lake": {"catalog": "lake", "type": "jdbc", "warehouse": f"s3://{self.bucket}/warehouse",
+                     "namespace": self.namespace, "current": self.pipeline, "changes": f"{self.pipeline}_changes",
+                     "secret_id": self.catalog_secret},
+            "registry": {"prefix": self.prefix, "region": "us-east-1"},
+            "read": {"fetch_size": 1000, "chunk_rows": 40},
+            "commit": {"lease_s": 30, "wait_s": 60},
+        }
+        doc.update(changes)
+        return doc
+
+    def snapshot(self, spark: SparkSession, **changes: Any) -> dict[str, Any]:
+        self.store.ensure(self.pipeline, True, datetime.now(UTC))
+        key = snapshot_job_key(self.pipeline)
+        run_id, attempt = self.claim(key)
+        return run_extraction(spark, ExtractJob.from_dict(self.document(key, run_id, attempt, **changes)))
+
+    def plan(self, start: datetime) -> WindowRecord:
+        """Plan the window starting at ``start`` as the operator does (from the watermark)."""
+        state = self.store.get(self.pipeline)
+        assert state is not None and state.watermark is not None
+        read_from = min(start, parse_iso(state.watermark)) - FIVE
+        label = start.strftime("%Y%m%dT%H%M%SZ")
+        return self.store.plan_window(WindowRecord(
+            pipeline=self.pipeline, window=label, job_key=f"{self.pipeline}#{label}", start=iso(start),
+            end=iso(start + FIVE), read_from=iso(read_from), planned_at=iso(datetime.now(UTC))))
+
+    def window_job(self, start: datetime, **changes: Any) -> ExtractJob:
+        record = self.plan(start)
+        run_id, attempt = self.claim(record.job_key)
+        window = {"start": record.start, "end": record.end, "read_from": record.read_from}
+        return ExtractJob.from_dict(self.document(record.job_key, run_id, attempt, window=window, **changes))
+
+    def window(self, spark: SparkSession, start: datetime, **changes: Any) -> dict[str, Any]:
+        return run_extraction(spark, self.window_job(start, **changes))
+
+    def watermark(self) -> datetime:
+        state = self.store.get(self.pipeline)
+        assert state is not None and state.watermark is not None
+        return parse_iso(state.watermark)
+
+    def lake(self, changes: bool = False) -> list[dict[str, Any]]:
+        return lake.read(config.load(self.config_path), self.pipeline, changes=changes).to_pylist()
+
+    def source(self) -> dict[int, tuple[Any, ...]]:
+        """The source as pymysql reads it, transformed as the job's transforms do."""
+        conn = self.connect()
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT id, email, phone, amount, updated_at, deleted_at FROM {self.table}")
+            rows = cur.fetchall()
+        conn.close()
+        return {r[0]: (r[0], normalised(r[1]), masked(r[2]), r[3], r[4], r[5]) for r in rows}
+
+    def current(self) -> dict[int, tuple[Any, ...]]:
+        rows = self.lake()
+        keyed = {r["id"]: tuple(plain(r[c]) for c in ("id", "email", "phone", "amount", "updated_at", "deleted_at"))
+                 for r in rows}
+        assert len(keyed) == len(rows), "a primary key appears twice in the current-state table"
+        return keyed
+
+
+def normalised(email: str | None) -> str | None:
+    return None if email is None else email.strip().lower()
+
+
+def masked(phone: str | None) -> str | None:
+    return None if phone is None else ("*" * max(0, len(phone) - 4)) + phone[-4:]
+
+
+def plain(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
 
 
 @pytest.fixture
-def table(mysql: dict[str, str]) -> Iterator[str]:
-    name = f"orders_{uuid.uuid4().hex[:10]}"
-    conn = mysql_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                f"CREATE TABLE `{name}` (order_id BIGINT PRIMARY KEY, email VARCHAR(100), phone VARCHAR(20), "
-                "amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL, "
-                "KEY ix_updated_at (updated_at))"
-            )
-            cur.executemany(f"INSERT INTO `{name}` VALUES (%s, %s, %s, %s, %s, %s)", ROWS)
-        yield name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS `{name}`")
-        conn.close()
+def pipe(mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> Iterator[Lake]:
+    env = Lake(mysql, catalog_secret, tmp_path)
+    env.sql(f"CREATE TABLE {env.table} (id BIGINT PRIMARY KEY, email VARCHAR(100), phone VARCHAR(20), "
+            "amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL, "
+            "KEY ix_updated_at (updated_at))")
+    yield env
+    env.sql(f"DROP TABLE IF EXISTS {env.table}")
 
 
-def execute(sql: str, *params: Any) -> None:
-    conn = mysql_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params or None)
-    finally:
-        conn.close()
+def naive(ts: datetime) -> str:
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="milliseconds")
 
 
-def document(table: str, secret_id: str, root: str, **changes: Any) -> dict[str, Any]:
-    """A job document as the operator sends it (before base64url encoding)."""
-    doc: dict[str, Any] = {
-        "job_key": f"test_orders#{WINDOW['start']}",
-        "attempt": 1,
-        "run_id": uuid.uuid4().hex,
-        "pipeline": "test_orders",
-        "source": {"secret_id": secret_id},
-        "database": MYSQL["database"],
-        "table": table,
-        "primary_key": ["order_id"],
-        "cursor": "updated_at",
-        "soft_delete": "deleted_at",
-        "window": WINDOW,
-        "transforms": [
-            {"op": "function", "name": "shop.normalise_email"},
-            {"op": "mask", "columns": {"phone": {"keep_last": 4}}},
-            {"op": "rename", "columns": {"order_id": "id"}},
-        ],
-        "output": {"root": root},
-        "read": {"fetch_size": 1000, "partition_rows": 250000, "max_partitions": 2},
-    }
-    doc.update(changes)
-    return doc
+def seed(env: Lake, rows: int, at: datetime) -> None:
+    with env.connect().cursor() as cur:
+        cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, NULL)", [
+            (i, f" User{i}@Example.com", f"555{i:07d}", Decimal(i) / 4, naive(at - timedelta(seconds=i)))
+            for i in range(1, rows + 1)])
 
 
-def job(table: str, secret_id: str, root: str, **changes: Any) -> ExtractJob:
-    return ExtractJob.from_dict(document(table, secret_id, root, **changes))
-
-
-def lake_rows(spark: SparkSession, manifest: dict[str, Any]) -> list[tuple[Any, ...]]:
-    df = spark.read.parquet(*manifest["files"])
-    return sorted(
-        tuple(r) for r in df.select("id", "email", "phone", "amount", "updated_at", "deleted_at").collect()
-    )
-
-
-def ts(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
-
-
-EXPECTED = [
-    (1, "ann@example.com", "******4567", Decimal("10.50"), ts("2026-11-27 13:55:00.000"), None),
-    (2, "bob@example.com", "******6543", Decimal("20.00"), ts("2026-11-27 14:02:30.250"), None),
-    (3, None, None, Decimal("30.00"), ts("2026-11-27 14:04:59.999"), ts("2026-11-27 14:04:59.999")),
-]
-
-
-def manifests_in(root: Path) -> list[str]:
-    return sorted(p.name for p in (root / "_manifests").iterdir())
-
-
-def run_dirs(root: Path) -> list[str]:
-    return sorted(p.name for p in (root / "data" / "window_start=20261127T140000Z").iterdir())
+def next_window(env: Lake) -> datetime:
+    """The first window start after the watermark (rows written there are new to the lake)."""
+    w = env.watermark().replace(second=0, microsecond=0)
+    return w.replace(minute=w.minute - w.minute % 5) + FIVE
 
 
 # ------------------------------------------------------------------------ tests
-def test_extracts_the_window_and_commits_a_manifest(
-    spark: SparkSession, secrets: dict[str, str], table: str, tmp_path: Path
+def test_snapshot_then_windows_then_reruns_keep_the_lake_equal_to_the_source(pipe: Lake, spark: SparkSession) -> None:
+    seed(pipe, 150, datetime.now(UTC) - timedelta(days=1))
+    result = pipe.snapshot(spark)
+    assert (result["chunks"], result["rows"]) == (4, 150)  # chunks of 40 keys
+    state = pipe.store.get(pipe.pipeline)
+    assert state.snapshot == "DONE" and state.watermark == state.snapshot_started_at
+    assert pipe.current() == pipe.source()
+    changes = pipe.lake(changes=True)
+    assert {r["_op"] for r in changes} == {"snapshot"} and len(changes) == 150
+    assert sorted({r["_chunk"] for r in changes}) == [1, 2, 3, 4]
+
+    # A second run of the snapshot job finds it done and reads nothing.
+    again = pipe.snapshot(spark)
+    assert again["already_done"] is True and len(pipe.lake(changes=True)) == 150
+
+    w = next_window(pipe)
+    pipe.sql(f"UPDATE {pipe.table} SET email = 'NEW@x.io', updated_at = %s WHERE id <= 5", naive(w + timedelta(minutes=1)))
+    pipe.sql(f"UPDATE {pipe.table} SET deleted_at = %s, updated_at = %s WHERE id = 6",
+             naive(w + timedelta(minutes=2)), naive(w + timedelta(minutes=2)))
+    first = pipe.window(spark, w)
+    assert (first["rows_read"], first["rows_written"], first["chunks"]) == (6, 6, 1)
+    assert first["watermark"] == iso(w + FIVE) and first["current_rows"] == 150
+    assert pipe.current() == pipe.source()
+    ops = {r["id"]: r["_op"] for r in pipe.lake(changes=True) if r["_window"] == w.strftime("%Y%m%dT%H%M%SZ")}
+    assert ops == {1: "upsert", 2: "upsert", 3: "upsert", 4: "upsert", 5: "upsert", 6: "delete"}
+
+    # Re-run: the window's rows are replaced in the changes table (attempt 2's), merged the same.
+    pipe.window(spark, w)
+    rerun = [r for r in pipe.lake(changes=True) if r["_window"] == w.strftime("%Y%m%dT%H%M%SZ")]
+    assert len(rerun) == 6 and {r["_attempt"] for r in rerun} == {2}
+    assert pipe.current() == pipe.source()
+
+    # Snapshot summaries say who committed each snapshot.
+    summaries = [s.summary for s in lake.load(config.load(pipe.config_path), pipe.pipeline).snapshots()]
+    assert summaries[-1]["spotlake.job-key"] == f"{pipe.pipeline}#{w.strftime('%Y%m%dT%H%M%SZ')}"
+    assert summaries[-1]["spotlake.attempt"] == "2"
+
+
+def test_an_empty_window_commits_nothing_to_iceberg_but_moves_the_watermark(pipe: Lake, spark: SparkSession) -> None:
+    seed(pipe, 10, datetime.now(UTC) - timedelta(days=1))
+    pipe.snapshot(spark)
+    table = lake.load(config.load(pipe.config_path), pipe.pipeline)
+    snapshots = len(table.snapshots())
+    w = next_window(pipe)
+    result = pipe.window(spark, w)
+    assert (result["rows_read"], result["committed_to_lake"], result["watermark"]) == (0, False, iso(w + FIVE))
+    assert len(lake.load(config.load(pipe.config_path), pipe.pipeline).snapshots()) == snapshots
+
+
+def test_a_long_gap_is_read_in_bounded_chunks_each_moving_the_watermark(pipe: Lake, spark: SparkSession) -> None:
+    seed(pipe, 10, datetime.now(UTC) - timedelta(days=1))
+    pipe.snapshot(spark)
+    w0 = next_window(pipe)
+    pipe.window(spark, w0)
+    # Nothing ran for three hours (a weekend outage, a paused DAG); one run covers it.
+    late = w0 + timedelta(hours=3)
+    for hour in range(3):
+        pipe.sql(f"UPDATE {pipe.table} SET email = %s, updated_at = %s WHERE id = %s",
+                 f"h{hour}@x.io", naive(w0 + timedelta(hours=hour, minutes=30)), hour + 1)
+    result = pipe.window(spark, late, read={"window_chunk_s": 3600})
+    assert result["chunks"] == 4  # 3 h 10 min from the watermark less the lookback, in hours
+    assert result["rows_read"] == 3 and pipe.watermark() == late + FIVE
+    assert pipe.current() == pipe.source()
+
+
+def test_a_resumed_snapshot_continues_after_its_last_committed_chunk(
+    pipe: Lake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = f"file:{tmp_path}/lake"
-    first = job(table, secrets["good"], root)
-    manifest = run_extraction(spark, first)
+    seed(pipe, 200, datetime.now(UTC) - timedelta(days=1))
+    real = extraction.commit_locked
+    commits: list[int] = []
 
-    assert manifest["rows_read"] == 3 and manifest["rows_written"] == 3
-    assert manifest["cursor_min"] == "2026-11-27T13:55:00.000000+00:00"
-    assert manifest["cursor_max"] == "2026-11-27T14:04:59.999000+00:00"
-    assert (manifest["primary_key"], manifest["cursor"], manifest["soft_delete"]) == (
-        ["id"],
-        "updated_at",
-        "deleted_at",
-    )
-    assert manifest["window"] == WINDOW
-    assert (manifest["job_key"], manifest["attempt"], manifest["run_id"]) == (first.job_key, 1, first.run_id)
-    assert (manifest["pipeline"], manifest["database"], manifest["table"]) == ("test_orders", "shop", table)
-    assert manifest["data_path"] == f"{root}/data/window_start=20261127T140000Z/run={first.run_id}"
-    assert manifest["files"] and all(
-        f.startswith(manifest["data_path"] + "/part-") for f in manifest["files"]
-    )
-    assert set(manifest["timings"]) >= {"secret_s", "validate_s", "read_s", "write_s", "commit_s"}
-    assert [f["name"] for f in json.loads(manifest["schema"])["fields"]] == [
-        "id",
-        "email",
-        "phone",
-        "amount",
-        "updated_at",
-        "deleted_at",
-    ]
-    committed = read_manifest(spark, f"{root}/_manifests/window_start=20261127T140000Z.json")
-    assert committed == {k: v for k, v in manifest.items() if k != "after_commit"}
-    assert lake_rows(spark, manifest) == EXPECTED
+    def dies_after_two(run: Any, read: Any, chunk: Any, record: Any) -> Any:
+        if len(commits) == 2:
+            raise RuntimeError("cluster lost")  # the driver dies before chunk 3 commits
+        commits.append(chunk.number)
+        return real(run, read, chunk, record)
 
-    # Re-running the window gives the same rows and still one manifest, now naming the new run.
-    second = run_extraction(spark, job(table, secrets["good"], root, attempt=2))
-    assert lake_rows(spark, second) == EXPECTED
-    assert manifests_in(tmp_path / "lake") == ["window_start=20261127T140000Z.json"]
-    assert second["data_path"] != manifest["data_path"]
-    # The first run's directory is younger than the retention: kept (it could be a concurrent writer).
-    assert run_dirs(tmp_path / "lake") == sorted([f"run={first.run_id}", f"run={second['run_id']}"])
+    monkeypatch.setattr(extraction, "commit_locked", dies_after_two)
+    with pytest.raises(RuntimeError, match="cluster lost"):
+        pipe.snapshot(spark)
+    monkeypatch.setattr(extraction, "commit_locked", real)
+    state = pipe.store.get(pipe.pipeline)
+    assert (state.snapshot, state.snapshot_chunks, state.snapshot_rows) == ("RUNNING", 2, 80)
 
-    third = run_extraction(spark, job(table, secrets["good"], root, output={"root": root, "retention_s": 0}))
-    assert lake_rows(spark, third) == EXPECTED
-    assert run_dirs(tmp_path / "lake") == [f"run={third['run_id']}"]
-    assert len(third["after_commit"]["removed_runs"]) == 2
+    result = pipe.snapshot(spark)  # the next attempt (re-queued onto another cluster)
+    assert (result["chunks"], result["rows"]) == (6, 200)  # five full chunks, then an empty last one
+    by_chunk: dict[int, set[int]] = {}
+    for row in pipe.lake(changes=True):
+        by_chunk.setdefault(row["_chunk"], set()).add(row["_attempt"])
+    assert by_chunk == {1: {1}, 2: {1}, 3: {2}, 4: {2}, 5: {2}}  # chunks 1-2 were not read again
+    assert pipe.current() == pipe.source()
 
 
-def test_failures_name_the_cause_and_leave_the_manifest_untouched(
-    spark: SparkSession, secrets: dict[str, str], table: str, tmp_path: Path
+def test_a_zombie_attempt_that_commits_after_a_newer_one_is_refused(
+    pipe: Lake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = f"file:{tmp_path}/lake"
-    run_extraction(spark, job(table, secrets["good"], root))
-    manifest_file = tmp_path / "lake" / "_manifests" / "window_start=20261127T140000Z.json"
-    committed = manifest_file.read_bytes()
+    seed(pipe, 20, datetime.now(UTC) - timedelta(days=1))
+    pipe.snapshot(spark)
+    w = next_window(pipe)
+    pipe.sql(f"UPDATE {pipe.table} SET email = 'old@x.io', updated_at = %s WHERE id <= 3", naive(w + timedelta(minutes=1)))
+    zombie_job = pipe.window_job(w)  # attempt 1: its cluster is declared dead while it reads
 
+    read_done, resume = threading.Event(), threading.Event()
+    real_read = extraction.read_chunk
+
+    def slow_read(run: Any, condition: str, chunk: Any) -> Any:
+        out = real_read(run, condition, chunk)
+        if run.job.run_id == zombie_job.run_id:
+            read_done.set()
+            assert resume.wait(120)
+        return out
+
+    monkeypatch.setattr(extraction, "read_chunk", slow_read)
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(_run(spark, zombie_job)))
+    thread.start()
+    assert read_done.wait(120)
+    # The fleet re-queued the job; attempt 2 runs on the replacement and commits newer rows.
+    pipe.sql(f"UPDATE {pipe.table} SET email = 'new@x.io', updated_at = %s WHERE id <= 3", naive(w + timedelta(minutes=2)))
+    newer = pipe.window(spark, w)
+    assert newer["attempt"] == 2
+    table = lake.load(config.load(pipe.config_path), pipe.pipeline)
+    before = (table.current_snapshot().snapshot_id, pipe.current())
+
+    resume.set()  # the zombie wakes up and tries to commit what it read
+    thread.join(timeout=300)
+    assert isinstance(outcome[0], StaleAttemptError), outcome
+    assert "no longer owns its job" in str(outcome[0])
+    table = lake.load(config.load(pipe.config_path), pipe.pipeline)
+    assert (table.current_snapshot().snapshot_id, pipe.current()) == before
+    assert {r[1] for r in pipe.current().values() if r[0] <= 3} == {"new@x.io"}
+    assert pipe.current() == pipe.source()
+
+
+def test_the_lake_itself_refuses_rows_of_an_older_attempt_than_it_holds(pipe: Lake, spark: SparkSession) -> None:
+    """Even if the registry were wrong (restored from an old copy), a commit never replaces the
+    rows of a newer attempt: the changes table's MERGE checks them in its own scan."""
+    seed(pipe, 5, datetime.now(UTC) - timedelta(days=1))
+    pipe.snapshot(spark)
+    w = next_window(pipe)
+    pipe.sql(f"UPDATE {pipe.table} SET updated_at = %s WHERE id = 1", naive(w + timedelta(minutes=1)))
+    pipe.window(spark, w)
+    pipe.window(spark, w)  # attempt 2's rows are in the lake
+    table = lake.load(config.load(pipe.config_path), pipe.pipeline, changes=True)
+    before = table.current_snapshot().snapshot_id
+    job = pipe.window_job(w)  # attempt 3 in the registry...
+    stale = ExtractJob.from_dict({**pipe.document(job.job_key, job.run_id, 1, window={
+        "start": iso(job.window.start), "end": iso(job.window.end), "read_from": iso(job.window.read_from)})})
+    with pytest.raises(StaleAttemptError, match="newer attempt already committed"):
+        run_extraction(spark, stale)  # ...but the job says attempt 1
+    assert lake.load(config.load(pipe.config_path), pipe.pipeline, changes=True).current_snapshot().snapshot_id == before
+
+
+def test_schema_changes_evolve_the_tables_and_a_narrowed_type_stops_with_the_fix(
+    pipe: Lake, spark: SparkSession
+) -> None:
+    seed(pipe, 5, datetime.now(UTC) - timedelta(days=1))
+    pipe.snapshot(spark)
+    w = next_window(pipe)
+    pipe.sql(f"ALTER TABLE {pipe.table} ADD COLUMN note VARCHAR(30) NULL, MODIFY amount DECIMAL(16,2), "
+             "DROP COLUMN phone")
+    pipe.sql(f"UPDATE {pipe.table} SET note = 'hi', amount = 12345678901.25, updated_at = %s WHERE id = 1",
+             naive(w + timedelta(minutes=1)))
+    pipe.window(spark, w, transforms=[])
+    rows = {r["id"]: r for r in pipe.lake()}
+    assert rows[1]["note"] == "hi" and rows[1]["amount"] == Decimal("12345678901.25") and rows[1]["phone"] is None
+    assert rows[2]["note"] is None and rows[2]["phone"] == "******0002"  # older rows keep their values
+
+    w2 = w + FIVE
+    pipe.sql(f"ALTER TABLE {pipe.table} MODIFY amount DECIMAL(8,2)")
+    pipe.sql(f"UPDATE {pipe.table} SET amount = 1.5, updated_at = %s WHERE id = 2", naive(w2 + timedelta(minutes=1)))
+    watermark = pipe.watermark()
     with pytest.raises(ExtractionError) as caught:
-        run_extraction(spark, job(f"{table}_gone", secrets["good"], root))
+        pipe.window(spark, w2, transforms=[])
+    message = str(caught.value)
+    assert "column 'amount' is decimal(8,2) in the source" in message and "decimal(16,2) in the lake table" in message
+    assert 'cast: {amount: "decimal(16,2)"}' in message
+    assert pipe.watermark() == watermark and {r["id"]: r["amount"] for r in pipe.lake()}[2] == Decimal("0.50")
+    # The fix the message names works.
+    pipe.window(spark, w2, transforms=[{"op": "cast", "columns": {"amount": "decimal(16,2)"}}])
+    assert {r["id"]: r["amount"] for r in pipe.lake()}[2] == Decimal("1.50")
+
+
+def test_failures_name_the_cause_and_change_nothing(pipe: Lake, spark: SparkSession) -> None:
+    seed(pipe, 5, datetime.now(UTC) - timedelta(days=1))
+    pipe.store.ensure(pipe.pipeline, True, datetime.now(UTC))
+    key = snapshot_job_key(pipe.pipeline)
+    run_id, attempt = pipe.claim(key)
+    with pytest.raises(ExtractionError) as caught:
+        run_extraction(spark, ExtractJob.from_dict(pipe.document(key, run_id, attempt, table=f"{pipe.table}_gone")))
     assert str(caught.value) == (
-        f"pipeline test_orders: table shop.{table}_gone does not exist in the source (renamed or dropped?) "
-        "— fix the table name in config/pipelines.yaml"
-    )
-
-    unknown = [{"op": "hash", "columns": ["emial"]}]
+        f"pipeline {pipe.pipeline}: table shop.{pipe.table}_gone does not exist in the source (renamed or dropped?) "
+        "— fix the table name in config/pipelines.yaml")
     with pytest.raises(ExtractionError) as caught:
-        run_extraction(spark, job(table, secrets["good"], root, transforms=unknown))
-    assert str(caught.value).startswith(
-        f"pipeline test_orders (shop.{table}): transform #1 (hash) names unknown column 'emial'; "
-        "columns are: order_id, email, phone, amount, updated_at, deleted_at"
-    )
-
-    with pytest.raises(ExtractionError) as caught:
-        run_extraction(spark, job(table, secrets["unreachable"], root))
-    assert str(caught.value).startswith(
-        f"pipeline test_orders: cannot connect to MySQL at 127.0.0.1:1 for table shop.{table}"
-    )
-    assert MYSQL["password"] not in str(caught.value)
-
-    execute(f"ALTER TABLE `{table}` DROP INDEX ix_updated_at")
-    with pytest.raises(ExtractionError) as caught:
-        run_extraction(spark, job(table, secrets["good"], root))
-    assert str(caught.value).startswith(
-        f"pipeline test_orders (shop.{table}): cursor column 'updated_at' is not the first column of "
-        "any index"
-    )
-
-    assert manifest_file.read_bytes() == committed
-    assert manifests_in(tmp_path / "lake") == ["window_start=20261127T140000Z.json"]
+        run_extraction(spark, ExtractJob.from_dict(pipe.document(
+            key, run_id, attempt, transforms=[{"op": "hash", "columns": ["emial"]}])))
+    assert f"pipeline {pipe.pipeline} (shop.{pipe.table}): transform #1 (hash) names unknown column 'emial'" in str(
+        caught.value)
+    pipe.sql(f"ALTER TABLE {pipe.table} DROP INDEX ix_updated_at")
+    with pytest.raises(ExtractionError, match="cursor column 'updated_at' is not the first column of any index"):
+        run_extraction(spark, ExtractJob.from_dict(pipe.document(key, run_id, attempt)))
+    state = pipe.store.get(pipe.pipeline)
+    assert (state.snapshot, state.snapshot_chunks, state.watermark) == ("PENDING", 0, None)
 
 
-def test_read_current_keeps_the_newest_version_of_each_row(
-    spark: SparkSession, secrets: dict[str, str], table: str, tmp_path: Path
+def test_composite_and_text_keys_are_paged_exactly_in_the_snapshot(
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path
 ) -> None:
-    root = f"file:{tmp_path}/lake"
-    run_extraction(spark, job(table, secrets["good"], root))
-    execute(
-        f"UPDATE `{table}` SET email = 'bob@new.example', updated_at = '2026-11-27 14:07:00.000' "
-        "WHERE order_id = 2"
-    )
-    execute(
-        f"UPDATE `{table}` SET deleted_at = '2026-11-27 14:08:00.000', "
-        "updated_at = '2026-11-27 14:08:00.000' WHERE order_id = 1"
-    )
-    nxt = run_extraction(
-        spark,
-        job(table, secrets["good"], root, window=NEXT_WINDOW, job_key=f"test_orders#{NEXT_WINDOW['start']}"),
-    )
-    # Rows 2 and 1 were updated; row 4 sits at the old window's end; row 3 is in the lookback overlap.
-    assert nxt["rows_read"] == 4
-
-    current = {r["id"]: r for r in read_current(spark, root).collect()}
-    assert sorted(current) == [1, 2, 3, 4]
-    assert current[2]["email"] == "bob@new.example"
-    assert current[1]["deleted_at"] == ts("2026-11-27 14:08:00.000")
-    live = sorted(r["id"] for r in read_current(spark, root, include_deleted=False).collect())
-    assert live == [2, 4]
+    env = Lake(mysql, catalog_secret, tmp_path)
+    # A case-insensitive collation: 'a' and 'A' sort together; keys with quotes and 4-byte characters.
+    env.sql(f"CREATE TABLE {env.table} (region VARCHAR(10) COLLATE utf8mb4_unicode_ci, code VARCHAR(20), "
+            "updated_at DATETIME(3) NOT NULL, PRIMARY KEY (region, code), KEY ix_u (updated_at))")
+    keys = [(r, c) for r in ("a", "B", "c'x", "d😀") for c in ("1", "10", "2", "Z", "é", "x'y")]
+    at = naive(datetime.now(UTC) - timedelta(days=1))
+    with env.connect().cursor() as cur:
+        cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s)", [(r, c, at) for r, c in keys])
+    env.store.ensure(env.pipeline, True, datetime.now(UTC))
+    key = snapshot_job_key(env.pipeline)
+    run_id, attempt = env.claim(key)
+    doc = env.document(key, run_id, attempt, primary_key=["region", "code"], soft_delete=None, transforms=[],
+                       read={"chunk_rows": 5})
+    result = run_extraction(spark, ExtractJob.from_dict(doc))
+    assert (result["chunks"], result["rows"]) == (5, 24)
+    got = sorted((r["region"], r["code"]) for r in env.lake())
+    assert got == sorted(keys)
+    env.sql(f"DROP TABLE {env.table}")
 
 
-def test_large_window_is_read_in_key_partitions(
-    spark: SparkSession, secrets: dict[str, str], table: str, tmp_path: Path
-) -> None:
-    execute(
-        f"INSERT INTO `{table}` SELECT seq + 100, CONCAT('u', seq, '@example.com'), NULL, seq, "
-        "'2026-11-27 14:01:00.000' + INTERVAL seq * 100000 MICROSECOND, NULL FROM seq_1_to_500"
-    )
-    root = f"file:{tmp_path}/lake"
-    manifest = run_extraction(
-        spark,
-        job(
-            table, secrets["good"], root, read={"fetch_size": 100, "partition_rows": 100, "max_partitions": 2}
-        ),
-    )
-    assert manifest["read_partitions"] == 2 and len(manifest["files"]) == 2
-    assert manifest["rows_read"] == manifest["rows_written"] == 503
-    ids = sorted(r["id"] for r in spark.read.parquet(*manifest["files"]).select("id").collect())
-    assert ids == [1, 2, 3, *range(101, 601)]
-
-
-def test_empty_window_commits_zero_rows_with_the_schema(
-    spark: SparkSession, secrets: dict[str, str], table: str, tmp_path: Path
-) -> None:
-    root = f"file:{tmp_path}/lake"
-    empty = {
-        "start": "2026-11-27T15:00:00+00:00",
-        "end": "2026-11-27T15:05:00+00:00",
-        "read_from": "2026-11-27T15:00:00+00:00",
-    }
-    manifest = run_extraction(spark, job(table, secrets["good"], root, window=empty))
-    assert (manifest["rows_read"], manifest["rows_written"]) == (0, 0)
-    assert manifest["cursor_min"] is None and manifest["cursor_max"] is None
-    assert spark.read.parquet(*manifest["files"]).count() == 0
-
-
-def test_s3a_output_on_moto(spark: SparkSession, secrets: dict[str, str], table: str) -> None:
-    s3 = boto3.client("s3")
-    bucket = f"lake-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=bucket)
-    root = f"s3a://{bucket}/raw/test_orders"
+def _run(spark: SparkSession, job: ExtractJob) -> Any:
     try:
-        first = run_extraction(spark, job(table, secrets["good"], root))
-        assert lake_rows(spark, first) == EXPECTED
-        second = run_extraction(
-            spark, job(table, secrets["good"], root, output={"root": root, "retention_s": 0})
-        )
-        assert lake_rows(spark, second) == EXPECTED
-
-        key = "raw/test_orders/_manifests/window_start=20261127T140000Z.json"
-        committed = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        assert committed["run_id"] == second["run_id"] and committed["files"] == second["files"]
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="raw/")["Contents"]]
-        assert [k for k in keys if "_manifests/" in k] == [key]
-        assert not [k for k in keys if f"run={first['run_id']}" in k]  # older than retention 0: removed
-        assert sorted(r["id"] for r in read_current(spark, root).collect()) == [1, 2, 3]
-    finally:
-        for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=obj["Key"])
-        s3.delete_bucket(Bucket=bucket)
+        return run_extraction(spark, job)
+    except BaseException as exc:  # noqa: BLE001 - handed back to the test
+        return exc
 
 
-def test_main_prints_the_manifest_or_one_error_line(
-    spark: SparkSession,
-    secrets: dict[str, str],
-    table: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    doc = document(table, secrets["good"], f"file:{tmp_path}/lake")
+def test_main_prints_the_result_or_one_error_line(pipe: Lake, spark: SparkSession,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    seed(pipe, 3, datetime.now(UTC) - timedelta(days=1))
+    pipe.store.ensure(pipe.pipeline, True, datetime.now(UTC))
+    key = snapshot_job_key(pipe.pipeline)
+    run_id, attempt = pipe.claim(key)
+    doc = pipe.document(key, run_id, attempt)
     encoded = base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
     assert extract.main(["--job", encoded]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("SPOTLAKE_MANIFEST: ")
-    assert json.loads(out[-1].removeprefix("SPOTLAKE_MANIFEST: "))["rows_written"] == 3
-    assert MYSQL["password"] not in out[-1]
+    assert out[-1].startswith("SPOTLAKE_RESULT: ")
+    assert json.loads(out[-1].removeprefix("SPOTLAKE_RESULT: "))["rows"] == 3
+    assert pipe.mysql["password"] not in out[-1]
 
-    job_file = tmp_path / "job.json"
+    job_file = pipe.tmp / "job.json"
     job_file.write_text(json.dumps({**doc, "table": "no_such_table"}))
     assert extract.main(["--job-file", str(job_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
-        "SPOTLAKE_ERROR: pipeline test_orders: table shop.no_such_table does not exist in the "
-        "source (renamed or dropped?) — fix the table name in config/pipelines.yaml"
-    )
+        f"SPOTLAKE_ERROR: pipeline {pipe.pipeline}: table shop.no_such_table does not exist in the "
+        "source (renamed or dropped?) — fix the table name in config/pipelines.yaml")
     assert not spark.sparkContext._jsc.sc().isStopped()  # main leaves a session it did not start running
 
 
@@ -467,14 +531,7 @@ def test_entry_script_runs_from_the_shipped_zip(tmp_path: Path) -> None:
     bad = base64.urlsafe_b64encode(b'{"pipeline": "test_orders", "attempt": 0}').decode()
     result = subprocess.run(  # noqa: S603 - fixed argv
         [sys.executable, str(PROJECT_ROOT / "spark_jobs" / "extract.py"), "--job", bad],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
     )
     assert result.returncode == 2, result.stderr
-    assert (
-        result.stderr.strip().splitlines()[-1].startswith("SPOTLAKE_ERROR: pipeline test_orders: job field ")
-    )
+    assert result.stderr.strip().splitlines()[-1].startswith("SPOTLAKE_ERROR: pipeline test_orders: job field ")

@@ -1,6 +1,13 @@
-"""Incremental, idempotent extraction end to end: the operator and its trigger drive
-real Livy batches of spark_jobs/extract.py on a local cluster, reading the real
-MariaDB and committing to moto's S3; the registry is moto's DynamoDB."""
+"""Extraction end to end, driven as Airflow drives it: the operator and its trigger run real
+Livy batches of spark_jobs/extract.py on a local cluster, reading the real MariaDB and
+committing to the lake's Iceberg tables (JDBC catalog on PostgreSQL, files on the local S3
+server); the registry is moto's DynamoDB. Every check of the lake compares it with an
+independent read of MySQL (pymysql), and reads the lake through pyiceberg, not the job's code.
+
+Windows are labelled by Airflow data intervals; what a run reads starts at the pipeline's
+committed watermark. The initial snapshot starts the watermark at the source's clock, so the
+windows that must move it lie after "now": their rows carry explicit cursor values there.
+"""
 
 from __future__ import annotations
 
@@ -15,40 +22,50 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import boto3
+import duckdb
 import pymysql
 import pytest
 from airflow.exceptions import AirflowException
 
+from spark_jobs.lake_state import parse_iso, snapshot_job_key
 from spotlake import lake
+from spotlake.freshness import FAILING, FRESH, freshness
 from spotlake.livy import EndpointLivyHook
-from spotlake.windows import Window
+from spotlake.registry import JobState
 from tests.integration.extraction_harness import ExtractionEnv, run_operator
 
 pytestmark = pytest.mark.integration
 
 FIVE = timedelta(minutes=5)
+COLUMNS = ("id", "customer", "status", "amount", "updated_at", "deleted_at")
 
 
 @pytest.fixture(scope="module")
-def env(mysql: dict[str, str], moto_endpoint: str, start_livy: Any,
+def env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, start_livy: Any,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtractionEnv]:
     livy_url = start_livy("extract")
     tmp = tmp_path_factory.mktemp("extraction")
-    environment = ExtractionEnv(mysql, moto_endpoint, livy_url, tmp)
+    environment = ExtractionEnv(mysql, moto_endpoint, livy_url, tmp, catalog_secret)
     saved = {k: os.environ.get(k) for k in ("SPOTLAKE_PIPELINES", "SPOTLAKE_REGISTRY_PREFIX",
                                             "AIRFLOW_CONN_AWS_DEFAULT")}
     os.environ["SPOTLAKE_PIPELINES"] = str(environment.config_path)
     os.environ["SPOTLAKE_REGISTRY_PREFIX"] = environment.prefix
-    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"region_name": "us-east-1", "endpoint_url": moto_endpoint},
-    })
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = aws_connection(moto_endpoint)
     yield environment
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def aws_connection(moto_endpoint: str) -> str:
+    return json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"region_name": "us-east-1", "endpoint_url": moto_endpoint,
+                  "service_config": {"s3": {"endpoint_url": os.environ["AWS_ENDPOINT_URL_S3"]}}},
+    })
 
 
 def create_table(env: ExtractionEnv, name: str, indexed: bool = True) -> str:
@@ -62,9 +79,14 @@ def create_table(env: ExtractionEnv, name: str, indexed: bool = True) -> str:
     return table
 
 
+def floor5(moment: datetime) -> datetime:
+    moment = moment.astimezone(UTC).replace(second=0, microsecond=0)
+    return moment.replace(minute=moment.minute - moment.minute % 5)
+
+
 def base_window() -> datetime:
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    return now.replace(minute=now.minute - now.minute % 5) - timedelta(hours=2)
+    """A window start two hours back (before any snapshot's watermark)."""
+    return floor5(datetime.now(UTC)) - timedelta(hours=2)
 
 
 def naive(ts: datetime) -> str:
@@ -72,11 +94,11 @@ def naive(ts: datetime) -> str:
 
 
 def source_rows(env: ExtractionEnv, table: str) -> dict[int, dict[str, Any]]:
+    """The table as pymysql reads it: the independent side of every comparison."""
     conn = env.connect()
     with conn.cursor() as cur:
-        cur.execute(f"SELECT id, customer, status, amount, updated_at, deleted_at FROM {table}")
-        names = [d[0] for d in cur.description]
-        rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM {table}")
+        rows = {r[0]: dict(zip(COLUMNS, r, strict=True)) for r in cur.fetchall()}
     conn.close()
     return rows
 
@@ -88,21 +110,24 @@ def _plain(value: Any) -> Any:
 
 
 def lake_rows(env: ExtractionEnv, pipeline: str) -> dict[int, dict[str, Any]]:
-    rows = lake.current_rows(env.s3, env.target(pipeline))
-    keys = ("id", "customer", "status", "amount", "updated_at", "deleted_at")
-    return {r["id"]: {k: _plain(r[k]) for k in keys} for r in rows}
+    """The current-state table as pyiceberg reads it, in the shape of :func:`source_rows`."""
+    rows = env.lake_table(pipeline).to_pylist()
+    keyed = {r["id"]: {k: _plain(r[k]) for k in COLUMNS} for r in rows}
+    assert len(keyed) == len(rows), "the current-state table holds a primary key twice"
+    return keyed
 
 
-def window_rowset(env: ExtractionEnv, pipeline: str, label: str) -> list[tuple]:
-    manifest = lake.read_manifest(env.s3, env.target(pipeline), label)
-    assert manifest is not None
-    table = lake.window_table(env.s3, manifest)
-    return sorted(tuple(r.values()) for r in table.to_pylist()) if table is not None else []
+def changes_count(env: ExtractionEnv, pipeline: str, window: str) -> int:
+    table = env.lake_table(pipeline, changes=True)
+    return sum(1 for w in table.column("_window").to_pylist() if w == window)
 
 
-def manifest_keys(env: ExtractionEnv, pipeline: str) -> list[str]:
-    listing = env.s3.list_objects_v2(Bucket=env.bucket, Prefix=f"raw/{pipeline}/_manifests/")
-    return sorted(o["Key"] for o in listing.get("Contents", []))
+def run_window(env: ExtractionEnv, pipeline: str, start: datetime) -> dict[str, Any]:
+    return run_operator(env.operator(pipeline), start, start + FIVE)
+
+
+def label(start: datetime) -> str:
+    return start.strftime("%Y%m%dT%H%M%SZ")
 
 
 def livy_batch_count(env: ExtractionEnv) -> int:
@@ -110,108 +135,172 @@ def livy_batch_count(env: ExtractionEnv) -> int:
         return int(json.load(resp)["total"])
 
 
-def run_window(env: ExtractionEnv, pipeline: str, start: datetime) -> dict[str, Any]:
-    return run_operator(env.operator(pipeline), start, start + FIVE)
+def insert(env: ExtractionEnv, table: str, rows: list[tuple[int, str, str, Decimal, datetime]]) -> None:
+    with env.connect().cursor() as cur:
+        cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, NULL)",
+                        [(i, c, s, a, naive(t)) for i, c, s, a, t in rows])
 
 
-def test_three_windows_then_reruns_leave_lake_equal_to_source(env: ExtractionEnv) -> None:
+def update(env: ExtractionEnv, table: str, sql: str, *params: Any) -> None:
+    with env.connect().cursor() as cur:
+        cur.execute(f"UPDATE {table} SET {sql}", params)
+
+
+# --------------------------------------------------------------------- tests
+def test_first_run_loads_the_table_and_every_rerun_leaves_it_equal_to_mysql(env: ExtractionEnv) -> None:
     table = create_table(env, "orders")
-    pipeline = env.add_pipeline(f"orders_{env.tag}", table)
     w1 = base_window()
-    w2, w3 = w1 + FIVE, w1 + 2 * FIVE
-    conn = env.connect()
-    cur = conn.cursor()
-    # Window 1: 300 rows spread over the window, the first exactly at its start.
-    cur.executemany(
-        f"INSERT INTO {table} VALUES (%s, %s, 'placed', %s, %s, NULL)",
-        [(i, f"c{i % 37}", Decimal(i) / 4, naive(w1 + timedelta(seconds=i % 300))) for i in range(1, 301)],
-    )
-    # 1,000 rows sharing one cursor value: exactly the boundary between windows 1 and 2.
-    cur.executemany(
-        f"INSERT INTO {table} VALUES (%s, %s, 'placed', %s, %s, NULL)",
-        [(i, "tie", Decimal("9.99"), naive(w2)) for i in range(1001, 2001)],
-    )
-    # A row from long before: the pipeline's first window is an initial load and takes it too.
-    cur.execute(f"INSERT INTO {table} VALUES (9000, 'old', 'placed', 2.00, %s, NULL)", (naive(w1 - timedelta(days=3)),))
+    # 1,000 rows from days before the pipeline existed, 200 sharing one cursor value.
+    insert(env, table, [(i, f"c{i % 37}", "placed", Decimal(i) / 4, w1 - timedelta(days=3, seconds=i % 800))
+                        for i in range(1, 1001)])
+    pipeline = env.add_pipeline(f"orders_{env.tag}", table)
+
     first = run_window(env, pipeline, w1)
-    assert first["rows_written"] == 301
+    state = env.state(pipeline)
+    assert (state.snapshot, state.snapshot_rows) == ("DONE", 1000)
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+    assert changes_count(env, pipeline, "snapshot") == 1000
+    assert first["window"] == label(w1) and first["current_rows"] == 1000
+    assert first["table"] == f"lake.{env.namespace}.{pipeline}"
+    snapshot_job = env.registry.get_job(snapshot_job_key(pipeline))
+    assert (snapshot_job.state, snapshot_job.attempt) == (JobState.SUCCEEDED, 1)
 
-    # Window 2: updates, soft deletes, and a row committed late with a cursor in window 1.
-    cur.execute(f"UPDATE {table} SET status = 'paid', updated_at = %s WHERE id <= 50", (naive(w2 + timedelta(seconds=30)),))
-    cur.execute(f"UPDATE {table} SET deleted_at = %s, updated_at = %s WHERE id BETWEEN 51 AND 70",
-                (naive(w2 + timedelta(seconds=40)), naive(w2 + timedelta(seconds=40))))
-    cur.execute(f"INSERT INTO {table} VALUES (5000, 'late', 'placed', 1.00, %s, NULL)",
-                (naive(w1 + timedelta(seconds=299, milliseconds=999)),))
+    # Clear the first run (the most common operator action): its window runs again; the
+    # initial load is neither repeated nor erased.
+    run_window(env, pipeline, w1)
+    assert env.registry.get_job(snapshot_job_key(pipeline)).attempt == 1
+    assert changes_count(env, pipeline, "snapshot") == 1000
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+
+    # Changes with cursors in the windows after the snapshot's watermark.
+    w2 = floor5(parse_iso(env.state(pipeline).watermark)) + FIVE
+    update(env, table, "status = 'paid', updated_at = %s WHERE id <= 50", naive(w2 + timedelta(seconds=30)))
+    update(env, table, "deleted_at = %s, updated_at = %s WHERE id BETWEEN 51 AND 70",
+           naive(w2 + timedelta(seconds=40)), naive(w2 + timedelta(seconds=40)))
+    insert(env, table, [(5000, "late", "placed", Decimal("1.00"), w2 - timedelta(seconds=1))])
     second = run_window(env, pipeline, w2)
-    # read_from = w1: window 1's 300 rows again (70 of them now changed) + 1,000 ties + the late row
-    assert second["rows_read"] == 300 + 1000 + 1
+    assert parse_iso(env.state(pipeline).watermark) == w2 + FIVE
+    assert second["rows_read"] >= 71
+    assert lake_rows(env, pipeline) == source_rows(env, table)
 
-    # Window 3: more updates, a new row, a delete of a tie row, a row updated twice.
-    cur.execute(f"UPDATE {table} SET status = 'shipped', updated_at = %s WHERE id BETWEEN 1 AND 10", (naive(w3),))
-    cur.execute(f"UPDATE {table} SET status = 'delivered', updated_at = %s WHERE id = 1", (naive(w3 + timedelta(seconds=1)),))
-    cur.execute(f"INSERT INTO {table} VALUES (6000, 'new', 'placed', 3.50, %s, NULL)", (naive(w3 + timedelta(minutes=4)),))
-    cur.execute(f"UPDATE {table} SET deleted_at = %s, updated_at = %s WHERE id = 1500",
-                (naive(w3 + timedelta(seconds=5)), naive(w3 + timedelta(seconds=5))))
-    run_window(env, pipeline, w3)
-    conn.close()
-
-    expected = source_rows(env, table)
-    assert lake_rows(env, pipeline) == expected
-    assert len(manifest_keys(env, pipeline)) == 3
-    log = {e.window: e for e in env.registry.extraction_log(pipeline)}
-    assert set(log) == {Window(w, w + FIVE, FIVE).label for w in (w1, w2, w3)}
-    assert log[Window(w2, w2 + FIVE, FIVE).label].rows_written == 1301
-
-    # Re-running a window replaces it exactly: with the source unchanged, the same row set,
-    # still one manifest per window; an older window re-read after later changes still
-    # folds into the same merged view.
-    label3 = Window(w3, w3 + FIVE, FIVE).label
-    before3 = window_rowset(env, pipeline, label3)
-    run_window(env, pipeline, w3)
-    assert window_rowset(env, pipeline, label3) == before3
+    # A retry of the window (attempt 2) replaces its rows in the changes table, merges the same.
+    before = changes_count(env, pipeline, label(w2))
     run_window(env, pipeline, w2)
-    assert len(manifest_keys(env, pipeline)) == 3
-    assert lake_rows(env, pipeline) == expected
+    assert env.registry.get_job(f"{pipeline}#{label(w2)}").attempt == 2
+    assert changes_count(env, pipeline, label(w2)) == before
+    assert lake_rows(env, pipeline) == source_rows(env, table)
 
-    # Two runs of the same window at once submit one batch and both succeed.
+    # Newer changes, then an old window re-run after them (a backfill over committed windows):
+    # the newest cursor wins, not the latest run.
+    w3 = w2 + FIVE
+    update(env, table, "status = 'shipped', updated_at = %s WHERE id <= 10", naive(w3 + timedelta(seconds=5)))
+    run_window(env, pipeline, w3)
+    run_window(env, pipeline, w2)
+    run_window(env, pipeline, w1)
+    # A backfill of a window from before the pipeline existed.
+    run_window(env, pipeline, w1 - timedelta(days=2))
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+    assert changes_count(env, pipeline, "snapshot") == 1000
+    assert parse_iso(env.state(pipeline).watermark) == w3 + FIVE
+
+    # Two runs of one window at once submit one batch, and both succeed.
     batches_before = livy_batch_count(env)
     results: list[Any] = []
-
-    def run() -> None:
-        results.append(run_window(env, pipeline, w3))
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: results.append(run_window(env, pipeline, w3))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(results) == 2 and results[0]["batch_id"] == results[1]["batch_id"]
     assert livy_batch_count(env) == batches_before + 1
-    assert window_rowset(env, pipeline, label3) == before3
-    assert len(manifest_keys(env, pipeline)) == 3
-    assert lake_rows(env, pipeline) == expected
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+
+
+def test_a_paused_dag_loses_nothing_and_a_failing_window_shows_stale_until_one_run_covers_the_gap(
+    env: ExtractionEnv,
+) -> None:
+    table = create_table(env, "pause")
+    w0 = base_window()
+    insert(env, table, [(i, "c", "placed", Decimal("1.00"), w0 - timedelta(hours=1)) for i in range(1, 101)])
+    pipeline = env.add_pipeline(f"pause_{env.tag}", table)
+    run_window(env, pipeline, w0)
+    w1 = floor5(parse_iso(env.state(pipeline).watermark)) + FIVE
+    run_window(env, pipeline, w1)
+    assert parse_iso(env.state(pipeline).watermark) == w1 + FIVE
+
+    # Paused for three intervals (w2, w3, w4 never run) while rows change in each of them.
+    for n, start in enumerate((w1 + FIVE, w1 + 2 * FIVE, w1 + 3 * FIVE)):
+        update(env, table, "status = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
+               f"paused{n}", naive(start + timedelta(minutes=2)), 10 * n + 1, 10 * n + 10)
+        insert(env, table, [(1000 + n, "new", "placed", Decimal("2.00"), start + timedelta(minutes=3))])
+    w5 = w1 + 4 * FIVE
+    result = run_window(env, pipeline, w5)  # unpaused: catchup=False schedules only the latest
+    assert parse_iso(result["read_from"]) == w1  # from the watermark, less the lookback
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+
+    # The source secret goes away: every try of w6 fails, and so does the next window.
+    sm = boto3.client("secretsmanager")
+    secret = sm.get_secret_value(SecretId=env.secret_id)["SecretString"]
+    sm.delete_secret(SecretId=env.secret_id, ForceDeleteWithoutRecovery=True)
+    update(env, table, "status = 'during outage', updated_at = %s WHERE id = 99", naive(w5 + 2 * FIVE))
+    try:
+        for start in (w5 + FIVE, w5 + 2 * FIVE):
+            with pytest.raises(AirflowException, match=env.secret_id):
+                run_window(env, pipeline, start)
+        seen = freshness(env.config().get(pipeline), env.state(pipeline), w5 + 3 * FIVE + timedelta(minutes=1))
+        assert seen.status == FAILING and seen.watermark == env.state(pipeline).watermark
+        assert f"stale since {(w5 + FIVE).isoformat(timespec='microseconds')}" in seen.reason
+        assert env.secret_id in seen.reason and label(w5 + 2 * FIVE) in seen.reason
+    finally:
+        sm.create_secret(Name=env.secret_id, SecretString=secret)
+    # After the fix one run covers the gap.
+    w8 = w5 + 3 * FIVE
+    result = run_window(env, pipeline, w8)
+    assert parse_iso(result["read_from"]) == w5
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+    seen = freshness(env.config().get(pipeline), env.state(pipeline), w8 + FIVE + timedelta(minutes=1))
+    assert seen.status == FRESH, seen
+
+
+def test_duckdb_through_pyiceberg_reads_the_current_state_as_mysql_has_it(env: ExtractionEnv) -> None:
+    table = create_table(env, "duck")
+    w = base_window()
+    insert(env, table, [(i, f"c{i % 3}", ["placed", "paid"][i % 2], Decimal(i) / 8, w - timedelta(hours=1))
+                        for i in range(1, 301)])
+    update(env, table, "deleted_at = %s WHERE id <= 7", naive(w - timedelta(minutes=30)))
+    pipeline = env.add_pipeline(f"duck_{env.tag}", table)
+    run_window(env, pipeline, w)
+
+    orders = lake.load(env.config(), pipeline).scan().to_duckdb(table_name="orders")
+    got = orders.execute("SELECT customer, status, count(*), sum(amount) FROM orders WHERE deleted_at IS NULL "
+                         "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+    conn = env.connect()
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT customer, status, count(*), sum(amount) FROM {table} WHERE deleted_at IS NULL "
+                    "GROUP BY 1, 2 ORDER BY 1, 2")
+        expected = [tuple(r) for r in cur.fetchall()]
+    conn.close()
+    assert got == expected
+    assert duckdb.sql("SELECT 1").fetchall() == [(1,)]
 
 
 def assert_fails_and_changes_nothing(env: ExtractionEnv, pipeline: str, start: datetime, *needles: str) -> str:
-    manifests = {k: env.s3.get_object(Bucket=env.bucket, Key=k)["Body"].read() for k in manifest_keys(env, pipeline)}
-    log = [e.__dict__ for e in env.registry.extraction_log(pipeline)]
+    before = env.lake_state.get(pipeline)
     with pytest.raises(AirflowException) as err:
         run_window(env, pipeline, start)
     message = str(err.value).split("\n--- batch log")[0]
     for needle in needles:
         assert needle in message, message
-    after = {k: env.s3.get_object(Bucket=env.bucket, Key=k)["Body"].read() for k in manifest_keys(env, pipeline)}
-    assert after == manifests
-    assert [e.__dict__ for e in env.registry.extraction_log(pipeline)] == log
+    after = env.state(pipeline)
+    assert after.watermark == (before.watermark if before else None)
+    assert after.failure_job is not None and needles[0] in (after.failure_reason or "")
     return message
 
 
 def seeded_pipeline(env: ExtractionEnv, name: str, indexed: bool = True, **extra: Any) -> tuple[str, str, datetime]:
     table = create_table(env, name, indexed=indexed)
     w = base_window()
-    with env.connect().cursor() as cur:
-        cur.executemany(f"INSERT INTO {table} VALUES (%s, 'c', 'placed', 1.00, %s, NULL)",
-                        [(i, naive(w + timedelta(seconds=i))) for i in range(1, 51)])
+    insert(env, table, [(i, "c", "placed", Decimal("1.00"), w + timedelta(seconds=i)) for i in range(1, 51)])
     return env.add_pipeline(f"{name}_{env.tag}", table, **extra), table, w
 
 
@@ -225,19 +314,14 @@ def test_unindexed_cursor_fails_naming_table_and_cause(env: ExtractionEnv) -> No
     assert_fails_and_changes_nothing(env, pipeline, w, table, "updated_at", "index")
 
 
-def test_missing_cursor_column_fails(env: ExtractionEnv) -> None:
-    pipeline, table, w = seeded_pipeline(env, "nocursor")
-    env.pipelines[-1]["cursor"] = "modified_at"
-    env.write_config()
-    assert_fails_and_changes_nothing(env, pipeline, w, table, "modified_at")
-
-
-def test_table_renamed_away_fails_and_keeps_previous_window(env: ExtractionEnv) -> None:
+def test_table_renamed_away_fails_and_keeps_the_lake(env: ExtractionEnv) -> None:
     pipeline, table, w = seeded_pipeline(env, "renamed")
     run_window(env, pipeline, w)
+    before = lake_rows(env, pipeline)
     with env.connect().cursor() as cur:
         cur.execute(f"RENAME TABLE {table} TO {table}_old")
-    assert_fails_and_changes_nothing(env, pipeline, w, table, "does not exist")
+    assert_fails_and_changes_nothing(env, pipeline, w + FIVE, table, "does not exist")
+    assert lake_rows(env, pipeline) == before
 
 
 def test_unreachable_mysql_fails_naming_the_address(env: ExtractionEnv) -> None:
@@ -260,8 +344,7 @@ def test_source_password_never_reaches_livy_requests_or_logs(
     env.add_source("reader", {**env.mysql, "user": user, "password": password})
     table = create_table(env, "secret")
     w = base_window()
-    with env.connect().cursor() as cur:
-        cur.execute(f"INSERT INTO {table} VALUES (1, 'c', 'placed', 1.00, %s, NULL)", (naive(w),))
+    insert(env, table, [(1, "c", "placed", Decimal("1.00"), w)])
     pipeline = env.add_pipeline(f"secret_{env.tag}", table, source="reader")
     sent: list[dict[str, Any]] = []
     real_post = EndpointLivyHook.post_batch
@@ -273,13 +356,16 @@ def test_source_password_never_reaches_livy_requests_or_logs(
     monkeypatch.setattr(EndpointLivyHook, "post_batch", spy)
     with caplog.at_level("DEBUG"):
         result = run_window(env, pipeline, w)
-    assert result["rows_written"] == 1
+    assert result["current_rows"] == 1
     assert password not in caplog.text
-    # The batch request as sent, with its job document decoded: a secret reference only.
-    [body] = sent
-    job = json.loads(base64.urlsafe_b64decode(body["args"][1]))
-    assert job["source"] == {"secret_id": env.sources["reader"]}
-    assert password not in json.dumps(body) and password not in json.dumps(job)
+    # The batch requests as sent (the snapshot's, then the window's), their job documents
+    # decoded: secret references only.
+    assert len(sent) == 2
+    for body in sent:
+        job = json.loads(base64.urlsafe_b64decode(body["args"][1]))
+        assert job["source"] == {"secret_id": env.sources["reader"]}
+        assert job["lake"]["secret_id"] == env.catalog_secret
+        assert password not in json.dumps(body) and password not in json.dumps(job)
     with urllib.request.urlopen(f"{env.livy_url}/batches?size=1000") as resp:  # noqa: S310
         assert password not in resp.read().decode()
     with urllib.request.urlopen(f"{env.livy_url}/batches/{result['batch_id']}/log?size=5000") as resp:  # noqa: S310

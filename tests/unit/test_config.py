@@ -39,8 +39,48 @@ def test_defaults_five_minutes_and_one_interval_lookback() -> None:
     assert p.interval == timedelta(minutes=5)
     assert p.lookback == timedelta(minutes=5)
     assert p.primary_key == ("order_id",)
-    assert p.target == "s3a://spotlake-lake/raw/orders"
+    assert (p.current_table, p.changes_table) == ("orders", "orders_changes")
     assert p.dag_id == "extract_orders"
+    assert p.read_job() == {"window_chunk_s": 3600}
+
+
+def test_lake_section_defaults_and_checks() -> None:
+    cfg = parse(BASE)
+    assert (cfg.lake.type, cfg.lake.catalog, cfg.lake.namespace) == ("jdbc", "lake", "raw")
+    assert cfg.lake.secret_id == "spotlake/postgres/lake-catalog"
+    assert cfg.lake.maintenance.snapshot_retention == timedelta(days=1)
+    assert cfg.asset_uri(cfg.get("orders")) == "iceberg://lake/raw/orders"
+    glue = parse({**BASE, "lake": {"type": "glue", "warehouse": "s3a://lake-bucket/wh", "namespace": "shop"}})
+    assert (glue.lake.secret_id, glue.lake.warehouse) == (None, "s3://lake-bucket/wh")
+    job = glue.lake.to_job(glue.get("orders"))
+    assert job == {"catalog": "lake", "type": "glue", "warehouse": "s3://lake-bucket/wh", "namespace": "shop",
+                   "current": "orders", "changes": "orders_changes"}
+    with_read = parse(with_pipeline(read={"snapshot_chunk_rows": 1000, "max_window": "30m", "fetch_size": 50}))
+    assert with_read.get("orders").read_job() == {"fetch_size": 50, "chunk_rows": 1000, "window_chunk_s": 1800}
+
+
+@pytest.mark.parametrize(
+    ("lake", "message"),
+    [
+        ({"type": "hadoop"}, "lake.type: 'hadoop' is not a catalog type"),
+        ({"warehouse": "/data/lake"}, "lake.warehouse: '/data/lake' is not an S3 location"),
+        ({"namespace": "a.b"}, "lake.namespace: 'a.b' is not a valid identifier"),
+        ({"maintenance": {"orphan_age": "10m"}}, "lake.maintenance.orphan_age: 0:10:00 is too short"),
+        ({"maintenance": {"schedule": "daily"}}, "lake.maintenance.schedule: 'daily' is not a cron expression"),
+        ({"colour": "blue"}, "lake: unknown key(s) colour"),
+    ],
+)
+def test_bad_lake_settings_name_the_key_and_fix(lake: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({**BASE, "lake": lake})
+    assert message in str(err.value)
+
+
+def test_a_pipeline_named_like_another_ones_changes_table_is_refused() -> None:
+    raw = with_pipeline()
+    raw["pipelines"].append({**raw["pipelines"][0], "name": "orders_changes"})
+    with pytest.raises(ConfigError, match="orders_changes are the changes table of another pipeline"):
+        parse(raw)
 
 
 def test_one_minute_schedule_and_explicit_lookback() -> None:

@@ -94,7 +94,7 @@ RUN_BY_MAKE_UP: dict[str, tuple[str, Source]] = {
     "python -m spotlake.demo workload": ("python -m spotlake.demo setup", Source(
         "plugins/spotlake/demo.py", ('"-m", "spotlake.demo", "workload"',), "`demo setup` starts the workload")),
     "aws secretsmanager create-secret --endpoint-url http://127.0.0.1:15000": ("python -m spotlake.demo setup", Source(
-        "plugins/spotlake/demo.py", ("sm.create_secret(Name=SINK_SECRET_ID",),
+        "plugins/spotlake/demo.py", ("_put_secret(sm, SINK_SECRET_ID",),
         "`demo setup` creates the stream sink's secret on moto (the same API call, through boto3)")),
 }
 

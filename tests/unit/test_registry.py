@@ -9,7 +9,6 @@ from moto import mock_aws
 from spotlake.registry import (
     Cluster,
     ClusterState,
-    ExtractionRecord,
     JobState,
     Registry,
     StaleState,
@@ -102,21 +101,3 @@ def test_job_claim_is_conditional(registry: Registry) -> None:
         registry.update_job(stale, state=JobState.FAILED)
     again = registry.claim_job("orders#w1", "small", a, "run3", expected=registry.get_job("orders#w1"))
     assert (again.attempt, again.run_id, again.batch_id) == (2, "run3", -1)
-
-
-def record(attempt: int, rows: int) -> ExtractionRecord:
-    return ExtractionRecord(
-        pipeline="orders", window="20261127T140000Z", window_start="s", window_end="e",
-        rows_read=rows, rows_written=rows, output_path="p", manifest_path="m",
-        cursor_min=None, cursor_max=None, job_key="orders#20261127T140000Z", attempt=attempt,
-        finished_at="f", timings={"read_s": 1.5},
-    )
-
-
-def test_extraction_log_never_goes_back_to_an_older_attempt(registry: Registry) -> None:
-    registry.record_extraction(record(2, 10))
-    with pytest.raises(StaleState):
-        registry.record_extraction(record(1, 5))
-    registry.record_extraction(record(3, 12))
-    [entry] = registry.extraction_log("orders")
-    assert (entry.attempt, entry.rows_written, entry.timings) == (3, 12, {"read_s": 1.5})

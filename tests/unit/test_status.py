@@ -9,7 +9,8 @@ import pytest
 from moto import mock_aws
 
 from spotlake import config, pools, status
-from spotlake.registry import Cluster, ClusterState, ExtractionRecord, JobState, Registry
+from spark_jobs.lake_state import LakeState, Owner
+from spotlake.registry import Cluster, ClusterState, JobState, Registry
 
 NOW = datetime(2026, 11, 27, 14, 10, tzinfo=UTC)
 
@@ -37,11 +38,12 @@ def seed(registry: Registry) -> None:
     registry.update_job(running, batch_id=4)
     moved = registry.claim_job("shop_customers#20261127T1400", "small", old, "r2", None)
     registry.update_job(moved, state=JobState.REQUEUED, reason="cluster small-0001 DEAD")
-    registry.record_extraction(ExtractionRecord(
-        pipeline="shop_orders", window="20261127T135500Z", window_start="2026-11-27T13:55:00+00:00",
-        window_end="2026-11-27T14:00:00+00:00", rows_read=5, rows_written=5, output_path="p",
-        manifest_path="m", job_key="shop_orders#20261127T1355", attempt=1, finished_at="f",
-    ))
+    store = LakeState(registry.client, registry.prefix)
+    # shop_orders committed up to 14:00; shop_order_items stopped at 13:30 and its last window failed.
+    for pipeline, watermark in (("shop_orders", "2026-11-27T14:00:00+00:00"),
+                                ("shop_order_items", "2026-11-27T13:30:00+00:00")):
+        store.ensure(pipeline, False, datetime.fromisoformat(watermark))
+    store.record_failure("shop_order_items", "shop_order_items#20261127T1335", "source secret 'x' cannot be read")
 
 
 def test_status_shows_clusters_jobs_and_freshness(registry: Registry) -> None:
@@ -52,8 +54,11 @@ def test_status_shows_clusters_jobs_and_freshness(registry: Registry) -> None:
     assert "small-0001" in text and "DEAD" in text and "livy-small-0001 is not running" in text
     assert "JOBS: 1 running, 1 re-queued or queued" in text
     assert "shop_customers#20261127T1400" in text and "cluster small-0001 DEAD" in text
-    assert "shop_orders       2026-11-27T14:00:00+00:00  10m" in text
-    assert "shop_customers    (no committed window yet)" in text
+    assert "shop_orders       fresh      2026-11-27T14:00:00.000000+00:00  10m" in text
+    assert "shop_customers    never run  -" in text and "extract_shop_customers has not run" in text
+    assert ("shop_order_items  FAILING    2026-11-27T13:30:00.000000+00:00  40m  stale since "
+            "2026-11-27T13:30:00.000000+00:00: shop_order_items#20261127T1335 failed at") in text
+    assert "source secret 'x' cannot be read" in text
     assert "pool large" in text and "no cluster yet" in text
 
 

@@ -11,9 +11,17 @@ T = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 
 def test_run_owns_its_data_interval_and_reads_back_one_lookback() -> None:
     w = window_for_run("*/5 * * * *", timedelta(minutes=5), T, T + timedelta(minutes=5), T + timedelta(hours=1))
-    assert (w.start, w.end, w.read_from) == (T, T + timedelta(minutes=5), T - timedelta(minutes=5))
+    assert (w.start, w.end, w.read_from(T)) == (T, T + timedelta(minutes=5), T - timedelta(minutes=5))
     assert w.label == "20261127T140000Z"
     assert job_key("orders", w) == "orders#20261127T140000Z"
+
+
+def test_a_run_after_a_gap_reads_from_the_committed_watermark() -> None:
+    w = Window(T, T + timedelta(minutes=5), timedelta(minutes=5))
+    paused_since = T - timedelta(minutes=15)  # three intervals never ran, or failed
+    assert w.read_from(paused_since) == paused_since - timedelta(minutes=5)
+    # A window before the watermark (a backfill, a clear) reads its own interval again.
+    assert w.read_from(T + timedelta(hours=1)) == T - timedelta(minutes=5)
 
 
 @pytest.mark.parametrize("interval", [(None, None), (T, T)])

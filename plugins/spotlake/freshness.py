@@ -1,0 +1,54 @@
+"""How fresh each pipeline's lake tables are: its committed watermark, and why it is behind.
+
+The watermark is the end of the last window up to which every window is committed
+(:mod:`spark_jobs.lake_state`), so a window that failed, a DAG that is paused or a
+scheduler that is down all show as a watermark that stops moving: the table is stale
+since then, whatever later windows did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from spark_jobs.lake_state import PipelineState, SnapshotPhase, parse_iso
+from spotlake import config
+from spotlake.fleet import span
+
+FRESH, STALE, FAILING, LOADING, NEVER = "fresh", "STALE", "FAILING", "loading", "never run"
+
+
+@dataclass
+class Freshness:
+    pipeline: str
+    status: str  # fresh, STALE, FAILING, loading (initial snapshot), never run
+    watermark: str  # ISO time, "" before the first commit
+    age: str
+    reason: str = ""
+
+
+def stale_after(pipeline: config.Pipeline) -> float:
+    """Seconds after which a watermark is stale: two schedule intervals (one run late)."""
+    return 2 * pipeline.interval.total_seconds()
+
+
+def freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datetime) -> Freshness:
+    if state is None:
+        return Freshness(pipeline.name, NEVER, "", "-", f"its DAG {pipeline.dag_id} has not run (paused?)")
+    watermark = state.watermark or ""
+    age_s = (now - parse_iso(watermark)).total_seconds() if watermark else None
+    age = span(now - parse_iso(watermark)) if watermark else "-"
+    failure = ""
+    if state.failure_at and (not state.committed_at or state.failure_at > state.committed_at):
+        failure = f"{state.failure_job} failed at {state.failure_at}: {state.failure_reason}"
+    if state.phase in (SnapshotPhase.PENDING, SnapshotPhase.RUNNING):
+        progress = f"initial snapshot: {state.snapshot_chunks} chunks, {state.snapshot_rows} rows committed"
+        return Freshness(pipeline.name, FAILING if failure else LOADING, watermark, age,
+                         f"{progress}; {failure}" if failure else progress)
+    if failure:
+        return Freshness(pipeline.name, FAILING, watermark, age, f"stale since {watermark}: {failure}")
+    if age_s is not None and age_s > stale_after(pipeline):
+        return Freshness(pipeline.name, STALE, watermark, age,
+                         f"stale since {watermark}: no window committed for {age} (paused DAG, scheduler or "
+                         f"pool {pipeline.pool} down?)")
+    return Freshness(pipeline.name, FRESH, watermark, age)
