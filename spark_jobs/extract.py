@@ -16,8 +16,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
@@ -29,37 +29,37 @@ from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
 RESULT_MARK = "SPOTLAKE_RESULT: "
-USAGE = "extract.py --job <base64url(JSON)> | --job-file <path>"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Arguments(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ExtractionError(f"job: {message} — usage: {USAGE}")
+        raise ExtractionError(f"job: {message} — usage: {self.prog} --job <base64url(JSON)> | --job-file <path>")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Arguments(prog="extract.py", description="Extract one window of one MySQL table into the lake.")
+def parse_args(argv: Sequence[str] | None, prog: str = "extract.py",
+               description: str = "Extract one window of one MySQL table into the lake.") -> argparse.Namespace:
+    parser = _Arguments(prog=prog, description=description)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--job", help="the job document as base64url-encoded JSON")
     source.add_argument("--job-file", help="path of a file holding the job document as JSON")
     return parser.parse_args(argv)
 
 
-def load_job(args: argparse.Namespace) -> ExtractJob:
+def load_job(args: argparse.Namespace, job_type: Any = ExtractJob) -> Any:
     if args.job is not None:
-        return ExtractJob.from_base64url(args.job)
+        return job_type.from_base64url(args.job)
     try:
         with open(args.job_file, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
         raise ExtractionError(f"job: cannot read --job-file {args.job_file}: {exc.strerror}") from None
-    return ExtractJob.from_json(text)
+    return job_type.from_json(text)
 
 
-def build_session(job: ExtractJob) -> SparkSession:
+def build_session(app_name: str) -> SparkSession:
     return (
-        SparkSession.builder.appName(f"spotlake-extract-{job.pipeline}")
+        SparkSession.builder.appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.extensions", ICEBERG_EXTENSIONS)
         .getOrCreate()
@@ -94,20 +94,23 @@ def log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    job: ExtractJob | None = None
+def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: Any,
+             run: Callable[[SparkSession, Any], dict[str, Any]], what: str) -> int:
+    """Parse the job, run it in the active session (or a new one it stops after), print the
+    result line or one error line; the exit code says which."""
+    job: Any = None
     existing = SparkSession.getActiveSession()
     spark: SparkSession | None = None
     try:
-        job = load_job(parse_args(argv))
-        spark = existing or build_session(job)
-        result = run_extraction(spark, job)
+        job = load_job(parse_args(argv, prog, description), job_type)
+        spark = existing or build_session(f"spotlake-{what}-{job.pipeline}")
+        result = run(spark, job)
     except SpotlakeJobError as exc:
         print(ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
         return 2
     except Exception as exc:
         where = job.context if job is not None else "job"
-        message = f"{where}: extraction failed: {describe_failure(exc)}"
+        message = f"{where}: {what} failed: {describe_failure(exc)}"
         print(ERROR_MARK + one_line(message), file=sys.stderr, flush=True)
         raise
     finally:
@@ -115,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             spark.stop()
     print(RESULT_MARK + json.dumps(result, separators=(",", ":"), default=str), flush=True)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(argv, "extract.py", "Extract one window of one MySQL table into the lake.", ExtractJob,
+                    run_extraction, "extraction")
 
 
 if __name__ == "__main__":

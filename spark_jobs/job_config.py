@@ -158,26 +158,35 @@ class ExtractJob:
 
     @classmethod
     def from_base64url(cls, text: str) -> ExtractJob:
-        padded = text.strip() + "=" * (-len(text.strip()) % 4)
-        try:
-            raw = base64.urlsafe_b64decode(padded.encode("ascii"))
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise ExtractionError(
-                "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"
-            ) from None
-        return cls.from_json(raw.decode("utf-8", errors="replace"))
+        return cls.from_dict(decode_base64url(text))
 
     @classmethod
     def from_json(cls, text: str) -> ExtractJob:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ExtractionError(f"job: the job document is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(decode_json(text))
 
     @classmethod
     def from_dict(cls, data: Any) -> ExtractJob:
         return _JobParser(data).parse()
+
+
+def decode_json(text: str) -> Any:
+    """A job document from its JSON text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExtractionError(f"job: the job document is not valid JSON ({exc})") from None
+
+
+def decode_base64url(text: str) -> Any:
+    """A job document from ``--job``: base64url-encoded JSON (padding optional)."""
+    padded = text.strip() + "=" * (-len(text.strip()) % 4)
+    try:
+        raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ExtractionError(
+            "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"
+        ) from None
+    return decode_json(raw.decode("utf-8", errors="replace"))
 
 
 class _JobParser:

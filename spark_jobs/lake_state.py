@@ -152,6 +152,7 @@ class PipelineState:
     failure_reason: str | None = None
     committed_at: str | None = None
     last_job: str | None = None
+    maintained_at: str | None = None
     created_at: str | None = None
     version: int = 0
 

@@ -10,6 +10,7 @@ the same task try, up to ``max_moves`` times.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -24,6 +25,7 @@ from spotlake.registry import Job, JobState, Registry, StaleState
 from spotlake.triggers import LivyBatchTrigger
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
+RESULT_MARK = "SPOTLAKE_RESULT: "
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 
 
@@ -164,6 +166,19 @@ class PoolBatchOperator(BaseOperator):
             self.registry.update_job(job, state=state, reason=reason[:1000])
         except StaleState:
             self.log.warning("job %s changed before it could be marked %s", job.job_key, state)
+
+    def _batch_result(self, job: Job) -> dict[str, Any] | None:
+        """The job's result line (``SPOTLAKE_RESULT: <json>``) from the batch log, if any."""
+        try:
+            lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, 0, 1000).get("log", [])
+        except Exception as exc:  # noqa: BLE001 - the result line is for the log; the registry is the record
+            self.log.info("batch log of %s unavailable: %s", job.batch_id, exc)
+            return None
+        line = next((ln.split(RESULT_MARK, 1)[1] for ln in reversed(lines) if RESULT_MARK in ln), None)
+        try:
+            return json.loads(line) if line else None
+        except ValueError:
+            return None
 
     def _batch_error(self, job: Job) -> tuple[str, str]:
         """The job's own error line (``SPOTLAKE_ERROR: ...``) and the tail of the batch log."""

@@ -1,264 +1,55 @@
-"""The extraction job in-process (``run_extraction``) against the real MariaDB, the registry on
-moto server, the lake's Iceberg catalog on PostgreSQL and its files on the local S3 server.
-
-One Spark session serves the module. Each test has a table, a pipeline, a registry prefix and
-an Iceberg namespace of its own. Attempts are claimed in the registry's jobs table as the
-operators claim them, so the commit lock's ownership checks are the real ones. The lake is
-read back through pyiceberg and compared with pymysql's reading of the source.
-"""
+"""The extraction job in-process (``run_extraction``): see tests/integration/job_harness.py for
+the services and the per-test pipeline it runs against."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
-import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
-import pymysql
 import pytest
-from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from spark_jobs import extract, extraction
 from spark_jobs.errors import ExtractionError, StaleAttemptError
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
-from spark_jobs.lake_state import LakeState, WindowRecord, iso, parse_iso, snapshot_job_key
+from spark_jobs.lake_state import iso, snapshot_job_key
 from spotlake import config, lake
-from spotlake.localstack.layout import StackLayout
-from spotlake.registry import Cluster, Registry
+from tests.integration.job_harness import (
+    FIVE,
+    Lake,
+    iceberg_session,
+    naive,
+    next_window,
+    orders_pipeline,
+    seed,
+)
 
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-JARS_DIR = StackLayout.default().jars("spark")
-ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
-FIVE = timedelta(minutes=5)
-
-
-def end_jvm() -> None:
-    """End this process's Spark JVM: ``spark.jars`` and ``spark.sql.extensions`` are only read
-    when the JVM and session start, so one started without them cannot serve these tests."""
-    gateway = SparkContext._gateway
-    if gateway is None:
-        return
-    gateway.shutdown()
-    proc = getattr(gateway, "proc", None)
-    if proc is not None:
-        proc.stdin.close()  # the JVM exits when its stdin closes
-        proc.wait(timeout=60)
-    SparkContext._gateway = None
-    SparkContext._jvm = None
 
 
 @pytest.fixture(scope="session")
 def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[SparkSession]:
-    jars = sorted(str(p) for p in JARS_DIR.glob("*.jar"))
-    if not any("iceberg-spark-runtime" in j for j in jars):
-        pytest.fail(f"no Iceberg runtime in {JARS_DIR}; resolve the Spark jars first (make bootstrap)")
-    existing = SparkSession.getActiveSession()
-    if existing is not None:
-        conf = existing.sparkContext.getConf()
-        if "iceberg-spark-runtime" in conf.get("spark.jars", "") and ICEBERG_EXTENSIONS in conf.get(
-                "spark.sql.extensions", ""):
-            yield existing
-            return
-        existing.stop()
-        end_jvm()
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("spotlake-integration-extract")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "1g")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.jars", ",".join(jars))
-        .config("spark.sql.extensions", ICEBERG_EXTENSIONS)
-        .config("spark.hadoop.fs.s3a.endpoint", s3_endpoint)
-        .config("spark.hadoop.fs.s3a.path.style.access", "true")
-        .config("spark.hadoop.fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
-        .config("spark.hadoop.fs.s3a.access.key", "testing")
-        .config("spark.hadoop.fs.s3a.secret.key", "testing")
-        .getOrCreate()
-    )
-    yield session
-    with contextlib.suppress(Exception):
-        session.stop()
-
-
-@dataclass
-class Lake:
-    """A pipeline of its own: source table, secrets, registry prefix, Iceberg namespace."""
-
-    mysql: dict[str, str]
-    catalog_secret: str
-    tmp: Path
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def __post_init__(self) -> None:
-        self.table = f"orders_{self.tag}"
-        self.pipeline = f"p_{self.tag}"
-        self.prefix = f"job-{self.tag}"
-        self.bucket = f"lake-{self.tag}"
-        self.namespace = f"job_{self.tag}"
-        self.secret_id = f"spotlake/test/source-{self.tag}"
-        boto3.client("s3").create_bucket(Bucket=self.bucket)
-        boto3.client("secretsmanager").create_secret(Name=self.secret_id, SecretString=json.dumps({
-            "host": self.mysql["host"], "port": int(self.mysql["port"]), "database": self.mysql["database"],
-            "username": self.mysql["user"], "password": self.mysql["password"]}))
-        self.registry = Registry(boto3.client("dynamodb"), prefix=self.prefix)
-        self.registry.create_tables()
-        self.store = LakeState(self.registry.client, self.prefix)
-        self.cluster = Cluster(pool="p", cluster_id="c", provider="local", state="")
-        self.registry.put_launching(self.cluster)
-        self.registry.mark_ready(self.cluster, "http://unused")
-        self.config_path = self.tmp / "pipelines.yaml"
-        self.config_path.write_text(json.dumps({
-            "lake": {"catalog": "lake", "type": "jdbc", "secret_id": self.catalog_secret,
-                     "warehouse": f"s3://{self.bucket}/warehouse", "namespace": self.namespace},
-            "sources": {"src": {"secret_id": self.secret_id}},
-            "pipelines": [{"name": self.pipeline, "source": "src", "database": self.mysql["database"],
-                           "table": self.table, "primary_key": "id", "cursor": "updated_at",
-                           "soft_delete": "deleted_at"}],
-        }))
-
-    def connect(self) -> pymysql.Connection:
-        m = self.mysql
-        return pymysql.connect(host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"],
-                               database=m["database"], autocommit=True)
-
-    def sql(self, statement: str, *params: Any) -> None:
-        with self.connect().cursor() as cur:
-            cur.execute(statement, params or None)
-
-    def claim(self, job_key: str) -> tuple[str, int]:
-        """A new attempt of ``job_key``, claimed as the operator claims it: (run id, attempt)."""
-        run_id = uuid.uuid4().hex
-        job = self.registry.claim_job(job_key, "p", self.cluster, run_id, self.registry.get_job(job_key))
-        return run_id, job.attempt
-
-    def document(self, job_key: str, run_id: str, attempt: int, **changes: Any) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "job_key": job_key, "attempt": attempt, "run_id": run_id, "pipeline": self.pipeline,
-            "kind": "snapshot" if job_key.endswith("#snapshot") else "window",
-            "source": {"secret_id": self.secret_id}, "database": self.mysql["database"], "table": self.table,
-            "primary_key": ["id"], "cursor": "updated_at", "soft_delete": "deleted_at",
-            "transforms": [
-                {"op": "function", "name": "shop.normalise_email"},
-                {"op": "mask", "columns": {"phone": {"keep_last": 4}}},
-            ],
-            "lake": {"catalog": "lake", "type": "jdbc", "warehouse": f"s3://{self.bucket}/warehouse",
-                     "namespace": self.namespace, "current": self.pipeline, "changes": f"{self.pipeline}_changes",
-                     "secret_id": self.catalog_secret},
-            "registry": {"prefix": self.prefix, "region": "us-east-1"},
-            "read": {"fetch_size": 1000, "chunk_rows": 40},
-            "commit": {"lease_s": 30, "wait_s": 60},
-        }
-        doc.update(changes)
-        return doc
-
-    def snapshot(self, spark: SparkSession, **changes: Any) -> dict[str, Any]:
-        self.store.ensure(self.pipeline, True, datetime.now(UTC))
-        key = snapshot_job_key(self.pipeline)
-        run_id, attempt = self.claim(key)
-        return run_extraction(spark, ExtractJob.from_dict(self.document(key, run_id, attempt, **changes)))
-
-    def plan(self, start: datetime) -> WindowRecord:
-        """Plan the window starting at ``start`` as the operator does (from the watermark)."""
-        state = self.store.get(self.pipeline)
-        assert state is not None and state.watermark is not None
-        read_from = min(start, parse_iso(state.watermark)) - FIVE
-        label = start.strftime("%Y%m%dT%H%M%SZ")
-        return self.store.plan_window(WindowRecord(
-            pipeline=self.pipeline, window=label, job_key=f"{self.pipeline}#{label}", start=iso(start),
-            end=iso(start + FIVE), read_from=iso(read_from), planned_at=iso(datetime.now(UTC))))
-
-    def window_job(self, start: datetime, **changes: Any) -> ExtractJob:
-        record = self.plan(start)
-        run_id, attempt = self.claim(record.job_key)
-        window = {"start": record.start, "end": record.end, "read_from": record.read_from}
-        return ExtractJob.from_dict(self.document(record.job_key, run_id, attempt, window=window, **changes))
-
-    def window(self, spark: SparkSession, start: datetime, **changes: Any) -> dict[str, Any]:
-        return run_extraction(spark, self.window_job(start, **changes))
-
-    def watermark(self) -> datetime:
-        state = self.store.get(self.pipeline)
-        assert state is not None and state.watermark is not None
-        return parse_iso(state.watermark)
-
-    def lake(self, changes: bool = False) -> list[dict[str, Any]]:
-        return lake.read(config.load(self.config_path), self.pipeline, changes=changes).to_pylist()
-
-    def source(self) -> dict[int, tuple[Any, ...]]:
-        """The source as pymysql reads it, transformed as the job's transforms do."""
-        conn = self.connect()
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT id, email, phone, amount, updated_at, deleted_at FROM {self.table}")
-            rows = cur.fetchall()
-        conn.close()
-        return {r[0]: (r[0], normalised(r[1]), masked(r[2]), r[3], r[4], r[5]) for r in rows}
-
-    def current(self) -> dict[int, tuple[Any, ...]]:
-        rows = self.lake()
-        keyed = {r["id"]: tuple(plain(r[c]) for c in ("id", "email", "phone", "amount", "updated_at", "deleted_at"))
-                 for r in rows}
-        assert len(keyed) == len(rows), "a primary key appears twice in the current-state table"
-        return keyed
-
-
-def normalised(email: str | None) -> str | None:
-    return None if email is None else email.strip().lower()
-
-
-def masked(phone: str | None) -> str | None:
-    return None if phone is None else ("*" * max(0, len(phone) - 4)) + phone[-4:]
-
-
-def plain(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
+    yield from iceberg_session(s3_endpoint)
 
 
 @pytest.fixture
 def pipe(mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> Iterator[Lake]:
-    env = Lake(mysql, catalog_secret, tmp_path)
-    env.sql(f"CREATE TABLE {env.table} (id BIGINT PRIMARY KEY, email VARCHAR(100), phone VARCHAR(20), "
-            "amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL, "
-            "KEY ix_updated_at (updated_at))")
+    env = orders_pipeline(mysql, catalog_secret, tmp_path)
     yield env
     env.sql(f"DROP TABLE IF EXISTS {env.table}")
-
-
-def naive(ts: datetime) -> str:
-    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="milliseconds")
-
-
-def seed(env: Lake, rows: int, at: datetime) -> None:
-    with env.connect().cursor() as cur:
-        cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, NULL)", [
-            (i, f" User{i}@Example.com", f"555{i:07d}", Decimal(i) / 4, naive(at - timedelta(seconds=i)))
-            for i in range(1, rows + 1)])
-
-
-def next_window(env: Lake) -> datetime:
-    """The first window start after the watermark (rows written there are new to the lake)."""
-    w = env.watermark().replace(second=0, microsecond=0)
-    return w.replace(minute=w.minute - w.minute % 5) + FIVE
 
 
 # ------------------------------------------------------------------------ tests
@@ -432,6 +223,7 @@ def test_schema_changes_evolve_the_tables_and_a_narrowed_type_stops_with_the_fix
     assert rows[2]["note"] is None and rows[2]["phone"] == "******0002"  # older rows keep their values
 
     w2 = w + FIVE
+    pipe.sql(f"UPDATE {pipe.table} SET amount = 1 WHERE id = 1")
     pipe.sql(f"ALTER TABLE {pipe.table} MODIFY amount DECIMAL(8,2)")
     pipe.sql(f"UPDATE {pipe.table} SET amount = 1.5, updated_at = %s WHERE id = 2", naive(w2 + timedelta(minutes=1)))
     watermark = pipe.watermark()

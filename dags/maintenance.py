@@ -1,0 +1,55 @@
+"""The lake's table maintenance: one task per pipeline of config/pipelines.yaml, on the
+schedule of its ``lake.maintenance`` section (daily at 03:00 UTC by default).
+
+Parsing reads only that local YAML file: no service is contacted at import.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, CronTriggerTimetable
+
+from operators.maintenance import LakeMaintenanceOperator
+from spotlake import config
+from spotlake.fleet import span
+from spotlake.pools import airflow_pool
+
+DOC = """\
+### Maintenance of the lake's Iceberg tables
+
+For each pipeline, under its commit lock (its windows wait meanwhile): compacts the
+current-state table (sorted by its primary key, position deletes applied) and the changes
+table, drops delete files that point at nothing, expires snapshots older than
+**{retention}** (keeping the last {retain_last}) and removes files no snapshot references that
+are older than **{orphan_age}**. A reader of a snapshot younger than the retention never loses
+a file. Runs as Livy batches on pool **`{pool}`**; schedule `{schedule}` (UTC).
+"""
+
+
+def build_dag(pipelines: config.PipelinesConfig) -> DAG:
+    maintenance = pipelines.lake.maintenance
+    with DAG(
+        dag_id="lake_maintenance",
+        schedule=CronTriggerTimetable(maintenance.schedule, timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=DOC.format(retention=span(maintenance.snapshot_retention), retain_last=maintenance.retain_last,
+                          orphan_age=span(maintenance.orphan_age), pool=maintenance.pool,
+                          schedule=maintenance.schedule),
+        tags=["spotlake", "lake", "maintenance", f"pool:{maintenance.pool}"],
+        default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+    ) as dag:
+        for pipeline in pipelines.pipelines:
+            LakeMaintenanceOperator(
+                task_id=f"maintain_{pipeline.name}",
+                pipeline_name=pipeline.name,
+                pool_name=maintenance.pool,
+                pool=airflow_pool(maintenance.pool),
+                execution_timeout=timedelta(hours=2),
+            )
+    return dag
+
+
+lake_maintenance = build_dag(config.load())

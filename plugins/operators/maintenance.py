@@ -1,0 +1,75 @@
+"""Maintain one pipeline's lake tables (compaction, snapshot expiry, orphan files) as a Livy batch."""
+
+from __future__ import annotations
+
+import base64
+import json
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+from operators.livy_batch import PoolBatchOperator
+from spotlake import artifacts, config
+from spotlake.jobs import BatchRequest
+from spotlake.registry import Job
+
+
+class LakeMaintenanceOperator(PoolBatchOperator):
+    """Runs ``spark_jobs/maintain.py`` for ``pipeline``: see :mod:`spark_jobs.maintenance`.
+
+    It takes the pipeline's commit lock like a window does, so windows wait while it runs
+    and it never races a ``MERGE INTO``; readers are unaffected (snapshots younger than the
+    retention, and the files they reference, stay)."""
+
+    template_fields = ("pipeline_name",)
+
+    def __init__(self, *, pipeline_name: str, **kwargs: Any) -> None:
+        self.pipeline_name = pipeline_name
+        super().__init__(**kwargs)
+
+    @cached_property
+    def config(self) -> config.PipelinesConfig:
+        return config.load()
+
+    def job_key(self, context: Any) -> str:
+        moment = context.get("data_interval_end") or context.get("logical_date")
+        label = moment.strftime("%Y%m%dT%H%M%SZ") if moment is not None else "manual"
+        return f"{self.pipeline_name}#maintenance-{label}"
+
+    def build_request(self, context: Any) -> BatchRequest:
+        published = artifacts.publish("maintain.py", s3=S3Hook(aws_conn_id=self.aws_conn_id).get_conn())
+        key = self.job_key(context)
+        return BatchRequest(job_key=key, pool=self.pool_name, file=published.entry, py_files=published.py_files,
+                            name=f"spotlake-maintain-{self.pipeline_name}")
+
+    def build_args(self, context: Any, run_id: str) -> list[str]:
+        key = self.job_key(context)
+        claimed = self.registry.get_job(key)
+        maintenance = self.config.lake.maintenance
+        document = {
+            "job_key": key,
+            "attempt": claimed.attempt if claimed is not None and claimed.run_id == run_id else 1,
+            "run_id": run_id,
+            "pipeline": self.pipeline_name,
+            "lake": self.config.lake.to_job(self.config.get(self.pipeline_name)),
+            "registry": {"prefix": self.registry.prefix, "region": self.registry.client.meta.region_name},
+            "maintenance": {
+                "snapshot_retention_s": maintenance.snapshot_retention.total_seconds(),
+                "retain_last": maintenance.retain_last,
+                "orphan_age_s": maintenance.orphan_age.total_seconds(),
+                "target_file_size_mb": maintenance.target_file_size_mb,
+            },
+        }
+        return ["--job", base64.urlsafe_b64encode(json.dumps(document).encode()).decode()]
+
+    def on_batch_success(self, context: Any, job: Job) -> Any:
+        result = self._batch_result(job) or {}
+        for table, steps in (result.get("tables") or {}).items():
+            rewrite = steps.get("rewrite", {})
+            self.log.info("%s: compacted %s data files into %s, expired %s data files of old snapshots, removed "
+                          "%d orphan files, in %s s", table, rewrite.get("rewritten_data_files_count", 0),
+                          rewrite.get("added_data_files_count", 0),
+                          steps.get("expire", {}).get("deleted_data_files_count", 0),
+                          len(steps.get("orphans_removed", [])), steps.get("seconds"))
+        return result

@@ -1,0 +1,165 @@
+"""Table maintenance of one pipeline's two Iceberg tables: compaction, snapshot expiry, orphans.
+
+Every window adds small files (and, to the current-state table, position deletes from
+its ``MERGE INTO``); every commit adds a snapshot. Once a day by default
+(``lake.maintenance`` in ``config/pipelines.yaml``, the ``lake_maintenance`` DAG), under the
+pipeline's commit lock, so no window commits while it runs:
+
+1. ``rewrite_data_files``: the current-state table sorted by its primary key (the table's
+   sort order), applying its position deletes; the changes table bin-packed.
+2. ``rewrite_position_delete_files``: drops delete files that no longer point at live data.
+3. ``expire_snapshots``: snapshots older than ``snapshot_retention`` (keeping at least
+   ``retain_last``), with the files only they reference. A reader that planned its scan on
+   a snapshot younger than the retention finds every file it needs.
+4. ``remove_orphan_files``: files under the table that no snapshot references and that are
+   older than ``orphan_age`` (an attempt still writing has younger ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.commit_lock import take_lock
+from spark_jobs.errors import ExtractionError
+from spark_jobs.job_config import (
+    UTC,
+    CommitOptions,
+    LakeTables,
+    RegistryRef,
+    _JobParser,
+    decode_base64url,
+    decode_json,
+)
+from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS, catalog_properties, table_exists, with_commit_properties
+from spark_jobs.lake_state import LakeState, Owner, iso
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaintenanceOptions:
+    snapshot_retention_s: float = 86400.0
+    retain_last: int = 10
+    orphan_age_s: float = 3 * 86400.0
+    target_file_size_mb: int = 128
+
+
+@dataclass(frozen=True)
+class MaintenanceJob:
+    job_key: str
+    attempt: int
+    run_id: str
+    pipeline: str
+    lake: LakeTables
+    registry: RegistryRef
+    options: MaintenanceOptions
+    commit: CommitOptions = CommitOptions()
+
+    @property
+    def context(self) -> str:
+        return f"pipeline {self.pipeline} (maintenance)"
+
+    @classmethod
+    def from_base64url(cls, text: str) -> MaintenanceJob:
+        return cls.from_dict(decode_base64url(text))
+
+    @classmethod
+    def from_json(cls, text: str) -> MaintenanceJob:
+        return cls.from_dict(decode_json(text))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MaintenanceJob:
+        parser = _JobParser(data)
+        parser.who = f"pipeline {data.get('pipeline')}"
+        parser.unknown_keys(data, {"job_key", "attempt", "run_id", "pipeline", "lake", "registry", "maintenance",
+                                   "commit"}, "")
+        attempt = data.get("attempt")
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise parser.fail("attempt", f"must be an integer >= 1, got {attempt!r}")
+        options = parser.section(data, "maintenance", required=False)
+        parser.unknown_keys(options, {"snapshot_retention_s", "retain_last", "orphan_age_s", "target_file_size_mb"},
+                            "maintenance.")
+        for key, value in options.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise parser.fail(f"maintenance.{key}", f"must be a number >= 0, got {value!r}")
+        return cls(
+            job_key=parser.text(data, "job_key"), attempt=attempt, run_id=parser.text(data, "run_id"),
+            pipeline=parser.text(data, "pipeline"),
+            lake=parser.lake(parser.section(data, "lake", required=True)),
+            registry=parser.registry(parser.section(data, "registry", required=True)),
+            options=MaintenanceOptions(**options),
+            commit=parser.commit(parser.section(data, "commit", required=False)),
+        )
+
+
+def _call(spark: SparkSession, statement: str) -> dict[str, Any]:
+    rows = spark.sql(statement).collect()
+    if not rows:
+        return {}
+    first = rows[0].asDict()
+    return {k: v for k, v in first.items() if isinstance(v, (int, float, str))} | {"rows": len(rows)}
+
+
+def maintain_table(spark: SparkSession, job: MaintenanceJob, name: str, role: str, now: datetime) -> dict[str, Any]:
+    """Compact, expire and clean one table; returns what each step did."""
+    catalog, short = job.lake.catalog, name.split(".", 1)[1]
+    options = job.options
+    target = int(options.target_file_size_mb) * 1024 * 1024
+    strategy = "strategy => 'sort', " if role == "current" else ""
+    done: dict[str, Any] = {}
+    started = time.perf_counter()
+    props = {"spotlake.pipeline": job.pipeline, "spotlake.job-key": job.job_key, "spotlake.run-id": job.run_id,
+             "spotlake.attempt": str(job.attempt)}
+    with_commit_properties(spark, props, lambda: done.update(rewrite=_call(spark, (
+        f"CALL {catalog}.system.rewrite_data_files(table => '{short}', {strategy}"
+        f"options => map('min-input-files', '2', 'delete-file-threshold', '1', "
+        f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))"))))
+    done["rewrite_deletes"] = _call(spark, f"CALL {catalog}.system.rewrite_position_delete_files(table => '{short}')")
+    older = now - timedelta(seconds=options.snapshot_retention_s)
+    done["expire"] = _call(spark, (
+        f"CALL {catalog}.system.expire_snapshots(table => '{short}', "
+        f"older_than => TIMESTAMP '{older.strftime('%Y-%m-%d %H:%M:%S.%f')}', "
+        f"retain_last => {int(options.retain_last)}, stream_results => true)"))
+    orphans_before = now - timedelta(seconds=options.orphan_age_s)
+    removed = spark.sql(
+        f"CALL {catalog}.system.remove_orphan_files(table => '{short}', "
+        f"older_than => TIMESTAMP '{orphans_before.strftime('%Y-%m-%d %H:%M:%S.%f')}', prefix_listing => true)"
+    ).collect()
+    done["orphans_removed"] = [r[0] for r in removed]
+    done["seconds"] = round(time.perf_counter() - started, 3)
+    LOG.info("%s: %s %s: %s", job.context, role, name, done)
+    return done
+
+
+def run_maintenance(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]:
+    """Maintain the pipeline's tables under its commit lock; record when in the registry."""
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if ICEBERG_EXTENSIONS not in extensions:
+        raise ExtractionError(f"{job.context}: the Spark session lacks Iceberg's SQL extensions "
+                              f"(spark.sql.extensions={ICEBERG_EXTENSIONS})")
+    for key, value in catalog_properties(job.lake, f"pipeline {job.pipeline}", job.registry.region).items():
+        spark.conf.set(key, value)
+    import boto3
+
+    store = LakeState(boto3.client("dynamodb", **({"region_name": job.registry.region} if job.registry.region else {})),
+                      job.registry.prefix)
+    held = take_lock(store, job.pipeline, Owner(job.job_key, job.run_id, job.attempt), job.commit.lease_s,
+                     job.commit.wait_s)
+    result: dict[str, Any] = {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {}}
+    try:
+        now = datetime.now(UTC)
+        for role, name in (("current", job.lake.current_table), ("changes", job.lake.changes_table)):
+            held.check()
+            if table_exists(spark, name):
+                result["tables"][name] = maintain_table(spark, job, name, role, now)
+        held.check()
+        store.release(held.lock, {"maintained_at": iso(datetime.now(UTC))})
+    finally:
+        held.stop()
+    return result
