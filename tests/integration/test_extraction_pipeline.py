@@ -23,11 +23,11 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
-import duckdb
 import pymysql
 import pytest
 from airflow.exceptions import AirflowException
 
+from operators.maintenance import LakeMaintenanceOperator
 from spark_jobs.lake_state import parse_iso, snapshot_job_key
 from spotlake import lake
 from spotlake.freshness import FAILING, FRESH, freshness
@@ -262,7 +262,15 @@ def test_a_paused_dag_loses_nothing_and_a_failing_window_shows_stale_until_one_r
     assert seen.status == FRESH, seen
 
 
-def test_duckdb_through_pyiceberg_reads_the_current_state_as_mysql_has_it(env: ExtractionEnv) -> None:
+def duckdb_summary(env: ExtractionEnv, pipeline: str) -> list[tuple[Any, ...]]:
+    orders = lake.load(env.config(), pipeline).scan().to_duckdb(table_name="orders")
+    return orders.execute("SELECT customer, status, count(*), sum(amount) FROM orders WHERE deleted_at IS NULL "
+                          "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+
+
+def test_duckdb_reads_the_current_state_as_mysql_has_it_before_and_after_the_maintenance_task(
+    env: ExtractionEnv,
+) -> None:
     table = create_table(env, "duck")
     w = base_window()
     insert(env, table, [(i, f"c{i % 3}", ["placed", "paid"][i % 2], Decimal(i) / 8, w - timedelta(hours=1))
@@ -270,18 +278,29 @@ def test_duckdb_through_pyiceberg_reads_the_current_state_as_mysql_has_it(env: E
     update(env, table, "deleted_at = %s WHERE id <= 7", naive(w - timedelta(minutes=30)))
     pipeline = env.add_pipeline(f"duck_{env.tag}", table)
     run_window(env, pipeline, w)
+    w1 = floor5(parse_iso(env.state(pipeline).watermark)) + FIVE
+    for n in range(3):  # three windows of updates: small files and position deletes to compact
+        update(env, table, "status = %s, updated_at = %s WHERE id BETWEEN %s AND %s", f"s{n}",
+               naive(w1 + n * FIVE + timedelta(minutes=1)), 10 * n + 1, 10 * n + 20)
+        run_window(env, pipeline, w1 + n * FIVE)
 
-    orders = lake.load(env.config(), pipeline).scan().to_duckdb(table_name="orders")
-    got = orders.execute("SELECT customer, status, count(*), sum(amount) FROM orders WHERE deleted_at IS NULL "
-                         "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
     conn = env.connect()
     with conn.cursor() as cur:
         cur.execute(f"SELECT customer, status, count(*), sum(amount) FROM {table} WHERE deleted_at IS NULL "
                     "GROUP BY 1, 2 ORDER BY 1, 2")
         expected = [tuple(r) for r in cur.fetchall()]
     conn.close()
-    assert got == expected
-    assert duckdb.sql("SELECT 1").fetchall() == [(1,)]
+    assert duckdb_summary(env, pipeline) == expected
+
+    files_before = len(lake.load(env.config(), pipeline).inspect.data_files())
+    operator = LakeMaintenanceOperator(task_id="maintain", pipeline_name=pipeline, pool_name=env.pool,
+                                       poll_interval=1.0)
+    done = run_operator(operator, w1, w1 + timedelta(days=1))
+    assert done["tables"][f"lake.{env.namespace}.{pipeline}"]["rewrite"]["rewritten_data_files_count"] >= 2
+    assert len(lake.load(env.config(), pipeline).inspect.data_files()) < files_before
+    assert env.state(pipeline).maintained_at is not None
+    assert duckdb_summary(env, pipeline) == expected
+    assert lake_rows(env, pipeline) == source_rows(env, table)
 
 
 def assert_fails_and_changes_nothing(env: ExtractionEnv, pipeline: str, start: datetime, *needles: str) -> str:

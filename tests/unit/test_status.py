@@ -8,8 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from spark_jobs.lake_state import LakeState
 from spotlake import config, pools, status
-from spark_jobs.lake_state import LakeState, Owner
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 
 NOW = datetime(2026, 11, 27, 14, 10, tzinfo=UTC)
