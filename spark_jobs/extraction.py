@@ -42,10 +42,11 @@ import boto3
 import pyspark.sql.functions as F
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import IntegerType, LongType
 
 from spark_jobs.commit_lock import take_lock
 from spark_jobs.errors import CommitConflict, ExtractionError
-from spark_jobs.job_config import UTC, ExtractJob
+from spark_jobs.job_config import UTC, ExtractJob, quote_identifier
 from spark_jobs.lake_catalog import configure_catalog, current_snapshot, ensure_tables, live_rows
 from spark_jobs.lake_commit import (
     Chunk,
@@ -155,6 +156,7 @@ class ChunkRead:
     rows_written: int
     cursor_min: str | None
     cursor_max: str | None
+    key_range: tuple[int, int] | None = None  # lowest and highest key, for a single integer key
 
 
 def run_extraction(spark: SparkSession, job: ExtractJob) -> dict[str, Any]:
@@ -342,25 +344,27 @@ def snapshot_changes(run: Run, state: PipelineState, record: WindowRecord, resul
 
 # -------------------------------------------------------------- one chunk
 def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
-    """Read, transform and cache the rows matching ``condition`` (no lock held).
-
-    The rows read are cached first (one pass over MySQL), measured (count, cursor bounds),
-    then transformed and cached again for the two commits; the first cache is dropped."""
+    """Read, transform and cache the rows matching ``condition`` (no lock held): one pass over
+    MySQL; the two commits read the cache. ``rows_read`` is MySQL's count of the rows matching
+    at the start of the read; the cursor bounds are those of the rows written."""
     job = run.job
     stats = read_stats(run.connection, job, run.table, condition)
-    raw = read_rows(run.spark, run.source, job, run.table, condition, stats).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        (seen,) = raw.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.date_format(F.min(job.cursor), ISO_PATTERN).alias("cursor_min"),
-            F.date_format(F.max(job.cursor), ISO_PATTERN).alias("cursor_max"),
-        ).collect()
-        data, keys = apply_transforms(raw, job)
-        staged = with_change_columns(data, job, keys, chunk).persist(StorageLevel.MEMORY_AND_DISK)
-        written = staged.count()
-    finally:
-        raw.unpersist()
-    return ChunkRead(staged, keys, data.schema, int(seen["rows"]), written, seen["cursor_min"], seen["cursor_max"])
+    raw = read_rows(run.spark, run.source, job, run.table, condition, stats)
+    data, keys = apply_transforms(raw, job)
+    staged = with_change_columns(data, job, keys, chunk).persist(StorageLevel.MEMORY_AND_DISK)
+    cursor = F.col(quote_identifier(keys.cursor))
+    key = keys.primary_key[0]
+    integral = len(keys.primary_key) == 1 and isinstance(data.schema[key].dataType, (IntegerType, LongType))
+    (seen,) = staged.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.date_format(F.min(cursor), ISO_PATTERN).alias("cursor_min"),
+        F.date_format(F.max(cursor), ISO_PATTERN).alias("cursor_max"),
+        F.min(quote_identifier(key)).alias("key_min") if integral else F.lit(None).alias("key_min"),
+        F.max(quote_identifier(key)).alias("key_max") if integral else F.lit(None).alias("key_max"),
+    ).collect()
+    key_range = (int(seen["key_min"]), int(seen["key_max"])) if seen["key_min"] is not None else None
+    return ChunkRead(staged, keys, data.schema, stats.rows, int(seen["rows"]), seen["cursor_min"], seen["cursor_max"],
+                     key_range)
 
 
 def commit_with_retries(run: Run, read: ChunkRead, chunk: Chunk, record_changes: Any) -> CommitResult | None:
@@ -398,7 +402,7 @@ def commit_locked(run: Run, read: ChunkRead, chunk: Chunk, record_changes: Any) 
                 held.check()
                 with run.clock.phase("current_s"):
                     result = merge_current(run.spark, job, read.keys, aligned(read.staged, schema.current), props,
-                                           changes)
+                                           changes, read.key_range)
             record = run.store.window(job.pipeline, chunk.label) or record
         else:
             snapshot = current_snapshot(run.spark, job.lake.current_table)

@@ -148,11 +148,19 @@ def replace_changes(spark: SparkSession, job: ExtractJob, rows: DataFrame, chunk
 
 
 def merge_current(spark: SparkSession, job: ExtractJob, keys: KeyColumns, rows: DataFrame,
-                  props: Mapping[str, str], changes_snapshot: int | None) -> CommitResult:
+                  props: Mapping[str, str], changes_snapshot: int | None,
+                  key_range: tuple[int, int] | None = None) -> CommitResult:
     """Merge the chunk's newest row per key into the current-state table; an existing row is
-    replaced only by a newer version (newer cursor, or the same cursor read later)."""
+    replaced only by a newer version (newer cursor, or the same cursor read later).
+
+    ``key_range`` (the lowest and highest integer key of the chunk) narrows the table's side of
+    the join to the files whose key bounds overlap it; the table is sorted by its key, so a
+    chunk of the initial snapshot, or a window of recent keys, reads few of its files."""
     view = _view(newest_per_key(rows, keys), job, "current")
     on = " AND ".join(f"t.{quote_identifier(c)} = s.{quote_identifier(c)}" for c in keys.primary_key)
+    if key_range is not None and len(keys.primary_key) == 1:
+        key = quote_identifier(keys.primary_key[0])
+        on += f" AND t.{key} >= {int(key_range[0])} AND t.{key} <= {int(key_range[1])}"
     cursor = quote_identifier(keys.cursor)
     newer = (f"(s.{cursor} > t.{cursor} OR (t.{cursor} IS NULL AND s.{cursor} IS NOT NULL) "
              f"OR (s.{cursor} <=> t.{cursor} AND s._extracted_at > t._extracted_at))")
