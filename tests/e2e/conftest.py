@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from tests.integration.conftest import (  # noqa: F401 - fixtures
+    catalog_secret,
     kafka_bootstrap,
     layout,
     moto_endpoint,
     mysql,
     postgres,
+    s3_endpoint,
     start_livy,
     supervisor,
 )

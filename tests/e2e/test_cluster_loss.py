@@ -1,9 +1,9 @@
 """Cluster death and rotation on the local stack: real Livy clusters launched by the
-fleet, a real extraction batch, a real kill of the cluster's process mid-batch."""
+fleet, real extraction batches (the initial snapshot of a 2,000,000-row table), a real kill
+of the cluster's processes mid-batch. The lake is compared with MySQL row by row."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -12,8 +12,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
+import pymysql
 import pytest
 
+from spark_jobs.lake_state import snapshot_job_key
 from spotlake.fleet import Fleet
 from spotlake.localstack.layout import StackLayout
 from spotlake.localstack.process import Supervisor, wait_for
@@ -21,12 +24,15 @@ from spotlake.pools import LocalShape, PoolConfig
 from spotlake.providers.local import LocalClusterProvider, LocalProvider
 from spotlake.registry import ClusterState, JobState
 from tests.integration.extraction_harness import ExtractionEnv, run_operator
-from tests.integration.test_extraction_pipeline import base_window, lake_rows, naive, source_rows
+from tests.integration.test_extraction_pipeline import aws_connection, base_window, naive
 
 pytestmark = pytest.mark.e2e
 
 FIVE = timedelta(minutes=5)
-ROWS = 300_000
+ROWS = 300_000  # the rotation test's table
+SNAPSHOT_ROWS = 2_000_000
+CHUNK_ROWS = 250_000
+DRIVER_PEAK_LIMIT_MIB = 2048  # Livy's batches run with spark.driver.memory 768m (jvm.livy_spark_defaults)
 
 
 class FleetLoop:
@@ -61,20 +67,18 @@ class FleetLoop:
 
 
 @pytest.fixture
-def fleet_env(mysql: dict[str, str], moto_endpoint: str, layout: StackLayout, supervisor: Supervisor,
-              tmp_path: Path) -> Iterator[tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]]]:
+def fleet_env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, layout: StackLayout,
+              supervisor: Supervisor, tmp_path: Path) -> Iterator[tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]]]:
     saved = {k: os.environ.get(k) for k in ("SPOTLAKE_PIPELINES", "SPOTLAKE_REGISTRY_PREFIX",
                                             "AIRFLOW_CONN_AWS_DEFAULT", "SPOTLAKE_LIVY_BASE_PORT")}
     # A registry and lake of its own; its clusters come from the fleet, not from a fixture.
-    env = ExtractionEnv(mysql, moto_endpoint, livy_url="", tmp=tmp_path, register_cluster=False)
+    env = ExtractionEnv(mysql, moto_endpoint, livy_url="", tmp=tmp_path, catalog_secret=catalog_secret,
+                        register_cluster=False)
     os.environ.update({
         "SPOTLAKE_PIPELINES": str(env.config_path),
         "SPOTLAKE_REGISTRY_PREFIX": env.prefix,
         "SPOTLAKE_LIVY_BASE_PORT": layout.setting("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"region_name": "us-east-1", "endpoint_url": moto_endpoint},
-        }),
+        "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(moto_endpoint),
     })
     e2e_layout = StackLayout.default()
     fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(e2e_layout)))
@@ -97,8 +101,8 @@ def fleet_env(mysql: dict[str, str], moto_endpoint: str, layout: StackLayout, su
             os.environ[key] = value
 
 
-def big_window_table(env: ExtractionEnv, name: str) -> tuple[str, datetime]:
-    """A table whose one window holds ROWS rows: a batch that runs for tens of seconds."""
+def big_table(env: ExtractionEnv, name: str, rows: int) -> tuple[str, datetime]:
+    """A table of ``rows`` rows from before the pipeline: its initial snapshot runs for a while."""
     table = f"{name}_{env.tag}"
     w = base_window()
     with env.connect().cursor() as cur:
@@ -107,11 +111,63 @@ def big_window_table(env: ExtractionEnv, name: str) -> tuple[str, datetime]:
             amount DECIMAL(10,2) NOT NULL, updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL,
             KEY ix_updated (updated_at))""")
         cur.execute(
-            f"INSERT INTO {table} SELECT seq, CONCAT('customer-', seq %% 997), 'placed', (seq %% 10000) / 4, "
-            f"TIMESTAMPADD(MICROSECOND, (seq %% 299000) * 1000, %s), NULL FROM seq_1_to_{ROWS}",
-            (naive(w),),
+            f"INSERT INTO {table} SELECT seq, CONCAT('customer-', seq %% 997), ELT(1 + seq %% 3, 'placed', 'paid', "
+            f"'shipped'), (seq %% 10000) / 4, TIMESTAMPADD(MICROSECOND, -(seq %% 86400000) * 1000, %s), NULL "
+            f"FROM seq_1_to_{rows}",
+            (naive(w - timedelta(days=1)),),
         )
     return table, w
+
+
+def assert_lake_equals_mysql(env: ExtractionEnv, pipeline: str, table: str) -> None:
+    """Row by row, in key order: the current-state table (pyiceberg) against MySQL (pymysql, streamed)."""
+    columns = ("id", "customer", "status", "amount", "updated_at", "deleted_at")
+    lake = env.lake_table(pipeline).select(list(columns)).sort_by("id")
+    conn = env.connect()
+    checked = 0
+    with conn.cursor(pymysql.cursors.SSCursor) as cur:
+        cur.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id")
+        for batch in lake.to_batches(max_chunksize=50_000):
+            for got in zip(*(batch.column(c).to_pylist() for c in columns), strict=True):
+                want = cur.fetchone()
+                assert want is not None, f"the lake has more rows than MySQL (from id {got[0]})"
+                got = tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in got)
+                assert got == tuple(want), (got, want)
+                checked += 1
+        assert cur.fetchone() is None, "MySQL has rows the lake lacks"
+    conn.close()
+    assert checked == lake.num_rows
+
+
+class PeakMemory:
+    """The peak resident memory of the Spark drivers a Livy server started (spark-submit's JVM,
+    which runs the local executors, and its Python process)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for proc in psutil.process_iter(["cmdline"]):
+                try:
+                    if "org.apache.spark.deploy.SparkSubmit" not in " ".join(proc.info["cmdline"] or []):
+                        continue
+                    rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                    self.peak_mib = max(self.peak_mib, rss / 2**20)
+                except psutil.Error:
+                    continue
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -137,7 +193,7 @@ def wait_running(env: ExtractionEnv, job_key: str, timeout: float = 180) -> Any:
     return env.registry.get_job(job_key)
 
 
-def test_killed_cluster_is_replaced_and_its_job_finishes_on_the_replacement(
+def test_a_cluster_killed_in_the_initial_snapshot_resumes_on_the_replacement_from_its_last_chunk(
     fleet_env: tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]], supervisor: Supervisor
 ) -> None:
     env, fleet, make_pool = fleet_env
@@ -145,32 +201,43 @@ def test_killed_cluster_is_replaced_and_its_job_finishes_on_the_replacement(
     fleet.launch(pool)
     first = env.registry.ready_cluster(env.pool)
     assert first is not None
-    table, w = big_window_table(env, "kill")
-    pipeline = env.add_pipeline(f"kill_{env.tag}", table)
-    job_key = f"{pipeline}#{w.strftime('%Y%m%dT%H%M%SZ')}"
+    table, w = big_table(env, "kill", SNAPSHOT_ROWS)
+    pipeline = env.add_pipeline(f"kill_{env.tag}", table, read={"snapshot_chunk_rows": CHUNK_ROWS})
+    job_key = snapshot_job_key(pipeline)
 
-    with FleetLoop(fleet, pool) as loop:
+    with FleetLoop(fleet, pool) as loop, PeakMemory(supervisor) as memory:
         thread, out = run_in_thread(lambda: run_operator(env.operator(pipeline), w, w + FIVE))
         job = wait_running(env, job_key)
         assert job.cluster_id == first.cluster_id
-        time.sleep(8)  # well into the batch: Spark is reading and writing
+        # Kill the cluster once two chunks are committed: the worst moment is any moment.
+        assert wait_for(lambda: getattr(env.lake_state.get(pipeline), "snapshot_chunks", 0) >= 2, 600)
         killed_at = time.monotonic()
+        committed_before_kill = env.state(pipeline).snapshot_chunks
         supervisor.kill(f"livy-{first.cluster_id}")
-        thread.join(timeout=600)
+        thread.join(timeout=1200)
     assert out and not isinstance(out[0], BaseException), out
-    result = out[0]
+    print(f"peak resident memory of the snapshot's Spark driver: {memory.peak_mib:.0f} MiB "
+          f"({SNAPSHOT_ROWS:,} rows in chunks of {CHUNK_ROWS:,})")
+    assert 0 < memory.peak_mib < DRIVER_PEAK_LIMIT_MIB
 
     dead = env.registry.get_cluster(env.pool, first.cluster_id)
     assert dead.state == ClusterState.DEAD
     replacement = env.registry.ready_cluster(env.pool)
     assert replacement is not None and replacement.cluster_id != first.cluster_id
     job = env.registry.get_job(job_key)
-    assert (job.state, job.cluster_id, job.moves) == (JobState.SUCCEEDED, replacement.cluster_id, 1)
-    assert result["cluster"] == replacement.cluster_id and result["rows_written"] == ROWS
+    assert (job.state, job.cluster_id, job.moves, job.attempt) == (JobState.SUCCEEDED, replacement.cluster_id, 1, 2)
     detected = loop.first(f"{first.cluster_id} dead")
     assert detected is not None and detected - killed_at <= pool.health_check_interval.total_seconds() * (
         pool.failure_threshold + 1) + 5
-    assert lake_rows(env, pipeline) == source_rows(env, table)
+    state = env.state(pipeline)
+    assert (state.snapshot, state.snapshot_rows) == ("DONE", SNAPSHOT_ROWS)
+    # Resumed from its last chunk: what attempt 1 committed was not read again.
+    attempts = env.lake_table(pipeline, changes=True).group_by("_chunk").aggregate([("_attempt", "distinct")])
+    by_chunk = {c: set(a) for c, a in zip(attempts.column("_chunk").to_pylist(),
+                                          attempts.column("_attempt_distinct").to_pylist(), strict=True)}
+    assert all(by_chunk[c] == {1} for c in range(1, committed_before_kill + 1)), by_chunk
+    assert all(a == {2} for c, a in by_chunk.items() if c > committed_before_kill + 1), by_chunk
+    assert_lake_equals_mysql(env, pipeline, table)
 
 
 def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
@@ -179,9 +246,9 @@ def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
     env, fleet, make_pool = fleet_env
     fleet.launch(make_pool())
     old = env.registry.ready_cluster(env.pool)
-    table, w = big_window_table(env, "rotate")
+    table, w = big_table(env, "rotate", ROWS)
     pipeline = env.add_pipeline(f"rotate_{env.tag}", table)
-    job_key = f"{pipeline}#{w.strftime('%Y%m%dT%H%M%SZ')}"
+    job_key = snapshot_job_key(pipeline)
 
     thread, out = run_in_thread(lambda: run_operator(env.operator(pipeline), w, w + FIVE))
     wait_running(env, job_key)
@@ -206,6 +273,10 @@ def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
     assert set(ready_seen) == {new.cluster_id}, ready_seen
     job = env.registry.get_job(job_key)
     assert (job.state, job.cluster_id, job.moves, job.attempt) == (JobState.SUCCEEDED, old.cluster_id, 0, 1)
-    assert out[0]["rows_written"] == ROWS
-    assert lake_rows(env, pipeline) == source_rows(env, table)
+    assert env.state(pipeline).snapshot_rows == ROWS
+    # the task's next job, its window, ran on the new cluster
+    window = env.registry.get_job(f"{pipeline}#{w.strftime('%Y%m%dT%H%M%SZ')}")
+    assert (window.state, window.cluster_id) == (JobState.SUCCEEDED, new.cluster_id)
+    assert out[0]["current_rows"] == ROWS
+    assert_lake_equals_mysql(env, pipeline, table)
     assert datetime.fromisoformat(new.launched_at) > datetime.fromisoformat(old.launched_at)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import threading
 import urllib.request
 import uuid
@@ -301,6 +302,19 @@ def test_duckdb_reads_the_current_state_as_mysql_has_it_before_and_after_the_mai
     assert env.state(pipeline).maintained_at is not None
     assert duckdb_summary(env, pipeline) == expected
     assert lake_rows(env, pipeline) == source_rows(env, table)
+
+
+def test_the_lake_command_prints_a_duckdb_query_over_a_table(env: ExtractionEnv,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    table = create_table(env, "cli")
+    insert(env, table, [(i, "c", "placed", Decimal("1.00"), base_window() - timedelta(hours=1)) for i in range(1, 4)])
+    pipeline = env.add_pipeline(f"cli_{env.tag}", table)
+    run_window(env, pipeline, base_window())
+    assert lake.main([pipeline, "--sql", "SELECT count(*) AS keys, max(id) AS top FROM t"]) == 0
+    printed = capsys.readouterr().out
+    assert "keys" in printed and re.search(r"│\s+3\s+│\s+3\s+│", printed), printed
+    assert lake.main([pipeline, "--changes", "--sql", "SELECT _op FROM t"]) == 0
+    assert "snapshot" in capsys.readouterr().out
 
 
 def assert_fails_and_changes_nothing(env: ExtractionEnv, pipeline: str, start: datetime, *needles: str) -> str:

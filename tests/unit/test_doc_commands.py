@@ -101,6 +101,11 @@ RUN_BY_MAKE_UP: dict[str, tuple[str, Source]] = {
 # Commands run by tests (by the words they start with). The first source is a test; any
 # further one shows that what the test runs is what the documented command runs.
 RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
+    "python -m spotlake.lake": (
+        Source("tests/integration/test_extraction_pipeline.py", ("lake.main([pipeline, \"--sql\"", '"--changes"'),
+               "runs the CLI's main on a pipeline's tables, with --sql and --changes"),
+        Source("plugins/spotlake/lake.py", ("sys.exit(main())",), "`python -m spotlake.lake` runs main"),
+    ),
     "python -m spotlake.status": (
         Source("tests/unit/test_status.py", ("from spotlake import config, pools, status", 'status.main(["--json"])',
                                              "status.main([])"), "runs the CLI's main on moto's mock"),
