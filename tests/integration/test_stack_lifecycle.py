@@ -10,17 +10,24 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import psutil
+import pyarrow as pa
 import pytest
 
+from spark_jobs.lake_state import LakeState, WindowRecord
+from spotlake import config
+from spotlake import lake as spotlake_lake
 from spotlake.errors import StackError
-from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+from spotlake.localstack import services
+from spotlake.localstack.layout import PROJECT_ROOT, StackLayout, read_stack_env
 from spotlake.localstack.process import ServiceSpec, Supervisor, free_port
 
 PORT_SETTINGS = ("SPOTLAKE_MYSQL_PORT", "SPOTLAKE_POSTGRES_PORT", "SPOTLAKE_KAFKA_PORT",
-                 "SPOTLAKE_KAFKA_CONTROLLER_PORT", "SPOTLAKE_MOTO_PORT")
+                 "SPOTLAKE_KAFKA_CONTROLLER_PORT", "SPOTLAKE_MOTO_PORT", "SPOTLAKE_S3_PORT")
 
 
 def free_ports(start: int = 31000) -> dict[str, str]:
@@ -60,7 +67,7 @@ def test_up_twice_is_harmless_and_down_leaves_no_process(second_stack: dict[str,
     first = stack(second_stack, "up", "core")
     assert first.returncode == 0, first.stderr
     started = pids(run_dir)
-    assert set(started) == {"mariadb", "postgres", "moto", "kafka"}
+    assert set(started) == {"mariadb", "postgres", "s3", "moto", "kafka"}
     children = {pid: [c.pid for c in psutil.Process(pid).children(recursive=True)] for pid in started.values()}
     again = stack(second_stack, "up", "core")
     assert again.returncode == 0, again.stderr
@@ -73,6 +80,40 @@ def test_up_twice_is_harmless_and_down_leaves_no_process(second_stack: dict[str,
     for pid in [*started.values(), *(c for cs in children.values() for c in cs)]:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
     assert pids(run_dir) == {}
+
+
+def test_the_lake_and_the_registry_survive_down_and_up(second_stack: dict[str, str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Iceberg table (catalog in PostgreSQL, files on the local S3) and the registry (moto,
+    saved on down, restored on up) read back whole after a restart of the stack."""
+    assert stack(second_stack, "up", "core").returncode == 0
+    layout = StackLayout(root=Path(second_stack["SPOTLAKE_STACK_DIR"]), project=PROJECT_ROOT,
+                         settings={**read_stack_env(), **{k: v for k, v in second_stack.items() if k.startswith("SPOTLAKE_")}})
+    for key, value in services.aws_env(layout).items():
+        monkeypatch.setenv(key, value)
+    from spotlake import demo
+
+    demo.aws_resources(layout)  # the lake bucket, the catalog's secret, the registry tables
+    store = LakeState(boto3.client("dynamodb"), "spotlake")
+    store.ensure("orders", False, datetime(2026, 12, 5, tzinfo=UTC))
+    store.plan_window(WindowRecord(pipeline="orders", window="w1", job_key="orders#w1", start="s", end="e",
+                                   read_from="r", planned_at="p"))
+    lake = config.Lake(catalog="lake", secret_id=demo.CATALOG_SECRET_ID, warehouse=f"s3://{demo.LAKE_BUCKET}/warehouse",
+                       namespace="restart")
+    rows = pa.table({"id": pa.array(range(1000), pa.int64()), "name": [f"row {i}" for i in range(1000)]})
+    catalog = spotlake_lake.catalog(lake)
+    catalog.create_namespace("restart")
+    catalog.create_table("restart.orders", schema=rows.schema).append(rows)
+    registry_before = (store.get("orders"), store.windows("orders"))
+
+    down = stack(second_stack, "down")
+    assert down.returncode == 0 and "registry: saved" in down.stdout, down.stdout
+    up = stack(second_stack, "up", "core")
+    assert up.returncode == 0 and "registry: restored" in up.stdout, up.stdout + up.stderr
+
+    table = spotlake_lake.catalog(lake).load_table("restart.orders")
+    assert table.scan().to_arrow().sort_by("id") == rows
+    assert (store.get("orders"), store.windows("orders")) == registry_before
 
 
 def test_taken_port_names_the_port_and_the_holder(tmp_path: Path) -> None:

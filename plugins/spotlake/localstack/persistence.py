@@ -1,8 +1,9 @@
-"""The local registry across restarts: moto keeps DynamoDB in memory, so the stack saves it.
+"""The local registry across restarts: moto keeps DynamoDB and Secrets Manager in memory, so
+the stack saves them.
 
 ``make down`` writes every DynamoDB table of moto server (its key schema and all its items)
-to ``.stack/data/moto/dynamodb.json`` before it stops moto; ``make up`` loads that file into a
-fresh moto server. With the lake's files on the local S3 server and its catalog in
+and every secret (name and value) to ``.stack/data/moto/dynamodb.json`` before it stops moto;
+``make up`` loads that file into a fresh moto server. With the lake's files on the local S3 server and its catalog in
 PostgreSQL (both on disk), the registry's watermarks, snapshot progress and window plans
 come back with them. A stack stopped without ``make down`` (a crash, a SIGKILL) comes back
 with the registry of its last ``make down``: windows then re-read from an older watermark,
@@ -26,14 +27,14 @@ def dump_file(layout: StackLayout) -> Path:
     return layout.data_dir / "moto" / "dynamodb.json"
 
 
-def _client(layout: StackLayout) -> Any:
+def _client(layout: StackLayout, service: str = "dynamodb") -> Any:
     import boto3
 
     from spotlake.localstack.services import aws_env
 
     env = aws_env(layout)
     return boto3.client(
-        "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+        service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
 
@@ -76,7 +77,8 @@ def _table_spec(description: dict[str, Any]) -> dict[str, Any]:
 
 
 def save(layout: StackLayout) -> int:
-    """Write every table of the running moto server to the dump file; returns the item count."""
+    """Write every table and secret of the running moto server to the dump file; returns the
+    number of table items."""
     client = _client(layout)
     tables = []
     items_total = 0
@@ -87,17 +89,24 @@ def save(layout: StackLayout) -> int:
             items.extend(page.get("Items", []))
         tables.append({"spec": spec, "items": _encode(items)})
         items_total += len(items)
+    secrets = _client(layout, "secretsmanager")
+    saved = []
+    for page in secrets.get_paginator("list_secrets").paginate():
+        for entry in page.get("SecretList", []):
+            value = secrets.get_secret_value(SecretId=entry["Name"])
+            if "SecretString" in value:
+                saved.append({"name": entry["Name"], "value": value["SecretString"]})
     target = dump_file(layout)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".json.partial")
-    partial.write_text(json.dumps({"format": FORMAT, "tables": tables}))
+    partial.write_text(json.dumps({"format": FORMAT, "tables": tables, "secrets": saved}))
     os.replace(partial, target)
     return items_total
 
 
 def restore(layout: StackLayout) -> int:
-    """Load the dump file into a moto server that has no tables yet; returns the item count
-    (0 when there is no dump, or when moto already has tables: it kept its state)."""
+    """Load the dump file into a moto server that has no tables yet; returns the number of table
+    items (0 when there is no dump, or when moto already has tables: it kept its state)."""
     source = dump_file(layout)
     if not source.exists():
         return 0
@@ -117,4 +126,10 @@ def restore(layout: StackLayout) -> int:
             while request:
                 request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
         restored += len(items)
+    secrets = _client(layout, "secretsmanager")
+    for secret in dump.get("secrets", []):
+        try:
+            secrets.create_secret(Name=secret["name"], SecretString=secret["value"])
+        except secrets.exceptions.ResourceExistsException:
+            secrets.put_secret_value(SecretId=secret["name"], SecretString=secret["value"])
     return restored
