@@ -8,7 +8,7 @@ implementations writing the same aggregates through the same PostgreSQL sink cod
 
 - ``spark``: the whole job, in-process (local[2], 1g driver): Kafka source, validation,
   the aggregates query (foreachBatch -> PostgreSQL), the lake and dead-letters queries
-  (Parquet on moto's S3, checkpoints on S3) on ``--lake-trigger`` (default 60 s, the
+  (Parquet on the local S3 server, checkpoints on S3) on ``--lake-trigger`` (default 60 s, the
   shipped ``lake_trigger_interval``; ``same``: the aggregates query's trigger);
 - ``python``: one confluent-kafka consumer that, every trigger interval, takes what Kafka
   has (at most ``--max-batch`` records), validates and aggregates it in Python and
@@ -439,7 +439,7 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         "",
         f"Measured {now} on {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python "
         f"{platform.python_version()}, PySpark {pyspark.__version__} in-process (`local[2]`, 1 GiB driver), "
-        "the local Kafka broker (topics of 3 partitions), PostgreSQL and moto's S3, all on the same machine "
+        "the local Kafka broker (topics of 3 partitions), PostgreSQL and the local S3 server (S3Proxy), all on the same machine "
         f"(stack services running: {', '.join(running_services()) or 'none'}; 1-minute load average "
         f"{LOAD_AT_START:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).",
         "",
@@ -527,7 +527,7 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         )
     lines += [
         "- Fixed cost per micro-batch (table above): writing the checkpoint's offsets and commit files "
-        "(`walCommit` + `commitOffsets`, on moto's S3 here) and planning, for each query; at low "
+        "(`walCommit` + `commitOffsets`, on the local S3 server here) and planning, for each query; at low "
         "rates that, not the events, sets the batch time.",
         "- Cost per event: every query reads and parses every record (the lake query needs the valid events, "
         "the dead-letters query the others, the aggregates query the counts), each parse being two JSON "
