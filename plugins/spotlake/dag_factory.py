@@ -33,7 +33,8 @@ replaces its rows; running it twice at once submits one batch.
 
 **Backfill** a period from the UI (*Trigger → Backfill*) or:
 
-    airflow backfill create --dag-id {p.dag_id} --from-date 2026-11-27T10:00:00+00:00 --to-date 2026-11-27T11:00:00+00:00 --reprocess-behavior completed
+    airflow backfill create --dag-id {p.dag_id} --from-date 2026-11-27T10:00:00+00:00 \\
+        --to-date 2026-11-27T11:00:00+00:00 --reprocess-behavior completed
 
 A run triggered by hand without a logical date extracts the latest complete window.
 """
