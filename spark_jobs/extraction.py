@@ -250,9 +250,10 @@ def window_changes(run: Run, state: PipelineState, record: WindowRecord, result:
     job = run.job
     watermark = advanced(state.watermark, low, high)
     moved = watermark != state.watermark
-    changes: dict[str, Any] = {"watermark": watermark, "committed_at": iso(datetime.now(UTC)), "last_job": job.job_key}
+    now = iso(datetime.now(UTC))
+    changes: dict[str, Any] = {"watermark": watermark, "committed_at": now, "last_job": job.job_key}
     if moved:
-        changes.update({"failure_job": None, "failure_at": None, "failure_reason": None})
+        changes.update({"advanced_at": now, "failure_job": None, "failure_at": None, "failure_reason": None})
     done = replace(
         record, state="COMMITTED" if last else "COMMITTING", chunks=number, run_id=job.run_id,
         attempt=job.attempt, rows_read=totals["rows_read"], rows_written=totals["rows_written"],
@@ -330,7 +331,7 @@ def snapshot_changes(run: Run, state: PipelineState, record: WindowRecord, resul
         "last_job": run.job.job_key,
     }
     if upper is None:
-        changes["watermark"] = started
+        changes.update({"watermark": started, "advanced_at": changes["committed_at"]})
     done = replace(record, state="COMMITTED" if upper is None else "COMMITTING", chunks=number,
                    run_id=run.job.run_id, attempt=run.job.attempt,
                    rows_read=record.rows_read + read.rows_read, rows_written=record.rows_written + read.rows_written,

@@ -18,7 +18,8 @@ Items of ``<prefix>-extraction-log`` (key ``pipeline``, ``window``):
     one commit at a time per pipeline. It is taken only by an attempt that still owns
     its job in the jobs table (a transaction with a condition on the job's run id), so
     an attempt the fleet re-queued, or that a newer attempt replaced, can never commit.
-  - ``failure_*``: the last failed window and why, until a later commit clears it.
+  - ``failure_*``: the last failed window and why, until a commit that moves the watermark
+    clears it (``advanced_at`` is when the watermark last moved).
 
 - ``(pipeline, <window label>)``: a window's plan (``read_from``, ``end``: the range it
   reads, fixed at its first run so that every re-run reads the same range), the chunks
@@ -151,6 +152,7 @@ class PipelineState:
     failure_at: str | None = None
     failure_reason: str | None = None
     committed_at: str | None = None
+    advanced_at: str | None = None  # when the watermark last moved
     last_job: str | None = None
     maintained_at: str | None = None
     created_at: str | None = None

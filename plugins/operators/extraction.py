@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.exceptions import AirflowException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from botocore.exceptions import ClientError
 
 from operators.livy_batch import NEXT_JOB, PoolBatchOperator
 from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
@@ -182,4 +183,8 @@ class ExtractWindowOperator(PoolBatchOperator):
         return summary
 
     def on_batch_failure(self, context: Any, job: Job, error: str) -> None:
-        self.lake_state.record_failure(self.pipeline.name, job.job_key, error)
+        """Note the failure for the status; the task fails with the job's error either way."""
+        try:
+            self.lake_state.record_failure(self.pipeline.name, job.job_key, error)
+        except ClientError as exc:
+            self.log.warning("could not record the failure of %s in the registry: %s", job.job_key, exc)

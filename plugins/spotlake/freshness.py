@@ -39,7 +39,9 @@ def freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datet
     age_s = (now - parse_iso(watermark)).total_seconds() if watermark else None
     age = span(now - parse_iso(watermark)) if watermark else "-"
     failure = ""
-    if state.failure_at and (not state.committed_at or state.failure_at > state.committed_at):
+    if state.failure_at and (not state.advanced_at or state.failure_at > state.advanced_at):
+        # a failure reported after the watermark last moved (one reported late, for a range a
+        # later window has covered since, does not count)
         failure = f"{state.failure_job} failed at {state.failure_at}: {state.failure_reason}"
     if state.phase in (SnapshotPhase.PENDING, SnapshotPhase.RUNNING):
         progress = f"initial snapshot: {state.snapshot_chunks} chunks, {state.snapshot_rows} rows committed"
