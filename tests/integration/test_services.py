@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+from typing import Any
 
 import boto3
 import psycopg2
@@ -84,12 +85,15 @@ def test_kafka_produce_consume_round_trip(kafka_bootstrap: str) -> None:
     assert received == sent
 
 
-def test_moto_serves_s3_dynamodb_and_secrets_manager(moto_endpoint: str) -> None:
+def test_the_s3_server_and_moto_serve_s3_dynamodb_and_secrets_manager(moto_endpoint: str, s3_endpoint: str,
+                                                                      layout: Any) -> None:
     name = f"probe-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket=name)
-    s3.put_object(Bucket=name, Key="a/b.txt", Body=b"hello")
+    s3.put_object(Bucket=name, Key="a/b.txt", Body=b"hello")  # boto3's default CRC32 checksums included
     assert s3.get_object(Bucket=name, Key="a/b.txt")["Body"].read() == b"hello"
+    assert (layout.data_dir / "s3" / "objects" / name / "a" / "b.txt").read_bytes() == b"hello"  # on disk
+    assert boto3.client("s3").list_objects_v2(Bucket=name)["KeyCount"] == 1  # AWS_ENDPOINT_URL_S3 finds it
 
     ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint)
     ddb.create_table(
@@ -109,7 +113,7 @@ def test_moto_serves_s3_dynamodb_and_secrets_manager(moto_endpoint: str) -> None
 
 
 def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
-    mysql: dict[str, str], moto_endpoint: str, start_livy, monkeypatch: pytest.MonkeyPatch
+    mysql: dict[str, str], moto_endpoint: str, s3_endpoint: str, start_livy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.providers.apache.livy.hooks.livy import BatchState, LivyHook
 
@@ -133,7 +137,7 @@ def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
         }),
     )
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket=bucket)
 
     url = start_livy("probe")
