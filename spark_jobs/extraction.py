@@ -206,7 +206,7 @@ def run_window(run: Run) -> dict[str, Any]:
                  job.label, job.window.read_from.isoformat(), job.window.end.isoformat(), len(chunks),
                  job.read.window_chunk_s)
     totals = {"rows_read": 0, "rows_written": 0}
-    result: CommitResult | None = None
+    committed = False
     for number, (low, high) in enumerate(chunks, start=1):
         with run.clock.phase("read_s"):
             extracted_at = source_now(run.connection)
@@ -218,6 +218,7 @@ def run_window(run: Run) -> dict[str, Any]:
             result = commit_with_retries(run, read, Chunk(job.label, number, "upsert", extracted_at),
                                          lambda st, rec, res, n=number, lo=low, hi=high, r=read, lst=last:
                                          window_changes(run, st, rec, res, n, lo, hi, r, totals, lst))
+            committed = committed or bool(result and result.changes_snapshot)
         finally:
             read.staged.unpersist()
     final = run.store.window(job.pipeline, job.label)
@@ -230,7 +231,7 @@ def run_window(run: Run) -> dict[str, Any]:
         "current_snapshot": final.current_snapshot if final else None,
         "current_rows": final.current_rows if final else None,
         "watermark": state.watermark if state else None,
-        "committed_to_lake": bool(result and result.changes_snapshot),
+        "committed_to_lake": committed,  # whether any chunk wrote to Iceberg (an empty one need not)
     }
 
 

@@ -6,8 +6,9 @@ its ``MERGE INTO``); every commit adds a snapshot. Once a day by default
 pipeline's commit lock, so no window commits while it runs:
 
 1. ``rewrite_data_files``: the current-state table sorted by its primary key (the table's
-   sort order), applying its position deletes; the changes table bin-packed.
-2. ``rewrite_position_delete_files``: drops delete files that no longer point at live data.
+   sort order), applying its position deletes and dropping the delete files that no longer
+   apply to any data file; the changes table bin-packed.
+2. ``rewrite_position_delete_files``: compacts the delete files still in use.
 3. ``expire_snapshots``: snapshots older than ``snapshot_retention`` (keeping at least
    ``retain_last``), with the files only they reference. A reader that planned its scan on
    a snapshot younger than the retention finds every file it needs.
@@ -118,7 +119,7 @@ def maintain_table(spark: SparkSession, job: MaintenanceJob, name: str, role: st
              "spotlake.attempt": str(job.attempt)}
     with_commit_properties(spark, props, lambda: done.update(rewrite=_call(spark, (
         f"CALL {catalog}.system.rewrite_data_files(table => '{short}', {strategy}"
-        f"options => map('min-input-files', '2', 'delete-file-threshold', '1', "
+        f"options => map('min-input-files', '2', 'delete-file-threshold', '1', 'remove-dangling-deletes', 'true', "
         f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))"))))
     done["rewrite_deletes"] = _call(spark, f"CALL {catalog}.system.rewrite_position_delete_files(table => '{short}')")
     older = now - timedelta(seconds=options.snapshot_retention_s)

@@ -132,6 +132,7 @@ def test_expiry_keeps_the_newest_snapshot_and_only_old_orphans_are_removed(
     four_days_ago = time.time() - 4 * 86400
     os.utime(on_disk, (four_days_ago, four_days_ago))
 
+    deletes_before = len(pipe.iceberg().inspect.delete_files())
     done = pipe.maintain(spark, snapshot_retention_s=0, retain_last=1, orphan_age_s=3 * 86400)
     current = done["tables"][f"lake.{pipe.namespace}.{pipe.pipeline}"]
     assert current["expire"]["deleted_data_files_count"] >= 1, json.dumps(done)
@@ -139,4 +140,5 @@ def test_expiry_keeps_the_newest_snapshot_and_only_old_orphans_are_removed(
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/data/").get("Contents", [])}
     assert old not in keys and young in keys
     assert len(pipe.iceberg().snapshots()) == 1  # the compacted one: what it replaced is gone
+    assert len(pipe.iceberg().inspect.delete_files()) < deletes_before  # applied by compaction, then dropped
     assert pipe.current() == pipe.source()
