@@ -44,6 +44,14 @@ class Window:
         return base - self.lookback
 
 
+def utc(moment: datetime) -> datetime:
+    """``moment`` as a plain ``datetime`` in UTC. Airflow hands out pendulum ``DateTime`` objects,
+    and pendulum drops a stdlib ``tzinfo`` in arithmetic (``DateTime(..., tzinfo=timezone.utc) -
+    timedelta(...)`` is naive), so window bounds are converted before any arithmetic."""
+    m = moment.astimezone(UTC)
+    return datetime(m.year, m.month, m.day, m.hour, m.minute, m.second, m.microsecond, tzinfo=UTC)
+
+
 def latest_complete(schedule: str, now: datetime) -> tuple[datetime, datetime]:
     """The last whole schedule interval that ended at or before ``now``."""
     now = now.astimezone(UTC)
@@ -65,9 +73,9 @@ def window_for_run(
     """The window a run owns: its data interval, or for a run without one (triggered
     by hand with no logical date, or with an empty interval) the latest complete window."""
     if interval_start is not None and interval_end is not None and interval_start < interval_end:
-        return Window(interval_start.astimezone(UTC), interval_end.astimezone(UTC), lookback)
+        return Window(utc(interval_start), utc(interval_end), lookback)
     start, end = latest_complete(schedule, now)
-    return Window(start, end, lookback)
+    return Window(utc(start), utc(end), lookback)
 
 
 def job_key(pipeline: str, window: Window) -> str:

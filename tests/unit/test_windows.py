@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pendulum
 import pytest
 
 from spotlake.windows import Window, job_key, latest_complete, window_for_run
@@ -40,3 +41,13 @@ def test_window_rejects_naive_or_empty_bounds() -> None:
         Window(datetime(2026, 1, 1), datetime(2026, 1, 2), timedelta(0))
     with pytest.raises(ValueError, match="not before"):
         Window(T, T, timedelta(0))
+
+
+def test_bounds_from_airflow_stay_time_zone_aware_through_the_arithmetic() -> None:
+    """Airflow's data intervals are pendulum DateTimes, which lose a stdlib tzinfo when a
+    timedelta is subtracted; the window's bounds are plain UTC datetimes."""
+    start = pendulum.datetime(2026, 12, 5, 7, 45, tz="UTC")
+    w = window_for_run("*/5 * * * *", timedelta(minutes=5), start, start.add(minutes=5), T)
+    read_from = w.read_from(datetime(2026, 12, 5, 7, 46, tzinfo=UTC))
+    assert read_from == datetime(2026, 12, 5, 7, 40, tzinfo=UTC) and read_from.tzinfo is not None
+    assert type(w.start) is datetime and type(read_from) is datetime
