@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -11,7 +12,7 @@ from typing import Any
 
 from airflow.exceptions import AirflowException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from botocore.exceptions import ClientError
+from airflow.sdk.exceptions import TaskDeferred
 
 from operators.livy_batch import NEXT_JOB, PoolBatchOperator
 from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
@@ -182,9 +183,30 @@ class ExtractWindowOperator(PoolBatchOperator):
             context["outlet_events"][asset].extra = summary
         return summary
 
-    def on_batch_failure(self, context: Any, job: Job, error: str) -> None:
-        """Note the failure for the status; the task fails with the job's error either way."""
+    # Every way the task can fail (the job's own error, no cluster, a bad config, the registry)
+    # is noted in the pipeline's state, so the status shows the table failing since its
+    # watermark with the reason; the task then fails as it would have.
+    def execute(self, context: Any) -> Any:
+        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).execute(context))
+
+    def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
+        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).resume_waiting(
+            context, event, since))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).execute_complete(
+            context, event))
+
+    def _noting_failure(self, context: Any, step: Callable[[], Any]) -> Any:
         try:
-            self.lake_state.record_failure(self.pipeline.name, job.job_key, error)
-        except ClientError as exc:
-            self.log.warning("could not record the failure of %s in the registry: %s", job.job_key, exc)
+            return step()
+        except TaskDeferred:
+            raise
+        except Exception as exc:
+            job_key = self._plan.job_key if self._plan else f"{self.pipeline_name}#{self.window(context).label}"
+            reason = str(exc).split("\n--- batch log")[0].strip() or type(exc).__name__
+            try:
+                self.lake_state.record_failure(self.pipeline.name, job_key, reason)
+            except Exception as note:  # noqa: BLE001 - the task's own error matters more
+                self.log.warning("could not note the failure of %s in the registry: %s", job_key, note)
+            raise

@@ -66,8 +66,6 @@ class PoolBatchOperator(BaseOperator):
         job of the task (``build_request`` then says which) instead of finishing."""
         return {"job_key": job.job_key, "batch_id": job.batch_id, "cluster": job.cluster_id}
 
-    def on_batch_failure(self, context: Any, job: Job, error: str) -> None:
-        """Called when the batch failed with the job's own error, before the task fails."""
 
     # ------------------------------------------------------------------ hooks
     @cached_property
@@ -132,7 +130,6 @@ class PoolBatchOperator(BaseOperator):
         if status == "failed":
             error, tail = self._batch_error(job)
             self._finish(job, JobState.FAILED, error or f"batch ended {event.get('state')}")
-            self.on_batch_failure(context, job, error or f"batch {job.batch_id} ended {event.get('state')}")
             raise AirflowException(
                 f"{job.job_key}: batch {job.batch_id} on cluster {job.cluster_id} ended "
                 f"'{event.get('state')}': {error or 'see the batch log below'}\n--- batch log (tail) ---\n{tail}"

@@ -28,6 +28,7 @@ import pymysql
 import pytest
 from airflow.exceptions import AirflowException
 
+from operators.extraction import ExtractWindowOperator
 from operators.maintenance import LakeMaintenanceOperator
 from spark_jobs.lake_state import parse_iso, snapshot_job_key
 from spotlake import lake
@@ -261,6 +262,19 @@ def test_a_paused_dag_loses_nothing_and_a_failing_window_shows_stale_until_one_r
     assert lake_rows(env, pipeline) == source_rows(env, table)
     seen = freshness(env.config().get(pipeline), env.state(pipeline), w8 + FIVE + timedelta(minutes=1))
     assert seen.status == FRESH, seen
+
+
+def test_a_task_that_fails_before_any_batch_shows_the_table_failing_with_the_reason(env: ExtractionEnv) -> None:
+    table = create_table(env, "nocluster")
+    w = base_window()
+    insert(env, table, [(1, "c", "placed", Decimal("1.00"), w)])
+    pipeline = env.add_pipeline(f"nocluster_{env.tag}", table, pool="nopool")
+    operator = ExtractWindowOperator(task_id="extract", pipeline_name=pipeline, pool_name="nopool",
+                                     wait_for_cluster=timedelta(0))
+    with pytest.raises(AirflowException, match="pool 'nopool' had no READY cluster"):
+        run_operator(operator, w, w + FIVE)
+    seen = freshness(env.config().get(pipeline), env.state(pipeline), datetime.now(UTC))
+    assert seen.status == FAILING and "pool 'nopool' had no READY cluster" in seen.reason, seen
 
 
 def duckdb_summary(env: ExtractionEnv, pipeline: str) -> list[tuple[Any, ...]]:
