@@ -14,7 +14,7 @@ from airflow.exceptions import AirflowException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk.exceptions import TaskDeferred
 
-from operators.livy_batch import NEXT_JOB, PoolBatchOperator
+from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
 from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
 from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest
@@ -204,7 +204,7 @@ class ExtractWindowOperator(PoolBatchOperator):
             raise
         except Exception as exc:
             job_key = self._plan.job_key if self._plan else f"{self.pipeline_name}#{self.window(context).label}"
-            reason = str(exc).split("\n--- batch log")[0].strip() or type(exc).__name__
+            reason = exc.error if isinstance(exc, BatchFailed) else (str(exc).strip() or type(exc).__name__)
             try:
                 self.lake_state.record_failure(self.pipeline.name, job_key, reason)
             except Exception as note:  # noqa: BLE001 - the task's own error matters more

@@ -29,6 +29,14 @@ RESULT_MARK = "SPOTLAKE_RESULT: "
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 
 
+class BatchFailed(AirflowException):
+    """The batch ended with the job's own failure; ``error`` is the job's one error line."""
+
+    def __init__(self, message: str, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
 class PoolBatchOperator(BaseOperator):
     """Base of spotlake's batch operators; subclasses say what to run and what success means."""
 
@@ -130,9 +138,10 @@ class PoolBatchOperator(BaseOperator):
         if status == "failed":
             error, tail = self._batch_error(job)
             self._finish(job, JobState.FAILED, error or f"batch ended {event.get('state')}")
-            raise AirflowException(
+            raise BatchFailed(
                 f"{job.job_key}: batch {job.batch_id} on cluster {job.cluster_id} ended "
-                f"'{event.get('state')}': {error or 'see the batch log below'}\n--- batch log (tail) ---\n{tail}"
+                f"'{event.get('state')}': {error or 'see the batch log below'}\n--- batch log (tail) ---\n{tail}",
+                error or f"batch {job.batch_id} on cluster {job.cluster_id} ended '{event.get('state')}'",
             )
         # requeued / lost / unreachable: the cluster went away under the batch. Re-queue onto
         # the pool's (replacement) cluster without consuming an Airflow retry.

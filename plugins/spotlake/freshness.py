@@ -22,7 +22,7 @@ FRESH, STALE, FAILING, LOADING, NEVER = "fresh", "STALE", "FAILING", "loading", 
 class Freshness:
     pipeline: str
     status: str  # fresh, STALE, FAILING, loading (initial snapshot), never run
-    watermark: str  # ISO time, "" before the first commit
+    watermark: str  # ISO time, "" before the first commit; a STALE or FAILING table is stale since it
     age: str
     reason: str = ""
 
@@ -42,13 +42,13 @@ def freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datet
     if state.failure_at and (not state.advanced_at or state.failure_at > state.advanced_at):
         # a failure reported after the watermark last moved (one reported late, for a range a
         # later window has covered since, does not count)
-        failure = f"{state.failure_job} failed at {state.failure_at}: {state.failure_reason}"
+        failure = f"{state.failure_reason} ({state.failure_job} failed at {state.failure_at})"
     if state.phase in (SnapshotPhase.PENDING, SnapshotPhase.RUNNING):
         progress = f"initial snapshot: {state.snapshot_chunks} chunks, {state.snapshot_rows} rows committed"
         return Freshness(pipeline.name, FAILING if failure else LOADING, watermark, age,
                          f"{progress}; {failure}" if failure else progress)
     if failure:
-        return Freshness(pipeline.name, FAILING, watermark, age, f"stale since {watermark}: {failure}")
+        return Freshness(pipeline.name, FAILING, watermark, age, failure)
     if age_s is not None and age_s > stale_after(pipeline):
         return Freshness(pipeline.name, STALE, watermark, age,
                          f"stale since {watermark}: no window committed for {age} (paused DAG, scheduler or "

@@ -186,9 +186,10 @@ def render(snapshot: Snapshot) -> str:
              j.since, j.reason[:80]]
             for j in running + waiting
         ])
-    out += ["", "FRESHNESS (committed watermark: every window before it is in the lake)"]
+    out += ["", "FRESHNESS (committed watermark: every window before it is in the lake; "
+            "a STALE or FAILING table is stale since it)"]
     out += _table(["pipeline", "status", "watermark", "age", "reason"],
-                  [[f.pipeline, f.status, f.watermark or "-", f.age, f.reason[:160]] for f in snapshot.freshness])
+                  [[f.pipeline, f.status, f.watermark or "-", f.age, f.reason[:240]] for f in snapshot.freshness])
     out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets: the aggregates "
             "query's, the lake query's, the dead-letters query's)"]
     if snapshot.streams:
