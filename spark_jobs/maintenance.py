@@ -150,6 +150,10 @@ def run_maintenance(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]:
 
     store = LakeState(boto3.client("dynamodb", **({"region_name": job.registry.region} if job.registry.region else {})),
                       job.registry.prefix)
+    if store.get(job.pipeline) is None:
+        LOG.info("%s: the pipeline has not run yet (no lake state, no tables): nothing to maintain", job.context)
+        return {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {},
+                "skipped": "the pipeline has not run yet"}
     held = take_lock(store, job.pipeline, Owner(job.job_key, job.run_id, job.attempt), job.commit.lease_s,
                      job.commit.wait_s)
     result: dict[str, Any] = {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {}}

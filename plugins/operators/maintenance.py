@@ -65,6 +65,8 @@ class LakeMaintenanceOperator(PoolBatchOperator):
 
     def on_batch_success(self, context: Any, job: Job) -> Any:
         result = self._batch_result(job) or {}
+        if result.get("skipped"):
+            self.log.info("%s: %s", self.pipeline_name, result["skipped"])
         for table, steps in (result.get("tables") or {}).items():
             rewrite = steps.get("rewrite", {})
             self.log.info("%s: compacted %s data files into %s, expired %s data files of old snapshots, removed "

@@ -142,3 +142,11 @@ def test_expiry_keeps_the_newest_snapshot_and_only_old_orphans_are_removed(
     assert len(pipe.iceberg().snapshots()) == 1  # the compacted one: what it replaced is gone
     assert len(pipe.iceberg().inspect.delete_files()) < deletes_before  # applied by compaction, then dropped
     assert pipe.current() == pipe.source()
+
+
+def test_maintenance_of_a_pipeline_that_never_ran_does_nothing_and_succeeds(
+    spark: SparkSession, two: tuple[Lake, Lake]
+) -> None:
+    """The maintenance DAG may run before a new pipeline's first window."""
+    done = two[0].maintain(spark)
+    assert done["tables"] == {} and done["skipped"] == "the pipeline has not run yet"
