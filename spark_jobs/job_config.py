@@ -122,8 +122,24 @@ class TransformStep:
         return f"transform #{self.index} ({self.op})"
 
 
+class JobDocument:
+    """What every job document can be read from: ``--job`` (base64url JSON) or ``--job-file``."""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_base64url(cls, text: str) -> Any:
+        return cls.from_dict(decode_base64url(text))
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        return cls.from_dict(decode_json(text))
+
+
 @dataclass(frozen=True)
-class ExtractJob:
+class ExtractJob(JobDocument):
     job_key: str
     attempt: int
     run_id: str
@@ -155,14 +171,6 @@ class ExtractJob:
     def context(self) -> str:
         """How errors name this job: ``pipeline shop_orders (shop.orders)``."""
         return f"pipeline {self.pipeline} ({self.qualified_table})"
-
-    @classmethod
-    def from_base64url(cls, text: str) -> ExtractJob:
-        return cls.from_dict(decode_base64url(text))
-
-    @classmethod
-    def from_json(cls, text: str) -> ExtractJob:
-        return cls.from_dict(decode_json(text))
 
     @classmethod
     def from_dict(cls, data: Any) -> ExtractJob:

@@ -31,11 +31,10 @@ from spark_jobs.errors import ExtractionError
 from spark_jobs.job_config import (
     UTC,
     CommitOptions,
+    JobDocument,
     LakeTables,
     RegistryRef,
     _JobParser,
-    decode_base64url,
-    decode_json,
 )
 from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS, catalog_properties, table_exists, with_commit_properties
 from spark_jobs.lake_state import LakeState, Owner, iso
@@ -52,7 +51,7 @@ class MaintenanceOptions:
 
 
 @dataclass(frozen=True)
-class MaintenanceJob:
+class MaintenanceJob(JobDocument):
     job_key: str
     attempt: int
     run_id: str
@@ -65,14 +64,6 @@ class MaintenanceJob:
     @property
     def context(self) -> str:
         return f"pipeline {self.pipeline} (maintenance)"
-
-    @classmethod
-    def from_base64url(cls, text: str) -> MaintenanceJob:
-        return cls.from_dict(decode_base64url(text))
-
-    @classmethod
-    def from_json(cls, text: str) -> MaintenanceJob:
-        return cls.from_dict(decode_json(text))
 
     @classmethod
     def from_dict(cls, data: Any) -> MaintenanceJob:
