@@ -182,7 +182,8 @@ class Registry:
             self.jobs_table: [("job_key", "HASH")],
             self.log_table: [("pipeline", "HASH"), ("window", "RANGE")],
         }
-        existing = set(self.client.list_tables().get("TableNames", []))
+        existing = {name for page in self.client.get_paginator("list_tables").paginate()
+                    for name in page.get("TableNames", [])}
         for name, keys in specs.items():
             if name in existing:
                 continue

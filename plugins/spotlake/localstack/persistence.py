@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,20 +77,29 @@ def _table_spec(description: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def save(layout: StackLayout) -> int:
+def table_names(client: Any) -> list[str]:
+    """Every table's name (``list_tables`` answers 100 at a time)."""
+    names: list[str] = []
+    for page in client.get_paginator("list_tables").paginate():
+        names.extend(page.get("TableNames", []))
+    return names
+
+
+def save(layout: StackLayout, client_for: Callable[[str], Any] | None = None) -> int:
     """Write every table and secret of the running moto server to the dump file; returns the
     number of table items."""
-    client = _client(layout)
+    client_for = client_for or (lambda service: _client(layout, service))
+    client = client_for("dynamodb")
     tables = []
     items_total = 0
-    for name in client.list_tables().get("TableNames", []):
+    for name in table_names(client):
         spec = _table_spec(client.describe_table(TableName=name)["Table"])
         items: list[dict[str, Any]] = []
         for page in client.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
             items.extend(page.get("Items", []))
         tables.append({"spec": spec, "items": _encode(items)})
         items_total += len(items)
-    secrets = _client(layout, "secretsmanager")
+    secrets = client_for("secretsmanager")
     saved = []
     for page in secrets.get_paginator("list_secrets").paginate():
         for entry in page.get("SecretList", []):
@@ -104,14 +114,15 @@ def save(layout: StackLayout) -> int:
     return items_total
 
 
-def restore(layout: StackLayout) -> int:
+def restore(layout: StackLayout, client_for: Callable[[str], Any] | None = None) -> int:
     """Load the dump file into a moto server that has no tables yet; returns the number of table
     items (0 when there is no dump, or when moto already has tables: it kept its state)."""
     source = dump_file(layout)
     if not source.exists():
         return 0
-    client = _client(layout)
-    if client.list_tables().get("TableNames"):
+    client_for = client_for or (lambda service: _client(layout, service))
+    client = client_for("dynamodb")
+    if client.list_tables(Limit=1).get("TableNames"):
         return 0
     dump = json.loads(source.read_text())
     restored = 0
@@ -126,7 +137,7 @@ def restore(layout: StackLayout) -> int:
             while request:
                 request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
         restored += len(items)
-    secrets = _client(layout, "secretsmanager")
+    secrets = client_for("secretsmanager")
     for secret in dump.get("secrets", []):
         try:
             secrets.create_secret(Name=secret["name"], SecretString=secret["value"])
