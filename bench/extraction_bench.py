@@ -333,7 +333,7 @@ def bench_initial(layout: StackLayout, rows: int, repetitions: int, chunk_rows: 
         "| reader | median wall (s) | rows/s | runs (s) |",
         "|---|---|---|---|",
         f"| spotlake initial snapshot, `spark-submit` local[2], driver memory 1g: {chunk_counts[0]} primary-key chunks "
-        f"of {chunk_rows:,} rows, each committed to the changes and current-state Iceberg tables and recorded "
+        f"of up to {chunk_rows:,} rows, each committed to the changes and current-state Iceberg tables and recorded "
         f"in the registry | {sp:.1f} | {rows / sp:,.0f} | {', '.join(f'{x:.1f}' for x in spark_s)} |",
         f"| connectorx 0.4.6 → pyarrow Parquet (2 partitions), the limit | {cx:.1f} | {rows / cx:,.0f} | "
         f"{', '.join(f'{x:.1f}' for x in cx_s)} |",

@@ -329,16 +329,18 @@ def chunk_condition(job: ExtractJob, table: SourceTable, after: Sequence[Any] | 
 
 def chunk_upper(connection: Any, job: ExtractJob, table: SourceTable, after: Sequence[Any] | None,
                 rows: int) -> list[Any] | None:
-    """The key of the ``rows``-th row after ``after`` in key order, or None if fewer remain."""
+    """The key of the ``rows``-th row after ``after`` in key order, or None if no row follows it
+    (then this chunk is the last, and reads every row after ``after``)."""
     order = ", ".join(quote_identifier(c) for c in job.primary_key)
     sql = (f"SELECT {order} FROM {source_name(job)} WHERE {key_after(job, table, after)} "
-           f"ORDER BY {order} LIMIT 1 OFFSET {int(rows) - 1}")
+           f"ORDER BY {order} LIMIT 2 OFFSET {int(rows) - 1}")
     statement = connection.prepareStatement(sql)
     try:
         result = statement.executeQuery()
         if not result.next():
             return None
-        return [_key_value(result, i + 1, table.types[c]) for i, c in enumerate(job.primary_key)]
+        upper = [_key_value(result, i + 1, table.types[c]) for i, c in enumerate(job.primary_key)]
+        return upper if result.next() else None
     finally:
         statement.close()
 
