@@ -68,18 +68,24 @@ from spark_jobs.lake_state import (
     parse_iso,
 )
 from spark_jobs.mysql_source import (
+    ReadLimit,
     SourceTable,
+    TimeLine,
     check_table,
     chunk_condition,
     chunk_upper,
     describe_table,
     jdbc_connection,
+    open_transactions,
     range_condition,
+    read_limit,
     read_rows,
     read_stats,
     resolve_source,
     source_now,
+    time_line,
 )
+from spark_jobs.source_types import INVALID_DATES
 from spark_jobs.transforms import KeyColumns, apply_transforms
 
 __all__ = ["ExtractJob", "run_extraction"]
@@ -90,6 +96,16 @@ LOG = logging.getLogger(__name__)
 SESSION_SETTINGS = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # Dates before 1582 are written and read as they are (proleptic Gregorian, as MySQL and Iceberg).
+    "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
+    "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+    "spark.sql.parquet.int96RebaseModeInWrite": "CORRECTED",
+    "spark.sql.parquet.int96RebaseModeInRead": "CORRECTED",
+    # A cast or expression that cannot hold a value fails the window instead of storing NULL.
+    "spark.sql.ansi.enabled": "true",
+    # CHAR(n) values as MySQL returns them (without trailing spaces), not padded to n by Spark.
+    "spark.sql.legacy.charVarcharAsString": "true",
+    "spark.sql.readSideCharPadding": "false",
 }
 ISO_PATTERN = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSxxx"
 COMMIT_TRIES = 3
@@ -139,6 +155,7 @@ class Run:
     table: SourceTable
     source: Any
     clock: PhaseClock
+    line: TimeLine
 
     @property
     def owner(self) -> Owner:
@@ -157,6 +174,8 @@ class ChunkRead:
     cursor_min: str | None
     cursor_max: str | None
     key_range: tuple[int, int] | None = None  # lowest and highest key, for a single integer key
+    null_dates: int = 0  # zero or invalid date values stored as NULL
+    null_date_columns: tuple[str, ...] = ()
 
 
 def run_extraction(spark: SparkSession, job: ExtractJob) -> dict[str, Any]:
@@ -171,7 +190,8 @@ def run_extraction(spark: SparkSession, job: ExtractJob) -> dict[str, Any]:
             with clock.phase("validate_s"):
                 table = describe_table(connection, job)
                 check_table(job, table)
-            run = Run(spark, job, lake_state(job), connection, table, source, clock)
+                line = time_line(connection, job, table)
+            run = Run(spark, job, lake_state(job), connection, table, source, clock, line)
             result = run_snapshot(run) if job.kind == "snapshot" else run_window(run)
     result["timings"] = dict(clock.timings)
     LOG.info("%s: %s", job.context, json.dumps(result, default=str))
@@ -200,24 +220,33 @@ def run_window(run: Run) -> dict[str, Any]:
     record = run.store.window(job.pipeline, job.label)
     if record is None:
         raise ExtractionError(f"{job.context}: window {job.label} has no plan in the registry; re-run the task")
-    chunks = window_chunks(job.window.read_from, job.window.end, job.read.window_chunk_s)
+    limit = source_limit(run)
+    end = job.window.end
+    if limit.until is not None and limit.until < end:
+        end = max(job.window.read_from, limit.until)
+        LOG.warning("%s: window %s reads up to %s only, not %s: %s is open on the source, and rows it commits "
+                    "later keep cursor values from before their commit", job.context, job.label, end.isoformat(),
+                    job.window.end.isoformat(), limit.holding.describe() if limit.holding else "a transaction")
+    chunks = window_chunks(job.window.read_from, end, job.read.window_chunk_s) or [(end, end)]
     if len(chunks) > 1:
         LOG.info("%s: window %s covers %s to %s: reading it in %d chunks of at most %d s", job.context,
                  job.label, job.window.read_from.isoformat(), job.window.end.isoformat(), len(chunks),
                  job.read.window_chunk_s)
-    totals = {"rows_read": 0, "rows_written": 0}
+    totals = {"rows_read": 0, "rows_written": 0, "null_dates": 0}
     committed = False
     for number, (low, high) in enumerate(chunks, start=1):
         with run.clock.phase("read_s"):
             extracted_at = source_now(run.connection)
-            read = read_chunk(run, range_condition(job, low, high), Chunk(job.label, number, "upsert", extracted_at))
+            read = read_chunk(run, range_condition(job, low, high, run.line),
+                              Chunk(job.label, number, "upsert", extracted_at))
         try:
             totals["rows_read"] += read.rows_read
             totals["rows_written"] += read.rows_written
+            totals["null_dates"] += read.null_dates
             last = number == len(chunks)
             result = commit_with_retries(run, read, Chunk(job.label, number, "upsert", extracted_at),
                                          lambda st, rec, res, n=number, lo=low, hi=high, r=read, lst=last:
-                                         window_changes(run, st, rec, res, n, lo, hi, r, totals, lst))
+                                         window_changes(run, st, rec, res, n, lo, hi, r, totals, lst, limit))
             committed = committed or bool(result and result.changes_snapshot)
         finally:
             read.staged.unpersist()
@@ -226,13 +255,30 @@ def run_window(run: Run) -> dict[str, Any]:
     return {
         "kind": "window", "job_key": job.job_key, "attempt": job.attempt, "run_id": job.run_id,
         "pipeline": job.pipeline, "window": job.label, "read_from": iso(job.window.read_from),
-        "end": iso(job.window.end), "chunks": len(chunks), **totals,
+        "end": iso(job.window.end), "read_until": iso(end) if end < job.window.end else None,
+        "held_by": limit.holding.describe() if limit.holding and end < job.window.end else None,
+        "chunks": len(chunks), **totals,
         "changes_snapshot": final.changes_snapshot if final else None,
         "current_snapshot": final.current_snapshot if final else None,
         "current_rows": final.current_rows if final else None,
         "watermark": state.watermark if state else None,
         "committed_to_lake": committed,  # whether any chunk wrote to Iceberg (an empty one need not)
     }
+
+
+def source_limit(run: Run) -> ReadLimit:
+    """How far the source lets a window read now (see :func:`spark_jobs.mysql_source.read_limit`);
+    transactions open too long to wait for are logged."""
+    job = run.job
+    if not job.read.wait_for_open_transactions:
+        return ReadLimit(None)
+    limit = read_limit(open_transactions(run.connection, job), job.read.open_transaction_margin_s,
+                       job.read.max_open_transaction_s)
+    for trx in limit.ignored:
+        LOG.warning("%s: %s, longer than read.max_open_transaction (%.0f s): not waited for; rows it commits "
+                    "with older cursor values are found by reconciliation", job.context, trx.describe(),
+                    job.read.max_open_transaction_s)
+    return limit
 
 
 def advanced(watermark: str | None, low: datetime, high: datetime) -> str | None:
@@ -246,13 +292,19 @@ def advanced(watermark: str | None, low: datetime, high: datetime) -> str | None
 
 def window_changes(run: Run, state: PipelineState, record: WindowRecord, result: CommitResult | None, number: int,
                    low: datetime, high: datetime, read: ChunkRead, totals: Mapping[str, int],
-                   last: bool) -> tuple[dict[str, Any], WindowRecord]:
+                   last: bool, limit: ReadLimit) -> tuple[dict[str, Any], WindowRecord]:
     """What a window chunk's commit records: the state's new watermark and the window's result."""
     job = run.job
     watermark = advanced(state.watermark, low, high)
     moved = watermark != state.watermark
     now = iso(datetime.now(UTC))
-    changes: dict[str, Any] = {"watermark": watermark, "committed_at": now, "last_job": job.job_key}
+    assert job.window is not None
+    held = limit.holding is not None and limit.until is not None and limit.until < job.window.end
+    changes: dict[str, Any] = {
+        "watermark": watermark, "committed_at": now, "last_job": job.job_key,
+        "held_by": limit.holding.describe() if held and limit.holding else None,
+        "unwaited": "; ".join(t.describe() for t in limit.ignored) or None,
+    }
     if moved:
         changes.update({"advanced_at": now, "failure_job": None, "failure_at": None, "failure_reason": None})
     done = replace(
@@ -261,6 +313,8 @@ def window_changes(run: Run, state: PipelineState, record: WindowRecord, result:
         committed_at=iso(datetime.now(UTC)), timings=dict(run.clock.timings),
         cursor_min=_earliest(record.cursor_min if number > 1 else None, read.cursor_min),
         cursor_max=max(filter(None, [record.cursor_max if number > 1 else None, read.cursor_max]), default=None),
+        read_until=iso(high) if held else None, null_dates=totals["null_dates"],
+        null_date_columns=sorted(set(record.null_date_columns if number > 1 else []) | set(read.null_date_columns)),
     )
     if result is not None:
         done.changes_snapshot = result.changes_snapshot or done.changes_snapshot
@@ -284,7 +338,7 @@ def run_snapshot(run: Run) -> dict[str, Any]:
         return {"kind": "snapshot", "job_key": job.job_key, "pipeline": job.pipeline, "snapshot": state.snapshot,
                 "chunks": state.snapshot_chunks, "rows": state.snapshot_rows, "watermark": state.watermark,
                 "already_done": True}
-    started = state.snapshot_started_at or iso(source_now(run.connection))
+    started = state.snapshot_started_at or iso(snapshot_start(run))
     run.store.plan_window(WindowRecord(
         pipeline=job.pipeline, window=SNAPSHOT_LABEL, job_key=job.job_key, start=started, end=started,
         read_from=started, planned_at=iso(datetime.now(UTC))))
@@ -316,6 +370,18 @@ def run_snapshot(run: Run) -> dict[str, Any]:
             "rows": rows_total, "watermark": state.watermark if state else None, "already_done": False}
 
 
+def snapshot_start(run: Run) -> datetime:
+    """Where the windows take over from the snapshot: now on the source's clock, or before the
+    oldest transaction open now (rows it commits later are not in the snapshot's reads)."""
+    now = source_now(run.connection)
+    limit = source_limit(run)
+    if limit.until is not None and limit.until < now:
+        LOG.info("%s: the windows after the snapshot start at %s: %s is open on the source", run.job.context,
+                 limit.until.isoformat(), limit.holding.describe() if limit.holding else "a transaction")
+        return limit.until
+    return now
+
+
 def snapshot_changes(run: Run, state: PipelineState, record: WindowRecord, result: CommitResult | None, number: int,
                      upper: list[Any] | None, read: ChunkRead, started: str) -> tuple[dict[str, Any], WindowRecord]:
     if state.snapshot_chunks != number - 1:
@@ -336,6 +402,8 @@ def snapshot_changes(run: Run, state: PipelineState, record: WindowRecord, resul
     done = replace(record, state="COMMITTED" if upper is None else "COMMITTING", chunks=number,
                    run_id=run.job.run_id, attempt=run.job.attempt,
                    rows_read=record.rows_read + read.rows_read, rows_written=record.rows_written + read.rows_written,
+                   null_dates=record.null_dates + read.null_dates,
+                   null_date_columns=sorted(set(record.null_date_columns) | set(read.null_date_columns)),
                    committed_at=iso(datetime.now(UTC)), timings=dict(run.clock.timings))
     if result is not None:
         done.changes_snapshot = result.changes_snapshot or done.changes_snapshot
@@ -351,9 +419,11 @@ def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
     at the start of the read; the cursor bounds are those of the rows written."""
     job = run.job
     stats = read_stats(run.connection, job, run.table, condition)
-    raw = read_rows(run.spark, run.source, job, run.table, condition, stats)
+    raw = read_rows(run.spark, run.source, job, run.table, condition, stats, run.line)
     data, keys = apply_transforms(raw, job)
+    carried = INVALID_DATES in data.columns  # a user function may have dropped it
     staged = with_change_columns(data, job, keys, chunk).persist(StorageLevel.MEMORY_AND_DISK)
+    data = data.drop(INVALID_DATES)
     cursor = F.col(quote_identifier(keys.cursor))
     key = keys.primary_key[0]
     integral = len(keys.primary_key) == 1 and isinstance(data.schema[key].dataType, (IntegerType, LongType))
@@ -363,10 +433,17 @@ def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
         F.date_format(F.max(cursor), ISO_PATTERN).alias("cursor_max"),
         F.min(quote_identifier(key)).alias("key_min") if integral else F.lit(None).alias("key_min"),
         F.max(quote_identifier(key)).alias("key_max") if integral else F.lit(None).alias("key_max"),
+        F.sum(F.size(INVALID_DATES)).alias("null_dates") if carried else F.lit(0).alias("null_dates"),
+        F.array_distinct(F.flatten(F.collect_set(INVALID_DATES))).alias("null_date_columns") if carried
+        else F.array().cast("array<string>").alias("null_date_columns"),
     ).collect()
     key_range = (int(seen["key_min"]), int(seen["key_max"])) if seen["key_min"] is not None else None
+    null_dates, null_columns = int(seen["null_dates"] or 0), tuple(sorted(seen["null_date_columns"] or ()))
+    if null_dates:
+        LOG.warning("%s: %s chunk %d: %d zero or invalid date values stored as NULL (columns: %s)", job.context,
+                    chunk.label, chunk.number, null_dates, ", ".join(null_columns))
     return ChunkRead(staged, keys, data.schema, stats.rows, int(seen["rows"]), seen["cursor_min"], seen["cursor_max"],
-                     key_range)
+                     key_range, null_dates, null_columns)
 
 
 def commit_with_retries(run: Run, read: ChunkRead, chunk: Chunk, record_changes: Any) -> CommitResult | None:

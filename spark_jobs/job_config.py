@@ -28,6 +28,7 @@ KINDS = ("window", "snapshot")
 CATALOG_TYPES = ("jdbc", "glue")
 WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 CONFIG_FILE = "config/pipelines.yaml"
+TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$")
 
 UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
 
@@ -69,6 +70,10 @@ class ReadOptions:
     max_partitions: int = 2
     chunk_rows: int = 250000  # rows per chunk of the initial snapshot
     window_chunk_s: int = 3600  # a window longer than this is read and committed in chunks
+    time_zone: str | None = None  # the zone of the source's DATETIME values; None: the server's
+    wait_for_open_transactions: bool = True  # stop windows before the oldest open transaction
+    open_transaction_margin_s: float = 2.0  # ... minus this margin
+    max_open_transaction_s: float = 1800.0  # a transaction open longer is not waited for
 
 
 @dataclass(frozen=True)
@@ -389,11 +394,21 @@ class _JobParser:
         return CommitOptions(**values)
 
     def read(self, data: Mapping[str, Any]) -> ReadOptions:
-        self.unknown_keys(data, {"fetch_size", "partition_rows", "max_partitions", "chunk_rows", "window_chunk_s"},
-                          "read.")
-        values: dict[str, int] = {}
+        integers = {"fetch_size", "partition_rows", "max_partitions", "chunk_rows", "window_chunk_s"}
+        seconds = {"open_transaction_margin_s", "max_open_transaction_s"}
+        self.unknown_keys(data, integers | seconds | {"time_zone", "wait_for_open_transactions"}, "read.")
+        values: dict[str, Any] = {}
         for key, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if key == "time_zone":
+                if value is not None and (not isinstance(value, str) or not TIME_ZONE.match(value)):
+                    raise self.fail("read.time_zone", f"must be an offset (+05:30) or an IANA zone name, got {value!r}")
+            elif key == "wait_for_open_transactions":
+                if not isinstance(value, bool):
+                    raise self.fail(f"read.{key}", f"must be true or false, got {value!r}")
+            elif key in seconds:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise self.fail(f"read.{key}", f"must be a number of seconds >= 0, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise self.fail(f"read.{key}", f"must be a positive integer, got {value!r}")
             values[key] = value
         return ReadOptions(**values)

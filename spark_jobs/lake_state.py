@@ -155,6 +155,8 @@ class PipelineState:
     advanced_at: str | None = None  # when the watermark last moved
     last_job: str | None = None
     maintained_at: str | None = None
+    held_by: str | None = None  # the open source transaction the last window stopped before
+    unwaited: str | None = None  # open transactions past read.max_open_transaction, not waited for
     created_at: str | None = None
     version: int = 0
 
@@ -191,6 +193,9 @@ class WindowRecord:
     cursor_min: str | None = None
     cursor_max: str | None = None
     committed_at: str | None = None
+    read_until: str | None = None  # where reading stopped, if an open transaction held it before ``end``
+    null_dates: int = 0  # zero or invalid date values stored as NULL
+    null_date_columns: list = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 

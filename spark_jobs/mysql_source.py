@@ -9,8 +9,15 @@ a log line or a message.
 Before reading, the table is checked against the live source (table, columns,
 an index led by the cursor). SQL sent to MySQL contains only back-quoted
 identifiers validated by :mod:`spark_jobs.job_config` and window bounds
-formatted by the job itself; the MariaDB/MySQL server is expected to run in
-UTC, and ``connectionTimeZone=UTC`` makes DATETIME values arrive unshifted.
+formatted by the job itself.
+
+Time: every connection sets its session ``time_zone`` to UTC, so ``TIMESTAMP``
+values and bounds are UTC whatever the server's zone. ``DATETIME`` values are wall
+clock times in the source's time zone (``read.time_zone``, by default the server's
+``@@time_zone``): window bounds are converted to that wall clock, covering both
+sides of a daylight-saving change, and values are converted to UTC in Spark
+(:class:`TimeLine`). Each column is read through the expression of
+:mod:`spark_jobs.source_types`.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
@@ -30,15 +38,18 @@ from pyspark.sql import DataFrame, SparkSession
 from spark_jobs.database_secret import read_database_secret
 from spark_jobs.errors import ExtractionError
 from spark_jobs.job_config import CONFIG_FILE, UTC, ExtractJob, is_identifier, quote_identifier, sql_timestamp
+from spark_jobs.source_types import SourceColumn, select_list, spark_values
 
 MYSQL_DRIVER = "com.mysql.cj.jdbc.Driver"
 URL_OPTIONS = (
     "connectionTimeZone=UTC&forceConnectionTimeZoneToSession=false"
+    "&sessionVariables=time_zone='%2B00:00'"
     "&useCursorFetch=true&zeroDateTimeBehavior=CONVERT_TO_NULL"
+    "&tinyInt1isBit=false&yearIsDateType=false&characterEncoding=UTF-8"
     "&connectTimeout=10000&tcpKeepAlive=true"
 )
 INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
-TEMPORAL_TYPES = frozenset({"datetime", "timestamp", "date"})
+CURSOR_TYPES = frozenset({"datetime", "timestamp"})
 TEMPORAL_KEY_TYPES = frozenset({"datetime", "timestamp", "date"})
 BINARY_TYPES = frozenset({"binary", "varbinary"})
 CHARACTER_TYPES = frozenset({"char", "varchar"})
@@ -127,14 +138,6 @@ def query_rows(connection: Any, sql: str, *params: str) -> list[list[str | None]
 
 # ------------------------------------------------------------- validation
 @dataclass(frozen=True)
-class SourceColumn:
-    name: str
-    data_type: str  # information_schema DATA_TYPE, lower case: bigint, varchar, datetime, ...
-    charset: str | None = None
-    collation: str | None = None
-
-
-@dataclass(frozen=True)
 class SourceTable:
     """What the source says about the job's table."""
 
@@ -142,6 +145,13 @@ class SourceTable:
     types: Mapping[str, str]
     index_leaders: frozenset[str]
     details: Mapping[str, SourceColumn] = field(default_factory=dict)
+
+    def column(self, name: str) -> SourceColumn:
+        return self.details.get(name) or SourceColumn(name, self.types[name])
+
+    @property
+    def source_columns(self) -> list[SourceColumn]:
+        return [self.column(c) for c in self.columns]
 
     def integer_key(self, job: ExtractJob) -> str | None:
         """The primary-key column if it is a single integer column (the JDBC read can split on it)."""
@@ -153,14 +163,16 @@ class SourceTable:
 def describe_table(connection: Any, job: ExtractJob) -> SourceTable:
     rows = query_rows(
         connection,
-        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, COLLATION_NAME "
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, "
+        "COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE "
         "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
         job.database,
         job.table,
     )
     columns = [
-        SourceColumn(name, (data_type or "").lower(), charset, collation)
-        for schema, table, name, data_type, charset, collation in rows
+        SourceColumn(name, (data_type or "").lower(), charset, collation, (column_type or "").lower(),
+                     int(precision) if precision is not None else None, int(scale) if scale is not None else None)
+        for schema, table, name, data_type, charset, collation, column_type, precision, scale in rows
         if schema == job.database and table == job.table and name is not None
     ]
     if not columns:
@@ -198,10 +210,16 @@ def check_table(job: ExtractJob, table: SourceTable) -> None:
                 f"columns are: {listing} — fix {setting} in {CONFIG_FILE}"
             )
     cursor_type = table.types[job.cursor]
-    if cursor_type not in TEMPORAL_TYPES:
+    if cursor_type == "date":
         raise ExtractionError(
-            f"{job.context}: cursor column '{job.cursor}' is {cursor_type.upper()}, not DATETIME, TIMESTAMP "
-            f"or DATE; windows are time ranges — choose a time column as cursor in {CONFIG_FILE}"
+            f"{job.context}: cursor column '{job.cursor}' is DATE: a row changed twice in one day keeps its "
+            f"cursor, so a window cannot tell that it changed — choose a DATETIME or TIMESTAMP column that "
+            f"every change sets (e.g. updated_at ... ON UPDATE CURRENT_TIMESTAMP) as cursor in {CONFIG_FILE}"
+        )
+    if cursor_type not in CURSOR_TYPES:
+        raise ExtractionError(
+            f"{job.context}: cursor column '{job.cursor}' is {cursor_type.upper()}, not DATETIME or TIMESTAMP; "
+            f"windows are time ranges — choose a time column as cursor in {CONFIG_FILE}"
         )
     if job.cursor not in table.index_leaders:
         raise ExtractionError(
@@ -219,22 +237,152 @@ def check_table(job: ExtractJob, table: SourceTable) -> None:
             )
 
 
-# ------------------------------------------------------------------ reading
+# --------------------------------------------------------------------- time
 def source_now(connection: Any) -> datetime:
     """The source's clock (UTC): the time line of its cursor values."""
     ((text,),) = query_rows(connection, "SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f')")
     return datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
 
 
-def range_condition(job: ExtractJob, low: datetime, high: datetime) -> str:
-    """``low <= cursor < high``, bounds formatted by the job (UTC)."""
+OFFSET = re.compile(r"^([+-])(\d{1,2}):(\d{2})$")
+
+
+def parse_zone(name: str) -> tzinfo | None:
+    """A MySQL ``time_zone`` value or an IANA name as a tzinfo, or None if it is neither."""
+    match = OFFSET.match(name)
+    if match:
+        sign = -1 if match.group(1) == "-" else 1
+        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+    if name.upper() in ("UTC", "GMT", "Z"):
+        return UTC
+    if "/" not in name:  # "EST", "CET", "IST": abbreviations that do not say their daylight-saving rules
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class TimeLine:
+    """Where the cursor's values sit in time: TIMESTAMP values are UTC (the session's zone);
+    DATETIME values are wall clock times in ``zone_name``."""
+
+    cursor_type: str
+    zone_name: str = "UTC"
+    zone: tzinfo = UTC
+
+    @property
+    def utc(self) -> bool:
+        return self.zone is UTC or self.zone_name in ("+00:00", "UTC")
+
+    def wall(self, moment: datetime) -> datetime:
+        return moment.astimezone(self.zone).replace(tzinfo=None)
+
+    def cursor_bounds(self, low: datetime, high: datetime) -> tuple[str, str]:
+        """The cursor values that ``[low, high)`` (UTC) covers. For a DATETIME cursor in a zone with
+        daylight saving, wall clock time jumps at a change; the bounds then cover both sides (an
+        hour repeated in autumn is read in full by every window that touches it)."""
+        if self.cursor_type == "timestamp" or self.utc:
+            return sql_timestamp(low), sql_timestamp(high)
+        span = high - low
+        wall_low, wall_high = self.wall(low), self.wall(high)
+        lower, upper = min(wall_low, wall_high - span), max(wall_high, wall_low + span)
+        return lower.strftime("%Y-%m-%d %H:%M:%S.%f"), upper.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def time_line(connection: Any, job: ExtractJob, table: SourceTable) -> TimeLine:
+    """The job's time line: the cursor's type and, when the table has DATETIME columns, the zone
+    of their values (``read.time_zone``, else the server's ``@@time_zone``)."""
+    cursor_type = table.types[job.cursor]
+    if "datetime" not in table.types.values():
+        return TimeLine(cursor_type)
+    name = job.read.time_zone
+    origin = "read.time_zone"
+    if not name:
+        ((global_zone, system_zone),) = query_rows(connection, "SELECT @@global.time_zone, @@system_time_zone")
+        name = str(system_zone if global_zone == "SYSTEM" else global_zone)
+        origin = "the server's @@system_time_zone" if global_zone == "SYSTEM" else "the server's @@time_zone"
+    zone = parse_zone(name)
+    if zone is None:
+        raise ExtractionError(
+            f"{job.context}: DATETIME values are wall clock times in the source's time zone, and {origin} is "
+            f"{name!r}, which is not an offset (+05:30) or an IANA zone name (Europe/Paris) — set "
+            f"read.time_zone for this pipeline in {CONFIG_FILE} to the zone the application writes in")
+    return TimeLine(cursor_type, name, zone)
+
+
+# -------------------------------------------------------------- late commits
+@dataclass(frozen=True)
+class OpenTransaction:
+    """A read-write transaction open on the source: rows it wrote are not visible yet."""
+
+    trx_id: str
+    thread: str
+    started: datetime  # UTC, on the source's clock (whole seconds)
+    age_s: float
+    query: str
+
+    def describe(self) -> str:
+        what = f", running {self.query!r}" if self.query else ""
+        return (f"transaction {self.trx_id} (connection {self.thread}) open since {self.started.isoformat()} "
+                f"({self.age_s:.0f} s){what}")
+
+
+def open_transactions(connection: Any, job: ExtractJob) -> list[OpenTransaction]:
+    """The source's open read-write transactions, oldest first (``information_schema.INNODB_TRX``;
+    needs the PROCESS privilege)."""
+    try:
+        rows = query_rows(
+            connection,
+            "SELECT trx_id, trx_mysql_thread_id, TIMESTAMPDIFF(MICROSECOND, trx_started, NOW(6)), "
+            "LEFT(COALESCE(trx_query, ''), 200), DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f') "
+            "FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() "
+            "AND trx_is_read_only = 0 AND trx_autocommit_non_locking = 0 ORDER BY trx_started")
+    except Py4JJavaError as exc:
+        raise ExtractionError(
+            f"{job.context}: cannot list the source's open transactions ({java_message(exc)}); windows stop "
+            f"before the oldest one so that rows it commits late are not missed — GRANT PROCESS ON *.* TO the "
+            f"source user, or set read.wait_for_open_transactions: false in {CONFIG_FILE} (late commits are "
+            f"then found only by reconciliation)") from None
+    found = []
+    for trx_id, thread, age_us, query, now in rows:
+        age = timedelta(microseconds=int(age_us or 0))
+        started = datetime.fromisoformat(str(now)).replace(tzinfo=UTC) - age
+        found.append(OpenTransaction(str(trx_id), str(thread), started.replace(microsecond=0), age.total_seconds(),
+                                     " ".join(str(query or "").split())))
+    return found
+
+
+@dataclass(frozen=True)
+class ReadLimit:
+    """How far a window may read now: up to the oldest open transaction's start, minus a margin;
+    transactions open longer than ``max_open_transaction_s`` are not waited for."""
+
+    until: datetime | None  # None: no transaction holds the window back
+    holding: OpenTransaction | None = None
+    ignored: tuple[OpenTransaction, ...] = ()
+
+
+def read_limit(transactions: list[OpenTransaction], margin_s: float, max_open_s: float) -> ReadLimit:
+    ignored = tuple(t for t in transactions if t.age_s > max_open_s)
+    waiting = [t for t in transactions if t.age_s <= max_open_s]
+    if not waiting:
+        return ReadLimit(None, None, ignored)
+    oldest = waiting[0]
+    return ReadLimit(oldest.started - timedelta(seconds=margin_s), oldest, ignored)
+
+
+# ------------------------------------------------------------------ reading
+def range_condition(job: ExtractJob, low: datetime, high: datetime, line: TimeLine | None = None) -> str:
+    """``low <= cursor < high``: bounds formatted by the job, on the cursor's time line."""
     cursor = quote_identifier(job.cursor)
-    return f"{cursor} >= '{sql_timestamp(low)}' AND {cursor} < '{sql_timestamp(high)}'"
+    lower, upper = (line or TimeLine("timestamp")).cursor_bounds(low, high)
+    return f"{cursor} >= '{lower}' AND {cursor} < '{upper}'"
 
 
 def select_query(job: ExtractJob, table: SourceTable, condition: str) -> str:
-    columns = ", ".join(quote_identifier(c) for c in table.columns)
-    return f"SELECT {columns} FROM {source_name(job)} WHERE {condition}"
+    return f"SELECT {select_list(table.source_columns)} FROM {source_name(job)} WHERE {condition}"
 
 
 def source_name(job: ExtractJob) -> str:
@@ -266,37 +414,46 @@ def partition_count(job: ExtractJob, stats: ReadStats) -> int:
     return max(1, min(job.read.max_partitions, wanted, stats.key_max - stats.key_min + 1))
 
 
+def key_predicates(key: str, low: int, high: int, parts: int) -> list[str]:
+    """``parts`` ranges of an integer key that together hold every value (the first and last are
+    open-ended): Python integers, so BIGINT UNSIGNED keys above 2^63 split as well."""
+    column = quote_identifier(key)
+    cuts = [low + (high - low + 1) * i // parts for i in range(1, parts)]
+    predicates = []
+    for i in range(parts):
+        terms = ([f"{column} >= {cuts[i - 1]}"] if i > 0 else []) + ([f"{column} < {cuts[i]}"] if i < parts - 1 else [])
+        predicates.append(" AND ".join(terms) or "1 = 1")
+    return predicates
+
+
 def read_rows(
-    spark: SparkSession, source: MySqlSource, job: ExtractJob, table: SourceTable, condition: str, stats: ReadStats
+    spark: SparkSession, source: MySqlSource, job: ExtractJob, table: SourceTable, condition: str, stats: ReadStats,
+    line: TimeLine | None = None,
 ) -> DataFrame:
-    """The rows matching ``condition`` through Spark's JDBC source, streamed, split on the key when large."""
-    options = {
-        "url": source.url,
-        "driver": MYSQL_DRIVER,
+    """The rows matching ``condition`` through Spark's JDBC source, streamed, split on the key when
+    large, each column read as :mod:`spark_jobs.source_types` says."""
+    properties = {
         "user": source.username,
         "password": source.password,
-        "dbtable": f"({select_query(job, table, condition)}) AS {WINDOW_ALIAS}",
+        "driver": MYSQL_DRIVER,
         "fetchsize": str(job.read.fetch_size),
         # Transform filters run in Spark, with Spark's semantics (not MySQL's collations).
         "pushDownPredicate": "false",
     }
+    query = f"({select_query(job, table, condition)}) AS {WINDOW_ALIAS}"
     partitions = partition_count(job, stats)
     key = table.integer_key(job)
-    if partitions > 1 and key is not None:
-        options.update(
-            {
-                "partitionColumn": key,
-                "lowerBound": str(stats.key_min),
-                "upperBound": str(stats.key_max + 1 if stats.key_max is not None else 0),
-                "numPartitions": str(partitions),
-            }
-        )
     try:
-        return spark.read.format("jdbc").options(**options).load()
+        if partitions > 1 and key is not None and stats.key_min is not None and stats.key_max is not None:
+            raw = spark.read.jdbc(source.url, query, predicates=key_predicates(key, stats.key_min, stats.key_max,
+                                                                               partitions), properties=properties)
+        else:
+            raw = spark.read.format("jdbc").options(url=source.url, dbtable=query, **properties).load()
     except Py4JJavaError as exc:
         raise ExtractionError(
             f"{job.context}: reading from MySQL at {source.address} failed: {java_message(exc)}"
         ) from None
+    return spark_values(raw, table.source_columns, (line or TimeLine("timestamp")).zone_name)
 
 
 # --------------------------------------------------------- initial snapshot

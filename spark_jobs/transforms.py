@@ -33,6 +33,7 @@ from pyspark.sql import Column, DataFrame
 from spark_jobs import user_transforms
 from spark_jobs.errors import ExtractionError, UnknownUserTransformError
 from spark_jobs.job_config import CONFIG_FILE, ExtractJob, TransformStep
+from spark_jobs.source_types import INVALID_DATES
 
 Transformation = Callable[[DataFrame], DataFrame]
 
@@ -42,7 +43,8 @@ REFLECTION = re.compile(r"\b(reflect|java_method|try_reflect)\s*\(", re.IGNORECA
 
 # ---------------------------------------------------------------------- ops
 def select_columns(columns: Sequence[str]) -> Transformation:
-    return lambda df: df.select(*[F.col(c) for c in columns])
+    """Keep ``columns`` (and the read's own bookkeeping column, if there)."""
+    return lambda df: df.select(*[F.col(c) for c in columns], *[F.col(c) for c in df.columns if c == INVALID_DATES])
 
 
 def rename_columns(mapping: Mapping[str, str]) -> Transformation:

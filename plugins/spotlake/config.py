@@ -28,7 +28,9 @@ CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
 DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries"}
 SOURCE_KEYS = {"secret_id"}
-READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_rows", "max_window"}
+READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_rows"}
+READ_DURATIONS = {"max_window", "open_transaction_margin", "max_open_transaction"}
+TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$")
 LAKE_KEYS = {"catalog", "type", "warehouse", "namespace", "secret_id", "properties", "maintenance"}
 MAINTENANCE_KEYS = {"schedule", "pool", "snapshot_retention", "retain_last", "orphan_age", "target_file_size_mb"}
 CATALOG_TYPES = ("jdbc", "glue")
@@ -134,7 +136,7 @@ class Pipeline:
     pool: str
     soft_delete: str | None = None
     transforms: tuple[Transform, ...] = ()
-    read: dict[str, int] = field(default_factory=dict)
+    read: dict[str, Any] = field(default_factory=dict)
     start_date: str = "2026-01-01T00:00:00+00:00"
     retries: int = 2
     initial_load: bool = True
@@ -164,11 +166,15 @@ class Pipeline:
     def max_window(self) -> timedelta:
         return timedelta(seconds=int(self.read.get("max_window", 3600)))
 
-    def read_job(self) -> dict[str, int]:
+    def read_job(self) -> dict[str, Any]:
         """The ``read`` section of a job document."""
-        doc = {k: v for k, v in self.read.items() if k in ("fetch_size", "partition_rows", "max_partitions")}
+        doc = {k: v for k, v in self.read.items()
+               if k in ("fetch_size", "partition_rows", "max_partitions", "time_zone", "wait_for_open_transactions")}
         if "snapshot_chunk_rows" in self.read:
             doc["chunk_rows"] = self.read["snapshot_chunk_rows"]
+        for key in ("open_transaction_margin", "max_open_transaction"):
+            if key in self.read:
+                doc[f"{key}_s"] = self.read[key]
         doc["window_chunk_s"] = int(self.max_window.total_seconds())
         return doc
 
@@ -210,6 +216,32 @@ def _columns_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: expected a non-empty list of column names")
     return [identifier(v, where) for v in value]
+
+
+def _read_options(read: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``read`` section: counts, durations (stored as seconds), the source's time zone."""
+    _unknown_keys(read, READ_KEYS | READ_DURATIONS | {"time_zone", "wait_for_open_transactions"}, where)
+    out: dict[str, Any] = {}
+    for key, value in read.items():
+        if key in READ_DURATIONS:
+            span = parse_duration(value, f"{where}.{key}")
+            if key == "max_window" and span < timedelta(minutes=1):
+                raise ConfigError(f"{where}.max_window: {span} is too short; use at least 1m")
+            out[key] = int(span.total_seconds())
+        elif key == "time_zone":
+            if not isinstance(value, str) or not TIME_ZONE.match(value):
+                raise ConfigError(f"{where}.time_zone: {value!r} is not an offset (+05:30) or an IANA zone name "
+                                  "(America/New_York): the zone the source's DATETIME values are written in")
+            out[key] = value
+        elif key == "wait_for_open_transactions":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+            out[key] = value
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
+        else:
+            out[key] = value
+    return out
 
 
 def _transform(raw: Any, where: str, user_functions: set[str] | None) -> Transform:
@@ -400,16 +432,7 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
     transforms = entry.get("transforms") or []
     if not isinstance(transforms, list):
         raise ConfigError(f"{where}.transforms: expected a list of transform steps")
-    read = {**(defaults.get("read") or {}), **(entry.get("read") or {})}
-    if "max_window" in read:
-        span = parse_duration(read["max_window"], f"{where}.read.max_window")
-        if span < timedelta(minutes=1):
-            raise ConfigError(f"{where}.read.max_window: {span} is too short; use at least 1m")
-        read["max_window"] = int(span.total_seconds())
-    for key, value in read.items():
-        if key not in READ_KEYS or isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where}.read.{key}: unknown key or not a positive integer "
-                              "(keys: fetch_size, partition_rows, max_partitions, snapshot_chunk_rows, max_window)")
+    read = _read_options({**(defaults.get("read") or {}), **(entry.get("read") or {})}, f"{where}.read")
     pipeline = Pipeline(
         name=name,
         source=sources[source_name],

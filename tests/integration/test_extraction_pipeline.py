@@ -387,6 +387,7 @@ def test_source_password_never_reaches_livy_requests_or_logs(
     with root.cursor() as cur:
         cur.execute("CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s", (user, password))
         cur.execute(f"GRANT SELECT ON `{env.mysql['database']}`.* TO %s@'127.0.0.1'", (user,))
+        cur.execute("GRANT PROCESS ON *.* TO %s@'127.0.0.1'", (user,))  # to see open transactions
     root.close()
     env.add_source("reader", {**env.mysql, "user": user, "password": password})
     table = create_table(env, "secret")

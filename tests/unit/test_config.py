@@ -102,7 +102,10 @@ def test_one_minute_schedule_and_explicit_lookback() -> None:
         ({"transforms": [{"rename": {"a": "b c"}}]}, "transforms[0].rename: 'b c' is not a valid identifier"),
         ({"transforms": [{"cast": {"a": "varchar; drop"}}]}, "is not a Spark type"),
         ({"transforms": [{"mask": {"a": {"keep_last": -1}}}]}, "keep_last"),
-        ({"read": {"fetchsize": 10}}, "read.fetchsize: unknown key"),
+        ({"read": {"fetchsize": 10}}, "read: unknown key(s) fetchsize"),
+        ({"read": {"time_zone": "x'; DROP"}}, "read.time_zone: \"x'; DROP\" is not an offset"),
+        ({"read": {"wait_for_open_transactions": "no"}}, "read.wait_for_open_transactions: expected true or false"),
+        ({"read": {"max_open_transaction": "soon"}}, "read.max_open_transaction"),
     ],
 )
 def test_bad_entries_name_the_file_entry_and_fix(changes: dict, message: str) -> None:
@@ -140,3 +143,12 @@ def test_transforms_become_job_steps() -> None:
         {"op": "mask", "columns": {"phone": {"keep_last": 4}}},
         {"op": "filter", "condition": "x > 1"},
     ]
+
+
+def test_source_time_and_open_transaction_settings_reach_the_job_document() -> None:
+    raw = with_pipeline(read={"time_zone": "America/New_York", "wait_for_open_transactions": True,
+                              "open_transaction_margin": "5s", "max_open_transaction": "10m"})
+    pipeline = parse(raw).pipelines[0]
+    doc = pipeline.read_job()
+    assert doc["time_zone"] == "America/New_York" and doc["wait_for_open_transactions"] is True
+    assert (doc["open_transaction_margin_s"], doc["max_open_transaction_s"]) == (5, 600)

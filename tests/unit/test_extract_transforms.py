@@ -226,7 +226,8 @@ def test_range_query_quotes_names_and_formats_bounds_in_utc() -> None:
     low = datetime.fromisoformat("2026-11-27T14:55:00+01:00")
     high = datetime.fromisoformat("2026-11-27T15:05:00+01:00")
     assert select_query(job, source_table(), range_condition(job, low, high)) == (
-        "SELECT `order_id`, `email`, `updated_at`, `deleted_at` FROM `shop`.`orders` "
+        "SELECT `order_id`, `email`, DATE_FORMAT(`updated_at`, '%Y-%m-%d %H:%i:%s.%f') AS `updated_at`, "
+        "DATE_FORMAT(`deleted_at`, '%Y-%m-%d %H:%i:%s.%f') AS `deleted_at` FROM `shop`.`orders` "
         "WHERE `updated_at` >= '2026-11-27 13:55:00.000000' AND `updated_at` < '2026-11-27 14:05:00.000000'"
     )
 
