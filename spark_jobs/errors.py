@@ -3,7 +3,9 @@
 A user-facing failure (bad configuration, a source that does not match it, an
 unreachable database) raises an :class:`ExtractionError`, a ``ValueError`` whose
 message names the pipeline, the table, the cause and the fix. The entry script
-prints it as one ``SPOTLAKE_ERROR:`` line that the operator shows from the Livy log.
+prints it as one ``SPOTLAKE_ERROR:`` line that the operator shows from the Livy log; a
+:class:`DataError` also prints a ``SPOTLAKE_DATA_ERROR:`` line, and the operator then fails the
+task without retries.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ class SpotlakeJobError(Exception):
 
 class ExtractionError(SpotlakeJobError, ValueError):
     """An extraction cannot run as configured; the message says where and how to fix it."""
+
+
+class DataError(ExtractionError):
+    """A value or a schema that the job, as configured, can never write: every retry would fail the
+    same way, so the task fails at once (no Airflow retry); the message names the table, the
+    column, what is wrong with the value and the configuration change that fixes it."""
 
 
 class UnknownUserTransformError(SpotlakeJobError, LookupError):

@@ -7,7 +7,9 @@ On success it prints one line ``SPOTLAKE_RESULT: <json>`` (what it committed) on
 and exits 0.
 On failure it prints one line ``SPOTLAKE_ERROR: <message>`` on stderr (the
 operator shows it from the Livy log) and exits 2 for a configuration or source
-problem (:class:`~spark_jobs.errors.SpotlakeJobError`), 1 for anything else.
+problem (:class:`~spark_jobs.errors.SpotlakeJobError`), 1 for anything else. A
+deterministic data error (:class:`~spark_jobs.errors.DataError`) is also printed as
+``SPOTLAKE_DATA_ERROR: <message>``: the operator fails the task without retrying it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import Any, NoReturn
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from spark_jobs.errors import ExtractionError, SpotlakeJobError
+from spark_jobs.errors import DataError, ExtractionError, SpotlakeJobError
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
+DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # also printed for a DataError: the operator does not retry
 RESULT_MARK = "SPOTLAKE_RESULT: "
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -106,6 +109,8 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
         spark = existing or build_session(f"spotlake-{what}-{job.pipeline}")
         result = run(spark, job)
     except SpotlakeJobError as exc:
+        if isinstance(exc, DataError):
+            print(DATA_ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
         print(ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
         return 2
     except Exception as exc:

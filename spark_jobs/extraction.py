@@ -45,6 +45,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import IntegerType, LongType
 
 from spark_jobs.commit_lock import take_lock
+from spark_jobs.data_errors import data_error
 from spark_jobs.errors import CommitConflict, ExtractionError
 from spark_jobs.job_config import UTC, ExtractJob, quote_identifier
 from spark_jobs.lake_catalog import configure_catalog, current_snapshot, ensure_tables, live_rows
@@ -427,6 +428,25 @@ def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
     cursor = F.col(quote_identifier(keys.cursor))
     key = keys.primary_key[0]
     integral = len(keys.primary_key) == 1 and isinstance(data.schema[key].dataType, (IntegerType, LongType))
+    try:
+        seen = staged_totals(staged, cursor, key, integral, carried)
+    except Exception as exc:
+        staged.unpersist()
+        found = data_error(exc, raw, job, f"{chunk.label} chunk {chunk.number}")
+        if found is None:
+            raise
+        raise found from None
+    key_range = (int(seen["key_min"]), int(seen["key_max"])) if seen["key_min"] is not None else None
+    null_dates, null_columns = int(seen["null_dates"] or 0), tuple(sorted(seen["null_date_columns"] or ()))
+    if null_dates:
+        LOG.warning("%s: %s chunk %d: %d zero or invalid date values stored as NULL (columns: %s)", job.context,
+                    chunk.label, chunk.number, null_dates, ", ".join(null_columns))
+    return ChunkRead(staged, keys, data.schema, stats.rows, int(seen["rows"]), seen["cursor_min"], seen["cursor_max"],
+                     key_range, null_dates, null_columns)
+
+
+def staged_totals(staged: DataFrame, cursor: Any, key: str, integral: bool, carried: bool) -> Any:
+    """What a chunk's rows hold (one action, which also fills the cache)."""
     (seen,) = staged.agg(
         F.count(F.lit(1)).alias("rows"),
         F.date_format(F.min(cursor), ISO_PATTERN).alias("cursor_min"),
@@ -437,13 +457,7 @@ def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
         F.array_distinct(F.flatten(F.collect_set(INVALID_DATES))).alias("null_date_columns") if carried
         else F.array().cast("array<string>").alias("null_date_columns"),
     ).collect()
-    key_range = (int(seen["key_min"]), int(seen["key_max"])) if seen["key_min"] is not None else None
-    null_dates, null_columns = int(seen["null_dates"] or 0), tuple(sorted(seen["null_date_columns"] or ()))
-    if null_dates:
-        LOG.warning("%s: %s chunk %d: %d zero or invalid date values stored as NULL (columns: %s)", job.context,
-                    chunk.label, chunk.number, null_dates, ", ".join(null_columns))
-    return ChunkRead(staged, keys, data.schema, stats.rows, int(seen["rows"]), seen["cursor_min"], seen["cursor_max"],
-                     key_range, null_dates, null_columns)
+    return seen
 
 
 def commit_with_retries(run: Run, read: ChunkRead, chunk: Chunk, record_changes: Any) -> CommitResult | None:

@@ -38,7 +38,7 @@ from pyspark.sql.types import (
 )
 
 from spark_jobs.database_secret import read_database_secret
-from spark_jobs.errors import ExtractionError
+from spark_jobs.errors import DataError, ExtractionError
 from spark_jobs.job_config import CONFIG_FILE, ExtractJob, LakeTables, quote_identifier
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
@@ -222,7 +222,7 @@ def evolve(spark: SparkSession, job: ExtractJob, name: str, wanted: StructType) 
                       f"TYPE {field.dataType.simpleString()}")
             changed = True
         else:
-            raise ExtractionError(
+            raise DataError(
                 f"{job.context}: column '{field.name}' is {field.dataType.simpleString()} in the source (after "
                 f"transforms) but {current.dataType.simpleString()} in the lake table {name}; Iceberg can only "
                 "widen a column in place (int→bigint, float→double, a decimal's precision up at the same "

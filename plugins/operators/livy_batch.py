@@ -18,6 +18,7 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from spotlake.jobs import BatchRequest, NoReadyCluster, submit_or_reconnect
 from spotlake.livy import EndpointLivyHook
@@ -25,6 +26,7 @@ from spotlake.registry import Job, JobState, Registry, StaleState
 from spotlake.triggers import LivyBatchTrigger
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
+DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # the job's error is a data error: retrying cannot help
 RESULT_MARK = "SPOTLAKE_RESULT: "
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 
@@ -35,6 +37,10 @@ class BatchFailed(AirflowException):
     def __init__(self, message: str, error: str) -> None:
         super().__init__(message)
         self.error = error
+
+
+class DataErrorFailed(BatchFailed, AirflowFailException):
+    """The job failed on a value it can never write as configured: the task fails without retries."""
 
 
 class PoolBatchOperator(BaseOperator):
@@ -136,9 +142,12 @@ class PoolBatchOperator(BaseOperator):
                 return self._submit_and_defer(context)
             return result
         if status == "failed":
-            error, tail = self._batch_error(job)
+            error, tail, data = self._batch_error(job)
             self._finish(job, JobState.FAILED, error or f"batch ended {event.get('state')}")
-            raise BatchFailed(
+            failed = DataErrorFailed if data else BatchFailed
+            if data:
+                self.log.error("data error: failing without retries (a retry would read the same value): %s", error)
+            raise failed(
                 f"{job.job_key}: batch {job.batch_id} on cluster {job.cluster_id} ended "
                 f"'{event.get('state')}': {error or 'see the batch log below'}\n--- batch log (tail) ---\n{tail}",
                 error or f"batch {job.batch_id} on cluster {job.cluster_id} ended '{event.get('state')}'",
@@ -186,14 +195,15 @@ class PoolBatchOperator(BaseOperator):
         except ValueError:
             return None
 
-    def _batch_error(self, job: Job) -> tuple[str, str]:
-        """The job's own error line (``SPOTLAKE_ERROR: ...``) and the tail of the batch log."""
+    def _batch_error(self, job: Job) -> tuple[str, str, bool]:
+        """The job's own error line (``SPOTLAKE_ERROR: ...``), the tail of the batch log, and whether
+        the job said its error is a data error (``SPOTLAKE_DATA_ERROR: ...``)."""
         try:
             lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, 0, 1000).get("log", [])
         except Exception as exc:  # noqa: BLE001 - the log is a courtesy; the failure stands
-            return "", f"(batch log unavailable: {exc})"
+            return "", f"(batch log unavailable: {exc})", False
         error = next((ln.split(ERROR_MARK, 1)[1] for ln in reversed(lines) if ERROR_MARK in ln), "")
-        return error, "\n".join(lines[-40:])
+        return error, "\n".join(lines[-40:]), any(DATA_ERROR_MARK in ln for ln in lines)
 
     def on_kill(self) -> None:
         job = self.job

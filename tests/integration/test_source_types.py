@@ -4,6 +4,8 @@ with pymysql's own reading of the source (see tests/integration/job_harness.py).
 
 from __future__ import annotations
 
+import base64
+import json
 import struct
 import uuid
 from collections.abc import Iterator
@@ -16,12 +18,13 @@ import pymysql
 import pytest
 from pyspark.sql import SparkSession
 
-from spark_jobs.errors import ExtractionError
+from spark_jobs import extract
+from spark_jobs.errors import DataError, ExtractionError
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_state import WindowRecord, iso, snapshot_job_key
 from spotlake.localstack.layout import StackLayout
-from tests.integration.job_harness import FIVE, Lake, iceberg_session, next_window
+from tests.integration.job_harness import FIVE, Lake, iceberg_session, next_window, orders_pipeline, seed
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +40,7 @@ def root(layout: StackLayout) -> pymysql.Connection:
 
 def job_doc(env: Lake, job_key: str, **changes: Any) -> ExtractJob:
     run_id, attempt = env.claim(job_key)
-    doc = env.document(job_key, run_id, attempt, transforms=[], soft_delete=None, **changes)
+    doc = env.document(job_key, run_id, attempt, **{"transforms": [], "soft_delete": None, **changes})
     return ExtractJob.from_dict(doc)
 
 
@@ -323,3 +326,31 @@ def test_without_the_process_privilege_the_window_stops_with_the_grant_that_fixe
     with root(layout).cursor() as cur:
         cur.execute(f"DROP TABLE `{mysql['database']}`.{env.table}")
         cur.execute("DROP USER %s@'127.0.0.1'", (user,))
+
+
+# ------------------------------------------------------------------ data errors
+def test_a_value_a_transform_cannot_hold_fails_once_with_the_column_value_and_fix(
+        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    env = orders_pipeline(mysql, catalog_secret, tmp_path)
+    seed(env, 3, datetime.now(UTC) - timedelta(days=1))
+    env.sql(f"UPDATE {env.table} SET amount = 123456.78 WHERE id = 2")
+    casts = [{"op": "cast", "columns": {"amount": "decimal(5,2)"}}]
+    with pytest.raises(DataError) as caught:
+        snapshot(env, spark, transforms=casts)
+    message = str(caught.value)
+    assert message.startswith(f"pipeline {env.pipeline} (shop.{env.table}): snapshot chunk 1: transform #1 (cast) "
+                              "column 'amount': [NUMERIC_VALUE_OUT_OF_RANGE] 123456.78 cannot be represented as "
+                              "Decimal(5, 2). — fix: change the cast of column 'amount' to a type")
+    state = env.store.get(env.pipeline)
+    assert state is not None and state.snapshot_chunks == 0
+    assert not spark.catalog.tableExists(f"lake.{env.namespace}.{env.pipeline}")
+    # The entry script says it is a data error, so the operator does not retry it.
+    key = snapshot_job_key(env.pipeline)
+    run_id, attempt = env.claim(key)
+    doc = env.document(key, run_id, attempt, transforms=casts, soft_delete=None)
+    encoded = base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
+    assert extract.main(["--job", encoded]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("SPOTLAKE_DATA_ERROR: ") and err[-1].startswith("SPOTLAKE_ERROR: ")
+    env.sql(f"DROP TABLE {env.table}")

@@ -48,3 +48,49 @@ def test_wait_longer_than_wait_for_cluster_fails_clearly(operator: Op) -> None:
     long_ago = (datetime.now(UTC) - timedelta(minutes=16)).isoformat()
     with pytest.raises(AirflowException, match="pool 'small' had no READY cluster for 0:15:00"):
         operator.resume_waiting({}, since=long_ago)
+
+
+class Logs:
+    """Livy's answer to a batch log request."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def get_batch_logs(self, batch_id: int, start: int, size: int) -> dict[str, Any]:
+        return {"log": self.lines}
+
+
+def failed_batch(operator: Op, log: list[str]) -> dict[str, Any]:
+    from spotlake.registry import Cluster
+
+    registry = operator.registry
+    cluster = Cluster(pool="small", cluster_id="c1", provider="local", state="")
+    registry.put_launching(cluster)
+    cluster = registry.mark_ready(cluster, "http://livy")
+    job = registry.claim_job("orders#w1", "small", cluster, "run-1", None)
+    registry.update_job(job, batch_id=7, endpoint="http://livy")
+    operator.livy = lambda endpoint: Logs(log)  # type: ignore[method-assign]
+    return {"job_key": "orders#w1", "batch_id": 7, "endpoint": "http://livy", "status": "failed", "state": "dead"}
+
+
+def test_a_data_error_fails_the_task_without_retries(operator: Op) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.livy_batch import BatchFailed
+
+    message = "pipeline orders (shop.orders): window W chunk 1: transforms #1 (cast) column 'amount': [CAST_OVERFLOW]"
+    event = failed_batch(operator, ["spark log", f"SPOTLAKE_DATA_ERROR: {message}", f"SPOTLAKE_ERROR: {message}"])
+    with pytest.raises(AirflowFailException) as failed:
+        operator.execute_complete({}, event)
+    assert isinstance(failed.value, BatchFailed) and failed.value.error == message
+
+
+def test_any_other_job_error_stays_retryable(operator: Op) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.livy_batch import BatchFailed
+
+    event = failed_batch(operator, ["SPOTLAKE_ERROR: pipeline orders: cannot connect to MySQL"])
+    with pytest.raises(BatchFailed) as failed:
+        operator.execute_complete({}, event)
+    assert not isinstance(failed.value, AirflowFailException)
