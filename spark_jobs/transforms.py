@@ -22,7 +22,6 @@ The ops, as builders of pure functions for ``df.transform``:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,14 +30,13 @@ from pyspark.errors import AnalysisException, IllegalArgumentException
 from pyspark.sql import Column, DataFrame
 
 from spark_jobs import user_transforms
-from spark_jobs.errors import ExtractionError, UnknownUserTransformError
+from spark_jobs.errors import DataError, ExtractionError, UnknownUserTransformError
+from spark_jobs.expression_check import builtin_functions, refusal
 from spark_jobs.job_config import CONFIG_FILE, ExtractJob, TransformStep
 from spark_jobs.source_types import INVALID_DATES
 
 Transformation = Callable[[DataFrame], DataFrame]
 
-# Spark SQL functions that call arbitrary Java methods; not allowed in derive or filter.
-REFLECTION = re.compile(r"\b(reflect|java_method|try_reflect)\s*\(", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------- ops
@@ -133,7 +131,7 @@ def apply_step(
     keys = _track_keys(df, step, keys, where)
     if step.op == "derive":
         for name, expression in step.columns.items():
-            _check_expression(expression, f"{where} column '{name}'")
+            _check_expression(df, expression, f"{where} column '{name}'")
             df = _spark_step(
                 df,
                 with_derived_column(name, expression),
@@ -147,7 +145,7 @@ def apply_step(
                 f"{where} column '{name}': invalid Spark type {type_name!r}",
             )
     elif step.op == "filter":
-        _check_expression(step.condition or "", where)
+        _check_expression(df, step.condition or "", where)
         df = _spark_step(
             df, filter_rows(step.condition or ""), f"{where}: invalid Spark SQL condition {step.condition!r}"
         )
@@ -231,11 +229,21 @@ def _check_keys_survive(df: DataFrame, keys: KeyColumns, where: str) -> None:
             )
 
 
-def _check_expression(expression: str, where: str) -> None:
-    if REFLECTION.search(expression):
-        raise ExtractionError(
-            f"{where}: {expression!r} calls reflect/java_method, which runs arbitrary Java code and is "
-            f"not allowed in a transform — use a registered user function instead ({CONFIG_FILE})"
+_BUILTINS: dict[int, frozenset[str]] = {}
+
+
+def _check_expression(df: DataFrame, expression: str, where: str) -> None:
+    """Refuse an expression whose parse tree calls reflection or anything but Spark's built-ins
+    (:mod:`spark_jobs.expression_check`); a data error, since no retry can change the answer."""
+    jvm = df.sparkSession._jvm
+    builtins = _BUILTINS.get(id(jvm))
+    if builtins is None:
+        builtins = _BUILTINS.setdefault(id(jvm), builtin_functions(jvm))
+    reason = refusal(jvm, expression, builtins, parse_errors=False)
+    if reason is not None:
+        raise DataError(
+            f"{where}: {expression!r} {reason}; a transform may call Spark's built-in functions only — "
+            f"change the expression, or use a registered user function instead ({CONFIG_FILE})"
         )
 
 

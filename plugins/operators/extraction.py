@@ -12,11 +12,12 @@ from typing import Any
 
 from airflow.exceptions import AirflowException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
 from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
-from spotlake import artifacts, config
+from spotlake import artifacts, config, expressions
+from spotlake.errors import ConfigError
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
 from spotlake.windows import Window, job_key, window_for_run
@@ -187,7 +188,15 @@ class ExtractWindowOperator(PoolBatchOperator):
     # is noted in the pipeline's state, so the status shows the table failing since its
     # watermark with the reason; the task then fails as it would have.
     def execute(self, context: Any) -> Any:
-        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).execute(context))
+        return self._noting_failure(context, lambda: self._checked_execute(context))
+
+    def _checked_execute(self, context: Any) -> Any:
+        self.state(context)  # the pipeline's state exists, so a refusal is noted there as a failure
+        try:
+            expressions.check_pipeline(self.pipeline, str(self.config.path))
+        except ConfigError as exc:
+            raise AirflowFailException(f"{exc} (nothing was submitted; fix the config and clear the task)") from None
+        return super().execute(context)
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
         return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).resume_waiting(

@@ -27,6 +27,7 @@ import boto3
 import pymysql
 import pytest
 from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowFailException
 
 from operators.extraction import ExtractWindowOperator
 from operators.maintenance import LakeMaintenanceOperator
@@ -420,3 +421,21 @@ def test_source_password_never_reaches_livy_requests_or_logs(
         assert password not in resp.read().decode()
     for log_file in layout.log_dir.glob("*.log"):
         assert password not in log_file.read_text(errors="replace"), log_file
+
+
+@pytest.mark.parametrize("expression", [
+    "`reflect`('java.lang.System', 'exit', 0)",
+    "java_method /* a comment */ ('java.lang.System', 'exit', 0)",
+    "REFLECT\n('java.lang.System', 'exit', 0)",
+])
+def test_reflection_in_a_transform_is_refused_before_anything_is_submitted(env: ExtractionEnv,
+                                                                           expression: str) -> None:
+    name = f"reflect{len(env.pipelines)}"
+    pipeline, table, w = seeded_pipeline(env, name, transforms=[{"derive": {"x": expression}}])
+    batches = livy_batch_count(env)
+    with pytest.raises(AirflowFailException) as err:  # failed without retries
+        run_window(env, pipeline, w)
+    assert "runs arbitrary Java code" in str(err.value) and "nothing was submitted" in str(err.value)
+    assert livy_batch_count(env) == batches
+    state = env.state(pipeline)
+    assert state.watermark is None and "runs arbitrary Java code" in (state.failure_reason or "")

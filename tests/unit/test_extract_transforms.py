@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DecimalType, LongType, StringType, StructField, StructType, TimestampType
 
 from spark_jobs import extract, user_transforms
-from spark_jobs.errors import ExtractionError, UnknownUserTransformError
+from spark_jobs.errors import DataError, ExtractionError, UnknownUserTransformError
 from spark_jobs.job_config import ExtractJob, is_identifier, quote_identifier
 from spark_jobs.mysql_source import (
     ReadStats,
@@ -352,10 +352,41 @@ def test_derive_evaluates_in_order_and_reports_bad_expressions(orders: DataFrame
         ExtractionError, match=r"#1 \(derive\) column 'y'.*UNRESOLVED_COLUMN.*columns are: order_id"
     ):
         transform(orders, steps({"op": "derive", "columns": {"y": "nope + 1"}}))
-    with pytest.raises(ExtractionError, match="reflect/java_method"):
+    with pytest.raises(DataError, match="calls java_method, which runs arbitrary Java code"):
         transform(
             orders, steps({"op": "derive", "columns": {"y": "java_method('java.lang.System', 'exit', 1)"}})
         )
+
+
+@pytest.mark.parametrize("expression", [
+    "reflect('java.lang.System', 'exit', 1)",
+    "`reflect`('java.lang.System', 'exit', 1)",
+    "REFLECT('java.lang.System', 'exit', 1)",
+    "Java_Method ('java.lang.System', 'exit', 1)",
+    "reflect/* hidden */('java.lang.System', 'exit', 1)",
+    "reflect\n('java.lang.System', 'exit', 1)",
+    "try_reflect('java.lang.Runtime', 'getRuntime')",
+    "upper(coalesce(email, reflect('java.lang.System', 'getenv', 'HOME')))",
+    "transform(array(1, 2), x -> reflect('java.lang.System', 'exit', x))",
+    "email -- trailing comment\n || java_method('java.lang.System', 'exit', 1)",
+])
+def test_reflection_is_refused_however_it_is_spelled(orders: DataFrame, expression: str) -> None:
+    with pytest.raises(DataError, match="runs arbitrary Java code"):
+        transform(orders, steps({"op": "derive", "columns": {"y": expression}}))
+    with pytest.raises(DataError, match="runs arbitrary Java code"):
+        transform(orders, steps({"op": "filter", "condition": f"{expression} is not null"}))
+
+
+def test_only_spark_builtins_may_be_called(orders: DataFrame, spark: SparkSession) -> None:
+    spark.udf.register("my_udf", lambda v: v, "string")
+    with pytest.raises(DataError, match="calls my_udf, which is not one of Spark's built-in functions"):
+        transform(orders, steps({"op": "derive", "columns": {"y": "my_udf(email)"}}))
+    with pytest.raises(DataError, match="calls spark_catalog.db.fn"):
+        transform(orders, steps({"op": "derive", "columns": {"y": "spark_catalog.db.fn(email)"}}))
+    with pytest.raises(DataError, match="subquery"):
+        transform(orders, steps({"op": "filter", "condition": "order_id in (select 1)"}))
+    out = transform(orders, steps({"op": "derive", "columns": {"y": "upper(regexp_replace(email, '@.*', ''))"}}))
+    assert "y" in out.columns
 
 
 def test_filter_keeps_rows_where_the_condition_is_true(orders: DataFrame) -> None:
