@@ -48,9 +48,22 @@ def freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datet
         return Freshness(pipeline.name, FAILING if failure else LOADING, watermark, age,
                          f"{progress}; {failure}" if failure else progress)
     if failure:
-        return Freshness(pipeline.name, FAILING, watermark, age, failure)
+        return Freshness(pipeline.name, FAILING, watermark, age, _with_transactions(failure, state))
     if age_s is not None and age_s > stale_after(pipeline):
+        why = (f"windows stop before {state.held_by}, whose rows may commit with older cursor values"
+               if state.held_by else f"no window committed for {age} (paused DAG, scheduler or pool {pipeline.pool} "
+                                     "down?)")
         return Freshness(pipeline.name, STALE, watermark, age,
-                         f"stale since {watermark}: no window committed for {age} (paused DAG, scheduler or "
-                         f"pool {pipeline.pool} down?)")
-    return Freshness(pipeline.name, FRESH, watermark, age)
+                         _with_transactions(f"stale since {watermark}: {why}", state, held=False))
+    return Freshness(pipeline.name, FRESH, watermark, age, _with_transactions("", state))
+
+
+def _with_transactions(reason: str, state: PipelineState, held: bool = True) -> str:
+    """``reason`` and what open source transactions do to the pipeline (read.max_open_transaction)."""
+    notes = [reason] if reason else []
+    if held and state.held_by:
+        notes.append(f"windows stop before {state.held_by}")
+    if state.unwaited:
+        notes.append(f"not waited for (open longer than read.max_open_transaction; rows they commit with older "
+                     f"cursor values are found by reconciliation): {state.unwaited}")
+    return "; ".join(notes)

@@ -47,3 +47,14 @@ def test_an_initial_snapshot_in_progress_and_a_pipeline_never_run() -> None:
     assert (loading.status, loading.reason) == (LOADING, "initial snapshot: 3 chunks, 1500 rows committed")
     never = freshness(PIPELINE, None, NOW)
     assert never.status == NEVER and "extract_orders has not run" in never.reason
+
+
+def test_an_open_transaction_that_holds_windows_back_is_named() -> None:
+    trx = "transaction 17 (connection 42) open since 2026-12-05T11:40:00+00:00 (1200 s)"
+    held = freshness(PIPELINE, state(watermark=at(20), advanced_at=at(1), held_by=trx), NOW)
+    assert held.status == STALE and held.reason == f"stale since {at(20)}: windows stop before {trx}, whose rows " \
+        "may commit with older cursor values"
+    assert freshness(PIPELINE, state(watermark=at(3), advanced_at=at(1), held_by=trx), NOW).reason == (
+        f"windows stop before {trx}")
+    ignored = freshness(PIPELINE, state(watermark=at(3), advanced_at=at(1), unwaited=trx), NOW)
+    assert ignored.status == FRESH and "not waited for" in ignored.reason and trx in ignored.reason
