@@ -86,7 +86,7 @@ from spark_jobs.mysql_source import (
     source_now,
     time_line,
 )
-from spark_jobs.source_types import INVALID_DATES
+from spark_jobs.source_types import CARRIED, INVALID_DATES, SOURCE_HASH
 from spark_jobs.transforms import KeyColumns, apply_transforms
 
 __all__ = ["ExtractJob", "run_extraction"]
@@ -423,8 +423,11 @@ def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
     raw = read_rows(run.spark, run.source, job, run.table, condition, stats, run.line)
     data, keys = apply_transforms(raw, job)
     carried = INVALID_DATES in data.columns  # a user function may have dropped it
+    if SOURCE_HASH not in data.columns:
+        LOG.warning("%s: a transform dropped spotlake's row hash columns (%s*); reconciliation cannot tell this "
+                    "pipeline's unchanged rows from changed ones — keep them in user functions", job.context, CARRIED)
     staged = with_change_columns(data, job, keys, chunk).persist(StorageLevel.MEMORY_AND_DISK)
-    data = data.drop(INVALID_DATES)
+    data = data.drop(*[c for c in data.columns if c.startswith(CARRIED)])
     cursor = F.col(quote_identifier(keys.cursor))
     key = keys.primary_key[0]
     integral = len(keys.primary_key) == 1 and isinstance(data.schema[key].dataType, (IntegerType, LongType))

@@ -58,8 +58,11 @@ CHANGE_COLUMNS = (
     ("_attempt", "int"),
     ("_run_id", "string"),
     ("_extracted_at", "timestamp"),  # the source's clock when the chunk was read
+    ("_source_key", "string"),  # MD5 of the primary key as the source renders it (reconciliation)
+    ("_source_hash", "string"),  # MD5 of the whole source row
 )
-CURRENT_COLUMNS = (("_op", "string"), ("_window", "string"), ("_job_key", "string"), ("_extracted_at", "timestamp"))
+CURRENT_COLUMNS = (("_op", "string"), ("_window", "string"), ("_job_key", "string"), ("_extracted_at", "timestamp"),
+                   ("_source_key", "string"), ("_source_hash", "string"))
 RESERVED = frozenset(name for name, _ in CHANGE_COLUMNS)
 
 TABLE_PROPERTIES = {

@@ -41,6 +41,7 @@ from spark_jobs.lake_catalog import (
     snapshot_with,
     with_commit_properties,
 )
+from spark_jobs.source_types import SOURCE_HASH, SOURCE_KEY
 from spark_jobs.transforms import KeyColumns
 
 STALE_MARK = "spotlake-stale-attempt"
@@ -82,6 +83,8 @@ def with_change_columns(rows: DataFrame, job: ExtractJob, keys: KeyColumns, chun
         "_attempt": F.lit(job.attempt).cast("int"),
         "_run_id": F.lit(job.run_id),
         "_extracted_at": F.lit(chunk.extracted_at).cast("timestamp"),
+        "_source_key": F.col(SOURCE_KEY) if SOURCE_KEY in rows.columns else F.lit(None).cast("string"),
+        "_source_hash": F.col(SOURCE_HASH) if SOURCE_HASH in rows.columns else F.lit(None).cast("string"),
     })
 
 

@@ -382,7 +382,7 @@ def range_condition(job: ExtractJob, low: datetime, high: datetime, line: TimeLi
 
 
 def select_query(job: ExtractJob, table: SourceTable, condition: str) -> str:
-    return f"SELECT {select_list(table.source_columns)} FROM {source_name(job)} WHERE {condition}"
+    return f"SELECT {select_list(table.source_columns, job.primary_key)} FROM {source_name(job)} WHERE {condition}"
 
 
 def source_name(job: ExtractJob) -> str:

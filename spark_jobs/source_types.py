@@ -49,9 +49,16 @@ SPATIAL_TYPES = frozenset({
 })
 TEXT_FORMAT = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%d %H:%i:%s.%f", "timestamp": "%Y-%m-%d %H:%i:%s.%f"}
 SPARK_FORMAT = {"date": "yyyy-MM-dd", "datetime": "yyyy-MM-dd HH:mm:ss.SSSSSS", "timestamp": "yyyy-MM-dd HH:mm:ss.SSSSSS"}
-# Carried through the transforms: per row, the names of the temporal columns whose value was a
-# zero or invalid date (stored as NULL). Summed per chunk, then dropped before the commit.
+# Columns the read adds, carried through the transforms (a ``select`` step keeps them):
+CARRIED = "__spotlake_"
+# per row, the names of the temporal columns whose value was a zero or invalid date (stored as
+# NULL); summed per chunk, then dropped before the commit;
 INVALID_DATES = "__spotlake_invalid_dates"
+# MD5 of the row's primary key and of the whole row as the source renders them (``QUOTE``), stored
+# in the lake as ``_source_key`` / ``_source_hash``: reconciliation compares them with the same
+# expressions computed on the source (see :mod:`spark_jobs.reconcile`).
+SOURCE_KEY = "__spotlake_source_key"
+SOURCE_HASH = "__spotlake_source_hash"
 MAX_SPARK_PRECISION = 38
 
 
@@ -117,14 +124,25 @@ KNOWN_AS_IS = {
 }
 
 
-def select_list(columns: Sequence[SourceColumn]) -> str:
-    """The SELECT list of a read: each column through its expression, under its own name."""
+def select_list(columns: Sequence[SourceColumn], key: Sequence[str] = ()) -> str:
+    """The SELECT list of a read: each column through its expression, under its own name, then
+    the key's and the row's hashes (when the key is given)."""
     parts = []
     for column in columns:
         read = column_read(column)
         name = quote_identifier(column.name)
         parts.append(name if read.select == name else f"{read.select} AS {name}")
+    if key:
+        parts.append(f"{hash_sql(key)} AS {SOURCE_KEY}")
+        parts.append(f"{hash_sql([c.name for c in columns])} AS {SOURCE_HASH}")
     return ", ".join(parts)
+
+
+def hash_sql(names: Sequence[str]) -> str:
+    """MD5 (hex) of the values as MySQL quotes them, NULL as the bare word: the same for the same
+    values in any session with the same time zone (the jobs' sessions are UTC)."""
+    quoted = ", ".join(f"IFNULL(QUOTE({quote_identifier(n)}), 'NULL')" for n in names)
+    return f"MD5(CONCAT_WS(',', {quoted}))"
 
 
 def spark_values(df: DataFrame, columns: Sequence[SourceColumn], time_zone: str) -> DataFrame:

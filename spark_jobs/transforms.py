@@ -33,7 +33,7 @@ from spark_jobs import user_transforms
 from spark_jobs.errors import DataError, ExtractionError, UnknownUserTransformError
 from spark_jobs.expression_check import builtin_functions, refusal
 from spark_jobs.job_config import CONFIG_FILE, ExtractJob, TransformStep
-from spark_jobs.source_types import INVALID_DATES
+from spark_jobs.source_types import CARRIED
 
 Transformation = Callable[[DataFrame], DataFrame]
 
@@ -41,8 +41,8 @@ Transformation = Callable[[DataFrame], DataFrame]
 
 # ---------------------------------------------------------------------- ops
 def select_columns(columns: Sequence[str]) -> Transformation:
-    """Keep ``columns`` (and the read's own bookkeeping column, if there)."""
-    return lambda df: df.select(*[F.col(c) for c in columns], *[F.col(c) for c in df.columns if c == INVALID_DATES])
+    """Keep ``columns`` (and the read's own bookkeeping columns, if there)."""
+    return lambda df: df.select(*[F.col(c) for c in columns], *[F.col(c) for c in df.columns if c.startswith(CARRIED)])
 
 
 def rename_columns(mapping: Mapping[str, str]) -> Transformation:

@@ -227,7 +227,11 @@ def test_range_query_quotes_names_and_formats_bounds_in_utc() -> None:
     high = datetime.fromisoformat("2026-11-27T15:05:00+01:00")
     assert select_query(job, source_table(), range_condition(job, low, high)) == (
         "SELECT `order_id`, `email`, DATE_FORMAT(`updated_at`, '%Y-%m-%d %H:%i:%s.%f') AS `updated_at`, "
-        "DATE_FORMAT(`deleted_at`, '%Y-%m-%d %H:%i:%s.%f') AS `deleted_at` FROM `shop`.`orders` "
+        "DATE_FORMAT(`deleted_at`, '%Y-%m-%d %H:%i:%s.%f') AS `deleted_at`, "
+        "MD5(CONCAT_WS(',', IFNULL(QUOTE(`order_id`), 'NULL'))) AS __spotlake_source_key, "
+        "MD5(CONCAT_WS(',', IFNULL(QUOTE(`order_id`), 'NULL'), IFNULL(QUOTE(`email`), 'NULL'), "
+        "IFNULL(QUOTE(`updated_at`), 'NULL'), IFNULL(QUOTE(`deleted_at`), 'NULL'))) AS __spotlake_source_hash "
+        "FROM `shop`.`orders` "
         "WHERE `updated_at` >= '2026-11-27 13:55:00.000000' AND `updated_at` < '2026-11-27 14:05:00.000000'"
     )
 
