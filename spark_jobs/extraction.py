@@ -193,7 +193,12 @@ def run_extraction(spark: SparkSession, job: ExtractJob) -> dict[str, Any]:
                 check_table(job, table)
                 line = time_line(connection, job, table)
             run = Run(spark, job, lake_state(job), connection, table, source, clock, line)
-            result = run_snapshot(run) if job.kind == "snapshot" else run_window(run)
+            if job.kind == "reconcile":
+                from spark_jobs.reconcile import run_reconcile  # it builds on this module
+
+                result = run_reconcile(run)
+            else:
+                result = run_snapshot(run) if job.kind == "snapshot" else run_window(run)
     result["timings"] = dict(clock.timings)
     LOG.info("%s: %s", job.context, json.dumps(result, default=str))
     return result

@@ -24,7 +24,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
-KINDS = ("window", "snapshot")
+KINDS = ("window", "snapshot", "reconcile")
 CATALOG_TYPES = ("jdbc", "glue")
 WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 CONFIG_FILE = "config/pipelines.yaml"
@@ -74,6 +74,16 @@ class ReadOptions:
     wait_for_open_transactions: bool = True  # stop windows before the oldest open transaction
     open_transaction_margin_s: float = 2.0  # ... minus this margin
     max_open_transaction_s: float = 1800.0  # a transaction open longer is not waited for
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    """How a reconciliation compares the source with the lake (see :mod:`spark_jobs.reconcile`)."""
+
+    chunk_rows: int = 1000  # about this many rows per checksum bucket
+    deletes: str = "remove"  # rows gone from the source: "remove" them, or "flag" them (soft_delete set)
+    replica_secret_id: str | None = None  # read the checksums from this replica
+    repair_rows: int = 20000  # at most this many keys re-read per commit
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,7 @@ class ExtractJob(JobDocument):
     registry: RegistryRef
     read: ReadOptions
     commit: CommitOptions = CommitOptions()
+    reconcile: ReconcileOptions = ReconcileOptions()
 
     @property
     def label(self) -> str:
@@ -223,6 +234,7 @@ class _JobParser:
             "lake",
             "registry",
             "read",
+            "reconcile",
             "commit",
         }
     )
@@ -283,6 +295,7 @@ class _JobParser:
             registry=self.registry(self.section(data, "registry", required=True)),
             read=self.read(self.section(data, "read", required=False)),
             commit=self.commit(self.section(data, "commit", required=False)),
+            reconcile=self.reconcile(self.section(data, "reconcile", required=False), soft_delete),
         )
 
     # ------------------------------------------------------------------ fields
@@ -392,6 +405,23 @@ class _JobParser:
                 raise self.fail(f"commit.{key}", f"must be a positive number of seconds, got {value!r}")
             values[key] = float(value)
         return CommitOptions(**values)
+
+    def reconcile(self, data: Mapping[str, Any], soft_delete: Any) -> ReconcileOptions:
+        self.unknown_keys(data, {"chunk_rows", "deletes", "replica_secret_id", "repair_rows"}, "reconcile.")
+        for key in ("chunk_rows", "repair_rows"):
+            value = data.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise self.fail(f"reconcile.{key}", f"must be a positive integer, got {value!r}")
+        deletes = data.get("deletes", "remove")
+        if deletes not in ("remove", "flag"):
+            raise self.fail("reconcile.deletes", f"must be remove or flag, got {deletes!r}")
+        if deletes == "flag" and not soft_delete:
+            raise self.fail("reconcile.deletes", "is flag, which sets the pipeline's soft_delete column; the "
+                                                 "pipeline has none — set soft_delete, or deletes: remove")
+        replica = data.get("replica_secret_id")
+        if replica is not None and (not isinstance(replica, str) or not replica):
+            raise self.fail("reconcile.replica_secret_id", f"must be a secret name, got {replica!r}")
+        return ReconcileOptions(**dict(data))
 
     def read(self, data: Mapping[str, Any]) -> ReadOptions:
         integers = {"fetch_size", "partition_rows", "max_partitions", "chunk_rows", "window_chunk_s"}

@@ -157,6 +157,8 @@ class PipelineState:
     maintained_at: str | None = None
     held_by: str | None = None  # the open source transaction the last window stopped before
     unwaited: str | None = None  # open transactions past read.max_open_transaction, not waited for
+    reconciled_at: str | None = None  # when the last reconciliation finished
+    reconcile_result: str | None = None  # what it found
     created_at: str | None = None
     version: int = 0
 

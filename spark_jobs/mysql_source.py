@@ -76,10 +76,12 @@ class MySqlSource:
         return f"jdbc:mysql://{self.address}/{self.database or ''}?{URL_OPTIONS}"
 
 
-def resolve_source(job: ExtractJob) -> MySqlSource:
-    """Read the source secret named by the job and check its shape (never echoing its values)."""
-    where = f"pipeline {job.pipeline}: source secret '{job.secret_id}'"
-    secret = read_database_secret(job.secret_id, where, ExtractionError,
+def resolve_source(job: ExtractJob, secret_id: str | None = None) -> MySqlSource:
+    """Read the source secret named by the job (or ``secret_id``, e.g. a replica's) and check its
+    shape (never echoing its values)."""
+    secret_id = secret_id or job.secret_id
+    where = f"pipeline {job.pipeline}: source secret '{secret_id}'"
+    secret = read_database_secret(secret_id, where, ExtractionError,
                                   f"fix the source in {CONFIG_FILE}", database_required=False)
     if secret.database is not None and not is_identifier(secret.database):
         raise ExtractionError(f"{where}: database {secret.database!r} is not a database name")
