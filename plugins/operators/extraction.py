@@ -32,6 +32,30 @@ class Plan:
     record: WindowRecord | None = None
 
 
+def extraction_document(cfg: config.PipelinesConfig, pipeline: config.Pipeline, registry: Any, job_key: str,
+                        kind: str, run_id: str) -> dict[str, Any]:
+    """The job document of ``spark_jobs/extract.py`` for one job of ``pipeline`` (no window yet):
+    secret references only, never a credential."""
+    claimed = registry.get_job(job_key)
+    return {
+        "job_key": job_key,
+        "attempt": claimed.attempt if claimed is not None and claimed.run_id == run_id else 1,
+        "run_id": run_id,
+        "pipeline": pipeline.name,
+        "kind": kind,
+        "source": {"secret_id": pipeline.source.secret_id},
+        "database": pipeline.database,
+        "table": pipeline.table,
+        "primary_key": list(pipeline.primary_key),
+        "cursor": pipeline.cursor,
+        "soft_delete": pipeline.soft_delete,
+        "transforms": [t.to_job() for t in pipeline.transforms],
+        "lake": cfg.lake.to_job(pipeline),
+        "registry": {"prefix": registry.prefix, "region": registry.client.meta.region_name},
+        "read": pipeline.read_job(),
+    }
+
+
 class ExtractWindowOperator(PoolBatchOperator):
     """Runs ``spark_jobs/extract.py`` for the run's window of ``pipeline``.
 
@@ -122,26 +146,8 @@ class ExtractWindowOperator(PoolBatchOperator):
         )
 
     def job_document(self, context: Any, run_id: str) -> dict[str, Any]:
-        pipeline, plan = self.pipeline, self._plan or self.plan(context)
-        claimed = self.registry.get_job(plan.job_key)
-        attempt = claimed.attempt if claimed is not None and claimed.run_id == run_id else 1
-        document: dict[str, Any] = {
-            "job_key": plan.job_key,
-            "attempt": attempt,
-            "run_id": run_id,
-            "pipeline": pipeline.name,
-            "kind": plan.kind,
-            "source": {"secret_id": pipeline.source.secret_id},
-            "database": pipeline.database,
-            "table": pipeline.table,
-            "primary_key": list(pipeline.primary_key),
-            "cursor": pipeline.cursor,
-            "soft_delete": pipeline.soft_delete,
-            "transforms": [t.to_job() for t in pipeline.transforms],
-            "lake": self.config.lake.to_job(pipeline),
-            "registry": {"prefix": self.registry.prefix, "region": self.registry.client.meta.region_name},
-            "read": pipeline.read_job(),
-        }
+        plan = self._plan or self.plan(context)
+        document = extraction_document(self.config, self.pipeline, self.registry, plan.job_key, plan.kind, run_id)
         if plan.record is not None:
             document["window"] = {"start": plan.record.start, "end": plan.record.end,
                                   "read_from": plan.record.read_from}

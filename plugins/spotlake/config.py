@@ -26,8 +26,9 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yaml"
 CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
-DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries"}
-SOURCE_KEYS = {"secret_id"}
+DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries", "reconcile"}
+SOURCE_KEYS = {"secret_id", "replica_secret_id"}
+RECONCILE_KEYS = {"enabled", "schedule", "chunk_rows", "deletes"}
 READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_rows"}
 READ_DURATIONS = {"max_window", "open_transaction_margin", "max_open_transaction"}
 TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$")
@@ -77,6 +78,23 @@ class Transform:
 class Source:
     name: str
     secret_id: str
+    replica_secret_id: str | None = None  # reconciliation reads its checksums from this replica
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """A pipeline's reconciliation (its ``reconcile_<name>`` DAG; see spark_jobs/reconcile.py)."""
+
+    enabled: bool = True
+    schedule: str = "30 * * * *"
+    chunk_rows: int = 1000
+    deletes: str = "remove"  # or "flag": set the soft_delete column
+
+    def to_job(self, source: Source) -> dict[str, Any]:
+        doc: dict[str, Any] = {"chunk_rows": self.chunk_rows, "deletes": self.deletes}
+        if source.replica_secret_id:
+            doc["replica_secret_id"] = source.replica_secret_id
+        return doc
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,7 @@ class Pipeline:
     start_date: str = "2026-01-01T00:00:00+00:00"
     retries: int = 2
     initial_load: bool = True
+    reconcile: Reconcile = field(default_factory=Reconcile)
 
     @property
     def interval(self) -> timedelta:
@@ -216,6 +235,30 @@ def _columns_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: expected a non-empty list of column names")
     return [identifier(v, where) for v in value]
+
+
+def _reconcile(raw: dict[str, Any], where: str, soft_delete: Any, transforms: list[Any]) -> Reconcile:
+    _unknown_keys(raw, RECONCILE_KEYS, where)
+    base = Reconcile()
+    enabled = raw.get("enabled", not any(isinstance(t, dict) and "filter" in t for t in transforms))
+    schedule = str(raw.get("schedule", base.schedule))
+    chunk_rows = raw.get("chunk_rows", base.chunk_rows)
+    deletes = raw.get("deletes", base.deletes)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled: expected true or false, got {enabled!r}")
+    if not croniter.is_valid(schedule):
+        raise ConfigError(f"{where}.schedule: '{schedule}' is not a cron expression; e.g. '30 * * * *' (hourly)")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ConfigError(f"{where}.chunk_rows: expected a positive integer, got {chunk_rows!r}")
+    if deletes not in ("remove", "flag"):
+        raise ConfigError(f"{where}.deletes: expected remove or flag, got {deletes!r}")
+    if deletes == "flag" and not soft_delete:
+        raise ConfigError(f"{where}.deletes: flag sets the pipeline's soft_delete column, and it has none; set "
+                          "soft_delete or use deletes: remove")
+    if enabled and any(isinstance(t, dict) and "filter" in t for t in transforms):
+        raise ConfigError(f"{where}: a pipeline with a filter step cannot be reconciled (a row the filter drops "
+                          "looks missing from the lake); set reconcile: {enabled: false} or filter when reading")
+    return Reconcile(enabled=enabled, schedule=schedule, chunk_rows=chunk_rows, deletes=deletes)
 
 
 def _read_options(read: dict[str, Any], where: str) -> dict[str, Any]:
@@ -336,7 +379,9 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
         if not entry.get("secret_id"):
             raise ConfigError(f"{where}: sources.{name}: set secret_id to the Secrets Manager secret "
                               "holding host, port, database, username and password")
-        sources[name] = Source(name=name, secret_id=str(entry["secret_id"]))
+        replica = entry.get("replica_secret_id")
+        sources[name] = Source(name=name, secret_id=str(entry["secret_id"]),
+                               replica_secret_id=str(replica) if replica else None)
     entries = raw.get("pipelines")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: 'pipelines' must be a non-empty list of pipeline entries")
@@ -405,7 +450,7 @@ def _maintenance(raw: Any, where: str) -> Maintenance:
 
 PIPELINE_KEYS = {
     "name", "source", "database", "table", "primary_key", "cursor", "soft_delete", "schedule",
-    "lookback", "pool", "transforms", "read", "start_date", "retries", "initial_load",
+    "lookback", "pool", "transforms", "read", "start_date", "retries", "initial_load", "reconcile",
 }
 
 
@@ -451,6 +496,8 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
         start_date=str(entry.get("start_date", defaults.get("start_date", "2026-01-01T00:00:00+00:00"))),
         retries=int(entry.get("retries", defaults.get("retries", 2))),
         initial_load=bool(entry.get("initial_load", True)),
+        reconcile=_reconcile({**(defaults.get("reconcile") or {}), **(entry.get("reconcile") or {})},
+                             f"{where}.reconcile", entry.get("soft_delete"), transforms),
     )
     lookback_raw = entry.get("lookback", defaults.get("lookback"))
     lookback = pipeline.interval if lookback_raw is None else parse_duration(lookback_raw, f"{where}.lookback")

@@ -25,6 +25,7 @@ class Freshness:
     watermark: str  # ISO time, "" before the first commit; a STALE or FAILING table is stale since it
     age: str
     reason: str = ""
+    reconciled: str = ""  # when the last reconciliation finished, and what it found
 
 
 def stale_after(pipeline: config.Pipeline) -> float:
@@ -33,6 +34,13 @@ def stale_after(pipeline: config.Pipeline) -> float:
 
 
 def freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datetime) -> Freshness:
+    found = _freshness(pipeline, state, now)
+    if state is not None and state.reconciled_at:
+        found.reconciled = f"{span(now - parse_iso(state.reconciled_at))} ago: {state.reconcile_result or ''}"
+    return found
+
+
+def _freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datetime) -> Freshness:
     if state is None:
         return Freshness(pipeline.name, NEVER, "", "-", f"its DAG {pipeline.dag_id} has not run (paused?)")
     watermark = state.watermark or ""

@@ -188,8 +188,9 @@ def render(snapshot: Snapshot) -> str:
         ])
     out += ["", "FRESHNESS (committed watermark: every window before it is in the lake; "
             "a STALE or FAILING table is stale since it)"]
-    out += _table(["pipeline", "status", "watermark", "age", "reason"],
-                  [[f.pipeline, f.status, f.watermark or "-", f.age, f.reason[:240]] for f in snapshot.freshness])
+    out += _table(["pipeline", "status", "watermark", "age", "reconciled", "reason"],
+                  [[f.pipeline, f.status, f.watermark or "-", f.age, f.reconciled[:120] or "-", f.reason[:240]]
+                   for f in snapshot.freshness])
     out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets: the aggregates "
             "query's, the lake query's, the dead-letters query's)"]
     if snapshot.streams:

@@ -31,6 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from operators.extraction import ExtractWindowOperator
 from operators.maintenance import LakeMaintenanceOperator
+from operators.reconcile import ReconcileOperator
 from spark_jobs.lake_state import parse_iso, snapshot_job_key
 from spotlake import lake
 from spotlake.freshness import FAILING, FRESH, freshness
@@ -439,3 +440,24 @@ def test_reflection_in_a_transform_is_refused_before_anything_is_submitted(env: 
     assert livy_batch_count(env) == batches
     state = env.state(pipeline)
     assert state.watermark is None and "runs arbitrary Java code" in (state.failure_reason or "")
+
+
+def test_the_reconcile_task_finds_hard_deletes_and_updates_the_cursor_missed(env: ExtractionEnv) -> None:
+    table = create_table(env, "recon")
+    w = base_window()
+    insert(env, table, [(i, f"c{i % 5}", "placed", Decimal(i) / 4, w - timedelta(hours=2)) for i in range(1, 1001)])
+    pipeline = env.add_pipeline(f"recon_{env.tag}", table, reconcile={"chunk_rows": 50})
+    run_window(env, pipeline, w)
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+    # 100 rows hard-deleted, 100 updated with the cursor column left as it was: no window sees them.
+    update(env, table, "status = 'shipped', updated_at = updated_at WHERE MOD(id, 10) = 1")
+    with env.connect().cursor() as cur:
+        cur.execute(f"DELETE FROM {table} WHERE MOD(id, 10) = 2")
+    run_window(env, pipeline, floor5(parse_iso(env.state(pipeline).watermark)) + FIVE)
+    assert lake_rows(env, pipeline) != source_rows(env, table)
+    operator = ReconcileOperator(task_id="reconcile", pipeline_name=pipeline, pool_name=env.pool, poll_interval=1.0)
+    found = run_operator(operator, w, w + timedelta(hours=1))
+    assert (found["rows_checked"], found["deletes"], found["rows_repaired"]) == (900, 100, 100)
+    assert 0 < found["chunks_differing"] <= found["chunks"] == 20
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+    assert "100 deletes" in (env.state(pipeline).reconcile_result or "")

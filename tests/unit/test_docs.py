@@ -29,6 +29,7 @@ def documented(section: str) -> set[str]:
         ("`config/pipelines.yaml`", set(config.TRANSFORM_OPS)),
         ("`config/pipelines.yaml`", config.LAKE_KEYS),
         ("`config/pipelines.yaml`", config.MAINTENANCE_KEYS),
+        ("`config/pipelines.yaml`", config.RECONCILE_KEYS),
         ("`config/pools.yaml`", pools.POOL_KEYS),
         ("`config/pools.yaml`", pools.SERVES_KEYS | pools.LOCAL_KEYS),
         ("`config/pools.yaml`", pools.EMR_KEYS),

@@ -58,3 +58,10 @@ def test_an_open_transaction_that_holds_windows_back_is_named() -> None:
         f"windows stop before {trx}")
     ignored = freshness(PIPELINE, state(watermark=at(3), advanced_at=at(1), unwaited=trx), NOW)
     assert ignored.status == FRESH and "not waited for" in ignored.reason and trx in ignored.reason
+
+
+def test_the_last_reconciliation_is_shown_with_what_it_found() -> None:
+    found = freshness(PIPELINE, state(watermark=at(3), advanced_at=at(3), reconciled_at=at(12),
+                                      reconcile_result="2000 rows checked, 3 of 40 chunks repaired"), NOW)
+    assert found.reconciled == "12m ago: 2000 rows checked, 3 of 40 chunks repaired"
+    assert freshness(PIPELINE, state(watermark=at(3), advanced_at=at(3)), NOW).reconciled == ""

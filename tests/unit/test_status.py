@@ -56,7 +56,7 @@ def test_status_shows_clusters_jobs_and_freshness(registry: Registry) -> None:
     assert "shop_customers#20261127T1400" in text and "cluster small-0001 DEAD" in text
     assert "shop_orders       fresh      2026-11-27T14:00:00.000000+00:00  10m" in text
     assert "shop_customers    never run  -" in text and "extract_shop_customers has not run" in text
-    assert ("shop_order_items  FAILING    2026-11-27T13:30:00.000000+00:00  40m  source secret 'x' cannot be read "
+    assert ("shop_order_items  FAILING    2026-11-27T13:30:00.000000+00:00  40m  -           source secret 'x' cannot be read "
             "(shop_order_items#20261127T1335 failed at") in text
     assert "pool large" in text and "no cluster yet" in text
 
