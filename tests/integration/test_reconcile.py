@@ -100,3 +100,67 @@ def test_a_pipeline_with_a_filter_is_refused(pipe: Lake, spark: SparkSession) ->
                         transforms=[{"op": "filter", "condition": "id > 1"}])
     with pytest.raises(ExtractionError, match="cannot tell a row that transform #1 \\(filter\\) drops"):
         run_extraction(spark, ExtractJob.from_dict(doc))
+
+
+@pytest.fixture
+def replica(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A second MariaDB server standing for a read replica: the test copies rows to it, so it can
+    lag behind the primary exactly as the test says (this server has no replication stream)."""
+    from spotlake.localstack import services
+    from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+    from spotlake.localstack.process import Supervisor, free_port
+
+    layout = StackLayout(root=tmp_path / "replica", project=PROJECT_ROOT,
+                         settings={"SPOTLAKE_MYSQL_PORT": str(free_port(31500))})
+    layout.ensure()
+    supervisor = Supervisor(layout)
+    supervisor.start(services.mariadb_spec(layout))
+    try:
+        services.bootstrap_mariadb(layout)
+        yield services.mysql_settings(layout)
+    finally:
+        supervisor.stop("mariadb")
+
+
+def copy_rows(env: Lake, replica: dict[str, str]) -> None:
+    """The replica catches up: it now holds the primary's rows as they are."""
+    import pymysql
+
+    with env.connect().cursor() as cur:
+        cur.execute(f"SELECT * FROM {env.table}")
+        rows = cur.fetchall()
+    conn = pymysql.connect(host=replica["host"], port=int(replica["port"]), user=replica["user"],
+                           password=replica["password"], database=replica["database"], autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {env.table} (id BIGINT PRIMARY KEY, email VARCHAR(100), "
+                    "phone VARCHAR(20), amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, "
+                    "deleted_at DATETIME(3) NULL, KEY ix_updated_at (updated_at))")
+        cur.execute(f"DELETE FROM {env.table}")
+        cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, %s)", rows)
+    conn.close()
+
+
+def test_a_lagging_replica_serves_the_checksums_and_never_deletes_a_row(pipe: Lake, spark: SparkSession,
+                                                                        replica: dict[str, str]) -> None:
+    import json
+
+    import boto3
+
+    from tests.integration.job_harness import next_window
+
+    seed(pipe, 500, datetime.now(UTC) - timedelta(days=1))
+    pipe.snapshot(spark)
+    pipe.sql(f"DELETE FROM {pipe.table} WHERE id <= 5")  # deleted on the primary ...
+    copy_rows(pipe, replica)  # ... and replicated
+    # Rows the primary has, a window brought into the lake, and the replica has not received yet.
+    pipe.sql(f"INSERT INTO {pipe.table} VALUES " + ", ".join(
+        f"({i}, 'new{i}@example.com', '5550000000', 1.00, NOW(3), NULL)" for i in range(501, 511)))
+    pipe.window(spark, next_window(pipe))
+    secret = f"{pipe.secret_id}-replica"
+    boto3.client("secretsmanager").create_secret(Name=secret, SecretString=json.dumps({
+        "host": replica["host"], "port": int(replica["port"]), "database": replica["database"],
+        "username": replica["user"], "password": replica["password"]}))
+    found = reconcile(pipe, spark, replica_secret_id=secret)
+    assert found["replica"] is True and found["rows_checked"] == 495  # the replica's rows
+    assert (found["deletes"], found["deletes_still_in_source"]) == (5, 10)
+    assert pipe.current() == pipe.source()  # the primary: rows 6..510
