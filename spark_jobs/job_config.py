@@ -21,6 +21,9 @@ from typing import Any
 from spark_jobs.errors import ExtractionError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+# A column name as MySQL allows it (reserved words, spaces, mixed case, any script): no back-quote,
+# no control character, no space at either end, at most 64 characters. Always quoted where used.
+COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
@@ -35,6 +38,10 @@ UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
 
 def is_identifier(value: Any) -> bool:
     return isinstance(value, str) and IDENTIFIER.match(value) is not None
+
+
+def is_column(value: Any) -> bool:
+    return isinstance(value, str) and COLUMN.match(value) is not None
 
 
 def quote_identifier(name: str) -> str:
@@ -80,7 +87,7 @@ class ReadOptions:
 class ReconcileOptions:
     """How a reconciliation compares the source with the lake (see :mod:`spark_jobs.reconcile`)."""
 
-    chunk_rows: int = 1000  # about this many rows per checksum bucket
+    chunk_rows: int = 200  # about this many rows per checksum bucket
     deletes: str = "remove"  # rows gone from the source: "remove" them, or "flag" them (soft_delete set)
     replica_secret_id: str | None = None  # read the checksums from this replica
     repair_rows: int = 20000  # at most this many keys re-read per commit
@@ -268,7 +275,7 @@ class _JobParser:
         if not isinstance(primary_key, list) or not primary_key:
             raise self.fail("primary_key", f"must be a non-empty list of column names, got {primary_key!r}")
         for i, col in enumerate(primary_key):
-            self.identifier(col, f"primary_key[{i}]")
+            self.column(col, f"primary_key[{i}]")
         if len(set(primary_key)) != len(primary_key):
             raise self.fail("primary_key", f"names a column twice: {primary_key}")
         soft_delete = data.get("soft_delete")
@@ -287,8 +294,8 @@ class _JobParser:
             database=self.identifier(data.get("database"), "database"),
             table=self.identifier(data.get("table"), "table"),
             primary_key=tuple(primary_key),
-            cursor=self.identifier(data.get("cursor"), "cursor"),
-            soft_delete=None if soft_delete is None else self.identifier(soft_delete, "soft_delete"),
+            cursor=self.column(data.get("cursor"), "cursor"),
+            soft_delete=None if soft_delete is None else self.column(soft_delete, "soft_delete"),
             window=self.window(self.section(data, "window", required=True)) if kind == "window" else None,
             transforms=self.transforms(data.get("transforms", [])),
             lake=self.lake(self.section(data, "lake", required=True)),
@@ -325,6 +332,15 @@ class _JobParser:
                 field,
                 f"must be an identifier (letters, digits, _ and $, not starting with a digit), "
                 f"got {value!r}; names are quoted, never spliced into SQL — fix it in {CONFIG_FILE}",
+            )
+        return value
+
+    def column(self, value: Any, field: str) -> str:
+        if not is_column(value):
+            raise self.fail(
+                field,
+                f"must be a column name (no back-quote or control character, no space at either end, at most 64 "
+                f"characters), got {value!r} — fix it in {CONFIG_FILE}",
             )
         return value
 
@@ -476,7 +492,7 @@ class _JobParser:
             return TransformStep(index, op, columns=self.column_list(columns, f"{field}: columns"))
         mapping = self.column_mapping(columns, f"{field}: columns")
         if op == "rename":
-            targets = [self.identifier(new, f"{field}: columns.{old}") for old, new in mapping.items()]
+            targets = [self.column(new, f"{field}: columns.{old}") for old, new in mapping.items()]
             if len(set(targets)) != len(targets):
                 raise self.fail(f"{field}: columns", f"renames two columns to the same name: {mapping}")
         elif op == "mask":
@@ -491,7 +507,7 @@ class _JobParser:
     def column_list(self, value: Any, field: str) -> tuple[str, ...]:
         if not isinstance(value, list) or not value:
             raise self.fail(field, f"must be a non-empty list of column names, got {value!r}")
-        names = tuple(self.identifier(col, f"{field}[{i}]") for i, col in enumerate(value))
+        names = tuple(self.column(col, f"{field}[{i}]") for i, col in enumerate(value))
         if len(set(names)) != len(names):
             raise self.fail(field, f"names a column twice: {list(names)}")
         return names
@@ -500,7 +516,7 @@ class _JobParser:
         if not isinstance(value, dict) or not value:
             raise self.fail(field, f"must be a non-empty mapping of column name to value, got {value!r}")
         for col in value:
-            self.identifier(col, f"{field} key")
+            self.column(col, f"{field} key")
         return dict(value)
 
     def mask_options(self, opts: Any, field: str) -> dict[str, int]:

@@ -184,10 +184,15 @@ def _create(spark: SparkSession, name: str, schema: StructType, partitioning: st
             properties: Mapping[str, str]) -> bool:
     if table_exists(spark, name):
         return False
-    props = ", ".join(f"'{k}'='{v}'" for k, v in properties.items())
+    props = ", ".join(f"{_literal(k)}={_literal(v)}" for k, v in properties.items())
     spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(schema)}) USING iceberg {partitioning} "
               f"TBLPROPERTIES ({props})")
     return True
+
+
+def _literal(text: str) -> str:
+    """A Spark SQL string literal (a key column's name may hold a quote)."""
+    return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def stored(kind: DataType) -> DataType:

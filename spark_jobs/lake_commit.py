@@ -74,7 +74,7 @@ def with_change_columns(rows: DataFrame, job: ExtractJob, keys: KeyColumns, chun
     """The chunk's rows with the changes table's own columns."""
     op = F.lit(chunk.op)
     if keys.soft_delete and keys.soft_delete in rows.columns:
-        op = F.when(F.col(keys.soft_delete).isNotNull(), F.lit("delete")).otherwise(op)
+        op = F.when(F.col(quote_identifier(keys.soft_delete)).isNotNull(), F.lit("delete")).otherwise(op)
     return rows.withColumns({
         "_op": op,
         "_window": F.lit(chunk.label),

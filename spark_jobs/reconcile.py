@@ -87,13 +87,19 @@ def lake_row_value() -> Any:
     return F.conv(F.substring("_source_hash", 1, ROW_HEX), 16, 10).cast("long")
 
 
-def source_checksums(connection: Any, run: Run, buckets: int) -> dict[int, tuple[int, int]]:
-    """bucket -> (rows, XOR of row hashes), computed by MySQL in one pass."""
-    columns = list(run.table.columns)
-    rows = query_rows(connection, (
-        f"SELECT b, COUNT(*), BIT_XOR(h) FROM (SELECT {bucket_sql(run.job.primary_key, buckets)} AS b, "
-        f"{row_value_sql(columns)} AS h FROM {source_name(run.job)}) AS spotlake_buckets GROUP BY b"))
-    return {int(b or 0): (int(n or 0), int(x or 0)) for b, n, x in rows}
+def source_checksums(run: Run, checker: Any, buckets: int) -> dict[int, tuple[int, int]]:
+    """bucket -> (rows, XOR of row hashes), computed by MySQL in one pass; only these rows travel."""
+    query = (f"(SELECT b, COUNT(*) AS n, CAST(BIT_XOR(h) AS SIGNED) AS x FROM (SELECT "
+             f"{bucket_sql(run.job.primary_key, buckets)} AS b, {row_value_sql(list(run.table.columns))} AS h "
+             f"FROM {source_name(run.job)}) AS spotlake_rows GROUP BY b) AS spotlake_buckets")
+    rows = jdbc_frame(run, checker, query).collect()
+    return {int(r["b"]): (int(r["n"]), int(r["x"] or 0)) for r in rows}
+
+
+def jdbc_frame(run: Run, source: Any, query: str) -> DataFrame:
+    return run.spark.read.format("jdbc").options(
+        url=source.url, driver=MYSQL_DRIVER, user=source.username, password=source.password, dbtable=query,
+        fetchsize=str(run.job.read.fetch_size)).load()
 
 
 def lake_checksums(lake: DataFrame, buckets: int) -> tuple[dict[int, tuple[int, int]], int]:
@@ -153,7 +159,7 @@ def run_reconcile(run: Run) -> dict[str, Any]:
         estimate = table_rows(connection, run)
         buckets = max(1, math.ceil(max(estimate, live_rows(pinned) or 0) / job.reconcile.chunk_rows))
         with run.clock.phase("checksum_s"):
-            source = source_checksums(connection, run, buckets)
+            source = source_checksums(run, checker, buckets)
             lake_sums, legacy = lake_checksums(lake, buckets)
         diff = differing(source, lake_sums)
         result.update({"rows_checked": sum(n for n, _ in source.values()),
@@ -216,9 +222,7 @@ def source_rows(run: Run, checker: Any, condition: str) -> DataFrame:
     job = run.job
     query = (f"(SELECT {hash_sql(job.primary_key)} AS k, {hash_sql(list(run.table.columns))} AS h, "
              f"{', '.join(key_text_sql(run))} FROM {source_name(job)} WHERE {condition}) AS spotlake_rows")
-    return run.spark.read.format("jdbc").options(
-        url=checker.url, driver=MYSQL_DRIVER, user=checker.username, password=checker.password, dbtable=query,
-        fetchsize=str(job.read.fetch_size)).load()
+    return jdbc_frame(run, checker, query)
 
 
 def repair_buckets(run: Run, label: str, lake: DataFrame, checker: Any, buckets: int, diff: list[int],

@@ -32,7 +32,7 @@ from pyspark.sql import Column, DataFrame
 from spark_jobs import user_transforms
 from spark_jobs.errors import DataError, ExtractionError, UnknownUserTransformError
 from spark_jobs.expression_check import builtin_functions, refusal
-from spark_jobs.job_config import CONFIG_FILE, ExtractJob, TransformStep
+from spark_jobs.job_config import CONFIG_FILE, ExtractJob, TransformStep, quote_identifier
 from spark_jobs.source_types import CARRIED
 
 Transformation = Callable[[DataFrame], DataFrame]
@@ -42,7 +42,8 @@ Transformation = Callable[[DataFrame], DataFrame]
 # ---------------------------------------------------------------------- ops
 def select_columns(columns: Sequence[str]) -> Transformation:
     """Keep ``columns`` (and the read's own bookkeeping columns, if there)."""
-    return lambda df: df.select(*[F.col(c) for c in columns], *[F.col(c) for c in df.columns if c.startswith(CARRIED)])
+    return lambda df: df.select(*[F.col(quote_identifier(c)) for c in columns],
+                                *[F.col(c) for c in df.columns if c.startswith(CARRIED)])
 
 
 def rename_columns(mapping: Mapping[str, str]) -> Transformation:
@@ -50,11 +51,11 @@ def rename_columns(mapping: Mapping[str, str]) -> Transformation:
 
 
 def cast_columns(types: Mapping[str, str]) -> Transformation:
-    return lambda df: df.withColumns({c: F.col(c).cast(t) for c, t in types.items()})
+    return lambda df: df.withColumns({c: F.col(quote_identifier(c)).cast(t) for c, t in types.items()})
 
 
 def hashed(column: str) -> Column:
-    return F.sha2(F.col(column).cast("string"), 256)
+    return F.sha2(F.col(quote_identifier(column)).cast("string"), 256)
 
 
 def with_hashed_columns(columns: Sequence[str]) -> Transformation:
@@ -63,7 +64,7 @@ def with_hashed_columns(columns: Sequence[str]) -> Transformation:
 
 def masked(column: str, keep_last: int) -> Column:
     # Every character that still has at least `keep_last` characters after it becomes '*'.
-    return F.regexp_replace(F.col(column).cast("string"), f"(?s).(?=.{{{keep_last}}})", "*")
+    return F.regexp_replace(F.col(quote_identifier(column)).cast("string"), f"(?s).(?=.{{{keep_last}}})", "*")
 
 
 def with_masked_columns(options: Mapping[str, Mapping[str, int]]) -> Transformation:

@@ -19,6 +19,7 @@ from croniter import croniter
 
 from spotlake.errors import ConfigError
 
+COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
@@ -54,6 +55,16 @@ def parse_duration(value: Any, where: str) -> timedelta:
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
+def column_name(value: Any, where: str) -> str:
+    """A column name as MySQL allows it (reserved words, spaces, mixed case): always quoted where used."""
+    if not isinstance(value, str) or not COLUMN.match(value):
+        raise ConfigError(
+            f"{where}: {value!r} is not a column name (no back-quote or control character, no space at either end, "
+            "at most 64 characters) — fix the name"
+        )
+    return value
+
+
 def identifier(value: Any, where: str) -> str:
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise ConfigError(
@@ -87,7 +98,7 @@ class Reconcile:
 
     enabled: bool = True
     schedule: str = "30 * * * *"
-    chunk_rows: int = 1000
+    chunk_rows: int = 200
     deletes: str = "remove"  # or "flag": set the soft_delete column
 
     def to_job(self, source: Source) -> dict[str, Any]:
@@ -234,7 +245,7 @@ def _unknown_keys(entry: dict[str, Any], allowed: set[str], where: str) -> None:
 def _columns_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: expected a non-empty list of column names")
-    return [identifier(v, where) for v in value]
+    return [column_name(v, where) for v in value]
 
 
 def _reconcile(raw: dict[str, Any], where: str, soft_delete: Any, transforms: list[Any]) -> Reconcile:
@@ -301,12 +312,12 @@ def _transform(raw: Any, where: str, user_functions: set[str] | None) -> Transfo
     if op == "rename":
         value = _mapping(value, f"{where}.rename")
         return Transform(op, {"columns": {
-            identifier(k, f"{where}.rename"): identifier(v, f"{where}.rename") for k, v in value.items()
+            column_name(k, f"{where}.rename"): column_name(v, f"{where}.rename") for k, v in value.items()
         }})
     if op == "cast":
         value = _mapping(value, f"{where}.cast")
         for col, typ in value.items():
-            identifier(col, f"{where}.cast")
+            column_name(col, f"{where}.cast")
             if not isinstance(typ, str) or not CAST_TYPE.match(typ.strip().lower()):
                 raise ConfigError(f"{where}.cast.{col}: {typ!r} is not a Spark type such as "
                                   "int, bigint, double, string, timestamp or decimal(12,2)")
@@ -315,7 +326,7 @@ def _transform(raw: Any, where: str, user_functions: set[str] | None) -> Transfo
         value = _mapping(value, f"{where}.mask")
         columns: dict[str, dict[str, int]] = {}
         for col, opts in value.items():
-            identifier(col, f"{where}.mask")
+            column_name(col, f"{where}.mask")
             keep = (opts or {}).get("keep_last", 0) if isinstance(opts, dict) else None
             if not isinstance(keep, int) or keep < 0:
                 raise ConfigError(f"{where}.mask.{col}: write {{keep_last: N}} with N >= 0")
@@ -324,7 +335,7 @@ def _transform(raw: Any, where: str, user_functions: set[str] | None) -> Transfo
     if op == "derive":
         value = _mapping(value, f"{where}.derive")
         for col, expr in value.items():
-            identifier(col, f"{where}.derive")
+            column_name(col, f"{where}.derive")
             if not isinstance(expr, str) or not expr.strip():
                 raise ConfigError(f"{where}.derive.{col}: expected a Spark SQL expression string")
         return Transform(op, {"columns": dict(value)})
@@ -484,8 +495,8 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
         database=identifier(entry["database"], f"{where}.database"),
         table=identifier(entry["table"], f"{where}.table"),
         primary_key=pk_cols,
-        cursor=identifier(entry["cursor"], f"{where}.cursor"),
-        soft_delete=identifier(entry["soft_delete"], f"{where}.soft_delete") if entry.get("soft_delete") else None,
+        cursor=column_name(entry["cursor"], f"{where}.cursor"),
+        soft_delete=column_name(entry["soft_delete"], f"{where}.soft_delete") if entry.get("soft_delete") else None,
         schedule=schedule,
         lookback=timedelta(0),
         pool=str(entry.get("pool", defaults.get("pool", "small"))),

@@ -354,3 +354,37 @@ def test_a_value_a_transform_cannot_hold_fails_once_with_the_column_value_and_fi
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-2].startswith("SPOTLAKE_DATA_ERROR: ") and err[-1].startswith("SPOTLAKE_ERROR: ")
     env.sql(f"DROP TABLE {env.table}")
+
+
+def test_column_names_that_need_quoting_work_as_keys_cursors_and_in_transforms(
+        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> None:
+    env = Lake(mysql, catalog_secret, tmp_path)
+    env.sql(f"CREATE TABLE {env.table} (`Order Id` BIGINT NOT NULL, `select` VARCHAR(5) NOT NULL, "
+            "`Amount Due` DECIMAL(10,2), `it's` VARCHAR(10), `Updated At` DATETIME(6) NOT NULL, "
+            "`deleted at` DATETIME(6) NULL, PRIMARY KEY (`Order Id`, `select`), KEY ix_u (`Updated At`))")
+    at = datetime.now(UTC) - timedelta(days=1)
+    with env.connect().cursor() as cur:
+        cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, NULL)",
+                        [(i, "ab"[i % 2], Decimal(i) / 4, f"v'{i}", at.replace(tzinfo=None)) for i in range(1, 301)])
+    names = {"primary_key": ["Order Id", "select"], "cursor": "Updated At", "soft_delete": "deleted at",
+             "read": {"chunk_rows": 70}}
+    transforms = [{"op": "rename", "columns": {"Amount Due": "amount due"}},
+                  {"op": "derive", "columns": {"Double Due": "`amount due` * 2"}},
+                  {"op": "cast", "columns": {"it's": "string"}},
+                  {"op": "select", "columns": ["Order Id", "select", "amount due", "Double Due", "it's",
+                                               "Updated At", "deleted at"]}]
+    assert snapshot(env, spark, transforms=transforms, **names)["rows"] == 300
+    with env.connect().cursor() as cur:
+        cur.execute(f"UPDATE {env.table} SET `Amount Due` = 99, `Updated At` = NOW(6) WHERE `Order Id` <= 10")
+        cur.execute(f"DELETE FROM {env.table} WHERE `Order Id` > 290")
+    window(env, spark, next_window(env), transforms=transforms, **names)
+    reconcile_key = f"{env.pipeline}#reconcile-names"
+    found = run_extraction(spark, job_doc(env, reconcile_key, kind="reconcile", transforms=transforms,
+                                          reconcile={"chunk_rows": 20}, **names))
+    assert found["deletes"] == 10
+    with env.connect().cursor() as cur:
+        cur.execute(f"SELECT `Order Id`, `select`, `Amount Due`, `it's` FROM {env.table}")
+        expected = {(i, s): (a, a * 2, t) for i, s, a, t in cur.fetchall()}
+    got = {(r["Order Id"], r["select"]): (r["amount due"], r["Double Due"], r["it's"]) for r in env.lake()}
+    assert got == expected
+    env.sql(f"DROP TABLE {env.table}")

@@ -93,13 +93,14 @@ def test_one_minute_schedule_and_explicit_lookback() -> None:
     ("changes", "message"),
     [
         ({"table": "orders; DROP TABLE x"}, "pipelines[0] (orders).table: 'orders; DROP TABLE x' is not a valid identifier"),
-        ({"cursor": "updated at"}, "is not a valid identifier"),
+        ({"cursor": "updated`at"}, "is not a column name (no back-quote"),
+        ({"cursor": "updated_at "}, "is not a column name"),
         ({"source": "nope"}, "source 'nope' is not defined under 'sources'"),
         ({"schedule": "every 5 minutes"}, "is not a cron expression"),
         ({"lookback": "five"}, "is not a duration"),
         ({"colour": "blue"}, "unknown key(s) colour"),
         ({"transforms": [{"explode": ["a"]}]}, "unknown transform 'explode'"),
-        ({"transforms": [{"rename": {"a": "b c"}}]}, "transforms[0].rename: 'b c' is not a valid identifier"),
+        ({"transforms": [{"rename": {"a": "b`c"}}]}, "transforms[0].rename: 'b`c' is not a column name"),
         ({"transforms": [{"cast": {"a": "varchar; drop"}}]}, "is not a Spark type"),
         ({"transforms": [{"mask": {"a": {"keep_last": -1}}}]}, "keep_last"),
         ({"read": {"fetchsize": 10}}, "read: unknown key(s) fetchsize"),
@@ -152,3 +153,22 @@ def test_source_time_and_open_transaction_settings_reach_the_job_document() -> N
     doc = pipeline.read_job()
     assert doc["time_zone"] == "America/New_York" and doc["wait_for_open_transactions"] is True
     assert (doc["open_transaction_margin_s"], doc["max_open_transaction_s"]) == (5, 600)
+
+
+def test_reconciliation_settings_defaults_and_refusals() -> None:
+    pipeline = parse(with_pipeline()).pipelines[0]
+    assert (pipeline.reconcile.enabled, pipeline.reconcile.schedule, pipeline.reconcile.chunk_rows,
+            pipeline.reconcile.deletes) == (True, "30 * * * *", 200, "remove")
+    raw = with_pipeline(reconcile={"chunk_rows": 500, "deletes": "flag"}, soft_delete="deleted_at")
+    raw["sources"]["shop"]["replica_secret_id"] = "spotlake/mysql/shop-replica"
+    pipeline = parse(raw).pipelines[0]
+    assert pipeline.reconcile.to_job(pipeline.source) == {
+        "chunk_rows": 500, "deletes": "flag", "replica_secret_id": "spotlake/mysql/shop-replica"}
+    filtered = parse(with_pipeline(transforms=[{"filter": "amount > 0"}])).pipelines[0]
+    assert filtered.reconcile.enabled is False  # a filtered row would look missing from the lake
+    with pytest.raises(ConfigError, match="reconcile: a pipeline with a filter step cannot be reconciled"):
+        parse(with_pipeline(transforms=[{"filter": "amount > 0"}], reconcile={"enabled": True}))
+    with pytest.raises(ConfigError, match="reconcile.deletes: flag sets the pipeline's soft_delete column"):
+        parse(with_pipeline(reconcile={"deletes": "flag"}, soft_delete=None))
+    with pytest.raises(ConfigError, match="reconcile.deletes: expected remove or flag"):
+        parse(with_pipeline(reconcile={"deletes": "drop"}))

@@ -162,7 +162,7 @@ def test_window_bounds_are_normalised_to_utc() -> None:
         ({"sourse": {}}, "'sourse'"),
         ({"transforms": [{"op": "explode", "columns": ["a"]}]}, "'transforms #1'"),
         ({"transforms": [{"op": "select", "columns": []}]}, "'transforms #1 (select): columns'"),
-        ({"transforms": [{"op": "rename", "columns": {"a": "b c"}}]}, "'transforms #1 (rename): columns.a'"),
+        ({"transforms": [{"op": "rename", "columns": {"a": "b`c"}}]}, "'transforms #1 (rename): columns.a'"),
         (
             {"transforms": [{"op": "mask", "columns": {"phone": {"keep_last": -1}}}]},
             "'transforms #1 (mask): columns.phone.keep_last'",
