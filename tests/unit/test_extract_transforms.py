@@ -139,9 +139,9 @@ def test_window_bounds_are_normalised_to_utc() -> None:
     ("changes", "field"),
     [
         ({"table": "orders; DROP TABLE x"}, "'table'"),
-        ({"primary_key": ["order_id", "1bad"]}, "'primary_key[1]'"),
+        ({"primary_key": ["order_id", "bad`name"]}, "'primary_key[1]'"),
         ({"primary_key": []}, "'primary_key'"),
-        ({"cursor": "updated at"}, "'cursor'"),
+        ({"cursor": "updated_at "}, "'cursor'"),
         ({"attempt": 0}, "'attempt'"),
         ({"run_id": "../../etc"}, "'run_id'"),
         ({"window": {"start": "2026-11-27T14:00:00", "end": "2026-11-27T14:05:00+00:00"}}, "'window.start'"),
