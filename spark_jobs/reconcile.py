@@ -189,7 +189,11 @@ def pinned_lake(run: Run, snapshot: Any) -> DataFrame:
     name = run.job.lake.current_table
     if snapshot is None or not table_exists(run.spark, name):
         return run.spark.createDataFrame([], "_source_key string, _source_hash string, _extracted_at timestamp")
-    return run.spark.read.option("snapshot-id", snapshot.snapshotId()).format("iceberg").load(name)
+    lake = run.spark.read.option("snapshot-id", snapshot.snapshotId()).format("iceberg").load(name)
+    # A table written before the lake stored the hashes has no such columns until a commit adds
+    # them: its rows are then rows without a hash (the full pass below).
+    missing = {c: F.lit(None).cast("string") for c in ("_source_key", "_source_hash") if c not in lake.columns}
+    return lake.withColumns(missing) if missing else lake
 
 
 # ------------------------------------------------------------------ repairs

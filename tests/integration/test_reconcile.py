@@ -79,8 +79,9 @@ def test_deletes_can_be_flagged_in_the_soft_delete_column(pipe: Lake, spark: Spa
 def test_rows_without_hashes_make_one_full_pass_then_deletes_are_exact(pipe: Lake, spark: SparkSession) -> None:
     seed(pipe, 400, datetime.now(UTC) - timedelta(days=1))
     pipe.snapshot(spark)
-    # As if written by a release before the lake stored _source_key / _source_hash.
-    spark.sql(f"UPDATE lake.{pipe.namespace}.{pipe.pipeline} SET _source_key = NULL, _source_hash = NULL")
+    # As if written by a release before the lake stored _source_key / _source_hash: no such columns.
+    for column in ("_source_key", "_source_hash"):
+        spark.sql(f"ALTER TABLE lake.{pipe.namespace}.{pipe.pipeline} DROP COLUMN {column}")
     pipe.sql(f"DELETE FROM {pipe.table} WHERE id > 390")
     found = reconcile(pipe, spark)
     assert (found["rows_without_hash"], found["rows_repaired"], found["deletes"]) == (400, 390, 10)
