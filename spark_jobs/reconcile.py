@@ -190,10 +190,14 @@ def pinned_lake(run: Run, snapshot: Any) -> DataFrame:
     if snapshot is None or not table_exists(run.spark, name):
         return run.spark.createDataFrame([], "_source_key string, _source_hash string, _extracted_at timestamp")
     lake = run.spark.read.option("snapshot-id", snapshot.snapshotId()).format("iceberg").load(name)
-    # A table written before the lake stored the hashes has no such columns until a commit adds
-    # them: its rows are then rows without a hash (the full pass below).
-    missing = {c: F.lit(None).cast("string") for c in ("_source_key", "_source_hash") if c not in lake.columns}
-    return lake.withColumns(missing) if missing else lake
+    # A table written before the lake stored the hashes has no such columns (in its schema now)
+    # until a commit adds them: its rows are then rows without a hash (the full pass below).
+    now = set(run.spark.table(name).columns)
+    missing = [c for c in ("_source_key", "_source_hash") if c not in now or c not in lake.columns]
+    if not missing:
+        return lake
+    return lake.drop(*[c for c in missing if c in lake.columns]).withColumns(
+        {c: F.lit(None).cast("string") for c in missing})
 
 
 # ------------------------------------------------------------------ repairs
@@ -307,8 +311,9 @@ def full_pass(run: Run, label: str, result: dict[str, Any]) -> None:
             after = upper
     result["rows_repaired"] = written
     with run.clock.phase("delete_s"):
-        # Read again: the rows still without a key hash are the ones the pass did not see.
-        current = pinned_lake(run, current_snapshot(run.spark, job.lake.current_table))
+        # Read again (the table as it is now): the rows still without a key hash are the ones the
+        # pass did not see.
+        current = run.spark.read.format("iceberg").load(job.lake.current_table)
         result["deletes"] = remove_gone(run, label, current, {None: None}, number + 1)
 
 
