@@ -20,6 +20,7 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from spotlake import config
 from spotlake.jobs import BatchRequest, NoReadyCluster, submit_or_reconnect
 from spotlake.livy import EndpointLivyHook
 from spotlake.registry import Job, JobState, Registry, StaleState
@@ -214,3 +215,24 @@ class PoolBatchOperator(BaseOperator):
             self.livy(job.endpoint).delete_batch(job.batch_id)
         finally:
             self._finish(job, JobState.FAILED, "task killed")
+
+
+class PipelineBatchOperator(PoolBatchOperator):
+    """A batch that works on one pipeline's lake tables (maintenance, reconciliation): its job key
+    is ``<pipeline>#<kind>-<the run's data interval end>``."""
+
+    template_fields = ("pipeline_name",)
+    job_kind = "batch"
+
+    def __init__(self, *, pipeline_name: str, **kwargs: Any) -> None:
+        self.pipeline_name = pipeline_name
+        super().__init__(**kwargs)
+
+    @cached_property
+    def config(self) -> config.PipelinesConfig:
+        return config.load()
+
+    def job_key(self, context: Any) -> str:
+        moment = context.get("data_interval_end") or context.get("logical_date")
+        label = moment.strftime("%Y%m%dT%H%M%SZ") if moment is not None else "manual"
+        return f"{self.pipeline_name}#{self.job_kind}-{label}"

@@ -4,38 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
-from functools import cached_property
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from operators.livy_batch import PoolBatchOperator
-from spotlake import artifacts, config
+from operators.livy_batch import PipelineBatchOperator
+from spotlake import artifacts
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
 
 
-class LakeMaintenanceOperator(PoolBatchOperator):
+class LakeMaintenanceOperator(PipelineBatchOperator):
     """Runs ``spark_jobs/maintain.py`` for ``pipeline``: see :mod:`spark_jobs.maintenance`.
 
     It takes the pipeline's commit lock like a window does, so windows wait while it runs
     and it never races a ``MERGE INTO``; readers are unaffected (snapshots younger than the
     retention, and the files they reference, stay)."""
 
-    template_fields = ("pipeline_name",)
-
-    def __init__(self, *, pipeline_name: str, **kwargs: Any) -> None:
-        self.pipeline_name = pipeline_name
-        super().__init__(**kwargs)
-
-    @cached_property
-    def config(self) -> config.PipelinesConfig:
-        return config.load()
-
-    def job_key(self, context: Any) -> str:
-        moment = context.get("data_interval_end") or context.get("logical_date")
-        label = moment.strftime("%Y%m%dT%H%M%SZ") if moment is not None else "manual"
-        return f"{self.pipeline_name}#maintenance-{label}"
+    job_kind = "maintenance"
 
     def build_request(self, context: Any) -> BatchRequest:
         published = artifacts.publish("maintain.py", s3=S3Hook(aws_conn_id=self.aws_conn_id).get_conn())

@@ -4,40 +4,26 @@ from __future__ import annotations
 
 import base64
 import json
-from functools import cached_property
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from operators.extraction import extraction_document
-from operators.livy_batch import PoolBatchOperator
-from spotlake import artifacts, config
+from operators.livy_batch import PipelineBatchOperator
+from spotlake import artifacts
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
 
 
-class ReconcileOperator(PoolBatchOperator):
+class ReconcileOperator(PipelineBatchOperator):
     """Runs ``spark_jobs/extract.py`` with a ``reconcile`` job for ``pipeline``: checksums of the
     source and the lake per key-hash bucket, then only the buckets that differ are compared row by
     row; rows that differ are re-extracted and rows gone from the source recorded as deletes.
 
     Its commits take the pipeline's commit lock like a window's; the watermark does not move."""
 
-    template_fields = ("pipeline_name",)
     ui_color = "#e8e0f5"
-
-    def __init__(self, *, pipeline_name: str, **kwargs: Any) -> None:
-        self.pipeline_name = pipeline_name
-        super().__init__(**kwargs)
-
-    @cached_property
-    def config(self) -> config.PipelinesConfig:
-        return config.load()
-
-    def job_key(self, context: Any) -> str:
-        moment = context.get("data_interval_end") or context.get("logical_date")
-        label = moment.strftime("%Y%m%dT%H%M%SZ") if moment is not None else "manual"
-        return f"{self.pipeline_name}#reconcile-{label}"
+    job_kind = "reconcile"
 
     def build_request(self, context: Any) -> BatchRequest:
         published = artifacts.publish("extract.py", s3=S3Hook(aws_conn_id=self.aws_conn_id).get_conn())

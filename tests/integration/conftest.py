@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +115,22 @@ def start_livy(layout: StackLayout, supervisor: Supervisor) -> Iterator[Callable
     yield start
     for name in started:
         supervisor.stop(name)
+
+
+# ------------------------------------------- the Spark jobs in-process (tests/integration/job_harness.py)
+@pytest.fixture(scope="session")
+def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[Any]:
+    """One local Spark session with Iceberg for the in-process job tests (test_streaming.py has its own)."""
+    from tests.integration.job_harness import iceberg_session
+
+    yield from iceberg_session(s3_endpoint)
+
+
+@pytest.fixture
+def pipe(mysql: dict[str, str], catalog_secret: str, spark: Any, tmp_path: Path) -> Iterator[Any]:
+    """A pipeline of its own over a new orders table (job_harness.orders_pipeline), dropped afterwards."""
+    from tests.integration.job_harness import orders_pipeline
+
+    env = orders_pipeline(mysql, catalog_secret, tmp_path)
+    yield env
+    env.sql(f"DROP TABLE IF EXISTS {env.table}")

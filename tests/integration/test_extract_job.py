@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,28 +27,14 @@ from spotlake import config, lake
 from tests.integration.job_harness import (
     FIVE,
     Lake,
-    iceberg_session,
     naive,
     next_window,
-    orders_pipeline,
     seed,
 )
 
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[SparkSession]:
-    yield from iceberg_session(s3_endpoint)
-
-
-@pytest.fixture
-def pipe(mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> Iterator[Lake]:
-    env = orders_pipeline(mysql, catalog_secret, tmp_path)
-    yield env
-    env.sql(f"DROP TABLE IF EXISTS {env.table}")
 
 
 # ------------------------------------------------------------------------ tests

@@ -19,16 +19,11 @@ from pyspark.sql import SparkSession
 
 from spotlake.lake import split_s3
 from spotlake.localstack.layout import StackLayout
-from tests.integration.job_harness import Lake, iceberg_session, naive, next_window, orders_pipeline, seed
+from tests.integration.job_harness import Lake, naive, next_window, orders_pipeline, seed
 
 pytestmark = pytest.mark.integration
 
 FIVE = timedelta(minutes=5)
-
-
-@pytest.fixture(scope="session")
-def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[SparkSession]:
-    yield from iceberg_session(s3_endpoint)
 
 
 @pytest.fixture

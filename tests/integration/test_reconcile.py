@@ -14,21 +14,9 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
-from tests.integration.job_harness import Lake, iceberg_session, orders_pipeline, seed
+from tests.integration.job_harness import Lake, seed
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[SparkSession]:
-    yield from iceberg_session(s3_endpoint)
-
-
-@pytest.fixture
-def pipe(mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> Iterator[Lake]:
-    env = orders_pipeline(mysql, catalog_secret, tmp_path)
-    yield env
-    env.sql(f"DROP TABLE IF EXISTS {env.table}")
 
 
 def reconcile(env: Lake, spark: SparkSession, **options: Any) -> dict[str, Any]:

@@ -24,14 +24,9 @@ from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_state import WindowRecord, iso, snapshot_job_key
 from spotlake.localstack.layout import StackLayout
-from tests.integration.job_harness import FIVE, Lake, iceberg_session, next_window, orders_pipeline, seed
+from tests.integration.job_harness import FIVE, Lake, next_window, orders_pipeline, seed
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[SparkSession]:
-    yield from iceberg_session(s3_endpoint)
 
 
 def root(layout: StackLayout) -> pymysql.Connection:
