@@ -62,7 +62,7 @@ from spark_jobs.mysql_source import (
     source_name,
     source_now,
 )
-from spark_jobs.source_types import hash_sql
+from spark_jobs.source_types import CARRIED, SOURCE_HASH, SOURCE_KEY, hash_sql
 from spark_jobs.transforms import apply_transforms
 
 LOG = logging.getLogger(__name__)
@@ -145,6 +145,12 @@ def run_reconcile(run: Run) -> dict[str, Any]:
             f"{job.context}: reconciliation cannot tell a row that {filtering.label} drops from a row missing "
             f"from the lake — filter when reading instead, or set reconcile: {{enabled: false}} for this "
             f"pipeline in {CONFIG_FILE}")
+    data, _ = transformed_empty(run)
+    if SOURCE_KEY not in data.columns or SOURCE_HASH not in data.columns:
+        raise ExtractionError(
+            f"{job.context}: a transform drops spotlake's row hash columns ({SOURCE_KEY}, {SOURCE_HASH}), so "
+            f"the lake cannot be compared with the source — keep every column starting with {CARRIED} in user "
+            f"functions, or set reconcile: {{enabled: false}} for this pipeline in {CONFIG_FILE}")
     started = source_now(run.connection)
     label = job.label
     run.store.plan_window(WindowRecord(pipeline=job.pipeline, window=label, job_key=job.job_key, start=iso(started),
@@ -301,6 +307,7 @@ def full_pass(run: Run, label: str, result: dict[str, Any]) -> None:
     """Re-read the whole table in key order (rows then carry their hashes); then the lake rows
     without ``_source_key`` that were not re-read are gone from the source."""
     job, number, after, written = run.job, 0, None, 0
+    started = source_now(run.connection)  # every row the pass merges is read after this
     with run.clock.phase("repair_s"):
         while True:
             number += 1
@@ -311,10 +318,11 @@ def full_pass(run: Run, label: str, result: dict[str, Any]) -> None:
             after = upper
     result["rows_repaired"] = written
     with run.clock.phase("delete_s"):
-        # Read again (the table as it is now): the rows still without a key hash are the ones the
-        # pass did not see.
+        # Read again (the table as it is now): the rows still without a key hash, read before the
+        # pass began, are the ones the pass did not see.
         current = run.spark.read.format("iceberg").load(job.lake.current_table)
-        result["deletes"] = remove_gone(run, label, current, {None: None}, number + 1)
+        unseen = current.filter(F.col("_extracted_at") < F.lit(started).cast("timestamp"))
+        result["deletes"] = remove_gone(run, label, unseen, {None: None}, number + 1)
 
 
 # ------------------------------------------------------------------ deletes
@@ -349,12 +357,10 @@ def remove_gone(run: Run, label: str, lake: DataFrame, gone: dict[Any, Any], num
     return count
 
 
-def soft_delete_column(run: Run) -> str:
-    """The lake's name of the pipeline's soft-delete column (after the transforms' renames)."""
+def transformed_empty(run: Run) -> tuple[DataFrame, Any]:
+    """The transforms applied to no rows: the columns and key names a chunk will have."""
     empty = read_rows(run.spark, run.source, run.job, run.table, "1 = 0", ReadStats(rows=0), run.line)
-    _, keys = apply_transforms(empty, run.job)
-    assert keys.soft_delete is not None
-    return keys.soft_delete
+    return apply_transforms(empty, run.job)
 
 
 def commit_deletes(run: Run, rows: DataFrame, chunk: Chunk, legacy: bool) -> None:
@@ -370,17 +376,19 @@ def commit_deletes(run: Run, rows: DataFrame, chunk: Chunk, legacy: bool) -> Non
                                   chunk, props)
         held.check()
         view = f"spotlake_gone_{job.run_id}".replace("-", "_")
-        rows.select("_source_key", "_seen", "_extracted_at", "_window", "_job_key").createOrReplaceTempView(view)
+        _, keys = transformed_empty(run)
+        pk = [quote_identifier(c) for c in keys.primary_key]
+        rows.select(*pk, "_source_key", "_seen", "_extracted_at", "_window", "_job_key").createOrReplaceTempView(view)
         if job.reconcile.deletes == "remove":
             action = "DELETE"
         else:
-            soft = quote_identifier(soft_delete_column(run))
+            soft = quote_identifier(str(keys.soft_delete))
             action = (f"UPDATE SET t.{soft} = s._extracted_at, t._op = 'delete', t._window = s._window, "
                       "t._job_key = s._job_key, t._extracted_at = s._extracted_at")
-        # Only the version that was read: a window that committed a newer one since wins.
-        same = "t._extracted_at <=> s._seen"
-        key = f"t._source_key IS NULL AND s._source_key IS NULL AND {same}" if legacy else \
-            f"t._source_key = s._source_key AND {same}"
+        # The row by its key, and only the version that was read: a window that committed a newer
+        # one since wins.
+        same = " AND ".join([*(f"t.{c} = s.{c}" for c in pk), "t._extracted_at <=> s._seen"])
+        key = f"t._source_key IS NULL AND {same}" if legacy else f"t._source_key = s._source_key AND {same}"
         statement = f"MERGE INTO {job.lake.current_table} t USING {view} s ON {key} WHEN MATCHED THEN {action}"
         try:
             with_commit_properties(run.spark, {**props, "spotlake.commit-id": commit_id()},
