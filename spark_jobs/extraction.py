@@ -8,6 +8,9 @@ in a one-shot ``spark-submit`` (see ``extract.py``) and in a long-lived session.
   so a pause or a failed window leaves no gap), in chunks of at most
   ``read.window_chunk_s`` seconds, each committed on its own and each moving the
   watermark forward.
+- A window reads only up to the start of the oldest transaction still open on the source (less
+  ``read.open_transaction_margin_s``), so rows that transaction commits later, with cursor values
+  from before their commit, are read by a later window (see docs/types.md).
 - The **snapshot** job is the initial load: the rows already in the table, read in
   primary-key chunks of ``read.chunk_rows`` rows, each committed on its own and recorded
   in the registry, so a new attempt (after a cluster death) resumes after the last
