@@ -1,4 +1,5 @@
-"""Extract one job of one MySQL table into the lake: a window, or the initial snapshot.
+"""Extract one job of one MySQL table into the lake: a window, the initial snapshot, or a
+reconciliation (:mod:`spark_jobs.reconcile`, which builds on the reads and commits here).
 
 :func:`run_extraction` is a function of (Spark session, job), so it runs the same
 in a one-shot ``spark-submit`` (see ``extract.py``) and in a long-lived session.
