@@ -305,55 +305,50 @@ def _transform(raw: Any, where: str, user_functions: set[str] | None) -> Transfo
             f"{where}: a transform is a mapping with exactly one of {', '.join(TRANSFORM_OPS)}; got {sorted(raw)}"
         )
     op, value = next(iter(raw.items()))
-    if op == "select":
-        return Transform(op, {"columns": _columns_list(value, f"{where}.select")})
-    if op == "hash":
-        return Transform(op, {"columns": _columns_list(value, f"{where}.hash")})
-    if op == "rename":
-        value = _mapping(value, f"{where}.rename")
-        return Transform(op, {"columns": {
-            column_name(k, f"{where}.rename"): column_name(v, f"{where}.rename") for k, v in value.items()
-        }})
-    if op == "cast":
-        value = _mapping(value, f"{where}.cast")
-        for col, typ in value.items():
-            column_name(col, f"{where}.cast")
-            if not isinstance(typ, str) or not CAST_TYPE.match(typ.strip().lower()):
-                raise ConfigError(f"{where}.cast.{col}: {typ!r} is not a Spark type such as "
-                                  "int, bigint, double, string, timestamp or decimal(12,2)")
-        return Transform(op, {"columns": {k: v.strip().lower() for k, v in value.items()}})
-    if op == "mask":
-        value = _mapping(value, f"{where}.mask")
-        columns: dict[str, dict[str, int]] = {}
-        for col, opts in value.items():
-            column_name(col, f"{where}.mask")
-            keep = (opts or {}).get("keep_last", 0) if isinstance(opts, dict) else None
-            if not isinstance(keep, int) or keep < 0:
-                raise ConfigError(f"{where}.mask.{col}: write {{keep_last: N}} with N >= 0")
-            columns[col] = {"keep_last": keep}
-        return Transform(op, {"columns": columns})
-    if op == "derive":
-        value = _mapping(value, f"{where}.derive")
-        for col, expr in value.items():
-            column_name(col, f"{where}.derive")
-            if not isinstance(expr, str) or not expr.strip():
-                raise ConfigError(f"{where}.derive.{col}: expected a Spark SQL expression string")
-        return Transform(op, {"columns": dict(value)})
+    if op in ("select", "hash"):
+        return Transform(op, {"columns": _columns_list(value, f"{where}.{op}")})
+    if op in ("rename", "cast", "mask", "derive"):
+        value = _mapping(value, f"{where}.{op}")
+        return Transform(op, {"columns": {column_name(col, f"{where}.{op}"): _column_value(op, col, v, where)
+                                          for col, v in value.items()}})
     if op == "filter":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where}.filter: expected a Spark SQL boolean expression string")
         return Transform(op, {"condition": value})
     if op == "function":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}.function: expected the registered name of a transform function")
-        if user_functions is not None and value not in user_functions:
-            raise ConfigError(
-                f"{where}.function: no transform function registered as '{value}'; registered: "
-                f"{', '.join(sorted(user_functions)) or 'none'} — register it with "
-                "@register('name') in spark_jobs/user_transforms/"
-            )
-        return Transform(op, {"name": value})
+        return Transform(op, {"name": _function_name(value, where, user_functions)})
     raise ConfigError(f"{where}: unknown transform '{op}'; use one of {', '.join(TRANSFORM_OPS)}")
+
+
+def _column_value(op: str, col: str, value: Any, where: str) -> Any:
+    """The checked value of ``col`` in a rename, cast, mask or derive step."""
+    if op == "rename":
+        return column_name(value, f"{where}.rename")
+    if op == "cast":
+        if not isinstance(value, str) or not CAST_TYPE.match(value.strip().lower()):
+            raise ConfigError(f"{where}.cast.{col}: {value!r} is not a Spark type such as "
+                              "int, bigint, double, string, timestamp or decimal(12,2)")
+        return value.strip().lower()
+    if op == "mask":
+        keep = (value or {}).get("keep_last", 0) if isinstance(value, dict) else None
+        if not isinstance(keep, int) or keep < 0:
+            raise ConfigError(f"{where}.mask.{col}: write {{keep_last: N}} with N >= 0")
+        return {"keep_last": keep}
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.derive.{col}: expected a Spark SQL expression string")
+    return value
+
+
+def _function_name(value: Any, where: str, user_functions: set[str] | None) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.function: expected the registered name of a transform function")
+    if user_functions is not None and value not in user_functions:
+        raise ConfigError(
+            f"{where}.function: no transform function registered as '{value}'; registered: "
+            f"{', '.join(sorted(user_functions)) or 'none'} — register it with "
+            "@register('name') in spark_jobs/user_transforms/"
+        )
+    return value
 
 
 def registered_functions() -> set[str] | None:
