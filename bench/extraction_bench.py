@@ -45,7 +45,7 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 import psutil  # noqa: E402
 import pymysql  # noqa: E402
 
-from spotlake import artifacts  # noqa: E402
+from spotlake import artifacts, job_dependencies  # noqa: E402
 from spotlake.localstack import jvm, services  # noqa: E402
 from spotlake.localstack.layout import StackLayout  # noqa: E402
 
@@ -97,7 +97,12 @@ def ensure_full_table(layout: StackLayout, rows: int) -> str:
 
 
 def spark_submit(layout: StackLayout, entry: str, py_files: str, job_file: Path) -> tuple[subprocess.Popen[str], list[str]]:
-    jars = ",".join(str(p) for p in jvm.jar_files(layout, "spark"))
+    """A ``spark-submit`` as the local Livy runs a batch: the published jars and Python archive,
+    s3a on the extra class path (the project's Python, so that older revisions compared with
+    ``--before`` run too)."""
+    deps = job_dependencies.load(artifacts.artifacts_root())
+    platform = ":".join(str(p) for p in jvm.jar_files(layout, "spark"))
+    python = layout.python
     argv = [
         str(layout.spark_home / "bin" / "spark-submit"), "--master", "local[2]", "--driver-memory", "1g",
         "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.session.timeZone=UTC",
@@ -107,10 +112,12 @@ def spark_submit(layout: StackLayout, entry: str, py_files: str, job_file: Path)
         "--conf", "spark.hadoop.fs.s3a.path.style.access=true",
         "--conf", "spark.hadoop.fs.s3a.aws.credentials.provider=org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
         "--conf", "spark.hadoop.fs.s3a.access.key=testing", "--conf", "spark.hadoop.fs.s3a.secret.key=testing",
-        "--jars", jars, "--py-files", py_files, entry, "--job-file", str(job_file),
+        "--conf", f"spark.driver.extraClassPath={platform}", "--conf", f"spark.executor.extraClassPath={platform}",
+        *[arg for key, value in deps.spark_conf().items() for arg in ("--conf", f"{key}={value}")],
+        "--jars", ",".join(deps.jars), "--py-files", py_files, entry, "--job-file", str(job_file),
     ]
-    env = {**os.environ, **services.aws_env(layout), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": layout.python,
-           "SPARK_HOME": str(layout.spark_home)}
+    env = {**os.environ, **services.aws_env(layout), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python,
+           "PYSPARK_DRIVER_PYTHON": python, "SPARK_HOME": str(layout.spark_home)}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
     return proc, argv
 

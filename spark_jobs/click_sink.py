@@ -20,7 +20,7 @@ distinct-set members, aggregates and funnel counts together with the batch id in
 
 The module has no Spark dependency: the Spark job computes :class:`BatchRows` from
 a micro-batch, the Python baseline of ``bench/streaming_bench.py`` from a poll.
-It needs ``psycopg2`` (on EMR: a bootstrap action ``pip3 install psycopg2-binary``).
+It needs ``psycopg2``, which every batch brings in its Python archive (spark_jobs/runtime.py).
 Credentials come from a Secrets Manager secret (JSON with host, port, database,
 username, password) and go only into the connection: never into a log or message.
 """
@@ -169,8 +169,8 @@ class PostgresSinkWriter:
                 import psycopg2
             except ImportError:
                 raise StreamingError(
-                    f"stream {stream}: psycopg2 is not installed on the cluster — install it (EMR: a "
-                    "bootstrap action running `pip3 install psycopg2-binary`)"
+                    f"stream {stream}: psycopg2 is not on the driver — the batch's Python archive did not reach "
+                    "it; publish it with `python -m spotlake.job_dependencies publish` (spark.archives)"
                 ) from None
             try:
                 return psycopg2.connect(

@@ -15,6 +15,7 @@ deterministic data error (:class:`~spark_jobs.errors.DataError`) is also printed
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -25,9 +26,9 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from spark_jobs.errors import DataError, ExtractionError, SpotlakeJobError
-from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS
+from spark_jobs.runtime import use_job_packages
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
 DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # also printed for a DataError: the operator does not retry
@@ -97,17 +98,25 @@ def log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
+def load_runner(name: str) -> Callable[[SparkSession, Any], dict[str, Any]]:
+    """The job function ``module:function``, imported only once the job's Python packages are on
+    the path (its module imports boto3)."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: Any,
-             run: Callable[[SparkSession, Any], dict[str, Any]], what: str) -> int:
-    """Parse the job, run it in the active session (or a new one it stops after), print the
-    result line or one error line; the exit code says which."""
+             run: str, what: str) -> int:
+    """Parse the job, run ``run`` (``module:function``) in the active session (or a new one it
+    stops after), print the result line or one error line; the exit code says which."""
     job: Any = None
     existing = SparkSession.getActiveSession()
     spark: SparkSession | None = None
     try:
         job = load_job(parse_args(argv, prog, description), job_type)
         spark = existing or build_session(f"spotlake-{what}-{job.pipeline}")
-        result = run(spark, job)
+        use_job_packages()
+        result = load_runner(run)(spark, job)
     except SpotlakeJobError as exc:
         if isinstance(exc, DataError):
             print(DATA_ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
@@ -127,7 +136,7 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_main(argv, "extract.py", "Extract one window of one MySQL table into the lake.", ExtractJob,
-                    run_extraction, "extraction")
+                    "spark_jobs.extraction:run_extraction", "extraction")
 
 
 if __name__ == "__main__":

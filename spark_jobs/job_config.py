@@ -532,3 +532,51 @@ class _JobParser:
 def sql_timestamp(moment: datetime) -> str:
     """A window bound as the job writes it into SQL: UTC wall clock with microseconds."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@dataclass(frozen=True)
+class MaintenanceOptions:
+    snapshot_retention_s: float = 86400.0
+    retain_last: int = 10
+    orphan_age_s: float = 3 * 86400.0
+    target_file_size_mb: int = 128
+
+
+@dataclass(frozen=True)
+class MaintenanceJob(JobDocument):
+    job_key: str
+    attempt: int
+    run_id: str
+    pipeline: str
+    lake: LakeTables
+    registry: RegistryRef
+    options: MaintenanceOptions
+    commit: CommitOptions = CommitOptions()
+
+    @property
+    def context(self) -> str:
+        return f"pipeline {self.pipeline} (maintenance)"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MaintenanceJob:
+        parser = _JobParser(data)
+        parser.who = f"pipeline {data.get('pipeline')}"
+        parser.unknown_keys(data, {"job_key", "attempt", "run_id", "pipeline", "lake", "registry", "maintenance",
+                                   "commit"}, "")
+        attempt = data.get("attempt")
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise parser.fail("attempt", f"must be an integer >= 1, got {attempt!r}")
+        options = parser.section(data, "maintenance", required=False)
+        parser.unknown_keys(options, {"snapshot_retention_s", "retain_last", "orphan_age_s", "target_file_size_mb"},
+                            "maintenance.")
+        for key, value in options.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise parser.fail(f"maintenance.{key}", f"must be a number >= 0, got {value!r}")
+        return cls(
+            job_key=parser.text(data, "job_key"), attempt=attempt, run_id=parser.text(data, "run_id"),
+            pipeline=parser.text(data, "pipeline"),
+            lake=parser.lake(parser.section(data, "lake", required=True)),
+            registry=parser.registry(parser.section(data, "registry", required=True)),
+            options=MaintenanceOptions(**options),
+            commit=parser.commit(parser.section(data, "commit", required=False)),
+        )

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from spark_jobs.extract import log_to_stderr, run_main
-from spark_jobs.maintenance import MaintenanceJob, run_maintenance
+from spark_jobs.job_config import MaintenanceJob
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_main(argv, "maintain.py", "Compact, expire and clean a pipeline's lake tables.", MaintenanceJob,
-                    run_maintenance, "maintenance")
+                    "spark_jobs.maintenance:run_maintenance", "maintenance")
 
 
 if __name__ == "__main__":

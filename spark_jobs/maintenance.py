@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,66 +27,11 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.commit_lock import take_lock
 from spark_jobs.errors import ExtractionError
-from spark_jobs.job_config import (
-    UTC,
-    CommitOptions,
-    JobDocument,
-    LakeTables,
-    RegistryRef,
-    _JobParser,
-)
+from spark_jobs.job_config import UTC, MaintenanceJob
 from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS, catalog_properties, table_exists, with_commit_properties
 from spark_jobs.lake_state import LakeState, Owner, iso
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MaintenanceOptions:
-    snapshot_retention_s: float = 86400.0
-    retain_last: int = 10
-    orphan_age_s: float = 3 * 86400.0
-    target_file_size_mb: int = 128
-
-
-@dataclass(frozen=True)
-class MaintenanceJob(JobDocument):
-    job_key: str
-    attempt: int
-    run_id: str
-    pipeline: str
-    lake: LakeTables
-    registry: RegistryRef
-    options: MaintenanceOptions
-    commit: CommitOptions = CommitOptions()
-
-    @property
-    def context(self) -> str:
-        return f"pipeline {self.pipeline} (maintenance)"
-
-    @classmethod
-    def from_dict(cls, data: Any) -> MaintenanceJob:
-        parser = _JobParser(data)
-        parser.who = f"pipeline {data.get('pipeline')}"
-        parser.unknown_keys(data, {"job_key", "attempt", "run_id", "pipeline", "lake", "registry", "maintenance",
-                                   "commit"}, "")
-        attempt = data.get("attempt")
-        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-            raise parser.fail("attempt", f"must be an integer >= 1, got {attempt!r}")
-        options = parser.section(data, "maintenance", required=False)
-        parser.unknown_keys(options, {"snapshot_retention_s", "retain_last", "orphan_age_s", "target_file_size_mb"},
-                            "maintenance.")
-        for key, value in options.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise parser.fail(f"maintenance.{key}", f"must be a number >= 0, got {value!r}")
-        return cls(
-            job_key=parser.text(data, "job_key"), attempt=attempt, run_id=parser.text(data, "run_id"),
-            pipeline=parser.text(data, "pipeline"),
-            lake=parser.lake(parser.section(data, "lake", required=True)),
-            registry=parser.registry(parser.section(data, "registry", required=True)),
-            options=MaintenanceOptions(**options),
-            commit=parser.commit(parser.section(data, "commit", required=False)),
-        )
 
 
 def _call(spark: SparkSession, statement: str) -> dict[str, Any]:

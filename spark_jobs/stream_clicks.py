@@ -8,7 +8,7 @@ Kafka held at its start). It then prints ``SPOTLAKE_STREAM: <json summary>`` and
 exits 0. On failure it prints one line ``SPOTLAKE_ERROR: <message>`` on stderr
 (the supervisor shows it from the Livy log) and exits 2 for a configuration or
 sink problem (:class:`~spark_jobs.errors.SpotlakeJobError`), 1 for anything else.
-The job needs ``psycopg2`` and ``boto3`` on the cluster (EMR: a bootstrap action).
+The job's ``psycopg2`` and ``boto3`` come with the batch (``spark.archives``, spark_jobs/runtime.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pyspark.sql import SparkSession
 from spark_jobs.clickstream import describe, run_stream
 from spark_jobs.errors import SpotlakeJobError, StreamingError
 from spark_jobs.extract import ERROR_MARK, describe_failure, log_to_stderr, one_line
+from spark_jobs.runtime import use_job_packages
 from spark_jobs.stream_job import StreamJob
 
 SUMMARY_MARK = "SPOTLAKE_STREAM: "
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         job = load_job(parse_args(argv))
         spark = existing or build_session(job)
+        use_job_packages()
         run = run_stream(spark, job)
     except SpotlakeJobError as exc:
         print(ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)

@@ -137,13 +137,8 @@ class ExtractWindowOperator(PoolBatchOperator):
         self._plan = self.plan(context)
         published = artifacts.publish("extract.py", s3=self.s3)
         label = self._plan.job_key.rpartition("#")[2]
-        return BatchRequest(
-            job_key=self._plan.job_key,
-            pool=self.pipeline.pool,
-            file=published.entry,
-            py_files=published.py_files,
-            name=f"spotlake-extract-{self.pipeline.name}-{label}",
-        )
+        return published.request(self._plan.job_key, self.pipeline.pool,
+                                 name=f"spotlake-extract-{self.pipeline.name}-{label}")
 
     def job_document(self, context: Any, run_id: str) -> dict[str, Any]:
         plan = self._plan or self.plan(context)

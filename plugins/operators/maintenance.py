@@ -26,8 +26,7 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
     def build_request(self, context: Any) -> BatchRequest:
         published = artifacts.publish("maintain.py", s3=S3Hook(aws_conn_id=self.aws_conn_id).get_conn())
         key = self.job_key(context)
-        return BatchRequest(job_key=key, pool=self.pool_name, file=published.entry, py_files=published.py_files,
-                            name=f"spotlake-maintain-{self.pipeline_name}")
+        return published.request(key, self.pool_name, name=f"spotlake-maintain-{self.pipeline_name}")
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
         key = self.job_key(context)

@@ -27,8 +27,7 @@ class ReconcileOperator(PipelineBatchOperator):
 
     def build_request(self, context: Any) -> BatchRequest:
         published = artifacts.publish("extract.py", s3=S3Hook(aws_conn_id=self.aws_conn_id).get_conn())
-        return BatchRequest(job_key=self.job_key(context), pool=self.pool_name, file=published.entry,
-                            py_files=published.py_files, name=f"spotlake-reconcile-{self.pipeline_name}")
+        return published.request(self.job_key(context), self.pool_name, name=f"spotlake-reconcile-{self.pipeline_name}")
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
         pipeline = self.config.get(self.pipeline_name)

@@ -1,9 +1,12 @@
-"""The Spark jobs as a cluster sees them: an entry script and a zip of ``spark_jobs``.
+"""The Spark jobs as a cluster sees them: an entry script, a zip of ``spark_jobs``, and the
+jobs' dependencies (jars and a Python package archive, :mod:`spotlake.job_dependencies`).
 
 Artifacts are content-addressed, so publishing is idempotent and a running batch
 never sees its code change. ``SPOTLAKE_ARTIFACTS`` says where they go:
 an ``s3://bucket/prefix`` (production: EMR reads from S3) or a local folder that
-the local Livy servers may read (default ``.stack/artifacts``).
+the local Livy servers may read (default ``.stack/artifacts``). The job code is published by the
+operators as they submit; the dependencies once per pin change, by
+``python -m spotlake.job_dependencies publish`` (``make up`` does it locally).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import hashlib
 import io
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spotlake import job_dependencies
+from spotlake.jobs import BatchRequest
 from spotlake.lake import split_s3
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +29,18 @@ JOBS_DIR = PROJECT_ROOT / "spark_jobs"
 
 @dataclass(frozen=True)
 class JobArtifacts:
+    """What a batch names: the entry script, the package zip, the jars and the Spark settings that
+    bring the Python package archive (``spark.archives``)."""
+
     entry: str
     py_files: list[str]
+    jars: list[str] = field(default_factory=list)
+    conf: dict[str, str] = field(default_factory=dict)
+
+    def request(self, job_key: str, pool: str, name: str, conf: dict[str, str] | None = None) -> BatchRequest:
+        """The batch of ``job_key``: these artifacts, plus ``conf`` (which may not replace the archive)."""
+        return BatchRequest(job_key=job_key, pool=pool, file=self.entry, py_files=list(self.py_files),
+                            jars=list(self.jars), conf={**(conf or {}), **self.conf}, name=name)
 
 
 def _package_zip() -> bytes:
@@ -47,8 +62,10 @@ def artifacts_root() -> str:
 
 
 def publish(entry_script: str, s3: Any = None, root: str | None = None) -> JobArtifacts:
-    """Publish ``spark_jobs/<entry_script>`` and the package zip; return their URIs."""
+    """Publish ``spark_jobs/<entry_script>`` and the package zip; return their URIs with the
+    published dependencies' (:class:`~spotlake.job_dependencies.DependenciesMissing` if none are)."""
     root = (root or artifacts_root()).rstrip("/")
+    dependencies = job_dependencies.load(root, s3)
     package = _package_zip()
     entry = (JOBS_DIR / entry_script).read_bytes()
     digest = hashlib.sha256(package + entry).hexdigest()[:16]
@@ -71,4 +88,5 @@ def publish(entry_script: str, s3: Any = None, root: str | None = None) -> JobAr
                 tmp.write_bytes(body)
                 tmp.replace(path)
         base = str(folder.resolve())
-    return JobArtifacts(entry=f"{base}/{digest}/{entry_script}", py_files=[f"{base}/{digest}/spark_jobs.zip"])
+    return JobArtifacts(entry=f"{base}/{digest}/{entry_script}", py_files=[f"{base}/{digest}/spark_jobs.zip"],
+                        jars=list(dependencies.jars), conf=dependencies.spark_conf())

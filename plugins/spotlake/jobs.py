@@ -49,11 +49,14 @@ class BatchRequest:
     py_files: list[str] = field(default_factory=list)
     conf: dict[str, str] = field(default_factory=dict)
     name: str | None = None
+    jars: list[str] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"file": self.file, "args": self.args}
         if self.py_files:
             body["py_files"] = self.py_files
+        if self.jars:
+            body["jars"] = self.jars
         if self.conf:
             body["conf"] = self.conf
         if self.name:

@@ -97,7 +97,17 @@ _livy_ports = itertools.count(0)
 
 
 @pytest.fixture(scope="session")
-def start_livy(layout: StackLayout, supervisor: Supervisor) -> Iterator[Callable[[str], str]]:
+def job_dependencies(layout: StackLayout) -> Any:
+    """The jobs' jars and Python archive, published where the operators publish job code (as
+    `make up` does): every batch a local Livy runs gets them from there, never from its own Spark."""
+    from spotlake import artifacts
+    from spotlake import job_dependencies as deps
+
+    return deps.build_and_publish(artifacts.artifacts_root(), layout=layout)
+
+
+@pytest.fixture(scope="session")
+def start_livy(layout: StackLayout, supervisor: Supervisor, job_dependencies: Any) -> Iterator[Callable[[str], str]]:
     """Start a named Livy server (one local cluster); returns its URL. Stopped at session end."""
     jvm.resolve_jars(layout, "livy")
     jvm.resolve_jars(layout, "spark")
@@ -119,7 +129,7 @@ def start_livy(layout: StackLayout, supervisor: Supervisor) -> Iterator[Callable
 
 # ------------------------------------------- the Spark jobs in-process (tests/integration/job_harness.py)
 @pytest.fixture(scope="session")
-def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str]) -> Iterator[Any]:
+def spark(moto_endpoint: str, s3_endpoint: str, mysql: dict[str, str], job_dependencies: Any) -> Iterator[Any]:
     """One local Spark session with Iceberg for the in-process job tests (test_streaming.py has its own)."""
     from tests.integration.job_harness import iceberg_session
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import boto3
 import pymysql
-import pytest
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
@@ -33,7 +32,6 @@ from spotlake import config, lake
 from spotlake.localstack.layout import StackLayout
 from spotlake.registry import Cluster, Registry
 
-JARS_DIR = StackLayout.default().jars("spark")
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 FIVE = timedelta(minutes=5)
 
@@ -53,12 +51,20 @@ def end_jvm() -> None:
     SparkContext._jvm = None
 
 
+def session_jars() -> list[str]:
+    """The jars of an in-process session: the published job dependencies, as every batch names
+    them (Iceberg, JDBC drivers, Kafka), and the s3a jars that stand in for EMRFS."""
+    from spotlake import artifacts, job_dependencies
+    from spotlake.localstack import jvm
+
+    manifest = job_dependencies.load(artifacts.artifacts_root())
+    return [*manifest.jars, *(str(path) for path in jvm.jar_files(StackLayout.default(), "spark"))]
+
+
 def iceberg_session(s3_endpoint: str) -> Iterator[SparkSession]:
     """A local[2] session with every Spark jar (Iceberg, JDBC, Kafka, s3a) and Iceberg's SQL
     extensions; a JVM started without them is ended first (they are read at start only)."""
-    jars = sorted(str(p) for p in JARS_DIR.glob("*.jar"))
-    if not any("iceberg-spark-runtime" in j for j in jars):
-        pytest.fail(f"no Iceberg runtime in {JARS_DIR}; resolve the Spark jars first (make bootstrap)")
+    jars = session_jars()
     existing = SparkSession.getActiveSession()
     if existing is not None:
         conf = existing.sparkContext.getConf()

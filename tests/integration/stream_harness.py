@@ -33,9 +33,9 @@ from spotlake.clickgen.delivery import KafkaSink
 from spotlake.clickgen.events import VALID, classify
 from spotlake.clickgen.rate import ConstantRate
 from spotlake.streaming import RestartBudget, StreamConfig
+from tests.integration.job_harness import session_jars
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-JARS_DIR = PROJECT_ROOT / ".stack" / "jars" / "spark"
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Record = tuple[bytes, str]
@@ -49,9 +49,7 @@ def to_ms(moment: datetime) -> int:
 def spark_session(s3: str) -> SparkSession:
     """A local[2] session with the Kafka, s3a, JDBC and Iceberg jars (s3a on the local S3 server
     at ``s3``); ends a JVM started without them."""
-    jars = sorted(str(p) for p in JARS_DIR.glob("*.jar"))
-    if not any("spark-sql-kafka" in j for j in jars):
-        raise RuntimeError(f"no spark-sql-kafka jar in {JARS_DIR}; resolve the Spark jars (make bootstrap)")
+    jars = session_jars()
     existing = SparkSession.getActiveSession()
     if existing is not None and "spark-sql-kafka" in existing.sparkContext.getConf().get("spark.jars", ""):
         return existing

@@ -113,8 +113,11 @@ def test_the_s3_server_and_moto_serve_s3_dynamodb_and_secrets_manager(moto_endpo
 
 
 def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
-    mysql: dict[str, str], moto_endpoint: str, s3_endpoint: str, start_livy, monkeypatch: pytest.MonkeyPatch
+    mysql: dict[str, str], moto_endpoint: str, s3_endpoint: str, start_livy, monkeypatch: pytest.MonkeyPatch,
+    job_dependencies: Any,
 ) -> None:
+    """A batch that names the published jars and Python archive reads over JDBC with boto3's
+    secret; the same batch without them fails: the local Spark has no driver or boto3 of its own."""
     from airflow.providers.apache.livy.hooks.livy import BatchState, LivyHook
 
     table = f"probe_{uuid.uuid4().hex[:8]}"
@@ -148,14 +151,25 @@ def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
     )
     hook = LivyHook(livy_conn_id="livy_probe")
     job = PROJECT_ROOT / "tests" / "integration" / "jobs" / "jdbc_to_s3.py"
-    batch_id = hook.post_batch(file=str(job), args=[secret_id, table, f"s3a://{bucket}/{table}"])
-    deadline = time.monotonic() + 300
-    state = hook.get_batch_state(batch_id)
-    while state not in hook.TERMINAL_STATES and time.monotonic() < deadline:
-        time.sleep(1)
+    def run(**dependencies: Any) -> tuple[Any, str]:
+        batch_id = hook.post_batch(file=str(job), args=[secret_id, table, f"s3a://{bucket}/{table}"], **dependencies)
+        deadline = time.monotonic() + 300
         state = hook.get_batch_state(batch_id)
+        while state not in hook.TERMINAL_STATES and time.monotonic() < deadline:
+            time.sleep(1)
+            state = hook.get_batch_state(batch_id)
+        return state, "\n".join(hook.get_batch_logs(batch_id, 0, 400)["log"])
+
+    state, log = run()
+    assert state in (BatchState.ERROR, BatchState.DEAD), log
+    assert "No module named 'boto3'" in log, log
+    state, log = run(conf=job_dependencies.spark_conf())
+    assert state in (BatchState.ERROR, BatchState.DEAD), log
+    assert "ClassNotFoundException: com.mysql.cj.jdbc.Driver" in log, log
+
+    state, log = run(jars=job_dependencies.jars, conf=job_dependencies.spark_conf())
     if state != BatchState.SUCCESS:
-        pytest.fail(f"batch {batch_id} ended {state}:\n" + "\n".join(hook.get_batch_logs(batch_id, 0, 200)["log"]))
+        pytest.fail(f"batch ended {state}:\n{log}")
 
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=table)["Contents"]]
     assert f"{table}/_SUCCESS" in keys

@@ -38,6 +38,17 @@ def start_core(layout: StackLayout, supervisor: Supervisor) -> None:
         print(f"registry: restored {restored} items from {persistence.dump_file(layout)}")
     jvm.resolve_jars(layout, "kafka")
     supervisor.start(jvm.kafka_spec(layout))
+    publish_job_dependencies(layout)
+
+
+def publish_job_dependencies(layout: StackLayout) -> None:
+    """Deploy the jobs' jars and Python archive where the operators publish job code, as on AWS."""
+    from spotlake import artifacts, job_dependencies
+
+    root = artifacts.artifacts_root()
+    manifest = job_dependencies.build_and_publish(root, layout=layout)
+    print(f"job dependencies: {len(manifest.jars)} jars and {manifest.python_archive.rsplit('/', 1)[1]} "
+          f"published under {root}")
 
 
 def start_airflow(layout: StackLayout, supervisor: Supervisor) -> None:

@@ -7,8 +7,11 @@ classpaths stay apart):
 - ``kafka``: ``kafka_2.13`` (KRaft broker+controller, ``kafka.tools.StorageTool``) and
   a log4j2 backend;
 - ``livy``: the Apache Livy server and its libraries (Scala 2.11, its own process);
-- ``spark``: the connector jars pip's pyspark lacks (Kafka source, s3a, JDBC drivers,
-  Apache Iceberg), handed to every Spark batch as ``spark.jars``;
+- ``spark``: what an EMR cluster has on Spark's classpath and pip's pyspark lacks (s3a, the
+  local stand-in for EMRFS), on the local Livy's ``extraClassPath``;
+- ``jobs``: the jars the jobs need that no cluster ships (JDBC drivers, the Kafka connector,
+  Apache Iceberg), published beside the job code and named by every batch
+  (:mod:`spotlake.job_dependencies`), never on the local Livy's own classpath;
 - ``s3``: S3Proxy, the local S3, keeping objects as files under ``.stack/data/s3``.
 
 :func:`kafka_spec` and :func:`livy_spec` return :class:`ServiceSpec` objects for the
@@ -26,6 +29,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -38,7 +42,7 @@ from spotlake.localstack.layout import StackLayout
 from spotlake.localstack.process import ServiceSpec
 from spotlake.localstack.services import aws_env, s3_endpoint
 
-JAR_GROUPS = ("kafka", "livy", "spark", "s3")
+JAR_GROUPS = ("kafka", "livy", "spark", "jobs", "s3")
 
 # What the upstream bin/livy-server passes to the JVM "for Java 17 support".
 LIVY_JAVA17_FLAGS = (
@@ -381,22 +385,42 @@ logger.parquet.level = error
 """
 
 
+def spark_python(layout: StackLayout) -> str:
+    """The local clusters' Python: a virtualenv of the stack's interpreter with no package
+    installed (not even pip), as bare as a cluster node's, so a job that runs locally got every
+    package it imports through the published archive. Created on first use."""
+    home = layout.root / "spark-python"
+    python = home / "bin" / "python"
+    if not python.exists():
+        base = getattr(sys, "_base_executable", sys.executable)
+        done = subprocess.run([base, "-m", "venv", "--without-pip", "--clear", str(home)],  # noqa: S603
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise StackError(f"creating the local clusters' Python at {home} failed: {done.stderr.strip()}")
+    return str(python)
+
+
 def livy_spark_defaults(
     layout: StackLayout, name: str, master: str, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """``spark-defaults.conf`` of every batch that Livy server ``name`` submits."""
     home = livy_dir(layout, name)
+    platform = ":".join(str(path) for path in jar_files(layout, "spark"))
+    bare = spark_python(layout)
     conf = {
         "spark.master": master,
         "spark.submit.deployMode": "client",
-        "spark.jars": ",".join(str(path) for path in jar_files(layout, "spark")),
+        # What EMR has on Spark's classpath (s3a); the jobs' own jars come with each batch.
+        "spark.driver.extraClassPath": platform,
+        "spark.executor.extraClassPath": platform,
         "spark.driver.memory": layout.setting("SPOTLAKE_SPARK_DRIVER_MEMORY", "768m"),
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
-        "spark.pyspark.python": layout.python,
-        "spark.pyspark.driver.python": layout.python,
+        # A Python with nothing installed, as on a cluster: the jobs' packages come with each batch.
+        "spark.pyspark.python": bare,
+        "spark.pyspark.driver.python": bare,
         # Small local jobs: a handful of partitions, not 200.
         "spark.sql.shuffle.partitions": "4",
         "spark.default.parallelism": "2",
@@ -483,8 +507,8 @@ def livy_spec(
         "SPARK_CONF_DIR": str(conf_dir),
         "LIVY_CONF_DIR": str(conf_dir),
         "LIVY_LOG_DIR": str(home / "logs"),  # Livy 0.7 fails to start without it (or LIVY_HOME)
-        "PYSPARK_PYTHON": layout.python,
-        "PYSPARK_DRIVER_PYTHON": layout.python,
+        "PYSPARK_PYTHON": spark_python(layout),
+        "PYSPARK_DRIVER_PYTHON": spark_python(layout),
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SPARK_LOCAL_HOSTNAME": "localhost",
         # boto3 in the jobs (Secrets Manager) talks to moto server, as on EMR to AWS.

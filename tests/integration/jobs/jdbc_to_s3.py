@@ -1,22 +1,27 @@
 """Probe job: read a MariaDB table over JDBC and write it as Parquet to s3a.
 
 Arguments: SECRET_ID TABLE OUTPUT_URI. The JDBC credentials come from the
-Secrets Manager secret, never from the arguments.
+Secrets Manager secret, never from the arguments. boto3 and the MySQL driver come with the
+batch (its ``pydeps`` archive and ``jars``), as for the spotlake jobs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
-import boto3
+from pyspark import SparkFiles
 from pyspark.sql import SparkSession
 
 
 def main() -> None:
     secret_id, table, output = sys.argv[1:4]
-    secret = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
     spark = SparkSession.builder.appName("spotlake-probe").getOrCreate()
+    sys.path.insert(0, os.path.join(SparkFiles.getRootDirectory(), "pydeps"))
+    import boto3
+
+    secret = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
     df = (
         spark.read.format("jdbc")
         .option("url", f"jdbc:mysql://{secret['host']}:{secret['port']}/{secret['database']}")
