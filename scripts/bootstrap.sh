@@ -37,7 +37,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   run_step "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# 2. Python virtualenv with the pinned packages (re-installed when the pins change).
+# 2. Python virtualenv with the pinned packages (re-installed when the pins change: requirements.txt,
+#    the files of requirements/ it includes, constraints.txt).
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
   || fail "python check" "spotlake needs Python 3.11 ($PYTHON is $("$PYTHON" --version 2>&1)). Fix: install python3.11 or set SPOTLAKE_PYTHON."
@@ -45,7 +46,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "create virtualenv $VENV"
   run_step "python -m venv $VENV" "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.spotlake-$(cat requirements.txt constraints.txt | sha256sum | cut -c1-16)"
+stamp="$VENV/.spotlake-$(cat requirements.txt requirements/*.txt constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   step "pip install -r requirements.txt -c constraints.txt"
   run_step "pip install --upgrade pip" "$VENV/bin/pip" install -q --upgrade pip==25.3

@@ -4,8 +4,8 @@ The check is :mod:`spark_jobs.expression_check`: Spark's own parser, run in a sm
 (pyspark's gateway, started once per process and only for pipelines that have such
 expressions). An expression that passed is remembered by its hash, so a task does not start a
 JVM for expressions it has seen pass; the job checks them again with its own session before it
-reads anything. Where no JVM can start (no Java on the Airflow worker), the task says so and
-the job's check is the one that refuses.
+reads anything. Where no JVM can start (no pyspark or no Java on the Airflow worker, as with
+requirements/airflow.txt on Amazon MWAA), the task logs which and the job's check is the one that refuses.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,16 @@ def local_jvm() -> Any:
     """A py4j JVM with Spark's classes (started on first use, kept for the process)."""
     global _jvm
     if _jvm is None:
-        from pyspark import SparkConf, SparkContext
+        try:
+            from pyspark import SparkConf, SparkContext
+        except ImportError as exc:
+            raise RuntimeError("pyspark is not installed on this Airflow worker: requirements/airflow.txt leaves it "
+                               "out (it needs Java as well)") from exc
 
         if SparkContext._jvm is not None:  # a Spark session in this process already has one
             return SparkContext._jvm
+        if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+            raise RuntimeError("no Java on this Airflow worker (JAVA_HOME is not set and no java is on PATH)")
         from pyspark.java_gateway import launch_gateway
 
         conf = SparkConf(loadDefaults=False)

@@ -138,12 +138,18 @@ def environment(config: dict[str, Any], name: str) -> dict[str, str]:
     return {key: value or "" for key, value in (service(config, name).get("environment") or {}).items()}
 
 
-def requirement_pin(package: str) -> str:
-    for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines():
+def requirement_pin(package: str, path: Path = PROJECT_ROOT / "requirements.txt") -> str:
+    for line in path.read_text().splitlines():
         match = re.fullmatch(rf"{re.escape(package)}(\[[^\]]*\])?==(\S+)", line.strip())
         if match:
             return match.group(2)
-    raise AssertionError(f"requirements.txt pins no {package}")
+        included = re.fullmatch(r"-r\s+(\S+)", line.strip())
+        if included:
+            try:
+                return requirement_pin(package, path.parent / included.group(1))
+            except AssertionError:
+                pass
+    raise AssertionError(f"{path.name} (and the files it includes) pins no {package}")
 
 
 def pom_property(group: str, name: str) -> str:

@@ -148,6 +148,11 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         Source("tests/integration/test_services.py", ('["mariadb", "-h"',),
                "runs the mariadb client against the stack's MariaDB with the documented credentials"),
     ),
+    "python scripts/mwaa_bundle.py": (
+        Source("tests/unit/test_mwaa_bundle.py", ('mwaa_bundle.main([str(out), "--artifacts", ARTIFACTS])',),
+               "runs the script's main into a new folder and checks the bundle"),
+        Source("scripts/mwaa_bundle.py", ("sys.exit(main())",), "`python scripts/mwaa_bundle.py` runs main"),
+    ),
     "docker compose config": (
         Source("tests/unit/test_compose.py", ('"config", "--format", "json"',), "runs it with the pinned compose binary"),
     ),

@@ -3,6 +3,7 @@ anything; an expression that passed is not parsed again."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,22 @@ def test_without_java_the_task_leaves_the_check_to_the_job(monkeypatch: pytest.M
     monkeypatch.setattr(expressions, "local_jvm", no_java)
     expressions.check_pipeline(pipeline_with({"derive": {"x": "reflect('a', 'b')"}}))
     assert "the job checks them before it reads anything" in caplog.text
+
+
+@pytest.mark.parametrize("missing", ["pyspark", "java"])
+def test_the_task_log_says_what_is_missing(missing: str, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """As on an Airflow worker installed from requirements/airflow.txt (no pyspark), or without Java."""
+    monkeypatch.setattr(expressions, "_jvm", None)
+    if missing == "pyspark":
+        monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark raises ImportError
+    else:
+        from pyspark import SparkContext
+
+        monkeypatch.setattr(SparkContext, "_jvm", None)
+        monkeypatch.delenv("JAVA_HOME", raising=False)
+        monkeypatch.setattr(expressions.shutil, "which", lambda name: None)
+    expressions.check_pipeline(pipeline_with({"derive": {"x": "reflect('a', 'b')"}}))
+    expected = ("pyspark is not installed on this Airflow worker" if missing == "pyspark"
+                else "no Java on this Airflow worker (JAVA_HOME is not set and no java is on PATH)")
+    assert expected in caplog.text and "the job checks them before it reads anything" in caplog.text
