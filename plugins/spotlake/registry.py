@@ -14,6 +14,9 @@ Tables (names prefixed by ``SPOTLAKE_REGISTRY_PREFIX``, default ``spotlake``):
 - ``<prefix>-extraction-log``: key (pipeline, window): each pipeline's lake state
   (watermark, initial snapshot, commit lock) and its windows' plans and results; its items
   are :mod:`spark_jobs.lake_state`'s, which the Spark job and the operators share.
+
+They, and the stream supervisor's ``<prefix>-streams`` (:mod:`spotlake.stream_status`), are
+created once by ``python -m spotlake.aws_setup`` (:mod:`spotlake.aws_setup`), not at run time.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ from botocore.exceptions import ClientError
 from spotlake.errors import SpotlakeError
 
 POOL_ITEM = "#pool"
+# Each table's key, by the table's name after the prefix: (attribute, key type), every key
+# attribute a string. python -m spotlake.aws_setup creates the tables from these.
+TABLE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "clusters": (("pool", "HASH"), ("cluster_id", "RANGE")),
+    "jobs": (("job_key", "HASH"),),
+    "extraction-log": (("pipeline", "HASH"), ("window", "RANGE")),
+}
 
 
 class StaleState(SpotlakeError):
@@ -175,30 +185,21 @@ class Registry:
     def log_table(self) -> str:
         return f"{self.prefix}-extraction-log"
 
-    def create_tables(self) -> None:
-        """Create the registry's tables if they do not exist (idempotent)."""
-        specs = {
-            self.clusters_table: [("pool", "HASH"), ("cluster_id", "RANGE")],
-            self.jobs_table: [("job_key", "HASH")],
-            self.log_table: [("pipeline", "HASH"), ("window", "RANGE")],
+    def table_keys(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Each of the registry's tables and its key (:data:`TABLE_KEYS`)."""
+        return {
+            self.clusters_table: TABLE_KEYS["clusters"],
+            self.jobs_table: TABLE_KEYS["jobs"],
+            self.log_table: TABLE_KEYS["extraction-log"],
         }
-        existing = {name for page in self.client.get_paginator("list_tables").paginate()
-                    for name in page.get("TableNames", [])}
-        for name, keys in specs.items():
-            if name in existing:
-                continue
-            try:
-                self.client.create_table(
-                    TableName=name,
-                    BillingMode="PAY_PER_REQUEST",
-                    AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
-                    KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
-                )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ResourceInUseException":
-                    raise
-        for name in specs:
-            self.client.get_waiter("table_exists").wait(TableName=name)
+
+    def create_tables(self) -> None:
+        """Create the registry's tables and the stream status table if they do not exist
+        (idempotent): :func:`spotlake.aws_setup.ensure_tables`, the deployment's setup step.
+        The local stack and the tests call it; Airflow's tasks never do."""
+        from spotlake.aws_setup import ensure_tables
+
+        ensure_tables(self.client, self.prefix)
 
     # ---------------------------------------------------------------- clusters
     def get_cluster(self, pool: str, cluster_id: str) -> Cluster | None:

@@ -1,9 +1,10 @@
 """The streaming supervisor's record of each stream, in the registry (DynamoDB).
 
-Table ``<prefix>-streams`` (key ``stream``), next to the registry's own tables and
-created on first use. One item per stream: what the supervisor last saw (state,
-cluster, Livy batch, lag, last committed micro-batch, watermark) and the restarts
-it made, which its restart budget counts. Writes are conditional on the item's
+Table ``<prefix>-streams`` (key ``stream``, :data:`TABLE_KEYS`), next to the registry's own
+tables and created with them by ``python -m spotlake.aws_setup`` (the supervisor only checks
+that it exists: Airflow's role needs no ``dynamodb:CreateTable``). One item per stream: what
+the supervisor last saw (state, cluster, Livy batch, lag, last committed micro-batch,
+watermark) and the restarts it made, which its restart budget counts. Writes are conditional on the item's
 version, like every registry write; ``python -m spotlake.status`` reads them.
 """
 
@@ -16,8 +17,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time
 from spotlake.registry import StaleState
+
+# The table's key, by its name after the prefix (as spotlake.registry.TABLE_KEYS).
+TABLE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {"streams": (("stream", "HASH"),)}
+
+
+class StreamTableMissing(SpotlakeError):
+    """The stream status table does not exist: the deployment's setup step was not run."""
 
 
 class StreamState:
@@ -87,25 +96,22 @@ class StreamStatusStore:
     def table(self) -> str:
         return f"{self.prefix}-streams"
 
-    def ensure_table(self) -> None:
-        """Create the table if missing (idempotent)."""
+    def table_keys(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """The table and its key (:data:`TABLE_KEYS`)."""
+        return {self.table: TABLE_KEYS["streams"]}
+
+    def require_table(self) -> None:
+        """Check that the table exists; :class:`StreamTableMissing`, naming the setup command, if not."""
         try:
             self.client.describe_table(TableName=self.table)
-            return
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
-        try:
-            self.client.create_table(
-                TableName=self.table,
-                BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[{"AttributeName": "stream", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "stream", "KeyType": "HASH"}],
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceInUseException":
-                raise
-        self.client.get_waiter("table_exists").wait(TableName=self.table)
+            raise StreamTableMissing(
+                f"DynamoDB table {self.table} (the streams' status) does not exist. Fix: create the registry's "
+                f"tables with `python -m spotlake.aws_setup --prefix {self.prefix}` (docs/deploying-to-aws.md, "
+                "section 4; the local stack: `make up`)"
+            ) from None
 
     def get(self, stream: str) -> StreamStatus | None:
         try:

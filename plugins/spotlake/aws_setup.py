@@ -1,0 +1,171 @@
+"""Create the AWS resources that hold spotlake's state: its four DynamoDB tables.
+
+    python -m spotlake.aws_setup --prefix spotlake --region eu-west-1 [--endpoint-url URL] [--dry-run]
+
+The tables, named ``<prefix>-<name>``, on-demand capacity, every key attribute a string:
+
+- ``clusters``, ``jobs``, ``extraction-log``: the registry's (:data:`spotlake.registry.TABLE_KEYS`);
+- ``streams``: the stream supervisor's status (:data:`spotlake.stream_status.TABLE_KEYS`).
+
+Idempotent: a table that exists with the expected key is left as it is (items, capacity
+mode and settings untouched); a table with another key is an error naming the table and
+the fix, raised before anything is created. Nothing is ever changed or deleted.
+``--dry-run`` only looks (``dynamodb:DescribeTable``).
+
+The step runs once per deployment with the deployer's credentials: it needs
+``dynamodb:DescribeTable`` and ``dynamodb:CreateTable`` on the tables
+(``docs/iam/setup-policy.json``); Airflow's role needs neither ``CreateTable`` nor this
+module. The local stack and the tests run the same function through
+:meth:`spotlake.registry.Registry.create_tables`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from spotlake.errors import SpotlakeError
+from spotlake.registry import Registry
+from spotlake.stream_status import StreamStatusStore
+
+CREATED, EXISTS, WOULD_CREATE = "created", "exists", "would create"
+# How long to wait for a new table to become ACTIVE (on-demand tables take seconds).
+WAIT = {"Delay": 2, "MaxAttempts": 90}
+
+
+class KeySchemaMismatch(SpotlakeError):
+    """A table of spotlake's name exists with another key: it is not spotlake's table."""
+
+
+def table_keys(prefix: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Every table of the project's state and its key: the registry's and the stream status table."""
+    return {**Registry(None, prefix).table_keys(), **StreamStatusStore(None, prefix).table_keys()}
+
+
+@dataclass(frozen=True)
+class TableResult:
+    table: str
+    keys: tuple[tuple[str, str], ...]
+    outcome: str  # created, exists, would create
+
+    def line(self) -> str:
+        key = ", ".join(f"{name} {kind} S" for name, kind in self.keys)
+        return f"{self.table}: {self.outcome} (key {key}{'; on-demand' if self.outcome != EXISTS else ''})"
+
+
+def _describe(client: Any, table: str) -> dict[str, Any] | None:
+    try:
+        return client.describe_table(TableName=table)["Table"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def _key_of(description: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    types = {a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])}
+    return tuple(sorted((k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?"))
+                        for k in description.get("KeySchema", [])))
+
+
+def check_key(table: str, keys: tuple[tuple[str, str], ...], description: dict[str, Any], prefix: str) -> None:
+    """KeySchemaMismatch unless the described table has the key ``keys`` (string attributes)."""
+    found = _key_of(description)
+    wanted = tuple(sorted((name, kind, "S") for name, kind in keys))
+    if found != wanted:
+        said = ", ".join(" ".join(k) for k in found) or "none"
+        raise KeySchemaMismatch(
+            f"DynamoDB table {table} exists with the key ({said}), not spotlake's "
+            f"({', '.join(' '.join(k) for k in wanted)}): it is another application's table, or a "
+            f"leftover of an incompatible version. Fix: use another prefix (--prefix, and the same "
+            f"SPOTLAKE_REGISTRY_PREFIX for Airflow) than '{prefix}', or delete the table if nothing uses it "
+            f"(its items are lost), then run the setup again"
+        )
+
+
+def _create(client: Any, table: str, keys: tuple[tuple[str, str], ...], prefix: str) -> str:
+    try:
+        client.create_table(
+            TableName=table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
+            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+        # Another setup created it meanwhile: it must still have the expected key.
+        described = _describe(client, table)
+        if described is not None:
+            check_key(table, keys, described, prefix)
+        return EXISTS
+    return CREATED
+
+
+def ensure_tables(client: Any, prefix: str, dry_run: bool = False) -> list[TableResult]:
+    """Create the missing tables of ``table_keys(prefix)`` through the low-level DynamoDB
+    ``client``; check the existing ones' keys first (KeySchemaMismatch before any change)."""
+    specs = table_keys(prefix)
+    present = {table: _describe(client, table) for table in specs}
+    for table, description in present.items():
+        if description is not None:
+            check_key(table, specs[table], description, prefix)
+    results = []
+    for table, keys in specs.items():
+        if present[table] is not None:
+            outcome = EXISTS
+        elif dry_run:
+            outcome = WOULD_CREATE
+        else:
+            outcome = _create(client, table, keys, prefix)
+        results.append(TableResult(table, keys, outcome))
+    if not dry_run:
+        for table in specs:  # new tables, and existing ones another setup is still creating
+            client.get_waiter("table_exists").wait(TableName=table, WaiterConfig=WAIT)
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m spotlake.aws_setup", description=__doc__.splitlines()[0])
+    parser.add_argument("--prefix", default=os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake"),
+                        help="table name prefix: Airflow's SPOTLAKE_REGISTRY_PREFIX (default: that variable, "
+                             "else 'spotlake')")
+    parser.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
+    parser.add_argument("--endpoint-url", default=None,
+                        help="DynamoDB endpoint (default: AWS's; e.g. a moto server)")
+    parser.add_argument("--dry-run", action="store_true", help="only say what would be created")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import boto3
+
+    try:
+        client = boto3.client("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url)
+        results = ensure_tables(client, args.prefix, dry_run=args.dry_run)
+    except SpotlakeError as exc:
+        print(f"spotlake aws_setup: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(
+            f"spotlake aws_setup: {exc}. Fix: check the credentials and the region (--region or "
+            "AWS_DEFAULT_REGION), and that they may dynamodb:DescribeTable and dynamodb:CreateTable on "
+            f"the tables {args.prefix}-* (docs/iam/setup-policy.json)",
+            file=sys.stderr,
+        )
+        return 2
+    for result in results:
+        print(result.line())
+    if args.dry_run:
+        print("dry run: nothing was created")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The setup step: the four DynamoDB tables, idempotently, on moto's in-process mock (and a
+botocore Stubber for a race moto cannot play)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from spotlake import aws_setup
+from spotlake.aws_setup import KeySchemaMismatch, ensure_tables, table_keys
+from spotlake.registry import Registry
+from spotlake.stream_status import StreamStatusStore, StreamTableMissing
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+EXPECTED = {
+    "t-clusters": {("pool", "HASH", "S"), ("cluster_id", "RANGE", "S")},
+    "t-jobs": {("job_key", "HASH", "S")},
+    "t-extraction-log": {("pipeline", "HASH", "S"), ("window", "RANGE", "S")},
+    "t-streams": {("stream", "HASH", "S")},
+}
+
+
+@pytest.fixture
+def client() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("dynamodb", region_name=REGION)
+
+
+def key_of(client: Any, table: str) -> set[tuple[str, str, str]]:
+    described = client.describe_table(TableName=table)["Table"]
+    types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
+    return {(k["AttributeName"], k["KeyType"], types[k["AttributeName"]]) for k in described["KeySchema"]}
+
+
+def tables(client: Any) -> set[str]:
+    return set(client.list_tables()["TableNames"])
+
+
+def test_the_definitions_are_the_registry_and_stream_status_ones() -> None:
+    assert table_keys("t") == {**Registry(None, "t").table_keys(), **StreamStatusStore(None, "t").table_keys()}
+    assert set(table_keys("t")) == set(EXPECTED)
+
+
+def test_creates_the_four_tables_then_finds_them(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
+    first = capsys.readouterr().out
+    assert tables(client) == set(EXPECTED)
+    for table, key in EXPECTED.items():
+        assert key_of(client, table) == key
+        described = client.describe_table(TableName=table)["Table"]
+        assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert f"{table}: created (key " in first
+    assert "t-clusters: created (key pool HASH S, cluster_id RANGE S; on-demand)" in first
+
+    assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
+    second = capsys.readouterr().out
+    assert second.splitlines() == [f"{t}: exists (key {', '.join(f'{n} {k} S' for n, k in keys)})"
+                                   for t, keys in table_keys("t").items()]
+
+
+def test_an_existing_table_keeps_its_items_and_the_others_are_added(client: Any) -> None:
+    Registry(client, "t")  # nothing at construction
+    client.create_table(TableName="t-jobs", BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "job_key", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "job_key", "KeyType": "HASH"}])
+    client.put_item(TableName="t-jobs", Item={"job_key": {"S": "p#w"}})
+    outcomes = {r.table: r.outcome for r in ensure_tables(client, "t")}
+    assert outcomes == {"t-clusters": "created", "t-jobs": "exists", "t-extraction-log": "created",
+                        "t-streams": "created"}
+    assert client.get_item(TableName="t-jobs", Key={"job_key": {"S": "p#w"}})["Item"]
+
+
+def test_dry_run_creates_nothing(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert aws_setup.main(["--prefix", "t", "--region", REGION, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert tables(client) == set()
+    assert "t-streams: would create (key stream HASH S; on-demand)" in out and "dry run: nothing was created" in out
+
+
+@pytest.mark.parametrize(("attribute", "kind"), [("id", "S"), ("job_key", "N")])
+def test_a_table_with_another_key_is_a_clear_error_before_any_change(
+        client: Any, capsys: pytest.CaptureFixture[str], attribute: str, kind: str) -> None:
+    client.create_table(TableName="t-jobs", BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": attribute, "AttributeType": kind}],
+                        KeySchema=[{"AttributeName": attribute, "KeyType": "HASH"}])
+    with pytest.raises(KeySchemaMismatch) as caught:
+        ensure_tables(client, "t")
+    message = str(caught.value)
+    assert message.startswith(f"DynamoDB table t-jobs exists with the key ({attribute} HASH {kind}), not spotlake's "
+                              "(job_key HASH S)")
+    assert "Fix: use another prefix (--prefix, and the same SPOTLAKE_REGISTRY_PREFIX for Airflow)" in message
+    assert tables(client) == {"t-jobs"}  # nothing created
+    assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 2
+    assert "spotlake aws_setup: DynamoDB table t-jobs exists with the key" in capsys.readouterr().err
+
+
+def test_a_table_another_setup_creates_meanwhile_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = boto3.client("dynamodb", region_name=REGION, aws_access_key_id="k", aws_secret_access_key="s")
+    monkeypatch.setattr(aws_setup, "table_keys", lambda prefix: {"t-jobs": (("job_key", "HASH"),)})
+    active = {"Table": {"TableName": "t-jobs", "TableStatus": "ACTIVE",
+                        "AttributeDefinitions": [{"AttributeName": "job_key", "AttributeType": "S"}],
+                        "KeySchema": [{"AttributeName": "job_key", "KeyType": "HASH"}]}}
+    with Stubber(client) as stub:
+        stub.add_client_error("describe_table", "ResourceNotFoundException", expected_params={"TableName": "t-jobs"})
+        stub.add_client_error("create_table", "ResourceInUseException")
+        stub.add_response("describe_table", active, {"TableName": "t-jobs"})
+        stub.add_response("describe_table", active, {"TableName": "t-jobs"})  # the waiter
+        (result,) = ensure_tables(client, "t")
+        stub.assert_no_pending_responses()
+    assert result.outcome == "exists"
+
+
+def test_registry_create_tables_is_the_setup_and_the_supervisor_only_checks(client: Any) -> None:
+    registry = Registry(client, "t")
+    store = StreamStatusStore(client, "t")
+    with pytest.raises(StreamTableMissing) as caught:
+        store.require_table()
+    assert str(caught.value) == (
+        "DynamoDB table t-streams (the streams' status) does not exist. Fix: create the registry's tables with "
+        "`python -m spotlake.aws_setup --prefix t` (docs/deploying-to-aws.md, section 4; the local stack: `make up`)")
+    registry.create_tables()
+    registry.create_tables()  # idempotent
+    assert tables(client) == set(EXPECTED)
+    store.require_table()
+
+
+def test_the_deployment_doc_lists_the_same_tables() -> None:
+    """Section 4 of docs/deploying-to-aws.md: one row per table, with the keys the setup creates."""
+    doc = (ROOT / "docs" / "deploying-to-aws.md").read_text()
+    section = doc.split("## 4. DynamoDB tables", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 3:
+            name = cells[0].strip("`")
+            keys = [re.fullmatch(r"`(\w+)` \(S\)", c) for c in cells[1:]]
+            rows[name] = tuple((m.group(1), kind) for m, kind in zip(keys, ("HASH", "RANGE"), strict=True) if m)
+    assert rows == table_keys("spotlake")
+    assert "python -m spotlake.aws_setup --prefix spotlake" in section
