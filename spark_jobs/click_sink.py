@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from spark_jobs.database_secret import read_database_secret
+from spark_jobs.database_secret import Endpoint, read_database_secret
 from spark_jobs.errors import StreamFencedError, StreamingError
 
 LOG = logging.getLogger(__name__)
@@ -81,11 +81,12 @@ class PostgresTarget:
         return f"{self.host}:{self.port}/{self.database}"
 
 
-def resolve_target(secret_id: str, stream: str) -> PostgresTarget:
-    """Read the sink's secret from Secrets Manager and check its shape, never echoing values."""
+def resolve_target(secret_id: str, stream: str, region: str | None = None,
+                   endpoint: Endpoint | None = None) -> PostgresTarget:
+    """Read the sink's secret from Secrets Manager (in ``region``) and check its shape, never echoing values."""
     secret = read_database_secret(
         secret_id, f"stream {stream}: sink secret '{secret_id}'", StreamingError,
-        "fix sink.secret_id in config/streaming.yaml", database_required=True,
+        "fix sink.secret_id in config/streaming.yaml", database_required=True, region=region, endpoint=endpoint,
     )
     return PostgresTarget(secret.host, secret.port, str(secret.database), secret.username, secret.password)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -48,7 +48,8 @@ from spark_jobs.click_events import (
     with_lake_partitions,
 )
 from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
-from spark_jobs.errors import SpotlakeJobError
+from spark_jobs.errors import SpotlakeJobError, StreamingError
+from spark_jobs.kafka_security import read_credentials
 from spark_jobs.stream_job import StreamJob, Trigger
 
 LOG = logging.getLogger(__name__)
@@ -199,14 +200,27 @@ def in_pool(spark: SparkSession, pool: str, start: Callable[[], StreamingQuery])
     return started
 
 
+def with_kafka_credentials(job: StreamJob) -> StreamJob:
+    """The job with the Kafka SCRAM credentials read from Secrets Manager (on the driver), if it uses SCRAM."""
+    security = job.source.security
+    if not security.needs_secret or job.source.credentials is not None:
+        return job
+    assert security.secret_id is not None
+    credentials = read_credentials(security.secret_id, f"stream {job.stream}: Kafka secret '{security.secret_id}'",
+                                   StreamingError, job.region)
+    return replace(job, source=replace(job.source, credentials=credentials))
+
+
 def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter | None = None) -> StreamRun:
     """Run the job's queries (see the module documentation); return what the run did."""
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     if spark.conf.get("spark.sql.shuffle.partitions") == SPARK_DEFAULT_SHUFFLE_PARTITIONS:
         spark.conf.set("spark.sql.shuffle.partitions", MICRO_BATCH_SHUFFLE_PARTITIONS)
+    job = with_kafka_credentials(job)
     if writer is None:
         writer = PostgresSinkWriter.for_target(
-            resolve_target(job.sink.secret_id, job.stream), job.stream, schema=job.sink.schema,
+            resolve_target(job.sink.secret_id, job.stream, job.region, job.sink.endpoint), job.stream,
+            schema=job.sink.schema,
             query_name=job.aggregates_query, run_id=job.run_id, window_s=job.window_s,
             watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
             allowed_lateness_s=job.allowed_lateness_s,

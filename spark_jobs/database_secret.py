@@ -1,17 +1,61 @@
 """Database credentials from an AWS Secrets Manager secret, read on the cluster.
 
-The secret is a JSON object with ``host``, ``port``, ``database``, ``username`` and
-``password`` (the shape of an RDS-managed secret). Errors name the secret and the fix but
-never echo its values; the password is only ever handed to the database driver.
+The secret is a JSON object in one of the shapes AWS produces:
+
+- the RDS secret format (``engine``, ``host``, ``port``, ``username``, ``password``, ``dbname``;
+  what the console's "Credentials for Amazon RDS database" and the rotation functions write);
+- an RDS-managed master secret (``ManageMasterUserPassword``): ``username`` and ``password``
+  only; host, port and database then come from the configuration (:class:`Endpoint`);
+- spotlake's own shape, ``database`` in place of ``dbname``.
+
+Values in the secret win over the configured endpoint, which only fills what the secret lacks.
+The Secrets Manager client takes its region from the job document, never from the cluster's
+environment. Errors name the secret and the fix but never echo its values; the password is only
+ever handed to the database driver.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 HOST = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$")
+SHAPES = ("RDS format (host, port, dbname, username, password), an RDS-managed master secret (username, password, "
+          "with host, port and database in the configuration) or host, port, database, username, password")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the database is when its secret does not say (an RDS-managed master secret)."""
+
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+
+    def to_job(self) -> dict[str, Any]:
+        return {k: v for k, v in (("host", self.host), ("port", self.port), ("database", self.database)) if v}
+
+    @classmethod
+    def parse(cls, data: Any, field: str, fail: Callable[[str, str], Exception]) -> Endpoint:
+        """An ``endpoint`` section of a job document (``{host, port, database}``, each optional)."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise fail(field, f"must map host, port and database, got {data!r}")
+        unknown = sorted(set(data) - {"host", "port", "database"})
+        if unknown:
+            raise fail(field, f"has unknown key(s) {', '.join(unknown)}; expected host, port, database")
+        host, port, database = data.get("host"), data.get("port"), data.get("database")
+        if host is not None and (not isinstance(host, str) or not HOST.match(host)):
+            raise fail(f"{field}.host", f"must be a host name or IP address, got {host!r}")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+            raise fail(f"{field}.port", f"must be a TCP port number, got {port!r}")
+        if database is not None and (not isinstance(database, str) or not database):
+            raise fail(f"{field}.database", f"must be a database name, got {database!r}")
+        return cls(host=host, port=port, database=database)
 
 
 @dataclass(frozen=True)
@@ -26,54 +70,73 @@ class DatabaseSecret:
         return f"DatabaseSecret(host={self.host!r}, port={self.port}, database={self.database!r})"
 
 
+def parse_database_secret(text: str | None, where: str, error: type[Exception], database_required: bool,
+                          endpoint: Endpoint | None = None) -> DatabaseSecret:
+    """Check a secret's JSON text in any of :data:`SHAPES`, filling what it lacks from ``endpoint``."""
+    try:
+        secret = json.loads(text or "")
+    except json.JSONDecodeError:
+        secret = None
+    if not isinstance(secret, dict):
+        raise error(f"{where} is not a JSON object; it must be in the {SHAPES}")
+    endpoint = endpoint or Endpoint()
+    values = {
+        "host": secret.get("host") or endpoint.host,
+        "port": secret.get("port") or endpoint.port,
+        "database": secret.get("database") or secret.get("dbname") or endpoint.database,
+        "username": secret.get("username"),
+        "password": secret.get("password"),
+    }
+    required = ("host", "port", "database", "username", "password") if database_required else (
+        "host", "port", "username", "password")
+    missing = [k for k in required if not values[k]]
+    if missing:
+        from_config = [k for k in missing if k in ("host", "port", "database")]
+        hint = (f"; set {', '.join(from_config)} in the configuration beside the secret's name if the secret is "
+                "RDS-managed (it holds only username and password)") if from_config else ""
+        raise error(f"{where} lacks {', '.join(missing)}; it must be in the {SHAPES}{hint}")
+    host, port = str(values["host"]), values["port"]
+    if not HOST.match(host):
+        raise error(f"{where}: host {host!r} is not a host name or IP address")
+    if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise error(f"{where}: port {port!r} is not a TCP port number")
+    database = values["database"]
+    return DatabaseSecret(host, int(port), str(database) if database else None, str(values["username"]),
+                          str(values["password"]))
+
+
 def read_database_secret(
     secret_id: str,
     where: str,
     error: type[Exception],
     fix: str,
     database_required: bool,
+    region: str | None = None,
+    endpoint: Endpoint | None = None,
 ) -> DatabaseSecret:
     """Read and check the secret; ``where`` prefixes every message, ``fix`` says how to point
-    at another secret, and ``error`` is the job's own error type."""
+    at another secret, ``error`` is the job's own error type and ``region`` the Secrets Manager
+    region (the job document's; None falls back to the environment's)."""
     try:
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:
         raise error(
-            f"{where}: boto3 is not installed on the cluster — install it "
-            "(EMR: a bootstrap action running `pip install boto3`)"
+            f"{where}: boto3 is not on the driver — the batch's Python archive did not reach it; publish it "
+            "with `python -m spotlake.job_dependencies publish` (spark.archives)"
         ) from None
     try:
-        response = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)
+        response = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=secret_id)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise error(
             f"{where} cannot be read from Secrets Manager ({code}) — create it, grant the cluster "
-            f"role secretsmanager:GetSecretValue, or {fix}"
+            f"role secretsmanager:GetSecretValue (and kms:Decrypt on its key), or {fix}"
         ) from None
     except BotoCoreError as exc:
         raise error(
             f"{where} cannot be read from Secrets Manager ({type(exc).__name__}: {exc}) — "
-            "check the AWS region, credentials and endpoint of the cluster"
+            "check the AWS region in the job (the registry's region), the cluster's credentials and its route to "
+            "Secrets Manager (a VPC endpoint in private subnets)"
         ) from None
-    try:
-        secret = json.loads(response.get("SecretString") or "")
-    except json.JSONDecodeError:
-        secret = None
-    if not isinstance(secret, dict):
-        raise error(f"{where} is not a JSON object with host, port, database, username and password")
-    required = ("host", "port", "database", "username", "password") if database_required else (
-        "host", "port", "username", "password")
-    missing = [k for k in required if not secret.get(k)]
-    if missing:
-        raise error(
-            f"{where} lacks {', '.join(missing)}; it must hold host, port, database, username and password"
-        )
-    host, port = str(secret["host"]), secret["port"]
-    if not HOST.match(host):
-        raise error(f"{where}: host {host!r} is not a host name or IP address")
-    if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
-        raise error(f"{where}: port {port!r} is not a TCP port number")
-    database = secret.get("database")
-    return DatabaseSecret(host, int(port), str(database) if database else None, str(secret["username"]),
-                          str(secret["password"]))
+    return parse_database_secret(response.get("SecretString"), where, error, database_required, endpoint)

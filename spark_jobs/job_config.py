@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from spark_jobs.database_secret import Endpoint
 from spark_jobs.errors import ExtractionError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -25,6 +26,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 # no control character, no space at either end, at most 64 characters. Always quoted where used.
 COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
 KINDS = ("window", "snapshot", "reconcile")
@@ -105,6 +107,7 @@ class LakeTables:
     changes: str
     secret_id: str | None = None
     properties: tuple[tuple[str, str], ...] = ()
+    endpoint: Endpoint = Endpoint()  # the catalog database, where its secret does not say
 
     @property
     def current_table(self) -> str:
@@ -180,6 +183,7 @@ class ExtractJob(JobDocument):
     read: ReadOptions
     commit: CommitOptions = CommitOptions()
     reconcile: ReconcileOptions = ReconcileOptions()
+    source_endpoint: Endpoint = Endpoint()  # host, port, database where the source secret does not say
 
     @property
     def label(self) -> str:
@@ -270,7 +274,7 @@ class _JobParser:
         if not isinstance(run_id, str) or not RUN_ID.match(run_id):
             raise self.fail("run_id", f"must be 1-64 letters, digits, _ or - (a uuid hex), got {run_id!r}")
         source = self.section(data, "source", required=True)
-        self.unknown_keys(source, {"secret_id"}, "source.")
+        self.unknown_keys(source, {"secret_id", "endpoint"}, "source.")
         primary_key = data.get("primary_key")
         if not isinstance(primary_key, list) or not primary_key:
             raise self.fail("primary_key", f"must be a non-empty list of column names, got {primary_key!r}")
@@ -291,6 +295,7 @@ class _JobParser:
             pipeline=pipeline,
             kind=kind,
             secret_id=self.text(source, "secret_id", "source."),
+            source_endpoint=Endpoint.parse(source.get("endpoint"), "source.endpoint", self.fail),
             database=self.identifier(data.get("database"), "database"),
             table=self.identifier(data.get("table"), "table"),
             primary_key=tuple(primary_key),
@@ -377,7 +382,7 @@ class _JobParser:
         return Window(start=start, end=end, read_from=read_from)
 
     def lake(self, data: Mapping[str, Any]) -> LakeTables:
-        keys = {"catalog", "type", "warehouse", "namespace", "current", "changes", "secret_id", "properties"}
+        keys = {"catalog", "type", "warehouse", "namespace", "current", "changes", "secret_id", "properties", "endpoint"}
         self.unknown_keys(data, keys, "lake.")
         kind = data.get("type")
         if kind not in CATALOG_TYPES:
@@ -401,12 +406,13 @@ class _JobParser:
             changes=self.identifier(data.get("changes"), "lake.changes"),
             secret_id=secret_id if kind == "jdbc" else None,
             properties=tuple(sorted(properties.items())),
+            endpoint=Endpoint.parse(data.get("endpoint"), "lake.endpoint", self.fail),
         )
 
     def registry(self, data: Mapping[str, Any]) -> RegistryRef:
         self.unknown_keys(data, {"prefix", "region"}, "registry.")
         region = data.get("region")
-        if region is not None and (not isinstance(region, str) or not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", region)):
+        if region is not None and (not isinstance(region, str) or not REGION.match(region)):
             raise self.fail("registry.region", f"must be an AWS region such as eu-west-1, got {region!r}")
         prefix = self.text(data, "prefix", "registry.")
         if not re.match(r"^[A-Za-z0-9_.-]{1,200}$", prefix):

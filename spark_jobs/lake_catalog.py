@@ -102,7 +102,7 @@ def catalog_properties(lake: LakeTables, who: str, region: str | None) -> dict[s
         assert lake.secret_id is not None
         secret = read_database_secret(
             lake.secret_id, f"{who}: lake catalog secret '{lake.secret_id}'", ExtractionError,
-            f"fix lake.secret_id in {CONFIG_FILE}", database_required=True)
+            f"fix lake.secret_id in {CONFIG_FILE}", database_required=True, region=region, endpoint=lake.endpoint)
         props.update({
             f"{prefix}.uri": f"jdbc:postgresql://{secret.host}:{secret.port}/{secret.database}",
             f"{prefix}.jdbc.user": secret.username,

@@ -81,8 +81,9 @@ def resolve_source(job: ExtractJob, secret_id: str | None = None) -> MySqlSource
     shape (never echoing its values)."""
     secret_id = secret_id or job.secret_id
     where = f"pipeline {job.pipeline}: source secret '{secret_id}'"
-    secret = read_database_secret(secret_id, where, ExtractionError,
-                                  f"fix the source in {CONFIG_FILE}", database_required=False)
+    secret = read_database_secret(secret_id, where, ExtractionError, f"fix the source in {CONFIG_FILE}",
+                                  database_required=False, region=job.registry.region,
+                                  endpoint=job.source_endpoint if secret_id == job.secret_id else None)
     if secret.database is not None and not is_identifier(secret.database):
         raise ExtractionError(f"{where}: database {secret.database!r} is not a database name")
     return MySqlSource(

@@ -36,7 +36,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spark_jobs.database_secret import Endpoint
 from spark_jobs.errors import StreamingError
+from spark_jobs.job_config import REGION
+from spark_jobs.kafka_security import Credentials, KafkaSecurity
 
 CONFIG_FILE = "config/streaming.yaml"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -50,10 +53,10 @@ MAX_LAKE_TRIGGER_S = 600.0
 FETCH_MAX_WAIT_MS = 50
 TOP_KEYS = frozenset({
     "stream", "run_id", "attempt", "source", "sink", "window_s", "watermark_delay_s", "late_policy",
-    "allowed_lateness_s", "trigger", "checkpoint", "lake", "dead_letters",
+    "allowed_lateness_s", "trigger", "checkpoint", "lake", "dead_letters", "region",
 })
 SOURCE_KEYS = frozenset({
-    "bootstrap_servers", "topics", "starting_offsets", "max_offsets_per_trigger", "fail_on_data_loss",
+    "bootstrap_servers", "topics", "starting_offsets", "max_offsets_per_trigger", "fail_on_data_loss", "security",
 })
 
 
@@ -64,10 +67,14 @@ class KafkaSource:
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
     fail_on_data_loss: bool = True
+    security: KafkaSecurity = KafkaSecurity()
+    # SCRAM: read from security.secret_id on the driver (never part of the document)
+    credentials: Credentials | None = None
 
     def options(self) -> dict[str, str]:
-        """Options of Spark's Kafka source."""
+        """Options of Spark's Kafka source (with the client's TLS and SASL settings)."""
         options = {
+            **self.security.spark_options(self.credentials),
             "kafka.bootstrap.servers": self.bootstrap_servers,
             "subscribe": ",".join(self.topics),
             "startingOffsets": self.starting_offsets,
@@ -85,6 +92,7 @@ class KafkaSource:
 class PostgresSink:
     secret_id: str
     schema: str = "public"
+    endpoint: Endpoint = Endpoint()  # host, port, database where the secret does not say
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ class StreamJob:
     dead_letters_path: str | None = None
     # The dead-letters query's trigger (Parquet copies of the dead letters; see clickstream.py).
     dead_letters_trigger: Trigger | None = None
+    region: str | None = None  # AWS region of Secrets Manager and MSK IAM (the registry's)
 
     @property
     def aggregates_query(self) -> str:
@@ -240,6 +249,7 @@ class _Parser:
             dead_letters_path=self.uri(dead_letters, "path", "dead_letters.") if dead_letters is not None else None,
             dead_letters_trigger=self.slow_trigger(dead_letters, trigger, "dead_letters.")
             if dead_letters is not None else None,
+            region=self.region(data.get("region")),
         )
 
     # ------------------------------------------------------------------ fields
@@ -313,14 +323,21 @@ class _Parser:
         fail_on_loss = data.get("fail_on_data_loss", True)
         if not isinstance(fail_on_loss, bool):
             raise self.fail("source.fail_on_data_loss", f"must be true or false, got {fail_on_loss!r}")
-        return KafkaSource(servers, tuple(topics), starting, limit, fail_on_loss)
+        security = KafkaSecurity.parse(data.get("security"), "source.security", self.fail)
+        return KafkaSource(servers, tuple(topics), starting, limit, fail_on_loss, security)
+
+    def region(self, value: Any) -> str | None:
+        if value is not None and (not isinstance(value, str) or not REGION.match(value)):
+            raise self.fail("region", f"must be an AWS region such as eu-west-1, got {value!r}")
+        return value
 
     def sink(self, data: Mapping[str, Any]) -> PostgresSink:
-        self.unknown_keys(data, {"secret_id", "schema"}, "sink.")
+        self.unknown_keys(data, {"secret_id", "schema", "endpoint"}, "sink.")
         schema = data.get("schema", "public")
         if not isinstance(schema, str) or not SCHEMA.match(schema):
             raise self.fail("sink.schema", f"must be a lower-case PostgreSQL identifier, got {schema!r}")
-        return PostgresSink(secret_id=self.text(data, "secret_id", "sink."), schema=schema)
+        return PostgresSink(secret_id=self.text(data, "secret_id", "sink."), schema=schema,
+                            endpoint=Endpoint.parse(data.get("endpoint"), "sink.endpoint", self.fail))
 
     def slow_trigger(self, section: Mapping[str, Any], trigger: Trigger, prefix: str) -> Trigger:
         """The trigger of the lake or dead-letters query: ``interval_s`` of its section."""

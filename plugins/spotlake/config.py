@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 from croniter import croniter
 
+from spark_jobs.database_secret import Endpoint
 from spotlake.errors import ConfigError
 
 COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
@@ -28,12 +30,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yam
 CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
 DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries", "reconcile"}
-SOURCE_KEYS = {"secret_id", "replica_secret_id"}
+SOURCE_KEYS = {"secret_id", "replica_secret_id", "host", "port", "database"}
+ENDPOINT_KEYS = ("host", "port", "database")  # where the database is when its secret does not say
 RECONCILE_KEYS = {"enabled", "schedule", "chunk_rows", "deletes"}
 READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_rows"}
 READ_DURATIONS = {"max_window", "open_transaction_margin", "max_open_transaction"}
 TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$")
-LAKE_KEYS = {"catalog", "type", "warehouse", "namespace", "secret_id", "properties", "maintenance"}
+LAKE_KEYS = {"catalog", "type", "warehouse", "namespace", "secret_id", "properties", "maintenance", *ENDPOINT_KEYS}
 MAINTENANCE_KEYS = {"schedule", "pool", "snapshot_retention", "retain_last", "orphan_age", "target_file_size_mb"}
 CATALOG_TYPES = ("jdbc", "glue")
 WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_./-]*)?$")
@@ -90,6 +93,15 @@ class Source:
     name: str
     secret_id: str
     replica_secret_id: str | None = None  # reconciliation reads its checksums from this replica
+    # host, port, database of an RDS-managed master secret (it holds only username and password)
+    endpoint: Endpoint = field(default_factory=Endpoint)
+
+    def to_job(self) -> dict[str, Any]:
+        """The ``source`` section of a job document."""
+        doc: dict[str, Any] = {"secret_id": self.secret_id}
+        if self.endpoint.to_job():
+            doc["endpoint"] = self.endpoint.to_job()
+        return doc
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,7 @@ class Lake:
     secret_id: str | None = "spotlake/postgres/lake-catalog"
     properties: dict[str, str] = field(default_factory=dict)
     maintenance: Maintenance = field(default_factory=Maintenance)
+    endpoint: Endpoint = field(default_factory=Endpoint)  # the JDBC catalog's database, where its secret does not say
 
     def to_job(self, pipeline: Pipeline) -> dict[str, Any]:
         """The ``lake`` section of a job document for ``pipeline``."""
@@ -144,6 +157,8 @@ class Lake:
         }
         if self.type == "jdbc":
             doc["secret_id"] = self.secret_id
+            if self.endpoint.to_job():
+                doc["endpoint"] = self.endpoint.to_job()
         if self.properties:
             doc["properties"] = dict(self.properties)
         return doc
@@ -384,10 +399,11 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
         _unknown_keys(entry, SOURCE_KEYS, f"{where}: sources.{name}")
         if not entry.get("secret_id"):
             raise ConfigError(f"{where}: sources.{name}: set secret_id to the Secrets Manager secret "
-                              "holding host, port, database, username and password")
+                              "holding host, port, database, username and password (or the RDS secret format)")
         replica = entry.get("replica_secret_id")
         sources[name] = Source(name=name, secret_id=str(entry["secret_id"]),
-                               replica_secret_id=str(replica) if replica else None)
+                               replica_secret_id=str(replica) if replica else None,
+                               endpoint=_endpoint(entry, f"{where}: sources.{name}"))
     entries = raw.get("pipelines")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: 'pipelines' must be a non-empty list of pipeline entries")
@@ -430,7 +446,16 @@ def _lake(raw: Any, where: str) -> Lake:
         secret_id=str(secret_id) if kind == "jdbc" else None,
         properties={str(k): str(v) for k, v in properties.items()},
         maintenance=_maintenance(raw.get("maintenance") or {}, f"{where}.maintenance"),
+        endpoint=_endpoint(raw, where),
     )
+
+
+def _endpoint(raw: Mapping[str, Any], where: str) -> Endpoint:
+    """``host``, ``port`` and ``database`` beside a secret's name (for RDS-managed master secrets)."""
+    def fail(field: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where}.{field.rpartition('.')[2]}: {problem}")
+
+    return Endpoint.parse({k: raw[k] for k in ENDPOINT_KEYS if k in raw}, "endpoint", fail)
 
 
 def _maintenance(raw: Any, where: str) -> Maintenance:

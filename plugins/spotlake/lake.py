@@ -14,7 +14,6 @@ The JDBC catalog's credentials come from its Secrets Manager secret, as on the c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -22,6 +21,7 @@ from urllib.parse import quote, urlparse
 
 import pyarrow as pa
 
+from spark_jobs.database_secret import parse_database_secret
 from spotlake import config
 from spotlake.errors import SpotlakeError
 
@@ -58,13 +58,11 @@ def catalog(lake: config.Lake, secrets: Any = None) -> Any:
         import boto3
 
         secrets = boto3.client("secretsmanager")
-    try:
-        secret = json.loads(secrets.get_secret_value(SecretId=lake.secret_id)["SecretString"])
-        uri = (f"postgresql+psycopg2://{quote(str(secret['username']), safe='')}:"
-               f"{quote(str(secret['password']), safe='')}@{secret['host']}:{secret['port']}/{secret['database']}")
-    except (KeyError, ValueError) as exc:
-        raise SpotlakeError(f"lake catalog secret '{lake.secret_id}' is not a JSON object with host, port, database, "
-                            f"username and password ({type(exc).__name__}: {exc})") from None
+    secret = parse_database_secret(secrets.get_secret_value(SecretId=lake.secret_id).get("SecretString"),
+                                   f"lake catalog secret '{lake.secret_id}'", SpotlakeError, database_required=True,
+                                   endpoint=lake.endpoint)
+    uri = (f"postgresql+psycopg2://{quote(secret.username, safe='')}:{quote(secret.password, safe='')}"
+           f"@{secret.host}:{secret.port}/{secret.database}")
     return SqlCatalog(lake.catalog, uri=uri, warehouse=lake.warehouse, **s3_properties(), **lake.properties)
 
 

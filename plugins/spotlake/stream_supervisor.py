@@ -43,13 +43,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol
 
+from spark_jobs.kafka_security import Credentials, KafkaSecurity, read_credentials
 from spotlake import sink_schema
 from spotlake.artifacts import JobArtifacts
 from spotlake.errors import ConfigError, SpotlakeError
 from spotlake.fleet import span, utc_now
-from spotlake.jobs import BatchClient, BatchRequest, NoReadyCluster, Submission, submit_or_reconnect
+from spotlake.jobs import BatchClient, NoReadyCluster, Submission, submit_or_reconnect
 from spotlake.registry import ClusterState, Job, JobState, Registry, StaleState
 from spotlake.stream_status import Restart, StreamState, StreamStatus, StreamStatusStore
 from spotlake.streaming import STREAM_SPARK_CONF, StreamConfig
@@ -245,7 +247,7 @@ class StreamSupervisor:
         stream = self.stream
         partitions = self.kafka.check_topics(stream.name, stream.topics)
         migrations = self.sink.ensure_schema()
-        self.statuses.ensure_table()
+        self.statuses.require_table()
         status = self.statuses.get(stream.name) or StreamStatus(stream.name)
         now = self.clock()
         job = self.registry.get_job(stream.job_key)
@@ -382,14 +384,12 @@ class StreamSupervisor:
         bootstrap = self.kafka.bootstrap
 
         def build_args(run_id: str) -> list[str]:
-            document = stream.job_document(run_id, attempt, bootstrap)
+            document = stream.job_document(run_id, attempt, bootstrap, region=self.registry.client.meta.region_name)
             text = json.dumps(document, separators=(",", ":"))
             return ["--job", base64.urlsafe_b64encode(text.encode()).decode()]
 
-        request = BatchRequest(
-            job_key=stream.job_key, pool=stream.pool, file=published.entry, py_files=published.py_files,
-            conf={**STREAM_SPARK_CONF, **stream.spark_conf}, name=f"spotlake-stream-{stream.name}",
-        )
+        request = published.request(stream.job_key, stream.pool, name=f"spotlake-stream-{stream.name}",
+                                    conf={**STREAM_SPARK_CONF, **stream.spark_conf})
         submission = submit_or_reconnect(self.registry, request, self.client_for, build_args=build_args)
         verb = "reconnected to" if submission.reconnected else "submitted"
         log.info("stream %s: %s batch %s on cluster %s (%s), attempt %s", stream.name, verb,
@@ -463,16 +463,28 @@ class StreamSupervisor:
 class KafkaTopics:
     """:class:`KafkaProbe` over confluent-kafka (metadata and watermark offsets only)."""
 
-    def __init__(self, bootstrap: str, conn_id: str = "", timeout: float = 10.0) -> None:
+    def __init__(self, bootstrap: str, conn_id: str = "", timeout: float = 10.0,
+                 security: KafkaSecurity | None = None, region: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.conn_id = conn_id
         self.timeout = timeout
+        self.security = security or KafkaSecurity()
+        self.region = region
+
+    @cached_property
+    def _credentials(self) -> Credentials | None:
+        if not self.security.needs_secret:
+            return None
+        assert self.security.secret_id is not None
+        return read_credentials(self.security.secret_id, f"Kafka secret '{self.security.secret_id}'", ConfigError,
+                                self.region)
 
     def _settings(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap,
             "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
             "log_level": 0,
+            **self.security.librdkafka_settings(self._credentials, self.region),
         }
 
     def check_topics(self, stream: str, topics: tuple[str, ...]) -> dict[str, int]:

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from spark_jobs.database_secret import Endpoint
+from spark_jobs.kafka_security import KafkaSecurity
 from spotlake.config import NAME, _mapping, _unknown_keys, parse_duration
 from spotlake.errors import ConfigError
 from spotlake.pools import PoolsConfig
@@ -38,7 +40,7 @@ WINDOW_RANGE = (timedelta(seconds=1), timedelta(days=1))
 SETTING_KEYS = {
     "pool", "kafka_conn_id", "postgres_conn_id", "starting_offsets", "max_offsets_per_trigger",
     "trigger_interval", "lake_trigger_interval", "window", "watermark_delay", "late_policy", "allowed_lateness",
-    "restart_budget", "spark_conf",
+    "restart_budget", "spark_conf", "kafka_security",
 }
 STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake", "dead_letters"}
 DEFAULTS: dict[str, Any] = {
@@ -55,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "allowed_lateness": "1d",
     "restart_budget": {"restarts": 5, "per": "1h"},
     "spark_conf": {},
+    "kafka_security": {"protocol": "PLAINTEXT"},
 }
 
 
@@ -98,6 +101,8 @@ class StreamConfig:
     allowed_lateness: timedelta = timedelta(days=1)
     restart_budget: RestartBudget = field(default_factory=RestartBudget)
     spark_conf: dict[str, str] = field(default_factory=dict)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    sink_endpoint: Endpoint = field(default_factory=Endpoint)  # host, port, database where the secret does not say
 
     @property
     def job_key(self) -> str:
@@ -124,10 +129,12 @@ class StreamConfig:
         return f"{self.name}_aggregates"
 
     def job_document(self, run_id: str, attempt: int, bootstrap_servers: str,
-                     available_now: bool = False) -> dict[str, Any]:
-        """The Spark job's document (see ``spark_jobs/stream_job.py``)."""
+                     available_now: bool = False, region: str | None = None) -> dict[str, Any]:
+        """The Spark job's document (see ``spark_jobs/stream_job.py``); ``region`` is the AWS
+        region of Secrets Manager and MSK (the registry's)."""
         source: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
+            "security": self.kafka_security.to_job(),
             "topics": list(self.topics),
             "starting_offsets": self.starting_offsets,
             "fail_on_data_loss": True,
@@ -142,7 +149,9 @@ class StreamConfig:
             "run_id": run_id,
             "attempt": attempt,
             "source": source,
-            "sink": {"secret_id": self.sink_secret_id, "schema": self.sink_schema},
+            "sink": {"secret_id": self.sink_secret_id, "schema": self.sink_schema,
+                     **({"endpoint": self.sink_endpoint.to_job()} if self.sink_endpoint.to_job() else {})},
+            **({"region": region} if region else {}),
             "window_s": int(self.window.total_seconds()),
             "watermark_delay_s": int(self.watermark_delay.total_seconds()),
             "late_policy": self.late_policy,
@@ -269,7 +278,7 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         if key not in entry:
             raise ConfigError(f"{where}: '{key}' is required; see docs/streaming.md for an example")
     sink = _mapping(entry["sink"], f"{where}.sink")
-    _unknown_keys(sink, {"secret_id", "schema"}, f"{where}.sink")
+    _unknown_keys(sink, {"secret_id", "schema", "host", "port", "database"}, f"{where}.sink")
     schema = sink.get("schema", "public")
     if not isinstance(schema, str) or not SCHEMA.match(schema):
         raise ConfigError(
@@ -315,7 +324,14 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         allowed_lateness=parse_duration(settings["allowed_lateness"], f"{where}.allowed_lateness"),
         restart_budget=_budget(settings["restart_budget"], f"{where}.restart_budget"),
         spark_conf=_spark_conf(settings["spark_conf"], f"{where}.spark_conf"),
+        kafka_security=KafkaSecurity.parse(settings["kafka_security"], f"{where}.kafka_security", _config_error),
+        sink_endpoint=Endpoint.parse({k: sink[k] for k in ("host", "port", "database") if k in sink},
+                                     f"{where}.sink", _config_error),
     )
+
+
+def _config_error(field: str, problem: str) -> ConfigError:
+    return ConfigError(f"{field}: {problem}")
 
 
 def check_pools(pools: PoolsConfig, streams: StreamsConfig) -> None:
