@@ -43,6 +43,9 @@ from spotlake.lake import split_s3
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = PROJECT_ROOT / "spark_jobs" / "requirements.txt"
+# The EMR bootstrap action that installs the Python the archive is built for; published to a
+# stable name (<root>/bootstrap/install-python.sh) that config/pools.yaml names.
+BOOTSTRAP_SCRIPT = PROJECT_ROOT / "deploy" / "emr" / "install-python.sh"
 MANIFEST = "job-dependencies.json"
 # The cluster's Python: EMR 7 pools install CPython 3.11 with a bootstrap action (docs/deploying-to-aws.md).
 DEFAULT_PYTHON = "3.11"
@@ -63,6 +66,7 @@ class Manifest:
     python: str = DEFAULT_PYTHON
     platform: str = DEFAULT_PLATFORM
     files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+    bootstrap: str | None = None  # the EMR bootstrap action installing that Python
 
     def spark_conf(self) -> dict[str, str]:
         return {"spark.archives": f"{self.python_archive}#{ARCHIVE_ALIAS}"}
@@ -76,7 +80,8 @@ class Manifest:
             data = json.loads(text)
             return cls(jars=list(data["jars"]), python_archive=str(data["python_archive"]),
                        python=str(data.get("python", DEFAULT_PYTHON)),
-                       platform=str(data.get("platform", DEFAULT_PLATFORM)), files=dict(data.get("files", {})))
+                       platform=str(data.get("platform", DEFAULT_PLATFORM)), files=dict(data.get("files", {})),
+                       bootstrap=data.get("bootstrap"))
         except (ValueError, KeyError, TypeError) as exc:
             raise DependenciesMissing(
                 f"{where} is not a job-dependencies manifest ({exc}); publish again with "
@@ -194,6 +199,7 @@ def publish(root: str, jars: Sequence[Path], python_archive: Path, s3: Any = Non
     files = [*jars, python_archive]
     sums = {path.name: _sha256(path) for path in files}
     names = {path.name: f"deps/{sums[path.name][:16]}/{path.name}" for path in files}
+    bootstrap_name = f"bootstrap/{BOOTSTRAP_SCRIPT.name}"
     if root.startswith(("s3://", "s3a://")):
         if s3 is None:
             raise ValueError("publishing job dependencies to S3 needs an S3 client")
@@ -202,6 +208,7 @@ def publish(root: str, jars: Sequence[Path], python_archive: Path, s3: Any = Non
             key = f"{prefix}/{names[path.name]}".lstrip("/")
             if not _s3_exists(s3, bucket, key):
                 s3.upload_file(str(path), bucket, key)
+        s3.upload_file(str(BOOTSTRAP_SCRIPT), bucket, f"{prefix}/{bootstrap_name}".lstrip("/"))
         base = f"s3://{bucket}/{prefix}".rstrip("/")
     else:
         folder = Path(root)
@@ -212,11 +219,13 @@ def publish(root: str, jars: Sequence[Path], python_archive: Path, s3: Any = Non
                 tmp = dest.with_name(dest.name + ".partial")
                 shutil.copyfile(path, tmp)
                 tmp.replace(dest)
+        (folder / "bootstrap").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(BOOTSTRAP_SCRIPT, folder / bootstrap_name)
         base = str(folder.resolve())
     manifest = Manifest(
         jars=[f"{base}/{names[path.name]}" for path in jars],
         python_archive=f"{base}/{names[python_archive.name]}",
-        python=python, platform=platform, files=sums,
+        python=python, platform=platform, files=sums, bootstrap=f"{base}/{bootstrap_name}",
     )
     _write_manifest(root, manifest, s3)
     return manifest
@@ -288,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"published {len(manifest.jars)} jars and {Path(manifest.python_archive).name} "
           f"(CPython {manifest.python}, {manifest.platform}) under {root}/deps; manifest {root}/{MANIFEST}")
+    print(f"EMR bootstrap action (pools.<name>.emr.bootstrap_actions): {manifest.bootstrap}")
     return 0
 
 

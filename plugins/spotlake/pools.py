@@ -45,8 +45,18 @@ SERVES_KEYS = {"pipelines", "streams"}
 LOCAL_KEYS = {"master"}
 EMR_KEYS = {
     "release_label", "subnet_ids", "log_uri", "service_role", "job_flow_role", "idle_timeout", "tags",
-    "master", "core", "task",
+    "master", "core", "task", "configurations", "bootstrap_actions", "security_groups", "deploy_mode", "python",
 }
+EMR_OPTIONAL_KEYS = {"tags", "configurations", "bootstrap_actions", "security_groups", "deploy_mode", "python"}
+SECURITY_GROUP_KEYS = {"master", "workers", "service_access", "additional_master", "additional_workers"}
+SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]+$")
+BOOTSTRAP_KEYS = {"name", "path", "args"}
+DEPLOY_MODES = ("client", "cluster")
+# The v1 default service role; EMR deprecates it (the v2 role is EMR_DefaultRole_V2).
+V1_SERVICE_ROLE = "EMR_DefaultRole"
+# Provisioning and bootstrapping after the capacity arrived: a launch timeout must leave this after
+# the task fleet's spot timeout, or a cluster that falls back to on-demand is declared DEAD while booting.
+BOOT_AFTER_CAPACITY = timedelta(minutes=10)
 ON_DEMAND_FLEET_KEYS = {"instance_types", "capacity"}
 TASK_FLEET_KEYS = {"instance_types", "capacity", "spot_timeout", "allocation_strategy"}
 INSTANCE_TYPE_KEYS = {"type", "weight", "ebs_gb"}
@@ -110,6 +120,33 @@ class EmrShape:
     core: InstanceFleet
     task: InstanceFleet
     tags: dict[str, str] = field(default_factory=dict)
+    # EMR classifications, sent as they are, over spotlake's own (see providers/emr.py)
+    configurations: tuple[dict[str, Any], ...] = ()
+    bootstrap_actions: tuple[BootstrapAction, ...] = ()
+    security_groups: SecurityGroups | None = None
+    # client: the Spark driver runs in Livy's process on the primary node (on demand); cluster: in
+    # a YARN container, which node labels keep on the on-demand core nodes.
+    deploy_mode: str = "client"
+    python: str = "/usr/bin/python3.11"  # the interpreter the jobs' Python archive is built for
+
+
+@dataclass(frozen=True)
+class BootstrapAction:
+    name: str
+    path: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SecurityGroups:
+    """EMR-managed security groups of the cluster; ``master`` must admit the Airflow workers on
+    Livy's port 8998 (docs/deploying-to-aws.md)."""
+
+    master: str | None = None
+    workers: str | None = None
+    service_access: str | None = None
+    additional_master: tuple[str, ...] = ()
+    additional_workers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -237,6 +274,15 @@ def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider:
     _unknown_keys(serves, SERVES_KEYS, f"{where}.serves")
     local = _local(entry["local"], f"{where}.local") if entry.get("local") is not None else None
     emr = _emr(entry["emr"], f"{where}.emr") if entry.get("emr") is not None else None
+    if emr is not None and provider == "emr":
+        spot = emr.task.spot_timeout or timedelta(minutes=10)
+        if durations["launch_timeout"] < spot + BOOT_AFTER_CAPACITY:
+            raise ConfigError(
+                f"{where}.launch_timeout: {timing['launch_timeout']} leaves no time to boot after the task fleet's "
+                f"spot_timeout ({int(spot.total_seconds() // 60)}m), when EMR falls back to on-demand: such a cluster "
+                f"would be declared DEAD while it boots. Set launch_timeout to at least "
+                f"{int((spot + BOOT_AFTER_CAPACITY).total_seconds() // 60)}m, or shorten spot_timeout"
+            )
     if (provider == "local" and local is None) or (provider == "emr" and emr is None):
         raise ConfigError(
             f"{where}: SPOTLAKE_PROVIDER is '{provider}' but the pool has no '{provider}' section; "
@@ -276,7 +322,7 @@ def _local(entry: Any, where: str) -> LocalShape:
 def _emr(entry: Any, where: str) -> EmrShape:
     entry = _mapping(entry, where)
     _unknown_keys(entry, EMR_KEYS, where)
-    missing = sorted(k for k in EMR_KEYS - {"tags"} if k not in entry)
+    missing = sorted(k for k in EMR_KEYS - EMR_OPTIONAL_KEYS if k not in entry)
     if missing:
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}; every EMR pool sets them")
     label = str(entry["release_label"])
@@ -304,18 +350,105 @@ def _emr(entry: Any, where: str) -> EmrShape:
             raise ConfigError(
                 f"{where}.tags.{key}: tags starting with 'spotlake:' are the fleet's own; rename it"
             )
+    service_role = _text(entry["service_role"], f"{where}.service_role")
+    if service_role.rsplit("/", 1)[-1] == V1_SERVICE_ROLE:
+        raise ConfigError(
+            f"{where}.service_role: {V1_SERVICE_ROLE} is EMR's deprecated v1 service role; use the v2 role "
+            "EMR_DefaultRole_V2 (`aws emr create-default-roles` creates it; policy AmazonEMRServicePolicy_v2). "
+            "spotlake tags every cluster for-use-with-amazon-emr-managed-policies=true as the v2 policy requires"
+        )
+    deploy_mode = str(entry.get("deploy_mode", "client"))
+    if deploy_mode not in DEPLOY_MODES:
+        raise ConfigError(f"{where}.deploy_mode: '{deploy_mode}' is not one of {', '.join(DEPLOY_MODES)}")
+    python = str(entry.get("python", "/usr/bin/python3.11"))
+    if not python.startswith("/"):
+        raise ConfigError(f"{where}.python: '{python}' is not an absolute path of a Python 3.11 interpreter")
     return EmrShape(
         release_label=label,
         subnet_ids=tuple(subnets),
         log_uri=log_uri,
-        service_role=_text(entry["service_role"], f"{where}.service_role"),
+        service_role=service_role,
         job_flow_role=_text(entry["job_flow_role"], f"{where}.job_flow_role"),
         idle_timeout=idle,
         master=_fleet(entry["master"], f"{where}.master", "MASTER"),
         core=_fleet(entry["core"], f"{where}.core", "CORE"),
         task=_fleet(entry["task"], f"{where}.task", "TASK"),
         tags={str(k): str(v) for k, v in tags.items()},
+        configurations=_configurations(entry.get("configurations") or [], f"{where}.configurations"),
+        bootstrap_actions=_bootstrap_actions(entry.get("bootstrap_actions") or [], f"{where}.bootstrap_actions"),
+        security_groups=_security_groups(entry["security_groups"], f"{where}.security_groups")
+        if entry.get("security_groups") else None,
+        deploy_mode=deploy_mode,
+        python=python,
     )
+
+
+def _configurations(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """EMR classifications as RunJobFlow takes them: ``{Classification, Properties, Configurations}``."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of EMR classifications such as "
+                          "[{Classification: spark-defaults, Properties: {spark.executor.memory: 4g}}]")
+    out = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        item = _mapping(item, at)
+        _unknown_keys(item, {"Classification", "Properties", "Configurations"}, at)
+        name = item.get("Classification")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{at}.Classification: expected a classification name such as spark-defaults")
+        properties = _mapping(item.get("Properties") or {}, f"{at}.Properties")
+        for key, prop in properties.items():
+            if isinstance(prop, (dict, list)) or prop is None:
+                raise ConfigError(f"{at}.Properties.{key}: expected a string, number or boolean, got {prop!r}")
+        config: dict[str, Any] = {"Classification": name,
+                                  "Properties": {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                                                 for k, v in properties.items()}}
+        if item.get("Configurations"):
+            config["Configurations"] = list(_configurations(item["Configurations"], f"{at}.Configurations"))
+        out.append(config)
+    return tuple(out)
+
+
+def _bootstrap_actions(value: Any, where: str) -> tuple[BootstrapAction, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {{name, path: s3://..., args: [...]}}")
+    if len(value) > 16:
+        raise ConfigError(f"{where}: EMR runs at most 16 bootstrap actions; got {len(value)}")
+    actions = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        item = _mapping(item, at)
+        _unknown_keys(item, BOOTSTRAP_KEYS, at)
+        path = item.get("path")
+        if not isinstance(path, str) or not path.startswith("s3://"):
+            raise ConfigError(f"{at}.path: {path!r} is not an S3 location of a script; write s3://bucket/key.sh")
+        args = item.get("args") or []
+        if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+            raise ConfigError(f"{at}.args: expected a list of strings")
+        actions.append(BootstrapAction(name=_text(item.get("name"), f"{at}.name"), path=path,
+                                       args=tuple(str(a) for a in args)))
+    return tuple(actions)
+
+
+def _security_groups(value: Any, where: str) -> SecurityGroups:
+    value = _mapping(value, where)
+    _unknown_keys(value, SECURITY_GROUP_KEYS, where)
+
+    def group(key: str) -> str | None:
+        sg = value.get(key)
+        if sg is not None and (not isinstance(sg, str) or not SECURITY_GROUP.match(sg)):
+            raise ConfigError(f"{where}.{key}: {sg!r} is not a security group id (sg-...)")
+        return sg
+
+    def groups(key: str) -> tuple[str, ...]:
+        sgs = value.get(key) or []
+        if not isinstance(sgs, list) or not all(isinstance(s, str) and SECURITY_GROUP.match(s) for s in sgs):
+            raise ConfigError(f"{where}.{key}: expected a list of security group ids (sg-...)")
+        return tuple(sgs)
+
+    return SecurityGroups(master=group("master"), workers=group("workers"), service_access=group("service_access"),
+                          additional_master=groups("additional_master"),
+                          additional_workers=groups("additional_workers"))
 
 
 def _text(value: Any, where: str) -> str:

@@ -132,7 +132,7 @@ def test_launch_request_carries_fleets_spot_tags_and_auto_termination(
 
     [request] = sent
     fleets = {f["InstanceFleetType"]: f for f in request["Instances"]["InstanceFleets"]}
-    assert fleets["MASTER"]["TargetOnDemandCapacity"] == 1 and fleets["MASTER"]["TargetSpotCapacity"] == 0
+    assert fleets["MASTER"]["TargetOnDemandCapacity"] == 1 and "TargetSpotCapacity" not in fleets["MASTER"]
     assert fleets["CORE"]["TargetOnDemandCapacity"] == 1 and fleets["CORE"]["TargetSpotCapacity"] == 0
     task = fleets["TASK"]
     assert task["TargetSpotCapacity"] == 2 and task["TargetOnDemandCapacity"] == 0

@@ -141,6 +141,7 @@ NOT_AWS = {
     "registry", "self.registry", "self.fleet.registry",  # spotlake.registry.Registry (get_job, update_job)
     "BaseHook",  # Airflow's BaseHook.get_connection
     "table",  # a pyiceberg Table (scan)
+    "botocore.session",  # loads service models to validate requests offline (providers/emr.validate_shape)
 }
 # Airflow's AWS hooks: the service of their client (None: the client_type argument says).
 HOOK_SERVICES = {"AwsBaseHook": None, "AwsGenericHook": None, "S3Hook": "s3", "EmrHook": "emr",

@@ -25,7 +25,7 @@ def base() -> dict[str, Any]:
                     "release_label": "emr-7.5.0",
                     "subnet_ids": ["subnet-0a1", "subnet-0b2"],
                     "log_uri": "s3://logs/small/",
-                    "service_role": "EMR_DefaultRole",
+                    "service_role": "EMR_DefaultRole_V2",
                     "job_flow_role": "EMR_EC2_DefaultRole",
                     "idle_timeout": "1h",
                     "tags": {"team": "data"},

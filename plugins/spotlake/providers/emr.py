@@ -54,6 +54,7 @@ TAG_POOL = "spotlake:pool"
 TAG_CLUSTER = "spotlake:cluster-id"
 TAG_LAUNCHED = "spotlake:launched-at"
 TAG_TERMINATED_BY = "spotlake:terminated-by"
+TAG_MANAGED_POLICIES = "for-use-with-amazon-emr-managed-policies"
 LIVE_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 BOOTING_STATES = ("STARTING", "BOOTSTRAPPING")
 ALIVE_STATES = ("RUNNING", "WAITING")
@@ -171,30 +172,46 @@ class EmrProvider(ClusterProvider):
 
     # ------------------------------------------------------------------ request
     def job_flow_request(self, pool: PoolConfig, cluster_id: str, launched_at: datetime) -> dict[str, Any]:
-        """The RunJobFlow request of ``cluster_id`` in ``pool`` (pure: no AWS call)."""
+        """The RunJobFlow request of ``cluster_id`` in ``pool`` (pure: no AWS call), checked against
+        EMR's rules that the API model does not carry (:func:`validate_request`)."""
         shape = _shape(pool)
         tags = {
             **shape.tags,
             TAG_MANAGED: "true", TAG_POOL: pool.name, TAG_CLUSTER: cluster_id,
             TAG_LAUNCHED: launched_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            # AmazonEMRServicePolicy_v2 (the v2 service role) acts only on resources with this tag.
+            TAG_MANAGED_POLICIES: "true",
         }
-        return {
+        instances: dict[str, Any] = {
+            "InstanceFleets": [_fleet(shape.master), _fleet(shape.core), _fleet(shape.task)],
+            "Ec2SubnetIds": list(shape.subnet_ids),
+            "KeepJobFlowAliveWhenNoSteps": True,
+            "TerminationProtected": False,
+            **_security_groups(shape),
+        }
+        request: dict[str, Any] = {
             "Name": cluster_name(cluster_id),
             "ReleaseLabel": shape.release_label,
             "LogUri": shape.log_uri,
             "Applications": [{"Name": "Spark"}, {"Name": "Livy"}],
-            "Instances": {
-                "InstanceFleets": [_fleet(shape.master), _fleet(shape.core), _fleet(shape.task)],
-                "Ec2SubnetIds": list(shape.subnet_ids),
-                "KeepJobFlowAliveWhenNoSteps": True,
-                "TerminationProtected": False,
-            },
+            "Instances": instances,
+            "Configurations": configurations(shape),
             "ServiceRole": shape.service_role,
             "JobFlowRole": shape.job_flow_role,
             "AutoTerminationPolicy": {"IdleTimeout": int(shape.idle_timeout.total_seconds())},
             "VisibleToAllUsers": True,
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
         }
+        if shape.bootstrap_actions:
+            request["BootstrapActions"] = [
+                {"Name": action.name, "ScriptBootstrapAction": {"Path": action.path, "Args": list(action.args)}}
+                for action in shape.bootstrap_actions
+            ]
+        problems = validate_request(request)
+        if problems:
+            raise LaunchFailed(f"the RunJobFlow request of pool '{pool.name}' breaks EMR's rules: "
+                               + "; ".join(problems) + " — fix the pool's emr section in config/pools.yaml")
+        return request
 
     # --------------------------------------------------------------- interface
     def launch(self, pool: PoolConfig, cluster_id: str) -> LaunchedCluster:
@@ -307,6 +324,72 @@ class EmrProvider(ClusterProvider):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+def spotlake_configurations(shape: EmrShape) -> list[dict[str, Any]]:
+    """The classifications every spotlake cluster needs:
+
+    - ``livy-conf``: the pool's deploy mode. In client mode (the default) the Spark driver runs
+      in Livy's process on the primary node, which is on demand, and its output is Livy's batch log;
+    - ``yarn-site``: YARN node labels on, application masters on CORE nodes (on demand), so no
+      spot reclaim takes a job's application master (or, in cluster mode, its driver). EMR 6 and
+      later turn node labels off by default, which lets masters land on spot task nodes;
+    - ``spark-env``: the Python the jobs' package archive is built for (installed by a bootstrap
+      action, see docs/deploying-to-aws.md).
+    """
+    return [
+        {"Classification": "livy-conf", "Properties": {"livy.spark.deploy-mode": shape.deploy_mode}},
+        {"Classification": "yarn-site", "Properties": {
+            "yarn.node-labels.enabled": "true",
+            "yarn.node-labels.am.default-node-label-expression": "CORE",
+        }},
+        {"Classification": "spark-env", "Properties": {}, "Configurations": [
+            {"Classification": "export", "Properties": {
+                "PYSPARK_PYTHON": shape.python, "PYSPARK_DRIVER_PYTHON": shape.python}},
+        ]},
+    ]
+
+
+def configurations(shape: EmrShape) -> list[dict[str, Any]]:
+    """spotlake's classifications with the pool's own merged over them (a pool property wins)."""
+    merged = {c["Classification"]: _copy_configuration(c) for c in spotlake_configurations(shape)}
+    for own in shape.configurations:
+        base = merged.get(own["Classification"])
+        merged[own["Classification"]] = _merge_configuration(base, own) if base else _copy_configuration(own)
+    return list(merged.values())
+
+
+def _copy_configuration(config: dict[str, Any]) -> dict[str, Any]:
+    copy: dict[str, Any] = {"Classification": config["Classification"], "Properties": dict(config.get("Properties", {}))}
+    if config.get("Configurations"):
+        copy["Configurations"] = [_copy_configuration(c) for c in config["Configurations"]]
+    return copy
+
+
+def _merge_configuration(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    merged = _copy_configuration(base)
+    merged["Properties"].update(own.get("Properties", {}))
+    nested = {c["Classification"]: c for c in merged.get("Configurations", [])}
+    for child in own.get("Configurations", []):
+        nested[child["Classification"]] = (_merge_configuration(nested[child["Classification"]], child)
+                                           if child["Classification"] in nested else _copy_configuration(child))
+    if nested:
+        merged["Configurations"] = list(nested.values())
+    return merged
+
+
+def _security_groups(shape: EmrShape) -> dict[str, Any]:
+    groups = shape.security_groups
+    if groups is None:
+        return {}
+    fields = {
+        "EmrManagedMasterSecurityGroup": groups.master,
+        "EmrManagedSlaveSecurityGroup": groups.workers,
+        "ServiceAccessSecurityGroup": groups.service_access,
+        "AdditionalMasterSecurityGroups": list(groups.additional_master),
+        "AdditionalSlaveSecurityGroups": list(groups.additional_workers),
+    }
+    return {k: v for k, v in fields.items() if v}
+
+
 def _shape(pool: PoolConfig) -> EmrShape:
     if pool.emr is None:
         raise LaunchFailed(f"pool '{pool.name}' has no 'emr' shape in config/pools.yaml; add one")
@@ -340,8 +423,111 @@ def _fleet(fleet: InstanceFleet) -> dict[str, Any]:
             "OnDemandSpecification": {"AllocationStrategy": "lowest-price"},
         }
     else:
+        # The master fleet takes exactly one of the two targets; on-demand fleets name their strategy too.
         spec["TargetOnDemandCapacity"] = fleet.capacity
-        spec["TargetSpotCapacity"] = 0
-        if fleet.role == "CORE":
-            spec["LaunchSpecifications"] = {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
+        if fleet.role != "MASTER":
+            spec["TargetSpotCapacity"] = 0
+        spec["LaunchSpecifications"] = {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
     return spec
+
+
+# ------------------------------------------------------------------ validation
+SPOT_ALLOCATION = ("capacity-optimized", "price-capacity-optimized", "lowest-price", "diversified",
+                   "capacity-optimized-prioritized")
+ON_DEMAND_ALLOCATION = ("lowest-price", "prioritized")
+TIMEOUT_ACTIONS = ("SWITCH_TO_ON_DEMAND", "TERMINATE_CLUSTER")
+
+
+def validate_request(request: dict[str, Any]) -> list[str]:
+    """EMR's rules for a RunJobFlow request with instance fleets that the API model (and moto) do
+    not check, from the RunJobFlow, InstanceFleetConfig and SpotProvisioningSpecification
+    references; an empty list when the request keeps them. botocore's parameter validation
+    (types, required members) is :func:`validate_shape`."""
+    problems: list[str] = []
+    instances = request.get("Instances", {})
+    fleets = instances.get("InstanceFleets", [])
+    roles = [f.get("InstanceFleetType") for f in fleets]
+    if roles.count("MASTER") != 1 or roles.count("CORE") > 1 or roles.count("TASK") > 1:
+        problems.append(f"Instances.InstanceFleets: needs one MASTER and at most one CORE and one TASK fleet, got {roles}")
+    if fleets and not instances.get("Ec2SubnetIds"):
+        problems.append("Instances.Ec2SubnetIds: instance fleets need at least one subnet")
+    for fleet in fleets:
+        problems.extend(_fleet_problems(fleet))
+    idle = request.get("AutoTerminationPolicy", {}).get("IdleTimeout")
+    if idle is not None and not 60 <= idle <= 604800:
+        problems.append(f"AutoTerminationPolicy.IdleTimeout: {idle} is outside 60..604800 seconds")
+    if str(request.get("ServiceRole", "")).rsplit("/", 1)[-1] == "EMR_DefaultRole":
+        problems.append("ServiceRole: EMR_DefaultRole is the deprecated v1 role; use EMR_DefaultRole_V2")
+    tags = {t.get("Key"): t.get("Value") for t in request.get("Tags", [])}
+    if tags.get(TAG_MANAGED_POLICIES) != "true":
+        problems.append(f"Tags: the v2 service role needs {TAG_MANAGED_POLICIES}=true")
+    if len(tags) > 50 or any(len(k) > 128 or len(v or "") > 256 for k, v in tags.items()):
+        problems.append("Tags: at most 50, keys up to 128 and values up to 256 characters")
+    if not str(request.get("ReleaseLabel", "")).startswith("emr-7."):
+        problems.append(f"ReleaseLabel: {request.get('ReleaseLabel')!r} is not an EMR 7 release (Spark 3.5)")
+    actions = request.get("BootstrapActions", [])
+    if len(actions) > 16:
+        problems.append(f"BootstrapActions: at most 16, got {len(actions)}")
+    for i, action in enumerate(actions):
+        if not str(action.get("ScriptBootstrapAction", {}).get("Path", "")).startswith("s3://"):
+            problems.append(f"BootstrapActions[{i}].ScriptBootstrapAction.Path: must be an s3:// location")
+    problems.extend(_configuration_problems(request.get("Configurations", []), "Configurations"))
+    return problems
+
+
+def _fleet_problems(fleet: dict[str, Any]) -> list[str]:
+    where = f"InstanceFleets[{fleet.get('InstanceFleetType')}]"
+    problems = []
+    on_demand, spot = fleet.get("TargetOnDemandCapacity"), fleet.get("TargetSpotCapacity")
+    if fleet.get("InstanceFleetType") == "MASTER":
+        if (on_demand is None) == (spot is None) or (on_demand or spot) != 1:
+            problems.append(f"{where}: the master fleet sets exactly one of TargetOnDemandCapacity and "
+                            f"TargetSpotCapacity, to 1 (got {on_demand}, {spot})")
+        if any(c.get("WeightedCapacity", 1) != 1 for c in fleet.get("InstanceTypeConfigs", [])):
+            problems.append(f"{where}: master instance types have WeightedCapacity 1")
+    specs = fleet.get("LaunchSpecifications", {})
+    types = fleet.get("InstanceTypeConfigs", [])
+    has_strategy = any(spec.get("AllocationStrategy") for spec in specs.values())
+    if not 1 <= len(types) <= (30 if has_strategy else 5):
+        problems.append(f"{where}: {len(types)} instance types; 1 to 5 (up to 30 with an allocation strategy)")
+    if spot:
+        spot_spec = specs.get("SpotSpecification")
+        if not spot_spec:
+            problems.append(f"{where}: TargetSpotCapacity needs LaunchSpecifications.SpotSpecification")
+        else:
+            minutes = spot_spec.get("TimeoutDurationMinutes")
+            if not isinstance(minutes, int) or not 5 <= minutes <= 1440:
+                problems.append(f"{where}: SpotSpecification.TimeoutDurationMinutes {minutes!r} is outside 5..1440")
+            if spot_spec.get("TimeoutAction") not in TIMEOUT_ACTIONS:
+                problems.append(f"{where}: SpotSpecification.TimeoutAction must be one of {', '.join(TIMEOUT_ACTIONS)}")
+            if spot_spec.get("AllocationStrategy") not in SPOT_ALLOCATION:
+                problems.append(f"{where}: SpotSpecification.AllocationStrategy must be one of {', '.join(SPOT_ALLOCATION)}")
+    on_demand_spec = specs.get("OnDemandSpecification")
+    if not on_demand_spec:
+        problems.append(f"{where}: no OnDemandSpecification.AllocationStrategy (every fleet names its strategy)")
+    elif on_demand_spec.get("AllocationStrategy") not in ON_DEMAND_ALLOCATION:
+        problems.append(f"{where}: OnDemandSpecification.AllocationStrategy must be one of {', '.join(ON_DEMAND_ALLOCATION)}")
+    return problems
+
+
+def _configuration_problems(configs: list[dict[str, Any]], where: str) -> list[str]:
+    problems = []
+    names = [c.get("Classification") for c in configs]
+    if len(names) != len(set(names)):
+        problems.append(f"{where}: a classification appears twice: {names}")
+    for config in configs:
+        if not all(isinstance(v, str) for v in config.get("Properties", {}).values()):
+            problems.append(f"{where}[{config.get('Classification')}].Properties: values must be strings")
+        problems.extend(_configuration_problems(config.get("Configurations", []),
+                                                f"{where}[{config.get('Classification')}].Configurations"))
+    return problems
+
+
+def validate_shape(request: dict[str, Any], operation: str = "RunJobFlow", service: str = "emr") -> list[str]:
+    """botocore's own parameter validation of ``request`` (the checks a real call runs first)."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    report = ParamValidator().validate(request, model.input_shape)
+    return [line.strip() for line in report.generate_report().splitlines() if line.strip()] if report.has_errors() else []
