@@ -26,7 +26,7 @@ from spark_jobs.database_secret import Endpoint
 from spark_jobs.kafka_security import KafkaSecurity
 from spotlake.config import NAME, _mapping, _unknown_keys, parse_duration
 from spotlake.errors import ConfigError
-from spotlake.pools import PoolsConfig
+from spotlake.pools import PoolsConfig, provider_name
 
 DEFAULT_STREAMS = Path(__file__).resolve().parents[2] / "config" / "streaming.yaml"
 TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -211,9 +211,14 @@ def _text(value: Any, where: str, what: str) -> str:
 
 
 def _uri(value: Any, where: str) -> str:
-    text = _text(value, where, "a URI such as s3a://bucket/prefix").rstrip("/")
+    text = _text(value, where, "a URI such as s3://bucket/prefix").rstrip("/")
     if not URI.match(text):
-        raise ConfigError(f"{where}: {text!r} is not a URI; write e.g. s3a://spotlake-lake/clicks/events")
+        raise ConfigError(f"{where}: {text!r} is not a URI; write e.g. s3://spotlake-lake/clicks/events")
+    if text.startswith("s3a://") and provider_name() == "emr":
+        raise ConfigError(
+            f"{where}: {text!r} uses s3a://, which on EMR bypasses EMRFS and its optimized committer; write "
+            f"{'s3://' + text[len('s3a://'):]!r} (the local stack serves s3:// with S3A)"
+        )
     return text
 
 

@@ -78,6 +78,7 @@ def spark_session(s3: str) -> SparkSession:
         .config("spark.sql.extensions", "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
         .config("spark.hadoop.fs.s3a.endpoint", s3)
         .config("spark.hadoop.fs.s3a.path.style.access", "true")
+        .config("spark.hadoop.fs.s3.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")  # s3:// as on EMR
         .config("spark.hadoop.fs.s3a.connection.ssl.enabled", "false")
         .config("spark.hadoop.fs.s3a.aws.credentials.provider",
                 "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
@@ -162,8 +163,8 @@ class StreamEnv:
     def stream_config(self, **changes: Any) -> StreamConfig:
         config = StreamConfig(
             name=self.name, pool="large", topics=(self.topic,), sink_secret_id=self.secret_id,
-            sink_schema=self.schema, checkpoint=f"s3a://{self.bucket}/checkpoints/{self.name}",
-            lake=f"s3a://{self.bucket}/lake/events", dead_letters=f"s3a://{self.bucket}/lake/dead_letters",
+            sink_schema=self.schema, checkpoint=f"s3://{self.bucket}/checkpoints/{self.name}",
+            lake=f"s3://{self.bucket}/lake/events", dead_letters=f"s3://{self.bucket}/lake/dead_letters",
             max_offsets_per_trigger=750, trigger_interval=timedelta(seconds=1),
             lake_trigger_interval=timedelta(seconds=2),
             watermark_delay=timedelta(seconds=20), restart_budget=RestartBudget(5, timedelta(hours=1)),

@@ -428,8 +428,10 @@ def livy_spark_defaults(
         "spark.sql.warehouse.dir": str(home / "warehouse"),
         "spark.local.dir": str(home / "spark-local"),
         "spark.eventLog.enabled": "false",
-        # Checkpoints and file sinks (s3a://) on the local S3 (on EMR, s3:// needs none of this).
-        # The Iceberg lake uses S3FileIO, which finds the local S3 through AWS_ENDPOINT_URL_S3.
+        # Checkpoints and file sinks on the local S3. The configuration writes s3:// as on EMR (where
+        # it is EMRFS); here S3A serves both s3:// and s3a://. The Iceberg lake uses S3FileIO, which
+        # finds the local S3 through AWS_ENDPOINT_URL_S3.
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.endpoint": s3_endpoint(layout),
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
