@@ -101,6 +101,15 @@ RUN_BY_MAKE_UP: dict[str, tuple[str, Source]] = {
 # Commands run by tests (by the words they start with). The first source is a test; any
 # further one shows that what the test runs is what the documented command runs.
 RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
+    "python -m spotlake.job_dependencies publish": (
+        Source("tests/unit/test_job_dependencies.py", ('job_dependencies.main(["publish", "--to"',
+                                                       'job_dependencies.main(["show"'),
+               "runs the CLI's main (publish, show) into a folder"),
+        Source("tests/integration/conftest.py", ("deps.build_and_publish(",),
+               "the job_dependencies fixture runs what `publish` runs: Maven, pip, publish"),
+        Source("plugins/spotlake/job_dependencies.py", ("sys.exit(main())", "build_and_publish(root"),
+               "`python -m spotlake.job_dependencies publish` runs build_and_publish"),
+    ),
     "python -m spotlake.lake": (
         Source("tests/integration/test_extraction_pipeline.py", ("lake.main([pipeline, \"--sql\"", '"--changes"'),
                "runs the CLI's main on a pipeline's tables, with --sql and --changes"),

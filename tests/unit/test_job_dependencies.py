@@ -173,3 +173,23 @@ def test_manifest_round_trip() -> None:
     manifest = Manifest(jars=["s3://b/deps/1/a.jar"], python_archive="s3://b/deps/2/p.tar.gz", files={"a.jar": "x"})
     assert Manifest.from_json(manifest.to_json(), "here") == manifest
     assert json.loads(manifest.to_json())["python"] == "3.11"
+
+
+def test_the_publish_command_builds_and_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m spotlake.job_dependencies publish --to <root>` and `show`, with the Maven and pip
+    steps stood in by files (the integration tier runs the real ones through build_and_publish)."""
+    jars, archive = fake_files(tmp_path)
+
+    def build(root: str, s3: object = None, python: str = "3.11", platform: str = "x") -> Manifest:
+        return job_dependencies.publish(root, jars, archive, s3=s3, python=python, platform=platform)
+
+    monkeypatch.setattr(job_dependencies, "build_and_publish", build)
+    root = tmp_path / "artifacts"
+    assert job_dependencies.main(["publish", "--to", str(root), "--platform", "manylinux2014_aarch64"]) == 0
+    out = capsys.readouterr().out
+    assert "published 2 jars" in out and f"{root}/bootstrap/install-python.sh" in out
+    assert job_dependencies.main(["show", "--to", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out)["platform"] == "manylinux2014_aarch64"
+    assert job_dependencies.main(["show", "--to", str(tmp_path / "none")]) == 1
+    assert "no job dependencies published" in capsys.readouterr().err
