@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 from spark_jobs.errors import DataError, ExtractionError, SpotlakeJobError
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS
+from spark_jobs.report import write_report
 from spark_jobs.runtime import use_job_packages
 
 ERROR_MARK = "SPOTLAKE_ERROR: "
@@ -47,6 +48,7 @@ def parse_args(argv: Sequence[str] | None, prog: str = "extract.py",
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--job", help="the job document as base64url-encoded JSON")
     source.add_argument("--job-file", help="path of a file holding the job document as JSON")
+    parser.add_argument("--report", help="where to write the job's outcome as JSON (s3://... or a path)")
     return parser.parse_args(argv)
 
 
@@ -112,8 +114,16 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
     job: Any = None
     existing = SparkSession.getActiveSession()
     spark: SparkSession | None = None
+    report: str | None = None
+
+    def region() -> str | None:
+        registry = getattr(job, "registry", None)
+        return getattr(registry, "region", None)
+
     try:
-        job = load_job(parse_args(argv, prog, description), job_type)
+        args = parse_args(argv, prog, description)
+        report = args.report
+        job = load_job(args, job_type)
         spark = existing or build_session(f"spotlake-{what}-{job.pipeline}")
         use_job_packages()
         result = load_runner(run)(spark, job)
@@ -121,16 +131,20 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
         if isinstance(exc, DataError):
             print(DATA_ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
         print(ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
+        write_report(report, {"status": "failed", "error": one_line(str(exc)),
+                              "data_error": isinstance(exc, DataError)}, region())
         return 2
     except Exception as exc:
         where = job.context if job is not None else "job"
         message = f"{where}: {what} failed: {describe_failure(exc)}"
         print(ERROR_MARK + one_line(message), file=sys.stderr, flush=True)
+        write_report(report, {"status": "failed", "error": one_line(message), "data_error": False}, region())
         raise
     finally:
         if spark is not None and existing is None:
             spark.stop()
     print(RESULT_MARK + json.dumps(result, separators=(",", ":"), default=str), flush=True)
+    write_report(report, {"status": "succeeded", "result": result}, region())
     return 0
 
 

@@ -11,7 +11,6 @@ from functools import cached_property
 from typing import Any
 
 from airflow.exceptions import AirflowException
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
@@ -84,10 +83,6 @@ class ExtractWindowOperator(PoolBatchOperator):
         return self.config.get(self.pipeline_name)
 
     @cached_property
-    def s3(self) -> Any:
-        return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
-
-    @cached_property
     def lake_state(self) -> LakeState:
         return LakeState(self.registry.client, self.registry.prefix)
 
@@ -138,7 +133,7 @@ class ExtractWindowOperator(PoolBatchOperator):
         published = artifacts.publish("extract.py", s3=self.s3)
         label = self._plan.job_key.rpartition("#")[2]
         return published.request(self._plan.job_key, self.pipeline.pool,
-                                 name=f"spotlake-extract-{self.pipeline.name}-{label}")
+                                 name=f"spotlake-extract-{self.pipeline.name}-{label}", report=True)
 
     def job_document(self, context: Any, run_id: str) -> dict[str, Any]:
         plan = self._plan or self.plan(context)

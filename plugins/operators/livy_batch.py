@@ -11,6 +11,7 @@ the same task try, up to ``max_moves`` times.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -20,8 +21,8 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from spotlake import config
-from spotlake.jobs import BatchRequest, NoReadyCluster, submit_or_reconnect
+from spotlake import artifacts, config
+from spotlake.jobs import BatchRequest, NoReadyCluster, report_uri, submit_or_reconnect
 from spotlake.livy import EndpointLivyHook
 from spotlake.registry import Job, JobState, Registry, StaleState
 from spotlake.triggers import LivyBatchTrigger
@@ -30,6 +31,22 @@ ERROR_MARK = "SPOTLAKE_ERROR: "
 DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # the job's error is a data error: retrying cannot help
 RESULT_MARK = "SPOTLAKE_RESULT: "
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
+# What YARN and Spark say when the batch lost capacity rather than failed on its own: a node taken
+# away (a spot reclaim, a decommission) under the driver's application master or its executors.
+# Such a batch is re-queued like one whose cluster died, without using an Airflow retry.
+CAPACITY_LOSS = re.compile(
+    r"released on a \*lost\* node|Exit status: -100|exitCode: -100|decommission|ExecutorLostFailure"
+    r"|Container from a bad node|Spot interruption",
+    re.IGNORECASE,
+)
+
+
+def lost_capacity(text: str) -> str | None:
+    """The first line of ``text`` that says the batch lost its capacity, if any."""
+    for line in text.splitlines():
+        if CAPACITY_LOSS.search(line):
+            return line.strip()[:300]
+    return None
 
 
 class BatchFailed(AirflowException):
@@ -144,6 +161,10 @@ class PoolBatchOperator(BaseOperator):
             return result
         if status == "failed":
             error, tail, data = self._batch_error(job)
+            lost = None if data else lost_capacity(f"{error}\n{tail}")
+            if lost:
+                # A node taken from under the batch (spot reclaim): not the job's failure.
+                return self._requeue(context, job, {"reason": f"batch {job.batch_id} lost capacity: {lost}"})
             self._finish(job, JobState.FAILED, error or f"batch ended {event.get('state')}")
             failed = DataErrorFailed if data else BatchFailed
             if data:
@@ -153,17 +174,20 @@ class PoolBatchOperator(BaseOperator):
                 f"'{event.get('state')}': {error or 'see the batch log below'}\n--- batch log (tail) ---\n{tail}",
                 error or f"batch {job.batch_id} on cluster {job.cluster_id} ended '{event.get('state')}'",
             )
-        # requeued / lost / unreachable: the cluster went away under the batch. Re-queue onto
-        # the pool's (replacement) cluster without consuming an Airflow retry.
+        # requeued / lost / unreachable: the cluster went away under the batch.
+        return self._requeue(context, job, event)
+
+    def _requeue(self, context: Any, job: Job, event: dict[str, Any]) -> Any:
+        """Re-queue onto the pool's (replacement) cluster without consuming an Airflow retry."""
         if job.moves >= self.max_moves:
             self._finish(job, JobState.FAILED, f"moved {job.moves} times; {event.get('reason')}")
             raise AirflowException(
-                f"{job.job_key}: its cluster was lost {job.moves + 1} times (limit max_moves="
+                f"{job.job_key}: its cluster or capacity was lost {job.moves + 1} times (limit max_moves="
                 f"{self.max_moves}); last: {event.get('reason')}"
             )
         try:
             self.registry.update_job(job, state=JobState.REQUEUED, moves=job.moves + 1,
-                                     reason=str(event.get("reason", status)))
+                                     reason=str(event.get("reason", event.get("status"))))
         except StaleState:
             self.log.info("job %s changed while re-queueing; following it", job.job_key)
         self._delete_quietly(job)
@@ -183,8 +207,24 @@ class PoolBatchOperator(BaseOperator):
         except StaleState:
             self.log.warning("job %s changed before it could be marked %s", job.job_key, state)
 
+    @cached_property
+    def s3(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+
+    def _report(self, job: Job) -> dict[str, Any] | None:
+        """The outcome the job wrote beside its artifacts (spark_jobs/report.py), found whatever the
+        deploy mode; None when it wrote none (a job killed before its end, an older job)."""
+        base = artifacts.artifacts_base()
+        return artifacts.read_report(report_uri(base, job.run_id), self.s3 if base.startswith("s3://") else None)
+
     def _batch_result(self, job: Job) -> dict[str, Any] | None:
-        """The job's result line (``SPOTLAKE_RESULT: <json>``) from the batch log, if any."""
+        """The job's result: from its report, else its result line (``SPOTLAKE_RESULT: <json>``) in
+        the batch log."""
+        report = self._report(job)
+        if report is not None and report.get("status") == "succeeded":
+            return report.get("result")
         try:
             lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, 0, 1000).get("log", [])
         except Exception as exc:  # noqa: BLE001 - the result line is for the log; the registry is the record
@@ -197,14 +237,18 @@ class PoolBatchOperator(BaseOperator):
             return None
 
     def _batch_error(self, job: Job) -> tuple[str, str, bool]:
-        """The job's own error line (``SPOTLAKE_ERROR: ...``), the tail of the batch log, and whether
-        the job said its error is a data error (``SPOTLAKE_DATA_ERROR: ...``)."""
+        """The job's own error (its report's, else its ``SPOTLAKE_ERROR: ...`` line), the tail of the
+        batch log, and whether the job said its error is a data error."""
+        report = self._report(job)
         try:
             lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, 0, 1000).get("log", [])
         except Exception as exc:  # noqa: BLE001 - the log is a courtesy; the failure stands
-            return "", f"(batch log unavailable: {exc})", False
+            lines = [f"(batch log unavailable: {exc})"]
+        tail = "\n".join(lines[-40:])
+        if report is not None and report.get("status") == "failed":
+            return str(report.get("error", "")), tail, bool(report.get("data_error"))
         error = next((ln.split(ERROR_MARK, 1)[1] for ln in reversed(lines) if ERROR_MARK in ln), "")
-        return error, "\n".join(lines[-40:]), any(DATA_ERROR_MARK in ln for ln in lines)
+        return error, tail, any(DATA_ERROR_MARK in ln for ln in lines)
 
     def on_kill(self) -> None:
         job = self.job

@@ -6,8 +6,6 @@ import base64
 import json
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
 from operators.livy_batch import PipelineBatchOperator
 from spotlake import artifacts
 from spotlake.jobs import BatchRequest
@@ -24,9 +22,10 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
     job_kind = "maintenance"
 
     def build_request(self, context: Any) -> BatchRequest:
-        published = artifacts.publish("maintain.py", s3=S3Hook(aws_conn_id=self.aws_conn_id).get_conn())
+        published = artifacts.publish("maintain.py", s3=self.s3)
         key = self.job_key(context)
-        return published.request(key, self.pool_name, name=f"spotlake-maintain-{self.pipeline_name}")
+        return published.request(key, self.pool_name, name=f"spotlake-maintain-{self.pipeline_name}",
+                                 report=True)
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
         key = self.job_key(context)

@@ -6,8 +6,6 @@ import base64
 import json
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
 from operators.extraction import extraction_document
 from operators.livy_batch import PipelineBatchOperator
 from spotlake import artifacts
@@ -26,8 +24,9 @@ class ReconcileOperator(PipelineBatchOperator):
     job_kind = "reconcile"
 
     def build_request(self, context: Any) -> BatchRequest:
-        published = artifacts.publish("extract.py", s3=S3Hook(aws_conn_id=self.aws_conn_id).get_conn())
-        return published.request(self.job_key(context), self.pool_name, name=f"spotlake-reconcile-{self.pipeline_name}")
+        published = artifacts.publish("extract.py", s3=self.s3)
+        return published.request(self.job_key(context), self.pool_name, name=f"spotlake-reconcile-{self.pipeline_name}",
+                                 report=True)
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
         pipeline = self.config.get(self.pipeline_name)

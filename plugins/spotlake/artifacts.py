@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -36,11 +37,15 @@ class JobArtifacts:
     py_files: list[str]
     jars: list[str] = field(default_factory=list)
     conf: dict[str, str] = field(default_factory=dict)
+    root: str | None = None  # the artifacts root; the jobs' reports go under it
 
-    def request(self, job_key: str, pool: str, name: str, conf: dict[str, str] | None = None) -> BatchRequest:
-        """The batch of ``job_key``: these artifacts, plus ``conf`` (which may not replace the archive)."""
+    def request(self, job_key: str, pool: str, name: str, conf: dict[str, str] | None = None,
+                report: bool = False) -> BatchRequest:
+        """The batch of ``job_key``: these artifacts, plus ``conf`` (which may not replace the archive);
+        ``report``: the job writes its outcome under ``<root>/reports/`` (read by :func:`read_report`)."""
         return BatchRequest(job_key=job_key, pool=pool, file=self.entry, py_files=list(self.py_files),
-                            jars=list(self.jars), conf={**(conf or {}), **self.conf}, name=name)
+                            jars=list(self.jars), conf={**(conf or {}), **self.conf}, name=name,
+                            report_root=self.root if report else None)
 
 
 def _package_zip() -> bytes:
@@ -89,4 +94,29 @@ def publish(entry_script: str, s3: Any = None, root: str | None = None) -> JobAr
                 tmp.replace(path)
         base = str(folder.resolve())
     return JobArtifacts(entry=f"{base}/{digest}/{entry_script}", py_files=[f"{base}/{digest}/spark_jobs.zip"],
-                        jars=list(dependencies.jars), conf=dependencies.spark_conf())
+                        jars=list(dependencies.jars), conf=dependencies.spark_conf(), root=base)
+
+
+def artifacts_base(root: str | None = None) -> str:
+    """The artifacts root as batches name it: ``s3://bucket/prefix`` or an absolute folder."""
+    root = (root or artifacts_root()).rstrip("/")
+    if root.startswith(("s3://", "s3a://")):
+        bucket, prefix = split_s3(root)
+        return f"s3://{bucket}/{prefix}".rstrip("/")
+    return str(Path(root).resolve())
+
+
+def read_report(uri: str, s3: Any = None) -> dict[str, Any] | None:
+    """The outcome a job wrote to ``uri`` (spark_jobs/report.py), or None if it wrote none."""
+    try:
+        if uri.startswith(("s3://", "s3a://")):
+            if s3 is None:
+                return None
+            bucket, key = split_s3(uri)
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        else:
+            body = Path(uri).read_bytes()
+        document = json.loads(body)
+    except Exception:  # noqa: BLE001 - no report (yet, or at all): the caller falls back to the log
+        return None
+    return document if isinstance(document, dict) else None

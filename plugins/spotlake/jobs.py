@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 ABANDONED_SUBMIT_S = 120.0
 
 
+def report_uri(root: str, run_id: str) -> str:
+    """Where the attempt ``run_id`` of a job writes its outcome (spark_jobs/report.py)."""
+    return f"{root.rstrip('/')}/reports/{run_id}.json"
+
+
 class NoReadyCluster(SpotlakeError):
     """The pool has no READY cluster to take the job."""
 
@@ -50,6 +55,11 @@ class BatchRequest:
     conf: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     jars: list[str] = field(default_factory=list)
+    # Where the job writes its outcome (``<root>/reports/<run id>.json``; see spark_jobs/report.py).
+    report_root: str | None = None
+
+    def report_uri(self, run_id: str) -> str | None:
+        return report_uri(self.report_root, run_id) if self.report_root else None
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"file": self.file, "args": self.args}
@@ -140,6 +150,9 @@ def _submit(
         body["name"] = f"{request.name}-{run_id[:8]}"
     if build_args is not None:
         body["args"] = build_args(run_id)
+    report = request.report_uri(run_id)
+    if report:
+        body["args"] = [*body["args"], "--report", report]
     started = time.monotonic()
     try:
         batch_id = client_for(cluster.endpoint).post_batch(**body)

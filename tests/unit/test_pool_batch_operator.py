@@ -94,3 +94,69 @@ def test_any_other_job_error_stays_retryable(operator: Op) -> None:
     with pytest.raises(BatchFailed) as failed:
         operator.execute_complete({}, event)
     assert not isinstance(failed.value, AirflowFailException)
+
+
+class Livy(Logs):
+    """A Livy that also takes a new batch (the re-queued one)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines)
+        self.deleted: list[int] = []
+
+    def post_batch(self, **body: Any) -> int:
+        return 8
+
+    def delete_batch(self, batch_id: int) -> None:
+        self.deleted.append(batch_id)
+
+    def get_batch_state(self, batch_id: int, retry_args: Any = None) -> str:
+        return "running"
+
+
+SPOT_RECLAIM = [
+    "26/12/05 12:00:01 WARN YarnAllocator: Container marked as failed: container_1_0001_01_000003 on host: "
+    "ip-10-0-1-5.ec2.internal. Exit status: -100. Diagnostics: Container released on a *lost* node.",
+    "SPOTLAKE_ERROR: pipeline orders (shop.orders): extraction failed: SparkException: Job aborted due to stage "
+    "failure: Task 3 in stage 2.0 failed 4 times: ExecutorLostFailure (executor 2 exited caused by one of the "
+    "running tasks) Reason: Container marked as failed",
+]
+
+
+def test_a_batch_that_lost_its_spot_capacity_is_requeued_without_a_retry(operator: Op) -> None:
+    event = failed_batch(operator, [])
+    livy = Livy(SPOT_RECLAIM)
+    operator.livy = lambda endpoint: livy  # type: ignore[method-assign]
+    with pytest.raises(TaskDeferred):
+        operator.execute_complete({}, event)
+    job = operator.registry.get_job("orders#w1")
+    assert (job.moves, job.batch_id, livy.deleted, job.state) == (1, 8, [7], "SUBMITTED")  # moved, not failed
+
+
+def test_a_data_error_is_never_taken_for_lost_capacity(operator: Op) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    event = failed_batch(operator, [*SPOT_RECLAIM, "SPOTLAKE_DATA_ERROR: column 'amount': [CAST_OVERFLOW]"])
+    with pytest.raises(AirflowFailException):
+        operator.execute_complete({}, event)
+
+
+def test_the_jobs_report_is_read_when_the_log_has_no_lines(operator: Op, tmp_path: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cluster mode: the driver's lines go to YARN, not to Livy's batch log; the report has them."""
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from spotlake.jobs import report_uri
+
+    monkeypatch.setenv("SPOTLAKE_ARTIFACTS", str(tmp_path))
+    event = failed_batch(operator, ["26/12/05 INFO Client: Application report for application_1 (state: FAILED)"])
+    report = tmp_path / "reports" / "run-1.json"
+    assert report_uri(str(tmp_path), "run-1") == str(report)
+    report.parent.mkdir()
+    report.write_text(json.dumps({"status": "failed", "error": "column 'amount': [CAST_OVERFLOW]",
+                                  "data_error": True}))
+    with pytest.raises(AirflowFailException, match=r"CAST_OVERFLOW"):
+        operator.execute_complete({}, event)
+    report.write_text(json.dumps({"status": "succeeded", "result": {"rows": 3}}))
+    assert operator._batch_result(operator.registry.get_job("orders#w1")) == {"rows": 3}
