@@ -38,10 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where MWAA puts the DAGs folder on its containers.
 MWAA_DAGS = "/usr/local/airflow/dags"
 CONSTRAINTS_NAME = "airflow-constraints.txt"
-# The plugin packages Airflow imports, and what of them only the local stack uses (paths under
-# plugins/): the local services and cluster provider, the demo and the click generator.
+# The plugin packages Airflow imports, and what of them Airflow never runs (paths under plugins/):
+# the local services and cluster provider, the demo, the click generator, and the AWS smoke test
+# (a command a person runs with their own credentials).
 PLUGIN_PACKAGES = ("spotlake", "operators", "sensors")
-LOCAL_ONLY = ("spotlake/localstack", "spotlake/clickgen", "spotlake/demo.py", "spotlake/providers/local.py")
+LOCAL_ONLY = ("spotlake/localstack", "spotlake/clickgen", "spotlake/demo.py", "spotlake/providers/local.py",
+              "spotlake/smoke.py")
 # Project folders copied whole (besides plugins/), and the DAG processor's view: only dags/.
 PROJECT_FOLDERS = ("dags", "spark_jobs", "config", "sql")
 AIRFLOWIGNORE = """\

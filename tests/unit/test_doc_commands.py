@@ -162,6 +162,13 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
                "runs the script's main into a new folder and checks the bundle"),
         Source("scripts/mwaa_bundle.py", ("sys.exit(main())",), "`python scripts/mwaa_bundle.py` runs main"),
     ),
+    "python -m spotlake.smoke --dry-run": (
+        Source("tests/unit/test_smoke.py",
+               ('smoke.main(["--dry-run", "--pipeline", "shop_orders", "--artifacts", ARTIFACTS])',
+                'ARTIFACTS = "s3://spotlake-artifacts/spotlake"', '"--endpoint-url", moto_server'),
+               "runs the documented dry run (moto in the process), and the same against a moto server"),
+        Source("plugins/spotlake/smoke.py", ("sys.exit(main())",), "`python -m spotlake.smoke` runs main"),
+    ),
     "docker compose config": (
         Source("tests/unit/test_compose.py", ('"config", "--format", "json"',), "runs it with the pinned compose binary"),
     ),

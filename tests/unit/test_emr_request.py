@@ -147,7 +147,7 @@ def edited(change: Any) -> dict[str, Any]:
     (lambda r: r["pools"]["small"]["emr"].update(service_role="EMR_DefaultRole"), "deprecated v1 service role"),
     (lambda r: r["pools"]["large"].update(launch_timeout="20m"), r"launch_timeout: 20m .* at least 25m"),
     (lambda r: r["pools"]["small"]["emr"].update(security_groups={"master": "default"}), "not a security group id"),
-    (lambda r: r["pools"]["small"]["emr"].update(bootstrap_actions=[{"name": "x", "path": "/tmp/x.sh"}]),
+    (lambda r: r["pools"]["small"]["emr"].update(bootstrap_actions=[{"name": "x", "path": "/opt/x.sh"}]),
      "not an S3 location"),
     (lambda r: r["pools"]["small"]["emr"].update(deploy_mode="yarn"), "deploy_mode"),
     (lambda r: r["pools"]["small"]["emr"].update(configurations=[{"Properties": {}}]), "Classification"),

@@ -63,6 +63,8 @@ EXCLUDED = {
     "plugins/spotlake/demo.py": "the local demo's data and resources: never deployed",
     "plugins/spotlake/clickgen/": "the click generator, a load tool writing to Kafka: never run by the DAGs",
     "plugins/spotlake/aws_setup.py": "the setup step: run once by the deployer, with docs/iam/setup-policy.json",
+    "plugins/spotlake/smoke.py": "the AWS smoke test: run by a person with their own credentials, never deployed "
+                                 "(docs/deploying-to-aws.md, Smoke test)",
 }
 
 
