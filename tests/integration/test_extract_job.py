@@ -312,3 +312,25 @@ def test_entry_script_runs_from_the_shipped_zip(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("SPOTLAKE_ERROR: pipeline test_orders: job field ")
+
+
+@pytest.mark.parametrize("shape", ["rds-format", "rds-managed-master"])
+def test_a_source_secret_in_each_shape_aws_writes_extracts_the_table(pipe: Lake, spark: SparkSession,
+                                                                    shape: str) -> None:
+    """The RDS secret format (``dbname``) and an RDS-managed master secret (user and password
+    only, host and port from the configuration) both reach MariaDB and fill the lake."""
+    import boto3
+
+    seed(pipe, 7, datetime.now(UTC) - timedelta(minutes=1))
+    secret_id = f"spotlake/test/{shape}-{pipe.tag}"
+    value: dict[str, Any] = {"username": pipe.mysql["user"], "password": pipe.mysql["password"]}
+    source: dict[str, Any] = {"secret_id": secret_id}
+    if shape == "rds-format":
+        value.update(engine="mariadb", host=pipe.mysql["host"], port=int(pipe.mysql["port"]),
+                     dbname=pipe.mysql["database"], dbInstanceIdentifier="source")
+    else:
+        source["endpoint"] = {"host": pipe.mysql["host"], "port": int(pipe.mysql["port"])}
+    boto3.client("secretsmanager").create_secret(Name=secret_id, SecretString=json.dumps(value))
+    result = pipe.snapshot(spark, source=source)
+    assert result["rows"] == 7, result
+    assert {row["id"] for row in pipe.lake()} == set(range(1, 8))
