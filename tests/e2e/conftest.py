@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.integration.conftest import (  # noqa: F401 - fixtures
     catalog_secret,
+    job_dependencies,
     kafka_bootstrap,
     layout,
     moto_endpoint,
