@@ -1,4 +1,5 @@
-"""Create the AWS resources that hold spotlake's state: its four DynamoDB tables.
+"""Create the AWS resources spotlake uses: its four DynamoDB tables, its S3 buckets and the Glue
+database of the lake.
 
     python -m spotlake.aws_setup --prefix spotlake --region eu-west-1 [--endpoint-url URL] [--dry-run]
 
@@ -7,10 +8,16 @@ The tables, named ``<prefix>-<name>``, on-demand capacity, every key attribute a
 - ``clusters``, ``jobs``, ``extraction-log``: the registry's (:data:`spotlake.registry.TABLE_KEYS`);
 - ``streams``: the stream supervisor's status (:data:`spotlake.stream_status.TABLE_KEYS`).
 
+The buckets the configuration names (:func:`configured_buckets`): the lake's warehouse
+(``config/pipelines.yaml``), the streams' checkpoints and outputs (``config/streaming.yaml``),
+the job artifacts (``SPOTLAKE_ARTIFACTS`` or ``--artifacts``) and the EMR pools' log locations
+(``config/pools.yaml``); a new bucket gets S3's public access block. With ``lake.type: glue``,
+the Glue database ``lake.namespace``.
+
 Idempotent: a table that exists with the expected key is left as it is (items, capacity
 mode and settings untouched); a table with another key is an error naming the table and
-the fix, raised before anything is created. Nothing is ever changed or deleted.
-``--dry-run`` only looks (``dynamodb:DescribeTable``).
+the fix, raised before anything is created. An existing bucket or database is left as it is.
+Nothing is ever changed or deleted. ``--dry-run`` only looks.
 
 The step runs once per deployment with the deployer's credentials: it needs
 ``dynamodb:DescribeTable`` and ``dynamodb:CreateTable`` on the tables
@@ -130,6 +137,92 @@ def ensure_tables(client: Any, prefix: str, dry_run: bool = False) -> list[Table
     return results
 
 
+@dataclass(frozen=True)
+class ResourceResult:
+    kind: str  # bucket, glue database
+    name: str
+    outcome: str
+    why: str = ""
+
+    def line(self) -> str:
+        return f"{self.kind} {self.name}: {self.outcome}" + (f" ({self.why})" if self.why else "")
+
+
+def configured_buckets(artifacts: str | None = None) -> dict[str, str]:
+    """Every S3 bucket the configuration names, with what it holds."""
+    from spotlake import config, pools, streaming
+    from spotlake.lake import split_s3
+
+    found: dict[str, list[str]] = {}
+
+    def add(uri: str | None, what: str) -> None:
+        if uri and uri.startswith(("s3://", "s3a://")):
+            found.setdefault(split_s3(uri)[0], []).append(what)
+
+    lake = config.load().lake
+    add(lake.warehouse, "the lake's tables")
+    for stream in streaming.load().streams:
+        add(stream.checkpoint, f"stream {stream.name}'s checkpoints")
+        add(stream.lake, f"stream {stream.name}'s events")
+        add(stream.dead_letters, f"stream {stream.name}'s dead letters")
+    add(artifacts or os.environ.get("SPOTLAKE_ARTIFACTS"), "job code and dependencies")
+    try:
+        emr_pools = pools.load(provider="emr").pools
+    except SpotlakeError:
+        emr_pools = ()  # no EMR shapes: no EMR log locations
+    for pool in emr_pools:
+        add(pool.emr.log_uri if pool.emr else None, f"pool {pool.name}'s EMR logs")
+    return {bucket: ", ".join(dict.fromkeys(what)) for bucket, what in found.items()}
+
+
+def ensure_buckets(s3: Any, buckets: dict[str, str], region: str | None, dry_run: bool = False) -> list[ResourceResult]:
+    results = []
+    for bucket, what in buckets.items():
+        try:
+            s3.head_bucket(Bucket=bucket)
+            results.append(ResourceResult("bucket", bucket, EXISTS, what))
+            continue
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ("404", "NoSuchBucket", "NotFound"):
+                raise SpotlakeError(
+                    f"S3 bucket {bucket} ({what}) exists but cannot be used with these credentials ({code}): it "
+                    "belongs to another account, or the role lacks s3:ListBucket on it. Fix: name another bucket "
+                    "in the configuration, or grant access"
+                ) from None
+        if dry_run:
+            results.append(ResourceResult("bucket", bucket, WOULD_CREATE, what))
+            continue
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if region and region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        s3.create_bucket(**kwargs)
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+        results.append(ResourceResult("bucket", bucket, CREATED, what))
+    return results
+
+
+def ensure_glue_database(glue: Any, dry_run: bool = False) -> list[ResourceResult]:
+    """The lake's Glue database, when the lake's catalog is Glue."""
+    from spotlake import config
+
+    lake = config.load().lake
+    if lake.type != "glue":
+        return []
+    try:
+        glue.get_database(Name=lake.namespace)
+        return [ResourceResult("glue database", lake.namespace, EXISTS, "the lake's tables")]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
+            raise
+    if dry_run:
+        return [ResourceResult("glue database", lake.namespace, WOULD_CREATE, "the lake's tables")]
+    glue.create_database(DatabaseInput={"Name": lake.namespace, "Description": "spotlake: the lake's tables"})
+    return [ResourceResult("glue database", lake.namespace, CREATED, "the lake's tables")]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spotlake.aws_setup", description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", default=os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake"),
@@ -138,6 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
     parser.add_argument("--endpoint-url", default=None,
                         help="DynamoDB endpoint (default: AWS's; e.g. a moto server)")
+    parser.add_argument("--artifacts", default=None,
+                        help="the job artifacts location s3://bucket/prefix (default: SPOTLAKE_ARTIFACTS)")
+    parser.add_argument("--tables-only", action="store_true", help="only the DynamoDB tables")
     parser.add_argument("--dry-run", action="store_true", help="only say what would be created")
     return parser
 
@@ -148,15 +244,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         client = boto3.client("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url)
-        results = ensure_tables(client, args.prefix, dry_run=args.dry_run)
+        results: list[Any] = list(ensure_tables(client, args.prefix, dry_run=args.dry_run))
+        if not args.tables_only:
+            s3 = boto3.client("s3", region_name=args.region, endpoint_url=args.endpoint_url)
+            region = args.region or s3.meta.region_name
+            results += ensure_buckets(s3, configured_buckets(args.artifacts), region, dry_run=args.dry_run)
+            glue = boto3.client("glue", region_name=args.region, endpoint_url=args.endpoint_url)
+            results += ensure_glue_database(glue, dry_run=args.dry_run)
     except SpotlakeError as exc:
         print(f"spotlake aws_setup: {exc}", file=sys.stderr)
         return 2
     except (BotoCoreError, ClientError) as exc:
         print(
             f"spotlake aws_setup: {exc}. Fix: check the credentials and the region (--region or "
-            "AWS_DEFAULT_REGION), and that they may dynamodb:DescribeTable and dynamodb:CreateTable on "
-            f"the tables {args.prefix}-* (docs/iam/setup-policy.json)",
+            "AWS_DEFAULT_REGION), and that they may do what docs/iam/setup-policy.json allows (the tables "
+            f"{args.prefix}-*, the configured buckets, the Glue database)",
             file=sys.stderr,
         )
         return 2

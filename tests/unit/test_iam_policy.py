@@ -167,6 +167,7 @@ CLIENT_LOCAL = {"can_paginate", "close"}  # client methods that call nothing
 # Operations IAM authorises under another action.
 IAM_ACTIONS = {
     ("s3", "ListObjectsV2"): "ListBucket", ("s3", "ListObjects"): "ListBucket", ("s3", "HeadBucket"): "ListBucket",
+    ("s3", "PutPublicAccessBlock"): "PutBucketPublicAccessBlock",
     ("s3", "HeadObject"): "GetObject", ("s3", "CreateMultipartUpload"): "PutObject", ("s3", "UploadPart"): "PutObject",
     ("s3", "CompleteMultipartUpload"): "PutObject", ("s3", "DeleteObjects"): "DeleteObject",
     ("dynamodb", "TransactGetItems"): "GetItem",
