@@ -50,6 +50,11 @@ MANIFEST = "job-dependencies.json"
 # The cluster's Python: EMR 7 pools install CPython 3.11 with a bootstrap action (docs/deploying-to-aws.md).
 DEFAULT_PYTHON = "3.11"
 DEFAULT_PLATFORM = "manylinux2014_x86_64"
+# The AWS services whose botocore models the archive keeps: those the jobs' own boto3 clients call
+# (tests/unit/test_job_dependencies.py checks the list against spark_jobs/), and those botocore's
+# credential providers may call. The other ~430 models are 90% of botocore's size: without them a
+# batch's driver unpacks a quarter of the bytes.
+AWS_SERVICES = ("dynamodb", "s3", "secretsmanager", "sts", "sso", "sso-oidc")
 _PIP_TIMEOUT = 900.0
 
 
@@ -120,7 +125,8 @@ def _is_not_found(exc: Exception) -> bool:
 
 # ----------------------------------------------------------------- building
 def python_archive_name(python: str, platform: str) -> str:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + f"{python}|{platform}".encode()).hexdigest()[:16]
+    recipe = f"{python}|{platform}|{','.join(AWS_SERVICES)}|pyc-unchecked-hash"
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + recipe.encode()).hexdigest()[:16]
     return f"pydeps-cp{python.replace('.', '')}-{platform}-{digest}.tar.gz"
 
 
@@ -150,10 +156,34 @@ def build_python_archive(out_dir: Path, python: str = DEFAULT_PYTHON, platform: 
                 f"{done.returncode}); every package in {REQUIREMENTS.name} needs a binary wheel for that "
                 f"interpreter and platform:\n{tail}"
             )
+        _keep_only_service_models(target)
+        _precompile(target, python)
         partial = archive.with_suffix(".partial")
         partial.write_bytes(_deterministic_tar(target))
         partial.replace(archive)
     return archive
+
+
+def _keep_only_service_models(site: Path) -> None:
+    """Drop the botocore and boto3 models of the services the jobs never call (:data:`AWS_SERVICES`)."""
+    for data in (site / "botocore" / "data", site / "boto3" / "data"):
+        if not data.is_dir():
+            continue
+        for service in data.iterdir():
+            if service.is_dir() and service.name not in AWS_SERVICES:
+                shutil.rmtree(service)
+
+
+def _precompile(site: Path, python: str) -> None:
+    """Byte-compile the packages when this interpreter is the cluster's version: ``unchecked-hash``
+    pycs stay valid whatever the files' times after unpacking, so the driver compiles nothing."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" != python:
+        return
+    import compileall
+    import py_compile
+
+    compileall.compile_dir(str(site), quiet=1, workers=1,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 
 
 def _deterministic_tar(folder: Path) -> bytes:
@@ -162,8 +192,6 @@ def _deterministic_tar(folder: Path) -> bytes:
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w",
                                                                                 format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(folder.rglob("*")):
-            if "__pycache__" in path.parts:
-                continue
             info = tar.gettarinfo(str(path), arcname=str(path.relative_to(folder)))
             info.uid = info.gid = 0
             info.uname = info.gname = ""

@@ -193,3 +193,20 @@ def test_the_publish_command_builds_and_publishes(tmp_path: Path, monkeypatch: p
     assert json.loads(capsys.readouterr().out)["platform"] == "manylinux2014_aarch64"
     assert job_dependencies.main(["show", "--to", str(tmp_path / "none")]) == 1
     assert "no job dependencies published" in capsys.readouterr().err
+
+
+def test_the_archive_keeps_the_model_of_every_service_the_jobs_call() -> None:
+    """The archive drops botocore's other service models: a job calling a new service needs it listed."""
+    called = set()
+    for path in (PROJECT_ROOT / "spark_jobs").rglob("*.py"):
+        called |= set(re.findall(r'boto3\.(?:client|resource)\(\s*"([a-z0-9-]+)"', path.read_text()))
+    assert called and called <= set(job_dependencies.AWS_SERVICES), called - set(job_dependencies.AWS_SERVICES)
+
+
+def test_pruning_keeps_the_listed_models_and_the_shared_files(tmp_path: Path) -> None:
+    data = tmp_path / "botocore" / "data"
+    for service in ("dynamodb", "ec2", "s3"):
+        (data / service).mkdir(parents=True)
+    (data / "endpoints.json").write_text("{}")
+    job_dependencies._keep_only_service_models(tmp_path)
+    assert sorted(p.name for p in data.iterdir()) == ["dynamodb", "endpoints.json", "s3"]
