@@ -120,6 +120,10 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
         registry = getattr(job, "registry", None)
         return getattr(registry, "region", None)
 
+    def outcome(**fields: Any) -> dict[str, Any]:
+        """The report: which attempt (run id) it is of, and what happened."""
+        return {"run_id": getattr(job, "run_id", None), **fields}
+
     try:
         args = parse_args(argv, prog, description)
         report = args.report
@@ -131,20 +135,20 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
         if isinstance(exc, DataError):
             print(DATA_ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
         print(ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
-        write_report(report, {"status": "failed", "error": one_line(str(exc)),
-                              "data_error": isinstance(exc, DataError)}, region())
+        write_report(report, outcome(status="failed", error=one_line(str(exc)),
+                                     data_error=isinstance(exc, DataError)), region())
         return 2
     except Exception as exc:
         where = job.context if job is not None else "job"
         message = f"{where}: {what} failed: {describe_failure(exc)}"
         print(ERROR_MARK + one_line(message), file=sys.stderr, flush=True)
-        write_report(report, {"status": "failed", "error": one_line(message), "data_error": False}, region())
+        write_report(report, outcome(status="failed", error=one_line(message), data_error=False), region())
         raise
     finally:
         if spark is not None and existing is None:
             spark.stop()
     print(RESULT_MARK + json.dumps(result, separators=(",", ":"), default=str), flush=True)
-    write_report(report, {"status": "succeeded", "result": result}, region())
+    write_report(report, outcome(status="succeeded", result=result), region())
     return 0
 
 

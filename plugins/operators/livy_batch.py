@@ -31,22 +31,30 @@ ERROR_MARK = "SPOTLAKE_ERROR: "
 DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # the job's error is a data error: retrying cannot help
 RESULT_MARK = "SPOTLAKE_RESULT: "
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
-# What YARN and Spark say when the batch lost capacity rather than failed on its own: a node taken
-# away (a spot reclaim, a decommission) under the driver's application master or its executors.
-# Such a batch is re-queued like one whose cluster died, without using an Airflow retry.
-CAPACITY_LOSS = re.compile(
-    r"released on a \*lost\* node|Exit status: -100|exitCode: -100|decommission|ExecutorLostFailure"
-    r"|Container from a bad node|Spot interruption",
-    re.IGNORECASE,
-)
+# YARN's own diagnostics of a container whose node was taken away (a spot reclaim, a decommission):
+# exit status -100 (released on a lost node) or -102 (preempted). A memory kill (137, 143, "memory
+# limits") is the job's own failure and never matches.
+LOST_NODE = re.compile(r"(?:Exit status|exitCode): -10[02]\b|released on a \*lost\* node")
+OWN_FAILURE = re.compile(r"memory limits|(?:Exit status|exitCode): (?:137|143)\b", re.IGNORECASE)
+# A job error that lost capacity can explain: a stage aborted because its executors went away.
+EXECUTOR_LOSS = re.compile(r"ExecutorLostFailure|FetchFailed")
 
 
-def lost_capacity(text: str) -> str | None:
-    """The first line of ``text`` that says the batch lost its capacity, if any."""
-    for line in text.splitlines():
-        if CAPACITY_LOSS.search(line):
-            return line.strip()[:300]
-    return None
+def lost_capacity(error: str, log: str) -> str | None:
+    """Why the batch counts as having lost its capacity rather than failed on its own, or None.
+
+    ``error`` is the job's own error (its report or its error line; empty when the driver died
+    without one), ``log`` the batch log's tail. Capacity was lost when YARN says a node was taken
+    away, and the job either said nothing or failed on executors it lost; any other job error is
+    the job's own, whatever the log also shows (a spot reclaim Spark recovered from leaves its
+    lines there too).
+    """
+    lost = next((line.strip()[:300] for line in log.splitlines() if LOST_NODE.search(line)), None)
+    if lost is None or OWN_FAILURE.search(error) or OWN_FAILURE.search(log):
+        return None
+    if error and not EXECUTOR_LOSS.search(error):
+        return None
+    return lost
 
 
 class BatchFailed(AirflowException):
@@ -161,10 +169,11 @@ class PoolBatchOperator(BaseOperator):
             return result
         if status == "failed":
             error, tail, data = self._batch_error(job)
-            lost = None if data else lost_capacity(f"{error}\n{tail}")
+            lost = None if data else lost_capacity(error, tail)
             if lost:
                 # A node taken from under the batch (spot reclaim): not the job's failure.
-                return self._requeue(context, job, {"reason": f"batch {job.batch_id} lost capacity: {lost}"})
+                said = f"; the job said: {error}" if error else ""
+                return self._requeue(context, job, {"reason": f"batch {job.batch_id} lost capacity: {lost}{said}"})
             self._finish(job, JobState.FAILED, error or f"batch ended {event.get('state')}")
             failed = DataErrorFailed if data else BatchFailed
             if data:
@@ -217,7 +226,8 @@ class PoolBatchOperator(BaseOperator):
         """The outcome the job wrote beside its artifacts (spark_jobs/report.py), found whatever the
         deploy mode; None when it wrote none (a job killed before its end, an older job)."""
         base = artifacts.artifacts_base()
-        return artifacts.read_report(report_uri(base, job.run_id), self.s3 if base.startswith("s3://") else None)
+        return artifacts.read_report(report_uri(base, job.run_id), self.s3 if base.startswith("s3://") else None,
+                                     run_id=job.run_id)
 
     def _batch_result(self, job: Job) -> dict[str, Any] | None:
         """The job's result: from its report, else its result line (``SPOTLAKE_RESULT: <json>``) in

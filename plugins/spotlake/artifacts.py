@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -24,8 +25,15 @@ from spotlake import job_dependencies
 from spotlake.jobs import BatchRequest
 from spotlake.lake import split_s3
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 JOBS_DIR = PROJECT_ROOT / "spark_jobs"
+
+
+# YARN runs a failed application again by default (2 attempts): in cluster mode that is the whole
+# driver, with the same attempt's run id, a second time inside one batch. spotlake re-submits
+# failed jobs itself, as new attempts, so YARN must not.
+ONE_ATTEMPT = {"spark.yarn.maxAppAttempts": "1"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class JobArtifacts:
         """The batch of ``job_key``: these artifacts, plus ``conf`` (which may not replace the archive);
         ``report``: the job writes its outcome under ``<root>/reports/`` (read by :func:`read_report`)."""
         return BatchRequest(job_key=job_key, pool=pool, file=self.entry, py_files=list(self.py_files),
-                            jars=list(self.jars), conf={**(conf or {}), **self.conf}, name=name,
+                            jars=list(self.jars), conf={**(conf or {}), **self.conf, **ONE_ATTEMPT}, name=name,
                             report_root=self.root if report else None)
 
 
@@ -106,8 +114,10 @@ def artifacts_base(root: str | None = None) -> str:
     return str(Path(root).resolve())
 
 
-def read_report(uri: str, s3: Any = None) -> dict[str, Any] | None:
-    """The outcome a job wrote to ``uri`` (spark_jobs/report.py), or None if it wrote none."""
+def read_report(uri: str, s3: Any = None, run_id: str | None = None) -> dict[str, Any] | None:
+    """The outcome attempt ``run_id`` of a job wrote to ``uri`` (spark_jobs/report.py), or None if
+    it wrote none. A report that cannot be read for another reason (access, KMS) is logged: the
+    caller then falls back to the batch log."""
     try:
         if uri.startswith(("s3://", "s3a://")):
             if s3 is None:
@@ -117,6 +127,13 @@ def read_report(uri: str, s3: Any = None) -> dict[str, Any] | None:
         else:
             body = Path(uri).read_bytes()
         document = json.loads(body)
-    except Exception:  # noqa: BLE001 - no report (yet, or at all): the caller falls back to the log
+    except FileNotFoundError:
         return None
-    return document if isinstance(document, dict) else None
+    except Exception as exc:  # noqa: BLE001 - the report is a courtesy; the batch log is the fallback
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code not in ("NoSuchKey", "404", "NotFound"):
+            log.warning("job report %s could not be read (%s: %s); using the batch log", uri, type(exc).__name__, exc)
+        return None
+    if not isinstance(document, dict) or (run_id and document.get("run_id") not in (None, run_id)):
+        return None
+    return document

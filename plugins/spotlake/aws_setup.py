@@ -168,8 +168,10 @@ def configured_buckets(artifacts: str | None = None) -> dict[str, str]:
     add(artifacts or os.environ.get("SPOTLAKE_ARTIFACTS"), "job code and dependencies")
     try:
         emr_pools = pools.load(provider="emr").pools
-    except SpotlakeError:
-        emr_pools = ()  # no EMR shapes: no EMR log locations
+    except SpotlakeError as exc:
+        if "has no 'emr' section" not in str(exc):
+            raise  # a pools.yaml the fleet would refuse too: say so now
+        emr_pools = ()  # pools without EMR shapes: no EMR log locations
     for pool in emr_pools:
         add(pool.emr.log_uri if pool.emr else None, f"pool {pool.name}'s EMR logs")
     return {bucket: ", ".join(dict.fromkeys(what)) for bucket, what in found.items()}
@@ -184,6 +186,12 @@ def ensure_buckets(s3: Any, buckets: dict[str, str], region: str | None, dry_run
             continue
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("301", "PermanentRedirect"):
+                raise SpotlakeError(
+                    f"S3 bucket {bucket} ({what}) exists in another region than {region}: buckets are used from "
+                    "the clusters' region. Fix: run the setup with that bucket's --region, or name a bucket of "
+                    "this region in the configuration"
+                ) from None
             if code not in ("404", "NoSuchBucket", "NotFound"):
                 raise SpotlakeError(
                     f"S3 bucket {bucket} ({what}) exists but cannot be used with these credentials ({code}): it "
@@ -230,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
                              "else 'spotlake')")
     parser.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
     parser.add_argument("--endpoint-url", default=None,
-                        help="DynamoDB endpoint (default: AWS's; e.g. a moto server)")
+                        help="endpoint of DynamoDB, S3 and Glue (default: AWS's; e.g. a moto server)")
     parser.add_argument("--artifacts", default=None,
                         help="the job artifacts location s3://bucket/prefix (default: SPOTLAKE_ARTIFACTS)")
     parser.add_argument("--tables-only", action="store_true", help="only the DynamoDB tables")

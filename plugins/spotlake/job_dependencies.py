@@ -125,7 +125,8 @@ def _is_not_found(exc: Exception) -> bool:
 
 # ----------------------------------------------------------------- building
 def python_archive_name(python: str, platform: str) -> str:
-    recipe = f"{python}|{platform}|{','.join(AWS_SERVICES)}|pyc-unchecked-hash"
+    compiled = "pyc-unchecked-hash" if _compiles_for(python) else "no-pyc"
+    recipe = f"{python}|{platform}|{','.join(AWS_SERVICES)}|{compiled}|no-bin"
     digest = hashlib.sha256(REQUIREMENTS.read_bytes() + recipe.encode()).hexdigest()[:16]
     return f"pydeps-cp{python.replace('.', '')}-{platform}-{digest}.tar.gz"
 
@@ -157,6 +158,7 @@ def build_python_archive(out_dir: Path, python: str = DEFAULT_PYTHON, platform: 
                 f"interpreter and platform:\n{tail}"
             )
         _keep_only_service_models(target)
+        shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts whose #! names this machine's Python
         _precompile(target, python)
         partial = archive.with_suffix(".partial")
         partial.write_bytes(_deterministic_tar(target))
@@ -174,15 +176,21 @@ def _keep_only_service_models(site: Path) -> None:
                 shutil.rmtree(service)
 
 
+def _compiles_for(python: str) -> bool:
+    return f"{sys.version_info.major}.{sys.version_info.minor}" == python
+
+
 def _precompile(site: Path, python: str) -> None:
     """Byte-compile the packages when this interpreter is the cluster's version: ``unchecked-hash``
-    pycs stay valid whatever the files' times after unpacking, so the driver compiles nothing."""
-    if f"{sys.version_info.major}.{sys.version_info.minor}" != python:
+    pycs stay valid whatever the files' times after unpacking, so the driver compiles nothing. The
+    source paths recorded in them are relative to the archive (``pydeps/...``), not this machine's
+    build folder, so equal inputs give equal bytes."""
+    if not _compiles_for(python):
         return
     import compileall
     import py_compile
 
-    compileall.compile_dir(str(site), quiet=1, workers=1,
+    compileall.compile_dir(str(site), quiet=1, workers=1, stripdir=str(site), prependdir=ARCHIVE_ALIAS,
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 
 
@@ -196,6 +204,8 @@ def _deterministic_tar(folder: Path) -> bytes:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.mtime = 0
+            # modes independent of the builder's umask: directories and executables 0755, files 0644
+            info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
             if info.isfile():
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)

@@ -165,7 +165,7 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
     "python -m spotlake.smoke --dry-run": (
         Source("tests/unit/test_smoke.py",
                ('smoke.main(["--dry-run", "--pipeline", "shop_orders", "--artifacts", ARTIFACTS])',
-                'ARTIFACTS = "s3://spotlake-artifacts/spotlake"', '"--endpoint-url", moto_server'),
+                'ARTIFACTS = "s3://spotlake-artifacts/spotlake/artifacts"', '"--endpoint-url", moto_server'),
                "runs the documented dry run (moto in the process), and the same against a moto server"),
         Source("plugins/spotlake/smoke.py", ("sys.exit(main())",), "`python -m spotlake.smoke` runs main"),
     ),

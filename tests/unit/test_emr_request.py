@@ -53,7 +53,7 @@ def test_the_request_carries_what_a_job_needs_on_the_cluster(pool: str) -> None:
     assert export["Classification"] == "export"
     assert export["Properties"]["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
     assert request["BootstrapActions"] == [{"Name": "install-python-3.11", "ScriptBootstrapAction": {
-        "Path": "s3://spotlake-artifacts/spotlake/bootstrap/install-python.sh", "Args": []}}]
+        "Path": "s3://spotlake-artifacts/spotlake/artifacts/bootstrap/install-python.sh", "Args": []}}]
     instances = request["Instances"]
     assert instances["EmrManagedMasterSecurityGroup"] == shape.security_groups.master
     assert instances["EmrManagedSlaveSecurityGroup"] == shape.security_groups.workers

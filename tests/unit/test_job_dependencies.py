@@ -47,7 +47,8 @@ def test_publish_to_a_folder_is_content_addressed_and_the_batch_names_it(tmp_pat
     request = published.request("p#w", "small", name="x", conf={"spark.archives": "other", "spark.x": "1"})
     body = request.body()
     assert body["jars"] == manifest.jars
-    assert body["conf"] == {"spark.x": "1", "spark.archives": f"{manifest.python_archive}#pydeps"}
+    assert body["conf"] == {"spark.x": "1", "spark.archives": f"{manifest.python_archive}#pydeps",
+                            "spark.yarn.maxAppAttempts": "1"}  # spotlake re-submits; YARN must not rerun
     assert body["py_files"][0].endswith("/spark_jobs.zip")
 
     # A changed jar lands beside the old one (a running batch keeps its file); the manifest moves.

@@ -14,6 +14,7 @@ from spark_jobs import extract
 from spark_jobs.errors import DataError
 from spark_jobs.report import write_report
 from spotlake import artifacts
+from tests.unit.test_extract_transforms import BASE_JOB
 
 
 class Session:
@@ -27,8 +28,6 @@ def active_session(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def job_file(tmp_path: Path) -> str:
-    from tests.unit.test_extract_transforms import BASE_JOB
-
     path = tmp_path / "job.json"
     path.write_text(json.dumps(BASE_JOB))
     return str(path)
@@ -58,8 +57,8 @@ def test_success_failure_and_data_errors_are_reported(tmp_path: Path, active_ses
     code, report = run(tmp_path, f"{me}:succeed")
     assert code == 0 and report["status"] == "succeeded" and report["result"]["rows"] == 3
     code, report = run(tmp_path, f"{me}:fail_on_data")
-    assert code == 2 and report == {"status": "failed", "error": "column 'amount': [CAST_OVERFLOW]",
-                                    "data_error": True}
+    assert code == 2 and report == {"run_id": BASE_JOB["run_id"], "status": "failed",
+                                    "error": "column 'amount': [CAST_OVERFLOW]", "data_error": True}
     with pytest.raises(RuntimeError):
         run(tmp_path, f"{me}:crash")
     report = json.loads((tmp_path / "reports" / "r.json").read_text())
@@ -74,6 +73,10 @@ def test_reports_on_s3_round_trip() -> None:
     assert artifacts.read_report("s3://artifacts/spotlake/reports/run-1.json", s3) == {"status": "succeeded",
                                                                                       "result": {}}
     assert artifacts.read_report("s3://artifacts/spotlake/reports/none.json", s3) is None
+    write_report("s3://artifacts/spotlake/reports/run-2.json", {"run_id": "run-1", "status": "succeeded"})
+    # a report of another attempt is never taken for this one's
+    assert artifacts.read_report("s3://artifacts/spotlake/reports/run-2.json", s3, run_id="run-2") is None
+    assert artifacts.read_report("s3://artifacts/spotlake/reports/run-2.json", s3, run_id="run-1") is not None
 
 
 def test_a_report_that_cannot_be_written_changes_nothing(tmp_path: Path) -> None:

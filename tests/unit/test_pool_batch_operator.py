@@ -160,3 +160,25 @@ def test_the_jobs_report_is_read_when_the_log_has_no_lines(operator: Op, tmp_pat
         operator.execute_complete({}, event)
     report.write_text(json.dumps({"status": "succeeded", "result": {"rows": 3}}))
     assert operator._batch_result(operator.registry.get_job("orders#w1")) == {"rows": 3}
+
+
+@pytest.mark.parametrize(("error", "log", "lost"), [
+    # the job failed on executors YARN took away: capacity
+    ("SparkException: Job aborted: ExecutorLostFailure (executor 2 exited caused by one of the running tasks)",
+     "WARN YarnAllocator: Container marked as failed: c3 on host h. Exit status: -100. Diagnostics: Container "
+     "released on a *lost* node.", True),
+    # the driver died without a word (its application master's node went away): capacity
+    ("", "Application application_1 failed 1 times due to AM Container exited with exitCode: -100", True),
+    # a memory kill is the job's own failure
+    ("ExecutorLostFailure (executor 2 exited) Reason: Container killed by YARN for exceeding physical memory limits",
+     "Exit status: -100", False),
+    ("ExecutorLostFailure (executor 1 exited)", "Container marked as failed. Exit status: 137", False),
+    # a spot reclaim Spark recovered from, then a real error: the job's own
+    ("pipeline orders: Secrets Manager AccessDeniedException", "Exit status: -100 ... *lost* node", False),
+    # a name that merely contains a word of YARN's
+    ("pipeline asset_decommissions: cannot connect to MySQL", "INFO decommission of nothing", False),
+])
+def test_only_capacity_yarn_took_away_counts_as_lost(error: str, log: str, lost: bool) -> None:
+    from operators.livy_batch import lost_capacity
+
+    assert (lost_capacity(error, log) is not None) is lost

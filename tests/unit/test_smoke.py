@@ -24,7 +24,7 @@ from spotlake.providers.base import ClusterHealth, LaunchedCluster
 from spotlake.providers.emr import EmrProvider
 
 REGION = "us-east-1"
-ARTIFACTS = "s3://spotlake-artifacts/spotlake"  # where config/pools.yaml's bootstrap action is published
+ARTIFACTS = "s3://spotlake-artifacts/spotlake/artifacts"  # where config/pools.yaml's bootstrap action is published
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +99,7 @@ def test_the_dry_run_against_a_moto_server_sends_the_aws_requests_and_removes_wh
     assert cluster["Status"]["State"] == "TERMINATED"
     tags = {t["Key"]: t["Value"] for t in clients["emr"].describe_cluster(ClusterId=cluster["Id"])["Cluster"]["Tags"]}
     assert tags["spotlake:terminated-by"] == "smoke-test" and tags["spotlake-smoke"] == "spotlake-smoke-abc123"
-    assert "jars: [\"s3://spotlake-artifacts/spotlake/deps/" in out  # the published manifest's jars
+    assert "jars: [\"s3://spotlake-artifacts/spotlake/artifacts/deps/" in out  # the published manifest's jars
 
 
 @pytest.mark.parametrize(("spoil", "field"), [
