@@ -126,6 +126,20 @@ def status(layout: StackLayout, supervisor: Supervisor) -> list[tuple[str, int |
     return rows
 
 
+def start_groups(layout: StackLayout, supervisor: Supervisor, groups: list[str]) -> None:
+    if "core" in groups:
+        start_core(layout, supervisor)
+    if "airflow" in groups:
+        start_airflow(layout, supervisor)
+
+
+def print_status(rows: list[tuple[str, int | None, float, float]]) -> None:
+    print(f"{'service':28} {'process':14} {'RSS':>9} {'PSS':>9}")
+    for name, pid, rss, pss in rows:
+        print(f"{name:28} {'pid ' + str(pid) if pid else 'not running':14} {rss:5.0f} MiB {pss:5.0f} MiB")
+    print(f"{'total':28} {'':14} {sum(r[2] for r in rows):5.0f} MiB {sum(r[3] for r in rows):5.0f} MiB")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spotlake.localstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,19 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(groups) - set(GROUPS))
             if unknown:
                 parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
-            if "core" in groups:
-                start_core(layout, supervisor)
-            if "airflow" in groups:
-                start_airflow(layout, supervisor)
+            start_groups(layout, supervisor, groups)
         elif args.command == "down":
             stopped = stop_all(layout, supervisor)
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         elif args.command == "status":
-            rows = status(layout, supervisor)
-            print(f"{'service':28} {'process':14} {'RSS':>9} {'PSS':>9}")
-            for name, pid, rss, pss in rows:
-                print(f"{name:28} {'pid ' + str(pid) if pid else 'not running':14} {rss:5.0f} MiB {pss:5.0f} MiB")
-            print(f"{'total':28} {'':14} {sum(r[2] for r in rows):5.0f} MiB {sum(r[3] for r in rows):5.0f} MiB")
+            print_status(status(layout, supervisor))
         elif args.command == "livy-start":
             pid = start_livy(layout, supervisor, args.name, args.port, args.master)
             print(f"livy-{args.name}: pid {pid}, http://127.0.0.1:{args.port}")

@@ -171,36 +171,13 @@ class Supervisor:
                     f"{tail(self.log_file(spec.name))}\nFix: `make down` then `make up`."
                 )
             return existing
-        for port in spec.ports:
-            holder = port_holder(port)
-            if holder is not None:
-                raise StackError(
-                    f"cannot start {spec.name}: port 127.0.0.1:{port} is already taken by "
-                    f"{holder}. Fix: stop that process, or set another port for {spec.name} "
-                    f"in stack.env."
-                )
-            if not port_bindable(port):
-                raise StackError(
-                    f"cannot start {spec.name}: port 127.0.0.1:{port} cannot be bound: a connection "
-                    "uses it as its local port (it lies in the ephemeral range, 32768-60999 on Linux). "
-                    f"Fix: set a port below 32768 for {spec.name} in stack.env."
-                )
+        _check_ports(spec)
         if spec.prepare is not None:
             spec.prepare()
         self.layout.ensure()
         log = self.log_file(spec.name)
         env = {**os.environ, **spec.env}
-        preexec = None
-        if spec.user:
-            import pwd
-
-            record = pwd.getpwnam(spec.user)
-
-            def preexec() -> None:  # pragma: no cover - runs in the child
-                os.setgid(record.pw_gid)
-                os.setuid(record.pw_uid)
-
-            env["HOME"] = record.pw_dir
+        preexec = _switch_user(spec.user, env) if spec.user else None
         with log.open("ab") as out:
             out.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(spec.argv)}\n".encode())
             out.flush()
@@ -301,3 +278,35 @@ def _process_tree(pid: int) -> list[psutil.Process]:
     except OSError:
         pass
     return procs
+
+
+def _check_ports(spec: ServiceSpec) -> None:
+    """StackError naming the fix when one of ``spec``'s ports is taken or cannot be bound."""
+    for port in spec.ports:
+        holder = port_holder(port)
+        if holder is not None:
+            raise StackError(
+                f"cannot start {spec.name}: port 127.0.0.1:{port} is already taken by "
+                f"{holder}. Fix: stop that process, or set another port for {spec.name} "
+                f"in stack.env."
+            )
+        if not port_bindable(port):
+            raise StackError(
+                f"cannot start {spec.name}: port 127.0.0.1:{port} cannot be bound: a connection "
+                "uses it as its local port (it lies in the ephemeral range, 32768-60999 on Linux). "
+                f"Fix: set a port below 32768 for {spec.name} in stack.env."
+            )
+
+
+def _switch_user(user: str, env: dict[str, str]) -> Callable[[], None]:
+    """The child's pre-exec step that runs it as ``user`` (whose home goes into ``env``)."""
+    import pwd
+
+    record = pwd.getpwnam(user)
+
+    def preexec() -> None:  # pragma: no cover - runs in the child
+        os.setgid(record.pw_gid)
+        os.setuid(record.pw_uid)
+
+    env["HOME"] = record.pw_dir
+    return preexec
