@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, CronTriggerTimetable
 
-from operators.maintenance import LakeMaintenanceOperator
-from spotlake import config
+from operators.maintenance import LakeMaintenanceOperator, StreamMaintenanceOperator
+from spotlake import config, streaming
 from spotlake.fleet import span
 from spotlake.pools import airflow_pool
 
@@ -23,11 +23,13 @@ current-state table (sorted by its primary key, position deletes applied) and th
 table, drops delete files that point at nothing, expires snapshots older than
 **{retention}** (keeping the last {retain_last}) and removes files no snapshot references that
 are older than **{orphan_age}**. A reader of a snapshot younger than the retention never loses
-a file. Runs as Livy batches on pool **`{pool}`**; schedule `{schedule}` (UTC).
+a file. Each click stream's events and dead-letters tables get the same compaction, expiry
+and cleaning, without a lock (the stream only appends). Runs as Livy batches on pool
+**`{pool}`**; schedule `{schedule}` (UTC).
 """
 
 
-def build_dag(pipelines: config.PipelinesConfig) -> DAG:
+def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfig | None = None) -> DAG:
     maintenance = pipelines.lake.maintenance
     with DAG(
         dag_id="lake_maintenance",
@@ -49,7 +51,17 @@ def build_dag(pipelines: config.PipelinesConfig) -> DAG:
                 pool=airflow_pool(maintenance.pool),
                 execution_timeout=timedelta(hours=2),
             )
+        for stream in streams.streams if streams is not None else ():
+            if stream.lake is not None:
+                StreamMaintenanceOperator(
+                    task_id=f"maintain_stream_{stream.name}",
+                    stream_name=stream.name,
+                    pool_name=maintenance.pool,
+                    pool=airflow_pool(maintenance.pool),
+                    execution_timeout=timedelta(hours=2),
+                )
     return dag
 
 
-lake_maintenance = build_dag(config.load())
+_pipelines = config.load()
+lake_maintenance = build_dag(_pipelines, streaming.load(catalog=_pipelines.lake))

@@ -22,7 +22,9 @@ Every minute, one run at a time, the `supervise` task keeps the Structured Strea
 
 - per-{window} aggregates by page and event type, funnel counts, dead letters and late
   events into PostgreSQL schema **`{s.sink_schema}`** (secret `{s.sink_secret_id}`);
-- every valid event into the lake at **`{lake}`** (Parquet by event date and hour).
+- every valid event (and dead letter) into the lake's Iceberg tables {lake},
+
+all from one query, each micro-batch once.
 
 Each run: checks the topics exist (fails naming them and the brokers otherwise), applies
 the sink's migrations, then starts the stream if it has no live batch, restarts it from
@@ -46,7 +48,9 @@ def build_dag(stream: streaming.StreamConfig) -> DAG:
         is_paused_upon_creation=True,
         doc_md=DOC.format(
             s=stream, topics=", ".join(f"`{t}`" for t in stream.topics), window=span(stream.window),
-            lake=stream.lake or "(no lake sink)", budget=stream.restart_budget.restarts,
+            lake=(f"**`{stream.lake.namespace}.{stream.lake.events}`**"
+                  + (f" and `{stream.lake.namespace}.{stream.lake.dead_letters}`" if stream.lake.dead_letters else "")
+                  if stream.lake else "(none configured)"), budget=stream.restart_budget.restarts,
             per=span(stream.restart_budget.per),
         ),
         tags=["spotlake", "streaming", f"pool:{stream.pool}"],

@@ -18,9 +18,11 @@ Pure DataFrame transformations, chained with ``df.transform``:
   ``unknown_schema_version``  a well-formed event whose ``schema_version`` is not 1
   ================== ===========================================================
 
+- :func:`with_future_check`: turns a valid event whose time is further ahead of its Kafka
+  timestamp than the allowed skew into a dead letter (``future_event_time``): one clock
+  gone wrong must not move the watermark and make a window's real events late;
 - :func:`valid_events`, :func:`dead_letters`: the two sides of that split;
-- :func:`with_window`, :func:`with_funnel_stage`, :func:`with_lake_partitions`,
-  :func:`with_dead_letter_partitions`;
+- :func:`with_window`, :func:`with_funnel_stage`;
 - :func:`batch_summary`: all a micro-batch adds to the sink, in one aggregation.
 
 How the JSON types are checked with Spark's own parser: the value is parsed twice,
@@ -45,7 +47,8 @@ BAD_JSON = "bad_json"
 MISSING_FIELD = "missing_field"
 WRONG_TYPE = "wrong_type"
 UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
-REASONS = (BAD_JSON, MISSING_FIELD, WRONG_TYPE, UNKNOWN_SCHEMA_VERSION)
+FUTURE_EVENT_TIME = "future_event_time"
+REASONS = (BAD_JSON, MISSING_FIELD, WRONG_TYPE, UNKNOWN_SCHEMA_VERSION, FUTURE_EVENT_TIME)
 
 # field -> (JSON type, Spark type name of the valid event's column, nullable)
 FIELDS: dict[str, tuple[str, str, bool]] = {
@@ -185,6 +188,27 @@ def classify_events(records: DataFrame) -> DataFrame:
     )
 
 
+def with_future_check(max_skew_s: int):  # noqa: ANN201 - returns a DataFrame transformation
+    """Make a valid event whose ``event_time`` is more than ``max_skew_s`` ahead of its Kafka
+    timestamp (the producer's or broker's clock) a dead letter with reason ``future_event_time``.
+
+    The Kafka timestamp, not the processing clock, is the reference, so the decision is the
+    same when a micro-batch is replayed."""
+    skew_ms = max_skew_s * 1000
+
+    def transform(classified: DataFrame) -> DataFrame:
+        ahead = F.col("event_time_ms") - F.col("kafka_timestamp_ms")
+        future = F.col("reason").isNull() & (ahead > F.lit(skew_ms))
+        detail = F.concat(
+            F.lit("event_time "), F.date_format(F.timestamp_millis(F.col("event_time_ms")), "yyyy-MM-dd'T'HH:mm:ss'Z'"),
+            F.lit(" is "), F.floor(ahead / 1000).cast("string"),
+            F.lit(f" s ahead of its Kafka timestamp; max_future_skew is {max_skew_s} s"))
+        return classified.withColumn("detail", F.when(future, detail).otherwise(F.col("detail"))).withColumn(
+            "reason", F.when(future, F.lit(FUTURE_EVENT_TIME)).otherwise(F.col("reason")))
+
+    return transform
+
+
 def _split(classified: DataFrame, valid: bool) -> DataFrame:
     """The valid events (or the others) of ``classified``.
 
@@ -210,9 +234,11 @@ def valid_events(classified: DataFrame) -> DataFrame:
 
 
 def dead_letters(classified: DataFrame) -> DataFrame:
-    """The records that are not valid events: raw key and value, reason, detail, coordinates."""
+    """The records that are not valid events: raw key and value, reason, detail, coordinates
+    (and the Kafka timestamp as a timestamp, the lake table's partition source)."""
     return _split(classified, valid=False).select(
         *[F.col(c) for c in KAFKA_COLUMNS],
+        F.timestamp_millis(F.col("kafka_timestamp_ms")).alias("kafka_timestamp"),
         F.col("key").cast("binary").alias("key"),
         F.col("value").cast("binary").alias("value"),
         F.col("reason"),
@@ -255,22 +281,6 @@ def with_late_flag(watermark_ms: int | None):  # noqa: ANN201 - returns a DataFr
         return events.withColumn("is_late", F.col("event_time_ms") < F.lit(watermark_ms))
 
     return transform
-
-
-def with_lake_partitions(events: DataFrame) -> DataFrame:
-    """Add ``event_date`` and ``event_hour`` (UTC, whatever the session's time zone) of each
-    event's time: the lake's partitions."""
-    ms = F.col("event_time_ms")
-    day_ms, hour_ms = 86_400_000, 3_600_000
-    return events.withColumn(
-        "event_date", F.date_from_unix_date(F.floor(ms / day_ms).cast("int"))
-    ).withColumn("event_hour", F.floor(F.pmod(ms, F.lit(day_ms)) / hour_ms).cast("int"))
-
-
-def with_dead_letter_partitions(records: DataFrame) -> DataFrame:
-    """Add ``kafka_date``: the UTC date of each record's Kafka timestamp (the dead letters' partition)."""
-    return records.withColumn(
-        "kafka_date", F.date_from_unix_date(F.floor(F.col("kafka_timestamp_ms") / 86_400_000).cast("int")))
 
 
 PARTITION_GROUP, WINDOW_GROUP = "partition", "window"

@@ -9,7 +9,15 @@ distinct-set members, aggregates and funnel counts together with the batch id in
   last batch after a restart): the transaction ends without writing anything;
 - a ``run_id`` in that row other than this run's means a newer run of the stream
   took over (the supervisor restarted it elsewhere): :class:`StreamFencedError`, so
-  a stale run can never write;
+  a stale run can never write. A run claims the row (:meth:`PostgresSinkWriter.claim`)
+  only if its attempt is at least the owner's: ownership goes to the newest attempt,
+  never to whichever run claimed last. The lake's Iceberg commits of the batch run
+  inside the same transaction, under the same lock (``before_commit``), so a fenced
+  run writes nothing anywhere;
+- progress belongs to one checkpoint (``checkpoint_id``, Spark's id of it): a run with
+  another checkpoint (deleted, lost, replaced) is refused at its claim, naming the reset
+  command, unless a reset (``stream_checkpoint_resets``) says where the new checkpoint
+  starts; then batch ids count from 0 again and nothing is skipped as a "replay";
 - distinct counts stay exact across batches: each member (user or session of a
   window, page and event type; session of a window and funnel stage) is inserted
   into its set table with ``ON CONFLICT DO NOTHING RETURNING``, and only the rows
@@ -46,7 +54,8 @@ UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 PAGE_SIZE = 2000
-RETRIES = 3
+RETRY_S = 120.0  # how long a batch keeps retrying a sink it cannot reach before the query fails
+PRUNE_EVERY = 100  # batches between deletions of stream_batches rows older than the retention
 # A batch's rows are COPYed into these, then merged into the sink tables by one statement
 # per table group; they are emptied at commit and exist per connection.
 STAGING_TABLES = (
@@ -122,6 +131,24 @@ class BatchRows:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What :meth:`PostgresSinkWriter.claim` found: the last batch the checkpoint committed
+    (-1: none) and the starting offsets of the checkpoint's first batch."""
+
+    last_batch_id: int
+    starting_offsets: str
+    reset_id: int | None = None  # the reset this claim consumed
+
+
+class SinkUnreachable(StreamingError):
+    """The sink database refused or dropped the connection (retried while the batch's budget lasts)."""
+
+
+class CheckpointRefused(StreamingError):
+    """The run's checkpoint is not the one the sink's progress belongs to, and no reset says where it starts."""
+
+
+@dataclass(frozen=True)
 class BatchResult:
     batch_id: int
     committed: bool
@@ -130,6 +157,7 @@ class BatchResult:
     late_events: int = 0
     dead_letters: int = 0
     watermark_ms: int | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the batch
 
 
 class PostgresSinkWriter:
@@ -146,7 +174,10 @@ class PostgresSinkWriter:
         watermark_delay_s: int,
         late_policy: str = "count",
         allowed_lateness_s: int = 86400,
-        retries: int = RETRIES,
+        retry_s: float = RETRY_S,
+        attempt: int = 1,
+        checkpoint_id: str | None = None,
+        retention_s: int = 3 * 86400,
     ) -> None:
         if not SCHEMA.match(schema):
             raise StreamingError(f"sink schema {schema!r} is not a lower-case PostgreSQL identifier")
@@ -161,7 +192,10 @@ class PostgresSinkWriter:
         # Sets of windows that ended this long before the watermark are deleted; their late
         # events are recorded, not counted ("divert": as soon as the window ended).
         self.lateness_ms = allowed_lateness_s * 1000 if late_policy == "count" else 0
-        self.retries = retries
+        self.retry_s = retry_s
+        self.attempt = attempt
+        self.checkpoint_id = checkpoint_id
+        self.retention_s = retention_s  # stream_batches rows older than this are deleted
 
     @classmethod
     def for_target(cls, target: PostgresTarget, stream: str, **kwargs: Any) -> PostgresSinkWriter:
@@ -180,7 +214,7 @@ class PostgresSinkWriter:
                 )
             except psycopg2.OperationalError as exc:
                 first = (str(exc).strip().splitlines() or ["connection failed"])[0]
-                raise StreamingError(
+                raise SinkUnreachable(
                     f"stream {stream}: cannot connect to the sink PostgreSQL at {target.address}: {first} — "
                     "check host, port and credentials in the sink secret and that the database accepts "
                     "connections from the cluster"
@@ -206,6 +240,8 @@ class PostgresSinkWriter:
                 self._connection = None
 
     def _transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, SinkUnreachable):
+            return True
         try:
             import psycopg2
         except ImportError:
@@ -213,52 +249,134 @@ class PostgresSinkWriter:
         return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
 
     # ----------------------------------------------------------------- claim
-    def claim(self) -> int:
-        """Make this run the query's only writer; return the last committed batch id (-1: none)."""
+    def claim(self, checkpoint_id: str | None = None, checkpoint_started: bool = False,
+              default_start: str = "earliest") -> Claim:
+        """Make this run the query's only writer, if its attempt is at least the owner's, for
+        checkpoint ``checkpoint_id`` (``checkpoint_started``: it already holds offsets of its own).
+
+        Returns the last batch that checkpoint committed and where its first batch starts
+        (``default_start``, the job's starting offsets, for a stream's first checkpoint; a
+        reset's position for a checkpoint that replaces another). Raises
+        :class:`StreamFencedError` when a newer attempt owns the query and
+        :class:`CheckpointRefused` when the checkpoint is not the sink's and no reset is pending.
+        """
+        checkpoint_id = checkpoint_id or self.checkpoint_id
+        self.checkpoint_id = checkpoint_id
         conn = self.connection
         try:
             with conn.cursor() as cur:
                 cur.execute(
-                    f"INSERT INTO {self.t('stream_progress')} (query_name, run_id) VALUES (%s, %s) "
-                    "ON CONFLICT (query_name) DO UPDATE SET run_id = EXCLUDED.run_id, claimed_at = now() "
-                    "RETURNING last_batch_id",
-                    (self.query_name, self.run_id),
+                    f"INSERT INTO {self.t('stream_progress')} (query_name, run_id, owner_attempt) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (query_name) DO NOTHING",
+                    (self.query_name, self.run_id, self.attempt),
                 )
-                last = int(cur.fetchone()[0])
+                cur.execute(
+                    f"SELECT owner_attempt, run_id, last_batch_id, checkpoint_id, checkpoint_start, offsets "
+                    f"FROM {self.t('stream_progress')} WHERE query_name = %s FOR UPDATE",
+                    (self.query_name,),
+                )
+                owner_attempt, owner, last, stored_id, stored_start, _ = cur.fetchone()
+                if int(owner_attempt) > self.attempt:
+                    raise StreamFencedError(
+                        f"query {self.query_name}: attempt {owner_attempt} (run {owner}) owns the sink; this run "
+                        f"(attempt {self.attempt}, run {self.run_id}) is older and stops without writing"
+                    )
+                claim = self._checkpoint_claim(cur, int(last), stored_id, stored_start, checkpoint_started,
+                                               default_start)
+                cur.execute(
+                    f"UPDATE {self.t('stream_progress')} SET run_id = %s, owner_attempt = %s, claimed_at = now() "
+                    "WHERE query_name = %s",
+                    (self.run_id, self.attempt, self.query_name),
+                )
             conn.commit()
         except Exception as exc:
             conn.rollback()
-            if type(exc).__name__ in ("UndefinedTable", "InvalidSchemaName"):
+            if type(exc).__name__ in ("UndefinedTable", "InvalidSchemaName", "UndefinedColumn"):
                 raise StreamingError(
-                    f"query {self.query_name}: the sink schema '{self.schema}' has no stream tables — apply "
-                    "the migrations first (the streaming supervisor does: spotlake.sink_schema.apply)"
+                    f"query {self.query_name}: the sink schema '{self.schema}' lacks the stream tables of this "
+                    "version — apply the migrations first (the streaming supervisor does: spotlake.sink_schema.apply)"
                 ) from None
             raise
-        LOG.info("query %s claimed by run %s; last committed batch %s", self.query_name, self.run_id, last)
-        return last
+        LOG.info("query %s claimed by run %s (attempt %s) for checkpoint %s; last committed batch %s, first batch "
+                 "from %s", self.query_name, self.run_id, self.attempt, checkpoint_id, claim.last_batch_id,
+                 claim.starting_offsets)
+        return claim
+
+    def _checkpoint_claim(self, cur: Any, last: int, stored_id: str | None, stored_start: str | None,
+                          started: bool, default_start: str) -> Claim:
+        """The claim's checkpoint part, under the progress row's lock (see :meth:`claim`)."""
+        if self.checkpoint_id is None or stored_id == self.checkpoint_id:
+            return Claim(last, stored_start or default_start)
+        # Nothing committed yet (the query's first checkpoint, or one replaced before its first
+        # batch): it starts where the one before would have (a reset's offsets, else the job's).
+        first = last < 0
+        previous = f"checkpoint {stored_id}" if stored_id else "the checkpoint of an earlier version"
+        command = (f"python -m spotlake.stream_reset {self.query_name} --from committed (from the offsets the "
+                   "sink committed: nothing lost, nothing counted twice; or --from earliest|latest|'<offsets JSON>')")
+        if started and not first:
+            raise CheckpointRefused(
+                f"query {self.query_name}: checkpoint {self.checkpoint_id} has batches of its own, but the sink's "
+                f"progress (batch {last}) belongs to {previous}: two checkpoints must never feed one sink — stop the "
+                f"stream, delete the checkpoint folder, then run {command}")
+        cur.execute(
+            f"SELECT reset_id, starting_from, starting_offsets FROM {self.t('stream_checkpoint_resets')} "
+            "WHERE query_name = %s AND consumed_at IS NULL ORDER BY reset_id DESC LIMIT 1 FOR UPDATE",
+            (self.query_name,),
+        )
+        pending = cur.fetchone()
+        if pending is None and first:
+            start = stored_start or default_start
+            cur.execute(f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s "
+                        "WHERE query_name = %s", (self.checkpoint_id, start, self.query_name))
+            return Claim(-1, start)
+        if pending is None:
+            raise CheckpointRefused(
+                f"query {self.query_name}: checkpoint {self.checkpoint_id} is new, but the sink has committed batches "
+                f"0..{last} of {previous}; starting it from the job's starting offsets could count events twice or "
+                f"skip them, so the stream does not start — to start it, run {command}")
+        reset_id, starting_from, starting_offsets = pending
+        cur.execute(
+            f"UPDATE {self.t('stream_checkpoint_resets')} SET checkpoint_id = %s, consumed_at = now(), "
+            "previous_checkpoint_id = %s, previous_last_batch_id = %s WHERE reset_id = %s",
+            (self.checkpoint_id, stored_id, last, reset_id),
+        )
+        cur.execute(
+            f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s, last_batch_id = -1 "
+            "WHERE query_name = %s", (self.checkpoint_id, starting_offsets, self.query_name))
+        LOG.warning("query %s: reset %s consumed: checkpoint %s replaces %s (last batch %s) and starts from %s (%s)",
+                    self.query_name, reset_id, self.checkpoint_id, stored_id, last, starting_from, starting_offsets)
+        return Claim(-1, starting_offsets, int(reset_id))
 
     # ----------------------------------------------------------------- write
-    def write(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows]) -> BatchResult:
+    def write(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows],
+              before_commit: Callable[[], dict[str, float]] | None = None) -> BatchResult:
         """Commit batch ``batch_id`` unless it was committed before.
 
         ``compute(watermark_ms, final_before_ms)`` returns the batch's rows given the watermark
         in force (None before the first event) and the final-window horizon (windows starting
         at or before it take no counted event; None: none yet); it runs inside the
-        transaction, after the lock.
-        Connection failures are retried (reconnecting) up to ``retries`` times.
+        transaction, after the lock. ``before_commit()`` (the batch's lake commits, each
+        idempotent by checkpoint and batch id) runs after the rows are written, still under
+        the lock, just before the commit; it returns seconds per phase.
+        Connection failures are retried (reconnecting, the whole batch again: what was committed
+        is found and skipped) for up to ``retry_s`` seconds; then the error fails the query.
         """
-        for attempt in range(1, self.retries + 1):
+        deadline = time.monotonic() + self.retry_s
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                return self._write_once(batch_id, compute)
+                return self._write_once(batch_id, compute, before_commit)
             except Exception as exc:
                 self._rollback_quietly()
-                if not self._transient(exc) or attempt == self.retries:
+                pause = min(2.0**attempt, 10.0)
+                if not self._transient(exc) or time.monotonic() + pause > deadline:
                     raise
-                LOG.warning("query %s batch %s: sink connection failed (%s); retrying", self.query_name,
-                            batch_id, type(exc).__name__)
+                LOG.warning("query %s batch %s: the sink is unreachable (%s: %s); retrying in %.0f s (for up to "
+                            "%.0f s in all)", self.query_name, batch_id, type(exc).__name__,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else "", pause, self.retry_s)
                 self.close()
-                time.sleep(min(2.0**attempt, 10.0))
-        raise AssertionError("unreachable")
+                time.sleep(pause)
 
     def _rollback_quietly(self) -> None:
         if self._connection is None:
@@ -274,12 +392,13 @@ class PostgresSinkWriter:
         candidate = watermark_ms - self.lateness_ms - self.window_ms if watermark_ms is not None else None
         return _max_or_none(stored_ms, candidate)
 
-    def _write_once(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows]) -> BatchResult:
+    def _write_once(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows],
+                    before_commit: Callable[[], dict[str, float]] | None = None) -> BatchResult:
         started = datetime.now(UTC)
         conn = self.connection
         with conn.cursor() as cur:
             cur.execute(
-                f"SELECT run_id, last_batch_id, max_event_time, watermark, offsets, final_before "
+                f"SELECT run_id, last_batch_id, max_event_time, watermark, offsets, final_before, checkpoint_id "
                 f"FROM {self.t('stream_progress')} WHERE query_name = %s FOR UPDATE",
                 (self.query_name,),
             )
@@ -288,11 +407,11 @@ class PostgresSinkWriter:
                 raise StreamingError(
                     f"query {self.query_name}: no stream_progress row; the run must claim the query first"
                 )
-            owner, last_batch, max_event_time, watermark, offsets, final_before = row
-            if owner != self.run_id:
+            owner, last_batch, max_event_time, watermark, offsets, final_before, checkpoint_id = row
+            if owner != self.run_id or (self.checkpoint_id is not None and checkpoint_id != self.checkpoint_id):
                 raise StreamFencedError(
-                    f"query {self.query_name}: run {owner} took over the sink; this run ({self.run_id}) stops "
-                    f"before batch {batch_id}"
+                    f"query {self.query_name}: run {owner} (checkpoint {checkpoint_id}) took over the sink; this "
+                    f"run ({self.run_id}, checkpoint {self.checkpoint_id}) stops before batch {batch_id}"
                 )
             if batch_id <= last_batch:
                 conn.rollback()
@@ -305,6 +424,11 @@ class PostgresSinkWriter:
             rows = compute(watermark_ms, final_ms)
             computed = time.monotonic()
             late_ids = self._write_rows(cur, batch_id, rows, watermark_ms, final_ms)
+            written = time.monotonic()
+            phases = {"aggregate": computed - clock, "postgres": written - computed}
+            if before_commit is not None:
+                phases.update(before_commit())
+            lake_done = time.monotonic()
             previous_max = to_millis(max_event_time) if max_event_time is not None else None
             new_max = _max_or_none(previous_max, rows.max_event_time_ms)
             new_watermark = _max_or_none(watermark_ms, new_max - self.delay_ms if new_max is not None else None)
@@ -321,20 +445,24 @@ class PostgresSinkWriter:
             cur.execute(
                 f"INSERT INTO {self.t('stream_batches')} (query_name, batch_id, run_id, input_rows, "
                 "valid_events, counted_events, late_events, dead_letters, watermark, offsets, started_at, "
-                "committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())",
+                "committed_at, checkpoint_id, phases) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s)",
                 (self.query_name, batch_id, self.run_id, rows.input_rows, rows.valid_events,
                  rows.counted_events, late_ids, len(rows.dead_letters), _dt(watermark_ms), json.dumps(merged),
-                 started),
+                 started, self.checkpoint_id, json.dumps({k: round(v, 4) for k, v in phases.items()})),
             )
+            if batch_id % PRUNE_EVERY == 0:
+                cur.execute(f"DELETE FROM {self.t('stream_batches')} WHERE query_name = %s AND committed_at < "
+                            "clock_timestamp() - %s * interval '1 second'", (self.query_name, self.retention_s))
         conn.commit()
+        phases["commit"] = time.monotonic() - lake_done
         LOG.info(
-            "query %s batch %s committed: %s records, %s counted, %s late, %s dead letters, watermark %s "
-            "(computed in %.2f s, written in %.2f s)",
+            "query %s batch %s committed: %s records, %s counted, %s late, %s dead letters, watermark %s (%s)",
             self.query_name, batch_id, rows.input_rows, rows.counted_events, late_ids, len(rows.dead_letters),
-            _dt(new_watermark), computed - clock, time.monotonic() - computed,
+            _dt(new_watermark), ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()),
         )
         return BatchResult(batch_id, True, rows.input_rows, rows.counted_events, late_ids,
-                           len(rows.dead_letters), new_watermark)
+                           len(rows.dead_letters), new_watermark, phases)
 
     def _write_rows(self, cur: Any, batch_id: int, rows: BatchRows, watermark_ms: int | None,
                     final_ms: int | None) -> int:

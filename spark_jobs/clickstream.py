@@ -1,40 +1,40 @@
-"""The click stream: Kafka -> validated events -> PostgreSQL aggregates and the lake.
+"""The click stream: Kafka -> validated events -> PostgreSQL aggregates and the lake's Iceberg tables.
 
 :func:`run_stream` is a function of (Spark session, job), like the extraction job,
 so it runs the same in a ``spark-submit`` on a cluster (``stream_clicks.py``) and
-in a test's session. It starts up to three Structured Streaming queries, each with
-its own checkpoint under ``job.checkpoint`` (``aggregates/``, ``lake/``, ``dead_letters/``):
+in a test's session. It runs ONE Structured Streaming query per stream, named after
+the stream, with its checkpoint at ``job.checkpoint``. Each micro-batch is read from
+Kafka and parsed once (the classified batch is persisted), and ``foreachBatch``
+(:func:`batch_writer`) writes every output from it, in one PostgreSQL transaction
+that holds the query's ``stream_progress`` row (:class:`~spark_jobs.click_sink.PostgresSinkWriter`):
 
-- ``<stream>_aggregates``: ``foreachBatch`` -> :class:`spark_jobs.click_sink.PostgresSinkWriter`:
-  dead letters, late events, exact per-window aggregates and funnel counts, committed
-  with the batch id in one transaction (a replayed batch changes nothing);
-- ``<stream>_lake`` (when ``job.lake_path`` is set): every valid event once, as
-  Parquet partitioned by ``event_date`` and ``event_hour`` through Spark's file sink,
-  whose ``_spark_metadata`` log makes each batch's files visible exactly once;
-- ``<stream>_dead_letters`` (when ``job.dead_letters_path`` is set): every dead letter
-  once, as Parquet partitioned by ``kafka_date`` (the UTC date of its Kafka timestamp),
-  through the file sink the same way. The dead letters also go to PostgreSQL with the
-  aggregates query's batch; this copy is for the lake's readers. On the lake's trigger,
-  it costs the aggregates query nothing per micro-batch.
+1. the aggregates, funnel counts, late events and dead letters, skipped as a whole when
+   the batch id was committed before by this checkpoint;
+2. the valid events appended to the Iceberg events table, and the dead letters to the
+   dead-letters table (:class:`LakeWriter`), each commit's snapshot summary recording
+   the stream, the checkpoint id and the batch id, so a replayed batch finds its commit
+   and skips it;
+3. the progress, then COMMIT.
 
-The lake and dead-letters queries run on their own, longer triggers and read what they
-need from Kafka themselves: a query has one sink, and the file sink's commit log is what
-makes their files exactly once. With ``trigger.available_now`` the queries run one after
-the other until they have read what Kafka held at their start, then :func:`run_stream`
-returns; otherwise all run until one fails (its error is raised) or the application is
-stopped.
+So every output is written exactly once without a checkpoint of its own. The
+checkpoint's identity is Spark's id of it (``<checkpoint>/metadata``, written before
+the query starts when the checkpoint is new); the sink refuses a checkpoint it does not
+know unless ``python -m spotlake.stream_reset`` said where it starts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
-from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.click_events import (
     FUNNEL_STAGES,
@@ -44,21 +44,28 @@ from spark_jobs.click_events import (
     dead_letters,
     kafka_records,
     valid_events,
-    with_dead_letter_partitions,
-    with_lake_partitions,
+    with_future_check,
 )
 from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
 from spark_jobs.errors import SpotlakeJobError, StreamingError
 from spark_jobs.kafka_security import read_credentials
-from spark_jobs.stream_job import StreamJob, Trigger
+from spark_jobs.lake_catalog import catalog_properties, ddl_columns, table_exists
+from spark_jobs.stream_job import StreamJob, StreamLake
 
 LOG = logging.getLogger(__name__)
 # Spark's default of 200 shuffle partitions is far too many for a micro-batch's small
 # aggregations; used unless the batch's Spark settings (spark_conf) choose a value.
 SPARK_DEFAULT_SHUFFLE_PARTITIONS = "200"
 MICRO_BATCH_SHUFFLE_PARTITIONS = "2"
-# Scheduler pools (see in_pool): the aggregates query's, and the lake and dead-letters queries'.
-AGGREGATES_POOL, FILES_POOL = "aggregates", "files"
+# Snapshot summary keys of the stream's Iceberg commits.
+STREAM_KEY, CHECKPOINT_KEY, BATCH_KEY = "spotlake.stream", "spotlake.checkpoint-id", "spotlake.batch-id"
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "100",
+}
+# How far back a replayed batch looks for its commit (compactions add snapshots in between).
+SNAPSHOT_DEPTH = 10_000
 
 
 @dataclass
@@ -68,8 +75,124 @@ class StreamRun:
     job: StreamJob
     batches: list[BatchResult] = field(default_factory=list)
     last_committed_before: int = -1
+    checkpoint_id: str | None = None
     # The job's own error raised inside foreachBatch (Spark reports it wrapped in a Java exception).
     error: SpotlakeJobError | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: str
+    started: bool  # it holds offsets of its own (Spark ignores startingOffsets then)
+
+
+def _hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path, path.getFileSystem(spark._jsc.hadoopConfiguration())
+
+
+def checkpoint_identity(spark: SparkSession, checkpoint: str) -> Checkpoint:
+    """The checkpoint's id (Spark's query id, in ``<checkpoint>/metadata``), writing one first
+    when the checkpoint is new, so the sink can be claimed for it before the query starts."""
+    metadata, fs = _hadoop_path(spark, f"{checkpoint.rstrip('/')}/metadata")
+    if fs.exists(metadata):
+        stream = fs.open(metadata)
+        try:
+            reader = spark._jvm.java.io.BufferedReader(spark._jvm.java.io.InputStreamReader(stream, "UTF-8"))
+            text = reader.readLine() or ""
+        finally:
+            stream.close()
+        try:
+            checkpoint_id = str(uuid.UUID(json.loads(text)["id"]))
+        except (ValueError, KeyError, TypeError):
+            raise StreamingError(
+                f"checkpoint {checkpoint}: its metadata file holds no query id ({text[:80]!r}); the checkpoint is "
+                "damaged — delete the checkpoint folder and reset the stream (python -m spotlake.stream_reset)"
+            ) from None
+    else:
+        checkpoint_id = str(uuid.uuid4())
+        out = fs.create(metadata, False)
+        try:
+            out.write(bytearray(json.dumps({"id": checkpoint_id}).encode()))
+        finally:
+            out.close()
+        LOG.info("checkpoint %s is new: id %s", checkpoint, checkpoint_id)
+    offsets, _ = _hadoop_path(spark, f"{checkpoint.rstrip('/')}/offsets")
+    started = bool(fs.exists(offsets)) and any(
+        not status.getPath().getName().startswith(".") for status in fs.listStatus(offsets))
+    return Checkpoint(checkpoint_id, started)
+
+
+class LakeWriter:
+    """Appends a micro-batch's valid events and dead letters to the stream's Iceberg tables,
+    once per (checkpoint, batch): each commit's snapshot summary names them."""
+
+    def __init__(self, spark: SparkSession, job: StreamJob, checkpoint_id: str) -> None:
+        assert job.lake is not None
+        self.spark = spark
+        self.job = job
+        self.lake: StreamLake = job.lake
+        self.checkpoint_id = checkpoint_id
+        for key, value in catalog_properties(self.lake, job.context, job.region).items():
+            spark.conf.set(key, value)
+
+    def ensure_tables(self, classified: DataFrame) -> None:
+        """Create the tables if missing (from the schema of the job's own transformations)."""
+        lake = self.lake
+        self.spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {lake.catalog}.{lake.namespace}")
+        self._create(lake.events_table, valid_events(classified), "days(event_time)", "events")
+        if lake.dead_letters_table:
+            self._create(lake.dead_letters_table, dead_letters(classified), "days(kafka_timestamp)", "dead-letters")
+
+    def _create(self, name: str, frame: DataFrame, partitioning: str, role: str) -> None:
+        if table_exists(self.spark, name):
+            return
+        props = {**TABLE_PROPERTIES, "spotlake.stream": self.job.stream, "spotlake.role": role}
+        listed = ", ".join(f"'{k}'='{v}'" for k, v in props.items())
+        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(frame.schema)}) USING iceberg "
+                       f"PARTITIONED BY ({partitioning}) TBLPROPERTIES ({listed})")
+        LOG.info("%s: created the Iceberg table %s", self.job.context, name)
+
+    def write(self, classified: DataFrame, batch_id: int, rows: BatchRows) -> dict[str, float]:
+        """Commit the batch to each table unless this checkpoint committed it before; seconds per table."""
+        phases: dict[str, float] = {}
+        started = time.monotonic()
+        if rows.valid_events:
+            self._append(self.lake.events_table, valid_events(classified), batch_id)
+        phases["lake_events"] = time.monotonic() - started
+        if self.lake.dead_letters_table and rows.dead_letters:
+            started = time.monotonic()
+            self._append(self.lake.dead_letters_table, dead_letters(classified), batch_id)
+            phases["lake_dead_letters"] = time.monotonic() - started
+        return phases
+
+    def committed(self, table: str, batch_id: int) -> bool:
+        """Whether this checkpoint committed ``batch_id`` (or a later batch) to ``table``: the newest
+        snapshot of this checkpoint says so (batches commit in order)."""
+        iceberg = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
+            self.spark._jsparkSession, table)
+        iceberg.refresh()
+        snapshot = iceberg.currentSnapshot()
+        for _ in range(SNAPSHOT_DEPTH):
+            if snapshot is None:
+                return False
+            summary = snapshot.summary()
+            if summary.get(CHECKPOINT_KEY) == self.checkpoint_id:
+                return int(summary.get(BATCH_KEY)) >= batch_id
+            parent = snapshot.parentId()
+            snapshot = iceberg.snapshot(parent) if parent is not None else None
+        return False
+
+    def _append(self, table: str, frame: DataFrame, batch_id: int) -> None:
+        if self.committed(table, batch_id):
+            LOG.info("%s batch %s: already in %s (a replay); not appended again", self.job.context, batch_id, table)
+            return
+        (frame.writeTo(table)
+         .option(f"snapshot-property.{STREAM_KEY}", self.job.stream)
+         .option(f"snapshot-property.{CHECKPOINT_KEY}", self.checkpoint_id)
+         .option(f"snapshot-property.{BATCH_KEY}", str(batch_id))
+         .append())
 
 
 def read_kafka(spark: SparkSession, options: dict[str, str]) -> DataFrame:
@@ -77,8 +200,10 @@ def read_kafka(spark: SparkSession, options: dict[str, str]) -> DataFrame:
     return spark.readStream.format("kafka").options(**options).load()
 
 
-def classified_stream(spark: SparkSession, options: dict[str, str]) -> DataFrame:
-    return read_kafka(spark, options).transform(kafka_records).transform(classify_events)
+def classified(batch: DataFrame, job: StreamJob) -> DataFrame:
+    """A micro-batch of Kafka records, parsed and checked once (see :mod:`spark_jobs.click_events`)."""
+    return (batch.transform(kafka_records).transform(classify_events)
+            .transform(with_future_check(job.max_future_skew_s)))
 
 
 def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None,
@@ -121,83 +246,39 @@ def add_window_summary(rows: BatchRows, summary: list[Row]) -> None:
     rows.members.extend(("funnel", window, stage, "", session) for window, stage, session in funnel_members)
 
 
-def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun) -> Callable[[DataFrame, int], None]:
-    """The ``foreachBatch`` function of the aggregates query."""
+def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun,
+                 lake: LakeWriter | None = None) -> Callable[[DataFrame, int], None]:
+    """The query's ``foreachBatch`` function: every output of the batch, once (module documentation)."""
+    tables_ready = False
 
     def write(batch: DataFrame, batch_id: int) -> None:
+        nonlocal tables_ready
+        started = time.monotonic()
+        records = classified(batch, job).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            result = writer.write(batch_id, lambda watermark_ms, final_ms: batch_rows(batch, job, watermark_ms,
-                                                                                      final_ms))
+            if lake is not None and not tables_ready:
+                lake.ensure_tables(records)
+                tables_ready = True
+            state: dict[str, BatchRows] = {}
+
+            def compute(watermark_ms: int | None, final_ms: int | None) -> BatchRows:
+                state["rows"] = batch_rows(records, job, watermark_ms, final_ms)
+                return state["rows"]
+
+            def before_commit() -> dict[str, float]:
+                return lake.write(records, batch_id, state["rows"]) if lake is not None else {}
+
+            result = writer.write(batch_id, compute, before_commit)
         except SpotlakeJobError as exc:
             run.error = exc
             raise
+        finally:
+            records.unpersist()
+        if result.committed:
+            result.phases["batch"] = time.monotonic() - started
         run.batches.append(result)
 
     return write
-
-
-def start_aggregates(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter,
-                     run: StreamRun) -> StreamingQuery:
-    return (
-        classified_stream(spark, job.source.options())
-        .writeStream.queryName(job.aggregates_query)
-        .option("checkpointLocation", job.aggregates_checkpoint)
-        .trigger(**job.trigger.spark_options())
-        .foreachBatch(batch_writer(job, writer, run))
-        .start()
-    )
-
-
-def start_file_sink(frame: DataFrame, name: str, path: str, checkpoint: str, trigger: Trigger,
-                    partitions: tuple[str, ...]) -> StreamingQuery:
-    """``frame`` as Parquet under ``path`` through Spark's file sink, partitioned by ``partitions``:
-    its ``_spark_metadata`` log makes each batch's files visible exactly once."""
-    return (
-        frame.writeStream.queryName(name)
-        .format("parquet")
-        .option("path", path)
-        .option("checkpointLocation", checkpoint)
-        .partitionBy(*partitions)
-        .trigger(**trigger.spark_options())
-        .outputMode("append")
-        .start()
-    )
-
-
-def start_lake(spark: SparkSession, job: StreamJob) -> StreamingQuery:
-    events = classified_stream(spark, job.lake_source_options()).transform(valid_events).transform(
-        with_lake_partitions)
-    return start_file_sink(events, job.lake_query, job.lake_path, job.lake_checkpoint,
-                           job.lake_trigger or job.trigger, ("event_date", "event_hour"))
-
-
-def start_dead_letters(spark: SparkSession, job: StreamJob) -> StreamingQuery:
-    records = classified_stream(spark, job.dead_letters_source_options()).transform(dead_letters).transform(
-        with_dead_letter_partitions)
-    return start_file_sink(records, job.dead_letters_query, job.dead_letters_path, job.dead_letters_checkpoint,
-                           job.dead_letters_trigger or job.trigger, ("kafka_date",))
-
-
-def in_pool(spark: SparkSession, pool: str, start: Callable[[], StreamingQuery]) -> Callable[[], StreamingQuery]:
-    """``start``, with the query's Spark jobs in scheduler pool ``pool``.
-
-    Under ``spark.scheduler.mode=FAIR`` (the supervisor's default for streams) free task slots
-    go to the pool with the fewest running tasks for its share, so the aggregates query's short
-    jobs take turns with a lake or dead-letters batch (which on the one-minute trigger reads a
-    minute of records at once) instead of waiting for all of it. A query keeps the pool of the
-    thread that started it. Under FIFO the pools make no difference.
-    """
-
-    def started() -> StreamingQuery:
-        context = spark.sparkContext
-        previous = context.getLocalProperty("spark.scheduler.pool")
-        context.setLocalProperty("spark.scheduler.pool", pool)
-        try:
-            return start()
-        finally:
-            context.setLocalProperty("spark.scheduler.pool", previous)  # None removes it
-
-    return started
 
 
 def with_kafka_credentials(job: StreamJob) -> StreamJob:
@@ -212,7 +293,7 @@ def with_kafka_credentials(job: StreamJob) -> StreamJob:
 
 
 def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter | None = None) -> StreamRun:
-    """Run the job's queries (see the module documentation); return what the run did."""
+    """Run the stream's query (see the module documentation); return what the run did."""
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     if spark.conf.get("spark.sql.shuffle.partitions") == SPARK_DEFAULT_SHUFFLE_PARTITIONS:
         spark.conf.set("spark.sql.shuffle.partitions", MICRO_BATCH_SHUFFLE_PARTITIONS)
@@ -221,39 +302,37 @@ def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter |
         writer = PostgresSinkWriter.for_target(
             resolve_target(job.sink.secret_id, job.stream, job.region, job.sink.endpoint), job.stream,
             schema=job.sink.schema,
-            query_name=job.aggregates_query, run_id=job.run_id, window_s=job.window_s,
+            query_name=job.query_name, run_id=job.run_id, window_s=job.window_s,
             watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
-            allowed_lateness_s=job.allowed_lateness_s,
+            allowed_lateness_s=job.allowed_lateness_s, attempt=job.attempt,
         )
     run = StreamRun(job)
     try:
-        run.last_committed_before = writer.claim()
-        starters: list[Callable[[], StreamingQuery]] = []
-        if job.lake_path:
-            starters.append(in_pool(spark, FILES_POOL, lambda: start_lake(spark, job)))
-        if job.dead_letters_path:
-            starters.append(in_pool(spark, FILES_POOL, lambda: start_dead_letters(spark, job)))
-        starters.append(in_pool(spark, AGGREGATES_POOL, lambda: start_aggregates(spark, job, writer, run)))
-        if job.trigger.available_now:
-            for start in starters:
-                await_query(start(), run)
-        else:
-            spark.streams.resetTerminated()
-            queries = [start() for start in starters]
-            try:
-                spark.streams.awaitAnyTermination()
-            except Exception:  # noqa: BLE001 - the failed query raises its own error just below
-                LOG.warning("a query of %s failed; stopping the others", job.context)
-            finally:
-                stop_all(queries)
-            for query in queries:
-                await_query(query, run)
+        checkpoint = checkpoint_identity(spark, job.checkpoint)
+        claim = writer.claim(checkpoint.id, checkpoint.started, job.source.starting_offsets)
+        run.last_committed_before, run.checkpoint_id = claim.last_batch_id, checkpoint.id
+        lake = LakeWriter(spark, job, checkpoint.id) if job.lake is not None else None
+        options = {**job.source.options(), "startingOffsets": claim.starting_offsets}
+        spark.streams.resetTerminated()
+        query = (
+            read_kafka(spark, options)
+            .writeStream.queryName(job.query_name)
+            .option("checkpointLocation", job.checkpoint)
+            .trigger(**job.trigger.spark_options())
+            .foreachBatch(batch_writer(job, writer, run, lake))
+            .start()
+        )
+        if str(query.id) != checkpoint.id:
+            query.stop()
+            raise StreamingError(f"{job.context}: the query started with id {query.id}, not the checkpoint's "
+                                 f"{checkpoint.id}; another process rewrote {job.checkpoint}/metadata")
+        await_query(query, run)
     finally:
         writer.close()
     return run
 
 
-def await_query(query: StreamingQuery, run: StreamRun) -> None:
+def await_query(query: Any, run: StreamRun) -> None:
     """Wait for ``query`` to end; raise its error if it failed (the job's own, when it was one)."""
     try:
         query.awaitTermination()
@@ -268,18 +347,12 @@ def await_query(query: StreamingQuery, run: StreamRun) -> None:
         raise error
 
 
-def stop_all(queries: list[StreamingQuery]) -> None:
-    for query in queries:
-        if query.isActive:
-            LOG.info("stopping query %s", query.name)
-            query.stop()
-
-
 def describe(run: StreamRun) -> dict[str, Any]:
     committed = [b for b in run.batches if b.committed]
     return {
         "stream": run.job.stream,
         "run_id": run.job.run_id,
+        "checkpoint_id": run.checkpoint_id,
         "batches_committed": len(committed),
         "batches_skipped": len(run.batches) - len(committed),
         "records": sum(b.input_rows for b in committed),

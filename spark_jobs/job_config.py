@@ -382,32 +382,41 @@ class _JobParser:
         return Window(start=start, end=end, read_from=read_from)
 
     def lake(self, data: Mapping[str, Any]) -> LakeTables:
-        keys = {"catalog", "type", "warehouse", "namespace", "current", "changes", "secret_id", "properties", "endpoint"}
-        self.unknown_keys(data, keys, "lake.")
+        catalog = self.catalog(data, "lake.", ("current", "changes"))
+        return LakeTables(
+            **catalog,
+            current=self.identifier(data.get("current"), "lake.current"),
+            changes=self.identifier(data.get("changes"), "lake.changes"),
+        )
+
+    def catalog(self, data: Mapping[str, Any], prefix: str, tables: tuple[str, ...]) -> dict[str, Any]:
+        """The catalog fields of a ``lake`` section (all but its table names ``tables``), as
+        keyword arguments of :class:`LakeTables` (the click stream's lake section has the same)."""
+        keys = {"catalog", "type", "warehouse", "namespace", "secret_id", "properties", "endpoint", *tables}
+        self.unknown_keys(data, keys, prefix)
         kind = data.get("type")
         if kind not in CATALOG_TYPES:
-            raise self.fail("lake.type", f"must be one of {', '.join(CATALOG_TYPES)}, got {kind!r}")
-        warehouse = self.text(data, "warehouse", "lake.").rstrip("/")
+            raise self.fail(f"{prefix}type", f"must be one of {', '.join(CATALOG_TYPES)}, got {kind!r}")
+        warehouse = self.text(data, "warehouse", prefix).rstrip("/")
         if not WAREHOUSE.match(warehouse):
-            raise self.fail("lake.warehouse", f"must be an S3 location such as s3://bucket/warehouse, got {warehouse!r}")
+            raise self.fail(f"{prefix}warehouse",
+                            f"must be an S3 location such as s3://bucket/warehouse, got {warehouse!r}")
         secret_id = data.get("secret_id")
         if kind == "jdbc" and (not isinstance(secret_id, str) or not secret_id.strip()):
-            raise self.fail("lake.secret_id", "must name the Secrets Manager secret of the JDBC catalog's database")
+            raise self.fail(f"{prefix}secret_id", "must name the Secrets Manager secret of the JDBC catalog's database")
         properties = data.get("properties") or {}
         if not isinstance(properties, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
-            raise self.fail("lake.properties", f"must map catalog property names to strings, got {properties!r}")
-        return LakeTables(
-            catalog=self.identifier(data.get("catalog"), "lake.catalog"),
-            type=kind,
-            warehouse=warehouse,
-            namespace=self.identifier(data.get("namespace"), "lake.namespace"),
-            current=self.identifier(data.get("current"), "lake.current"),
-            changes=self.identifier(data.get("changes"), "lake.changes"),
-            secret_id=secret_id if kind == "jdbc" else None,
-            properties=tuple(sorted(properties.items())),
-            endpoint=Endpoint.parse(data.get("endpoint"), "lake.endpoint", self.fail),
-        )
+            raise self.fail(f"{prefix}properties", f"must map catalog property names to strings, got {properties!r}")
+        return {
+            "catalog": self.identifier(data.get("catalog"), f"{prefix}catalog"),
+            "type": kind,
+            "warehouse": warehouse,
+            "namespace": self.identifier(data.get("namespace"), f"{prefix}namespace"),
+            "secret_id": secret_id if kind == "jdbc" else None,
+            "properties": tuple(sorted(properties.items())),
+            "endpoint": Endpoint.parse(data.get("endpoint"), f"{prefix}endpoint", self.fail),
+        }
 
     def registry(self, data: Mapping[str, Any]) -> RegistryRef:
         self.unknown_keys(data, {"prefix", "region"}, "registry.")
@@ -558,9 +567,14 @@ class MaintenanceJob(JobDocument):
     registry: RegistryRef
     options: MaintenanceOptions
     commit: CommitOptions = CommitOptions()
+    # A click stream's tables (``lake.current``: its events, ``lake.changes``: its dead letters):
+    # appended by the stream's micro-batches, which compaction does not conflict with, so no lock.
+    stream: str | None = None
 
     @property
     def context(self) -> str:
+        if self.stream is not None:
+            return f"stream {self.stream} (maintenance)"
         return f"pipeline {self.pipeline} (maintenance)"
 
     @classmethod
@@ -568,7 +582,10 @@ class MaintenanceJob(JobDocument):
         parser = _JobParser(data)
         parser.who = f"pipeline {data.get('pipeline')}"
         parser.unknown_keys(data, {"job_key", "attempt", "run_id", "pipeline", "lake", "registry", "maintenance",
-                                   "commit"}, "")
+                                   "commit", "stream"}, "")
+        stream = data.get("stream")
+        if stream is not None and (not isinstance(stream, str) or not is_identifier(stream)):
+            raise parser.fail("stream", f"must be a stream name, got {stream!r}")
         attempt = data.get("attempt")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise parser.fail("attempt", f"must be an integer >= 1, got {attempt!r}")
@@ -585,4 +602,5 @@ class MaintenanceJob(JobDocument):
             registry=parser.registry(parser.section(data, "registry", required=True)),
             options=MaintenanceOptions(**options),
             commit=parser.commit(parser.section(data, "commit", required=False)),
+            stream=stream,
         )

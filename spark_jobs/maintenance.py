@@ -81,6 +81,8 @@ def run_maintenance(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]:
                               f"(spark.sql.extensions={ICEBERG_EXTENSIONS})")
     for key, value in catalog_properties(job.lake, f"pipeline {job.pipeline}", job.registry.region).items():
         spark.conf.set(key, value)
+    if job.stream is not None:
+        return _maintain_stream(spark, job)
     import boto3
 
     store = LakeState(boto3.client("dynamodb", **({"region_name": job.registry.region} if job.registry.region else {})),
@@ -102,4 +104,17 @@ def run_maintenance(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]:
         store.release(held.lock, {"maintained_at": iso(datetime.now(UTC))})
     finally:
         held.stop()
+    return result
+
+
+def _maintain_stream(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]:
+    """A stream's events and dead-letters tables: bin-packed, expired, cleaned; no lock (the
+    stream only appends, and an append never conflicts with a compaction)."""
+    result: dict[str, Any] = {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {}}
+    now = datetime.now(UTC)
+    for name in dict.fromkeys((job.lake.current_table, job.lake.changes_table)):
+        if table_exists(spark, name):
+            result["tables"][name] = maintain_table(spark, job, name, "stream", now)
+    if not result["tables"]:
+        result["skipped"] = "the stream has written nothing to the lake yet"
     return result

@@ -13,16 +13,18 @@ Example::
      "sink": {"secret_id": "spotlake/postgres/clicks", "schema": "public"},
      "window_s": 60, "watermark_delay_s": 600, "late_policy": "count", "allowed_lateness_s": 86400,
      "trigger": {"interval_s": 10},
-     "checkpoint": "s3a://spotlake-checkpoints/streams/clicks",
-     "lake": {"path": "s3a://spotlake-lake/clicks/events", "interval_s": 60},
-     "dead_letters": {"path": "s3a://spotlake-lake/clicks/dead_letters", "interval_s": 60}}
+     "max_future_skew_s": 300,
+     "checkpoint": "s3://spotlake-checkpoints/streams/clicks",
+     "lake": {"catalog": "lake", "type": "glue", "warehouse": "s3://spotlake-lake/warehouse",
+              "namespace": "clicks", "events": "events", "dead_letters": "dead_letters"}}
 
 ``trigger`` is ``{"interval_s": N}`` (0 = as fast as possible, at most 30) or
 ``{"available_now": true}`` (process what is in Kafka now, then stop: tests and
-backfills). ``lake`` and ``dead_letters`` may be ``null`` (no lake query; dead
-letters only in PostgreSQL). ``lake.interval_s`` (0 to 600; default: the trigger's) is the
-lake query's own trigger interval, ignored under ``available_now``; ``dead_letters.interval_s``
-the same for the dead-letters query.
+backfills). ``lake`` may be ``null`` (events only counted in PostgreSQL); its catalog
+fields are those of an extraction job's ``lake`` section (``spark_jobs.job_config``);
+``dead_letters`` may be ``null`` (dead letters only in PostgreSQL). ``max_future_skew_s``:
+an event whose time is further ahead of its Kafka timestamp than this is a dead letter
+(reason ``future_event_time``) and never moves the watermark.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,11 +50,11 @@ SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 LATE_POLICIES = ("count", "divert")
 MAX_TRIGGER_S = 30.0
-MAX_LAKE_TRIGGER_S = 600.0
 FETCH_MAX_WAIT_MS = 50
+DEFAULT_FUTURE_SKEW_S = 300
 TOP_KEYS = frozenset({
     "stream", "run_id", "attempt", "source", "sink", "window_s", "watermark_delay_s", "late_policy",
-    "allowed_lateness_s", "trigger", "checkpoint", "lake", "dead_letters", "region",
+    "allowed_lateness_s", "trigger", "checkpoint", "lake", "region", "max_future_skew_s",
 })
 SOURCE_KEYS = frozenset({
     "bootstrap_servers", "topics", "starting_offsets", "max_offsets_per_trigger", "fail_on_data_loss", "security",
@@ -96,6 +97,30 @@ class PostgresSink:
 
 
 @dataclass(frozen=True)
+class StreamLake:
+    """The stream's Iceberg tables: the valid events and (optionally) the dead letters, in the
+    lake's catalog (the fields :func:`spark_jobs.lake_catalog.catalog_properties` reads)."""
+
+    catalog: str
+    type: str
+    warehouse: str
+    namespace: str
+    events: str
+    dead_letters: str | None = None
+    secret_id: str | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+    endpoint: Endpoint = Endpoint()
+
+    @property
+    def events_table(self) -> str:
+        return f"{self.catalog}.{self.namespace}.{self.events}"
+
+    @property
+    def dead_letters_table(self) -> str | None:
+        return f"{self.catalog}.{self.namespace}.{self.dead_letters}" if self.dead_letters else None
+
+
+@dataclass(frozen=True)
 class Trigger:
     interval_s: float = 10.0
     available_now: bool = False
@@ -122,59 +147,14 @@ class StreamJob:
     # Under "count": how long after the watermark a window still takes late events (its
     # distinct sets are kept that long). Documents of older supervisors lack it: one day.
     allowed_lateness_s: int = 86400
-    lake_path: str | None = None
-    # The lake query's trigger: files per micro-batch and CPU beside the aggregates query.
-    lake_trigger: Trigger | None = None
-    dead_letters_path: str | None = None
-    # The dead-letters query's trigger (Parquet copies of the dead letters; see clickstream.py).
-    dead_letters_trigger: Trigger | None = None
+    lake: StreamLake | None = None
+    max_future_skew_s: int = DEFAULT_FUTURE_SKEW_S
     region: str | None = None  # AWS region of Secrets Manager and MSK IAM (the registry's)
 
     @property
-    def aggregates_query(self) -> str:
-        """Name of the query that feeds PostgreSQL (also its key in ``stream_progress``)."""
-        return f"{self.stream}_aggregates"
-
-    @property
-    def lake_query(self) -> str:
-        return f"{self.stream}_lake"
-
-    @property
-    def dead_letters_query(self) -> str:
-        return f"{self.stream}_dead_letters"
-
-    @property
-    def aggregates_checkpoint(self) -> str:
-        return f"{self.checkpoint}/aggregates"
-
-    @property
-    def lake_checkpoint(self) -> str:
-        return f"{self.checkpoint}/lake"
-
-    @property
-    def dead_letters_checkpoint(self) -> str:
-        return f"{self.checkpoint}/dead_letters"
-
-    def lake_source_options(self) -> dict[str, str]:
-        """The lake query's Kafka options (see :meth:`slow_source_options`)."""
-        return self.slow_source_options(self.lake_trigger or self.trigger)
-
-    def dead_letters_source_options(self) -> dict[str, str]:
-        """The dead-letters query's Kafka options (see :meth:`slow_source_options`)."""
-        return self.slow_source_options(self.dead_letters_trigger or self.trigger)
-
-    def slow_source_options(self, slow: Trigger) -> dict[str, str]:
-        """Kafka options of a query on a longer trigger ``slow`` than the aggregates query's. Its
-        batches come ``slow interval / trigger interval`` times less often (a trigger of 0 s
-        counted as 1 s), so it may read that many times the per-trigger limit; else it could
-        never keep up with a stream the aggregates query keeps up with. The limit bounds the
-        driver's memory only for the aggregates query (the others' rows stay on the executors)."""
-        options = self.source.options()
-        limit = self.source.max_offsets_per_trigger
-        if limit is not None and not slow.available_now:
-            ratio = max(1, math.ceil(slow.interval_s / max(self.trigger.interval_s, 1.0)))
-            options["maxOffsetsPerTrigger"] = str(limit * ratio)
-        return options
+    def query_name(self) -> str:
+        """The stream's one query (also its key in the sink's ``stream_progress``)."""
+        return self.stream
 
     @property
     def context(self) -> str:
@@ -228,9 +208,8 @@ class _Parser:
         late_policy = data.get("late_policy", "count")
         if late_policy not in LATE_POLICIES:
             raise self.fail("late_policy", f"must be one of {', '.join(LATE_POLICIES)}, got {late_policy!r}")
-        lake = self.optional_section(data, "lake")
+        lake = data.get("lake")
         trigger = self.trigger(self.section(data, "trigger"))
-        dead_letters = self.optional_section(data, "dead_letters")
         return StreamJob(
             stream=stream,
             run_id=run_id,
@@ -244,11 +223,9 @@ class _Parser:
             if "allowed_lateness_s" in data else 86400,
             trigger=trigger,
             checkpoint=self.uri(data, "checkpoint"),
-            lake_path=self.uri(lake, "path", "lake.") if lake is not None else None,
-            lake_trigger=self.slow_trigger(lake, trigger, "lake.") if lake is not None else None,
-            dead_letters_path=self.uri(dead_letters, "path", "dead_letters.") if dead_letters is not None else None,
-            dead_letters_trigger=self.slow_trigger(dead_letters, trigger, "dead_letters.")
-            if dead_letters is not None else None,
+            lake=self.lake(lake) if lake is not None else None,
+            max_future_skew_s=self.integer(data, "max_future_skew_s", minimum=0)
+            if "max_future_skew_s" in data else DEFAULT_FUTURE_SKEW_S,
             region=self.region(data.get("region")),
         )
 
@@ -265,14 +242,23 @@ class _Parser:
             raise self.fail(key, f"must be a JSON object, got {value!r}")
         return value
 
-    def optional_section(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any | None]:
-        value = data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise self.fail(key, f"must be a JSON object or null, got {value!r}")
-        self.unknown_keys(value, {"path", "interval_s"}, f"{key}.")
-        return value
+    def lake(self, data: Any) -> StreamLake:
+        """The ``lake`` section: the catalog as in an extraction job, and the two table names."""
+        from spark_jobs.errors import ExtractionError
+        from spark_jobs.job_config import _JobParser
+
+        if not isinstance(data, dict):
+            raise self.fail("lake", f"must be a JSON object or null, got {data!r}")
+        parser = _JobParser(data)
+        parser.who = self.who
+        try:
+            catalog = parser.catalog(data, "lake.", ("events", "dead_letters"))
+            events = parser.identifier(data.get("events"), "lake.events")
+            dead = data.get("dead_letters")
+            dead_letters = parser.identifier(dead, "lake.dead_letters") if dead is not None else None
+        except ExtractionError as exc:
+            raise StreamingError(str(exc)) from None
+        return StreamLake(**catalog, events=events, dead_letters=dead_letters)
 
     def integer(self, data: Mapping[str, Any], key: str, minimum: int, prefix: str = "") -> int:
         value = data.get(key)
@@ -338,16 +324,6 @@ class _Parser:
             raise self.fail("sink.schema", f"must be a lower-case PostgreSQL identifier, got {schema!r}")
         return PostgresSink(secret_id=self.text(data, "secret_id", "sink."), schema=schema,
                             endpoint=Endpoint.parse(data.get("endpoint"), "sink.endpoint", self.fail))
-
-    def slow_trigger(self, section: Mapping[str, Any], trigger: Trigger, prefix: str) -> Trigger:
-        """The trigger of the lake or dead-letters query: ``interval_s`` of its section."""
-        if trigger.available_now or "interval_s" not in section:
-            return trigger
-        interval = section["interval_s"]
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval <= MAX_LAKE_TRIGGER_S:
-            raise self.fail(f"{prefix}interval_s", f"must be a number of seconds from 0 to {MAX_LAKE_TRIGGER_S:g}, "
-                            f"got {interval!r}")
-        return Trigger(interval_s=float(interval))
 
     def trigger(self, data: Mapping[str, Any]) -> Trigger:
         self.unknown_keys(data, {"interval_s", "available_now"}, "trigger.")

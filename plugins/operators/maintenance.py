@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from operators.livy_batch import PipelineBatchOperator
-from spotlake import artifacts
+from spotlake import artifacts, streaming
+from spotlake.errors import ConfigError
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
 
@@ -27,6 +28,9 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
         return published.request(key, self.pool_name, name=f"spotlake-maintain-{self.pipeline_name}",
                                  report=True)
 
+    def lake_section(self) -> dict[str, Any]:
+        return self.config.lake.to_job(self.config.get(self.pipeline_name))
+
     def build_args(self, context: Any, run_id: str) -> list[str]:
         key = self.job_key(context)
         claimed = self.registry.get_job(key)
@@ -36,7 +40,8 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
             "attempt": claimed.attempt if claimed is not None and claimed.run_id == run_id else 1,
             "run_id": run_id,
             "pipeline": self.pipeline_name,
-            "lake": self.config.lake.to_job(self.config.get(self.pipeline_name)),
+            **self.extra_document(),
+            "lake": self.lake_section(),
             "registry": {"prefix": self.registry.prefix, "region": self.registry.client.meta.region_name},
             "maintenance": {
                 "snapshot_retention_s": maintenance.snapshot_retention.total_seconds(),
@@ -46,6 +51,9 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
             },
         }
         return ["--job", base64.urlsafe_b64encode(json.dumps(document).encode()).decode()]
+
+    def extra_document(self) -> dict[str, Any]:
+        return {}
 
     def on_batch_success(self, context: Any, job: Job) -> Any:
         result = self._batch_result(job) or {}
@@ -59,3 +67,25 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
                           steps.get("expire", {}).get("deleted_data_files_count", 0),
                           len(steps.get("orphans_removed", [])), steps.get("seconds"))
         return result
+
+
+class StreamMaintenanceOperator(LakeMaintenanceOperator):
+    """The same maintenance for a click stream's Iceberg tables (its events and dead letters), as
+    pipeline ``stream_<name>`` in the job key; no commit lock: the stream only appends."""
+
+    template_fields = ("stream_name",)
+
+    def __init__(self, *, stream_name: str, **kwargs: Any) -> None:
+        self.stream_name = stream_name
+        super().__init__(pipeline_name=f"stream_{stream_name}", **kwargs)
+
+    def lake_section(self) -> dict[str, Any]:
+        stream = streaming.load(catalog=self.config.lake).get(self.stream_name)
+        doc = stream.lake_document()
+        if doc is None:
+            raise ConfigError(f"stream {self.stream_name} has no lake tables in config/streaming.yaml; set its lake")
+        events, dead = doc.pop("events"), doc.pop("dead_letters")
+        return {**doc, "current": events, "changes": dead or events}
+
+    def extra_document(self) -> dict[str, Any]:
+        return {"stream": self.stream_name}

@@ -25,7 +25,6 @@ from spotlake.stream_status import StreamStatusStore
 from spotlake.stream_supervisor import (
     KafkaTopics,
     LivyBatchControl,
-    S3Checkpoint,
     SinkDatabase,
     StreamSupervisor,
     SupervisionReport,
@@ -90,7 +89,6 @@ class StreamSupervisorOperator(BaseOperator):
             client_for=EndpointLivyHook,
             control_for=LivyBatchControl,
             publish=lambda: artifacts.publish("stream_clicks.py", s3=self.s3),
-            checkpoints=S3Checkpoint(self.s3),
         )
 
     def execute(self, context: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ The buckets the configuration names (:func:`configured_buckets`): the lake's war
 (``config/pipelines.yaml``), the streams' checkpoints and outputs (``config/streaming.yaml``),
 the job artifacts (``SPOTLAKE_ARTIFACTS`` or ``--artifacts``) and the EMR pools' log locations
 (``config/pools.yaml``); a new bucket gets S3's public access block. With ``lake.type: glue``,
-the Glue database ``lake.namespace``.
+the Glue databases ``lake.namespace`` and each stream's ``lake.namespace``.
 
 Idempotent: a table that exists with the expected key is left as it is (items, capacity
 mode and settings untouched); a table with another key is an error naming the table and
@@ -163,8 +163,6 @@ def configured_buckets(artifacts: str | None = None) -> dict[str, str]:
     add(lake.warehouse, "the lake's tables")
     for stream in streaming.load().streams:
         add(stream.checkpoint, f"stream {stream.name}'s checkpoints")
-        add(stream.lake, f"stream {stream.name}'s events")
-        add(stream.dead_letters, f"stream {stream.name}'s dead letters")
     add(artifacts or os.environ.get("SPOTLAKE_ARTIFACTS"), "job code and dependencies")
     try:
         emr_pools = pools.load(provider="emr").pools
@@ -213,22 +211,31 @@ def ensure_buckets(s3: Any, buckets: dict[str, str], region: str | None, dry_run
 
 
 def ensure_glue_database(glue: Any, dry_run: bool = False) -> list[ResourceResult]:
-    """The lake's Glue database, when the lake's catalog is Glue."""
-    from spotlake import config
+    """The lake's Glue databases (the pipelines' namespace and each stream's), when the lake's catalog is Glue."""
+    from spotlake import config, streaming
 
     lake = config.load().lake
     if lake.type != "glue":
         return []
-    try:
-        glue.get_database(Name=lake.namespace)
-        return [ResourceResult("glue database", lake.namespace, EXISTS, "the lake's tables")]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
-            raise
-    if dry_run:
-        return [ResourceResult("glue database", lake.namespace, WOULD_CREATE, "the lake's tables")]
-    glue.create_database(DatabaseInput={"Name": lake.namespace, "Description": "spotlake: the lake's tables"})
-    return [ResourceResult("glue database", lake.namespace, CREATED, "the lake's tables")]
+    namespaces = {lake.namespace: "the lake's tables"}
+    for stream in streaming.load(catalog=lake).streams:
+        if stream.lake is not None:
+            namespaces.setdefault(stream.lake.namespace, f"stream {stream.name}'s tables")
+    results = []
+    for namespace, what in namespaces.items():
+        try:
+            glue.get_database(Name=namespace)
+            results.append(ResourceResult("glue database", namespace, EXISTS, what))
+            continue
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
+                raise
+        if dry_run:
+            results.append(ResourceResult("glue database", namespace, WOULD_CREATE, what))
+            continue
+        glue.create_database(DatabaseInput={"Name": namespace, "Description": f"spotlake: {what}"})
+        results.append(ResourceResult("glue database", namespace, CREATED, what))
+    return results
 
 
 def _parser() -> argparse.ArgumentParser:

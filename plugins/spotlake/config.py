@@ -151,9 +151,12 @@ class Lake:
 
     def to_job(self, pipeline: Pipeline) -> dict[str, Any]:
         """The ``lake`` section of a job document for ``pipeline``."""
+        return {**self.to_job_catalog(), "current": pipeline.current_table, "changes": pipeline.changes_table}
+
+    def to_job_catalog(self) -> dict[str, Any]:
+        """The catalog fields of a job document's ``lake`` section (the namespace: the pipelines')."""
         doc: dict[str, Any] = {
             "catalog": self.catalog, "type": self.type, "warehouse": self.warehouse, "namespace": self.namespace,
-            "current": pipeline.current_table, "changes": pipeline.changes_table,
         }
         if self.type == "jdbc":
             doc["secret_id"] = self.secret_id
@@ -384,6 +387,18 @@ def load(path: Path | None = None) -> PipelinesConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse(raw, path)
+
+
+def load_lake(path: Path | None = None) -> Lake:
+    """Only the ``lake`` section of ``config/pipelines.yaml`` (the catalog the streams share)."""
+    path = path or config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; the streams' lake tables live in its lake catalog") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return _lake(_mapping(raw or {}, str(path)).get("lake") or {}, f"{path}: lake")
 
 
 def parse(raw: Any, path: Path) -> PipelinesConfig:

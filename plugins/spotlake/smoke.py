@@ -627,9 +627,11 @@ class Smoke:
         self.stream = streams.get(options.stream) if (streams is not None and options.stream) else None
         self.smoke_stream = None if self.stream is None else dataclasses.replace(
             self.stream, pool=self.smoke_pool.name, sink_schema=f"{self.stream.sink_schema}_smoke_{self.token}",
-            checkpoint=smoke_uri(self.stream.checkpoint, self.token),
-            lake=smoke_uri(self.stream.lake, self.token) if self.stream.lake else None,
-            dead_letters=smoke_uri(self.stream.dead_letters, self.token) if self.stream.dead_letters else None,
+            checkpoint=smoke_uri(self.stream.checkpoint, self.token), catalog=self.pipelines.lake,
+            lake=dataclasses.replace(
+                self.stream.lake, events=f"{self.stream.lake.events}_smoke_{self.token}",
+                dead_letters=f"{self.stream.lake.dead_letters}_smoke_{self.token}"
+                if self.stream.lake.dead_letters else None) if self.stream.lake else None,
         )
         self.root = (options.artifacts or artifacts.artifacts_root()).rstrip("/")
         # A dry run answered by moto inside this process: its buckets are empty by construction.
@@ -1138,7 +1140,7 @@ class Smoke:
             if elapsed < seconds:
                 continue
             try:
-                progress = sink.progress(stream.aggregates_query)
+                progress = sink.progress(stream.query_name)
             except Exception as exc:  # noqa: BLE001 - the check step says it
                 step.line(f"the sink's progress could not be read: {_reason(exc)[:200]}")
                 return
@@ -1158,7 +1160,7 @@ class Smoke:
         assert stream is not None
         with self.steps.step(f"Check the sink schema {stream.sink_schema} got rows") as step:
             if self.dry_run:
-                step.line(f"the real run reads {stream.sink_schema}.stream_progress ({stream.aggregates_query}) and "
+                step.line(f"the real run reads {stream.sink_schema}.stream_progress ({stream.query_name}) and "
                           f"counts {stream.sink_schema}.click_aggregates")
                 step.skip("dry run: no batch ran")
                 return
@@ -1166,7 +1168,7 @@ class Smoke:
                 step.skip("the stream did not run")
                 return
             sink = self._sink()
-            progress = sink.progress(stream.aggregates_query)
+            progress = sink.progress(stream.query_name)
             from spotlake.sink_schema import quote_schema
 
             connection = sink.connect()
@@ -1259,61 +1261,66 @@ class Smoke:
     def _teardown_lake(self) -> None:
         if not self.lake_tables_possible:
             return
-        lake = self.pipelines.lake
         names = (self.smoke_pipeline.current_table, self.smoke_pipeline.changes_table)
-        with self.steps.step(f"Drop the smoke lake tables {', '.join(f'{lake.namespace}.{n}' for n in names)}") as step:
+        self._drop_tables(self.pipelines.lake.namespace, names, remove_empty_namespace=self.namespace_existed is False)
+
+    def _drop_tables(self, namespace: str, names: tuple[str, ...], remove_empty_namespace: bool = False) -> None:
+        """Drop the smoke tables ``names`` of ``namespace`` in the lake's catalog, and their files."""
+        lake = self.pipelines.lake
+        with self.steps.step(f"Drop the smoke lake tables {', '.join(f'{namespace}.{n}' for n in names)}") as step:
             if lake.type != "glue":
-                self._purge_with_pyiceberg(names, step)
+                self._purge_with_pyiceberg(namespace, names, step)
                 return
             glue = self.aws.client("glue")
             for name in names:
                 try:
-                    table = glue.get_table(DatabaseName=lake.namespace, Name=name)["Table"]
+                    table = glue.get_table(DatabaseName=namespace, Name=name)["Table"]
                 except ClientError as exc:
                     if exc.response.get("Error", {}).get("Code") == "EntityNotFoundException":
-                        step.line(f"{lake.namespace}.{name}: not there (nothing to drop)")
+                        step.line(f"{namespace}.{name}: not there (nothing to drop)")
                         continue
-                    self._leave(f"Glue table {lake.namespace}.{name}",
-                                f"aws glue delete-table --database-name {lake.namespace} --name {name} "
+                    self._leave(f"Glue table {namespace}.{name}",
+                                f"aws glue delete-table --database-name {namespace} --name {name} "
                                 f"--region {self.region}")
                     raise
                 location = table.get("StorageDescriptor", {}).get("Location", "")
                 if location:
                     removed = self._remove_s3(location, step)
                     step.line(f"{location}: {removed} file(s) removed")
-                glue.delete_table(DatabaseName=lake.namespace, Name=name)
-                step.line(f"{lake.namespace}.{name}: dropped from the Glue catalog")
-            if self.namespace_existed is False:
+                glue.delete_table(DatabaseName=namespace, Name=name)
+                step.line(f"{namespace}.{name}: dropped from the Glue catalog")
+            if remove_empty_namespace:
                 try:
-                    left = glue.get_tables(DatabaseName=lake.namespace).get("TableList", [])
+                    left = glue.get_tables(DatabaseName=namespace).get("TableList", [])
                 except ClientError:
                     left = None
                 if left == []:
-                    glue.delete_database(Name=lake.namespace)
-                    step.line(f"Glue database {lake.namespace}: created by the job, empty, removed")
+                    glue.delete_database(Name=namespace)
+                    step.line(f"Glue database {namespace}: created by the job, empty, removed")
 
-    def _purge_with_pyiceberg(self, names: tuple[str, ...], step: Step) -> None:
+    def _purge_with_pyiceberg(self, namespace: str, names: tuple[str, ...], step: Step) -> None:
         """Drop the tables and their files from a catalog other than Glue (the jdbc one) with pyiceberg."""
         lake = self.pipelines.lake
         if self.dry_run:
             step.line(f"the real run drops them and their files from the {lake.type} catalog with pyiceberg")
             return
+        qualified = [f"{lake.catalog}.{namespace}.{name}" for name in names]
         try:
             from pyiceberg.exceptions import NoSuchTableError
 
             from spotlake import lake as lake_reader
 
             catalog = lake_reader.catalog(self._lake_in_region(), self.aws.client("secretsmanager"))
-            for name in names:
+            for name, shown in zip(names, qualified, strict=True):
                 try:
-                    catalog.purge_table(f"{lake.namespace}.{name}")
-                    step.line(f"{lake.qualified(name)}: dropped, files too")
+                    catalog.purge_table(f"{namespace}.{name}")
+                    step.line(f"{shown}: dropped, files too")
                 except NoSuchTableError:
-                    step.line(f"{lake.qualified(name)}: not there (nothing to drop)")
+                    step.line(f"{shown}: not there (nothing to drop)")
         except Exception:
-            for name in names:
-                self._leave(f"lake table {lake.qualified(name)} (the {lake.type} catalog)",
-                            f"DROP TABLE {lake.qualified(name)} PURGE (Spark SQL with the lake's catalog)")
+            for shown in qualified:
+                self._leave(f"lake table {shown} (the {lake.type} catalog)",
+                            f"DROP TABLE {shown} PURGE (Spark SQL with the lake's catalog)")
             raise
 
     def _remove_s3(self, uri: str, step: Step) -> int:
@@ -1353,8 +1360,11 @@ class Smoke:
         stream = self.smoke_stream
         if stream is None or not self.stream_outputs:
             return
-        locations = [u for u in (stream.checkpoint, stream.lake, stream.dead_letters) if u]
-        with self.steps.step("Remove the stream's checkpoint and output files") as step:
+        if stream.lake is not None:
+            self._drop_tables(stream.lake.namespace,
+                              tuple(n for n in (stream.lake.events, stream.lake.dead_letters) if n))
+        locations = [stream.checkpoint]
+        with self.steps.step("Remove the stream's checkpoint") as step:
             for uri in locations:
                 try:
                     split_s3(uri)

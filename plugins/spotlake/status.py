@@ -70,8 +70,6 @@ class StreamRow:
     restarts: int
     checked: str
     reason: str
-    lake_lag: int = -1  # the lake query's lag, when the stream has a lake
-    dead_letters_lag: int = -1  # the dead-letters query's
 
 
 @dataclass
@@ -107,7 +105,6 @@ def collect_streams(registry: Registry, streams_cfg: streaming.StreamsConfig | N
             name, status.state, status.cluster_id or "-", status.batch_id, status.last_batch_id,
             _age(status.committed_at, now) if status.committed_at else "-", status.lag,
             len(status.recent_restarts(now, budget.per)), _age(status.checked_at, now), status.reason,
-            status.lake_lag, status.dead_letters_lag,
         ))
     return rows
 
@@ -191,14 +188,13 @@ def render(snapshot: Snapshot) -> str:
     out += _table(["pipeline", "status", "watermark", "age", "reconciled", "reason"],
                   [[f.pipeline, f.status, f.watermark or "-", f.age, f.reconciled[:120] or "-", f.reason[:240]]
                    for f in snapshot.freshness])
-    out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets: the aggregates "
-            "query's, the lake query's, the dead-letters query's)"]
+    out += ["", "STREAMS (last supervisor run; lag in records behind Kafka's end offsets, of every output: "
+            "one query writes them all)"]
     if snapshot.streams:
-        out += _table(["stream", "state", "cluster", "batch", "last micro-batch", "committed", "lag", "lake lag",
-                       "dead-letters lag", "restarts/window", "checked", "reason"], [
+        out += _table(["stream", "state", "cluster", "batch", "last micro-batch", "committed", "lag",
+                       "restarts/window", "checked", "reason"], [
             [s.stream, s.state, s.cluster_id, str(s.batch_id), str(s.last_batch_id), s.committed,
-             *(str(n) if n >= 0 else "-" for n in (s.lag, s.lake_lag, s.dead_letters_lag)), str(s.restarts),
-             s.checked, s.reason[:80]]
+             str(s.lag) if s.lag >= 0 else "-", str(s.restarts), s.checked, s.reason[:80]]
             for s in snapshot.streams
         ])
     else:

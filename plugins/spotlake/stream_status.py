@@ -59,8 +59,6 @@ class StreamStatus:
     watermark: str = ""
     lag: int = -1
     lag_by_partition: dict[str, int] = field(default_factory=dict)
-    lake_lag: int = -1  # the lake query's, when the stream has a lake
-    dead_letters_lag: int = -1  # the dead-letters query's, when the stream writes dead letters as Parquet
     restarts: list[Restart] = field(default_factory=list)
     reason: str = ""
     checked_at: str = ""

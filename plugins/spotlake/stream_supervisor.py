@@ -22,13 +22,15 @@ minute), testable without Airflow:
    :class:`StreamBackedOff`, every run, until older restarts age out;
 3. report the lag (Kafka end offsets minus the offsets committed with the last
    micro-batch in the sink's ``stream_progress``), the last committed batch and the
-   watermark, in its report and in the stream's status record in the registry; for a
-   stream with a lake or dead-letter Parquet, also those queries' lag (Kafka end offsets
-   minus the offsets of the last batch their checkpoint has committed, read by
-   :class:`S3Checkpoint`). They run on their own, longer trigger, so their lag is normally
-   up to a lake interval of records; one that keeps growing means they are falling behind.
-   A checkpoint that cannot be read leaves that lag unknown (``-1``) and is logged; it
-   never stops the supervision.
+   watermark, in its report and in the stream's status record in the registry. The
+   stream's one query writes the lake tables in the same micro-batch as the aggregates,
+   so this is the lag of every output.
+
+Before a restart the previous batch is deleted (asked of its Livy; a dead cluster cannot
+answer). A driver that outlives that (Livy lost it, its cluster is unreachable) is fenced
+out of every sink by the job itself: a newer attempt's claim takes the sink's progress
+row, and every write of a micro-batch, lake commits included, happens under that row's
+lock after checking the owner (spark_jobs.click_sink).
 
 Submission reuses :func:`spotlake.jobs.submit_or_reconnect`, so two supervisors that
 race still start one batch.
@@ -91,10 +93,6 @@ class SinkProbe(Protocol):
     def progress(self, query_name: str) -> Progress | None: ...
 
 
-class CheckpointProbe(Protocol):
-    def committed(self, checkpoint: str) -> CheckpointProgress | None: ...
-
-
 class BatchControl(Protocol):
     def probe(self, batch_id: int) -> BatchProbe: ...
 
@@ -126,14 +124,6 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class CheckpointProgress:
-    """The last batch a Structured Streaming checkpoint has committed, and its source's end offsets."""
-
-    batch_id: int
-    offsets: dict[str, dict[str, int]]
-
-
-@dataclass(frozen=True)
 class Lag:
     total: int
     by_partition: dict[str, int]
@@ -157,10 +147,6 @@ class SupervisionReport:
     job: Job | None = None
     lag: Lag | None = None
     progress: Progress | None = None
-    lake: CheckpointProgress | None = None
-    lake_lag: Lag | None = None
-    dead_letters: CheckpointProgress | None = None
-    dead_letters_lag: Lag | None = None
     migrations: list[str] = field(default_factory=list)
     restarts_in_window: int = 0
     reason: str = ""
@@ -184,13 +170,6 @@ class SupervisionReport:
         if self.lag is not None:
             parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.lag.by_partition.items()))
             lines.append(f"stream {self.stream}: lag {self.lag.total} records ({parts})")
-        for what, lag, progress in (("lake", self.lake_lag, self.lake),
-                                    ("dead-letters", self.dead_letters_lag, self.dead_letters)):
-            if lag is not None:
-                parts = ", ".join(f"{k}: {v}" for k, v in sorted(lag.by_partition.items()))
-                batch = (f"last committed {what} micro-batch {progress.batch_id}" if progress is not None
-                         else f"no {what} micro-batch committed yet")
-                lines.append(f"stream {self.stream}: {what} lag {lag.total} records ({parts}); {batch}")
         lines.append(f"stream {self.stream}: {self.restarts_in_window} restart(s) within the budget's window")
         return lines
 
@@ -207,8 +186,6 @@ class SupervisionReport:
             "committed_at": self.progress.committed_at if self.progress else "",
             "watermark": self.progress.watermark if self.progress else "",
             "lag": self.lag.total if self.lag else -1,
-            "lake_lag": self.lake_lag.total if self.lake_lag else -1,
-            "dead_letters_lag": self.dead_letters_lag.total if self.dead_letters_lag else -1,
             "restarts_in_window": self.restarts_in_window,
             "reason": self.reason,
         }
@@ -228,7 +205,6 @@ class StreamSupervisor:
         publish: Callable[[], JobArtifacts],
         clock: Callable[[], datetime] = utc_now,
         stop_timeout_s: float = STOP_TIMEOUT_S,
-        checkpoints: CheckpointProbe | None = None,
     ) -> None:
         self.stream = stream
         self.registry = registry
@@ -240,7 +216,6 @@ class StreamSupervisor:
         self.publish = publish
         self.clock = clock
         self.stop_timeout_s = stop_timeout_s
-        self.checkpoints = checkpoints
 
     # ------------------------------------------------------------------ step
     def supervise(self) -> SupervisionReport:
@@ -360,8 +335,9 @@ class StreamSupervisor:
         if job is None or job.state != JobState.SUBMITTED or job.batch_id < 0:
             return job
         moved = assessment.kind == "move" or assessment.cause == "cluster lost"
-        if moved:
-            self._delete_quietly(job)
+        # Whatever ended it, ask its Livy to delete the old batch before a new one starts
+        # (the sink fences it out as well, should it outlive this).
+        self._delete_quietly(job)
         state = JobState.REQUEUED if moved else JobState.FAILED
         try:
             changes: dict[str, Any] = {"state": state, "reason": assessment.reason[:1000]}
@@ -398,28 +374,9 @@ class StreamSupervisor:
 
     # ------------------------------------------------------------------- lag
     def _observe(self, report: SupervisionReport, partitions: dict[str, int]) -> None:
-        report.progress = self.sink.progress(self.stream.aggregates_query)
+        report.progress = self.sink.progress(self.stream.query_name)
         ends = self.kafka.end_offsets(partitions)
         report.lag = self.lag(ends, report.progress.offsets if report.progress is not None else None)
-        stream = self.stream
-        if stream.lake:
-            report.lake, report.lake_lag = self._file_sink_lag("lake", stream.lake_checkpoint, ends)
-        if stream.dead_letters:
-            report.dead_letters, report.dead_letters_lag = self._file_sink_lag(
-                "dead-letters", stream.dead_letters_checkpoint, ends)
-
-    def _file_sink_lag(self, what: str, checkpoint: str, ends: dict[str, dict[int, tuple[int, int]]]
-                       ) -> tuple[CheckpointProgress | None, Lag | None]:
-        """The last batch the ``what`` query's checkpoint has committed, and its lag (None: unknown)."""
-        if self.checkpoints is None:
-            return None, None
-        try:
-            progress = self.checkpoints.committed(checkpoint)
-        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint must not stop the supervision
-            log.warning("stream %s: cannot read the %s query's checkpoint %s (%s: %s); its lag is unknown",
-                        self.stream.name, what, checkpoint, type(exc).__name__, exc)
-            return None, None
-        return progress, self.lag(ends, progress.offsets if progress is not None else None)
 
     def lag(self, ends: dict[str, dict[int, tuple[int, int]]], committed: dict[str, dict[str, int]] | None) -> Lag:
         """Records between ``committed`` (a query's offsets; None: it has committed nothing) and Kafka's ``ends``."""
@@ -451,8 +408,6 @@ class StreamSupervisor:
             status.watermark = report.progress.watermark
         if report.lag is not None:
             status.lag, status.lag_by_partition = report.lag.total, dict(report.lag.by_partition)
-        status.lake_lag = report.lake_lag.total if report.lake_lag is not None else -1
-        status.dead_letters_lag = report.dead_letters_lag.total if report.dead_letters_lag is not None else -1
         try:
             self.statuses.put(status)
         except StaleState:
@@ -564,61 +519,6 @@ class SinkDatabase:
             watermark=row[2].isoformat(timespec="milliseconds") if row[2] else "",
             offsets={t: {str(p): int(o) for p, o in parts.items()} for t, parts in offsets.items()},
         )
-
-
-class S3Checkpoint:
-    """:class:`CheckpointProbe` over a boto3 S3 client (Airflow's S3Hook): reads a Structured
-    Streaming checkpoint as Spark writes it.
-
-    ``commits/<n>`` marks batch ``n`` as done; ``offsets/<n>`` holds, after a version line
-    and a metadata line, one line per source with the end offsets of batch ``n`` (for the
-    Kafka source ``{"topic": {"partition": offset}}``). The committed offsets are those of
-    the highest committed batch.
-    """
-
-    def __init__(self, s3: Any) -> None:
-        self.s3 = s3
-
-    @staticmethod
-    def location(uri: str) -> tuple[str, str]:
-        from spotlake.lake import split_s3
-
-        try:
-            bucket, key = split_s3(uri)
-        except ValueError:
-            bucket, key = "", ""
-        if not bucket or not key.strip("/"):
-            raise SpotlakeError(
-                f"checkpoint {uri!r} is not on S3 (s3:// or s3a:// with a path): the supervisor reads the lake "
-                "and dead-letters lag only from S3 checkpoints, so it stays unknown; the stream itself is unaffected"
-            )
-        return bucket, key.strip("/")
-
-    def committed(self, checkpoint: str) -> CheckpointProgress | None:
-        bucket, prefix = self.location(checkpoint)
-        batches: list[int] = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/commits/"):
-            for item in page.get("Contents", []):
-                name = item["Key"].rsplit("/", 1)[-1]
-                if name.isdigit():  # not the temporary or checksum files of a write in progress
-                    batches.append(int(name))
-        if not batches:
-            return None
-        batch_id = max(batches)
-        body = self.s3.get_object(Bucket=bucket, Key=f"{prefix}/offsets/{batch_id}")["Body"].read().decode()
-        lines = body.splitlines()
-        if len(lines) < 3 or not lines[0].startswith("v"):
-            raise SpotlakeError(
-                f"{checkpoint}/offsets/{batch_id} is not a Structured Streaming offsets file (starts {body[:40]!r}), "
-                "so the lag stays unknown (the stream itself is unaffected); check that nothing but the job writes "
-                "under the checkpoint and that the job runs Spark 3.x"
-            )
-        offsets: dict[str, dict[str, int]] = {}
-        for line in lines[2:]:  # one line per source; "-" for a source without offsets
-            if line.strip() not in ("", "-"):
-                for topic, parts in json.loads(line).items():
-                    offsets.setdefault(topic, {}).update({str(p): int(o) for p, o in parts.items()})
-        return CheckpointProgress(batch_id, offsets)
 
 
 class LivyBatchControl:

@@ -1,8 +1,8 @@
 """Stream configuration: ``config/streaming.yaml`` validated into dataclasses.
 
 Each stream names its Kafka topics, its PostgreSQL sink (a Secrets Manager secret
-the Spark job resolves, and the schema it writes), its checkpoint and lake
-locations, and how it runs (trigger, window, watermark, late-event policy, restart
+the Spark job resolves, and the schema it writes), its checkpoint, its Iceberg tables
+(in the lake's catalog of ``config/pipelines.yaml``), and how it runs (trigger, window, watermark, late-event policy, restart
 budget). Every error names the file, the stream, the key and the fix.
 
 :meth:`StreamConfig.job_document` turns a stream into the document the Spark job
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ import yaml
 
 from spark_jobs.database_secret import Endpoint
 from spark_jobs.kafka_security import KafkaSecurity
-from spotlake.config import NAME, _mapping, _unknown_keys, parse_duration
+from spotlake import config
+from spotlake.config import NAME, _mapping, _unknown_keys, identifier, parse_duration
 from spotlake.errors import ConfigError
 from spotlake.pools import PoolsConfig, provider_name
 
@@ -34,15 +35,14 @@ SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 LATE_POLICIES = ("count", "divert")
 MAX_TRIGGER = timedelta(seconds=30)
-MAX_LAKE_TRIGGER = timedelta(minutes=10)
 WINDOW_RANGE = (timedelta(seconds=1), timedelta(days=1))
 
 SETTING_KEYS = {
     "pool", "kafka_conn_id", "postgres_conn_id", "starting_offsets", "max_offsets_per_trigger",
-    "trigger_interval", "lake_trigger_interval", "window", "watermark_delay", "late_policy", "allowed_lateness",
+    "trigger_interval", "window", "watermark_delay", "late_policy", "allowed_lateness", "max_future_skew",
     "restart_budget", "spark_conf", "kafka_security",
 }
-STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake", "dead_letters"}
+STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake"}
 DEFAULTS: dict[str, Any] = {
     "pool": "large",
     "kafka_conn_id": "spotlake_kafka",
@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "starting_offsets": "earliest",
     "max_offsets_per_trigger": 50000,
     "trigger_interval": "10s",
-    "lake_trigger_interval": "1m",
+    "max_future_skew": "5m",
     "window": "1m",
     "watermark_delay": "10m",
     "late_policy": "count",
@@ -73,10 +73,17 @@ class RestartBudget:
     per: timedelta = timedelta(hours=1)
 
 
-# Spark settings of every stream's batch, under its own spark_conf (which may override them):
-# FAIR scheduling, so that the aggregates query's jobs get task slots while a lake or
-# dead-letters batch runs (see spark_jobs.clickstream.in_pool).
-STREAM_SPARK_CONF = {"spark.scheduler.mode": "FAIR"}
+# Spark settings of every stream's batch, under its own spark_conf (which may override them).
+STREAM_SPARK_CONF: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class StreamLakeTables:
+    """The stream's Iceberg tables in the lake's catalog: every valid event, and the dead letters."""
+
+    namespace: str
+    events: str = "events"
+    dead_letters: str | None = "dead_letters"
 
 
 @dataclass(frozen=True)
@@ -89,12 +96,12 @@ class StreamConfig:
     checkpoint: str
     kafka_conn_id: str = "spotlake_kafka"
     postgres_conn_id: str = "spotlake_postgres"
-    lake: str | None = None
-    dead_letters: str | None = None
+    lake: StreamLakeTables | None = None
+    catalog: config.Lake | None = None  # the lake's catalog (config/pipelines.yaml), when lake is set
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = 50000
     trigger_interval: timedelta = timedelta(seconds=10)
-    lake_trigger_interval: timedelta = timedelta(minutes=1)
+    max_future_skew: timedelta = timedelta(minutes=5)
     window: timedelta = timedelta(minutes=1)
     watermark_delay: timedelta = timedelta(minutes=10)
     late_policy: str = "count"
@@ -114,19 +121,19 @@ class StreamConfig:
         return f"stream_{self.name}"
 
     @property
-    def lake_checkpoint(self) -> str:
-        """The lake query's checkpoint (the Spark job's ``StreamJob.lake_checkpoint``)."""
-        return f"{self.checkpoint.rstrip('/')}/lake"
+    def query_name(self) -> str:
+        """The stream's one query: its key in the sink's ``stream_progress``."""
+        return self.name
 
-    @property
-    def dead_letters_checkpoint(self) -> str:
-        """The dead-letters query's checkpoint (the Spark job's ``StreamJob.dead_letters_checkpoint``)."""
-        return f"{self.checkpoint.rstrip('/')}/dead_letters"
-
-    @property
-    def aggregates_query(self) -> str:
-        """The aggregates query's name: its key in the sink's ``stream_progress``."""
-        return f"{self.name}_aggregates"
+    def lake_document(self) -> dict[str, Any] | None:
+        """The job document's ``lake`` section: the catalog's fields and the two tables."""
+        if self.lake is None:
+            return None
+        catalog = self.catalog or config.Lake()
+        doc = catalog.to_job_catalog()
+        doc.update({"namespace": self.lake.namespace, "events": self.lake.events,
+                    "dead_letters": self.lake.dead_letters})
+        return doc
 
     def job_document(self, run_id: str, attempt: int, bootstrap_servers: str,
                      available_now: bool = False, region: str | None = None) -> dict[str, Any]:
@@ -156,11 +163,10 @@ class StreamConfig:
             "watermark_delay_s": int(self.watermark_delay.total_seconds()),
             "late_policy": self.late_policy,
             "allowed_lateness_s": int(self.allowed_lateness.total_seconds()),
+            "max_future_skew_s": int(self.max_future_skew.total_seconds()),
             "trigger": trigger,
             "checkpoint": self.checkpoint,
-            "lake": {"path": self.lake, "interval_s": self.lake_trigger_interval.total_seconds()} if self.lake else None,
-            "dead_letters": {"path": self.dead_letters, "interval_s": self.lake_trigger_interval.total_seconds()}
-            if self.dead_letters else None,
+            "lake": self.lake_document(),
         }
 
 
@@ -179,7 +185,9 @@ class StreamsConfig:
         )
 
 
-def load(path: Path | None = None) -> StreamsConfig:
+def load(path: Path | None = None, catalog: config.Lake | None = None) -> StreamsConfig:
+    """The streams of ``path``; streams with a lake get the lake's catalog of ``config/pipelines.yaml``
+    (or ``catalog``)."""
     path = path or streams_path()
     try:
         raw = yaml.safe_load(path.read_text())
@@ -187,7 +195,12 @@ def load(path: Path | None = None) -> StreamsConfig:
         raise ConfigError(f"{path}: file not found; create it (see docs/streaming.md)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse(raw, path)
+    streams = parse(raw, path)
+    if any(s.lake for s in streams.streams):
+        lake = catalog or config.load_lake()
+        streams = StreamsConfig(streams.path, tuple(replace(s, catalog=lake) if s.lake else s
+                                                    for s in streams.streams))
+    return streams
 
 
 def parse(raw: Any, path: Path) -> StreamsConfig:
@@ -295,11 +308,6 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
             f"{where}.trigger_interval: {settings['trigger_interval']} is longer than 30s; choose 0s (as fast "
             "as possible) to 30s"
         )
-    lake_trigger = parse_duration(settings["lake_trigger_interval"], f"{where}.lake_trigger_interval")
-    if lake_trigger > MAX_LAKE_TRIGGER:
-        raise ConfigError(
-            f"{where}.lake_trigger_interval: {settings['lake_trigger_interval']} is longer than 10m; choose 0s to 10m"
-        )
     window = parse_duration(settings["window"], f"{where}.window")
     if not WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]:
         raise ConfigError(f"{where}.window: {settings['window']} is not between 1s and 1d; write e.g. 1m")
@@ -317,12 +325,11 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         kafka_conn_id=_text(settings["kafka_conn_id"], f"{where}.kafka_conn_id", "an Airflow connection id"),
         postgres_conn_id=_text(settings["postgres_conn_id"], f"{where}.postgres_conn_id",
                                "an Airflow connection id"),
-        lake=_uri(entry["lake"], f"{where}.lake") if entry.get("lake") else None,
-        dead_letters=_uri(entry["dead_letters"], f"{where}.dead_letters") if entry.get("dead_letters") else None,
+        lake=_lake_tables(entry["lake"], f"{where}.lake") if entry.get("lake") else None,
         starting_offsets=_starting_offsets(settings["starting_offsets"], f"{where}.starting_offsets"),
         max_offsets_per_trigger=None if limit is None else _positive_int(limit, f"{where}.max_offsets_per_trigger"),
         trigger_interval=trigger,
-        lake_trigger_interval=lake_trigger,
+        max_future_skew=parse_duration(settings["max_future_skew"], f"{where}.max_future_skew"),
         window=window,
         watermark_delay=parse_duration(settings["watermark_delay"], f"{where}.watermark_delay"),
         late_policy=late_policy,
@@ -332,6 +339,24 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         kafka_security=KafkaSecurity.parse(settings["kafka_security"], f"{where}.kafka_security", _config_error),
         sink_endpoint=Endpoint.parse({k: sink[k] for k in ("host", "port", "database") if k in sink},
                                      f"{where}.sink", _config_error),
+    )
+
+
+def _lake_tables(value: Any, where: str) -> StreamLakeTables:
+    if isinstance(value, str):
+        raise ConfigError(
+            f"{where}: {value!r} is a path, but the stream's lake is now Iceberg tables in the lake's catalog "
+            "(config/pipelines.yaml: lake); write lake: {namespace: clicks, events: events, dead_letters: "
+            "dead_letters} — see docs/streaming.md")
+    value = _mapping(value, where)
+    _unknown_keys(value, {"namespace", "events", "dead_letters"}, where)
+    if "namespace" not in value:
+        raise ConfigError(f"{where}.namespace: required, the Iceberg namespace of the stream's tables (e.g. clicks)")
+    dead = value.get("dead_letters", "dead_letters")
+    return StreamLakeTables(
+        namespace=identifier(value["namespace"], f"{where}.namespace"),
+        events=identifier(value.get("events", "events"), f"{where}.events"),
+        dead_letters=identifier(dead, f"{where}.dead_letters") if dead else None,
     )
 
 

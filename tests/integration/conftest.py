@@ -70,20 +70,9 @@ def s3_endpoint(layout: StackLayout, moto_endpoint: str) -> str:
 @pytest.fixture(scope="session")
 def catalog_secret(layout: StackLayout, postgres: dict[str, str], moto_endpoint: str) -> str:
     """A Secrets Manager secret of the lake's JDBC catalog database (the stack's PostgreSQL)."""
-    import json
+    from tests.integration.stream_harness import lake_catalog_secret
 
-    import boto3
-
-    secret_id = "spotlake/test/lake-catalog"
-    value = json.dumps({"host": postgres["host"], "port": int(postgres["port"]),
-                        "database": postgres["catalog_database"], "username": postgres["user"],
-                        "password": postgres["password"]})
-    client = boto3.client("secretsmanager")
-    try:
-        client.create_secret(Name=secret_id, SecretString=value)
-    except client.exceptions.ResourceExistsException:
-        client.put_secret_value(SecretId=secret_id, SecretString=value)
-    return secret_id
+    return lake_catalog_secret(postgres)
 
 
 @pytest.fixture(scope="session")

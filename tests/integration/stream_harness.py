@@ -8,7 +8,10 @@ they share no code with the Spark job.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -26,19 +29,20 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from spark_jobs.stream_job import StreamJob
-from spotlake import sink_schema
+from spotlake import config, lake, sink_schema
 from spotlake.clickgen.behaviour import ClickStream
 from spotlake.clickgen.behaviour import StreamConfig as ClickConfig
 from spotlake.clickgen.delivery import KafkaSink
 from spotlake.clickgen.events import VALID, classify
 from spotlake.clickgen.rate import ConstantRate
-from spotlake.streaming import RestartBudget, StreamConfig
+from spotlake.streaming import RestartBudget, StreamConfig, StreamLakeTables
 from tests.integration.job_harness import session_jars
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Record = tuple[bytes, str]
+WAREHOUSE_BUCKET = "spotlake-stream-tests"  # the streams' lake tables (purged by each test's close)
 
 
 def to_ms(moment: datetime) -> int:
@@ -46,9 +50,9 @@ def to_ms(moment: datetime) -> int:
 
 
 # ----------------------------------------------------------------------- Spark
-def spark_session(s3: str) -> SparkSession:
-    """A local[2] session with the Kafka, s3a, JDBC and Iceberg jars (s3a on the local S3 server
-    at ``s3``); ends a JVM started without them."""
+def spark_session(s3: str, master: str = "local[2]") -> SparkSession:
+    """A ``master`` session (local[2]) with the Kafka, s3a, JDBC and Iceberg jars (s3a on the local
+    S3 server at ``s3``); ends a JVM started without them."""
     jars = session_jars()
     existing = SparkSession.getActiveSession()
     if existing is not None and "spark-sql-kafka" in existing.sparkContext.getConf().get("spark.jars", ""):
@@ -66,13 +70,11 @@ def spark_session(s3: str) -> SparkSession:
         SparkContext._gateway = None
         SparkContext._jvm = None
     return (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master(master)
         .appName("spotlake-integration-stream")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "1g")
         .config("spark.sql.shuffle.partitions", "2")
-        # As the supervisor submits a stream (spotlake.streaming.STREAM_SPARK_CONF)
-        .config("spark.scheduler.mode", "FAIR")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.jars", ",".join(jars))
         .config("spark.sql.extensions", "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
@@ -90,6 +92,20 @@ def spark_session(s3: str) -> SparkSession:
     )
 
 
+def lake_catalog_secret(postgres: dict[str, str]) -> str:
+    """The Secrets Manager secret of the lake's JDBC catalog database (the stack's PostgreSQL), made or updated."""
+    secret_id = "spotlake/test/lake-catalog"
+    value = json.dumps({"host": postgres["host"], "port": int(postgres["port"]),
+                        "database": postgres["catalog_database"], "username": postgres["user"],
+                        "password": postgres["password"]})
+    client = boto3.client("secretsmanager")
+    try:
+        client.create_secret(Name=secret_id, SecretString=value)
+    except client.exceptions.ResourceExistsException:
+        client.put_secret_value(SecretId=secret_id, SecretString=value)
+    return secret_id
+
+
 # ------------------------------------------------------------------ the stream
 def click_records(seed: int, count: int, **settings: Any) -> tuple[list[Record], Counter[str]]:
     """The generator's records for ``seed`` (keys and values) and its malformed totals by kind."""
@@ -103,7 +119,8 @@ def click_records(seed: int, count: int, **settings: Any) -> tuple[list[Record],
 class StreamEnv:
     """A topic, bucket, sink schema and secret of its own, for one stream under test."""
 
-    def __init__(self, bootstrap: str, postgres: dict[str, str], moto: str, partitions: int = 3) -> None:
+    def __init__(self, bootstrap: str, postgres: dict[str, str], moto: str, catalog_secret: str,
+                 partitions: int = 3) -> None:
         self.bootstrap = bootstrap
         self.postgres = postgres
         self.moto = moto
@@ -114,6 +131,11 @@ class StreamEnv:
         self.schema = f"itest_{self.tag}"
         self.secret_id = f"spotlake/itest/sink-{self.tag}"
         self.partitions = partitions
+        # The stream's Iceberg tables: in the lake's JDBC catalog, a namespace of their own. One
+        # warehouse for every test: a Spark session configures its catalog once (at first use).
+        self.namespace = f"clicks_{self.tag}"
+        self.catalog = config.Lake(catalog="lake", type="jdbc", warehouse=f"s3://{WAREHOUSE_BUCKET}/warehouse",
+                                   namespace="raw", secret_id=catalog_secret)
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
         self.admin.create_topics([NewTopic(self.topic, num_partitions=partitions, replication_factor=1)])[
             self.topic].result(30)
@@ -123,16 +145,21 @@ class StreamEnv:
             time.sleep(0.2)
         self.s3 = boto3.client("s3")  # the local S3 server, through AWS_ENDPOINT_URL_S3
         self.s3.create_bucket(Bucket=self.bucket)
+        with contextlib.suppress(self.s3.exceptions.BucketAlreadyOwnedByYou, self.s3.exceptions.BucketAlreadyExists):
+            self.s3.create_bucket(Bucket=WAREHOUSE_BUCKET)
         self.sm = boto3.client("secretsmanager", endpoint_url=moto)
-        self.sm.create_secret(Name=self.secret_id, SecretString=json.dumps({
-            "host": postgres["host"], "port": int(postgres["port"]), "database": postgres["database"],
-            "username": postgres["user"], "password": postgres["password"],
-        }))
+        self.sm.create_secret(Name=self.secret_id, SecretString=self.sink_secret())
         connection = self.connect()
         try:
             sink_schema.apply(connection, self.schema)
         finally:
             connection.close()
+
+    def sink_secret(self, port: int | None = None) -> str:
+        """The sink secret's value (``port``: another port than the database's, e.g. a proxy's)."""
+        p = self.postgres
+        return json.dumps({"host": p["host"], "port": port or int(p["port"]), "database": p["database"],
+                           "username": p["user"], "password": p["password"]})
 
     def connect(self) -> Any:
         p = self.postgres
@@ -140,6 +167,11 @@ class StreamEnv:
                                 dbname=p["database"])
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # nothing created, or already gone
+            catalog = self.iceberg_catalog()
+            for identifier in catalog.list_tables(self.namespace):
+                catalog.purge_table(identifier)
+            catalog.drop_namespace(self.namespace)
         connection = self.connect()
         try:
             with connection.cursor() as cur:
@@ -161,20 +193,43 @@ class StreamEnv:
 
     # ----------------------------------------------------------- configuration
     def stream_config(self, **changes: Any) -> StreamConfig:
-        config = StreamConfig(
+        stream = StreamConfig(
             name=self.name, pool="large", topics=(self.topic,), sink_secret_id=self.secret_id,
             sink_schema=self.schema, checkpoint=f"s3://{self.bucket}/checkpoints/{self.name}",
-            lake=f"s3://{self.bucket}/lake/events", dead_letters=f"s3://{self.bucket}/lake/dead_letters",
+            lake=StreamLakeTables(self.namespace), catalog=self.catalog,
             max_offsets_per_trigger=750, trigger_interval=timedelta(seconds=1),
-            lake_trigger_interval=timedelta(seconds=2),
             watermark_delay=timedelta(seconds=20), restart_budget=RestartBudget(5, timedelta(hours=1)),
         )
-        return replace(config, **changes)
+        return replace(stream, **changes)
 
-    def job(self, config: StreamConfig | None = None, available_now: bool = True) -> StreamJob:
-        config = config or self.stream_config()
-        document = config.job_document(uuid.uuid4().hex, 1, self.bootstrap, available_now=available_now)
+    def job(self, stream: StreamConfig | None = None, available_now: bool = True, attempt: int = 1) -> StreamJob:
+        stream = stream or self.stream_config()
+        document = stream.job_document(uuid.uuid4().hex, attempt, self.bootstrap, available_now=available_now)
         return StreamJob.from_dict(document)
+
+    # ------------------------------------------------------------------ the lake
+    def iceberg_catalog(self) -> Any:
+        return lake.catalog(self.catalog, self.sm)
+
+    def lake_rows(self, table: str = "events") -> list[dict[str, Any]]:
+        """The rows of the stream's Iceberg table ``table`` as pyiceberg reads them ([] before it exists)."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            return self.iceberg_catalog().load_table(f"{self.namespace}.{table}").scan().to_arrow().to_pylist()
+        except NoSuchTableError:
+            return []
+
+    def lake_commits(self, table: str = "events") -> list[dict[str, str]]:
+        """The snapshot summaries of ``table``, oldest first."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            loaded = self.iceberg_catalog().load_table(f"{self.namespace}.{table}")
+        except NoSuchTableError:
+            return []
+        return [dict(s.summary.additional_properties) | {"operation": s.summary.operation.value}
+                for s in sorted(loaded.snapshots(), key=lambda s: s.timestamp_ms)]
 
     # ------------------------------------------------------------------- Kafka
     def produce(self, records: Iterable[Record]) -> int:
@@ -224,14 +279,22 @@ class StreamEnv:
         }
         return {name: self.rows(sql) for name, sql in tables.items()}
 
-    def committed_offsets(self, query_name: str) -> int:
-        rows = self.rows("SELECT offsets FROM {s}.stream_progress WHERE query_name = %s", query_name)
+    def delete_checkpoint(self) -> int:
+        """Delete the whole checkpoint folder (what an operator does to "start over"); objects removed."""
+        keys = [o["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"checkpoints/{self.name}/") for o in page.get("Contents", [])]
+        for key in keys:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        return len(keys)
+
+    def committed_offsets(self, query_name: str | None = None) -> int:
+        rows = self.rows("SELECT offsets FROM {s}.stream_progress WHERE query_name = %s", query_name or self.name)
         if not rows:
             return 0
         return sum(int(o) for parts in rows[0][0].values() for o in parts.values())
 
-    def checkpoint_keys(self, query: str, folder: str) -> list[str]:
-        prefix = f"checkpoints/{self.name}/{query}/{folder}/"
+    def checkpoint_keys(self, folder: str) -> list[str]:
+        prefix = f"checkpoints/{self.name}/{folder}/"
         listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return sorted((o["Key"] for o in listing.get("Contents", [])
                        if o["Key"].rsplit("/", 1)[-1].isdigit()), key=lambda k: int(k.rsplit("/", 1)[-1]))
@@ -276,3 +339,72 @@ def expected_funnel(events: Iterable[dict[str, Any]], window_s: int = 60) -> dic
         counts[key] += 1
         sessions[key].add(e["session_id"])
     return {key: (n, len(sessions[key])) for key, n in counts.items()}
+
+
+# ------------------------------------------------------------------ outages
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 to ``port``: :meth:`cut` makes the service unreachable through
+    it (open connections dropped, new ones refused) until :meth:`restore`, without touching the
+    service itself (which the rest of the stack keeps using)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.down = threading.Event()
+        self.closed = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.lock:
+            for s in self.open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+            self.open.clear()
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.listener.close()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -22,12 +23,14 @@ import boto3
 import psycopg2
 import pytest
 from pyspark.sql import SparkSession
-from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
-from spark_jobs.click_events import classify_events
-from spark_jobs.click_sink import PostgresSinkWriter, resolve_target
-from spark_jobs.clickstream import StreamRun, batch_writer, run_stream
-from spotlake import artifacts
+from spark_jobs.click_sink import CheckpointRefused, PostgresSinkWriter, resolve_target
+from spark_jobs.clickstream import LakeWriter, StreamRun, batch_writer, run_stream
+from spark_jobs.errors import StreamFencedError
+from spark_jobs.job_config import MaintenanceJob
+from spark_jobs.maintenance import run_maintenance
+from spotlake import artifacts, stream_reset
 from spotlake.clickgen.events import VALID, classify
 from spotlake.livy import EndpointLivyHook
 from spotlake.localstack import services
@@ -37,7 +40,6 @@ from spotlake.stream_status import StreamState, StreamStatusStore
 from spotlake.stream_supervisor import (
     KafkaTopics,
     LivyBatchControl,
-    S3Checkpoint,
     SinkDatabase,
     StreamSupervisor,
     TopicMissing,
@@ -46,6 +48,7 @@ from spotlake.streaming import StreamConfig
 from tests.integration.stream_harness import (
     START_MS,
     StreamEnv,
+    TcpProxy,
     click_records,
     expected_aggregates,
     expected_funnel,
@@ -55,10 +58,10 @@ from tests.integration.stream_harness import (
 
 pytestmark = pytest.mark.integration
 
-RECORDS = StructType([
-    StructField("key", BinaryType()), StructField("value", BinaryType()),
-    StructField("kafka_topic", StringType()), StructField("kafka_partition", IntegerType()),
-    StructField("kafka_offset", LongType()), StructField("kafka_timestamp_ms", LongType()),
+KAFKA_ROWS = StructType([
+    StructField("key", BinaryType()), StructField("value", BinaryType()), StructField("topic", StringType()),
+    StructField("partition", IntegerType()), StructField("offset", LongType()),
+    StructField("timestamp", TimestampType()),
 ])
 
 
@@ -83,18 +86,19 @@ def sink_postgres(request: pytest.FixtureRequest, layout: StackLayout) -> dict[s
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, sink_postgres: dict[str, str], moto_endpoint: str) -> Iterator[StreamEnv]:
-    environment = StreamEnv(kafka_bootstrap, sink_postgres, moto_endpoint)
+def env(kafka_bootstrap: str, sink_postgres: dict[str, str], moto_endpoint: str,
+        catalog_secret: str) -> Iterator[StreamEnv]:
+    environment = StreamEnv(kafka_bootstrap, sink_postgres, moto_endpoint, catalog_secret)
     yield environment
     environment.close()
 
 
-def writer_for(env: StreamEnv, job: Any) -> PostgresSinkWriter:
+def writer_for(env: StreamEnv, job: Any, **options: Any) -> PostgresSinkWriter:
     return PostgresSinkWriter.for_target(
         resolve_target(job.sink.secret_id, job.stream), job.stream, schema=job.sink.schema,
-        query_name=job.aggregates_query, run_id=job.run_id, window_s=job.window_s,
+        query_name=job.query_name, run_id=job.run_id, window_s=job.window_s,
         watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
-        allowed_lateness_s=job.allowed_lateness_s,
+        allowed_lateness_s=job.allowed_lateness_s, attempt=job.attempt, **options,
     )
 
 
@@ -131,10 +135,10 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     assert len({(r[1], r[2]) for r in dead}) == len(dead)
     versions = [r for r in dead if r[6] == "unknown_schema_version"]
     assert versions and all("schema_version 2" in r[7] for r in versions)
-    # ... and, through the dead-letters query's file sink, as Parquet by the date of their Kafka timestamp.
-    parquet_dead = spark.read.parquet(job.dead_letters_path)
-    assert Counter(row["reason"] for row in parquet_dead.select("reason").collect()) == malformed
-    assert parquet_dead.filter("kafka_date != to_date(timestamp_millis(kafka_timestamp_ms))").count() == 0
+    # ... and in the lake's dead-letters table, read back with pyiceberg.
+    lake_dead = env.lake_rows("dead_letters")
+    assert Counter(row["reason"] for row in lake_dead) == malformed
+    assert sorted(row["value"] for row in lake_dead) == sorted(v.encode() for _, v in records if classify(v) != VALID)
 
     # Late events: behind the watermark when they arrived, recorded, and (policy count) counted.
     late = env.rows("SELECT event_id, event_time, watermark, lateness_ms, counted FROM {s}.click_late_events")
@@ -144,37 +148,63 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     assert env.rows("SELECT sum(late_events) FROM {s}.click_aggregates")[0][0] == len(late)
 
     # Progress: the last batch and offsets up to the end of the topic.
-    assert env.committed_offsets(job.aggregates_query) == len(records)
-    (last_batch,) = env.rows("SELECT last_batch_id FROM {s}.stream_progress")[0]
-    assert last_batch == max(b.batch_id for b in committed)
+    assert env.committed_offsets() == len(records)
+    (last_batch, checkpoint_id) = env.rows("SELECT last_batch_id, checkpoint_id FROM {s}.stream_progress")[0]
+    assert last_batch == max(b.batch_id for b in committed) and checkpoint_id == run.checkpoint_id
 
-    # The lake: every valid event exactly once, partitioned by its UTC date and hour.
-    lake = spark.read.parquet(job.lake_path)
-    ids = Counter(row["event_id"] for row in lake.select("event_id").collect())
-    assert set(ids) == valid_ids and max(ids.values()) == 1
-    assert lake.filter("event_date != to_date(event_time) OR event_hour != hour(event_time)").count() == 0
+    # The lake: every valid event exactly once (pyiceberg's reading), each batch one commit that
+    # names the stream, the checkpoint and the batch.
+    lake_ids = Counter(row["event_id"] for row in env.lake_rows("events"))
+    assert set(lake_ids) == valid_ids and max(lake_ids.values()) == 1
+    commits = env.lake_commits("events")
+    assert [c["spotlake.batch-id"] for c in commits] == [str(b.batch_id) for b in committed]
+    assert {(c["spotlake.stream"], c["spotlake.checkpoint-id"], c["operation"]) for c in commits} == {
+        (job.stream, run.checkpoint_id, "append")}
+    phases = env.rows("SELECT phases FROM {s}.stream_batches ORDER BY batch_id")
+    assert all({"aggregate", "postgres", "lake_events"} <= set(p) for (p,) in phases)
 
-    # Replay 1: delete the last commits/<n> of the three checkpoints and restart (a new run, as
-    # the supervisor would): Spark runs batch n again; no sink changes.
+    # Replay 1: delete the last commits/<n> of the checkpoint and restart (a new run, as the
+    # supervisor would): Spark runs batch n again; no sink or lake table changes.
     before = env.snapshot()
-    for query in ("aggregates", "lake", "dead_letters"):
-        last_commit = env.checkpoint_keys(query, "commits")[-1]
-        env.s3.delete_object(Bucket=env.bucket, Key=last_commit)
-    again = env.job()
+    lake_before = (env.lake_commits("events"), env.lake_commits("dead_letters"))
+    env.s3.delete_object(Bucket=env.bucket, Key=env.checkpoint_keys("commits")[-1])
+    again = env.job(attempt=2)
     replay = run_stream(spark, again)
     assert [(b.batch_id, b.committed) for b in replay.batches] == [(last_batch, False)]
+    assert replay.checkpoint_id == run.checkpoint_id
     assert env.snapshot() == before
-    ids = Counter(row["event_id"] for row in spark.read.parquet(job.lake_path).select("event_id").collect())
-    assert set(ids) == valid_ids and max(ids.values()) == 1
-    assert spark.read.parquet(job.dead_letters_path).count() == sum(malformed.values())
+    assert (env.lake_commits("events"), env.lake_commits("dead_letters")) == lake_before
 
     # Replay 2: the foreachBatch writer called again with the committed batch id does nothing.
     writer = writer_for(env, again)
-    writer.claim()
-    result = writer.write(last_batch, lambda watermark_ms: pytest.fail("a committed batch was recomputed"))
+    writer.claim(run.checkpoint_id)
+    result = writer.write(last_batch, lambda watermark_ms, final_ms: pytest.fail("a committed batch was recomputed"))
     writer.close()
     assert not result.committed
     assert env.snapshot()["aggregates"] == before["aggregates"]
+
+    # Replay 3: the lake commit of a batch found by its snapshot, when PostgreSQL lost the batch
+    # (the commit of the transaction failed after the lake's): the batch is written to
+    # PostgreSQL again, not to the lake.
+    lake_writer = LakeWriter(spark, again, run.checkpoint_id)
+    assert lake_writer.committed(again.lake.events_table, last_batch)
+    assert not lake_writer.committed(again.lake.events_table, last_batch + 1)
+
+    # The lake_maintenance DAG's stream task compacts the events table without changing a row,
+    # and a batch's commit is still found behind the compaction's snapshot.
+    lake_doc = env.stream_config().lake_document()
+    events_name, dead_name = lake_doc.pop("events"), lake_doc.pop("dead_letters")
+    maintenance = MaintenanceJob.from_dict({
+        "job_key": f"stream_{job.stream}#maintenance-test", "attempt": 1, "run_id": "m1",
+        "pipeline": f"stream_{job.stream}", "stream": job.stream, "registry": {"prefix": "unused"},
+        "lake": {**lake_doc, "current": events_name, "changes": dead_name}, "maintenance": {}})
+    files_before = spark.sql(f"SELECT count(*) FROM {again.lake.events_table}.files").first()[0]
+    done = run_maintenance(spark, maintenance)
+    assert set(done["tables"]) == {again.lake.events_table, again.lake.dead_letters_table}
+    assert spark.sql(f"SELECT count(*) FROM {again.lake.events_table}.files").first()[0] < files_before
+    assert Counter(row["event_id"] for row in env.lake_rows("events")) == lake_ids
+    assert env.lake_commits("events")[-1]["operation"] == "replace"
+    assert lake_writer.committed(again.lake.events_table, last_batch)
 
 
 def test_unknown_schema_version_is_dead_lettered_with_that_reason(spark: SparkSession, env: StreamEnv) -> None:
@@ -183,7 +213,7 @@ def test_unknown_schema_version_is_dead_lettered_with_that_reason(spark: SparkSe
     future["schema_version"] = 2
     bad = json.dumps(future, separators=(",", ":"))
     env.produce([*records[:5], (records[5][0], bad), *records[6:]])
-    job = env.job(env.stream_config(lake=None, dead_letters=None))
+    job = env.job(env.stream_config(lake=None))
     run_stream(spark, job)
     dead = env.rows("SELECT reason, detail, value, kafka_offset FROM {s}.click_dead_letters")
     assert [(r[0], r[1], bytes(r[2]).decode()) for r in dead] == [
@@ -192,29 +222,30 @@ def test_unknown_schema_version_is_dead_lettered_with_that_reason(spark: SparkSe
 
 
 def click_record(topic: str, offset: int, seconds: int, user: str) -> tuple:
-    """A valid click by ``user`` at ``seconds`` after START_MS, as a Kafka record at ``offset``."""
+    """A valid click by ``user`` at ``seconds`` after START_MS, as a Kafka record at ``offset``
+    (produced at START_MS plus ``offset`` ms)."""
     body = {"schema_version": 1, "event_id": f"e{offset}", "event_time": START_MS + seconds * 1000,
             "user_id": user, "session_id": f"s{user}", "session_seq": 1, "event_type": "click",
             "page": "/", "element": "x", "referrer": None, "device": "mobile", "country": "DE"}
-    return (user.encode(), json.dumps(body).encode(), topic, 0, offset, START_MS + offset)
+    produced = datetime(2024, 5, 1, tzinfo=UTC) + timedelta(milliseconds=offset)
+    return (user.encode(), json.dumps(body).encode(), topic, 0, offset, produced)
 
 
-def classified_batch(spark: SparkSession, rows: list[tuple]) -> Any:
-    """Records as a micro-batch would hand them to the aggregates query."""
-    return spark.createDataFrame(rows, RECORDS).transform(classify_events)
+def kafka_batch(spark: SparkSession, rows: list[tuple]) -> Any:
+    """Records as Spark's Kafka source hands a micro-batch to foreachBatch."""
+    return spark.createDataFrame(rows, KAFKA_ROWS)
 
 
 def test_divert_policy_keeps_late_events_out_of_their_windows(spark: SparkSession, env: StreamEnv) -> None:
     """Late events under ``divert``: recorded, not counted; finished windows' sets are pruned."""
-    job = env.job(env.stream_config(late_policy="divert", watermark_delay=timedelta(seconds=30), lake=None,
-                                    dead_letters=None))
+    job = env.job(env.stream_config(late_policy="divert", watermark_delay=timedelta(seconds=30), lake=None))
     writer = writer_for(env, job)
     writer.claim()
     run = StreamRun(job)
     write = batch_writer(job, writer, run)
 
     event = partial(click_record, env.topic)
-    batch = partial(classified_batch, spark)
+    batch = partial(kafka_batch, spark)
 
     write(batch([event(0, 10, "a"), event(1, 100, "b")]), 0)  # watermark after: 100 s - 30 s = 70 s
     write(batch([event(2, 20, "c"), event(3, 95, "d")]), 1)   # 20 s is behind 70 s: late
@@ -233,7 +264,7 @@ def test_count_policy_counts_late_events_until_their_window_is_final(spark: Spar
     """Late events under ``count``: counted while their window ended less than ``allowed_lateness``
     before the watermark; after that, recorded and not counted, and the window's sets are gone."""
     job = env.job(env.stream_config(watermark_delay=timedelta(seconds=30), allowed_lateness=timedelta(0),
-                                    lake=None, dead_letters=None))
+                                    lake=None))
     assert job.late_policy == "count" and job.allowed_lateness_s == 0
     writer = writer_for(env, job)
     writer.claim()
@@ -241,7 +272,7 @@ def test_count_policy_counts_late_events_until_their_window_is_final(spark: Spar
     write = batch_writer(job, writer, run)
 
     event = partial(click_record, env.topic)
-    batch = partial(classified_batch, spark)
+    batch = partial(kafka_batch, spark)
 
     write(batch([event(0, 10, "a"), event(1, 100, "b")]), 0)  # watermark after: 100 s - 30 s = 70 s
     # 20 s: window [0 s, 60 s) ended before 70 s, final; 65 s: late, but its window [60 s, 120 s) is open.
@@ -259,16 +290,168 @@ def test_count_policy_counts_late_events_until_their_window_is_final(spark: Spar
 
     # A later run with a longer allowed_lateness: w0's sets are gone, so w0 stays final (counting
     # user a there again would make its distinct users 2).
-    job = env.job(env.stream_config(watermark_delay=timedelta(seconds=30), lake=None, dead_letters=None))
+    job = env.job(env.stream_config(watermark_delay=timedelta(seconds=30), lake=None), attempt=2)
     assert job.allowed_lateness_s == 86400
     writer = writer_for(env, job)
-    assert writer.claim() == 1
+    assert writer.claim().last_batch_id == 1
     run = StreamRun(job)
     batch_writer(job, writer, run)(batch([event(5, 30, "a"), event(6, 40, "f")]), 2)
     writer.close()
     assert env.aggregates() == {(w0, "/", "click"): (1, 1, 1), (w1, "/", "click"): (3, 3, 3)}
     assert env.rows("SELECT event_id, counted FROM {s}.click_late_events WHERE batch_id = 2 ORDER BY 1") == [
         ("e5", False), ("e6", False)]
+
+
+def test_a_deleted_checkpoint_is_refused_until_a_reset_then_nothing_is_lost_or_counted_twice(
+    spark: SparkSession, env: StreamEnv, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records, _ = click_records(seed=41, count=1500, malformed_fraction=0.01)
+    env.produce(records[:900])
+    first = run_stream(spark, env.job())
+    assert env.committed_offsets() == 900
+    before = env.snapshot()
+
+    # The operator deletes the checkpoint ("start over"); more events arrive.
+    assert env.delete_checkpoint() > 0
+    env.produce(records[900:])
+    with pytest.raises(CheckpointRefused) as refused:
+        run_stream(spark, env.job(attempt=2))
+    message = str(refused.value)
+    assert f"python -m spotlake.stream_reset {env.name} --from committed" in message
+    assert f"batches 0..{max(b.batch_id for b in first.batches)}" in message
+    assert env.snapshot() == before, "a refused run writes nothing"
+
+    # The reset command, as an operator runs it, against this stream's configuration.
+    streams = tmp_path / "streaming.yaml"
+    streams.write_text(json.dumps({"streams": {env.name: {
+        "topics": [env.topic], "sink": {"secret_id": env.secret_id, "schema": env.schema},
+        "checkpoint": f"s3://{env.bucket}/checkpoints/{env.name}", "pool": "large"}}}))
+    monkeypatch.setenv("SPOTLAKE_STREAMS", str(streams))
+    assert stream_reset.main([env.name, "--from", "committed", "--bootstrap-servers", env.bootstrap]) == 0
+    ((starting,),) = env.rows("SELECT starting_offsets FROM {s}.stream_checkpoint_resets WHERE consumed_at IS NULL")
+    committed = env.rows("SELECT offsets FROM {s}.stream_progress")[0][0]
+    assert json.loads(starting) == {env.topic: {str(p): committed[env.topic].get(str(p), -2)
+                                                for p in range(env.partitions)}}
+
+    second = run_stream(spark, env.job(attempt=3))
+    assert second.checkpoint_id != first.checkpoint_id
+    assert [b.batch_id for b in second.batches][0] == 0, "a new checkpoint counts its batches from 0"
+    # Every event counted once: the aggregates equal the recomputation over all 1,500 records.
+    events = valid_events(records)
+    assert env.aggregates() == expected_aggregates(events)
+    assert env.funnel() == expected_funnel(events)
+    lake = Counter(row["event_id"] for row in env.lake_rows("events"))
+    assert lake == Counter(e["event_id"] for e in events)
+    (reset,) = env.rows("SELECT starting_from, previous_checkpoint_id, checkpoint_id, consumed_at IS NOT NULL "
+                        "FROM {s}.stream_checkpoint_resets")
+    assert reset == ("committed", first.checkpoint_id, second.checkpoint_id, True)
+
+
+def test_an_old_driver_is_fenced_out_of_every_sink_once_a_newer_attempt_claims(
+    spark: SparkSession, env: StreamEnv
+) -> None:
+    """Attempt 1 keeps running (its cluster only looked dead) while attempt 2 starts on the same
+    checkpoint: once attempt 2 claims, attempt 1 writes nothing, to PostgreSQL or the lake."""
+    records, _ = click_records(seed=43, count=1200)
+    env.produce(records[:600])
+    old_job = env.job(available_now=False, attempt=1)
+    old = StreamRun(old_job)
+    errors: list[BaseException] = []
+
+    def run_old() -> None:
+        try:
+            old.batches = run_stream(spark, old_job).batches
+        except BaseException as exc:  # noqa: BLE001 - the fenced driver's end, asserted below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_old, daemon=True)
+    thread.start()
+    wait_until(lambda: env.committed_offsets() == 600, 120, "attempt 1 to commit the first records")
+    before, lake_before = env.snapshot(), env.lake_commits("events")
+
+    # Attempt 2's claim, as its driver makes it on start (same checkpoint, newer attempt).
+    checkpoint_id = env.rows("SELECT checkpoint_id FROM {s}.stream_progress")[0][0]
+    new_job = env.job(attempt=2)
+    new_writer = writer_for(env, new_job)
+    new_writer.claim(checkpoint_id)
+    new_writer.close()
+    env.produce(records[600:])  # attempt 1's next batch finds itself fenced
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the fenced driver's query must stop"
+    assert errors and "took over the sink" in str(errors[0]), errors
+    assert env.snapshot()["aggregates"] == before["aggregates"]
+    assert env.snapshot()["batches"] == before["batches"]
+    assert env.lake_commits("events") == lake_before
+    # Attempt 1 can never claim back; attempt 2 goes on from where attempt 1 stopped, exactly once.
+    with pytest.raises(StreamFencedError, match="attempt 2 .* owns the sink; this run \\(attempt 1"):
+        writer_for(env, old_job).claim(checkpoint_id)
+    run_stream(spark, new_job)
+    events = valid_events(records)
+    assert env.aggregates() == expected_aggregates(events)
+    assert Counter(row["event_id"] for row in env.lake_rows("events")) == Counter(e["event_id"] for e in events)
+
+
+def test_an_event_a_day_in_the_future_is_dead_lettered_and_its_windows_real_events_all_count(
+    spark: SparkSession, env: StreamEnv
+) -> None:
+    """The generator's events are from 2024 and Kafka stamps them now: with a far-future event
+    among them, the watermark would have moved a day ahead and every later event been late."""
+    records, _ = click_records(seed=45, count=400, late_fraction=0.0, out_of_order_fraction=0.0)
+    future = json.loads(records[100][1])
+    future["event_time"] = int(time.time() * 1000) + 86_400_000
+    far = json.dumps(future, separators=(",", ":"))
+    env.produce([*records[:100], (records[100][0], far), *records[101:]])
+    job = env.job(env.stream_config(max_offsets_per_trigger=100))
+    run = run_stream(spark, job)
+    assert len([b for b in run.batches if b.committed]) >= 4
+    dead = env.rows("SELECT reason, detail, value FROM {s}.click_dead_letters")
+    assert [(r[0], bytes(r[2]).decode()) for r in dead] == [("future_event_time", far)]
+    assert "ahead of its Kafka timestamp; max_future_skew is 300 s" in dead[0][1]
+    events = [e for e in valid_events(records) if e["event_id"] != future["event_id"]]
+    assert env.aggregates() == expected_aggregates(events)
+    assert env.rows("SELECT count(*) FROM {s}.click_late_events") == [(0,)]
+    (watermark,) = env.rows("SELECT watermark FROM {s}.stream_progress")[0]
+    assert watermark < datetime(2025, 1, 1, tzinfo=UTC), "the future event did not move the watermark"
+    assert [r["reason"] for r in env.lake_rows("dead_letters")] == ["future_event_time"]
+
+
+def test_the_sink_unreachable_for_30_s_is_ridden_out_and_every_event_counted_once(
+    spark: SparkSession, env: StreamEnv
+) -> None:
+    proxy = TcpProxy(int(env.postgres["port"]))
+    env.sm.put_secret_value(SecretId=env.secret_id, SecretString=env.sink_secret(proxy.port))
+    records, _ = click_records(seed=47, count=1500)
+    env.produce(records[:500])
+    job = env.job(available_now=False)
+    errors: list[BaseException] = []
+    done = StreamRun(job)
+
+    def run() -> None:
+        try:
+            done.batches = run_stream(spark, job).batches
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: env.committed_offsets() == 500, 120, "the first records committed")
+        proxy.cut()  # the sink is gone: open connections dropped, new ones refused
+        env.produce(records[500:1000])
+        time.sleep(30)
+        assert env.committed_offsets() == 500 and not errors and thread.is_alive()
+        proxy.restore()
+        env.produce(records[1000:])
+        wait_until(lambda: env.committed_offsets() == 1500, 180, "the stream to catch up after the outage")
+        assert not errors and thread.is_alive(), errors
+    finally:
+        for query in spark.streams.active:
+            query.stop()
+        thread.join(timeout=60)
+        proxy.close()
+    events = valid_events(records)
+    assert env.aggregates() == expected_aggregates(events)
+    assert Counter(row["event_id"] for row in env.lake_rows("events")) == Counter(e["event_id"] for e in events)
 
 
 def test_supervisor_fails_on_a_missing_topic_naming_it_and_the_brokers(kafka_bootstrap: str) -> None:
@@ -304,15 +487,6 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 1.0)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def lake_event_ids(spark: SparkSession, path: str) -> Counter[str]:
-    """The event ids the lake shows (through the file sink's metadata log: committed files only)."""
-    try:
-        rows = spark.read.parquet(path).select("event_id").collect()
-    except Exception:  # noqa: BLE001 - no committed file yet
-        return Counter()
-    return Counter(row["event_id"] for row in rows)
-
-
 def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths(
     env: StreamEnv, start_livy: Any, supervisor: Any, moto_endpoint: str, sink_postgres: dict[str, str],
     spark: SparkSession,
@@ -323,13 +497,13 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
     registry = Registry(boto3.client("dynamodb", endpoint_url=moto_endpoint), prefix=f"itest-{env.tag}")
     registry.create_tables()
     pool = f"itest{env.tag}"
-    # Both queries (aggregates and lake) on a one-second trigger, small batches so a kill lands mid-stream.
-    stream = env.stream_config(pool=pool, dead_letters=None, max_offsets_per_trigger=300)
+    # A one-second trigger and small batches, so a kill lands mid-stream.
+    stream = env.stream_config(pool=pool, max_offsets_per_trigger=300)
     statuses = StreamStatusStore(registry.client, registry.prefix)
     stream_supervisor = StreamSupervisor(
         stream=stream, registry=registry, statuses=statuses, kafka=KafkaTopics(env.bootstrap),
         sink=SinkDatabase(env.connect, env.schema), client_for=EndpointLivyHook, control_for=LivyBatchControl,
-        publish=lambda: artifacts.publish("stream_clicks.py"), checkpoints=S3Checkpoint(env.s3),
+        publish=lambda: artifacts.publish("stream_clicks.py"),
     )
 
     def launch(label: str) -> tuple[Cluster, str, str]:
@@ -354,12 +528,12 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
         produced = len(parts[0])
         for death, part in enumerate(parts[1:], start=1):
             # Mid-stream: the running job has committed some of what it has but not all of it.
-            committed = env.committed_offsets(stream.aggregates_query)
-            wait_until(lambda c=committed: env.committed_offsets(stream.aggregates_query) > c, 180,
+            committed = env.committed_offsets(stream.query_name)
+            wait_until(lambda c=committed: env.committed_offsets(stream.query_name) > c, 180,
                        f"a committed batch before death {death}", interval=0.2)
             env.produce(part)
             produced += len(part)
-            assert env.committed_offsets(stream.aggregates_query) < produced
+            assert env.committed_offsets(stream.query_name) < produced
             # A real cluster death: the Livy server and the Spark driver under it are killed.
             supervisor.kill(f"livy-{name}")
             waiting = stream_supervisor.supervise()
@@ -375,7 +549,7 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
             assert job is not None and job.cluster_id == cluster.cluster_id and job.attempt == death + 1
             assert restarted.restarts_in_window == death
 
-        wait_until(lambda: env.committed_offsets(stream.aggregates_query) == len(records), 300,
+        wait_until(lambda: env.committed_offsets(stream.query_name) == len(records), 300,
                    "the restarted stream to catch up")
         report = stream_supervisor.supervise()
         assert report.state == StreamState.RUNNING and report.lag is not None and report.lag.total == 0
@@ -391,17 +565,15 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
         # All three runs wrote: the sink's batch log shows three run ids and no batch twice.
         runs = env.rows("SELECT run_id, count(*) FROM {s}.stream_batches GROUP BY run_id")
         assert len(runs) == 3
-        # The lake: every valid event exactly once.
-        expected_ids = Counter(e["event_id"] for e in events)
-        lake = wait_until(lambda: (ids := lake_event_ids(spark, stream.lake)) == expected_ids and ids, 240,
-                          "the lake to hold every valid event once")
-        assert max(lake.values()) == 1
-        # ... and the supervisor reads from the lake query's checkpoint that it has nothing left to do.
-        # (Spark writes the batch's commit file just after the files and the file sink's log.)
-        caught_up = wait_until(lambda: (r := stream_supervisor.supervise()).lake_lag is not None
-                               and r.lake_lag.total == 0 and r, 60, "the lake query's lag to be 0")
-        assert caught_up.state == StreamState.RUNNING and caught_up.lake is not None
-        assert statuses.get(stream.name).lake_lag == 0
+        # The lake: every valid event exactly once, written by the same micro-batches (pyiceberg's reading).
+        lake = Counter(row["event_id"] for row in env.lake_rows("events"))
+        assert lake == Counter(e["event_id"] for e in events) and max(lake.values()) == 1
+        assert Counter(row["reason"] for row in env.lake_rows("dead_letters")) == malformed
+        # Each lake commit names its batch; three drivers, one checkpoint, no batch committed twice.
+        batches = [c["spotlake.batch-id"] for c in env.lake_commits("events")]
+        assert len(batches) == len(set(batches))
+        assert {c["spotlake.checkpoint-id"] for c in env.lake_commits("events")} == {
+            env.rows("SELECT checkpoint_id FROM {s}.stream_progress")[0][0]}
         # No credential in what Livy was given or logged.
         with urllib.request.urlopen(f"{url}/batches/{job.batch_id}/log?from=0&size=2000") as resp:  # noqa: S310
             assert sink_postgres["password"] not in resp.read().decode()

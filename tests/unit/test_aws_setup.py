@@ -153,7 +153,7 @@ def test_the_configured_buckets_are_every_s3_location_of_the_configuration(monke
     monkeypatch.delenv("SPOTLAKE_ARTIFACTS", raising=False)
     buckets = aws_setup.configured_buckets("s3://deploy-artifacts/spotlake")
     assert set(buckets) == {"spotlake-lake", "spotlake-checkpoints", "deploy-artifacts", "spotlake-emr-logs"}
-    assert "the lake's tables" in buckets["spotlake-lake"] and "events" in buckets["spotlake-lake"]
+    assert buckets["spotlake-lake"] == "the lake's tables"
     assert "EMR logs" in buckets["spotlake-emr-logs"]
 
 

@@ -16,7 +16,7 @@ from spark_jobs.click_events import (
     dead_letters,
     valid_events,
     with_funnel_stage,
-    with_lake_partitions,
+    with_future_check,
     with_late_flag,
     with_window,
 )
@@ -128,7 +128,7 @@ def test_valid_events_are_typed_and_dead_letters_keep_raw_bytes(spark: SparkSess
         "bad_json", "clicks", 0, 1)
 
 
-def test_window_funnel_late_flag_and_lake_partitions(spark: SparkSession) -> None:
+def test_window_funnel_and_late_flag(spark: SparkSession) -> None:
     values = [
         event(event_time=START_MS + 59_999, session_seq=0, page="/", event_type="page_view"),
         event(event_time=START_MS + 60_000, event_type="page_view", page="/product/p00001"),
@@ -138,12 +138,31 @@ def test_window_funnel_late_flag_and_lake_partitions(spark: SparkSession) -> Non
     out = (
         records(spark, values).transform(classify_events).transform(valid_events)
         .transform(with_window(60)).transform(with_funnel_stage)
-        .transform(with_late_flag(START_MS)).transform(with_lake_partitions)
+        .transform(with_late_flag(START_MS))
         .orderBy("kafka_offset").collect()
     )
     assert [r["window_start_ms"] for r in out] == [START_MS, START_MS + 60_000, START_MS - 60_000,
                                                    START_MS + 3_600_000]
     assert [r["funnel_stage"] for r in out] == ["session_start", "product_view", "add_to_cart", None]
     assert [r["is_late"] for r in out] == [False, False, True, False]
-    assert [(str(r["event_date"]), r["event_hour"]) for r in out] == [
-        ("2024-05-01", 0), ("2024-05-01", 0), ("2024-04-30", 23), ("2024-05-01", 1)]
+
+
+def test_an_event_far_ahead_of_its_kafka_timestamp_is_a_dead_letter_that_names_the_skew(
+        spark: SparkSession) -> None:
+    # Kafka timestamps are START_MS + offset; the allowed skew is 300 s.
+    values = [
+        event(event_time=START_MS + 300_000),  # exactly the skew ahead: valid
+        event(event_time=START_MS + 1 + 300_001),  # 1 ms more than the skew: future
+        event(event_time=START_MS + 86_400_000),  # a day ahead
+        event(event_time=START_MS - 86_400_000),  # a day behind: valid (late, not future)
+        event(schema_version=2, event_time=START_MS + 86_400_000),  # its first reason stays
+    ]
+    classified = records(spark, values).transform(classify_events).transform(with_future_check(300))
+    out = classified.orderBy("kafka_offset").select("reason", "detail").collect()
+    assert [r["reason"] for r in out] == [None, "future_event_time", "future_event_time", None,
+                                          "unknown_schema_version"]
+    assert out[2]["detail"] == ("event_time 2024-05-02T00:00:00Z is 86399 s ahead of its Kafka timestamp; "
+                                "max_future_skew is 300 s")
+    assert classified.transform(valid_events).count() == 2
+    assert sorted(r["reason"] for r in classified.transform(dead_letters).collect()) == [
+        "future_event_time", "future_event_time", "unknown_schema_version"]

@@ -19,3 +19,26 @@ def test_every_pipeline_has_a_reconciliation_dag() -> None:
     bag = DagBag(dag_folder=str(DAGS))
     extraction = {d.removeprefix("extract_") for d in bag.dags if d.startswith("extract_")}
     assert extraction and {f"reconcile_{p}" for p in extraction} <= set(bag.dags)
+
+
+def test_the_maintenance_dag_maintains_every_pipeline_and_every_streams_lake_tables() -> None:
+    from spark_jobs.job_config import MaintenanceJob
+    from spotlake import config, streaming
+
+    bag = DagBag(dag_folder=str(DAGS))
+    tasks = {t.task_id: t for t in bag.dags["lake_maintenance"].tasks}
+    pipelines = config.load()
+    streams = [s for s in streaming.load().streams if s.lake is not None]
+    assert streams, "config/streaming.yaml's streams write to the lake"
+    assert set(tasks) == {f"maintain_{p.name}" for p in pipelines.pipelines} | {
+        f"maintain_stream_{s.name}" for s in streams}
+    # The stream's maintenance document: its two tables, as the Spark job reads it.
+    stream = streams[0]
+    lake = tasks[f"maintain_stream_{stream.name}"].lake_section()
+    job = MaintenanceJob.from_dict({
+        "job_key": "k", "attempt": 1, "run_id": "r", "pipeline": f"stream_{stream.name}", "stream": stream.name,
+        "lake": lake, "registry": {"prefix": "p"}, "maintenance": {}})
+    assert job.stream == stream.name and job.context == f"stream {stream.name} (maintenance)"
+    assert (job.lake.current_table, job.lake.changes_table) == (
+        f"{pipelines.lake.catalog}.{stream.lake.namespace}.{stream.lake.events}",
+        f"{pipelines.lake.catalog}.{stream.lake.namespace}.{stream.lake.dead_letters}")

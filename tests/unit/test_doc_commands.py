@@ -115,6 +115,12 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
                "runs the CLI's main on a pipeline's tables, with --sql and --changes"),
         Source("plugins/spotlake/lake.py", ("sys.exit(main())",), "`python -m spotlake.lake` runs main"),
     ),
+    "python -m spotlake.stream_reset": (
+        Source("tests/integration/test_streaming.py",
+               ('stream_reset.main([env.name, "--from", "committed", "--bootstrap-servers", env.bootstrap])',),
+               "runs the CLI's main against a deleted checkpoint's stream, then the restarted stream"),
+        Source("plugins/spotlake/stream_reset.py", ("sys.exit(main())",), "`python -m spotlake.stream_reset` runs main"),
+    ),
     "python -m spotlake.status": (
         Source("tests/unit/test_status.py", ("from spotlake import config, pools, status", 'status.main(["--json"])',
                                              "status.main([])"), "runs the CLI's main on moto's mock"),

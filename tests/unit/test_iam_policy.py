@@ -132,7 +132,6 @@ CLIENTS = {
     "plugins/spotlake/stream_status.py": {"self.client": "dynamodb"},  # the registry's client
     "plugins/spotlake/artifacts.py": {"s3": "s3"},  # the operators' S3Hook(...).get_conn()
     "plugins/spotlake/job_dependencies.py": {"s3": "s3"},  # the same, or boto3.client("s3") in its main
-    "plugins/spotlake/stream_supervisor.py": {"self.s3": "s3"},  # S3Checkpoint(S3Hook(...).get_conn())
     "plugins/spotlake/lake.py": {"secrets": "secretsmanager"},
     "plugins/spotlake/aws_setup.py": {"client": "dynamodb"},
     "spark_jobs/lake_state.py": {"self.client": "dynamodb"},  # the jobs' boto3.client("dynamodb"), the registry's
@@ -445,7 +444,6 @@ def test_the_scan_finds_the_calls_it_should() -> None:
     for expected in [
         ("plugins/spotlake/providers/emr.py", "elasticmapreduce:RunJobFlow"),  # EmrHook.create_job_flow
         ("plugins/spotlake/providers/emr.py", "elasticmapreduce:DescribeCluster"),  # self.client = self.hook.conn
-        ("plugins/spotlake/stream_supervisor.py", "s3:ListBucket"),  # get_paginator("list_objects_v2")
         ("plugins/spotlake/registry.py", "dynamodb:UpdateItem"),  # transact_write_items of Update items
         ("spark_jobs/lake_state.py", "dynamodb:ConditionCheckItem"),
         ("spark_jobs/database_secret.py", "secretsmanager:GetSecretValue"),  # boto3.client(...).get_secret_value

@@ -33,6 +33,8 @@ OPTIONAL = {
                "before submitting, which needs Java too; without pyspark the job's own check applies",
     "pyiceberg": "python -m spotlake.lake (reading the lake's tables by hand); no DAG reads the lake",
     "duckdb": "python -m spotlake.lake --sql; no DAG reads the lake",
+    "psycopg2": "python -m spotlake.stream_reset (an operator's command; its sink connection); the DAGs reach "
+                "PostgreSQL through PostgresHook, whose provider brings it",
 }
 
 

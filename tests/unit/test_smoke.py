@@ -467,7 +467,9 @@ def test_the_stream_runs_in_its_own_schema_and_locations_and_is_stopped_and_remo
     assert document["sink"]["schema"] == "clickstream_smoke_57ea00"
     configured = streaming.load().get("clicks")
     assert document["checkpoint"] == f"{configured.checkpoint}-smoke-57ea00"
-    assert document["lake"]["path"] == f"{configured.lake}-smoke-57ea00"
+    assert document["lake"]["events"] == f"{configured.lake.events}_smoke_57ea00"
+    assert document["lake"]["dead_letters"] == f"{configured.lake.dead_letters}_smoke_57ea00"
+    assert document["lake"]["namespace"] == configured.lake.namespace
     assert document["source"]["bootstrap_servers"] == "b-1.msk:9092"
     assert StreamingLivy.deleted == [8]
     assert "clickstream_smoke_57ea00: 2 migration(s) applied" in out

@@ -17,14 +17,11 @@ from moto import mock_aws
 
 from spotlake import config, pools, status, streaming
 from spotlake.artifacts import JobArtifacts
-from spotlake.errors import SpotlakeError
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 from spotlake.stream_status import StreamState, StreamStatusStore
 from spotlake.stream_supervisor import (
     BatchProbe,
-    CheckpointProgress,
     Progress,
-    S3Checkpoint,
     StreamBackedOff,
     StreamSupervisor,
     TopicMissing,
@@ -123,7 +120,7 @@ class FakeSink:
         return ["0001_click_sink.sql"] if self.migrated == 1 else []
 
     def progress(self, query_name: str) -> Progress | None:
-        assert query_name == "clicks_aggregates"
+        assert query_name == "clicks"
         return self.current
 
 
@@ -173,7 +170,7 @@ def test_first_start_then_running_with_lag_and_status(world: World) -> None:
         "large-0001", 0, 1)
     (body,) = world.livy.bodies
     assert body["file"] == "/artifacts/abc/stream_clicks.py" and body["name"].startswith("spotlake-stream-clicks-")
-    assert body["conf"]["spark.scheduler.mode"] == "FAIR"  # the aggregates query's jobs get slots (in_pool)
+    assert "spark.scheduler.mode" not in body["conf"]  # one query: no scheduler pools to share between
     document = json.loads(base64.urlsafe_b64decode(body["args"][1]))
     assert document["stream"] == "clicks" and document["source"]["bootstrap_servers"] == "b-1:9092"
     assert document["sink"] == {"secret_id": "spotlake/postgres/clicks", "schema": "clickstream"}
@@ -221,6 +218,7 @@ def test_a_batch_that_ended_successfully_is_restarted_too(world: World) -> None:
     world.livy.batches[("http://a", 0)] = "success"
     report = world.supervisor.supervise()
     assert report.state == StreamState.RESTARTED and report.job is not None and report.job.batch_id == 1
+    assert world.livy.deleted == [("http://a", 0)], "the old batch is deleted before the next one starts"
 
 
 def test_an_unreachable_cluster_is_waited_for_then_the_stream_moves_to_the_replacement(world: World) -> None:
@@ -304,91 +302,3 @@ def test_the_operator_reads_the_brokers_from_its_connection_and_fails_loudly(
         operator.execute({})
 
 
-class FakeCheckpoints:
-    def __init__(self) -> None:
-        self.current: CheckpointProgress | None = None
-        self.error: Exception | None = None
-        self.read: list[str] = []
-
-    def committed(self, checkpoint: str) -> CheckpointProgress | None:
-        self.read.append(checkpoint)
-        if self.error is not None:
-            raise self.error
-        return self.current
-
-
-def test_the_file_sink_queries_lag_is_reported_and_an_unreadable_checkpoint_only_leaves_it_unknown(
-    world: World,
-) -> None:
-    checkpoints = FakeCheckpoints()
-    world.supervisor.stream = replace(STREAM, lake="s3a://lake/clicks/events")
-    world.supervisor.checkpoints = checkpoints
-    ready(world.registry, "large-0001", "http://a")
-    started = world.supervisor.supervise()
-    assert checkpoints.read == ["s3a://checkpoints/clicks/lake"]  # no dead_letters: not read
-    assert started.dead_letters_lag is None
-    assert started.lake_lag is not None and started.lake_lag.total == 140  # nothing committed: from the low offsets
-    assert any("lake lag 140 records" in line and "no lake micro-batch committed yet" in line
-               for line in started.lines())
-
-    world.sink.current = Progress(9, "2026-11-27T14:00:30.000+00:00", "", {"clicks": {"0": 100, "1": 50}})
-    checkpoints.current = CheckpointProgress(3, {"clicks": {"0": 60, "1": 45}})
-    running = world.supervisor.supervise()
-    assert running.lag is not None and running.lag.total == 0
-    assert running.lake_lag is not None and running.lake_lag.by_partition == {"clicks/0": 40, "clicks/1": 5}
-    assert running.to_dict()["lake_lag"] == 45
-    assert any("lake lag 45 records" in line and "last committed lake micro-batch 3" in line
-               for line in running.lines())
-    stored = world.statuses.get("clicks")
-    assert stored is not None and stored.lag == 0 and stored.lake_lag == 45
-    streams = streaming.StreamsConfig(Path("config/streaming.yaml"), (world.supervisor.stream,))
-    text = status.render(status.collect(world.registry, pools.load(provider="local"), config.load(),
-                                        world.clock.now, streams))
-    row = next(line for line in text.split("STREAMS", 1)[1].splitlines() if line.strip().startswith("clicks "))
-    assert row.split()[6:9] == ["0", "45", "-"]  # lag, lake lag, dead-letters lag
-
-    # With dead letters as Parquet, their query's checkpoint is read the same way.
-    world.supervisor.stream = replace(world.supervisor.stream, dead_letters="s3a://lake/clicks/dead_letters")
-    checkpoints.read.clear()
-    both = world.supervisor.supervise()
-    assert checkpoints.read == ["s3a://checkpoints/clicks/lake", "s3a://checkpoints/clicks/dead_letters"]
-    assert both.dead_letters_lag is not None and both.dead_letters_lag.total == 45
-    assert any("dead-letters lag 45 records" in line for line in both.lines())
-    stored = world.statuses.get("clicks")
-    assert stored is not None and stored.dead_letters_lag == 45
-
-    checkpoints.error = OSError("S3 said no")
-    unknown = world.supervisor.supervise()
-    assert unknown.state == StreamState.RUNNING and unknown.lake_lag is None and unknown.lag is not None
-    stored = world.statuses.get("clicks")
-    assert stored is not None and stored.lake_lag == -1 and stored.dead_letters_lag == -1
-
-
-def test_s3_checkpoint_reads_the_offsets_of_the_last_committed_batch() -> None:
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="checkpoints")
-        probe = S3Checkpoint(s3)
-        assert probe.committed("s3a://checkpoints/clicks/lake") is None  # nothing yet
-
-        def offsets(batch: int, body: dict[str, dict[str, int]]) -> None:
-            # As Spark 3.5 writes them: a version, the batch's metadata, one line per source.
-            meta = {"batchWatermarkMs": 0, "batchTimestampMs": 1764252000000 + batch, "conf": {}}
-            s3.put_object(Bucket="checkpoints", Key=f"clicks/lake/offsets/{batch}",
-                          Body=f"v1\n{json.dumps(meta)}\n{json.dumps(body)}".encode())
-
-        for batch in range(4):
-            offsets(batch, {"clicks": {"1": 10 * batch, "0": 20 * batch}})
-        for batch in range(3):  # batch 3 is under way: its offsets are written, its commit is not
-            s3.put_object(Bucket="checkpoints", Key=f"clicks/lake/commits/{batch}", Body=b'v1\n{"nextBatchWatermarkMs":0}')
-        s3.put_object(Bucket="checkpoints", Key="clicks/lake/commits/.3.0f1e.tmp", Body=b"")
-        assert probe.committed("s3a://checkpoints/clicks/lake") == CheckpointProgress(2, {"clicks": {"1": 20, "0": 40}})
-        assert probe.committed("s3://checkpoints/clicks/lake/") == CheckpointProgress(2, {"clicks": {"1": 20, "0": 40}})
-
-        s3.put_object(Bucket="checkpoints", Key="clicks/lake/commits/3", Body=b"v1")
-        s3.put_object(Bucket="checkpoints", Key="clicks/lake/offsets/3", Body=b"not an offsets file")
-        with pytest.raises(SpotlakeError, match="offsets/3 is not a Structured Streaming offsets file .*"
-                           r"\(the stream itself is unaffected\)"):
-            probe.committed("s3a://checkpoints/clicks/lake")
-    with pytest.raises(SpotlakeError, match="is not on S3 .* the stream itself is unaffected"):
-        probe.committed("gs://checkpoints/clicks/lake")

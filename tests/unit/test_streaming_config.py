@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from spark_jobs.errors import StreamingError
 from spark_jobs.stream_job import StreamJob
-from spotlake import pools, streaming
+from spotlake import config, pools, streaming
 from spotlake.errors import ConfigError
 
 PATH = Path("config/streaming.yaml")
@@ -23,7 +24,7 @@ BASE: dict[str, Any] = {
             "topics": ["clicks"],
             "sink": {"secret_id": "spotlake/postgres/clicks", "schema": "clickstream"},
             "checkpoint": "s3a://checkpoints/streams/clicks",
-            "lake": "s3a://lake/clicks/events",
+            "lake": {"namespace": "clicks"},
         }
     },
 }
@@ -60,13 +61,14 @@ def test_defaults_apply_and_a_stream_overrides_them() -> None:
     stream = parse(late_policy="divert", watermark_delay="2m").get("clicks")
     assert stream.trigger_interval == timedelta(seconds=5)  # from defaults
     assert stream.allowed_lateness == timedelta(days=1)  # built-in default
-    assert stream.lake_trigger_interval == timedelta(minutes=1)
+    assert stream.max_future_skew == timedelta(minutes=5)
     assert parse(allowed_lateness="2h").get("clicks").allowed_lateness == timedelta(hours=2)
     assert stream.late_policy == "divert" and stream.watermark_delay == timedelta(minutes=2)
     assert stream.max_offsets_per_trigger == 50000 and stream.starting_offsets == "earliest"
-    assert stream.dead_letters is None and stream.lake == "s3a://lake/clicks/events"
-    assert stream.dag_id == "stream_clicks" and stream.job_key == "clicks"
-    assert stream.aggregates_query == "clicks_aggregates"
+    assert stream.lake == streaming.StreamLakeTables("clicks", "events", "dead_letters")
+    assert parse(lake={"namespace": "c", "dead_letters": None}).get("clicks").lake == streaming.StreamLakeTables(
+        "c", "events", None)
+    assert stream.dag_id == "stream_clicks" and stream.job_key == "clicks" and stream.query_name == "clicks"
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,12 @@ def test_defaults_apply_and_a_stream_overrides_them() -> None:
         ({"checkpoint": "bucket/path"}, "checkpoint: 'bucket/path' is not a URI"),
         ({"trigger_interval": "31s"}, "trigger_interval: 31s is longer than 30s"),
         ({"trigger_interval": "soon"}, "'soon' is not a duration"),
-        ({"lake_trigger_interval": "11m"}, "lake_trigger_interval: 11m is longer than 10m"),
+        ({"lake": "s3a://lake/clicks/events"}, "lake: 's3a://lake/clicks/events' is a path, but the stream's lake is "
+                                               "now Iceberg tables"),
+        ({"lake": {"events": "e"}}, "lake.namespace: required"),
+        ({"lake": {"namespace": "c", "path": "x"}}, "unknown key(s) path"),
+        ({"lake": {"namespace": "bad name"}}, "lake.namespace"),
+        ({"max_future_skew": "soon"}, "max_future_skew: 'soon' is not a duration"),
         ({"window": "0s"}, "window: 0s is not between 1s and 1d"),
         ({"late_policy": "drop"}, "late_policy: 'drop' is not one of count, divert"),
         ({"allowed_lateness": "forever"}, "allowed_lateness: 'forever' is not a duration"),
@@ -120,10 +127,11 @@ def test_pools_must_serve_the_stream() -> None:
 
 
 def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
-    stream = parse(starting_offsets={"clicks": {"0": 5}}, dead_letters="s3a://lake/clicks/dead",
+    stream = parse(starting_offsets={"clicks": {"0": 5}}, max_future_skew="90s",
                    spark_conf={"spark.jars": "s3://jars/kafka.jar", "spark.speculation": False}).get("clicks")
     assert stream.spark_conf == {"spark.jars": "s3://jars/kafka.jar", "spark.speculation": "false"}
-    document = stream.job_document("0123abcd", 2, "b-1:9092,b-2:9092")
+    catalog = config.Lake(catalog="lake", type="glue", warehouse="s3://lake/warehouse", secret_id=None)
+    document = replace(stream, catalog=catalog).job_document("0123abcd", 2, "b-1:9092,b-2:9092")
     job = StreamJob.from_dict(document)
     assert job.source.options() == {
         "kafka.bootstrap.servers": "b-1:9092,b-2:9092", "subscribe": "clicks",
@@ -132,26 +140,26 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
     }
     assert job.trigger.spark_options() == {"processingTime": "5 seconds"}
     assert (job.window_s, job.watermark_delay_s, job.late_policy) == (60, 600, "count")
-    assert job.allowed_lateness_s == 86400
+    assert job.allowed_lateness_s == 86400 and job.max_future_skew_s == 90 and job.attempt == 2
     assert job.sink.secret_id == "spotlake/postgres/clicks" and job.sink.schema == "clickstream"
-    assert job.aggregates_checkpoint == "s3a://checkpoints/streams/clicks/aggregates"
-    assert job.lake_checkpoint == "s3a://checkpoints/streams/clicks/lake"
-    assert job.dead_letters_path == "s3a://lake/clicks/dead"
-    assert job.dead_letters_checkpoint == "s3a://checkpoints/streams/clicks/dead_letters"
-    assert job.dead_letters_trigger.spark_options() == {"processingTime": "60 seconds"}
-    assert job.dead_letters_source_options() == job.lake_source_options()
-    assert job.lake_trigger.spark_options() == {"processingTime": "60 seconds"}
-    # The lake query's batches come 12 times less often (60 s vs 5 s): 12 times the limit.
-    assert job.lake_source_options()["maxOffsetsPerTrigger"] == str(12 * 50000)
-    assert {k: v for k, v in job.lake_source_options().items() if k != "maxOffsetsPerTrigger"} == {
-        k: v for k, v in job.source.options().items() if k != "maxOffsetsPerTrigger"}
+    assert job.checkpoint == "s3a://checkpoints/streams/clicks" and job.query_name == "clicks"
+    assert job.lake is not None and job.lake.type == "glue" and job.lake.warehouse == "s3://lake/warehouse"
+    assert job.lake.events_table == "lake.clicks.events"
+    assert job.lake.dead_letters_table == "lake.clicks.dead_letters"
+    # The local default catalog (JDBC) carries its secret.
+    local = StreamJob.from_dict(stream.job_document("r", 1, "b:9092"))
+    assert local.lake is not None and local.lake.secret_id == "spotlake/postgres/lake-catalog"
     now = StreamJob.from_dict(stream.job_document("r", 1, "b:9092", available_now=True))
     assert now.trigger.spark_options() == {"availableNow": True}
-    assert now.lake_trigger.spark_options() == {"availableNow": True}
-    assert now.lake_source_options() == now.source.options()
-    assert now.dead_letters_trigger.spark_options() == {"availableNow": True}
     fast = StreamJob.from_dict(parse(trigger_interval="0s").get("clicks").job_document("r", 1, "b:9092"))
     assert fast.trigger.spark_options() == {"processingTime": "0 seconds"}
+    assert parse(lake=None).get("clicks").job_document("r", 1, "b:9092")["lake"] is None
+
+
+def test_the_projects_streams_take_the_lake_catalog_of_the_pipelines_file() -> None:
+    clicks = streaming.load().get("clicks")
+    assert clicks.catalog == config.load_lake()
+    assert clicks.job_document("r", 1, "b:9092")["lake"]["catalog"] == config.load_lake().catalog
 
 
 @pytest.mark.parametrize(
@@ -163,9 +171,10 @@ def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
         ({"allowed_lateness_s": -1}, "job field 'allowed_lateness_s' must be an integer >= 0"),
         ({"trigger": {"interval_s": 45}}, "job field 'trigger.interval_s'"),
         ({"checkpoint": "relative/path"}, "job field 'checkpoint' must be a URI"),
-        ({"lake": {"root": "s3a://x"}}, "job field 'lake.root' is not part of the job contract"),
-        ({"lake": {"path": "s3a://x", "interval_s": 601}}, "job field 'lake.interval_s' must be a number"),
-        ({"dead_letters": {"path": "s3a://x", "interval_s": -1}}, "job field 'dead_letters.interval_s' must be a number"),
+        ({"lake": {"path": "s3a://x"}}, "job field 'lake.path' is not part of the job contract"),
+        ({"lake": "s3a://x"}, "job field 'lake' must be a JSON object or null"),
+        ({"max_future_skew_s": -1}, "job field 'max_future_skew_s' must be an integer >= 0"),
+        ({"dead_letters": {"path": "s3a://x"}}, "job field 'dead_letters' is not part of the job contract"),
         ({"sink": {"secret_id": "s", "password": "p"}}, "job field 'sink.password' is not part"),
         ({"extra": 1}, "job field 'extra' is not part of the job contract"),
     ],
