@@ -30,6 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,6 +64,10 @@ TABLE_PROPERTIES = {
     "format-version": "2",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "100",
+    # A micro-batch is small: no shuffle to cluster it by partition before writing; each task
+    # keeps a file open per day it meets instead (the maintenance DAG compacts the small files).
+    "write.distribution-mode": "none",
+    "write.spark.fanout.enabled": "true",
 }
 # How far back a replayed batch looks for its commit (compactions add snapshots in between).
 SNAPSHOT_DEPTH = 10_000
@@ -155,17 +160,28 @@ class LakeWriter:
         LOG.info("%s: created the Iceberg table %s", self.job.context, name)
 
     def write(self, classified: DataFrame, batch_id: int, rows: BatchRows) -> dict[str, float]:
-        """Commit the batch to each table unless this checkpoint committed it before; seconds per table."""
-        phases: dict[str, float] = {}
-        started = time.monotonic()
+        """Commit the batch to each table unless this checkpoint committed it before, the two
+        tables at once (their commits wait on S3 and the catalog more than on the cores);
+        seconds per table."""
+        appends = {}
         if rows.valid_events:
-            self._append(self.lake.events_table, valid_events(classified), batch_id)
-        phases["lake_events"] = time.monotonic() - started
+            appends["lake_events"] = (self.lake.events_table, valid_events(classified))
         if self.lake.dead_letters_table and rows.dead_letters:
+            appends["lake_dead_letters"] = (self.lake.dead_letters_table, dead_letters(classified))
+        if not appends:
+            return {}
+
+        def timed(table: str, frame: DataFrame) -> float:
             started = time.monotonic()
-            self._append(self.lake.dead_letters_table, dead_letters(classified), batch_id)
-            phases["lake_dead_letters"] = time.monotonic() - started
-        return phases
+            self._append(table, frame, batch_id)
+            return time.monotonic() - started
+
+        if len(appends) == 1:
+            ((phase, (table, frame)),) = appends.items()
+            return {phase: timed(table, frame)}
+        with ThreadPoolExecutor(max_workers=len(appends), thread_name_prefix="lake-append") as pool:
+            futures = {phase: pool.submit(timed, table, frame) for phase, (table, frame) in appends.items()}
+            return {phase: future.result() for phase, future in futures.items()}
 
     def committed(self, table: str, batch_id: int) -> bool:
         """Whether this checkpoint committed ``batch_id`` (or a later batch) to ``table``: the newest

@@ -26,9 +26,10 @@ minute), testable without Airflow:
    stream's one query writes the lake tables in the same micro-batch as the aggregates,
    so this is the lag of every output.
 
-Before a restart the previous batch is deleted (asked of its Livy; a dead cluster cannot
-answer). A driver that outlives that (Livy lost it, its cluster is unreachable) is fenced
-out of every sink by the job itself: a newer attempt's claim takes the sink's progress
+A batch that ended needs nothing more; before a restart off a lost or draining cluster the
+previous batch is deleted (asked of its Livy; a dead cluster cannot answer). A driver that
+outlives that (Livy lost it, its cluster only looked dead) is fenced out of every sink by
+the job itself: a newer attempt's claim takes the sink's progress
 row, and every write of a micro-batch, lake commits included, happens under that row's
 lock after checking the owner (spark_jobs.click_sink).
 
@@ -335,9 +336,10 @@ class StreamSupervisor:
         if job is None or job.state != JobState.SUBMITTED or job.batch_id < 0:
             return job
         moved = assessment.kind == "move" or assessment.cause == "cluster lost"
-        # Whatever ended it, ask its Livy to delete the old batch before a new one starts
-        # (the sink fences it out as well, should it outlive this).
-        self._delete_quietly(job)
+        if moved:
+            # Its driver may still run somewhere: ask its Livy to delete it (a dead cluster cannot
+            # answer; the sink fences the driver out anyway once the new attempt claims).
+            self._delete_quietly(job)
         state = JobState.REQUEUED if moved else JobState.FAILED
         try:
             changes: dict[str, Any] = {"state": state, "reason": assessment.reason[:1000]}
