@@ -85,7 +85,7 @@ def records(spark: SparkSession, events: int, partitions: int = 3):  # noqa: ANN
 # What each query of the job does with a micro-batch before its sink.
 QUERIES = {
     "aggregates": lambda m, c: m.batch_summary(c, WINDOW_S, None, "divert", None).collect(),
-    "lake": lambda m, c: c.transform(m.valid_events).transform(m.with_lake_partitions).agg(F.count(F.lit(1))).collect(),
+    "lake": lambda m, c: c.transform(m.valid_events).agg(F.count(F.lit(1))).collect(),
     "dead letters": lambda m, c: c.transform(m.dead_letters).agg(F.count(F.lit(1))).collect(),
 }
 

@@ -42,6 +42,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -356,8 +357,8 @@ class PostgresSinkWriter:
         in force (None before the first event) and the final-window horizon (windows starting
         at or before it take no counted event; None: none yet); it runs inside the
         transaction, after the lock. ``before_commit()`` (the batch's lake commits, each
-        idempotent by checkpoint and batch id) runs after the rows are written, still under
-        the lock, just before the commit; it returns seconds per phase.
+        idempotent by checkpoint and batch id) runs in a thread while the rows are written,
+        still under the lock, and is over before the commit; it returns seconds per phase.
         Connection failures are retried (reconnecting, the whole batch again: what was committed
         is found and skipped) for up to ``retry_s`` seconds; then the error fails the query.
         """
@@ -423,25 +424,29 @@ class PostgresSinkWriter:
             clock = time.monotonic()
             rows = compute(watermark_ms, final_ms)
             computed = time.monotonic()
-            late_ids = self._write_rows(cur, batch_id, rows, watermark_ms, final_ms)
-            written = time.monotonic()
-            phases = {"aggregate": computed - clock, "postgres": written - computed}
-            if before_commit is not None:
-                phases.update(before_commit())
+            # The lake's commits run while the rows are written here (they wait on S3 and the
+            # catalog, this on PostgreSQL), and are over before the COMMIT below.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-commit") as pool:
+                lake = pool.submit(before_commit) if before_commit is not None else None
+                late_ids = self._write_rows(cur, batch_id, rows, watermark_ms, final_ms)
+                previous_max = to_millis(max_event_time) if max_event_time is not None else None
+                new_max = _max_or_none(previous_max, rows.max_event_time_ms)
+                new_watermark = _max_or_none(watermark_ms, new_max - self.delay_ms if new_max is not None else None)
+                new_final = self._final_before(new_watermark, final_ms)
+                if new_final is not None:
+                    self._prune_final_windows(cur, new_final)
+                merged = _merge_offsets(offsets or {}, rows.offsets)
+                cur.execute(
+                    f"UPDATE {self.t('stream_progress')} SET last_batch_id = %s, max_event_time = %s, "
+                    "watermark = %s, offsets = %s, final_before = %s, committed_at = clock_timestamp() "
+                    "WHERE query_name = %s",
+                    (batch_id, _dt(new_max), _dt(new_watermark), json.dumps(merged), _dt(new_final),
+                     self.query_name),
+                )
+                phases = {"aggregate": computed - clock, "postgres": time.monotonic() - computed}
+                if lake is not None:
+                    phases.update(lake.result())
             lake_done = time.monotonic()
-            previous_max = to_millis(max_event_time) if max_event_time is not None else None
-            new_max = _max_or_none(previous_max, rows.max_event_time_ms)
-            new_watermark = _max_or_none(watermark_ms, new_max - self.delay_ms if new_max is not None else None)
-            new_final = self._final_before(new_watermark, final_ms)
-            if new_final is not None:
-                self._prune_final_windows(cur, new_final)
-            merged = _merge_offsets(offsets or {}, rows.offsets)
-            cur.execute(
-                f"UPDATE {self.t('stream_progress')} SET last_batch_id = %s, max_event_time = %s, "
-                "watermark = %s, offsets = %s, final_before = %s, committed_at = clock_timestamp() "
-                "WHERE query_name = %s",
-                (batch_id, _dt(new_max), _dt(new_watermark), json.dumps(merged), _dt(new_final), self.query_name),
-            )
             cur.execute(
                 f"INSERT INTO {self.t('stream_batches')} (query_name, batch_id, run_id, input_rows, "
                 "valid_events, counted_events, late_events, dead_letters, watermark, offsets, started_at, "

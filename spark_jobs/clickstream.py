@@ -50,7 +50,7 @@ from spark_jobs.click_events import (
 from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
 from spark_jobs.errors import SpotlakeJobError, StreamingError
 from spark_jobs.kafka_security import read_credentials
-from spark_jobs.lake_catalog import catalog_properties, ddl_columns, table_exists
+from spark_jobs.lake_catalog import catalog_properties, ddl_columns, newest_snapshot_having, table_exists
 from spark_jobs.stream_job import StreamJob, StreamLake
 
 LOG = logging.getLogger(__name__)
@@ -71,6 +71,13 @@ TABLE_PROPERTIES = {
 }
 # How far back a replayed batch looks for its commit (compactions add snapshots in between).
 SNAPSHOT_DEPTH = 10_000
+# Every commit adds a snapshot, and every snapshot stays in the table's metadata until expired:
+# at a 1 s trigger a day is 86,400 of them, rewritten with each commit. So the stream expires its
+# own tables' snapshots every EXPIRE_EVERY batches: older than SNAPSHOT_RETENTION_S, keeping the
+# last RETAIN_LAST (a replay needs only the newest). The daily maintenance compacts the files.
+EXPIRE_EVERY = 100
+SNAPSHOT_RETENTION_S = 3600
+RETAIN_LAST = 100
 
 
 @dataclass
@@ -127,6 +134,14 @@ def checkpoint_identity(spark: SparkSession, checkpoint: str) -> Checkpoint:
     started = bool(fs.exists(offsets)) and any(
         not status.getPath().getName().startswith(".") for status in fs.listStatus(offsets))
     return Checkpoint(checkpoint_id, started)
+
+
+def stream_expiry_cutoff(spark: SparkSession, table: str, cutoff_ms: int) -> int:
+    """``cutoff_ms``, or earlier: a snapshot expiry must keep the newest commit of the stream, the
+    one a replayed batch looks for (:meth:`LakeWriter.committed`), however many compactions came
+    after it (a stream stopped for days, compacted daily, would otherwise lose it)."""
+    newest = newest_snapshot_having(spark, table, CHECKPOINT_KEY)
+    return min(cutoff_ms, int(newest.timestampMillis())) if newest is not None else cutoff_ms
 
 
 class LakeWriter:
@@ -199,6 +214,22 @@ class LakeWriter:
             parent = snapshot.parentId()
             snapshot = iceberg.snapshot(parent) if parent is not None else None
         return False
+
+    def expire_snapshots(self) -> None:
+        """Expire the tables' snapshots older than SNAPSHOT_RETENTION_S (keeping RETAIN_LAST), never
+        the stream's newest commit (:func:`stream_expiry_cutoff`); a failure is logged, never fatal
+        (the next round, or the maintenance DAG, does it)."""
+        for name in (self.lake.events_table, self.lake.dead_letters_table):
+            if name is None:
+                continue
+            try:
+                cutoff = stream_expiry_cutoff(self.spark, name, int((time.time() - SNAPSHOT_RETENTION_S) * 1000))
+                table = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
+                    self.spark._jsparkSession, name)
+                table.expireSnapshots().expireOlderThan(cutoff).retainLast(RETAIN_LAST).commit()
+            except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the stream
+                LOG.warning("%s: expiring the snapshots of %s failed (%s); the next round retries",
+                            self.job.context, name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     def _append(self, table: str, frame: DataFrame, batch_id: int) -> None:
         if self.committed(table, batch_id):
@@ -292,6 +323,8 @@ def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun,
             records.unpersist()
         if result.committed:
             result.phases["batch"] = time.monotonic() - started
+            if lake is not None and batch_id % EXPIRE_EVERY == EXPIRE_EVERY - 1:
+                lake.expire_snapshots()
         run.batches.append(result)
 
     return write

@@ -297,6 +297,19 @@ def snapshot_with(spark: SparkSession, name: str, key: str, value: str, depth: i
     return None
 
 
+def newest_snapshot_having(spark: SparkSession, name: str, key: str) -> Any:
+    """The newest snapshot among the current one and its ancestors whose summary has ``key`` (None if none)."""
+    table = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
+    table.refresh()
+    snapshot = table.currentSnapshot()
+    while snapshot is not None:
+        if snapshot.summary().get(key) is not None:
+            return snapshot
+        parent = snapshot.parentId()
+        snapshot = table.snapshot(parent) if parent is not None else None
+    return None
+
+
 def current_snapshot(spark: SparkSession, name: str) -> Any:
     """The table's current snapshot (None if the table or a snapshot does not exist yet)."""
     if not table_exists(spark, name):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,8 +43,10 @@ def _call(spark: SparkSession, statement: str) -> dict[str, Any]:
     return {k: v for k, v in first.items() if isinstance(v, (int, float, str))} | {"rows": len(rows)}
 
 
-def maintain_table(spark: SparkSession, job: MaintenanceJob, name: str, role: str, now: datetime) -> dict[str, Any]:
-    """Compact, expire and clean one table; returns what each step did."""
+def maintain_table(spark: SparkSession, job: MaintenanceJob, name: str, role: str, now: datetime,
+                   keep_from: Callable[[int], int] | None = None) -> dict[str, Any]:
+    """Compact, expire and clean one table; returns what each step did. ``keep_from(cutoff_ms)``
+    may move the expiry's cutoff earlier (a stream's table keeps its newest commit)."""
     catalog, short = job.lake.catalog, name.split(".", 1)[1]
     options = job.options
     target = int(options.target_file_size_mb) * 1024 * 1024
@@ -58,6 +61,8 @@ def maintain_table(spark: SparkSession, job: MaintenanceJob, name: str, role: st
         f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))"))))
     done["rewrite_deletes"] = _call(spark, f"CALL {catalog}.system.rewrite_position_delete_files(table => '{short}')")
     older = now - timedelta(seconds=options.snapshot_retention_s)
+    if keep_from is not None:
+        older = datetime.fromtimestamp(keep_from(int(older.timestamp() * 1000)) / 1000, UTC)
     done["expire"] = _call(spark, (
         f"CALL {catalog}.system.expire_snapshots(table => '{short}', "
         f"older_than => TIMESTAMP '{older.strftime('%Y-%m-%d %H:%M:%S.%f')}', "
@@ -112,9 +117,12 @@ def _maintain_stream(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]
     stream only appends, and an append never conflicts with a compaction)."""
     result: dict[str, Any] = {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {}}
     now = datetime.now(UTC)
+    from spark_jobs.clickstream import stream_expiry_cutoff
+
     for name in dict.fromkeys((job.lake.current_table, job.lake.changes_table)):
         if table_exists(spark, name):
-            result["tables"][name] = maintain_table(spark, job, name, "stream", now)
+            result["tables"][name] = maintain_table(
+                spark, job, name, "stream", now, keep_from=lambda cutoff, t=name: stream_expiry_cutoff(spark, t, cutoff))
     if not result["tables"]:
         result["skipped"] = "the stream has written nothing to the lake yet"
     return result

@@ -25,7 +25,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
-from spark_jobs.click_sink import CheckpointRefused, PostgresSinkWriter, resolve_target
+from spark_jobs import clickstream
+from spark_jobs.click_sink import CheckpointRefused, Claim, PostgresSinkWriter, resolve_target
 from spark_jobs.clickstream import LakeWriter, StreamRun, batch_writer, run_stream
 from spark_jobs.errors import StreamFencedError
 from spark_jobs.job_config import MaintenanceJob
@@ -104,7 +105,7 @@ def writer_for(env: StreamEnv, job: Any, **options: Any) -> PostgresSinkWriter:
 
 # ------------------------------------------------------------ in-process runs
 def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_nothing(
-    spark: SparkSession, env: StreamEnv
+    spark: SparkSession, env: StreamEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records, malformed = click_records(
         seed=21, count=3000, malformed_fraction=0.01, late_fraction=0.05, late_max_seconds=120,
@@ -204,6 +205,19 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     assert spark.sql(f"SELECT count(*) FROM {again.lake.events_table}.files").first()[0] < files_before
     assert Counter(row["event_id"] for row in env.lake_rows("events")) == lake_ids
     assert env.lake_commits("events")[-1]["operation"] == "replace"
+    assert lake_writer.committed(again.lake.events_table, last_batch)
+
+    # The stream's own snapshot expiry (every EXPIRE_EVERY batches; here with no age limit and
+    # the last one kept): the metadata shrinks, no row changes, and the stream's newest commit
+    # stays however many compaction snapshots came after it, so the last batch is still found.
+    monkeypatch.setattr(clickstream, "SNAPSHOT_RETENTION_S", 0)
+    monkeypatch.setattr(clickstream, "RETAIN_LAST", 1)
+    lake_writer.expire_snapshots()
+    for table in ("events", "dead_letters"):
+        operations = [c["operation"] for c in env.lake_commits(table)]
+        assert operations[0] == "append" and set(operations[1:]) == {"replace"}, operations
+    assert env.lake_commits("events")[0]["spotlake.batch-id"] == str(last_batch)
+    assert Counter(row["event_id"] for row in env.lake_rows("events")) == lake_ids
     assert lake_writer.committed(again.lake.events_table, last_batch)
 
 
@@ -345,6 +359,43 @@ def test_a_deleted_checkpoint_is_refused_until_a_reset_then_nothing_is_lost_or_c
     (reset,) = env.rows("SELECT starting_from, previous_checkpoint_id, checkpoint_id, consumed_at IS NOT NULL "
                         "FROM {s}.stream_checkpoint_resets")
     assert reset == ("committed", first.checkpoint_id, second.checkpoint_id, True)
+
+
+def test_the_sinks_claim_follows_one_checkpoint_and_the_newest_attempt(env: StreamEnv) -> None:
+    """The claim's rules on the real database: each checkpoint case of docs/streaming.md."""
+    from spark_jobs.click_sink import BatchRows
+
+    def writer(attempt: int) -> PostgresSinkWriter:
+        return writer_for(env, env.job(attempt=attempt))
+
+    first = writer(1)
+    assert first.claim("c1", False, "earliest") == Claim(-1, "earliest")
+    assert first.write(0, lambda wm, final: BatchRows(input_rows=1)).committed
+    again = writer(2)
+    assert again.claim("c1", True, "earliest") == Claim(0, "earliest")  # the same checkpoint goes on
+    with pytest.raises(CheckpointRefused, match="has batches of its own, but the sink's progress \\(batch 0\\) "
+                                                "belongs to checkpoint c1"):
+        writer(3).claim("c2", True, "earliest")
+    with pytest.raises(CheckpointRefused, match="checkpoint c2 is new, but the sink has committed batches 0..0 of "
+                                                "checkpoint c1"):
+        writer(3).claim("c2", False, "earliest")
+    connection = env.connect()
+    try:
+        recorded = stream_reset.request_reset(connection, env.schema, env.name, "latest", {env.topic: 3}, "test")
+    finally:
+        connection.close()
+    third = writer(3)
+    assert third.claim("c2", False, "earliest") == Claim(-1, "latest", recorded["reset_id"])
+    # The older attempts: fenced at their next batch, and refused if they claim again.
+    with pytest.raises(StreamFencedError, match="took over the sink"):
+        again.write(1, lambda wm, final: BatchRows(input_rows=1))
+    with pytest.raises(StreamFencedError, match="attempt 3 .* owns the sink"):
+        writer(2).claim("c2", False, "earliest")
+    assert third.write(0, lambda wm, final: BatchRows(input_rows=1)).committed
+    assert env.rows("SELECT checkpoint_id, batch_id FROM {s}.stream_batches ORDER BY committed_at") == [
+        ("c1", 0), ("c2", 0)]
+    for w in (first, again, third):
+        w.close()
 
 
 def test_an_old_driver_is_fenced_out_of_every_sink_once_a_newer_attempt_claims(
