@@ -451,9 +451,11 @@ class Bench:
         connection = self.connect()
         try:
             with connection.cursor() as cur:
-                cur.execute(f'SELECT phases FROM "{schema}".stream_batches WHERE query_name = %s AND input_rows > 0 '
-                            "AND batch_id > 0", (query,))
-                recorded = [row[0] for row in cur.fetchall() if row[0]]
+                cur.execute(f'SELECT batch_id, phases FROM "{schema}".stream_batches WHERE query_name = %s '
+                            "AND input_rows > 0 ORDER BY batch_id", (query,))
+                fetched = [(batch_id, phases) for batch_id, phases in cur.fetchall() if phases]
+                # Batch 0 also starts the query: left out, unless it is the only one (a drained backlog).
+                recorded = [p for batch_id, p in fetched if batch_id > 0] or [p for _, p in fetched]
         finally:
             connection.close()
         names = sorted({k for p in recorded for k in p if k != "batch"})
@@ -543,7 +545,7 @@ def batch_phases(progress: list[dict[str, Any]]) -> dict[str, float]:
     """Median milliseconds of each phase of Spark's micro-batches that read records
     (``StreamingQueryProgress.durationMs``; the first batch, which also starts the query, left out)."""
     batches = [p for p in progress if p.get("numInputRows") and p.get("batchId", 0) > 0] or \
-        [p for p in progress if p.get("numInputRows")]
+        [p for p in progress if p.get("numInputRows")]  # batch 0 when it is the only one
     out = {name: statistics.median(p["durationMs"].get(name, 0) for p in batches) for name in PHASES} if batches else {}
     if batches:
         out["rows"] = statistics.median(p["numInputRows"] for p in batches)
@@ -660,7 +662,8 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         "",
         "## Where a micro-batch's time goes",
         "",
-        "Median seconds per phase over the batches that read records (batch 0, which starts the query, left out). "
+        "Median seconds per phase over the batches that read records (batch 0, which starts the query, left out "
+        "unless it is the only one). "
         "The job's own phases (`stream_batches.phases`): `aggregate` (Spark: read from Kafka, validate, one "
         "aggregation, collect; Python: the same in a loop), `postgres` (the sink's statements), `lake_events` and "
         "`lake_dead_letters` (one Iceberg append each; only batches with dead letters have the latter). Spark's "
