@@ -43,23 +43,13 @@ def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfi
         tags=["spotlake", "lake", "maintenance", f"pool:{maintenance.pool}"],
         default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
     ) as dag:
+        common = {"pool_name": maintenance.pool, "pool": airflow_pool(maintenance.pool),
+                  "execution_timeout": timedelta(hours=2)}
         for pipeline in pipelines.pipelines:
-            LakeMaintenanceOperator(
-                task_id=f"maintain_{pipeline.name}",
-                pipeline_name=pipeline.name,
-                pool_name=maintenance.pool,
-                pool=airflow_pool(maintenance.pool),
-                execution_timeout=timedelta(hours=2),
-            )
+            LakeMaintenanceOperator(task_id=f"maintain_{pipeline.name}", pipeline_name=pipeline.name, **common)
         for stream in streams.streams if streams is not None else ():
             if stream.lake is not None:
-                StreamMaintenanceOperator(
-                    task_id=f"maintain_stream_{stream.name}",
-                    stream_name=stream.name,
-                    pool_name=maintenance.pool,
-                    pool=airflow_pool(maintenance.pool),
-                    execution_timeout=timedelta(hours=2),
-                )
+                StreamMaintenanceOperator(task_id=f"maintain_stream_{stream.name}", stream_name=stream.name, **common)
     return dag
 
 

@@ -378,26 +378,25 @@ def registered_functions() -> set[str] | None:
     return set(user_transforms.names())
 
 
-def load(path: Path | None = None) -> PipelinesConfig:
-    path = path or config_path()
+def read_yaml(path: Path, missing: str) -> Any:
+    """The YAML document of ``path``; a missing file or bad YAML is a ConfigError (``missing``: the fix)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; create it (see docs/configuration.md)") from None
+        raise ConfigError(f"{path}: file not found; {missing}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse(raw, path)
+
+
+def load(path: Path | None = None) -> PipelinesConfig:
+    path = path or config_path()
+    return parse(read_yaml(path, "create it (see docs/configuration.md)"), path)
 
 
 def load_lake(path: Path | None = None) -> Lake:
     """Only the ``lake`` section of ``config/pipelines.yaml`` (the catalog the streams share)."""
     path = path or config_path()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; the streams' lake tables live in its lake catalog") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "the streams' lake tables live in its lake catalog")
     return _lake(_mapping(raw or {}, str(path)).get("lake") or {}, f"{path}: lake")
 
 

@@ -20,8 +20,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from spark_jobs.database_secret import Endpoint
 from spark_jobs.kafka_security import KafkaSecurity
 from spotlake import config
@@ -189,13 +187,7 @@ def load(path: Path | None = None, catalog: config.Lake | None = None) -> Stream
     """The streams of ``path``; streams with a lake get the lake's catalog of ``config/pipelines.yaml``
     (or ``catalog``)."""
     path = path or streams_path()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; create it (see docs/streaming.md)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    streams = parse(raw, path)
+    streams = parse(config.read_yaml(path, "create it (see docs/streaming.md)"), path)
     if any(s.lake for s in streams.streams):
         lake = catalog or config.load_lake()
         streams = StreamsConfig(streams.path, tuple(replace(s, catalog=lake) if s.lake else s
