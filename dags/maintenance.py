@@ -6,12 +6,14 @@ Parsing reads only that local YAML file: no service is contacted at import.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, CronTriggerTimetable
 
 from operators.maintenance import LakeMaintenanceOperator, StreamMaintenanceOperator
 from spotlake import config, streaming
+from spotlake.errors import ConfigError
 from spotlake.fleet import span
 from spotlake.pools import airflow_pool
 
@@ -53,5 +55,15 @@ def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfi
     return dag
 
 
+def load_streams(lake: config.Lake) -> streaming.StreamsConfig | None:
+    """The streams to maintain; a broken config/streaming.yaml drops only their tasks (the stream
+    DAGs fail to import with the same error), never the pipelines' maintenance."""
+    try:
+        return streaming.load(catalog=lake)
+    except ConfigError as exc:
+        logging.getLogger(__name__).warning("lake_maintenance: no stream tasks: %s", exc)
+        return None
+
+
 _pipelines = config.load()
-lake_maintenance = build_dag(_pipelines, streaming.load(catalog=_pipelines.lake))
+lake_maintenance = build_dag(_pipelines, load_streams(_pipelines.lake))

@@ -276,14 +276,14 @@ class PostgresSinkWriter:
                     f"FROM {self.t('stream_progress')} WHERE query_name = %s FOR UPDATE",
                     (self.query_name,),
                 )
-                owner_attempt, owner, last, stored_id, stored_start, _ = cur.fetchone()
+                owner_attempt, owner, last, stored_id, stored_start, committed = cur.fetchone()
                 if int(owner_attempt) > self.attempt:
                     raise StreamFencedError(
                         f"query {self.query_name}: attempt {owner_attempt} (run {owner}) owns the sink; this run "
                         f"(attempt {self.attempt}, run {self.run_id}) is older and stops without writing"
                     )
                 claim = self._checkpoint_claim(cur, int(last), stored_id, stored_start, checkpoint_started,
-                                               default_start)
+                                               default_start, committed or {})
                 cur.execute(
                     f"UPDATE {self.t('stream_progress')} SET run_id = %s, owner_attempt = %s, claimed_at = now() "
                     "WHERE query_name = %s",
@@ -304,9 +304,17 @@ class PostgresSinkWriter:
         return claim
 
     def _checkpoint_claim(self, cur: Any, last: int, stored_id: str | None, stored_start: str | None,
-                          started: bool, default_start: str) -> Claim:
+                          started: bool, default_start: str, committed: Any = None) -> Claim:
         """The claim's checkpoint part, under the progress row's lock (see :meth:`claim`)."""
-        if self.checkpoint_id is None or stored_id == self.checkpoint_id:
+        if self.checkpoint_id is None:
+            return Claim(last, stored_start or default_start)
+        if stored_id == self.checkpoint_id:
+            if last >= 0 and not started:
+                raise CheckpointRefused(
+                    f"query {self.query_name}: checkpoint {self.checkpoint_id} has no offsets of its own, but the sink "
+                    f"committed its batches 0..{last}: its offsets/ folder was removed, and Spark would number its "
+                    "batches from 0 again (the sink would skip them as replays) — stop the stream, delete the whole "
+                    f"checkpoint folder, then run python -m spotlake.stream_reset {self.query_name} --from committed")
             return Claim(last, stored_start or default_start)
         # Nothing committed yet (the query's first checkpoint, or one replaced before its first
         # batch): it starts where the one before would have (a reset's offsets, else the job's).
@@ -325,7 +333,9 @@ class PostgresSinkWriter:
             (self.query_name,),
         )
         pending = cur.fetchone()
-        if pending is None and first:
+        if first and (pending is None or started):
+            # (A checkpoint with offsets of its own starts there: Spark ignores startingOffsets, so a
+            # pending reset stays for the next new checkpoint.)
             start = stored_start or default_start
             cur.execute(f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s "
                         "WHERE query_name = %s", (self.checkpoint_id, start, self.query_name))
@@ -336,14 +346,19 @@ class PostgresSinkWriter:
                 f"0..{last} of {previous}; starting it from the job's starting offsets could count events twice or "
                 f"skip them, so the stream does not start — to start it, run {command}")
         reset_id, starting_from, starting_offsets = pending
+        if starting_from == "committed":
+            # Where the sink stands now, not when the reset was asked for: batches committed since
+            # (the old checkpoint still ran) must not be read again.
+            starting_offsets = committed_offsets(starting_offsets, committed)
         cur.execute(
             f"UPDATE {self.t('stream_checkpoint_resets')} SET checkpoint_id = %s, consumed_at = now(), "
             "previous_checkpoint_id = %s, previous_last_batch_id = %s WHERE reset_id = %s",
             (self.checkpoint_id, stored_id, last, reset_id),
         )
+        # The offsets follow the new checkpoint from here (a reset may go back: the lag must show it).
         cur.execute(
-            f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s, last_batch_id = -1 "
-            "WHERE query_name = %s", (self.checkpoint_id, starting_offsets, self.query_name))
+            f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s, last_batch_id = -1, "
+            "offsets = '{}'::jsonb WHERE query_name = %s", (self.checkpoint_id, starting_offsets, self.query_name))
         LOG.warning("query %s: reset %s consumed: checkpoint %s replaces %s (last batch %s) and starts from %s (%s)",
                     self.query_name, reset_id, self.checkpoint_id, stored_id, last, starting_from, starting_offsets)
         return Claim(-1, starting_offsets, int(reset_id))
@@ -362,7 +377,7 @@ class PostgresSinkWriter:
         Connection failures are retried (reconnecting, the whole batch again: what was committed
         is found and skipped) for up to ``retry_s`` seconds; then the error fails the query.
         """
-        deadline = time.monotonic() + self.retry_s
+        deadline: float | None = None  # counted from the first failure: a long batch keeps its retries
         attempt = 0
         while True:
             attempt += 1
@@ -370,6 +385,7 @@ class PostgresSinkWriter:
                 return self._write_once(batch_id, compute, before_commit)
             except Exception as exc:
                 self._rollback_quietly()
+                deadline = deadline if deadline is not None else time.monotonic() + self.retry_s
                 pause = min(2.0**attempt, 10.0)
                 if not self._transient(exc) or time.monotonic() + pause > deadline:
                     raise
@@ -570,6 +586,18 @@ class PostgresSinkWriter:
         horizon = _dt(final_ms)
         for table in ("click_window_users", "click_window_sessions", "click_funnel_sessions"):
             cur.execute(f"DELETE FROM {self.t(table)} WHERE window_start <= %s", (horizon,))
+
+
+def committed_offsets(requested: str, committed: Any) -> str:
+    """A ``committed`` reset's starting offsets (Spark's JSON, every partition) brought up to the sink's
+    offsets now: each partition at the sink's next offset when it has one, else as requested."""
+    offsets = json.loads(requested)
+    now = committed if isinstance(committed, dict) else json.loads(committed or "{}")
+    for topic, parts in offsets.items():
+        for partition in parts:
+            if str(partition) in now.get(topic, {}):
+                parts[partition] = int(now[topic][str(partition)])
+    return json.dumps(offsets, separators=(",", ":"))
 
 
 def _ts(column: str) -> str:

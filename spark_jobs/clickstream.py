@@ -73,10 +73,10 @@ TABLE_PROPERTIES = {
 SNAPSHOT_DEPTH = 10_000
 # Every commit adds a snapshot, and every snapshot stays in the table's metadata until expired:
 # at a 1 s trigger a day is 86,400 of them, rewritten with each commit. So the stream expires its
-# own tables' snapshots every EXPIRE_EVERY batches: older than SNAPSHOT_RETENTION_S, keeping the
-# last RETAIN_LAST (a replay needs only the newest). The daily maintenance compacts the files.
+# own tables' snapshots every EXPIRE_EVERY batches: older than the stream's
+# ``lake.snapshot_retention`` (1 h by default), keeping the last RETAIN_LAST (a replay needs only
+# the newest). The daily maintenance compacts the files.
 EXPIRE_EVERY = 100
-SNAPSHOT_RETENTION_S = 3600
 RETAIN_LAST = 100
 
 
@@ -216,14 +216,15 @@ class LakeWriter:
         return False
 
     def expire_snapshots(self) -> None:
-        """Expire the tables' snapshots older than SNAPSHOT_RETENTION_S (keeping RETAIN_LAST), never
+        """Expire the tables' snapshots older than the stream's retention (keeping RETAIN_LAST), never
         the stream's newest commit (:func:`stream_expiry_cutoff`); a failure is logged, never fatal
         (the next round, or the maintenance DAG, does it)."""
         for name in (self.lake.events_table, self.lake.dead_letters_table):
             if name is None:
                 continue
             try:
-                cutoff = stream_expiry_cutoff(self.spark, name, int((time.time() - SNAPSHOT_RETENTION_S) * 1000))
+                retention = self.lake.snapshot_retention_s
+                cutoff = stream_expiry_cutoff(self.spark, name, int((time.time() - retention) * 1000))
                 table = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
                     self.spark._jsparkSession, name)
                 table.expireSnapshots().expireOlderThan(cutoff).retainLast(RETAIN_LAST).commit()

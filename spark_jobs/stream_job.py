@@ -110,6 +110,7 @@ class StreamLake:
     secret_id: str | None = None
     properties: tuple[tuple[str, str], ...] = ()
     endpoint: Endpoint = Endpoint()
+    snapshot_retention_s: int = 3600  # the job expires the tables' older snapshots itself
 
     @property
     def events_table(self) -> str:
@@ -252,13 +253,15 @@ class _Parser:
         parser = _JobParser(data)
         parser.who = self.who
         try:
-            catalog = parser.catalog(data, "lake.", ("events", "dead_letters"))
+            catalog = parser.catalog(data, "lake.", ("events", "dead_letters", "snapshot_retention_s"))
             events = parser.identifier(data.get("events"), "lake.events")
             dead = data.get("dead_letters")
             dead_letters = parser.identifier(dead, "lake.dead_letters") if dead is not None else None
         except ExtractionError as exc:
             raise StreamingError(str(exc)) from None
-        return StreamLake(**catalog, events=events, dead_letters=dead_letters)
+        retention = self.integer(data, "snapshot_retention_s", minimum=0, prefix="lake.") \
+            if "snapshot_retention_s" in data else 3600
+        return StreamLake(**catalog, events=events, dead_letters=dead_letters, snapshot_retention_s=retention)
 
     def integer(self, data: Mapping[str, Any], key: str, minimum: int, prefix: str = "") -> int:
         value = data.get(key)

@@ -85,6 +85,7 @@ class StreamMaintenanceOperator(LakeMaintenanceOperator):
         if doc is None:
             raise ConfigError(f"stream {self.stream_name} has no lake tables in config/streaming.yaml; set its lake")
         events, dead = doc.pop("events"), doc.pop("dead_letters")
+        doc.pop("snapshot_retention_s", None)  # the stream's own expiry; maintenance uses the lake's retention
         return {**doc, "current": events, "changes": dead or events}
 
     def extra_document(self) -> dict[str, Any]:

@@ -47,7 +47,8 @@ def starting_offsets(starting_from: str, committed: dict[str, dict[str, int]], p
         if not committed:
             raise SpotlakeError(f"stream {stream}: the sink has committed no offsets yet; reset --from earliest "
                                 "(nothing was counted) or --from latest")
-        given = committed
+        # Topics the stream no longer reads (a topics change is what needs a new checkpoint) are left out.
+        given = {topic: parts for topic, parts in committed.items() if topic in partitions}
     else:
         try:
             given = json.loads(starting_from)
@@ -71,6 +72,11 @@ def request_reset(connection: Any, schema: str, query_name: str, starting_from: 
     """Record the reset (replacing one not yet consumed); returns what it recorded."""
     quoted = sink_schema.quote_schema(schema)
     with connection.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (f"{quoted}.stream_checkpoint_resets",))
+        if cur.fetchone()[0] is None:
+            raise SpotlakeError(f"stream {query_name}: the sink schema {schema} has no stream_checkpoint_resets table: "
+                                "its migrations are older than this command — let the stream's supervisor DAG run "
+                                "once (it applies them), then try again")
         cur.execute(f"SELECT offsets, checkpoint_id, last_batch_id FROM {quoted}.stream_progress "
                     "WHERE query_name = %s FOR UPDATE", (query_name,))
         row = cur.fetchone()
@@ -122,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         connection = psycopg2.connect(host=target.host, port=target.port, dbname=target.database,
                                       user=target.username, password=target.password, connect_timeout=10)
         try:
-            sink_schema.apply(connection, stream.sink_schema)
             recorded = request_reset(connection, stream.sink_schema, stream.query_name, args.starting_from,
                                      partitions, f"{getpass.getuser()}@{socket.gethostname()}")
         finally:
@@ -131,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spotlake stream_reset: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(recorded, indent=2))
-    print(f"The next run of stream {stream.name} with a new checkpoint starts there. If its checkpoint still "
-          f"exists, stop the stream and delete {stream.checkpoint} first; the supervisor then restarts it.")
+    print(f"The next run of stream {stream.name} with a new checkpoint starts there ('committed': at the sink's "
+          f"offsets when it starts). If the stream still runs on an old checkpoint: pause its DAG, delete its "
+          f"batch and {stream.checkpoint}, then unpause it.")
     return 0
 
 

@@ -82,6 +82,8 @@ class StreamLakeTables:
     namespace: str
     events: str = "events"
     dead_letters: str | None = "dead_letters"
+    # The stream expires its tables' snapshots older than this itself (every commit adds one).
+    snapshot_retention: timedelta = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,8 @@ class StreamConfig:
         catalog = self.catalog or config.Lake()
         doc = catalog.to_job_catalog()
         doc.update({"namespace": self.lake.namespace, "events": self.lake.events,
-                    "dead_letters": self.lake.dead_letters})
+                    "dead_letters": self.lake.dead_letters,
+                    "snapshot_retention_s": int(self.lake.snapshot_retention.total_seconds())})
         return doc
 
     def job_document(self, run_id: str, attempt: int, bootstrap_servers: str,
@@ -341,7 +344,7 @@ def _lake_tables(value: Any, where: str) -> StreamLakeTables:
             "(config/pipelines.yaml: lake); write lake: {namespace: clicks, events: events, dead_letters: "
             "dead_letters} — see docs/streaming.md")
     value = _mapping(value, where)
-    _unknown_keys(value, {"namespace", "events", "dead_letters"}, where)
+    _unknown_keys(value, {"namespace", "events", "dead_letters", "snapshot_retention"}, where)
     if "namespace" not in value:
         raise ConfigError(f"{where}.namespace: required, the Iceberg namespace of the stream's tables (e.g. clicks)")
     dead = value.get("dead_letters", "dead_letters")
@@ -349,6 +352,7 @@ def _lake_tables(value: Any, where: str) -> StreamLakeTables:
         namespace=identifier(value["namespace"], f"{where}.namespace"),
         events=identifier(value.get("events", "events"), f"{where}.events"),
         dead_letters=identifier(dead, f"{where}.dead_letters") if dead else None,
+        snapshot_retention=parse_duration(value.get("snapshot_retention", "1h"), f"{where}.snapshot_retention"),
     )
 
 

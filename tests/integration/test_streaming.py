@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -178,7 +179,7 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
 
     # Replay 2: the foreachBatch writer called again with the committed batch id does nothing.
     writer = writer_for(env, again)
-    writer.claim(run.checkpoint_id)
+    writer.claim(run.checkpoint_id, checkpoint_started=True)
     result = writer.write(last_batch, lambda watermark_ms, final_ms: pytest.fail("a committed batch was recomputed"))
     writer.close()
     assert not result.committed
@@ -195,6 +196,7 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     # and a batch's commit is still found behind the compaction's snapshot.
     lake_doc = env.stream_config().lake_document()
     events_name, dead_name = lake_doc.pop("events"), lake_doc.pop("dead_letters")
+    lake_doc.pop("snapshot_retention_s")
     maintenance = MaintenanceJob.from_dict({
         "job_key": f"stream_{job.stream}#maintenance-test", "attempt": 1, "run_id": "m1",
         "pipeline": f"stream_{job.stream}", "stream": job.stream, "registry": {"prefix": "unused"},
@@ -210,9 +212,10 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     # The stream's own snapshot expiry (every EXPIRE_EVERY batches; here with no age limit and
     # the last one kept): the metadata shrinks, no row changes, and the stream's newest commit
     # stays however many compaction snapshots came after it, so the last batch is still found.
-    monkeypatch.setattr(clickstream, "SNAPSHOT_RETENTION_S", 0)
     monkeypatch.setattr(clickstream, "RETAIN_LAST", 1)
-    lake_writer.expire_snapshots()
+    assert again.lake.snapshot_retention_s == 3600
+    LakeWriter(spark, replace(again, lake=replace(again.lake, snapshot_retention_s=0)),
+               run.checkpoint_id).expire_snapshots()
     for table in ("events", "dead_letters"):
         operations = [c["operation"] for c in env.lake_commits(table)]
         assert operations[0] == "append" and set(operations[1:]) == {"replace"}, operations
@@ -424,7 +427,7 @@ def test_an_old_driver_is_fenced_out_of_every_sink_once_a_newer_attempt_claims(
     checkpoint_id = env.rows("SELECT checkpoint_id FROM {s}.stream_progress")[0][0]
     new_job = env.job(attempt=2)
     new_writer = writer_for(env, new_job)
-    new_writer.claim(checkpoint_id)
+    new_writer.claim(checkpoint_id, checkpoint_started=True)
     new_writer.close()
     env.produce(records[600:])  # attempt 1's next batch finds itself fenced
     thread.join(timeout=120)
@@ -435,7 +438,7 @@ def test_an_old_driver_is_fenced_out_of_every_sink_once_a_newer_attempt_claims(
     assert env.lake_commits("events") == lake_before
     # Attempt 1 can never claim back; attempt 2 goes on from where attempt 1 stopped, exactly once.
     with pytest.raises(StreamFencedError, match="attempt 2 .* owns the sink; this run \\(attempt 1"):
-        writer_for(env, old_job).claim(checkpoint_id)
+        writer_for(env, old_job).claim(checkpoint_id, checkpoint_started=True)
     run_stream(spark, new_job)
     events = valid_events(records)
     assert env.aggregates() == expected_aggregates(events)

@@ -33,3 +33,17 @@ def test_given_offsets_are_completed_and_checked() -> None:
 def test_committed_needs_something_committed() -> None:
     with pytest.raises(SpotlakeError, match="has committed no offsets yet; reset --from earliest"):
         starting_offsets("committed", {}, {"clicks": 2}, "clicks")
+
+
+def test_a_committed_reset_takes_the_sinks_offsets_when_it_is_consumed() -> None:
+    from spark_jobs.click_sink import committed_offsets
+
+    requested = starting_offsets("committed", {"clicks": {"0": 120}}, {"clicks": 2}, "clicks")
+    # The old checkpoint went on committing after the reset was asked for: its batches are not read again.
+    assert json.loads(committed_offsets(requested, {"clicks": {"0": 180, "1": 7}})) == {"clicks": {"0": 180, "1": 7}}
+    assert json.loads(committed_offsets(requested, "{}")) == {"clicks": {"0": 120, "1": -2}}
+
+
+def test_committed_leaves_out_topics_the_stream_no_longer_reads() -> None:
+    offsets = json.loads(starting_offsets("committed", {"old": {"0": 5}, "clicks": {"0": 9}}, {"clicks": 1}, "c"))
+    assert offsets == {"clicks": {"0": 9}}
