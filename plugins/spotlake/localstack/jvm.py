@@ -400,6 +400,59 @@ def spark_python(layout: StackLayout) -> str:
     return str(python)
 
 
+LIVY_VERSION = "0.7.1-incubating"
+REPL_SOURCES = ("jvm/livy-repl/src/main/java/org/apache/livy/repl/ReplDriver.java",
+                "jvm/livy-repl/src/main/resources/spotlake_repl.py")
+
+
+def build_livy_repl(layout: StackLayout) -> Path:
+    """The jar of the local PySpark REPL driver that Livy starts for each interactive session
+    (``jvm/livy-repl``: Livy's own REPL is not on Maven Central). Compiled with ``javac`` against the
+    Livy and Spark jars when its sources changed; returns the jar."""
+    out = layout.jars("livy-repl")
+    jar = out / "spotlake-livy-repl.jar"
+    sources = [layout.project / name for name in REPL_SOURCES]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+    stamp = out / _STAMP
+    if jar.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return jar
+    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
+    if not javac or not jar_tool:
+        raise StackError("building the local Livy REPL needs a JDK (`javac`, `jar`). "
+                         "Fix: apt-get install openjdk-17-jdk-headless")
+    livy = layout.jars("livy")
+    classpath = ":".join([f"{layout.spark_home}/jars/*", str(livy / f"livy-rsc-{LIVY_VERSION}.jar"),
+                          str(livy / f"livy-api-{LIVY_VERSION}.jar")])
+    build = out.parent / f".livy-repl-build-{uuid.uuid4().hex[:8]}"
+    try:
+        (build / "classes").mkdir(parents=True)
+        done = subprocess.run([javac, "-nowarn", "--release", "17", "-cp", classpath, "-d",  # noqa: S603
+                               str(build / "classes"), str(sources[0])],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise StackError(f"compiling the local Livy REPL failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+        shutil.copy(sources[1], build / "classes" / sources[1].name)
+        done = subprocess.run([jar_tool, "cf", str(build / jar.name), "-C", str(build / "classes"), "."],  # noqa: S603
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise StackError(f"packaging the local Livy REPL failed: {done.stderr.strip()}")
+        out.mkdir(parents=True, exist_ok=True)
+        os.replace(build / jar.name, jar)
+        stamp.write_text(digest + "\n")
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return jar
+
+
+def livy_session_jars(layout: StackLayout) -> dict[str, str]:
+    """``livy.conf`` settings that let the local Livy start interactive sessions: the RSC driver's
+    jars (Livy's, from Maven Central) and the REPL driver's (:func:`build_livy_repl`)."""
+    livy = layout.jars("livy")
+    rsc = [livy / f"livy-rsc-{LIVY_VERSION}.jar", livy / f"livy-api-{LIVY_VERSION}.jar"]
+    return {"livy.rsc.jars": ",".join(str(path) for path in rsc),
+            "livy.repl.jars": str(layout.jars("livy-repl") / "spotlake-livy-repl.jar")}
+
+
 def livy_spark_defaults(
     layout: StackLayout, name: str, master: str, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -464,6 +517,8 @@ def livy_conf(
         "livy.server.recovery.mode": "off",
         "livy.cache-log.size": "1000",
         "livy.server.session.state-retain.sec": "3600s",
+        # Interactive sessions (warm extraction): Livy's RSC driver and the local REPL driver.
+        **livy_session_jars(layout),
     }
     conf.update(extra)
     return conf
@@ -491,6 +546,7 @@ def livy_spec(
     def prepare() -> None:
         resolve_jars(layout, "livy")
         resolve_jars(layout, "spark")
+        build_livy_repl(layout)
         for sub in ("logs", "warehouse", "spark-local"):
             (home / sub).mkdir(parents=True, exist_ok=True)
         _write_if_changed(
