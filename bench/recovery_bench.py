@@ -101,7 +101,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="recovery-bench-"))
     env = ExtractionEnv(mysql, endpoint, livy_url="", tmp=tmp, catalog_secret=CATALOG_SECRET_ID, register_cluster=False)
     os.environ.update({
-        "SPOTLAKE_PIPELINES": str(env.config_path), "SPOTLAKE_REGISTRY_PREFIX": env.prefix,
+        **env.environ(),
         "SPOTLAKE_LIVY_BASE_PORT": os.environ.get("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
         "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(endpoint),
     })

@@ -108,11 +108,12 @@ def load_runner(name: str) -> Callable[[SparkSession, Any], dict[str, Any]]:
 
 
 def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: Any,
-             run: str, what: str) -> int:
-    """Parse the job, run ``run`` (``module:function``) in the active session (or a new one it
-    stops after), print the result line or one error line; the exit code says which."""
+             run: str, what: str, session: SparkSession | None = None) -> int:
+    """Parse the job, run ``run`` (``module:function``) in ``session`` (a long-lived session's),
+    else the active session, else a new one it stops after; print the result line or one error
+    line; the exit code says which."""
     job: Any = None
-    existing = SparkSession.getActiveSession()
+    existing = session or SparkSession.getActiveSession()
     spark: SparkSession | None = None
     report: str | None = None
 
@@ -152,9 +153,9 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, session: SparkSession | None = None) -> int:
     return run_main(argv, "extract.py", "Extract one window of one MySQL table into the lake.", ExtractJob,
-                    "spark_jobs.extraction:run_extraction", "extraction")
+                    "spark_jobs.extraction:run_extraction", "extraction", session)
 
 
 if __name__ == "__main__":

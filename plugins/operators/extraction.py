@@ -14,6 +14,7 @@ from airflow.exceptions import AirflowException
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
+from operators.livy_session import SessionStatementMixin
 from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
 from spotlake import artifacts, config, expressions
 from spotlake.errors import ConfigError
@@ -55,8 +56,12 @@ def extraction_document(cfg: config.PipelinesConfig, pipeline: config.Pipeline, 
     }
 
 
-class ExtractWindowOperator(PoolBatchOperator):
+class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
     """Runs ``spark_jobs/extract.py`` for the run's window of ``pipeline``.
+
+    A window runs as a statement in one of the pool's long-lived Livy sessions
+    (:mod:`operators.livy_session`) unless the pool's ``sessions.enabled`` is false; the initial
+    snapshot, a long job, always runs as its own batch.
 
     While the pipeline's initial snapshot is not finished, the task first runs (or, if
     another run is already running it, reconnects to) the snapshot job, then its window.
@@ -126,6 +131,19 @@ class ExtractWindowOperator(PoolBatchOperator):
                           "it in %d chunks", window.label, span, self.pipeline.max_window,
                           -(-span // self.pipeline.max_window))
         return Plan(record.job_key, "window", record)
+
+    # ------------------------------------------------------------ execution
+    def _submit_and_defer(self, context: Any, waiting_since: str = "") -> Any:
+        self._plan = self.plan(context)
+        if self._plan.kind == "window" and self.runs_in_session(context):
+            return self._run_in_session(context, waiting_since)
+        return super()._submit_and_defer(context, waiting_since)
+
+    def statement_job_key(self, context: Any) -> str:
+        return (self._plan or self.plan(context)).job_key
+
+    def statement_argv(self, context: Any, run_id: str) -> list[str]:
+        return self.build_args(context, run_id)
 
     # -------------------------------------------------------------- request
     def build_request(self, context: Any) -> BatchRequest:
@@ -200,6 +218,10 @@ class ExtractWindowOperator(PoolBatchOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).execute_complete(
+            context, event))
+
+    def statement_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).statement_complete(
             context, event))
 
     def _noting_failure(self, context: Any, step: Callable[[], Any]) -> Any:

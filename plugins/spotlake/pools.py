@@ -40,7 +40,12 @@ SPOT_TIMEOUT_RANGE = (timedelta(minutes=5), timedelta(minutes=1440))
 TIMING_KEYS = {
     "max_age", "drain_deadline", "health_check_interval", "failure_threshold", "launch_timeout", "max_batches",
 }
-POOL_KEYS = TIMING_KEYS | {"serves", "local", "emr"}
+POOL_KEYS = TIMING_KEYS | {"serves", "local", "emr", "sessions"}
+SESSION_KEYS = {
+    "enabled", "per_cluster", "recycle_after", "statement_timeout", "inline_wait", "start_timeout",
+    "driver_memory", "driver_cores", "executor_memory", "executor_cores", "num_executors", "conf",
+}
+SPARK_SIZE = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
 SERVES_KEYS = {"pipelines", "streams"}
 LOCAL_KEYS = {"master"}
 EMR_KEYS = {
@@ -155,6 +160,43 @@ class LocalShape:
 
 
 @dataclass(frozen=True)
+class SessionSettings:
+    """How a pool runs windows in long-lived Livy sessions (:mod:`spotlake.sessions`).
+
+    ``enabled`` false: every job of the pool is its own Livy batch. ``per_cluster`` sessions per
+    cluster, each running one statement (window) at a time; a session is replaced after
+    ``recycle_after`` windows, when the job code changes, or when it died. A statement running past
+    ``statement_timeout`` is cancelled, its session replaced and its window re-queued. The task waits
+    up to ``inline_wait`` for its statement before it defers; a session has ``start_timeout`` to
+    become idle. The sizes and ``conf`` are the session's Spark settings (Livy's driverMemory,
+    executorMemory, numExecutors...; ``conf`` e.g. spark.dynamicAllocation.enabled).
+    """
+
+    enabled: bool = True
+    per_cluster: int = 2
+    recycle_after: int = 500
+    statement_timeout: timedelta = timedelta(minutes=30)
+    inline_wait: timedelta = timedelta(seconds=20)
+    start_timeout: timedelta = timedelta(minutes=5)
+    driver_memory: str | None = None
+    driver_cores: int | None = None
+    executor_memory: str | None = None
+    executor_cores: int | None = None
+    num_executors: int | None = None
+    conf: tuple[tuple[str, str], ...] = ()
+
+    def livy_body(self) -> dict[str, Any]:
+        """The sizes of a new session, as Livy's ``POST /sessions`` names them."""
+        body: dict[str, Any] = {}
+        for key, name in (("driver_memory", "driverMemory"), ("driver_cores", "driverCores"),
+                          ("executor_memory", "executorMemory"), ("executor_cores", "executorCores"),
+                          ("num_executors", "numExecutors")):
+            if getattr(self, key) is not None:
+                body[name] = getattr(self, key)
+        return body
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     max_age: timedelta
@@ -167,6 +209,7 @@ class PoolConfig:
     serves_streams: tuple[str, ...] = ()
     local: LocalShape | None = None
     emr: EmrShape | None = None
+    sessions: SessionSettings = field(default_factory=SessionSettings)
 
     def serves_pipeline(self, pipeline: str) -> bool:
         return any(fnmatch.fnmatchcase(pipeline, pattern) for pattern in self.serves_pipelines)
@@ -288,10 +331,12 @@ def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider:
             f"{where}: SPOTLAKE_PROVIDER is '{provider}' but the pool has no '{provider}' section; "
             f"describe the pool's {provider} cluster shape there"
         )
+    sessions = _sessions(entry.get("sessions"), f"{where}.sessions", max_batches)
     return PoolConfig(
         name=name,
         failure_threshold=threshold,
         max_batches=max_batches,
+        sessions=sessions,
         serves_pipelines=_names(serves.get("pipelines"), f"{where}.serves.pipelines"),
         serves_streams=_names(serves.get("streams"), f"{where}.serves.streams"),
         local=local,
@@ -306,6 +351,46 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where}: expected a list of names (patterns such as 'shop_*' allowed)")
     return tuple(value)
+
+
+def _positive_int(value: Any, where: str, meaning: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where}: {value!r} is not a positive integer; it is {meaning}")
+    return value
+
+
+def _sessions(entry: Any, where: str, max_batches: int) -> SessionSettings:
+    """``sessions:`` of a pool; ``per_cluster`` defaults to the pool's ``max_batches``."""
+    entry = _mapping(entry or {}, where)
+    _unknown_keys(entry, SESSION_KEYS, where)
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled: {enabled!r} is not true or false")
+    durations = {}
+    for key, default in (("statement_timeout", "30m"), ("inline_wait", "20s"), ("start_timeout", "5m")):
+        durations[key] = parse_duration(entry.get(key, default), f"{where}.{key}")
+    if durations["statement_timeout"] <= timedelta(0) or durations["start_timeout"] <= timedelta(0):
+        raise ConfigError(f"{where}: statement_timeout and start_timeout must be longer than zero (e.g. 30m, 5m)")
+    sizes: dict[str, Any] = {}
+    for key in ("driver_memory", "executor_memory"):
+        if entry.get(key) is not None:
+            value = str(entry[key])
+            if not SPARK_SIZE.match(value):
+                raise ConfigError(f"{where}.{key}: '{value}' is not a Spark memory size; write e.g. 1g or 768m")
+            sizes[key] = value
+    for key in ("driver_cores", "executor_cores", "num_executors"):
+        if entry.get(key) is not None:
+            sizes[key] = _positive_int(entry[key], f"{where}.{key}", "a Spark size (cores or executors)")
+    conf = _mapping(entry.get("conf") or {}, f"{where}.conf")
+    return SessionSettings(
+        enabled=enabled,
+        per_cluster=_positive_int(entry.get("per_cluster", max_batches), f"{where}.per_cluster",
+                                  "how many long-lived sessions each cluster of the pool keeps (e.g. 2)"),
+        recycle_after=_positive_int(entry.get("recycle_after", 500), f"{where}.recycle_after",
+                                    "how many windows a session runs before it is replaced (e.g. 500)"),
+        conf=tuple(sorted((str(k), str(v)) for k, v in conf.items())),
+        **durations, **sizes,
+    )
 
 
 def _local(entry: Any, where: str) -> LocalShape:

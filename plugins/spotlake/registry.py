@@ -11,6 +11,8 @@ Tables (names prefixed by ``SPOTLAKE_REGISTRY_PREFIX``, default ``spotlake``):
   (cluster_id ``#pool``) names the one READY cluster taking new work, so that at
   most one does per pool, even when two fleet runs race.
 - ``<prefix>-jobs``: key job_key (``pipeline#window``, or a stream name).
+- ``<prefix>-sessions``: key (cluster_id, slot): the long-lived Livy sessions of each cluster
+  (:mod:`spotlake.sessions`), one per slot, each leased to one job at a time.
 - ``<prefix>-extraction-log``: key (pipeline, window): each pipeline's lake state
   (watermark, initial snapshot, commit lock) and its windows' plans and results; its items
   are :mod:`spark_jobs.lake_state`'s, which the Spark job and the operators share.
@@ -39,6 +41,7 @@ TABLE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "clusters": (("pool", "HASH"), ("cluster_id", "RANGE")),
     "jobs": (("job_key", "HASH"),),
     "extraction-log": (("pipeline", "HASH"), ("window", "RANGE")),
+    "sessions": (("cluster_id", "HASH"), ("slot", "RANGE")),
 }
 
 
@@ -105,6 +108,40 @@ class Job:
     run_id: str = ""
     moves: int = 0
     submitted_at: str = ""
+    updated_at: str = ""
+    reason: str = ""
+    version: int = 0
+    # Warm execution (spotlake.sessions): the Livy session and statement running the attempt, and
+    # the session slot it leased; -1 / "" for a batch.
+    session_id: int = -1
+    statement_id: int = -1
+    slot: str = ""
+
+    @property
+    def in_session(self) -> bool:
+        return bool(self.slot)
+
+
+@dataclass
+class SessionSlot:
+    """One long-lived Livy session of a cluster (key: cluster, slot number) and its lease.
+
+    ``session_id`` is -1 while the slot has no session; ``code_version`` is the content hash of the
+    job code the session has loaded ("" until loaded). ``lease_run`` names the job attempt (its run
+    id) that holds the session; "" when free.
+    """
+
+    cluster_id: str
+    slot: str
+    pool: str
+    endpoint: str = ""
+    session_id: int = -1
+    code_version: str = ""
+    statements: int = 0
+    started_at: str = ""
+    lease_job: str = ""
+    lease_run: str = ""
+    leased_at: str = ""
     updated_at: str = ""
     reason: str = ""
     version: int = 0
@@ -185,12 +222,17 @@ class Registry:
     def log_table(self) -> str:
         return f"{self.prefix}-extraction-log"
 
+    @property
+    def sessions_table(self) -> str:
+        return f"{self.prefix}-sessions"
+
     def table_keys(self) -> dict[str, tuple[tuple[str, str], ...]]:
         """Each of the registry's tables and its key (:data:`TABLE_KEYS`)."""
         return {
             self.clusters_table: TABLE_KEYS["clusters"],
             self.jobs_table: TABLE_KEYS["jobs"],
             self.log_table: TABLE_KEYS["extraction-log"],
+            self.sessions_table: TABLE_KEYS["sessions"],
         }
 
     def create_tables(self) -> None:
@@ -490,16 +532,17 @@ class Registry:
         return [_from_item(Job, i) for i in items]
 
     def claim_job(self, job_key: str, pool: str, cluster: Cluster, run_id: str,
-                  expected: Job | None) -> Job:
+                  expected: Job | None, slot: str = "") -> Job:
         """Take the job for a new submission to ``cluster``: attempt + 1, state SUBMITTED
-        with no batch id yet. ``expected`` is the job as last read (None: must not exist)."""
+        with no batch (or statement) id yet; ``slot``: the session slot it leased, for a
+        statement. ``expected`` is the job as last read (None: must not exist)."""
         now = now_iso()
         job = Job(
             job_key=job_key, pool=pool, state=JobState.SUBMITTED,
             attempt=(expected.attempt if expected else 0) + 1,
             cluster_id=cluster.cluster_id, endpoint=cluster.endpoint, batch_id=-1, run_id=run_id,
             moves=expected.moves if expected else 0,
-            submitted_at=now, updated_at=now, version=(expected.version if expected else 0) + 1,
+            submitted_at=now, updated_at=now, version=(expected.version if expected else 0) + 1, slot=slot,
         )
         if expected is None:
             condition, values = "attribute_not_exists(job_key)", {}
@@ -550,6 +593,66 @@ class Registry:
                 return job
             time.sleep(0.5)
         return self.get_job(job_key)
+
+    # ---------------------------------------------------------------- sessions
+    def session_slots(self, cluster_id: str) -> list[SessionSlot]:
+        """The session slots of ``cluster_id``, by slot number."""
+        items = self._query(self.sessions_table, "cluster_id", cluster_id)
+        return sorted((_from_item(SessionSlot, i) for i in items), key=lambda s: int(s.slot))
+
+    def get_slot(self, cluster_id: str, slot: str) -> SessionSlot | None:
+        item = self.client.get_item(
+            TableName=self.sessions_table,
+            Key={"cluster_id": {"S": cluster_id}, "slot": {"S": slot}}, ConsistentRead=True,
+        ).get("Item")
+        return _from_item(SessionSlot, item) if item else None
+
+    def lease_slot(self, slot: SessionSlot, expected_version: int | None, job_key: str, run_id: str) -> SessionSlot:
+        """Lease ``slot`` to the attempt ``run_id`` of ``job_key``: a new slot item
+        (``expected_version`` None: it must not exist) or the slot as last read, at its version."""
+        now = now_iso()
+        slot.lease_job, slot.lease_run, slot.leased_at, slot.updated_at = job_key, run_id, now, now
+        slot.version = (expected_version or 0) + 1
+        if expected_version is None:
+            condition, values = "attribute_not_exists(cluster_id)", {}
+        else:
+            condition, values = "version = :v", {":v": {"N": str(expected_version)}}
+        try:
+            self.client.put_item(
+                TableName=self.sessions_table, Item=_to_item(slot), ConditionExpression=condition,
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(f"session slot {slot.cluster_id}/{slot.slot} changed since it was read") from None
+            raise
+        return slot
+
+    def update_slot(self, slot: SessionSlot, **changes: Any) -> SessionSlot:
+        """Apply ``changes`` to the slot if it is still at ``slot.version``."""
+        changes["updated_at"] = now_iso()
+        sets = ", ".join(f"#{k} = :{k}" for k in changes)
+        try:
+            self.client.update_item(
+                TableName=self.sessions_table,
+                Key={"cluster_id": {"S": slot.cluster_id}, "slot": {"S": slot.slot}},
+                UpdateExpression=f"SET {sets}, version = version + :one",
+                ConditionExpression="version = :v",
+                ExpressionAttributeNames={f"#{k}": k for k in changes},
+                ExpressionAttributeValues={
+                    **{f":{k}": _av(v) for k, v in changes.items()}, ":one": {"N": "1"},
+                    ":v": {"N": str(slot.version)},
+                },
+            )
+        except ClientError as exc:
+            if _conditional(exc):
+                raise StaleState(f"session slot {slot.cluster_id}/{slot.slot} changed since version "
+                                 f"{slot.version}") from None
+            raise
+        for key, value in changes.items():
+            setattr(slot, key, value)
+        slot.version += 1
+        return slot
 
     def _query(self, table: str, key: str, value: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

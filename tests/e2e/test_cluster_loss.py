@@ -69,14 +69,13 @@ class FleetLoop:
 @pytest.fixture
 def fleet_env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, layout: StackLayout,
               supervisor: Supervisor, tmp_path: Path) -> Iterator[tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]]]:
-    saved = {k: os.environ.get(k) for k in ("SPOTLAKE_PIPELINES", "SPOTLAKE_REGISTRY_PREFIX",
+    saved = {k: os.environ.get(k) for k in ("SPOTLAKE_PIPELINES", "SPOTLAKE_REGISTRY_PREFIX", "SPOTLAKE_POOLS",
                                             "AIRFLOW_CONN_AWS_DEFAULT", "SPOTLAKE_LIVY_BASE_PORT")}
     # A registry and lake of its own; its clusters come from the fleet, not from a fixture.
     env = ExtractionEnv(mysql, moto_endpoint, livy_url="", tmp=tmp_path, catalog_secret=catalog_secret,
                         register_cluster=False)
     os.environ.update({
-        "SPOTLAKE_PIPELINES": str(env.config_path),
-        "SPOTLAKE_REGISTRY_PREFIX": env.prefix,
+        **env.environ(),
         "SPOTLAKE_LIVY_BASE_PORT": layout.setting("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
         "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(moto_endpoint),
     })

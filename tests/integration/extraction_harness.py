@@ -63,7 +63,7 @@ class ExtractionEnv:
     and a pipelines file of its own."""
 
     def __init__(self, mysql: dict[str, str], moto_endpoint: str, livy_url: str, tmp: Path,
-                 catalog_secret: str, register_cluster: bool = True) -> None:
+                 catalog_secret: str, register_cluster: bool = True, sessions: dict[str, Any] | None = None) -> None:
         self.mysql = mysql
         self.moto_endpoint = moto_endpoint
         self.livy_url = livy_url
@@ -75,6 +75,12 @@ class ExtractionEnv:
         self.secret_id = f"spotlake/itest/{self.tag}"
         self.prefix = f"itest-{self.tag}"
         self.config_path = tmp / "pipelines.yaml"
+        # The pool's settings: windows run as Livy batches unless ``sessions`` enables warm sessions.
+        self.pools_path = tmp / "pools.yaml"
+        self.pools_path.write_text(yaml.safe_dump({"pools": {self.pool: {
+            "serves": {"pipelines": ["*"]}, "local": {"master": "local[1]"},
+            "sessions": sessions if sessions is not None else {"enabled": False},
+        }}}))
         self.s3 = boto3.client("s3")  # the local S3 server, through AWS_ENDPOINT_URL_S3
         self.s3.create_bucket(Bucket=self.bucket)
         self.put_secret(mysql)
@@ -87,6 +93,11 @@ class ExtractionEnv:
             self.registry.mark_ready(cluster, livy_url)
         self.pipelines: list[dict[str, Any]] = []
         self.sources: dict[str, str] = {"src": self.secret_id}
+
+    def environ(self) -> dict[str, str]:
+        """The settings a task of this environment reads from the environment."""
+        return {"SPOTLAKE_PIPELINES": str(self.config_path), "SPOTLAKE_POOLS": str(self.pools_path),
+                "SPOTLAKE_REGISTRY_PREFIX": self.prefix}
 
     def put_secret(self, mysql: dict[str, str], secret_id: str | None = None) -> str:
         sm = boto3.client("secretsmanager", endpoint_url=self.moto_endpoint)

@@ -51,10 +51,8 @@ def env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, start_li
     livy_url = start_livy("extract")
     tmp = tmp_path_factory.mktemp("extraction")
     environment = ExtractionEnv(mysql, moto_endpoint, livy_url, tmp, catalog_secret)
-    saved = {k: os.environ.get(k) for k in ("SPOTLAKE_PIPELINES", "SPOTLAKE_REGISTRY_PREFIX",
-                                            "AIRFLOW_CONN_AWS_DEFAULT")}
-    os.environ["SPOTLAKE_PIPELINES"] = str(environment.config_path)
-    os.environ["SPOTLAKE_REGISTRY_PREFIX"] = environment.prefix
+    saved = {k: os.environ.get(k) for k in (*environment.environ(), "AIRFLOW_CONN_AWS_DEFAULT")}
+    os.environ.update(environment.environ())
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = aws_connection(moto_endpoint)
     yield environment
     for key, value in saved.items():

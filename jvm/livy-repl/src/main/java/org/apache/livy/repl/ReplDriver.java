@@ -53,7 +53,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.SparkSession;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import py4j.GatewayServer;
+import py4j.ClientServer;
 
 public class ReplDriver extends RSCDriver {
   private static final Logger LOG = LoggerFactory.getLogger(ReplDriver.class);
@@ -64,7 +64,7 @@ public class ReplDriver extends RSCDriver {
   private final ExecutorService canceller = Executors.newSingleThreadExecutor(daemon("repl-cancel"));
   private volatile String state = "starting";
   private SparkEntries entries;
-  private GatewayServer gateway;
+  private ClientServer gateway;
   private Process python;
   private BufferedWriter toPython;
   private BufferedReader fromPython;
@@ -116,13 +116,14 @@ public class ReplDriver extends RSCDriver {
     for (byte b : secretBytes) {
       secret.append(String.format("%02x", b));
     }
-    gateway = new GatewayServer.GatewayServerBuilder()
+    // A py4j ClientServer, as PySpark's pinned-thread mode (its default) expects: each Python
+    // thread talks to a JVM thread of its own.
+    gateway = new ClientServer.ClientServerBuilder()
         .entryPoint(this)
         .javaPort(0)
         .javaAddress(InetAddress.getLoopbackAddress())
         .authToken(secret.toString())
         .build();
-    gateway.start();
 
     Path script = Files.createTempFile("spotlake-repl", ".py");
     script.toFile().deleteOnExit();
@@ -134,9 +135,10 @@ public class ReplDriver extends RSCDriver {
         System.getenv("PYSPARK_DRIVER_PYTHON"), System.getenv("PYSPARK_PYTHON"), "python3");
     ProcessBuilder builder = new ProcessBuilder(executable, "-u", script.toString());
     Map<String, String> env = builder.environment();
-    env.put("PYSPARK_GATEWAY_PORT", Integer.toString(gateway.getListeningPort()));
+    env.put("PYSPARK_GATEWAY_PORT", Integer.toString(gateway.getJavaServer().getListeningPort()));
     env.put("PYSPARK_GATEWAY_SECRET", secret.toString());
     env.put("PYTHONUNBUFFERED", "1");
+    env.put("PYSPARK_PIN_THREAD", "true");
     List<String> path = new ArrayList<>(pysparkLibraries());
     String existing = System.getenv("PYTHONPATH");
     if (existing != null && !existing.isEmpty()) {

@@ -1,0 +1,210 @@
+"""Run a job as a statement in one of its pool's long-lived Livy sessions (warm execution).
+
+:class:`SessionStatementMixin` gives a :class:`~operators.livy_batch.PoolBatchOperator` the
+statement path of :mod:`spotlake.sessions`, with the batch path's guarantees: one live statement
+per job key (a retried task reconnects to it), the job's own error from its report, a data error
+failing without retries, and a session or cluster lost under the statement re-queueing the job
+onto a new session or the replacement cluster inside the same task try. The task first waits for
+its statement for up to ``sessions.inline_wait`` (most windows end well within it, so they pay no
+deferral); a longer one defers on :class:`~spotlake.triggers.LivyStatementTrigger`. A statement
+still running at ``sessions.statement_timeout`` is cancelled, its session replaced and the job
+re-queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from airflow.exceptions import AirflowException
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+from operators.livy_batch import NEXT_JOB, BatchFailed, DataErrorFailed
+from spotlake import artifacts, pools, sessions
+from spotlake.jobs import NoReadyCluster, report_uri
+from spotlake.livy import EndpointLivyHook
+from spotlake.registry import Job, JobState
+from spotlake.triggers import LivyStatementTrigger
+
+
+def code_version(published: artifacts.JobArtifacts) -> str:
+    """The content hash of what a session loads for a job: its package zip, jars and Spark settings."""
+    document = json.dumps({"py_files": published.py_files, "jars": published.jars, "conf": published.conf},
+                          sort_keys=True)
+    return hashlib.sha256(document.encode()).hexdigest()[:16]
+
+
+class SessionStatementMixin:
+    """The statement path; the operator says which jobs take it (:meth:`runs_in_session`) and what
+    they run (:meth:`statement_request`, :meth:`statement_argv`)."""
+
+    entry = "extract"
+
+    # ------------------------------------------------------------- subclasses
+    def runs_in_session(self, context: Any) -> bool:
+        return self.session_settings.enabled
+
+    def statement_argv(self, context: Any, run_id: str) -> list[str]:
+        raise NotImplementedError
+
+    def statement_job_key(self, context: Any) -> str:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ config
+    @cached_property
+    def session_settings(self) -> pools.SessionSettings:
+        return pools.load().get(self.pool_name).sessions
+
+    @staticmethod
+    def livy_sessions(endpoint: str) -> sessions.LivySessions:
+        return sessions.LivySessions(EndpointLivyHook(endpoint))
+
+    def statement_request(self, context: Any) -> tuple[sessions.StatementRequest, str]:
+        """The request of this task's job, and the root its reports go under."""
+        published = artifacts.publish(f"{self.entry}.py", s3=self.s3)
+        request = sessions.StatementRequest(
+            job_key=self.statement_job_key(context), pool=self.pool_name,
+            code_version=code_version(published), py_files=list(published.py_files), jars=list(published.jars),
+            conf={**published.conf, **artifacts.ONE_ATTEMPT}, name=f"spotlake-{self.pool_name}",
+            entry=self.entry,
+        )
+        return request, published.root or artifacts.artifacts_base()
+
+    # --------------------------------------------------------------- execution
+    def _run_in_session(self, context: Any, waiting_since: str = "") -> Any:
+        settings = self.session_settings
+        request, root = self.statement_request(context)
+
+        def argv(run_id: str) -> list[str]:
+            return [*self.statement_argv(context, run_id), "--report", report_uri(root, run_id)]
+
+        try:
+            submission = sessions.submit_or_reconnect(self.registry, request, self.livy_sessions, argv, settings)
+        except (NoReadyCluster, sessions.NoFreeSession) as exc:
+            since = waiting_since or datetime.now(UTC).isoformat()
+            if datetime.now(UTC) - datetime.fromisoformat(since) > self.wait_for_cluster:
+                raise AirflowException(
+                    f"{exc} — waited {self.wait_for_cluster}; check the fleet DAG and `spotlake status`"
+                ) from exc
+            self.log.warning("%s; waiting (since %s)", exc, since)
+            self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting",
+                       kwargs={"since": since})
+        job = self.job = submission.job
+        verb = "reconnected to" if submission.reconnected else "posted"
+        self.log.info("%s statement %s of session %s for %s on cluster %s (%s), attempt %s", verb,
+                      job.statement_id, job.session_id, job.job_key, job.cluster_id, job.endpoint, job.attempt)
+        event = {"session_id": job.session_id, "statement_id": job.statement_id, "job_key": job.job_key,
+                 "endpoint": job.endpoint}
+        try:
+            done = self.livy_sessions(job.endpoint).wait_statement(
+                job.session_id, job.statement_id, settings.inline_wait.total_seconds())
+        except sessions.SessionLost as exc:
+            return self.statement_complete(context, {**event, "status": "lost", "reason": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - the trigger tells an unreachable cluster from a blip
+            self.log.info("statement %s not polled (%s); deferring", job.statement_id, exc)
+            done = None
+        if done is not None:
+            return self.statement_complete(context, {**event, "status": "done", "statement": done})
+        submitted = datetime.fromisoformat(job.submitted_at) if job.submitted_at else datetime.now(UTC)
+        deadline = submitted + settings.statement_timeout
+        self.defer(
+            trigger=LivyStatementTrigger(
+                endpoint=job.endpoint, session_id=job.session_id, statement_id=job.statement_id,
+                job_key=job.job_key, deadline=deadline.isoformat(), poll_interval=self.poll_interval,
+                pool=job.pool, cluster_id=job.cluster_id, aws_conn_id=self.aws_conn_id,
+                registry_prefix=self.registry.prefix,
+            ),
+            method_name="statement_complete",
+        )
+
+    def statement_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        job = self.registry.get_job(event["job_key"])
+        if job is None or (job.session_id, job.statement_id, job.endpoint) != (
+                event["session_id"], event["statement_id"], event["endpoint"]):
+            self.log.info("job %s moved on since statement %s of session %s; following it",
+                          event["job_key"], event["statement_id"], event["session_id"])
+            return self._submit_and_defer(context)
+        self.job = job
+        status = event["status"]
+        if status == "done":
+            return self._statement_done(context, job, event["statement"])
+        client = self.livy_sessions(job.endpoint)
+        if status == "timeout":
+            # Hung past its deadline: cancel it and replace its session (whatever it still runs dies with it).
+            for step in (lambda: client.cancel(job.session_id, job.statement_id), lambda: client.delete(job.session_id)):
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - a cluster that does not answer is replaced anyway
+                    self.log.info("statement %s: %s", job.statement_id, exc)
+        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id,
+                              discard=str(event.get("reason", status)))
+        return self._requeue(context, job, event)
+
+    def _statement_done(self, context: Any, job: Job, statement: dict[str, Any]) -> Any:
+        report = self._report(job)
+        status = sessions.statement_status(statement)
+        text = sessions.statement_text(statement)
+        succeeded = (report or {}).get("status") == "succeeded" or (
+            report is None and status == "success" and sessions.exit_code(statement) == 0)
+        if succeeded:
+            result = self.on_batch_success(context, job)
+            self._finish(job, JobState.SUCCEEDED, "")
+            sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id)
+            if result is NEXT_JOB:
+                return self._submit_and_defer(context)
+            return result
+        if report is None and status != "success":
+            # No outcome from the job: did its session die under it (the driver killed)?
+            try:
+                state = self.livy_sessions(job.endpoint).state(job.session_id)
+            except Exception:  # noqa: BLE001 - an endpoint that no longer answers lost the session too
+                state = None
+            if state is None or state in sessions.SESSION_GONE:
+                said = sessions.statement_error(statement)
+                reason = f"session {job.session_id} on {job.cluster_id} is {state or 'gone'}: {said}"
+                sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard=reason)
+                return self._requeue(context, job, {"status": "lost", "reason": reason})
+        error = str((report or {}).get("error") or sessions.statement_error(statement)
+                    or f"statement {job.statement_id} ended {statement.get('state')}")
+        data = bool((report or {}).get("data_error"))
+        self._finish(job, JobState.FAILED, error)
+        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id)
+        if data:
+            self.log.error("data error: failing without retries (a retry would read the same value): %s", error)
+        failed = DataErrorFailed if data else BatchFailed
+        tail = "\n".join(text.splitlines()[-40:])
+        raise failed(
+            f"{job.job_key}: statement {job.statement_id} of session {job.session_id} on cluster {job.cluster_id} "
+            f"failed: {error}\n--- statement output (tail) ---\n{tail}",
+            error,
+        )
+
+    def _delete_quietly(self, job: Job) -> None:
+        if not job.in_session:
+            super()._delete_quietly(job)
+            return
+        try:
+            self.livy_sessions(job.endpoint).cancel(job.session_id, job.statement_id)
+        except Exception as exc:  # noqa: BLE001 - a dead cluster cannot answer; that is expected
+            self.log.info("old statement %s on %s not cancelled: %s", job.statement_id, job.endpoint, exc)
+
+    def on_kill(self) -> None:
+        job = self.job
+        if job is None or not job.in_session:
+            super().on_kill()
+            return
+        if job.statement_id < 0:
+            return
+        # Cancelling stops the statement's Spark jobs, not its Python code: the session goes too.
+        self.log.info("killing statement %s and session %s (%s)", job.statement_id, job.session_id, job.job_key)
+        client = self.livy_sessions(job.endpoint)
+        try:
+            client.cancel(job.session_id, job.statement_id)
+            client.delete(job.session_id)
+        finally:
+            self._finish(job, JobState.FAILED, "task killed")
+            sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard="task killed")
+
