@@ -20,12 +20,14 @@ run_step() {  # run_step NAME CMD...: run CMD, keep its output, name the step if
   rm -f "$log"
 }
 
-# 1. Debian packages: MariaDB (MySQL source), PostgreSQL, Java and Maven.
+# 1. Debian packages: MariaDB (MySQL source), PostgreSQL, Java (a JDK) and Maven.
 missing=()
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+# javac and jar: the local Livy's REPL driver is compiled from jvm/livy-repl on first use.
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

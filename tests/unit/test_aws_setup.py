@@ -24,6 +24,7 @@ EXPECTED = {
     "t-clusters": {("pool", "HASH", "S"), ("cluster_id", "RANGE", "S")},
     "t-jobs": {("job_key", "HASH", "S")},
     "t-extraction-log": {("pipeline", "HASH", "S"), ("window", "RANGE", "S")},
+    "t-sessions": {("cluster_id", "HASH", "S"), ("slot", "RANGE", "S")},
     "t-streams": {("stream", "HASH", "S")},
 }
 
@@ -75,7 +76,7 @@ def test_an_existing_table_keeps_its_items_and_the_others_are_added(client: Any)
     client.put_item(TableName="t-jobs", Item={"job_key": {"S": "p#w"}})
     outcomes = {r.table: r.outcome for r in ensure_tables(client, "t")}
     assert outcomes == {"t-clusters": "created", "t-jobs": "exists", "t-extraction-log": "created",
-                        "t-streams": "created"}
+                        "t-sessions": "created", "t-streams": "created"}
     assert client.get_item(TableName="t-jobs", Key={"job_key": {"S": "p#w"}})["Item"]
 
 

@@ -253,7 +253,8 @@ def test_a_prefix_whose_tables_exist_is_refused_and_left_alone() -> None:
         remaining = set(client.list_tables()["TableNames"])
     out = "\n".join(lines)
     assert code == 1 and "already exist" in out, out
-    assert remaining == {"spotlake-clusters", "spotlake-jobs", "spotlake-extraction-log", "spotlake-streams"}
+    assert remaining == {"spotlake-clusters", "spotlake-jobs", "spotlake-extraction-log", "spotlake-sessions",
+                         "spotlake-streams"}
     assert "DeleteTable" not in out
 
 

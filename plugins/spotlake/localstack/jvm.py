@@ -517,8 +517,10 @@ def livy_conf(
         "livy.server.recovery.mode": "off",
         "livy.cache-log.size": "1000",
         "livy.server.session.state-retain.sec": "3600s",
-        # Interactive sessions (warm extraction): Livy's RSC driver and the local REPL driver.
+        # Interactive sessions (warm extraction): Livy's RSC driver and the local REPL driver; idle
+        # sessions live 2 hours, as spotlake's EMR clusters configure it.
         **livy_session_jars(layout),
+        "livy.server.session.timeout": "2h",
     }
     conf.update(extra)
     return conf

@@ -324,11 +324,16 @@ class EmrProvider(ClusterProvider):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+SESSION_IDLE_TIMEOUT = "2h"  # Livy's livy.server.session.timeout (its default is 1h)
+
+
 def spotlake_configurations(shape: EmrShape) -> list[dict[str, Any]]:
     """The classifications every spotlake cluster needs:
 
     - ``livy-conf``: the pool's deploy mode. In client mode (the default) the Spark driver runs
-      in Livy's process on the primary node, which is on demand, and its output is Livy's batch log;
+      in Livy's process on the primary node, which is on demand, and its output is Livy's batch log.
+      Idle interactive sessions (warm execution, :mod:`spotlake.sessions`) live 2 hours instead of
+      Livy's 1, so a pool whose tables are quiet for an hour keeps its sessions warm;
     - ``yarn-site``: YARN node labels on, application masters on CORE nodes (on demand), so no
       spot reclaim takes a job's application master (or, in cluster mode, its driver). EMR 6 and
       later turn node labels off by default, which lets masters land on spot task nodes;
@@ -336,7 +341,8 @@ def spotlake_configurations(shape: EmrShape) -> list[dict[str, Any]]:
       action, see docs/deploying-to-aws.md).
     """
     return [
-        {"Classification": "livy-conf", "Properties": {"livy.spark.deploy-mode": shape.deploy_mode}},
+        {"Classification": "livy-conf", "Properties": {"livy.spark.deploy-mode": shape.deploy_mode,
+                                                       "livy.server.session.timeout": SESSION_IDLE_TIMEOUT}},
         {"Classification": "yarn-site", "Properties": {
             "yarn.node-labels.enabled": "true",
             "yarn.node-labels.am.default-node-label-expression": "CORE",

@@ -1,0 +1,274 @@
+"""Warm execution's session slots and statements (spotlake.sessions) over moto's DynamoDB and an
+in-memory Livy that keeps the session and statement states of Livy's REST API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from spotlake import pools, sessions
+from spotlake.errors import ConfigError
+from spotlake.jobs import NoReadyCluster
+from spotlake.pools import SessionSettings
+from spotlake.registry import Cluster, JobState, Registry
+from spotlake.triggers import LivyStatementTrigger
+
+SETTINGS = SessionSettings(per_cluster=2, recycle_after=3, start_timeout=timedelta(seconds=5))
+
+
+@dataclass
+class Response:
+    status_code: int
+    body: Any = None
+
+    @property
+    def text(self) -> str:
+        return "" if self.body is None else json.dumps(self.body)
+
+    def json(self) -> Any:
+        return self.body
+
+
+@dataclass
+class FakeLivy:
+    """Livy's /sessions API in memory: a new session is 'starting' for one poll, then 'idle'; a
+    statement is 'running' for ``statement_polls`` polls, then 'available' with an ok output."""
+
+    statement_polls: int = 0
+    sessions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+
+    def run_method(self, endpoint: str, method: str = "GET", data: Any = None, headers: Any = None) -> Response:
+        parts = endpoint.strip("/").split("/")
+        body = json.loads(data) if data else None
+        if parts == ["sessions"] and method == "POST":
+            sid = len(self.created)
+            self.created.append(body)
+            self.sessions[sid] = {"state": "starting", "polls": 0, "statements": []}
+            return Response(201, {"id": sid, "state": "starting"})
+        sid = int(parts[1])
+        session = self.sessions.get(sid)
+        if session is None:
+            return Response(404, {"msg": f"Session '{sid}' not found."})
+        if len(parts) == 2:
+            if method == "DELETE":
+                self.deleted.append(sid)
+                del self.sessions[sid]
+                return Response(200, {"msg": "deleted"})
+            session["polls"] += 1
+            if session["state"] == "starting" and session["polls"] > 1:
+                session["state"] = "idle"
+            return Response(200, {"id": sid, "state": session["state"]})
+        statements = session["statements"]
+        if len(parts) == 3 and method == "POST":
+            statements.append({"id": len(statements), "code": body["code"], "state": "running", "polls": 0})
+            return Response(201, {"id": len(statements) - 1, "state": "running"})
+        statement = statements[int(parts[3])]
+        if len(parts) == 5:  # cancel
+            statement["state"] = "cancelled"
+            return Response(200, {"msg": "canceled"})
+        statement["polls"] += 1
+        if statement["state"] == "running" and statement["polls"] > self.statement_polls:
+            statement["state"] = "available"
+            statement["output"] = {"status": "ok", "execution_count": statement["id"],
+                                   "data": {"text/plain": "SPOTLAKE_EXIT: 0"}}
+        return Response(200, {k: v for k, v in statement.items() if k != "polls"})
+
+    def window_statements(self, sid: int) -> list[dict[str, Any]]:
+        return [s for s in self.sessions[sid]["statements"] if "_spotlake_run" in s["code"]]
+
+    def loads(self, sid: int) -> int:
+        return sum("_spotlake_prepare" in s["code"] for s in self.sessions[sid]["statements"])
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    with mock_aws():
+        reg = Registry(boto3.client("dynamodb", region_name="us-east-1"), prefix="t")
+        reg.create_tables()
+        yield reg
+
+
+@pytest.fixture
+def livy() -> FakeLivy:
+    return FakeLivy()
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions.time, "sleep", lambda s: None)
+
+
+def ready(registry: Registry, pool: str = "small", cluster_id: str = "c1") -> Cluster:
+    cluster = Cluster(pool=pool, cluster_id=cluster_id, provider="local", state="")
+    registry.put_launching(cluster)
+    return registry.mark_ready(cluster, f"http://{cluster_id}")
+
+
+def request(job_key: str, version: str = "v1") -> sessions.StatementRequest:
+    return sessions.StatementRequest(job_key=job_key, pool="small", code_version=version,
+                                     py_files=["s3://a/v1/spark_jobs.zip"], jars=["s3://a/x.jar"])
+
+
+def submit(registry: Registry, livy: FakeLivy, job_key: str, version: str = "v1",
+           settings: SessionSettings = SETTINGS) -> Any:
+    return sessions.submit_or_reconnect(registry, request(job_key, version), lambda endpoint: sessions.LivySessions(livy),
+                                        lambda run_id: ["--job", run_id], settings)
+
+
+def finish(registry: Registry, job_key: str) -> None:
+    job = registry.get_job(job_key)
+    registry.update_job(job, state=JobState.SUCCEEDED)
+    sessions.release_slot(registry, job.slot, job.cluster_id, job.run_id)
+
+
+def test_a_session_is_started_and_loads_the_code_once_then_serves_the_next_windows(
+    registry: Registry, livy: FakeLivy,
+) -> None:
+    ready(registry)
+    first = submit(registry, livy, "p#w1").job
+    assert (first.slot, first.session_id, first.statement_id, first.batch_id) == ("0", 0, 1, -1)
+    assert livy.created[0]["kind"] == "pyspark" and livy.created[0]["jars"] == ["s3://a/x.jar"]
+    assert "--job" in livy.window_statements(0)[0]["code"] and first.run_id in livy.window_statements(0)[0]["code"]
+    finish(registry, "p#w1")
+    second = submit(registry, livy, "p#w2").job
+    assert (second.slot, second.session_id) == ("0", 0)
+    assert len(livy.created) == 1 and livy.loads(0) == 1 and len(livy.window_statements(0)) == 2
+    assert registry.get_slot("c1", "0").statements == 1
+
+
+def test_windows_at_once_get_their_own_sessions_and_one_more_than_the_slots_waits(
+    registry: Registry, livy: FakeLivy,
+) -> None:
+    ready(registry)
+    a, b = submit(registry, livy, "p#a").job, submit(registry, livy, "q#a").job
+    assert {a.slot, b.slot} == {"0", "1"} and a.session_id != b.session_id
+    with pytest.raises(sessions.NoFreeSession, match="session slots of cluster c1"):
+        submit(registry, livy, "r#a")
+
+
+def test_a_lease_whose_job_moved_on_is_taken_over(registry: Registry, livy: FakeLivy) -> None:
+    ready(registry)
+    submit(registry, livy, "p#a")
+    submit(registry, livy, "q#a")
+    # p#a's task died without releasing; its job was since marked FAILED by a retry's bookkeeping.
+    job = registry.get_job("p#a")
+    registry.update_job(job, state=JobState.FAILED)
+    taken = submit(registry, livy, "r#a").job
+    assert taken.slot == job.slot and taken.session_id == job.session_id
+    assert registry.get_slot("c1", job.slot).lease_job == "r#a"
+
+
+def test_a_retried_task_reconnects_to_the_running_statement(registry: Registry, livy: FakeLivy) -> None:
+    livy.statement_polls = 100
+    ready(registry)
+    first = submit(registry, livy, "p#a")
+    again = submit(registry, livy, "p#a")
+    assert again.reconnected and not first.reconnected
+    assert again.job.statement_id == first.job.statement_id and len(livy.window_statements(0)) == 1
+
+
+def test_a_finished_statement_nobody_handled_is_reconnected_to_not_run_again(
+    registry: Registry, livy: FakeLivy,
+) -> None:
+    ready(registry)
+    first = submit(registry, livy, "p#a").job
+    sessions.LivySessions(livy).wait_statement(first.session_id, first.statement_id, 1)  # it ends
+    again = submit(registry, livy, "p#a")
+    assert again.reconnected and len(livy.window_statements(0)) == 1
+
+
+def test_a_dead_session_a_code_change_and_the_recycle_count_each_replace_the_session(
+    registry: Registry, livy: FakeLivy,
+) -> None:
+    ready(registry)
+    settings = SessionSettings(per_cluster=1, recycle_after=2, start_timeout=timedelta(seconds=5))
+    submit(registry, livy, "p#1", settings=settings)
+    finish(registry, "p#1")
+    livy.sessions[0]["state"] = "dead"
+    assert submit(registry, livy, "p#2", settings=settings).job.session_id == 1
+    finish(registry, "p#2")
+    assert submit(registry, livy, "p#3", version="v2", settings=settings).job.session_id == 2
+    assert livy.deleted == [1]
+    finish(registry, "p#3")
+    assert submit(registry, livy, "p#4", version="v2", settings=settings).job.session_id == 2
+    finish(registry, "p#4")
+    assert submit(registry, livy, "p#5", version="v2", settings=settings).job.session_id == 3  # 2 windows ran
+    assert "recycle_after" in registry.get_slot("c1", "0").reason
+
+
+def test_a_session_that_never_starts_fails_the_submission_and_frees_the_slot(
+    registry: Registry, livy: FakeLivy, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ready(registry)
+    real = livy.run_method
+
+    def dying(endpoint: str, method: str = "GET", data: Any = None, headers: Any = None) -> Response:
+        response = real(endpoint, method, data, headers)
+        if endpoint.count("/") == 2 and method == "GET":
+            livy.sessions[int(endpoint.rsplit("/", 1)[1])]["state"] = "dead"
+            return Response(200, {"state": "dead"})
+        return response
+
+    monkeypatch.setattr(livy, "run_method", dying)
+    with pytest.raises(sessions.SubmitFailed, match="session 0 is dead"):
+        submit(registry, livy, "p#a")
+    assert registry.get_job("p#a").state == JobState.FAILED
+    slot = registry.get_slot("c1", "0")
+    assert (slot.lease_run, slot.session_id) == ("", -1)
+
+
+def test_no_ready_cluster_is_said(registry: Registry, livy: FakeLivy) -> None:
+    with pytest.raises(NoReadyCluster, match="pool 'small' has no READY cluster"):
+        submit(registry, livy, "p#a")
+
+
+@pytest.mark.parametrize(("statement", "status", "code", "error"), [
+    ({"state": "running"}, "running", None, ""),
+    ({"state": "available", "output": {"status": "ok", "data": {"text/plain": "x\nSPOTLAKE_EXIT: 2"}}},
+     "success", 2, ""),
+    ({"state": "available", "output": {"status": "error", "ename": "ValueError", "evalue": "bad\nvalue"}},
+     "failed", None, "ValueError: bad value"),
+    ({"state": "cancelled", "output": None}, "cancelled", None, ""),
+])
+def test_statement_outcomes(statement: dict[str, Any], status: str, code: int | None, error: str) -> None:
+    assert sessions.statement_status(statement) == status
+    assert sessions.exit_code(statement) == code
+    assert sessions.statement_error(statement) == error
+
+
+def test_the_statement_trigger_serializes_to_what_it_was_built_from() -> None:
+    trigger = LivyStatementTrigger(endpoint="http://e", session_id=3, statement_id=7, job_key="p#w",
+                                   deadline="2026-01-01T00:00:00+00:00", pool="small", cluster_id="c1",
+                                   registry_prefix="t")
+    path, kwargs = trigger.serialize()
+    assert path == "spotlake.triggers.LivyStatementTrigger"
+    assert LivyStatementTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_pool_sessions_settings_default_to_the_pools_slots_and_refuse_bad_values(tmp_path: Path) -> None:
+    def parse(sessions_entry: Any) -> Any:
+        raw = {"pools": {"small": {"max_batches": 3, "local": {"master": "local[1]"},
+                                   **({"sessions": sessions_entry} if sessions_entry is not None else {})}}}
+        return pools.parse(raw, tmp_path / "pools.yaml").get("small").sessions
+
+    default = parse(None)
+    assert (default.enabled, default.per_cluster, default.inline_wait) == (True, 3, timedelta(seconds=20))
+    sized = parse({"driver_memory": "2g", "num_executors": 2, "conf": {"spark.dynamicAllocation.enabled": True}})
+    assert sized.livy_body() == {"driverMemory": "2g", "numExecutors": 2}
+    assert dict(sized.conf) == {"spark.dynamicAllocation.enabled": "True"}
+    with pytest.raises(ConfigError, match="driver_memory: '2 GB' is not a Spark memory size"):
+        parse({"driver_memory": "2 GB"})
+    with pytest.raises(ConfigError, match="per_cluster: 0 is not a positive integer"):
+        parse({"per_cluster": 0})
+    with pytest.raises(ConfigError, match="unknown"):
+        parse({"sessions_per_cluster": 2})
