@@ -148,7 +148,7 @@ class LivySessions:
             time.sleep(poll)
 
     def wait_statement(self, session_id: int, statement_id: int, timeout: float,
-                       poll: float = 0.2) -> dict[str, Any] | None:
+                       poll: float = 0.1) -> dict[str, Any] | None:
         """The statement once done, or None if still pending after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:

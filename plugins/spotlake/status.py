@@ -34,6 +34,7 @@ class ClusterRow:
     endpoint: str
     reason: str
     active: bool
+    sessions: str = "-"  # warm sessions: "<live> (<busy> busy)"
 
 
 @dataclass
@@ -54,6 +55,7 @@ class JobRow:
     moves: int
     since: str
     reason: str
+    statement: str = ""  # "<session>/<statement>" for a window run in a warm session
 
 
 @dataclass
@@ -126,13 +128,14 @@ def collect(registry: Registry, pools_cfg: pools.PoolsConfig, pipelines: config.
             clusters=[
                 ClusterRow(c.cluster_id, c.state, _age(c.launched_at, now), c.endpoint or "-",
                            c.reason or (f"failing: {c.last_failure}" if c.failures else ""),
-                           c.cluster_id == active)
+                           c.cluster_id == active, _sessions(registry, c.cluster_id) if c in live else "-")
                 for c in live + gone
             ],
         ))
     jobs = [
         JobRow(j.job_key, j.state, j.pool, j.cluster_id, j.batch_id, j.attempt, j.moves,
-               _age(j.updated_at or j.submitted_at, now), j.reason)
+               _age(j.updated_at or j.submitted_at, now), j.reason,
+               f"{j.session_id}/{j.statement_id}" if j.in_session else "")
         for j in sorted(registry.jobs(), key=lambda j: j.job_key)
         if j.state in (JobState.SUBMITTED, JobState.REQUEUED, JobState.QUEUED)
     ]
@@ -154,6 +157,13 @@ def collect(registry: Registry, pools_cfg: pools.PoolsConfig, pipelines: config.
                     streams)
 
 
+def _sessions(registry: Registry, cluster_id: str) -> str:
+    slots = registry.session_slots(cluster_id)
+    live = sum(1 for slot in slots if slot.session_id >= 0)
+    busy = sum(1 for slot in slots if slot.lease_run)
+    return f"{live} ({busy} busy)" if slots else "0"
+
+
 def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=True)]
     lines = [indent + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
@@ -169,8 +179,8 @@ def render(snapshot: Snapshot) -> str:
         if not pool.clusters:
             out.append("  no cluster yet: the fleet DAG launches one")
             continue
-        out += _table(["cluster", "state", "age", "endpoint", "reason"], [
-            [c.cluster_id + (" *" if c.active else ""), c.state, c.age, c.endpoint, c.reason[:100]]
+        out += _table(["cluster", "state", "age", "endpoint", "sessions", "reason"], [
+            [c.cluster_id + (" *" if c.active else ""), c.state, c.age, c.endpoint, c.sessions, c.reason[:100]]
             for c in pool.clusters
         ])
     out.append("  (* takes the pool's new jobs)")
@@ -178,8 +188,10 @@ def render(snapshot: Snapshot) -> str:
     waiting = [j for j in snapshot.jobs if j.state != JobState.SUBMITTED]
     out += ["", f"JOBS: {len(running)} running, {len(waiting)} re-queued or queued"]
     if snapshot.jobs:
-        out += _table(["job", "state", "pool", "cluster", "batch", "attempt", "moves", "since", "reason"], [
-            [j.job_key, j.state, j.pool, j.cluster_id or "-", str(j.batch_id), str(j.attempt), str(j.moves),
+        out += _table(["job", "state", "pool", "cluster", "batch or session/statement", "attempt", "moves", "since",
+                       "reason"], [
+            [j.job_key, j.state, j.pool, j.cluster_id or "-", j.statement or str(j.batch_id), str(j.attempt),
+             str(j.moves),
              j.since, j.reason[:80]]
             for j in running + waiting
         ])

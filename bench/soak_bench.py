@@ -1,0 +1,367 @@
+"""Twenty pipelines on one pool at a one-minute schedule, with a workload, through the whole stack.
+
+Two steps:
+
+    PYTHONPATH=plugins:. .venv/bin/python bench/soak_bench.py prepare
+    SPOTLAKE_PIPELINES=.stack/soak/pipelines.yaml SPOTLAKE_POOLS=.stack/soak/pools.yaml make up
+    PYTHONPATH=plugins:. .venv/bin/python bench/soak_bench.py run --minutes 15
+
+``prepare`` creates 17 tables ``shop.load_01`` ... ``load_17`` beside the demo's three and writes a
+pipelines file with the 20 pipelines at ``* * * * *`` (and the pools file: the demo's, with the pool's
+slots). ``run`` measures, on the running stack (Airflow's scheduler, triggerer and workers, the
+fleet's local cluster, warm sessions):
+
+1. the Airflow side's CPU while idle: every ``extract_*`` DAG paused for ``--idle-seconds``, the CPU
+   seconds of every Airflow process (the fleet's per-minute DAGs and sensors included) as a share of
+   the machine's two cores;
+2. then, for ``--minutes``, the demo's workload on the shop tables and one change a second spread
+   over the load tables, each recorded with its commit time; the lake's current-state tables are
+   polled (their Iceberg metadata; a table is read only when its snapshot changed) to find when each
+   change became visible: freshness p50/p95 from commit in MySQL to presence in the lake;
+3. queueing: for every extraction task of the period, from its data interval's end to the task's
+   start, and the task's duration (Airflow's metadata database);
+4. after the workload stops and every pipeline's watermark passed it: every table compared with
+   MySQL (pymysql), key by key, on the cursor column.
+
+Writes docs/benchmarks/one-minute-soak.md unless --print-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+
+import psutil  # noqa: E402
+import psycopg2  # noqa: E402
+import yaml  # noqa: E402
+
+from spark_jobs.lake_state import LakeState, parse_iso  # noqa: E402
+from spotlake import config, demo, lake  # noqa: E402
+from spotlake.localstack import services  # noqa: E402
+from spotlake.localstack.layout import StackLayout  # noqa: E402
+from spotlake.localstack.process import Supervisor  # noqa: E402
+
+LOAD_TABLES = 17
+SOAK = ROOT / ".stack" / "soak"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def load_names() -> list[str]:
+    return [f"load_{n:02d}" for n in range(1, LOAD_TABLES + 1)]
+
+
+# ----------------------------------------------------------------------------- prepare
+def prepare(args: argparse.Namespace) -> int:
+    layout = StackLayout.default()
+    SOAK.mkdir(parents=True, exist_ok=True)
+    demo.seed(layout)
+    conn = demo.connect(layout)
+    with conn.cursor() as cur:
+        for name in load_names():
+            cur.execute(f"""CREATE TABLE IF NOT EXISTS {name} (
+                id BIGINT PRIMARY KEY, note VARCHAR(40) NOT NULL, amount DECIMAL(10,2) NOT NULL,
+                updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+                deleted_at DATETIME(3) NULL, KEY ix_updated (updated_at))""")
+            cur.execute(f"SELECT COUNT(*) FROM {name}")
+            if cur.fetchone()[0] == 0:
+                cur.executemany(f"INSERT INTO {name} (id, note, amount) VALUES (%s, %s, %s)",
+                                [(i, f"n{i}", i / 4) for i in range(1, 201)])
+    conn.close()
+    pipelines = yaml.safe_load((ROOT / "config" / "pipelines.yaml").read_text())
+    pipelines["defaults"]["schedule"] = "* * * * *"
+    for name in load_names():
+        pipelines["pipelines"].append({"name": f"shop_{name}", "source": "shop", "database": "shop", "table": name,
+                                       "primary_key": "id", "cursor": "updated_at", "soft_delete": "deleted_at"})
+    (SOAK / "pipelines.yaml").write_text(yaml.safe_dump(pipelines, sort_keys=False))
+    pools = yaml.safe_load((ROOT / "config" / "pools.yaml").read_text())
+    pools["pools"]["small"]["max_batches"] = args.slots
+    (SOAK / "pools.yaml").write_text(yaml.safe_dump(pools, sort_keys=False))
+    print(f"wrote {SOAK}/pipelines.yaml ({len(pipelines['pipelines'])} pipelines at '* * * * *') and pools.yaml "
+          f"(pool small: {args.slots} slots). Start the stack with:\n"
+          f"  SPOTLAKE_PIPELINES={SOAK}/pipelines.yaml SPOTLAKE_POOLS={SOAK}/pools.yaml make up")
+    return 0
+
+
+# ----------------------------------------------------------------------------- run
+def airflow(layout: StackLayout, *argv: str) -> str:
+    env = {**services.airflow_env(layout), "PATH": str(Path(layout.python).parent) + ":/usr/bin:/bin"}
+    import os
+
+    env = {**os.environ, **env}
+    done = subprocess.run([services.airflow_binary(layout), *argv], env=env, capture_output=True, text=True,  # noqa: S603
+                          timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"airflow {' '.join(argv)}: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def airflow_cpu_seconds() -> float:
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "airflow" in cmd and "soak_bench" not in cmd:
+            times = proc.info["cpu_times"]
+            if times:
+                total += times.user + times.system
+    return total
+
+
+def idle_cpu(layout: StackLayout, dag_ids: list[str], seconds: float) -> dict[str, float]:
+    """CPU of every Airflow process while no extraction runs (finished task processes are missed:
+    the figure is a floor for those, exact for the long-running ones)."""
+    for dag_id in dag_ids:
+        airflow(layout, "dags", "pause", dag_id)
+    try:
+        time.sleep(30)  # running windows end
+        before, started = airflow_cpu_seconds(), time.monotonic()
+        children_before = _exited_children_cpu()
+        time.sleep(seconds)
+        used = airflow_cpu_seconds() - before + (_exited_children_cpu() - children_before)
+        elapsed = time.monotonic() - started
+    finally:
+        for dag_id in dag_ids:
+            airflow(layout, "dags", "unpause", dag_id)
+    return {"seconds": elapsed, "cpu_s": used, "share_of_machine": used / (elapsed * psutil.cpu_count())}
+
+
+def _exited_children_cpu() -> float:
+    """CPU of exited task processes, charged to their still-running Airflow parents."""
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "airflow" in cmd and "soak_bench" not in cmd and proc.info["cpu_times"]:
+            total += proc.info["cpu_times"].children_user + proc.info["cpu_times"].children_system
+    return total
+
+
+class LoadWriter:
+    """One change a second over the load tables (an insert, an update, a soft delete), each recorded
+    with its cursor value and its commit time."""
+
+    def __init__(self, layout: StackLayout, rate: float) -> None:
+        self.layout, self.rate = layout, rate
+        self.changes: list[tuple[str, int, datetime, float]] = []  # table, id, updated_at, committed (epoch)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(11)
+        conn = demo.connect(self.layout)
+        next_id = {name: 10_000 for name in load_names()}
+        with conn.cursor() as cur:
+            while not self.stop.is_set():
+                name = rng.choice(load_names())
+                roll = rng.random()
+                if roll < 0.4:
+                    next_id[name] += 1
+                    row = next_id[name]
+                    cur.execute(f"INSERT INTO {name} (id, note, amount) VALUES (%s, 'new', 1.5)", (row,))
+                elif roll < 0.95:
+                    row = rng.randint(1, 200)
+                    cur.execute(f"UPDATE {name} SET amount = amount + 1 WHERE id = %s", (row,))
+                else:
+                    row = rng.randint(1, 200)
+                    cur.execute(f"UPDATE {name} SET deleted_at = CURRENT_TIMESTAMP(3) WHERE id = %s", (row,))
+                committed = time.time()  # autocommit: the statement has committed
+                cur.execute(f"SELECT updated_at FROM {name} WHERE id = %s", (row,))
+                self.changes.append((name, row, cur.fetchone()[0], committed))
+                self.stop.wait(1.0 / self.rate)
+        conn.close()
+
+
+class LakeWatch:
+    """When each recorded change became visible in its pipeline's current-state table."""
+
+    def __init__(self, cfg: config.PipelinesConfig, writer: LoadWriter, poll: float) -> None:
+        self.cfg, self.writer, self.poll = cfg, writer, poll
+        self.seen: dict[int, float] = {}  # index into writer.changes -> visible at (epoch)
+        self.snapshots: dict[str, int | None] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        catalog = lake.catalog(self.cfg.lake)
+        while not self.stop.is_set():
+            for name in load_names():
+                pipeline = self.cfg.get(f"shop_{name}")
+                try:
+                    table = catalog.load_table(self.cfg.lake.qualified(pipeline.current_table))
+                except Exception:  # noqa: BLE001, S112 - not created yet (its snapshot is running)
+                    continue
+                snapshot = table.current_snapshot()
+                snapshot_id = snapshot.snapshot_id if snapshot else None
+                if snapshot_id == self.snapshots.get(name):
+                    continue
+                self.snapshots[name] = snapshot_id
+                now = time.time()
+                rows = table.scan(selected_fields=("id", "updated_at")).to_arrow()
+                current = dict(zip(rows.column("id").to_pylist(), rows.column("updated_at").to_pylist(), strict=True))
+                for index, (table_name, row, updated_at, _) in enumerate(list(self.writer.changes)):
+                    if table_name != name or index in self.seen:
+                        continue
+                    got = current.get(row)
+                    if got is not None and got.replace(tzinfo=None) >= updated_at:
+                        self.seen[index] = now
+            self.stop.wait(self.poll)
+
+
+def queueing(layout: StackLayout, since: datetime, until: datetime) -> list[tuple[str, float, float]]:
+    """(dag, seconds from the data interval's end to the task's start, task duration) of every
+    extraction task that started in [since, until)."""
+    pg = services.postgres_settings(layout)
+    conn = psycopg2.connect(host=pg["host"], port=pg["port"], user="airflow",
+                            password=layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local"), dbname="airflow")
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT ti.dag_id, EXTRACT(EPOCH FROM ti.start_date - dr.data_interval_end),
+                   EXTRACT(EPOCH FROM ti.end_date - ti.start_date)
+            FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id
+            WHERE ti.dag_id LIKE 'extract_%%' AND ti.start_date >= %s AND ti.start_date < %s
+              AND ti.end_date IS NOT NULL AND ti.state = 'success'""", (since, until))
+        rows = [(dag, float(delay), float(duration)) for dag, delay, duration in cur.fetchall()]
+    conn.close()
+    return rows
+
+
+def wait_for_watermarks(layout: StackLayout, cfg: config.PipelinesConfig, past: datetime, timeout: float) -> float:
+    import boto3
+
+    env = services.aws_env(layout)
+    client = boto3.client("dynamodb", endpoint_url=services.moto_endpoint(layout), region_name=env["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    state = LakeState(client, "spotlake")
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        marks = [state.get(p.name) for p in cfg.pipelines]
+        if all(m is not None and m.watermark and parse_iso(m.watermark) > past for m in marks):
+            return time.monotonic() - started
+        time.sleep(5)
+    lagging = [p.name for p, m in zip(cfg.pipelines, [state.get(p.name) for p in cfg.pipelines], strict=True)
+               if m is None or not m.watermark or parse_iso(m.watermark) <= past]
+    raise AssertionError(f"watermarks still before {past.isoformat()} after {timeout:.0f} s: {', '.join(lagging)}")
+
+
+def compare(layout: StackLayout, cfg: config.PipelinesConfig) -> dict[str, tuple[int, int]]:
+    """Per pipeline: (rows in MySQL, rows that differ from the lake on key or cursor value)."""
+    conn = demo.connect(layout)
+    found: dict[str, tuple[int, int]] = {}
+    for pipeline in cfg.pipelines:
+        key = pipeline.primary_key[0]
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT `{key}`, `{pipeline.cursor}` FROM `{pipeline.table}`")
+            source = {k: v for k, v in cur.fetchall()}
+        table = lake.read(cfg, pipeline.name)
+        ours = {k: v.replace(tzinfo=None) if v is not None else None
+                for k, v in zip(table.column(key).to_pylist(), table.column(pipeline.cursor).to_pylist(), strict=True)}
+        differ = sum(1 for k in set(source) | set(ours) if source.get(k) != ours.get(k))
+        found[pipeline.name] = (len(source), differ)
+    conn.close()
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    layout = StackLayout.default()
+    cfg = config.load(SOAK / "pipelines.yaml")
+    dag_ids = [f"extract_{p.name}" for p in cfg.pipelines]
+    idle = idle_cpu(layout, dag_ids, args.idle_seconds) if args.idle_seconds > 0 else None
+    if idle:
+        print(f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
+              f"({100 * idle['share_of_machine']:.1f}% of the machine)", flush=True)
+    print("waiting for every pipeline's initial snapshot and first window", flush=True)
+    wait_for_watermarks(layout, cfg, datetime.now(UTC) - timedelta(minutes=2), 900)
+    writer = LoadWriter(layout, args.rate)
+    watch = LakeWatch(cfg, writer, args.poll)
+    # The demo's own workload (`make up` starts it: 2 changes/s on the shop tables) runs throughout.
+    since = datetime.now(UTC)
+    writer.thread.start()
+    watch.thread.start()
+    time.sleep(args.minutes * 60)
+    writer.stop.set()
+    writer.thread.join()
+    Supervisor(layout).stop("workload")
+    stopped = datetime.now(UTC)
+    print(f"workload stopped; {len(writer.changes)} load-table changes; waiting for the watermarks", flush=True)
+    caught_up = wait_for_watermarks(layout, cfg, stopped + timedelta(seconds=5), 600)
+    time.sleep(args.poll * 2)
+    watch.stop.set()
+    watch.thread.join()
+    fresh = [watch.seen[i] - writer.changes[i][3] for i in range(len(writer.changes)) if i in watch.seen]
+    missing_fresh = len(writer.changes) - len(fresh)
+    tasks = queueing(layout, since, stopped)
+    diffs = compare(layout, cfg)
+    report = render(args, idle, fresh, missing_fresh, tasks, diffs, caught_up, len(writer.changes))
+    print(report)
+    if not args.print_only:
+        (ROOT / "docs" / "benchmarks" / "one-minute-soak.md").write_text(report)
+    return 0 if all(d == 0 for _, d in diffs.values()) else 1
+
+
+def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[float], missing: int,
+           tasks: list[tuple[str, float, float]], diffs: dict[str, tuple[int, int]], caught_up: float,
+           changes: int) -> str:
+    delays = [d for _, d, _ in tasks]
+    durations = [t for _, _, t in tasks]
+    late = sum(1 for d in delays if d > 60)
+    lines = [
+        "# Twenty pipelines at a one-minute schedule (local stack)",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, one run, on the stack from `make up` (2 cores): 20 pipelines "
+        "(the demo's three and 17 `load_NN` tables) on pool `small` at `* * * * *`, windows as statements in warm "
+        f"sessions, {args.minutes:.0f} minutes of the demo's workload (2 changes/s) and {args.rate} change/s over "
+        "the load tables. Reproduce: see `bench/soak_bench.py`.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
+    if idle:
+        lines.append(f"| Airflow CPU while idle (extraction paused, fleet DAGs running), share of the machine | "
+                     f"{100 * idle['share_of_machine']:.1f}% ({idle['cpu_s']:.0f} CPU s in {idle['seconds']:.0f} s) |")
+    lines += [
+        f"| extraction tasks in the period | {len(tasks)} |",
+        f"| data interval end -> task start, p50 / p95 / max | {statistics.median(delays):.1f} / {pct(delays, 0.95):.1f}"
+        f" / {max(delays):.1f} s |" if delays else "| data interval end -> task start | no task |",
+        f"| windows that queued longer than one interval (60 s) | {late} |",
+        f"| task duration, p50 / p95 | {statistics.median(durations):.1f} / {pct(durations, 0.95):.1f} s |"
+        if durations else "| task duration | – |",
+        f"| freshness (commit in MySQL -> in the current-state table), p50 / p95 / max, {len(fresh)} changes | "
+        f"{statistics.median(fresh):.0f} / {pct(fresh, 0.95):.0f} / {max(fresh):.0f} s |" if fresh else "| freshness | – |",
+        f"| changes never seen by the poll (overwritten by a later change of the same row first) | {missing} of {changes} |",
+        f"| after the workload stopped, every watermark past it within | {caught_up:.0f} s |",
+        f"| rows differing from MySQL (key or cursor value), all 20 tables | {sum(d for _, d in diffs.values())} "
+        f"of {sum(n for n, _ in diffs.values())} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--slots", type=int, default=2, help="the pool's max_batches (Airflow pool slots, sessions)")
+    r = sub.add_parser("run")
+    r.add_argument("--minutes", type=float, default=15)
+    r.add_argument("--rate", type=float, default=1.0, help="changes per second over the load tables")
+    r.add_argument("--poll", type=float, default=5.0)
+    r.add_argument("--idle-seconds", type=float, default=180)
+    r.add_argument("--print-only", action="store_true")
+    args = parser.parse_args()
+    return prepare(args) if args.command == "prepare" else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
