@@ -150,9 +150,11 @@ class SessionStatementMixin:
         succeeded = (report or {}).get("status") == "succeeded" or (
             report is None and status == "success" and sessions.exit_code(statement) == 0)
         if succeeded:
-            result = self.on_batch_success(context, job)
-            self._finish(job, JobState.SUCCEEDED, "")
-            sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id)
+            try:
+                result = self.on_batch_success(context, job)
+                self._finish(job, JobState.SUCCEEDED, "")
+            finally:
+                sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id)
             if result is NEXT_JOB:
                 return self._submit_and_defer(context)
             return result

@@ -45,6 +45,8 @@ SESSION_GONE = frozenset({"shutting_down", "error", "dead", "killed", "success"}
 STATEMENT_PENDING = frozenset({"waiting", "running", "cancelling"})
 STATEMENT_DONE = frozenset({"available", "error", "cancelled"})
 EXIT_MARK = "SPOTLAKE_EXIT: "
+# A lease is taken before its job is claimed: for this long a lease its job does not name yet is live.
+LEASE_GRACE_S = 60.0
 
 
 class NoFreeSession(SpotlakeError):
@@ -206,21 +208,27 @@ def _age_s(iso: str) -> float:
     return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
 
 
-def lease_is_stale(registry: Registry, slot: SessionSlot, job_key: str) -> bool:
-    """Whether the slot's lease no longer belongs to a running job attempt: free, held by an
-    earlier attempt of ``job_key`` (being replaced), or by an attempt its job has moved on from."""
+def lease_is_stale(registry: Registry, slot: SessionSlot, replacing: str = "",
+                   grace_s: float = LEASE_GRACE_S) -> bool:
+    """Whether the slot's lease no longer belongs to a running job attempt: free, held by the
+    attempt ``replacing`` (whose statement is known to be gone), or held by an attempt its job has
+    moved on from (finished, failed, re-claimed). A lease younger than ``grace_s`` whose job does
+    not name it yet belongs to an attempt that is claiming its job right now: it is live."""
     if not slot.lease_run:
         return True
-    if slot.lease_job == job_key:
+    if replacing and slot.lease_run == replacing:
         return True
     holder = registry.get_job(slot.lease_job)
-    return holder is None or holder.state != JobState.SUBMITTED or holder.run_id != slot.lease_run
+    if holder is not None and holder.state == JobState.SUBMITTED and holder.run_id == slot.lease_run:
+        return False
+    return _age_s(slot.leased_at) > grace_s
 
 
 def acquire_slot(registry: Registry, cluster: Cluster, job_key: str, run_id: str, settings: SessionSettings,
-                 code_version: str) -> SessionSlot:
+                 code_version: str, replacing: str = "") -> SessionSlot:
     """Lease a session slot of ``cluster`` to the attempt ``run_id``; warm slots (a session with
-    this code) first. NoFreeSession when every slot is leased to a live attempt."""
+    this code) first. ``replacing``: the run id of the job's earlier attempt whose statement is
+    gone (its lease is free). NoFreeSession when every slot is leased to a live attempt."""
     slots = {slot.slot: slot for slot in registry.session_slots(cluster.cluster_id)}
 
     def warmth(name: str) -> int:
@@ -236,7 +244,7 @@ def acquire_slot(registry: Registry, cluster: Cluster, job_key: str, run_id: str
                 fresh = SessionSlot(cluster_id=cluster.cluster_id, slot=name, pool=cluster.pool,
                                     endpoint=cluster.endpoint)
                 return registry.lease_slot(fresh, None, job_key, run_id)
-            if lease_is_stale(registry, slot, job_key):
+            if lease_is_stale(registry, slot, replacing):
                 return registry.lease_slot(slot, slot.version, job_key, run_id)
         except StaleState:
             continue
@@ -349,7 +357,8 @@ def submit_or_reconnect(
                 "DAG launches one (check `spotlake status` and the fleet DAG's last run)"
             )
         run_id = uuid.uuid4().hex
-        slot = acquire_slot(registry, cluster, request.job_key, run_id, settings, request.code_version)
+        replacing = job.run_id if job is not None and job.in_session else ""
+        slot = acquire_slot(registry, cluster, request.job_key, run_id, settings, request.code_version, replacing)
         try:
             claimed = registry.claim_job(request.job_key, request.pool, cluster, run_id, job, slot=slot.slot)
         except StaleState:

@@ -163,6 +163,11 @@ def test_a_lease_whose_job_moved_on_is_taken_over(registry: Registry, livy: Fake
     # p#a's task died without releasing; its job was since marked FAILED by a retry's bookkeeping.
     job = registry.get_job("p#a")
     registry.update_job(job, state=JobState.FAILED)
+    # A lease its job does not name is live for a grace period (its attempt may be claiming the job).
+    with pytest.raises(sessions.NoFreeSession):
+        submit(registry, livy, "r#a")
+    slot = registry.get_slot("c1", job.slot)
+    registry.update_slot(slot, leased_at="2026-01-01T00:00:00.000+00:00")
     taken = submit(registry, livy, "r#a").job
     assert taken.slot == job.slot and taken.session_id == job.session_id
     assert registry.get_slot("c1", job.slot).lease_job == "r#a"
@@ -175,6 +180,30 @@ def test_a_retried_task_reconnects_to_the_running_statement(registry: Registry, 
     again = submit(registry, livy, "p#a")
     assert again.reconnected and not first.reconnected
     assert again.job.statement_id == first.job.statement_id and len(livy.window_statements(0)) == 1
+
+
+def test_a_run_claiming_a_job_keeps_its_fresh_lease_from_a_second_run_of_the_same_window(
+    registry: Registry, livy: FakeLivy,
+) -> None:
+    cluster = ready(registry)
+    settings = SessionSettings(per_cluster=1, start_timeout=timedelta(seconds=5))
+    first = sessions.acquire_slot(registry, cluster, "p#a", "run-1", settings, "v1")
+    # A second run of p#a arrives before the first claimed the job: the lease is not stale for it.
+    with pytest.raises(sessions.NoFreeSession):
+        sessions.acquire_slot(registry, cluster, "p#a", "run-2", settings, "v1")
+    # But the attempt a retry replaces (its statement is gone) frees its lease at once.
+    taken = sessions.acquire_slot(registry, cluster, "p#a", "run-2", settings, "v1", replacing="run-1")
+    assert (taken.slot, taken.lease_run) == (first.slot, "run-2")
+
+
+def test_a_dead_statement_of_the_only_session_is_replaced_by_the_retry(registry: Registry, livy: FakeLivy) -> None:
+    ready(registry)
+    settings = SessionSettings(per_cluster=1, start_timeout=timedelta(seconds=5))
+    livy.statement_polls = 100
+    first = submit(registry, livy, "p#a", settings=settings).job
+    del livy.sessions[first.session_id]  # the session died with the statement
+    again = submit(registry, livy, "p#a", settings=settings)
+    assert not again.reconnected and again.job.attempt == 2 and again.job.session_id != first.session_id
 
 
 def test_a_finished_statement_nobody_handled_is_reconnected_to_not_run_again(
