@@ -280,6 +280,11 @@ def run(args: argparse.Namespace) -> int:
     layout = StackLayout.default()
     cfg = config.load(SOAK / "pipelines.yaml")
     dag_ids = [f"extract_{p.name}" for p in cfg.pipelines]
+    if args.idle_only:
+        idle = idle_cpu(layout, dag_ids, args.idle_seconds)
+        print(f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
+              f"({100 * idle['share_of_machine']:.1f}% of the machine)", flush=True)
+        return 0
     print("waiting for every pipeline's initial snapshot and first window", flush=True)
     wait_for_watermarks(layout, cfg, datetime.now(UTC) - timedelta(minutes=2), 1200)
     idle = idle_cpu(layout, dag_ids, args.idle_seconds) if args.idle_seconds > 0 else None
@@ -363,6 +368,7 @@ def main() -> int:
     r.add_argument("--rate", type=float, default=1.0, help="changes per second over the load tables")
     r.add_argument("--poll", type=float, default=5.0)
     r.add_argument("--idle-seconds", type=float, default=180)
+    r.add_argument("--idle-only", action="store_true", help="measure the idle CPU only, then stop")
     r.add_argument("--print-only", action="store_true")
     args = parser.parse_args()
     return prepare(args) if args.command == "prepare" else run(args)

@@ -7,42 +7,42 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule
+from airflow.sdk import DAG, CronTriggerTimetable
 
-from operators.fleet import HealPoolOperator, LaunchClusterOperator, RotatePoolOperator
 from sensors.cluster_health import ClusterHealthSensor
 from spotlake import pools
 from spotlake.fleet import span
 
+WATCH_MINUTES = 5  # one run watches the pool this long; the next run takes over
+
 DOC = """\
 ### Fleet of pool `{p.name}`
 
-Runs every minute, one run at a time. Provider: **{provider}** (`SPOTLAKE_PROVIDER`).
+One run every five minutes, one at a time, one task. Provider: **{provider}** (`SPOTLAKE_PROVIDER`).
 Serves pipelines {pipelines} and streams {streams}.
 
-- **`launch`**: makes a LAUNCHING cluster that is up READY; launches a cluster when the
-  pool has none live.
-- **`rotate`**: replaces the READY cluster once it is older than **{max_age}**: the
-  replacement becomes READY first and takes the new jobs while the old one drains. Stops a
-  DRAINING cluster once it has no running job, or after **{drain}**, re-queueing what is left.
-- **`detect_dead`** (sensor): checks every cluster every **{interval}**; after **{threshold}**
-  consecutive failed checks (at once when the provider reports the cluster gone) marks it
-  DEAD and re-queues its running jobs. Succeeds with the dead cluster ids in its XCom;
-  skipped when every cluster stayed healthy.
-- **`heal`**: re-queues jobs left on dead clusters and launches the replacement.
+**`watch`** (a deferrable sensor) makes one whole pass over the pool, then waits in the
+triggerer, which looks at the pool every **{interval}** (the registry, and a health probe of each
+cluster) and wakes the task only when the fleet must act. Each pass:
+
+- launches a cluster when the pool has none live, and makes a LAUNCHING cluster that is up READY;
+- replaces the READY cluster once it is older than **{max_age}**: the replacement becomes READY
+  first and takes the new jobs while the old one drains; stops a DRAINING cluster once it has no
+  running job, or after **{drain}**, re-queueing what is left;
+- checks every cluster; after **{threshold}** consecutive failed checks (at once when the provider
+  reports the cluster gone) marks it DEAD, re-queues its running jobs and launches the replacement.
 
 Re-queued jobs run on the replacement without using an Airflow retry. Every change is a
 conditional write in the registry, so two runs at once never launch twice for one vacancy
-nor leave two READY clusters. Each task's log lists the clusters, reasons and moved jobs;
+nor leave two READY clusters. The task's log lists each pass's clusters, reasons and moved jobs;
 `python -m spotlake.status` shows the whole picture.
 """
 
 
 def build_dag(pool: pools.PoolConfig, provider: str) -> DAG:
-    interval = pool.health_check_interval.total_seconds()
     with DAG(
         dag_id=pool.dag_id,
-        schedule=CronTriggerTimetable("* * * * *", timezone="UTC"),
+        schedule=CronTriggerTimetable(f"*/{WATCH_MINUTES} * * * *", timezone="UTC"),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -53,16 +53,10 @@ def build_dag(pool: pools.PoolConfig, provider: str) -> DAG:
             streams=", ".join(f"`{n}`" for n in pool.serves_streams) or "none",
         ),
         tags=["spotlake", "fleet", f"pool:{pool.name}"],
-        default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
+        default_args={"retries": 0, "execution_timeout": timedelta(minutes=WATCH_MINUTES + 30)},
     ) as dag:
-        launch = LaunchClusterOperator(task_id="launch", pool_name=pool.name)
-        rotate = RotatePoolOperator(task_id="rotate", pool_name=pool.name, trigger_rule=TriggerRule.ALL_DONE)
-        detect_dead = ClusterHealthSensor(
-            task_id="detect_dead", pool_name=pool.name, poke_interval=interval,
-            timeout=max(interval, 45.0), soft_fail=True, trigger_rule=TriggerRule.ALL_DONE,
-        )
-        heal = HealPoolOperator(task_id="heal", pool_name=pool.name, trigger_rule=TriggerRule.ALL_DONE)
-        launch >> rotate >> detect_dead >> heal
+        ClusterHealthSensor(task_id="watch", pool_name=pool.name, watch_for=timedelta(minutes=WATCH_MINUTES),
+                            timeout=(WATCH_MINUTES + 30) * 60)
     return dag
 
 

@@ -1,39 +1,75 @@
-"""Detect a dead cluster of a pool, as its own task in the UI.
+"""The fleet of a pool, watching without a worker slot: detects dead clusters and acts.
 
-Every poke is one health check of the pool's LAUNCHING, READY and DRAINING
-clusters (:meth:`spotlake.fleet.Fleet.check_health`): failed checks are counted in
-the registry, and a cluster that reaches the pool's ``failure_threshold`` (or that
-its provider reports gone) is marked DEAD and its SUBMITTED jobs are re-queued.
-The sensor then succeeds with the dead cluster ids and the report in its XCom;
-when the pool stays healthy it times out and, with ``soft_fail``, is skipped.
+:class:`ClusterHealthSensor` is the one task of a ``fleet_<pool>`` run. It makes one whole fleet
+pass (:meth:`spotlake.fleet.Fleet.tend`: launch and promote, rotate and drain, health checks until
+a failing cluster is DEAD or healthy again, heal: re-queue its jobs and launch the replacement),
+then defers on :class:`spotlake.triggers.PoolWatchTrigger`, which looks at the pool every
+``health_check_interval`` in the triggerer (the registry, and a health probe of each cluster
+through its provider) and wakes the task only when the fleet must act: a failed check, no
+READY cluster, a cluster launching or draining, a rotation due. So a healthy pool costs no worker
+slot and starts no task process between passes, and a dead cluster is seen within one interval.
+The run ends after ``watch_for`` (the DAG's schedule interval), when the next run takes over.
+Each pass's report (which cluster, why, which jobs moved) is logged and is the task's XCom; a
+pass that could not do its job (a launch or termination failed) fails the task after the rest of
+the pass ran, so the UI shows it.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.exceptions import AirflowException
+from airflow.sdk import BaseSensorOperator
 
 from operators.fleet import PoolFleetMixin
+from spotlake.triggers import PoolWatchTrigger
 
 
 class ClusterHealthSensor(PoolFleetMixin, BaseSensorOperator):
     template_fields = ("pool_name",)
     ui_color = "#f6e3c8"
 
-    def __init__(self, *, pool_name: str, aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "poke")
+    def __init__(self, *, pool_name: str, aws_conn_id: str | None = "aws_default",
+                 watch_for: timedelta = timedelta(minutes=5), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pool_name = pool_name
         self.aws_conn_id = aws_conn_id
+        self.watch_for = watch_for
 
-    def poke(self, context: Any) -> bool | PokeReturnValue:
-        report = self.fleet.check_health(self.pool_config)
-        for line in report.lines() if report.events else []:
+    def tend(self) -> dict[str, Any]:
+        """One whole fleet pass, logged; fails the task if the pass could not do its job."""
+        report = self.fleet.tend(self.pool_config)
+        for line in report.lines():
             self.log.info("%s", line)
-        for message in report.errors:
-            self.log.warning("pool %s: %s (checked again next poke)", self.pool_name, message)
-        if report.dead:
-            self.log.warning("pool %s: dead cluster(s) %s", self.pool_name, ", ".join(report.dead))
-            return PokeReturnValue(is_done=True, xcom_value=report.to_dict())
+        if report.errors:
+            raise AirflowException(f"pool {self.pool_name}: " + "; ".join(report.errors))
+        return report.to_dict()
+
+    def poke(self, context: Any) -> bool:
+        """Without deferral (``mode`` poke or reschedule): one pass per poke, until the timeout."""
+        self.tend()
         return False
+
+    def execute(self, context: Any, until: str | None = None) -> Any:
+        report = self.tend()
+        if until is None:
+            start = context.get("logical_date") or datetime.now(UTC)
+            until = max(start + self.watch_for, datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+        if datetime.now(UTC) >= datetime.fromisoformat(until):
+            return report
+        interval = self.pool_config.health_check_interval.total_seconds()
+        self.defer(
+            trigger=PoolWatchTrigger(pool_name=self.pool_name, until=until, interval=interval,
+                                     hold=max(60.0, interval), aws_conn_id=self.aws_conn_id,
+                                     registry_prefix=self.registry.prefix),
+            method_name="resume", kwargs={"until": until},
+        )
+        return report
+
+    def resume(self, context: Any, event: dict[str, Any], until: str) -> Any:
+        if event.get("status") == "done":
+            self.log.info("pool %s: watched until %s", self.pool_name, until)
+            return {"pool": self.pool_name, "watched_until": until}
+        self.log.info("pool %s: %s", self.pool_name, event.get("reason"))
+        return self.execute(context, until=until)

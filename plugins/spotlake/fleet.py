@@ -159,6 +159,54 @@ class Fleet:
         self.provider = provider
         self.clock = clock
 
+    # ------------------------------------------------------------------ watch
+    def attention(self, pool: PoolConfig) -> tuple[str, str]:
+        """Whether the fleet must act on ``pool`` now, read-only (the pool's watcher asks this every
+        ``health_check_interval`` in the triggerer): ``("urgent", why)`` when a cluster fails its
+        health check (or recovered from failed ones) or the pool has no READY or LAUNCHING cluster;
+        ``("periodic", why)`` while a cluster launches or drains or the READY one is due for rotation;
+        ``("", "")`` when nothing is due. A provider that cannot be asked is asked again next time."""
+        clusters = [c for c in self.registry.clusters(pool.name) if c.state in CHECKED_STATES]
+        if not any(c.state in (ClusterState.LAUNCHING, ClusterState.READY) for c in clusters):
+            return "urgent", "the pool has no READY or LAUNCHING cluster"
+        for cluster in clusters:
+            health = self._observe(cluster, FleetReport(pool.name))
+            if health is None:
+                continue
+            if not health.alive and not (cluster.state == ClusterState.LAUNCHING and not health.definitive):
+                return "urgent", f"cluster {cluster.cluster_id} failed a health check: {health.reason}"
+            if health.alive and cluster.failures:
+                return "urgent", f"cluster {cluster.cluster_id} is healthy again after {cluster.failures} failed check(s)"
+        for cluster in clusters:
+            if cluster.state == ClusterState.LAUNCHING:
+                return "periodic", f"cluster {cluster.cluster_id} is launching"
+            if cluster.state == ClusterState.DRAINING:
+                return "periodic", f"cluster {cluster.cluster_id} is draining"
+            if cluster.state == ClusterState.READY and self._age(cluster.launched_at) >= pool.max_age:
+                return "periodic", f"cluster {cluster.cluster_id} is due for rotation (max_age {span(pool.max_age)})"
+        return "", ""
+
+    def tend(self, pool: PoolConfig, sleep: Callable[[float], None] | None = None) -> FleetReport:
+        """One whole pass for the pool's watcher: launch (and promote), rotate and drain, check
+        health; while a cluster is failing its checks, check it again every
+        ``health_check_interval`` until it is DEAD or healthy (so a death is confirmed within this
+        pass); then heal (re-queue and launch the replacement)."""
+        import time
+
+        report = FleetReport(pool.name)
+        self.launch(pool, report)
+        self.rotate(pool, report)
+        self.check_health(pool, report)
+        wait = sleep or time.sleep
+        for _ in range(pool.failure_threshold):
+            failing = [c for c in self.registry.clusters(pool.name) if c.state in CHECKED_STATES and c.failures]
+            if not failing:
+                break
+            wait(pool.health_check_interval.total_seconds())
+            self.check_health(pool, report)
+        self.heal(pool, report)
+        return report
+
     # ------------------------------------------------------------------ whole
     def reconcile(self, pool: PoolConfig) -> FleetReport:
         """Every piece once: check health, heal, rotate."""

@@ -484,3 +484,79 @@ def test_report_says_which_cluster_why_and_which_jobs(
         for line in report.lines()
     )
     assert any(line.startswith("pool small: cluster small-0002 ready") for line in report.lines())
+
+
+# ------------------------------------------------------------------- the pool's watcher
+
+
+def test_attention_says_when_the_fleet_must_act_and_is_quiet_otherwise(
+    fleet: Fleet, registry: Registry, provider: FakeProvider, clock: FakeClock,
+) -> None:
+    pool = pool_config()
+    assert fleet.attention(pool) == ("urgent", "the pool has no READY or LAUNCHING cluster")
+    fleet.launch(pool)
+    assert fleet.attention(pool) == ("", "")  # one healthy READY cluster: nothing to do
+    (cluster_id,) = ready(registry)
+    provider.fail(cluster_id)
+    kind, reason = fleet.attention(pool)
+    assert kind == "urgent" and f"cluster {cluster_id} failed a health check" in reason
+    assert states(registry) == {cluster_id: ClusterState.READY}  # it only looks
+    del provider.health_of[cluster_id]
+    clock.advance(hours=7)
+    assert fleet.attention(pool) == ("periodic", f"cluster {cluster_id} is due for rotation (max_age 6h)")
+
+
+def test_a_pass_confirms_a_failing_cluster_dead_and_launches_its_replacement(
+    fleet: Fleet, registry: Registry, provider: FakeProvider,
+) -> None:
+    pool = pool_config(failure_threshold=3)
+    fleet.launch(pool)
+    (first,) = ready(registry)
+    job = submit(registry, "p#w")
+    provider.fail(first)
+    waits: list[float] = []
+    report = fleet.tend(pool, sleep=waits.append)
+    assert waits == [15.0, 15.0]  # three checks, one health_check_interval apart, within the pass
+    assert report.dead == [first] and report.requeued_jobs == [job.job_key]
+    assert states(registry)[first] == ClusterState.DEAD and len(ready(registry)) == 1
+    assert registry.get_job(job.job_key).state == JobState.REQUEUED
+    assert fleet.attention(pool) == ("", "")
+
+
+def test_a_pass_over_a_healthy_pool_does_nothing_and_does_not_wait(fleet: Fleet, registry: Registry) -> None:
+    pool = pool_config()
+    fleet.launch(pool)
+    waits: list[float] = []
+    report = fleet.tend(pool, sleep=waits.append)
+    assert waits == [] and report.lines() == ["pool small: nothing to do"]
+
+
+def test_the_watch_trigger_wakes_on_a_failed_check_and_holds_periodic_needs(
+    fleet: Fleet, registry: Registry, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from spotlake.triggers import PoolWatchTrigger
+
+    pool = pool_config()
+    fleet.launch(pool)
+    until = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    trigger = PoolWatchTrigger(pool_name="small", until=until, interval=0.01, hold=60.0)
+    assert PoolWatchTrigger(**trigger.serialize()[1]).serialize() == trigger.serialize()
+    monkeypatch.setattr(trigger, "_fleet", lambda: (fleet, pool))
+
+    async def first() -> Any:
+        async def one() -> Any:
+            async for event in trigger.run():
+                return event.payload
+        return await asyncio.wait_for(one(), timeout=2)
+
+    (cluster_id,) = ready(registry)
+    provider.fail(cluster_id)
+    event = asyncio.run(first())
+    assert event["status"] == "attention" and event["kind"] == "urgent" and cluster_id in event["reason"]
+    # A rotation due is periodic: held for `hold` seconds, so the watch ends without waking first.
+    del provider.health_of[cluster_id]
+    fleet.clock = lambda: datetime.now(UTC) + timedelta(hours=7)
+    trigger.until = (datetime.now(UTC) + timedelta(seconds=0.2)).isoformat()
+    assert asyncio.run(first()) == {"status": "done"}
