@@ -147,16 +147,17 @@ def table_locked(env: ExtractionEnv, table: str) -> Iterator[Callable[[], None]]
 
 
 def new_pipeline(env: ExtractionEnv, name: str) -> tuple[str, str, datetime]:
-    """A table with 300 rows, its pipeline, and the first window after its initial snapshot
-    (which has run, as a batch)."""
+    """A table with 300 rows and its pipeline without an initial snapshot (``initial_load: false``):
+    its first window, a statement, reads the 300 rows (their cursors lie in its lookback). Returns
+    (table, pipeline, the next window)."""
     table = create_table(env, name)
     w0 = base_window()
-    insert(env, table, [(i, f"c{i % 7}", "placed", Decimal(i) / 4, w0 - timedelta(days=1, seconds=i))
+    insert(env, table, [(i, f"c{i % 7}", "placed", Decimal(i) / 4, w0 - timedelta(seconds=i))
                         for i in range(1, 301)])
-    pipeline = env.add_pipeline(f"{name}_{env.tag}", table)
-    run_operator(env.operator(pipeline), w0, w0 + FIVE)
-    assert env.state(pipeline).snapshot == "DONE"
-    return table, pipeline, floor5(parse_iso(env.state(pipeline).watermark)) + FIVE
+    pipeline = env.add_pipeline(f"{name}_{env.tag}", table, initial_load=False)
+    first = run_operator(env.operator(pipeline), w0, w0 + FIVE)
+    assert first["rows_read"] == 300 and parse_iso(env.state(pipeline).watermark) == w0 + FIVE
+    return table, pipeline, w0 + FIVE
 
 
 def change_rows(env: ExtractionEnv, table: str, window: datetime, first_id: int) -> None:
