@@ -379,30 +379,9 @@ class Registry:
                 f"update_cluster cannot change {', '.join(forbidden)}; use transition_cluster or "
                 "mark_ready for state changes"
             )
-        changes["updated_at"] = now_iso()
-        sets = ", ".join(f"#{k} = :{k}" for k in changes)
-        try:
-            self.client.update_item(
-                TableName=self.clusters_table,
-                Key={"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}},
-                UpdateExpression=f"SET {sets}, version = version + :one",
-                ConditionExpression="version = :v",
-                ExpressionAttributeNames={f"#{k}": k for k in changes},
-                ExpressionAttributeValues={
-                    **{f":{k}": _av(v) for k, v in changes.items()},
-                    ":one": {"N": "1"}, ":v": {"N": str(cluster.version)},
-                },
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(
-                    f"cluster {cluster.pool}/{cluster.cluster_id} changed since version {cluster.version}"
-                ) from None
-            raise
-        for key, value in changes.items():
-            setattr(cluster, key, value)
-        cluster.version += 1
-        return cluster
+        return self._versioned_update(
+            self.clusters_table, {"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}}, cluster,
+            changes, f"cluster {cluster.pool}/{cluster.cluster_id}")
 
     def take_over(self, cluster: Cluster, endpoint: str, old: Cluster, drain_started_at: str) -> Cluster:
         """In one transaction: ``cluster`` LAUNCHING -> READY, ``old`` READY -> DRAINING, and
@@ -562,27 +541,8 @@ class Registry:
 
     def update_job(self, job: Job, **changes: Any) -> Job:
         """Apply ``changes`` to the job if it is still at ``job.version``."""
-        changes["updated_at"] = now_iso()
-        names = {f"#{k}": k for k in changes}
-        values = {f":{k}": _av(v) for k, v in changes.items()}
-        sets = ", ".join(f"#{k} = :{k}" for k in changes)
-        try:
-            self.client.update_item(
-                TableName=self.jobs_table,
-                Key={"job_key": {"S": job.job_key}},
-                UpdateExpression=f"SET {sets}, version = version + :one",
-                ConditionExpression="version = :v",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={**values, ":one": {"N": "1"}, ":v": {"N": str(job.version)}},
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(f"job {job.job_key} changed since version {job.version}") from None
-            raise
-        for key, value in changes.items():
-            setattr(job, key, value)
-        job.version += 1
-        return job
+        return self._versioned_update(self.jobs_table, {"job_key": {"S": job.job_key}}, job, changes,
+                                      f"job {job.job_key}")
 
     def wait_for_batch_id(self, job_key: str, timeout: float = 60.0) -> Job | None:
         """Wait for a job claimed by another run to get its batch id (or to change)."""
@@ -630,29 +590,36 @@ class Registry:
 
     def update_slot(self, slot: SessionSlot, **changes: Any) -> SessionSlot:
         """Apply ``changes`` to the slot if it is still at ``slot.version``."""
+        return self._versioned_update(
+            self.sessions_table, {"cluster_id": {"S": slot.cluster_id}, "slot": {"S": slot.slot}}, slot, changes,
+            f"session slot {slot.cluster_id}/{slot.slot}")
+
+    def _versioned_update(self, table: str, key: dict[str, Any], item: Any, changes: dict[str, Any],
+                          what: str) -> Any:
+        """SET ``changes`` (and ``updated_at``) on the item at ``key`` if its version is still
+        ``item.version``, then apply them to ``item`` (version + 1); StaleState otherwise."""
         changes["updated_at"] = now_iso()
         sets = ", ".join(f"#{k} = :{k}" for k in changes)
         try:
             self.client.update_item(
-                TableName=self.sessions_table,
-                Key={"cluster_id": {"S": slot.cluster_id}, "slot": {"S": slot.slot}},
+                TableName=table,
+                Key=key,
                 UpdateExpression=f"SET {sets}, version = version + :one",
                 ConditionExpression="version = :v",
                 ExpressionAttributeNames={f"#{k}": k for k in changes},
                 ExpressionAttributeValues={
                     **{f":{k}": _av(v) for k, v in changes.items()}, ":one": {"N": "1"},
-                    ":v": {"N": str(slot.version)},
+                    ":v": {"N": str(item.version)},
                 },
             )
         except ClientError as exc:
             if _conditional(exc):
-                raise StaleState(f"session slot {slot.cluster_id}/{slot.slot} changed since version "
-                                 f"{slot.version}") from None
+                raise StaleState(f"{what} changed since version {item.version}") from None
             raise
-        for key, value in changes.items():
-            setattr(slot, key, value)
-        slot.version += 1
-        return slot
+        for name, value in changes.items():
+            setattr(item, name, value)
+        item.version += 1
+        return item
 
     def _query(self, table: str, key: str, value: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
