@@ -6,7 +6,7 @@ Two steps:
     SPOTLAKE_PIPELINES=$PWD/.stack/soak/pipelines.yaml SPOTLAKE_POOLS=$PWD/.stack/soak/pools.yaml make up
     PYTHONPATH=plugins:. .venv/bin/python bench/soak_bench.py run --minutes 15
 
-``prepare`` creates 17 tables ``shop.load_01`` ... ``load_17`` beside the demo's three and writes a
+``prepare`` creates 17 empty tables ``shop.load_01`` ... ``load_17`` beside the demo's three and writes a
 pipelines file with the 20 pipelines at ``* * * * *`` (and the pools file: the demo's, with the pool's
 slots). ``run`` measures, on the running stack (Airflow's scheduler, triggerer and workers, the
 fleet's local cluster, warm sessions):
@@ -76,10 +76,6 @@ def prepare(args: argparse.Namespace) -> int:
                 id BIGINT PRIMARY KEY, note VARCHAR(40) NOT NULL, amount DECIMAL(10,2) NOT NULL,
                 updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
                 deleted_at DATETIME(3) NULL, KEY ix_updated (updated_at))""")
-            cur.execute(f"SELECT COUNT(*) FROM {name}")
-            if cur.fetchone()[0] == 0:
-                cur.executemany(f"INSERT INTO {name} (id, note, amount) VALUES (%s, %s, %s)",
-                                [(i, f"n{i}", i / 4) for i in range(1, 201)])
     conn.close()
     pipelines = yaml.safe_load((ROOT / "config" / "pipelines.yaml").read_text())
     pipelines["defaults"]["schedule"] = "* * * * *"
@@ -87,8 +83,10 @@ def prepare(args: argparse.Namespace) -> int:
     # measured on its own (docs/benchmarks/reconcile.md), not here.
     pipelines["defaults"]["reconcile"] = {"enabled": False}
     for name in load_names():
+        # New tables, empty at the start: no initial snapshot (its batches would only delay the soak).
         pipelines["pipelines"].append({"name": f"shop_{name}", "source": "shop", "database": "shop", "table": name,
-                                       "primary_key": "id", "cursor": "updated_at", "soft_delete": "deleted_at"})
+                                       "primary_key": "id", "cursor": "updated_at", "soft_delete": "deleted_at",
+                                       "initial_load": False})
     (SOAK / "pipelines.yaml").write_text(yaml.safe_dump(pipelines, sort_keys=False))
     pools = yaml.safe_load((ROOT / "config" / "pools.yaml").read_text())
     pools["pools"]["small"]["max_batches"] = args.slots
@@ -164,20 +162,23 @@ class LoadWriter:
     def _run(self) -> None:
         rng = random.Random(11)
         conn = demo.connect(self.layout)
-        next_id = {name: 10_000 for name in load_names()}
+        ids: dict[str, list[int]] = {}
         with conn.cursor() as cur:
+            for name in load_names():
+                cur.execute(f"SELECT id FROM {name}")
+                ids[name] = [row[0] for row in cur.fetchall()]
             while not self.stop.is_set():
                 name = rng.choice(load_names())
                 roll = rng.random()
-                if roll < 0.4:
-                    next_id[name] += 1
-                    row = next_id[name]
+                if roll < 0.4 or not ids[name]:
+                    row = max(ids[name], default=0) + 1
                     cur.execute(f"INSERT INTO {name} (id, note, amount) VALUES (%s, 'new', 1.5)", (row,))
+                    ids[name].append(row)
                 elif roll < 0.95:
-                    row = rng.randint(1, 200)
+                    row = rng.choice(ids[name])
                     cur.execute(f"UPDATE {name} SET amount = amount + 1 WHERE id = %s", (row,))
                 else:
-                    row = rng.randint(1, 200)
+                    row = rng.choice(ids[name])
                     cur.execute(f"UPDATE {name} SET deleted_at = CURRENT_TIMESTAMP(3) WHERE id = %s", (row,))
                 committed = time.time()  # autocommit: the statement has committed
                 cur.execute(f"SELECT updated_at FROM {name} WHERE id = %s", (row,))
@@ -202,7 +203,7 @@ class LakeWatch:
             for name in load_names():
                 pipeline = self.cfg.get(f"shop_{name}")
                 try:
-                    table = catalog.load_table(self.cfg.lake.qualified(pipeline.current_table))
+                    table = catalog.load_table(f"{self.cfg.lake.namespace}.{pipeline.current_table}")
                 except Exception:  # noqa: BLE001, S112 - not created yet (its snapshot is running)
                     continue
                 snapshot = table.current_snapshot()
@@ -277,7 +278,10 @@ def compare(layout: StackLayout, cfg: config.PipelinesConfig) -> dict[str, tuple
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     layout = StackLayout.default()
+    os.environ.update(services.aws_env(layout))  # the lake's catalog secret and files, as the stack serves them
     cfg = config.load(SOAK / "pipelines.yaml")
     dag_ids = [f"extract_{p.name}" for p in cfg.pipelines]
     if args.idle_only:
