@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from operators.livy_batch import PipelineBatchOperator
+from spark_jobs.lake_state import LakeState
 from spotlake import artifacts, streaming
 from spotlake.errors import ConfigError
 from spotlake.jobs import BatchRequest
@@ -21,6 +22,21 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
     retention, and the files they reference, stay)."""
 
     job_kind = "maintenance"
+
+    def execute(self, context: Any) -> Any:
+        why = self.nothing_to_maintain()
+        if why:
+            self.log.info("%s: %s; no batch submitted", self.pipeline_name, why)
+            return {"skipped": why}
+        return super().execute(context)
+
+    def nothing_to_maintain(self) -> str:
+        """Why there is nothing to maintain yet ("" if there is): no window and no snapshot chunk
+        of the pipeline has committed, so its lake tables do not exist."""
+        state = LakeState(self.registry.client, self.registry.prefix).get(self.pipeline_name)
+        if state is None or (not state.watermark and not state.snapshot_chunks):
+            return "nothing has been committed to its lake tables yet"
+        return ""
 
     def build_request(self, context: Any) -> BatchRequest:
         published = artifacts.publish("maintain.py", s3=self.s3)
@@ -78,6 +94,9 @@ class StreamMaintenanceOperator(LakeMaintenanceOperator):
     def __init__(self, *, stream_name: str, **kwargs: Any) -> None:
         self.stream_name = stream_name
         super().__init__(pipeline_name=f"stream_{stream_name}", **kwargs)
+
+    def nothing_to_maintain(self) -> str:
+        return ""  # the stream's tables: the job finds out itself whether they exist
 
     def lake_section(self) -> dict[str, Any]:
         stream = streaming.load(catalog=self.config.lake).get(self.stream_name)

@@ -15,6 +15,8 @@ from operators.extraction import ExtractWindowOperator
 from spotlake import config
 from spotlake.pools import airflow_pool
 
+WINDOW_PRIORITY = 100  # above the default 1 of the pool's other tasks
+
 DOC = """\
 ### Extraction of `{p.database}.{p.table}` ({p.name})
 
@@ -62,6 +64,9 @@ def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> D
             pool=airflow_pool(pipeline.pool),
             outlets=[Asset(uri=pipelines.asset_uri(pipeline), name=f"lake_{pipeline.name}")],
             execution_timeout=timedelta(minutes=30),
+            # Windows take the pool's free slots before maintenance and reconciliation batches.
+            priority_weight=WINDOW_PRIORITY,
+            weight_rule="absolute",
         )
     return dag
 

@@ -42,3 +42,21 @@ def test_the_maintenance_dag_maintains_every_pipeline_and_every_streams_lake_tab
     assert (job.lake.current_table, job.lake.changes_table) == (
         f"{pipelines.lake.catalog}.{stream.lake.namespace}.{stream.lake.events}",
         f"{pipelines.lake.catalog}.{stream.lake.namespace}.{stream.lake.dead_letters}")
+
+
+def test_windows_take_the_pools_slots_before_maintenance_and_reconciliation() -> None:
+    bag = DagBag(dag_folder=str(DAGS))
+    window = bag.dags["extract_shop_orders"].get_task("extract")
+    for dag_id, task_id in (("lake_maintenance", "maintain_shop_orders"), ("reconcile_shop_orders", "reconcile")):
+        other = bag.dags[dag_id].get_task(task_id)
+        assert other.pool == window.pool == "spotlake_small"
+        assert (window.priority_weight, str(window.weight_rule)) == (100, "absolute")
+        assert other.priority_weight < window.priority_weight and str(other.weight_rule) != "absolute"
+
+
+def test_the_fleet_dag_is_one_deferrable_watch_per_pool() -> None:
+    from sensors.cluster_health import ClusterHealthSensor
+
+    bag = DagBag(dag_folder=str(DAGS))
+    (watch,) = bag.dags["fleet_small"].tasks
+    assert isinstance(watch, ClusterHealthSensor) and watch.task_id == "watch"
