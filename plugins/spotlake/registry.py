@@ -523,20 +523,7 @@ class Registry:
             moves=expected.moves if expected else 0,
             submitted_at=now, updated_at=now, version=(expected.version if expected else 0) + 1, slot=slot,
         )
-        if expected is None:
-            condition, values = "attribute_not_exists(job_key)", {}
-        else:
-            condition = "version = :v"
-            values = {":v": {"N": str(expected.version)}}
-        try:
-            self.client.put_item(
-                TableName=self.jobs_table, Item=_to_item(job), ConditionExpression=condition,
-                **({"ExpressionAttributeValues": values} if values else {}),
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(f"job {job_key} changed since it was read") from None
-            raise
+        self._versioned_put(self.jobs_table, job, "job_key", expected.version if expected else None, f"job {job_key}")
         return job
 
     def update_job(self, job: Job, **changes: Any) -> Job:
@@ -573,20 +560,26 @@ class Registry:
         now = now_iso()
         slot.lease_job, slot.lease_run, slot.leased_at, slot.updated_at = job_key, run_id, now, now
         slot.version = (expected_version or 0) + 1
+        self._versioned_put(self.sessions_table, slot, "cluster_id", expected_version,
+                            f"session slot {slot.cluster_id}/{slot.slot}")
+        return slot
+
+    def _versioned_put(self, table: str, item: Any, key: str, expected_version: int | None, what: str) -> None:
+        """Write ``item`` whole if the stored one is still at ``expected_version`` (None: if there is
+        none, checked on the key attribute ``key``); StaleState otherwise."""
         if expected_version is None:
-            condition, values = "attribute_not_exists(cluster_id)", {}
+            condition, values = f"attribute_not_exists({key})", {}
         else:
             condition, values = "version = :v", {":v": {"N": str(expected_version)}}
         try:
             self.client.put_item(
-                TableName=self.sessions_table, Item=_to_item(slot), ConditionExpression=condition,
+                TableName=table, Item=_to_item(item), ConditionExpression=condition,
                 **({"ExpressionAttributeValues": values} if values else {}),
             )
         except ClientError as exc:
             if _conditional(exc):
-                raise StaleState(f"session slot {slot.cluster_id}/{slot.slot} changed since it was read") from None
+                raise StaleState(f"{what} changed since it was read") from None
             raise
-        return slot
 
     def update_slot(self, slot: SessionSlot, **changes: Any) -> SessionSlot:
         """Apply ``changes`` to the slot if it is still at ``slot.version``."""
