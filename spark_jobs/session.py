@@ -22,7 +22,7 @@ ENTRIES = {"extract": "spark_jobs.extract"}
 _PREPARED: dict[str, Any] = {}
 
 
-def prepare(spark: Any) -> str | None:
+def prepare() -> str | None:
     """Once per session: the job packages on ``sys.path``, the jobs' log lines on the driver's
     stderr, and the entry modules imported (so a window pays for none of it)."""
     folder = use_job_packages()
@@ -36,7 +36,6 @@ def prepare(spark: Any) -> str | None:
     for module in ENTRIES.values():
         importlib.import_module(module)
     importlib.import_module("spark_jobs.extraction")
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
     return folder
 
 
@@ -45,7 +44,6 @@ def run(spark: Any, entry: str, argv: list[str]) -> int:
     error line and the exit code it would have had as a batch (``SPOTLAKE_EXIT: n``)."""
     if entry not in ENTRIES:
         raise ValueError(f"unknown job entry {entry!r}; known: {', '.join(sorted(ENTRIES))}")
-    use_job_packages()
     module = importlib.import_module(ENTRIES[entry])
     code = int(module.main(argv, session=spark))
     print(f"SPOTLAKE_EXIT: {code}", flush=True)

@@ -131,16 +131,11 @@ class SessionStatementMixin:
         status = event["status"]
         if status == "done":
             return self._statement_done(context, job, event["statement"])
-        client = self.livy_sessions(job.endpoint)
-        if status == "timeout":
-            # Hung past its deadline: cancel it and replace its session (whatever it still runs dies with it).
-            for step in (lambda: client.cancel(job.session_id, job.statement_id), lambda: client.delete(job.session_id)):
-                try:
-                    step()
-                except Exception as exc:  # noqa: BLE001 - a cluster that does not answer is replaced anyway
-                    self.log.info("statement %s: %s", job.statement_id, exc)
+        # Hung past its deadline: its session is deleted with it. Lost or re-queued: the session or
+        # its cluster is gone already.
+        client = self.livy_sessions(job.endpoint) if status == "timeout" else None
         sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id,
-                              discard=str(event.get("reason", status)))
+                              discard=str(event.get("reason", status)), client=client)
         return self._requeue(context, job, event)
 
     def _statement_done(self, context: Any, job: Job, statement: dict[str, Any]) -> Any:
@@ -200,13 +195,8 @@ class SessionStatementMixin:
             return
         if job.statement_id < 0:
             return
-        # Cancelling stops the statement's Spark jobs, not its Python code: the session goes too.
-        self.log.info("killing statement %s and session %s (%s)", job.statement_id, job.session_id, job.job_key)
-        client = self.livy_sessions(job.endpoint)
-        try:
-            client.cancel(job.session_id, job.statement_id)
-            client.delete(job.session_id)
-        finally:
-            self._finish(job, JobState.FAILED, "task killed")
-            sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard="task killed")
+        self.log.info("killing statement %s with its session %s (%s)", job.statement_id, job.session_id, job.job_key)
+        self._finish(job, JobState.FAILED, "task killed")
+        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard="task killed",
+                              client=self.livy_sessions(job.endpoint))
 

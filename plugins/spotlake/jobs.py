@@ -89,7 +89,8 @@ def _batch_state(client: BatchClient, batch_id: int) -> str | None:
     return getattr(state, "value", str(state))
 
 
-def _age_s(iso: str) -> float:
+def age_s(iso: str) -> float:
+    """Seconds since the ISO time ``iso`` (infinite for "")."""
     if not iso:
         return float("inf")
     return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
@@ -111,9 +112,9 @@ def submit_or_reconnect(
         job = registry.get_job(request.job_key)
         if job is not None and job.state == JobState.SUBMITTED:
             if job.batch_id < 0:
-                if _age_s(job.submitted_at) < ABANDONED_SUBMIT_S:
+                if age_s(job.submitted_at) < ABANDONED_SUBMIT_S:
                     # Another run is submitting this key right now: wait for its batch id.
-                    registry.wait_for_batch_id(request.job_key, timeout=ABANDONED_SUBMIT_S)
+                    registry.wait_for_submission(request.job_key, timeout=ABANDONED_SUBMIT_S)
                     continue
             else:
                 state = _batch_state(client_for(job.endpoint), job.batch_id)

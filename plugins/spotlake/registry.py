@@ -531,12 +531,12 @@ class Registry:
         return self._versioned_update(self.jobs_table, {"job_key": {"S": job.job_key}}, job, changes,
                                       f"job {job.job_key}")
 
-    def wait_for_batch_id(self, job_key: str, timeout: float = 60.0) -> Job | None:
-        """Wait for a job claimed by another run to get its batch id (or to change)."""
+    def wait_for_submission(self, job_key: str, timeout: float = 60.0) -> Job | None:
+        """Wait for a job claimed by another run to get its batch or statement id (or to change)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get_job(job_key)
-            if job is None or job.state != JobState.SUBMITTED or job.batch_id >= 0:
+            if job is None or job.state != JobState.SUBMITTED or job.batch_id >= 0 or job.statement_id >= 0:
                 return job
             time.sleep(0.5)
         return self.get_job(job_key)

@@ -26,11 +26,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from spotlake.errors import SpotlakeError
-from spotlake.jobs import NoReadyCluster, Submission, SubmitFailed
+from spotlake.jobs import NoReadyCluster, Submission, SubmitFailed, age_s
 from spotlake.pools import SessionSettings
 from spotlake.registry import Cluster, Job, JobState, Registry, SessionSlot, StaleState, now_iso
 
@@ -82,7 +81,7 @@ def bootstrap_code(request: StatementRequest) -> str:
         f"for _path in {request.py_files!r}:\n"
         "    sc.addPyFile(_path)\n"
         "from spark_jobs.session import prepare as _spotlake_prepare\n"
-        "_spotlake_prepare(spark)\n"
+        "_spotlake_prepare()\n"
         f"print('spotlake job code {request.code_version} loaded')"
     )
 
@@ -202,12 +201,6 @@ def exit_code(statement: dict[str, Any]) -> int | None:
 
 
 # --------------------------------------------------------------------------- slots
-def _age_s(iso: str) -> float:
-    if not iso:
-        return float("inf")
-    return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
-
-
 def lease_is_stale(registry: Registry, slot: SessionSlot, replacing: str = "",
                    grace_s: float = LEASE_GRACE_S) -> bool:
     """Whether the slot's lease no longer belongs to a running job attempt: free, held by the
@@ -221,7 +214,7 @@ def lease_is_stale(registry: Registry, slot: SessionSlot, replacing: str = "",
     holder = registry.get_job(slot.lease_job)
     if holder is not None and holder.state == JobState.SUBMITTED and holder.run_id == slot.lease_run:
         return False
-    return _age_s(slot.leased_at) > grace_s
+    return age_s(slot.leased_at) > grace_s
 
 
 def acquire_slot(registry: Registry, cluster: Cluster, job_key: str, run_id: str, settings: SessionSettings,
@@ -254,14 +247,21 @@ def acquire_slot(registry: Registry, cluster: Cluster, job_key: str, run_id: str
     )
 
 
-def release_slot(registry: Registry, slot_name: str, cluster_id: str, run_id: str, *, discard: str = "") -> None:
+def release_slot(registry: Registry, slot_name: str, cluster_id: str, run_id: str, *, discard: str = "",
+                 client: LivySessions | None = None) -> None:
     """Free the slot leased by ``run_id`` (nothing if another attempt took it over); ``discard``:
-    the session is gone or must not be reused, and why."""
+    the session is gone or must not be reused, and why; it is deleted through ``client`` (whatever
+    it still runs dies with it: cancelling a statement stops its Spark jobs, not its Python code)."""
     slot = registry.get_slot(cluster_id, slot_name)
     if slot is None or slot.lease_run != run_id:
         return
     changes: dict[str, Any] = {"lease_job": "", "lease_run": "", "statements": slot.statements + 1}
     if discard:
+        if client is not None and slot.session_id >= 0:
+            try:
+                client.delete(slot.session_id)
+            except Exception as exc:  # noqa: BLE001 - a cluster that does not answer takes its sessions along
+                log.info("session %s on %s not deleted: %s", slot.session_id, cluster_id, exc)
         changes.update(session_id=-1, code_version="", statements=0, reason=discard[:500])
     try:
         registry.update_slot(slot, **changes)
@@ -346,9 +346,9 @@ def submit_or_reconnect(
                     log.info("reconnecting to statement %s of session %s (%s) on %s", job.statement_id,
                              job.session_id, job.job_key, job.cluster_id)
                     return Submission(job, reconnected=True)
-            elif job.statement_id < 0 and job.batch_id < 0 and _age_s(job.submitted_at) < abandoned_after:
+            elif job.statement_id < 0 and job.batch_id < 0 and age_s(job.submitted_at) < abandoned_after:
                 # Another run is starting this job's statement right now: wait for it.
-                _wait_for_statement(registry, request.job_key, abandoned_after)
+                registry.wait_for_submission(request.job_key, timeout=abandoned_after)
                 continue
         cluster = registry.ready_cluster(request.pool)
         if cluster is None:
@@ -381,15 +381,6 @@ def _statement_alive(client: LivySessions, job: Job) -> bool:
     return found.get("state") == "available"
 
 
-def _wait_for_statement(registry: Registry, job_key: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = registry.get_job(job_key)
-        if job is None or job.state != JobState.SUBMITTED or job.statement_id >= 0:
-            return
-        time.sleep(0.5)
-
-
 def _start(registry: Registry, request: StatementRequest, cluster: Cluster, slot: SessionSlot, job: Job,
            client_for: Callable[[str], LivySessions], build_argv: Callable[[str], list[str]],
            settings: SessionSettings) -> Job:
@@ -400,7 +391,7 @@ def _start(registry: Registry, request: StatementRequest, cluster: Cluster, slot
         statement_id = client.post_statement(slot.session_id, statement_code(request.entry, build_argv(job.run_id)))
     except Exception as exc:
         registry.update_job(job, state=JobState.FAILED, reason=f"session on {cluster.cluster_id} failed: {exc}"[:1000])
-        release_slot(registry, slot.slot, cluster.cluster_id, job.run_id, discard=str(exc))
+        release_slot(registry, slot.slot, cluster.cluster_id, job.run_id, discard=str(exc), client=client)
         if isinstance(exc, SubmitFailed | SessionLost):
             raise SubmitFailed(f"{request.job_key}: {exc}") from exc
         raise SubmitFailed(

@@ -16,7 +16,61 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from spotlake.livy import TERMINAL_STATES, EndpointLivyAsyncHook
 
 
-class LivyBatchTrigger(BaseTrigger):
+class JobTrigger(BaseTrigger):
+    """What the Livy triggers share: the job they watch, where it runs, how often to look, and the
+    registry's view of it (a job the fleet re-queued, or whose cluster is DEAD, runs no more)."""
+
+    FIELDS = ("endpoint", "job_key", "poll_interval", "unreachable_timeout", "pool", "cluster_id",
+              "aws_conn_id", "registry_prefix")
+    OWN_FIELDS: tuple[str, ...] = ()  # the subclass's ids of what runs the job
+
+    def __init__(self, endpoint: str, job_key: str, poll_interval: float, unreachable_timeout: float = 45.0,
+                 pool: str = "", cluster_id: str = "", aws_conn_id: str | None = "aws_default",
+                 registry_prefix: str | None = None) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.job_key = job_key
+        self.poll_interval = poll_interval
+        self.unreachable_timeout = unreachable_timeout
+        self.pool = pool
+        self.cluster_id = cluster_id
+        self.aws_conn_id = aws_conn_id
+        self.registry_prefix = registry_prefix
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"spotlake.triggers.{type(self).__name__}",
+                {name: getattr(self, name) for name in (*self.OWN_FIELDS, *self.FIELDS)})
+
+    def _event(self, status: str, **extra: Any) -> TriggerEvent:
+        return TriggerEvent({"status": status, **{name: getattr(self, name) for name in self.OWN_FIELDS},
+                             "job_key": self.job_key, "endpoint": self.endpoint, **extra})
+
+    def _registry(self) -> Any:
+        from spotlake.registry import Registry
+
+        return Registry.from_connection(self.aws_conn_id, self.registry_prefix)
+
+    def _runs_elsewhere(self, job: Any) -> bool:
+        """Whether the SUBMITTED ``job`` names another batch or statement than this trigger's."""
+        raise NotImplementedError
+
+    def _moved_reason(self, registry: Any) -> str | None:
+        """Why the registry says this trigger's batch or statement no longer runs the job, or None."""
+        from spotlake.registry import ClusterState, JobState
+
+        job = registry.get_job(self.job_key)
+        if job is None:
+            return None
+        if job.state == JobState.REQUEUED or (job.state == JobState.SUBMITTED and self._runs_elsewhere(job)):
+            return job.reason or f"job {self.job_key} was re-queued"
+        if self.pool and self.cluster_id:
+            cluster = registry.get_cluster(self.pool, self.cluster_id)
+            if cluster is not None and cluster.state in (ClusterState.DEAD, ClusterState.TERMINATED):
+                return f"cluster {self.cluster_id} is {cluster.state}: {cluster.reason}"
+        return None
+
+
+class LivyBatchTrigger(JobTrigger):
     """Polls one Livy batch until it ends, or until its cluster stops answering.
 
     Events (``status``):
@@ -27,71 +81,15 @@ class LivyBatchTrigger(BaseTrigger):
       past its deadline); seen in the registry, usually before Livy stops answering.
     """
 
-    def __init__(
-        self,
-        endpoint: str,
-        batch_id: int,
-        job_key: str,
-        poll_interval: float = 2.0,
-        unreachable_timeout: float = 45.0,
-        pool: str = "",
-        cluster_id: str = "",
-        aws_conn_id: str | None = "aws_default",
-        registry_prefix: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.endpoint = endpoint
+    OWN_FIELDS = ("batch_id",)
+
+    def __init__(self, endpoint: str, batch_id: int, job_key: str, poll_interval: float = 2.0,
+                 **kwargs: Any) -> None:
+        super().__init__(endpoint, job_key, poll_interval, **kwargs)
         self.batch_id = batch_id
-        self.job_key = job_key
-        self.poll_interval = poll_interval
-        self.unreachable_timeout = unreachable_timeout
-        self.pool = pool
-        self.cluster_id = cluster_id
-        self.aws_conn_id = aws_conn_id
-        self.registry_prefix = registry_prefix
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            "spotlake.triggers.LivyBatchTrigger",
-            {
-                "endpoint": self.endpoint,
-                "batch_id": self.batch_id,
-                "job_key": self.job_key,
-                "poll_interval": self.poll_interval,
-                "unreachable_timeout": self.unreachable_timeout,
-                "pool": self.pool,
-                "cluster_id": self.cluster_id,
-                "aws_conn_id": self.aws_conn_id,
-                "registry_prefix": self.registry_prefix,
-            },
-        )
-
-    def _event(self, status: str, **extra: Any) -> TriggerEvent:
-        return TriggerEvent({
-            "status": status, "batch_id": self.batch_id, "job_key": self.job_key,
-            "endpoint": self.endpoint, **extra,
-        })
-
-    def _registry(self) -> Any:
-        from spotlake.registry import Registry
-
-        return Registry.from_connection(self.aws_conn_id, self.registry_prefix)
-
-    def _requeued_reason(self, registry: Any) -> str | None:
-        """Why the registry says this batch no longer runs the job, or None."""
-        from spotlake.registry import ClusterState, JobState
-
-        job = registry.get_job(self.job_key)
-        if job is None:
-            return None
-        if job.state == JobState.REQUEUED or (job.state == JobState.SUBMITTED and job.batch_id >= 0
-                                               and job.batch_id != self.batch_id):
-            return job.reason or f"job {self.job_key} was re-queued"
-        if self.pool and self.cluster_id:
-            cluster = registry.get_cluster(self.pool, self.cluster_id)
-            if cluster is not None and cluster.state in (ClusterState.DEAD, ClusterState.TERMINATED):
-                return f"cluster {self.cluster_id} is {cluster.state}: {cluster.reason}"
-        return None
+    def _runs_elsewhere(self, job: Any) -> bool:
+        return job.batch_id >= 0 and job.batch_id != self.batch_id
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = EndpointLivyAsyncHook(self.endpoint)
@@ -101,7 +99,7 @@ class LivyBatchTrigger(BaseTrigger):
         while True:
             if registry is not None:
                 try:
-                    reason = await asyncio.to_thread(self._requeued_reason, registry)
+                    reason = await asyncio.to_thread(self._moved_reason, registry)
                 except Exception as exc:  # noqa: BLE001 - the registry is checked again next poll
                     self.log.warning("registry check of %s failed: %s", self.job_key, exc)
                     reason = None
@@ -135,7 +133,7 @@ class LivyBatchTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
-class LivyStatementTrigger(BaseTrigger):
+class LivyStatementTrigger(JobTrigger):
     """Polls one statement of a long-lived Livy session (:mod:`spotlake.sessions`) until it ends.
 
     Events (``status``): ``done`` (the statement ended: the event carries it as Livy returned
@@ -144,65 +142,18 @@ class LivyStatementTrigger(BaseTrigger):
     ``timeout`` (still running at ``deadline``, an ISO time).
     """
 
-    def __init__(
-        self,
-        endpoint: str,
-        session_id: int,
-        statement_id: int,
-        job_key: str,
-        deadline: str,
-        poll_interval: float = 1.0,
-        unreachable_timeout: float = 45.0,
-        pool: str = "",
-        cluster_id: str = "",
-        aws_conn_id: str | None = "aws_default",
-        registry_prefix: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.endpoint = endpoint
+    OWN_FIELDS = ("session_id", "statement_id", "deadline")
+
+    def __init__(self, endpoint: str, session_id: int, statement_id: int, job_key: str, deadline: str,
+                 poll_interval: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(endpoint, job_key, poll_interval, **kwargs)
         self.session_id = session_id
         self.statement_id = statement_id
-        self.job_key = job_key
         self.deadline = deadline
-        self.poll_interval = poll_interval
-        self.unreachable_timeout = unreachable_timeout
-        self.pool = pool
-        self.cluster_id = cluster_id
-        self.aws_conn_id = aws_conn_id
-        self.registry_prefix = registry_prefix
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            "spotlake.triggers.LivyStatementTrigger",
-            {
-                "endpoint": self.endpoint, "session_id": self.session_id, "statement_id": self.statement_id,
-                "job_key": self.job_key, "deadline": self.deadline, "poll_interval": self.poll_interval,
-                "unreachable_timeout": self.unreachable_timeout, "pool": self.pool, "cluster_id": self.cluster_id,
-                "aws_conn_id": self.aws_conn_id, "registry_prefix": self.registry_prefix,
-            },
-        )
-
-    def _event(self, status: str, **extra: Any) -> TriggerEvent:
-        return TriggerEvent({
-            "status": status, "session_id": self.session_id, "statement_id": self.statement_id,
-            "job_key": self.job_key, "endpoint": self.endpoint, **extra,
-        })
-
-    def _moved_reason(self, registry: Any) -> str | None:
-        """Why the registry says this statement no longer runs the job, or None."""
-        from spotlake.registry import ClusterState, JobState
-
-        job = registry.get_job(self.job_key)
-        if job is None:
-            return None
-        if job.state == JobState.REQUEUED or (job.state == JobState.SUBMITTED and job.statement_id >= 0 and (
-                job.statement_id, job.session_id, job.endpoint) != (self.statement_id, self.session_id, self.endpoint)):
-            return job.reason or f"job {self.job_key} was re-queued"
-        if self.pool and self.cluster_id:
-            cluster = registry.get_cluster(self.pool, self.cluster_id)
-            if cluster is not None and cluster.state in (ClusterState.DEAD, ClusterState.TERMINATED):
-                return f"cluster {self.cluster_id} is {cluster.state}: {cluster.reason}"
-        return None
+    def _runs_elsewhere(self, job: Any) -> bool:
+        return job.statement_id >= 0 and (job.statement_id, job.session_id, job.endpoint) != (
+            self.statement_id, self.session_id, self.endpoint)
 
     async def _get(self, hook: Any, path: str) -> tuple[str, Any]:
         """("ok", body), ("missing", None) or ("error", text)."""
@@ -267,11 +218,6 @@ class LivyStatementTrigger(BaseTrigger):
                                                             f"{self.unreachable_timeout:.0f} s: {body}")
                     return
             await asyncio.sleep(self.poll_interval)
-
-    def _registry(self) -> Any:
-        from spotlake.registry import Registry
-
-        return Registry.from_connection(self.aws_conn_id, self.registry_prefix)
 
 
 class PoolWatchTrigger(BaseTrigger):

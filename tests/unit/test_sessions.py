@@ -19,7 +19,7 @@ from spotlake.errors import ConfigError
 from spotlake.jobs import NoReadyCluster
 from spotlake.pools import SessionSettings
 from spotlake.registry import Cluster, JobState, Registry
-from spotlake.triggers import LivyStatementTrigger
+from spotlake.triggers import LivyBatchTrigger, LivyStatementTrigger
 
 SETTINGS = SessionSettings(per_cluster=2, recycle_after=3, start_timeout=timedelta(seconds=5))
 
@@ -275,13 +275,16 @@ def test_statement_outcomes(statement: dict[str, Any], status: str, code: int | 
     assert sessions.statement_error(statement) == error
 
 
-def test_the_statement_trigger_serializes_to_what_it_was_built_from() -> None:
-    trigger = LivyStatementTrigger(endpoint="http://e", session_id=3, statement_id=7, job_key="p#w",
-                                   deadline="2026-01-01T00:00:00+00:00", pool="small", cluster_id="c1",
-                                   registry_prefix="t")
-    path, kwargs = trigger.serialize()
-    assert path == "spotlake.triggers.LivyStatementTrigger"
-    assert LivyStatementTrigger(**kwargs).serialize() == (path, kwargs)
+def test_the_livy_triggers_serialize_to_what_they_were_built_from() -> None:
+    statement = LivyStatementTrigger(endpoint="http://e", session_id=3, statement_id=7, job_key="p#w",
+                                     deadline="2026-01-01T00:00:00+00:00", pool="small", cluster_id="c1",
+                                     registry_prefix="t")
+    batch = LivyBatchTrigger(endpoint="http://e", batch_id=5, job_key="p#w", poll_interval=3.0, pool="small")
+    for trigger, kind in ((statement, LivyStatementTrigger), (batch, LivyBatchTrigger)):
+        path, kwargs = trigger.serialize()
+        assert path == f"spotlake.triggers.{kind.__name__}"
+        assert kind(**kwargs).serialize() == (path, kwargs)
+    assert statement.serialize()[1]["statement_id"] == 7 and batch.serialize()[1]["poll_interval"] == 3.0
 
 
 def test_pool_sessions_settings_default_to_the_pools_slots_and_refuse_bad_values(tmp_path: Path) -> None:
