@@ -29,6 +29,7 @@ Writes docs/benchmarks/one-minute-soak.md unless --print-only.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -99,10 +100,8 @@ def prepare(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- run
 def airflow(layout: StackLayout, *argv: str) -> str:
-    env = {**services.airflow_env(layout), "PATH": str(Path(layout.python).parent) + ":/usr/bin:/bin"}
-    import os
-
-    env = {**os.environ, **env}
+    """The stack's Airflow command line, with the stack's Airflow settings."""
+    env = {**os.environ, **services.airflow_env(layout)}
     done = subprocess.run([services.airflow_binary(layout), *argv], env=env, capture_output=True, text=True,  # noqa: S603
                           timeout=300)
     if done.returncode != 0:
@@ -111,42 +110,33 @@ def airflow(layout: StackLayout, *argv: str) -> str:
 
 
 def airflow_cpu_seconds() -> float:
+    """CPU seconds of every running Airflow process, plus those of the children they reaped (the
+    task processes that ended)."""
     total = 0.0
     for proc in psutil.process_iter(["cmdline", "cpu_times"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if "airflow" in cmd and "soak_bench" not in cmd:
-            times = proc.info["cpu_times"]
-            if times:
-                total += times.user + times.system
+        times = proc.info["cpu_times"]
+        if "airflow" in cmd and "soak_bench" not in cmd and times:
+            total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
 def idle_cpu(layout: StackLayout, dag_ids: list[str], seconds: float) -> dict[str, float]:
-    """CPU of every Airflow process while no extraction runs (finished task processes are missed:
-    the figure is a floor for those, exact for the long-running ones)."""
+    """CPU of the Airflow processes over ``seconds`` while no extraction runs (``dag_ids`` paused),
+    as a share of the machine. A task process still running when the period ends is counted for
+    the part it ran; one that started and ended inside it, through the parent that reaped it."""
     for dag_id in dag_ids:
         airflow(layout, "dags", "pause", dag_id)
     try:
         time.sleep(30)  # running windows end
         before, started = airflow_cpu_seconds(), time.monotonic()
-        children_before = _exited_children_cpu()
         time.sleep(seconds)
-        used = airflow_cpu_seconds() - before + (_exited_children_cpu() - children_before)
+        used = airflow_cpu_seconds() - before
         elapsed = time.monotonic() - started
     finally:
         for dag_id in dag_ids:
             airflow(layout, "dags", "unpause", dag_id)
     return {"seconds": elapsed, "cpu_s": used, "share_of_machine": used / (elapsed * psutil.cpu_count())}
-
-
-def _exited_children_cpu() -> float:
-    """CPU of exited task processes, charged to their still-running Airflow parents."""
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "airflow" in cmd and "soak_bench" not in cmd and proc.info["cpu_times"]:
-            total += proc.info["cpu_times"].children_user + proc.info["cpu_times"].children_system
-    return total
 
 
 class LoadWriter:
@@ -278,8 +268,6 @@ def compare(layout: StackLayout, cfg: config.PipelinesConfig) -> dict[str, tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     layout = StackLayout.default()
     os.environ.update(services.aws_env(layout))  # the lake's catalog secret and files, as the stack serves them
     cfg = config.load(SOAK / "pipelines.yaml")
