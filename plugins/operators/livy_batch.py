@@ -127,15 +127,7 @@ class PoolBatchOperator(BaseOperator):
                 self.registry, request, self.livy, build_args=lambda run_id: self.build_args(context, run_id)
             )
         except NoReadyCluster as exc:
-            since = waiting_since or datetime.now(UTC).isoformat()
-            if datetime.now(UTC) - datetime.fromisoformat(since) > self.wait_for_cluster:
-                raise AirflowException(
-                    f"pool '{self.pool_name}' had no READY cluster for {self.wait_for_cluster}; "
-                    "check the fleet DAG and `spotlake status`"
-                ) from exc
-            self.log.warning("%s; waiting for one (since %s)", exc, since)
-            self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting",
-                       kwargs={"since": since})
+            self.wait_for_capacity(exc, waiting_since)
         self.job = submission.job
         verb = "reconnected to" if submission.reconnected else "submitted"
         self.log.info("%s batch %s of %s on cluster %s (%s), attempt %s", verb, self.job.batch_id,
@@ -148,6 +140,20 @@ class PoolBatchOperator(BaseOperator):
             ),
             method_name="execute_complete",
         )
+
+    def wait_for_capacity(self, exc: Exception, waiting_since: str) -> None:
+        """Defer and try again in ``cluster_poll_interval`` (``resume_waiting``): the pool has no READY
+        cluster, or no free session (``exc`` says which). Fails the task after ``wait_for_cluster``."""
+        since = waiting_since or datetime.now(UTC).isoformat()
+        if datetime.now(UTC) - datetime.fromisoformat(since) > self.wait_for_cluster:
+            lacking = "READY cluster" if isinstance(exc, NoReadyCluster) else "free session"
+            raise AirflowException(
+                f"pool '{self.pool_name}' had no {lacking} for {self.wait_for_cluster}; "
+                f"check the fleet DAG and `spotlake status` ({exc})"
+            ) from exc
+        self.log.warning("%s; waiting (since %s)", exc, since)
+        self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting",
+                   kwargs={"since": since})
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
         """Try again after a wait for a READY cluster; ``since`` is when the wait began."""

@@ -19,9 +19,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowException
-from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-
 from operators.livy_batch import NEXT_JOB, BatchFailed, DataErrorFailed
 from spotlake import artifacts, pools, sessions
 from spotlake.jobs import NoReadyCluster, report_uri
@@ -84,14 +81,7 @@ class SessionStatementMixin:
         try:
             submission = sessions.submit_or_reconnect(self.registry, request, self.livy_sessions, argv, settings)
         except (NoReadyCluster, sessions.NoFreeSession) as exc:
-            since = waiting_since or datetime.now(UTC).isoformat()
-            if datetime.now(UTC) - datetime.fromisoformat(since) > self.wait_for_cluster:
-                raise AirflowException(
-                    f"{exc} — waited {self.wait_for_cluster}; check the fleet DAG and `spotlake status`"
-                ) from exc
-            self.log.warning("%s; waiting (since %s)", exc, since)
-            self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting",
-                       kwargs={"since": since})
+            self.wait_for_capacity(exc, waiting_since)
         job = self.job = submission.job
         verb = "reconnected to" if submission.reconnected else "posted"
         self.log.info("%s statement %s of session %s for %s on cluster %s (%s), attempt %s", verb,
