@@ -12,6 +12,7 @@ Standard library, PySpark and the jobs' own modules only.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from spark_jobs.runtime import use_job_packages
 
 ENTRIES = {"extract": "spark_jobs.extract"}
+MEMORY_MARK = "SPOTLAKE_SESSION_MEMORY: "
+MB = 1024 * 1024
 _PREPARED: dict[str, Any] = {}
 
 
@@ -45,6 +48,42 @@ def run(spark: Any, entry: str, argv: list[str]) -> int:
     if entry not in ENTRIES:
         raise ValueError(f"unknown job entry {entry!r}; known: {', '.join(sorted(ENTRIES))}")
     module = importlib.import_module(ENTRIES[entry])
-    code = int(module.main(argv, session=spark))
-    print(f"SPOTLAKE_EXIT: {code}", flush=True)
-    return code
+    try:
+        code = int(module.main(argv, session=spark))
+        print(f"SPOTLAKE_EXIT: {code}", flush=True)
+        return code
+    finally:
+        print(MEMORY_MARK + json.dumps(memory(spark)), flush=True)
+
+
+def memory(spark: Any) -> dict[str, float | None]:
+    """The session's memory after a statement, for recycling a session that grows
+    (``sessions.recycle_heap`` / ``recycle_python_mb``): the driver JVM's heap still live after its
+    last garbage collections and its maximum, and the resident size of this Python process. A
+    figure that cannot be read is None; reading costs a few py4j calls, no collection."""
+    found: dict[str, float | None] = {"heap_live_mb": None, "heap_max_mb": None, "python_rss_mb": None}
+    try:
+        management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+        live = 0
+        for pool in management.getMemoryPoolMXBeans():
+            after_gc = pool.getCollectionUsage()
+            if pool.getType().toString() == "Heap memory" and after_gc is not None:
+                live += after_gc.getUsed()
+        heap_max = management.getMemoryMXBean().getHeapMemoryUsage().getMax()
+        found["heap_live_mb"] = round(live / MB, 1)
+        found["heap_max_mb"] = round(heap_max / MB, 1) if heap_max > 0 else None
+    except Exception:  # noqa: BLE001, S110 - no JVM figures: the session is judged by the rest
+        pass
+    found["python_rss_mb"] = _python_rss_mb()
+    return found
+
+
+def _python_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None

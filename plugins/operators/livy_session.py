@@ -139,7 +139,7 @@ class SessionStatementMixin:
                 result = self.on_batch_success(context, job)
                 self._finish(job, JobState.SUCCEEDED, "")
             finally:
-                sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id)
+                self._release_after(job, statement)
             if result is NEXT_JOB:
                 return self._submit_and_defer(context)
             return result
@@ -158,7 +158,7 @@ class SessionStatementMixin:
                     or f"statement {job.statement_id} ended {statement.get('state')}")
         data = bool((report or {}).get("data_error"))
         self._finish(job, JobState.FAILED, error)
-        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id)
+        self._release_after(job, statement)
         if data:
             self.log.error("data error: failing without retries (a retry would read the same value): %s", error)
         failed = DataErrorFailed if data else BatchFailed
@@ -168,6 +168,15 @@ class SessionStatementMixin:
             f"failed: {error}\n--- statement output (tail) ---\n{tail}",
             error,
         )
+
+    def _release_after(self, job: Job, statement: dict[str, Any]) -> None:
+        """Free the job's slot after its statement ended; a session that grew too large is deleted
+        (the next window starts a new one)."""
+        grown = sessions.grown_past(sessions.session_memory(statement), self.session_settings)
+        if grown:
+            self.log.info("replacing session %s on %s after this window: %s", job.session_id, job.cluster_id, grown)
+        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard=grown,
+                              client=self.livy_sessions(job.endpoint) if grown else None)
 
     def _delete_quietly(self, job: Job) -> None:
         if not job.in_session:

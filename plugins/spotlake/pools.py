@@ -42,7 +42,8 @@ TIMING_KEYS = {
 }
 POOL_KEYS = TIMING_KEYS | {"serves", "local", "emr", "sessions"}
 SESSION_KEYS = {
-    "enabled", "per_cluster", "recycle_after", "statement_timeout", "inline_wait", "start_timeout",
+    "enabled", "per_cluster", "recycle_after", "recycle_heap", "recycle_python_mb",
+    "statement_timeout", "inline_wait", "start_timeout",
     "driver_memory", "driver_cores", "executor_memory", "executor_cores", "num_executors", "conf",
 }
 SPARK_SIZE = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
@@ -165,7 +166,8 @@ class SessionSettings:
 
     ``enabled`` false: every job of the pool is its own Livy batch. ``per_cluster`` sessions per
     cluster, each running one statement (window) at a time; a session is replaced after
-    ``recycle_after`` windows, when the job code changes, or when it died. A statement running past
+    ``recycle_after`` windows, when it grew past ``recycle_heap`` (driver heap live after GC, share of
+its maximum) or ``recycle_python_mb`` (its Python process), when the job code changes, or when it died. A statement running past
     ``statement_timeout`` is cancelled, its session replaced and its window re-queued. The task waits
     up to ``inline_wait`` for its statement before it defers; a session has ``start_timeout`` to
     become idle. The sizes and ``conf`` are the session's Spark settings (Livy's driverMemory,
@@ -175,6 +177,8 @@ class SessionSettings:
     enabled: bool = True
     per_cluster: int = 2
     recycle_after: int = 500
+    recycle_heap: float = 0.8
+    recycle_python_mb: int = 2048
     statement_timeout: timedelta = timedelta(minutes=30)
     inline_wait: timedelta = timedelta(seconds=20)
     start_timeout: timedelta = timedelta(minutes=5)
@@ -353,6 +357,18 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _share(value: Any, where: str) -> float:
+    """A share written as a percentage (``80%``) or a fraction (``0.8``), above 0 and at most 1."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1 or isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not a share of the driver's heap; write e.g. 80% or 0.8")
+    return share
+
+
 def _positive_int(value: Any, where: str, meaning: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{where}: {value!r} is not a positive integer; it is {meaning}")
@@ -388,6 +404,9 @@ def _sessions(entry: Any, where: str, max_batches: int) -> SessionSettings:
                                   "how many long-lived sessions each cluster of the pool keeps (e.g. 2)"),
         recycle_after=_positive_int(entry.get("recycle_after", 500), f"{where}.recycle_after",
                                     "how many windows a session runs before it is replaced (e.g. 500)"),
+        recycle_heap=_share(entry.get("recycle_heap", "80%"), f"{where}.recycle_heap"),
+        recycle_python_mb=_positive_int(entry.get("recycle_python_mb", 2048), f"{where}.recycle_python_mb",
+                                        "the session's Python process size in MiB that gets it replaced (e.g. 2048)"),
         conf=tuple(sorted((str(k), str(v)) for k, v in conf.items())),
         **durations, **sizes,
     )

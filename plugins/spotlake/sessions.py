@@ -11,8 +11,9 @@ reconnects to a live statement instead of posting a second one.
 
 A slot's lease is held by one job attempt (its run id) until that attempt's outcome is handled;
 a lease whose job has moved on (finished, failed, re-claimed) is stale and taken over. A session
-is replaced after ``recycle_after`` statements, when the code changes, or when Livy no longer
-knows it or reports it dead.
+is replaced after ``recycle_after`` statements, when it has grown past ``recycle_heap`` (the driver's
+heap still live after garbage collection, as a share of its maximum) or ``recycle_python_mb`` (its
+Python process), when the code changes, or when Livy no longer knows it or reports it dead.
 
 Nothing here imports Airflow: ``client_for(endpoint)`` gives any object with the provider
 LivyHook's ``run_method(endpoint, method, data, headers)``.
@@ -44,6 +45,7 @@ SESSION_GONE = frozenset({"shutting_down", "error", "dead", "killed", "success"}
 STATEMENT_PENDING = frozenset({"waiting", "running", "cancelling"})
 STATEMENT_DONE = frozenset({"available", "error", "cancelled"})
 EXIT_MARK = "SPOTLAKE_EXIT: "
+MEMORY_MARK = "SPOTLAKE_SESSION_MEMORY: "  # spark_jobs.session.MEMORY_MARK
 # A lease is taken before its job is claimed: for this long a lease its job does not name yet is live.
 LEASE_GRACE_S = 60.0
 
@@ -321,6 +323,30 @@ def ensure_session(registry: Registry, slot: SessionSlot, cluster: Cluster, clie
         log.info("session %s loaded job code %s in %.1f s", slot.session_id, request.code_version[:12],
                  time.monotonic() - started)
     return slot
+
+
+def session_memory(statement: dict[str, Any]) -> dict[str, Any]:
+    """The session's memory as its statement reported it (``SPOTLAKE_SESSION_MEMORY: {...}``), or {}."""
+    for line in reversed(statement_text(statement).splitlines()):
+        if line.startswith(MEMORY_MARK):
+            try:
+                found = json.loads(line[len(MEMORY_MARK):])
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
+def grown_past(memory: dict[str, Any], settings: SessionSettings) -> str:
+    """Why a session that reported ``memory`` must be replaced before its next window, or ""."""
+    live, heap_max, rss = memory.get("heap_live_mb"), memory.get("heap_max_mb"), memory.get("python_rss_mb")
+    if isinstance(live, int | float) and isinstance(heap_max, int | float) and heap_max > 0 \
+            and live / heap_max >= settings.recycle_heap:
+        return (f"driver heap live after GC {live:.0f} of {heap_max:.0f} MiB "
+                f"(sessions.recycle_heap {settings.recycle_heap:.0%})")
+    if isinstance(rss, int | float) and rss >= settings.recycle_python_mb:
+        return f"session Python process at {rss:.0f} MiB (sessions.recycle_python_mb {settings.recycle_python_mb})"
+    return ""
 
 
 # -------------------------------------------------------------------------- submit

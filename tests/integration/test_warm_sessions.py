@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -347,4 +348,31 @@ def test_new_job_code_replaces_the_session(in_warm: ExtractionEnv, monkeypatch: 
     assert slot.code_version == "f" * 16
     if second.slot == first.slot:
         assert second.session_id != first.session_id
+    assert lake_rows(env, pipeline) == source_rows(env, table)
+
+
+def test_a_session_grown_past_its_memory_limit_is_replaced_after_its_window(in_warm: ExtractionEnv) -> None:
+    env = in_warm
+    table, pipeline, w = new_pipeline(env, "grown")
+    session_ids = []
+    # Limits every session exceeds: the driver heap (live after GC) and then the Python process.
+    for n, (limits, reason) in enumerate([
+        ({"recycle_heap": "0.01%"}, r"driver heap live after GC (\d+) of (\d+) MiB \(sessions.recycle_heap 0%\)"),
+        ({"recycle_python_mb": 1}, r"session Python process at (\d+) MiB \(sessions.recycle_python_mb 1\)"),
+    ]):
+        set_sessions(env, **limits)
+        start = w + n * FIVE
+        change_rows(env, table, start, 3000 + 1000 * n)
+        run_operator(env.operator(pipeline), start, start + FIVE)
+        job = env.registry.get_job(f"{pipeline}#{start.strftime('%Y%m%dT%H%M%SZ')}")
+        assert job.state == JobState.SUCCEEDED and job.session_id not in session_ids
+        session_ids.append(job.session_id)
+        slot = env.registry.get_slot(job.cluster_id, job.slot)
+        found = re.search(reason, slot.reason)
+        assert slot.session_id == -1 and found, slot  # the figures the session reported
+        assert all(int(figure) > 0 for figure in found.groups())
+        # Deleted at once, not left to Livy's idle timeout.
+        gone = job.session_id
+        wait_for(lambda: gone not in {s["id"] for s in livy(env, "/sessions")["sessions"]}, 30,  # noqa: B023
+                 f"session {gone} deleted")
     assert lake_rows(env, pipeline) == source_rows(env, table)

@@ -304,3 +304,74 @@ def test_pool_sessions_settings_default_to_the_pools_slots_and_refuse_bad_values
         parse({"per_cluster": 0})
     with pytest.raises(ConfigError, match="unknown"):
         parse({"sessions_per_cluster": 2})
+    assert (default.recycle_heap, default.recycle_python_mb) == (0.8, 2048)
+    assert parse({"recycle_heap": "65%"}).recycle_heap == 0.65 and parse({"recycle_heap": 0.5}).recycle_heap == 0.5
+    for bad in ("0%", "120%", "most", True):
+        with pytest.raises(ConfigError, match="recycle_heap: .* is not a share of the driver's heap; write e.g. 80%"):
+            parse({"recycle_heap": bad})
+
+
+def memory_statement(memory: dict[str, Any] | str) -> dict[str, Any]:
+    line = memory if isinstance(memory, str) else json.dumps(memory)
+    text = f"job output\nSPOTLAKE_EXIT: 0\n{sessions.MEMORY_MARK}{line}"
+    return {"state": "available", "output": {"status": "ok", "data": {"text/plain": text}}}
+
+
+@pytest.mark.parametrize(("memory", "why"), [
+    ({"heap_live_mb": 300.0, "heap_max_mb": 1000.0, "python_rss_mb": 150.0}, ""),
+    ({"heap_live_mb": 820.0, "heap_max_mb": 1000.0, "python_rss_mb": 150.0},
+     "driver heap live after GC 820 of 1000 MiB (sessions.recycle_heap 80%)"),
+    ({"heap_live_mb": 10.0, "heap_max_mb": 1000.0, "python_rss_mb": 2100.0},
+     "session Python process at 2100 MiB (sessions.recycle_python_mb 2048)"),
+    ({"heap_live_mb": None, "heap_max_mb": None, "python_rss_mb": None}, ""),  # nothing readable: kept
+    ("{not json", ""),
+])
+def test_a_session_that_grew_past_its_limits_is_recycled(memory: Any, why: str) -> None:
+    found = sessions.session_memory(memory_statement(memory))
+    assert sessions.grown_past(found, SessionSettings()) == why
+    assert sessions.session_memory({"state": "available", "output": {"status": "ok"}}) == {}
+
+
+def test_the_job_side_reports_its_session_memory_in_the_line_the_operator_reads() -> None:
+    from spark_jobs import session
+
+    class Usage:
+        def __init__(self, used: int) -> None:
+            self.used = used
+
+        def getUsed(self) -> int:  # noqa: N802 - the JVM's name
+            return self.used
+
+        def getMax(self) -> int:  # noqa: N802
+            return 1000 * session.MB
+
+    class Pool:
+        def __init__(self, kind: str, after_gc: int | None) -> None:
+            self.kind, self.after_gc = kind, after_gc
+
+        def getType(self) -> Any:  # noqa: N802 - a java.lang.management.MemoryType
+            return type("MemoryType", (), {"toString": lambda _: self.kind})()
+
+        def getCollectionUsage(self) -> Usage | None:  # noqa: N802
+            return None if self.after_gc is None else Usage(self.after_gc)
+
+    class Management:
+        @staticmethod
+        def getMemoryPoolMXBeans() -> list[Pool]:  # noqa: N802
+            return [Pool("Heap memory", 600 * session.MB), Pool("Heap memory", 20 * session.MB),
+                    Pool("Non-heap memory", 900 * session.MB), Pool("Non-heap memory", None)]
+
+        @staticmethod
+        def getMemoryMXBean() -> Any:  # noqa: N802
+            return type("Bean", (), {"getHeapMemoryUsage": staticmethod(lambda: Usage(0))})()
+
+    class Spark:
+        sparkContext = type("SC", (), {"_jvm": type("JVM", (), {"java": type("J", (), {"lang": type("L", (), {
+            "management": type("M", (), {"ManagementFactory": Management})})})})})
+
+    found = session.memory(Spark())
+    assert (found["heap_live_mb"], found["heap_max_mb"]) == (620.0, 1000.0)
+    assert found["python_rss_mb"] is not None and found["python_rss_mb"] > 10
+    assert session.MEMORY_MARK == sessions.MEMORY_MARK
+    assert sessions.grown_past(found, SessionSettings(recycle_heap=0.6)).startswith("driver heap live after GC 620")
+    assert session.memory(object())["heap_live_mb"] is None  # no JVM: only the Python figure
