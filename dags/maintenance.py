@@ -27,7 +27,7 @@ table, drops delete files that point at nothing, expires snapshots older than
 are older than **{orphan_age}**. A reader of a snapshot younger than the retention never loses
 a file. Each click stream's events and dead-letters tables get the same compaction, expiry
 and cleaning, without a lock (the stream only appends). Runs as Livy batches on pool
-**`{pool}`**; schedule `{schedule}` (UTC).
+**`{pool}`**, {max_active} at a time; schedule `{schedule}` (UTC).
 """
 
 
@@ -39,8 +39,9 @@ def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfi
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
+        max_active_tasks=maintenance.max_active,  # the pool's other slots stay with the windows
         doc_md=DOC.format(retention=span(maintenance.snapshot_retention), retain_last=maintenance.retain_last,
-                          orphan_age=span(maintenance.orphan_age), pool=maintenance.pool,
+                          orphan_age=span(maintenance.orphan_age), pool=maintenance.pool, max_active=maintenance.max_active,
                           schedule=maintenance.schedule),
         tags=["spotlake", "lake", "maintenance", f"pool:{maintenance.pool}"],
         default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},

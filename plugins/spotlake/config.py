@@ -37,7 +37,8 @@ READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_r
 READ_DURATIONS = {"max_window", "open_transaction_margin", "max_open_transaction"}
 TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$")
 LAKE_KEYS = {"catalog", "type", "warehouse", "namespace", "secret_id", "properties", "maintenance", *ENDPOINT_KEYS}
-MAINTENANCE_KEYS = {"schedule", "pool", "snapshot_retention", "retain_last", "orphan_age", "target_file_size_mb"}
+MAINTENANCE_KEYS = {"schedule", "pool", "max_active", "snapshot_retention", "retain_last", "orphan_age",
+                    "target_file_size_mb"}
 CATALOG_TYPES = ("jdbc", "glue")
 WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_./-]*)?$")
 CHANGES_SUFFIX = "_changes"
@@ -126,6 +127,8 @@ class Maintenance:
 
     schedule: str = "0 3 * * *"
     pool: str = "small"
+    # Maintenance jobs at once: each holds one of its pool's slots, the others stay with the windows.
+    max_active: int = 1
     # Snapshots younger than this are kept, so a reader that planned its scan on one never
     # finds its files gone; longer than any query or backfill that reads the lake.
     snapshot_retention: timedelta = timedelta(days=1)
@@ -486,11 +489,13 @@ def _maintenance(raw: Any, where: str) -> Maintenance:
                           "them; use at least 1h (the default is 3d)")
     retain_last = raw.get("retain_last", base.retain_last)
     size = raw.get("target_file_size_mb", base.target_file_size_mb)
-    for key, value in (("retain_last", retain_last), ("target_file_size_mb", size)):
+    max_active = raw.get("max_active", base.max_active)
+    for key, value in (("retain_last", retain_last), ("target_file_size_mb", size), ("max_active", max_active)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
-    return Maintenance(schedule=schedule, pool=str(raw.get("pool", base.pool)), snapshot_retention=retention,
-                       retain_last=retain_last, orphan_age=orphan_age, target_file_size_mb=size)
+    return Maintenance(schedule=schedule, pool=str(raw.get("pool", base.pool)), max_active=max_active,
+                       snapshot_retention=retention, retain_last=retain_last, orphan_age=orphan_age,
+                       target_file_size_mb=size)
 
 
 PIPELINE_KEYS = {

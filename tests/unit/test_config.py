@@ -67,6 +67,7 @@ def test_lake_section_defaults_and_checks() -> None:
         ({"namespace": "a.b"}, "lake.namespace: 'a.b' is not a valid identifier"),
         ({"maintenance": {"orphan_age": "10m"}}, "lake.maintenance.orphan_age: 0:10:00 is too short"),
         ({"maintenance": {"schedule": "daily"}}, "lake.maintenance.schedule: 'daily' is not a cron expression"),
+        ({"maintenance": {"max_active": 0}}, "lake.maintenance.max_active: expected a positive integer, got 0"),
         ({"colour": "blue"}, "lake: unknown key(s) colour"),
     ],
 )

@@ -52,6 +52,8 @@ def test_windows_take_the_pools_slots_before_maintenance_and_reconciliation() ->
         assert other.pool == window.pool == "spotlake_small"
         assert (window.priority_weight, str(window.weight_rule)) == (100, "absolute")
         assert other.priority_weight < window.priority_weight and str(other.weight_rule) != "absolute"
+    # Maintenance holds one slot at a time: the pool's other slots stay with the windows.
+    assert bag.dags["lake_maintenance"].max_active_tasks == 1
 
 
 def test_the_fleet_dag_is_one_deferrable_watch_per_pool() -> None:
