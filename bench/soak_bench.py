@@ -29,6 +29,7 @@ Writes docs/benchmarks/one-minute-soak.md unless --print-only.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -36,8 +37,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
@@ -51,6 +54,7 @@ from spotlake import config, demo, lake  # noqa: E402
 from spotlake.localstack import services  # noqa: E402
 from spotlake.localstack.layout import StackLayout  # noqa: E402
 from spotlake.localstack.process import Supervisor  # noqa: E402
+from spotlake.registry import Registry  # noqa: E402
 
 LOAD_TABLES = 17
 SOAK = StackLayout.default().root / "soak"  # .stack/soak, or under SPOTLAKE_STACK_DIR
@@ -83,6 +87,10 @@ def prepare(args: argparse.Namespace) -> int:
     # The hourly reconciliation of 20 pipelines would take the pool's slots for minutes at :30: it is
     # measured on its own (docs/benchmarks/reconcile.md), not here.
     pipelines["defaults"]["reconcile"] = {"enabled": False}
+    # The daily maintenance (its DAG runs its latest interval at once on a new stack) runs as batches of
+    # minutes each on this machine: on the windows' pool it held their slots through a whole first soak
+    # (docs/benchmarks/one-minute-soak.md). It runs on the other pool, one job at a time.
+    pipelines["lake"].setdefault("maintenance", {})["pool"] = "large"
     for name in load_names():
         # New tables, empty at the start: no initial snapshot (its batches would only delay the soak).
         pipelines["pipelines"].append({"name": f"shop_{name}", "source": "shop", "database": "shop", "table": name,
@@ -213,31 +221,57 @@ class LakeWatch:
             self.stop.wait(self.poll)
 
 
-def queueing(layout: StackLayout, since: datetime, until: datetime) -> list[tuple[str, float, float]]:
-    """(dag, seconds from the data interval's end to the task's start, task duration) of every
-    extraction task that started in [since, until)."""
+def queueing(layout: StackLayout, since: datetime, until: datetime) -> list[tuple[str, float, float, float]]:
+    """(dag, seconds from the data interval's end to the task's queueing by the scheduler, from its
+    queueing to its start by the executor, task duration) of every extraction task that started
+    in [since, until)."""
     pg = services.postgres_settings(layout)
     conn = psycopg2.connect(host=pg["host"], port=pg["port"], user="airflow",
                             password=layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local"), dbname="airflow")
     with conn.cursor() as cur:
         cur.execute("""
-            SELECT ti.dag_id, EXTRACT(EPOCH FROM ti.start_date - dr.data_interval_end),
+            SELECT ti.dag_id, EXTRACT(EPOCH FROM ti.queued_dttm - dr.data_interval_end),
+                   EXTRACT(EPOCH FROM ti.start_date - ti.queued_dttm),
                    EXTRACT(EPOCH FROM ti.end_date - ti.start_date)
             FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id
             WHERE ti.dag_id LIKE 'extract_%%' AND ti.start_date >= %s AND ti.start_date < %s
               AND ti.end_date IS NOT NULL AND ti.state = 'success'""", (since, until))
-        rows = [(dag, float(delay), float(duration)) for dag, delay, duration in cur.fetchall()]
+        rows = [(dag, float(scheduled), float(started), float(duration)) for dag, scheduled, started, duration
+                in cur.fetchall()]
     conn.close()
     return rows
 
 
-def wait_for_watermarks(layout: StackLayout, cfg: config.PipelinesConfig, past: datetime, timeout: float) -> float:
+def registry_client(layout: StackLayout) -> Any:
     import boto3
 
     env = services.aws_env(layout)
-    client = boto3.client("dynamodb", endpoint_url=services.moto_endpoint(layout), region_name=env["AWS_DEFAULT_REGION"],
-                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    state = LakeState(client, "spotlake")
+    return boto3.client("dynamodb", endpoint_url=services.moto_endpoint(layout), region_name=env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def statement_seconds(layout: StackLayout, since: datetime, until: datetime) -> list[float]:
+    """How long Livy ran each window's statement (its ``started`` to ``completed``), for the windows
+    posted in [since, until): the part of a task's duration that is Spark's."""
+    found = []
+    for job in Registry(registry_client(layout)).jobs():
+        if not job.in_session or job.statement_id < 0 or not job.submitted_at:
+            continue
+        if not since <= parse_iso(job.submitted_at) < until:
+            continue
+        url = f"{job.endpoint}/sessions/{job.session_id}/statements/{job.statement_id}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the stack's Livy
+                statement = json.loads(response.read())
+        except (OSError, ValueError):
+            continue  # the session was recycled since: its statements are gone with it
+        if statement.get("started") and statement.get("completed"):
+            found.append((statement["completed"] - statement["started"]) / 1000)
+    return found
+
+
+def wait_for_watermarks(layout: StackLayout, cfg: config.PipelinesConfig, past: datetime, timeout: float) -> float:
+    state = LakeState(registry_client(layout), "spotlake")
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         marks = [state.get(p.name) for p in cfg.pipelines]
@@ -304,8 +338,9 @@ def run(args: argparse.Namespace) -> int:
     fresh = [watch.seen[i] - writer.changes[i][3] for i in range(len(writer.changes)) if i in watch.seen]
     missing_fresh = len(writer.changes) - len(fresh)
     tasks = queueing(layout, since, stopped)
+    statements = statement_seconds(layout, since, stopped)
     diffs = compare(layout, cfg)
-    report = render(args, idle, fresh, missing_fresh, tasks, diffs, caught_up, len(writer.changes))
+    report = render(args, idle, fresh, missing_fresh, tasks, statements, diffs, caught_up, len(writer.changes))
     print(report)
     if not args.print_only:
         (ROOT / "docs" / "benchmarks" / "one-minute-soak.md").write_text(report)
@@ -313,18 +348,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[float], missing: int,
-           tasks: list[tuple[str, float, float]], diffs: dict[str, tuple[int, int]], caught_up: float,
-           changes: int) -> str:
-    delays = [d for _, d, _ in tasks]
-    durations = [t for _, _, t in tasks]
+           tasks: list[tuple[str, float, float, float]], statements: list[float], diffs: dict[str, tuple[int, int]],
+           caught_up: float, changes: int) -> str:
+    scheduled = [s for _, s, _, _ in tasks]
+    started = [s for _, _, s, _ in tasks]
+    delays = [s + q for _, s, q, _ in tasks]
+    durations = [t for _, _, _, t in tasks]
     late = sum(1 for d in delays if d > 60)
+
+    def spread(values: list[float], what: str) -> str:
+        if not values:
+            return f"| {what} | – |"
+        return (f"| {what}, p50 / p95 / max | {statistics.median(values):.1f} / {pct(values, 0.95):.1f}"
+                f" / {max(values):.1f} s |")
+
     lines = [
         "# Twenty pipelines at a one-minute schedule (local stack)",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, one run, on the stack from `make up` (2 cores): 20 pipelines "
         "(the demo's three and 17 `load_NN` tables) on pool `small` at `* * * * *`, windows as statements in warm "
         f"sessions, {args.minutes:.0f} minutes of the demo's workload (2 changes/s) and {args.rate} change/s over "
-        "the load tables. Reproduce: see `bench/soak_bench.py`.",
+        "the load tables; the daily lake maintenance (which runs at once on a new stack) on pool `large`, one job "
+        "at a time; the hourly reconciliation off. Reproduce: see `bench/soak_bench.py`.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -334,11 +379,12 @@ def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[
                      f"{100 * idle['share_of_machine']:.1f}% ({idle['cpu_s']:.0f} CPU s in {idle['seconds']:.0f} s) |")
     lines += [
         f"| extraction tasks in the period | {len(tasks)} |",
-        f"| data interval end -> task start, p50 / p95 / max | {statistics.median(delays):.1f} / {pct(delays, 0.95):.1f}"
-        f" / {max(delays):.1f} s |" if delays else "| data interval end -> task start | no task |",
+        spread(delays, "data interval end -> task start"),
+        spread(scheduled, "of which: data interval end -> queued by the scheduler"),
+        spread(started, "of which: queued -> started by the executor"),
         f"| windows that queued longer than one interval (60 s) | {late} |",
-        f"| task duration, p50 / p95 | {statistics.median(durations):.1f} / {pct(durations, 0.95):.1f} s |"
-        if durations else "| task duration | – |",
+        spread(durations, "task duration (start to end, as Airflow records it)"),
+        spread(statements, f"of which: the window's statement in Livy ({len(statements)} statements)"),
         f"| freshness (commit in MySQL -> in the current-state table), p50 / p95 / max, {len(fresh)} changes | "
         f"{statistics.median(fresh):.0f} / {pct(fresh, 0.95):.0f} / {max(fresh):.0f} s |" if fresh else "| freshness | – |",
         f"| changes never seen by the poll (overwritten by a later change of the same row first) | {missing} of {changes} |",
@@ -362,8 +408,25 @@ def main() -> int:
     r.add_argument("--idle-seconds", type=float, default=180)
     r.add_argument("--idle-only", action="store_true", help="measure the idle CPU only, then stop")
     r.add_argument("--print-only", action="store_true")
+    b = sub.add_parser("breakdown", help="queueing and task/statement times of a past period, from the running stack")
+    b.add_argument("--since", required=True, help="ISO time, e.g. 2026-12-05T22:05:00+00:00")
+    b.add_argument("--until", required=True)
     args = parser.parse_args()
+    if args.command == "breakdown":
+        return breakdown(args)
     return prepare(args) if args.command == "prepare" else run(args)
+
+
+def breakdown(args: argparse.Namespace) -> int:
+    layout = StackLayout.default()
+    since, until = parse_iso(args.since), parse_iso(args.until)
+    tasks = queueing(layout, since, until)
+    statements = statement_seconds(layout, since, until)
+    args.minutes, args.rate = (until - since).total_seconds() / 60, 0
+    table = render(args, None, [], 0, tasks, statements, {}, 0.0, 0).splitlines()
+    print("\n".join(line for line in table if "extraction tasks" in line or " -> " in line or "duration" in line
+                    or "statement" in line or "queued longer" in line))
+    return 0
 
 
 if __name__ == "__main__":
