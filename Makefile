@@ -17,9 +17,7 @@ up: bootstrap
 	@$(STACK) up airflow
 	@$(STACK) status
 	@echo
-	@echo "Airflow UI: http://127.0.0.1:$$($(PY) -c 'from spotlake.localstack.layout import StackLayout as L; print(L.default().port("airflow"))')"
-	@echo "Login: user admin, password in .stack/data/airflow/passwords.json"
-	@echo "Logs: .stack/logs/  PIDs: .stack/run/  Stop: make down"
+	@$(PY) -c 'from spotlake.localstack.layout import StackLayout as L; s = L.default(); print("Airflow UI: http://127.0.0.1:%d\nLogin: user admin, password in %s/airflow/passwords.json\nLogs: %s/  PIDs: %s/  Stop: make down" % (s.port("airflow"), s.data_dir, s.log_dir, s.run_dir))'
 
 test: bootstrap
 	@$(PY) -m pytest tests/unit tests/integration tests/e2e
