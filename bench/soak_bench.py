@@ -147,6 +147,24 @@ def idle_cpu(layout: StackLayout, dag_ids: list[str], seconds: float) -> dict[st
     return {"seconds": elapsed, "cpu_s": used, "share_of_machine": used / (elapsed * psutil.cpu_count())}
 
 
+def fleet_share(layout: StackLayout, dag_ids: list[str], fleet_ids: list[str], seconds: float,
+                rounds: int) -> list[tuple[str, float]]:
+    """Airflow's idle CPU with the fleet DAGs running and with them paused, alternating ``rounds``
+    times on the same stack (every extraction DAG paused throughout): the fleet's own share is the
+    difference. Returns (``fleet running`` or ``fleet paused``, share of the machine) per reading."""
+    readings = []
+    for _ in range(rounds):
+        readings.append(("fleet running", idle_cpu(layout, dag_ids, seconds)["share_of_machine"]))
+        for dag_id in fleet_ids:
+            airflow(layout, "dags", "pause", dag_id)
+        try:
+            readings.append(("fleet paused", idle_cpu(layout, dag_ids, seconds)["share_of_machine"]))
+        finally:
+            for dag_id in fleet_ids:
+                airflow(layout, "dags", "unpause", dag_id)
+    return readings
+
+
 class LoadWriter:
     """One change a second over the load tables (an insert, an update, a soft delete), each recorded
     with its cursor value and its commit time."""
@@ -306,6 +324,14 @@ def run(args: argparse.Namespace) -> int:
     os.environ.update(services.aws_env(layout))  # the lake's catalog secret and files, as the stack serves them
     cfg = config.load(SOAK / "pipelines.yaml")
     dag_ids = [f"extract_{p.name}" for p in cfg.pipelines]
+    if args.fleet_rounds:
+        fleet_ids = [f"fleet_{name}" for name in yaml.safe_load((SOAK / "pools.yaml").read_text())["pools"]]
+        readings = fleet_share(layout, dag_ids, fleet_ids, args.idle_seconds, args.fleet_rounds)
+        for what, share in readings:
+            print(f"{what}: Airflow at {100 * share:.1f}% of the machine over {args.idle_seconds:.0f} s", flush=True)
+        for what in ("fleet running", "fleet paused"):
+            print(f"median, {what}: {100 * statistics.median(v for w, v in readings if w == what):.1f}%")
+        return 0
     if args.idle_only:
         idle = idle_cpu(layout, dag_ids, args.idle_seconds)
         print(f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
@@ -407,6 +433,8 @@ def main() -> int:
     r.add_argument("--poll", type=float, default=5.0)
     r.add_argument("--idle-seconds", type=float, default=180)
     r.add_argument("--idle-only", action="store_true", help="measure the idle CPU only, then stop")
+    r.add_argument("--fleet-rounds", type=int, default=0,
+                   help="only measure the idle CPU with the fleet DAGs running and paused, this many times each")
     r.add_argument("--print-only", action="store_true")
     b = sub.add_parser("breakdown", help="queueing and task/statement times of a past period, from the running stack")
     b.add_argument("--since", required=True, help="ISO time, e.g. 2026-12-05T22:05:00+00:00")

@@ -37,3 +37,54 @@ def test_every_table_and_secret_comes_back_even_past_a_hundred_tables(tmp_path: 
         secret = boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(SecretId="s/x")
         assert secret["SecretString"] == '{"a": 1}'
         assert persistence.restore(layout, clients) == 0  # moto kept its state: nothing is loaded twice
+
+
+def postgres_home(parent: Path, name: str) -> Path:
+    home = parent / f"spotlake-{name}"
+    (home / "postgres").mkdir(parents=True)
+    (home / "postgres" / "PG_VERSION").write_text("15\n")
+    return home
+
+
+def test_a_deleted_stack_folder_does_not_bring_back_its_postgres_data(tmp_path: Path) -> None:
+    from spotlake.localstack import services
+
+    homes = tmp_path / "var-lib-postgresql"
+    layout = StackLayout(root=tmp_path / "stack", project=PROJECT_ROOT, settings={})
+    home = postgres_home(homes, "aaa")  # left by an earlier stack at the same path, whose folder was deleted
+    services.claim_postgres_home(layout, home)
+    assert not (home / "postgres").exists()  # initdb makes it afresh: no old Airflow runs, no stale lake catalog
+    assert (home / services.POSTGRES_OWNER).read_text() == str(layout.root)
+    assert (layout.data_dir / services.POSTGRES_MARK).read_text() == str(home)
+
+    # The same stack started again keeps its data.
+    (home / "postgres").mkdir()
+    (home / "postgres" / "PG_VERSION").write_text("15\n")
+    services.claim_postgres_home(layout, home)
+    assert (home / "postgres" / "PG_VERSION").exists()
+
+    # A stack from before the marks existed, with lake files: adopted, not wiped.
+    older = StackLayout(root=tmp_path / "older", project=PROJECT_ROOT, settings={})
+    (older.data_dir / "s3").mkdir(parents=True)
+    older_home = postgres_home(homes, "bbb")
+    services.claim_postgres_home(older, older_home)
+    assert (older_home / "postgres" / "PG_VERSION").exists()
+
+
+def test_postgres_homes_of_deleted_stack_folders_are_swept(tmp_path: Path) -> None:
+    from spotlake.localstack import services
+
+    homes = tmp_path / "var-lib-postgresql"
+    live = StackLayout(root=tmp_path / "live", project=PROJECT_ROOT, settings={})
+    live_home = postgres_home(homes, "live")
+    services.claim_postgres_home(live, live_home)
+    gone = postgres_home(homes, "gone")
+    (gone / services.POSTGRES_OWNER).write_text(str(tmp_path / "deleted-stack"))
+    running = postgres_home(homes, "running")
+    (running / services.POSTGRES_OWNER).write_text(str(tmp_path / "deleted-too"))
+    (running / "postgres" / "postmaster.pid").write_text("4242\n")
+    unowned = postgres_home(homes, "unowned")  # no owner file: cannot tell, left alone
+    me = postgres_home(homes, "me")
+
+    assert services.sweep_postgres_homes(homes, keep=me) == [gone]
+    assert all(h.exists() for h in (live_home, running, unowned, me))

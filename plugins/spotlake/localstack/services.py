@@ -12,6 +12,7 @@ Credentials are local-only values from ``stack.env``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import shutil
@@ -26,6 +27,10 @@ from spotlake.localstack.layout import StackLayout
 from spotlake.localstack.process import ServiceSpec, tcp_open
 
 POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+POSTGRES_OWNER = "stack-root"  # in a PostgreSQL home outside the stack: the stack folder it belongs to
+POSTGRES_MARK = "postgres-home"  # in the stack's data folder: the PostgreSQL home it created
+
+log = logging.getLogger(__name__)
 
 
 def _require(binary: str, package: str, candidates: list[Path] | None = None) -> str:
@@ -178,6 +183,50 @@ def postgres_home(layout: StackLayout) -> Path:
     return Path(layout.setting("SPOTLAKE_POSTGRES_HOME", f"/var/lib/postgresql/spotlake-{digest}"))
 
 
+def claim_postgres_home(layout: StackLayout, home: Path) -> None:
+    """Make ``home`` this stack's own PostgreSQL home before PostgreSQL starts.
+
+    A home outside the stack folder (as root) outlives the folder: deleting ``.stack`` (or a
+    folder under /tmp) to start afresh would otherwise bring back the old Airflow database and a
+    lake catalog whose files went with the folder. So the stack folder records the home it
+    created (``data/postgres-home``) and the home records its stack folder (``stack-root``). A home
+    with data that this stack folder never created, in a stack without lake files yet, belongs to
+    a deleted folder at the same path: its data is removed. Homes of stack folders that no longer
+    exist are removed too (they would only fill the disk).
+    """
+    mark = layout.data_dir / POSTGRES_MARK
+    datadir = home / "postgres"
+    if home != layout.data_dir:
+        if not mark.exists() and (datadir / "PG_VERSION").exists() and not (layout.data_dir / "s3").exists():
+            log.warning("removing PostgreSQL data %s left by an earlier stack at %s (its folder was deleted)",
+                        datadir, layout.root)
+            shutil.rmtree(datadir)
+        (home / POSTGRES_OWNER).write_text(str(layout.root))
+        sweep_postgres_homes(home.parent, keep=home)
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    mark.write_text(str(home))
+
+
+def sweep_postgres_homes(parent: Path, keep: Path) -> list[Path]:
+    """Remove the spotlake PostgreSQL homes under ``parent`` whose stack folder is gone (and whose
+    server is not running); homes that do not name their stack folder are left alone."""
+    removed = []
+    for home in sorted(parent.glob("spotlake-*")):
+        owner = home / POSTGRES_OWNER
+        if home == keep or not owner.exists():
+            continue
+        stack_root = Path(owner.read_text().strip())
+        mark = stack_root / "data" / POSTGRES_MARK
+        if mark.exists() and mark.read_text().strip() == str(home):
+            continue
+        if (home / "postgres" / "postmaster.pid").exists():
+            continue  # a server still runs from it: not ours to judge
+        log.info("removing PostgreSQL home %s of the deleted stack folder %s", home, stack_root)
+        shutil.rmtree(home, ignore_errors=True)
+        removed.append(home)
+    return removed
+
+
 def postgres_socket_dir(layout: StackLayout) -> Path:
     return postgres_home(layout) / "postgres-sock"
 
@@ -198,6 +247,7 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
     def prepare() -> None:
         home.mkdir(parents=True, exist_ok=True)
         chown(home)
+        claim_postgres_home(layout, home)
         sockdir.mkdir(parents=True, exist_ok=True)
         chown(sockdir)
         if (datadir / "PG_VERSION").exists():
