@@ -256,7 +256,7 @@ def start_workload(layout: StackLayout) -> None:
         ready=lambda: True,
         env={"PYTHONPATH": str(layout.project / "plugins")},
     ))
-    print("demo workload: running (python -m spotlake.demo workload), log .stack/logs/workload.log")
+    print(f"demo workload: running (python -m spotlake.demo workload), log {layout.log_dir}/workload.log")
 
 
 if __name__ == "__main__":
