@@ -25,15 +25,13 @@ from typing import Any, NoReturn
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
+from spark_jobs.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK
 from spark_jobs.errors import DataError, ExtractionError, SpotlakeJobError
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS
 from spark_jobs.report import write_report
 from spark_jobs.runtime import use_job_packages
 
-ERROR_MARK = "SPOTLAKE_ERROR: "
-DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # also printed for a DataError: the operator does not retry
-RESULT_MARK = "SPOTLAKE_RESULT: "
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -9,19 +9,16 @@ ever reaches the source database.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from spark_jobs.contract import IDENTIFIER, decode_job, decode_json, window_label
 from spark_jobs.database_secret import Endpoint
 from spark_jobs.errors import ExtractionError
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 # A column name as MySQL allows it (reserved words, spaces, mixed case, any script): no back-quote,
 # no control character, no space at either end, at most 64 characters. Always quoted where used.
 COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
@@ -62,7 +59,7 @@ class Window:
     @property
     def label(self) -> str:
         """The window's partition label, e.g. ``20261127T140000Z``."""
-        return self.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return window_label(self.start)
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -156,11 +153,11 @@ class JobDocument:
 
     @classmethod
     def from_base64url(cls, text: str) -> Any:
-        return cls.from_dict(decode_base64url(text))
+        return cls.from_dict(decode_job(text, ExtractionError))
 
     @classmethod
     def from_json(cls, text: str) -> Any:
-        return cls.from_dict(decode_json(text))
+        return cls.from_dict(decode_json(text, ExtractionError))
 
 
 @dataclass(frozen=True)
@@ -202,26 +199,6 @@ class ExtractJob(JobDocument):
     @classmethod
     def from_dict(cls, data: Any) -> ExtractJob:
         return _JobParser(data).parse()
-
-
-def decode_json(text: str) -> Any:
-    """A job document from its JSON text."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ExtractionError(f"job: the job document is not valid JSON ({exc})") from None
-
-
-def decode_base64url(text: str) -> Any:
-    """A job document from ``--job``: base64url-encoded JSON (padding optional)."""
-    padded = text.strip() + "=" * (-len(text.strip()) % 4)
-    try:
-        raw = base64.urlsafe_b64decode(padded.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ExtractionError(
-            "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"
-        ) from None
-    return decode_json(raw.decode("utf-8", errors="replace"))
 
 
 class _JobParser:

@@ -17,10 +17,10 @@ import logging
 import sys
 from typing import Any
 
+from spark_jobs.contract import EXIT_MARK, MEMORY_MARK
 from spark_jobs.runtime import use_job_packages
 
 ENTRIES = {"extract": "spark_jobs.extract"}
-MEMORY_MARK = "SPOTLAKE_SESSION_MEMORY: "
 MB = 1024 * 1024
 _PREPARED: dict[str, Any] = {}
 
@@ -50,7 +50,7 @@ def run(spark: Any, entry: str, argv: list[str]) -> int:
     module = importlib.import_module(ENTRIES[entry])
     try:
         code = int(module.main(argv, session=spark))
-        print(f"SPOTLAKE_EXIT: {code}", flush=True)
+        print(f"{EXIT_MARK}{code}", flush=True)
         return code
     finally:
         print(MEMORY_MARK + json.dumps(memory(spark)), flush=True)

@@ -22,8 +22,9 @@ from typing import NoReturn
 from pyspark.sql import SparkSession
 
 from spark_jobs.clickstream import describe, run_stream
+from spark_jobs.contract import ERROR_MARK
 from spark_jobs.errors import SpotlakeJobError, StreamingError
-from spark_jobs.extract import ERROR_MARK, describe_failure, log_to_stderr, one_line
+from spark_jobs.extract import describe_failure, log_to_stderr, one_line
 from spark_jobs.runtime import use_job_packages
 from spark_jobs.stream_job import StreamJob
 

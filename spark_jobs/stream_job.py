@@ -29,14 +29,13 @@ an event whose time is further ahead of its Kafka timestamp than this is a dead 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spark_jobs.contract import decode_job, decode_json
 from spark_jobs.database_secret import Endpoint
 from spark_jobs.errors import StreamingError
 from spark_jobs.job_config import REGION
@@ -163,22 +162,11 @@ class StreamJob:
 
     @classmethod
     def from_base64url(cls, text: str) -> StreamJob:
-        padded = text.strip() + "=" * (-len(text.strip()) % 4)
-        try:
-            raw = base64.urlsafe_b64decode(padded.encode("ascii"))
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise StreamingError(
-                "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"
-            ) from None
-        return cls.from_json(raw.decode("utf-8", errors="replace"))
+        return cls.from_dict(decode_job(text, StreamingError))
 
     @classmethod
     def from_json(cls, text: str) -> StreamJob:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise StreamingError(f"job: the job document is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(decode_json(text, StreamingError))
 
     @classmethod
     def from_dict(cls, data: Any) -> StreamJob:

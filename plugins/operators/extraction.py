@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
 from operators.livy_session import SessionStatementMixin
+from spark_jobs.contract import encode_job
 from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
 from spotlake import artifacts, config, expressions
 from spotlake.errors import ConfigError
@@ -163,7 +163,7 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
         document = json.dumps(self.job_document(context, run_id), separators=(",", ":"))
-        return ["--job", base64.urlsafe_b64encode(document.encode()).decode()]
+        return ["--job", encode_job(document)]
 
     # ------------------------------------------------------------- outcomes
     def on_batch_success(self, context: Any, job: Job) -> Any:

@@ -21,15 +21,13 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from spark_jobs.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
 from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest, NoReadyCluster, report_uri, submit_or_reconnect
 from spotlake.livy import EndpointLivyHook
 from spotlake.registry import Job, JobState, Registry, StaleState
 from spotlake.triggers import LivyBatchTrigger
 
-ERROR_MARK = "SPOTLAKE_ERROR: "
-DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # the job's error is a data error: retrying cannot help
-RESULT_MARK = "SPOTLAKE_RESULT: "
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 # YARN's own diagnostics of a container whose node was taken away (a spot reclaim, a decommission):
 # exit status -100 (released on a lost node) or -102 (preempted). A memory kill (137, 143, "memory
@@ -246,7 +244,7 @@ class PoolBatchOperator(BaseOperator):
         except Exception as exc:  # noqa: BLE001 - the result line is for the log; the registry is the record
             self.log.info("batch log of %s unavailable: %s", job.batch_id, exc)
             return None
-        line = next((ln.split(RESULT_MARK, 1)[1] for ln in reversed(lines) if RESULT_MARK in ln), None)
+        line = last_marked(lines, RESULT_MARK)
         try:
             return json.loads(line) if line else None
         except ValueError:
@@ -263,7 +261,7 @@ class PoolBatchOperator(BaseOperator):
         tail = "\n".join(lines[-40:])
         if report is not None and report.get("status") == "failed":
             return str(report.get("error", "")), tail, bool(report.get("data_error"))
-        error = next((ln.split(ERROR_MARK, 1)[1] for ln in reversed(lines) if ERROR_MARK in ln), "")
+        error = last_marked(lines, ERROR_MARK) or ""
         return error, tail, any(DATA_ERROR_MARK in ln for ln in lines)
 
     def on_kill(self) -> None:
@@ -294,5 +292,5 @@ class PipelineBatchOperator(PoolBatchOperator):
 
     def job_key(self, context: Any) -> str:
         moment = context.get("data_interval_end") or context.get("logical_date")
-        label = moment.strftime("%Y%m%dT%H%M%SZ") if moment is not None else "manual"
+        label = window_label(moment) if moment is not None else "manual"
         return f"{self.pipeline_name}#{self.job_kind}-{label}"

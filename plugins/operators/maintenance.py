@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from operators.livy_batch import PipelineBatchOperator
+from spark_jobs.contract import encode_job
 from spark_jobs.lake_state import LakeState
 from spotlake import artifacts, streaming
 from spotlake.errors import ConfigError
@@ -66,7 +65,7 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
                 "target_file_size_mb": maintenance.target_file_size_mb,
             },
         }
-        return ["--job", base64.urlsafe_b64encode(json.dumps(document).encode()).decode()]
+        return ["--job", encode_job(document)]
 
     def extra_document(self) -> dict[str, Any]:
         return {}

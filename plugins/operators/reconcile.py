@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from operators.extraction import extraction_document
 from operators.livy_batch import PipelineBatchOperator
+from spark_jobs.contract import encode_job
 from spotlake import artifacts
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
@@ -33,7 +32,7 @@ class ReconcileOperator(PipelineBatchOperator):
         document = extraction_document(self.config, pipeline, self.registry, self.job_key(context), "reconcile",
                                        run_id)
         document["reconcile"] = pipeline.reconcile.to_job(pipeline.source)
-        return ["--job", base64.urlsafe_b64encode(json.dumps(document).encode()).decode()]
+        return ["--job", encode_job(document)]
 
     def on_batch_success(self, context: Any, job: Job) -> Any:
         result = self._batch_result(job) or {}

@@ -18,11 +18,11 @@ from typing import Any
 import yaml
 from croniter import croniter
 
+from spark_jobs.contract import IDENTIFIER
 from spark_jobs.database_secret import Endpoint
 from spotlake.errors import ConfigError
 
 COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spark_jobs.contract import EXIT_MARK, MEMORY_MARK
 from spotlake.errors import SpotlakeError
 from spotlake.jobs import NoReadyCluster, Submission, SubmitFailed, age_s
 from spotlake.pools import SessionSettings
@@ -44,8 +45,6 @@ SESSION_GONE = frozenset({"shutting_down", "error", "dead", "killed", "success"}
 # Livy's statement states.
 STATEMENT_PENDING = frozenset({"waiting", "running", "cancelling"})
 STATEMENT_DONE = frozenset({"available", "error", "cancelled"})
-EXIT_MARK = "SPOTLAKE_EXIT: "
-MEMORY_MARK = "SPOTLAKE_SESSION_MEMORY: "  # spark_jobs.session.MEMORY_MARK
 # A lease is taken before its job is claimed: for this long a lease its job does not name yet is live.
 LEASE_GRACE_S = 60.0
 

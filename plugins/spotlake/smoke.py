@@ -36,7 +36,6 @@ source database (the row count check) and the sink database (the stream's schema
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -55,6 +54,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from spark_jobs.contract import decode_job, encode_job
 from spotlake import artifacts, aws_setup, job_dependencies, pools, streaming
 from spotlake import config as pipelines_config
 from spotlake.errors import SpotlakeError
@@ -442,7 +442,7 @@ class PrintedLivy:
         document = None
         args = list(body.get("args", []))
         if len(args) == 2 and args[0] == "--job":
-            document = json.loads(base64.urlsafe_b64decode(args[1]))
+            document = decode_job(args[1], ValueError)
             shown["args"] = ["--job", f"<{len(args[1])} characters: base64 of the job document below>"]
         self.say(f"      not sent: POST {self.endpoint}/batches (batch {batch_id} here), body:")
         for line in _field_lines(shown):
@@ -891,8 +891,7 @@ class Smoke:
                 document = extraction_document(self.pipelines, pipeline, self.registry, record.job_key, "window",
                                                run_id)
                 document["window"] = {"start": record.start, "end": record.end, "read_from": record.read_from}
-                return ["--job", base64.urlsafe_b64encode(json.dumps(document, separators=(",", ":")).encode())
-                        .decode()]
+                return ["--job", encode_job(document)]
 
             job = submit_or_reconnect(self.registry, request, self.livy_for, build_args=build_args).job
             self.lake_tables_possible = True  # the batch may create them from now on
@@ -1101,8 +1100,7 @@ class Smoke:
 
             def build_args(run_id: str) -> list[str]:
                 document = stream.job_document(run_id, 1, bootstrap, region=self.region)
-                return ["--job", base64.urlsafe_b64encode(json.dumps(document, separators=(",", ":")).encode())
-                        .decode()]
+                return ["--job", encode_job(document)]
 
             self.stream_outputs = True
             job = submit_or_reconnect(self.registry, request, self.livy_for, build_args=build_args).job

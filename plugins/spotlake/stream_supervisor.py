@@ -39,7 +39,6 @@ race still start one batch.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -49,6 +48,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
 
+from spark_jobs.contract import ERROR_MARK, encode_job, last_marked
 from spark_jobs.kafka_security import Credentials, KafkaSecurity, read_credentials
 from spotlake import sink_schema
 from spotlake.artifacts import JobArtifacts
@@ -61,7 +61,6 @@ from spotlake.streaming import STREAM_SPARK_CONF, StreamConfig
 
 log = logging.getLogger(__name__)
 
-ERROR_MARK = "SPOTLAKE_ERROR: "
 TERMINAL = ("success", "dead", "killed", "error")
 GONE = (ClusterState.DEAD, ClusterState.TERMINATED)
 STOP_TIMEOUT_S = 90.0
@@ -363,8 +362,7 @@ class StreamSupervisor:
 
         def build_args(run_id: str) -> list[str]:
             document = stream.job_document(run_id, attempt, bootstrap, region=self.registry.client.meta.region_name)
-            text = json.dumps(document, separators=(",", ":"))
-            return ["--job", base64.urlsafe_b64encode(text.encode()).decode()]
+            return ["--job", encode_job(document)]
 
         request = published.request(stream.job_key, stream.pool, name=f"spotlake-stream-{stream.name}",
                                     conf={**STREAM_SPARK_CONF, **stream.spark_conf})
@@ -552,7 +550,7 @@ class LivyBatchControl:
             lines = response.json().get("log", []) if response.status_code == 200 else []
         except (requests.RequestException, ValueError):
             return ""
-        return next((ln.split(ERROR_MARK, 1)[1] for ln in reversed(lines) if ERROR_MARK in ln), "")
+        return last_marked(lines, ERROR_MARK) or ""
 
     def delete(self, batch_id: int) -> None:
         import requests

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
+from spark_jobs.contract import window_label
+
 
 @dataclass(frozen=True)
 class Window:
@@ -35,7 +37,7 @@ class Window:
     @property
     def label(self) -> str:
         """The window's label, e.g. ``20261127T140000Z``."""
-        return self.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return window_label(self.start)
 
     def read_from(self, watermark: datetime | None) -> datetime:
         """Where the run reads from: the earlier of its start and the committed watermark,
