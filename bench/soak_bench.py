@@ -129,12 +129,20 @@ def airflow_cpu_seconds() -> float:
     return total
 
 
-def idle_cpu(layout: StackLayout, dag_ids: list[str], seconds: float) -> dict[str, float]:
-    """CPU of the Airflow processes over ``seconds`` while no extraction runs (``dag_ids`` paused),
-    as a share of the machine. A task process still running when the period ends is counted for
-    the part it ran; one that started and ended inside it, through the parent that reaped it."""
-    for dag_id in dag_ids:
-        airflow(layout, "dags", "pause", dag_id)
+EXTRACTION = "^extract_"
+
+
+def pause(layout: StackLayout, pattern: str, paused: bool = True) -> None:
+    """Pause (or unpause) every DAG whose id matches ``pattern``, in one command."""
+    airflow(layout, "dags", "pause" if paused else "unpause", "--treat-dag-id-as-regex", "-y", pattern)
+
+
+def idle_cpu(layout: StackLayout, seconds: float) -> dict[str, float]:
+    """CPU of the Airflow processes over ``seconds`` while no extraction runs (every ``extract_*``
+    DAG paused), as a share of the machine. A task process still running when the period ends is
+    counted for the part it ran; one that started and ended inside it, through the parent that
+    reaped it."""
+    pause(layout, EXTRACTION)
     try:
         time.sleep(30)  # running windows end
         before, started = airflow_cpu_seconds(), time.monotonic()
@@ -142,26 +150,22 @@ def idle_cpu(layout: StackLayout, dag_ids: list[str], seconds: float) -> dict[st
         used = airflow_cpu_seconds() - before
         elapsed = time.monotonic() - started
     finally:
-        for dag_id in dag_ids:
-            airflow(layout, "dags", "unpause", dag_id)
+        pause(layout, EXTRACTION, paused=False)
     return {"seconds": elapsed, "cpu_s": used, "share_of_machine": used / (elapsed * psutil.cpu_count())}
 
 
-def fleet_share(layout: StackLayout, dag_ids: list[str], fleet_ids: list[str], seconds: float,
-                rounds: int) -> list[tuple[str, float]]:
+def fleet_share(layout: StackLayout, seconds: float, rounds: int) -> list[tuple[str, float]]:
     """Airflow's idle CPU with the fleet DAGs running and with them paused, alternating ``rounds``
-    times on the same stack (every extraction DAG paused throughout): the fleet's own share is the
-    difference. Returns (``fleet running`` or ``fleet paused``, share of the machine) per reading."""
+    times on the same stack (every extraction DAG paused while measuring): the fleet's own share is
+    the difference. Returns (``fleet running`` or ``fleet paused``, share of the machine) per reading."""
     readings = []
     for _ in range(rounds):
-        readings.append(("fleet running", idle_cpu(layout, dag_ids, seconds)["share_of_machine"]))
-        for dag_id in fleet_ids:
-            airflow(layout, "dags", "pause", dag_id)
+        readings.append(("fleet running", idle_cpu(layout, seconds)["share_of_machine"]))
+        pause(layout, "^fleet_")
         try:
-            readings.append(("fleet paused", idle_cpu(layout, dag_ids, seconds)["share_of_machine"]))
+            readings.append(("fleet paused", idle_cpu(layout, seconds)["share_of_machine"]))
         finally:
-            for dag_id in fleet_ids:
-                airflow(layout, "dags", "unpause", dag_id)
+            pause(layout, "^fleet_", paused=False)
     return readings
 
 
@@ -343,23 +347,21 @@ def run(args: argparse.Namespace) -> int:
     layout = StackLayout.default()
     os.environ.update(services.aws_env(layout))  # the lake's catalog secret and files, as the stack serves them
     cfg = config.load(SOAK / "pipelines.yaml")
-    dag_ids = [f"extract_{p.name}" for p in cfg.pipelines]
     if args.fleet_rounds:
-        fleet_ids = [f"fleet_{name}" for name in yaml.safe_load((SOAK / "pools.yaml").read_text())["pools"]]
-        readings = fleet_share(layout, dag_ids, fleet_ids, args.idle_seconds, args.fleet_rounds)
+        readings = fleet_share(layout, args.idle_seconds, args.fleet_rounds)
         for what, share in readings:
             print(f"{what}: Airflow at {100 * share:.1f}% of the machine over {args.idle_seconds:.0f} s", flush=True)
         for what in ("fleet running", "fleet paused"):
             print(f"median, {what}: {100 * statistics.median(v for w, v in readings if w == what):.1f}%")
         return 0
     if args.idle_only:
-        idle = idle_cpu(layout, dag_ids, args.idle_seconds)
+        idle = idle_cpu(layout, args.idle_seconds)
         print(f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
               f"({100 * idle['share_of_machine']:.1f}% of the machine)", flush=True)
         return 0
     print("waiting for every pipeline's initial snapshot and first window", flush=True)
     wait_for_watermarks(layout, cfg, datetime.now(UTC) - timedelta(minutes=2), 1200)
-    idle = idle_cpu(layout, dag_ids, args.idle_seconds) if args.idle_seconds > 0 else None
+    idle = idle_cpu(layout, args.idle_seconds) if args.idle_seconds > 0 else None
     if idle:
         print(f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
               f"({100 * idle['share_of_machine']:.1f}% of the machine)", flush=True)
