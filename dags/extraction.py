@@ -1,4 +1,4 @@
-"""One extraction DAG per pipeline in config/pipelines.yaml (see spotlake.dag_factory).
+"""One extraction DAG per pipeline in config/pipelines.yaml (see dag_factories.extraction).
 
 Parsing reads only that local YAML file: no service is contacted at import.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from spotlake.dag_factory import build_all
+from dag_factories.extraction import build_all
 
 dags: dict[str, DAG] = build_all()
 globals().update(dags)

