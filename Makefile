@@ -37,5 +37,6 @@ down:
 status:
 	@$(STACK) status
 
-lint:
-	@$(VENV)/bin/ruff check plugins dags spark_jobs tests bench
+lint: bootstrap
+	@$(VENV)/bin/ruff check plugins dags spark_jobs tests bench scripts
+	@$(VENV)/bin/lint-imports --no-cache

@@ -188,6 +188,7 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
 RUN_HERE = {
     "python -m spotlake.clickgen --dry-run --unthrottled --count 10 --seed 7 --start 2024-05-01T00:00:00Z",
     "mvn -v",
+    "make lint",
 }
 
 # Local commands that nothing runs yet, and why. Keep this list short: remove an entry as
