@@ -178,7 +178,7 @@ def median_table(rows: dict[str, list[float]]) -> str:
 # --------------------------------------------------------------------------- window
 def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
     from spark_jobs.lake_state import WindowRecord, iso
-    from tests.integration.job_harness import Lake
+    from tests.support.job_harness import Lake
 
     prepare(layout)
     tmp = Path(tempfile.mkdtemp(prefix="bench-window-"))
@@ -285,7 +285,7 @@ def snapshot_run(layout: StackLayout, table: str, chunk_rows: int, tmp: Path,
                  published: artifacts.JobArtifacts) -> tuple[dict[str, Any], float, float]:
     """One initial snapshot of ``table`` into a pipeline of its own: result, wall s, peak RSS MiB."""
     from spark_jobs.lake_state import snapshot_job_key
-    from tests.integration.job_harness import Lake
+    from tests.support.job_harness import Lake
 
     pipe = Lake(services.mysql_settings(layout), CATALOG_SECRET, tmp)
     pipe.store.ensure(pipe.pipeline, True, datetime.now(UTC))
@@ -360,7 +360,7 @@ def bench_initial(layout: StackLayout, rows: int, repetitions: int, chunk_rows: 
 
 # --------------------------------------------------------------------------- compaction
 def bench_compaction(layout: StackLayout, windows: int, rows_per_window: int) -> str:
-    from tests.integration.job_harness import iceberg_session, naive, next_window, orders_pipeline, seed
+    from tests.support.job_harness import iceberg_session, naive, next_window, orders_pipeline, seed
 
     prepare(layout)
     spark = next(iceberg_session(services.s3_endpoint(layout)))

@@ -86,7 +86,7 @@ def main() -> int:
     layout = StackLayout.default()
     prepare(layout)
     from spark_jobs.lake_state import snapshot_job_key
-    from tests.integration.job_harness import Lake
+    from tests.support.job_harness import Lake
 
     table = copy_table(layout, ensure_full_table(layout, args.rows), args.rows)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))

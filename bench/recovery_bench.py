@@ -35,9 +35,12 @@ from spotlake.localstack.process import Supervisor, wait_for  # noqa: E402
 from spotlake.pools import LocalShape, PoolConfig  # noqa: E402
 from spotlake.providers.local import LocalClusterProvider, LocalProvider  # noqa: E402
 from spotlake.registry import ClusterState, JobState  # noqa: E402
-from tests.e2e.test_cluster_loss import ROWS, FleetLoop, big_table, run_in_thread  # noqa: E402
-from tests.integration.extraction_harness import ExtractionEnv, run_operator  # noqa: E402
-from tests.integration.test_extraction_pipeline import aws_connection  # noqa: E402
+from tests.support.cluster_loss import ROWS, FleetLoop, big_table, run_in_thread  # noqa: E402
+from tests.support.extraction_harness import (  # noqa: E402
+    ExtractionEnv,
+    aws_connection,  # noqa: E402
+    run_operator,
+)
 
 FIVE = timedelta(minutes=5)
 

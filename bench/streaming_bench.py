@@ -271,7 +271,7 @@ class Bench:
         for key, value in services.aws_env(layout).items():
             os.environ.setdefault(key, value)
         self.bootstrap = f"127.0.0.1:{layout.port('kafka')}"
-        from tests.integration.stream_harness import StreamEnv, lake_catalog_secret
+        from tests.support.stream_harness import StreamEnv, lake_catalog_secret
 
         self.env = StreamEnv(self.bootstrap, self.pg, self.moto, lake_catalog_secret(self.pg))
         self.spark: Any = None
@@ -411,7 +411,7 @@ class Bench:
 
             return consumer.query, stop_python
         from spark_jobs.clickstream import run_stream
-        from tests.integration.stream_harness import spark_session
+        from tests.support.stream_harness import spark_session
 
         if self.spark is None:
             self.spark = spark_session(self.s3, self.master)
@@ -511,7 +511,7 @@ class Bench:
         """The executors' part of a micro-batch alone, on a backlog read as one Kafka batch: read,
         validate, aggregate (into Spark's no-op sink, not collected to the driver); the median of ``runs``."""
         from spark_jobs.click_events import batch_summary, classify_events, kafka_records, with_future_check
-        from tests.integration.stream_harness import spark_session
+        from tests.support.stream_harness import spark_session
 
         topic = self.new_topic(f"ex{self.partitions}{self.master[6]}")
         sent = self.produce(topic, rate=1000.0, count=self.args.backlog, pace=False)

@@ -43,8 +43,11 @@ from spotlake.demo import CATALOG_SECRET_ID, aws_resources  # noqa: E402
 from spotlake.localstack import jvm, services  # noqa: E402
 from spotlake.localstack.layout import StackLayout  # noqa: E402
 from spotlake.localstack.process import Supervisor, free_port  # noqa: E402
-from tests.integration.extraction_harness import ExtractionEnv, run_operator  # noqa: E402
-from tests.integration.test_extraction_pipeline import aws_connection  # noqa: E402
+from tests.support.extraction_harness import (  # noqa: E402
+    ExtractionEnv,
+    aws_connection,  # noqa: E402
+    run_operator,
+)
 
 FIVE = timedelta(minutes=5)
 ROWS = 20_000

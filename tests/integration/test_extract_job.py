@@ -24,7 +24,7 @@ from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_state import iso, snapshot_job_key
 from spotlake import config, lake
-from tests.integration.job_harness import (
+from tests.support.job_harness import (
     FIVE,
     Lake,
     naive,

@@ -37,12 +37,23 @@ from spotlake import lake
 from spotlake.freshness import FAILING, FRESH, freshness
 from spotlake.livy import EndpointLivyHook
 from spotlake.registry import JobState
-from tests.integration.extraction_harness import ExtractionEnv, run_operator
+from tests.support.extraction_harness import (
+    FIVE,
+    ExtractionEnv,
+    aws_connection,
+    base_window,
+    create_table,
+    floor5,
+    insert,
+    lake_rows,
+    naive,
+    run_operator,
+    source_rows,
+    update,
+)
 
 pytestmark = pytest.mark.integration
 
-FIVE = timedelta(minutes=5)
-COLUMNS = ("id", "customer", "status", "amount", "updated_at", "deleted_at")
 
 
 @pytest.fixture(scope="module")
@@ -62,63 +73,6 @@ def env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, start_li
             os.environ[key] = value
 
 
-def aws_connection(moto_endpoint: str) -> str:
-    return json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"region_name": "us-east-1", "endpoint_url": moto_endpoint,
-                  "service_config": {"s3": {"endpoint_url": os.environ["AWS_ENDPOINT_URL_S3"]}}},
-    })
-
-
-def create_table(env: ExtractionEnv, name: str, indexed: bool = True) -> str:
-    table = f"{name}_{env.tag}"
-    with env.connect().cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {table}")
-        cur.execute(f"""CREATE TABLE {table} (
-            id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, status VARCHAR(16) NOT NULL,
-            amount DECIMAL(10,2) NOT NULL, updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL
-            {', KEY ix_updated (updated_at)' if indexed else ''})""")
-    return table
-
-
-def floor5(moment: datetime) -> datetime:
-    moment = moment.astimezone(UTC).replace(second=0, microsecond=0)
-    return moment.replace(minute=moment.minute - moment.minute % 5)
-
-
-def base_window() -> datetime:
-    """A window start two hours back (before any snapshot's watermark)."""
-    return floor5(datetime.now(UTC)) - timedelta(hours=2)
-
-
-def naive(ts: datetime) -> str:
-    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="milliseconds")
-
-
-def source_rows(env: ExtractionEnv, table: str) -> dict[int, dict[str, Any]]:
-    """The table as pymysql reads it: the independent side of every comparison."""
-    conn = env.connect()
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM {table}")
-        rows = {r[0]: dict(zip(COLUMNS, r, strict=True)) for r in cur.fetchall()}
-    conn.close()
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    return value
-
-
-def lake_rows(env: ExtractionEnv, pipeline: str) -> dict[int, dict[str, Any]]:
-    """The current-state table as pyiceberg reads it, in the shape of :func:`source_rows`."""
-    rows = env.lake_table(pipeline).to_pylist()
-    keyed = {r["id"]: {k: _plain(r[k]) for k in COLUMNS} for r in rows}
-    assert len(keyed) == len(rows), "the current-state table holds a primary key twice"
-    return keyed
-
-
 def changes_count(env: ExtractionEnv, pipeline: str, window: str) -> int:
     table = env.lake_table(pipeline, changes=True)
     return sum(1 for w in table.column("_window").to_pylist() if w == window)
@@ -135,17 +89,6 @@ def label(start: datetime) -> str:
 def livy_batch_count(env: ExtractionEnv) -> int:
     with urllib.request.urlopen(f"{env.livy_url}/batches?size=1000") as resp:  # noqa: S310
         return int(json.load(resp)["total"])
-
-
-def insert(env: ExtractionEnv, table: str, rows: list[tuple[int, str, str, Decimal, datetime]]) -> None:
-    with env.connect().cursor() as cur:
-        cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, NULL)",
-                        [(i, c, s, a, naive(t)) for i, c, s, a, t in rows])
-
-
-def update(env: ExtractionEnv, table: str, sql: str, *params: Any) -> None:
-    with env.connect().cursor() as cur:
-        cur.execute(f"UPDATE {table} SET {sql}", params)
 
 
 # --------------------------------------------------------------------- tests

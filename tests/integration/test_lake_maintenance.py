@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 
 from spotlake.lake import split_s3
 from spotlake.localstack.layout import StackLayout
-from tests.integration.job_harness import Lake, naive, next_window, orders_pipeline, seed
+from tests.support.job_harness import Lake, naive, next_window, orders_pipeline, seed
 
 pytestmark = pytest.mark.integration
 

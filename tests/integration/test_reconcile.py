@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
-from tests.integration.job_harness import Lake, seed
+from tests.support.job_harness import Lake, seed
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def test_a_lagging_replica_serves_the_checksums_and_never_deletes_a_row(pipe: La
 
     import boto3
 
-    from tests.integration.job_harness import next_window
+    from tests.support.job_harness import next_window
 
     seed(pipe, 500, datetime.now(UTC) - timedelta(days=1))
     pipe.snapshot(spark)

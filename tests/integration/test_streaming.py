@@ -47,7 +47,7 @@ from spotlake.stream_supervisor import (
     TopicMissing,
 )
 from spotlake.streaming import StreamConfig
-from tests.integration.stream_harness import (
+from tests.support.stream_harness import (
     START_MS,
     StreamEnv,
     TcpProxy,

@@ -30,9 +30,10 @@ from airflow.exceptions import TaskDeferred
 
 from spark_jobs.lake_state import parse_iso
 from spotlake.registry import Cluster, ClusterState, JobState
-from tests.integration.extraction_harness import ExtractionEnv, FakeTaskInstance, run_operator
-from tests.integration.test_extraction_pipeline import (
+from tests.support.extraction_harness import (
     FIVE,
+    ExtractionEnv,
+    FakeTaskInstance,
     aws_connection,
     base_window,
     create_table,
@@ -40,6 +41,7 @@ from tests.integration.test_extraction_pipeline import (
     insert,
     lake_rows,
     naive,
+    run_operator,
     source_rows,
     update,
 )

@@ -22,7 +22,7 @@ from spark_jobs.kafka_security import (
 from spark_jobs.stream_job import StreamJob
 from spotlake import config, streaming
 from spotlake.errors import ConfigError
-from tests.unit.test_streaming_config import parse as parse_streams
+from tests.support.stream_configs import parse as parse_streams
 
 RDS_FORMAT = {"engine": "mysql", "host": "db.abc.eu-west-1.rds.amazonaws.com", "port": 3306, "username": "spotlake",
               "password": "p@ss", "dbname": "shop", "dbInstanceIdentifier": "db"}
@@ -89,7 +89,7 @@ pipelines:
 def test_the_job_contract_accepts_endpoints() -> None:
     import copy
 
-    from tests.unit.test_extract_transforms import BASE_JOB  # the contract's reference document
+    from tests.support.job_documents import BASE_JOB  # the contract's reference document
 
     doc = copy.deepcopy(BASE_JOB)
     doc["source"]["endpoint"] = {"host": "db.internal", "port": 3306}

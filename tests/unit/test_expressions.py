@@ -10,7 +10,7 @@ import pytest
 
 from spotlake import config, expressions
 from spotlake.errors import ConfigError
-from tests.unit.test_config import parse, with_pipeline
+from tests.support.pipeline_configs import parse, with_pipeline
 
 
 def pipeline_with(*steps: dict) -> config.Pipeline:

@@ -13,17 +13,15 @@ import pytest
 from moto import mock_aws
 
 from spotlake.fleet import Fleet, FleetReport
-from spotlake.pools import LocalShape, PoolConfig
 from spotlake.providers.base import (
     Cause,
     ClusterHealth,
-    ClusterProvider,
-    LaunchedCluster,
     LaunchFailed,
     Liveness,
 )
 from spotlake.providers.local import LocalClusterProvider
 from spotlake.registry import Cluster, ClusterState, Job, JobState, Registry
+from tests.support.fleet_fakes import FakeProvider, pool_config
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -37,63 +35,6 @@ class FakeClock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += timedelta(**kwargs)
-
-
-class FakeProvider(ClusterProvider):
-    """Clusters that come up at once (or boot for a while), and die when told to."""
-
-    name = "fake"
-
-    def __init__(self, boot_checks: int = 0) -> None:
-        self.boot_checks = boot_checks
-        self.launched: list[str] = []
-        self.terminated: list[tuple[str, str]] = []
-        self.health_of: dict[str, ClusterHealth] = {}
-        self.checks: dict[str, int] = {}
-        self.fail_launch: Exception | None = None
-        self.on_launch: Any = None
-
-    def launch(self, pool: PoolConfig, cluster_id: str) -> LaunchedCluster:
-        if self.on_launch is not None:
-            self.on_launch(cluster_id)
-        if self.fail_launch is not None:
-            raise self.fail_launch
-        self.launched.append(cluster_id)
-        return LaunchedCluster(cluster_id, provider_id=f"fake-{cluster_id}", endpoint=None)
-
-    def health(self, cluster: Cluster) -> ClusterHealth:
-        if cluster.cluster_id in self.health_of:
-            return self.health_of[cluster.cluster_id]
-        if cluster.cluster_id not in self.launched:
-            return ClusterHealth.failed(f"no cluster {cluster.cluster_id}")
-        self.checks[cluster.cluster_id] = self.checks.get(cluster.cluster_id, 0) + 1
-        if self.checks[cluster.cluster_id] <= self.boot_checks:
-            return ClusterHealth.booting("starting")
-        return ClusterHealth.ok(f"http://{cluster.cluster_id}:8998")
-
-    def endpoint(self, cluster: Cluster) -> str | None:
-        health = self.health(cluster)
-        return health.endpoint
-
-    def terminate(self, cluster: Cluster, reason: str) -> None:
-        self.terminated.append((cluster.cluster_id, reason))
-        self.health_of[cluster.cluster_id] = ClusterHealth(
-            Liveness.DEAD, f"terminated ({reason})", Cause.OWN_TERMINATION, own_termination=True,
-            definitive=True,
-        )
-
-    def fail(self, cluster_id: str, reason: str = "Livy at http://x did not answer: connection refused"
-             ) -> None:
-        self.health_of[cluster_id] = ClusterHealth.failed(reason)
-
-
-def pool_config(**overrides: Any) -> PoolConfig:
-    values: dict[str, Any] = {
-        "name": "small", "max_age": timedelta(hours=6), "drain_deadline": timedelta(minutes=30),
-        "health_check_interval": timedelta(seconds=15), "failure_threshold": 3,
-        "launch_timeout": timedelta(minutes=20), "local": LocalShape("local[2]"),
-    }
-    return PoolConfig(**{**values, **overrides})
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from spotlake.fleet import Fleet
 from spotlake.providers.base import LaunchFailed
 from spotlake.registry import ClusterState, Registry
 from spotlake.triggers import PoolWatchTrigger
-from tests.unit.test_fleet import FakeProvider, pool_config
+from tests.support.fleet_fakes import FakeProvider, pool_config
 
 
 @pytest.fixture

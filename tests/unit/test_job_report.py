@@ -14,7 +14,7 @@ from spark_jobs import extract
 from spark_jobs.errors import DataError
 from spark_jobs.report import write_report
 from spotlake import artifacts
-from tests.unit.test_extract_transforms import BASE_JOB
+from tests.support.job_documents import BASE_JOB
 
 
 class Session:

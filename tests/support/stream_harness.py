@@ -36,7 +36,7 @@ from spotlake.clickgen.delivery import KafkaSink
 from spotlake.clickgen.events import VALID, classify
 from spotlake.clickgen.rate import ConstantRate
 from spotlake.streaming import RestartBudget, StreamConfig, StreamLakeTables
-from tests.integration.job_harness import session_jars
+from tests.support.job_harness import session_jars
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
