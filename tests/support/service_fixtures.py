@@ -1,7 +1,8 @@
 """Fixtures that start the real local services (idempotently) and hand out their addresses.
 
-A service already running from `make up` is reused; one that is not is started
-and left running for the rest of the session (`make down` stops everything).
+A service already running (from `make up`) is reused and left running; one that is not is
+started for the session and stopped at its end, clients before the servers they use, without
+saving moto's registry over the one `make down` saved for the stack.
 """
 
 from __future__ import annotations
@@ -27,8 +28,27 @@ def layout() -> StackLayout:
 
 
 @pytest.fixture(scope="session")
-def supervisor(layout: StackLayout) -> Supervisor:
-    return Supervisor(layout)
+def supervisor(layout: StackLayout) -> Iterator[Supervisor]:
+    supervisor = Supervisor(layout)
+    before = running(layout, supervisor)
+    yield supervisor
+    started = running(layout, supervisor) - before
+    for name in stop_order(started):
+        supervisor.stop(name)
+
+
+def running(layout: StackLayout, supervisor: Supervisor) -> set[str]:
+    names = {p.stem for p in layout.run_dir.glob("*.pid")} if layout.run_dir.exists() else set()
+    return {n for n in names if n != "mariadbd" and supervisor.is_running(n)}
+
+
+def stop_order(names: set[str]) -> list[str]:
+    """Clients first, the servers they use last (as `make down` stops them)."""
+    from spotlake.localstack.__main__ import STOP_LAST, STOP_ORDER
+
+    ordered = [n for n in STOP_ORDER if n in names]
+    ordered += sorted(n for n in names if n not in STOP_ORDER and n not in STOP_LAST)
+    return ordered + [n for n in STOP_LAST if n in names]
 
 
 @pytest.fixture(scope="session")
