@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 
+from hooks.livy import probe_livy  # noqa: E402
 from spark_jobs.lake_state import snapshot_job_key  # noqa: E402
 from spotlake.demo import CATALOG_SECRET_ID  # noqa: E402
 from spotlake.fleet import Fleet  # noqa: E402
@@ -108,7 +109,7 @@ def main() -> int:
         "SPOTLAKE_LIVY_BASE_PORT": os.environ.get("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
         "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(endpoint),
     })
-    fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(StackLayout.default())))
+    fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(StackLayout.default()), probe=probe_livy))
     runs = []
     for n in range(args.kills):
         # each kill on a pool of its own: a fresh first cluster, a fresh vacancy

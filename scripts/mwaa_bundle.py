@@ -41,7 +41,7 @@ CONSTRAINTS_NAME = "airflow-constraints.txt"
 # The plugin packages Airflow imports, and what of them Airflow never runs (paths under plugins/):
 # the local services and cluster provider, the demo, the click generator, and the AWS smoke test
 # (a command a person runs with their own credentials).
-PLUGIN_PACKAGES = ("spotlake", "operators", "sensors", "dag_factories")
+PLUGIN_PACKAGES = ("spotlake", "operators", "sensors", "triggers", "hooks", "dag_factories")
 LOCAL_ONLY = ("spotlake/localstack", "spotlake/clickgen", "spotlake/demo.py", "spotlake/providers/local.py",
               "spotlake/smoke.py")
 # Project folders copied whole (besides plugins/), and the DAG processor's view: only dags/.

@@ -2,7 +2,7 @@
 
 The operator is a thin wrapper over :mod:`spotlake.jobs`: it claims the job key
 in the registry, submits (or reconnects to a live batch of the same key), defers
-on :class:`spotlake.triggers.LivyBatchTrigger`, and on the event either finishes,
+on :class:`triggers.livy.LivyBatchTrigger`, and on the event either finishes,
 fails with the job's own error from the batch log, or — when the cluster died
 under the batch — re-queues the job onto the pool's replacement cluster inside
 the same task try, up to ``max_moves`` times.
@@ -21,12 +21,12 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from hooks.livy import EndpointLivyHook
 from spark_jobs.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
 from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest, NoReadyCluster, report_uri, submit_or_reconnect
-from spotlake.livy import EndpointLivyHook
 from spotlake.registry import Job, JobState, Registry, StaleState
-from spotlake.triggers import LivyBatchTrigger
+from triggers.livy import LivyBatchTrigger
 
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 # YARN's own diagnostics of a container whose node was taken away (a spot reclaim, a decommission):

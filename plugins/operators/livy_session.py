@@ -6,7 +6,7 @@ per job key (a retried task reconnects to it), the job's own error from its repo
 failing without retries, and a session or cluster lost under the statement re-queueing the job
 onto a new session or the replacement cluster inside the same task try. The task first waits for
 its statement for up to ``sessions.inline_wait`` (most windows end well within it, so they pay no
-deferral); a longer one defers on :class:`~spotlake.triggers.LivyStatementTrigger`. A statement
+deferral); a longer one defers on :class:`~triggers.livy.LivyStatementTrigger`. A statement
 still running at ``sessions.statement_timeout`` is cancelled, its session replaced and the job
 re-queued.
 """
@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from hooks.livy import EndpointLivyHook
 from operators.livy_batch import NEXT_JOB, BatchFailed, DataErrorFailed
 from spotlake import artifacts, pools, sessions
 from spotlake.jobs import NoReadyCluster, report_uri
-from spotlake.livy import EndpointLivyHook
 from spotlake.registry import Job, JobState
-from spotlake.triggers import LivyStatementTrigger
+from triggers.livy import LivyStatementTrigger
 
 
 def code_version(published: artifacts.JobArtifacts) -> str:

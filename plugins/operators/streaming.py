@@ -17,9 +17,9 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
+from hooks.livy import EndpointLivyHook
 from spotlake import artifacts, streaming
 from spotlake.errors import SpotlakeError
-from spotlake.livy import EndpointLivyHook
 from spotlake.registry import Registry
 from spotlake.stream_status import StreamStatusStore
 from spotlake.stream_supervisor import (

@@ -3,7 +3,7 @@
 :class:`ClusterHealthSensor` is the one task of a ``fleet_<pool>`` run. It makes one whole fleet
 pass (:meth:`spotlake.fleet.Fleet.tend`: launch and promote, rotate and drain, health checks until
 a failing cluster is DEAD or healthy again, heal: re-queue its jobs and launch the replacement),
-then defers on :class:`spotlake.triggers.PoolWatchTrigger`, which looks at the pool every
+then defers on :class:`triggers.fleet.PoolWatchTrigger`, which looks at the pool every
 ``health_check_interval`` in the triggerer (the registry, and a health probe of each cluster
 through its provider) and wakes the task only when the fleet must act: a failed check, no
 READY cluster, a cluster launching or draining, a rotation due. So a healthy pool costs no worker
@@ -23,11 +23,12 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseSensorOperator
 
+from hooks.livy import probe_livy
 from spotlake import pools
 from spotlake.fleet import Fleet
 from spotlake.providers.base import ClusterProvider, provider_for
 from spotlake.registry import Registry
-from spotlake.triggers import PoolWatchTrigger
+from triggers.fleet import PoolWatchTrigger
 
 
 class PoolFleetMixin:
@@ -51,7 +52,7 @@ class PoolFleetMixin:
 
     @cached_property
     def provider(self) -> ClusterProvider:
-        return provider_for(self.pools_config.provider, aws_conn_id=self.aws_conn_id)
+        return provider_for(self.pools_config.provider, aws_conn_id=self.aws_conn_id, probe=probe_livy)
 
     @cached_property
     def fleet(self) -> Fleet:

@@ -1511,7 +1511,7 @@ def build(options: Options, say: Callable[[str], None] = print, aws: Aws | None 
           provider: Any = None, livy: Callable[[str], Any] | None = None) -> Smoke:
     """A :class:`Smoke` over the project's configuration and its collaborators: EMR through
     :class:`~spotlake.providers.emr.EmrProvider` and Livy (printed in a dry run) unless given."""
-    from spotlake.providers.base import probe_livy
+    from hooks.livy import probe_livy
 
     region = options.region or _default_region(options.dry_run)
     journal = Journal(say, show=options.dry_run, verbose=options.verbose)
@@ -1532,7 +1532,7 @@ def build(options: Options, say: Callable[[str], None] = print, aws: Aws | None 
 
         livy_for = control_for = printed
     else:
-        from spotlake.livy import EndpointLivyHook
+        from hooks.livy import EndpointLivyHook
         from spotlake.stream_supervisor import LivyBatchControl
 
         livy_for, control_for = EndpointLivyHook, LivyBatchControl

@@ -16,6 +16,7 @@ import psutil
 import pymysql
 import pytest
 
+from hooks.livy import probe_livy
 from spark_jobs.lake_state import snapshot_job_key
 from spotlake.fleet import Fleet
 from spotlake.localstack.layout import StackLayout
@@ -48,7 +49,7 @@ def fleet_env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, la
         "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(moto_endpoint),
     })
     e2e_layout = StackLayout.default()
-    fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(e2e_layout)))
+    fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(e2e_layout), probe=probe_livy))
 
     def pool(**changes: Any) -> PoolConfig:
         fields = {

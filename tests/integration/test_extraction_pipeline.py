@@ -29,13 +29,13 @@ import pytest
 from airflow.exceptions import AirflowException
 from airflow.sdk.exceptions import AirflowFailException
 
+from hooks.livy import EndpointLivyHook
 from operators.extraction import ExtractWindowOperator
 from operators.maintenance import LakeMaintenanceOperator
 from operators.reconcile import ReconcileOperator
 from spark_jobs.lake_state import parse_iso, snapshot_job_key
 from spotlake import lake
 from spotlake.freshness import FAILING, FRESH, freshness
-from spotlake.livy import EndpointLivyHook
 from spotlake.registry import JobState
 from tests.support.extraction_harness import (
     FIVE,

@@ -26,6 +26,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
+from hooks.livy import EndpointLivyHook
 from spark_jobs import clickstream
 from spark_jobs.click_sink import CheckpointRefused, Claim, PostgresSinkWriter, resolve_target
 from spark_jobs.clickstream import LakeWriter, StreamRun, batch_writer, run_stream
@@ -34,7 +35,6 @@ from spark_jobs.job_config import MaintenanceJob
 from spark_jobs.maintenance import run_maintenance
 from spotlake import artifacts, stream_reset
 from spotlake.clickgen.events import VALID, classify
-from spotlake.livy import EndpointLivyHook
 from spotlake.localstack import services
 from spotlake.localstack.layout import StackLayout
 from spotlake.registry import Cluster, ClusterState, JobState, Registry

@@ -243,7 +243,7 @@ def test_throttling_is_retried_with_capped_exponential_backoff(
 
 def test_jitter_spreads_retries() -> None:
     delays: list[float] = []
-    provider = EmrProvider(aws_conn_id=None, sleep=delays.append, jitter=iter([0.25, 0.5, 0.75]).__next__)
+    provider = EmrProvider(aws_conn_id=None, sleep=delays.append, jitter=iter([0.25, 0.5, 0.75]).__next__, probe=None)
     calls = iter([ClientError({"Error": {"Code": "ThrottlingException"}}, "X")] * 3 + [None])
 
     def flaky() -> str:

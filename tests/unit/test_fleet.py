@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import io
-import urllib.error
+import http.server
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from hooks.livy import probe_livy
 from spotlake.fleet import Fleet, FleetReport
 from spotlake.providers.base import (
     Cause,
@@ -207,8 +208,27 @@ def test_provider_saying_gone_is_dead_at_once(
     assert ready(registry) == ["small-0002"]
 
 
+@pytest.fixture
+def livy_answering_500() -> Iterator[str]:
+    """A server on loopback that answers every GET with 500, as a Livy whose backend broke."""
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the handler's protocol
+            self.send_error(500)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
 def test_livy_answering_500_is_a_failed_check_with_a_clear_reason(
-    registry: Registry, clock: FakeClock
+    registry: Registry, clock: FakeClock, livy_answering_500: str
 ) -> None:
     class Processes:
         """Stands in for LocalProvider: the Livy process runs; terminating it is recorded."""
@@ -223,21 +243,18 @@ def test_livy_answering_500_is_a_failed_check_with_a_clear_reason(
         def terminate(self, cluster_id: str) -> None:
             self.terminated.append(cluster_id)
 
-    def answers_500(url: str, timeout: float) -> Any:
-        raise urllib.error.HTTPError(url, 500, "Server Error", {}, io.BytesIO(b"boom"))  # type: ignore[arg-type]
-
     processes = Processes()
-    provider = LocalClusterProvider(processes=processes, opener=answers_500)  # type: ignore[arg-type]
+    provider = LocalClusterProvider(processes=processes, probe=probe_livy)  # type: ignore[arg-type]
     fleet = Fleet(registry, provider, clock)
     pool = pool_config(failure_threshold=2)
     cluster = Cluster(pool="small", cluster_id="small-0001", provider="local", state="", generation=1)
     registry.put_launching(cluster)
-    registry.mark_ready(cluster, "http://127.0.0.1:18999")
+    registry.mark_ready(cluster, livy_answering_500)
 
     report = fleet.check_health(pool)
     [line] = report.lines()
-    assert line == ("pool small: cluster small-0001 failed-check: 1/2: Livy at http://127.0.0.1:18999 "
-                    "answered HTTP 500 Server Error on GET /batches")
+    assert line == (f"pool small: cluster small-0001 failed-check: 1/2: Livy at {livy_answering_500} "
+                    "answered HTTP 500 Internal Server Error on GET /batches")
     report = fleet.check_health(pool)
     assert report.dead == ["small-0001"] and processes.terminated == ["small-0001"]
     assert "HTTP 500" in registry.get_cluster("small", "small-0001").reason
@@ -477,7 +494,7 @@ def test_the_watch_trigger_wakes_on_a_failed_check_and_holds_periodic_needs(
 ) -> None:
     import asyncio
 
-    from spotlake.triggers import PoolWatchTrigger
+    from triggers.fleet import PoolWatchTrigger
 
     pool = pool_config()
     fleet.launch(pool)

@@ -17,8 +17,8 @@ from sensors.cluster_health import ClusterHealthSensor
 from spotlake.fleet import Fleet
 from spotlake.providers.base import LaunchFailed
 from spotlake.registry import ClusterState, Registry
-from spotlake.triggers import PoolWatchTrigger
 from tests.support.fleet_fakes import FakeProvider, pool_config
+from triggers.fleet import PoolWatchTrigger
 
 
 @pytest.fixture

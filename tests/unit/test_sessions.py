@@ -19,7 +19,7 @@ from spotlake.errors import ConfigError
 from spotlake.jobs import NoReadyCluster
 from spotlake.pools import SessionSettings
 from spotlake.registry import Cluster, JobState, Registry
-from spotlake.triggers import LivyBatchTrigger, LivyStatementTrigger
+from triggers.livy import LivyBatchTrigger, LivyStatementTrigger
 
 SETTINGS = SessionSettings(per_cluster=2, recycle_after=3, start_timeout=timedelta(seconds=5))
 
@@ -282,7 +282,7 @@ def test_the_livy_triggers_serialize_to_what_they_were_built_from() -> None:
     batch = LivyBatchTrigger(endpoint="http://e", batch_id=5, job_key="p#w", poll_interval=3.0, pool="small")
     for trigger, kind in ((statement, LivyStatementTrigger), (batch, LivyBatchTrigger)):
         path, kwargs = trigger.serialize()
-        assert path == f"spotlake.triggers.{kind.__name__}"
+        assert path == f"triggers.livy.{kind.__name__}"
         assert kind(**kwargs).serialize() == (path, kwargs)
     assert statement.serialize()[1]["statement_id"] == 7 and batch.serialize()[1]["poll_interval"] == 3.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import boto3
 
+from hooks.livy import probe_livy
 from spotlake import pools
 from spotlake.fleet import Fleet
 from spotlake.localstack import services
@@ -24,7 +25,7 @@ def local_registry(layout: StackLayout) -> Registry:
 
 def ensure_local_pools(layout: StackLayout) -> list[str]:
     """One fleet pass (health, heal) per pool of config/pools.yaml; returns the report lines."""
-    fleet = Fleet(local_registry(layout), LocalClusterProvider(LocalProvider(layout)))
+    fleet = Fleet(local_registry(layout), LocalClusterProvider(LocalProvider(layout), probe=probe_livy))
     lines: list[str] = []
     for pool in pools.load(provider="local").pools:
         report = fleet.check_health(pool)

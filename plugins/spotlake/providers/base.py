@@ -8,13 +8,11 @@ write; providers only talk to the outside world.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from spotlake.errors import SpotlakeError
 
@@ -128,35 +126,20 @@ class ClusterProvider(ABC):
         """Stop the cluster (idempotent), marking it as stopped by spotlake for ``reason``."""
 
 
-Opener = Callable[..., Any]
+Probe = Callable[[str], str | None]
+"""Asks a Livy endpoint whether it answers: None when it does, else why not
+(:func:`hooks.livy.probe_livy` in Airflow; injected so the core needs no HTTP client of its own)."""
 
 
-def probe_livy(endpoint: str, timeout: float = 5.0, opener: Opener = urllib.request.urlopen) -> str | None:
-    """Ask Livy for its batch list; None when it answers 200, else why the check failed."""
-    url = f"{endpoint.rstrip('/')}/batches?size=0"
-    try:
-        with opener(url, timeout=timeout) as resp:
-            status = getattr(resp, "status", 200)
-            if status == 200:
-                return None
-            return f"Livy at {endpoint} answered HTTP {status} on GET /batches"
-    except urllib.error.HTTPError as exc:
-        return f"Livy at {endpoint} answered HTTP {exc.code} {exc.reason} on GET /batches"
-    except urllib.error.URLError as exc:
-        return f"Livy at {endpoint} did not answer: {exc.reason}"
-    except (TimeoutError, OSError) as exc:
-        return f"Livy at {endpoint} did not answer within {timeout:.0f} s: {exc}"
-
-
-def provider_for(name: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None
-                 ) -> ClusterProvider:
+def provider_for(name: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None, *,
+                 probe: Probe) -> ClusterProvider:
     """The provider called ``name`` (``local`` or ``emr``; see :func:`spotlake.pools.provider_name`)."""
     if name == "local":
         from spotlake.providers.local import LocalClusterProvider
 
-        return LocalClusterProvider()
+        return LocalClusterProvider(probe=probe)
     if name == "emr":
         from spotlake.providers.emr import EmrProvider
 
-        return EmrProvider(aws_conn_id=aws_conn_id, region_name=region_name)
+        return EmrProvider(aws_conn_id=aws_conn_id, region_name=region_name, probe=probe)
     raise ProviderError(f"no cluster provider named '{name}'; use local or emr (SPOTLAKE_PROVIDER)")

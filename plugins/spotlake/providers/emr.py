@@ -37,9 +37,9 @@ from spotlake.providers.base import (
     LaunchedCluster,
     LaunchFailed,
     Liveness,
+    Probe,
     ProviderError,
     TerminationReason,
-    probe_livy,
 )
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class EmrProvider(ClusterProvider):
         max_delay: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
-        probe: Callable[[str], str | None] | None = probe_livy,
+        probe: Probe | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.aws_conn_id = aws_conn_id

@@ -11,7 +11,6 @@ them to the fleet as a :class:`~spotlake.providers.base.ClusterProvider`.
 from __future__ import annotations
 
 import shutil
-import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,8 +24,7 @@ from spotlake.providers.base import (
     LaunchedCluster,
     LaunchFailed,
     Liveness,
-    Opener,
-    probe_livy,
+    Probe,
 )
 
 if TYPE_CHECKING:
@@ -68,15 +66,6 @@ class LocalProvider:
             if home.is_dir() and not self.supervisor.is_running(f"livy-{home.name}"):
                 shutil.rmtree(home / "spark-local", ignore_errors=True)
 
-    def is_alive(self, cluster_id: str, endpoint: str, timeout: float = 3.0) -> bool:
-        if not self.supervisor.is_running(f"livy-{cluster_id}"):
-            return False
-        try:
-            with urllib.request.urlopen(f"{endpoint}/batches?size=0", timeout=timeout) as resp:  # noqa: S310
-                return resp.status == 200
-        except OSError:
-            return False
-
     def terminate(self, cluster_id: str) -> None:
         self.supervisor.stop(f"livy-{cluster_id}")
 
@@ -93,11 +82,9 @@ class LocalClusterProvider(ClusterProvider):
 
     name = "local"
 
-    def __init__(self, processes: LocalProvider | None = None, opener: Opener = urllib.request.urlopen,
-                 probe_timeout: float = 3.0) -> None:
+    def __init__(self, processes: LocalProvider | None = None, *, probe: Probe) -> None:
         self._processes = processes
-        self.opener = opener
-        self.probe_timeout = probe_timeout
+        self.probe = probe
 
     @property
     def processes(self) -> LocalProvider:
@@ -126,7 +113,7 @@ class LocalClusterProvider(ClusterProvider):
             return ClusterHealth.booting(
                 f"Livy process livy-{cluster.cluster_id} runs; endpoint not recorded yet"
             )
-        failure = probe_livy(cluster.endpoint, self.probe_timeout, self.opener)
+        failure = self.probe(cluster.endpoint)
         if failure:
             return ClusterHealth.failed(failure)
         return ClusterHealth.ok(cluster.endpoint)

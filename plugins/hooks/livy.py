@@ -3,13 +3,15 @@
 A cluster's Livy endpoint lives in the registry and changes whenever the fleet
 replaces the cluster, so these subclasses of the provider's hooks build their
 connection from the endpoint instead of looking one up by id. Everything else
-(request building, retries, state parsing) is the provider's.
+(request building, retries, state parsing) is the provider's. Every call spotlake makes to Livy
+goes through these hooks: batches, interactive sessions and statements, and the health probe.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import requests
 from airflow.providers.apache.livy.hooks.livy import BatchState, LivyAsyncHook, LivyHook
 from airflow.sdk import Connection
 
@@ -31,6 +33,19 @@ class EndpointLivyHook(LivyHook):
     def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
         return _connection(self.endpoint)
 
+    def probe(self, timeout: float = 5.0) -> str | None:
+        """Ask Livy for its batch list: None when it answers 200, else why the check failed."""
+        self.extra_options = {"check_response": False, "timeout": timeout}
+        try:
+            response = self.run_method("batches", data={"size": 0})
+        except requests.exceptions.Timeout as exc:
+            return f"Livy at {self.endpoint} did not answer within {timeout:.0f} s: {exc}"
+        except requests.exceptions.RequestException as exc:
+            return f"Livy at {self.endpoint} did not answer: {exc}"
+        if response.status_code == 200:
+            return None
+        return f"Livy at {self.endpoint} answered HTTP {response.status_code} {response.reason} on GET /batches"
+
 
 class EndpointLivyAsyncHook(LivyAsyncHook):
     """The provider's :class:`LivyAsyncHook` talking to ``endpoint``."""
@@ -44,3 +59,8 @@ class EndpointLivyAsyncHook(LivyAsyncHook):
 
     async def aget_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
         return _connection(self.endpoint)
+
+
+def probe_livy(endpoint: str, timeout: float = 5.0) -> str | None:
+    """The cluster providers' health probe: :meth:`EndpointLivyHook.probe` of ``endpoint``."""
+    return EndpointLivyHook(endpoint).probe(timeout)
