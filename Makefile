@@ -4,7 +4,7 @@ ROOT := $(CURDIR)
 VENV ?= $(ROOT)/.venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(ROOT)/plugins:$(ROOT)
-STACK := $(PY) -m spotlake.localstack
+STACK := $(PY) -m spotlake_dev.localstack
 
 .PHONY: up test down status bootstrap lint unit integration e2e bench
 
@@ -13,11 +13,11 @@ bootstrap:
 
 up: bootstrap
 	@$(STACK) up core
-	@$(PY) -m spotlake.demo setup
+	@$(PY) -m spotlake_dev.demo setup
 	@$(STACK) up airflow
 	@$(STACK) status
 	@echo
-	@$(PY) -c 'from spotlake.localstack.layout import StackLayout as L; s = L.default(); print("Airflow UI: http://127.0.0.1:%d\nLogin: user admin, password in %s/airflow/passwords.json\nLogs: %s/  PIDs: %s/  Stop: make down" % (s.port("airflow"), s.data_dir, s.log_dir, s.run_dir))'
+	@$(PY) -c 'from spotlake.stack import StackLayout as L; s = L.default(); print("Airflow UI: http://127.0.0.1:%d\nLogin: user admin, password in %s/airflow/passwords.json\nLogs: %s/  PIDs: %s/  Stop: make down" % (s.port("airflow"), s.data_dir, s.log_dir, s.run_dir))'
 
 test: bootstrap
 	@$(PY) -m pytest tests/unit tests/integration tests/e2e
@@ -38,5 +38,5 @@ status:
 	@$(STACK) status
 
 lint: bootstrap
-	@$(VENV)/bin/ruff check plugins dags spark_jobs tests bench scripts
+	@$(VENV)/bin/ruff check plugins spotlake_dev dags spark_jobs tests bench scripts
 	@$(VENV)/bin/lint-imports --no-cache

@@ -28,16 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
+import pyspark.sql.functions as F
+from pyspark.sql import SparkSession
+from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
+
+from spark_jobs import click_events
+from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig
+from spotlake_dev.clickgen.rate import ConstantRate
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-
-import pyspark.sql.functions as F  # noqa: E402
-from pyspark.sql import SparkSession  # noqa: E402
-from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType  # noqa: E402
-
-from spark_jobs import click_events  # noqa: E402
-from spotlake.clickgen.behaviour import ClickStream, StreamConfig  # noqa: E402
-from spotlake.clickgen.rate import ConstantRate  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "classify.md"
 COMMAND = "PYTHONPATH=plugins:. .venv/bin/python bench/classify_bench.py"

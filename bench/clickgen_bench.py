@@ -14,7 +14,7 @@ local stack up with ``make up`` first):
 
 ``--workers 1,2`` measures (b) and (d) once per number of worker processes given
 (the generator's ``--workers``, through the same code: one process runs the stream
-in this one, more run :func:`spotlake.clickgen.workers.run_workers`); each is a row.
+in this one, more run :func:`spotlake_dev.clickgen.workers.run_workers`); each is a row.
 
 Results go to ``docs/benchmarks/clickgen.md`` (or stdout with ``--print-only``).
 ``--generate-only`` runs (d) alone and prints it.
@@ -48,13 +48,13 @@ import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from spotlake.clickgen.behaviour import ClickStream, StreamConfig
-from spotlake.clickgen.cli import default_bootstrap, parse_workers
-from spotlake.clickgen.delivery import DeliveryTotals, KafkaSink, NullSink, Sink, producer_config
-from spotlake.clickgen.rate import ConstantRate
-from spotlake.clickgen.run import RunTotals, run
-from spotlake.clickgen.workers import WorkerPlan, run_workers
 from spotlake.errors import ConfigError
+from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig
+from spotlake_dev.clickgen.cli import default_bootstrap, parse_workers
+from spotlake_dev.clickgen.delivery import DeliveryTotals, KafkaSink, NullSink, Sink, producer_config
+from spotlake_dev.clickgen.rate import ConstantRate
+from spotlake_dev.clickgen.run import RunTotals, run
+from spotlake_dev.clickgen.workers import WorkerPlan, run_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "benchmarks" / "clickgen.md"

@@ -32,13 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from spotlake import artifacts, job_dependencies, maven
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack import livy_server
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-
-from spotlake import artifacts, job_dependencies  # noqa: E402
-from spotlake.localstack import jvm  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
-
 OUT = ROOT / "docs" / "benchmarks" / "job-dependencies.md"
 PROBE = '''
 import os, sys, time
@@ -54,7 +52,7 @@ spark.stop()
 
 
 def submit(layout: StackLayout, script: Path, python: str, jars: list[str], conf: dict[str, str]) -> float:
-    platform_jars = ":".join(str(p) for p in jvm.jar_files(layout, "spark"))
+    platform_jars = ":".join(str(p) for p in maven.jar_files(layout, "spark"))
     argv = [str(layout.spark_home / "bin" / "spark-submit"), "--master", "local[2]", "--driver-memory", "768m",
             "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.bindAddress=127.0.0.1",
             "--conf", "spark.driver.host=127.0.0.1", "--conf", f"spark.driver.extraClassPath={platform_jars}",
@@ -90,14 +88,14 @@ def main() -> int:
     args = parser.parse_args()
     layout = StackLayout.default()
     manifest = job_dependencies.load(artifacts.artifacts_root())
-    local_jars = [str(p) for p in jvm.jar_files(layout, "jobs")]
+    local_jars = [str(p) for p in maven.jar_files(layout, "jobs")]
     cold, warm, size = build_times()
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "probe.py"
         script.write_text(PROBE)
         runs: dict[str, list[float]] = {"published": [], "preinstalled": []}
         variants = {
-            "published": (jvm.spark_python(layout), manifest.jars, manifest.spark_conf()),
+            "published": (livy_server.spark_python(layout), manifest.jars, manifest.spark_conf()),
             "preinstalled": (layout.python, local_jars, {}),
         }
         for python, jars, conf in variants.values():  # one warm-up each (page cache)

@@ -39,15 +39,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
+import pymysql
+
+from spotlake import artifacts, job_dependencies, maven, stack
+from spotlake.stack import StackLayout
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-
-import psutil  # noqa: E402
-import pymysql  # noqa: E402
-
-from spotlake import artifacts, job_dependencies  # noqa: E402
-from spotlake.localstack import jvm, services  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
 
 OUT_DIR = ROOT / "docs" / "benchmarks"
 BEFORE = "1b96bbe"  # the last revision with the manifest lake (Parquet per attempt + JSON manifest per window)
@@ -55,15 +53,15 @@ CATALOG_SECRET = "spotlake/postgres/lake-catalog"
 
 
 def mysql_conn(layout: StackLayout) -> pymysql.Connection:
-    m = services.mysql_settings(layout)
+    m = stack.mysql_settings(layout)
     return pymysql.connect(host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"],
                            database=m["database"], autocommit=True)
 
 
 def prepare(layout: StackLayout) -> None:
     """The process's AWS environment on the local stack, and the lake catalog's secret."""
-    os.environ.update(services.aws_env(layout))
-    from spotlake import demo
+    os.environ.update(stack.aws_env(layout))
+    from spotlake_dev import demo
 
     demo.aws_resources(layout)
 
@@ -101,14 +99,14 @@ def spark_submit(layout: StackLayout, entry: str, py_files: str, job_file: Path)
     s3a on the extra class path (the project's Python, so that older revisions compared with
     ``--before`` run too)."""
     deps = job_dependencies.load(artifacts.artifacts_root())
-    platform = ":".join(str(p) for p in jvm.jar_files(layout, "spark"))
+    platform = ":".join(str(p) for p in maven.jar_files(layout, "spark"))
     python = layout.python
     argv = [
         str(layout.spark_home / "bin" / "spark-submit"), "--master", "local[2]", "--driver-memory", "1g",
         "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.session.timeZone=UTC",
         "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.driver.host=127.0.0.1",
         "--conf", "spark.sql.extensions=org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
-        "--conf", f"spark.hadoop.fs.s3a.endpoint={services.s3_endpoint(layout)}",
+        "--conf", f"spark.hadoop.fs.s3a.endpoint={stack.s3_endpoint(layout)}",
         "--conf", "spark.hadoop.fs.s3a.path.style.access=true",
         "--conf", "spark.hadoop.fs.s3a.aws.credentials.provider=org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
         "--conf", "spark.hadoop.fs.s3a.access.key=testing", "--conf", "spark.hadoop.fs.s3a.secret.key=testing",
@@ -116,7 +114,7 @@ def spark_submit(layout: StackLayout, entry: str, py_files: str, job_file: Path)
         *[arg for key, value in deps.spark_conf().items() for arg in ("--conf", f"{key}={value}")],
         "--jars", ",".join(deps.jars), "--py-files", py_files, entry, "--job-file", str(job_file),
     ]
-    env = {**os.environ, **services.aws_env(layout), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python,
+    env = {**os.environ, **stack.aws_env(layout), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python,
            "PYSPARK_DRIVER_PYTHON": python, "SPARK_HOME": str(layout.spark_home)}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
     return proc, argv
@@ -184,7 +182,7 @@ def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="bench-window-"))
     before_entry, before_zip = old_jobs(tmp)
     published = artifacts.publish("extract.py")
-    pipe = Lake(services.mysql_settings(layout), CATALOG_SECRET, tmp)
+    pipe = Lake(stack.mysql_settings(layout), CATALOG_SECRET, tmp)
     conn = mysql_conn(layout)
     base = datetime(2026, 11, 1, tzinfo=UTC)
     with conn.cursor() as cur:
@@ -287,7 +285,7 @@ def snapshot_run(layout: StackLayout, table: str, chunk_rows: int, tmp: Path,
     from spark_jobs.lake_state import snapshot_job_key
     from tests.support.job_harness import Lake
 
-    pipe = Lake(services.mysql_settings(layout), CATALOG_SECRET, tmp)
+    pipe = Lake(stack.mysql_settings(layout), CATALOG_SECRET, tmp)
     pipe.store.ensure(pipe.pipeline, True, datetime.now(UTC))
     key = snapshot_job_key(pipe.pipeline)
     run_id, attempt = pipe.claim(key)
@@ -302,7 +300,7 @@ def bench_initial(layout: StackLayout, rows: int, repetitions: int, chunk_rows: 
     table = ensure_full_table(layout, rows)
     tmp = Path(tempfile.mkdtemp(prefix="bench-initial-"))
     published = artifacts.publish("extract.py")
-    m = services.mysql_settings(layout)
+    m = stack.mysql_settings(layout)
     cx_script = (
         "import connectorx as cx, pyarrow.parquet as pq, sys\n"
         "t = cx.read_sql(sys.argv[1], sys.argv[2], return_type='arrow', partition_on='id', partition_num=2)\n"
@@ -363,9 +361,9 @@ def bench_compaction(layout: StackLayout, windows: int, rows_per_window: int) ->
     from tests.support.job_harness import iceberg_session, naive, next_window, orders_pipeline, seed
 
     prepare(layout)
-    spark = next(iceberg_session(services.s3_endpoint(layout)))
+    spark = next(iceberg_session(stack.s3_endpoint(layout)))
     tmp = Path(tempfile.mkdtemp(prefix="bench-compaction-"))
-    pipe = orders_pipeline(services.mysql_settings(layout), CATALOG_SECRET, tmp)
+    pipe = orders_pipeline(stack.mysql_settings(layout), CATALOG_SECRET, tmp)
     seed(pipe, 10_000, datetime.now(UTC) - timedelta(days=1))
     pipe.snapshot(spark)
     w = next_window(pipe)

@@ -24,14 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from extraction_bench import CATALOG_SECRET, ensure_full_table, mysql_conn, prepare, run_job
+
+from spotlake import artifacts, stack
+from spotlake.stack import StackLayout
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT), str(ROOT / "bench")]
-
-from extraction_bench import CATALOG_SECRET, ensure_full_table, mysql_conn, prepare, run_job  # noqa: E402
-
-from spotlake import artifacts  # noqa: E402
-from spotlake.localstack import services  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "reconcile.md"
 
@@ -94,7 +92,7 @@ def main() -> int:
     read = {"fetch_size": 10000, "partition_rows": 250000, "max_partitions": 2, "chunk_rows": 500_000}
 
     def new_pipeline() -> Lake:
-        pipe = Lake(services.mysql_settings(layout), CATALOG_SECRET, tmp)
+        pipe = Lake(stack.mysql_settings(layout), CATALOG_SECRET, tmp)
         pipe.store.ensure(pipe.pipeline, True, datetime.now(UTC))
         return pipe
 

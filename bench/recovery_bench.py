@@ -8,7 +8,7 @@ job there, it resumes after its last committed chunk and commits. Timestamps com
 
     PYTHONPATH=plugins:. .venv/bin/python bench/recovery_bench.py --kills 5
 
-Needs the core services running (`make up`, or `python -m spotlake.localstack up core`).
+Needs the core services running (`make up`, or `python -m spotlake_dev.localstack up core`).
 Writes docs/benchmarks/recovery.md unless --print-only.
 """
 
@@ -23,25 +23,24 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-
-from hooks.livy import probe_livy  # noqa: E402
-from spark_jobs.lake_state import snapshot_job_key  # noqa: E402
-from spotlake.demo import CATALOG_SECRET_ID  # noqa: E402
-from spotlake.fleet import Fleet  # noqa: E402
-from spotlake.localstack import services  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
-from spotlake.localstack.process import Supervisor, wait_for  # noqa: E402
-from spotlake.pools import LocalShape, PoolConfig  # noqa: E402
-from spotlake.providers.local import LocalClusterProvider, LocalProvider  # noqa: E402
-from spotlake.registry import ClusterState, JobState  # noqa: E402
-from tests.support.cluster_loss import ROWS, FleetLoop, big_table, run_in_thread  # noqa: E402
-from tests.support.extraction_harness import (  # noqa: E402
+from hooks.livy import probe_livy
+from spark_jobs.lake_state import snapshot_job_key
+from spotlake import stack
+from spotlake.fleet import Fleet
+from spotlake.pools import LocalShape, PoolConfig
+from spotlake.registry import ClusterState, JobState
+from spotlake.stack import StackLayout
+from spotlake_dev.demo import CATALOG_SECRET_ID
+from spotlake_dev.localstack.process import Supervisor, wait_for
+from spotlake_dev.localstack.provider import LocalClusterProvider, LocalProvider
+from tests.support.cluster_loss import ROWS, FleetLoop, big_table, run_in_thread
+from tests.support.extraction_harness import (
     ExtractionEnv,
-    aws_connection,  # noqa: E402
+    aws_connection,
     run_operator,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIVE = timedelta(minutes=5)
 
@@ -99,9 +98,9 @@ def main() -> int:
 
     layout = StackLayout.default()
     supervisor = Supervisor(layout)
-    mysql = services.mysql_settings(layout)
-    os.environ.update(services.aws_env(layout))
-    endpoint = services.moto_endpoint(layout)
+    mysql = stack.mysql_settings(layout)
+    os.environ.update(stack.aws_env(layout))
+    endpoint = stack.moto_endpoint(layout)
     tmp = Path(tempfile.mkdtemp(prefix="recovery-bench-"))
     env = ExtractionEnv(mysql, endpoint, livy_url="", tmp=tmp, catalog_secret=CATALOG_SECRET_ID, register_cluster=False)
     os.environ.update({

@@ -26,19 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+import psycopg2.extensions
+from streaming_bench import WINDOW_S, python_rows
+
+from spark_jobs.click_sink import PostgresSinkWriter
+from spotlake import sink_schema
+from spotlake.stack import StackLayout
+from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig
+from spotlake_dev.clickgen.rate import ConstantRate
+from spotlake_dev.localstack import services
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT), str(ROOT / "bench")]
-
-import psycopg2  # noqa: E402
-import psycopg2.extensions  # noqa: E402
-from streaming_bench import WINDOW_S, python_rows  # noqa: E402
-
-from spark_jobs.click_sink import PostgresSinkWriter  # noqa: E402
-from spotlake import sink_schema  # noqa: E402
-from spotlake.clickgen.behaviour import ClickStream, StreamConfig  # noqa: E402
-from spotlake.clickgen.rate import ConstantRate  # noqa: E402
-from spotlake.localstack import services  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "sink.md"
 COMMAND = "PYTHONPATH=plugins:. .venv/bin/python bench/sink_bench.py"

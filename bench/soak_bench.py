@@ -42,19 +42,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
+import psycopg2
+import yaml
+
+from spark_jobs.lake_state import LakeState, parse_iso
+from spotlake import config, lake, stack
+from spotlake.registry import Registry
+from spotlake.stack import StackLayout
+from spotlake_dev import demo
+from spotlake_dev.localstack import services
+from spotlake_dev.localstack.process import Supervisor
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-
-import psutil  # noqa: E402
-import psycopg2  # noqa: E402
-import yaml  # noqa: E402
-
-from spark_jobs.lake_state import LakeState, parse_iso  # noqa: E402
-from spotlake import config, demo, lake  # noqa: E402
-from spotlake.localstack import services  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
-from spotlake.localstack.process import Supervisor  # noqa: E402
-from spotlake.registry import Registry  # noqa: E402
 
 LOAD_TABLES = 17
 SOAK = StackLayout.default().root / "soak"  # .stack/soak, or under SPOTLAKE_STACK_DIR
@@ -287,8 +287,8 @@ def per_minute(layout: StackLayout, since: datetime, until: datetime) -> list[tu
 def registry_client(layout: StackLayout) -> Any:
     import boto3
 
-    env = services.aws_env(layout)
-    return boto3.client("dynamodb", endpoint_url=services.moto_endpoint(layout), region_name=env["AWS_DEFAULT_REGION"],
+    env = stack.aws_env(layout)
+    return boto3.client("dynamodb", endpoint_url=stack.moto_endpoint(layout), region_name=env["AWS_DEFAULT_REGION"],
                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
 
 
@@ -345,7 +345,7 @@ def compare(layout: StackLayout, cfg: config.PipelinesConfig) -> dict[str, tuple
 
 def run(args: argparse.Namespace) -> int:
     layout = StackLayout.default()
-    os.environ.update(services.aws_env(layout))  # the lake's catalog secret and files, as the stack serves them
+    os.environ.update(stack.aws_env(layout))  # the lake's catalog secret and files, as the stack serves them
     cfg = config.load(SOAK / "pipelines.yaml")
     if args.fleet_rounds:
         readings = fleet_share(layout, args.idle_seconds, args.fleet_rounds)

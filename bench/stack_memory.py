@@ -20,12 +20,11 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins"))
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack.__main__ import status
+from spotlake_dev.localstack.process import Supervisor, wait_for
 
-from spotlake.localstack.__main__ import status  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
-from spotlake.localstack.process import Supervisor, wait_for  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LIVE = {"not_started", "starting", "running", "busy", "idle", "shutting_down"}
 

@@ -52,22 +52,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
+
+from spark_jobs.click_sink import BatchRows, PostgresSinkWriter
+from spotlake import lake as lake_reader
+from spotlake import stack
+from spotlake.stack import StackLayout
+from spotlake.streaming import StreamLakeTables
+from spotlake_dev.clickgen.behaviour import ClickStream
+from spotlake_dev.clickgen.behaviour import StreamConfig as ClickConfig
+from spotlake_dev.clickgen.delivery import KafkaSink
+from spotlake_dev.clickgen.events import VALID, classify
+from spotlake_dev.clickgen.rate import ConstantRate
+from spotlake_dev.clickgen.run import run as produce_stream
+from spotlake_dev.localstack import services
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-
-from spark_jobs.click_sink import BatchRows, PostgresSinkWriter  # noqa: E402
-from spotlake import lake as lake_reader  # noqa: E402
-from spotlake.clickgen.behaviour import ClickStream  # noqa: E402
-from spotlake.clickgen.behaviour import StreamConfig as ClickConfig  # noqa: E402
-from spotlake.clickgen.delivery import KafkaSink  # noqa: E402
-from spotlake.clickgen.events import VALID, classify  # noqa: E402
-from spotlake.clickgen.rate import ConstantRate  # noqa: E402
-from spotlake.clickgen.run import run as produce_stream  # noqa: E402
-from spotlake.localstack import services  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
-from spotlake.streaming import StreamLakeTables  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "streaming.md"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -266,9 +266,9 @@ class Bench:
         self.args = args
         layout = StackLayout.default()
         self.pg = services.postgres_settings(layout)
-        self.moto = services.moto_endpoint(layout)
-        self.s3 = services.s3_endpoint(layout)
-        for key, value in services.aws_env(layout).items():
+        self.moto = stack.moto_endpoint(layout)
+        self.s3 = stack.s3_endpoint(layout)
+        for key, value in stack.aws_env(layout).items():
             os.environ.setdefault(key, value)
         self.bootstrap = f"127.0.0.1:{layout.port('kafka')}"
         from tests.support.stream_harness import StreamEnv, lake_catalog_secret
@@ -555,7 +555,7 @@ def batch_phases(progress: list[dict[str, Any]]) -> dict[str, float]:
 
 def running_services() -> list[str]:
     """The local stack's services whose process is alive (from its PID files)."""
-    from spotlake.localstack.process import Supervisor
+    from spotlake_dev.localstack.process import Supervisor
 
     layout = StackLayout.default()
     supervisor = Supervisor(layout)

@@ -15,7 +15,7 @@ Beside them, the limit: the same 20,000-row window read by connectorx into Arrow
 
     PYTHONPATH=plugins:. .venv/bin/python bench/warm_bench.py --windows 8 --seconds 150
 
-Needs the core services running (`python -m spotlake.localstack up core`). Writes
+Needs the core services running (`python -m spotlake_dev.localstack up core`). Writes
 docs/benchmarks/warm-sessions.md unless --print-only.
 """
 
@@ -32,22 +32,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+import connectorx as cx
 
-import connectorx as cx  # noqa: E402
-
-from spark_jobs.lake_state import parse_iso  # noqa: E402
-from spotlake import artifacts, job_dependencies  # noqa: E402
-from spotlake.demo import CATALOG_SECRET_ID, aws_resources  # noqa: E402
-from spotlake.localstack import jvm, services  # noqa: E402
-from spotlake.localstack.layout import StackLayout  # noqa: E402
-from spotlake.localstack.process import Supervisor, free_port  # noqa: E402
-from tests.support.extraction_harness import (  # noqa: E402
+from spark_jobs.lake_state import parse_iso
+from spotlake import artifacts, job_dependencies, stack
+from spotlake.stack import StackLayout
+from spotlake_dev.demo import CATALOG_SECRET_ID, aws_resources
+from spotlake_dev.localstack import livy_server
+from spotlake_dev.localstack.process import Supervisor, free_port
+from tests.support.extraction_harness import (
     ExtractionEnv,
-    aws_connection,  # noqa: E402
+    aws_connection,
     run_operator,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIVE = timedelta(minutes=5)
 ROWS = 20_000
@@ -192,13 +191,13 @@ def main() -> int:
 
     layout = StackLayout.default()
     supervisor = Supervisor(layout)
-    mysql = services.mysql_settings(layout)
-    os.environ.update(services.aws_env(layout))
-    endpoint = services.moto_endpoint(layout)
+    mysql = stack.mysql_settings(layout)
+    os.environ.update(stack.aws_env(layout))
+    endpoint = stack.moto_endpoint(layout)
     aws_resources(layout)  # the lake catalog's secret, as `make up` creates it
     job_dependencies.build_and_publish(artifacts.artifacts_root(), layout=layout)
     port = free_port(27998)
-    spec = jvm.livy_spec(layout, "bench-warm", port, master="local[2]")
+    spec = livy_server.livy_spec(layout, "bench-warm", port, master="local[2]")
     supervisor.start(spec)
     livy_url = f"http://127.0.0.1:{port}"
     tmp = Path(tempfile.mkdtemp(prefix="warm-bench-"))
@@ -247,7 +246,7 @@ def render(figures: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"Measured {datetime.now(UTC):%Y-%m-%d} on the local stack (2 cores, one local cluster: a Livy",
         "server running `local[2]`), one run, both paths side by side:",
         "`PYTHONPATH=plugins:. .venv/bin/python bench/warm_bench.py "
-        f"--windows {args.windows} --seconds {args.seconds:.0f}` with `python -m spotlake.localstack up core` running.",
+        f"--windows {args.windows} --seconds {args.seconds:.0f}` with `python -m spotlake_dev.localstack up core` running.",
         "",
         "Task start -> commit: from the operator's `execute` to its committed summary (the deferral's",
         "trigger runs in process; Airflow's scheduling latency is not included). A quiet window has no",

@@ -40,7 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # 2. Python virtualenv with the pinned packages (re-installed when the pins change: requirements.txt,
-#    the files of requirements/ it includes, constraints.txt).
+#    the files of requirements/ it includes, constraints.txt) and the project itself, editable
+#    (pyproject.toml: plugins/ and the project root on the virtualenv's sys.path).
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
   || fail "python check" "spotlake needs Python 3.11 ($PYTHON is $("$PYTHON" --version 2>&1)). Fix: install python3.11 or set SPOTLAKE_PYTHON."
@@ -48,17 +49,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "create virtualenv $VENV"
   run_step "python -m venv $VENV" "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.spotlake-$(cat requirements.txt requirements/*.txt constraints.txt | sha256sum | cut -c1-16)"
+stamp="$VENV/.spotlake-$(cat requirements.txt requirements/*.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   step "pip install -r requirements.txt -c constraints.txt"
   run_step "pip install --upgrade pip" "$VENV/bin/pip" install -q --upgrade pip==25.3
   run_step "pip install -r requirements.txt -c constraints.txt" \
     "$VENV/bin/pip" install -q -r requirements.txt -c constraints.txt
+  run_step "pip install --no-deps -e ." "$VENV/bin/pip" install -q --no-deps -e .
   rm -f "$VENV"/.spotlake-*
   touch "$stamp"
 fi
 
 # 3. JVM jars (Kafka, Livy, Spark connectors) resolved by Maven into .stack/jars.
 step "resolve JVM jars with Maven (jvm/*/pom.xml)"
-PYTHONPATH="$ROOT/plugins" "$VENV/bin/python" -m spotlake.localstack jars \
+PYTHONPATH="$ROOT/plugins" "$VENV/bin/python" -m spotlake_dev.localstack jars \
   || fail "maven resolve of the JVM jars" "see the message above"

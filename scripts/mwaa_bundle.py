@@ -38,12 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where MWAA puts the DAGs folder on its containers.
 MWAA_DAGS = "/usr/local/airflow/dags"
 CONSTRAINTS_NAME = "airflow-constraints.txt"
-# The plugin packages Airflow imports, and what of them Airflow never runs (paths under plugins/):
-# the local services and cluster provider, the demo, the click generator, and the AWS smoke test
-# (a command a person runs with their own credentials).
+# The plugin packages Airflow imports. The developer tools (spotlake_dev/: the local stack and its
+# cluster provider, the demo, the click generator, the AWS smoke run) are not among them.
 PLUGIN_PACKAGES = ("spotlake", "operators", "sensors", "triggers", "hooks", "dag_factories")
-LOCAL_ONLY = ("spotlake/localstack", "spotlake/clickgen", "spotlake/demo.py", "spotlake/providers/local.py",
-              "spotlake/smoke.py")
 # Project folders copied whole (besides plugins/), and the DAG processor's view: only dags/.
 PROJECT_FOLDERS = ("dags", "spark_jobs", "config", "sql")
 AIRFLOWIGNORE = """\
@@ -65,21 +62,12 @@ def _files(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def local_only(relative: Path) -> bool:
-    """Whether ``relative`` (a path under plugins/) belongs to the local stack only."""
-    text = relative.as_posix()
-    return any(text == item or text.startswith(item + "/") for item in LOCAL_ONLY)
-
-
 def deployed_plugin_files(root: Path = ROOT) -> list[Path]:
     """The files of plugins/ that go to Airflow, relative to plugins/."""
     plugins = root / "plugins"
     found = []
     for package in PLUGIN_PACKAGES:
-        for path in _files(plugins / package):
-            relative = path.relative_to(plugins)
-            if not local_only(relative):
-                found.append(relative)
+        found.extend(path.relative_to(plugins) for path in _files(plugins / package))
     return found
 
 

@@ -7,7 +7,7 @@ Pure DataFrame transformations, chained with ``df.transform``:
   ``kafka_timestamp_ms``);
 - :func:`classify_events`: adds ``reason`` (null for a valid event) and ``detail``,
   and the event's typed fields. The checks run in the order of
-  ``spotlake.clickgen.events.classify``, the first failing one naming the reason:
+  ``spotlake_dev.clickgen.events.classify``, the first failing one naming the reason:
 
   ================== ===========================================================
   ``bad_json``        the value is not one JSON object (empty, cut short, an array)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # First start of the postgres service (docker-compose.yaml): the roles and databases
-# that spotlake.localstack.services.bootstrap_postgres creates for the native stack.
+# that spotlake_dev.localstack.services.bootstrap_postgres creates for the native stack.
 #   airflow  owns database airflow   (Airflow's metadata database)
 #   spotlake owns database spotlake  (the stream sink)
 #   spotlake owns database lake_catalog (the lake's Iceberg JDBC catalog)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_jobs.runtime import ARCHIVE_ALIAS
+from spotlake import maven
 from spotlake.errors import SpotlakeError
 from spotlake.lake import split_s3
 
@@ -217,7 +218,7 @@ def _deterministic_tar(folder: Path) -> bytes:
 def job_jars(jars_dir: Path) -> list[Path]:
     jars = sorted(jars_dir.glob("*.jar"))
     if not jars:
-        raise SpotlakeError(f"no jars in {jars_dir}: resolve jvm/jobs/pom.xml first (`python -m spotlake.localstack jars`)")
+        raise SpotlakeError(f"no jars in {jars_dir}: resolve jvm/jobs/pom.xml first (`python -m spotlake_dev.localstack jars`)")
     return jars
 
 
@@ -298,11 +299,10 @@ def _write_manifest(root: str, manifest: Manifest, s3: Any) -> None:
 def build_and_publish(root: str, s3: Any = None, python: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM,
                       layout: Any = None) -> Manifest:
     """Resolve the jobs' jars with Maven, build the Python archive with pip, publish both under ``root``."""
-    from spotlake.localstack import jvm
-    from spotlake.localstack.layout import StackLayout
+    from spotlake.stack import StackLayout
 
     layout = layout or StackLayout.default()
-    jars = job_jars(jvm.resolve_jars(layout, "jobs"))
+    jars = job_jars(maven.resolve_jars(layout, "jobs"))
     archive = build_python_archive(layout.root / "job-deps", python=python, platform=platform)
     return publish(root, jars, archive, s3=s3, python=python, platform=platform)
 

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlparse
 import pyarrow as pa
 
 from spark_jobs.database_secret import parse_database_secret
-from spotlake import config
+from spotlake import config, stack
 from spotlake.errors import SpotlakeError
 
 
@@ -92,10 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", action="store_true", help="the local stack's services (`make up`)")
     args = parser.parse_args(argv)
     if args.local:
-        from spotlake.localstack import services
-        from spotlake.localstack.layout import StackLayout
+        from spotlake.stack import StackLayout
 
-        os.environ.update(services.aws_env(StackLayout.default()))
+        os.environ.update(stack.aws_env(StackLayout.default()))
     import duckdb
 
     try:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from spark_jobs.lake_state import LakeState
-from spotlake import config, pools, streaming
+from spotlake import config, pools, stack, streaming
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span
 from spotlake.freshness import Freshness, freshness
@@ -227,10 +227,9 @@ def main(argv: list[str] | None = None) -> int:
 
     session_env: dict[str, str] = {}
     if args.local:
-        from spotlake.localstack import services
-        from spotlake.localstack.layout import StackLayout
+        from spotlake.stack import StackLayout
 
-        session_env = services.aws_env(StackLayout.default())
+        session_env = stack.aws_env(StackLayout.default())
     try:
         pools_cfg, pipelines = pools.load(), config.load()
         client = boto3.client(

@@ -31,7 +31,7 @@ from typing import Any
 
 from spark_jobs.click_sink import resolve_target
 from spark_jobs.errors import SpotlakeJobError
-from spotlake import sink_schema, streaming
+from spotlake import sink_schema, stack, streaming
 from spotlake.errors import SpotlakeError
 
 EARLIEST = -2  # Spark's startingOffsets JSON: -2 earliest, -1 latest
@@ -109,12 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         stream = streaming.load().get(args.stream)
         bootstrap = args.bootstrap_servers
         if args.local:
-            from spotlake.localstack import jvm, services
-            from spotlake.localstack.layout import StackLayout
+            from spotlake.stack import StackLayout
 
             layout = StackLayout.default()
-            os.environ.update(services.aws_env(layout))
-            bootstrap = bootstrap or jvm.kafka_bootstrap(layout)
+            os.environ.update(stack.aws_env(layout))
+            bootstrap = bootstrap or stack.kafka_bootstrap(layout)
         if not bootstrap:
             raise SpotlakeError("name Kafka's brokers with --bootstrap-servers host:port (or --local on the local stack)")
         from spotlake.stream_supervisor import KafkaTopics

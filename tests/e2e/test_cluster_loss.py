@@ -19,11 +19,11 @@ import pytest
 from hooks.livy import probe_livy
 from spark_jobs.lake_state import snapshot_job_key
 from spotlake.fleet import Fleet
-from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.process import Supervisor, wait_for
 from spotlake.pools import LocalShape, PoolConfig
-from spotlake.providers.local import LocalClusterProvider, LocalProvider
 from spotlake.registry import ClusterState, JobState
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack.process import Supervisor, wait_for
+from spotlake_dev.localstack.provider import LocalClusterProvider, LocalProvider
 from tests.support.cluster_loss import ROWS, FleetLoop, big_table, run_in_thread
 from tests.support.extraction_harness import ExtractionEnv, aws_connection, run_operator
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 FIVE = timedelta(minutes=5)
 SNAPSHOT_ROWS = 2_000_000
 CHUNK_ROWS = 250_000
-DRIVER_PEAK_LIMIT_MIB = 2048  # Livy's batches run with spark.driver.memory 768m (jvm.livy_spark_defaults)
+DRIVER_PEAK_LIMIT_MIB = 2048  # Livy's batches run with spark.driver.memory 768m (livy_server.livy_spark_defaults)
 
 
 @pytest.fixture

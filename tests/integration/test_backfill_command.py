@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from spotlake.localstack import services
-from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+from spotlake.stack import PROJECT_ROOT, StackLayout
+from spotlake_dev.localstack import services
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from spotlake.clickgen.behaviour import ClickStream, StreamConfig
-from spotlake.clickgen.delivery import KafkaSink, NullSink
-from spotlake.clickgen.events import MALFORMED_KINDS, VALID, classify
-from spotlake.clickgen.rate import ConstantRate
-from spotlake.clickgen.run import run
-from spotlake.clickgen.workers import WorkerPlan
 from spotlake.errors import ConfigError
+from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig
+from spotlake_dev.clickgen.delivery import KafkaSink, NullSink
+from spotlake_dev.clickgen.events import MALFORMED_KINDS, VALID, classify
+from spotlake_dev.clickgen.rate import ConstantRate
+from spotlake_dev.clickgen.run import run
+from spotlake_dev.clickgen.workers import WorkerPlan
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +134,7 @@ def test_a_missing_topic_is_named(kafka_bootstrap: str) -> None:
 
 def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "spotlake.clickgen", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "spotlake_dev.clickgen", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=ROOT)
 
 

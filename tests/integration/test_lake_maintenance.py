@@ -18,7 +18,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from spotlake.lake import split_s3
-from spotlake.localstack.layout import StackLayout
+from spotlake.stack import StackLayout
 from tests.support.job_harness import Lake, naive, next_window, orders_pipeline, seed
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
+from spotlake import stack
 from tests.support.job_harness import Lake, seed
 
 pytestmark = pytest.mark.integration
@@ -102,9 +103,9 @@ def test_a_pipeline_with_a_filter_is_refused(pipe: Lake, spark: SparkSession) ->
 def replica(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A second MariaDB server standing for a read replica: the test copies rows to it, so it can
     lag behind the primary exactly as the test says (this server has no replication stream)."""
-    from spotlake.localstack import services
-    from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
-    from spotlake.localstack.process import Supervisor, free_port
+    from spotlake.stack import PROJECT_ROOT, StackLayout
+    from spotlake_dev.localstack import services
+    from spotlake_dev.localstack.process import Supervisor, free_port
 
     layout = StackLayout(root=tmp_path / "replica", project=PROJECT_ROOT,
                          settings={"SPOTLAKE_MYSQL_PORT": str(free_port(31500))})
@@ -113,7 +114,7 @@ def replica(tmp_path: Path) -> Iterator[dict[str, str]]:
     supervisor.start(services.mariadb_spec(layout))
     try:
         services.bootstrap_mariadb(layout)
-        yield services.mysql_settings(layout)
+        yield stack.mysql_settings(layout)
     finally:
         supervisor.stop("mariadb")
 

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from spotlake.localstack.layout import PROJECT_ROOT
+from spotlake.stack import PROJECT_ROOT
 
 
 def test_mariadb_answers_a_query(mysql: dict[str, str]) -> None:

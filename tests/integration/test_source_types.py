@@ -23,7 +23,7 @@ from spark_jobs.errors import DataError, ExtractionError
 from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_state import WindowRecord, iso, snapshot_job_key
-from spotlake.localstack.layout import StackLayout
+from spotlake.stack import StackLayout
 from tests.support.job_harness import FIVE, Lake, next_window, orders_pipeline, seed
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,8 @@ from spark_jobs.lake_state import LakeState, WindowRecord
 from spotlake import config
 from spotlake import lake as spotlake_lake
 from spotlake.errors import StackError
-from spotlake.localstack import services
-from spotlake.localstack.layout import PROJECT_ROOT, StackLayout, read_stack_env
-from spotlake.localstack.process import ServiceSpec, Supervisor, free_port
+from spotlake.stack import PROJECT_ROOT, StackLayout, aws_env, read_stack_env
+from spotlake_dev.localstack.process import ServiceSpec, Supervisor, free_port
 
 PORT_SETTINGS = ("SPOTLAKE_MYSQL_PORT", "SPOTLAKE_POSTGRES_PORT", "SPOTLAKE_KAFKA_PORT",
                  "SPOTLAKE_KAFKA_CONTROLLER_PORT", "SPOTLAKE_MOTO_PORT", "SPOTLAKE_S3_PORT")
@@ -50,11 +49,11 @@ def second_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / "jars").symlink_to(StackLayout.default().jars_dir)
     yield env
-    subprocess.run([sys.executable, "-m", "spotlake.localstack", "down"], env=env, check=False)
+    subprocess.run([sys.executable, "-m", "spotlake_dev.localstack", "down"], env=env, check=False)
 
 
 def stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spotlake.localstack", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "spotlake_dev.localstack", *args], env=env, text=True,
                           capture_output=True, timeout=300, check=False)
 
 
@@ -89,9 +88,9 @@ def test_the_lake_and_the_registry_survive_down_and_up(second_stack: dict[str, s
     assert stack(second_stack, "up", "core").returncode == 0
     layout = StackLayout(root=Path(second_stack["SPOTLAKE_STACK_DIR"]), project=PROJECT_ROOT,
                          settings={**read_stack_env(), **{k: v for k, v in second_stack.items() if k.startswith("SPOTLAKE_")}})
-    for key, value in services.aws_env(layout).items():
+    for key, value in aws_env(layout).items():
         monkeypatch.setenv(key, value)
-    from spotlake import demo
+    from spotlake_dev import demo
 
     demo.aws_resources(layout)  # the lake bucket, the catalog's secret, the registry tables
     store = LakeState(boto3.client("dynamodb"), "spotlake")

@@ -34,10 +34,8 @@ from spark_jobs.errors import StreamFencedError
 from spark_jobs.job_config import MaintenanceJob
 from spark_jobs.maintenance import run_maintenance
 from spotlake import artifacts, stream_reset
-from spotlake.clickgen.events import VALID, classify
-from spotlake.localstack import services
-from spotlake.localstack.layout import StackLayout
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
+from spotlake.stack import StackLayout
 from spotlake.stream_status import StreamState, StreamStatusStore
 from spotlake.stream_supervisor import (
     KafkaTopics,
@@ -47,6 +45,8 @@ from spotlake.stream_supervisor import (
     TopicMissing,
 )
 from spotlake.streaming import StreamConfig
+from spotlake_dev.clickgen.events import VALID, classify
+from spotlake_dev.localstack import services
 from tests.support.stream_harness import (
     START_MS,
     StreamEnv,

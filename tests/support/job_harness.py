@@ -28,9 +28,9 @@ from spark_jobs.extraction import run_extraction
 from spark_jobs.job_config import ExtractJob
 from spark_jobs.lake_state import LakeState, WindowRecord, iso, parse_iso, snapshot_job_key
 from spark_jobs.maintenance import MaintenanceJob, run_maintenance
-from spotlake import config, lake
-from spotlake.localstack.layout import StackLayout
+from spotlake import config, lake, maven
 from spotlake.registry import Cluster, Registry
+from spotlake.stack import StackLayout
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 FIVE = timedelta(minutes=5)
@@ -55,10 +55,9 @@ def session_jars() -> list[str]:
     """The jars of an in-process session: the published job dependencies, as every batch names
     them (Iceberg, JDBC drivers, Kafka), and the s3a jars that stand in for EMRFS."""
     from spotlake import artifacts, job_dependencies
-    from spotlake.localstack import jvm
 
     manifest = job_dependencies.load(artifacts.artifacts_root())
-    return [*manifest.jars, *(str(path) for path in jvm.jar_files(StackLayout.default(), "spark"))]
+    return [*manifest.jars, *(str(path) for path in maven.jar_files(StackLayout.default(), "spark"))]
 
 
 def iceberg_session(s3_endpoint: str) -> Iterator[SparkSession]:

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from spotlake.localstack import jvm, services
-from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.process import Supervisor, free_port
+from spotlake import maven, stack
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack import kafka_server, livy_server, s3_server, services
+from spotlake_dev.localstack.process import Supervisor, free_port
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +45,7 @@ def running(layout: StackLayout, supervisor: Supervisor) -> set[str]:
 
 def stop_order(names: set[str]) -> list[str]:
     """Clients first, the servers they use last (as `make down` stops them)."""
-    from spotlake.localstack.__main__ import STOP_LAST, STOP_ORDER
+    from spotlake_dev.localstack.__main__ import STOP_LAST, STOP_ORDER
 
     ordered = [n for n in STOP_ORDER if n in names]
     ordered += sorted(n for n in names if n not in STOP_ORDER and n not in STOP_LAST)
@@ -55,7 +56,7 @@ def stop_order(names: set[str]) -> list[str]:
 def mysql(layout: StackLayout, supervisor: Supervisor) -> dict[str, str]:
     supervisor.start(services.mariadb_spec(layout))
     services.bootstrap_mariadb(layout)
-    return services.mysql_settings(layout)
+    return stack.mysql_settings(layout)
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +70,11 @@ def postgres(layout: StackLayout, supervisor: Supervisor) -> dict[str, str]:
 def moto_endpoint(layout: StackLayout, supervisor: Supervisor) -> Iterator[str]:
     """moto server (DynamoDB, Secrets Manager, EMR) and the local S3 server, with the process's
     AWS environment pointing at them (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``)."""
-    supervisor.start(jvm.s3_spec(layout))
+    supervisor.start(s3_server.s3_spec(layout))
     supervisor.start(services.moto_spec(layout))
-    saved = {k: os.environ.get(k) for k in services.aws_env(layout)}
-    os.environ.update(services.aws_env(layout))
-    yield services.moto_endpoint(layout)
+    saved = {k: os.environ.get(k) for k in stack.aws_env(layout)}
+    os.environ.update(stack.aws_env(layout))
+    yield stack.moto_endpoint(layout)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -84,7 +85,7 @@ def moto_endpoint(layout: StackLayout, supervisor: Supervisor) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint(layout: StackLayout, moto_endpoint: str) -> str:
     """The local S3 server's URL (started with moto by ``moto_endpoint``)."""
-    return services.s3_endpoint(layout)
+    return stack.s3_endpoint(layout)
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +98,8 @@ def catalog_secret(layout: StackLayout, postgres: dict[str, str], moto_endpoint:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(layout: StackLayout, supervisor: Supervisor) -> str:
-    jvm.resolve_jars(layout, "kafka")
-    supervisor.start(jvm.kafka_spec(layout))
+    maven.resolve_jars(layout, "kafka")
+    supervisor.start(kafka_server.kafka_spec(layout))
     return f"127.0.0.1:{layout.port('kafka')}"
 
 
@@ -118,15 +119,15 @@ def job_dependencies(layout: StackLayout) -> Any:
 @pytest.fixture(scope="session")
 def start_livy(layout: StackLayout, supervisor: Supervisor, job_dependencies: Any) -> Iterator[Callable[[str], str]]:
     """Start a named Livy server (one local cluster); returns its URL. Stopped at session end."""
-    jvm.resolve_jars(layout, "livy")
-    jvm.resolve_jars(layout, "spark")
+    maven.resolve_jars(layout, "livy")
+    maven.resolve_jars(layout, "spark")
     started: list[str] = []
     # below Linux's ephemeral range (32768-60999), where outgoing connections take ports
     base = int(layout.setting("SPOTLAKE_LIVY_TEST_BASE_PORT", "28998"))
 
     def start(name: str) -> str:
         port = free_port(base + next(_livy_ports))
-        spec = jvm.livy_spec(layout, name, port, master="local[2]")
+        spec = livy_server.livy_spec(layout, name, port, master="local[2]")
         supervisor.start(spec)
         started.append(spec.name)
         return f"http://127.0.0.1:{port}"

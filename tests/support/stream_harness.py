@@ -30,12 +30,12 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.stream_job import StreamJob
 from spotlake import config, lake, sink_schema
-from spotlake.clickgen.behaviour import ClickStream
-from spotlake.clickgen.behaviour import StreamConfig as ClickConfig
-from spotlake.clickgen.delivery import KafkaSink
-from spotlake.clickgen.events import VALID, classify
-from spotlake.clickgen.rate import ConstantRate
 from spotlake.streaming import RestartBudget, StreamConfig, StreamLakeTables
+from spotlake_dev.clickgen.behaviour import ClickStream
+from spotlake_dev.clickgen.behaviour import StreamConfig as ClickConfig
+from spotlake_dev.clickgen.delivery import KafkaSink
+from spotlake_dev.clickgen.events import VALID, classify
+from spotlake_dev.clickgen.rate import ConstantRate
 from tests.support.job_harness import session_jars
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError
 
-from spotlake.clickgen import cli
-from spotlake.clickgen.behaviour import (
+from spotlake.errors import ConfigError
+from spotlake_dev.clickgen import cli
+from spotlake_dev.clickgen.behaviour import (
     LATE,
     MALFORMED,
     MALFORMED_FLAGS,
@@ -26,8 +27,8 @@ from spotlake.clickgen.behaviour import (
     Record,
     StreamConfig,
 )
-from spotlake.clickgen.delivery import JsonLinesSink, KafkaSink, KafkaUnavailableError, NullSink
-from spotlake.clickgen.events import (
+from spotlake_dev.clickgen.delivery import JsonLinesSink, KafkaSink, KafkaUnavailableError, NullSink
+from spotlake_dev.clickgen.events import (
     EVENT_TYPES,
     FIELDS,
     MALFORMED_KINDS,
@@ -36,9 +37,8 @@ from spotlake.clickgen.events import (
     classify,
     malform,
 )
-from spotlake.clickgen.rate import BurstyRate, ConstantRate, DiurnalRate, Pacer
-from spotlake.clickgen.run import run
-from spotlake.errors import ConfigError
+from spotlake_dev.clickgen.rate import BurstyRate, ConstantRate, DiurnalRate, Pacer
+from spotlake_dev.clickgen.run import run
 
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 N = 100_000

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from spotlake.clickgen import cli
-from spotlake.clickgen.behaviour import LATE, MALFORMED, OUT_OF_ORDER, ClickStream, Record, Share, StreamConfig
-from spotlake.clickgen.delivery import DeliveryTotals, KafkaUnavailableError, NullSink
-from spotlake.clickgen.events import VALID, classify
-from spotlake.clickgen.rate import BurstyRate, ConstantRate, DiurnalRate, RateShare
-from spotlake.clickgen.run import RunTotals
-from spotlake.clickgen.workers import WorkerFailedError, WorkerPlan, run_workers, split_count
 from spotlake.errors import ConfigError
+from spotlake_dev.clickgen import cli
+from spotlake_dev.clickgen.behaviour import LATE, MALFORMED, OUT_OF_ORDER, ClickStream, Record, Share, StreamConfig
+from spotlake_dev.clickgen.delivery import DeliveryTotals, KafkaUnavailableError, NullSink
+from spotlake_dev.clickgen.events import VALID, classify
+from spotlake_dev.clickgen.rate import BurstyRate, ConstantRate, DiurnalRate, RateShare
+from spotlake_dev.clickgen.run import RunTotals
+from spotlake_dev.clickgen.workers import WorkerFailedError, WorkerPlan, run_workers, split_count
 
 ROOT = Path(__file__).resolve().parents[2]
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
@@ -257,8 +257,8 @@ def test_cli_with_workers_reports_a_down_broker(capsys: pytest.CaptureFixture[st
 # The CLI with each worker's Kafka sink replaced by a NullSink, run in a process group of its own.
 NULL_SINK_CLI = """
 import sys
-from spotlake.clickgen import cli
-from spotlake.clickgen.delivery import NullSink
+from spotlake_dev.clickgen import cli
+from spotlake_dev.clickgen.delivery import NullSink
 if __name__ == "__main__":
     cli.kafka_sink_factory = lambda args, bootstrap: NullSink
     sys.exit(cli.main(sys.argv[1:]))
@@ -334,7 +334,7 @@ def test_bench_measures_generation_with_worker_processes() -> None:
 
 
 def test_a_worker_lost_without_its_totals_is_named_even_when_nothing_else_stopped_the_run() -> None:
-    from spotlake.clickgen.workers import _Parent
+    from spotlake_dev.clickgen.workers import _Parent
 
     plan = WorkerPlan(config(1), ConstantRate(50.0), 2, NullSink, count=10)
     parent = _Parent(plan, messages=None)
@@ -352,7 +352,7 @@ def test_a_sigterm_after_the_sink_closed_leaves_the_workers_totals_alone(monkeyp
     import queue as queue_module
     import threading
 
-    from spotlake.clickgen import workers
+    from spotlake_dev.clickgen import workers
 
     real_run = workers.run
 
@@ -383,7 +383,7 @@ def test_a_sigterm_after_the_sink_closed_leaves_the_workers_totals_alone(monkeyp
 
 
 def test_a_worker_is_stoppable_until_its_sink_closes() -> None:
-    from spotlake.clickgen.workers import _Stopper
+    from spotlake_dev.clickgen.workers import _Stopper
 
     for end in ("close", "abandon"):
         stopper = _Stopper()

@@ -20,9 +20,9 @@ from spark_jobs.click_events import (
     with_late_flag,
     with_window,
 )
-from spotlake.clickgen.behaviour import ClickStream, StreamConfig
-from spotlake.clickgen.events import VALID, classify
-from spotlake.clickgen.rate import ConstantRate
+from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig
+from spotlake_dev.clickgen.events import VALID, classify
+from spotlake_dev.clickgen.rate import ConstantRate
 
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 VALID_EVENT = {

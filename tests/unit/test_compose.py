@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from spotlake.localstack import jvm, services
-from spotlake.localstack.connections import airflow_connection_env
-from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+from spotlake import stack
+from spotlake.stack import PROJECT_ROOT, StackLayout
+from spotlake_dev.localstack import kafka_server, services
+from spotlake_dev.localstack.connections import airflow_connection_env
 from tests.support.compose import compose_binary
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
@@ -58,7 +59,7 @@ NATIVE_EQUIVALENTS = {
     "kafka": "kafka",
     "moto": "moto",
     "s3": "s3",
-    "python -m spotlake.demo setup: shop rows, lake bucket, secret, registry tables": "spotlake-setup",
+    "python -m spotlake_dev.demo setup: shop rows, lake bucket, secret, registry tables": "spotlake-setup",
     "workload": "demo-workload",
     "airflow db migrate": "airflow-init",
     "airflow-api-server": "airflow-apiserver",
@@ -74,7 +75,7 @@ AIRFLOW_ENV_DIFFERENCES = {"AIRFLOW__API__HOST": "0.0.0.0"}  # noqa: S104
 
 SECRET_KEY = re.compile(r"(PASSWORD|PASSWD|SECRET|SECRET_KEY|ACCESS_KEY|TOKEN|PRIVATE_KEY)$")
 
-MOTO_TEST_KEY = "testing"  # moto's fixed fake AWS keys (services.aws_env)
+MOTO_TEST_KEY = "testing"  # moto's fixed fake AWS keys (stack.aws_env)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -219,7 +220,7 @@ def test_project_code_and_state_are_mounted(config: dict[str, Any], name: str) -
 
 
 def test_local_clusters_run_in_the_scheduler(config: dict[str, Any]) -> None:
-    """No livy-* service: spotlake.providers.local launches each cluster as a Livy server
+    """No livy-* service: spotlake_dev.localstack.provider launches each cluster as a Livy server
     process and checks it by PID, so the clusters live where the fleet's tasks run."""
     layout = image_layout()
     env = environment(config, CLUSTER_HOST)
@@ -290,7 +291,7 @@ def test_dockerfile_resolves_the_jars_of_the_pom(group: str) -> None:
     assert f"COPY jvm/{group}/pom.xml jvm/{group}/pom.xml" in text
     loop = re.search(r"for group in ([\w ]+); do(.*?)done", text, re.S)
     assert loop and group in loop.group(1).split()
-    # the same Maven call as spotlake.localstack.jvm.resolve_jars, and its freshness stamp
+    # the same Maven call as spotlake_dev.localstack.maven.resolve_jars, and its freshness stamp
     assert 'mvn -q -B -f "jvm/$group/pom.xml" dependency:copy-dependencies' in loop.group(2)
     assert "-DincludeScope=runtime" in loop.group(2)
     assert 'sha256sum "jvm/$group/pom.xml"' in loop.group(2) and '/.resolved"' in loop.group(2)
@@ -380,7 +381,7 @@ def test_airflow_connections_point_at_the_stack(config: dict[str, Any], name: st
 def test_project_containers_see_the_stack_settings(config: dict[str, Any], name: str) -> None:
     env = environment(config, name)
     layout = image_layout()
-    assert {k: env.get(k) for k in services.aws_env(layout)} == services.aws_env(layout)
+    assert {k: env.get(k) for k in stack.aws_env(layout)} == stack.aws_env(layout)
     for key, value in env_example().items():
         if key.startswith("SPOTLAKE_") and key in env:
             assert env[key] == value, key
@@ -394,7 +395,7 @@ def test_kafka_mirrors_the_native_broker(config: dict[str, Any]) -> None:
     layout = image_layout()
     expected = {
         "KAFKA_" + key.upper().replace(".", "_"): str(value)
-        for key, value in jvm.kafka_server_properties(layout).items()
+        for key, value in kafka_server.kafka_server_properties(layout).items()
         if key not in ("listeners", "log.dirs")
     }
     assert {key: env.get(key) for key in expected} == expected
@@ -406,7 +407,7 @@ def test_kafka_mirrors_the_native_broker(config: dict[str, Any]) -> None:
 
 
 def test_mariadb_serves_the_demo_source(config: dict[str, Any]) -> None:
-    mysql = services.mysql_settings(image_layout())
+    mysql = stack.mysql_settings(image_layout())
     env = environment(config, "mariadb")
     assert (env["MARIADB_USER"], env["MARIADB_PASSWORD"], env["MARIADB_DATABASE"]) == (
         mysql["user"], mysql["password"], mysql["database"],

@@ -84,17 +84,17 @@ RUN_BY_MAKE_UP: dict[str, tuple[str, Source]] = {
         "bootstrap installs the pinned packages (`pip install -r requirements.txt -c constraints.txt`)")),
     "apt-get install": ("scripts/bootstrap.sh", Source(
         "scripts/bootstrap.sh", ("apt-get install -y",), "bootstrap installs the missing Debian packages as root")),
-    "python -m moto.server": ("python -m spotlake.localstack up core", Source(
-        "plugins/spotlake/localstack/services.py", ('"-m", "moto.server"',), "`up core` starts moto server")),
-    "airflow db migrate": ("python -m spotlake.localstack up airflow", Source(
-        "plugins/spotlake/localstack/services.py", ('"db", "migrate"',), "`up airflow` migrates Airflow's database")),
-    "airflow pools set": ("python -m spotlake.localstack up airflow", Source(
-        "plugins/spotlake/localstack/services.py", ('"pools", "set"', '"--include-deferred"'),
+    "python -m moto.server": ("python -m spotlake_dev.localstack up core", Source(
+        "spotlake_dev/localstack/services.py", ('"-m", "moto.server"',), "`up core` starts moto server")),
+    "airflow db migrate": ("python -m spotlake_dev.localstack up airflow", Source(
+        "spotlake_dev/localstack/services.py", ('"db", "migrate"',), "`up airflow` migrates Airflow's database")),
+    "airflow pools set": ("python -m spotlake_dev.localstack up airflow", Source(
+        "spotlake_dev/localstack/services.py", ('"pools", "set"', '"--include-deferred"'),
         "`up airflow` creates one Airflow pool per cluster pool")),
-    "python -m spotlake.demo workload": ("python -m spotlake.demo setup", Source(
-        "plugins/spotlake/demo.py", ('"-m", "spotlake.demo", "workload"',), "`demo setup` starts the workload")),
-    "aws secretsmanager create-secret --endpoint-url http://127.0.0.1:15000": ("python -m spotlake.demo setup", Source(
-        "plugins/spotlake/demo.py", ("_put_secret(sm, SINK_SECRET_ID",),
+    "python -m spotlake_dev.demo workload": ("python -m spotlake_dev.demo setup", Source(
+        "spotlake_dev/demo.py", ('"-m", "spotlake_dev.demo", "workload"',), "`demo setup` starts the workload")),
+    "aws secretsmanager create-secret --endpoint-url http://127.0.0.1:15000": ("python -m spotlake_dev.demo setup", Source(
+        "spotlake_dev/demo.py", ("_put_secret(sm, SINK_SECRET_ID",),
         "`demo setup` creates the stream sink's secret on moto (the same API call, through boto3)")),
 }
 
@@ -122,34 +122,34 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         Source("plugins/spotlake/stream_reset.py", ("sys.exit(main())",), "`python -m spotlake.stream_reset` runs main"),
     ),
     "python -m spotlake.status": (
-        Source("tests/unit/test_status.py", ("from spotlake import config, pools, status", 'status.main(["--json"])',
+        Source("tests/unit/test_status.py", ("from spotlake import config, pools, stack, status", 'status.main(["--json"])',
                                              "status.main([])"), "runs the CLI's main on moto's mock"),
         Source("plugins/spotlake/status.py", ("sys.exit(main())",), "`python -m spotlake.status` runs main"),
     ),
-    "python -m spotlake.clickgen": (
-        Source("tests/unit/test_clickgen.py", ("from spotlake.clickgen import cli", 'cli.main(["--bootstrap"',
+    "python -m spotlake_dev.clickgen": (
+        Source("tests/unit/test_clickgen.py", ("from spotlake_dev.clickgen import cli", 'cli.main(["--bootstrap"',
                                                '"--output"', '"--totals-json"', '"--dry-run"'),
                "runs the CLI's main: to a file, to stdout, and to a Kafka address"),
         Source("tests/integration/test_clickgen_kafka.py", ("KafkaSink(", "run(click_stream("),
                "runs what the CLI runs (run() into a KafkaSink) against the local Kafka"),
-        Source("plugins/spotlake/clickgen/__main__.py", ("from spotlake.clickgen.cli import main", "sys.exit(main())"),
-               "`python -m spotlake.clickgen` runs cli.main"),
-        Source("plugins/spotlake/clickgen/cli.py", ("KafkaSink(", "run("), "cli.main runs run() into a KafkaSink"),
+        Source("spotlake_dev/clickgen/__main__.py", ("from spotlake_dev.clickgen.cli import main", "sys.exit(main())"),
+               "`python -m spotlake_dev.clickgen` runs cli.main"),
+        Source("spotlake_dev/clickgen/cli.py", ("KafkaSink(", "run("), "cli.main runs run() into a KafkaSink"),
     ),
-    "python -m spotlake.localstack livy-start": (
-        Source("tests/support/service_fixtures.py", ("jvm.livy_spec(", "supervisor.start("),
+    "python -m spotlake_dev.localstack livy-start": (
+        Source("tests/support/service_fixtures.py", ("livy_server.livy_spec(", "supervisor.start("),
                "the start_livy fixture starts Livy servers with the calls of `livy-start`"),
-        Source("plugins/spotlake/localstack/__main__.py", ("supervisor.start(jvm.livy_spec(",), "what `livy-start` runs"),
+        Source("spotlake_dev/localstack/__main__.py", ("supervisor.start(livy_server.livy_spec(",), "what `livy-start` runs"),
     ),
-    "python -m spotlake.localstack kill": (
+    "python -m spotlake_dev.localstack kill": (
         Source("tests/e2e/test_cluster_loss.py", ("supervisor.kill(",), "kills a cluster's Livy server mid-batch"),
-        Source("plugins/spotlake/localstack/__main__.py", ("supervisor.kill(args.name)",), "what `kill` runs"),
+        Source("spotlake_dev/localstack/__main__.py", ("supervisor.kill(args.name)",), "what `kill` runs"),
     ),
     "make down": (
         Source("tests/integration/test_stack_lifecycle.py",
-               ('"-m", "spotlake.localstack", "down"', 'stack(second_stack, "down")'),
+               ('"-m", "spotlake_dev.localstack", "down"', 'stack(second_stack, "down")'),
                "runs `make down`'s command and checks that no process is left"),
-        Source("Makefile", ("$(STACK) down",), "`make down` runs python -m spotlake.localstack down"),
+        Source("Makefile", ("$(STACK) down",), "`make down` runs python -m spotlake_dev.localstack down"),
     ),
     "airflow backfill create": (
         Source("tests/integration/test_backfill_command.py", ("documented_backfill()", "airflow(env, *command[1:])"),
@@ -168,12 +168,12 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
                "runs the script's main into a new folder and checks the bundle"),
         Source("scripts/mwaa_bundle.py", ("sys.exit(main())",), "`python scripts/mwaa_bundle.py` runs main"),
     ),
-    "python -m spotlake.smoke --dry-run": (
+    "python -m spotlake_dev.smoke --dry-run": (
         Source("tests/unit/test_smoke.py",
                ('smoke.main(["--dry-run", "--pipeline", "shop_orders", "--artifacts", ARTIFACTS])',
                 'ARTIFACTS = "s3://spotlake-artifacts/spotlake/artifacts"', '"--endpoint-url", moto_server'),
                "runs the documented dry run (moto in the process), and the same against a moto server"),
-        Source("plugins/spotlake/smoke.py", ("sys.exit(main())",), "`python -m spotlake.smoke` runs main"),
+        Source("spotlake_dev/smoke.py", ("sys.exit(main())",), "`python -m spotlake_dev.smoke` runs main"),
     ),
     "docker compose config": (
         Source("tests/unit/test_compose.py", ('"config", "--format", "json"',), "runs it with the pinned compose binary"),
@@ -186,7 +186,7 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
 
 # Cheap commands that need no service: run here as documented.
 RUN_HERE = {
-    "python -m spotlake.clickgen --dry-run --unthrottled --count 10 --seed 7 --start 2024-05-01T00:00:00Z",
+    "python -m spotlake_dev.clickgen --dry-run --unthrottled --count 10 --seed 7 --start 2024-05-01T00:00:00Z",
     "mvn -v",
     "make lint",
 }
@@ -271,7 +271,7 @@ def environment(text: str) -> dict[str, str]:
 
 
 def key(argv: list[str]) -> str:
-    """Program and subcommand: ``python -m spotlake.localstack up``, ``airflow backfill create``."""
+    """Program and subcommand: ``python -m spotlake_dev.localstack up``, ``airflow backfill create``."""
     if argv[:2] == ["python", "-m"]:
         head, rest = argv[:3], argv[3:]
     elif argv[0] == "python" and len(argv) > 1 and argv[1].endswith(".py"):
@@ -460,7 +460,7 @@ def test_the_docs_commands_are_found() -> None:
     found = {(c.doc, c.text) for c in documented()}
     for expected in [
         ("README.md", "make up"),
-        ("docs/local-stack.md", "PYTHONPATH=plugins .venv/bin/python -m spotlake.localstack livy-start demo 18990 "
+        ("docs/local-stack.md", "PYTHONPATH=plugins .venv/bin/python -m spotlake_dev.localstack livy-start demo 18990 "
                                 "--master 'local[1]'"),
         ("docs/operations.md", "airflow backfill create --dag-id extract_shop_orders --from-date 2026-11-27T10:00:00+00:00 "
                                "--to-date 2026-11-27T11:00:00+00:00 --reprocess-behavior completed"),
@@ -536,7 +536,7 @@ def test_cheap_commands_run(text: str, tmp_path: Path) -> None:
     runs = [subprocess.run(runnable(cmd.text), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
             for _ in range(2 if "--seed" in text else 1)]
     assert runs[0].returncode == 0, f"{cmd} failed (exit {runs[0].returncode}):\n{runs[0].stderr[-2000:]}"
-    if "spotlake.clickgen" in text:  # "the same 10 events every time, on stdout"
+    if "spotlake_dev.clickgen" in text:  # "the same 10 events every time, on stdout"
         events = [json.loads(line) for line in runs[0].stdout.splitlines()]
         assert len(events) == 10 and runs[1].stdout == runs[0].stdout, f"{cmd} does not print the same 10 events"
 
@@ -552,7 +552,7 @@ def cli_calls() -> dict[tuple[str, str], list[tuple[Command, list[str]]]]:
             argv, pythonpath = argv[service + 1:], DEFAULT_PYTHONPATH  # the command in the container
         if not argv or elided(argv):
             continue
-        if argv[:2] == ["python", "-m"] and argv[2].startswith("spotlake."):
+        if argv[:2] == ["python", "-m"] and argv[2].startswith(("spotlake.", "spotlake_dev.")):
             calls[(argv[2], pythonpath)].append((cmd, argv[3:]))
         elif argv[0] == "python" and len(argv) > 1 and argv[1].startswith("bench/"):
             calls[(argv[1], pythonpath)].append((cmd, argv[2:]))

@@ -20,8 +20,8 @@ from spotlake.providers.base import (
     LaunchFailed,
     Liveness,
 )
-from spotlake.providers.local import LocalClusterProvider
 from spotlake.registry import Cluster, ClusterState, Job, JobState, Registry
+from spotlake_dev.localstack.provider import LocalClusterProvider
 from tests.support.fleet_fakes import FakeProvider, pool_config
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -59,11 +59,11 @@ TEST_FILE = "tests/unit/test_iam_policy.py"
 # ------------------------------------------------------------------ the sides and their policies
 
 EXCLUDED = {
-    "plugins/spotlake/localstack/": "the local stack (moto server, local S3, Livy): never deployed",
-    "plugins/spotlake/demo.py": "the local demo's data and resources: never deployed",
-    "plugins/spotlake/clickgen/": "the click generator, a load tool writing to Kafka: never run by the DAGs",
+    "spotlake_dev/localstack/": "the local stack (moto server, local S3, Livy): never deployed",
+    "spotlake_dev/demo.py": "the local demo's data and resources: never deployed",
+    "spotlake_dev/clickgen/": "the click generator, a load tool writing to Kafka: never run by the DAGs",
     "plugins/spotlake/aws_setup.py": "the setup step: run once by the deployer, with docs/iam/setup-policy.json",
-    "plugins/spotlake/smoke.py": "the AWS smoke test: run by a person with their own credentials, never deployed "
+    "spotlake_dev/smoke.py": "the AWS smoke test: run by a person with their own credentials, never deployed "
                                  "(docs/deploying-to-aws.md, Smoke test)",
 }
 

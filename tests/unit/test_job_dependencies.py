@@ -16,8 +16,8 @@ from moto import mock_aws
 from spark_jobs import runtime
 from spotlake import artifacts, job_dependencies
 from spotlake.job_dependencies import DependenciesMissing, Manifest
-from spotlake.localstack import jvm
-from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+from spotlake.stack import PROJECT_ROOT, StackLayout
+from spotlake_dev.localstack import livy_server
 
 
 def fake_files(tmp_path: Path) -> tuple[list[Path], Path]:
@@ -152,7 +152,7 @@ def test_the_local_clusters_spark_has_none_of_the_jobs_dependencies(tmp_path: Pa
     """The local Livy's Spark has only what EMR has: s3a on the class path, no spark.jars, no JDBC
     or Kafka jar, and a Python without packages."""
     layout = StackLayout(root=tmp_path / ".stack", project=PROJECT_ROOT, settings=StackLayout.default().settings)
-    defaults = jvm.livy_spark_defaults(layout, "c1", "local[2]")
+    defaults = livy_server.livy_spark_defaults(layout, "c1", "local[2]")
     assert "spark.jars" not in defaults and "spark.jars.packages" not in defaults
     spark_pom = (PROJECT_ROOT / "jvm" / "spark" / "pom.xml").read_text()
     artifacts_ = set(re.findall(r"<artifactId>([^<]+)</artifactId>", spark_pom)) - {"spotlake-jars-spark", "*",

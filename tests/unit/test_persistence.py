@@ -7,8 +7,8 @@ from pathlib import Path
 import boto3
 from moto import mock_aws
 
-from spotlake.localstack import persistence
-from spotlake.localstack.layout import PROJECT_ROOT, StackLayout
+from spotlake.stack import PROJECT_ROOT, StackLayout
+from spotlake_dev.localstack import persistence
 
 
 def clients(service: str) -> object:
@@ -47,7 +47,7 @@ def postgres_home(parent: Path, name: str) -> Path:
 
 
 def test_a_deleted_stack_folder_does_not_bring_back_its_postgres_data(tmp_path: Path) -> None:
-    from spotlake.localstack import services
+    from spotlake_dev.localstack import services
 
     homes = tmp_path / "var-lib-postgresql"
     layout = StackLayout(root=tmp_path / "stack", project=PROJECT_ROOT, settings={})
@@ -72,7 +72,7 @@ def test_a_deleted_stack_folder_does_not_bring_back_its_postgres_data(tmp_path: 
 
 
 def test_postgres_homes_of_deleted_stack_folders_are_swept(tmp_path: Path) -> None:
-    from spotlake.localstack import services
+    from spotlake_dev.localstack import services
 
     homes = tmp_path / "var-lib-postgresql"
     live = StackLayout(root=tmp_path / "live", project=PROJECT_ROOT, settings={})

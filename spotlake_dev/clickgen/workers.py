@@ -3,12 +3,12 @@
 One Python process makes about 450,000 events/s and hands about 240,000 a second
 to Kafka (see ``docs/benchmarks/clickgen.md``); the producer alone could take
 about twice that. :func:`run_workers` starts ``N`` worker processes; worker ``i`` (0-based)
-runs share ``i`` of ``N`` of the stream (:class:`~spotlake.clickgen.behaviour.Share`):
+runs share ``i`` of ``N`` of the stream (:class:`~spotlake_dev.clickgen.behaviour.Share`):
 
 - the users ``u`` with ``u % N == i``, so each user's events come from one
   process, in order, into the user's partition (messages are keyed by user);
 - the rate profile divided by ``N``, offset so that the shares interleave
-  (:class:`~spotlake.clickgen.rate.RateShare`); ``--count`` split so that the
+  (:class:`~spotlake_dev.clickgen.rate.RateShare`); ``--count`` split so that the
   parts add up (the first ``count % N`` workers make one more); the same
   ``--duration``; the same late, out-of-order and malformed fractions;
 - its own sink (producer), made in the worker from the picklable
@@ -17,7 +17,7 @@ runs share ``i`` of ``N`` of the stream (:class:`~spotlake.clickgen.behaviour.Sh
 The parent makes no producer. It waits until every worker is ready (its sink
 made: a Kafka sink has checked the broker and the topic by then), starts them
 together, prints progress lines with the workers' sums and returns the sum of
-their :class:`~spotlake.clickgen.run.RunTotals`.
+their :class:`~spotlake_dev.clickgen.run.RunTotals`.
 
 Stopping. The workers ignore SIGINT; the parent turns every SIGINT (Ctrl-C,
 which the terminal sends to the whole foreground process group) and SIGTERM it
@@ -47,11 +47,11 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, TextIO, cast
 
-from spotlake.clickgen.behaviour import ClickStream, Record, Share, StreamConfig, check_limits
-from spotlake.clickgen.delivery import KAFKA_LOGGER, DeliveryTotals, Sink
-from spotlake.clickgen.rate import RateProfile
-from spotlake.clickgen.run import Progress, RunTotals, run
 from spotlake.errors import SpotlakeError
+from spotlake_dev.clickgen.behaviour import ClickStream, Record, Share, StreamConfig, check_limits
+from spotlake_dev.clickgen.delivery import KAFKA_LOGGER, DeliveryTotals, Sink
+from spotlake_dev.clickgen.rate import RateProfile
+from spotlake_dev.clickgen.run import Progress, RunTotals, run
 
 # "spawn": each worker is a fresh interpreter. librdkafka runs threads and holds locks,
 # and a forked copy of a process with a Producer inherits them in whatever state they

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spotlake.localstack.layout import StackLayout
+from spotlake.stack import StackLayout
 
 FORMAT = 1
 
@@ -31,7 +31,7 @@ def dump_file(layout: StackLayout) -> Path:
 def _client(layout: StackLayout, service: str = "dynamodb") -> Any:
     import boto3
 
-    from spotlake.localstack.services import aws_env
+    from spotlake.stack import aws_env
 
     env = aws_env(layout)
     return boto3.client(

@@ -1,6 +1,6 @@
 """The loop that sends a click stream into a sink, paced or flat out, and totals it.
 
-:func:`run` takes records from a :class:`~spotlake.clickgen.behaviour.ClickStream`,
+:func:`run` takes records from a :class:`~spotlake_dev.clickgen.behaviour.ClickStream`,
 waits for each one's slot (unless ``pace=False``), hands it to a sink, reports
 progress on a text stream every few seconds, and on the way out (end of the
 stream, Ctrl-C, or the output going away) closes the sink, which waits for the
@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from spotlake.clickgen.behaviour import LATE, MALFORMED, MALFORMED_FLAGS, OUT_OF_ORDER, ClickStream, Record
-from spotlake.clickgen.delivery import DeliveryTotals, Sink
-from spotlake.clickgen.events import MALFORMED_KINDS
-from spotlake.clickgen.rate import Pacer
+from spotlake_dev.clickgen.behaviour import LATE, MALFORMED, MALFORMED_FLAGS, OUT_OF_ORDER, ClickStream, Record
+from spotlake_dev.clickgen.delivery import DeliveryTotals, Sink
+from spotlake_dev.clickgen.events import MALFORMED_KINDS
+from spotlake_dev.clickgen.rate import Pacer
 
 _KIND_OF_FLAG = {flag: kind for kind, flag in MALFORMED_FLAGS.items()}
 
@@ -115,7 +115,7 @@ class Progress:
     """Prints a progress line on ``out`` every ``every`` seconds (never if ``out`` is None).
 
     The send loops call :meth:`report` once ``due``; the parent of several worker
-    processes calls :meth:`line` with their sums (see :mod:`spotlake.clickgen.workers`).
+    processes calls :meth:`line` with their sums (see :mod:`spotlake_dev.clickgen.workers`).
     """
 
     def __init__(self, out: TextIO | None, every: float, started: float) -> None:

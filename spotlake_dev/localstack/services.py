@@ -1,4 +1,4 @@
-"""The servers of the local stack other than the JVM ones (see ``jvm.py``).
+"""The servers of the local stack other than the JVM ones (``kafka_server``, ``livy_server``, ``s3_server``).
 
 - MariaDB: the MySQL source (Debian ``mariadb-server``), its own data directory;
 - PostgreSQL: the stream sink and Airflow's metadata database (Debian ``postgresql``);
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spotlake.errors import StackError
-from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.process import ServiceSpec, tcp_open
+from spotlake.stack import StackLayout, aws_env, aws_region, moto_endpoint, mysql_settings
+from spotlake_dev.localstack.process import ServiceSpec, tcp_open
 
 POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 POSTGRES_OWNER = "stack-root"  # in a PostgreSQL home outside the stack: the stack folder it belongs to
@@ -57,16 +57,6 @@ def _run(step: str, argv: list[str], **kwargs: object) -> subprocess.CompletedPr
 
 
 # --------------------------------------------------------------------------- MariaDB
-
-
-def mysql_settings(layout: StackLayout) -> dict[str, str]:
-    return {
-        "host": "127.0.0.1",
-        "port": str(layout.port("mysql")),
-        "user": layout.setting("SPOTLAKE_MYSQL_USER", "spotlake"),
-        "password": layout.setting("SPOTLAKE_MYSQL_PASSWORD", "spotlake-local"),
-        "database": layout.setting("SPOTLAKE_MYSQL_DATABASE", "shop"),
-    }
 
 
 def mariadb_spec(layout: StackLayout) -> ServiceSpec:
@@ -348,10 +338,6 @@ def bootstrap_postgres(layout: StackLayout) -> None:
 # --------------------------------------------------------------------------- moto
 
 
-def moto_endpoint(layout: StackLayout) -> str:
-    return f"http://127.0.0.1:{layout.port('moto')}"
-
-
 def moto_spec(layout: StackLayout) -> ServiceSpec:
     port = layout.port("moto")
 
@@ -369,39 +355,6 @@ def moto_spec(layout: StackLayout) -> ServiceSpec:
     )
 
 
-def s3_endpoint(layout: StackLayout) -> str:
-    """The local S3 (S3Proxy, see ``jvm.s3_spec``): moto serves the other AWS APIs."""
-    return f"http://127.0.0.1:{layout.port('s3')}"
-
-
-def aws_region(layout: StackLayout) -> str:
-    return layout.setting("SPOTLAKE_AWS_REGION", "us-east-1")
-
-
-def aws_connection_extra(layout: StackLayout) -> dict[str, object]:
-    """The extra of an Airflow AWS connection to the local stack: S3 on the local S3 server,
-    every other service on moto."""
-    return {
-        "region_name": aws_region(layout),
-        "endpoint_url": moto_endpoint(layout),
-        "service_config": {"s3": {"endpoint_url": s3_endpoint(layout)}},
-    }
-
-
-def aws_env(layout: StackLayout) -> dict[str, str]:
-    """Environment for AWS clients of the local stack (moto's fixed test keys): S3 on the local
-    S3 server, every other service on moto. boto3 and the AWS SDK for Java 2 (Iceberg's
-    S3FileIO) both read ``AWS_ENDPOINT_URL_S3`` before ``AWS_ENDPOINT_URL``."""
-    return {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": aws_region(layout),
-        "AWS_REGION": aws_region(layout),
-        "AWS_ENDPOINT_URL": moto_endpoint(layout),
-        "AWS_ENDPOINT_URL_S3": s3_endpoint(layout),
-    }
-
-
 # --------------------------------------------------------------------------- Airflow
 
 
@@ -411,7 +364,7 @@ def airflow_home(layout: StackLayout) -> Path:
 
 def airflow_env(layout: StackLayout) -> dict[str, str]:
     """Configuration of every Airflow process of the local stack, as environment."""
-    from spotlake.localstack.connections import airflow_connection_env
+    from spotlake_dev.localstack.connections import airflow_connection_env
 
     pg = postgres_settings(layout)
     airflow_password = layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local")

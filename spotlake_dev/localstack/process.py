@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from spotlake.errors import StackError
-from spotlake.localstack.layout import StackLayout
+from spotlake.stack import StackLayout
 
 log = logging.getLogger(__name__)
 

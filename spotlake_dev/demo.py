@@ -1,8 +1,8 @@
 """The demo: a small shop database in MariaDB, a workload that keeps changing it,
 and the lake, secrets, registry and local clusters the demo pipelines need.
 
-    python -m spotlake.demo setup      # idempotent; `make up` runs it
-    python -m spotlake.demo workload   # inserts, updates and soft-deletes at a modest rate
+    python -m spotlake_dev.demo setup      # idempotent; `make up` runs it
+    python -m spotlake_dev.demo workload   # inserts, updates and soft-deletes at a modest rate
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 import boto3
 import pymysql
 
-from spotlake.localstack import services
-from spotlake.localstack.layout import StackLayout
+from spotlake import stack
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack import services
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS customers (
@@ -72,7 +73,7 @@ CLICKS_TOPIC = "clicks"
 
 
 def connect(layout: StackLayout, database: str | None = None) -> pymysql.Connection:
-    cfg = services.mysql_settings(layout)
+    cfg = stack.mysql_settings(layout)
     return pymysql.connect(
         host=cfg["host"], port=int(cfg["port"]), user=cfg["user"], password=cfg["password"],
         database=database or cfg["database"], autocommit=True,
@@ -183,8 +184,8 @@ def aws_resources(layout: StackLayout) -> None:
     registry tables (moto server), idempotently."""
     from spotlake.registry import Registry
 
-    endpoint = services.moto_endpoint(layout)
-    env = services.aws_env(layout)
+    endpoint = stack.moto_endpoint(layout)
+    env = stack.aws_env(layout)
     session = boto3.session.Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
@@ -193,7 +194,7 @@ def aws_resources(layout: StackLayout) -> None:
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if LAKE_BUCKET not in existing:
         s3.create_bucket(Bucket=LAKE_BUCKET)
-    cfg = services.mysql_settings(layout)
+    cfg = stack.mysql_settings(layout)
     sm = session.client("secretsmanager", endpoint_url=endpoint)
     _put_secret(sm, SECRET_ID, {"host": cfg["host"], "port": int(cfg["port"]), "database": cfg["database"],
                                 "username": cfg["user"], "password": cfg["password"]})
@@ -219,7 +220,7 @@ def clicks_topic(layout: StackLayout, partitions: int = 3) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spotlake.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m spotlake_dev.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup")
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         print("demo shop: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         print(f"click stream: topic '{clicks_topic(layout)}', sink secret '{SINK_SECRET_ID}' "
               "(the stream_clicks DAG starts paused: unpause it, then send events with "
-              "`python -m spotlake.clickgen --rate 100`)")
-        from spotlake.localstack.fleet_local import ensure_local_pools
+              "`python -m spotlake_dev.clickgen --rate 100`)")
+        from spotlake_dev.localstack.fleet_local import ensure_local_pools
 
         for line in ensure_local_pools(layout):
             print(line)
@@ -247,16 +248,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start_workload(layout: StackLayout) -> None:
-    from spotlake.localstack.process import ServiceSpec, Supervisor
+    from spotlake_dev.localstack.process import ServiceSpec, Supervisor
 
     Supervisor(layout).start(ServiceSpec(
         name="workload",
-        argv=[layout.python, "-m", "spotlake.demo", "workload"],
+        argv=[layout.python, "-m", "spotlake_dev.demo", "workload"],
         ports=[],
         ready=lambda: True,
         env={"PYTHONPATH": str(layout.project / "plugins")},
     ))
-    print(f"demo workload: running (python -m spotlake.demo workload), log {layout.log_dir}/workload.log")
+    print(f"demo workload: running (python -m spotlake_dev.demo workload), log {layout.log_dir}/workload.log")
 
 
 if __name__ == "__main__":

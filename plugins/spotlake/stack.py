@@ -1,4 +1,8 @@
-"""Where the local stack keeps its files, and which ports it uses.
+"""Where the local stack keeps its files, which ports it uses, and how clients reach it.
+
+The stack itself (servers, the click generator, the demo) is the developer tools' package
+``spotlake_dev``; this module is what the core's command-line tools need of it (``--local``)
+and what the jar cache (:mod:`spotlake.maven`) and the tools share.
 
 Everything the stack writes lives under one ignored folder, ``.stack/`` at the
 project root (override with ``SPOTLAKE_STACK_DIR``):
@@ -19,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_stack_env(path: Path | None = None) -> dict[str, str]:
@@ -90,3 +94,61 @@ class StackLayout:
     def ensure(self) -> None:
         for path in (self.run_dir, self.log_dir, self.data_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def mysql_settings(layout: StackLayout) -> dict[str, str]:
+    return {
+        "host": "127.0.0.1",
+        "port": str(layout.port("mysql")),
+        "user": layout.setting("SPOTLAKE_MYSQL_USER", "spotlake"),
+        "password": layout.setting("SPOTLAKE_MYSQL_PASSWORD", "spotlake-local"),
+        "database": layout.setting("SPOTLAKE_MYSQL_DATABASE", "shop"),
+    }
+
+
+def moto_endpoint(layout: StackLayout) -> str:
+    return f"http://127.0.0.1:{layout.port('moto')}"
+
+
+def s3_endpoint(layout: StackLayout) -> str:
+    """The local S3 (S3Proxy, see ``s3_server.s3_spec``): moto serves the other AWS APIs."""
+    return f"http://127.0.0.1:{layout.port('s3')}"
+
+
+def aws_region(layout: StackLayout) -> str:
+    return layout.setting("SPOTLAKE_AWS_REGION", "us-east-1")
+
+
+def aws_connection_extra(layout: StackLayout) -> dict[str, object]:
+    """The extra of an Airflow AWS connection to the local stack: S3 on the local S3 server,
+    every other service on moto."""
+    return {
+        "region_name": aws_region(layout),
+        "endpoint_url": moto_endpoint(layout),
+        "service_config": {"s3": {"endpoint_url": s3_endpoint(layout)}},
+    }
+
+
+def aws_env(layout: StackLayout) -> dict[str, str]:
+    """Environment for AWS clients of the local stack (moto's fixed test keys): S3 on the local
+    S3 server, every other service on moto. boto3 and the AWS SDK for Java 2 (Iceberg's
+    S3FileIO) both read ``AWS_ENDPOINT_URL_S3`` before ``AWS_ENDPOINT_URL``."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": aws_region(layout),
+        "AWS_REGION": aws_region(layout),
+        "AWS_ENDPOINT_URL": moto_endpoint(layout),
+        "AWS_ENDPOINT_URL_S3": s3_endpoint(layout),
+    }
+
+
+def kafka_bootstrap(layout: StackLayout) -> str:
+    return f"127.0.0.1:{layout.port('kafka')}"
+
+
+def livy_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 
-from spotlake.localstack.layout import StackLayout
+from spotlake.stack import StackLayout
 
 
 def airflow_connection_env(layout: StackLayout) -> dict[str, str]:
-    from spotlake.localstack.services import aws_connection_extra, postgres_settings
+    from spotlake.stack import aws_connection_extra
+    from spotlake_dev.localstack.services import postgres_settings
 
     pg = postgres_settings(layout)
     aws = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": aws_connection_extra(layout)}

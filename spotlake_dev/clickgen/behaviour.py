@@ -4,7 +4,7 @@
 deterministic sequence of records ``(key, value, slot, flags)``:
 
 - ``key``: the user id as UTF-8 bytes (the Kafka message key);
-- ``value``: the event as JSON text (see :mod:`spotlake.clickgen.events`);
+- ``value``: the event as JSON text (see :mod:`spotlake_dev.clickgen.events`);
 - ``slot``: the offset in seconds, from the start, at which the record is due;
 - ``flags``: :data:`LATE`, :data:`OUT_OF_ORDER` and one of :data:`MALFORMED_FLAGS`, or 0.
 
@@ -24,7 +24,7 @@ schedule, in milliseconds; a *late* record has its event time moved back by a
 random 1 ms to ``late_max_seconds``; an *out-of-order* record is held back and
 emitted 1 to ``out_of_order_max_delay`` positions after its place (its slot stays
 the one it was generated at); a *malformed* record is one of the kinds of
-:data:`spotlake.clickgen.events.MALFORMED_KINDS`, built from the session's next
+:data:`spotlake_dev.clickgen.events.MALFORMED_KINDS`, built from the session's next
 event, which is then still emitted as a valid event later, so the valid records
 alone form complete funnels.
 
@@ -37,7 +37,7 @@ Shares. Several processes can generate one stream together (``--workers``):
 has the users ``u`` with ``u % n == i`` (with the same user ids, devices and
 countries as in the whole stream: the population is still drawn from
 ``random.Random(seed)``), a rate of ``1/n`` of the profile's (see
-:class:`~spotlake.clickgen.rate.RateShare`) and ``1/n`` of the sessions; its
+:class:`~spotlake_dev.clickgen.rate.RateShare`) and ``1/n`` of the sessions; its
 sessions and events come from a generator seeded with the seed and ``i`` of
 ``n``, and its event ids differ from every other share's in their first 12 hex
 digits. So each user's events come from one share, in order; the same seed and
@@ -55,7 +55,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from math import floor  # int(x) for the x >= 0 of the hot paths here, and about twice as fast
 
-from spotlake.clickgen.events import (
+from spotlake.errors import ConfigError
+from spotlake_dev.clickgen.events import (
     BAD_JSON,
     DEVICES,
     MALFORMED_KINDS,
@@ -66,8 +67,7 @@ from spotlake.clickgen.events import (
     encode,
     malform,
 )
-from spotlake.clickgen.rate import ConstantRate, RateProfile, RateShare
-from spotlake.errors import ConfigError
+from spotlake_dev.clickgen.rate import ConstantRate, RateProfile, RateShare
 
 Record = tuple[bytes, str, float, int]
 
@@ -327,7 +327,7 @@ class _Shop:
     - the step's referrer: ``"/product/p00224"`` (or ``null``);
     - a session's tail: ``,"device":"mobile","country":"IN"}``.
 
-    Every value in these fragments is encoded with :func:`~spotlake.clickgen.events.encode`
+    Every value in these fragments is encoded with :func:`~spotlake_dev.clickgen.events.encode`
     (JSON escaping) or, for the device, country and hex session id, comes from a fixed
     alphabet that needs none, so only whole fragments are put together per event.
     """

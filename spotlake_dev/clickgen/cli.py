@@ -1,19 +1,19 @@
-"""``python -m spotlake.clickgen``: produce realistic fake click events at a controlled rate.
+"""``python -m spotlake_dev.clickgen``: produce realistic fake click events at a controlled rate.
 
 Examples::
 
     # 1,000 events/s for a minute into the local stack's Kafka, topic "clicks"
-    python -m spotlake.clickgen --rate 1000 --duration 60
+    python -m spotlake_dev.clickgen --rate 1000 --duration 60
 
     # ten events on stdout, as fast as possible, always the same ones
-    python -m spotlake.clickgen --dry-run --unthrottled --count 10 --seed 7 --start 2024-05-01T00:00:00Z
+    python -m spotlake_dev.clickgen --dry-run --unthrottled --count 10 --seed 7 --start 2024-05-01T00:00:00Z
 
     # 100,000 events, 2% malformed, into a JSON-lines file
-    python -m spotlake.clickgen --output /tmp/clicks.jsonl --unthrottled --count 100000 \\
+    python -m spotlake_dev.clickgen --output /tmp/clicks.jsonl --unthrottled --count 100000 \\
         --malformed-fraction 0.02
 
     # flat out from 4 processes (each user's events from one of them, in order)
-    python -m spotlake.clickgen --workers 4 --unthrottled --count 2000000 --seed 7
+    python -m spotlake_dev.clickgen --workers 4 --unthrottled --count 2000000 --seed 7
 
 Exit status: 0 when every event was delivered; 1 when some were not
 (delivery errors or a timeout) or a worker process failed; 2 for bad
@@ -37,8 +37,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from spotlake.clickgen.behaviour import ClickStream, Funnel, StreamConfig
-from spotlake.clickgen.delivery import (
+from spotlake.errors import ConfigError
+from spotlake.stack import read_stack_env
+from spotlake_dev.clickgen.behaviour import ClickStream, Funnel, StreamConfig
+from spotlake_dev.clickgen.delivery import (
     COMPRESSIONS,
     KAFKA_LOGGER,
     JsonLinesSink,
@@ -46,12 +48,10 @@ from spotlake.clickgen.delivery import (
     KafkaUnavailableError,
     Sink,
 )
-from spotlake.clickgen.events import iso_millis
-from spotlake.clickgen.rate import PROFILES, RateProfile, make_profile
-from spotlake.clickgen.run import RunTotals, run
-from spotlake.clickgen.workers import WorkerFailedError, WorkerPlan, run_workers
-from spotlake.errors import ConfigError
-from spotlake.localstack.layout import read_stack_env
+from spotlake_dev.clickgen.events import iso_millis
+from spotlake_dev.clickgen.rate import PROFILES, RateProfile, make_profile
+from spotlake_dev.clickgen.run import RunTotals, run
+from spotlake_dev.clickgen.workers import WorkerFailedError, WorkerPlan, run_workers
 
 DEFAULT_TOPIC = "clicks"
 EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -94,7 +94,7 @@ def parse_workers(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m spotlake.clickgen",
+        prog="python -m spotlake_dev.clickgen",
         description="Produce realistic fake click events (JSON, keyed by user_id) into Kafka at a "
         "controlled rate, or print them with --dry-run. The schema is in docs/events.md.",
         epilog="Without --count or --duration the generator runs until Ctrl-C. Progress goes to "
@@ -376,7 +376,7 @@ _WORKER_EXITS = {KafkaUnavailableError.__name__: EXIT_UNREACHABLE, ConfigError._
 
 
 def _main_workers(args: argparse.Namespace, config: StreamConfig, profile: RateProfile, workers: int) -> int:
-    """Run the generator in ``workers`` processes (see :mod:`spotlake.clickgen.workers`)."""
+    """Run the generator in ``workers`` processes (see :mod:`spotlake_dev.clickgen.workers`)."""
     bootstrap = args.bootstrap or default_bootstrap()
     plan = WorkerPlan(
         config,

@@ -6,16 +6,15 @@ from __future__ import annotations
 import boto3
 
 from hooks.livy import probe_livy
-from spotlake import pools
+from spotlake import pools, stack
 from spotlake.fleet import Fleet
-from spotlake.localstack import services
-from spotlake.localstack.layout import StackLayout
-from spotlake.providers.local import LocalClusterProvider, LocalProvider
 from spotlake.registry import Registry
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack.provider import LocalClusterProvider, LocalProvider
 
 
 def local_registry(layout: StackLayout) -> Registry:
-    env = services.aws_env(layout)
+    env = stack.aws_env(layout)
     client = boto3.client(
         "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],

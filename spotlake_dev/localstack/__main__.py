@@ -1,4 +1,4 @@
-"""Command line of the local stack: ``python -m spotlake.localstack COMMAND``.
+"""Command line of the local stack: ``python -m spotlake_dev.localstack COMMAND``.
 
 Commands:
   jars               resolve the JVM jars with Maven (kafka, livy, spark)
@@ -17,27 +17,29 @@ import sys
 
 import psutil
 
+from spotlake import maven
 from spotlake.errors import StackError
-from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.process import Supervisor
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack import kafka_server, livy_server, s3_server
+from spotlake_dev.localstack.process import Supervisor
 
 GROUPS = ("core", "airflow")
 
 
 def start_core(layout: StackLayout, supervisor: Supervisor) -> None:
-    from spotlake.localstack import jvm, persistence, services
+    from spotlake_dev.localstack import persistence, services
 
     supervisor.start(services.mariadb_spec(layout))
     services.bootstrap_mariadb(layout)
     supervisor.start(services.postgres_spec(layout))
     services.bootstrap_postgres(layout)
-    supervisor.start(jvm.s3_spec(layout))
+    supervisor.start(s3_server.s3_spec(layout))
     supervisor.start(services.moto_spec(layout))
     restored = persistence.restore(layout)
     if restored:
         print(f"registry: restored {restored} items from {persistence.dump_file(layout)}")
-    jvm.resolve_jars(layout, "kafka")
-    supervisor.start(jvm.kafka_spec(layout))
+    maven.resolve_jars(layout, "kafka")
+    supervisor.start(kafka_server.kafka_spec(layout))
     publish_job_dependencies(layout)
 
 
@@ -52,7 +54,7 @@ def publish_job_dependencies(layout: StackLayout) -> None:
 
 
 def start_airflow(layout: StackLayout, supervisor: Supervisor) -> None:
-    from spotlake.localstack import services
+    from spotlake_dev.localstack import services
 
     services.migrate_airflow_db(layout)
     services.create_airflow_pools(layout)
@@ -61,11 +63,10 @@ def start_airflow(layout: StackLayout, supervisor: Supervisor) -> None:
 
 
 def start_livy(layout: StackLayout, supervisor: Supervisor, name: str, port: int, master: str) -> int:
-    from spotlake.localstack import jvm
 
-    jvm.resolve_jars(layout, "livy")
-    jvm.resolve_jars(layout, "spark")
-    return supervisor.start(jvm.livy_spec(layout, name, port, master=master))
+    maven.resolve_jars(layout, "livy")
+    maven.resolve_jars(layout, "spark")
+    return supervisor.start(livy_server.livy_spec(layout, name, port, master=master))
 
 
 # Stop order: clients before the servers they use.
@@ -84,7 +85,7 @@ def stop_all(layout: StackLayout, supervisor: Supervisor) -> list[str]:
     names = [p.stem for p in sorted(layout.run_dir.glob("*.pid"))] if layout.run_dir.exists() else []
     names = [n for n in names if n != "mariadbd"]
     if "moto" in names and supervisor.is_running("moto"):
-        from spotlake.localstack import persistence
+        from spotlake_dev.localstack import persistence
 
         saved = persistence.save(layout)
         print(f"registry: saved {saved} items to {persistence.dump_file(layout)}")
@@ -141,7 +142,7 @@ def print_status(rows: list[tuple[str, int | None, float, float]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spotlake.localstack", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m spotlake_dev.localstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
@@ -164,10 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(layout)
     try:
         if args.command == "jars":
-            from spotlake.localstack import jvm
 
-            for group in jvm.JAR_GROUPS:
-                jvm.resolve_jars(layout, group)
+            for group in maven.JAR_GROUPS:
+                maven.resolve_jars(layout, group)
         elif args.command == "up":
             groups = args.groups or list(GROUPS)
             unknown = sorted(set(groups) - set(GROUPS))

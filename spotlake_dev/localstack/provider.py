@@ -14,9 +14,8 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from spotlake import maven
 from spotlake.errors import SpotlakeError
-from spotlake.localstack.layout import StackLayout
-from spotlake.localstack.process import Supervisor, free_port
 from spotlake.providers.base import (
     Cause,
     ClusterHealth,
@@ -26,6 +25,9 @@ from spotlake.providers.base import (
     Liveness,
     Probe,
 )
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack import livy_server
+from spotlake_dev.localstack.process import Supervisor, free_port
 
 if TYPE_CHECKING:
     from spotlake.pools import PoolConfig
@@ -50,13 +52,12 @@ class LocalProvider:
         return free_port(int(self.layout.setting("SPOTLAKE_LIVY_BASE_PORT", "18998")))
 
     def launch(self, cluster_id: str, master: str = "local[2]") -> LocalCluster:
-        from spotlake.localstack import jvm
 
-        jvm.resolve_jars(self.layout, "livy")
-        jvm.resolve_jars(self.layout, "spark")
+        maven.resolve_jars(self.layout, "livy")
+        maven.resolve_jars(self.layout, "spark")
         self._sweep_dead_clusters()
         port = self._free_port()
-        pid = self.supervisor.start(jvm.livy_spec(self.layout, cluster_id, port, master=master))
+        pid = self.supervisor.start(livy_server.livy_spec(self.layout, cluster_id, port, master=master))
         return LocalCluster(cluster_id, f"http://127.0.0.1:{port}", pid)
 
     def _sweep_dead_clusters(self) -> None:

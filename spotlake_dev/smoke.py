@@ -2,9 +2,9 @@
 EMR, extracts one window of a pipeline's table, runs a click stream for a minute, checks what both
 wrote, and removes everything it created.
 
-    python -m spotlake.smoke --pipeline shop_orders --artifacts s3://<bucket>/spotlake/artifacts \\
+    python -m spotlake_dev.smoke --pipeline shop_orders --artifacts s3://<bucket>/spotlake/artifacts \\
         --kafka-bootstrap <brokers> --region <region>                                    # needs AWS
-    python -m spotlake.smoke --dry-run --pipeline shop_orders                            # moto, in-process
+    python -m spotlake_dev.smoke --dry-run --pipeline shop_orders                            # moto, in-process
 
 It first prints its cost estimate (:data:`PRICES`, on-demand list prices) and asks before it
 launches anything. Everything it writes is its own, never a deployment's:
@@ -173,7 +173,7 @@ class CostEstimate:
         if hourly is None or total is None:
             missing = ", ".join(f.role for f in self.fleets if f.low is None)
             out.append(f"  cluster: cannot be estimated: no price for any instance type of the {missing} fleet(s); "
-                       f"add them to PRICES in plugins/spotlake/smoke.py ({PRICES_SOURCE})")
+                       f"add them to PRICES in spotlake_dev/smoke.py ({PRICES_SOURCE})")
             return out
         extra = hourly[1] * self.idle_timeout.total_seconds() / 3600
         out += [
@@ -1478,7 +1478,7 @@ class PlaceholderManifest:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m spotlake.smoke", description=__doc__.splitlines()[0],
+        prog="python -m spotlake_dev.smoke", description=__doc__.splitlines()[0],
         epilog="Reference: docs/deploying-to-aws.md, section Smoke test.")
     parser.add_argument("--pool", default=None,
                         help="the pool of config/pools.yaml to launch (default: the cheapest by the estimate)")

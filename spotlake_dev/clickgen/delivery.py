@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from spotlake.errors import ConfigError, SpotlakeError
 
 COMPRESSIONS: tuple[str, ...] = ("lz4", "zstd", "snappy", "gzip", "none")
-KAFKA_LOGGER = "spotlake.clickgen.kafka"
+KAFKA_LOGGER = "spotlake_dev.clickgen.kafka"
 
 
 class KafkaUnavailableError(SpotlakeError):
@@ -69,7 +69,7 @@ def kafka_logger() -> logging.Logger:
 
 
 class Sink(Protocol):
-    """Where :func:`spotlake.clickgen.run.run` sends records."""
+    """Where :func:`spotlake_dev.clickgen.run.run` sends records."""
 
     totals: DeliveryTotals
 
