@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from airflow.dag_processing.dagbag import DagBag
@@ -13,6 +14,18 @@ def test_dag_files_import_without_errors() -> None:
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     assert bag.dags, "no DAG was found in dags/"
+
+
+def test_dag_files_only_wire_the_factories() -> None:
+    """A DAG file imports its factory (plugins/dag_factories/) and Airflow's DAG class, nothing else:
+    the three DAG families are built the same way, and the building is tested in one place."""
+    for path in sorted(DAGS.glob("*.py")):
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, ast.Import) for alias in node.names}
+        assert imported == {"__future__", "airflow.sdk", f"dag_factories.{path.stem}"}, (
+            f"{path.name} imports {sorted(imported)}: build the DAGs in plugins/dag_factories/{path.stem}.py")
 
 
 def test_every_pipeline_has_a_reconciliation_dag() -> None:
