@@ -7,7 +7,7 @@ collected), the lake query's valid events, the dead-letters query's dead letters
 The records are the generator's (seeded; 2% late, 0.5% malformed), as Kafka-shaped rows
 (key, value bytes, coordinates), cached in a local[2] session, so neither Kafka nor the
 sink is measured. Each repetition builds the DataFrame anew, as each micro-batch does.
-With ``--against REV`` the ``spark_jobs/click_events.py`` of git revision REV runs in the
+With ``--against REV`` the ``spark_jobs/clickstream/events.py`` of git revision REV runs in the
 same process, alternating with the working tree's (which goes first alternates too): the
 figure of a change, on the same data and the same JVM; before timing, both must classify
 every record the same way (reason, detail and typed fields), or the benchmark stops.
@@ -32,7 +32,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs import click_events
+from spark_jobs.clickstream import events as click_events
 from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig
 from spotlake_dev.clickgen.rate import ConstantRate
 
@@ -53,12 +53,14 @@ WARM_UP = 2  # runs of each not counted: the JIT is still compiling
 
 
 def module_at(revision: str) -> ModuleType:
-    """``spark_jobs/click_events.py`` as it is at git ``revision``, imported under another name."""
+    """``spark_jobs/clickstream/events.py`` as it is at git ``revision``, imported under another name."""
     try:
-        source = subprocess.run(["git", "show", f"{revision}:spark_jobs/click_events.py"], cwd=ROOT,
-                                check=True, capture_output=True, text=True).stdout
+        source = subprocess.run(["git", "show", f"{revision}:spark_jobs/clickstream/events.py"], cwd=ROOT,
+                                capture_output=True, text=True).stdout or subprocess.run(
+            ["git", "show", f"{revision}:spark_jobs/click_events.py"], cwd=ROOT,  # before the jobs were packages
+            check=True, capture_output=True, text=True).stdout
     except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"cannot read spark_jobs/click_events.py at {revision!r}: {exc.stderr.strip()}; "
+        raise SystemExit(f"cannot read spark_jobs/clickstream/events.py at {revision!r}: {exc.stderr.strip()}; "
                          "fix: pass a commit of this repository to --against") from None
     path = Path(tempfile.mkdtemp()) / "click_events_at_revision.py"
     path.write_text(source)

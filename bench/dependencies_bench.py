@@ -6,7 +6,7 @@ as the local Livy runs them), a small driver script that imports boto3 and psyco
 MySQL driver class:
 
 - *published*: the clusters' bare Python, the published jars in ``--jars`` and the archive in
-  ``spark.archives`` (unpacked by Spark on the driver, put on ``sys.path`` by spark_jobs/runtime.py);
+  ``spark.archives`` (unpacked by Spark on the driver, put on ``sys.path`` by spark_jobs/common/runtime.py);
 - *preinstalled*: the project's virtualenv (which has the packages) and the same jars from the
   local folder they were resolved to, no archive: what a cluster with everything preinstalled does.
 

@@ -175,13 +175,13 @@ def median_table(rows: dict[str, list[float]]) -> str:
 
 # --------------------------------------------------------------------------- window
 def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
-    from spark_jobs.lake_state import WindowRecord, iso
+    from spark_jobs.common.lake_state import WindowRecord, iso
     from tests.support.job_harness import Lake
 
     prepare(layout)
     tmp = Path(tempfile.mkdtemp(prefix="bench-window-"))
     before_entry, before_zip = old_jobs(tmp)
-    published = artifacts.publish("extract.py")
+    published = artifacts.publish("extraction")
     pipe = Lake(stack.mysql_settings(layout), CATALOG_SECRET, tmp)
     conn = mysql_conn(layout)
     base = datetime(2026, 11, 1, tzinfo=UTC)
@@ -282,7 +282,7 @@ def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
 def snapshot_run(layout: StackLayout, table: str, chunk_rows: int, tmp: Path,
                  published: artifacts.JobArtifacts) -> tuple[dict[str, Any], float, float]:
     """One initial snapshot of ``table`` into a pipeline of its own: result, wall s, peak RSS MiB."""
-    from spark_jobs.lake_state import snapshot_job_key
+    from spark_jobs.common.lake_state import snapshot_job_key
     from tests.support.job_harness import Lake
 
     pipe = Lake(stack.mysql_settings(layout), CATALOG_SECRET, tmp)
@@ -299,7 +299,7 @@ def bench_initial(layout: StackLayout, rows: int, repetitions: int, chunk_rows: 
     prepare(layout)
     table = ensure_full_table(layout, rows)
     tmp = Path(tempfile.mkdtemp(prefix="bench-initial-"))
-    published = artifacts.publish("extract.py")
+    published = artifacts.publish("extraction")
     m = stack.mysql_settings(layout)
     cx_script = (
         "import connectorx as cx, pyarrow.parquet as pq, sys\n"
@@ -402,7 +402,7 @@ def bench_compaction(layout: StackLayout, windows: int, rows_per_window: int) ->
         "",
         f"A 10,000-row table loaded by its initial snapshot, then {windows} windows of {rows_per_window} updated rows "
         f"each, run in one Spark session ({windows_s:.0f} s in all), then one run of the maintenance job "
-        "(`spark_jobs.maintenance`, default settings: compaction, delete-file rewrite, expiry of snapshots "
+        "(`spark_jobs.maintenance.run`, default settings: compaction, delete-file rewrite, expiry of snapshots "
         "older than a day, orphan files older than three days).",
         "",
         "| table | data files before | delete files before | data files after | delete files after |",

@@ -83,12 +83,12 @@ def main() -> int:
     args = parser.parse_args()
     layout = StackLayout.default()
     prepare(layout)
-    from spark_jobs.lake_state import snapshot_job_key
+    from spark_jobs.common.lake_state import snapshot_job_key
     from tests.support.job_harness import Lake
 
     table = copy_table(layout, ensure_full_table(layout, args.rows), args.rows)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
-    published = artifacts.publish("extract.py")
+    published = artifacts.publish("extraction")
     read = {"fetch_size": 10000, "partition_rows": 250000, "max_partitions": 2, "chunk_rows": 500_000}
 
     def new_pipeline() -> Lake:

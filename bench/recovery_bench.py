@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from hooks.livy import probe_livy
-from spark_jobs.lake_state import snapshot_job_key
+from spark_jobs.common.lake_state import snapshot_job_key
 from spotlake import stack
 from spotlake.fleet import Fleet
 from spotlake.pools import LocalShape, PoolConfig

@@ -4,7 +4,7 @@
 
 The batches are the generator's records (seeded; 0.5% malformed), made into the
 sink's rows in Python beforehand (``streaming_bench.python_rows``, what the Spark job's
-aggregation collects), so only :meth:`spark_jobs.click_sink.PostgresSinkWriter.write` is
+aggregation collects), so only :meth:`spark_jobs.clickstream.sink.PostgresSinkWriter.write` is
 timed: the staging ``COPY``, the set inserts and upserts, and the commit, split into those
 parts. Consecutive batches carry on the same stream (new windows and returning users), as
 a running stream's do. It is the part of every micro-batch that no Spark setting changes.
@@ -30,7 +30,7 @@ import psycopg2
 import psycopg2.extensions
 from streaming_bench import WINDOW_S, python_rows
 
-from spark_jobs.click_sink import PostgresSinkWriter
+from spark_jobs.clickstream.sink import PostgresSinkWriter
 from spotlake import sink_schema
 from spotlake.stack import StackLayout
 from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig

@@ -46,7 +46,7 @@ import psutil
 import psycopg2
 import yaml
 
-from spark_jobs.lake_state import LakeState, parse_iso
+from spark_jobs.common.lake_state import LakeState, parse_iso
 from spotlake import config, lake, stack
 from spotlake.registry import Registry
 from spotlake.stack import StackLayout

@@ -3,7 +3,7 @@
     PYTHONPATH=plugins:. .venv/bin/python bench/streaming_bench.py --rates 1000,5000 --seconds 30 --backlog 200000
 
 Two implementations with the same outputs, through the same PostgreSQL sink code
-(``spark_jobs.click_sink``, one transaction per batch):
+(``spark_jobs.clickstream.sink``, one transaction per batch):
 
 - ``spark``: the whole job, in-process (local[2], 1g driver): the stream's one query (Kafka
   source, validation once, foreachBatch -> PostgreSQL aggregates, the valid events and the
@@ -54,7 +54,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from spark_jobs.click_sink import BatchRows, PostgresSinkWriter
+from spark_jobs.clickstream.sink import BatchRows, PostgresSinkWriter
 from spotlake import lake as lake_reader
 from spotlake import stack
 from spotlake.stack import StackLayout
@@ -410,7 +410,7 @@ class Bench:
                 thread.join(60)
 
             return consumer.query, stop_python
-        from spark_jobs.clickstream import run_stream
+        from spark_jobs.clickstream.run import run_stream
         from tests.support.stream_harness import spark_session
 
         if self.spark is None:
@@ -510,7 +510,7 @@ class Bench:
     def executor_work(self, label: str, runs: int = 3) -> Result:
         """The executors' part of a micro-batch alone, on a backlog read as one Kafka batch: read,
         validate, aggregate (into Spark's no-op sink, not collected to the driver); the median of ``runs``."""
-        from spark_jobs.click_events import batch_summary, classify_events, kafka_records, with_future_check
+        from spark_jobs.clickstream.events import batch_summary, classify_events, kafka_records, with_future_check
         from tests.support.stream_harness import spark_session
 
         topic = self.new_topic(f"ex{self.partitions}{self.master[6]}")
@@ -615,14 +615,14 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         "",
         f"Reproduce: `{command}`",
         "",
-        "- **spark**: the whole job (`spark_jobs/clickstream.py`): the stream's one query reads each record "
+        "- **spark**: the whole job (`spark_jobs/clickstream/run.py`): the stream's one query reads each record "
         "once, validates it once and writes from `foreachBatch`, in one PostgreSQL transaction per micro-batch, "
         "the aggregates, funnel, late events and dead letters, and appends the valid events and the dead letters "
         "to their Iceberg tables (each commit naming the checkpoint and batch); checkpoint on S3.",
         "- **python**: one confluent-kafka consumer that, every trigger interval, takes what Kafka has, "
         "validates and aggregates it in Python, appends the valid events and the dead letters to Iceberg tables "
         "of the same catalog with pyiceberg (unpartitioned: pyiceberg's day transform needs its native "
-        "extension), and commits the aggregates through the same sink code (`spark_jobs/click_sink.py`). The "
+        "extension), and commits the aggregates through the same sink code (`spark_jobs/clickstream/sink.py`). The "
         "same outputs, in one process.",
         "",
         f"## Latency at the 1 s trigger: {', '.join(f'{r:g}' for r in args.rates)} events/s for {args.seconds:g} s",

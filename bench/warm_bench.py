@@ -34,7 +34,7 @@ from typing import Any
 
 import connectorx as cx
 
-from spark_jobs.lake_state import parse_iso
+from spark_jobs.common.lake_state import parse_iso
 from spotlake import artifacts, job_dependencies, stack
 from spotlake.stack import StackLayout
 from spotlake_dev.demo import CATALOG_SECRET_ID, aws_resources
@@ -265,7 +265,7 @@ def render(figures: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         row("statement, quiet window: inside the job (sum of its phases)", QUIET_JOB.get("session")),
         row("batch, quiet window: inside the job (sum of its phases)", QUIET_JOB.get("batch")),
         "",
-        f"Inside the job, the {ROWS:,}-row windows' phases (p50 seconds; `spark_jobs/extraction.py`):",
+        f"Inside the job, the {ROWS:,}-row windows' phases (p50 seconds; `spark_jobs/extraction/run.py`):",
         "",
         "| phase | statement | batch |",
         "|---|---|---|",

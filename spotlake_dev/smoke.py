@@ -54,7 +54,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from spark_jobs.contract import decode_job, encode_job
+from spark_jobs.common.contract import decode_job, encode_job
 from spotlake import artifacts, aws_setup, job_dependencies, pools, streaming
 from spotlake import config as pipelines_config
 from spotlake.errors import SpotlakeError
@@ -757,10 +757,10 @@ class Smoke:
             step.line(f"{'placeholder: ' if placeholder else ''}{len(manifest.jars)} jar(s) and "
                       f"{manifest.python_archive.rsplit('/', 1)[-1]} (CPython {manifest.python}, {manifest.platform})"
                       f" named by {self.root}/{job_dependencies.MANIFEST}")
-            self.extract_artifacts = artifacts.publish("extract.py", s3=s3, root=self.root)
+            self.extract_artifacts = artifacts.publish("extraction", s3=s3, root=self.root)
             step.line(f"extraction job: {self.extract_artifacts.entry}")
             if self.smoke_stream is not None:
-                self.stream_artifacts = artifacts.publish("stream_clicks.py", s3=s3, root=self.root)
+                self.stream_artifacts = artifacts.publish("clickstream", s3=s3, root=self.root)
                 step.line(f"stream job: {self.stream_artifacts.entry}")
             if self.dry_run:
                 step.line("(dry run: the job code's PutObject requests are checked, not sent)")
@@ -863,7 +863,7 @@ class Smoke:
         with self.steps.step(f"Extract one window of {self.pipeline.name} "
                              f"({self.pipeline.database}.{self.pipeline.table})") as step:
             from operators.extraction import extraction_document
-            from spark_jobs.lake_state import LakeState, WindowRecord, iso, parse_iso
+            from spark_jobs.common.lake_state import LakeState, WindowRecord, iso, parse_iso
             from spotlake.jobs import submit_or_reconnect
             from spotlake.windows import job_key, window_for_run
 
@@ -925,7 +925,7 @@ class Smoke:
 
     def check_window(self) -> None:
         with self.steps.step("Check the committed window against the source") as step:
-            from spark_jobs.lake_state import LakeState
+            from spark_jobs.common.lake_state import LakeState
 
             pipeline = self.smoke_pipeline
             if self.dry_run or not self.window_label:
@@ -982,12 +982,12 @@ class Smoke:
         except ImportError:
             return None, "pymysql is not installed here (it is in requirements/dev.txt)"
         try:
-            from spark_jobs.mysql_source import TimeLine, parse_zone
+            from spark_jobs.extraction.mysql_source import TimeLine, parse_zone
         except ImportError as exc:
             return None, f"the source's time line needs pyspark (requirements/dev.txt): {exc}"
-        from spark_jobs.database_secret import parse_database_secret
-        from spark_jobs.job_config import quote_identifier
-        from spark_jobs.lake_state import parse_iso
+        from spark_jobs.common.database_secret import parse_database_secret
+        from spark_jobs.common.job_documents import quote_identifier
+        from spark_jobs.common.lake_state import parse_iso
 
         try:
             text = self.aws.client("secretsmanager").get_secret_value(SecretId=pipeline.source.secret_id)
@@ -1038,7 +1038,7 @@ class Smoke:
     # ------------------------------------------------------------------ 7-9. stream
     def _sink(self) -> Any:
         """The stream's sink probe over its own schema (psycopg2 with the sink's secret)."""
-        from spark_jobs.database_secret import parse_database_secret
+        from spark_jobs.common.database_secret import parse_database_secret
         from spotlake.stream_supervisor import SinkDatabase
 
         stream = self.smoke_stream

@@ -17,7 +17,7 @@ DOC = """\
 ### Click stream `{s.name}`
 
 Every minute, one run at a time, the `supervise` task keeps the Structured Streaming job
-`spark_jobs/stream_clicks.py` running as a Livy batch on pool **`{s.pool}`** (job key
+`spark_jobs/clickstream/main.py` running as a Livy batch on pool **`{s.pool}`** (job key
 `{s.name}`), reading topics {topics} and writing:
 
 - per-{window} aggregates by page and event type, funnel counts, dead letters and late

@@ -14,8 +14,8 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
 from operators.livy_session import SessionStatementMixin
-from spark_jobs.contract import encode_job
-from spark_jobs.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
+from spark_jobs.common.contract import encode_job
+from spark_jobs.common.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
 from spotlake import artifacts, config, expressions
 from spotlake.errors import ConfigError
 from spotlake.jobs import BatchRequest
@@ -34,7 +34,7 @@ class Plan:
 
 def extraction_document(cfg: config.PipelinesConfig, pipeline: config.Pipeline, registry: Any, job_key: str,
                         kind: str, run_id: str) -> dict[str, Any]:
-    """The job document of ``spark_jobs/extract.py`` for one job of ``pipeline`` (no window yet):
+    """The job document of ``spark_jobs/extraction/main.py`` for one job of ``pipeline`` (no window yet):
     secret references only, never a credential."""
     claimed = registry.get_job(job_key)
     return {
@@ -57,7 +57,7 @@ def extraction_document(cfg: config.PipelinesConfig, pipeline: config.Pipeline, 
 
 
 class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
-    """Runs ``spark_jobs/extract.py`` for the run's window of ``pipeline``.
+    """Runs ``spark_jobs/extraction/main.py`` for the run's window of ``pipeline``.
 
     A window runs as a statement in one of the pool's long-lived Livy sessions
     (:mod:`operators.livy_session`) unless the pool's ``sessions.enabled`` is false; the initial
@@ -148,7 +148,7 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
     # -------------------------------------------------------------- request
     def build_request(self, context: Any) -> BatchRequest:
         self._plan = self.plan(context)
-        published = artifacts.publish("extract.py", s3=self.s3)
+        published = artifacts.publish("extraction", s3=self.s3)
         label = self._plan.job_key.rpartition("#")[2]
         return published.request(self._plan.job_key, self.pipeline.pool,
                                  name=f"spotlake-extract-{self.pipeline.name}-{label}", report=True)

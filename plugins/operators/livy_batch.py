@@ -22,7 +22,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from hooks.livy import EndpointLivyHook
-from spark_jobs.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
+from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
 from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest, NoReadyCluster, report_uri, submit_or_reconnect
 from spotlake.registry import Job, JobState, Registry, StaleState
@@ -227,7 +227,7 @@ class PoolBatchOperator(BaseOperator):
         return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
 
     def _report(self, job: Job) -> dict[str, Any] | None:
-        """The outcome the job wrote beside its artifacts (spark_jobs/report.py), found whatever the
+        """The outcome the job wrote beside its artifacts (spark_jobs/common/report.py), found whatever the
         deploy mode; None when it wrote none (a job killed before its end, an older job)."""
         base = artifacts.artifacts_base()
         return artifacts.read_report(report_uri(base, job.run_id), self.s3 if base.startswith("s3://") else None,

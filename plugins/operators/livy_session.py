@@ -38,7 +38,7 @@ class SessionStatementMixin:
     """The statement path; the operator says which jobs take it (:meth:`runs_in_session`) and what
     they run (:meth:`statement_request`, :meth:`statement_argv`)."""
 
-    entry = "extract"
+    entry = "extraction"
 
     # ------------------------------------------------------------- subclasses
     def runs_in_session(self, context: Any) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from operators.livy_batch import PipelineBatchOperator
-from spark_jobs.contract import encode_job
-from spark_jobs.lake_state import LakeState
+from spark_jobs.common.contract import encode_job
+from spark_jobs.common.lake_state import LakeState
 from spotlake import artifacts, streaming
 from spotlake.errors import ConfigError
 from spotlake.jobs import BatchRequest
@@ -14,7 +14,7 @@ from spotlake.registry import Job
 
 
 class LakeMaintenanceOperator(PipelineBatchOperator):
-    """Runs ``spark_jobs/maintain.py`` for ``pipeline``: see :mod:`spark_jobs.maintenance`.
+    """Runs ``spark_jobs/maintenance/main.py`` for ``pipeline``: see :mod:`spark_jobs.maintenance.run`.
 
     It takes the pipeline's commit lock like a window does, so windows wait while it runs
     and it never races a ``MERGE INTO``; readers are unaffected (snapshots younger than the
@@ -38,7 +38,7 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
         return ""
 
     def build_request(self, context: Any) -> BatchRequest:
-        published = artifacts.publish("maintain.py", s3=self.s3)
+        published = artifacts.publish("maintenance", s3=self.s3)
         key = self.job_key(context)
         return published.request(key, self.pool_name, name=f"spotlake-maintain-{self.pipeline_name}",
                                  report=True)

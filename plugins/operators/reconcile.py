@@ -1,4 +1,4 @@
-"""Reconcile one pipeline's lake with its source as a Livy batch (see :mod:`spark_jobs.reconcile`)."""
+"""Reconcile one pipeline's lake with its source as a Livy batch (see :mod:`spark_jobs.extraction.reconcile`)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from typing import Any
 
 from operators.extraction import extraction_document
 from operators.livy_batch import PipelineBatchOperator
-from spark_jobs.contract import encode_job
+from spark_jobs.common.contract import encode_job
 from spotlake import artifacts
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
 
 
 class ReconcileOperator(PipelineBatchOperator):
-    """Runs ``spark_jobs/extract.py`` with a ``reconcile`` job for ``pipeline``: checksums of the
+    """Runs ``spark_jobs/extraction/main.py`` with a ``reconcile`` job for ``pipeline``: checksums of the
     source and the lake per key-hash bucket, then only the buckets that differ are compared row by
     row; rows that differ are re-extracted and rows gone from the source recorded as deletes.
 
@@ -23,7 +23,7 @@ class ReconcileOperator(PipelineBatchOperator):
     job_kind = "reconcile"
 
     def build_request(self, context: Any) -> BatchRequest:
-        published = artifacts.publish("extract.py", s3=self.s3)
+        published = artifacts.publish("extraction", s3=self.s3)
         return published.request(self.job_key(context), self.pool_name, name=f"spotlake-reconcile-{self.pipeline_name}",
                                  report=True)
 

@@ -88,7 +88,7 @@ class StreamSupervisorOperator(BaseOperator):
             sink=SinkDatabase(self.postgres, stream.sink_schema),
             client_for=EndpointLivyHook,
             control_for=LivyBatchControl,
-            publish=lambda: artifacts.publish("stream_clicks.py", s3=self.s3),
+            publish=lambda: artifacts.publish("clickstream", s3=self.s3),
         )
 
     def execute(self, context: Any) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from spotlake.lake import split_s3
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 JOBS_DIR = PROJECT_ROOT / "spark_jobs"
+# The Spark jobs: each is the package spark_jobs/<job>/ with its entry script main.py.
+JOBS = ("extraction", "maintenance", "clickstream")
 
 
 # YARN runs a failed application again by default (2 attempts): in cluster mode that is the whole
@@ -74,12 +76,16 @@ def artifacts_root() -> str:
     return os.environ.get("SPOTLAKE_ARTIFACTS", str(default))
 
 
-def publish(entry_script: str, s3: Any = None, root: str | None = None) -> JobArtifacts:
-    """Publish ``spark_jobs/<entry_script>`` and the package zip; return their URIs with the
-    published dependencies' (:class:`~spotlake.job_dependencies.DependenciesMissing` if none are)."""
+def publish(job: str, s3: Any = None, root: str | None = None) -> JobArtifacts:
+    """Publish the entry script of ``job`` (``spark_jobs/<job>/main.py``) and the package zip; return
+    their URIs with the published dependencies' (:class:`~spotlake.job_dependencies.DependenciesMissing`
+    if none are)."""
+    if job not in JOBS:
+        raise ValueError(f"unknown Spark job {job!r}; the jobs are {', '.join(JOBS)} (spark_jobs/<job>/main.py)")
     root = (root or artifacts_root()).rstrip("/")
     dependencies = job_dependencies.load(root, s3)
     package = _package_zip()
+    entry_script = f"{job}/main.py"
     entry = (JOBS_DIR / entry_script).read_bytes()
     digest = hashlib.sha256(package + entry).hexdigest()[:16]
     names = {f"{digest}/spark_jobs.zip": package, f"{digest}/{entry_script}": entry}
@@ -115,7 +121,7 @@ def artifacts_base(root: str | None = None) -> str:
 
 
 def read_report(uri: str, s3: Any = None, run_id: str | None = None) -> dict[str, Any] | None:
-    """The outcome attempt ``run_id`` of a job wrote to ``uri`` (spark_jobs/report.py), or None if
+    """The outcome attempt ``run_id`` of a job wrote to ``uri`` (spark_jobs/common/report.py), or None if
     it wrote none. A report that cannot be read for another reason (access, KMS) is logged: the
     caller then falls back to the batch log."""
     try:

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from croniter import croniter
 
-from spark_jobs.contract import IDENTIFIER
-from spark_jobs.database_secret import Endpoint
+from spark_jobs.common.contract import IDENTIFIER
+from spark_jobs.common.database_secret import Endpoint
 from spotlake.errors import ConfigError
 
 COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
@@ -107,7 +107,7 @@ class Source:
 
 @dataclass(frozen=True)
 class Reconcile:
-    """A pipeline's reconciliation (its ``reconcile_<name>`` DAG; see spark_jobs/reconcile.py)."""
+    """A pipeline's reconciliation (its ``reconcile_<name>`` DAG; see spark_jobs/extraction/reconcile.py)."""
 
     enabled: bool = True
     schedule: str = "30 * * * *"

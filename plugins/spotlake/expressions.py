@@ -1,6 +1,6 @@
 """A pipeline's ``derive`` and ``filter`` expressions, checked before any job is submitted.
 
-The check is :mod:`spark_jobs.expression_check`: Spark's own parser, run in a small local JVM
+The check is :mod:`spark_jobs.extraction.expression_check`: Spark's own parser, run in a small local JVM
 (pyspark's gateway, started once per process and only for pipelines that have such
 expressions). An expression that passed is remembered by its hash, so a task does not start a
 JVM for expressions it has seen pass; the job checks them again with its own session before it
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.expression_check import builtin_functions, refusal
+from spark_jobs.extraction.expression_check import builtin_functions, refusal
 from spotlake import config
 from spotlake.errors import ConfigError
 

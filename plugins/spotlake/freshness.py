@@ -1,7 +1,7 @@
 """How fresh each pipeline's lake tables are: its committed watermark, and why it is behind.
 
 The watermark is the end of the last window up to which every window is committed
-(:mod:`spark_jobs.lake_state`), so a window that failed, a DAG that is paused or a
+(:mod:`spark_jobs.common.lake_state`), so a window that failed, a DAG that is paused or a
 scheduler that is down all show as a watermark that stops moving: the table is stale
 since then, whatever later windows did.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from spark_jobs.lake_state import PipelineState, SnapshotPhase, parse_iso
+from spark_jobs.common.lake_state import PipelineState, SnapshotPhase, parse_iso
 from spotlake import config
 from spotlake.fleet import span
 

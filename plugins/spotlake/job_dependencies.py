@@ -4,7 +4,7 @@ A cluster runs a job with what the batch names and nothing else the project inst
 of ``jvm/jobs/pom.xml`` (MySQL Connector/J, the PostgreSQL driver, Spark's Kafka connector and
 its client, Apache Iceberg) go to ``jars``, and the Python packages of
 ``spark_jobs/requirements.txt`` (boto3, psycopg2) go as one archive of binary wheels to
-``spark.archives=<uri>#pydeps`` (``spark_jobs/runtime.py`` puts it on the driver's path). The
+``spark.archives=<uri>#pydeps`` (``spark_jobs/common/runtime.py`` puts it on the driver's path). The
 same path runs locally and on EMR: the local Livy's Spark has none of these of its own.
 
 ``publish`` copies each file to ``<root>/deps/<sha256[:16]>/<name>`` (content-addressed: a file
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.runtime import ARCHIVE_ALIAS
+from spark_jobs.common.runtime import ARCHIVE_ALIAS
 from spotlake import maven
 from spotlake.errors import SpotlakeError
 from spotlake.lake import split_s3

@@ -25,7 +25,7 @@ ABANDONED_SUBMIT_S = 120.0
 
 
 def report_uri(root: str, run_id: str) -> str:
-    """Where the attempt ``run_id`` of a job writes its outcome (spark_jobs/report.py)."""
+    """Where the attempt ``run_id`` of a job writes its outcome (spark_jobs/common/report.py)."""
     return f"{root.rstrip('/')}/reports/{run_id}.json"
 
 
@@ -55,7 +55,7 @@ class BatchRequest:
     conf: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     jars: list[str] = field(default_factory=list)
-    # Where the job writes its outcome (``<root>/reports/<run id>.json``; see spark_jobs/report.py).
+    # Where the job writes its outcome (``<root>/reports/<run id>.json``; see spark_jobs/common/report.py).
     report_root: str | None = None
 
     def report_uri(self, run_id: str) -> str | None:

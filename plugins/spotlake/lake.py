@@ -21,7 +21,7 @@ from urllib.parse import quote, urlparse
 
 import pyarrow as pa
 
-from spark_jobs.database_secret import parse_database_secret
+from spark_jobs.common.database_secret import parse_database_secret
 from spotlake import config, stack
 from spotlake.errors import SpotlakeError
 

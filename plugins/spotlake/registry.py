@@ -15,7 +15,7 @@ Tables (names prefixed by ``SPOTLAKE_REGISTRY_PREFIX``, default ``spotlake``):
   (:mod:`spotlake.sessions`), one per slot, each leased to one job at a time.
 - ``<prefix>-extraction-log``: key (pipeline, window): each pipeline's lake state
   (watermark, initial snapshot, commit lock) and its windows' plans and results; its items
-  are :mod:`spark_jobs.lake_state`'s, which the Spark job and the operators share.
+  are :mod:`spark_jobs.common.lake_state`'s, which the Spark job and the operators share.
 
 They, and the stream supervisor's ``<prefix>-streams`` (:mod:`spotlake.stream_status`), are
 created once by ``python -m spotlake.aws_setup`` (:mod:`spotlake.aws_setup`), not at run time.

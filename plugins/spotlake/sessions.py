@@ -5,7 +5,7 @@ Each READY cluster keeps up to ``sessions.per_cluster`` interactive Livy session
 free slot (a conditional write), makes sure its session is alive and has loaded the job code of
 this version (the content hash of the published ``spark_jobs.zip``: a first statement adds it with
 ``sc.addPyFile``; a session with other code is replaced), then posts its statement: a call of the
-same job entry the batch runs, with the same job document (:mod:`spark_jobs.session`). The job's
+same job entry the batch runs, with the same job document (:mod:`spark_jobs.common.session`). The job's
 record in ``<prefix>-jobs`` names the session, statement and slot, so a retried or re-run task
 reconnects to a live statement instead of posting a second one.
 
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spark_jobs.contract import EXIT_MARK, MEMORY_MARK
+from spark_jobs.common.contract import EXIT_MARK, MEMORY_MARK
 from spotlake.errors import SpotlakeError
 from spotlake.jobs import NoReadyCluster, Submission, SubmitFailed, age_s
 from spotlake.pools import SessionSettings
@@ -73,7 +73,7 @@ class StatementRequest:
     jars: list[str] = field(default_factory=list)
     conf: dict[str, str] = field(default_factory=dict)
     name: str = "spotlake"
-    entry: str = "extract"
+    entry: str = "extraction"
 
 
 def bootstrap_code(request: StatementRequest) -> str:
@@ -81,7 +81,7 @@ def bootstrap_code(request: StatementRequest) -> str:
     return (
         f"for _path in {request.py_files!r}:\n"
         "    sc.addPyFile(_path)\n"
-        "from spark_jobs.session import prepare as _spotlake_prepare\n"
+        "from spark_jobs.common.session import prepare as _spotlake_prepare\n"
         "_spotlake_prepare()\n"
         f"print('spotlake job code {request.code_version} loaded')"
     )
@@ -90,7 +90,7 @@ def bootstrap_code(request: StatementRequest) -> str:
 def statement_code(entry: str, argv: list[str]) -> str:
     """The statement of one job attempt: the batch's entry function, in this session."""
     return (
-        "from spark_jobs.session import run as _spotlake_run\n"
+        "from spark_jobs.common.session import run as _spotlake_run\n"
         f"_spotlake_run(spark, {entry!r}, {argv!r})"
     )
 

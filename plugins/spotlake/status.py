@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from spark_jobs.lake_state import LakeState
+from spark_jobs.common.lake_state import LakeState
 from spotlake import config, pools, stack, streaming
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span

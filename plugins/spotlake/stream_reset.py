@@ -29,8 +29,8 @@ import socket
 import sys
 from typing import Any
 
-from spark_jobs.click_sink import resolve_target
-from spark_jobs.errors import SpotlakeJobError
+from spark_jobs.clickstream.sink import resolve_target
+from spark_jobs.common.errors import SpotlakeJobError
 from spotlake import sink_schema, stack, streaming
 from spotlake.errors import SpotlakeError
 

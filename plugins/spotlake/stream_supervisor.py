@@ -31,7 +31,7 @@ previous batch is deleted (asked of its Livy; a dead cluster cannot answer). A d
 outlives that (Livy lost it, its cluster only looked dead) is fenced out of every sink by
 the job itself: a newer attempt's claim takes the sink's progress
 row, and every write of a micro-batch, lake commits included, happens under that row's
-lock after checking the owner (spark_jobs.click_sink).
+lock after checking the owner (spark_jobs.clickstream.sink).
 
 Submission reuses :func:`spotlake.jobs.submit_or_reconnect`, so two supervisors that
 race still start one batch.
@@ -48,8 +48,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
 
-from spark_jobs.contract import ERROR_MARK, encode_job, last_marked
-from spark_jobs.kafka_security import Credentials, KafkaSecurity, read_credentials
+from spark_jobs.clickstream.kafka_security import Credentials, KafkaSecurity, read_credentials
+from spark_jobs.common.contract import ERROR_MARK, encode_job, last_marked
 from spotlake import sink_schema
 from spotlake.artifacts import JobArtifacts
 from spotlake.errors import ConfigError, SpotlakeError

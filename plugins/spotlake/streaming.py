@@ -6,7 +6,7 @@ the Spark job resolves, and the schema it writes), its checkpoint, its Iceberg t
 budget). Every error names the file, the stream, the key and the fix.
 
 :meth:`StreamConfig.job_document` turns a stream into the document the Spark job
-(``spark_jobs/stream_clicks.py``) receives; it carries the secret's name, never a
+(``spark_jobs/clickstream/main.py``) receives; it carries the secret's name, never a
 credential.
 """
 
@@ -20,8 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.database_secret import Endpoint
-from spark_jobs.kafka_security import KafkaSecurity
+from spark_jobs.clickstream.kafka_security import KafkaSecurity
+from spark_jobs.common.database_secret import Endpoint
 from spotlake import config
 from spotlake.config import NAME, _mapping, _unknown_keys, identifier, parse_duration
 from spotlake.errors import ConfigError
@@ -138,7 +138,7 @@ class StreamConfig:
 
     def job_document(self, run_id: str, attempt: int, bootstrap_servers: str,
                      available_now: bool = False, region: str | None = None) -> dict[str, Any]:
-        """The Spark job's document (see ``spark_jobs/stream_job.py``); ``region`` is the AWS
+        """The Spark job's document (see ``spark_jobs/clickstream/job.py``); ``region`` is the AWS
         region of Secrets Manager and MSK (the registry's)."""
         source: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,

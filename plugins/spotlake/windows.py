@@ -4,7 +4,7 @@ A run is labelled by its data interval [start, end) (its job key is
 ``<pipeline>#<start label>``), but what it reads is driven by committed state: rows
 whose cursor lies in ``[min(start, watermark) - lookback, end)``, where the watermark is
 the end of the last window up to which every window of the pipeline is committed
-(:mod:`spark_jobs.lake_state`). So after a pause, a scheduler outage or a failed window,
+(:mod:`spark_jobs.common.lake_state`). So after a pause, a scheduler outage or a failed window,
 the next run covers the gap; the lookback catches rows committed late with an older
 cursor value; rows read twice fold into one by primary key (newest cursor wins).
 
@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-from spark_jobs.contract import window_label
+from spark_jobs.common.contract import window_label
 
 
 @dataclass(frozen=True)

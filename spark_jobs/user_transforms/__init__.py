@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 
-from spark_jobs.errors import UnknownUserTransformError
+from spark_jobs.common.errors import UnknownUserTransformError
 
 UserTransform = Callable[[DataFrame], DataFrame]
 

@@ -17,7 +17,7 @@ import pymysql
 import pytest
 
 from hooks.livy import probe_livy
-from spark_jobs.lake_state import snapshot_job_key
+from spark_jobs.common.lake_state import snapshot_job_key
 from spotlake.fleet import Fleet
 from spotlake.pools import LocalShape, PoolConfig
 from spotlake.registry import ClusterState, JobState

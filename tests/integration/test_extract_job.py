@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from spark_jobs import extract, extraction
-from spark_jobs.errors import ExtractionError, StaleAttemptError
-from spark_jobs.extraction import run_extraction
-from spark_jobs.job_config import ExtractJob
-from spark_jobs.lake_state import iso, snapshot_job_key
+from spark_jobs.common.errors import ExtractionError, StaleAttemptError
+from spark_jobs.common.job_documents import ExtractJob
+from spark_jobs.common.lake_state import iso, snapshot_job_key
+from spark_jobs.extraction import main as extraction_main
+from spark_jobs.extraction import run as extraction_run
+from spark_jobs.extraction.run import run_extraction
 from spotlake import config, lake
 from tests.support.job_harness import (
     FIVE,
@@ -107,7 +108,7 @@ def test_a_resumed_snapshot_continues_after_its_last_committed_chunk(
     pipe: Lake, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(pipe, 200, datetime.now(UTC) - timedelta(days=1))
-    real = extraction.commit_locked
+    real = extraction_run.commit_locked
     commits: list[int] = []
 
     def dies_after_two(run: Any, read: Any, chunk: Any, record: Any) -> Any:
@@ -116,10 +117,10 @@ def test_a_resumed_snapshot_continues_after_its_last_committed_chunk(
         commits.append(chunk.number)
         return real(run, read, chunk, record)
 
-    monkeypatch.setattr(extraction, "commit_locked", dies_after_two)
+    monkeypatch.setattr(extraction_run, "commit_locked", dies_after_two)
     with pytest.raises(RuntimeError, match="cluster lost"):
         pipe.snapshot(spark)
-    monkeypatch.setattr(extraction, "commit_locked", real)
+    monkeypatch.setattr(extraction_run, "commit_locked", real)
     state = pipe.store.get(pipe.pipeline)
     assert (state.snapshot, state.snapshot_chunks, state.snapshot_rows) == ("RUNNING", 2, 80)
 
@@ -142,7 +143,7 @@ def test_a_zombie_attempt_that_commits_after_a_newer_one_is_refused(
     zombie_job = pipe.window_job(w)  # attempt 1: its cluster is declared dead while it reads
 
     read_done, resume = threading.Event(), threading.Event()
-    real_read = extraction.read_chunk
+    real_read = extraction_run.read_chunk
 
     def slow_read(run: Any, condition: str, chunk: Any) -> Any:
         out = real_read(run, condition, chunk)
@@ -151,7 +152,7 @@ def test_a_zombie_attempt_that_commits_after_a_newer_one_is_refused(
             assert resume.wait(120)
         return out
 
-    monkeypatch.setattr(extraction, "read_chunk", slow_read)
+    monkeypatch.setattr(extraction_run, "read_chunk", slow_read)
     outcome: list[Any] = []
     thread = threading.Thread(target=lambda: outcome.append(_run(spark, zombie_job)))
     thread.start()
@@ -283,7 +284,7 @@ def test_main_prints_the_result_or_one_error_line(pipe: Lake, spark: SparkSessio
     run_id, attempt = pipe.claim(key)
     doc = pipe.document(key, run_id, attempt)
     encoded = base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
-    assert extract.main(["--job", encoded]) == 0
+    assert extraction_main.main(["--job", encoded]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("SPOTLAKE_RESULT: ")
     assert json.loads(out[-1].removeprefix("SPOTLAKE_RESULT: "))["rows"] == 3
@@ -291,7 +292,7 @@ def test_main_prints_the_result_or_one_error_line(pipe: Lake, spark: SparkSessio
 
     job_file = pipe.tmp / "job.json"
     job_file.write_text(json.dumps({**doc, "table": "no_such_table"}))
-    assert extract.main(["--job-file", str(job_file)]) == 2
+    assert extraction_main.main(["--job-file", str(job_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
         f"SPOTLAKE_ERROR: pipeline {pipe.pipeline}: table shop.no_such_table does not exist in the "
@@ -307,7 +308,7 @@ def test_entry_script_runs_from_the_shipped_zip(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(package)}
     bad = base64.urlsafe_b64encode(b'{"pipeline": "test_orders", "attempt": 0}').decode()
     result = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, str(PROJECT_ROOT / "spark_jobs" / "extract.py"), "--job", bad],
+        [sys.executable, str(PROJECT_ROOT / "spark_jobs" / "extraction" / "main.py"), "--job", bad],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
     )
     assert result.returncode == 2, result.stderr

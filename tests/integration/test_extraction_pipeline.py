@@ -1,5 +1,5 @@
 """Extraction end to end, driven as Airflow drives it: the operator and its trigger run real
-Livy batches of spark_jobs/extract.py on a local cluster, reading the real MariaDB and
+Livy batches of spark_jobs/extraction/main.py on a local cluster, reading the real MariaDB and
 committing to the lake's Iceberg tables (JDBC catalog on PostgreSQL, files on the local S3
 server); the registry is moto's DynamoDB. Every check of the lake compares it with an
 independent read of MySQL (pymysql), and reads the lake through pyiceberg, not the job's code.
@@ -33,7 +33,7 @@ from hooks.livy import EndpointLivyHook
 from operators.extraction import ExtractWindowOperator
 from operators.maintenance import LakeMaintenanceOperator
 from operators.reconcile import ReconcileOperator
-from spark_jobs.lake_state import parse_iso, snapshot_job_key
+from spark_jobs.common.lake_state import parse_iso, snapshot_job_key
 from spotlake import lake
 from spotlake.freshness import FAILING, FRESH, freshness
 from spotlake.registry import JobState

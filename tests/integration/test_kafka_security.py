@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from py4j.protocol import Py4JJavaError
 
-from spark_jobs.kafka_security import Credentials, KafkaSecurity
+from spark_jobs.clickstream.kafka_security import Credentials, KafkaSecurity
 
 
 def build_consumer(spark: Any, options: dict[str, str]) -> Any:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from spark_jobs.extraction import run_extraction
-from spark_jobs.job_config import ExtractJob
+from spark_jobs.common.job_documents import ExtractJob
+from spark_jobs.extraction.run import run_extraction
 from spotlake import stack
 from tests.support.job_harness import Lake, seed
 
@@ -87,7 +87,7 @@ def test_rows_without_hashes_make_one_full_pass_then_deletes_are_exact(pipe: Lak
 
 
 def test_a_pipeline_with_a_filter_is_refused(pipe: Lake, spark: SparkSession) -> None:
-    from spark_jobs.errors import ExtractionError
+    from spark_jobs.common.errors import ExtractionError
 
     seed(pipe, 5, datetime.now(UTC) - timedelta(days=1))
     pipe.snapshot(spark)

@@ -18,11 +18,11 @@ import pymysql
 import pytest
 from pyspark.sql import SparkSession
 
-from spark_jobs import extract
-from spark_jobs.errors import DataError, ExtractionError
-from spark_jobs.extraction import run_extraction
-from spark_jobs.job_config import ExtractJob
-from spark_jobs.lake_state import WindowRecord, iso, snapshot_job_key
+from spark_jobs.common.errors import DataError, ExtractionError
+from spark_jobs.common.job_documents import ExtractJob
+from spark_jobs.common.lake_state import WindowRecord, iso, snapshot_job_key
+from spark_jobs.extraction import main as extraction_main
+from spark_jobs.extraction.run import run_extraction
 from spotlake.stack import StackLayout
 from tests.support.job_harness import FIVE, Lake, next_window, orders_pipeline, seed
 
@@ -343,7 +343,7 @@ def test_a_value_a_transform_cannot_hold_fails_once_with_the_column_value_and_fi
     run_id, attempt = env.claim(key)
     doc = env.document(key, run_id, attempt, transforms=casts, soft_delete=None)
     encoded = base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
-    assert extract.main(["--job", encoded]) == 2
+    assert extraction_main.main(["--job", encoded]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-2].startswith("SPOTLAKE_DATA_ERROR: ") and err[-1].startswith("SPOTLAKE_ERROR: ")
     env.sql(f"DROP TABLE {env.table}")

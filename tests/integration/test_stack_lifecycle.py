@@ -18,7 +18,7 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from spark_jobs.lake_state import LakeState, WindowRecord
+from spark_jobs.common.lake_state import LakeState, WindowRecord
 from spotlake import config
 from spotlake import lake as spotlake_lake
 from spotlake.errors import StackError

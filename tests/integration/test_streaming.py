@@ -27,12 +27,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
 from hooks.livy import EndpointLivyHook
-from spark_jobs import clickstream
-from spark_jobs.click_sink import CheckpointRefused, Claim, PostgresSinkWriter, resolve_target
-from spark_jobs.clickstream import LakeWriter, StreamRun, batch_writer, run_stream
-from spark_jobs.errors import StreamFencedError
-from spark_jobs.job_config import MaintenanceJob
-from spark_jobs.maintenance import run_maintenance
+from spark_jobs.clickstream import run as clickstream_run
+from spark_jobs.clickstream.run import LakeWriter, StreamRun, batch_writer, run_stream
+from spark_jobs.clickstream.sink import CheckpointRefused, Claim, PostgresSinkWriter, resolve_target
+from spark_jobs.common.errors import StreamFencedError
+from spark_jobs.common.job_documents import MaintenanceJob
+from spark_jobs.maintenance.run import run_maintenance
 from spotlake import artifacts, stream_reset
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 from spotlake.stack import StackLayout
@@ -212,7 +212,7 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     # The stream's own snapshot expiry (every EXPIRE_EVERY batches; here with no age limit and
     # the last one kept): the metadata shrinks, no row changes, and the stream's newest commit
     # stays however many compaction snapshots came after it, so the last batch is still found.
-    monkeypatch.setattr(clickstream, "RETAIN_LAST", 1)
+    monkeypatch.setattr(clickstream_run, "RETAIN_LAST", 1)
     assert again.lake.snapshot_retention_s == 3600
     LakeWriter(spark, replace(again, lake=replace(again.lake, snapshot_retention_s=0)),
                run.checkpoint_id).expire_snapshots()
@@ -366,7 +366,7 @@ def test_a_deleted_checkpoint_is_refused_until_a_reset_then_nothing_is_lost_or_c
 
 def test_the_sinks_claim_follows_one_checkpoint_and_the_newest_attempt(env: StreamEnv) -> None:
     """The claim's rules on the real database: each checkpoint case of docs/streaming.md."""
-    from spark_jobs.click_sink import BatchRows
+    from spark_jobs.clickstream.sink import BatchRows
 
     def writer(attempt: int) -> PostgresSinkWriter:
         return writer_for(env, env.job(attempt=attempt))
@@ -557,7 +557,7 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
     stream_supervisor = StreamSupervisor(
         stream=stream, registry=registry, statuses=statuses, kafka=KafkaTopics(env.bootstrap),
         sink=SinkDatabase(env.connect, env.schema), client_for=EndpointLivyHook, control_for=LivyBatchControl,
-        publish=lambda: artifacts.publish("stream_clicks.py"),
+        publish=lambda: artifacts.publish("clickstream"),
     )
 
     def launch(label: str) -> tuple[Cluster, str, str]:

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from airflow.exceptions import TaskDeferred
 
-from spark_jobs.lake_state import parse_iso
+from spark_jobs.common.lake_state import parse_iso
 from spotlake.registry import Cluster, ClusterState, JobState
 from tests.support.extraction_harness import (
     FIVE,

@@ -22,7 +22,7 @@ import yaml
 from airflow.exceptions import TaskDeferred
 
 from operators.extraction import ExtractWindowOperator
-from spark_jobs.lake_state import LakeState, PipelineState
+from spark_jobs.common.lake_state import LakeState, PipelineState
 from spotlake import config, lake
 from spotlake.registry import Cluster, Registry
 

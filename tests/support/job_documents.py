@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from spark_jobs.job_config import ExtractJob
+from spark_jobs.common.job_documents import ExtractJob
 
 BASE_JOB: dict[str, Any] = {
     "job_key": "shop_orders#20261127T140000Z",

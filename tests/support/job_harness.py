@@ -24,10 +24,10 @@ import pymysql
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from spark_jobs.extraction import run_extraction
-from spark_jobs.job_config import ExtractJob
-from spark_jobs.lake_state import LakeState, WindowRecord, iso, parse_iso, snapshot_job_key
-from spark_jobs.maintenance import MaintenanceJob, run_maintenance
+from spark_jobs.common.job_documents import ExtractJob
+from spark_jobs.common.lake_state import LakeState, WindowRecord, iso, parse_iso, snapshot_job_key
+from spark_jobs.extraction.run import run_extraction
+from spark_jobs.maintenance.run import MaintenanceJob, run_maintenance
 from spotlake import config, lake, maven
 from spotlake.registry import Cluster, Registry
 from spotlake.stack import StackLayout

@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from spark_jobs.stream_job import StreamJob
+from spark_jobs.clickstream.job import StreamJob
 from spotlake import config, lake, sink_schema
 from spotlake.streaming import RestartBudget, StreamConfig, StreamLakeTables
 from spotlake_dev.clickgen.behaviour import ClickStream

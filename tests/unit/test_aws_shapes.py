@@ -9,17 +9,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from spark_jobs.database_secret import Endpoint, parse_database_secret, read_database_secret
-from spark_jobs.errors import ExtractionError, StreamingError
-from spark_jobs.job_config import ExtractJob
-from spark_jobs.kafka_security import (
+from spark_jobs.clickstream.job import StreamJob
+from spark_jobs.clickstream.kafka_security import (
     IAM_CALLBACK_HANDLER,
     Credentials,
     KafkaSecurity,
     parse_credentials,
     read_credentials,
 )
-from spark_jobs.stream_job import StreamJob
+from spark_jobs.common.database_secret import Endpoint, parse_database_secret, read_database_secret
+from spark_jobs.common.errors import ExtractionError, StreamingError
+from spark_jobs.common.job_documents import ExtractJob
 from spotlake import config, streaming
 from spotlake.errors import ConfigError
 from tests.support.stream_configs import parse as parse_streams

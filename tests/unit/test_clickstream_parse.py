@@ -11,7 +11,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
 
-from spark_jobs.click_events import (
+from spark_jobs.clickstream.events import (
     classify_events,
     dead_letters,
     valid_events,

@@ -1,4 +1,4 @@
-"""The Airflow–Spark contract (spark_jobs/contract.py): what one side writes, the other reads."""
+"""The Airflow–Spark contract (spark_jobs/common/contract.py): what one side writes, the other reads."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from spark_jobs import contract
-from spark_jobs.errors import ExtractionError, StreamingError
-from spark_jobs.job_config import ExtractJob
-from spark_jobs.stream_job import StreamJob
+from spark_jobs.clickstream.job import StreamJob
+from spark_jobs.common import contract
+from spark_jobs.common.errors import ExtractionError, StreamingError
+from spark_jobs.common.job_documents import ExtractJob
 
 
 def test_a_job_document_survives_its_argument_both_ways() -> None:

@@ -35,7 +35,7 @@ def test_every_pipeline_has_a_reconciliation_dag() -> None:
 
 
 def test_the_maintenance_dag_maintains_every_pipeline_and_every_streams_lake_tables() -> None:
-    from spark_jobs.job_config import MaintenanceJob
+    from spark_jobs.common.job_documents import MaintenanceJob
     from spotlake import config, streaming
 
     bag = DagBag(dag_folder=str(DAGS))

@@ -14,10 +14,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DecimalType, LongType, StringType, StructField, StructType, TimestampType
 
-from spark_jobs import extract, user_transforms
-from spark_jobs.errors import DataError, ExtractionError, UnknownUserTransformError
-from spark_jobs.job_config import ExtractJob, is_identifier, quote_identifier
-from spark_jobs.mysql_source import (
+from spark_jobs import user_transforms
+from spark_jobs.common.errors import DataError, ExtractionError, UnknownUserTransformError
+from spark_jobs.common.job_documents import ExtractJob, is_identifier, quote_identifier
+from spark_jobs.extraction import main as extraction_main
+from spark_jobs.extraction.mysql_source import (
     ReadStats,
     SourceColumn,
     SourceTable,
@@ -28,7 +29,7 @@ from spark_jobs.mysql_source import (
     range_condition,
     select_query,
 )
-from spark_jobs.transforms import apply_transforms, transform
+from spark_jobs.extraction.transforms import apply_transforms, transform
 from tests.support.job_documents import BASE_JOB, job_with
 
 SCHEMA = StructType(
@@ -170,10 +171,10 @@ def test_identifiers_are_validated_and_quoted() -> None:
 
 
 def test_main_prints_one_error_line_for_a_bad_job(capsys: pytest.CaptureFixture[str]) -> None:
-    assert extract.main(["--job", base64.urlsafe_b64encode(b'{"pipeline": "shop_orders"}').decode()]) == 2
+    assert extraction_main.main(["--job", base64.urlsafe_b64encode(b'{"pipeline": "shop_orders"}').decode()]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("SPOTLAKE_ERROR: pipeline shop_orders: job field ")
-    assert extract.main([]) == 2
+    assert extraction_main.main([]) == 2
     assert "SPOTLAKE_ERROR: job: one of the arguments --job --job-file is required" in capsys.readouterr().err
 
 

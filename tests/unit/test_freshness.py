@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from spark_jobs.lake_state import PipelineState
+from spark_jobs.common.lake_state import PipelineState
 from spotlake import config
 from spotlake.freshness import FAILING, FRESH, LOADING, NEVER, STALE, freshness
 

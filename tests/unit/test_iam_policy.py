@@ -26,7 +26,7 @@ Each policy is compared with the calls of its side:
 - docs/iam/airflow-policy.json, Airflow's role: plugins/ and dags/, except EXCLUDED (the local
   stack, the demo and the click generator are never deployed; the setup step has its own
   policy), plus the functions of the spark_jobs modules this code imports that it calls (by
-  name, with what they call in turn: spark_jobs.lake_state's ``ensure``, ``plan_window`` …);
+  name, with what they call in turn: spark_jobs.common.lake_state's ``ensure``, ``plan_window`` …);
 - docs/iam/emr-instance-policy.json, the EMR clusters' instance profile: spark_jobs/;
 - docs/iam/setup-policy.json, the deployer's one-off setup step: plugins/spotlake/aws_setup.py.
 
@@ -134,7 +134,7 @@ CLIENTS = {
     "plugins/spotlake/job_dependencies.py": {"s3": "s3"},  # the same, or boto3.client("s3") in its main
     "plugins/spotlake/lake.py": {"secrets": "secretsmanager"},
     "plugins/spotlake/aws_setup.py": {"client": "dynamodb"},
-    "spark_jobs/lake_state.py": {"self.client": "dynamodb"},  # the jobs' boto3.client("dynamodb"), the registry's
+    "spark_jobs/common/lake_state.py": {"self.client": "dynamodb"},  # the jobs' boto3.client("dynamodb"), the registry's
 }
 # Receivers of calls named like AWS operations that are not AWS clients.
 NOT_AWS = {
@@ -445,13 +445,13 @@ def test_the_scan_finds_the_calls_it_should() -> None:
         ("plugins/spotlake/providers/emr.py", "elasticmapreduce:RunJobFlow"),  # EmrHook.create_job_flow
         ("plugins/spotlake/providers/emr.py", "elasticmapreduce:DescribeCluster"),  # self.client = self.hook.conn
         ("plugins/spotlake/registry.py", "dynamodb:UpdateItem"),  # transact_write_items of Update items
-        ("spark_jobs/lake_state.py", "dynamodb:ConditionCheckItem"),
-        ("spark_jobs/database_secret.py", "secretsmanager:GetSecretValue"),  # boto3.client(...).get_secret_value
+        ("spark_jobs/common/lake_state.py", "dynamodb:ConditionCheckItem"),
+        ("spark_jobs/common/database_secret.py", "secretsmanager:GetSecretValue"),  # boto3.client(...).get_secret_value
         ("plugins/spotlake/aws_setup.py", "dynamodb:CreateTable"),
         ("plugins/spotlake/aws_setup.py", "dynamodb:DescribeTable"),  # get_waiter("table_exists")
     ]:
         assert expected in found, f"the scan missed {expected}"
-    airflow = {c.action for c in side_calls(SIDES[0]) if c.path == "spark_jobs/lake_state.py"}
+    airflow = {c.action for c in side_calls(SIDES[0]) if c.path == "spark_jobs/common/lake_state.py"}
     # Airflow uses lake_state's planning (ensure, plan_window, record_failure …), never its commit lock.
     assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"} <= airflow
     assert "dynamodb:ConditionCheckItem" not in airflow

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from spark_jobs import runtime
+from spark_jobs.common import runtime
 from spotlake import artifacts, job_dependencies
 from spotlake.job_dependencies import DependenciesMissing, Manifest
 from spotlake.stack import PROJECT_ROOT, StackLayout
@@ -43,7 +43,7 @@ def test_publish_to_a_folder_is_content_addressed_and_the_batch_names_it(tmp_pat
     assert manifest.spark_conf() == {"spark.archives": f"{manifest.python_archive}#pydeps"}
     assert job_dependencies.load(str(root)) == manifest
 
-    published = artifacts.publish("extract.py", root=str(root))
+    published = artifacts.publish("extraction", root=str(root))
     request = published.request("p#w", "small", name="x", conf={"spark.archives": "other", "spark.x": "1"})
     body = request.body()
     assert body["jars"] == manifest.jars
@@ -60,7 +60,7 @@ def test_publish_to_a_folder_is_content_addressed_and_the_batch_names_it(tmp_pat
 
 def test_no_published_dependencies_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DependenciesMissing, match=r"python -m spotlake.job_dependencies publish --to .*"):
-        artifacts.publish("extract.py", root=str(tmp_path))
+        artifacts.publish("extraction", root=str(tmp_path))
     (tmp_path / job_dependencies.MANIFEST).write_text("{}")
     with pytest.raises(DependenciesMissing, match="not a job-dependencies manifest"):
         job_dependencies.load(str(tmp_path))
@@ -78,7 +78,7 @@ def test_publish_to_s3_uploads_each_file_once(tmp_path: Path) -> None:
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="deploy")["Contents"])
     assert len(keys) == 5 and "spotlake/job-dependencies.json" in keys and "spotlake/bootstrap/install-python.sh" in keys
     assert job_dependencies.load("s3://deploy/spotlake", s3) == manifest
-    published = artifacts.publish("extract.py", s3=s3, root="s3://deploy/spotlake")
+    published = artifacts.publish("extraction", s3=s3, root="s3://deploy/spotlake")
     assert published.jars == manifest.jars and published.entry.startswith("s3://deploy/spotlake/")
 
 
@@ -139,7 +139,7 @@ def test_the_entry_scripts_import_without_the_jobs_packages(tmp_path: Path) -> N
     for name in ("boto3", "botocore", "psycopg2"):
         (blocker / name).mkdir()
         (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is not on a bare cluster')\n")
-    for entry in ("extract", "maintain", "stream_clicks"):
+    for entry in ("extraction.main", "maintenance.main", "clickstream.main"):
         done = subprocess.run(
             [sys.executable, "-S", "-c", f"import spark_jobs.{entry}"], capture_output=True, text=True, timeout=60,
             env={"PYTHONPATH": ":".join([str(blocker), str(PROJECT_ROOT), *zips])},

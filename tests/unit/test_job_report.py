@@ -10,9 +10,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from spark_jobs import extract
-from spark_jobs.errors import DataError
-from spark_jobs.report import write_report
+from spark_jobs.common import entry
+from spark_jobs.common.errors import DataError
+from spark_jobs.common.job_documents import ExtractJob
+from spark_jobs.common.report import write_report
 from spotlake import artifacts
 from tests.support.job_documents import BASE_JOB
 
@@ -23,8 +24,8 @@ class Session:
 
 @pytest.fixture
 def active_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(extract.SparkSession, "getActiveSession", staticmethod(lambda: Session()))
-    monkeypatch.setattr(extract, "use_job_packages", lambda: None)
+    monkeypatch.setattr(entry.SparkSession, "getActiveSession", staticmethod(lambda: Session()))
+    monkeypatch.setattr(entry, "use_job_packages", lambda: None)
 
 
 def job_file(tmp_path: Path) -> str:
@@ -35,8 +36,8 @@ def job_file(tmp_path: Path) -> str:
 
 def run(tmp_path: Path, runner: str) -> tuple[int, dict[str, Any]]:
     report = tmp_path / "reports" / "r.json"
-    code = extract.run_main(["--job-file", job_file(tmp_path), "--report", str(report)], "extract.py", "d",
-                            extract.ExtractJob, runner, "extraction")
+    code = entry.run_main(["--job-file", job_file(tmp_path), "--report", str(report)], "extract.py", "d",
+                            ExtractJob, runner, "extraction")
     return code, json.loads(report.read_text())
 
 

@@ -1,4 +1,4 @@
-"""The lake state contract (spark_jobs.lake_state) on moto's DynamoDB: watermark, window plans,
+"""The lake state contract (spark_jobs.common.lake_state) on moto's DynamoDB: watermark, window plans,
 and the commit lock that only an attempt owning its job can take."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from spark_jobs.lake_state import (
+from spark_jobs.common.lake_state import (
     AttemptFenced,
     LakeState,
     LockBusy,

@@ -261,7 +261,7 @@ def airflow_provides() -> set[str]:
 def test_the_scan_sees_the_airflow_side() -> None:
     modules = {module_name(p): eager for p, eager in airflow_side().items()}
     for name in ("operators.extraction", "sensors.cluster_health", "spotlake.config", "triggers.livy", "hooks.livy",
-                 "spark_jobs.lake_state", "spotlake.stream_supervisor"):
+                 "spark_jobs.common.lake_state", "spotlake.stream_supervisor"):
         assert modules.get(name) is True, f"{name} is not among the modules the DAGs and plugins import"
     assert modules.get("spark_jobs.user_transforms") is False, "only registered_functions() imports it, in a try"
     assert not any(name.startswith(("spotlake_dev.localstack", "spotlake_dev.clickgen")) for name in modules)

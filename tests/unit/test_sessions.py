@@ -333,7 +333,7 @@ def test_a_session_that_grew_past_its_limits_is_recycled(memory: Any, why: str) 
 
 
 def test_the_job_side_reports_its_session_memory_in_the_line_the_operator_reads() -> None:
-    from spark_jobs import session
+    from spark_jobs.common import session
 
     class Usage:
         def __init__(self, used: int) -> None:

@@ -280,7 +280,7 @@ class CommittingLivy:
         import base64
         import json
 
-        from spark_jobs.lake_state import LakeState, record_item
+        from spark_jobs.common.lake_state import LakeState, record_item
 
         document = json.loads(base64.urlsafe_b64decode(kwargs["args"][1]))
         CommittingLivy.submitted.append(document)

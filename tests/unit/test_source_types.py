@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from spark_jobs.errors import ExtractionError
-from spark_jobs.mysql_source import (
+from spark_jobs.common.errors import ExtractionError
+from spark_jobs.extraction.mysql_source import (
     OpenTransaction,
     SourceTable,
     TimeLine,
@@ -18,7 +18,7 @@ from spark_jobs.mysql_source import (
     parse_zone,
     read_limit,
 )
-from spark_jobs.source_types import SourceColumn, column_read, select_list
+from spark_jobs.extraction.source_types import SourceColumn, column_read, select_list
 from tests.support.job_documents import job_with
 
 

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from spark_jobs.lake_state import LakeState
+from spark_jobs.common.lake_state import LakeState
 from spotlake import config, pools, stack, status
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 

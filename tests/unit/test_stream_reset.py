@@ -36,7 +36,7 @@ def test_committed_needs_something_committed() -> None:
 
 
 def test_a_committed_reset_takes_the_sinks_offsets_when_it_is_consumed() -> None:
-    from spark_jobs.click_sink import committed_offsets
+    from spark_jobs.clickstream.sink import committed_offsets
 
     requested = starting_offsets("committed", {"clicks": {"0": 120}}, {"clicks": 2}, "clicks")
     # The old checkpoint went on committing after the reset was asked for: its batches are not read again.

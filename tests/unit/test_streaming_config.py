@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from spark_jobs.errors import StreamingError
-from spark_jobs.stream_job import StreamJob
+from spark_jobs.clickstream.job import StreamJob
+from spark_jobs.common.errors import StreamingError
 from spotlake import config, pools, streaming
 from spotlake.errors import ConfigError
 from tests.support.stream_configs import BASE, PATH, parse

@@ -28,7 +28,7 @@ distinct-set members, aggregates and funnel counts together with the batch id in
 
 The module has no Spark dependency: the Spark job computes :class:`BatchRows` from
 a micro-batch, the Python baseline of ``bench/streaming_bench.py`` from a poll.
-It needs ``psycopg2``, which every batch brings in its Python archive (spark_jobs/runtime.py).
+It needs ``psycopg2``, which every batch brings in its Python archive (spark_jobs/common/runtime.py).
 Credentials come from a Secrets Manager secret (JSON with host, port, database,
 username, password) and go only into the connection: never into a log or message.
 """
@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from spark_jobs.database_secret import Endpoint, read_database_secret
-from spark_jobs.errors import StreamFencedError, StreamingError
+from spark_jobs.common.database_secret import Endpoint, read_database_secret
+from spark_jobs.common.errors import StreamFencedError, StreamingError
 
 LOG = logging.getLogger(__name__)
 UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9

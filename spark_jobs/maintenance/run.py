@@ -26,11 +26,11 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from spark_jobs.commit_lock import take_lock
-from spark_jobs.errors import ExtractionError
-from spark_jobs.job_config import UTC, MaintenanceJob
-from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS, catalog_properties, table_exists, with_commit_properties
-from spark_jobs.lake_state import LakeState, Owner, iso
+from spark_jobs.common.commit_lock import take_lock
+from spark_jobs.common.errors import ExtractionError
+from spark_jobs.common.job_documents import UTC, MaintenanceJob
+from spark_jobs.common.lake_catalog import ICEBERG_EXTENSIONS, catalog_properties, table_exists, with_commit_properties
+from spark_jobs.common.lake_state import LakeState, Owner, iso
 
 LOG = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _maintain_stream(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]
     stream only appends, and an append never conflicts with a compaction)."""
     result: dict[str, Any] = {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {}}
     now = datetime.now(UTC)
-    from spark_jobs.clickstream import stream_expiry_cutoff
+    from spark_jobs.clickstream.run import stream_expiry_cutoff
 
     for name in dict.fromkeys((job.lake.current_table, job.lake.changes_table)):
         if table_exists(spark, name):

@@ -21,7 +21,7 @@ Example::
 ``trigger`` is ``{"interval_s": N}`` (0 = as fast as possible, at most 30) or
 ``{"available_now": true}`` (process what is in Kafka now, then stop: tests and
 backfills). ``lake`` may be ``null`` (events only counted in PostgreSQL); its catalog
-fields are those of an extraction job's ``lake`` section (``spark_jobs.job_config``);
+fields are those of an extraction job's ``lake`` section (``spark_jobs.common.job_documents``);
 ``dead_letters`` may be ``null`` (dead letters only in PostgreSQL). ``max_future_skew_s``:
 an event whose time is further ahead of its Kafka timestamp than this is a dead letter
 (reason ``future_event_time``) and never moves the watermark.
@@ -35,11 +35,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from spark_jobs.contract import decode_job, decode_json
-from spark_jobs.database_secret import Endpoint
-from spark_jobs.errors import StreamingError
-from spark_jobs.job_config import REGION
-from spark_jobs.kafka_security import Credentials, KafkaSecurity
+from spark_jobs.clickstream.kafka_security import Credentials, KafkaSecurity
+from spark_jobs.common.contract import decode_job, decode_json
+from spark_jobs.common.database_secret import Endpoint
+from spark_jobs.common.errors import StreamingError
+from spark_jobs.common.job_documents import REGION
 
 CONFIG_FILE = "config/streaming.yaml"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -98,7 +98,7 @@ class PostgresSink:
 @dataclass(frozen=True)
 class StreamLake:
     """The stream's Iceberg tables: the valid events and (optionally) the dead letters, in the
-    lake's catalog (the fields :func:`spark_jobs.lake_catalog.catalog_properties` reads)."""
+    lake's catalog (the fields :func:`spark_jobs.common.lake_catalog.catalog_properties` reads)."""
 
     catalog: str
     type: str
@@ -233,8 +233,8 @@ class _Parser:
 
     def lake(self, data: Any) -> StreamLake:
         """The ``lake`` section: the catalog as in an extraction job, and the two table names."""
-        from spark_jobs.errors import ExtractionError
-        from spark_jobs.job_config import _JobParser
+        from spark_jobs.common.errors import ExtractionError
+        from spark_jobs.common.job_documents import _JobParser
 
         if not isinstance(data, dict):
             raise self.fail("lake", f"must be a JSON object or null, got {data!r}")

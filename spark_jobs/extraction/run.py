@@ -1,8 +1,8 @@
 """Extract one job of one MySQL table into the lake: a window, the initial snapshot, or a
-reconciliation (:mod:`spark_jobs.reconcile`, which builds on the reads and commits here).
+reconciliation (:mod:`spark_jobs.extraction.reconcile`, which builds on the reads and commits here).
 
 :func:`run_extraction` is a function of (Spark session, job), so it runs the same
-in a one-shot ``spark-submit`` (see ``extract.py``) and in a long-lived session.
+in a one-shot ``spark-submit`` (see ``extraction/main.py``) and in a long-lived session.
 
 - A **window** job reads the rows whose cursor lies in the window's planned range
   ``[read_from, end)`` (planned by the operator from the pipeline's committed watermark,
@@ -21,7 +21,7 @@ in a one-shot ``spark-submit`` (see ``extract.py``) and in a long-lived session.
 
 Each chunk: read and transform the rows and keep them on the executors (outside the
 lock), then under the pipeline's commit lock evolve the tables' schema, commit the
-changes table and the current-state table (:mod:`spark_jobs.lake_commit`), and record
+changes table and the current-state table (:mod:`spark_jobs.extraction.lake_commit`), and record
 the commit (watermark, window record) in the same registry transaction that frees the
 lock. A chunk that read no rows and that no earlier attempt touched commits nothing to
 Iceberg; only the watermark moves.
@@ -48,21 +48,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import IntegerType, LongType
 
-from spark_jobs.commit_lock import take_lock
-from spark_jobs.data_errors import data_error
-from spark_jobs.errors import CommitConflict, ExtractionError
-from spark_jobs.job_config import UTC, ExtractJob, quote_identifier
-from spark_jobs.lake_catalog import configure_catalog, current_snapshot, ensure_tables, live_rows
-from spark_jobs.lake_commit import (
-    Chunk,
-    CommitResult,
-    aligned,
-    commit_properties,
-    merge_current,
-    replace_changes,
-    with_change_columns,
-)
-from spark_jobs.lake_state import (
+from spark_jobs.common.commit_lock import take_lock
+from spark_jobs.common.errors import CommitConflict, ExtractionError
+from spark_jobs.common.job_documents import UTC, ExtractJob, quote_identifier
+from spark_jobs.common.lake_catalog import configure_catalog, current_snapshot, ensure_tables, live_rows
+from spark_jobs.common.lake_state import (
     SNAPSHOT_LABEL,
     LakeState,
     Owner,
@@ -72,7 +62,17 @@ from spark_jobs.lake_state import (
     iso,
     parse_iso,
 )
-from spark_jobs.mysql_source import (
+from spark_jobs.extraction.data_errors import data_error
+from spark_jobs.extraction.lake_commit import (
+    Chunk,
+    CommitResult,
+    aligned,
+    commit_properties,
+    merge_current,
+    replace_changes,
+    with_change_columns,
+)
+from spark_jobs.extraction.mysql_source import (
     ReadLimit,
     SourceTable,
     TimeLine,
@@ -90,8 +90,8 @@ from spark_jobs.mysql_source import (
     source_now,
     time_line,
 )
-from spark_jobs.source_types import CARRIED, INVALID_DATES, SOURCE_HASH
-from spark_jobs.transforms import KeyColumns, apply_transforms
+from spark_jobs.extraction.source_types import CARRIED, INVALID_DATES, SOURCE_HASH
+from spark_jobs.extraction.transforms import KeyColumns, apply_transforms
 
 __all__ = ["ExtractJob", "run_extraction"]
 
@@ -198,7 +198,7 @@ def run_extraction(spark: SparkSession, job: ExtractJob) -> dict[str, Any]:
                 line = time_line(connection, job, table)
             run = Run(spark, job, lake_state(job), connection, table, source, clock, line)
             if job.kind == "reconcile":
-                from spark_jobs.reconcile import run_reconcile  # it builds on this module
+                from spark_jobs.extraction.reconcile import run_reconcile  # it builds on this module
 
                 result = run_reconcile(run)
             else:
@@ -277,7 +277,7 @@ def run_window(run: Run) -> dict[str, Any]:
 
 
 def source_limit(run: Run) -> ReadLimit:
-    """How far the source lets a window read now (see :func:`spark_jobs.mysql_source.read_limit`);
+    """How far the source lets a window read now (see :func:`spark_jobs.extraction.mysql_source.read_limit`);
     transactions open too long to wait for are logged."""
     job = run.job
     if not job.read.wait_for_open_transactions:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from spark_jobs.job_config import quote_identifier
+from spark_jobs.common.job_documents import quote_identifier
 
 SPATIAL_TYPES = frozenset({
     "geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
@@ -56,7 +56,7 @@ CARRIED = "__spotlake_"
 INVALID_DATES = "__spotlake_invalid_dates"
 # MD5 of the row's primary key and of the whole row as the source renders them (``QUOTE``), stored
 # in the lake as ``_source_key`` / ``_source_hash``: reconciliation compares them with the same
-# expressions computed on the source (see :mod:`spark_jobs.reconcile`).
+# expressions computed on the source (see :mod:`spark_jobs.extraction.reconcile`).
 SOURCE_KEY = "__spotlake_source_key"
 SOURCE_HASH = "__spotlake_source_hash"
 MAX_SPARK_PRECISION = 38

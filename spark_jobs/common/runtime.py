@@ -8,7 +8,7 @@ mode and local) or the YARN container's working directory (cluster mode); :func:
 puts whichever exists on ``sys.path``. Entry scripts call it once the session exists and before
 they import the job modules, which import boto3 at module level.
 
-Standard library, PySpark and :mod:`spark_jobs.errors` only: this module runs before the packages
+Standard library, PySpark and :mod:`spark_jobs.common.errors` only: this module runs before the packages
 are reachable.
 """
 
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from spark_jobs.errors import SpotlakeJobError
+from spark_jobs.common.errors import SpotlakeJobError
 
 ARCHIVE_ALIAS = "pydeps"  # the fragment after '#' in spark.archives: the folder it unpacks into
 REQUIRED_MODULES = ("boto3", "psycopg2")

@@ -3,7 +3,7 @@
 With ANSI mode on (see ``extraction.SESSION_SETTINGS``) a cast that overflows, a division by
 zero or a text that is not a number fails the Spark action instead of storing NULL. Such an
 error fails every retry the same way, so :func:`data_error` turns it into a
-:class:`~spark_jobs.errors.DataError` (no Airflow retry) after finding the transform step and
+:class:`~spark_jobs.common.errors.DataError` (no Airflow retry) after finding the transform step and
 column at fault by replaying the steps on the rows read; anything else (a lost connection,
 a dead executor) is left to propagate and is retried or re-queued as before.
 """
@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
-from spark_jobs.errors import DataError
-from spark_jobs.job_config import CONFIG_FILE, ExtractJob, TransformStep, quote_identifier
-from spark_jobs.transforms import KeyColumns, apply_step, spark_message
+from spark_jobs.common.errors import DataError
+from spark_jobs.common.job_documents import CONFIG_FILE, ExtractJob, TransformStep, quote_identifier
+from spark_jobs.extraction.transforms import KeyColumns, apply_step, spark_message
 
 # Spark error classes (and JDBC exceptions) that a value raises every time it is read.
 DETERMINISTIC = re.compile(

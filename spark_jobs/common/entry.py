@@ -1,14 +1,14 @@
 """Entry script of the window extraction, run as a Livy batch / ``spark-submit``::
 
-    spark-submit --py-files spark_jobs.zip spark_jobs/extract.py --job <base64url(JSON)>
-    spark-submit --py-files spark_jobs.zip spark_jobs/extract.py --job-file job.json
+    spark-submit --py-files spark_jobs.zip spark_jobs/extraction/main.py --job <base64url(JSON)>
+    spark-submit --py-files spark_jobs.zip spark_jobs/extraction/main.py --job-file job.json
 
 On success it prints one line ``SPOTLAKE_RESULT: <json>`` (what it committed) on stdout
 and exits 0.
 On failure it prints one line ``SPOTLAKE_ERROR: <message>`` on stderr (the
 operator shows it from the Livy log) and exits 2 for a configuration or source
-problem (:class:`~spark_jobs.errors.SpotlakeJobError`), 1 for anything else. A
-deterministic data error (:class:`~spark_jobs.errors.DataError`) is also printed as
+problem (:class:`~spark_jobs.common.errors.SpotlakeJobError`), 1 for anything else. A
+deterministic data error (:class:`~spark_jobs.common.errors.DataError`) is also printed as
 ``SPOTLAKE_DATA_ERROR: <message>``: the operator fails the task without retrying it.
 """
 
@@ -25,24 +25,26 @@ from typing import Any, NoReturn
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from spark_jobs.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK
-from spark_jobs.errors import DataError, ExtractionError, SpotlakeJobError
-from spark_jobs.job_config import ExtractJob
-from spark_jobs.lake_catalog import ICEBERG_EXTENSIONS
-from spark_jobs.report import write_report
-from spark_jobs.runtime import use_job_packages
+from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK
+from spark_jobs.common.errors import DataError, ExtractionError, SpotlakeJobError
+from spark_jobs.common.lake_catalog import ICEBERG_EXTENSIONS
+from spark_jobs.common.report import write_report
+from spark_jobs.common.runtime import use_job_packages
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Arguments(argparse.ArgumentParser):
+    refusal: type[SpotlakeJobError] = ExtractionError
+
     def error(self, message: str) -> NoReturn:
-        raise ExtractionError(f"job: {message} — usage: {self.prog} --job <base64url(JSON)> | --job-file <path>")
+        raise self.refusal(f"job: {message} — usage: {self.prog} --job <base64url(JSON)> | --job-file <path>")
 
 
-def parse_args(argv: Sequence[str] | None, prog: str = "extract.py",
-               description: str = "Extract one window of one MySQL table into the lake.") -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, prog: str, description: str,
+               refusal: type[SpotlakeJobError] = ExtractionError) -> argparse.Namespace:
     parser = _Arguments(prog=prog, description=description)
+    parser.refusal = refusal
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--job", help="the job document as base64url-encoded JSON")
     source.add_argument("--job-file", help="path of a file holding the job document as JSON")
@@ -50,24 +52,22 @@ def parse_args(argv: Sequence[str] | None, prog: str = "extract.py",
     return parser.parse_args(argv)
 
 
-def load_job(args: argparse.Namespace, job_type: Any = ExtractJob) -> Any:
+def load_job(args: argparse.Namespace, job_type: Any, refusal: type[SpotlakeJobError] = ExtractionError) -> Any:
     if args.job is not None:
         return job_type.from_base64url(args.job)
     try:
         with open(args.job_file, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise ExtractionError(f"job: cannot read --job-file {args.job_file}: {exc.strerror}") from None
+        raise refusal(f"job: cannot read --job-file {args.job_file}: {exc.strerror}") from None
     return job_type.from_json(text)
 
 
-def build_session(app_name: str) -> SparkSession:
-    return (
-        SparkSession.builder.appName(app_name)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.extensions", ICEBERG_EXTENSIONS)
-        .getOrCreate()
-    )
+def build_session(app_name: str, sql_extensions: bool = True) -> SparkSession:
+    builder = SparkSession.builder.appName(app_name).config("spark.sql.session.timeZone", "UTC")
+    if sql_extensions:  # Iceberg's SQL (MERGE INTO, CALL); the stream only appends
+        builder = builder.config("spark.sql.extensions", ICEBERG_EXTENSIONS)
+    return builder.getOrCreate()
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -106,10 +106,11 @@ def load_runner(name: str) -> Callable[[SparkSession, Any], dict[str, Any]]:
 
 
 def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: Any,
-             run: str, what: str, session: SparkSession | None = None) -> int:
+             run: str, what: str, session: SparkSession | None = None, *, result_mark: str = RESULT_MARK,
+             refusal: type[SpotlakeJobError] = ExtractionError, sql_extensions: bool = True) -> int:
     """Parse the job, run ``run`` (``module:function``) in ``session`` (a long-lived session's),
-    else the active session, else a new one it stops after; print the result line or one error
-    line; the exit code says which."""
+    else the active session, else a new one it stops after; print the result line (``result_mark``)
+    or one error line; the exit code says which."""
     job: Any = None
     existing = session or SparkSession.getActiveSession()
     spark: SparkSession | None = None
@@ -124,10 +125,11 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
         return {"run_id": getattr(job, "run_id", None), **fields}
 
     try:
-        args = parse_args(argv, prog, description)
+        args = parse_args(argv, prog, description, refusal)
         report = args.report
-        job = load_job(args, job_type)
-        spark = existing or build_session(f"spotlake-{what}-{job.pipeline}")
+        job = load_job(args, job_type, refusal)
+        name = getattr(job, "pipeline", None) or getattr(job, "stream", "")
+        spark = existing or build_session(f"spotlake-{what}-{name}", sql_extensions)
         use_job_packages()
         result = load_runner(run)(spark, job)
     except SpotlakeJobError as exc:
@@ -146,16 +148,7 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
     finally:
         if spark is not None and existing is None:
             spark.stop()
-    print(RESULT_MARK + json.dumps(result, separators=(",", ":"), default=str), flush=True)
+    print(result_mark + json.dumps(result, separators=(",", ":"), default=str), flush=True)
     write_report(report, outcome(status="succeeded", result=result), region())
     return 0
 
-
-def main(argv: Sequence[str] | None = None, session: SparkSession | None = None) -> int:
-    return run_main(argv, "extract.py", "Extract one window of one MySQL table into the lake.", ExtractJob,
-                    "spark_jobs.extraction:run_extraction", "extraction", session)
-
-
-if __name__ == "__main__":
-    log_to_stderr()
-    sys.exit(main())

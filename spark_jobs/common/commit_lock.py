@@ -1,6 +1,6 @@
 """Holding a pipeline's commit lock from the Spark driver: wait for it, keep its lease, give it back.
 
-The lock itself (its item and conditions) is :mod:`spark_jobs.lake_state`'s. Here: an
+The lock itself (its item and conditions) is :mod:`spark_jobs.common.lake_state`'s. Here: an
 attempt waits while another live attempt commits, a background thread renews the lease
 while the commit runs, and every step of the commit asks :meth:`HeldLock.check` first, so
 an attempt that lost its job (re-queued by the fleet, replaced by a newer attempt) stops
@@ -13,8 +13,8 @@ import logging
 import threading
 import time
 
-from spark_jobs.errors import ExtractionError, StaleAttemptError
-from spark_jobs.lake_state import AttemptFenced, LakeState, Lock, LockBusy, LockLost, Owner
+from spark_jobs.common.errors import ExtractionError, StaleAttemptError
+from spark_jobs.common.lake_state import AttemptFenced, LakeState, Lock, LockBusy, LockLost, Owner
 
 LOG = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A chunk is the unit of commit: one window (or one slice of a long window, or one
 primary-key chunk of the initial snapshot), identified by its job key and chunk
 number. Its commit is two Iceberg commits, made while the attempt holds the
-pipeline's commit lock (:mod:`spark_jobs.lake_state`):
+pipeline's commit lock (:mod:`spark_jobs.common.lake_state`):
 
 1. the **changes table** (every row version read, append-only across windows):
    one ``MERGE INTO`` that deletes the rows an earlier attempt or run of the same
@@ -33,16 +33,16 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql.types import StructType
 
-from spark_jobs.errors import CommitConflict, StaleAttemptError
-from spark_jobs.job_config import ExtractJob, quote_identifier
-from spark_jobs.lake_catalog import (
+from spark_jobs.common.errors import CommitConflict, StaleAttemptError
+from spark_jobs.common.job_documents import ExtractJob, quote_identifier
+from spark_jobs.common.lake_catalog import (
     commit_id,
     live_rows,
     snapshot_with,
     with_commit_properties,
 )
-from spark_jobs.source_types import SOURCE_HASH, SOURCE_KEY
-from spark_jobs.transforms import KeyColumns
+from spark_jobs.extraction.source_types import SOURCE_HASH, SOURCE_KEY
+from spark_jobs.extraction.transforms import KeyColumns
 
 STALE_MARK = "spotlake-stale-attempt"
 MARKER = "__spotlake_marker"

@@ -30,10 +30,10 @@ from pyspark.errors import AnalysisException, IllegalArgumentException
 from pyspark.sql import Column, DataFrame
 
 from spark_jobs import user_transforms
-from spark_jobs.errors import DataError, ExtractionError, UnknownUserTransformError
-from spark_jobs.expression_check import builtin_functions, refusal
-from spark_jobs.job_config import CONFIG_FILE, ExtractJob, TransformStep, quote_identifier
-from spark_jobs.source_types import CARRIED
+from spark_jobs.common.errors import DataError, ExtractionError, UnknownUserTransformError
+from spark_jobs.common.job_documents import CONFIG_FILE, ExtractJob, TransformStep, quote_identifier
+from spark_jobs.extraction.expression_check import builtin_functions, refusal
+from spark_jobs.extraction.source_types import CARRIED
 
 Transformation = Callable[[DataFrame], DataFrame]
 
@@ -235,7 +235,7 @@ _BUILTINS: dict[int, frozenset[str]] = {}
 
 def _check_expression(df: DataFrame, expression: str, where: str) -> None:
     """Refuse an expression whose parse tree calls reflection or anything but Spark's built-ins
-    (:mod:`spark_jobs.expression_check`); a data error, since no retry can change the answer."""
+    (:mod:`spark_jobs.extraction.expression_check`); a data error, since no retry can change the answer."""
     jvm = df.sparkSession._jvm
     builtins = _BUILTINS.get(id(jvm))
     if builtins is None:

@@ -24,6 +24,7 @@ from typing import Any
 ERROR_MARK = "SPOTLAKE_ERROR: "  # the job's own error, one line, on stderr
 DATA_ERROR_MARK = "SPOTLAKE_DATA_ERROR: "  # the error is the data's: a retry would read the same value
 RESULT_MARK = "SPOTLAKE_RESULT: "  # what the job did, one line of JSON, on stdout
+STREAM_MARK = "SPOTLAKE_STREAM: "  # the stream's summary when its query ends, one line of JSON, on stdout
 EXIT_MARK = "SPOTLAKE_EXIT: "  # a statement's exit code, as the batch would have had it
 MEMORY_MARK = "SPOTLAKE_SESSION_MEMORY: "  # a session's memory after a statement, JSON
 

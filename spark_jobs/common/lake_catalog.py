@@ -37,9 +37,9 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from spark_jobs.database_secret import read_database_secret
-from spark_jobs.errors import DataError, ExtractionError
-from spark_jobs.job_config import CONFIG_FILE, ExtractJob, LakeTables, quote_identifier
+from spark_jobs.common.database_secret import read_database_secret
+from spark_jobs.common.errors import DataError, ExtractionError
+from spark_jobs.common.job_documents import CONFIG_FILE, ExtractJob, LakeTables, quote_identifier
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from spark_jobs.contract import IDENTIFIER, decode_job, decode_json, window_label
-from spark_jobs.database_secret import Endpoint
-from spark_jobs.errors import ExtractionError
+from spark_jobs.common.contract import IDENTIFIER, decode_job, decode_json, window_label
+from spark_jobs.common.database_secret import Endpoint
+from spark_jobs.common.errors import ExtractionError
 
 # A column name as MySQL allows it (reserved words, spaces, mixed case, any script): no back-quote,
 # no control character, no space at either end, at most 64 characters. Always quoted where used.
@@ -84,7 +84,7 @@ class ReadOptions:
 
 @dataclass(frozen=True)
 class ReconcileOptions:
-    """How a reconciliation compares the source with the lake (see :mod:`spark_jobs.reconcile`)."""
+    """How a reconciliation compares the source with the lake (see :mod:`spark_jobs.extraction.reconcile`)."""
 
     chunk_rows: int = 200  # about this many rows per checksum bucket
     deletes: str = "remove"  # rows gone from the source: "remove" them, or "flag" them (soft_delete set)

@@ -7,7 +7,7 @@ compares source and lake in the manner of pt-table-checksum, without reading row
 
 1. Every row version in the lake carries ``_source_key`` and ``_source_hash``: MD5 of its
    primary key and of the whole row as MySQL renders them (``QUOTE``), computed by MySQL in the
-   extraction's SELECT (:func:`spark_jobs.source_types.hash_sql`).
+   extraction's SELECT (:func:`spark_jobs.extraction.source_types.hash_sql`).
 2. Rows fall into ``N`` buckets by their key hash (``N`` = rows / ``reconcile.chunk_rows``). The
    source computes, in one ``GROUP BY``, each bucket's row count and the XOR of its row hashes;
    Spark computes the same from the lake's current-state table (read at one snapshot, pinned
@@ -41,14 +41,13 @@ from typing import Any
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
-from spark_jobs.commit_lock import take_lock
-from spark_jobs.errors import ExtractionError
-from spark_jobs.extraction import Run, commit_with_retries, read_chunk
-from spark_jobs.job_config import CONFIG_FILE, UTC, quote_identifier
-from spark_jobs.lake_catalog import commit_id, current_snapshot, live_rows, table_exists, with_commit_properties
-from spark_jobs.lake_commit import Chunk, CommitResult, aligned, commit_properties, replace_changes
-from spark_jobs.lake_state import WindowRecord, iso
-from spark_jobs.mysql_source import (
+from spark_jobs.common.commit_lock import take_lock
+from spark_jobs.common.errors import ExtractionError
+from spark_jobs.common.job_documents import CONFIG_FILE, UTC, quote_identifier
+from spark_jobs.common.lake_catalog import commit_id, current_snapshot, live_rows, table_exists, with_commit_properties
+from spark_jobs.common.lake_state import WindowRecord, iso
+from spark_jobs.extraction.lake_commit import Chunk, CommitResult, aligned, commit_properties, replace_changes
+from spark_jobs.extraction.mysql_source import (
     BINARY_TYPES,
     MYSQL_DRIVER,
     ReadStats,
@@ -62,8 +61,9 @@ from spark_jobs.mysql_source import (
     source_name,
     source_now,
 )
-from spark_jobs.source_types import CARRIED, SOURCE_HASH, SOURCE_KEY, hash_sql
-from spark_jobs.transforms import apply_transforms
+from spark_jobs.extraction.run import Run, commit_with_retries, read_chunk
+from spark_jobs.extraction.source_types import CARRIED, SOURCE_HASH, SOURCE_KEY, hash_sql
+from spark_jobs.extraction.transforms import apply_transforms
 
 LOG = logging.getLogger(__name__)
 BUCKET_HEX = 8  # hex digits of the key hash that pick the bucket

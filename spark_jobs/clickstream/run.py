@@ -1,12 +1,12 @@
 """The click stream: Kafka -> validated events -> PostgreSQL aggregates and the lake's Iceberg tables.
 
 :func:`run_stream` is a function of (Spark session, job), like the extraction job,
-so it runs the same in a ``spark-submit`` on a cluster (``stream_clicks.py``) and
+so it runs the same in a ``spark-submit`` on a cluster (``clickstream/main.py``) and
 in a test's session. It runs ONE Structured Streaming query per stream, named after
 the stream, with its checkpoint at ``job.checkpoint``. Each micro-batch is read from
 Kafka and parsed once (the classified batch is persisted), and ``foreachBatch``
 (:func:`batch_writer`) writes every output from it, in one PostgreSQL transaction
-that holds the query's ``stream_progress`` row (:class:`~spark_jobs.click_sink.PostgresSinkWriter`):
+that holds the query's ``stream_progress`` row (:class:`~spark_jobs.clickstream.sink.PostgresSinkWriter`):
 
 1. the aggregates, funnel counts, late events and dead letters, skipped as a whole when
    the batch id was committed before by this checkpoint;
@@ -37,7 +37,7 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 
-from spark_jobs.click_events import (
+from spark_jobs.clickstream.events import (
     FUNNEL_STAGES,
     WINDOW_GROUP,
     batch_summary,
@@ -47,11 +47,11 @@ from spark_jobs.click_events import (
     valid_events,
     with_future_check,
 )
-from spark_jobs.click_sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
-from spark_jobs.errors import SpotlakeJobError, StreamingError
-from spark_jobs.kafka_security import read_credentials
-from spark_jobs.lake_catalog import catalog_properties, ddl_columns, newest_snapshot_having, table_exists
-from spark_jobs.stream_job import StreamJob, StreamLake
+from spark_jobs.clickstream.job import StreamJob, StreamLake
+from spark_jobs.clickstream.kafka_security import read_credentials
+from spark_jobs.clickstream.sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
+from spark_jobs.common.errors import SpotlakeJobError, StreamingError
+from spark_jobs.common.lake_catalog import catalog_properties, ddl_columns, newest_snapshot_having, table_exists
 
 LOG = logging.getLogger(__name__)
 # Spark's default of 200 shuffle partitions is far too many for a micro-batch's small
@@ -249,7 +249,7 @@ def read_kafka(spark: SparkSession, options: dict[str, str]) -> DataFrame:
 
 
 def classified(batch: DataFrame, job: StreamJob) -> DataFrame:
-    """A micro-batch of Kafka records, parsed and checked once (see :mod:`spark_jobs.click_events`)."""
+    """A micro-batch of Kafka records, parsed and checked once (see :mod:`spark_jobs.clickstream.events`)."""
     return (batch.transform(kafka_records).transform(classify_events)
             .transform(with_future_check(job.max_future_skew_s)))
 
@@ -278,7 +278,7 @@ def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None,
 
 
 def add_window_summary(rows: BatchRows, summary: list[Row]) -> None:
-    """Add the window rows of :func:`~spark_jobs.click_events.batch_summary` to ``rows``."""
+    """Add the window rows of :func:`~spark_jobs.clickstream.events.batch_summary` to ``rows``."""
     stage_events: Counter[tuple[int, str]] = Counter()
     funnel_members: set[tuple[int, str, str]] = set()
     for row in summary:
@@ -411,3 +411,8 @@ def describe(run: StreamRun) -> dict[str, Any]:
         "dead_letters": sum(b.dead_letters for b in committed),
         "last_batch_id": max((b.batch_id for b in run.batches), default=run.last_committed_before),
     }
+
+
+def run_and_describe(spark: SparkSession, job: StreamJob) -> dict[str, Any]:
+    """The stream's job function for :func:`spark_jobs.common.entry.run_main`: run it, then its summary."""
+    return describe(run_stream(spark, job))

@@ -8,7 +8,7 @@ a log line or a message.
 
 Before reading, the table is checked against the live source (table, columns,
 an index led by the cursor). SQL sent to MySQL contains only back-quoted
-identifiers validated by :mod:`spark_jobs.job_config` and window bounds
+identifiers validated by :mod:`spark_jobs.common.job_documents` and window bounds
 formatted by the job itself.
 
 Time: every connection sets its session ``time_zone`` to UTC, so ``TIMESTAMP``
@@ -17,7 +17,7 @@ clock times in the source's time zone (``read.time_zone``, by default the server
 ``@@time_zone``): window bounds are converted to that wall clock, covering both
 sides of a daylight-saving change, and values are converted to UTC in Spark
 (:class:`TimeLine`). Each column is read through the expression of
-:mod:`spark_jobs.source_types`.
+:mod:`spark_jobs.extraction.source_types`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.database_secret import read_database_secret
-from spark_jobs.errors import ExtractionError
-from spark_jobs.job_config import CONFIG_FILE, UTC, ExtractJob, is_identifier, quote_identifier, sql_timestamp
-from spark_jobs.source_types import SourceColumn, select_list, spark_values
+from spark_jobs.common.database_secret import read_database_secret
+from spark_jobs.common.errors import ExtractionError
+from spark_jobs.common.job_documents import CONFIG_FILE, UTC, ExtractJob, is_identifier, quote_identifier, sql_timestamp
+from spark_jobs.extraction.source_types import SourceColumn, select_list, spark_values
 
 MYSQL_DRIVER = "com.mysql.cj.jdbc.Driver"
 URL_OPTIONS = (
@@ -434,7 +434,7 @@ def read_rows(
     line: TimeLine | None = None,
 ) -> DataFrame:
     """The rows matching ``condition`` through Spark's JDBC source, streamed, split on the key when
-    large, each column read as :mod:`spark_jobs.source_types` says."""
+    large, each column read as :mod:`spark_jobs.extraction.source_types` says."""
     properties = {
         "user": source.username,
         "password": source.password,

@@ -3,7 +3,7 @@
 A session loads the job code once per code version: its first statement adds the published
 ``spark_jobs.zip`` with ``sc.addPyFile`` and calls :func:`prepare`. Each window is then one
 statement calling :func:`run`, which runs the same entry function as the batch's script
-(``extract.py``'s ``main``) with the same arguments in the session's SparkSession: the same job
+(``extraction/main.py``'s ``main``) with the same arguments in the session's SparkSession: the same job
 document, the same result and error lines, the same report. Nothing here stops the session.
 
 Standard library, PySpark and the jobs' own modules only.
@@ -17,10 +17,11 @@ import logging
 import sys
 from typing import Any
 
-from spark_jobs.contract import EXIT_MARK, MEMORY_MARK
-from spark_jobs.runtime import use_job_packages
+from spark_jobs.common.contract import EXIT_MARK, MEMORY_MARK
+from spark_jobs.common.runtime import use_job_packages
 
-ENTRIES = {"extract": "spark_jobs.extract"}
+# The jobs a session runs, by name: their entry modules (spark_jobs/<job>/main.py).
+ENTRIES = {"extraction": "spark_jobs.extraction.main"}
 MB = 1024 * 1024
 _PREPARED: dict[str, Any] = {}
 
@@ -38,12 +39,12 @@ def prepare() -> str | None:
         _PREPARED["log"] = handler
     for module in ENTRIES.values():
         importlib.import_module(module)
-    importlib.import_module("spark_jobs.extraction")
+    importlib.import_module("spark_jobs.extraction.run")
     return folder
 
 
 def run(spark: Any, entry: str, argv: list[str]) -> int:
-    """Run job ``entry`` (``extract``) with ``argv`` in this session; prints the job's result or
+    """Run job ``entry`` (``extraction``) with ``argv`` in this session; prints the job's result or
     error line and the exit code it would have had as a batch (``SPOTLAKE_EXIT: n``)."""
     if entry not in ENTRIES:
         raise ValueError(f"unknown job entry {entry!r}; known: {', '.join(sorted(ENTRIES))}")
