@@ -61,7 +61,7 @@ class SessionStatementMixin:
 
     def statement_request(self, context: Any) -> tuple[sessions.StatementRequest, str]:
         """The request of this task's job, and the root its reports go under."""
-        published = artifacts.publish(f"{self.entry}.py", s3=self.s3)
+        published = artifacts.publish(self.entry, s3=self.s3)
         request = sessions.StatementRequest(
             job_key=self.statement_job_key(context), pool=self.pool_name,
             code_version=code_version(published), py_files=list(published.py_files), jars=list(published.jars),

@@ -374,3 +374,15 @@ def test_the_job_side_reports_its_session_memory_in_the_line_the_operator_reads(
     assert found["python_rss_mb"] is not None and found["python_rss_mb"] > 10
     assert sessions.grown_past(found, SessionSettings(recycle_heap=0.6)).startswith("driver heap live after GC 620")
     assert session.memory(object())["heap_live_mb"] is None  # no JVM: only the Python figure
+
+
+def test_the_job_a_session_runs_is_one_the_artifacts_publish() -> None:
+    """The statement path publishes the job it names and the session runs it by the same name."""
+    from operators.livy_session import SessionStatementMixin
+    from spark_jobs.common.session import ENTRIES
+    from spotlake import artifacts
+
+    assert SessionStatementMixin.entry in ENTRIES
+    assert set(ENTRIES) <= set(artifacts.JOBS)
+    for job in artifacts.JOBS:
+        assert (artifacts.JOBS_DIR / job / "main.py").is_file(), f"spark_jobs/{job}/main.py is missing"
