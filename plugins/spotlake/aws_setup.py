@@ -32,6 +32,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -40,7 +41,17 @@ from spotlake.errors import SpotlakeError
 from spotlake.registry import Registry
 from spotlake.stream_status import StreamStatusStore
 
-CREATED, EXISTS, WOULD_CREATE = "created", "exists", "would create"
+
+class Outcome(StrEnum):
+    """What the setup step did with a table, bucket or database."""
+
+    CREATED = "created"
+    EXISTS = "exists"              # left as it is
+    WOULD_CREATE = "would create"  # --dry-run: missing, not created
+
+
+CREATED, EXISTS, WOULD_CREATE = Outcome.CREATED, Outcome.EXISTS, Outcome.WOULD_CREATE
+
 # How long to wait for a new table to become ACTIVE (on-demand tables take seconds).
 WAIT = {"Delay": 2, "MaxAttempts": 90}
 
@@ -58,7 +69,7 @@ def table_keys(prefix: str) -> dict[str, tuple[tuple[str, str], ...]]:
 class TableResult:
     table: str
     keys: tuple[tuple[str, str], ...]
-    outcome: str  # created, exists, would create
+    outcome: Outcome
 
     def line(self) -> str:
         key = ", ".join(f"{name} {kind} S" for name, kind in self.keys)
@@ -95,7 +106,7 @@ def check_key(table: str, keys: tuple[tuple[str, str], ...], description: dict[s
         )
 
 
-def _create(client: Any, table: str, keys: tuple[tuple[str, str], ...], prefix: str) -> str:
+def _create(client: Any, table: str, keys: tuple[tuple[str, str], ...], prefix: str) -> Outcome:
     try:
         client.create_table(
             TableName=table,
@@ -141,7 +152,7 @@ def ensure_tables(client: Any, prefix: str, dry_run: bool = False) -> list[Table
 class ResourceResult:
     kind: str  # bucket, glue database
     name: str
-    outcome: str
+    outcome: Outcome
     why: str = ""
 
     def line(self) -> str:

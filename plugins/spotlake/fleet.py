@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from spotlake.pools import PoolConfig
@@ -48,6 +49,30 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 CHECKED_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING)
 GONE_STATES = (ClusterState.DEAD, ClusterState.TERMINATED)
+
+
+class FleetAction(StrEnum):
+    """What the fleet did or saw about a cluster (:attr:`FleetEvent.action`)."""
+
+    LAUNCHING = "launching"          # a vacancy claimed and the cluster launched
+    LAUNCH_FAILED = "launch-failed"  # the provider could not launch it: DEAD
+    BOOTING = "booting"              # launched, not up yet
+    READY = "ready"                  # up: it takes the pool's new work
+    DRAINING = "draining"            # replaced: it takes no new work, stops when idle or at its drain deadline
+    FAILED_CHECK = "failed-check"    # a failed health check, below failure_threshold
+    RECOVERED = "recovered"          # healthy again after failed checks
+    DEAD = "dead"                    # declared dead: its jobs re-queued
+    TERMINATED = "terminated"        # terminated (drained, or gone by spotlake's own termination)
+    REQUEUED = "requeued"            # jobs left on a DEAD or TERMINATED cluster re-queued
+    LOST_RACE = "lost-race"          # another fleet run changed it first
+
+
+class Attention(StrEnum):
+    """How soon the fleet must act on a pool (:meth:`Fleet.attention`)."""
+
+    URGENT = "urgent"      # a cluster failed a health check (or recovered), or the pool has none live
+    PERIODIC = "periodic"  # a cluster launches or drains, or the READY one is due for rotation
+    NONE = ""              # nothing is due
 
 
 def utc_now() -> datetime:
@@ -77,7 +102,7 @@ class FleetEvent:
     """One thing the fleet did or saw, for the task log and the UI."""
 
     cluster_id: str
-    action: str
+    action: FleetAction
     reason: str
     jobs: tuple[str, ...] = ()
 
@@ -96,7 +121,7 @@ class FleetReport:
     events: list[FleetEvent] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def add(self, cluster_id: str, action: str, reason: str, jobs: list[str] | tuple[str, ...] = ()) -> None:
+    def add(self, cluster_id: str, action: FleetAction, reason: str, jobs: list[str] | tuple[str, ...] = ()) -> None:
         event = FleetEvent(cluster_id, action, reason, tuple(jobs))
         self.events.append(event)
         log.info("%s", event.line(self.pool))
@@ -105,16 +130,16 @@ class FleetReport:
         self.errors.append(message)
         log.error("pool %s: %s", self.pool, message)
 
-    def clusters(self, action: str) -> list[str]:
+    def clusters(self, action: FleetAction | str) -> list[str]:
         return [e.cluster_id for e in self.events if e.action == action]
 
     @property
     def dead(self) -> list[str]:
-        return self.clusters("dead")
+        return self.clusters(FleetAction.DEAD)
 
     @property
     def launched(self) -> list[str]:
-        return self.clusters("launching")
+        return self.clusters(FleetAction.LAUNCHING)
 
     @property
     def requeued_jobs(self) -> list[str]:
@@ -129,7 +154,7 @@ class FleetReport:
         return {
             "pool": self.pool,
             "events": [
-                {"cluster": e.cluster_id, "action": e.action, "reason": e.reason, "jobs": list(e.jobs)}
+                {"cluster": e.cluster_id, "action": str(e.action), "reason": e.reason, "jobs": list(e.jobs)}
                 for e in self.events
             ],
             "errors": list(self.errors),
@@ -160,7 +185,7 @@ class Fleet:
         self.clock = clock
 
     # ------------------------------------------------------------------ watch
-    def attention(self, pool: PoolConfig) -> tuple[str, str]:
+    def attention(self, pool: PoolConfig) -> tuple[Attention, str]:
         """Whether the fleet must act on ``pool`` now, read-only (the pool's watcher asks this every
         ``health_check_interval`` in the triggerer): ``("urgent", why)`` when a cluster fails its
         health check (or recovered from failed ones) or the pool has no READY or LAUNCHING cluster;
@@ -168,23 +193,23 @@ class Fleet:
         ``("", "")`` when nothing is due. A provider that cannot be asked is asked again next time."""
         clusters = [c for c in self.registry.clusters(pool.name) if c.state in CHECKED_STATES]
         if not any(c.state in (ClusterState.LAUNCHING, ClusterState.READY) for c in clusters):
-            return "urgent", "the pool has no READY or LAUNCHING cluster"
+            return Attention.URGENT, "the pool has no READY or LAUNCHING cluster"
         for cluster in clusters:
             health = self._observe(cluster, FleetReport(pool.name))
             if health is None:
                 continue
             if not health.alive and not (cluster.state == ClusterState.LAUNCHING and not health.definitive):
-                return "urgent", f"cluster {cluster.cluster_id} failed a health check: {health.reason}"
+                return Attention.URGENT, f"cluster {cluster.cluster_id} failed a health check: {health.reason}"
             if health.alive and cluster.failures:
-                return "urgent", f"cluster {cluster.cluster_id} is healthy again after {cluster.failures} failed check(s)"
+                return Attention.URGENT, f"cluster {cluster.cluster_id} is healthy again after {cluster.failures} failed check(s)"
         for cluster in clusters:
             if cluster.state == ClusterState.LAUNCHING:
-                return "periodic", f"cluster {cluster.cluster_id} is launching"
+                return Attention.PERIODIC, f"cluster {cluster.cluster_id} is launching"
             if cluster.state == ClusterState.DRAINING:
-                return "periodic", f"cluster {cluster.cluster_id} is draining"
+                return Attention.PERIODIC, f"cluster {cluster.cluster_id} is draining"
             if cluster.state == ClusterState.READY and self._age(cluster.launched_at) >= pool.max_age:
-                return "periodic", f"cluster {cluster.cluster_id} is due for rotation (max_age {span(pool.max_age)})"
-        return "", ""
+                return Attention.PERIODIC, f"cluster {cluster.cluster_id} is due for rotation (max_age {span(pool.max_age)})"
+        return Attention.NONE, ""
 
     def tend(self, pool: PoolConfig, sleep: Callable[[float], None] | None = None) -> FleetReport:
         """One whole pass for the pool's watcher: launch (and promote), rotate and drain, check
@@ -262,9 +287,9 @@ class Fleet:
         try:
             self.registry.put_launching(cluster)
         except StaleState:
-            report.add(cluster.cluster_id, "lost-race", "another fleet run has claimed this vacancy")
+            report.add(cluster.cluster_id, FleetAction.LOST_RACE, "another fleet run has claimed this vacancy")
             return None
-        report.add(cluster.cluster_id, "launching", vacancy.reason)
+        report.add(cluster.cluster_id, FleetAction.LAUNCHING, vacancy.reason)
         try:
             launched = self.provider.launch(pool, cluster.cluster_id)
         except Exception as exc:  # noqa: BLE001 - recorded as DEAD first, then re-raised unless a ProviderError
@@ -289,14 +314,14 @@ class Fleet:
             self.registry.transition_cluster(cluster, ClusterState.DEAD, reason[:1000])
         except StaleState:
             pass  # another run already moved it on
-        report.add(cluster.cluster_id, "launch-failed", reason)
+        report.add(cluster.cluster_id, FleetAction.LAUNCH_FAILED, reason)
         report.error(f"cluster {cluster.cluster_id} could not be launched: {exc}")
 
     def _promote_if_up(self, pool: PoolConfig, cluster: Cluster, report: FleetReport) -> None:
         health = self._observe(cluster, report)
         if health is None or not health.alive or not health.endpoint:
             if health is not None:
-                report.add(cluster.cluster_id, "booting", health.reason or str(health.liveness))
+                report.add(cluster.cluster_id, FleetAction.BOOTING, health.reason or str(health.liveness))
             return
         self._promote(pool, cluster, health.endpoint, report)
 
@@ -304,22 +329,22 @@ class Fleet:
         """LAUNCHING -> READY; if the pool has a READY cluster, take over from it (it drains)."""
         active_id, _ = self.registry.active_cluster_id(pool.name)
         if active_id == cluster.cluster_id:
-            report.add(cluster.cluster_id, "lost-race", "another fleet run already made it READY")
+            report.add(cluster.cluster_id, FleetAction.LOST_RACE, "another fleet run already made it READY")
             return
         old = self.registry.get_cluster(pool.name, active_id) if active_id else None
         try:
             if old is not None and old.state == ClusterState.READY:
                 self.registry.take_over(cluster, endpoint, old,
                                         drain_started_at=self.clock().isoformat(timespec="milliseconds"))
-                report.add(cluster.cluster_id, "ready", f"at {endpoint}, took over from {old.cluster_id}")
-                report.add(old.cluster_id, "draining",
+                report.add(cluster.cluster_id, FleetAction.READY, f"at {endpoint}, took over from {old.cluster_id}")
+                report.add(old.cluster_id, FleetAction.DRAINING,
                            f"replaced by {cluster.cluster_id}; takes no new jobs, stops when idle or "
                            f"after drain_deadline {span(pool.drain_deadline)}")
             else:
                 self.registry.mark_ready(cluster, endpoint, replaces=active_id)
-                report.add(cluster.cluster_id, "ready", f"at {endpoint}")
+                report.add(cluster.cluster_id, FleetAction.READY, f"at {endpoint}")
         except StaleState as exc:
-            report.add(cluster.cluster_id, "lost-race", f"not made READY here: {exc}")
+            report.add(cluster.cluster_id, FleetAction.LOST_RACE, f"not made READY here: {exc}")
 
     # ----------------------------------------------------------------- health
     def check_health(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
@@ -339,7 +364,7 @@ class Fleet:
             if failed:
                 try:
                     self.registry.update_cluster(cluster, failures=0, last_failure="")
-                    report.add(cluster.cluster_id, "recovered",
+                    report.add(cluster.cluster_id, FleetAction.RECOVERED,
                                f"healthy again after {failed} failed check(s)")
                 except StaleState:
                     pass
@@ -366,7 +391,7 @@ class Fleet:
             self.registry.update_cluster(cluster, failures=failures, last_failure=reason[:1000])
         except StaleState:
             return  # another check or a state change got there first; the next check counts again
-        report.add(cluster.cluster_id, "failed-check", f"{failures}/{pool.failure_threshold}: {reason}")
+        report.add(cluster.cluster_id, FleetAction.FAILED_CHECK, f"{failures}/{pool.failure_threshold}: {reason}")
 
     def _observe(self, cluster: Cluster, report: FleetReport) -> ClusterHealth | None:
         """The provider's view of the cluster, or None (reported) if it could not be asked."""
@@ -382,7 +407,7 @@ class Fleet:
         try:
             self.registry.transition_cluster(cluster, to, reason[:1000])
         except StaleState:
-            report.add(cluster.cluster_id, "lost-race",
+            report.add(cluster.cluster_id, FleetAction.LOST_RACE,
                        f"changed by another fleet run before it could be {to}")
             return
         if terminate is not None:
@@ -391,7 +416,7 @@ class Fleet:
             except ProviderError as exc:
                 report.error(f"cluster {cluster.cluster_id} is {to} but could not be terminated: {exc}")
         jobs = self._requeue(cluster.pool, cluster.cluster_id, f"cluster {cluster.cluster_id} {to}: {reason}")
-        report.add(cluster.cluster_id, "dead" if to == ClusterState.DEAD else "terminated", reason, jobs)
+        report.add(cluster.cluster_id, FleetAction.DEAD if to == ClusterState.DEAD else FleetAction.TERMINATED, reason, jobs)
 
     # ------------------------------------------------------------------- heal
     def heal(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
@@ -408,7 +433,7 @@ class Fleet:
             reason = f"cluster {cluster_id} {cluster.state}: {cluster.reason}"
             jobs = self._requeue(pool.name, cluster_id, reason)
             if jobs:
-                report.add(cluster_id, "requeued", f"jobs left on {cluster.state} cluster", jobs)
+                report.add(cluster_id, FleetAction.REQUEUED, f"jobs left on {cluster.state} cluster", jobs)
         return self.launch(pool, report)
 
     def _requeue(self, pool: str, cluster_id: str, reason: str) -> list[str]:
@@ -461,14 +486,14 @@ class Fleet:
             )
         else:
             left = span(pool.drain_deadline - since)
-            report.add(cluster.cluster_id, "draining",
+            report.add(cluster.cluster_id, FleetAction.DRAINING,
                        f"{len(running)} job(s) still running; drain deadline in {left}")
 
     def _terminate(self, cluster: Cluster, kind: str, reason: str, report: FleetReport) -> None:
         try:
             self.registry.transition_cluster(cluster, ClusterState.TERMINATING, reason)
         except StaleState:
-            report.add(cluster.cluster_id, "lost-race", "changed by another fleet run before termination")
+            report.add(cluster.cluster_id, FleetAction.LOST_RACE, "changed by another fleet run before termination")
             return
         self._finish_termination(cluster, report, kind)
 
@@ -491,7 +516,7 @@ class Fleet:
         else:
             requeue_reason = f"cluster {cluster.cluster_id} was terminated after draining"
         jobs = self._requeue(cluster.pool, cluster.cluster_id, requeue_reason)
-        report.add(cluster.cluster_id, "terminated", reason, jobs)
+        report.add(cluster.cluster_id, FleetAction.TERMINATED, reason, jobs)
 
     # ------------------------------------------------------------------ clock
     def _age(self, iso: str) -> timedelta:

@@ -10,18 +10,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from spark_jobs.common.lake_state import PipelineState, SnapshotPhase, parse_iso
 from spotlake import config
 from spotlake.fleet import span
 
-FRESH, STALE, FAILING, LOADING, NEVER = "fresh", "STALE", "FAILING", "loading", "never run"
+
+class FreshnessStatus(StrEnum):
+    """How fresh a pipeline's tables are (upper case: needs a look)."""
+
+    FRESH = "fresh"
+    STALE = "STALE"      # no window committed for two schedule intervals
+    FAILING = "FAILING"  # a window (or the initial snapshot) failed after the watermark last moved
+    LOADING = "loading"  # the initial snapshot is under way
+    NEVER = "never run"
+
+
+FRESH, STALE, FAILING, LOADING, NEVER = (FreshnessStatus.FRESH, FreshnessStatus.STALE, FreshnessStatus.FAILING,
+                                         FreshnessStatus.LOADING, FreshnessStatus.NEVER)
 
 
 @dataclass
 class Freshness:
     pipeline: str
-    status: str  # fresh, STALE, FAILING, loading (initial snapshot), never run
+    status: FreshnessStatus
     watermark: str  # ISO time, "" before the first commit; a STALE or FAILING table is stale since it
     age: str
     reason: str = ""

@@ -19,19 +19,24 @@ Tables (names prefixed by ``SPOTLAKE_REGISTRY_PREFIX``, default ``spotlake``):
 
 They, and the stream supervisor's ``<prefix>-streams`` (:mod:`spotlake.stream_status`), are
 created once by ``python -m spotlake.aws_setup`` (:mod:`spotlake.aws_setup`), not at run time.
+Items are encoded by :mod:`spotlake.dynamo_items` (boto3's type serializer): one attribute per
+field of :class:`Cluster`, :class:`Job` or :class:`SessionSlot`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from spotlake.dynamo_items import attribute_values, from_item, item_values, to_item
 from spotlake.errors import SpotlakeError
 
 POOL_ITEM = "#pool"
@@ -147,49 +152,57 @@ class SessionSlot:
     version: int = 0
 
 
-def _to_item(obj: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {}
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if value is None:
-            continue
-        item[f.name] = _av(value)
-    return item
-
-
-def _av(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": repr(value) if isinstance(value, float) else str(value)}
-    if isinstance(value, dict):
-        return {"M": {k: _av(v) for k, v in value.items()}}
-    return {"S": str(value)}
-
-
-def _from_av(av: dict[str, Any]) -> Any:
-    if "S" in av:
-        return av["S"]
-    if "N" in av:
-        text = av["N"]
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    if "BOOL" in av:
-        return av["BOOL"]
-    if "M" in av:
-        return {k: _from_av(v) for k, v in av["M"].items()}
-    if "NULL" in av:
-        return None
-    raise ValueError(f"unsupported DynamoDB attribute {av}")
-
-
-def _from_item(cls: type, item: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: _from_av(v) for k, v in item.items() if k in names})
-
-
 def _conditional(exc: ClientError) -> bool:
     code = exc.response.get("Error", {}).get("Code", "")
     return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+@contextmanager
+def _stale_on_conflict(stale: str) -> Iterator[None]:
+    """Run a conditional write; :class:`StaleState` (``stale``) when its condition fails."""
+    try:
+        yield
+    except ClientError as exc:
+        if _conditional(exc):
+            raise StaleState(stale) from None
+        raise
+
+
+def _key(**attributes: str) -> dict[str, Any]:
+    """An item's key (every key attribute is a string)."""
+    return attribute_values(attributes)
+
+
+def _versioned_update(table: str, key: dict[str, Any], version: int, changes: dict[str, Any],
+                      state: str | None = None) -> dict[str, Any]:
+    """The update of the item at ``key``: SET ``changes`` and version + 1, on condition that the item
+    is still at ``version`` (and, given ``state``, in that state). The arguments of ``update_item``,
+    or a transaction's ``Update``: every versioned state change of the registry is one of these."""
+    names = {f"#{name}": name for name in changes}
+    values: dict[str, Any] = {f":{name}": value for name, value in changes.items()}
+    condition = "version = :expected_version"
+    values[":expected_version"] = version
+    if state is not None:
+        names["#state"] = "state"
+        condition = f"#state = :expected_state AND {condition}"
+        values[":expected_state"] = state
+    values[":one"] = 1
+    return {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": f"SET {', '.join(f'#{name} = :{name}' for name in changes)}, version = version + :one",
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": attribute_values(values),
+    }
+
+
+def _applied(item: Any, changes: dict[str, Any]) -> Any:
+    """``item`` after its versioned update of ``changes`` succeeded."""
+    for name, value in changes.items():
+        setattr(item, name, value)
+    item.version += 1
+    return item
 
 
 class Registry:
@@ -246,26 +259,23 @@ class Registry:
     # ---------------------------------------------------------------- clusters
     def get_cluster(self, pool: str, cluster_id: str) -> Cluster | None:
         item = self.client.get_item(
-            TableName=self.clusters_table,
-            Key={"pool": {"S": pool}, "cluster_id": {"S": cluster_id}},
-            ConsistentRead=True,
+            TableName=self.clusters_table, Key=_key(pool=pool, cluster_id=cluster_id), ConsistentRead=True,
         ).get("Item")
-        return _from_item(Cluster, item) if item else None
+        return from_item(Cluster, item) if item else None
 
     def clusters(self, pool: str) -> list[Cluster]:
         items = self._query(self.clusters_table, "pool", pool)
-        return [_from_item(Cluster, i) for i in items if i["cluster_id"]["S"] != POOL_ITEM]
+        return [from_item(Cluster, i) for i in items if i["cluster_id"]["S"] != POOL_ITEM]
 
     def active_cluster_id(self, pool: str) -> tuple[str, int]:
         """The pool's cluster taking new work ("" if none) and the control item's version."""
         item = self.client.get_item(
-            TableName=self.clusters_table,
-            Key={"pool": {"S": pool}, "cluster_id": {"S": POOL_ITEM}},
-            ConsistentRead=True,
+            TableName=self.clusters_table, Key=_key(pool=pool, cluster_id=POOL_ITEM), ConsistentRead=True,
         ).get("Item")
         if not item:
             return "", 0
-        return item.get("active", {}).get("S", ""), int(item["version"]["N"])
+        control = item_values(item)
+        return str(control.get("active", "")), int(control["version"])
 
     def ready_cluster(self, pool: str) -> Cluster | None:
         """The one READY cluster of ``pool`` that takes new work, if any."""
@@ -283,16 +293,8 @@ class Registry:
         cluster.version = 1
         cluster.launched_at = cluster.launched_at or now_iso()
         cluster.updated_at = now_iso()
-        try:
-            self.client.put_item(
-                TableName=self.clusters_table,
-                Item=_to_item(cluster),
-                ConditionExpression="attribute_not_exists(cluster_id)",
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(f"cluster {cluster.pool}/{cluster.cluster_id} already exists") from None
-            raise
+        self._versioned_put(self.clusters_table, cluster, "cluster_id", None,
+                            f"cluster {cluster.pool}/{cluster.cluster_id} already exists")
 
     def mark_ready(self, cluster: Cluster, endpoint: str, replaces: str = "") -> Cluster:
         """LAUNCHING -> READY, and make it the pool's active cluster, atomically.
@@ -301,74 +303,30 @@ class Registry:
         if the pool's active cluster is not that one, another run won: StaleState.
         """
         now = now_iso()
-        active_condition = (
-            "attribute_not_exists(active) OR active = :empty" if not replaces else "active = :replaces"
+        ready = {"state": ClusterState.READY, "endpoint": endpoint, "updated_at": now}
+        if replaces:
+            active_condition, values = "active = :replaces", {":replaces": replaces}
+        else:
+            active_condition, values = "attribute_not_exists(active) OR active = :empty", {":empty": ""}
+        self._transact_updates(
+            [self._cluster_update(cluster, ready, ClusterState.LAUNCHING),
+             self._pointer_update(cluster.pool, cluster.cluster_id, now,
+                                  f"attribute_not_exists(cluster_id) OR {active_condition}", values)],
+            f"cluster {cluster.pool}/{cluster.cluster_id} could not become READY: it is not LAUNCHING at "
+            f"version {cluster.version}, or the pool's active cluster is not '{replaces}'",
         )
-        values: dict[str, Any] = {":empty": {"S": ""}} if not replaces else {":replaces": {"S": replaces}}
-        try:
-            self.client.transact_write_items(TransactItems=[
-                {"Update": {
-                    "TableName": self.clusters_table,
-                    "Key": {"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}},
-                    "UpdateExpression": "SET #s = :ready, endpoint = :ep, updated_at = :now, version = version + :one",
-                    "ConditionExpression": "#s = :launching AND version = :v",
-                    "ExpressionAttributeNames": {"#s": "state"},
-                    "ExpressionAttributeValues": {
-                        ":ready": {"S": ClusterState.READY}, ":launching": {"S": ClusterState.LAUNCHING},
-                        ":ep": {"S": endpoint}, ":now": {"S": now}, ":one": {"N": "1"},
-                        ":v": {"N": str(cluster.version)},
-                    },
-                }},
-                {"Update": {
-                    "TableName": self.clusters_table,
-                    "Key": {"pool": {"S": cluster.pool}, "cluster_id": {"S": POOL_ITEM}},
-                    "UpdateExpression": "SET active = :id, updated_at = :now ADD version :one",
-                    "ConditionExpression": f"attribute_not_exists(cluster_id) OR {active_condition}",
-                    "ExpressionAttributeValues": {
-                        ":id": {"S": cluster.cluster_id}, ":now": {"S": now}, ":one": {"N": "1"}, **values,
-                    },
-                }},
-            ])
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(
-                    f"cluster {cluster.pool}/{cluster.cluster_id} could not become READY: it is not "
-                    f"LAUNCHING at version {cluster.version}, or the pool's active cluster is not "
-                    f"'{replaces}'"
-                ) from None
-            raise
-        cluster.state, cluster.endpoint, cluster.updated_at = ClusterState.READY, endpoint, now
-        cluster.version += 1
-        return cluster
+        return _applied(cluster, ready)
 
     def transition_cluster(self, cluster: Cluster, to: ClusterState, reason: str = "") -> Cluster:
         """Move a cluster from its current state (at its version) to ``to``; the pool's
         active pointer is cleared if it named this cluster and it stops taking work."""
-        now = now_iso()
-        try:
-            self.client.update_item(
-                TableName=self.clusters_table,
-                Key={"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}},
-                UpdateExpression="SET #s = :to, reason = :reason, updated_at = :now, version = version + :one",
-                ConditionExpression="#s = :from AND version = :v",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={
-                    ":to": {"S": to}, ":from": {"S": cluster.state}, ":reason": {"S": reason},
-                    ":now": {"S": now}, ":one": {"N": "1"}, ":v": {"N": str(cluster.version)},
-                },
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(
-                    f"cluster {cluster.pool}/{cluster.cluster_id} is no longer {cluster.state} "
-                    f"at version {cluster.version}"
-                ) from None
-            raise
+        changes = {"state": to, "reason": reason, "updated_at": now_iso()}
+        with _stale_on_conflict(f"cluster {cluster.pool}/{cluster.cluster_id} is no longer {cluster.state} "
+                                f"at version {cluster.version}"):
+            self.client.update_item(**self._cluster_update(cluster, changes, cluster.state))
         if to != ClusterState.READY:
             self._clear_active(cluster.pool, cluster.cluster_id)
-        cluster.state, cluster.reason, cluster.updated_at = to, reason, now
-        cluster.version += 1
-        return cluster
+        return _applied(cluster, changes)
 
     def update_cluster(self, cluster: Cluster, **changes: Any) -> Cluster:
         """Apply ``changes`` (bookkeeping such as ``failures`` or ``provider_id``, never the
@@ -379,84 +337,47 @@ class Registry:
                 f"update_cluster cannot change {', '.join(forbidden)}; use transition_cluster or "
                 "mark_ready for state changes"
             )
-        return self._versioned_update(
-            self.clusters_table, {"pool": {"S": cluster.pool}, "cluster_id": {"S": cluster.cluster_id}}, cluster,
-            changes, f"cluster {cluster.pool}/{cluster.cluster_id}")
+        return self._update(self.clusters_table, _key(pool=cluster.pool, cluster_id=cluster.cluster_id), cluster,
+                            changes, f"cluster {cluster.pool}/{cluster.cluster_id}")
 
     def take_over(self, cluster: Cluster, endpoint: str, old: Cluster, drain_started_at: str) -> Cluster:
         """In one transaction: ``cluster`` LAUNCHING -> READY, ``old`` READY -> DRAINING, and
         the pool's active pointer moves from ``old`` to ``cluster``. So there is never a moment
         with two READY clusters nor one with none. StaleState if any of the three changed."""
         now = now_iso()
-        key = {"pool": {"S": cluster.pool}}
-        try:
-            self.client.transact_write_items(TransactItems=[
-                {"Update": {
-                    "TableName": self.clusters_table,
-                    "Key": {**key, "cluster_id": {"S": cluster.cluster_id}},
-                    "UpdateExpression": "SET #s = :ready, endpoint = :ep, updated_at = :now, "
-                                        "version = version + :one",
-                    "ConditionExpression": "#s = :launching AND version = :v",
-                    "ExpressionAttributeNames": {"#s": "state"},
-                    "ExpressionAttributeValues": {
-                        ":ready": {"S": ClusterState.READY}, ":launching": {"S": ClusterState.LAUNCHING},
-                        ":ep": {"S": endpoint}, ":now": {"S": now}, ":one": {"N": "1"},
-                        ":v": {"N": str(cluster.version)},
-                    },
-                }},
-                {"Update": {
-                    "TableName": self.clusters_table,
-                    "Key": {**key, "cluster_id": {"S": old.cluster_id}},
-                    "UpdateExpression": "SET #s = :draining, reason = :reason, drain_started_at = :drain, "
-                                        "updated_at = :now, version = version + :one",
-                    "ConditionExpression": "#s = :ready AND version = :v",
-                    "ExpressionAttributeNames": {"#s": "state"},
-                    "ExpressionAttributeValues": {
-                        ":draining": {"S": ClusterState.DRAINING}, ":ready": {"S": ClusterState.READY},
-                        ":reason": {"S": f"replaced by {cluster.cluster_id}"},
-                        ":drain": {"S": drain_started_at},
-                        ":now": {"S": now}, ":one": {"N": "1"}, ":v": {"N": str(old.version)},
-                    },
-                }},
-                {"Update": {
-                    "TableName": self.clusters_table,
-                    "Key": {**key, "cluster_id": {"S": POOL_ITEM}},
-                    "UpdateExpression": "SET active = :id, updated_at = :now ADD version :one",
-                    "ConditionExpression": "active = :old",
-                    "ExpressionAttributeValues": {
-                        ":id": {"S": cluster.cluster_id}, ":old": {"S": old.cluster_id},
-                        ":now": {"S": now}, ":one": {"N": "1"},
-                    },
-                }},
-            ])
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(
-                    f"cluster {cluster.pool}/{cluster.cluster_id} could not take over from "
-                    f"{old.cluster_id}: one of them changed, or {old.cluster_id} no longer takes the "
-                    "pool's work"
-                ) from None
-            raise
-        cluster.state, cluster.endpoint, cluster.updated_at = ClusterState.READY, endpoint, now
-        cluster.version += 1
-        old.state, old.reason, old.drain_started_at = (
-            ClusterState.DRAINING, f"replaced by {cluster.cluster_id}", drain_started_at
+        ready = {"state": ClusterState.READY, "endpoint": endpoint, "updated_at": now}
+        draining = {"state": ClusterState.DRAINING, "reason": f"replaced by {cluster.cluster_id}",
+                    "drain_started_at": drain_started_at, "updated_at": now}
+        self._transact_updates(
+            [self._cluster_update(cluster, ready, ClusterState.LAUNCHING),
+             self._cluster_update(old, draining, ClusterState.READY),
+             self._pointer_update(cluster.pool, cluster.cluster_id, now, "active = :old", {":old": old.cluster_id})],
+            f"cluster {cluster.pool}/{cluster.cluster_id} could not take over from {old.cluster_id}: one of them "
+            f"changed, or {old.cluster_id} no longer takes the pool's work",
         )
-        old.updated_at = now
-        old.version += 1
-        return cluster
+        _applied(old, draining)
+        return _applied(cluster, ready)
+
+    def _cluster_update(self, cluster: Cluster, changes: dict[str, Any], state: str) -> dict[str, Any]:
+        """The versioned update of ``changes`` to ``cluster``, if it is still in ``state``."""
+        return _versioned_update(self.clusters_table, _key(pool=cluster.pool, cluster_id=cluster.cluster_id),
+                                 cluster.version, changes, state)
+
+    def _pointer_update(self, pool: str, active: str, now: str, condition: str,
+                        values: dict[str, Any]) -> dict[str, Any]:
+        """The update of the pool's control item that makes ``active`` ("": none) the cluster taking
+        its new work, under ``condition`` (on the values ``values``)."""
+        return {
+            "TableName": self.clusters_table,
+            "Key": _key(pool=pool, cluster_id=POOL_ITEM),
+            "UpdateExpression": "SET active = :active, updated_at = :now ADD version :one",
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": attribute_values({":active": active, ":now": now, ":one": 1, **values}),
+        }
 
     def _clear_active(self, pool: str, cluster_id: str) -> None:
         try:
-            self.client.update_item(
-                TableName=self.clusters_table,
-                Key={"pool": {"S": pool}, "cluster_id": {"S": POOL_ITEM}},
-                UpdateExpression="SET active = :empty, updated_at = :now ADD version :one",
-                ConditionExpression="active = :id",
-                ExpressionAttributeValues={
-                    ":empty": {"S": ""}, ":id": {"S": cluster_id}, ":now": {"S": now_iso()}, ":one": {"N": "1"},
-                },
-            )
+            self.client.update_item(**self._pointer_update(pool, "", now_iso(), "active = :id", {":id": cluster_id}))
         except ClientError as exc:
             if not _conditional(exc):
                 raise
@@ -464,20 +385,12 @@ class Registry:
     # -------------------------------------------------------------------- jobs
     def get_job(self, job_key: str) -> Job | None:
         item = self.client.get_item(
-            TableName=self.jobs_table, Key={"job_key": {"S": job_key}}, ConsistentRead=True
+            TableName=self.jobs_table, Key=_key(job_key=job_key), ConsistentRead=True
         ).get("Item")
-        return _from_item(Job, item) if item else None
+        return from_item(Job, item) if item else None
 
     def jobs(self) -> list[Job]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.jobs_table}
-        while True:
-            page = self.client.scan(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return [_from_item(Job, i) for i in items]
+        return [from_item(Job, i) for i in self._scan(TableName=self.jobs_table)]
 
     def jobs_on_cluster(self, pool: str, cluster_id: str,
                         states: tuple[str, ...] = (JobState.SUBMITTED,)) -> list[Job]:
@@ -487,28 +400,17 @@ class Registry:
     def jobs_in_pool(self, pool: str, states: tuple[str, ...] = (JobState.SUBMITTED,),
                      cluster_id: str | None = None) -> list[Job]:
         """Jobs of ``pool`` in one of ``states``, on ``cluster_id`` if given (a filtered scan)."""
-        values: dict[str, Any] = {f":s{i}": {"S": str(s)} for i, s in enumerate(states)}
+        values: dict[str, Any] = {f":s{i}": s for i, s in enumerate(states)}
         condition = f"#p = :p AND #s IN ({', '.join(values)})"
-        values[":p"] = {"S": pool}
+        values[":p"] = pool
+        names = {"#s": "state", "#p": "pool"}
         if cluster_id is not None:
             condition += " AND #c = :c"
-            values[":c"] = {"S": cluster_id}
-        kwargs: dict[str, Any] = {
-            "TableName": self.jobs_table,
-            "FilterExpression": condition,
-            "ExpressionAttributeNames": {"#s": "state", "#p": "pool",
-                                         **({"#c": "cluster_id"} if cluster_id is not None else {})},
-            "ExpressionAttributeValues": values,
-            "ConsistentRead": True,
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self.client.scan(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return [_from_item(Job, i) for i in items]
+            values[":c"] = cluster_id
+            names["#c"] = "cluster_id"
+        items = self._scan(TableName=self.jobs_table, FilterExpression=condition, ExpressionAttributeNames=names,
+                           ExpressionAttributeValues=attribute_values(values), ConsistentRead=True)
+        return [from_item(Job, i) for i in items]
 
     def claim_job(self, job_key: str, pool: str, cluster: Cluster, run_id: str,
                   expected: Job | None, slot: str = "") -> Job:
@@ -523,13 +425,13 @@ class Registry:
             moves=expected.moves if expected else 0,
             submitted_at=now, updated_at=now, version=(expected.version if expected else 0) + 1, slot=slot,
         )
-        self._versioned_put(self.jobs_table, job, "job_key", expected.version if expected else None, f"job {job_key}")
+        self._versioned_put(self.jobs_table, job, "job_key", expected.version if expected else None,
+                            f"job {job_key} changed since it was read")
         return job
 
     def update_job(self, job: Job, **changes: Any) -> Job:
         """Apply ``changes`` to the job if it is still at ``job.version``."""
-        return self._versioned_update(self.jobs_table, {"job_key": {"S": job.job_key}}, job, changes,
-                                      f"job {job.job_key}")
+        return self._update(self.jobs_table, _key(job_key=job.job_key), job, changes, f"job {job.job_key}")
 
     def wait_for_submission(self, job_key: str, timeout: float = 60.0) -> Job | None:
         """Wait for a job claimed by another run to get its batch or statement id (or to change)."""
@@ -545,14 +447,13 @@ class Registry:
     def session_slots(self, cluster_id: str) -> list[SessionSlot]:
         """The session slots of ``cluster_id``, by slot number."""
         items = self._query(self.sessions_table, "cluster_id", cluster_id)
-        return sorted((_from_item(SessionSlot, i) for i in items), key=lambda s: int(s.slot))
+        return sorted((from_item(SessionSlot, i) for i in items), key=lambda s: int(s.slot))
 
     def get_slot(self, cluster_id: str, slot: str) -> SessionSlot | None:
         item = self.client.get_item(
-            TableName=self.sessions_table,
-            Key={"cluster_id": {"S": cluster_id}, "slot": {"S": slot}}, ConsistentRead=True,
+            TableName=self.sessions_table, Key=_key(cluster_id=cluster_id, slot=slot), ConsistentRead=True,
         ).get("Item")
-        return _from_item(SessionSlot, item) if item else None
+        return from_item(SessionSlot, item) if item else None
 
     def lease_slot(self, slot: SessionSlot, expected_version: int | None, job_key: str, run_id: str) -> SessionSlot:
         """Lease ``slot`` to the attempt ``run_id`` of ``job_key``: a new slot item
@@ -561,70 +462,63 @@ class Registry:
         slot.lease_job, slot.lease_run, slot.leased_at, slot.updated_at = job_key, run_id, now, now
         slot.version = (expected_version or 0) + 1
         self._versioned_put(self.sessions_table, slot, "cluster_id", expected_version,
-                            f"session slot {slot.cluster_id}/{slot.slot}")
+                            f"session slot {slot.cluster_id}/{slot.slot} changed since it was read")
         return slot
-
-    def _versioned_put(self, table: str, item: Any, key: str, expected_version: int | None, what: str) -> None:
-        """Write ``item`` whole if the stored one is still at ``expected_version`` (None: if there is
-        none, checked on the key attribute ``key``); StaleState otherwise."""
-        if expected_version is None:
-            condition, values = f"attribute_not_exists({key})", {}
-        else:
-            condition, values = "version = :v", {":v": {"N": str(expected_version)}}
-        try:
-            self.client.put_item(
-                TableName=table, Item=_to_item(item), ConditionExpression=condition,
-                **({"ExpressionAttributeValues": values} if values else {}),
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(f"{what} changed since it was read") from None
-            raise
 
     def update_slot(self, slot: SessionSlot, **changes: Any) -> SessionSlot:
         """Apply ``changes`` to the slot if it is still at ``slot.version``."""
-        return self._versioned_update(
-            self.sessions_table, {"cluster_id": {"S": slot.cluster_id}, "slot": {"S": slot.slot}}, slot, changes,
-            f"session slot {slot.cluster_id}/{slot.slot}")
+        return self._update(self.sessions_table, _key(cluster_id=slot.cluster_id, slot=slot.slot), slot, changes,
+                            f"session slot {slot.cluster_id}/{slot.slot}")
 
-    def _versioned_update(self, table: str, key: dict[str, Any], item: Any, changes: dict[str, Any],
-                          what: str) -> Any:
+    # ------------------------------------------------------------------ writes
+    def _versioned_put(self, table: str, item: Any, key: str, expected_version: int | None, stale: str) -> None:
+        """Write ``item`` whole if the stored one is still at ``expected_version`` (None: if there is
+        none, checked on the key attribute ``key``); StaleState (``stale``) otherwise."""
+        if expected_version is None:
+            condition, values = f"attribute_not_exists({key})", {}
+        else:
+            condition, values = "version = :v", {":v": expected_version}
+        with _stale_on_conflict(stale):
+            self.client.put_item(
+                TableName=table, Item=to_item(item), ConditionExpression=condition,
+                **({"ExpressionAttributeValues": attribute_values(values)} if values else {}),
+            )
+
+    def _update(self, table: str, key: dict[str, Any], item: Any, changes: dict[str, Any], what: str) -> Any:
         """SET ``changes`` (and ``updated_at``) on the item at ``key`` if its version is still
         ``item.version``, then apply them to ``item`` (version + 1); StaleState otherwise."""
-        changes["updated_at"] = now_iso()
-        sets = ", ".join(f"#{k} = :{k}" for k in changes)
-        try:
-            self.client.update_item(
-                TableName=table,
-                Key=key,
-                UpdateExpression=f"SET {sets}, version = version + :one",
-                ConditionExpression="version = :v",
-                ExpressionAttributeNames={f"#{k}": k for k in changes},
-                ExpressionAttributeValues={
-                    **{f":{k}": _av(v) for k, v in changes.items()}, ":one": {"N": "1"},
-                    ":v": {"N": str(item.version)},
-                },
-            )
-        except ClientError as exc:
-            if _conditional(exc):
-                raise StaleState(f"{what} changed since version {item.version}") from None
-            raise
-        for name, value in changes.items():
-            setattr(item, name, value)
-        item.version += 1
-        return item
+        changes = {**changes, "updated_at": now_iso()}
+        with _stale_on_conflict(f"{what} changed since version {item.version}"):
+            self.client.update_item(**_versioned_update(table, key, item.version, changes))
+        return _applied(item, changes)
 
+    def _transact_updates(self, updates: list[dict[str, Any]], stale: str) -> None:
+        """Make ``updates`` in one transaction: all or none; StaleState (``stale``) if a condition fails."""
+        with _stale_on_conflict(stale):
+            self.client.transact_write_items(TransactItems=[{"Update": update} for update in updates])
+
+    # ------------------------------------------------------------------- reads
     def _query(self, table: str, key: str, value: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": table,
             "KeyConditionExpression": "#k = :v",
             "ExpressionAttributeNames": {"#k": key},
-            "ExpressionAttributeValues": {":v": {"S": value}},
+            "ExpressionAttributeValues": attribute_values({":v": value}),
             "ConsistentRead": True,
         }
         while True:
             page = self.client.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _scan(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a scan (``kwargs``: the scan's arguments), page after page."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.client.scan(**kwargs)
             items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 return items

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from spark_jobs.common.contract import EXIT_MARK, MEMORY_MARK
@@ -38,13 +39,51 @@ from spotlake.registry import Cluster, Job, JobState, Registry, SessionSlot, Sta
 log = logging.getLogger(__name__)
 
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
-# Livy's session states (0.7-0.9): a session in one of LIVE can take statements.
-SESSION_STARTING = frozenset({"not_started", "starting"})
-SESSION_LIVE = frozenset({"idle", "busy"})
-SESSION_GONE = frozenset({"shutting_down", "error", "dead", "killed", "success"})
-# Livy's statement states.
-STATEMENT_PENDING = frozenset({"waiting", "running", "cancelling"})
-STATEMENT_DONE = frozenset({"available", "error", "cancelled"})
+
+
+class SessionState(StrEnum):
+    """Livy's states of an interactive session (0.7-0.9)."""
+
+    NOT_STARTED = "not_started"
+    STARTING = "starting"
+    RECOVERING = "recovering"
+    IDLE = "idle"
+    RUNNING = "running"
+    BUSY = "busy"
+    SHUTTING_DOWN = "shutting_down"
+    ERROR = "error"
+    DEAD = "dead"
+    KILLED = "killed"
+    SUCCESS = "success"
+
+
+class StatementState(StrEnum):
+    """Livy's states of a statement."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    AVAILABLE = "available"  # done: its output says whether the code ran to its end ("ok") or raised ("error")
+    ERROR = "error"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+class StatementOutcome(StrEnum):
+    """What became of a statement (:func:`statement_status`)."""
+
+    RUNNING = "running"      # not done yet
+    SUCCESS = "success"      # the code ran to its end
+    FAILED = "failed"        # it raised, or Livy failed it
+    CANCELLED = "cancelled"
+
+
+# A session in one of SESSION_LIVE can take statements; one in SESSION_GONE never will again.
+SESSION_STARTING = frozenset({SessionState.NOT_STARTED, SessionState.STARTING})
+SESSION_LIVE = frozenset({SessionState.IDLE, SessionState.BUSY})
+SESSION_GONE = frozenset({SessionState.SHUTTING_DOWN, SessionState.ERROR, SessionState.DEAD, SessionState.KILLED,
+                          SessionState.SUCCESS})
+STATEMENT_PENDING = frozenset({StatementState.WAITING, StatementState.RUNNING, StatementState.CANCELLING})
+STATEMENT_DONE = frozenset({StatementState.AVAILABLE, StatementState.ERROR, StatementState.CANCELLED})
 # A lease is taken before its job is claimed: for this long a lease its job does not name yet is live.
 LEASE_GRACE_S = 60.0
 
@@ -165,15 +204,17 @@ class LivySessions:
 
 
 # ------------------------------------------------------------------------ outcomes
-def statement_status(statement: dict[str, Any]) -> str:
+def statement_status(statement: dict[str, Any]) -> StatementOutcome:
     """``running``, ``success`` (the code ran to its end), ``failed`` (it raised) or ``cancelled``."""
     state = statement.get("state")
     if state in STATEMENT_PENDING:
-        return "running"
-    if state == "cancelled":
-        return "cancelled"
+        return StatementOutcome.RUNNING
+    if state == StatementState.CANCELLED:
+        return StatementOutcome.CANCELLED
     output = statement.get("output") or {}
-    return "success" if state == "available" and output.get("status") == "ok" else "failed"
+    if state == StatementState.AVAILABLE and output.get("status") == "ok":
+        return StatementOutcome.SUCCESS
+    return StatementOutcome.FAILED
 
 
 def statement_text(statement: dict[str, Any]) -> str:
@@ -314,7 +355,7 @@ def ensure_session(registry: Registry, slot: SessionSlot, cluster: Cluster, clie
         started = time.monotonic()
         loaded = client.post_statement(slot.session_id, bootstrap_code(request))
         done = client.wait_statement(slot.session_id, loaded, settings.start_timeout.total_seconds())
-        if done is None or statement_status(done) != "success":
+        if done is None or statement_status(done) != StatementOutcome.SUCCESS:
             error = statement_error(done) if done else f"still running after {settings.start_timeout}"
             raise SubmitFailed(f"session {slot.session_id} on {slot.cluster_id} could not load job code "
                                f"{request.code_version[:12]}: {error}")
@@ -403,7 +444,7 @@ def _statement_alive(client: LivySessions, job: Job) -> bool:
     if found.get("state") in STATEMENT_PENDING:
         return True
     # Finished while nobody watched (the task was killed or retried): its outcome is still there.
-    return found.get("state") == "available"
+    return found.get("state") == StatementState.AVAILABLE
 
 
 def _start(registry: Registry, request: StatementRequest, cluster: Cluster, slot: SessionSlot, job: Job,

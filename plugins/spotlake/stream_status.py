@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -29,7 +30,9 @@ class StreamTableMissing(SpotlakeError):
     """The stream status table does not exist: the deployment's setup step was not run."""
 
 
-class StreamState:
+class StreamState(StrEnum):
+    """The stream's state as the supervisor last saw it (its report's and its status record's ``state``)."""
+
     RUNNING = "RUNNING"        # its batch is live
     STARTED = "STARTED"        # first submission (or after a deliberate stop)
     RESTARTED = "RESTARTED"    # resubmitted after its batch ended or its cluster was lost

@@ -266,7 +266,7 @@ def test_the_scan_sees_the_airflow_side() -> None:
     assert modules.get("spark_jobs.user_transforms") is False, "only registered_functions() imports it, in a try"
     assert not any(name.startswith(("spotlake_dev.localstack", "spotlake_dev.clickgen")) for name in modules)
     imports = third_party_imports()
-    assert imports["confluent_kafka"] == {"spotlake.stream_supervisor": False}
+    assert imports["confluent_kafka"] == {"spotlake.stream_supervisor.adapters": False}
     assert imports["yaml"]["spotlake.config"] is True
 
 
