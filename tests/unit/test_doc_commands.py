@@ -529,6 +529,7 @@ def runnable(text: str) -> list[str]:
     return [sys.executable, *argv[1:]] if argv[0] == "python" else [shutil.which(argv[0]) or argv[0], *argv[1:]]
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("text", sorted(RUN_HERE))
 def test_cheap_commands_run(text: str, tmp_path: Path) -> None:
     cmd = next(c for c in documented() if shlex.join(words(c.text)) == text)
@@ -592,6 +593,7 @@ print("\n@@results@@" + json.dumps(results))
 """
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize(("target", "pythonpath"), sorted(cli_calls()), ids=lambda v: v)
 def test_documented_arguments_parse(target: str, pythonpath: str, tmp_path: Path) -> None:
     """`--help` runs, and each documented command line passes the CLI's own parser."""
@@ -608,6 +610,7 @@ def test_documented_arguments_parse(target: str, pythonpath: str, tmp_path: Path
                                      f"{result['err'][-1500:]}\nFix the command in the doc (see `{target} --help`)")
 
 
+@pytest.mark.tools
 def test_documented_docker_compose_commands_parse(tmp_path: Path) -> None:
     """No Docker engine here: the pinned compose binary checks each subcommand and its flags
     (`docker compose SUB --help ARGS` parses ARGS' flags, then prints the help)."""
