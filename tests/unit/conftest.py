@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.session
 import pytest
+from botocore.loaders import Loader
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
@@ -65,6 +67,25 @@ def _no_service_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     # rest of the session; unit tests must reach moto's in-process mock instead.
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_botocore_loader() -> Iterator[None]:
+    # moto gives every mock a new boto3 default session, and each new botocore session parses
+    # botocore's JSON (endpoints, partitions, service models) again: a tenth of a second for
+    # each test that makes a client. Here the sessions share one loader, as one session's
+    # clients do; what they load is read-only to them.
+    loaders: dict[str | None, Loader] = {}
+    real = botocore.session.create_loader
+
+    def shared(search_path_string: str | None = None) -> Loader:
+        if search_path_string not in loaders:
+            loaders[search_path_string] = real(search_path_string)
+        return loaders[search_path_string]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.session, "create_loader", shared)
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
