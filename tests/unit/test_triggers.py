@@ -265,6 +265,15 @@ def test_a_batch_whose_job_another_batch_runs_now_is_requeued(
     assert event["status"] == "requeued" and event["reason"] == "job shop_orders#w1 was re-queued"
 
 
+def test_a_batch_whose_job_runs_on_another_cluster_now_is_requeued_even_under_the_same_batch_id(
+        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each Livy server numbers its batches from 0: the job's batch 5 on c2 is not this batch 5 on c1."""
+    submitted(registry, endpoint="http://c2:8998", cluster_id="c2")
+    livy.script("/batches/5/state", batch_state("running"))
+    event = first_event(watching(batch_trigger(pool="small", cluster_id="c1"), registry, monkeypatch))
+    assert event["status"] == "requeued" and event["reason"] == "job shop_orders#w1 was re-queued"
+
+
 @pytest.mark.parametrize("state", [ClusterState.DEAD, ClusterState.TERMINATED])
 def test_a_batch_whose_cluster_is_dead_or_terminated_is_requeued(
         livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch, state: ClusterState) -> None:
