@@ -22,8 +22,10 @@ up: bootstrap
 test: bootstrap
 	@$(PY) -m pytest tests/unit tests/integration tests/e2e
 
+# The pure unit tier: one process, no service, no JVM, no other program. The unit tests marked
+# spark (a local Spark JVM) or tools (Maven, Java, compose, pip, a CLI...) run with `make test`.
 unit: bootstrap
-	@$(PY) -m pytest tests/unit
+	@$(PY) -m pytest tests/unit -m "not spark and not tools"
 
 integration: bootstrap
 	@$(PY) -m pytest tests/integration

@@ -89,7 +89,8 @@ class LivyBatchTrigger(JobTrigger):
         self.batch_id = batch_id
 
     def _runs_elsewhere(self, job: Any) -> bool:
-        return job.batch_id >= 0 and job.batch_id != self.batch_id
+        # Each Livy server numbers its batches from 0: the same id on another endpoint is another batch.
+        return job.batch_id >= 0 and (job.batch_id, job.endpoint) != (self.batch_id, self.endpoint)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = EndpointLivyAsyncHook(self.endpoint)

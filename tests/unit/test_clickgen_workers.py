@@ -211,6 +211,7 @@ def unreachable() -> NullSink:
     raise KafkaUnavailableError("cannot reach Kafka at 127.0.0.1:1; fix: make up")
 
 
+@pytest.mark.tools
 def test_workers_run_a_paced_stream_and_the_parent_sums_their_totals_and_progress() -> None:
     out = io.StringIO()
     started: list[list[int | None]] = []
@@ -226,6 +227,7 @@ def test_workers_run_a_paced_stream_and_the_parent_sums_their_totals_and_progres
     assert all(line.startswith("clickgen: ") and " sent " in line and "events/s" in line for line in lines)
 
 
+@pytest.mark.tools
 def test_a_worker_that_fails_stops_the_others_and_the_parent_raises() -> None:
     started = time.monotonic()
     plan = WorkerPlan(config(1), ConstantRate(1_000.0), 2, BrokenSink, pace=False)  # endless unless stopped
@@ -239,6 +241,7 @@ def test_a_worker_that_fails_stops_the_others_and_the_parent_raises() -> None:
     assert "worker 1 of 2 failed" in (error.totals.stopped_by or "")
 
 
+@pytest.mark.tools
 def test_a_worker_that_cannot_start_fails_the_run_before_anything_is_sent() -> None:
     plan = WorkerPlan(config(1), ConstantRate(1_000.0), 2, unreachable, count=100)
     with pytest.raises(WorkerFailedError, match="worker . of 2: cannot reach Kafka") as caught:
@@ -246,6 +249,7 @@ def test_a_worker_that_cannot_start_fails_the_run_before_anything_is_sent() -> N
     assert caught.value.kind == "KafkaUnavailableError" and caught.value.totals is None
 
 
+@pytest.mark.tools
 def test_cli_with_workers_reports_a_down_broker(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--bootstrap", "127.0.0.1:1", "--workers", "2", "--count", "10", "--connect-timeout", "1"]
     assert cli.main(argv) == 3
@@ -310,6 +314,7 @@ def live_processes_in_group(group: int) -> list[str]:
     return live
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize(("stop", "whole_group"), [(signal.SIGINT, True), (signal.SIGTERM, False)],
                          ids=["ctrl-c to the process group", "sigterm to the parent"])
 def test_cli_workers_stop_cleanly_and_report_totals(tmp_path: Path, stop: signal.Signals, whole_group: bool) -> None:
@@ -323,6 +328,7 @@ def test_cli_workers_stop_cleanly_and_report_totals(tmp_path: Path, stop: signal
     assert err.count("clickgen: sent ") == 1  # one summary, the sum of the workers'
 
 
+@pytest.mark.tools
 def test_bench_measures_generation_with_worker_processes() -> None:
     argv = [sys.executable, "bench/clickgen_bench.py", "--generate-only", "--workers", "1,2",
             "--events", "20000", "--repetitions", "1"]

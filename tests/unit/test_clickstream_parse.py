@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
 
@@ -23,6 +24,8 @@ from spark_jobs.clickstream.events import (
 from spotlake_dev.clickgen.behaviour import ClickStream, StreamConfig
 from spotlake_dev.clickgen.events import VALID, classify
 from spotlake_dev.clickgen.rate import ConstantRate
+
+pytestmark = pytest.mark.spark
 
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 VALID_EVENT = {

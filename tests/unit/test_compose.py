@@ -163,6 +163,7 @@ def pom_property(group: str, name: str) -> str:
 # --------------------------------------------------------------------------- the binary
 
 
+@pytest.mark.tools
 def test_compose_binary_is_the_pinned_version() -> None:
     done = subprocess.run([str(compose_binary()), "version", "--short"], capture_output=True, text=True,
                           timeout=30, check=True)
@@ -172,11 +173,13 @@ def test_compose_binary_is_the_pinned_version() -> None:
 # --------------------------------------------------------------------------- services
 
 
+@pytest.mark.tools
 def test_services_are_exactly_the_known_ones(config: dict[str, Any]) -> None:
     """A new service must be added to SERVICES, so that every check below covers it."""
     assert sorted(config["services"]) == sorted(SERVICES)
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("native, name", NATIVE_EQUIVALENTS.items())
 def test_every_part_of_the_native_stack_has_a_service(config: dict[str, Any], native: str, name: str) -> None:
     service(config, name)
@@ -187,6 +190,7 @@ def test_every_native_airflow_component_is_mapped() -> None:
         assert spec.name in NATIVE_EQUIVALENTS, f"native {spec.name} has no entry in NATIVE_EQUIVALENTS"
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", [s for s in SERVICES if s != NETWORK_OWNER])
 def test_service_shares_one_network_namespace(config: dict[str, Any], name: str) -> None:
     """The code addresses every service as 127.0.0.1:<port>; that holds only in one namespace."""
@@ -194,6 +198,7 @@ def test_service_shares_one_network_namespace(config: dict[str, Any], name: str)
     assert not service(config, name).get("ports"), "only the namespace's owner can publish ports"
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", PROJECT_IMAGE_SERVICES)
 def test_service_runs_the_project_image(config: dict[str, Any], name: str) -> None:
     svc = service(config, name)
@@ -206,6 +211,7 @@ def test_service_runs_the_project_image(config: dict[str, Any], name: str) -> No
     assert build["dockerfile"] == "docker/Dockerfile"
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", [s for s in PROJECT_IMAGE_SERVICES if s != NETWORK_OWNER])
 def test_project_code_and_state_are_mounted(config: dict[str, Any], name: str) -> None:
     layout = image_layout()
@@ -219,6 +225,7 @@ def test_project_code_and_state_are_mounted(config: dict[str, Any], name: str) -
     assert str(layout.run_dir) in tmpfs, "PID files must not outlive their container"
 
 
+@pytest.mark.tools
 def test_local_clusters_run_in_the_scheduler(config: dict[str, Any]) -> None:
     """No livy-* service: spotlake_dev.localstack.provider launches each cluster as a Livy server
     process and checks it by PID, so the clusters live where the fleet's tasks run."""
@@ -242,6 +249,7 @@ def _unescape(script: str) -> str:
     return script.replace("$$", "$")
 
 
+@pytest.mark.tools
 def test_embedded_scripts_parse(config: dict[str, Any]) -> None:
     setup = service(config, "spotlake-setup")["command"]
     assert setup[:2] == ["python", "-c"]
@@ -262,10 +270,12 @@ def test_embedded_scripts_parse(config: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- versions
 
 
+@pytest.mark.tools
 def test_kafka_image_is_the_pom_version(config: dict[str, Any]) -> None:
     assert service(config, "kafka")["image"] == f"apache/kafka:{pom_property('kafka', 'kafka.version')}"
 
 
+@pytest.mark.tools
 def test_moto_is_the_requirements_version(config: dict[str, Any]) -> None:
     moto = service(config, "moto")
     if moto["image"] == PROJECT_IMAGE:  # installed from requirements.txt
@@ -300,6 +310,7 @@ def test_dockerfile_resolves_the_jars_of_the_pom(group: str) -> None:
 # --------------------------------------------------------------------------- ports
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", SERVICES)
 def test_published_ports_bind_loopback_only(config: dict[str, Any], name: str) -> None:
     for port in service(config, name).get("ports", []):
@@ -307,6 +318,7 @@ def test_published_ports_bind_loopback_only(config: dict[str, Any], name: str) -
         assert str(port["published"]) == str(port["target"]), "inside and outside ports must agree"
 
 
+@pytest.mark.tools
 def test_published_ports_are_the_stack_ports(config: dict[str, Any]) -> None:
     layout = image_layout()
     published = {int(p["target"]) for p in service(config, NETWORK_OWNER).get("ports", [])}
@@ -323,17 +335,20 @@ def test_env_example_ports_equal_stack_env() -> None:
 # --------------------------------------------------------------------------- health and order
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", LONG_RUNNING)
 def test_long_running_service_has_a_health_check(config: dict[str, Any], name: str) -> None:
     check = service(config, name).get("healthcheck") or {}
     assert check.get("test") and not check.get("disable"), f"{name} has no health check"
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", ONE_SHOT)
 def test_one_shot_service_runs_once(config: dict[str, Any], name: str) -> None:
     assert service(config, name).get("restart") in (None, "no")
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", SERVICES)
 def test_dependencies_wait_for_readiness(config: dict[str, Any], name: str) -> None:
     for dep, rule in (service(config, name).get("depends_on") or {}).items():
@@ -346,6 +361,7 @@ def test_dependencies_wait_for_readiness(config: dict[str, Any], name: str) -> N
         assert rule["condition"] == expected, f"{name} -> {dep}"
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES)
 def test_airflow_waits_for_its_database(config: dict[str, Any], name: str) -> None:
     depends = service(config, name).get("depends_on") or {}
@@ -358,6 +374,7 @@ def test_airflow_waits_for_its_database(config: dict[str, Any], name: str) -> No
 # --------------------------------------------------------------------------- settings mirror the native stack
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES)
 def test_airflow_environment_mirrors_the_native_one(config: dict[str, Any], name: str) -> None:
     env = environment(config, name)
@@ -370,6 +387,7 @@ def test_airflow_environment_mirrors_the_native_one(config: dict[str, Any], name
             assert env[key] == value, key
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES)
 def test_airflow_connections_point_at_the_stack(config: dict[str, Any], name: str) -> None:
     env = environment(config, name)
@@ -377,6 +395,7 @@ def test_airflow_connections_point_at_the_stack(config: dict[str, Any], name: st
         assert json.loads(env[key]) == json.loads(value), key
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", ["s3", "moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES])
 def test_project_containers_see_the_stack_settings(config: dict[str, Any], name: str) -> None:
     env = environment(config, name)
@@ -390,6 +409,7 @@ def test_project_containers_see_the_stack_settings(config: dict[str, Any], name:
         assert key in env, key
 
 
+@pytest.mark.tools
 def test_kafka_mirrors_the_native_broker(config: dict[str, Any]) -> None:
     env = environment(config, "kafka")
     layout = image_layout()
@@ -406,6 +426,7 @@ def test_kafka_mirrors_the_native_broker(config: dict[str, Any]) -> None:
     assert env["KAFKA_LOG_DIRS"] in mounts
 
 
+@pytest.mark.tools
 def test_mariadb_serves_the_demo_source(config: dict[str, Any]) -> None:
     mysql = stack.mysql_settings(image_layout())
     env = environment(config, "mariadb")
@@ -416,6 +437,7 @@ def test_mariadb_serves_the_demo_source(config: dict[str, Any]) -> None:
     assert "--default-time-zone=+00:00" in service(config, "mariadb")["command"]
 
 
+@pytest.mark.tools
 def test_postgres_holds_airflow_and_the_sink(config: dict[str, Any]) -> None:
     pg = services.postgres_settings(image_layout())
     env = environment(config, "postgres")
@@ -468,6 +490,7 @@ def _secret_values(key: str, value: str) -> list[str]:
     return found
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("name", SERVICES)
 def test_no_secret_beyond_the_documented_local_ones(config: dict[str, Any], name: str) -> None:
     allowed = {*credentials().values(), MOTO_TEST_KEY}

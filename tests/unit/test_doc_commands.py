@@ -11,8 +11,9 @@ Each command is exactly one of these, the first that applies:
 
 1. needs AWS: it ends with the shell comment `# needs AWS` (only for commands that work
    against real AWS alone: EMR, MWAA, an AWS account's resources);
-2. run by `make up` / `make test`: one of their targets, a command of their recipes or a target
-   made of such commands (all read from the Makefile), or a command that code they run
+2. run by `make up` / `make test`: one of their targets, a command of their recipes, a pytest
+   run that only picks among the tests of such a command (some of its paths, `-m`, `-k`), or a
+   target made of such commands (all read from the Makefile), or a command that code they run
    runs (RUN_BY_MAKE_UP);
 3. run here: in RUN_HERE, or a benchmark script (bench/*.py), whose `--help` runs here;
 4. run by a test: it starts with an entry of RUN_BY_TESTS (program and subcommand, e.g.
@@ -425,14 +426,46 @@ def match(table: dict[str, object] | set[str], argv: list[str]) -> str | None:
     return next((name for name in table if argv[:len(shlex.split(name))] == shlex.split(name)), None)
 
 
+SELECTING = ("-m", "-k")  # pytest options that only pick among the tests of its paths
+
+
+def pytest_run(argv: list[str]) -> tuple[list[str], list[str], list[str]] | None:
+    """(paths, selecting options with their values, other options) of a `python -m pytest` command."""
+    if argv[:3] != ["python", "-m", "pytest"]:
+        return None
+    paths, selecting, other = [], [], []
+    words_ = iter(argv[3:])
+    for word in words_:
+        if word in SELECTING:
+            selecting += [word, next(words_, "")]
+        elif word.startswith("-"):
+            other.append(word)
+        else:
+            paths.append(word.rstrip("/"))
+    return paths, selecting, other
+
+
+def picks_from(argv: list[str], promised: set[str]) -> bool:
+    """Whether the command is a pytest run of some of the tests of a pytest run of ``promised``."""
+    mine = pytest_run(argv)
+    if mine is None or not mine[0]:
+        return False
+    for command in promised:
+        theirs = pytest_run(shlex.split(command))
+        if theirs is not None and not theirs[1] and mine[2] == theirs[2] and all(
+                any(path == t or path.startswith(f"{t}/") for t in theirs[0]) for path in mine[0]):
+            return True
+    return False
+
+
 def run_by_make(argv: list[str]) -> bool:
     """Whether `make up` / `make test` run this command."""
     promised = recipe_commands(*PROMISED)
     if argv[0] == "make":
         targets = [w for w in argv[1:] if not w.startswith("-") and "=" not in w] or [next(iter(makefile()))]
-        return all(t in make_closure(*PROMISED) or (t in makefile() and recipe_commands(t) <= promised)
-                   for t in targets)
-    return shlex.join(argv) in promised or match(RUN_BY_MAKE_UP, argv) is not None
+        return all(t in make_closure(*PROMISED) or (t in makefile() and all(
+            c in promised or picks_from(shlex.split(c), promised) for c in recipe_commands(t))) for t in targets)
+    return shlex.join(argv) in promised or picks_from(argv, promised) or match(RUN_BY_MAKE_UP, argv) is not None
 
 
 def classify(cmd: Command) -> str | None:
@@ -529,6 +562,7 @@ def runnable(text: str) -> list[str]:
     return [sys.executable, *argv[1:]] if argv[0] == "python" else [shutil.which(argv[0]) or argv[0], *argv[1:]]
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("text", sorted(RUN_HERE))
 def test_cheap_commands_run(text: str, tmp_path: Path) -> None:
     cmd = next(c for c in documented() if shlex.join(words(c.text)) == text)
@@ -592,6 +626,7 @@ print("\n@@results@@" + json.dumps(results))
 """
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize(("target", "pythonpath"), sorted(cli_calls()), ids=lambda v: v)
 def test_documented_arguments_parse(target: str, pythonpath: str, tmp_path: Path) -> None:
     """`--help` runs, and each documented command line passes the CLI's own parser."""
@@ -608,6 +643,7 @@ def test_documented_arguments_parse(target: str, pythonpath: str, tmp_path: Path
                                      f"{result['err'][-1500:]}\nFix the command in the doc (see `{target} --help`)")
 
 
+@pytest.mark.tools
 def test_documented_docker_compose_commands_parse(tmp_path: Path) -> None:
     """No Docker engine here: the pinned compose binary checks each subcommand and its flags
     (`docker compose SUB --help ARGS` parses ARGS' flags, then prints the help)."""

@@ -129,6 +129,7 @@ def test_no_archive_and_no_packages_names_the_fix(tmp_path: Path, monkeypatch: p
         runtime.use_job_packages(required=("no_such_module_here",))
 
 
+@pytest.mark.tools
 def test_the_entry_scripts_import_without_the_jobs_packages(tmp_path: Path) -> None:
     """A cluster's bare Python loads each entry script before the archive is on the path: they may
     import boto3 and psycopg2 only once use_job_packages ran."""
@@ -148,6 +149,7 @@ def test_the_entry_scripts_import_without_the_jobs_packages(tmp_path: Path) -> N
 
 
 # ---------------------------------------------------------------- local stack
+@pytest.mark.tools
 def test_the_local_clusters_spark_has_none_of_the_jobs_dependencies(tmp_path: Path) -> None:
     """The local Livy's Spark has only what EMR has: s3a on the class path, no spark.jars, no JDBC
     or Kafka jar, and a Python without packages."""

@@ -61,6 +61,7 @@ def test_only_dags_holds_dag_files(bundle: Path) -> None:
     assert found == {f"dags/{f}" for f in files(ROOT / "dags") if f.endswith(".py")}
 
 
+@pytest.mark.tools
 def test_the_startup_script_sets_the_path_and_the_provider(bundle: Path) -> None:
     script = bundle / "startup.sh"
     assert os.access(script, os.X_OK)
@@ -116,6 +117,7 @@ print("@@" + json.dumps({
 """
 
 
+@pytest.mark.tools
 def test_the_dags_parse_from_the_bundle_with_only_the_airflow_set(bundle: Path, tmp_path: Path) -> None:
     allowed = set(pins(AIRFLOW_CONSTRAINTS)) | {"pip", "setuptools", "wheel"}
     blocked = sorted(module for module, dists in metadata.packages_distributions().items()

@@ -1,19 +1,25 @@
-"""The batch operator waits for a READY cluster by deferring, for a bounded time."""
+"""The batch operator waits for a READY cluster by deferring, for a bounded time; on its trigger's
+event it finishes, fails with the job's own error, or moves the job to the pool's replacement
+cluster, up to max_moves times."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from airflow.exceptions import AirflowException, TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException
 from moto import mock_aws
 
-from operators.livy_batch import PoolBatchOperator
+from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
 from spotlake.jobs import BatchRequest
-from spotlake.registry import Registry
+from spotlake.registry import ClusterState, JobState, Registry
+from tests.support.batch_jobs import Livys, endpoint_of, ready, replace
+from triggers.livy import LivyBatchTrigger
 
 
 class Op(PoolBatchOperator):
@@ -182,3 +188,190 @@ def test_only_capacity_yarn_took_away_counts_as_lost(error: str, log: str, lost:
     from operators.livy_batch import lost_capacity
 
     assert (lost_capacity(error, log) is not None) is lost
+
+
+# ---------------------------------------------------------------- completion: each event of the trigger
+
+
+@pytest.fixture
+def livys(operator: Op, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Livys:
+    monkeypatch.setenv("SPOTLAKE_ARTIFACTS", str(tmp_path))  # where a job's report would be: none is
+    livys = Livys()
+    operator.livy = livys  # type: ignore[method-assign]
+    return livys
+
+
+def submitted(operator: Op) -> LivyBatchTrigger:
+    """Execute the task: it submits orders#w1 to the pool's READY cluster and defers on the batch."""
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    assert deferred.value.method_name == "execute_complete"
+    return deferred.value.trigger
+
+
+def event(trigger: LivyBatchTrigger, status: str, **extra: Any) -> dict[str, Any]:
+    """What the trigger yields for ``status``."""
+    return trigger._event(status, **extra).payload
+
+
+def test_a_batch_that_succeeded_marks_its_job_succeeded_and_returns_the_tasks_result(operator: Op, livys: Livys) -> None:
+    ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    result = operator.execute_complete({}, event(trigger, "success", state="success"))
+    assert result == {"job_key": "orders#w1", "batch_id": 100, "cluster": "c1"}
+    job = operator.registry.get_job("orders#w1")
+    assert (job.state, job.batch_id, job.attempt, job.moves) == (JobState.SUCCEEDED, 100, 1, 0)
+
+
+def test_the_jobs_result_is_its_last_result_line_in_the_batch_log(
+        operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the maintenance and reconciliation operators read what their job did (it wrote no report)."""
+    monkeypatch.setattr(operator, "on_batch_success", lambda context, job: operator._batch_result(job))
+    ready(operator.registry, "c1")
+    livys(endpoint_of("c1")).log = ["INFO starting", 'SPOTLAKE_RESULT: {"rows": 1}', "INFO done",
+                                    'SPOTLAKE_RESULT: {"rows": 3, "tables": {"lake.shop.orders": {}}}']
+    trigger = submitted(operator)
+    assert operator.execute_complete({}, event(trigger, "success", state="success")) == {
+        "rows": 3, "tables": {"lake.shop.orders": {}}}
+    livys(endpoint_of("c1")).log = ["SPOTLAKE_RESULT: {not json"]
+    assert operator._batch_result(operator.registry.get_job("orders#w1")) is None
+    livys(endpoint_of("c1")).unreachable = True
+    assert operator._batch_result(operator.registry.get_job("orders#w1")) is None
+
+
+def test_a_job_that_goes_on_to_its_next_job_submits_it_in_the_same_try(
+        operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the extraction task does after the initial snapshot: on_batch_success says NEXT_JOB."""
+    keys = ["orders#snapshot", "orders#w1"]
+
+    def next_job(context: Any, job: Any) -> Any:
+        keys.pop(0)
+        return NEXT_JOB
+
+    monkeypatch.setattr(operator, "build_request",
+                        lambda context: BatchRequest(job_key=keys[0], pool="small", file="/jobs/extract.py"))
+    monkeypatch.setattr(operator, "on_batch_success", next_job)
+    ready(operator.registry, "c1")
+    first = submitted(operator)
+    assert first.job_key == "orders#snapshot"
+    with pytest.raises(TaskDeferred) as second:
+        operator.execute_complete({}, event(first, "success", state="success"))
+    assert (second.value.trigger.job_key, second.value.trigger.batch_id) == ("orders#w1", 101)
+    assert operator.registry.get_job("orders#snapshot").state == JobState.SUCCEEDED
+    assert operator.registry.get_job("orders#w1").state == JobState.SUBMITTED
+
+
+def test_a_failed_batch_fails_the_task_with_the_jobs_error_line(operator: Op, livys: Livys) -> None:
+    ready(operator.registry, "c1")
+    livys(endpoint_of("c1")).log = [
+        "INFO SparkContext: Running Spark version 3.5.7",
+        "SPOTLAKE_ERROR: pipeline orders: first attempt",
+        "SPOTLAKE_ERROR: pipeline orders (shop.orders): cannot connect to MySQL at db:3306: timed out",
+        "INFO ShutdownHookManager: Shutdown hook called",
+    ]
+    trigger = submitted(operator)
+    with pytest.raises(BatchFailed) as failed:
+        operator.execute_complete({}, event(trigger, "failed", state="dead"))
+    line = "pipeline orders (shop.orders): cannot connect to MySQL at db:3306: timed out"
+    assert failed.value.error == line
+    assert str(failed.value).startswith(f"orders#w1: batch 100 on cluster c1 ended 'dead': {line}\n")
+    assert "--- batch log (tail) ---" in str(failed.value) and "Shutdown hook called" in str(failed.value)
+    assert not isinstance(failed.value, AirflowFailException)  # the job's own failure: Airflow may retry
+    job = operator.registry.get_job("orders#w1")
+    assert (job.state, job.reason, job.moves) == (JobState.FAILED, line, 0)
+
+
+def test_a_batch_that_failed_without_a_word_fails_with_livys_state(operator: Op, livys: Livys) -> None:
+    ready(operator.registry, "c1")
+    livys(endpoint_of("c1")).log = ["26/12/05 ERROR SparkSubmit: killed by the driver's OOM"]
+    trigger = submitted(operator)
+    with pytest.raises(BatchFailed) as failed:
+        operator.execute_complete({}, event(trigger, "failed", state="killed"))
+    assert failed.value.error == "batch 100 on cluster c1 ended 'killed'"
+    assert "ended 'killed': see the batch log below" in str(failed.value) and "OOM" in str(failed.value)
+    job = operator.registry.get_job("orders#w1")
+    assert (job.state, job.reason) == (JobState.FAILED, "batch ended killed")
+
+
+def test_a_failed_batch_whose_log_cannot_be_read_still_fails_the_task(operator: Op, livys: Livys) -> None:
+    ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    livys(endpoint_of("c1")).unreachable = True
+    with pytest.raises(BatchFailed, match=r"\(batch log unavailable: Livy at http://c1:8998 did not answer"):
+        operator.execute_complete({}, event(trigger, "failed", state="dead"))
+    assert operator.registry.get_job("orders#w1").state == JobState.FAILED
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    ("requeued", "cluster c1 is DEAD: spot instance reclaimed"),
+    ("lost", "Livy at http://c1:8998 does not know batch 100"),
+    ("unreachable", "Livy at http://c1:8998 has not answered for 45 s: ConnectionRefusedError"),
+])
+def test_a_batch_whose_cluster_went_away_is_resubmitted_on_the_replacement(
+        operator: Op, livys: Livys, status: str, reason: str) -> None:
+    ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    replace(operator.registry, "c1", "c2")
+    livys(endpoint_of("c1")).unreachable = status == "unreachable"
+    with pytest.raises(TaskDeferred) as moved:
+        operator.execute_complete({}, event(trigger, status, reason=reason))
+    new = moved.value.trigger
+    assert moved.value.method_name == "execute_complete"
+    assert (new.endpoint, new.cluster_id, new.batch_id, new.job_key) == (endpoint_of("c2"), "c2", 100, "orders#w1")
+    job = operator.registry.get_job("orders#w1")
+    assert (job.state, job.cluster_id, job.batch_id, job.attempt, job.moves) == (JobState.SUBMITTED, "c2", 100, 2, 1)
+    assert len(livys(endpoint_of("c2")).posted) == 1 and len(livys(endpoint_of("c1")).posted) == 1
+    # the old batch is killed where its cluster still answers (a drained cluster may still run it)
+    assert livys(endpoint_of("c1")).deleted == ([] if status == "unreachable" else [100])
+
+
+def test_a_moved_job_with_no_replacement_yet_waits_for_one(operator: Op, livys: Livys) -> None:
+    cluster = ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    operator.registry.transition_cluster(cluster, ClusterState.DEAD, "spot instance reclaimed")
+    with pytest.raises(TaskDeferred) as waiting:
+        operator.execute_complete({}, event(trigger, "requeued", reason="cluster c1 is DEAD: spot instance reclaimed"))
+    assert waiting.value.method_name == "resume_waiting" and waiting.value.kwargs["since"]
+    job = operator.registry.get_job("orders#w1")
+    assert (job.state, job.moves, job.reason) == (JobState.REQUEUED, 1, "cluster c1 is DEAD: spot instance reclaimed")
+
+
+@pytest.mark.parametrize("moves", [0, 2])
+def test_a_job_below_its_move_limit_is_moved_again(operator: Op, livys: Livys, moves: int) -> None:
+    ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    operator.registry.update_job(operator.registry.get_job("orders#w1"), moves=moves)
+    replace(operator.registry, "c1", "c2")
+    with pytest.raises(TaskDeferred):
+        operator.execute_complete({}, event(trigger, "lost", reason="Livy at http://c1:8998 does not know batch 100"))
+    assert operator.registry.get_job("orders#w1").moves == moves + 1
+
+
+def test_a_job_moved_max_moves_times_fails_the_task_naming_the_limit_and_the_last_loss(
+        operator: Op, livys: Livys) -> None:
+    ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    operator.registry.update_job(operator.registry.get_job("orders#w1"), moves=operator.max_moves)
+    replace(operator.registry, "c1", "c2")
+    with pytest.raises(AirflowException) as failed:
+        operator.execute_complete({}, event(trigger, "requeued", reason="cluster c1 is DEAD: spot instance reclaimed"))
+    assert str(failed.value) == ("orders#w1: its cluster or capacity was lost 4 times (limit max_moves=3); "
+                                 "last: cluster c1 is DEAD: spot instance reclaimed")
+    job = operator.registry.get_job("orders#w1")
+    assert (job.state, job.reason) == (JobState.FAILED, "moved 3 times; cluster c1 is DEAD: spot instance reclaimed")
+    assert livys(endpoint_of("c2")).posted == []  # nothing resubmitted
+
+
+def test_an_event_about_a_batch_the_job_no_longer_runs_follows_the_job(operator: Op, livys: Livys) -> None:
+    """Another run of the task re-submitted the job (batch 101) while this one was deferred on batch
+    100: its event says nothing about the job, so the task reconnects to the batch that runs it."""
+    ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    job = operator.registry.get_job("orders#w1")
+    operator.registry.update_job(job, batch_id=101)
+    with pytest.raises(TaskDeferred) as followed:
+        operator.execute_complete({}, event(trigger, "failed", state="dead"))
+    assert (followed.value.trigger.batch_id, followed.value.trigger.endpoint) == (101, endpoint_of("c1"))
+    job = operator.registry.get_job("orders#w1")
+    assert (job.state, job.batch_id, job.attempt) == (JobState.SUBMITTED, 101, 1)  # not failed, not re-claimed
+    assert len(livys(endpoint_of("c1")).posted) == 1

@@ -236,13 +236,20 @@ def provider_distribution(module: str) -> str:
     raise AssertionError(f"no installed provider distribution has the module {module}")
 
 
+@cache
+def packages_distributions() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it (a scan of every installed
+    distribution's files: done once)."""
+    return metadata.packages_distributions()
+
+
 def distributions(key: str) -> set[str]:
     """The distributions an import (see third_party_imports) comes from."""
     if key.startswith("airflow.providers."):
         return {provider_distribution(key)}
     if key == "airflow":
         return {"apache-airflow-core", "apache-airflow-task-sdk"}
-    names = metadata.packages_distributions().get(key)
+    names = packages_distributions().get(key)
     assert names, (f"Airflow-side code imports {key}, which no installed distribution provides: pin its distribution "
                    "in requirements/airflow.txt (or, if the Airflow side works without it, in requirements/dev.txt "
                    "and OPTIONAL here), add it to constraints.txt, regenerate requirements/airflow-constraints.txt "
