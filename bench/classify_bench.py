@@ -40,14 +40,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "docs" / "benchmarks" / "classify.md"
 COMMAND = "PYTHONPATH=plugins:. .venv/bin/python bench/classify_bench.py"
-RECORDS = StructType([
-    StructField("key", BinaryType()),
-    StructField("value", BinaryType()),
-    StructField("topic", StringType()),
-    StructField("partition", IntegerType()),
-    StructField("offset", LongType()),
-    StructField("timestamp_ms", LongType()),
-])
+RECORDS = StructType(
+    [
+        StructField("key", BinaryType()),
+        StructField("value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("timestamp_ms", LongType()),
+    ]
+)
 WINDOW_S = 60
 WARM_UP = 2  # runs of each not counted: the JIT is still compiling
 
@@ -55,13 +57,23 @@ WARM_UP = 2  # runs of each not counted: the JIT is still compiling
 def module_at(revision: str) -> ModuleType:
     """``spark_jobs/clickstream/events.py`` as it is at git ``revision``, imported under another name."""
     try:
-        source = subprocess.run(["git", "show", f"{revision}:spark_jobs/clickstream/events.py"], cwd=ROOT,
-                                capture_output=True, text=True).stdout or subprocess.run(
-            ["git", "show", f"{revision}:spark_jobs/click_events.py"], cwd=ROOT,  # before the jobs were packages
-            check=True, capture_output=True, text=True).stdout
+        source = (
+            subprocess.run(
+                ["git", "show", f"{revision}:spark_jobs/clickstream/events.py"], cwd=ROOT, capture_output=True, text=True
+            ).stdout
+            or subprocess.run(
+                ["git", "show", f"{revision}:spark_jobs/click_events.py"],
+                cwd=ROOT,  # before the jobs were packages
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
     except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"cannot read spark_jobs/clickstream/events.py at {revision!r}: {exc.stderr.strip()}; "
-                         "fix: pass a commit of this repository to --against") from None
+        raise SystemExit(
+            f"cannot read spark_jobs/clickstream/events.py at {revision!r}: {exc.stderr.strip()}; "
+            "fix: pass a commit of this repository to --against"
+        ) from None
     path = Path(tempfile.mkdtemp()) / "click_events_at_revision.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("click_events_at_revision", path)
@@ -70,17 +82,27 @@ def module_at(revision: str) -> ModuleType:
     return module
 
 
-def records(spark: SparkSession, events: int, partitions: int = 3):  # noqa: ANN201 - a DataFrame
-    config = StreamConfig(seed=7, start_ms=1_714_521_600_000, users=5000, late_fraction=0.02,
-                          late_max_seconds=60, malformed_fraction=0.005)
+def records(spark: SparkSession, events: int, partitions: int = 3):
+    config = StreamConfig(
+        seed=7, start_ms=1_714_521_600_000, users=5000, late_fraction=0.02, late_max_seconds=60, malformed_fraction=0.005
+    )
     rows = [
         (key, value.encode(), "clicks", n % partitions, n // partitions, config.start_ms + int(slot * 1000))
         for n, (key, value, slot, _flags) in enumerate(ClickStream(config, ConstantRate(1000.0)).records(events))
     ]
-    return spark.createDataFrame(rows, RECORDS).select(
-        "key", "value", "topic", "partition", "offset",
-        F.timestamp_millis("timestamp_ms").alias("timestamp"),
-    ).repartition(partitions).cache()
+    return (
+        spark.createDataFrame(rows, RECORDS)
+        .select(
+            "key",
+            "value",
+            "topic",
+            "partition",
+            "offset",
+            F.timestamp_millis("timestamp_ms").alias("timestamp"),
+        )
+        .repartition(partitions)
+        .cache()
+    )
 
 
 # What each query of the job does with a micro-batch before its sink.
@@ -91,24 +113,33 @@ QUERIES = {
 }
 
 
-def one_batch(module: ModuleType, df, query: str) -> float:  # noqa: ANN001 - a DataFrame
+def one_batch(module: ModuleType, df, query: str) -> float:
     started = time.perf_counter()
     QUERIES[query](module, df.transform(module.kafka_records).transform(module.classify_events))
     return time.perf_counter() - started
 
 
-def classified(module: ModuleType, df) -> list:  # noqa: ANN001 - a DataFrame
+def classified(module: ModuleType, df) -> list:
     columns = ["partition", "offset", "reason", "detail", *module.EVENT_COLUMNS]
-    out = df.transform(module.kafka_records).withColumnRenamed("kafka_partition", "partition").withColumnRenamed(
-        "kafka_offset", "offset").transform(module.classify_events).select(*columns)
+    out = (
+        df.transform(module.kafka_records)
+        .withColumnRenamed("kafka_partition", "partition")
+        .withColumnRenamed("kafka_offset", "offset")
+        .transform(module.classify_events)
+        .select(*columns)
+    )
     return sorted(tuple(row) for row in out.collect())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="records in the micro-batch (default 50,000)")
-    parser.add_argument("--repetitions", type=int, default=9, help=f"runs of each (default 9; the first {WARM_UP} "
-                        "of each are warm-ups and not counted)")
+    parser.add_argument(
+        "--repetitions",
+        type=int,
+        default=9,
+        help=f"runs of each (default 9; the first {WARM_UP} of each are warm-ups and not counted)",
+    )
     parser.add_argument("--against", metavar="REV", help="also run click_events.py of this git revision")
     parser.add_argument("--print-only", action="store_true", help="print; do not write docs/benchmarks/classify.md")
     args = parser.parse_args(argv)
@@ -118,16 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     candidates = {"working tree": click_events}
     if args.against:
         candidates[args.against] = module_at(args.against)
-    spark = (SparkSession.builder.master("local[2]").appName("spotlake-classify-bench")
-             .config("spark.ui.enabled", "false").config("spark.driver.memory", "1g")
-             .config("spark.sql.shuffle.partitions", "2").config("spark.sql.session.timeZone", "UTC")
-             .getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("spotlake-classify-bench")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "1g")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     df = records(spark, args.events)
     df.count()
     if args.against and classified(click_events, df) != classified(candidates[args.against], df):
-        raise SystemExit(f"the working tree and {args.against} classify these records differently: "
-                         "not the same function, so no speed comparison")
+        raise SystemExit(
+            f"the working tree and {args.against} classify these records differently: "
+            "not the same function, so no speed comparison"
+        )
     seconds: dict[tuple[str, str], list[float]] = {(q, name): [] for q in QUERIES for name in candidates}
     order = list(candidates.items())
     for _ in range(args.repetitions):
@@ -139,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = f"{COMMAND} --events {args.events} --repetitions {args.repetitions}" + (
-        f" --against {args.against}" if args.against else "")
+        f" --against {args.against}" if args.against else ""
+    )
     lines = [
         "# Validation and what each query does with a micro-batch",
         "",
@@ -161,14 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     medians = {}
     for (query, name), runs in seconds.items():
         medians[(query, name)] = statistics.median(runs[WARM_UP:])
-        lines.append(f"| {query} | {name} | {medians[(query, name)]:.2f} | {args.events / medians[(query, name)]:,.0f} "
-                     f"| {', '.join(f'{s:.2f}' for s in runs)} |")
+        lines.append(
+            f"| {query} | {name} | {medians[(query, name)]:.2f} | {args.events / medians[(query, name)]:,.0f} "
+            f"| {', '.join(f'{s:.2f}' for s in runs)} |"
+        )
     if args.against:
         lines.append("")
         for query in QUERIES:
             now_s, then_s = medians[(query, "working tree")], medians[(query, args.against)]
-            lines.append(f"- {query}: the working tree takes {now_s / then_s:.2f} of {args.against}'s time "
-                         f"({then_s / now_s:.2f}x as fast).")
+            lines.append(
+                f"- {query}: the working tree takes {now_s / then_s:.2f} of {args.against}'s time "
+                f"({then_s / now_s:.2f}x as fast)."
+            )
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.print_only:

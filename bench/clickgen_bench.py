@@ -72,8 +72,9 @@ def flat_out(seed: int, events: int, workers: int, make_sink: Callable[[], Sink]
     worker, as the CLI does, else in ``workers`` processes with the CLI's ``--workers`` code."""
     if workers == 1:
         return run(click_stream(seed), make_sink(), count=events, pace=False, progress=None)
-    plan = WorkerPlan(StreamConfig(seed=seed, start_ms=START_MS), ConstantRate(NOMINAL_RATE), workers, make_sink,
-                      count=events, pace=False)
+    plan = WorkerPlan(
+        StreamConfig(seed=seed, start_ms=START_MS), ConstantRate(NOMINAL_RATE), workers, make_sink, count=events, pace=False
+    )
     return run_workers(plan, progress=None)
 
 
@@ -105,8 +106,9 @@ class Outcome:
         return self.events / self.seconds
 
 
-def bare_producer(bootstrap: str, topic: str, messages: list[tuple[bytes, str]], start: Any = None
-                  ) -> tuple[Outcome, float, float]:
+def bare_producer(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, str]], start: Any = None
+) -> tuple[Outcome, float, float]:
     """Send pre-built messages with a plain produce/poll loop and the generator's producer settings.
 
     Returns the outcome and the ``time.monotonic()`` of its start and end (the same clock in
@@ -145,8 +147,7 @@ def bare_producer(bootstrap: str, topic: str, messages: list[tuple[bytes, str]],
     return Outcome(len(messages), ended - started, totals.delivered, totals.failed), started, ended
 
 
-def _bare_worker(bootstrap: str, topic: str, events: int, index: int, processes: int, start: Any,
-                 results: Any) -> None:
+def _bare_worker(bootstrap: str, topic: str, events: int, index: int, processes: int, start: Any, results: Any) -> None:
     """One of several bare-loop processes: its share of the same pre-built messages (made before
     the start), sent flat out."""
     messages = bench_messages(events)[index::processes]
@@ -159,8 +160,10 @@ def parallel_bare_producer(bootstrap: str, topic: str, events: int, processes: i
     its share of the messages; timed from their common start to the last one's last delivery report."""
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_bare_worker, args=(bootstrap, topic, events, index, processes, start, results))
-               for index in range(processes)]
+    workers = [
+        context.Process(target=_bare_worker, args=(bootstrap, topic, events, index, processes, start, results))
+        for index in range(processes)
+    ]
     for worker in workers:
         worker.start()
     parts = [results.get(timeout=600) for _ in workers]
@@ -249,13 +252,10 @@ def create_topic(bootstrap: str, partitions: int) -> tuple[AdminClient, str]:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     name = f"clickgen-bench-{uuid.uuid4().hex[:8]}"
     try:
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(
-            30
-        )
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
     except KafkaException as exc:
         raise SystemExit(
-            f"cannot create a topic on Kafka at {bootstrap} ({exc}); start the local stack with `make up` "
-            "or pass --bootstrap"
+            f"cannot create a topic on Kafka at {bootstrap} ({exc}); start the local stack with `make up` or pass --bootstrap"
         ) from None
     deadline = time.monotonic() + 30
     while name not in admin.list_topics(timeout=10).topics:
@@ -287,8 +287,7 @@ def generate_only_table(rates: dict[int, list[float]], events: int) -> list[str]
     ]
     for workers, runs in rates.items():
         lines.append(
-            f"| {workers} | {events:,} | {len(runs)} | {statistics.median(runs):,.0f} "
-            f"| {min(runs):,.0f} | {max(runs):,.0f} |"
+            f"| {workers} | {events:,} | {len(runs)} | {statistics.median(runs):,.0f} | {min(runs):,.0f} | {max(runs):,.0f} |"
         )
     return lines
 
@@ -350,8 +349,12 @@ def report(
             "",
             f"**{name} / bare producer: {ratio:.0%}** (targets: at least 50,000 events/s and at least 50%; "
             f"{'met' if median >= 50_000 and ratio >= 0.5 else 'NOT met'})"
-            + (f"; against the bare loop in {workers} processes ({bare_medians[workers]:,.0f} events/s): "
-               f"{median / bare_medians[workers]:.0%}." if workers > 1 else "."),
+            + (
+                f"; against the bare loop in {workers} processes ({bare_medians[workers]:,.0f} events/s): "
+                f"{median / bare_medians[workers]:.0%}."
+                if workers > 1
+                else "."
+            ),
         ]
     lines += [
         "",
@@ -365,8 +368,7 @@ def report(
         f"{steady['max_second']:,} | "
         f"{steady['max_deviation']:.2%} | {steady['stdev_second']:.1f} |",
         "",
-        "Seconds are whole wall-clock seconds from the first send; a second counts the events handed to "
-        "the producer in it.",
+        "Seconds are whole wall-clock seconds from the first send; a second counts the events handed to the producer in it.",
         "",
         "## Generation alone",
         "",
@@ -380,20 +382,12 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--bootstrap", default=default_bootstrap(), help="Kafka bootstrap (default: %(default)s)"
-    )
+    parser.add_argument("--bootstrap", default=default_bootstrap(), help="Kafka bootstrap (default: %(default)s)")
     parser.add_argument("--events", type=int, default=500_000, help="events per run (default: %(default)s)")
     parser.add_argument("--repetitions", type=int, default=3, help="runs of each loop (default: %(default)s)")
-    parser.add_argument(
-        "--partitions", type=int, default=3, help="partitions of the topic (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--paced-rate", type=float, default=1_000.0, help="requested rate (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--paced-seconds", type=float, default=60.0, help="paced run length (default: %(default)s)"
-    )
+    parser.add_argument("--partitions", type=int, default=3, help="partitions of the topic (default: %(default)s)")
+    parser.add_argument("--paced-rate", type=float, default=1_000.0, help="requested rate (default: %(default)s)")
+    parser.add_argument("--paced-seconds", type=float, default=60.0, help="paced run length (default: %(default)s)")
     parser.add_argument(
         "--workers",
         type=worker_counts,
@@ -401,12 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N[,N...]",
         help="measure the generator with each of these numbers of worker processes, e.g. 1,2 (default: 1)",
     )
-    parser.add_argument(
-        "--generate-only", action="store_true", help="measure generation into a null sink and print"
-    )
-    parser.add_argument(
-        "--print-only", action="store_true", help=f"print the report instead of writing {REPORT}"
-    )
+    parser.add_argument("--generate-only", action="store_true", help="measure generation into a null sink and print")
+    parser.add_argument("--print-only", action="store_true", help=f"print the report instead of writing {REPORT}")
     args = parser.parse_args(argv)
 
     if args.generate_only:
@@ -428,8 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                     outcomes.append(bare_producer(args.bootstrap, topic, messages)[0])
                 else:
                     outcomes.append(parallel_bare_producer(args.bootstrap, topic, args.events, processes))
-                print(f"{bare_name(processes)} run {repetition + 1}: {outcomes[-1].rate:,.0f} events/s",
-                      file=sys.stderr)
+                print(f"{bare_name(processes)} run {repetition + 1}: {outcomes[-1].rate:,.0f} events/s", file=sys.stderr)
             for workers, outcomes in gen.items():
                 outcomes.append(generator(args.bootstrap, topic, args.events, seed=repetition, workers=workers))
                 print(

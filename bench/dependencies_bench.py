@@ -38,7 +38,7 @@ from spotlake_dev.localstack import livy_server
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "job-dependencies.md"
-PROBE = '''
+PROBE = """
 import os, sys, time
 from pyspark.sql import SparkSession
 started = time.monotonic()
@@ -48,21 +48,34 @@ import boto3, psycopg2  # noqa: E401
 spark._jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass("com.mysql.cj.jdbc.Driver")
 print("READY", boto3.__version__, psycopg2.__version__, round(time.monotonic() - started, 3))
 spark.stop()
-'''
+"""
 
 
 def submit(layout: StackLayout, script: Path, python: str, jars: list[str], conf: dict[str, str]) -> float:
     platform_jars = ":".join(str(p) for p in maven.jar_files(layout, "spark"))
-    argv = [str(layout.spark_home / "bin" / "spark-submit"), "--master", "local[2]", "--driver-memory", "768m",
-            "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.bindAddress=127.0.0.1",
-            "--conf", "spark.driver.host=127.0.0.1", "--conf", f"spark.driver.extraClassPath={platform_jars}",
-            "--jars", ",".join(jars)]
+    argv = [
+        str(layout.spark_home / "bin" / "spark-submit"),
+        "--master",
+        "local[2]",
+        "--driver-memory",
+        "768m",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        f"spark.driver.extraClassPath={platform_jars}",
+        "--jars",
+        ",".join(jars),
+    ]
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
     argv.append(str(script))
     env = {**os.environ, "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python, "SPARK_LOCAL_IP": "127.0.0.1"}
     started = time.monotonic()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)  # noqa: S603
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     wall = time.monotonic() - started
     if done.returncode != 0 or "READY" not in done.stdout:
         errors = [ln for ln in (done.stdout + done.stderr).splitlines() if " INFO " not in ln]

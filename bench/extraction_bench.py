@@ -54,8 +54,9 @@ CATALOG_SECRET = "spotlake/postgres/lake-catalog"
 
 def mysql_conn(layout: StackLayout) -> pymysql.Connection:
     m = stack.mysql_settings(layout)
-    return pymysql.connect(host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"],
-                           database=m["database"], autocommit=True)
+    return pymysql.connect(
+        host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"], database=m["database"], autocommit=True
+    )
 
 
 def prepare(layout: StackLayout) -> None:
@@ -70,8 +71,9 @@ def ensure_full_table(layout: StackLayout, rows: int) -> str:
     table = f"bench_full_{rows}"
     conn = mysql_conn(layout)
     with conn.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-                    "AND TABLE_NAME = %s", (table,))
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,)
+        )
         exists = cur.fetchone()[0] == 1
         if exists:
             cur.execute(f"SELECT COUNT(*) FROM {table}")
@@ -102,26 +104,59 @@ def spark_submit(layout: StackLayout, entry: str, py_files: str, job_file: Path)
     platform = ":".join(str(p) for p in maven.jar_files(layout, "spark"))
     python = layout.python
     argv = [
-        str(layout.spark_home / "bin" / "spark-submit"), "--master", "local[2]", "--driver-memory", "1g",
-        "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.session.timeZone=UTC",
-        "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.driver.host=127.0.0.1",
-        "--conf", "spark.sql.extensions=org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
-        "--conf", f"spark.hadoop.fs.s3a.endpoint={stack.s3_endpoint(layout)}",
-        "--conf", "spark.hadoop.fs.s3a.path.style.access=true",
-        "--conf", "spark.hadoop.fs.s3a.aws.credentials.provider=org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        "--conf", "spark.hadoop.fs.s3a.access.key=testing", "--conf", "spark.hadoop.fs.s3a.secret.key=testing",
-        "--conf", f"spark.driver.extraClassPath={platform}", "--conf", f"spark.executor.extraClassPath={platform}",
+        str(layout.spark_home / "bin" / "spark-submit"),
+        "--master",
+        "local[2]",
+        "--driver-memory",
+        "1g",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.sql.session.timeZone=UTC",
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.sql.extensions=org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "--conf",
+        f"spark.hadoop.fs.s3a.endpoint={stack.s3_endpoint(layout)}",
+        "--conf",
+        "spark.hadoop.fs.s3a.path.style.access=true",
+        "--conf",
+        "spark.hadoop.fs.s3a.aws.credentials.provider=org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "--conf",
+        "spark.hadoop.fs.s3a.access.key=testing",
+        "--conf",
+        "spark.hadoop.fs.s3a.secret.key=testing",
+        "--conf",
+        f"spark.driver.extraClassPath={platform}",
+        "--conf",
+        f"spark.executor.extraClassPath={platform}",
         *[arg for key, value in deps.spark_conf().items() for arg in ("--conf", f"{key}={value}")],
-        "--jars", ",".join(deps.jars), "--py-files", py_files, entry, "--job-file", str(job_file),
+        "--jars",
+        ",".join(deps.jars),
+        "--py-files",
+        py_files,
+        entry,
+        "--job-file",
+        str(job_file),
     ]
-    env = {**os.environ, **stack.aws_env(layout), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python,
-           "PYSPARK_DRIVER_PYTHON": python, "SPARK_HOME": str(layout.spark_home)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
+    env = {
+        **os.environ,
+        **stack.aws_env(layout),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": python,
+        "PYSPARK_DRIVER_PYTHON": python,
+        "SPARK_HOME": str(layout.spark_home),
+    }
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, argv
 
 
-def run_job(layout: StackLayout, entry: str, py_files: str, job: dict[str, Any],
-            tmp: Path) -> tuple[dict[str, Any], float, float]:
+def run_job(
+    layout: StackLayout, entry: str, py_files: str, job: dict[str, Any], tmp: Path
+) -> tuple[dict[str, Any], float, float]:
     """Run a job document through spark-submit: its result line, wall seconds, peak RSS (MiB) of the
     driver (the JVM and its Python process; local mode runs the executors in that JVM)."""
     job_file = tmp / f"job-{time.monotonic_ns()}.json"
@@ -154,8 +189,7 @@ def run_job(layout: StackLayout, entry: str, py_files: str, job: dict[str, Any],
 
 def old_jobs(tmp: Path) -> tuple[str, str]:
     """The entry script and package zip of revision BEFORE (from git), for the before/after run."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "spark_jobs"], capture_output=True,
-                             check=True).stdout
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "spark_jobs"], capture_output=True, check=True).stdout
     folder = tmp / "before"
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
@@ -194,39 +228,64 @@ def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
             cur.execute(
                 f"INSERT INTO {pipe.table} SELECT {w} * {rows} + seq, CONCAT('customer-', seq %% 997), 'placed', "
                 f"(seq %% 10000) / 4, TIMESTAMPADD(MICROSECOND, (seq %% 299000) * 1000, %s), NULL "
-                f"FROM seq_1_to_{rows}", ((base + timedelta(minutes=5 * w)).replace(tzinfo=None),))
+                f"FROM seq_1_to_{rows}",
+                ((base + timedelta(minutes=5 * w)).replace(tzinfo=None),),
+            )
     conn.close()
     # The Iceberg pipeline starts at `base` with no initial load: every window is incremental.
     pipe.store.ensure(pipe.pipeline, False, base)
-    after: dict[str, list[float]] = {k: [] for k in ("read", "commit", "of which changes MERGE",
-                                                     "of which current MERGE", "other", "job", "process")}
+    after: dict[str, list[float]] = {
+        k: [] for k in ("read", "commit", "of which changes MERGE", "of which current MERGE", "other", "job", "process")
+    }
     before: dict[str, list[float]] = {k: [] for k in ("read", "write", "commit", "other", "job", "process")}
     for w in range(repetitions + 1):
         start = base + timedelta(minutes=5 * w)
         window = {"start": iso(start), "end": iso(start + timedelta(minutes=5)), "read_from": iso(start)}
         label = start.strftime("%Y%m%dT%H%M%SZ")
         # after: this revision's job, as the operator plans and claims it
-        pipe.store.plan_window(WindowRecord(pipeline=pipe.pipeline, window=label, job_key=f"{pipe.pipeline}#{label}",
-                                            start=window["start"], end=window["end"], read_from=window["read_from"],
-                                            planned_at=iso(datetime.now(UTC))))
+        pipe.store.plan_window(
+            WindowRecord(
+                pipeline=pipe.pipeline,
+                window=label,
+                job_key=f"{pipe.pipeline}#{label}",
+                start=window["start"],
+                end=window["end"],
+                read_from=window["read_from"],
+                planned_at=iso(datetime.now(UTC)),
+            )
+        )
         run_id, attempt = pipe.claim(f"{pipe.pipeline}#{label}")
-        doc = pipe.document(f"{pipe.pipeline}#{label}", run_id, attempt, window=window, transforms=[],
-                            primary_key=["id"])
+        doc = pipe.document(f"{pipe.pipeline}#{label}", run_id, attempt, window=window, transforms=[], primary_key=["id"])
         result, wall, _ = run_job(layout, published.entry, published.py_files[0], doc, tmp)
         assert result["rows_written"] == rows, result
         t = result["timings"]
         commit = sum(t.get(k, 0.0) for k in ("lock_s", "schema_s", "changes_s", "current_s", "record_s"))
         read = t.get("read_s", 0.0)
         job_s = sum(t.values())
-        sample_after = {"read": read, "commit": commit, "of which changes MERGE": t.get("changes_s", 0.0),
-                        "of which current MERGE": t.get("current_s", 0.0), "other": job_s - read - commit,
-                        "job": job_s, "process": wall}
+        sample_after = {
+            "read": read,
+            "commit": commit,
+            "of which changes MERGE": t.get("changes_s", 0.0),
+            "of which current MERGE": t.get("current_s", 0.0),
+            "other": job_s - read - commit,
+            "job": job_s,
+            "process": wall,
+        }
         # before: revision BEFORE's job on the same window, into its manifest lake on the same S3
         old_doc = {
-            "job_key": f"bench_before#{label}", "attempt": 1, "run_id": run_id, "pipeline": "bench_before",
-            "source": {"secret_id": pipe.secret_id}, "database": pipe.mysql["database"], "table": pipe.table,
-            "primary_key": ["id"], "cursor": "updated_at", "soft_delete": "deleted_at", "window": window,
-            "transforms": [], "output": {"root": f"s3a://{pipe.bucket}/before"},
+            "job_key": f"bench_before#{label}",
+            "attempt": 1,
+            "run_id": run_id,
+            "pipeline": "bench_before",
+            "source": {"secret_id": pipe.secret_id},
+            "database": pipe.mysql["database"],
+            "table": pipe.table,
+            "primary_key": ["id"],
+            "cursor": "updated_at",
+            "soft_delete": "deleted_at",
+            "window": window,
+            "transforms": [],
+            "output": {"root": f"s3a://{pipe.bucket}/before"},
             "read": {"fetch_size": 10000, "partition_rows": 250000, "max_partitions": 2},
         }
         old, old_wall, _ = run_job(layout, before_entry, before_zip, old_doc, tmp)
@@ -236,10 +295,19 @@ def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
         old_read = ot.get("read_s", 0.0)
         old_write = ot.get("transform_s", 0.0) + ot.get("write_s", 0.0)
         old_job = sum(ot.values()) + float(old.get("after_commit", {}).get("manifest_write_s", 0.0))
-        sample_before = {"read": old_read, "write": old_write, "commit": old_commit,
-                         "other": old_job - old_read - old_write - old_commit, "job": old_job, "process": old_wall}
-        print(f"window {w}: after {json.dumps({k: round(v, 2) for k, v in sample_after.items()})}; "
-              f"before {json.dumps({k: round(v, 2) for k, v in sample_before.items()})}", flush=True)
+        sample_before = {
+            "read": old_read,
+            "write": old_write,
+            "commit": old_commit,
+            "other": old_job - old_read - old_write - old_commit,
+            "job": old_job,
+            "process": old_wall,
+        }
+        print(
+            f"window {w}: after {json.dumps({k: round(v, 2) for k, v in sample_after.items()})}; "
+            f"before {json.dumps({k: round(v, 2) for k, v in sample_before.items()})}",
+            flush=True,
+        )
         if w == 0:
             continue
         for key, value in sample_after.items():
@@ -247,40 +315,43 @@ def bench_window(layout: StackLayout, rows: int, repetitions: int) -> str:
         for key, value in sample_before.items():
             before[key].append(value)
     ratio = statistics.median(after["process"]) / statistics.median(before["process"])
-    return "\n".join([
-        f"## One window of {rows:,} changed rows: the Iceberg lake against the manifest lake",
-        "",
-        f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/extraction_bench.py window --rows {rows} "
-        f"--repetitions {repetitions}` ({datetime.now(UTC):%Y-%m-%d}, one run; each window run by both jobs in turn, "
-        f"as whole `spark-submit` processes, local[2], against the same MariaDB table and local S3; "
-        f"the manifest lake is revision `{BEFORE}`'s `spark_jobs`).",
-        "",
-        "### After: this revision (Iceberg changes + current-state tables, commit lock in DynamoDB)",
-        "",
-        "*read* = count, JDBC fetch, transforms and caching of the window's rows; *commit* = waiting for the commit "
-        "lock, schema check, `MERGE INTO` the changes table, `MERGE INTO` the current-state table and the "
-        "registry transaction that records the window and frees the lock; *other* = secret, catalog setup, "
-        "source checks; *process* = the whole `spark-submit` (JVM, SparkContext, Python).",
-        "",
-        median_table(after),
-        "",
-        "### Before: the manifest lake (Parquet per attempt, JSON manifest per window)",
-        "",
-        "*read* = secret, source checks and the window count; *write* = JDBC fetch, transforms and the Parquet "
-        "write (one Spark pipeline); *commit* = listing the files and writing the manifest.",
-        "",
-        median_table(before),
-        "",
-        f"Whole process, after / before: **{ratio:.2f}x**. The commit went from a single small PUT to two "
-        "`MERGE INTO` statements (each a Spark job and an Iceberg commit) plus a DynamoDB transaction; what "
-        "that buys is in docs/architecture.md.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"## One window of {rows:,} changed rows: the Iceberg lake against the manifest lake",
+            "",
+            f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/extraction_bench.py window --rows {rows} "
+            f"--repetitions {repetitions}` ({datetime.now(UTC):%Y-%m-%d}, one run; each window run by both jobs in turn, "
+            f"as whole `spark-submit` processes, local[2], against the same MariaDB table and local S3; "
+            f"the manifest lake is revision `{BEFORE}`'s `spark_jobs`).",
+            "",
+            "### After: this revision (Iceberg changes + current-state tables, commit lock in DynamoDB)",
+            "",
+            "*read* = count, JDBC fetch, transforms and caching of the window's rows; *commit* = waiting for the commit "
+            "lock, schema check, `MERGE INTO` the changes table, `MERGE INTO` the current-state table and the "
+            "registry transaction that records the window and frees the lock; *other* = secret, catalog setup, "
+            "source checks; *process* = the whole `spark-submit` (JVM, SparkContext, Python).",
+            "",
+            median_table(after),
+            "",
+            "### Before: the manifest lake (Parquet per attempt, JSON manifest per window)",
+            "",
+            "*read* = secret, source checks and the window count; *write* = JDBC fetch, transforms and the Parquet "
+            "write (one Spark pipeline); *commit* = listing the files and writing the manifest.",
+            "",
+            median_table(before),
+            "",
+            f"Whole process, after / before: **{ratio:.2f}x**. The commit went from a single small PUT to two "
+            "`MERGE INTO` statements (each a Spark job and an Iceberg commit) plus a DynamoDB transaction; what "
+            "that buys is in docs/architecture.md.",
+            "",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- initial load
-def snapshot_run(layout: StackLayout, table: str, chunk_rows: int, tmp: Path,
-                 published: artifacts.JobArtifacts) -> tuple[dict[str, Any], float, float]:
+def snapshot_run(
+    layout: StackLayout, table: str, chunk_rows: int, tmp: Path, published: artifacts.JobArtifacts
+) -> tuple[dict[str, Any], float, float]:
     """One initial snapshot of ``table`` into a pipeline of its own: result, wall s, peak RSS MiB."""
     from spark_jobs.common.lake_state import snapshot_job_key
     from tests.support.job_harness import Lake
@@ -289,9 +360,14 @@ def snapshot_run(layout: StackLayout, table: str, chunk_rows: int, tmp: Path,
     pipe.store.ensure(pipe.pipeline, True, datetime.now(UTC))
     key = snapshot_job_key(pipe.pipeline)
     run_id, attempt = pipe.claim(key)
-    doc = pipe.document(key, run_id, attempt, table=table, transforms=[],
-                        read={"fetch_size": 10000, "partition_rows": 250000, "max_partitions": 2,
-                              "chunk_rows": chunk_rows})
+    doc = pipe.document(
+        key,
+        run_id,
+        attempt,
+        table=table,
+        transforms=[],
+        read={"fetch_size": 10000, "partition_rows": 250000, "max_partitions": 2, "chunk_rows": chunk_rows},
+    )
     return run_job(layout, published.entry, published.py_files[0], doc, tmp)
 
 
@@ -316,44 +392,53 @@ def bench_initial(layout: StackLayout, rows: int, repetitions: int, chunk_rows: 
         peaks.append(peak)
         chunk_counts.append(result["chunks"])
         started = time.monotonic()
-        out = subprocess.run([layout.python, "-c", cx_script, url, f"SELECT * FROM {table}",
-                              str(tmp / f"cx{rep}.parquet")], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [layout.python, "-c", cx_script, url, f"SELECT * FROM {table}", str(tmp / f"cx{rep}.parquet")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         cx_s.append(time.monotonic() - started)
         assert int(out.stdout.strip()) == rows
-        print(f"rep {rep + 1}: snapshot {wall:.1f} s ({result['chunks']} chunks, peak RSS {peak:.0f} MiB), "
-              f"connectorx {cx_s[-1]:.1f} s", flush=True)
+        print(
+            f"rep {rep + 1}: snapshot {wall:.1f} s ({result['chunks']} chunks, peak RSS {peak:.0f} MiB), "
+            f"connectorx {cx_s[-1]:.1f} s",
+            flush=True,
+        )
     # the same chunk size on a table a quarter of the size: what the driver's memory follows
     small_table = ensure_full_table(layout, small_rows)
     small_result, small_wall, small_peak = snapshot_run(layout, small_table, chunk_rows, tmp, published)
     assert small_result["rows"] == small_rows, small_result
     print(f"{small_rows:,} rows: snapshot {small_wall:.1f} s, peak RSS {small_peak:.0f} MiB", flush=True)
     sp, cx = statistics.median(spark_s), statistics.median(cx_s)
-    return "\n".join([
-        f"## Initial load of {rows:,} rows, 10 columns",
-        "",
-        f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/extraction_bench.py initial --rows {rows} "
-        f"--repetitions {repetitions} --chunk-rows {chunk_rows} --small-rows {small_rows}` "
-        f"({datetime.now(UTC):%Y-%m-%d}, one run, alternating, whole processes).",
-        "",
-        "| reader | median wall (s) | rows/s | runs (s) |",
-        "|---|---|---|---|",
-        f"| spotlake initial snapshot, `spark-submit` local[2], driver memory 1g: {chunk_counts[0]} primary-key chunks "
-        f"of up to {chunk_rows:,} rows, each committed to the changes and current-state Iceberg tables and recorded "
-        f"in the registry | {sp:.1f} | {rows / sp:,.0f} | {', '.join(f'{x:.1f}' for x in spark_s)} |",
-        f"| connectorx 0.4.6 → pyarrow Parquet (2 partitions), the limit | {cx:.1f} | {rows / cx:,.0f} | "
-        f"{', '.join(f'{x:.1f}' for x in cx_s)} |",
-        "",
-        f"The snapshot reaches **{cx / sp:.0%}** of the plain reader's rows/s ({sp / cx:.1f}x its wall time). "
-        "Per chunk it reads and caches the rows, then runs two `MERGE INTO` (the changes table, the "
-        "current-state table) and a registry transaction; the plain reader writes one file.",
-        "",
-        "Peak resident memory of the snapshot's driver (the JVM with its local executors, and its Python "
-        f"process), sampled every 0.2 s: median **{statistics.median(peaks):.0f} MiB** "
-        f"({', '.join(f'{p:.0f}' for p in peaks)}) for {rows:,} rows; **{small_peak:.0f} MiB** for "
-        f"{small_rows:,} rows with the same {chunk_rows:,}-row chunks ({small_wall:.1f} s). The heap is capped "
-        "at 1 GiB (`--driver-memory 1g`); the chunk, not the table, is what the driver holds at once.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"## Initial load of {rows:,} rows, 10 columns",
+            "",
+            f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/extraction_bench.py initial --rows {rows} "
+            f"--repetitions {repetitions} --chunk-rows {chunk_rows} --small-rows {small_rows}` "
+            f"({datetime.now(UTC):%Y-%m-%d}, one run, alternating, whole processes).",
+            "",
+            "| reader | median wall (s) | rows/s | runs (s) |",
+            "|---|---|---|---|",
+            f"| spotlake initial snapshot, `spark-submit` local[2], driver memory 1g: {chunk_counts[0]} primary-key chunks "
+            f"of up to {chunk_rows:,} rows, each committed to the changes and current-state Iceberg tables and recorded "
+            f"in the registry | {sp:.1f} | {rows / sp:,.0f} | {', '.join(f'{x:.1f}' for x in spark_s)} |",
+            f"| connectorx 0.4.6 → pyarrow Parquet (2 partitions), the limit | {cx:.1f} | {rows / cx:,.0f} | "
+            f"{', '.join(f'{x:.1f}' for x in cx_s)} |",
+            "",
+            f"The snapshot reaches **{cx / sp:.0%}** of the plain reader's rows/s ({sp / cx:.1f}x its wall time). "
+            "Per chunk it reads and caches the rows, then runs two `MERGE INTO` (the changes table, the "
+            "current-state table) and a registry transaction; the plain reader writes one file.",
+            "",
+            "Peak resident memory of the snapshot's driver (the JVM with its local executors, and its Python "
+            f"process), sampled every 0.2 s: median **{statistics.median(peaks):.0f} MiB** "
+            f"({', '.join(f'{p:.0f}' for p in peaks)}) for {rows:,} rows; **{small_peak:.0f} MiB** for "
+            f"{small_rows:,} rows with the same {chunk_rows:,}-row chunks ({small_wall:.1f} s). The heap is capped "
+            "at 1 GiB (`--driver-memory 1g`); the chunk, not the table, is what the driver holds at once.",
+            "",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- compaction
@@ -370,8 +455,13 @@ def bench_compaction(layout: StackLayout, windows: int, rows_per_window: int) ->
     started = time.monotonic()
     for n in range(windows):
         low = (n * rows_per_window) % 10_000 + 1
-        pipe.sql(f"UPDATE {pipe.table} SET email = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
-                 f"w{n}@x.io", naive(w + timedelta(minutes=1)), low, low + rows_per_window - 1)
+        pipe.sql(
+            f"UPDATE {pipe.table} SET email = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
+            f"w{n}@x.io",
+            naive(w + timedelta(minutes=1)),
+            low,
+            low + rows_per_window - 1,
+        )
         pipe.window(spark, w)
         w += timedelta(minutes=5)
     windows_s = time.monotonic() - started
@@ -392,27 +482,30 @@ def bench_compaction(layout: StackLayout, windows: int, rows_per_window: int) ->
     maintenance_s = time.monotonic() - started
     after, read_after = files(), scan_s()
     assert pipe.current() == pipe.source()
-    table_rows = "\n".join(f"| {role} | {before[role][0]} | {before[role][1]} | {after[role][0]} | {after[role][1]} |"
-                           for role in before)
-    return "\n".join([
-        f"## Files after {windows} windows, before and after maintenance",
-        "",
-        f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/extraction_bench.py compaction --windows {windows} "
-        f"--rows {rows_per_window}` ({datetime.now(UTC):%Y-%m-%d}, one run).",
-        "",
-        f"A 10,000-row table loaded by its initial snapshot, then {windows} windows of {rows_per_window} updated rows "
-        f"each, run in one Spark session ({windows_s:.0f} s in all), then one run of the maintenance job "
-        "(`spark_jobs.maintenance.run`, default settings: compaction, delete-file rewrite, expiry of snapshots "
-        "older than a day, orphan files older than three days).",
-        "",
-        "| table | data files before | delete files before | data files after | delete files after |",
-        "|---|---|---|---|---|",
-        table_rows,
-        "",
-        f"Maintenance took {maintenance_s:.1f} s. A full read of the current-state table through pyiceberg "
-        f"(best of 3): {read_before:.2f} s before, {read_after:.2f} s after. The lake equals MySQL afterwards.",
-        "",
-    ])
+    table_rows = "\n".join(
+        f"| {role} | {before[role][0]} | {before[role][1]} | {after[role][0]} | {after[role][1]} |" for role in before
+    )
+    return "\n".join(
+        [
+            f"## Files after {windows} windows, before and after maintenance",
+            "",
+            f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/extraction_bench.py compaction --windows {windows} "
+            f"--rows {rows_per_window}` ({datetime.now(UTC):%Y-%m-%d}, one run).",
+            "",
+            f"A 10,000-row table loaded by its initial snapshot, then {windows} windows of {rows_per_window} updated rows "
+            f"each, run in one Spark session ({windows_s:.0f} s in all), then one run of the maintenance job "
+            "(`spark_jobs.maintenance.run`, default settings: compaction, delete-file rewrite, expiry of snapshots "
+            "older than a day, orphan files older than three days).",
+            "",
+            "| table | data files before | delete files before | data files after | delete files after |",
+            "|---|---|---|---|---|",
+            table_rows,
+            "",
+            f"Maintenance took {maintenance_s:.1f} s. A full read of the current-state table through pyiceberg "
+            f"(best of 3): {read_before:.2f} s before, {read_after:.2f} s after. The lake equals MySQL afterwards.",
+            "",
+        ]
+    )
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -431,8 +524,12 @@ def main() -> int:
     initial.add_argument("--rows", type=int, default=2_000_000)
     initial.add_argument("--repetitions", type=int, default=3)
     initial.add_argument("--chunk-rows", type=int, default=500_000)
-    initial.add_argument("--small-rows", type=int, default=500_000,
-                         help="a smaller table loaded with the same chunk size, for the memory comparison")
+    initial.add_argument(
+        "--small-rows",
+        type=int,
+        default=500_000,
+        help="a smaller table loaded with the same chunk size, for the memory comparison",
+    )
     compaction = sub.add_parser("compaction")
     compaction.add_argument("--windows", type=int, default=100)
     compaction.add_argument("--rows", type=int, default=50)

@@ -65,8 +65,10 @@ def change(layout: StackLayout, table: str, rows: int, rep: int) -> int:
     every = 1000
     conn = mysql_conn(layout)
     with conn.cursor() as cur:
-        cur.execute(f"UPDATE {table} SET note = CONCAT('changed ', {rep}), updated_at = updated_at "
-                    f"WHERE MOD(id, {every}) = {2 * rep} AND MOD(id, {2 * every}) < {every}")
+        cur.execute(
+            f"UPDATE {table} SET note = CONCAT('changed ', {rep}), updated_at = updated_at "
+            f"WHERE MOD(id, {every}) = {2 * rep} AND MOD(id, {2 * every}) < {every}"
+        )
         updated = cur.rowcount
         cur.execute(f"DELETE FROM {table} WHERE MOD(id, {every}) = {2 * rep} AND MOD(id, {2 * every}) >= {every}")
         deleted = cur.rowcount
@@ -105,8 +107,16 @@ def main() -> int:
     def reconcile(pipe: Lake, n: int) -> Any:
         key = f"{pipe.pipeline}#reconcile-{n}"
         run_id, attempt = pipe.claim(key)
-        doc = pipe.document(key, run_id, attempt, table=table, transforms=[], read=read, kind="reconcile",
-                            reconcile={"chunk_rows": args.chunk_rows})
+        doc = pipe.document(
+            key,
+            run_id,
+            attempt,
+            table=table,
+            transforms=[],
+            read=read,
+            kind="reconcile",
+            reconcile={"chunk_rows": args.chunk_rows},
+        )
         return lambda: run_job(layout, published.entry, published.py_files[0], doc, tmp)
 
     pipe = new_pipeline()
@@ -117,8 +127,7 @@ def main() -> int:
     for rep in range(args.repetitions):
         result, wall, sent = measured(layout, snapshot(new_pipeline()))
         runs["baseline"].append((wall, sent))
-        print(f"rep {rep + 1}: full re-extraction {wall:.1f} s, {sent / 2**20:.1f} MiB ({result['rows']:,} rows)",
-              flush=True)
+        print(f"rep {rep + 1}: full re-extraction {wall:.1f} s, {sent / 2**20:.1f} MiB ({result['rows']:,} rows)", flush=True)
         result, wall, sent = measured(layout, reconcile(pipe, 2 * rep))
         assert result["chunks_differing"] == 0 and result["rows_compared"] == 0, result
         runs["quiet"].append((wall, sent))
@@ -128,9 +137,12 @@ def main() -> int:
         assert result["rows_repaired"] + result["deletes"] == changed, (changed, result)
         runs["changed"].append((wall, sent))
         found.append({**result, "changed": changed})
-        print(f"rep {rep + 1}: reconcile, {changed} rows changed: {wall:.1f} s, {sent / 2**20:.1f} MiB, "
-              f"{result['chunks_differing']} of {result['chunks']} chunks differ, {result['rows_compared']:,} rows "
-              f"compared, {result['rows_repaired']} re-read, {result['deletes']} deletes", flush=True)
+        print(
+            f"rep {rep + 1}: reconcile, {changed} rows changed: {wall:.1f} s, {sent / 2**20:.1f} MiB, "
+            f"{result['chunks_differing']} of {result['chunks']} chunks differ, {result['rows_compared']:,} rows "
+            f"compared, {result['rows_repaired']} re-read, {result['deletes']} deletes",
+            flush=True,
+        )
 
     def med(name: str, i: int) -> float:
         return statistics.median(r[i] for r in runs[name])
@@ -139,36 +151,43 @@ def main() -> int:
     rows = [
         ("full re-extraction (initial snapshot into a new pipeline), the baseline", "baseline"),
         ("reconciliation, nothing changed", "quiet"),
-        (f"reconciliation, 0.1% changed ({found[0]['changed']:,} rows: half updated without the cursor, "
-         "half deleted)", "changed"),
+        (
+            f"reconciliation, 0.1% changed ({found[0]['changed']:,} rows: half updated without the cursor, half deleted)",
+            "changed",
+        ),
     ]
     last = found[-1]
-    text = "\n".join([
-        f"# Reconciliation of a {args.rows:,}-row table",
-        "",
-        f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/reconcile_bench.py --rows {args.rows} "
-        f"--repetitions {args.repetitions} --chunk-rows {args.chunk_rows}` ({datetime.now(UTC):%Y-%m-%d}, one run, "
-        "alternating, each job a whole `spark-submit` local[2] process with a 1 GiB driver; MariaDB 10.11 "
-        "on the same 2-core machine). Bytes: MariaDB's `Bytes_sent` during the job.",
-        "",
-        "| job | median wall (s) | vs baseline | median MiB from MySQL | vs baseline | runs (s) |",
-        "|---|---|---|---|---|---|",
-        *[f"| {label} | {med(name, 0):.1f} | {med(name, 0) / base_s:.2f}x | {med(name, 1) / 2**20:.2f} | "
-          f"{med(name, 1) / base_b:.4f}x | {', '.join(f'{w:.1f}' for w, _ in runs[name])} |" for label, name in rows],
-        "",
-        f"With {args.chunk_rows} rows per chunk the table has {last['chunks']:,} chunks. Nothing changed: MySQL "
-        "computes each chunk's row count and XOR of row hashes in one pass and sends only those rows; Spark "
-        "computes the same from the lake's stored hashes. 0.1% changed: "
-        f"{last['chunks_differing']:,} chunks differed (median of the runs' counts: "
-        f"{statistics.median(f['chunks_differing'] for f in found):,.0f}), their rows' key and row hashes "
-        f"({statistics.median(f['rows_compared'] for f in found):,.0f} rows) were compared one by one, and only "
-        f"the {last['rows_repaired']} changed rows were re-read in full; {last['deletes']} deletes were recorded.",
-        "",
-        "Where the time goes: MySQL hashes every row on each run (two MD5s per row), so a quiet run costs "
-        "a full scan on the server but almost no transfer; a Spark job's start (about 8 s here, "
-        "docs/benchmarks/extraction-window.md) is part of every figure.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            f"# Reconciliation of a {args.rows:,}-row table",
+            "",
+            f"Command: `PYTHONPATH=plugins:. .venv/bin/python bench/reconcile_bench.py --rows {args.rows} "
+            f"--repetitions {args.repetitions} --chunk-rows {args.chunk_rows}` ({datetime.now(UTC):%Y-%m-%d}, one run, "
+            "alternating, each job a whole `spark-submit` local[2] process with a 1 GiB driver; MariaDB 10.11 "
+            "on the same 2-core machine). Bytes: MariaDB's `Bytes_sent` during the job.",
+            "",
+            "| job | median wall (s) | vs baseline | median MiB from MySQL | vs baseline | runs (s) |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {label} | {med(name, 0):.1f} | {med(name, 0) / base_s:.2f}x | {med(name, 1) / 2**20:.2f} | "
+                f"{med(name, 1) / base_b:.4f}x | {', '.join(f'{w:.1f}' for w, _ in runs[name])} |"
+                for label, name in rows
+            ],
+            "",
+            f"With {args.chunk_rows} rows per chunk the table has {last['chunks']:,} chunks. Nothing changed: MySQL "
+            "computes each chunk's row count and XOR of row hashes in one pass and sends only those rows; Spark "
+            "computes the same from the lake's stored hashes. 0.1% changed: "
+            f"{last['chunks_differing']:,} chunks differed (median of the runs' counts: "
+            f"{statistics.median(f['chunks_differing'] for f in found):,.0f}), their rows' key and row hashes "
+            f"({statistics.median(f['rows_compared'] for f in found):,.0f} rows) were compared one by one, and only "
+            f"the {last['rows_repaired']} changed rows were re-read in full; {last['deletes']} deletes were recorded.",
+            "",
+            "Where the time goes: MySQL hashes every row on each run (two MD5s per row), so a quiet run costs "
+            "a full scan on the server but almost no transfer; a Spark job's start (about 8 s here, "
+            "docs/benchmarks/extraction-window.md) is part of every figure.",
+            "",
+        ]
+    )
     print(text)
     if not args.print_only:
         OUT.write_text(text)

@@ -69,8 +69,12 @@ def one_kill(env: ExtractionEnv, fleet: Fleet, pool: PoolConfig, supervisor: Sup
             if "ready" not in marks and any(c.state == ClusterState.READY for c in clusters):
                 marks["ready"] = now
             job = env.registry.get_job(job_key)
-            if ("resubmitted" not in marks and job.cluster_id != first.cluster_id and job.batch_id >= 0
-                    and job.state == JobState.SUBMITTED):
+            if (
+                "resubmitted" not in marks
+                and job.cluster_id != first.cluster_id
+                and job.batch_id >= 0
+                and job.state == JobState.SUBMITTED
+            ):
                 marks["resubmitted"] = now
             thread.join(timeout=0.1)
         marks["committed"] = time.monotonic()
@@ -103,19 +107,24 @@ def main() -> int:
     endpoint = stack.moto_endpoint(layout)
     tmp = Path(tempfile.mkdtemp(prefix="recovery-bench-"))
     env = ExtractionEnv(mysql, endpoint, livy_url="", tmp=tmp, catalog_secret=CATALOG_SECRET_ID, register_cluster=False)
-    os.environ.update({
-        **env.environ(),
-        "SPOTLAKE_LIVY_BASE_PORT": os.environ.get("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
-        "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(endpoint),
-    })
+    os.environ.update(
+        {
+            **env.environ(),
+            "SPOTLAKE_LIVY_BASE_PORT": os.environ.get("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
+            "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(endpoint),
+        }
+    )
     fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(StackLayout.default()), probe=probe_livy))
     runs = []
     for n in range(args.kills):
         # each kill on a pool of its own: a fresh first cluster, a fresh vacancy
         pool = PoolConfig(
-            name=f"{env.pool}k{n}", max_age=timedelta(hours=6), drain_deadline=timedelta(minutes=10),
+            name=f"{env.pool}k{n}",
+            max_age=timedelta(hours=6),
+            drain_deadline=timedelta(minutes=10),
             health_check_interval=timedelta(seconds=args.health_check_interval),
-            failure_threshold=args.failure_threshold, launch_timeout=timedelta(minutes=3),
+            failure_threshold=args.failure_threshold,
+            launch_timeout=timedelta(minutes=3),
             local=LocalShape(master="local[2]"),
         )
         result = one_kill(env, fleet, pool, supervisor, n)

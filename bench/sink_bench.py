@@ -80,9 +80,13 @@ def timed_cursor(parts: dict[str, float]) -> type:
             try:
                 return super().execute(query, params)
             finally:
-                kind = ("aggregates and user/session sets" if "click_aggregates" in text and "new_users" in text
-                        else "funnel and its sets" if "click_funnel" in text and "new_sessions" in text
-                        else "other statements")
+                kind = (
+                    "aggregates and user/session sets"
+                    if "click_aggregates" in text and "new_users" in text
+                    else "funnel and its sets"
+                    if "click_funnel" in text and "new_sessions" in text
+                    else "other statements"
+                )
                 parts[kind] = parts.get(kind, 0.0) + time.perf_counter() - started
 
         def copy_expert(self, sql: str, file: Any, size: int = 8192) -> Any:
@@ -106,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     pg = services.postgres_settings(layout)
 
     def connect() -> Any:
-        return psycopg2.connect(host=pg["host"], port=int(pg["port"]), user=pg["user"], password=pg["password"],
-                                dbname=pg["database"])
+        return psycopg2.connect(
+            host=pg["host"], port=int(pg["port"]), user=pg["user"], password=pg["password"], dbname=pg["database"]
+        )
 
     schema = f"sink_bench_{uuid.uuid4().hex[:8]}"
     admin = connect()
@@ -116,18 +121,29 @@ def main(argv: list[str] | None = None) -> int:
         shared_buffers = cur.fetchone()[0]
     sink_schema.apply(admin, schema)
     start_ms = int(time.time() * 1000)
-    config = StreamConfig(seed=3, start_ms=start_ms, users=5000, late_fraction=0.02, late_max_seconds=60,
-                          malformed_fraction=0.005)
+    config = StreamConfig(
+        seed=3, start_ms=start_ms, users=5000, late_fraction=0.02, late_max_seconds=60, malformed_fraction=0.005
+    )
     records = list(ClickStream(config, ConstantRate(1000.0)).records(count=args.events * args.batches))
-    writer = PostgresSinkWriter(connect, schema, "bench", uuid.uuid4().hex, window_s=WINDOW_S,
-                                watermark_delay_s=600, late_policy="count", allowed_lateness_s=86400)
+    writer = PostgresSinkWriter(
+        connect,
+        schema,
+        "bench",
+        uuid.uuid4().hex,
+        window_s=WINDOW_S,
+        watermark_delay_s=600,
+        late_policy="count",
+        allowed_lateness_s=86400,
+    )
     results: list[dict[str, float]] = []
     try:
         writer.claim()
         for batch in range(args.batches):
-            chunk = records[batch * args.events:(batch + 1) * args.events]
-            messages = [Message(key, value.encode(), batch * args.events + n, n % 3, start_ms)
-                        for n, (key, value, _, _) in enumerate(chunk)]
+            chunk = records[batch * args.events : (batch + 1) * args.events]
+            messages = [
+                Message(key, value.encode(), batch * args.events + n, n % 3, start_ms)
+                for n, (key, value, _, _) in enumerate(chunk)
+            ]
             rows = python_rows(messages, None, None)
             parts: dict[str, float] = {}
             writer.connection.cursor_factory = timed_cursor(parts)
@@ -136,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             parts["whole transaction"] = time.perf_counter() - started
             parts["set members"] = float(len(rows.members))
             results.append(parts)
-            print(f"batch {batch}: {parts['whole transaction']:.2f} s, {len(rows.members):,} set members",
-                  file=sys.stderr)
+            print(f"batch {batch}: {parts['whole transaction']:.2f} s, {len(rows.members):,} set members", file=sys.stderr)
     finally:
         writer.close()
         with admin.cursor() as cur:
@@ -145,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         admin.commit()
         admin.close()
 
-    names = ["COPY into staging", "aggregates and user/session sets", "funnel and its sets", "other statements",
-             "whole transaction"]
+    names = [
+        "COPY into staging",
+        "aggregates and user/session sets",
+        "funnel and its sets",
+        "other statements",
+        "whole transaction",
+    ]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# The PostgreSQL sink alone",
@@ -169,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         values = [r.get(name, 0.0) for r in results]
         lines.append(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
     whole = statistics.median(r["whole transaction"] for r in results)
-    lines += ["", f"At {whole:.2f} s per {args.events:,} records, the sink alone takes at most "
-              f"{args.events / whole:,.0f} events/s on this machine, whatever computes the rows."]
+    lines += [
+        "",
+        f"At {whole:.2f} s per {args.events:,} records, the sink alone takes at most "
+        f"{args.events / whole:,.0f} events/s on this machine, whatever computes the rows.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.print_only:

@@ -93,16 +93,27 @@ def prepare(args: argparse.Namespace) -> int:
     pipelines["lake"].setdefault("maintenance", {})["pool"] = "large"
     for name in load_names():
         # New tables, empty at the start: no initial snapshot (its batches would only delay the soak).
-        pipelines["pipelines"].append({"name": f"shop_{name}", "source": "shop", "database": "shop", "table": name,
-                                       "primary_key": "id", "cursor": "updated_at", "soft_delete": "deleted_at",
-                                       "initial_load": False})
+        pipelines["pipelines"].append(
+            {
+                "name": f"shop_{name}",
+                "source": "shop",
+                "database": "shop",
+                "table": name,
+                "primary_key": "id",
+                "cursor": "updated_at",
+                "soft_delete": "deleted_at",
+                "initial_load": False,
+            }
+        )
     (SOAK / "pipelines.yaml").write_text(yaml.safe_dump(pipelines, sort_keys=False))
     pools = yaml.safe_load((ROOT / "config" / "pools.yaml").read_text())
     pools["pools"]["small"]["max_batches"] = args.slots
     (SOAK / "pools.yaml").write_text(yaml.safe_dump(pools, sort_keys=False))
-    print(f"wrote {SOAK}/pipelines.yaml ({len(pipelines['pipelines'])} pipelines at '* * * * *') and pools.yaml "
-          f"(pool small: {args.slots} slots). Start the stack with:\n"
-          f"  SPOTLAKE_PIPELINES={SOAK}/pipelines.yaml SPOTLAKE_POOLS={SOAK}/pools.yaml make up")
+    print(
+        f"wrote {SOAK}/pipelines.yaml ({len(pipelines['pipelines'])} pipelines at '* * * * *') and pools.yaml "
+        f"(pool small: {args.slots} slots). Start the stack with:\n"
+        f"  SPOTLAKE_PIPELINES={SOAK}/pipelines.yaml SPOTLAKE_POOLS={SOAK}/pools.yaml make up"
+    )
     return 0
 
 
@@ -110,8 +121,7 @@ def prepare(args: argparse.Namespace) -> int:
 def airflow(layout: StackLayout, *argv: str) -> str:
     """The stack's Airflow command line, with the stack's Airflow settings."""
     env = {**os.environ, **services.airflow_env(layout)}
-    done = subprocess.run([services.airflow_binary(layout), *argv], env=env, capture_output=True, text=True,  # noqa: S603
-                          timeout=300)
+    done = subprocess.run([services.airflow_binary(layout), *argv], env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"airflow {' '.join(argv)}: {done.stderr.strip()[-500:]}")
     return done.stdout
@@ -248,18 +258,25 @@ def queueing(layout: StackLayout, since: datetime, until: datetime) -> list[tupl
     queueing to its start by the executor, task duration) of every extraction task that started
     in [since, until)."""
     pg = services.postgres_settings(layout)
-    conn = psycopg2.connect(host=pg["host"], port=pg["port"], user="airflow",
-                            password=layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local"), dbname="airflow")
+    conn = psycopg2.connect(
+        host=pg["host"],
+        port=pg["port"],
+        user="airflow",
+        password=layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local"),
+        dbname="airflow",
+    )
     with conn.cursor() as cur:
-        cur.execute("""
+        cur.execute(
+            """
             SELECT ti.dag_id, EXTRACT(EPOCH FROM ti.queued_dttm - dr.data_interval_end),
                    EXTRACT(EPOCH FROM ti.start_date - ti.queued_dttm),
                    EXTRACT(EPOCH FROM ti.end_date - ti.start_date)
             FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id
             WHERE ti.dag_id LIKE 'extract_%%' AND ti.start_date >= %s AND ti.start_date < %s
-              AND ti.end_date IS NOT NULL AND ti.state = 'success'""", (since, until))
-        rows = [(dag, float(scheduled), float(started), float(duration)) for dag, scheduled, started, duration
-                in cur.fetchall()]
+              AND ti.end_date IS NOT NULL AND ti.state = 'success'""",
+            (since, until),
+        )
+        rows = [(dag, float(scheduled), float(started), float(duration)) for dag, scheduled, started, duration in cur.fetchall()]
     conn.close()
     return rows
 
@@ -268,17 +285,25 @@ def per_minute(layout: StackLayout, since: datetime, until: datetime) -> list[tu
     """Per data interval end (minute) in [since, until): windows, and their wait from the interval's
     end to the task's start, p50 and max."""
     pg = services.postgres_settings(layout)
-    conn = psycopg2.connect(host=pg["host"], port=pg["port"], user="airflow",
-                            password=layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local"), dbname="airflow")
+    conn = psycopg2.connect(
+        host=pg["host"],
+        port=pg["port"],
+        user="airflow",
+        password=layout.setting("SPOTLAKE_AIRFLOW_DB_PASSWORD", "airflow-local"),
+        dbname="airflow",
+    )
     with conn.cursor() as cur:
-        cur.execute("""
+        cur.execute(
+            """
             SELECT dr.data_interval_end, count(*),
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM ti.start_date - dr.data_interval_end)),
                    max(EXTRACT(EPOCH FROM ti.start_date - dr.data_interval_end))
             FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id
             WHERE ti.dag_id LIKE 'extract_%%' AND dr.data_interval_end >= %s AND dr.data_interval_end < %s
               AND ti.start_date IS NOT NULL
-            GROUP BY 1 ORDER BY 1""", (since, until))
+            GROUP BY 1 ORDER BY 1""",
+            (since, until),
+        )
         rows = [(end, int(n), float(p50), float(worst)) for end, n, p50, worst in cur.fetchall()]
     conn.close()
     return rows
@@ -288,8 +313,13 @@ def registry_client(layout: StackLayout) -> Any:
     import boto3
 
     env = stack.aws_env(layout)
-    return boto3.client("dynamodb", endpoint_url=stack.moto_endpoint(layout), region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=stack.moto_endpoint(layout),
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def statement_seconds(layout: StackLayout, since: datetime, until: datetime) -> list[float]:
@@ -320,8 +350,11 @@ def wait_for_watermarks(layout: StackLayout, cfg: config.PipelinesConfig, past: 
         if all(m is not None and m.watermark and parse_iso(m.watermark) > past for m in marks):
             return time.monotonic() - started
         time.sleep(5)
-    lagging = [p.name for p, m in zip(cfg.pipelines, [state.get(p.name) for p in cfg.pipelines], strict=True)
-               if m is None or not m.watermark or parse_iso(m.watermark) <= past]
+    lagging = [
+        p.name
+        for p, m in zip(cfg.pipelines, [state.get(p.name) for p in cfg.pipelines], strict=True)
+        if m is None or not m.watermark or parse_iso(m.watermark) <= past
+    ]
     raise AssertionError(f"watermarks still before {past.isoformat()} after {timeout:.0f} s: {', '.join(lagging)}")
 
 
@@ -335,8 +368,10 @@ def compare(layout: StackLayout, cfg: config.PipelinesConfig) -> dict[str, tuple
             cur.execute(f"SELECT `{key}`, `{pipeline.cursor}` FROM `{pipeline.table}`")
             source = {k: v for k, v in cur.fetchall()}
         table = lake.read(cfg, pipeline.name)
-        ours = {k: v.replace(tzinfo=None) if v is not None else None
-                for k, v in zip(table.column(key).to_pylist(), table.column(pipeline.cursor).to_pylist(), strict=True)}
+        ours = {
+            k: v.replace(tzinfo=None) if v is not None else None
+            for k, v in zip(table.column(key).to_pylist(), table.column(pipeline.cursor).to_pylist(), strict=True)
+        }
         differ = sum(1 for k in set(source) | set(ours) if source.get(k) != ours.get(k))
         found[pipeline.name] = (len(source), differ)
     conn.close()
@@ -356,15 +391,21 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.idle_only:
         idle = idle_cpu(layout, args.idle_seconds)
-        print(f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
-              f"({100 * idle['share_of_machine']:.1f}% of the machine)", flush=True)
+        print(
+            f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
+            f"({100 * idle['share_of_machine']:.1f}% of the machine)",
+            flush=True,
+        )
         return 0
     print("waiting for every pipeline's initial snapshot and first window", flush=True)
     wait_for_watermarks(layout, cfg, datetime.now(UTC) - timedelta(minutes=2), 1200)
     idle = idle_cpu(layout, args.idle_seconds) if args.idle_seconds > 0 else None
     if idle:
-        print(f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
-              f"({100 * idle['share_of_machine']:.1f}% of the machine)", flush=True)
+        print(
+            f"idle: Airflow used {idle['cpu_s']:.1f} CPU s in {idle['seconds']:.0f} s "
+            f"({100 * idle['share_of_machine']:.1f}% of the machine)",
+            flush=True,
+        )
         wait_for_watermarks(layout, cfg, datetime.now(UTC) - timedelta(minutes=1), 900)
     if args.settle_minutes > 0:
         # A new stack starts with a backlog (initial snapshots, new sessions, every DAG's first run)
@@ -404,9 +445,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(d == 0 for _, d in diffs.values()) else 1
 
 
-def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[float], missing: int,
-           tasks: list[tuple[str, float, float, float]], statements: list[float], diffs: dict[str, tuple[int, int]],
-           caught_up: float, changes: int) -> str:
+def render(
+    args: argparse.Namespace,
+    idle: dict[str, float] | None,
+    fresh: list[float],
+    missing: int,
+    tasks: list[tuple[str, float, float, float]],
+    statements: list[float],
+    diffs: dict[str, tuple[int, int]],
+    caught_up: float,
+    changes: int,
+) -> str:
     scheduled = [s for _, s, _, _ in tasks]
     started = [s for _, _, s, _ in tasks]
     delays = [s + q for _, s, q, _ in tasks]
@@ -416,8 +465,7 @@ def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[
     def spread(values: list[float], what: str) -> str:
         if not values:
             return f"| {what} | – |"
-        return (f"| {what}, p50 / p95 / max | {statistics.median(values):.1f} / {pct(values, 0.95):.1f}"
-                f" / {max(values):.1f} s |")
+        return f"| {what}, p50 / p95 / max | {statistics.median(values):.1f} / {pct(values, 0.95):.1f} / {max(values):.1f} s |"
 
     lines = [
         "# Twenty pipelines at a one-minute schedule (local stack)",
@@ -432,8 +480,10 @@ def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[
         "|---|---|",
     ]
     if idle:
-        lines.append(f"| Airflow CPU while idle (extraction paused, fleet DAGs running), share of the machine | "
-                     f"{100 * idle['share_of_machine']:.1f}% ({idle['cpu_s']:.0f} CPU s in {idle['seconds']:.0f} s) |")
+        lines.append(
+            f"| Airflow CPU while idle (extraction paused, fleet DAGs running), share of the machine | "
+            f"{100 * idle['share_of_machine']:.1f}% ({idle['cpu_s']:.0f} CPU s in {idle['seconds']:.0f} s) |"
+        )
     lines += [
         f"| extraction tasks in the period | {len(tasks)} |",
         spread(delays, "data interval end -> task start"),
@@ -443,7 +493,9 @@ def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[
         spread(durations, "task duration (start to end, as Airflow records it)"),
         spread(statements, f"of which: the window's statement in Livy ({len(statements)} statements)"),
         f"| freshness (commit in MySQL -> in the current-state table), p50 / p95 / max, {len(fresh)} changes | "
-        f"{statistics.median(fresh):.0f} / {pct(fresh, 0.95):.0f} / {max(fresh):.0f} s |" if fresh else "| freshness | – |",
+        f"{statistics.median(fresh):.0f} / {pct(fresh, 0.95):.0f} / {max(fresh):.0f} s |"
+        if fresh
+        else "| freshness | – |",
         f"| changes never seen by the poll (overwritten by a later change of the same row first) | {missing} of {changes} |",
         f"| after the workload stopped, every watermark past it within | {caught_up:.0f} s |",
         f"| rows differing from MySQL (key or cursor value), all 20 tables | {sum(d for _, d in diffs.values())} "
@@ -454,8 +506,12 @@ def render(args: argparse.Namespace, idle: dict[str, float] | None, fresh: list[
 
 
 def render_minutes(minutes: list[tuple[datetime, int, float, float]]) -> str:
-    lines = ["Per minute of the period: the windows whose data interval ended then, and how long after that "
-             "end their tasks started.", "", "| interval end (UTC) | windows | wait p50 | wait max |", "|---|---|---|---|"]
+    lines = [
+        "Per minute of the period: the windows whose data interval ended then, and how long after that end their tasks started.",
+        "",
+        "| interval end (UTC) | windows | wait p50 | wait max |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {end:%H:%M} | {n} | {p50:.0f} s | {worst:.0f} s |" for end, n, p50, worst in minutes]
     return "\n".join(lines) + "\n"
 
@@ -469,12 +525,17 @@ def main() -> int:
     r.add_argument("--minutes", type=float, default=15)
     r.add_argument("--rate", type=float, default=1.0, help="changes per second over the load tables")
     r.add_argument("--poll", type=float, default=5.0)
-    r.add_argument("--settle-minutes", type=float, default=5,
-                   help="wait this long after every pipeline's first window before measuring")
+    r.add_argument(
+        "--settle-minutes", type=float, default=5, help="wait this long after every pipeline's first window before measuring"
+    )
     r.add_argument("--idle-seconds", type=float, default=180)
     r.add_argument("--idle-only", action="store_true", help="measure the idle CPU only, then stop")
-    r.add_argument("--fleet-rounds", type=int, default=0,
-                   help="only measure the idle CPU with the fleet DAGs running and paused, this many times each")
+    r.add_argument(
+        "--fleet-rounds",
+        type=int,
+        default=0,
+        help="only measure the idle CPU with the fleet DAGs running and paused, this many times each",
+    )
     r.add_argument("--print-only", action="store_true")
     b = sub.add_parser("breakdown", help="queueing and task/statement times of a past period, from the running stack")
     b.add_argument("--since", required=True, help="ISO time, e.g. 2026-12-05T22:05:00+00:00")
@@ -492,8 +553,17 @@ def breakdown(args: argparse.Namespace) -> int:
     statements = statement_seconds(layout, since, until)
     args.minutes, args.rate = (until - since).total_seconds() / 60, 0
     table = render(args, None, [], 0, tasks, statements, {}, 0.0, 0).splitlines()
-    print("\n".join(line for line in table if "extraction tasks" in line or " -> " in line or "duration" in line
-                    or "statement" in line or "queued longer" in line))
+    print(
+        "\n".join(
+            line
+            for line in table
+            if "extraction tasks" in line
+            or " -> " in line
+            or "duration" in line
+            or "statement" in line
+            or "queued longer" in line
+        )
+    )
     print(render_minutes(per_minute(layout, since, until)))
     return 0
 

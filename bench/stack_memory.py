@@ -32,10 +32,9 @@ LIVE = {"not_started", "starting", "running", "busy", "idle", "shutting_down"}
 def livy_busy(layout: StackLayout) -> bool:
     for conf in (layout.data_dir / "livy").glob("*/conf/livy.conf"):
         text = conf.read_text()
-        port = next(line.split("=", 1)[1].strip() for line in text.splitlines()
-                    if line.startswith("livy.server.port"))
+        port = next(line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("livy.server.port"))
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/batches?size=1000", timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/batches?size=1000", timeout=2) as resp:
                 if any(b["state"] in LIVE for b in json.load(resp)["sessions"]):
                     return True
         except OSError:

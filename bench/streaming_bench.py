@@ -130,17 +130,37 @@ def python_rows(messages: list[Any], watermark_ms: int | None, final_ms: int | N
             rows.dead_letters.append((topic, partition, offset, ts, m.key(), value, kind, kind))
             continue
         rows.valid_events += 1
-        lake_events.append({**{k: e.get(k) for k in EVENT_FIELDS}, "event_time_ms": e["event_time"],
-                            "event_time": datetime.fromtimestamp(e["event_time"] / 1000, UTC),
-                            "kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset,
-                            "kafka_timestamp_ms": ts})
+        lake_events.append(
+            {
+                **{k: e.get(k) for k in EVENT_FIELDS},
+                "event_time_ms": e["event_time"],
+                "event_time": datetime.fromtimestamp(e["event_time"] / 1000, UTC),
+                "kafka_topic": topic,
+                "kafka_partition": partition,
+                "kafka_offset": offset,
+                "kafka_timestamp_ms": ts,
+            }
+        )
         et = e["event_time"]
         rows.max_event_time_ms = max(rows.max_event_time_ms or et, et)
         window = et - et % (WINDOW_S * 1000)
         key = (window, e["page"], e["event_type"])
         if watermark_ms is not None and et < watermark_ms:
-            rows.late_events.append((topic, partition, offset, ts, e["event_id"], et, window, e["page"],
-                                     e["event_type"], e["user_id"], e["session_id"]))
+            rows.late_events.append(
+                (
+                    topic,
+                    partition,
+                    offset,
+                    ts,
+                    e["event_id"],
+                    et,
+                    window,
+                    e["page"],
+                    e["event_type"],
+                    e["user_id"],
+                    e["session_id"],
+                )
+            )
         if final_ms is not None and window <= final_ms:
             continue  # a final window: recorded as late, not counted
         counts[key] += 1
@@ -158,8 +178,19 @@ def python_rows(messages: list[Any], watermark_ms: int | None, final_ms: int | N
     return rows
 
 
-EVENT_FIELDS = ("schema_version", "event_id", "user_id", "session_id", "session_seq", "event_type", "page",
-                "element", "referrer", "device", "country")
+EVENT_FIELDS = (
+    "schema_version",
+    "event_id",
+    "user_id",
+    "session_id",
+    "session_seq",
+    "event_type",
+    "page",
+    "element",
+    "referrer",
+    "device",
+    "country",
+)
 MAX_FUTURE_SKEW_MS = 300_000
 
 
@@ -167,13 +198,32 @@ def _arrow_schemas() -> tuple[Any, Any]:
     import pyarrow as pa
 
     ts = pa.timestamp("us", tz="UTC")
-    kafka = [("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
-             ("kafka_timestamp_ms", pa.int64())]
-    events = pa.schema([("schema_version", pa.int32()), ("event_id", pa.string()), ("event_time_ms", pa.int64()),
-                        *[(f, pa.int32() if f == "session_seq" else pa.string()) for f in EVENT_FIELDS[2:]],
-                        ("event_time", ts), *kafka])
-    dead = pa.schema([*kafka, ("kafka_timestamp", ts), ("key", pa.binary()), ("value", pa.binary()),
-                      ("reason", pa.string()), ("detail", pa.string())])
+    kafka = [
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp_ms", pa.int64()),
+    ]
+    events = pa.schema(
+        [
+            ("schema_version", pa.int32()),
+            ("event_id", pa.string()),
+            ("event_time_ms", pa.int64()),
+            *[(f, pa.int32() if f == "session_seq" else pa.string()) for f in EVENT_FIELDS[2:]],
+            ("event_time", ts),
+            *kafka,
+        ]
+    )
+    dead = pa.schema(
+        [
+            *kafka,
+            ("kafka_timestamp", ts),
+            ("key", pa.binary()),
+            ("value", pa.binary()),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+        ]
+    )
     return events, dead
 
 
@@ -186,8 +236,10 @@ class PythonLake:
         catalog = lake_reader.catalog(bench.env.catalog, bench.env.sm)
         catalog.create_namespace_if_not_exists(bench.env.namespace)
         self.schemas = _arrow_schemas()
-        self.tables = [catalog.create_table(f"{bench.env.namespace}.{name}_{label}", schema=schema)
-                       for name, schema in zip(("events", "dead_letters"), self.schemas, strict=True)]
+        self.tables = [
+            catalog.create_table(f"{bench.env.namespace}.{name}_{label}", schema=schema)
+            for name, schema in zip(("events", "dead_letters"), self.schemas, strict=True)
+        ]
 
     def write(self, rows: BatchRows, batch_id: int) -> dict[str, float]:
         import pyarrow as pa
@@ -197,13 +249,14 @@ class PythonLake:
         events, dead = self.tables
         started = time.monotonic()
         if rows.lake_events:  # type: ignore[attr-defined]
-            events.append(pa.Table.from_pylist(rows.lake_events, self.schemas[0]),  # type: ignore[attr-defined]
-                          snapshot_properties=properties)
+            events.append(
+                pa.Table.from_pylist(rows.lake_events, self.schemas[0]),  # type: ignore[attr-defined]
+                snapshot_properties=properties,
+            )
         phases["lake_events"] = time.monotonic() - started
         if rows.dead_letters:
             started = time.monotonic()
-            names = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms", "key", "value", "reason",
-                     "detail")
+            names = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms", "key", "value", "reason", "detail")
             records = [dict(zip(names, r, strict=True)) for r in rows.dead_letters]
             for r in records:
                 r["kafka_timestamp"] = datetime.fromtimestamp(r["kafka_timestamp_ms"] / 1000, UTC)
@@ -218,8 +271,9 @@ class PythonConsumer:
     def __init__(self, bench: Bench, schema: str, trigger_s: float, max_batch: int, label: str) -> None:
         self.bench, self.trigger_s, self.max_batch = bench, trigger_s, max_batch
         self.query = "python_baseline"
-        self.writer = PostgresSinkWriter(bench.connect, schema, self.query, uuid.uuid4().hex, window_s=WINDOW_S,
-                                         watermark_delay_s=WATERMARK_DELAY_S)
+        self.writer = PostgresSinkWriter(
+            bench.connect, schema, self.query, uuid.uuid4().hex, window_s=WINDOW_S, watermark_delay_s=WATERMARK_DELAY_S
+        )
         self.lake = PythonLake(bench, label)
         self.stop = threading.Event()
 
@@ -234,8 +288,9 @@ class PythonConsumer:
 
     def run(self, topic: str, partitions: int) -> None:
         last = self.writer.claim().last_batch_id
-        consumer = Consumer({"bootstrap.servers": self.bench.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {"bootstrap.servers": self.bench.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         batch_id = last + 1
         positions = dict.fromkeys(range(partitions), 0)
@@ -243,8 +298,7 @@ class PythonConsumer:
             while not self.stop.is_set():
                 tick = time.monotonic()
                 # Like a Spark micro-batch: what Kafka holds at the tick, at most max_batch records.
-                ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                        for p in positions}
+                ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in positions}
                 messages: list[Any] = []
                 while len(messages) < self.max_batch and any(positions[p] < ends[p] for p in positions):
                     for m in consumer.consume(min(1000, self.max_batch - len(messages)), timeout=0.5):
@@ -285,8 +339,7 @@ class Bench:
         import psycopg2
 
         p = self.pg
-        return psycopg2.connect(host=p["host"], port=int(p["port"]), user=p["user"], password=p["password"],
-                                dbname=p["database"])
+        return psycopg2.connect(host=p["host"], port=int(p["port"]), user=p["user"], password=p["password"], dbname=p["database"])
 
     def close(self) -> None:
         if self.spark is not None:
@@ -309,8 +362,7 @@ class Bench:
         from confluent_kafka.admin import NewTopic
 
         topic = f"bench-{label}-{uuid.uuid4().hex[:6]}"
-        self.env.admin.create_topics([NewTopic(topic, num_partitions=self.partitions,
-                                               replication_factor=1)])[topic].result(30)
+        self.env.admin.create_topics([NewTopic(topic, num_partitions=self.partitions, replication_factor=1)])[topic].result(30)
         while topic not in self.env.admin.list_topics(timeout=10).topics:
             time.sleep(0.2)
         self.topics.append(topic)
@@ -328,12 +380,23 @@ class Bench:
             connection.close()
         return schema
 
-    def produce(self, topic: str, rate: float, seconds: float | None = None, count: int | None = None,
-                pace: bool = True) -> int:
-        config = ClickConfig(seed=int(time.time()), start_ms=int(time.time() * 1000), users=5000,
-                             late_fraction=0.02, late_max_seconds=60, malformed_fraction=0.005)
-        totals = produce_stream(ClickStream(config, ConstantRate(rate)), KafkaSink(self.bootstrap, topic),
-                                duration=seconds, count=count, pace=pace, progress=None)
+    def produce(self, topic: str, rate: float, seconds: float | None = None, count: int | None = None, pace: bool = True) -> int:
+        config = ClickConfig(
+            seed=int(time.time()),
+            start_ms=int(time.time() * 1000),
+            users=5000,
+            late_fraction=0.02,
+            late_max_seconds=60,
+            malformed_fraction=0.005,
+        )
+        totals = produce_stream(
+            ClickStream(config, ConstantRate(rate)),
+            KafkaSink(self.bootstrap, topic),
+            duration=seconds,
+            count=count,
+            pace=pace,
+            progress=None,
+        )
         assert totals.ok, totals.summary()
         return totals.sent
 
@@ -359,15 +422,19 @@ class Bench:
         connection = self.connect()
         try:
             with connection.cursor() as cur:
-                cur.execute(f'SELECT batch_id, started_at, committed_at, offsets, input_rows FROM "{schema}".'
-                            "stream_batches WHERE query_name = %s ORDER BY batch_id", (query,))
+                cur.execute(
+                    f'SELECT batch_id, started_at, committed_at, offsets, input_rows FROM "{schema}".'
+                    "stream_batches WHERE query_name = %s ORDER BY batch_id",
+                    (query,),
+                )
                 return cur.fetchall()
         finally:
             connection.close()
 
     def kafka_timestamps(self, topic: str, total: int) -> list[tuple[int, int, int]]:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
         consumer.assign([TopicPartition(topic, p, 0) for p in range(self.partitions)])
         out: list[tuple[int, int, int]] = []
         while len(out) < total:
@@ -379,8 +446,11 @@ class Bench:
     def latencies(self, topic: str, schema: str, query: str, total: int, skip: dict[int, int]) -> list[float]:
         """Per event after ``skip`` (offsets per partition): commit of its batch - its Kafka timestamp."""
         batches = self.batches(schema, query)
-        ends = [({int(p): int(o) for p, o in offsets[topic].items()}, committed)
-                for _, _, committed, offsets, _ in batches if topic in offsets]  # a batch may read nothing
+        ends = [
+            ({int(p): int(o) for p, o in offsets[topic].items()}, committed)
+            for _, _, committed, offsets, _ in batches
+            if topic in offsets
+        ]  # a batch may read nothing
         out = []
         for partition, offset, ts in self.kafka_timestamps(topic, total):
             if offset < skip.get(partition, 0):
@@ -391,14 +461,14 @@ class Bench:
 
     def offsets_now(self, topic: str) -> dict[int, int]:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "bench-probe"})
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(self.partitions)}
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(self.partitions)}
         consumer.close()
         return ends
 
     # ------------------------------------------------------------- running
-    def start(self, implementation: str, topic: str, schema: str, trigger_s: float, max_batch: int, label: str
-              ) -> tuple[str, Any]:
+    def start(
+        self, implementation: str, topic: str, schema: str, trigger_s: float, max_batch: int, label: str
+    ) -> tuple[str, Any]:
         """Start a consumer in a thread; return its query name and a stop function."""
         if implementation == "python":
             consumer = PythonConsumer(self, schema, trigger_s, max_batch, label)
@@ -417,10 +487,14 @@ class Bench:
             self.spark = spark_session(self.s3, self.master)
             self.spark.sparkContext.setLogLevel("ERROR")
         config = replace(
-            self.env.stream_config(), name=f"bench_{uuid.uuid4().hex[:6]}", topics=(topic,), sink_schema=schema,
+            self.env.stream_config(),
+            name=f"bench_{uuid.uuid4().hex[:6]}",
+            topics=(topic,),
+            sink_schema=schema,
             checkpoint=f"s3a://{self.env.bucket}/checkpoints/{schema}",
             lake=StreamLakeTables(self.env.namespace, f"events_{label}", f"dead_letters_{label}"),
-            max_offsets_per_trigger=max_batch, trigger_interval=timedelta(seconds=trigger_s),
+            max_offsets_per_trigger=max_batch,
+            trigger_interval=timedelta(seconds=trigger_s),
             watermark_delay=timedelta(seconds=WATERMARK_DELAY_S),
         )
         job = self.env.job(config, available_now=False)
@@ -451,8 +525,11 @@ class Bench:
         connection = self.connect()
         try:
             with connection.cursor() as cur:
-                cur.execute(f'SELECT batch_id, phases FROM "{schema}".stream_batches WHERE query_name = %s '
-                            "AND input_rows > 0 ORDER BY batch_id", (query,))
+                cur.execute(
+                    f'SELECT batch_id, phases FROM "{schema}".stream_batches WHERE query_name = %s '
+                    "AND input_rows > 0 ORDER BY batch_id",
+                    (query,),
+                )
                 fetched = [(batch_id, phases) for batch_id, phases in cur.fetchall() if phases]
                 # Batch 0 also starts the query: left out, unless it is the only one (a drained backlog).
                 recorded = [p for batch_id, p in fetched if batch_id > 0] or [p for _, p in fetched]
@@ -485,9 +562,19 @@ class Bench:
         latencies = self.latencies(topic, schema, query, warmup + sent, skip)
         batches = [b for b in self.batches(schema, query) if b[1].timestamp() >= started - trigger_s]
         durations = [(b[2] - b[1]).total_seconds() for b in batches]
-        return Result(implementation, "latency", trigger_s, sent, produced - started, len(batches),
-                      statistics.mean(durations) if durations else 0.0, latencies, tail_s=finished - produced,
-                      label=f"{rate:g} events/s", phases=self.phases(implementation, schema, query))
+        return Result(
+            implementation,
+            "latency",
+            trigger_s,
+            sent,
+            produced - started,
+            len(batches),
+            statistics.mean(durations) if durations else 0.0,
+            latencies,
+            tail_s=finished - produced,
+            label=f"{rate:g} events/s",
+            phases=self.phases(implementation, schema, query),
+        )
 
     def capacity_run(self, implementation: str, trigger_s: float, label: str = "") -> Result:
         a = self.args
@@ -504,8 +591,18 @@ class Bench:
         batches = self.batches(schema, query)
         seconds = (batches[-1][2] - batches[0][1]).total_seconds()
         durations = [(b[2] - b[1]).total_seconds() for b in batches]
-        return Result(implementation, "scale" if label else "capacity", trigger_s, sent, seconds, len(batches),
-                      statistics.mean(durations), [], label=label, phases=self.phases(implementation, schema, query))
+        return Result(
+            implementation,
+            "scale" if label else "capacity",
+            trigger_s,
+            sent,
+            seconds,
+            len(batches),
+            statistics.mean(durations),
+            [],
+            label=label,
+            phases=self.phases(implementation, schema, query),
+        )
 
     def executor_work(self, label: str, runs: int = 3) -> Result:
         """The executors' part of a micro-batch alone, on a backlog read as one Kafka batch: read,
@@ -522,10 +619,18 @@ class Bench:
         times = []
         for _ in range(runs + 1):  # the first run warms the JVM up
             started = time.monotonic()
-            records = (self.spark.read.format("kafka").option("kafka.bootstrap.servers", self.bootstrap)
-                       .option("subscribe", topic).load())
-            summary = batch_summary(records.transform(kafka_records).transform(classify_events)
-                                    .transform(with_future_check(300)), WINDOW_S, None, "count")
+            records = (
+                self.spark.read.format("kafka")
+                .option("kafka.bootstrap.servers", self.bootstrap)
+                .option("subscribe", topic)
+                .load()
+            )
+            summary = batch_summary(
+                records.transform(kafka_records).transform(classify_events).transform(with_future_check(300)),
+                WINDOW_S,
+                None,
+                "count",
+            )
             summary.write.format("noop").mode("overwrite").save()  # every column: nothing pruned
             times.append(time.monotonic() - started)
         seconds = statistics.median(times[1:])
@@ -544,8 +649,9 @@ PHASES = ("latestOffset", "queryPlanning", "walCommit", "addBatch", "commitOffse
 def batch_phases(progress: list[dict[str, Any]]) -> dict[str, float]:
     """Median milliseconds of each phase of Spark's micro-batches that read records
     (``StreamingQueryProgress.durationMs``; the first batch, which also starts the query, left out)."""
-    batches = [p for p in progress if p.get("numInputRows") and p.get("batchId", 0) > 0] or \
-        [p for p in progress if p.get("numInputRows")]  # batch 0 when it is the only one
+    batches = [p for p in progress if p.get("numInputRows") and p.get("batchId", 0) > 0] or [
+        p for p in progress if p.get("numInputRows")
+    ]  # batch 0 when it is the only one
     out = {name: statistics.median(p["durationMs"].get(name, 0) for p in batches) for name in PHASES} if batches else {}
     if batches:
         out["rows"] = statistics.median(p["numInputRows"] for p in batches)
@@ -573,25 +679,42 @@ def scale_lines(results: list[Result]) -> list[str]:
     lines: list[str] = []
     scale = [r for r in results if r.mode == "scale"]
     if scale:
-        lines += ["", "## Scale: executors and partitions", "",
-                  "The capacity run of the Spark job with one core and two Kafka partitions, then two cores and four "
-                  "(two partitions per core each time).", "",
-                  "| Spark | events | events/s | batches | mean batch (s) |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Scale: executors and partitions",
+            "",
+            "The capacity run of the Spark job with one core and two Kafka partitions, then two cores and four "
+            "(two partitions per core each time).",
+            "",
+            "| Spark | events | events/s | batches | mean batch (s) |",
+            "|---|---:|---:|---:|---:|",
+        ]
         lines += [f"| {r.label} | {r.events:,} | {r.rate:,.0f} | {r.batches} | {r.batch_s_mean:.2f} |" for r in scale]
         if len(scale) == 2 and scale[0].rate > 0:
-            lines += ["", f"Two cores and four partitions drained the backlog {scale[1].rate / scale[0].rate:.2f} times "
-                      "as fast as one core and two partitions."]
+            lines += [
+                "",
+                f"Two cores and four partitions drained the backlog {scale[1].rate / scale[0].rate:.2f} times "
+                "as fast as one core and two partitions.",
+            ]
     executors = [r for r in results if r.mode == "executors"]
     if executors:
-        lines += ["", "The executors' part alone: the same backlog read as one Kafka batch, validated and aggregated "
-                  "(the whole aggregation, into Spark's no-op sink: nothing collected to the driver, no PostgreSQL, "
-                  "no lake); "
-                  "median of 3 runs after a warm-up.", "",
-                  "| Spark | events | seconds | events/s |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "The executors' part alone: the same backlog read as one Kafka batch, validated and aggregated "
+            "(the whole aggregation, into Spark's no-op sink: nothing collected to the driver, no PostgreSQL, "
+            "no lake); "
+            "median of 3 runs after a warm-up.",
+            "",
+            "| Spark | events | seconds | events/s |",
+            "|---|---:|---:|---:|",
+        ]
         lines += [f"| {r.label} | {r.events:,} | {r.seconds:.2f} | {r.rate:,.0f} |" for r in executors]
         if len(executors) == 2 and executors[0].rate > 0:
-            lines += ["", f"Two cores and four partitions did the executors' part {executors[1].rate / executors[0].rate:.2f} "
-                      "times as fast as one core and two partitions."]
+            lines += [
+                "",
+                f"Two cores and four partitions did the executors' part {executors[1].rate / executors[0].rate:.2f} "
+                "times as fast as one core and two partitions.",
+            ]
     return lines
 
 
@@ -599,10 +722,11 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     import pyspark
 
-    command = (f"{COMMAND} --rates {','.join(f'{r:g}' for r in args.rates)} --seconds {args.seconds:g} "
-               f"--backlog {args.backlog} --max-batch {args.max_batch} "
-               f"--triggers {','.join(f'{t:g}' for t in args.triggers)} --warmup {args.warmup:g}"
-               + (" --scale" if args.scale else ""))
+    command = (
+        f"{COMMAND} --rates {','.join(f'{r:g}' for r in args.rates)} --seconds {args.seconds:g} "
+        f"--backlog {args.backlog} --max-batch {args.max_batch} "
+        f"--triggers {','.join(f'{t:g}' for t in args.triggers)} --warmup {args.warmup:g}" + (" --scale" if args.scale else "")
+    )
     lines = [
         "# Click-stream benchmark",
         "",
@@ -653,8 +777,9 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in (r for r in results if r.mode == "capacity"):
-        lines.append(f"| {r.implementation} | {r.trigger_s:g} s | {r.events:,} | {r.rate:,.0f} | {r.batches} | "
-                     f"{r.batch_s_mean:.2f} |")
+        lines.append(
+            f"| {r.implementation} | {r.trigger_s:g} s | {r.events:,} | {r.rate:,.0f} | {r.batches} | {r.batch_s_mean:.2f} |"
+        )
     lines += scale_lines(results)
     names = sorted({k for r in results for k in r.phases if not k.startswith("spark.") and k not in ("rows", "batches")})
     spark_names = [f"spark.{n}" for n in PHASES]
@@ -676,8 +801,11 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
     for r in results:
         if r.phases:
             where = r.label or f"{r.trigger_s:g} s trigger"
-            lines.append(f"| {r.implementation} | {r.mode}, {where} | " + " | ".join(
-                f"{r.phases[n]:.2f}" if n in r.phases else "-" for n in names + spark_names) + " |")
+            lines.append(
+                f"| {r.implementation} | {r.mode}, {where} | "
+                + " | ".join(f"{r.phases[n]:.2f}" if n in r.phases else "-" for n in names + spark_names)
+                + " |"
+            )
     capacity = {(r.implementation, r.trigger_s): r for r in results if r.mode == "capacity"}
     latency = {(r.implementation, r.label): r for r in results if r.mode == "latency"}
     lines += ["", "## Targets", ""]
@@ -685,23 +813,31 @@ def report(args: argparse.Namespace, results: list[Result], wall: float) -> str:
         spark, python = capacity.get(("spark", trigger)), capacity.get(("python", trigger))
         if spark and python:
             met = spark.rate >= share * python.rate
-            lines.append(f"- Throughput at the {trigger:g} s trigger, at least {share:.0%} of the Python consumer's: "
-                         f"{'met' if met else 'NOT met'} ({spark.rate:,.0f} against {python.rate:,.0f} events/s, "
-                         f"{spark.rate / python.rate:.0%}).")
+            lines.append(
+                f"- Throughput at the {trigger:g} s trigger, at least {share:.0%} of the Python consumer's: "
+                f"{'met' if met else 'NOT met'} ({spark.rate:,.0f} against {python.rate:,.0f} events/s, "
+                f"{spark.rate / python.rate:.0%})."
+            )
     for rate, bound in ((1000.0, 3.0), (5000.0, 5.0)):
         run = latency.get(("spark", f"{rate:g} events/s"))
         if run:
             p99 = pct([v / 1000 for v in run.latencies_ms], 0.99)
-            lines.append(f"- p99 at {rate:g} events/s and the 1 s trigger under {bound:g} s: "
-                         f"{'met' if p99 < bound else 'NOT met'} ({p99:.2f} s).")
+            lines.append(
+                f"- p99 at {rate:g} events/s and the 1 s trigger under {bound:g} s: "
+                f"{'met' if p99 < bound else 'NOT met'} ({p99:.2f} s)."
+            )
     lines += ["", f"Whole benchmark: {wall:.0f} s.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[1000.0, 5000.0],
-                        help="events/s of the latency runs (1 s trigger)")
+    parser.add_argument(
+        "--rates",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[1000.0, 5000.0],
+        help="events/s of the latency runs (1 s trigger)",
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency runs")
     parser.add_argument("--backlog", type=int, default=200000, help="events of the capacity runs")
     parser.add_argument("--max-batch", type=int, default=50000, help="records per batch at most")
@@ -717,9 +853,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     results: list[Result] = []
     try:
+
         def done(result: Result) -> None:
-            print(f"{result.implementation} {result.mode} {result.label or f'trigger {result.trigger_s:g} s'}: "
-                  f"{result.events} events, {result.rate:,.0f}/s, {result.batches} batches", flush=True)
+            print(
+                f"{result.implementation} {result.mode} {result.label or f'trigger {result.trigger_s:g} s'}: "
+                f"{result.events} events, {result.rate:,.0f}/s, {result.batches} batches",
+                flush=True,
+            )
             results.append(result)
 
         for implementation in [args.only] if args.only else ["spark", "python"]:

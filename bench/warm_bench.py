@@ -84,8 +84,10 @@ class Path_:
                 id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, status VARCHAR(16) NOT NULL,
                 amount DECIMAL(10,2) NOT NULL, updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL,
                 KEY ix_updated (updated_at))""")
-            cur.execute(f"INSERT INTO {table} SELECT seq, CONCAT('c', seq %% 97), 'placed', seq / 4, %s, NULL "
-                        f"FROM seq_1_to_{ROWS}", (naive(datetime.now(UTC) - timedelta(days=1)),))
+            cur.execute(
+                f"INSERT INTO {table} SELECT seq, CONCAT('c', seq %% 97), 'placed', seq / 4, %s, NULL FROM seq_1_to_{ROWS}",
+                (naive(datetime.now(UTC) - timedelta(days=1)),),
+            )
         pipeline = env.add_pipeline(f"{name}_{env.tag}", table, lookback="0s")
         first = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
         run_operator(env.operator(pipeline), first, first + FIVE)
@@ -172,7 +174,7 @@ def limit_read(path: Path_, table: str, start: datetime, windows: int) -> list[f
     uri = f"mysql://{m['user']}:{m['password']}@{m['host']}:{m['port']}/{m['database']}"
     with path.env.connect().cursor() as cur:
         cur.execute(f"UPDATE {table} SET updated_at = %s", (naive(start + timedelta(seconds=30)),))
-    query = (f"SELECT * FROM {table} WHERE updated_at >= '{naive(start)}' AND updated_at < '{naive(start + FIVE)}'")
+    query = f"SELECT * FROM {table} WHERE updated_at >= '{naive(start)}' AND updated_at < '{naive(start + FIVE)}'"
     times = []
     for _ in range(windows):
         started = time.perf_counter()
@@ -204,8 +206,11 @@ def main() -> int:
     for name in ("warm", "cold"):
         (tmp / name).mkdir()
     paths = [
-        Path_("session", ExtractionEnv(mysql, endpoint, livy_url, tmp / "warm", CATALOG_SECRET_ID,
-                                       sessions=dict(SESSIONS)), endpoint),
+        Path_(
+            "session",
+            ExtractionEnv(mysql, endpoint, livy_url, tmp / "warm", CATALOG_SECRET_ID, sessions=dict(SESSIONS)),
+            endpoint,
+        ),
         Path_("batch", ExtractionEnv(mysql, endpoint, livy_url, tmp / "cold", CATALOG_SECRET_ID), endpoint),
     ]
     figures: dict[str, dict[str, Any]] = {}
@@ -215,8 +220,7 @@ def main() -> int:
             try:
                 lat, table, start = latencies(path, args.windows)
                 count = throughput(path, args.seconds)
-                figures[path.name] = {"quiet": lat["quiet"], "busy": lat["busy"],
-                                      "per_5min": count * 300.0 / args.seconds}
+                figures[path.name] = {"quiet": lat["quiet"], "busy": lat["busy"], "per_5min": count * 300.0 / args.seconds}
                 if path.name == "session":
                     figures["limit"] = {"busy": limit_read(path, table, start, args.windows)}
             finally:
@@ -240,51 +244,55 @@ def render(figures: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         return f"| {name} | {statistics.median(values):.2f} | {pct(values, 0.95):.2f} |"
 
     ratio = s["per_5min"] / b["per_5min"] if b["per_5min"] else float("inf")
-    return "\n".join([
-        "# Warm execution: windows as statements in long-lived Livy sessions",
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on the local stack (2 cores, one local cluster: a Livy",
-        "server running `local[2]`), one run, both paths side by side:",
-        "`PYTHONPATH=plugins:. .venv/bin/python bench/warm_bench.py "
-        f"--windows {args.windows} --seconds {args.seconds:.0f}` with `python -m spotlake_dev.localstack up core` running.",
-        "",
-        "Task start -> commit: from the operator's `execute` to its committed summary (the deferral's",
-        "trigger runs in process; Airflow's scheduling latency is not included). A quiet window has no",
-        f"changed row; a busy window updates all {ROWS:,} rows of its table inside the window. Each path",
-        "ran one unmeasured window first (a session's start and code loading are paid once per session).",
-        "",
-        f"## Task start -> commit, seconds ({args.windows} windows of each)",
-        "",
-        "| path | p50 | p95 |",
-        "|---|---|---|",
-        row("statement, quiet window", s["quiet"]),
-        row(f"statement, {ROWS:,}-row window", s["busy"]),
-        row("batch, quiet window", b["quiet"]),
-        row(f"batch, {ROWS:,}-row window", b["busy"]),
-        row(f"limit: connectorx -> Arrow, the {ROWS:,} rows (read only)", lim["busy"]),
-        row("statement, quiet window: inside the job (sum of its phases)", QUIET_JOB.get("session")),
-        row("batch, quiet window: inside the job (sum of its phases)", QUIET_JOB.get("batch")),
-        "",
-        f"Inside the job, the {ROWS:,}-row windows' phases (p50 seconds; `spark_jobs/extraction/run.py`):",
-        "",
-        "| phase | statement | batch |",
-        "|---|---|---|",
-        *[f"| `{phase}` | {statistics.median(PHASES.get(('session', phase), [0])):.2f} | "
-          f"{statistics.median(PHASES.get(('batch', phase), [0])):.2f} |"
-          for phase in sorted({p for _, p in PHASES})],
-        "",
-        "## Table-windows per cluster per five minutes",
-        "",
-        "Two workers (the cluster's two slots), each running quiet windows of a pipeline of its own back to",
-        f"back for {args.seconds:.0f} s; the count scaled to five minutes.",
-        "",
-        "| path | table-windows / 5 min |",
-        "|---|---|",
-        f"| statement | {s['per_5min']:.0f} |",
-        f"| batch | {b['per_5min']:.0f} |",
-        f"| ratio | {ratio:.1f}x |",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Warm execution: windows as statements in long-lived Livy sessions",
+            "",
+            f"Measured {datetime.now(UTC):%Y-%m-%d} on the local stack (2 cores, one local cluster: a Livy",
+            "server running `local[2]`), one run, both paths side by side:",
+            "`PYTHONPATH=plugins:. .venv/bin/python bench/warm_bench.py "
+            f"--windows {args.windows} --seconds {args.seconds:.0f}` with `python -m spotlake_dev.localstack up core` running.",
+            "",
+            "Task start -> commit: from the operator's `execute` to its committed summary (the deferral's",
+            "trigger runs in process; Airflow's scheduling latency is not included). A quiet window has no",
+            f"changed row; a busy window updates all {ROWS:,} rows of its table inside the window. Each path",
+            "ran one unmeasured window first (a session's start and code loading are paid once per session).",
+            "",
+            f"## Task start -> commit, seconds ({args.windows} windows of each)",
+            "",
+            "| path | p50 | p95 |",
+            "|---|---|---|",
+            row("statement, quiet window", s["quiet"]),
+            row(f"statement, {ROWS:,}-row window", s["busy"]),
+            row("batch, quiet window", b["quiet"]),
+            row(f"batch, {ROWS:,}-row window", b["busy"]),
+            row(f"limit: connectorx -> Arrow, the {ROWS:,} rows (read only)", lim["busy"]),
+            row("statement, quiet window: inside the job (sum of its phases)", QUIET_JOB.get("session")),
+            row("batch, quiet window: inside the job (sum of its phases)", QUIET_JOB.get("batch")),
+            "",
+            f"Inside the job, the {ROWS:,}-row windows' phases (p50 seconds; `spark_jobs/extraction/run.py`):",
+            "",
+            "| phase | statement | batch |",
+            "|---|---|---|",
+            *[
+                f"| `{phase}` | {statistics.median(PHASES.get(('session', phase), [0])):.2f} | "
+                f"{statistics.median(PHASES.get(('batch', phase), [0])):.2f} |"
+                for phase in sorted({p for _, p in PHASES})
+            ],
+            "",
+            "## Table-windows per cluster per five minutes",
+            "",
+            "Two workers (the cluster's two slots), each running quiet windows of a pipeline of its own back to",
+            f"back for {args.seconds:.0f} s; the count scaled to five minutes.",
+            "",
+            "| path | table-windows / 5 min |",
+            "|---|---|",
+            f"| statement | {s['per_5min']:.0f} |",
+            f"| batch | {b['per_5min']:.0f} |",
+            f"| ratio | {ratio:.1f}x |",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"mwaa_bundle: {exc}", file=sys.stderr)
         return 2
-    print(f"{out}/dags/ -> the DAGs folder; {out}/requirements.txt -> requirements file; "
-          f"{out}/startup.sh -> startup script")
+    print(f"{out}/dags/ -> the DAGs folder; {out}/requirements.txt -> requirements file; {out}/startup.sh -> startup script")
     return 0
 
 

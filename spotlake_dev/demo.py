@@ -75,8 +75,12 @@ CLICKS_TOPIC = "clicks"
 def connect(layout: StackLayout, database: str | None = None) -> pymysql.Connection:
     cfg = stack.mysql_settings(layout)
     return pymysql.connect(
-        host=cfg["host"], port=int(cfg["port"]), user=cfg["user"], password=cfg["password"],
-        database=database or cfg["database"], autocommit=True,
+        host=cfg["host"],
+        port=int(cfg["port"]),
+        user=cfg["user"],
+        password=cfg["password"],
+        database=database or cfg["database"],
+        autocommit=True,
     )
 
 
@@ -102,13 +106,14 @@ def seed(layout: StackLayout, customers: int = 2000, orders: int = 5000, seed_va
             )
             cur.executemany(
                 "INSERT INTO orders (customer_id, status, total, currency) VALUES (%s, %s, %s, 'ZAR')",
-                [(rng.randint(1, customers), rng.choice(STATUSES), round(rng.uniform(5, 900), 2))
-                 for _ in range(orders)],
+                [(rng.randint(1, customers), rng.choice(STATUSES), round(rng.uniform(5, 900), 2)) for _ in range(orders)],
             )
             cur.executemany(
                 "INSERT INTO order_items (order_id, sku, quantity, unit_price) VALUES (%s, %s, %s, %s)",
-                [(rng.randint(1, orders), rng.choice(SKUS), rng.randint(1, 5), round(rng.uniform(1, 300), 2))
-                 for _ in range(orders * 2)],
+                [
+                    (rng.randint(1, orders), rng.choice(SKUS), rng.randint(1, 5), round(rng.uniform(1, 300), 2))
+                    for _ in range(orders * 2)
+                ],
             )
         counts = {}
         for table in ("customers", "orders", "order_items"):
@@ -124,35 +129,40 @@ def workload_step(cur: Any, rng: random.Random) -> str:
     if roll < 0.45:
         cur.execute("SELECT MAX(customer_id) FROM customers")
         customers = cur.fetchone()[0] or 1
-        cur.execute("INSERT INTO orders (customer_id, status, total, currency) VALUES (%s, 'placed', %s, 'ZAR')",
-                    (rng.randint(1, customers), round(rng.uniform(5, 900), 2)))
+        cur.execute(
+            "INSERT INTO orders (customer_id, status, total, currency) VALUES (%s, 'placed', %s, 'ZAR')",
+            (rng.randint(1, customers), round(rng.uniform(5, 900), 2)),
+        )
         order_id = cur.lastrowid
         cur.executemany(
             "INSERT INTO order_items (order_id, sku, quantity, unit_price) VALUES (%s, %s, %s, %s)",
-            [(order_id, rng.choice(SKUS), rng.randint(1, 5), round(rng.uniform(1, 300), 2))
-             for _ in range(rng.randint(1, 4))],
+            [(order_id, rng.choice(SKUS), rng.randint(1, 5), round(rng.uniform(1, 300), 2)) for _ in range(rng.randint(1, 4))],
         )
         return "insert order"
     if roll < 0.80:
         cur.execute("SELECT MAX(order_id) FROM orders")
         top = cur.fetchone()[0] or 1
-        cur.execute("UPDATE orders SET status = %s WHERE order_id = %s AND deleted_at IS NULL",
-                    (rng.choice(STATUSES), rng.randint(max(1, top - 500), top)))
+        cur.execute(
+            "UPDATE orders SET status = %s WHERE order_id = %s AND deleted_at IS NULL",
+            (rng.choice(STATUSES), rng.randint(max(1, top - 500), top)),
+        )
         return "update order"
     if roll < 0.90:
-        cur.execute("INSERT INTO customers (email, full_name, phone, country) VALUES (%s, %s, %s, %s)",
-                    _customer(rng))
+        cur.execute("INSERT INTO customers (email, full_name, phone, country) VALUES (%s, %s, %s, %s)", _customer(rng))
         return "insert customer"
     if roll < 0.97:
         cur.execute("SELECT MAX(customer_id) FROM customers")
         top = cur.fetchone()[0] or 1
-        cur.execute("UPDATE customers SET phone = %s WHERE customer_id = %s",
-                    (f"+27 82 {rng.randint(100, 999)} {rng.randint(1000, 9999)}", rng.randint(1, top)))
+        cur.execute(
+            "UPDATE customers SET phone = %s WHERE customer_id = %s",
+            (f"+27 82 {rng.randint(100, 999)} {rng.randint(1000, 9999)}", rng.randint(1, top)),
+        )
         return "update customer"
     cur.execute("SELECT MAX(order_id) FROM orders")
     top = cur.fetchone()[0] or 1
-    cur.execute("UPDATE orders SET deleted_at = CURRENT_TIMESTAMP(3) WHERE order_id = %s AND deleted_at IS NULL",
-                (rng.randint(1, top),))
+    cur.execute(
+        "UPDATE orders SET deleted_at = CURRENT_TIMESTAMP(3) WHERE order_id = %s AND deleted_at IS NULL", (rng.randint(1, top),)
+    )
     return "soft delete order"
 
 
@@ -187,7 +197,8 @@ def aws_resources(layout: StackLayout) -> None:
     endpoint = stack.moto_endpoint(layout)
     env = stack.aws_env(layout)
     session = boto3.session.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     )
     s3 = session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
@@ -196,8 +207,17 @@ def aws_resources(layout: StackLayout) -> None:
         s3.create_bucket(Bucket=LAKE_BUCKET)
     cfg = stack.mysql_settings(layout)
     sm = session.client("secretsmanager", endpoint_url=endpoint)
-    _put_secret(sm, SECRET_ID, {"host": cfg["host"], "port": int(cfg["port"]), "database": cfg["database"],
-                                "username": cfg["user"], "password": cfg["password"]})
+    _put_secret(
+        sm,
+        SECRET_ID,
+        {
+            "host": cfg["host"],
+            "port": int(cfg["port"]),
+            "database": cfg["database"],
+            "username": cfg["user"],
+            "password": cfg["password"],
+        },
+    )
     Registry(session.client("dynamodb", endpoint_url=endpoint)).create_tables()
     # The click stream: its sink secret and checkpoint bucket (see config/streaming.yaml).
     if "spotlake-checkpoints" not in existing:
@@ -220,8 +240,9 @@ def clicks_topic(layout: StackLayout, partitions: int = 3) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spotlake_dev.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m spotlake_dev.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup")
     work = sub.add_parser("workload")
@@ -234,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         counts = seed(layout)
         aws_resources(layout)
         print("demo shop: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        print(f"click stream: topic '{clicks_topic(layout)}', sink secret '{SINK_SECRET_ID}' "
-              "(the stream_clicks DAG starts paused: unpause it, then send events with "
-              "`python -m spotlake_dev.clickgen --rate 100`)")
+        print(
+            f"click stream: topic '{clicks_topic(layout)}', sink secret '{SINK_SECRET_ID}' "
+            "(the stream_clicks DAG starts paused: unpause it, then send events with "
+            "`python -m spotlake_dev.clickgen --rate 100`)"
+        )
         from spotlake_dev.localstack.fleet_local import ensure_local_pools
 
         for line in ensure_local_pools(layout):
@@ -250,13 +273,15 @@ def main(argv: list[str] | None = None) -> int:
 def start_workload(layout: StackLayout) -> None:
     from spotlake_dev.localstack.process import ServiceSpec, Supervisor
 
-    Supervisor(layout).start(ServiceSpec(
-        name="workload",
-        argv=[layout.python, "-m", "spotlake_dev.demo", "workload"],
-        ports=[],
-        ready=lambda: True,
-        env={"PYTHONPATH": str(layout.project / "plugins")},
-    ))
+    Supervisor(layout).start(
+        ServiceSpec(
+            name="workload",
+            argv=[layout.python, "-m", "spotlake_dev.demo", "workload"],
+            ports=[],
+            ready=lambda: True,
+            env={"PYTHONPATH": str(layout.project / "plugins")},
+        )
+    )
     print(f"demo workload: running (python -m spotlake_dev.demo workload), log {layout.log_dir}/workload.log")
 
 

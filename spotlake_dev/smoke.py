@@ -119,8 +119,11 @@ class FleetCost:
     def line(self) -> str:
         few, many = self.instances
         count = f"{few} instance{'s' if few > 1 else ''}" if few == many else f"{few}-{many} instances"
-        how = (f"capacity {self.capacity} unit{'s' if self.capacity > 1 else ''}, spot; at on-demand prices"
-               if self.spot else "on demand")
+        how = (
+            f"capacity {self.capacity} unit{'s' if self.capacity > 1 else ''}, spot; at on-demand prices"
+            if self.spot
+            else "on demand"
+        )
         price = "no price" if self.low is None else _money_range(self.low, self.high, "/h")
         text = f"{self.role:<6} {count:<12} ({' or '.join(self.types)}; {how})  {price}"
         if self.unknown:
@@ -148,8 +151,7 @@ class CostEstimate:
     def hourly(self) -> tuple[float, float] | None:
         if not self.complete:
             return None
-        return (sum(f.low for f in self.fleets if f.low is not None),
-                sum(f.high for f in self.fleets if f.high is not None))
+        return (sum(f.low for f in self.fleets if f.low is not None), sum(f.high for f in self.fleets if f.high is not None))
 
     @property
     def hours(self) -> float:
@@ -172,8 +174,10 @@ class CostEstimate:
         hourly, total = self.hourly, self.total
         if hourly is None or total is None:
             missing = ", ".join(f.role for f in self.fleets if f.low is None)
-            out.append(f"  cluster: cannot be estimated: no price for any instance type of the {missing} fleet(s); "
-                       f"add them to PRICES in spotlake_dev/smoke.py ({PRICES_SOURCE})")
+            out.append(
+                f"  cluster: cannot be estimated: no price for any instance type of the {missing} fleet(s); "
+                f"add them to PRICES in spotlake_dev/smoke.py ({PRICES_SOURCE})"
+            )
             return out
         extra = hourly[1] * self.idle_timeout.total_seconds() / 3600
         out += [
@@ -217,14 +221,20 @@ def fleet_cost(fleet: pools.InstanceFleet, prices: dict[str, tuple[float, float]
         else:
             unknown.append(kind.type)
     return FleetCost(
-        role=fleet.role, capacity=fleet.capacity, spot=fleet.spot, instances=(min(counts), max(counts)),
-        types=tuple(t.type for t in fleet.instance_types), low=min(known) if known else None,
-        high=max(known) if known else None, unknown=tuple(unknown),
+        role=fleet.role,
+        capacity=fleet.capacity,
+        spot=fleet.spot,
+        instances=(min(counts), max(counts)),
+        types=tuple(t.type for t in fleet.instance_types),
+        low=min(known) if known else None,
+        high=max(known) if known else None,
+        unknown=tuple(unknown),
     )
 
 
-def estimate(pool: pools.PoolConfig, prices: dict[str, tuple[float, float]] | None = None,
-             minutes: dict[str, int] | None = None) -> CostEstimate:
+def estimate(
+    pool: pools.PoolConfig, prices: dict[str, tuple[float, float]] | None = None, minutes: dict[str, int] | None = None
+) -> CostEstimate:
     """The smoke test's cost on ``pool``'s EMR shape (master, core and task fleets)."""
     shape = pool.emr
     if shape is None:
@@ -241,6 +251,7 @@ def estimate(pool: pools.PoolConfig, prices: dict[str, tuple[float, float]] | No
 def cheapest_pool(config: pools.PoolsConfig, prices: dict[str, tuple[float, float]] | None = None) -> pools.PoolConfig:
     """The pool whose cluster costs least per hour (upper bound of the estimate); pools whose cost
     cannot be estimated come last, in their order in the file."""
+
     def cost(pool: pools.PoolConfig) -> float:
         hourly = estimate(pool, prices).hourly
         return math.inf if hourly is None else hourly[1]
@@ -615,23 +626,38 @@ class Smoke:
         shape = self.pool.emr
         assert shape is not None  # estimate() raised otherwise
         self.smoke_pool = dataclasses.replace(
-            self.pool, name=f"{self.pool.name}_smoke_{self.token}",
-            emr=dataclasses.replace(shape, idle_timeout=min(shape.idle_timeout, SMOKE_IDLE_TIMEOUT),
-                                    tags={**shape.tags, "spotlake-smoke": self.prefix}),
+            self.pool,
+            name=f"{self.pool.name}_smoke_{self.token}",
+            emr=dataclasses.replace(
+                shape,
+                idle_timeout=min(shape.idle_timeout, SMOKE_IDLE_TIMEOUT),
+                tags={**shape.tags, "spotlake-smoke": self.prefix},
+            ),
         )
         pipeline = pipelines.get(options.pipeline) if options.pipeline else pipelines.pipelines[0]
         self.pipeline = pipeline
-        self.smoke_pipeline = dataclasses.replace(pipeline, name=f"{pipeline.name}_smoke_{self.token}",
-                                                  pool=self.smoke_pool.name, initial_load=False)
+        self.smoke_pipeline = dataclasses.replace(
+            pipeline, name=f"{pipeline.name}_smoke_{self.token}", pool=self.smoke_pool.name, initial_load=False
+        )
         self.pipelines = dataclasses.replace(pipelines, pipelines=(self.smoke_pipeline,))
         self.stream = streams.get(options.stream) if (streams is not None and options.stream) else None
-        self.smoke_stream = None if self.stream is None else dataclasses.replace(
-            self.stream, pool=self.smoke_pool.name, sink_schema=f"{self.stream.sink_schema}_smoke_{self.token}",
-            checkpoint=smoke_uri(self.stream.checkpoint, self.token), catalog=self.pipelines.lake,
-            lake=dataclasses.replace(
-                self.stream.lake, events=f"{self.stream.lake.events}_smoke_{self.token}",
-                dead_letters=f"{self.stream.lake.dead_letters}_smoke_{self.token}"
-                if self.stream.lake.dead_letters else None) if self.stream.lake else None,
+        self.smoke_stream = (
+            None
+            if self.stream is None
+            else dataclasses.replace(
+                self.stream,
+                pool=self.smoke_pool.name,
+                sink_schema=f"{self.stream.sink_schema}_smoke_{self.token}",
+                checkpoint=smoke_uri(self.stream.checkpoint, self.token),
+                catalog=self.pipelines.lake,
+                lake=dataclasses.replace(
+                    self.stream.lake,
+                    events=f"{self.stream.lake.events}_smoke_{self.token}",
+                    dead_letters=f"{self.stream.lake.dead_letters}_smoke_{self.token}" if self.stream.lake.dead_letters else None,
+                )
+                if self.stream.lake
+                else None,
+            )
         )
         self.root = (options.artifacts or artifacts.artifacts_root()).rstrip("/")
         # A dry run answered by moto inside this process: its buckets are empty by construction.
@@ -661,15 +687,18 @@ class Smoke:
         mode = "DRY RUN" if self.dry_run else "real run on AWS"
         self.say(f"spotlake smoke test: {mode}")
         if self.dry_run:
-            where = (f"the moto server at {self.options.endpoint_url}" if self.options.endpoint_url
-                     else "moto inside this process")
-            self.say(f"  nothing is sent to AWS: each AWS request is checked by botocore's validation (RunJobFlow "
-                     f"by EMR's rules too), then answered by {where}; Livy calls are printed, not sent; the "
-                     "databases are not reached")
+            where = f"the moto server at {self.options.endpoint_url}" if self.options.endpoint_url else "moto inside this process"
+            self.say(
+                f"  nothing is sent to AWS: each AWS request is checked by botocore's validation (RunJobFlow "
+                f"by EMR's rules too), then answered by {where}; Livy calls are printed, not sent; the "
+                "databases are not reached"
+            )
         picked = "" if self.options.pool else " (the cheapest by the estimate; --pool to choose)"
-        self.say(f"  pool {self.pool.name}{picked}, as {self.smoke_pool.name}; pipeline {self.pipeline.name} "
-                 f"({self.pipeline.database}.{self.pipeline.table}) as {self.smoke_pipeline.name}; "
-                 f"stream {self.stream.name if self.stream else 'none (--no-stream)'}")
+        self.say(
+            f"  pool {self.pool.name}{picked}, as {self.smoke_pool.name}; pipeline {self.pipeline.name} "
+            f"({self.pipeline.database}.{self.pipeline.table}) as {self.smoke_pipeline.name}; "
+            f"stream {self.stream.name if self.stream else 'none (--no-stream)'}"
+        )
         self.say(f"  region {self.region}; state tables {self.prefix}-*; artifacts {self.root}")
         self.say("")
         for line in self.estimate.lines(self.region):
@@ -681,11 +710,15 @@ class Smoke:
         problems = []
         if not self.dry_run:
             if not self.root.startswith(("s3://", "s3a://")):
-                problems.append(f"the artifacts root {self.root} is not on S3: EMR reads the job code from S3; "
-                                "give --artifacts s3://<bucket>/<prefix> (or set SPOTLAKE_ARTIFACTS)")
+                problems.append(
+                    f"the artifacts root {self.root} is not on S3: EMR reads the job code from S3; "
+                    "give --artifacts s3://<bucket>/<prefix> (or set SPOTLAKE_ARTIFACTS)"
+                )
             if self.stream is not None and not self.options.kafka_bootstrap:
-                problems.append("the stream step needs the Kafka brokers: give --kafka-bootstrap host:port,... "
-                                "(Airflow's spotlake_kafka connection has them), or --no-stream")
+                problems.append(
+                    "the stream step needs the Kafka brokers: give --kafka-bootstrap host:port,... "
+                    "(Airflow's spotlake_kafka connection has them), or --no-stream"
+                )
         return problems
 
     def run(self) -> int:
@@ -717,13 +750,15 @@ class Smoke:
     def create_tables(self) -> None:
         with self.steps.step(f"Create the state tables under the fresh prefix {self.prefix}") as step:
             dynamodb = self.aws.client("dynamodb")
-            existing = [r.table for r in aws_setup.ensure_tables(dynamodb, self.prefix, dry_run=True)
-                        if r.outcome == aws_setup.EXISTS]
+            existing = [
+                r.table for r in aws_setup.ensure_tables(dynamodb, self.prefix, dry_run=True) if r.outcome == aws_setup.EXISTS
+            ]
             if existing:
                 raise SmokeError(
                     f"{', '.join(existing)} already exist: the smoke test runs only under a prefix of its own, "
                     "whose tables it deletes at the end; leave --prefix out (a fresh one is drawn) or choose "
-                    "another")
+                    "another"
+                )
             self.tables = list(aws_setup.table_keys(self.prefix))
             for result in aws_setup.ensure_tables(dynamodb, self.prefix):
                 step.line(result.line())
@@ -738,25 +773,34 @@ class Smoke:
             try:
                 manifest = job_dependencies.load(self.root, s3)
             except (job_dependencies.DependenciesMissing, ClientError) as exc:
-                why = _reason(exc) if not isinstance(exc, ClientError) else (
-                    f"{self.root}/{job_dependencies.MANIFEST} cannot be read "
-                    f"({exc.response.get('Error', {}).get('Code', 'error')}): publish the job dependencies with "
-                    f"`python -m spotlake.job_dependencies publish --to {self.root}`")
+                why = (
+                    _reason(exc)
+                    if not isinstance(exc, ClientError)
+                    else (
+                        f"{self.root}/{job_dependencies.MANIFEST} cannot be read "
+                        f"({exc.response.get('Error', {}).get('Code', 'error')}): publish the job dependencies with "
+                        f"`python -m spotlake.job_dependencies publish --to {self.root}`"
+                    )
+                )
                 if not self.dry_run:
                     raise SmokeError(why) from None
                 if s3 is None:
                     step.warn(f"{why}; the Livy batch bodies are not built")
                     return
                 if self.in_process:
-                    step.line("moto in this process has no artifacts: the batch bodies below name placeholder "
-                              f"dependencies (the real run reads {self.root}/{job_dependencies.MANIFEST})")
+                    step.line(
+                        "moto in this process has no artifacts: the batch bodies below name placeholder "
+                        f"dependencies (the real run reads {self.root}/{job_dependencies.MANIFEST})"
+                    )
                 else:
                     step.warn(f"{why}; the batch bodies below name placeholder dependencies")
                 s3, placeholder = PlaceholderManifest(s3, self.root), True
                 manifest = job_dependencies.load(self.root, s3)
-            step.line(f"{'placeholder: ' if placeholder else ''}{len(manifest.jars)} jar(s) and "
-                      f"{manifest.python_archive.rsplit('/', 1)[-1]} (CPython {manifest.python}, {manifest.platform})"
-                      f" named by {self.root}/{job_dependencies.MANIFEST}")
+            step.line(
+                f"{'placeholder: ' if placeholder else ''}{len(manifest.jars)} jar(s) and "
+                f"{manifest.python_archive.rsplit('/', 1)[-1]} (CPython {manifest.python}, {manifest.platform})"
+                f" named by {self.root}/{job_dependencies.MANIFEST}"
+            )
             self.extract_artifacts = artifacts.publish("extraction", s3=s3, root=self.root)
             step.line(f"extraction job: {self.extract_artifacts.entry}")
             if self.smoke_stream is not None:
@@ -774,9 +818,11 @@ class Smoke:
             try:
                 s3.head_object(Bucket=bucket, Key=key)
             except ClientError as exc:
-                message = (f"bootstrap action {action.name}: {action.path} cannot be read "
-                           f"({exc.response.get('Error', {}).get('Code', 'error')}); every node runs it at launch — "
-                           "publish it with `python -m spotlake.job_dependencies publish --to <artifacts root>`")
+                message = (
+                    f"bootstrap action {action.name}: {action.path} cannot be read "
+                    f"({exc.response.get('Error', {}).get('Code', 'error')}); every node runs it at launch — "
+                    "publish it with `python -m spotlake.job_dependencies publish --to <artifacts root>`"
+                )
                 if not self.dry_run:
                     raise SmokeError(message) from None
                 if self.in_process:
@@ -807,8 +853,10 @@ class Smoke:
                 step.line("RunJobFlow request: botocore's validation and EMR's rules pass")
                 for spec in request.get("Instances", {}).get("InstanceFleets", []):
                     types = "|".join(c["InstanceType"] for c in spec.get("InstanceTypeConfigs", []))
-                    step.line(f"{spec.get('InstanceFleetType')}: {types}, on demand "
-                              f"{spec.get('TargetOnDemandCapacity', 0)}, spot {spec.get('TargetSpotCapacity', 0)}")
+                    step.line(
+                        f"{spec.get('InstanceFleetType')}: {types}, on demand "
+                        f"{spec.get('TargetOnDemandCapacity', 0)}, spot {spec.get('TargetSpotCapacity', 0)}"
+                    )
             self.cluster_id = vacancy.cluster_id
             report = FleetReport(self.smoke_pool.name)
             cluster = fleet.fill(self.smoke_pool, vacancy, report)
@@ -840,8 +888,10 @@ class Smoke:
                 if self._cluster().state != ClusterState.READY:
                     if self.clock() - reported >= 60:
                         reported = self.clock()
-                        step.line(f"still starting after {span(timedelta(seconds=self.clock() - started))}: "
-                                  f"{self._seen(self._cluster())}")
+                        step.line(
+                            f"still starting after {span(timedelta(seconds=self.clock() - started))}: "
+                            f"{self._seen(self._cluster())}"
+                        )
                     self.sleep(self.poll)
 
     def _seen(self, cluster: Cluster) -> str:
@@ -860,8 +910,9 @@ class Smoke:
     # ------------------------------------------------------------------ 5-6. window
     def extract_window(self) -> None:
         pipeline = self.smoke_pipeline
-        with self.steps.step(f"Extract one window of {self.pipeline.name} "
-                             f"({self.pipeline.database}.{self.pipeline.table})") as step:
+        with self.steps.step(
+            f"Extract one window of {self.pipeline.name} ({self.pipeline.database}.{self.pipeline.table})"
+        ) as step:
             from operators.extraction import extraction_document
             from spark_jobs.common.lake_state import LakeState, WindowRecord, iso, parse_iso
             from spotlake.jobs import submit_or_reconnect
@@ -877,19 +928,28 @@ class Smoke:
             # No initial snapshot: the window reads its own range only (initial_load off).
             state = lake_state.ensure(pipeline.name, pipeline.initial_load, window.start)
             watermark = parse_iso(state.watermark) if state.watermark else None
-            record = lake_state.plan_window(WindowRecord(
-                pipeline=pipeline.name, window=window.label, job_key=job_key(pipeline.name, window),
-                start=iso(window.start), end=iso(window.end), read_from=iso(window.read_from(watermark)),
-                planned_at=iso(now)))
+            record = lake_state.plan_window(
+                WindowRecord(
+                    pipeline=pipeline.name,
+                    window=window.label,
+                    job_key=job_key(pipeline.name, window),
+                    start=iso(window.start),
+                    end=iso(window.end),
+                    read_from=iso(window.read_from(watermark)),
+                    planned_at=iso(now),
+                )
+            )
             self.window_label = window.label
-            step.line(f"window {window.label}: {pipeline.cursor} in [{record.read_from}, {record.end}) into "
-                      f"{self.pipelines.lake.qualified(pipeline.current_table)} (and its changes table)")
-            request = self.extract_artifacts.request(record.job_key, self.smoke_pool.name,
-                                                     name=f"spotlake-extract-{pipeline.name}-{window.label}")
+            step.line(
+                f"window {window.label}: {pipeline.cursor} in [{record.read_from}, {record.end}) into "
+                f"{self.pipelines.lake.qualified(pipeline.current_table)} (and its changes table)"
+            )
+            request = self.extract_artifacts.request(
+                record.job_key, self.smoke_pool.name, name=f"spotlake-extract-{pipeline.name}-{window.label}"
+            )
 
             def build_args(run_id: str) -> list[str]:
-                document = extraction_document(self.pipelines, pipeline, self.registry, record.job_key, "window",
-                                               run_id)
+                document = extraction_document(self.pipelines, pipeline, self.registry, record.job_key, "window", run_id)
                 document["window"] = {"start": record.start, "end": record.end, "read_from": record.read_from}
                 return ["--job", encode_job(document)]
 
@@ -899,12 +959,15 @@ class Smoke:
             state_name = self._wait_batch(job.endpoint, job.batch_id, self.options.batch_timeout, step)
             if state_name != "success":
                 error = self.control_for(job.endpoint).error_line(job.batch_id)
-                raise SmokeError(f"batch {job.batch_id} ended {state_name}" + (f": {error}" if error else
-                                 f"; its log: GET {job.endpoint}/batches/{job.batch_id}/log"))
+                raise SmokeError(
+                    f"batch {job.batch_id} ended {state_name}"
+                    + (f": {error}" if error else f"; its log: GET {job.endpoint}/batches/{job.batch_id}/log")
+                )
             self.window_job = job
 
-    def _wait_batch(self, endpoint: str, batch_id: int, timeout: timedelta, step: Step,
-                    until: frozenset[str] = TERMINAL_BATCH_STATES) -> str:
+    def _wait_batch(
+        self, endpoint: str, batch_id: int, timeout: timedelta, step: Step, until: frozenset[str] = TERMINAL_BATCH_STATES
+    ) -> str:
         control = self.control_for(endpoint)
         started = self.clock()
         unreachable = 0
@@ -930,9 +993,11 @@ class Smoke:
             pipeline = self.smoke_pipeline
             if self.dry_run or not self.window_label:
                 check_request("secretsmanager", "GetSecretValue", {"SecretId": pipeline.source.secret_id})
-                step.line(f"the real run reads window {self.window_label or '?'} from {self.prefix}-extraction-log, "
-                          f"counts its rows in the lake's changes table, and counts the source's rows in the "
-                          f"window's range with the secret {pipeline.source.secret_id}")
+                step.line(
+                    f"the real run reads window {self.window_label or '?'} from {self.prefix}-extraction-log, "
+                    f"counts its rows in the lake's changes table, and counts the source's rows in the "
+                    f"window's range with the secret {pipeline.source.secret_id}"
+                )
                 step.skip("dry run: no batch ran" if self.dry_run else "no window was extracted")
                 return
             lake_state = LakeState(self.registry.client, self.prefix)
@@ -940,12 +1005,15 @@ class Smoke:
             job = self.window_job
             if record is None or record.state != "COMMITTED" or record.run_id != job.run_id:
                 said = "missing" if record is None else f"{record.state} by run {record.run_id}"
-                raise SmokeError(f"the batch succeeded but window {self.window_label} is {said}, not COMMITTED by "
-                                 f"run {job.run_id}")
+                raise SmokeError(
+                    f"the batch succeeded but window {self.window_label} is {said}, not COMMITTED by run {job.run_id}"
+                )
             state = lake_state.get(pipeline.name)
             current = f"; current table {record.current_rows} rows" if record.current_rows is not None else ""
-            step.line(f"window {record.window}: COMMITTED, {record.rows_read} rows read, {record.rows_written} "
-                      f"written in {record.chunks} chunk(s){current}; watermark {state.watermark if state else '?'}")
+            step.line(
+                f"window {record.window}: COMMITTED, {record.rows_read} rows read, {record.rows_written} "
+                f"written in {record.chunks} chunk(s){current}; watermark {state.watermark if state else '?'}"
+            )
             lake_rows, how = self._lake_rows(record)
             step.line(f"lake: {lake_rows} rows of window {record.window} ({how})")
             source_rows, said = self._source_rows(record)
@@ -954,8 +1022,10 @@ class Smoke:
                 return
             step.line(f"source: {source_rows} rows with {pipeline.cursor} in the window's range ({said})")
             if source_rows != lake_rows:
-                step.warn(f"the lake has {lake_rows} rows of the window and the source {source_rows} now: rows "
-                          "changed since the window was read (a live source) or the window missed some")
+                step.warn(
+                    f"the lake has {lake_rows} rows of the window and the source {source_rows} now: rows "
+                    "changed since the window was read (a live source) or the window missed some"
+                )
 
     def _lake_rows(self, record: Any) -> tuple[int, str]:
         try:
@@ -963,8 +1033,12 @@ class Smoke:
 
             from spotlake import lake
 
-            table = lake.load(dataclasses.replace(self.pipelines, lake=self._lake_in_region()),
-                              self.smoke_pipeline.name, changes=True, secrets=self.aws.client("secretsmanager"))
+            table = lake.load(
+                dataclasses.replace(self.pipelines, lake=self._lake_in_region()),
+                self.smoke_pipeline.name,
+                changes=True,
+                secrets=self.aws.client("secretsmanager"),
+            )
             rows = table.scan(row_filter=EqualTo("_window", record.window)).to_arrow().num_rows
             return rows, "counted in the changes table with pyiceberg"
         except Exception as exc:  # noqa: BLE001 - fall back to what the job recorded
@@ -991,18 +1065,31 @@ class Smoke:
 
         try:
             text = self.aws.client("secretsmanager").get_secret_value(SecretId=pipeline.source.secret_id)
-            secret = parse_database_secret(text.get("SecretString"), f"source secret '{pipeline.source.secret_id}'",
-                                           SmokeError, database_required=False, endpoint=pipeline.source.endpoint)
-            connection = pymysql.connect(host=secret.host, port=secret.port, user=secret.username,
-                                         password=secret.password, database=pipeline.database, connect_timeout=10,
-                                         init_command="SET time_zone = '+00:00'")
+            secret = parse_database_secret(
+                text.get("SecretString"),
+                f"source secret '{pipeline.source.secret_id}'",
+                SmokeError,
+                database_required=False,
+                endpoint=pipeline.source.endpoint,
+            )
+            connection = pymysql.connect(
+                host=secret.host,
+                port=secret.port,
+                user=secret.username,
+                password=secret.password,
+                database=pipeline.database,
+                connect_timeout=10,
+                init_command="SET time_zone = '+00:00'",
+            )
         except (SpotlakeError, ClientError, BotoCoreError, pymysql.MySQLError) as exc:
             return None, f"the source could not be reached from here: {_reason(exc)}"
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
-                               "AND TABLE_NAME = %s AND COLUMN_NAME = %s",
-                               (pipeline.database, pipeline.table, pipeline.cursor))
+                cursor.execute(
+                    "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                    "AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+                    (pipeline.database, pipeline.table, pipeline.cursor),
+                )
                 cursor_type = str(cursor.fetchone()[0]).lower()
                 zone_name = "UTC"
                 if cursor_type != "timestamp":
@@ -1015,11 +1102,13 @@ class Smoke:
                 if zone is None:
                     return None, f"the source's time zone {zone_name!r} is not an offset or an IANA name"
                 line = TimeLine(cursor_type, zone_name, zone)
-                low, high = line.cursor_bounds(parse_iso(record.read_from),
-                                               parse_iso(record.read_until or record.end))
+                low, high = line.cursor_bounds(parse_iso(record.read_from), parse_iso(record.read_until or record.end))
                 column = quote_identifier(pipeline.cursor)
-                cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(pipeline.database)}."  # noqa: S608 - quoted names
-                               f"{quote_identifier(pipeline.table)} WHERE {column} >= %s AND {column} < %s", (low, high))
+                cursor.execute(
+                    f"SELECT COUNT(*) FROM {quote_identifier(pipeline.database)}."
+                    f"{quote_identifier(pipeline.table)} WHERE {column} >= %s AND {column} < %s",
+                    (low, high),
+                )
                 return int(cursor.fetchone()[0]), f"{cursor_type} cursor, {low} to {high} on the source's clock"
         finally:
             connection.close()
@@ -1046,13 +1135,24 @@ class Smoke:
         import psycopg2
 
         text = self.aws.client("secretsmanager").get_secret_value(SecretId=stream.sink_secret_id)
-        secret = parse_database_secret(text.get("SecretString"), f"sink secret '{stream.sink_secret_id}'",
-                                       SmokeError, database_required=True, endpoint=stream.sink_endpoint)
+        secret = parse_database_secret(
+            text.get("SecretString"),
+            f"sink secret '{stream.sink_secret_id}'",
+            SmokeError,
+            database_required=True,
+            endpoint=stream.sink_endpoint,
+        )
         self.sink_target = f"host={secret.host} port={secret.port} dbname={secret.database} user={secret.username}"
 
         def connect() -> Any:
-            return psycopg2.connect(host=secret.host, port=secret.port, dbname=secret.database,
-                                    user=secret.username, password=secret.password, connect_timeout=10)
+            return psycopg2.connect(
+                host=secret.host,
+                port=secret.port,
+                dbname=secret.database,
+                user=secret.username,
+                password=secret.password,
+                connect_timeout=10,
+            )
 
         return SinkDatabase(connect, stream.sink_schema)
 
@@ -1064,8 +1164,10 @@ class Smoke:
 
             if self.dry_run:
                 check_request("secretsmanager", "GetSecretValue", {"SecretId": stream.sink_secret_id})
-                step.line(f"the real run connects with the secret {stream.sink_secret_id} and applies "
-                          f"{len(sink_schema.migrations())} migration(s) of sql/streaming/ to {stream.sink_schema}")
+                step.line(
+                    f"the real run connects with the secret {stream.sink_secret_id} and applies "
+                    f"{len(sink_schema.migrations())} migration(s) of sql/streaming/ to {stream.sink_schema}"
+                )
                 step.skip("dry run: the database is not reached")
                 self.stream_ready = True
                 return
@@ -1075,8 +1177,10 @@ class Smoke:
                 step.skip("psycopg2 is not installed here (requirements/dev.txt); the stream needs its schema")
                 return
             except Exception as exc:  # noqa: BLE001 - any failure to reach the sink skips the stream
-                step.skip(f"the sink database could not be prepared from here ({_reason(exc)[:300]}); the stream "
-                          "needs its schema: run the smoke test where Airflow's workers run, or --no-stream")
+                step.skip(
+                    f"the sink database could not be prepared from here ({_reason(exc)[:300]}); the stream "
+                    "needs its schema: run the smoke test where Airflow's workers run, or --no-stream"
+                )
                 return
             self.sink_schema_created = self.stream_ready = True
             step.line(f"{stream.sink_schema}: {len(applied)} migration(s) applied")
@@ -1094,9 +1198,12 @@ class Smoke:
             bootstrap = self.options.kafka_bootstrap or DRY_RUN_BOOTSTRAP
             if not self.options.kafka_bootstrap:
                 step.line(f"(dry run without --kafka-bootstrap: the document names {bootstrap})")
-            request = self.stream_artifacts.request(stream.job_key, self.smoke_pool.name,
-                                                    name=f"spotlake-stream-{stream.name}",
-                                                    conf={**streaming.STREAM_SPARK_CONF, **stream.spark_conf})
+            request = self.stream_artifacts.request(
+                stream.job_key,
+                self.smoke_pool.name,
+                name=f"spotlake-stream-{stream.name}",
+                conf={**streaming.STREAM_SPARK_CONF, **stream.spark_conf},
+            )
 
             def build_args(run_id: str) -> list[str]:
                 document = stream.job_document(run_id, 1, bootstrap, region=self.region)
@@ -1105,14 +1212,11 @@ class Smoke:
             self.stream_outputs = True
             job = submit_or_reconnect(self.registry, request, self.livy_for, build_args=build_args).job
             self.stream_batch = (job.endpoint, job.batch_id)
-            step.line(f"batch {job.batch_id} on {job.endpoint}: topics {', '.join(stream.topics)} into "
-                      f"{stream.sink_schema}")
-            state = self._wait_batch(job.endpoint, job.batch_id, timedelta(minutes=10), step,
-                                     until=frozenset({"running"}))
+            step.line(f"batch {job.batch_id} on {job.endpoint}: topics {', '.join(stream.topics)} into {stream.sink_schema}")
+            state = self._wait_batch(job.endpoint, job.batch_id, timedelta(minutes=10), step, until=frozenset({"running"}))
             if state != "running":
                 error = self.control_for(job.endpoint).error_line(job.batch_id)
-                raise SmokeError(f"stream batch {job.batch_id} ended {state} before it ran" +
-                                 (f": {error}" if error else ""))
+                raise SmokeError(f"stream batch {job.batch_id} ended {state} before it ran" + (f": {error}" if error else ""))
             if self.dry_run:
                 step.line(f"(dry run: the real run lets it run {seconds} s, longer if no micro-batch committed yet)")
             else:
@@ -1132,8 +1236,10 @@ class Smoke:
             probe = control.probe(batch_id)
             if probe.terminal:
                 error = control.error_line(batch_id)
-                raise SmokeError(f"stream batch {batch_id} ended {probe.state} while it ran" +
-                                 (f": {error}" if error else f"; its log: GET {endpoint}/batches/{batch_id}/log"))
+                raise SmokeError(
+                    f"stream batch {batch_id} ended {probe.state} while it ran"
+                    + (f": {error}" if error else f"; its log: GET {endpoint}/batches/{batch_id}/log")
+                )
             elapsed = self.clock() - started
             if elapsed < seconds:
                 continue
@@ -1158,8 +1264,10 @@ class Smoke:
         assert stream is not None
         with self.steps.step(f"Check the sink schema {stream.sink_schema} got rows") as step:
             if self.dry_run:
-                step.line(f"the real run reads {stream.sink_schema}.stream_progress ({stream.query_name}) and "
-                          f"counts {stream.sink_schema}.click_aggregates")
+                step.line(
+                    f"the real run reads {stream.sink_schema}.stream_progress ({stream.query_name}) and "
+                    f"counts {stream.sink_schema}.click_aggregates"
+                )
                 step.skip("dry run: no batch ran")
                 return
             if not self.stream_ready:
@@ -1172,7 +1280,7 @@ class Smoke:
             connection = sink.connect()
             try:
                 cursor = connection.cursor()
-                cursor.execute(f"SELECT count(*) FROM {quote_schema(stream.sink_schema)}.click_aggregates")  # noqa: S608
+                cursor.execute(f"SELECT count(*) FROM {quote_schema(stream.sink_schema)}.click_aggregates")
                 rows = int(cursor.fetchone()[0])
                 connection.rollback()
             finally:
@@ -1181,16 +1289,24 @@ class Smoke:
                 raise SmokeError(
                     f"no micro-batch reached the sink ({'no' if progress is None else 'a'} committed progress, "
                     f"{rows} aggregate rows): were events written to {', '.join(stream.topics)} (the stream reads "
-                    f"from {stream.starting_offsets})? The batch log says why a query failed")
-            step.line(f"micro-batch {progress.last_batch_id} committed at {progress.committed_at}; {rows} rows in "
-                      "click_aggregates")
+                    f"from {stream.starting_offsets})? The batch log says why a query failed"
+                )
+            step.line(
+                f"micro-batch {progress.last_batch_id} committed at {progress.committed_at}; {rows} rows in click_aggregates"
+            )
 
     # ------------------------------------------------------------------ teardown
     def teardown(self) -> None:
         self.say("")
         self.say("Teardown (runs whatever happened before)")
-        for action in (self._teardown_stream, self._teardown_cluster, self._teardown_lake,
-                       self._teardown_stream_outputs, self._teardown_sink, self._teardown_tables):
+        for action in (
+            self._teardown_stream,
+            self._teardown_cluster,
+            self._teardown_lake,
+            self._teardown_stream_outputs,
+            self._teardown_sink,
+            self._teardown_tables,
+        ):
             try:
                 action()
             except Failed:
@@ -1223,8 +1339,14 @@ class Smoke:
             except Exception as exc:  # noqa: BLE001 - the provider can still find it by its tag
                 step.line(f"the registry could not be read ({_reason(exc)[:150]}); looking the cluster up on EMR")
             if not clusters:
-                clusters = [Cluster(pool=self.smoke_pool.name, cluster_id=self.cluster_id,
-                                    provider=getattr(self.provider, "name", "emr"), state="")]
+                clusters = [
+                    Cluster(
+                        pool=self.smoke_pool.name,
+                        cluster_id=self.cluster_id,
+                        provider=getattr(self.provider, "name", "emr"),
+                        state="",
+                    )
+                ]
             for cluster in clusters:
                 job_flow = cluster.provider_id or self._find(cluster.cluster_id)
                 if not job_flow:
@@ -1241,16 +1363,19 @@ class Smoke:
                 try:
                     self.provider.terminate(cluster, TERMINATED_BY)
                 except Exception:
-                    self._leave(f"EMR cluster {job_flow} ({cluster.cluster_id})",
-                                f"aws emr terminate-clusters --cluster-ids {job_flow} --region {self.region}")
+                    self._leave(
+                        f"EMR cluster {job_flow} ({cluster.cluster_id})",
+                        f"aws emr terminate-clusters --cluster-ids {job_flow} --region {self.region}",
+                    )
                     raise
-                step.line(f"{cluster.cluster_id}: TerminateJobFlows {job_flow} sent; EMR stops its instances in a "
-                          "few minutes")
+                step.line(f"{cluster.cluster_id}: TerminateJobFlows {job_flow} sent; EMR stops its instances in a few minutes")
                 log_uri = self.smoke_pool.emr.log_uri if self.smoke_pool.emr else ""
                 if log_uri and not self.dry_run:
-                    self.kept.append(f"EMR's logs of {job_flow} under {log_uri.rstrip('/')}/{job_flow}/ (EMR writes "
-                                     f"them until the cluster is gone; remove them later with: aws s3 rm --recursive "
-                                     f"{log_uri.rstrip('/')}/{job_flow}/)")
+                    self.kept.append(
+                        f"EMR's logs of {job_flow} under {log_uri.rstrip('/')}/{job_flow}/ (EMR writes "
+                        f"them until the cluster is gone; remove them later with: aws s3 rm --recursive "
+                        f"{log_uri.rstrip('/')}/{job_flow}/)"
+                    )
 
     def _find(self, cluster_id: str) -> str | None:
         find = getattr(self.provider, "find", None)
@@ -1277,9 +1402,10 @@ class Smoke:
                     if exc.response.get("Error", {}).get("Code") == "EntityNotFoundException":
                         step.line(f"{namespace}.{name}: not there (nothing to drop)")
                         continue
-                    self._leave(f"Glue table {namespace}.{name}",
-                                f"aws glue delete-table --database-name {namespace} --name {name} "
-                                f"--region {self.region}")
+                    self._leave(
+                        f"Glue table {namespace}.{name}",
+                        f"aws glue delete-table --database-name {namespace} --name {name} --region {self.region}",
+                    )
                     raise
                 location = table.get("StorageDescriptor", {}).get("Location", "")
                 if location:
@@ -1317,8 +1443,10 @@ class Smoke:
                     step.line(f"{shown}: not there (nothing to drop)")
         except Exception:
             for shown in qualified:
-                self._leave(f"lake table {shown} (the {lake.type} catalog)",
-                            f"DROP TABLE {shown} PURGE (Spark SQL with the lake's catalog)")
+                self._leave(
+                    f"lake table {shown} (the {lake.type} catalog)",
+                    f"DROP TABLE {shown} PURGE (Spark SQL with the lake's catalog)",
+                )
             raise
 
     def _remove_s3(self, uri: str, step: Step) -> int:
@@ -1337,12 +1465,13 @@ class Smoke:
                     break
                 kwargs["ContinuationToken"] = page["NextContinuationToken"]
             for start in range(0, len(keys), 1000):
-                batch = keys[start:start + 1000]
-                answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch],
-                                                                   "Quiet": True})
+                batch = keys[start : start + 1000]
+                answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
                 if answer.get("Errors"):
-                    raise SmokeError(f"S3 refused to delete {len(answer['Errors'])} object(s) under {uri}: "
-                                     f"{answer['Errors'][0].get('Message', '')}")
+                    raise SmokeError(
+                        f"S3 refused to delete {len(answer['Errors'])} object(s) under {uri}: "
+                        f"{answer['Errors'][0].get('Message', '')}"
+                    )
                 removed += 0 if self.dry_run else len(batch)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
@@ -1359,8 +1488,7 @@ class Smoke:
         if stream is None or not self.stream_outputs:
             return
         if stream.lake is not None:
-            self._drop_tables(stream.lake.namespace,
-                              tuple(n for n in (stream.lake.events, stream.lake.dead_letters) if n))
+            self._drop_tables(stream.lake.namespace, tuple(n for n in (stream.lake.events, stream.lake.dead_letters) if n))
         locations = [stream.checkpoint]
         with self.steps.step("Remove the stream's checkpoint") as step:
             for uri in locations:
@@ -1407,8 +1535,9 @@ class Smoke:
                         step.line(f"{table}: not there (nothing to delete)")
                         continue
                     failures.append(table)
-                    self._leave(f"DynamoDB table {table}",
-                                f"aws dynamodb delete-table --table-name {table} --region {self.region}")
+                    self._leave(
+                        f"DynamoDB table {table}", f"aws dynamodb delete-table --table-name {table} --region {self.region}"
+                    )
             if failures:
                 raise SmokeError(f"could not delete {', '.join(failures)}")
 
@@ -1428,11 +1557,12 @@ class Smoke:
             self.say(f"Kept: {kept}")
         if self.dry_run:
             sent = sum(1 for *_, was_sent in requests if was_sent)
-            self.say(f"{len(requests)} AWS requests built and validated ({sent} answered by moto, "
-                     f"{len(requests) - sent} held).")
+            self.say(f"{len(requests)} AWS requests built and validated ({sent} answered by moto, {len(requests) - sent} held).")
         if self.interrupted:
-            self.say("Verdict: INTERRUPTED" + ("; something is left behind (above)" if self.left else
-                                              "; everything it created was removed"))
+            self.say(
+                "Verdict: INTERRUPTED"
+                + ("; something is left behind (above)" if self.left else "; everything it created was removed")
+            )
             return 130
         if failed:
             first = failed[0]
@@ -1443,11 +1573,16 @@ class Smoke:
             return 1
         notes = [f"step {s.number}: {s.note}" for s in warned + skipped]
         if self.dry_run:
-            self.say("Verdict: DRY RUN PASSED: every request validated" +
-                     (f"; warnings for the real run: {'; '.join(notes)}" if notes else ""))
+            self.say(
+                "Verdict: DRY RUN PASSED: every request validated"
+                + (f"; warnings for the real run: {'; '.join(notes)}" if notes else "")
+            )
         else:
-            self.say("Verdict: PASSED" + (f", with warnings: {'; '.join(notes)}" if notes else "") +
-                     "; everything it created was removed")
+            self.say(
+                "Verdict: PASSED"
+                + (f", with warnings: {'; '.join(notes)}" if notes else "")
+                + "; everything it created was removed"
+            )
         return 0
 
 
@@ -1478,37 +1613,58 @@ class PlaceholderManifest:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m spotlake_dev.smoke", description=__doc__.splitlines()[0],
-        epilog="Reference: docs/deploying-to-aws.md, section Smoke test.")
-    parser.add_argument("--pool", default=None,
-                        help="the pool of config/pools.yaml to launch (default: the cheapest by the estimate)")
-    parser.add_argument("--pipeline", default=None,
-                        help="the pipeline of config/pipelines.yaml to extract one window of (default: the first)")
-    parser.add_argument("--stream", default=DEFAULT_STREAM,
-                        help=f"the stream of config/streaming.yaml to run for a minute (default {DEFAULT_STREAM})")
+        prog="python -m spotlake_dev.smoke",
+        description=__doc__.splitlines()[0],
+        epilog="Reference: docs/deploying-to-aws.md, section Smoke test.",
+    )
+    parser.add_argument(
+        "--pool", default=None, help="the pool of config/pools.yaml to launch (default: the cheapest by the estimate)"
+    )
+    parser.add_argument(
+        "--pipeline", default=None, help="the pipeline of config/pipelines.yaml to extract one window of (default: the first)"
+    )
+    parser.add_argument(
+        "--stream",
+        default=DEFAULT_STREAM,
+        help=f"the stream of config/streaming.yaml to run for a minute (default {DEFAULT_STREAM})",
+    )
     parser.add_argument("--no-stream", dest="stream", action="store_const", const=None, help="skip the stream")
-    parser.add_argument("--kafka-bootstrap", default=None,
-                        help="the stream's Kafka brokers, host:port,... (what Airflow's spotlake_kafka connection says)")
+    parser.add_argument(
+        "--kafka-bootstrap",
+        default=None,
+        help="the stream's Kafka brokers, host:port,... (what Airflow's spotlake_kafka connection says)",
+    )
     parser.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
-    parser.add_argument("--prefix", default=None,
-                        help="the state tables' prefix (default: a fresh spotlake-smoke-<random>; an existing "
-                             "prefix is refused)")
-    parser.add_argument("--artifacts", default=None,
-                        help="the artifacts root, s3://bucket/prefix (default: SPOTLAKE_ARTIFACTS)")
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help="the state tables' prefix (default: a fresh spotlake-smoke-<random>; an existing prefix is refused)",
+    )
+    parser.add_argument("--artifacts", default=None, help="the artifacts root, s3://bucket/prefix (default: SPOTLAKE_ARTIFACTS)")
     parser.add_argument("--stream-seconds", type=int, default=60, help="how long the stream runs (default 60)")
-    parser.add_argument("--batch-timeout", type=int, default=30, metavar="MINUTES",
-                        help="how long the window's batch may take (default 30)")
+    parser.add_argument(
+        "--batch-timeout", type=int, default=30, metavar="MINUTES", help="how long the window's batch may take (default 30)"
+    )
     parser.add_argument("--yes", action="store_true", help="do not ask before launching")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="send nothing to AWS: validate every request, answer it with moto, print Livy calls")
-    parser.add_argument("--endpoint-url", default=None,
-                        help="AWS endpoint of the dry run (a moto server); without it, moto inside this process")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send nothing to AWS: validate every request, answer it with moto, print Livy calls",
+    )
+    parser.add_argument(
+        "--endpoint-url", default=None, help="AWS endpoint of the dry run (a moto server); without it, moto inside this process"
+    )
     parser.add_argument("--verbose", action="store_true", help="print every request in full")
     return parser
 
 
-def build(options: Options, say: Callable[[str], None] = print, aws: Aws | None = None,
-          provider: Any = None, livy: Callable[[str], Any] | None = None) -> Smoke:
+def build(
+    options: Options,
+    say: Callable[[str], None] = print,
+    aws: Aws | None = None,
+    provider: Any = None,
+    livy: Callable[[str], Any] | None = None,
+) -> Smoke:
     """A :class:`Smoke` over the project's configuration and its collaborators: EMR through
     :class:`~spotlake.providers.emr.EmrProvider` and Livy (printed in a dry run) unless given."""
     from hooks.livy import probe_livy
@@ -1517,8 +1673,7 @@ def build(options: Options, say: Callable[[str], None] = print, aws: Aws | None 
     journal = Journal(say, show=options.dry_run, verbose=options.verbose)
     aws = aws or Aws(region, options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL"), journal, options.dry_run)
     if provider is None:
-        provider = SmokeEmrProvider(aws.client("emr"), region_name=region,
-                                    probe=None if options.dry_run else probe_livy)
+        provider = SmokeEmrProvider(aws.client("emr"), region_name=region, probe=None if options.dry_run else probe_livy)
     streams = streaming.load() if options.stream else None
     livy_for: Callable[[str], Any]
     control_for: Callable[[str], Any]
@@ -1536,9 +1691,18 @@ def build(options: Options, say: Callable[[str], None] = print, aws: Aws | None 
         from spotlake.stream_supervisor import LivyBatchControl
 
         livy_for, control_for = EndpointLivyHook, LivyBatchControl
-    return Smoke(options, pools_config=pools.load(provider="emr"), pipelines=pipelines_config.load(),
-                 streams=streams, aws=aws, provider=provider, livy_for=livy_for, control_for=control_for, say=say,
-                 poll=0.0 if options.dry_run else 15.0)
+    return Smoke(
+        options,
+        pools_config=pools.load(provider="emr"),
+        pipelines=pipelines_config.load(),
+        streams=streams,
+        aws=aws,
+        provider=provider,
+        livy_for=livy_for,
+        control_for=control_for,
+        say=say,
+        poll=0.0 if options.dry_run else 15.0,
+    )
 
 
 def _default_region(dry_run: bool) -> str:
@@ -1571,10 +1735,19 @@ def main(argv: list[str] | None = None, ask: Callable[[str], str] = input) -> in
     for name in ("spotlake", "botocore", "boto3"):
         logging.getLogger(name).setLevel(logging.WARNING)
     options = Options(
-        pool=args.pool, pipeline=args.pipeline, stream=args.stream, region=args.region, prefix=args.prefix,
-        artifacts=args.artifacts, kafka_bootstrap=args.kafka_bootstrap, dry_run=args.dry_run,
-        endpoint_url=args.endpoint_url, yes=args.yes, stream_seconds=args.stream_seconds,
-        batch_timeout=timedelta(minutes=args.batch_timeout), verbose=args.verbose,
+        pool=args.pool,
+        pipeline=args.pipeline,
+        stream=args.stream,
+        region=args.region,
+        prefix=args.prefix,
+        artifacts=args.artifacts,
+        kafka_bootstrap=args.kafka_bootstrap,
+        dry_run=args.dry_run,
+        endpoint_url=args.endpoint_url,
+        yes=args.yes,
+        stream_seconds=args.stream_seconds,
+        batch_timeout=timedelta(minutes=args.batch_timeout),
+        verbose=args.verbose,
     )
     in_process = options.dry_run and not (options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
     with contextlib.ExitStack() as stack:
@@ -1582,9 +1755,12 @@ def main(argv: list[str] | None = None, ask: Callable[[str], str] = input) -> in
             try:
                 from moto import mock_aws
             except ImportError:
-                print("spotlake smoke: a dry run without --endpoint-url answers AWS requests with moto inside this "
-                      "process, and moto is not installed: install requirements/dev.txt, or give --endpoint-url of "
-                      "a moto server", file=sys.stderr)
+                print(
+                    "spotlake smoke: a dry run without --endpoint-url answers AWS requests with moto inside this "
+                    "process, and moto is not installed: install requirements/dev.txt, or give --endpoint-url of "
+                    "a moto server",
+                    file=sys.stderr,
+                )
                 return 2
             stack.enter_context(mock_aws())
         try:

@@ -51,9 +51,14 @@ def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> D
         start_date=datetime.fromisoformat(pipeline.start_date),
         catchup=False,
         max_active_runs=4,
-        doc_md=DOC.format(p=pipeline, lookback=f"{minutes} min", n=len(pipeline.transforms),
-                          pk=", ".join(pipeline.primary_key), current=lake.qualified(pipeline.current_table),
-                          changes=lake.qualified(pipeline.changes_table)),
+        doc_md=DOC.format(
+            p=pipeline,
+            lookback=f"{minutes} min",
+            n=len(pipeline.transforms),
+            pk=", ".join(pipeline.primary_key),
+            current=lake.qualified(pipeline.current_table),
+            changes=lake.qualified(pipeline.changes_table),
+        ),
         tags=["spotlake", "extraction", f"pool:{pipeline.pool}"],
         default_args={"retries": pipeline.retries, "retry_delay": timedelta(seconds=30)},
     ) as dag:

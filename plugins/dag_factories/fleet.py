@@ -47,16 +47,21 @@ def build_dag(pool: pools.PoolConfig, provider: str) -> DAG:
         catchup=False,
         max_active_runs=1,
         doc_md=DOC.format(
-            p=pool, provider=provider, max_age=span(pool.max_age), drain=span(pool.drain_deadline),
-            interval=span(pool.health_check_interval), threshold=pool.failure_threshold,
+            p=pool,
+            provider=provider,
+            max_age=span(pool.max_age),
+            drain=span(pool.drain_deadline),
+            interval=span(pool.health_check_interval),
+            threshold=pool.failure_threshold,
             pipelines=", ".join(f"`{n}`" for n in pool.serves_pipelines) or "none",
             streams=", ".join(f"`{n}`" for n in pool.serves_streams) or "none",
         ),
         tags=["spotlake", "fleet", f"pool:{pool.name}"],
         default_args={"retries": 0, "execution_timeout": timedelta(minutes=WATCH_MINUTES + 30)},
     ) as dag:
-        ClusterHealthSensor(task_id="watch", pool_name=pool.name, watch_for=timedelta(minutes=WATCH_MINUTES),
-                            timeout=(WATCH_MINUTES + 30) * 60)
+        ClusterHealthSensor(
+            task_id="watch", pool_name=pool.name, watch_for=timedelta(minutes=WATCH_MINUTES), timeout=(WATCH_MINUTES + 30) * 60
+        )
     return dag
 
 

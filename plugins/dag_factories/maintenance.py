@@ -40,14 +40,18 @@ def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfi
         catchup=False,
         max_active_runs=1,
         max_active_tasks=maintenance.max_active,  # the pool's other slots stay with the windows
-        doc_md=DOC.format(retention=span(maintenance.snapshot_retention), retain_last=maintenance.retain_last,
-                          orphan_age=span(maintenance.orphan_age), pool=maintenance.pool, max_active=maintenance.max_active,
-                          schedule=maintenance.schedule),
+        doc_md=DOC.format(
+            retention=span(maintenance.snapshot_retention),
+            retain_last=maintenance.retain_last,
+            orphan_age=span(maintenance.orphan_age),
+            pool=maintenance.pool,
+            max_active=maintenance.max_active,
+            schedule=maintenance.schedule,
+        ),
         tags=["spotlake", "lake", "maintenance", f"pool:{maintenance.pool}"],
         default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
     ) as dag:
-        common = {"pool_name": maintenance.pool, "pool": airflow_pool(maintenance.pool),
-                  "execution_timeout": timedelta(hours=2)}
+        common = {"pool_name": maintenance.pool, "pool": airflow_pool(maintenance.pool), "execution_timeout": timedelta(hours=2)}
         for pipeline in pipelines.pipelines:
             LakeMaintenanceOperator(task_id=f"maintain_{pipeline.name}", pipeline_name=pipeline.name, **common)
         for stream in streams.streams if streams is not None else ():

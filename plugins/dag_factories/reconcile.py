@@ -39,9 +39,14 @@ def build_dags(pipelines: config.PipelinesConfig) -> dict[str, DAG]:
             start_date=datetime(2026, 1, 1),
             catchup=False,
             max_active_runs=1,
-            doc_md=DOC.format(table=f"{pipeline.database}.{pipeline.table}", cursor=pipeline.cursor,
-                              chunk_rows=settings.chunk_rows, deletes=settings.deletes, pool=pipeline.pool,
-                              schedule=settings.schedule),
+            doc_md=DOC.format(
+                table=f"{pipeline.database}.{pipeline.table}",
+                cursor=pipeline.cursor,
+                chunk_rows=settings.chunk_rows,
+                deletes=settings.deletes,
+                pool=pipeline.pool,
+                schedule=settings.schedule,
+            ),
             tags=["spotlake", "lake", "reconcile", f"pool:{pipeline.pool}"],
             default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
         ) as dag:

@@ -47,10 +47,16 @@ def build_dag(stream: streaming.StreamConfig) -> DAG:
         max_active_runs=1,
         is_paused_upon_creation=True,
         doc_md=DOC.format(
-            s=stream, topics=", ".join(f"`{t}`" for t in stream.topics), window=span(stream.window),
-            lake=(f"**`{stream.lake.namespace}.{stream.lake.events}`**"
-                  + (f" and `{stream.lake.namespace}.{stream.lake.dead_letters}`" if stream.lake.dead_letters else "")
-                  if stream.lake else "(none configured)"), budget=stream.restart_budget.restarts,
+            s=stream,
+            topics=", ".join(f"`{t}`" for t in stream.topics),
+            window=span(stream.window),
+            lake=(
+                f"**`{stream.lake.namespace}.{stream.lake.events}`**"
+                + (f" and `{stream.lake.namespace}.{stream.lake.dead_letters}`" if stream.lake.dead_letters else "")
+                if stream.lake
+                else "(none configured)"
+            ),
+            budget=stream.restart_budget.restarts,
             per=span(stream.restart_budget.per),
         ),
         tags=["spotlake", "streaming", f"pool:{stream.pool}"],

@@ -32,8 +32,9 @@ class Plan:
     record: WindowRecord | None = None
 
 
-def extraction_document(cfg: config.PipelinesConfig, pipeline: config.Pipeline, registry: Any, job_key: str,
-                        kind: str, run_id: str) -> dict[str, Any]:
+def extraction_document(
+    cfg: config.PipelinesConfig, pipeline: config.Pipeline, registry: Any, job_key: str, kind: str, run_id: str
+) -> dict[str, Any]:
     """The job document of ``spark_jobs/extraction/main.py`` for one job of ``pipeline`` (no window yet):
     secret references only, never a credential."""
     claimed = registry.get_job(job_key)
@@ -94,8 +95,11 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
     def window(self, context: Any) -> Window:
         if self._window is None:
             self._window = window_for_run(
-                self.pipeline.schedule, self.pipeline.lookback,
-                context.get("data_interval_start"), context.get("data_interval_end"), datetime.now(UTC),
+                self.pipeline.schedule,
+                self.pipeline.lookback,
+                context.get("data_interval_start"),
+                context.get("data_interval_end"),
+                datetime.now(UTC),
             )
         return self._window
 
@@ -111,25 +115,45 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         window = self.window(context)
         watermark = parse_iso(state.watermark) if state.watermark else None
         wanted = WindowRecord(
-            pipeline=self.pipeline.name, window=window.label, job_key=job_key(self.pipeline.name, window),
-            start=iso(window.start), end=iso(window.end), read_from=iso(window.read_from(watermark)),
+            pipeline=self.pipeline.name,
+            window=window.label,
+            job_key=job_key(self.pipeline.name, window),
+            start=iso(window.start),
+            end=iso(window.end),
+            read_from=iso(window.read_from(watermark)),
             planned_at=iso(datetime.now(UTC)),
         )
         record = self.lake_state.plan_window(wanted)
         if record is wanted:
             gap = window.start - watermark if watermark is not None else None
             self.log.info(
-                "window %s: reads %s <= %s < %s (committed watermark %s, lookback %s)%s", window.label,
-                record.read_from, self.pipeline.cursor, record.end, state.watermark, self.pipeline.lookback,
-                f"; covers {gap} not yet committed before this window" if gap and gap.total_seconds() > 0 else "")
+                "window %s: reads %s <= %s < %s (committed watermark %s, lookback %s)%s",
+                window.label,
+                record.read_from,
+                self.pipeline.cursor,
+                record.end,
+                state.watermark,
+                self.pipeline.lookback,
+                f"; covers {gap} not yet committed before this window" if gap and gap.total_seconds() > 0 else "",
+            )
         else:
-            self.log.info("window %s: re-run of the range planned at %s: %s <= %s < %s", window.label,
-                          record.planned_at, record.read_from, self.pipeline.cursor, record.end)
+            self.log.info(
+                "window %s: re-run of the range planned at %s: %s <= %s < %s",
+                window.label,
+                record.planned_at,
+                record.read_from,
+                self.pipeline.cursor,
+                record.end,
+            )
         span = parse_iso(record.end) - parse_iso(record.read_from)
         if span > self.pipeline.max_window:
-            self.log.info("window %s: %s to read, more than read.max_window (%s): the job reads and commits "
-                          "it in %d chunks", window.label, span, self.pipeline.max_window,
-                          -(-span // self.pipeline.max_window))
+            self.log.info(
+                "window %s: %s to read, more than read.max_window (%s): the job reads and commits it in %d chunks",
+                window.label,
+                span,
+                self.pipeline.max_window,
+                -(-span // self.pipeline.max_window),
+            )
         return Plan(record.job_key, "window", record)
 
     # ------------------------------------------------------------ execution
@@ -150,15 +174,15 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         self._plan = self.plan(context)
         published = artifacts.publish("extraction", s3=self.s3)
         label = self._plan.job_key.rpartition("#")[2]
-        return published.request(self._plan.job_key, self.pipeline.pool,
-                                 name=f"spotlake-extract-{self.pipeline.name}-{label}", report=True)
+        return published.request(
+            self._plan.job_key, self.pipeline.pool, name=f"spotlake-extract-{self.pipeline.name}-{label}", report=True
+        )
 
     def job_document(self, context: Any, run_id: str) -> dict[str, Any]:
         plan = self._plan or self.plan(context)
         document = extraction_document(self.config, self.pipeline, self.registry, plan.job_key, plan.kind, run_id)
         if plan.record is not None:
-            document["window"] = {"start": plan.record.start, "end": plan.record.end,
-                                  "read_from": plan.record.read_from}
+            document["window"] = {"start": plan.record.start, "end": plan.record.end, "read_from": plan.record.read_from}
         return document
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
@@ -172,9 +196,15 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
             if state is None or not state.phase.finished:
                 raise AirflowException(
                     f"{job.job_key}: batch {job.batch_id} succeeded but the registry shows the snapshot "
-                    f"{state.snapshot if state else 'missing'}; re-run the task to resume it")
-            self.log.info("initial snapshot of %s done: %d rows in %d chunks; windows start from %s",
-                          self.pipeline.name, state.snapshot_rows, state.snapshot_chunks, state.watermark)
+                    f"{state.snapshot if state else 'missing'}; re-run the task to resume it"
+                )
+            self.log.info(
+                "initial snapshot of %s done: %d rows in %d chunks; windows start from %s",
+                self.pipeline.name,
+                state.snapshot_rows,
+                state.snapshot_chunks,
+                state.watermark,
+            )
             return NEXT_JOB
         window = self.window(context)
         record = self.lake_state.window(self.pipeline.name, window.label)
@@ -182,16 +212,25 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
             raise AirflowException(
                 f"{job.job_key}: batch {job.batch_id} succeeded but the registry's record of window "
                 f"{window.label} is {'missing' if record is None else f'{record.state} by run {record.run_id}'}, "
-                f"not COMMITTED by run {job.run_id}; the window is not recorded — re-run it")
+                f"not COMMITTED by run {job.run_id}; the window is not recorded — re-run it"
+            )
         state = self.lake_state.get(self.pipeline.name)
         summary = {
-            "pipeline": self.pipeline.name, "window": record.window, "read_from": record.read_from,
-            "end": record.end, "rows_read": record.rows_read, "rows_written": record.rows_written,
-            "chunks": record.chunks, "watermark": state.watermark if state else None,
+            "pipeline": self.pipeline.name,
+            "window": record.window,
+            "read_from": record.read_from,
+            "end": record.end,
+            "rows_read": record.rows_read,
+            "rows_written": record.rows_written,
+            "chunks": record.chunks,
+            "watermark": state.watermark if state else None,
             "table": self.config.lake.qualified(self.pipeline.current_table),
             "changes_table": self.config.lake.qualified(self.pipeline.changes_table),
-            "current_snapshot_id": record.current_snapshot, "changes_snapshot_id": record.changes_snapshot,
-            "current_rows": record.current_rows, "cluster": job.cluster_id, "batch_id": job.batch_id,
+            "current_snapshot_id": record.current_snapshot,
+            "changes_snapshot_id": record.changes_snapshot,
+            "current_rows": record.current_rows,
+            "cluster": job.cluster_id,
+            "batch_id": job.batch_id,
         }
         self.log.info("committed %s", summary)
         for asset in self.outlets or []:
@@ -213,16 +252,13 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         return super().execute(context)
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
-        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).resume_waiting(
-            context, event, since))
+        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).resume_waiting(context, event, since))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).execute_complete(
-            context, event))
+        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).execute_complete(context, event))
 
     def statement_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).statement_complete(
-            context, event))
+        return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).statement_complete(context, event))
 
     def _noting_failure(self, context: Any, step: Callable[[], Any]) -> Any:
         try:

@@ -104,7 +104,6 @@ class PoolBatchOperator(BaseOperator):
         job of the task (``build_request`` then says which) instead of finishing."""
         return {"job_key": job.job_key, "batch_id": job.batch_id, "cluster": job.cluster_id}
 
-
     # ------------------------------------------------------------------ hooks
     @cached_property
     def registry(self) -> Registry:
@@ -128,13 +127,25 @@ class PoolBatchOperator(BaseOperator):
             self.wait_for_capacity(exc, waiting_since)
         self.job = submission.job
         verb = "reconnected to" if submission.reconnected else "submitted"
-        self.log.info("%s batch %s of %s on cluster %s (%s), attempt %s", verb, self.job.batch_id,
-                      self.job.job_key, self.job.cluster_id, self.job.endpoint, self.job.attempt)
+        self.log.info(
+            "%s batch %s of %s on cluster %s (%s), attempt %s",
+            verb,
+            self.job.batch_id,
+            self.job.job_key,
+            self.job.cluster_id,
+            self.job.endpoint,
+            self.job.attempt,
+        )
         self.defer(
             trigger=LivyBatchTrigger(
-                endpoint=self.job.endpoint, batch_id=self.job.batch_id, job_key=self.job.job_key,
-                poll_interval=self.poll_interval, pool=self.job.pool, cluster_id=self.job.cluster_id,
-                aws_conn_id=self.aws_conn_id, registry_prefix=self.registry.prefix,
+                endpoint=self.job.endpoint,
+                batch_id=self.job.batch_id,
+                job_key=self.job.job_key,
+                poll_interval=self.poll_interval,
+                pool=self.job.pool,
+                cluster_id=self.job.cluster_id,
+                aws_conn_id=self.aws_conn_id,
+                registry_prefix=self.registry.prefix,
             ),
             method_name="execute_complete",
         )
@@ -150,8 +161,7 @@ class PoolBatchOperator(BaseOperator):
                 f"check the fleet DAG and `spotlake status` ({exc})"
             ) from exc
         self.log.warning("%s; waiting (since %s)", exc, since)
-        self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting",
-                   kwargs={"since": since})
+        self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting", kwargs={"since": since})
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
         """Try again after a wait for a READY cluster; ``since`` is when the wait began."""
@@ -199,8 +209,9 @@ class PoolBatchOperator(BaseOperator):
                 f"{self.max_moves}); last: {event.get('reason')}"
             )
         try:
-            self.registry.update_job(job, state=JobState.REQUEUED, moves=job.moves + 1,
-                                     reason=str(event.get("reason", event.get("status"))))
+            self.registry.update_job(
+                job, state=JobState.REQUEUED, moves=job.moves + 1, reason=str(event.get("reason", event.get("status")))
+            )
         except StaleState:
             self.log.info("job %s changed while re-queueing; following it", job.job_key)
         self._delete_quietly(job)
@@ -230,8 +241,9 @@ class PoolBatchOperator(BaseOperator):
         """The outcome the job wrote beside its artifacts (spark_jobs/common/report.py), found whatever the
         deploy mode; None when it wrote none (a job killed before its end, an older job)."""
         base = artifacts.artifacts_base()
-        return artifacts.read_report(report_uri(base, job.run_id), self.s3 if base.startswith("s3://") else None,
-                                     run_id=job.run_id)
+        return artifacts.read_report(
+            report_uri(base, job.run_id), self.s3 if base.startswith("s3://") else None, run_id=job.run_id
+        )
 
     def _batch_result(self, job: Job) -> dict[str, Any] | None:
         """The job's result: from its report, else its result line (``SPOTLAKE_RESULT: <json>``) in

@@ -29,8 +29,7 @@ from triggers.livy import LivyStatementTrigger
 
 def code_version(published: artifacts.JobArtifacts) -> str:
     """The content hash of what a session loads for a job: its package zip, jars and Spark settings."""
-    document = json.dumps({"py_files": published.py_files, "jars": published.jars, "conf": published.conf},
-                          sort_keys=True)
+    document = json.dumps({"py_files": published.py_files, "jars": published.jars, "conf": published.conf}, sort_keys=True)
     return hashlib.sha256(document.encode()).hexdigest()[:16]
 
 
@@ -63,9 +62,13 @@ class SessionStatementMixin:
         """The request of this task's job, and the root its reports go under."""
         published = artifacts.publish(self.entry, s3=self.s3)
         request = sessions.StatementRequest(
-            job_key=self.statement_job_key(context), pool=self.pool_name,
-            code_version=code_version(published), py_files=list(published.py_files), jars=list(published.jars),
-            conf={**published.conf, **artifacts.ONE_ATTEMPT}, name=f"spotlake-{self.pool_name}",
+            job_key=self.statement_job_key(context),
+            pool=self.pool_name,
+            code_version=code_version(published),
+            py_files=list(published.py_files),
+            jars=list(published.jars),
+            conf={**published.conf, **artifacts.ONE_ATTEMPT},
+            name=f"spotlake-{self.pool_name}",
             entry=self.entry,
         )
         return request, published.root or artifacts.artifacts_base()
@@ -84,13 +87,21 @@ class SessionStatementMixin:
             self.wait_for_capacity(exc, waiting_since)
         job = self.job = submission.job
         verb = "reconnected to" if submission.reconnected else "posted"
-        self.log.info("%s statement %s of session %s for %s on cluster %s (%s), attempt %s", verb,
-                      job.statement_id, job.session_id, job.job_key, job.cluster_id, job.endpoint, job.attempt)
-        event = {"session_id": job.session_id, "statement_id": job.statement_id, "job_key": job.job_key,
-                 "endpoint": job.endpoint}
+        self.log.info(
+            "%s statement %s of session %s for %s on cluster %s (%s), attempt %s",
+            verb,
+            job.statement_id,
+            job.session_id,
+            job.job_key,
+            job.cluster_id,
+            job.endpoint,
+            job.attempt,
+        )
+        event = {"session_id": job.session_id, "statement_id": job.statement_id, "job_key": job.job_key, "endpoint": job.endpoint}
         try:
             done = self.livy_sessions(job.endpoint).wait_statement(
-                job.session_id, job.statement_id, settings.inline_wait.total_seconds())
+                job.session_id, job.statement_id, settings.inline_wait.total_seconds()
+            )
         except sessions.SessionLost as exc:
             return self.statement_complete(context, {**event, "status": "lost", "reason": str(exc)})
         except Exception as exc:  # noqa: BLE001 - the trigger tells an unreachable cluster from a blip
@@ -102,9 +113,15 @@ class SessionStatementMixin:
         deadline = submitted + settings.statement_timeout
         self.defer(
             trigger=LivyStatementTrigger(
-                endpoint=job.endpoint, session_id=job.session_id, statement_id=job.statement_id,
-                job_key=job.job_key, deadline=deadline.isoformat(), poll_interval=self.poll_interval,
-                pool=job.pool, cluster_id=job.cluster_id, aws_conn_id=self.aws_conn_id,
+                endpoint=job.endpoint,
+                session_id=job.session_id,
+                statement_id=job.statement_id,
+                job_key=job.job_key,
+                deadline=deadline.isoformat(),
+                poll_interval=self.poll_interval,
+                pool=job.pool,
+                cluster_id=job.cluster_id,
+                aws_conn_id=self.aws_conn_id,
                 registry_prefix=self.registry.prefix,
             ),
             method_name="statement_complete",
@@ -113,9 +130,16 @@ class SessionStatementMixin:
     def statement_complete(self, context: Any, event: dict[str, Any]) -> Any:
         job = self.registry.get_job(event["job_key"])
         if job is None or (job.session_id, job.statement_id, job.endpoint) != (
-                event["session_id"], event["statement_id"], event["endpoint"]):
-            self.log.info("job %s moved on since statement %s of session %s; following it",
-                          event["job_key"], event["statement_id"], event["session_id"])
+            event["session_id"],
+            event["statement_id"],
+            event["endpoint"],
+        ):
+            self.log.info(
+                "job %s moved on since statement %s of session %s; following it",
+                event["job_key"],
+                event["statement_id"],
+                event["session_id"],
+            )
             return self._submit_and_defer(context)
         self.job = job
         status = event["status"]
@@ -124,8 +148,9 @@ class SessionStatementMixin:
         # Hung past its deadline: its session is deleted with it. Lost or re-queued: the session or
         # its cluster is gone already.
         client = self.livy_sessions(job.endpoint) if status == "timeout" else None
-        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id,
-                              discard=str(event.get("reason", status)), client=client)
+        sessions.release_slot(
+            self.registry, job.slot, job.cluster_id, job.run_id, discard=str(event.get("reason", status)), client=client
+        )
         return self._requeue(context, job, event)
 
     def _statement_done(self, context: Any, job: Job, statement: dict[str, Any]) -> Any:
@@ -133,7 +158,8 @@ class SessionStatementMixin:
         status = sessions.statement_status(statement)
         text = sessions.statement_text(statement)
         succeeded = (report or {}).get("status") == "succeeded" or (
-            report is None and status == "success" and sessions.exit_code(statement) == 0)
+            report is None and status == "success" and sessions.exit_code(statement) == 0
+        )
         if succeeded:
             try:
                 result = self.on_batch_success(context, job)
@@ -154,8 +180,11 @@ class SessionStatementMixin:
                 reason = f"session {job.session_id} on {job.cluster_id} is {state or 'gone'}: {said}"
                 sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard=reason)
                 return self._requeue(context, job, {"status": "lost", "reason": reason})
-        error = str((report or {}).get("error") or sessions.statement_error(statement)
-                    or f"statement {job.statement_id} ended {statement.get('state')}")
+        error = str(
+            (report or {}).get("error")
+            or sessions.statement_error(statement)
+            or f"statement {job.statement_id} ended {statement.get('state')}"
+        )
         data = bool((report or {}).get("data_error"))
         self._finish(job, JobState.FAILED, error)
         self._release_after(job, statement)
@@ -175,8 +204,14 @@ class SessionStatementMixin:
         grown = sessions.grown_past(sessions.session_memory(statement), self.session_settings)
         if grown:
             self.log.info("replacing session %s on %s after this window: %s", job.session_id, job.cluster_id, grown)
-        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard=grown,
-                              client=self.livy_sessions(job.endpoint) if grown else None)
+        sessions.release_slot(
+            self.registry,
+            job.slot,
+            job.cluster_id,
+            job.run_id,
+            discard=grown,
+            client=self.livy_sessions(job.endpoint) if grown else None,
+        )
 
     def _delete_quietly(self, job: Job) -> None:
         if not job.in_session:
@@ -196,6 +231,6 @@ class SessionStatementMixin:
             return
         self.log.info("killing statement %s with its session %s (%s)", job.statement_id, job.session_id, job.job_key)
         self._finish(job, JobState.FAILED, "task killed")
-        sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard="task killed",
-                              client=self.livy_sessions(job.endpoint))
-
+        sessions.release_slot(
+            self.registry, job.slot, job.cluster_id, job.run_id, discard="task killed", client=self.livy_sessions(job.endpoint)
+        )

@@ -40,8 +40,7 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
     def build_request(self, context: Any) -> BatchRequest:
         published = artifacts.publish("maintenance", s3=self.s3)
         key = self.job_key(context)
-        return published.request(key, self.pool_name, name=f"spotlake-maintain-{self.pipeline_name}",
-                                 report=True)
+        return published.request(key, self.pool_name, name=f"spotlake-maintain-{self.pipeline_name}", report=True)
 
     def lake_section(self) -> dict[str, Any]:
         return self.config.lake.to_job(self.config.get(self.pipeline_name))
@@ -76,11 +75,15 @@ class LakeMaintenanceOperator(PipelineBatchOperator):
             self.log.info("%s: %s", self.pipeline_name, result["skipped"])
         for table, steps in (result.get("tables") or {}).items():
             rewrite = steps.get("rewrite", {})
-            self.log.info("%s: compacted %s data files into %s, expired %s data files of old snapshots, removed "
-                          "%d orphan files, in %s s", table, rewrite.get("rewritten_data_files_count", 0),
-                          rewrite.get("added_data_files_count", 0),
-                          steps.get("expire", {}).get("deleted_data_files_count", 0),
-                          len(steps.get("orphans_removed", [])), steps.get("seconds"))
+            self.log.info(
+                "%s: compacted %s data files into %s, expired %s data files of old snapshots, removed %d orphan files, in %s s",
+                table,
+                rewrite.get("rewritten_data_files_count", 0),
+                rewrite.get("added_data_files_count", 0),
+                steps.get("expire", {}).get("deleted_data_files_count", 0),
+                len(steps.get("orphans_removed", [])),
+                steps.get("seconds"),
+            )
         return result
 
 

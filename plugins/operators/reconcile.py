@@ -24,13 +24,13 @@ class ReconcileOperator(PipelineBatchOperator):
 
     def build_request(self, context: Any) -> BatchRequest:
         published = artifacts.publish("extraction", s3=self.s3)
-        return published.request(self.job_key(context), self.pool_name, name=f"spotlake-reconcile-{self.pipeline_name}",
-                                 report=True)
+        return published.request(
+            self.job_key(context), self.pool_name, name=f"spotlake-reconcile-{self.pipeline_name}", report=True
+        )
 
     def build_args(self, context: Any, run_id: str) -> list[str]:
         pipeline = self.config.get(self.pipeline_name)
-        document = extraction_document(self.config, pipeline, self.registry, self.job_key(context), "reconcile",
-                                       run_id)
+        document = extraction_document(self.config, pipeline, self.registry, self.job_key(context), "reconcile", run_id)
         document["reconcile"] = pipeline.reconcile.to_job(pipeline.source)
         return ["--job", encode_job(document)]
 

@@ -41,8 +41,7 @@ def bootstrap_servers(conn_id: str) -> str:
         servers = f"{connection.host}:{connection.port or 9092}"
     if not servers:
         raise AirflowException(
-            f"Airflow connection '{conn_id}' names no Kafka brokers; set its extra to "
-            '{"bootstrap.servers": "host:port,..."}'
+            f'Airflow connection \'{conn_id}\' names no Kafka brokers; set its extra to {{"bootstrap.servers": "host:port,..."}}'
         )
     return str(servers)
 
@@ -83,8 +82,12 @@ class StreamSupervisorOperator(BaseOperator):
             stream=stream,
             registry=self.registry,
             statuses=StreamStatusStore(self.registry.client, self.registry.prefix),
-            kafka=KafkaTopics(bootstrap_servers(stream.kafka_conn_id), stream.kafka_conn_id,
-                              security=stream.kafka_security, region=self.registry.client.meta.region_name),
+            kafka=KafkaTopics(
+                bootstrap_servers(stream.kafka_conn_id),
+                stream.kafka_conn_id,
+                security=stream.kafka_security,
+                region=self.registry.client.meta.region_name,
+            ),
             sink=SinkDatabase(self.postgres, stream.sink_schema),
             client_for=EndpointLivyHook,
             control_for=LivyBatchControl,

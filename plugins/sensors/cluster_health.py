@@ -59,13 +59,18 @@ class PoolFleetMixin:
         return Fleet(self.registry, self.provider)
 
 
-
 class ClusterHealthSensor(PoolFleetMixin, BaseSensorOperator):
     template_fields = ("pool_name",)
     ui_color = "#f6e3c8"
 
-    def __init__(self, *, pool_name: str, aws_conn_id: str | None = "aws_default",
-                 watch_for: timedelta = timedelta(minutes=5), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        pool_name: str,
+        aws_conn_id: str | None = "aws_default",
+        watch_for: timedelta = timedelta(minutes=5),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.pool_name = pool_name
         self.aws_conn_id = aws_conn_id
@@ -94,10 +99,16 @@ class ClusterHealthSensor(PoolFleetMixin, BaseSensorOperator):
             return report
         interval = self.pool_config.health_check_interval.total_seconds()
         self.defer(
-            trigger=PoolWatchTrigger(pool_name=self.pool_name, until=until, interval=interval,
-                                     hold=max(60.0, interval), aws_conn_id=self.aws_conn_id,
-                                     registry_prefix=self.registry.prefix),
-            method_name="resume", kwargs={"until": until},
+            trigger=PoolWatchTrigger(
+                pool_name=self.pool_name,
+                until=until,
+                interval=interval,
+                hold=max(60.0, interval),
+                aws_conn_id=self.aws_conn_id,
+                registry_prefix=self.registry.prefix,
+            ),
+            method_name="resume",
+            kwargs={"until": until},
         )
         return report
 

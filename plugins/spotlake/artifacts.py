@@ -49,13 +49,21 @@ class JobArtifacts:
     conf: dict[str, str] = field(default_factory=dict)
     root: str | None = None  # the artifacts root; the jobs' reports go under it
 
-    def request(self, job_key: str, pool: str, name: str, conf: dict[str, str] | None = None,
-                report: bool = False) -> BatchRequest:
+    def request(
+        self, job_key: str, pool: str, name: str, conf: dict[str, str] | None = None, report: bool = False
+    ) -> BatchRequest:
         """The batch of ``job_key``: these artifacts, plus ``conf`` (which may not replace the archive);
         ``report``: the job writes its outcome under ``<root>/reports/`` (read by :func:`read_report`)."""
-        return BatchRequest(job_key=job_key, pool=pool, file=self.entry, py_files=list(self.py_files),
-                            jars=list(self.jars), conf={**(conf or {}), **self.conf, **ONE_ATTEMPT}, name=name,
-                            report_root=self.root if report else None)
+        return BatchRequest(
+            job_key=job_key,
+            pool=pool,
+            file=self.entry,
+            py_files=list(self.py_files),
+            jars=list(self.jars),
+            conf={**(conf or {}), **self.conf, **ONE_ATTEMPT},
+            name=name,
+            report_root=self.root if report else None,
+        )
 
 
 def _package_zip() -> bytes:
@@ -107,8 +115,13 @@ def publish(job: str, s3: Any = None, root: str | None = None) -> JobArtifacts:
                 tmp.write_bytes(body)
                 tmp.replace(path)
         base = str(folder.resolve())
-    return JobArtifacts(entry=f"{base}/{digest}/{entry_script}", py_files=[f"{base}/{digest}/spark_jobs.zip"],
-                        jars=list(dependencies.jars), conf=dependencies.spark_conf(), root=base)
+    return JobArtifacts(
+        entry=f"{base}/{digest}/{entry_script}",
+        py_files=[f"{base}/{digest}/spark_jobs.zip"],
+        jars=list(dependencies.jars),
+        conf=dependencies.spark_conf(),
+        root=base,
+    )
 
 
 def artifacts_base(root: str | None = None) -> str:

@@ -46,7 +46,7 @@ class Outcome(StrEnum):
     """What the setup step did with a table, bucket or database."""
 
     CREATED = "created"
-    EXISTS = "exists"              # left as it is
+    EXISTS = "exists"  # left as it is
     WOULD_CREATE = "would create"  # --dry-run: missing, not created
 
 
@@ -87,8 +87,9 @@ def _describe(client: Any, table: str) -> dict[str, Any] | None:
 
 def _key_of(description: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
     types = {a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])}
-    return tuple(sorted((k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?"))
-                        for k in description.get("KeySchema", [])))
+    return tuple(
+        sorted((k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?")) for k in description.get("KeySchema", []))
+    )
 
 
 def check_key(table: str, keys: tuple[tuple[str, str], ...], description: dict[str, Any], prefix: str) -> None:
@@ -214,9 +215,15 @@ def ensure_buckets(s3: Any, buckets: dict[str, str], region: str | None, dry_run
         if region and region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         s3.create_bucket(**kwargs)
-        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True})
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
         results.append(ResourceResult("bucket", bucket, CREATED, what))
     return results
 
@@ -251,14 +258,18 @@ def ensure_glue_database(glue: Any, dry_run: bool = False) -> list[ResourceResul
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spotlake.aws_setup", description=__doc__.splitlines()[0])
-    parser.add_argument("--prefix", default=os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake"),
-                        help="table name prefix: Airflow's SPOTLAKE_REGISTRY_PREFIX (default: that variable, "
-                             "else 'spotlake')")
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake"),
+        help="table name prefix: Airflow's SPOTLAKE_REGISTRY_PREFIX (default: that variable, else 'spotlake')",
+    )
     parser.add_argument("--region", default=None, help="AWS region (default: the AWS configuration's)")
-    parser.add_argument("--endpoint-url", default=None,
-                        help="endpoint of DynamoDB, S3 and Glue (default: AWS's; e.g. a moto server)")
-    parser.add_argument("--artifacts", default=None,
-                        help="the job artifacts location s3://bucket/prefix (default: SPOTLAKE_ARTIFACTS)")
+    parser.add_argument(
+        "--endpoint-url", default=None, help="endpoint of DynamoDB, S3 and Glue (default: AWS's; e.g. a moto server)"
+    )
+    parser.add_argument(
+        "--artifacts", default=None, help="the job artifacts location s3://bucket/prefix (default: SPOTLAKE_ARTIFACTS)"
+    )
     parser.add_argument("--tables-only", action="store_true", help="only the DynamoDB tables")
     parser.add_argument("--dry-run", action="store_true", help="only say what would be created")
     return parser

@@ -37,8 +37,7 @@ READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_r
 READ_DURATIONS = {"max_window", "open_transaction_margin", "max_open_transaction"}
 TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$")
 LAKE_KEYS = {"catalog", "type", "warehouse", "namespace", "secret_id", "properties", "maintenance", *ENDPOINT_KEYS}
-MAINTENANCE_KEYS = {"schedule", "pool", "max_active", "snapshot_retention", "retain_last", "orphan_age",
-                    "target_file_size_mb"}
+MAINTENANCE_KEYS = {"schedule", "pool", "max_active", "snapshot_retention", "retain_last", "orphan_age", "target_file_size_mb"}
 CATALOG_TYPES = ("jdbc", "glue")
 WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_./-]*)?$")
 CHANGES_SUFFIX = "_changes"
@@ -159,7 +158,10 @@ class Lake:
     def to_job_catalog(self) -> dict[str, Any]:
         """The catalog fields of a job document's ``lake`` section (the namespace: the pipelines')."""
         doc: dict[str, Any] = {
-            "catalog": self.catalog, "type": self.type, "warehouse": self.warehouse, "namespace": self.namespace,
+            "catalog": self.catalog,
+            "type": self.type,
+            "warehouse": self.warehouse,
+            "namespace": self.namespace,
         }
         if self.type == "jdbc":
             doc["secret_id"] = self.secret_id
@@ -219,8 +221,11 @@ class Pipeline:
 
     def read_job(self) -> dict[str, Any]:
         """The ``read`` section of a job document."""
-        doc = {k: v for k, v in self.read.items()
-               if k in ("fetch_size", "partition_rows", "max_partitions", "time_zone", "wait_for_open_transactions")}
+        doc = {
+            k: v
+            for k, v in self.read.items()
+            if k in ("fetch_size", "partition_rows", "max_partitions", "time_zone", "wait_for_open_transactions")
+        }
         if "snapshot_chunk_rows" in self.read:
             doc["chunk_rows"] = self.read["snapshot_chunk_rows"]
         for key in ("open_transaction_margin", "max_open_transaction"):
@@ -244,9 +249,7 @@ class PipelinesConfig:
         for pipeline in self.pipelines:
             if pipeline.name == name:
                 return pipeline
-        raise ConfigError(
-            f"{self.path}: no pipeline named '{name}'; known: {', '.join(p.name for p in self.pipelines)}"
-        )
+        raise ConfigError(f"{self.path}: no pipeline named '{name}'; known: {', '.join(p.name for p in self.pipelines)}")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -258,9 +261,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 def _unknown_keys(entry: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(entry) - allowed)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(sorted(allowed))}"
-        )
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(sorted(allowed))}")
 
 
 def _columns_list(value: Any, where: str) -> list[str]:
@@ -285,11 +286,15 @@ def _reconcile(raw: dict[str, Any], where: str, soft_delete: Any, transforms: li
     if deletes not in ("remove", "flag"):
         raise ConfigError(f"{where}.deletes: expected remove or flag, got {deletes!r}")
     if deletes == "flag" and not soft_delete:
-        raise ConfigError(f"{where}.deletes: flag sets the pipeline's soft_delete column, and it has none; set "
-                          "soft_delete or use deletes: remove")
+        raise ConfigError(
+            f"{where}.deletes: flag sets the pipeline's soft_delete column, and it has none; set "
+            "soft_delete or use deletes: remove"
+        )
     if enabled and any(isinstance(t, dict) and "filter" in t for t in transforms):
-        raise ConfigError(f"{where}: a pipeline with a filter step cannot be reconciled (a row the filter drops "
-                          "looks missing from the lake); set reconcile: {enabled: false} or filter when reading")
+        raise ConfigError(
+            f"{where}: a pipeline with a filter step cannot be reconciled (a row the filter drops "
+            "looks missing from the lake); set reconcile: {enabled: false} or filter when reading"
+        )
     return Reconcile(enabled=enabled, schedule=schedule, chunk_rows=chunk_rows, deletes=deletes)
 
 
@@ -305,8 +310,10 @@ def _read_options(read: dict[str, Any], where: str) -> dict[str, Any]:
             out[key] = int(span.total_seconds())
         elif key == "time_zone":
             if not isinstance(value, str) or not TIME_ZONE.match(value):
-                raise ConfigError(f"{where}.time_zone: {value!r} is not an offset (+05:30) or an IANA zone name "
-                                  "(America/New_York): the zone the source's DATETIME values are written in")
+                raise ConfigError(
+                    f"{where}.time_zone: {value!r} is not an offset (+05:30) or an IANA zone name "
+                    "(America/New_York): the zone the source's DATETIME values are written in"
+                )
             out[key] = value
         elif key == "wait_for_open_transactions":
             if not isinstance(value, bool):
@@ -322,16 +329,15 @@ def _read_options(read: dict[str, Any], where: str) -> dict[str, Any]:
 def _transform(raw: Any, where: str, user_functions: set[str] | None) -> Transform:
     raw = _mapping(raw, where)
     if len(raw) != 1:
-        raise ConfigError(
-            f"{where}: a transform is a mapping with exactly one of {', '.join(TRANSFORM_OPS)}; got {sorted(raw)}"
-        )
+        raise ConfigError(f"{where}: a transform is a mapping with exactly one of {', '.join(TRANSFORM_OPS)}; got {sorted(raw)}")
     op, value = next(iter(raw.items()))
     if op in ("select", "hash"):
         return Transform(op, {"columns": _columns_list(value, f"{where}.{op}")})
     if op in ("rename", "cast", "mask", "derive"):
         value = _mapping(value, f"{where}.{op}")
-        return Transform(op, {"columns": {column_name(col, f"{where}.{op}"): _column_value(op, col, v, where)
-                                          for col, v in value.items()}})
+        return Transform(
+            op, {"columns": {column_name(col, f"{where}.{op}"): _column_value(op, col, v, where) for col, v in value.items()}}
+        )
     if op == "filter":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where}.filter: expected a Spark SQL boolean expression string")
@@ -347,8 +353,10 @@ def _column_value(op: str, col: str, value: Any, where: str) -> Any:
         return column_name(value, f"{where}.rename")
     if op == "cast":
         if not isinstance(value, str) or not CAST_TYPE.match(value.strip().lower()):
-            raise ConfigError(f"{where}.cast.{col}: {value!r} is not a Spark type such as "
-                              "int, bigint, double, string, timestamp or decimal(12,2)")
+            raise ConfigError(
+                f"{where}.cast.{col}: {value!r} is not a Spark type such as "
+                "int, bigint, double, string, timestamp or decimal(12,2)"
+            )
         return value.strip().lower()
     if op == "mask":
         keep = (value or {}).get("keep_last", 0) if isinstance(value, dict) else None
@@ -415,12 +423,17 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
         entry = _mapping(entry, f"{where}: sources.{name}")
         _unknown_keys(entry, SOURCE_KEYS, f"{where}: sources.{name}")
         if not entry.get("secret_id"):
-            raise ConfigError(f"{where}: sources.{name}: set secret_id to the Secrets Manager secret "
-                              "holding host, port, database, username and password (or the RDS secret format)")
+            raise ConfigError(
+                f"{where}: sources.{name}: set secret_id to the Secrets Manager secret "
+                "holding host, port, database, username and password (or the RDS secret format)"
+            )
         replica = entry.get("replica_secret_id")
-        sources[name] = Source(name=name, secret_id=str(entry["secret_id"]),
-                               replica_secret_id=str(replica) if replica else None,
-                               endpoint=_endpoint(entry, f"{where}: sources.{name}"))
+        sources[name] = Source(
+            name=name,
+            secret_id=str(entry["secret_id"]),
+            replica_secret_id=str(replica) if replica else None,
+            endpoint=_endpoint(entry, f"{where}: sources.{name}"),
+        )
     entries = raw.get("pipelines")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: 'pipelines' must be a non-empty list of pipeline entries")
@@ -434,8 +447,10 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
         raise ConfigError(f"{where}: pipeline name(s) {', '.join(dupes)} appear more than once; names must be unique")
     clashes = sorted(p.name for p in pipelines if p.name in {q.changes_table for q in pipelines})
     if clashes:
-        raise ConfigError(f"{where}: pipeline name(s) {', '.join(clashes)} are the changes table of another pipeline "
-                          f"(<name>{CHANGES_SUFFIX}); rename them")
+        raise ConfigError(
+            f"{where}: pipeline name(s) {', '.join(clashes)} are the changes table of another pipeline "
+            f"(<name>{CHANGES_SUFFIX}); rename them"
+        )
     return PipelinesConfig(path=path, lake=lake, pipelines=tuple(pipelines))
 
 
@@ -445,15 +460,19 @@ def _lake(raw: Any, where: str) -> Lake:
     base = Lake()
     kind = str(raw.get("type", base.type))
     if kind not in CATALOG_TYPES:
-        raise ConfigError(f"{where}.type: '{kind}' is not a catalog type; use jdbc (a JDBC catalog, e.g. "
-                          "PostgreSQL) or glue (the AWS Glue Data Catalog)")
+        raise ConfigError(
+            f"{where}.type: '{kind}' is not a catalog type; use jdbc (a JDBC catalog, e.g. "
+            "PostgreSQL) or glue (the AWS Glue Data Catalog)"
+        )
     warehouse = str(raw.get("warehouse", base.warehouse)).rstrip("/")
     if not WAREHOUSE.match(warehouse):
         raise ConfigError(f"{where}.warehouse: '{warehouse}' is not an S3 location; write s3://bucket/prefix")
     secret_id = raw.get("secret_id", base.secret_id if kind == "jdbc" else None)
     if kind == "jdbc" and not secret_id:
-        raise ConfigError(f"{where}.secret_id: a jdbc catalog needs the Secrets Manager secret of its database "
-                          "(host, port, database, username, password)")
+        raise ConfigError(
+            f"{where}.secret_id: a jdbc catalog needs the Secrets Manager secret of its database "
+            "(host, port, database, username, password)"
+        )
     properties = _mapping(raw.get("properties") or {}, f"{where}.properties")
     return Lake(
         catalog=identifier(raw.get("catalog", base.catalog), f"{where}.catalog"),
@@ -469,6 +488,7 @@ def _lake(raw: Any, where: str) -> Lake:
 
 def _endpoint(raw: Mapping[str, Any], where: str) -> Endpoint:
     """``host``, ``port`` and ``database`` beside a secret's name (for RDS-managed master secrets)."""
+
     def fail(field: str, problem: str) -> ConfigError:
         return ConfigError(f"{where}.{field.rpartition('.')[2]}: {problem}")
 
@@ -485,27 +505,50 @@ def _maintenance(raw: Any, where: str) -> Maintenance:
     retention = parse_duration(raw.get("snapshot_retention", "1d"), f"{where}.snapshot_retention")
     orphan_age = parse_duration(raw.get("orphan_age", "3d"), f"{where}.orphan_age")
     if orphan_age < timedelta(hours=1):
-        raise ConfigError(f"{where}.orphan_age: {orphan_age} is too short: a window still writing its files would lose "
-                          "them; use at least 1h (the default is 3d)")
+        raise ConfigError(
+            f"{where}.orphan_age: {orphan_age} is too short: a window still writing its files would lose "
+            "them; use at least 1h (the default is 3d)"
+        )
     retain_last = raw.get("retain_last", base.retain_last)
     size = raw.get("target_file_size_mb", base.target_file_size_mb)
     max_active = raw.get("max_active", base.max_active)
     for key, value in (("retain_last", retain_last), ("target_file_size_mb", size), ("max_active", max_active)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
-    return Maintenance(schedule=schedule, pool=str(raw.get("pool", base.pool)), max_active=max_active,
-                       snapshot_retention=retention, retain_last=retain_last, orphan_age=orphan_age,
-                       target_file_size_mb=size)
+    return Maintenance(
+        schedule=schedule,
+        pool=str(raw.get("pool", base.pool)),
+        max_active=max_active,
+        snapshot_retention=retention,
+        retain_last=retain_last,
+        orphan_age=orphan_age,
+        target_file_size_mb=size,
+    )
 
 
 PIPELINE_KEYS = {
-    "name", "source", "database", "table", "primary_key", "cursor", "soft_delete", "schedule",
-    "lookback", "pool", "transforms", "read", "start_date", "retries", "initial_load", "reconcile",
+    "name",
+    "source",
+    "database",
+    "table",
+    "primary_key",
+    "cursor",
+    "soft_delete",
+    "schedule",
+    "lookback",
+    "pool",
+    "transforms",
+    "read",
+    "start_date",
+    "retries",
+    "initial_load",
+    "reconcile",
 }
 
 
-def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[str, Source],
-              user_functions: set[str] | None) -> Pipeline:
+def _pipeline(
+    entry: Any, where: str, defaults: dict[str, Any], sources: dict[str, Source], user_functions: set[str] | None
+) -> Pipeline:
     entry = _mapping(entry, where)
     name = entry.get("name")
     if not isinstance(name, str) or not NAME.match(name):
@@ -517,8 +560,9 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
             raise ConfigError(f"{where}: missing required key '{key}'")
     source_name = entry["source"]
     if source_name not in sources:
-        raise ConfigError(f"{where}: source '{source_name}' is not defined under 'sources'; "
-                          f"defined: {', '.join(sources) or 'none'}")
+        raise ConfigError(
+            f"{where}: source '{source_name}' is not defined under 'sources'; defined: {', '.join(sources) or 'none'}"
+        )
     pk = entry["primary_key"]
     pk_cols = tuple(_columns_list(pk if isinstance(pk, list) else [pk], f"{where}.primary_key"))
     schedule = str(entry.get("schedule", defaults.get("schedule", "*/5 * * * *")))
@@ -539,15 +583,17 @@ def _pipeline(entry: Any, where: str, defaults: dict[str, Any], sources: dict[st
         schedule=schedule,
         lookback=timedelta(0),
         pool=str(entry.get("pool", defaults.get("pool", "small"))),
-        transforms=tuple(
-            _transform(t, f"{where}.transforms[{i}]", user_functions) for i, t in enumerate(transforms)
-        ),
+        transforms=tuple(_transform(t, f"{where}.transforms[{i}]", user_functions) for i, t in enumerate(transforms)),
         read=read,
         start_date=str(entry.get("start_date", defaults.get("start_date", "2026-01-01T00:00:00+00:00"))),
         retries=int(entry.get("retries", defaults.get("retries", 2))),
         initial_load=bool(entry.get("initial_load", True)),
-        reconcile=_reconcile({**(defaults.get("reconcile") or {}), **(entry.get("reconcile") or {})},
-                             f"{where}.reconcile", entry.get("soft_delete"), transforms),
+        reconcile=_reconcile(
+            {**(defaults.get("reconcile") or {}), **(entry.get("reconcile") or {})},
+            f"{where}.reconcile",
+            entry.get("soft_delete"),
+            transforms,
+        ),
     )
     lookback_raw = entry.get("lookback", defaults.get("lookback"))
     lookback = pipeline.interval if lookback_raw is None else parse_duration(lookback_raw, f"{where}.lookback")

@@ -36,8 +36,9 @@ def local_jvm() -> Any:
         try:
             from pyspark import SparkConf, SparkContext
         except ImportError as exc:
-            raise RuntimeError("pyspark is not installed on this Airflow worker: requirements/airflow.txt leaves it "
-                               "out (it needs Java as well)") from exc
+            raise RuntimeError(
+                "pyspark is not installed on this Airflow worker: requirements/airflow.txt leaves it out (it needs Java as well)"
+            ) from exc
 
         if SparkContext._jvm is not None:  # a Spark session in this process already has one
             return SparkContext._jvm
@@ -78,14 +79,20 @@ def check_pipeline(pipeline: config.Pipeline, path: str = "config/pipelines.yaml
         jvm = local_jvm()
         builtins = builtin_functions(jvm)
     except Exception as exc:  # noqa: BLE001 - no Java here: the job's own check still refuses
-        LOG.warning("cannot start a JVM to check %d transform expression(s) of %s here (%s); the job checks "
-                    "them before it reads anything", len(unchecked), pipeline.name, exc)
+        LOG.warning(
+            "cannot start a JVM to check %d transform expression(s) of %s here (%s); the job checks "
+            "them before it reads anything",
+            len(unchecked),
+            pipeline.name,
+            exc,
+        )
         return
     for where, expression in unchecked:
         reason = refusal(jvm, expression, builtins)
         if reason is not None:
             raise ConfigError(
                 f"{path}: {where}: {expression!r} {reason}; a transform may call Spark's built-in functions "
-                "only — change the expression, or use a registered user function (transforms: - function: name)")
+                "only — change the expression, or use a registered user function (transforms: - function: name)"
+            )
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         _key(expression).touch()

@@ -54,25 +54,25 @@ GONE_STATES = (ClusterState.DEAD, ClusterState.TERMINATED)
 class FleetAction(StrEnum):
     """What the fleet did or saw about a cluster (:attr:`FleetEvent.action`)."""
 
-    LAUNCHING = "launching"          # a vacancy claimed and the cluster launched
+    LAUNCHING = "launching"  # a vacancy claimed and the cluster launched
     LAUNCH_FAILED = "launch-failed"  # the provider could not launch it: DEAD
-    BOOTING = "booting"              # launched, not up yet
-    READY = "ready"                  # up: it takes the pool's new work
-    DRAINING = "draining"            # replaced: it takes no new work, stops when idle or at its drain deadline
-    FAILED_CHECK = "failed-check"    # a failed health check, below failure_threshold
-    RECOVERED = "recovered"          # healthy again after failed checks
-    DEAD = "dead"                    # declared dead: its jobs re-queued
-    TERMINATED = "terminated"        # terminated (drained, or gone by spotlake's own termination)
-    REQUEUED = "requeued"            # jobs left on a DEAD or TERMINATED cluster re-queued
-    LOST_RACE = "lost-race"          # another fleet run changed it first
+    BOOTING = "booting"  # launched, not up yet
+    READY = "ready"  # up: it takes the pool's new work
+    DRAINING = "draining"  # replaced: it takes no new work, stops when idle or at its drain deadline
+    FAILED_CHECK = "failed-check"  # a failed health check, below failure_threshold
+    RECOVERED = "recovered"  # healthy again after failed checks
+    DEAD = "dead"  # declared dead: its jobs re-queued
+    TERMINATED = "terminated"  # terminated (drained, or gone by spotlake's own termination)
+    REQUEUED = "requeued"  # jobs left on a DEAD or TERMINATED cluster re-queued
+    LOST_RACE = "lost-race"  # another fleet run changed it first
 
 
 class Attention(StrEnum):
     """How soon the fleet must act on a pool (:meth:`Fleet.attention`)."""
 
-    URGENT = "urgent"      # a cluster failed a health check (or recovered), or the pool has none live
+    URGENT = "urgent"  # a cluster failed a health check (or recovered), or the pool has none live
     PERIODIC = "periodic"  # a cluster launches or drains, or the READY one is due for rotation
-    NONE = ""              # nothing is due
+    NONE = ""  # nothing is due
 
 
 def utc_now() -> datetime:
@@ -92,8 +92,12 @@ def span(delta: timedelta) -> str:
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{secs}s" if secs and not days and not hours else ""]
+    parts = [
+        f"{days}d" if days else "",
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs and not days and not hours else "",
+    ]
     return " ".join(p for p in parts if p) or "0s"
 
 
@@ -154,8 +158,7 @@ class FleetReport:
         return {
             "pool": self.pool,
             "events": [
-                {"cluster": e.cluster_id, "action": str(e.action), "reason": e.reason, "jobs": list(e.jobs)}
-                for e in self.events
+                {"cluster": e.cluster_id, "action": str(e.action), "reason": e.reason, "jobs": list(e.jobs)} for e in self.events
             ],
             "errors": list(self.errors),
             "dead": self.dead,
@@ -264,8 +267,7 @@ class Fleet:
         if active is None:
             gone = sorted((c for c in clusters if c.state in GONE_STATES), key=lambda c: c.generation)
             last = f"; last cluster {gone[-1].cluster_id} {gone[-1].state}: {gone[-1].reason}" if gone else ""
-            return Vacancy(pool.name, generation, gone[-1].cluster_id if gone else "",
-                           f"pool has no READY cluster{last}")
+            return Vacancy(pool.name, generation, gone[-1].cluster_id if gone else "", f"pool has no READY cluster{last}")
         if rotation:
             age = self._age(active.launched_at)
             if age >= pool.max_age:
@@ -280,8 +282,12 @@ class Fleet:
         """
         report = report or FleetReport(pool.name)
         cluster = Cluster(
-            pool=pool.name, cluster_id=vacancy.cluster_id, provider=self.provider.name, state="",
-            launched_at=self.clock().isoformat(timespec="milliseconds"), generation=vacancy.generation,
+            pool=pool.name,
+            cluster_id=vacancy.cluster_id,
+            provider=self.provider.name,
+            state="",
+            launched_at=self.clock().isoformat(timespec="milliseconds"),
+            generation=vacancy.generation,
             replaces=vacancy.replaces,
         )
         try:
@@ -292,14 +298,13 @@ class Fleet:
         report.add(cluster.cluster_id, FleetAction.LAUNCHING, vacancy.reason)
         try:
             launched = self.provider.launch(pool, cluster.cluster_id)
-        except Exception as exc:  # noqa: BLE001 - recorded as DEAD first, then re-raised unless a ProviderError
+        except Exception as exc:  # recorded as DEAD first, then re-raised unless a ProviderError
             self._launch_failed(cluster, exc, report)
             if isinstance(exc, ProviderError):
                 return None
             raise
         try:
-            self.registry.update_cluster(cluster, provider_id=launched.provider_id,
-                                         endpoint=launched.endpoint or "")
+            self.registry.update_cluster(cluster, provider_id=launched.provider_id, endpoint=launched.endpoint or "")
         except StaleState:
             fresh = self.registry.get_cluster(pool.name, cluster.cluster_id)
             if fresh is None or fresh.state != ClusterState.LAUNCHING:
@@ -334,12 +339,14 @@ class Fleet:
         old = self.registry.get_cluster(pool.name, active_id) if active_id else None
         try:
             if old is not None and old.state == ClusterState.READY:
-                self.registry.take_over(cluster, endpoint, old,
-                                        drain_started_at=self.clock().isoformat(timespec="milliseconds"))
+                self.registry.take_over(cluster, endpoint, old, drain_started_at=self.clock().isoformat(timespec="milliseconds"))
                 report.add(cluster.cluster_id, FleetAction.READY, f"at {endpoint}, took over from {old.cluster_id}")
-                report.add(old.cluster_id, FleetAction.DRAINING,
-                           f"replaced by {cluster.cluster_id}; takes no new jobs, stops when idle or "
-                           f"after drain_deadline {span(pool.drain_deadline)}")
+                report.add(
+                    old.cluster_id,
+                    FleetAction.DRAINING,
+                    f"replaced by {cluster.cluster_id}; takes no new jobs, stops when idle or "
+                    f"after drain_deadline {span(pool.drain_deadline)}",
+                )
             else:
                 self.registry.mark_ready(cluster, endpoint, replaces=active_id)
                 report.add(cluster.cluster_id, FleetAction.READY, f"at {endpoint}")
@@ -364,8 +371,7 @@ class Fleet:
             if failed:
                 try:
                     self.registry.update_cluster(cluster, failures=0, last_failure="")
-                    report.add(cluster.cluster_id, FleetAction.RECOVERED,
-                               f"healthy again after {failed} failed check(s)")
+                    report.add(cluster.cluster_id, FleetAction.RECOVERED, f"healthy again after {failed} failed check(s)")
                 except StaleState:
                     pass
             return
@@ -374,8 +380,10 @@ class Fleet:
             if age < pool.launch_timeout:
                 return  # still booting
             self._declare_dead(
-                cluster, f"not READY {span(age)} after launch (launch_timeout {span(pool.launch_timeout)}): "
-                f"{health.reason}", report, terminate=TerminationReason.LAUNCH_TIMEOUT,
+                cluster,
+                f"not READY {span(age)} after launch (launch_timeout {span(pool.launch_timeout)}): {health.reason}",
+                report,
+                terminate=TerminationReason.LAUNCH_TIMEOUT,
             )
             return
         if health.definitive:
@@ -384,8 +392,12 @@ class Fleet:
         reason = health.reason if health.liveness == Liveness.DEAD else f"{health.liveness}: {health.reason}"
         failures = cluster.failures + 1
         if failures >= pool.failure_threshold:
-            self._declare_dead(cluster, f"{failures} consecutive failed health checks; last: {reason}",
-                               report, terminate=TerminationReason.UNHEALTHY)
+            self._declare_dead(
+                cluster,
+                f"{failures} consecutive failed health checks; last: {reason}",
+                report,
+                terminate=TerminationReason.UNHEALTHY,
+            )
             return
         try:
             self.registry.update_cluster(cluster, failures=failures, last_failure=reason[:1000])
@@ -401,14 +413,14 @@ class Fleet:
             report.error(f"health of cluster {cluster.cluster_id} could not be checked: {exc}")
             return None
 
-    def _declare_dead(self, cluster: Cluster, reason: str, report: FleetReport, *,
-                      own_termination: bool = False, terminate: str | None = None) -> None:
+    def _declare_dead(
+        self, cluster: Cluster, reason: str, report: FleetReport, *, own_termination: bool = False, terminate: str | None = None
+    ) -> None:
         to = ClusterState.TERMINATED if own_termination else ClusterState.DEAD
         try:
             self.registry.transition_cluster(cluster, to, reason[:1000])
         except StaleState:
-            report.add(cluster.cluster_id, FleetAction.LOST_RACE,
-                       f"changed by another fleet run before it could be {to}")
+            report.add(cluster.cluster_id, FleetAction.LOST_RACE, f"changed by another fleet run before it could be {to}")
             return
         if terminate is not None:
             try:
@@ -480,14 +492,15 @@ class Fleet:
             self._terminate(cluster, TerminationReason.ROTATION, "drained: no running jobs", report)
         elif since >= pool.drain_deadline:
             self._terminate(
-                cluster, TerminationReason.DRAIN_DEADLINE,
+                cluster,
+                TerminationReason.DRAIN_DEADLINE,
                 f"drain deadline: {len(running)} job(s) still running {span(since)} after it stopped taking "
-                f"work (drain_deadline {span(pool.drain_deadline)})", report,
+                f"work (drain_deadline {span(pool.drain_deadline)})",
+                report,
             )
         else:
             left = span(pool.drain_deadline - since)
-            report.add(cluster.cluster_id, FleetAction.DRAINING,
-                       f"{len(running)} job(s) still running; drain deadline in {left}")
+            report.add(cluster.cluster_id, FleetAction.DRAINING, f"{len(running)} job(s) still running; drain deadline in {left}")
 
     def _terminate(self, cluster: Cluster, kind: str, reason: str, report: FleetReport) -> None:
         try:
@@ -522,4 +535,3 @@ class Fleet:
     def _age(self, iso: str) -> timedelta:
         started = parse_time(iso)
         return self.clock() - started if started else timedelta(0)
-

@@ -21,14 +21,19 @@ class FreshnessStatus(StrEnum):
     """How fresh a pipeline's tables are (upper case: needs a look)."""
 
     FRESH = "fresh"
-    STALE = "STALE"      # no window committed for two schedule intervals
+    STALE = "STALE"  # no window committed for two schedule intervals
     FAILING = "FAILING"  # a window (or the initial snapshot) failed after the watermark last moved
     LOADING = "loading"  # the initial snapshot is under way
     NEVER = "never run"
 
 
-FRESH, STALE, FAILING, LOADING, NEVER = (FreshnessStatus.FRESH, FreshnessStatus.STALE, FreshnessStatus.FAILING,
-                                         FreshnessStatus.LOADING, FreshnessStatus.NEVER)
+FRESH, STALE, FAILING, LOADING, NEVER = (
+    FreshnessStatus.FRESH,
+    FreshnessStatus.STALE,
+    FreshnessStatus.FAILING,
+    FreshnessStatus.LOADING,
+    FreshnessStatus.NEVER,
+)
 
 
 @dataclass
@@ -66,16 +71,20 @@ def _freshness(pipeline: config.Pipeline, state: PipelineState | None, now: date
         failure = f"{state.failure_reason} ({state.failure_job} failed at {state.failure_at})"
     if state.phase in (SnapshotPhase.PENDING, SnapshotPhase.RUNNING):
         progress = f"initial snapshot: {state.snapshot_chunks} chunks, {state.snapshot_rows} rows committed"
-        return Freshness(pipeline.name, FAILING if failure else LOADING, watermark, age,
-                         f"{progress}; {failure}" if failure else progress)
+        return Freshness(
+            pipeline.name, FAILING if failure else LOADING, watermark, age, f"{progress}; {failure}" if failure else progress
+        )
     if failure:
         return Freshness(pipeline.name, FAILING, watermark, age, _with_transactions(failure, state))
     if age_s is not None and age_s > stale_after(pipeline):
-        why = (f"windows stop before {state.held_by}, whose rows may commit with older cursor values"
-               if state.held_by else f"no window committed for {age} (paused DAG, scheduler or pool {pipeline.pool} "
-                                     "down?)")
-        return Freshness(pipeline.name, STALE, watermark, age,
-                         _with_transactions(f"stale since {watermark}: {why}", state, held=False))
+        why = (
+            f"windows stop before {state.held_by}, whose rows may commit with older cursor values"
+            if state.held_by
+            else f"no window committed for {age} (paused DAG, scheduler or pool {pipeline.pool} down?)"
+        )
+        return Freshness(
+            pipeline.name, STALE, watermark, age, _with_transactions(f"stale since {watermark}: {why}", state, held=False)
+        )
     return Freshness(pipeline.name, FRESH, watermark, age, _with_transactions("", state))
 
 
@@ -85,6 +94,8 @@ def _with_transactions(reason: str, state: PipelineState, held: bool = True) -> 
     if held and state.held_by:
         notes.append(f"windows stop before {state.held_by}")
     if state.unwaited:
-        notes.append(f"not waited for (open longer than read.max_open_transaction; rows they commit with older "
-                     f"cursor values are found by reconciliation): {state.unwaited}")
+        notes.append(
+            f"not waited for (open longer than read.max_open_transaction; rows they commit with older "
+            f"cursor values are found by reconciliation): {state.unwaited}"
+        )
     return "; ".join(notes)

@@ -84,10 +84,14 @@ class Manifest:
     def from_json(cls, text: str, where: str) -> Manifest:
         try:
             data = json.loads(text)
-            return cls(jars=list(data["jars"]), python_archive=str(data["python_archive"]),
-                       python=str(data.get("python", DEFAULT_PYTHON)),
-                       platform=str(data.get("platform", DEFAULT_PLATFORM)), files=dict(data.get("files", {})),
-                       bootstrap=data.get("bootstrap"))
+            return cls(
+                jars=list(data["jars"]),
+                python_archive=str(data["python_archive"]),
+                python=str(data.get("python", DEFAULT_PYTHON)),
+                platform=str(data.get("platform", DEFAULT_PLATFORM)),
+                files=dict(data.get("files", {})),
+                bootstrap=data.get("bootstrap"),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise DependenciesMissing(
                 f"{where} is not a job-dependencies manifest ({exc}); publish again with "
@@ -100,8 +104,10 @@ def load(root: str, s3: Any = None) -> Manifest:
     """The manifest under artifacts ``root``; a clear error naming the publish command if absent."""
     root = root.rstrip("/")
     where = f"{root}/{MANIFEST}"
-    fix = (f"no job dependencies published at {where}: run `python -m spotlake.job_dependencies publish "
-           f"--to {root}` (Maven and pip needed once per dependency change; `make up` does it locally)")
+    fix = (
+        f"no job dependencies published at {where}: run `python -m spotlake.job_dependencies publish "
+        f"--to {root}` (Maven and pip needed once per dependency change; `make up` does it locally)"
+    )
     if root.startswith(("s3://", "s3a://")):
         if s3 is None:
             raise ValueError("reading the job-dependencies manifest from S3 needs an S3 client")
@@ -132,8 +138,9 @@ def python_archive_name(python: str, platform: str) -> str:
     return f"pydeps-cp{python.replace('.', '')}-{platform}-{digest}.tar.gz"
 
 
-def build_python_archive(out_dir: Path, python: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM,
-                         pip: Sequence[str] | None = None) -> Path:
+def build_python_archive(
+    out_dir: Path, python: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM, pip: Sequence[str] | None = None
+) -> Path:
     """The archive of ``spark_jobs/requirements.txt`` for CPython ``python`` on ``platform``: binary
     wheels only, no dependency resolution (every package is pinned), packed deterministically.
     Reused when its inputs did not change (the name carries their digest)."""
@@ -144,11 +151,27 @@ def build_python_archive(out_dir: Path, python: str = DEFAULT_PYTHON, platform: 
     pip = list(pip or [sys.executable, "-m", "pip"])
     with tempfile.TemporaryDirectory(prefix="spotlake-pydeps-") as tmp:
         target = Path(tmp) / "site"
-        argv = [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:",
-                "--no-compile", "--target", str(target), "--python-version", python, "--implementation", "cp",
-                "--platform", platform, "-r", str(REQUIREMENTS)]
+        argv = [
+            *pip,
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--no-compile",
+            "--target",
+            str(target),
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--platform",
+            platform,
+            "-r",
+            str(REQUIREMENTS),
+        ]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=_PIP_TIMEOUT)  # noqa: S603
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=_PIP_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise SpotlakeError(f"building the jobs' Python archive: pip did not finish in {_PIP_TIMEOUT:.0f} s") from None
         if done.returncode != 0:
@@ -191,15 +214,23 @@ def _precompile(site: Path, python: str) -> None:
     import compileall
     import py_compile
 
-    compileall.compile_dir(str(site), quiet=1, workers=1, stripdir=str(site), prependdir=ARCHIVE_ALIAS,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    compileall.compile_dir(
+        str(site),
+        quiet=1,
+        workers=1,
+        stripdir=str(site),
+        prependdir=ARCHIVE_ALIAS,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
 
 
 def _deterministic_tar(folder: Path) -> bytes:
     """A gzipped tar of ``folder``'s content: sorted, fixed owner and times, so equal input -> equal bytes."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w",
-                                                                                format=tarfile.PAX_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for path in sorted(folder.rglob("*")):
             info = tar.gettarinfo(str(path), arcname=str(path.relative_to(folder)))
             info.uid = info.gid = 0
@@ -231,8 +262,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish(root: str, jars: Sequence[Path], python_archive: Path, s3: Any = None,
-            python: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM) -> Manifest:
+def publish(
+    root: str,
+    jars: Sequence[Path],
+    python_archive: Path,
+    s3: Any = None,
+    python: str = DEFAULT_PYTHON,
+    platform: str = DEFAULT_PLATFORM,
+) -> Manifest:
     """Copy ``jars`` and ``python_archive`` under ``<root>/deps/`` by content and write the manifest."""
     root = root.rstrip("/")
     files = [*jars, python_archive]
@@ -264,7 +301,10 @@ def publish(root: str, jars: Sequence[Path], python_archive: Path, s3: Any = Non
     manifest = Manifest(
         jars=[f"{base}/{names[path.name]}" for path in jars],
         python_archive=f"{base}/{names[python_archive.name]}",
-        python=python, platform=platform, files=sums, bootstrap=f"{base}/{bootstrap_name}",
+        python=python,
+        platform=platform,
+        files=sums,
+        bootstrap=f"{base}/{bootstrap_name}",
     )
     _write_manifest(root, manifest, s3)
     return manifest
@@ -284,8 +324,7 @@ def _write_manifest(root: str, manifest: Manifest, s3: Any) -> None:
     body = manifest.to_json().encode("utf-8")
     if root.startswith(("s3://", "s3a://")):
         bucket, prefix = split_s3(root)
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}".lstrip("/"), Body=body,
-                      ContentType="application/json")
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}".lstrip("/"), Body=body, ContentType="application/json")
         return
     path = Path(root) / MANIFEST
     if path.exists() and path.read_bytes() == body:
@@ -296,8 +335,9 @@ def _write_manifest(root: str, manifest: Manifest, s3: Any) -> None:
     tmp.replace(path)
 
 
-def build_and_publish(root: str, s3: Any = None, python: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM,
-                      layout: Any = None) -> Manifest:
+def build_and_publish(
+    root: str, s3: Any = None, python: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM, layout: Any = None
+) -> Manifest:
     """Resolve the jobs' jars with Maven, build the Python archive with pip, publish both under ``root``."""
     from spotlake.stack import StackLayout
 
@@ -333,8 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpotlakeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"published {len(manifest.jars)} jars and {Path(manifest.python_archive).name} "
-          f"(CPython {manifest.python}, {manifest.platform}) under {root}/deps; manifest {root}/{MANIFEST}")
+    print(
+        f"published {len(manifest.jars)} jars and {Path(manifest.python_archive).name} "
+        f"(CPython {manifest.python}, {manifest.platform}) under {root}/deps; manifest {root}/{MANIFEST}"
+    )
     print(f"EMR bootstrap action (pools.<name>.emr.bootstrap_actions): {manifest.bootstrap}")
     return 0
 

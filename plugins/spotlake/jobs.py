@@ -119,8 +119,7 @@ def submit_or_reconnect(
             else:
                 state = _batch_state(client_for(job.endpoint), job.batch_id)
                 if state is not None and state not in ("dead", "killed", "error"):
-                    log.info("reconnecting to batch %s of %s on %s (state %s)",
-                             job.batch_id, job.job_key, job.cluster_id, state)
+                    log.info("reconnecting to batch %s of %s on %s (state %s)", job.batch_id, job.job_key, job.cluster_id, state)
                     return Submission(job, reconnected=True)
         cluster = registry.ready_cluster(request.pool)
         if cluster is None:
@@ -163,6 +162,7 @@ def _submit(
             f"Livy at {cluster.endpoint} (cluster {cluster.cluster_id}, pool {cluster.pool}) refused the "
             f"batch of {request.job_key}: {exc}"
         ) from exc
-    log.info("submitted %s as batch %s to %s in %.2f s", request.job_key, batch_id,
-             cluster.cluster_id, time.monotonic() - started)
+    log.info(
+        "submitted %s as batch %s to %s in %.2f s", request.job_key, batch_id, cluster.cluster_id, time.monotonic() - started
+    )
     return registry.update_job(job, batch_id=int(batch_id))

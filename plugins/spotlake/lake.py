@@ -58,11 +58,17 @@ def catalog(lake: config.Lake, secrets: Any = None) -> Any:
         import boto3
 
         secrets = boto3.client("secretsmanager")
-    secret = parse_database_secret(secrets.get_secret_value(SecretId=lake.secret_id).get("SecretString"),
-                                   f"lake catalog secret '{lake.secret_id}'", SpotlakeError, database_required=True,
-                                   endpoint=lake.endpoint)
-    uri = (f"postgresql+psycopg2://{quote(secret.username, safe='')}:{quote(secret.password, safe='')}"
-           f"@{secret.host}:{secret.port}/{secret.database}")
+    secret = parse_database_secret(
+        secrets.get_secret_value(SecretId=lake.secret_id).get("SecretString"),
+        f"lake catalog secret '{lake.secret_id}'",
+        SpotlakeError,
+        database_required=True,
+        endpoint=lake.endpoint,
+    )
+    uri = (
+        f"postgresql+psycopg2://{quote(secret.username, safe='')}:{quote(secret.password, safe='')}"
+        f"@{secret.host}:{secret.port}/{secret.database}"
+    )
     return SqlCatalog(lake.catalog, uri=uri, warehouse=lake.warehouse, **s3_properties(), **lake.properties)
 
 
@@ -73,8 +79,9 @@ def load(pipelines: config.PipelinesConfig, pipeline: str, changes: bool = False
     return catalog(pipelines.lake, secrets).load_table(f"{pipelines.lake.namespace}.{name}")
 
 
-def read(pipelines: config.PipelinesConfig, pipeline: str, changes: bool = False, include_deleted: bool = True,
-         secrets: Any = None) -> pa.Table:
+def read(
+    pipelines: config.PipelinesConfig, pipeline: str, changes: bool = False, include_deleted: bool = True, secrets: Any = None
+) -> pa.Table:
     """A pipeline's table as Arrow; soft-deleted rows left out of the current state on request."""
     table = load(pipelines, pipeline, changes, secrets)
     p = pipelines.get(pipeline)

@@ -75,17 +75,13 @@ def resolve_jars(layout: StackLayout, group: str) -> Path:
             f"-DoutputDirectory={partial}", "-DincludeScope=runtime",
         ]  # fmt: skip
         try:
-            done = subprocess.run(  # noqa: S603 - fixed argv
-                argv, capture_output=True, text=True, timeout=_MVN_TIMEOUT, cwd=layout.project
-            )
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=_MVN_TIMEOUT, cwd=layout.project)
         except subprocess.TimeoutExpired:
             shutil.rmtree(partial, ignore_errors=True)
             raise StackError(f"{step} failed: mvn did not finish within {_MVN_TIMEOUT:.0f} s") from None
         if done.returncode != 0 or not any(partial.glob("*.jar")):
             shutil.rmtree(partial, ignore_errors=True)
-            raise StackError(
-                f"{step} failed: {_mvn_error(done.stdout + done.stderr)} (mvn exit {done.returncode})"
-            )
+            raise StackError(f"{step} failed: {_mvn_error(done.stdout + done.stderr)} (mvn exit {done.returncode})")
         (partial / STAMP).write_text(_sha256(pom) + "\n")
         old = layout.jars_dir / f".{group}.old"
         shutil.rmtree(old, ignore_errors=True)

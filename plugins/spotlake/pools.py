@@ -31,27 +31,59 @@ INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 LOCAL_MASTER = re.compile(r"^local\[(\d+|\*)\]$")
 SUBNET = re.compile(r"^subnet-[0-9a-f]+$")
 ALLOCATION_STRATEGIES = (
-    "capacity-optimized", "price-capacity-optimized", "capacity-optimized-prioritized", "lowest-price",
+    "capacity-optimized",
+    "price-capacity-optimized",
+    "capacity-optimized-prioritized",
+    "lowest-price",
 )
 # EMR's limits on AutoTerminationPolicy.IdleTimeout and Spot TimeoutDurationMinutes.
 IDLE_TIMEOUT_RANGE = (timedelta(minutes=1), timedelta(days=7))
 SPOT_TIMEOUT_RANGE = (timedelta(minutes=5), timedelta(minutes=1440))
 
 TIMING_KEYS = {
-    "max_age", "drain_deadline", "health_check_interval", "failure_threshold", "launch_timeout", "max_batches",
+    "max_age",
+    "drain_deadline",
+    "health_check_interval",
+    "failure_threshold",
+    "launch_timeout",
+    "max_batches",
 }
 POOL_KEYS = TIMING_KEYS | {"serves", "local", "emr", "sessions"}
 SESSION_KEYS = {
-    "enabled", "per_cluster", "recycle_after", "recycle_heap", "recycle_python_mb",
-    "statement_timeout", "inline_wait", "start_timeout",
-    "driver_memory", "driver_cores", "executor_memory", "executor_cores", "num_executors", "conf",
+    "enabled",
+    "per_cluster",
+    "recycle_after",
+    "recycle_heap",
+    "recycle_python_mb",
+    "statement_timeout",
+    "inline_wait",
+    "start_timeout",
+    "driver_memory",
+    "driver_cores",
+    "executor_memory",
+    "executor_cores",
+    "num_executors",
+    "conf",
 }
 SPARK_SIZE = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
 SERVES_KEYS = {"pipelines", "streams"}
 LOCAL_KEYS = {"master"}
 EMR_KEYS = {
-    "release_label", "subnet_ids", "log_uri", "service_role", "job_flow_role", "idle_timeout", "tags",
-    "master", "core", "task", "configurations", "bootstrap_actions", "security_groups", "deploy_mode", "python",
+    "release_label",
+    "subnet_ids",
+    "log_uri",
+    "service_role",
+    "job_flow_role",
+    "idle_timeout",
+    "tags",
+    "master",
+    "core",
+    "task",
+    "configurations",
+    "bootstrap_actions",
+    "security_groups",
+    "deploy_mode",
+    "python",
 }
 EMR_OPTIONAL_KEYS = {"tags", "configurations", "bootstrap_actions", "security_groups", "deploy_mode", "python"}
 SECURITY_GROUP_KEYS = {"master", "workers", "service_access", "additional_master", "additional_workers"}
@@ -67,8 +99,12 @@ ON_DEMAND_FLEET_KEYS = {"instance_types", "capacity"}
 TASK_FLEET_KEYS = {"instance_types", "capacity", "spot_timeout", "allocation_strategy"}
 INSTANCE_TYPE_KEYS = {"type", "weight", "ebs_gb"}
 DEFAULT_TIMINGS: dict[str, Any] = {
-    "max_age": "6h", "drain_deadline": "30m", "health_check_interval": "15s",
-    "failure_threshold": 3, "launch_timeout": "20m", "max_batches": 2,
+    "max_age": "6h",
+    "drain_deadline": "30m",
+    "health_check_interval": "15s",
+    "failure_threshold": 3,
+    "launch_timeout": "20m",
+    "max_batches": 2,
 }
 
 
@@ -86,9 +122,7 @@ def provider_name() -> str:
     """The cluster provider in use: ``SPOTLAKE_PROVIDER`` (default ``local``)."""
     name = os.environ.get("SPOTLAKE_PROVIDER", "local").strip().lower() or "local"
     if name not in PROVIDERS:
-        raise ConfigError(
-            f"SPOTLAKE_PROVIDER={name!r} is not a cluster provider; set it to one of {', '.join(PROVIDERS)}"
-        )
+        raise ConfigError(f"SPOTLAKE_PROVIDER={name!r} is not a cluster provider; set it to one of {', '.join(PROVIDERS)}")
     return name
 
 
@@ -167,7 +201,8 @@ class SessionSettings:
     ``enabled`` false: every job of the pool is its own Livy batch. ``per_cluster`` sessions per
     cluster, each running one statement (window) at a time; a session is replaced after
     ``recycle_after`` windows, when it grew past ``recycle_heap`` (driver heap live after GC, share of
-its maximum) or ``recycle_python_mb`` (its Python process), when the job code changes, or when it died. A statement running past
+    its maximum) or ``recycle_python_mb`` (its Python process), when the job code changes, or when it
+    died. A statement running past
     ``statement_timeout`` is cancelled, its session replaced and its window re-queued. The task waits
     up to ``inline_wait`` for its statement before it defers; a session has ``start_timeout`` to
     become idle. The sizes and ``conf`` are the session's Spark settings (Livy's driverMemory,
@@ -192,9 +227,13 @@ its maximum) or ``recycle_python_mb`` (its Python process), when the job code ch
     def livy_body(self) -> dict[str, Any]:
         """The sizes of a new session, as Livy's ``POST /sessions`` names them."""
         body: dict[str, Any] = {}
-        for key, name in (("driver_memory", "driverMemory"), ("driver_cores", "driverCores"),
-                          ("executor_memory", "executorMemory"), ("executor_cores", "executorCores"),
-                          ("num_executors", "numExecutors")):
+        for key, name in (
+            ("driver_memory", "driverMemory"),
+            ("driver_cores", "driverCores"),
+            ("executor_memory", "executorMemory"),
+            ("executor_cores", "executorCores"),
+            ("num_executors", "numExecutors"),
+        ):
             if getattr(self, key) is not None:
                 body[name] = getattr(self, key)
         return body
@@ -251,9 +290,7 @@ def load(path: Path | None = None, provider: str | None = None) -> PoolsConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: file not found; create it (see config/pools.yaml in the project)"
-        ) from None
+        raise ConfigError(f"{path}: file not found; create it (see config/pools.yaml in the project)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse(raw, path, provider or provider_name())
@@ -267,11 +304,8 @@ def parse(raw: Any, path: Path, provider: str = "local") -> PoolsConfig:
     _unknown_keys(defaults, TIMING_KEYS, f"{where}: defaults")
     entries = raw.get("pools")
     if not isinstance(entries, dict) or not entries:
-        raise ConfigError(
-            f"{where}: 'pools' must be a mapping of pool name to pool settings, with at least one pool"
-        )
-    pools = tuple(_pool(name, entry, f"{where}: pools.{name}", defaults, provider)
-                  for name, entry in entries.items())
+        raise ConfigError(f"{where}: 'pools' must be a mapping of pool name to pool settings, with at least one pool")
+    pools = tuple(_pool(name, entry, f"{where}: pools.{name}", defaults, provider) for name, entry in entries.items())
     return PoolsConfig(path=path, provider=provider, pools=pools)
 
 
@@ -294,14 +328,14 @@ def check_pipelines(pools: PoolsConfig, pipelines: PipelinesConfig) -> None:
 
 def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider: str) -> PoolConfig:
     if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(
-            f"{where}: pool names are lower-case letters, digits and _ (got {name!r}); rename it"
-        )
+        raise ConfigError(f"{where}: pool names are lower-case letters, digits and _ (got {name!r}); rename it")
     entry = _mapping(entry or {}, where)
     _unknown_keys(entry, POOL_KEYS, where)
     timing = {**DEFAULT_TIMINGS, **defaults, **{k: v for k, v in entry.items() if k in TIMING_KEYS}}
-    durations = {key: parse_duration(timing[key], f"{where}.{key}")
-                 for key in ("max_age", "drain_deadline", "health_check_interval", "launch_timeout")}
+    durations = {
+        key: parse_duration(timing[key], f"{where}.{key}")
+        for key in ("max_age", "drain_deadline", "health_check_interval", "launch_timeout")
+    }
     for key, value in durations.items():
         if value <= timedelta(0):
             raise ConfigError(f"{where}.{key}: must be longer than zero; write e.g. 30s, 15m or 6h")
@@ -400,15 +434,25 @@ def _sessions(entry: Any, where: str, max_batches: int) -> SessionSettings:
     conf = _mapping(entry.get("conf") or {}, f"{where}.conf")
     return SessionSettings(
         enabled=enabled,
-        per_cluster=_positive_int(entry.get("per_cluster", max_batches), f"{where}.per_cluster",
-                                  "how many long-lived sessions each cluster of the pool keeps (e.g. 2)"),
-        recycle_after=_positive_int(entry.get("recycle_after", 500), f"{where}.recycle_after",
-                                    "how many windows a session runs before it is replaced (e.g. 500)"),
+        per_cluster=_positive_int(
+            entry.get("per_cluster", max_batches),
+            f"{where}.per_cluster",
+            "how many long-lived sessions each cluster of the pool keeps (e.g. 2)",
+        ),
+        recycle_after=_positive_int(
+            entry.get("recycle_after", 500),
+            f"{where}.recycle_after",
+            "how many windows a session runs before it is replaced (e.g. 500)",
+        ),
         recycle_heap=_share(entry.get("recycle_heap", "80%"), f"{where}.recycle_heap"),
-        recycle_python_mb=_positive_int(entry.get("recycle_python_mb", 2048), f"{where}.recycle_python_mb",
-                                        "the session's Python process size in MiB that gets it replaced (e.g. 2048)"),
+        recycle_python_mb=_positive_int(
+            entry.get("recycle_python_mb", 2048),
+            f"{where}.recycle_python_mb",
+            "the session's Python process size in MiB that gets it replaced (e.g. 2048)",
+        ),
         conf=tuple(sorted((str(k), str(v)) for k, v in conf.items())),
-        **durations, **sizes,
+        **durations,
+        **sizes,
     )
 
 
@@ -417,9 +461,7 @@ def _local(entry: Any, where: str) -> LocalShape:
     _unknown_keys(entry, LOCAL_KEYS, where)
     master = str(entry.get("master", "local[2]"))
     if not LOCAL_MASTER.match(master):
-        raise ConfigError(
-            f"{where}.master: '{master}' is not a local Spark master; write local[N] or local[*]"
-        )
+        raise ConfigError(f"{where}.master: '{master}' is not a local Spark master; write local[N] or local[*]")
     return LocalShape(master=master)
 
 
@@ -436,8 +478,7 @@ def _emr(entry: Any, where: str) -> EmrShape:
             "Spark 3.5, so write e.g. emr-7.5.0"
         )
     subnets = entry["subnet_ids"]
-    if not isinstance(subnets, list) or not subnets or not all(isinstance(s, str) and SUBNET.match(s)
-                                                               for s in subnets):
+    if not isinstance(subnets, list) or not subnets or not all(isinstance(s, str) and SUBNET.match(s) for s in subnets):
         raise ConfigError(
             f"{where}.subnet_ids: expected a non-empty list of subnet ids (subnet-...); list several "
             "subnets so EMR can place instance fleets where spot capacity is"
@@ -451,9 +492,7 @@ def _emr(entry: Any, where: str) -> EmrShape:
     tags = _mapping(entry.get("tags") or {}, f"{where}.tags")
     for key in tags:
         if str(key).startswith("spotlake:"):
-            raise ConfigError(
-                f"{where}.tags.{key}: tags starting with 'spotlake:' are the fleet's own; rename it"
-            )
+            raise ConfigError(f"{where}.tags.{key}: tags starting with 'spotlake:' are the fleet's own; rename it")
     service_role = _text(entry["service_role"], f"{where}.service_role")
     if service_role.rsplit("/", 1)[-1] == V1_SERVICE_ROLE:
         raise ConfigError(
@@ -481,7 +520,8 @@ def _emr(entry: Any, where: str) -> EmrShape:
         configurations=_configurations(entry.get("configurations") or [], f"{where}.configurations"),
         bootstrap_actions=_bootstrap_actions(entry.get("bootstrap_actions") or [], f"{where}.bootstrap_actions"),
         security_groups=_security_groups(entry["security_groups"], f"{where}.security_groups")
-        if entry.get("security_groups") else None,
+        if entry.get("security_groups")
+        else None,
         deploy_mode=deploy_mode,
         python=python,
     )
@@ -490,8 +530,10 @@ def _emr(entry: Any, where: str) -> EmrShape:
 def _configurations(value: Any, where: str) -> tuple[dict[str, Any], ...]:
     """EMR classifications as RunJobFlow takes them: ``{Classification, Properties, Configurations}``."""
     if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list of EMR classifications such as "
-                          "[{Classification: spark-defaults, Properties: {spark.executor.memory: 4g}}]")
+        raise ConfigError(
+            f"{where}: expected a list of EMR classifications such as "
+            "[{Classification: spark-defaults, Properties: {spark.executor.memory: 4g}}]"
+        )
     out = []
     for i, item in enumerate(value):
         at = f"{where}[{i}]"
@@ -504,9 +546,10 @@ def _configurations(value: Any, where: str) -> tuple[dict[str, Any], ...]:
         for key, prop in properties.items():
             if isinstance(prop, (dict, list)) or prop is None:
                 raise ConfigError(f"{at}.Properties.{key}: expected a string, number or boolean, got {prop!r}")
-        config: dict[str, Any] = {"Classification": name,
-                                  "Properties": {str(k): str(v).lower() if isinstance(v, bool) else str(v)
-                                                 for k, v in properties.items()}}
+        config: dict[str, Any] = {
+            "Classification": name,
+            "Properties": {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in properties.items()},
+        }
         if item.get("Configurations"):
             config["Configurations"] = list(_configurations(item["Configurations"], f"{at}.Configurations"))
         out.append(config)
@@ -529,8 +572,7 @@ def _bootstrap_actions(value: Any, where: str) -> tuple[BootstrapAction, ...]:
         args = item.get("args") or []
         if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
             raise ConfigError(f"{at}.args: expected a list of strings")
-        actions.append(BootstrapAction(name=_text(item.get("name"), f"{at}.name"), path=path,
-                                       args=tuple(str(a) for a in args)))
+        actions.append(BootstrapAction(name=_text(item.get("name"), f"{at}.name"), path=path, args=tuple(str(a) for a in args)))
     return tuple(actions)
 
 
@@ -550,9 +592,13 @@ def _security_groups(value: Any, where: str) -> SecurityGroups:
             raise ConfigError(f"{where}.{key}: expected a list of security group ids (sg-...)")
         return tuple(sgs)
 
-    return SecurityGroups(master=group("master"), workers=group("workers"), service_access=group("service_access"),
-                          additional_master=groups("additional_master"),
-                          additional_workers=groups("additional_workers"))
+    return SecurityGroups(
+        master=group("master"),
+        workers=group("workers"),
+        service_access=group("service_access"),
+        additional_master=groups("additional_master"),
+        additional_workers=groups("additional_workers"),
+    )
 
 
 def _text(value: Any, where: str) -> str:
@@ -580,11 +626,10 @@ def _fleet(entry: Any, where: str, role: str) -> InstanceFleet:
         raise ConfigError(f"{where}.spot_timeout: EMR accepts 5m to 24h; got {entry.get('spot_timeout')}")
     strategy = str(entry.get("allocation_strategy", "capacity-optimized"))
     if strategy not in ALLOCATION_STRATEGIES:
-        raise ConfigError(
-            f"{where}.allocation_strategy: '{strategy}' is not one of {', '.join(ALLOCATION_STRATEGIES)}"
-        )
-    return InstanceFleet(role=role, instance_types=types, capacity=capacity,
-                         spot_timeout=spot_timeout, allocation_strategy=strategy)
+        raise ConfigError(f"{where}.allocation_strategy: '{strategy}' is not one of {', '.join(ALLOCATION_STRATEGIES)}")
+    return InstanceFleet(
+        role=role, instance_types=types, capacity=capacity, spot_timeout=spot_timeout, allocation_strategy=strategy
+    )
 
 
 def _instance_type(entry: Any, where: str) -> InstanceType:

@@ -173,8 +173,9 @@ def _key(**attributes: str) -> dict[str, Any]:
     return attribute_values(attributes)
 
 
-def _versioned_update(table: str, key: dict[str, Any], version: int, changes: dict[str, Any],
-                      state: str | None = None) -> dict[str, Any]:
+def _versioned_update(
+    table: str, key: dict[str, Any], version: int, changes: dict[str, Any], state: str | None = None
+) -> dict[str, Any]:
     """The update of the item at ``key``: SET ``changes`` and version + 1, on condition that the item
     is still at ``version`` (and, given ``state``, in that state). The arguments of ``update_item``,
     or a transaction's ``Update``: every versioned state change of the registry is one of these."""
@@ -259,7 +260,9 @@ class Registry:
     # ---------------------------------------------------------------- clusters
     def get_cluster(self, pool: str, cluster_id: str) -> Cluster | None:
         item = self.client.get_item(
-            TableName=self.clusters_table, Key=_key(pool=pool, cluster_id=cluster_id), ConsistentRead=True,
+            TableName=self.clusters_table,
+            Key=_key(pool=pool, cluster_id=cluster_id),
+            ConsistentRead=True,
         ).get("Item")
         return from_item(Cluster, item) if item else None
 
@@ -270,7 +273,9 @@ class Registry:
     def active_cluster_id(self, pool: str) -> tuple[str, int]:
         """The pool's cluster taking new work ("" if none) and the control item's version."""
         item = self.client.get_item(
-            TableName=self.clusters_table, Key=_key(pool=pool, cluster_id=POOL_ITEM), ConsistentRead=True,
+            TableName=self.clusters_table,
+            Key=_key(pool=pool, cluster_id=POOL_ITEM),
+            ConsistentRead=True,
         ).get("Item")
         if not item:
             return "", 0
@@ -293,8 +298,9 @@ class Registry:
         cluster.version = 1
         cluster.launched_at = cluster.launched_at or now_iso()
         cluster.updated_at = now_iso()
-        self._versioned_put(self.clusters_table, cluster, "cluster_id", None,
-                            f"cluster {cluster.pool}/{cluster.cluster_id} already exists")
+        self._versioned_put(
+            self.clusters_table, cluster, "cluster_id", None, f"cluster {cluster.pool}/{cluster.cluster_id} already exists"
+        )
 
     def mark_ready(self, cluster: Cluster, endpoint: str, replaces: str = "") -> Cluster:
         """LAUNCHING -> READY, and make it the pool's active cluster, atomically.
@@ -309,9 +315,12 @@ class Registry:
         else:
             active_condition, values = "attribute_not_exists(active) OR active = :empty", {":empty": ""}
         self._transact_updates(
-            [self._cluster_update(cluster, ready, ClusterState.LAUNCHING),
-             self._pointer_update(cluster.pool, cluster.cluster_id, now,
-                                  f"attribute_not_exists(cluster_id) OR {active_condition}", values)],
+            [
+                self._cluster_update(cluster, ready, ClusterState.LAUNCHING),
+                self._pointer_update(
+                    cluster.pool, cluster.cluster_id, now, f"attribute_not_exists(cluster_id) OR {active_condition}", values
+                ),
+            ],
             f"cluster {cluster.pool}/{cluster.cluster_id} could not become READY: it is not LAUNCHING at "
             f"version {cluster.version}, or the pool's active cluster is not '{replaces}'",
         )
@@ -321,8 +330,9 @@ class Registry:
         """Move a cluster from its current state (at its version) to ``to``; the pool's
         active pointer is cleared if it named this cluster and it stops taking work."""
         changes = {"state": to, "reason": reason, "updated_at": now_iso()}
-        with _stale_on_conflict(f"cluster {cluster.pool}/{cluster.cluster_id} is no longer {cluster.state} "
-                                f"at version {cluster.version}"):
+        with _stale_on_conflict(
+            f"cluster {cluster.pool}/{cluster.cluster_id} is no longer {cluster.state} at version {cluster.version}"
+        ):
             self.client.update_item(**self._cluster_update(cluster, changes, cluster.state))
         if to != ClusterState.READY:
             self._clear_active(cluster.pool, cluster.cluster_id)
@@ -334,11 +344,15 @@ class Registry:
         forbidden = sorted(set(changes) & {"pool", "cluster_id", "state", "version"})
         if forbidden:
             raise ValueError(
-                f"update_cluster cannot change {', '.join(forbidden)}; use transition_cluster or "
-                "mark_ready for state changes"
+                f"update_cluster cannot change {', '.join(forbidden)}; use transition_cluster or mark_ready for state changes"
             )
-        return self._update(self.clusters_table, _key(pool=cluster.pool, cluster_id=cluster.cluster_id), cluster,
-                            changes, f"cluster {cluster.pool}/{cluster.cluster_id}")
+        return self._update(
+            self.clusters_table,
+            _key(pool=cluster.pool, cluster_id=cluster.cluster_id),
+            cluster,
+            changes,
+            f"cluster {cluster.pool}/{cluster.cluster_id}",
+        )
 
     def take_over(self, cluster: Cluster, endpoint: str, old: Cluster, drain_started_at: str) -> Cluster:
         """In one transaction: ``cluster`` LAUNCHING -> READY, ``old`` READY -> DRAINING, and
@@ -346,12 +360,18 @@ class Registry:
         with two READY clusters nor one with none. StaleState if any of the three changed."""
         now = now_iso()
         ready = {"state": ClusterState.READY, "endpoint": endpoint, "updated_at": now}
-        draining = {"state": ClusterState.DRAINING, "reason": f"replaced by {cluster.cluster_id}",
-                    "drain_started_at": drain_started_at, "updated_at": now}
+        draining = {
+            "state": ClusterState.DRAINING,
+            "reason": f"replaced by {cluster.cluster_id}",
+            "drain_started_at": drain_started_at,
+            "updated_at": now,
+        }
         self._transact_updates(
-            [self._cluster_update(cluster, ready, ClusterState.LAUNCHING),
-             self._cluster_update(old, draining, ClusterState.READY),
-             self._pointer_update(cluster.pool, cluster.cluster_id, now, "active = :old", {":old": old.cluster_id})],
+            [
+                self._cluster_update(cluster, ready, ClusterState.LAUNCHING),
+                self._cluster_update(old, draining, ClusterState.READY),
+                self._pointer_update(cluster.pool, cluster.cluster_id, now, "active = :old", {":old": old.cluster_id}),
+            ],
             f"cluster {cluster.pool}/{cluster.cluster_id} could not take over from {old.cluster_id}: one of them "
             f"changed, or {old.cluster_id} no longer takes the pool's work",
         )
@@ -360,11 +380,11 @@ class Registry:
 
     def _cluster_update(self, cluster: Cluster, changes: dict[str, Any], state: str) -> dict[str, Any]:
         """The versioned update of ``changes`` to ``cluster``, if it is still in ``state``."""
-        return _versioned_update(self.clusters_table, _key(pool=cluster.pool, cluster_id=cluster.cluster_id),
-                                 cluster.version, changes, state)
+        return _versioned_update(
+            self.clusters_table, _key(pool=cluster.pool, cluster_id=cluster.cluster_id), cluster.version, changes, state
+        )
 
-    def _pointer_update(self, pool: str, active: str, now: str, condition: str,
-                        values: dict[str, Any]) -> dict[str, Any]:
+    def _pointer_update(self, pool: str, active: str, now: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
         """The update of the pool's control item that makes ``active`` ("": none) the cluster taking
         its new work, under ``condition`` (on the values ``values``)."""
         return {
@@ -384,21 +404,19 @@ class Registry:
 
     # -------------------------------------------------------------------- jobs
     def get_job(self, job_key: str) -> Job | None:
-        item = self.client.get_item(
-            TableName=self.jobs_table, Key=_key(job_key=job_key), ConsistentRead=True
-        ).get("Item")
+        item = self.client.get_item(TableName=self.jobs_table, Key=_key(job_key=job_key), ConsistentRead=True).get("Item")
         return from_item(Job, item) if item else None
 
     def jobs(self) -> list[Job]:
         return [from_item(Job, i) for i in self._scan(TableName=self.jobs_table)]
 
-    def jobs_on_cluster(self, pool: str, cluster_id: str,
-                        states: tuple[str, ...] = (JobState.SUBMITTED,)) -> list[Job]:
+    def jobs_on_cluster(self, pool: str, cluster_id: str, states: tuple[str, ...] = (JobState.SUBMITTED,)) -> list[Job]:
         """Jobs of ``pool`` on ``cluster_id`` in one of ``states`` (a filtered scan)."""
         return self.jobs_in_pool(pool, states, cluster_id)
 
-    def jobs_in_pool(self, pool: str, states: tuple[str, ...] = (JobState.SUBMITTED,),
-                     cluster_id: str | None = None) -> list[Job]:
+    def jobs_in_pool(
+        self, pool: str, states: tuple[str, ...] = (JobState.SUBMITTED,), cluster_id: str | None = None
+    ) -> list[Job]:
         """Jobs of ``pool`` in one of ``states``, on ``cluster_id`` if given (a filtered scan)."""
         values: dict[str, Any] = {f":s{i}": s for i, s in enumerate(states)}
         condition = f"#p = :p AND #s IN ({', '.join(values)})"
@@ -408,25 +426,38 @@ class Registry:
             condition += " AND #c = :c"
             values[":c"] = cluster_id
             names["#c"] = "cluster_id"
-        items = self._scan(TableName=self.jobs_table, FilterExpression=condition, ExpressionAttributeNames=names,
-                           ExpressionAttributeValues=attribute_values(values), ConsistentRead=True)
+        items = self._scan(
+            TableName=self.jobs_table,
+            FilterExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=attribute_values(values),
+            ConsistentRead=True,
+        )
         return [from_item(Job, i) for i in items]
 
-    def claim_job(self, job_key: str, pool: str, cluster: Cluster, run_id: str,
-                  expected: Job | None, slot: str = "") -> Job:
+    def claim_job(self, job_key: str, pool: str, cluster: Cluster, run_id: str, expected: Job | None, slot: str = "") -> Job:
         """Take the job for a new submission to ``cluster``: attempt + 1, state SUBMITTED
         with no batch (or statement) id yet; ``slot``: the session slot it leased, for a
         statement. ``expected`` is the job as last read (None: must not exist)."""
         now = now_iso()
         job = Job(
-            job_key=job_key, pool=pool, state=JobState.SUBMITTED,
+            job_key=job_key,
+            pool=pool,
+            state=JobState.SUBMITTED,
             attempt=(expected.attempt if expected else 0) + 1,
-            cluster_id=cluster.cluster_id, endpoint=cluster.endpoint, batch_id=-1, run_id=run_id,
+            cluster_id=cluster.cluster_id,
+            endpoint=cluster.endpoint,
+            batch_id=-1,
+            run_id=run_id,
             moves=expected.moves if expected else 0,
-            submitted_at=now, updated_at=now, version=(expected.version if expected else 0) + 1, slot=slot,
+            submitted_at=now,
+            updated_at=now,
+            version=(expected.version if expected else 0) + 1,
+            slot=slot,
         )
-        self._versioned_put(self.jobs_table, job, "job_key", expected.version if expected else None,
-                            f"job {job_key} changed since it was read")
+        self._versioned_put(
+            self.jobs_table, job, "job_key", expected.version if expected else None, f"job {job_key} changed since it was read"
+        )
         return job
 
     def update_job(self, job: Job, **changes: Any) -> Job:
@@ -451,7 +482,9 @@ class Registry:
 
     def get_slot(self, cluster_id: str, slot: str) -> SessionSlot | None:
         item = self.client.get_item(
-            TableName=self.sessions_table, Key=_key(cluster_id=cluster_id, slot=slot), ConsistentRead=True,
+            TableName=self.sessions_table,
+            Key=_key(cluster_id=cluster_id, slot=slot),
+            ConsistentRead=True,
         ).get("Item")
         return from_item(SessionSlot, item) if item else None
 
@@ -461,14 +494,24 @@ class Registry:
         now = now_iso()
         slot.lease_job, slot.lease_run, slot.leased_at, slot.updated_at = job_key, run_id, now, now
         slot.version = (expected_version or 0) + 1
-        self._versioned_put(self.sessions_table, slot, "cluster_id", expected_version,
-                            f"session slot {slot.cluster_id}/{slot.slot} changed since it was read")
+        self._versioned_put(
+            self.sessions_table,
+            slot,
+            "cluster_id",
+            expected_version,
+            f"session slot {slot.cluster_id}/{slot.slot} changed since it was read",
+        )
         return slot
 
     def update_slot(self, slot: SessionSlot, **changes: Any) -> SessionSlot:
         """Apply ``changes`` to the slot if it is still at ``slot.version``."""
-        return self._update(self.sessions_table, _key(cluster_id=slot.cluster_id, slot=slot.slot), slot, changes,
-                            f"session slot {slot.cluster_id}/{slot.slot}")
+        return self._update(
+            self.sessions_table,
+            _key(cluster_id=slot.cluster_id, slot=slot.slot),
+            slot,
+            changes,
+            f"session slot {slot.cluster_id}/{slot.slot}",
+        )
 
     # ------------------------------------------------------------------ writes
     def _versioned_put(self, table: str, item: Any, key: str, expected_version: int | None, stale: str) -> None:
@@ -480,7 +523,9 @@ class Registry:
             condition, values = "version = :v", {":v": expected_version}
         with _stale_on_conflict(stale):
             self.client.put_item(
-                TableName=table, Item=to_item(item), ConditionExpression=condition,
+                TableName=table,
+                Item=to_item(item),
+                ConditionExpression=condition,
                 **({"ExpressionAttributeValues": attribute_values(values)} if values else {}),
             )
 

@@ -71,17 +71,18 @@ class StatementState(StrEnum):
 class StatementOutcome(StrEnum):
     """What became of a statement (:func:`statement_status`)."""
 
-    RUNNING = "running"      # not done yet
-    SUCCESS = "success"      # the code ran to its end
-    FAILED = "failed"        # it raised, or Livy failed it
+    RUNNING = "running"  # not done yet
+    SUCCESS = "success"  # the code ran to its end
+    FAILED = "failed"  # it raised, or Livy failed it
     CANCELLED = "cancelled"
 
 
 # A session in one of SESSION_LIVE can take statements; one in SESSION_GONE never will again.
 SESSION_STARTING = frozenset({SessionState.NOT_STARTED, SessionState.STARTING})
 SESSION_LIVE = frozenset({SessionState.IDLE, SessionState.BUSY})
-SESSION_GONE = frozenset({SessionState.SHUTTING_DOWN, SessionState.ERROR, SessionState.DEAD, SessionState.KILLED,
-                          SessionState.SUCCESS})
+SESSION_GONE = frozenset(
+    {SessionState.SHUTTING_DOWN, SessionState.ERROR, SessionState.DEAD, SessionState.KILLED, SessionState.SUCCESS}
+)
 STATEMENT_PENDING = frozenset({StatementState.WAITING, StatementState.RUNNING, StatementState.CANCELLING})
 STATEMENT_DONE = frozenset({StatementState.AVAILABLE, StatementState.ERROR, StatementState.CANCELLED})
 # A lease is taken before its job is claimed: for this long a lease its job does not name yet is live.
@@ -128,10 +129,7 @@ def bootstrap_code(request: StatementRequest) -> str:
 
 def statement_code(entry: str, argv: list[str]) -> str:
     """The statement of one job attempt: the batch's entry function, in this session."""
-    return (
-        "from spark_jobs.common.session import run as _spotlake_run\n"
-        f"_spotlake_run(spark, {entry!r}, {argv!r})"
-    )
+    return f"from spark_jobs.common.session import run as _spotlake_run\n_spotlake_run(spark, {entry!r}, {argv!r})"
 
 
 # ----------------------------------------------------------------------------- Livy
@@ -141,10 +139,10 @@ class LivySessions:
     def __init__(self, hook: Any) -> None:
         self.hook = hook
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-              missing_ok: bool = False) -> Any:
-        response = self.hook.run_method(endpoint=path, method=method,
-                                        data=json.dumps(body) if body is not None else None, headers=JSON)
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, missing_ok: bool = False) -> Any:
+        response = self.hook.run_method(
+            endpoint=path, method=method, data=json.dumps(body) if body is not None else None, headers=JSON
+        )
         if missing_ok and response.status_code == 404:
             return None
         if response.status_code >= 300:
@@ -188,8 +186,7 @@ class LivySessions:
                 raise SessionLost(f"session {session_id} still '{state}' after {timeout:.0f} s (sessions.start_timeout)")
             time.sleep(poll)
 
-    def wait_statement(self, session_id: int, statement_id: int, timeout: float,
-                       poll: float = 0.1) -> dict[str, Any] | None:
+    def wait_statement(self, session_id: int, statement_id: int, timeout: float, poll: float = 0.1) -> dict[str, Any] | None:
         """The statement once done, or None if still pending after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
@@ -236,15 +233,14 @@ def exit_code(statement: dict[str, Any]) -> int | None:
     for line in reversed(statement_text(statement).splitlines()):
         if line.startswith(EXIT_MARK):
             try:
-                return int(line[len(EXIT_MARK):])
+                return int(line[len(EXIT_MARK) :])
             except ValueError:
                 return None
     return None
 
 
 # --------------------------------------------------------------------------- slots
-def lease_is_stale(registry: Registry, slot: SessionSlot, replacing: str = "",
-                   grace_s: float = LEASE_GRACE_S) -> bool:
+def lease_is_stale(registry: Registry, slot: SessionSlot, replacing: str = "", grace_s: float = LEASE_GRACE_S) -> bool:
     """Whether the slot's lease no longer belongs to a running job attempt: free, held by the
     attempt ``replacing`` (whose statement is known to be gone), or held by an attempt its job has
     moved on from (finished, failed, re-claimed). A lease younger than ``grace_s`` whose job does
@@ -259,8 +255,15 @@ def lease_is_stale(registry: Registry, slot: SessionSlot, replacing: str = "",
     return age_s(slot.leased_at) > grace_s
 
 
-def acquire_slot(registry: Registry, cluster: Cluster, job_key: str, run_id: str, settings: SessionSettings,
-                 code_version: str, replacing: str = "") -> SessionSlot:
+def acquire_slot(
+    registry: Registry,
+    cluster: Cluster,
+    job_key: str,
+    run_id: str,
+    settings: SessionSettings,
+    code_version: str,
+    replacing: str = "",
+) -> SessionSlot:
     """Lease a session slot of ``cluster`` to the attempt ``run_id``; warm slots (a session with
     this code) first. ``replacing``: the run id of the job's earlier attempt whose statement is
     gone (its lease is free). NoFreeSession when every slot is leased to a live attempt."""
@@ -276,8 +279,7 @@ def acquire_slot(registry: Registry, cluster: Cluster, job_key: str, run_id: str
         slot = slots.get(name)
         try:
             if slot is None:
-                fresh = SessionSlot(cluster_id=cluster.cluster_id, slot=name, pool=cluster.pool,
-                                    endpoint=cluster.endpoint)
+                fresh = SessionSlot(cluster_id=cluster.cluster_id, slot=name, pool=cluster.pool, endpoint=cluster.endpoint)
                 return registry.lease_slot(fresh, None, job_key, run_id)
             if lease_is_stale(registry, slot, replacing):
                 return registry.lease_slot(slot, slot.version, job_key, run_id)
@@ -289,8 +291,9 @@ def acquire_slot(registry: Registry, cluster: Cluster, job_key: str, run_id: str
     )
 
 
-def release_slot(registry: Registry, slot_name: str, cluster_id: str, run_id: str, *, discard: str = "",
-                 client: LivySessions | None = None) -> None:
+def release_slot(
+    registry: Registry, slot_name: str, cluster_id: str, run_id: str, *, discard: str = "", client: LivySessions | None = None
+) -> None:
     """Free the slot leased by ``run_id`` (nothing if another attempt took it over); ``discard``:
     the session is gone or must not be reused, and why; it is deleted through ``client`` (whatever
     it still runs dies with it: cancelling a statement stops its Spark jobs, not its Python code)."""
@@ -311,8 +314,14 @@ def release_slot(registry: Registry, slot_name: str, cluster_id: str, run_id: st
         log.info("session slot %s/%s changed before it was released", cluster_id, slot_name)
 
 
-def ensure_session(registry: Registry, slot: SessionSlot, cluster: Cluster, client: LivySessions,
-                   request: StatementRequest, settings: SessionSettings) -> SessionSlot:
+def ensure_session(
+    registry: Registry,
+    slot: SessionSlot,
+    cluster: Cluster,
+    client: LivySessions,
+    request: StatementRequest,
+    settings: SessionSettings,
+) -> SessionSlot:
     """The leased slot with a live session that has this code version loaded: the slot's own
     session if it still qualifies, else a new one (the old one deleted)."""
     if slot.session_id >= 0:
@@ -344,11 +353,13 @@ def ensure_session(registry: Registry, slot: SessionSlot, cluster: Cluster, clie
         }
         started = time.monotonic()
         session_id = client.create(body)
-        slot = registry.update_slot(slot, session_id=session_id, code_version="", statements=0, started_at=now_iso(),
-                                    endpoint=cluster.endpoint)
+        slot = registry.update_slot(
+            slot, session_id=session_id, code_version="", statements=0, started_at=now_iso(), endpoint=cluster.endpoint
+        )
         client.wait_live(session_id, settings.start_timeout.total_seconds())
-        log.info("started session %s on %s (slot %s) in %.1f s", session_id, slot.cluster_id, slot.slot,
-                 time.monotonic() - started)
+        log.info(
+            "started session %s on %s (slot %s) in %.1f s", session_id, slot.cluster_id, slot.slot, time.monotonic() - started
+        )
     else:
         client.wait_live(slot.session_id, settings.start_timeout.total_seconds())
     if slot.code_version != request.code_version:
@@ -357,11 +368,13 @@ def ensure_session(registry: Registry, slot: SessionSlot, cluster: Cluster, clie
         done = client.wait_statement(slot.session_id, loaded, settings.start_timeout.total_seconds())
         if done is None or statement_status(done) != StatementOutcome.SUCCESS:
             error = statement_error(done) if done else f"still running after {settings.start_timeout}"
-            raise SubmitFailed(f"session {slot.session_id} on {slot.cluster_id} could not load job code "
-                               f"{request.code_version[:12]}: {error}")
+            raise SubmitFailed(
+                f"session {slot.session_id} on {slot.cluster_id} could not load job code {request.code_version[:12]}: {error}"
+            )
         slot = registry.update_slot(slot, code_version=request.code_version)
-        log.info("session %s loaded job code %s in %.1f s", slot.session_id, request.code_version[:12],
-                 time.monotonic() - started)
+        log.info(
+            "session %s loaded job code %s in %.1f s", slot.session_id, request.code_version[:12], time.monotonic() - started
+        )
     return slot
 
 
@@ -370,7 +383,7 @@ def session_memory(statement: dict[str, Any]) -> dict[str, Any]:
     for line in reversed(statement_text(statement).splitlines()):
         if line.startswith(MEMORY_MARK):
             try:
-                found = json.loads(line[len(MEMORY_MARK):])
+                found = json.loads(line[len(MEMORY_MARK) :])
             except ValueError:
                 return {}
             return found if isinstance(found, dict) else {}
@@ -380,10 +393,13 @@ def session_memory(statement: dict[str, Any]) -> dict[str, Any]:
 def grown_past(memory: dict[str, Any], settings: SessionSettings) -> str:
     """Why a session that reported ``memory`` must be replaced before its next window, or ""."""
     live, heap_max, rss = memory.get("heap_live_mb"), memory.get("heap_max_mb"), memory.get("python_rss_mb")
-    if isinstance(live, int | float) and isinstance(heap_max, int | float) and heap_max > 0 \
-            and live / heap_max >= settings.recycle_heap:
-        return (f"driver heap live after GC {live:.0f} of {heap_max:.0f} MiB "
-                f"(sessions.recycle_heap {settings.recycle_heap:.0%})")
+    if (
+        isinstance(live, int | float)
+        and isinstance(heap_max, int | float)
+        and heap_max > 0
+        and live / heap_max >= settings.recycle_heap
+    ):
+        return f"driver heap live after GC {live:.0f} of {heap_max:.0f} MiB (sessions.recycle_heap {settings.recycle_heap:.0%})"
     if isinstance(rss, int | float) and rss >= settings.recycle_python_mb:
         return f"session Python process at {rss:.0f} MiB (sessions.recycle_python_mb {settings.recycle_python_mb})"
     return ""
@@ -409,8 +425,13 @@ def submit_or_reconnect(
         if job is not None and job.state == JobState.SUBMITTED:
             if job.in_session and job.statement_id >= 0:
                 if _statement_alive(client_for(job.endpoint), job):
-                    log.info("reconnecting to statement %s of session %s (%s) on %s", job.statement_id,
-                             job.session_id, job.job_key, job.cluster_id)
+                    log.info(
+                        "reconnecting to statement %s of session %s (%s) on %s",
+                        job.statement_id,
+                        job.session_id,
+                        job.job_key,
+                        job.cluster_id,
+                    )
                     return Submission(job, reconnected=True)
             elif job.statement_id < 0 and job.batch_id < 0 and age_s(job.submitted_at) < abandoned_after:
                 # Another run is starting this job's statement right now: wait for it.
@@ -447,9 +468,16 @@ def _statement_alive(client: LivySessions, job: Job) -> bool:
     return found.get("state") == StatementState.AVAILABLE
 
 
-def _start(registry: Registry, request: StatementRequest, cluster: Cluster, slot: SessionSlot, job: Job,
-           client_for: Callable[[str], LivySessions], build_argv: Callable[[str], list[str]],
-           settings: SessionSettings) -> Job:
+def _start(
+    registry: Registry,
+    request: StatementRequest,
+    cluster: Cluster,
+    slot: SessionSlot,
+    job: Job,
+    client_for: Callable[[str], LivySessions],
+    build_argv: Callable[[str], list[str]],
+    settings: SessionSettings,
+) -> Job:
     client = client_for(cluster.endpoint)
     started = time.monotonic()
     try:
@@ -464,6 +492,12 @@ def _start(registry: Registry, request: StatementRequest, cluster: Cluster, slot
             f"Livy at {cluster.endpoint} (cluster {cluster.cluster_id}, pool {cluster.pool}) could not run the "
             f"statement of {request.job_key}: {exc}"
         ) from exc
-    log.info("posted %s as statement %s of session %s on %s in %.2f s", request.job_key, statement_id,
-             slot.session_id, cluster.cluster_id, time.monotonic() - started)
+    log.info(
+        "posted %s as statement %s of session %s on %s in %.2f s",
+        request.job_key,
+        statement_id,
+        slot.session_id,
+        cluster.cluster_id,
+        time.monotonic() - started,
+    )
     return registry.update_job(job, session_id=slot.session_id, statement_id=statement_id)

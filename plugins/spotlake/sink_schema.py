@@ -62,14 +62,10 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     for path in sorted(directory.glob("*.sql")):
         match = MIGRATION_FILE.match(path.name)
         if not match:
-            raise MigrationError(
-                f"{path}: migration files are named NNNN_<lower_case_name>.sql; rename it"
-            )
+            raise MigrationError(f"{path}: migration files are named NNNN_<lower_case_name>.sql; rename it")
         version = int(match.group(1))
         if version in found:
-            raise MigrationError(
-                f"{path}: version {version:04d} is also used by {found[version].path.name}; renumber one"
-            )
+            raise MigrationError(f"{path}: version {version:04d} is also used by {found[version].path.name}; renumber one")
         found[version] = Migration(version, match.group(2), path)
     if not found:
         raise MigrationError(f"{directory}: no migration files (NNNN_<name>.sql) found")
@@ -133,8 +129,7 @@ def applied_versions(connection: Any, schema: str) -> list[int]:
     cursor = connection.cursor()
     try:
         cursor.execute(
-            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = "
-            "'schema_migrations'",
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'schema_migrations'",
             (schema,),
         )
         if cursor.fetchone() is None:

@@ -37,16 +37,17 @@ from spotlake.errors import SpotlakeError
 EARLIEST = -2  # Spark's startingOffsets JSON: -2 earliest, -1 latest
 
 
-def starting_offsets(starting_from: str, committed: dict[str, dict[str, int]], partitions: dict[str, int],
-                     stream: str) -> str:
+def starting_offsets(starting_from: str, committed: dict[str, dict[str, int]], partitions: dict[str, int], stream: str) -> str:
     """Spark's ``startingOffsets`` for a reset ``--from starting_from`` (committed, earliest, latest
     or a JSON object of offsets); ``partitions``: each topic's partition count."""
     if starting_from in ("earliest", "latest"):
         return starting_from
     if starting_from == "committed":
         if not committed:
-            raise SpotlakeError(f"stream {stream}: the sink has committed no offsets yet; reset --from earliest "
-                                "(nothing was counted) or --from latest")
+            raise SpotlakeError(
+                f"stream {stream}: the sink has committed no offsets yet; reset --from earliest "
+                "(nothing was counted) or --from latest"
+            )
         # Topics the stream no longer reads (a topics change is what needs a new checkpoint) are left out.
         given = {topic: parts for topic, parts in committed.items() if topic in partitions}
     else:
@@ -57,33 +58,45 @@ def starting_offsets(starting_from: str, committed: dict[str, dict[str, int]], p
         if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
             raise SpotlakeError(
                 f"stream {stream}: --from {starting_from!r} is not committed, earliest, latest or a JSON object of "
-                'offsets per topic and partition such as \'{"clicks": {"0": 1200}}\'')
+                'offsets per topic and partition such as \'{"clicks": {"0": 1200}}\''
+            )
     unknown = sorted(set(given) - set(partitions))
     if unknown:
-        raise SpotlakeError(f"stream {stream}: offsets name topic(s) {', '.join(unknown)}, which the stream does "
-                            f"not read ({', '.join(partitions)})")
+        raise SpotlakeError(
+            f"stream {stream}: offsets name topic(s) {', '.join(unknown)}, which the stream does "
+            f"not read ({', '.join(partitions)})"
+        )
     # Spark needs every partition of every topic; the ones not named start at their earliest offset.
-    return json.dumps({topic: {str(p): int(given.get(topic, {}).get(str(p), EARLIEST)) for p in range(count)}
-                       for topic, count in partitions.items()}, separators=(",", ":"))
+    return json.dumps(
+        {
+            topic: {str(p): int(given.get(topic, {}).get(str(p), EARLIEST)) for p in range(count)}
+            for topic, count in partitions.items()
+        },
+        separators=(",", ":"),
+    )
 
 
-def request_reset(connection: Any, schema: str, query_name: str, starting_from: str,
-                  partitions: dict[str, int], requested_by: str) -> dict[str, Any]:
+def request_reset(
+    connection: Any, schema: str, query_name: str, starting_from: str, partitions: dict[str, int], requested_by: str
+) -> dict[str, Any]:
     """Record the reset (replacing one not yet consumed); returns what it recorded."""
     quoted = sink_schema.quote_schema(schema)
     with connection.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f"{quoted}.stream_checkpoint_resets",))
         if cur.fetchone()[0] is None:
-            raise SpotlakeError(f"stream {query_name}: the sink schema {schema} has no stream_checkpoint_resets table: "
-                                "its migrations are older than this command — let the stream's supervisor DAG run "
-                                "once (it applies them), then try again")
-        cur.execute(f"SELECT offsets, checkpoint_id, last_batch_id FROM {quoted}.stream_progress "
-                    "WHERE query_name = %s FOR UPDATE", (query_name,))
+            raise SpotlakeError(
+                f"stream {query_name}: the sink schema {schema} has no stream_checkpoint_resets table: "
+                "its migrations are older than this command — let the stream's supervisor DAG run "
+                "once (it applies them), then try again"
+            )
+        cur.execute(
+            f"SELECT offsets, checkpoint_id, last_batch_id FROM {quoted}.stream_progress WHERE query_name = %s FOR UPDATE",
+            (query_name,),
+        )
         row = cur.fetchone()
         committed = (row[0] if isinstance(row[0], dict) else json.loads(row[0] or "{}")) if row else {}
         offsets = starting_offsets(starting_from, committed, partitions, query_name)
-        cur.execute(f"DELETE FROM {quoted}.stream_checkpoint_resets WHERE query_name = %s AND consumed_at IS NULL",
-                    (query_name,))
+        cur.execute(f"DELETE FROM {quoted}.stream_checkpoint_resets WHERE query_name = %s AND consumed_at IS NULL", (query_name,))
         kind = starting_from if starting_from in ("committed", "earliest", "latest") else "offsets"
         cur.execute(
             f"INSERT INTO {quoted}.stream_checkpoint_resets (query_name, starting_from, starting_offsets, "
@@ -93,15 +106,25 @@ def request_reset(connection: Any, schema: str, query_name: str, starting_from: 
         )
         reset_id = cur.fetchone()[0]
     connection.commit()
-    return {"reset_id": reset_id, "stream": query_name, "from": kind, "starting_offsets": offsets,
-            "previous_checkpoint_id": row[1] if row else None, "previous_last_batch_id": row[2] if row else None}
+    return {
+        "reset_id": reset_id,
+        "stream": query_name,
+        "from": kind,
+        "starting_offsets": offsets,
+        "previous_checkpoint_id": row[1] if row else None,
+        "previous_last_batch_id": row[2] if row else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spotlake.stream_reset", description=__doc__.splitlines()[0])
     parser.add_argument("stream", help="the stream's name in config/streaming.yaml")
-    parser.add_argument("--from", dest="starting_from", required=True,
-                        help="committed (the sink's offsets), earliest, latest, or a JSON object of offsets")
+    parser.add_argument(
+        "--from",
+        dest="starting_from",
+        required=True,
+        help="committed (the sink's offsets), earliest, latest, or a JSON object of offsets",
+    )
     parser.add_argument("--bootstrap-servers", help="Kafka's brokers (host:port,...), to list the partitions")
     parser.add_argument("--local", action="store_true", help="the local stack's Secrets Manager and Kafka")
     args = parser.parse_args(argv)
@@ -120,24 +143,39 @@ def main(argv: list[str] | None = None) -> int:
 
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         partitions = KafkaTopics(bootstrap, security=stream.kafka_security, region=region).check_topics(
-            stream.name, stream.topics)
+            stream.name, stream.topics
+        )
         target = resolve_target(stream.sink_secret_id, stream.name, region, stream.sink_endpoint)
         import psycopg2
 
-        connection = psycopg2.connect(host=target.host, port=target.port, dbname=target.database,
-                                      user=target.username, password=target.password, connect_timeout=10)
+        connection = psycopg2.connect(
+            host=target.host,
+            port=target.port,
+            dbname=target.database,
+            user=target.username,
+            password=target.password,
+            connect_timeout=10,
+        )
         try:
-            recorded = request_reset(connection, stream.sink_schema, stream.query_name, args.starting_from,
-                                     partitions, f"{getpass.getuser()}@{socket.gethostname()}")
+            recorded = request_reset(
+                connection,
+                stream.sink_schema,
+                stream.query_name,
+                args.starting_from,
+                partitions,
+                f"{getpass.getuser()}@{socket.gethostname()}",
+            )
         finally:
             connection.close()
     except (SpotlakeError, SpotlakeJobError) as exc:
         print(f"spotlake stream_reset: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(recorded, indent=2))
-    print(f"The next run of stream {stream.name} with a new checkpoint starts there ('committed': at the sink's "
-          f"offsets when it starts). If the stream still runs on an old checkpoint: pause its DAG, delete its "
-          f"batch and {stream.checkpoint}, then unpause it.")
+    print(
+        f"The next run of stream {stream.name} with a new checkpoint starts there ('committed': at the sink's "
+        f"offsets when it starts). If the stream still runs on an old checkpoint: pause its DAG, delete its "
+        f"batch and {stream.checkpoint}, then unpause it."
+    )
     return 0
 
 

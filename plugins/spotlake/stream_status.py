@@ -33,11 +33,11 @@ class StreamTableMissing(SpotlakeError):
 class StreamState(StrEnum):
     """The stream's state as the supervisor last saw it (its report's and its status record's ``state``)."""
 
-    RUNNING = "RUNNING"        # its batch is live
-    STARTED = "STARTED"        # first submission (or after a deliberate stop)
-    RESTARTED = "RESTARTED"    # resubmitted after its batch ended or its cluster was lost
-    MOVED = "MOVED"            # stopped on a draining cluster and started on the replacement
-    WAITING = "WAITING"        # its cluster does not answer; the fleet decides whether it is dead
+    RUNNING = "RUNNING"  # its batch is live
+    STARTED = "STARTED"  # first submission (or after a deliberate stop)
+    RESTARTED = "RESTARTED"  # resubmitted after its batch ended or its cluster was lost
+    MOVED = "MOVED"  # stopped on a draining cluster and started on the replacement
+    WAITING = "WAITING"  # its cluster does not answer; the fleet decides whether it is dead
     BACKED_OFF = "BACKED_OFF"  # restart budget spent: no restart until older restarts age out
 
 
@@ -116,9 +116,7 @@ class StreamStatusStore:
 
     def get(self, stream: str) -> StreamStatus | None:
         try:
-            item = self.client.get_item(
-                TableName=self.table, Key={"stream": {"S": stream}}, ConsistentRead=True
-            ).get("Item")
+            item = self.client.get_item(TableName=self.table, Key={"stream": {"S": stream}}, ConsistentRead=True).get("Item")
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ResourceNotFoundException":
                 return None
@@ -152,8 +150,7 @@ class StreamStatusStore:
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item={"stream": {"S": status.stream}, "version": {"N": str(status.version + 1)},
-                      "doc": {"S": status.to_doc()}},
+                Item={"stream": {"S": status.stream}, "version": {"N": str(status.version + 1)}, "doc": {"S": status.to_doc()}},
                 ConditionExpression=condition,
                 **({"ExpressionAttributeNames": {"#k": "stream"}} if status.version == 0 else {}),
                 **({"ExpressionAttributeValues": values} if values else {}),

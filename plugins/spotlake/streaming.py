@@ -36,9 +36,20 @@ MAX_TRIGGER = timedelta(seconds=30)
 WINDOW_RANGE = (timedelta(seconds=1), timedelta(days=1))
 
 SETTING_KEYS = {
-    "pool", "kafka_conn_id", "postgres_conn_id", "starting_offsets", "max_offsets_per_trigger",
-    "trigger_interval", "window", "watermark_delay", "late_policy", "allowed_lateness", "max_future_skew",
-    "restart_budget", "spark_conf", "kafka_security",
+    "pool",
+    "kafka_conn_id",
+    "postgres_conn_id",
+    "starting_offsets",
+    "max_offsets_per_trigger",
+    "trigger_interval",
+    "window",
+    "watermark_delay",
+    "late_policy",
+    "allowed_lateness",
+    "max_future_skew",
+    "restart_budget",
+    "spark_conf",
+    "kafka_security",
 }
 STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake"}
 DEFAULTS: dict[str, Any] = {
@@ -131,13 +142,19 @@ class StreamConfig:
             return None
         catalog = self.catalog or config.Lake()
         doc = catalog.to_job_catalog()
-        doc.update({"namespace": self.lake.namespace, "events": self.lake.events,
-                    "dead_letters": self.lake.dead_letters,
-                    "snapshot_retention_s": int(self.lake.snapshot_retention.total_seconds())})
+        doc.update(
+            {
+                "namespace": self.lake.namespace,
+                "events": self.lake.events,
+                "dead_letters": self.lake.dead_letters,
+                "snapshot_retention_s": int(self.lake.snapshot_retention.total_seconds()),
+            }
+        )
         return doc
 
-    def job_document(self, run_id: str, attempt: int, bootstrap_servers: str,
-                     available_now: bool = False, region: str | None = None) -> dict[str, Any]:
+    def job_document(
+        self, run_id: str, attempt: int, bootstrap_servers: str, available_now: bool = False, region: str | None = None
+    ) -> dict[str, Any]:
         """The Spark job's document (see ``spark_jobs/clickstream/job.py``); ``region`` is the AWS
         region of Secrets Manager and MSK (the registry's)."""
         source: dict[str, Any] = {
@@ -157,8 +174,11 @@ class StreamConfig:
             "run_id": run_id,
             "attempt": attempt,
             "source": source,
-            "sink": {"secret_id": self.sink_secret_id, "schema": self.sink_schema,
-                     **({"endpoint": self.sink_endpoint.to_job()} if self.sink_endpoint.to_job() else {})},
+            "sink": {
+                "secret_id": self.sink_secret_id,
+                "schema": self.sink_schema,
+                **({"endpoint": self.sink_endpoint.to_job()} if self.sink_endpoint.to_job() else {}),
+            },
             **({"region": region} if region else {}),
             "window_s": int(self.window.total_seconds()),
             "watermark_delay_s": int(self.watermark_delay.total_seconds()),
@@ -193,8 +213,7 @@ def load(path: Path | None = None, catalog: config.Lake | None = None) -> Stream
     streams = parse(config.read_yaml(path, "create it (see docs/streaming.md)"), path)
     if any(s.lake for s in streams.streams):
         lake = catalog or config.load_lake()
-        streams = StreamsConfig(streams.path, tuple(replace(s, catalog=lake) if s.lake else s
-                                                    for s in streams.streams))
+        streams = StreamsConfig(streams.path, tuple(replace(s, catalog=lake) if s.lake else s for s in streams.streams))
     return streams
 
 
@@ -207,8 +226,7 @@ def parse(raw: Any, path: Path) -> StreamsConfig:
     entries = raw.get("streams")
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{where}: 'streams' must be a mapping of stream name to settings, with at least one")
-    streams = tuple(_stream(name, entry, f"{where}: streams.{name}", {**DEFAULTS, **defaults})
-                    for name, entry in entries.items())
+    streams = tuple(_stream(name, entry, f"{where}: streams.{name}", {**DEFAULTS, **defaults}) for name, entry in entries.items())
     return StreamsConfig(path, streams)
 
 
@@ -225,7 +243,7 @@ def _uri(value: Any, where: str) -> str:
     if text.startswith("s3a://") and provider_name() == "emr":
         raise ConfigError(
             f"{where}: {text!r} uses s3a://, which on EMR bypasses EMRFS and its optimized committer; write "
-            f"{'s3://' + text[len('s3a://'):]!r} (the local stack serves s3:// with S3A)"
+            f"{'s3://' + text[len('s3a://') :]!r} (the local stack serves s3:// with S3A)"
         )
     return text
 
@@ -254,9 +272,7 @@ def _starting_offsets(value: Any, where: str) -> str:
         return str(value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":"))
-    raise ConfigError(
-        f"{where}: expected earliest, latest, or a mapping of topic to {{partition: offset}}, got {value!r}"
-    )
+    raise ConfigError(f"{where}: expected earliest, latest, or a mapping of topic to {{partition: offset}}, got {value!r}")
 
 
 def _budget(value: Any, where: str) -> RestartBudget:
@@ -294,14 +310,11 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
     _unknown_keys(sink, {"secret_id", "schema", "host", "port", "database"}, f"{where}.sink")
     schema = sink.get("schema", "public")
     if not isinstance(schema, str) or not SCHEMA.match(schema):
-        raise ConfigError(
-            f"{where}.sink.schema: {schema!r} is not a lower-case PostgreSQL identifier (letters, digits, _)"
-        )
+        raise ConfigError(f"{where}.sink.schema: {schema!r} is not a lower-case PostgreSQL identifier (letters, digits, _)")
     trigger = parse_duration(settings["trigger_interval"], f"{where}.trigger_interval")
     if trigger > MAX_TRIGGER:
         raise ConfigError(
-            f"{where}.trigger_interval: {settings['trigger_interval']} is longer than 30s; choose 0s (as fast "
-            "as possible) to 30s"
+            f"{where}.trigger_interval: {settings['trigger_interval']} is longer than 30s; choose 0s (as fast as possible) to 30s"
         )
     window = parse_duration(settings["window"], f"{where}.window")
     if not WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]:
@@ -318,8 +331,7 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         sink_schema=schema,
         checkpoint=_uri(entry["checkpoint"], f"{where}.checkpoint"),
         kafka_conn_id=_text(settings["kafka_conn_id"], f"{where}.kafka_conn_id", "an Airflow connection id"),
-        postgres_conn_id=_text(settings["postgres_conn_id"], f"{where}.postgres_conn_id",
-                               "an Airflow connection id"),
+        postgres_conn_id=_text(settings["postgres_conn_id"], f"{where}.postgres_conn_id", "an Airflow connection id"),
         lake=_lake_tables(entry["lake"], f"{where}.lake") if entry.get("lake") else None,
         starting_offsets=_starting_offsets(settings["starting_offsets"], f"{where}.starting_offsets"),
         max_offsets_per_trigger=None if limit is None else _positive_int(limit, f"{where}.max_offsets_per_trigger"),
@@ -332,8 +344,9 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         restart_budget=_budget(settings["restart_budget"], f"{where}.restart_budget"),
         spark_conf=_spark_conf(settings["spark_conf"], f"{where}.spark_conf"),
         kafka_security=KafkaSecurity.parse(settings["kafka_security"], f"{where}.kafka_security", _config_error),
-        sink_endpoint=Endpoint.parse({k: sink[k] for k in ("host", "port", "database") if k in sink},
-                                     f"{where}.sink", _config_error),
+        sink_endpoint=Endpoint.parse(
+            {k: sink[k] for k in ("host", "port", "database") if k in sink}, f"{where}.sink", _config_error
+        ),
     )
 
 
@@ -342,7 +355,8 @@ def _lake_tables(value: Any, where: str) -> StreamLakeTables:
         raise ConfigError(
             f"{where}: {value!r} is a path, but the stream's lake is now Iceberg tables in the lake's catalog "
             "(config/pipelines.yaml: lake); write lake: {namespace: clicks, events: events, dead_letters: "
-            "dead_letters} — see docs/streaming.md")
+            "dead_letters} — see docs/streaming.md"
+        )
     value = _mapping(value, where)
     _unknown_keys(value, {"namespace", "events", "dead_letters", "snapshot_retention"}, where)
     if "namespace" not in value:

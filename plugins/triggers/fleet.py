@@ -23,8 +23,15 @@ class PoolWatchTrigger(BaseTrigger):
     fleet must act (``periodic`` needs, such as a cluster launching or draining, only after
     ``hold`` seconds), or ``{"status": "done"}`` at ``until`` (an ISO time). No side effects."""
 
-    def __init__(self, pool_name: str, until: str, interval: float = 15.0, hold: float = 60.0,
-                 aws_conn_id: str | None = "aws_default", registry_prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        pool_name: str,
+        until: str,
+        interval: float = 15.0,
+        hold: float = 60.0,
+        aws_conn_id: str | None = "aws_default",
+        registry_prefix: str | None = None,
+    ) -> None:
         super().__init__()
         self.pool_name = pool_name
         self.until = until
@@ -34,10 +41,17 @@ class PoolWatchTrigger(BaseTrigger):
         self.registry_prefix = registry_prefix
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "pool_name": self.pool_name, "until": self.until, "interval": self.interval, "hold": self.hold,
-            "aws_conn_id": self.aws_conn_id, "registry_prefix": self.registry_prefix,
-        })
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pool_name": self.pool_name,
+                "until": self.until,
+                "interval": self.interval,
+                "hold": self.hold,
+                "aws_conn_id": self.aws_conn_id,
+                "registry_prefix": self.registry_prefix,
+            },
+        )
 
     def _fleet(self) -> tuple[Any, Any]:
         from spotlake import pools
@@ -46,8 +60,10 @@ class PoolWatchTrigger(BaseTrigger):
         from spotlake.registry import Registry
 
         config = pools.load()
-        fleet = Fleet(Registry.from_connection(self.aws_conn_id, self.registry_prefix),
-                      provider_for(config.provider, aws_conn_id=self.aws_conn_id, probe=probe_livy))
+        fleet = Fleet(
+            Registry.from_connection(self.aws_conn_id, self.registry_prefix),
+            provider_for(config.provider, aws_conn_id=self.aws_conn_id, probe=probe_livy),
+        )
         return fleet, config.get(self.pool_name)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

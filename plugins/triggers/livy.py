@@ -20,13 +20,29 @@ class JobTrigger(BaseTrigger):
     """What the Livy triggers share: the job they watch, where it runs, how often to look, and the
     registry's view of it (a job the fleet re-queued, or whose cluster is DEAD, runs no more)."""
 
-    FIELDS = ("endpoint", "job_key", "poll_interval", "unreachable_timeout", "pool", "cluster_id",
-              "aws_conn_id", "registry_prefix")
+    FIELDS = (
+        "endpoint",
+        "job_key",
+        "poll_interval",
+        "unreachable_timeout",
+        "pool",
+        "cluster_id",
+        "aws_conn_id",
+        "registry_prefix",
+    )
     OWN_FIELDS: tuple[str, ...] = ()  # the subclass's ids of what runs the job
 
-    def __init__(self, endpoint: str, job_key: str, poll_interval: float, unreachable_timeout: float = 45.0,
-                 pool: str = "", cluster_id: str = "", aws_conn_id: str | None = "aws_default",
-                 registry_prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        job_key: str,
+        poll_interval: float,
+        unreachable_timeout: float = 45.0,
+        pool: str = "",
+        cluster_id: str = "",
+        aws_conn_id: str | None = "aws_default",
+        registry_prefix: str | None = None,
+    ) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.job_key = job_key
@@ -38,12 +54,21 @@ class JobTrigger(BaseTrigger):
         self.registry_prefix = registry_prefix
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {name: getattr(self, name) for name in (*self.OWN_FIELDS, *self.FIELDS)})
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {name: getattr(self, name) for name in (*self.OWN_FIELDS, *self.FIELDS)},
+        )
 
     def _event(self, status: str, **extra: Any) -> TriggerEvent:
-        return TriggerEvent({"status": status, **{name: getattr(self, name) for name in self.OWN_FIELDS},
-                             "job_key": self.job_key, "endpoint": self.endpoint, **extra})
+        return TriggerEvent(
+            {
+                "status": status,
+                **{name: getattr(self, name) for name in self.OWN_FIELDS},
+                "job_key": self.job_key,
+                "endpoint": self.endpoint,
+                **extra,
+            }
+        )
 
     def _registry(self) -> Any:
         from spotlake.registry import Registry
@@ -83,8 +108,7 @@ class LivyBatchTrigger(JobTrigger):
 
     OWN_FIELDS = ("batch_id",)
 
-    def __init__(self, endpoint: str, batch_id: int, job_key: str, poll_interval: float = 2.0,
-                 **kwargs: Any) -> None:
+    def __init__(self, endpoint: str, batch_id: int, job_key: str, poll_interval: float = 2.0, **kwargs: Any) -> None:
         super().__init__(endpoint, job_key, poll_interval, **kwargs)
         self.batch_id = batch_id
 
@@ -127,8 +151,7 @@ class LivyBatchTrigger(JobTrigger):
                 if time.monotonic() - failing_since >= self.unreachable_timeout:
                     yield self._event(
                         "unreachable",
-                        reason=f"Livy at {self.endpoint} has not answered for "
-                        f"{self.unreachable_timeout:.0f} s: {last_error}",
+                        reason=f"Livy at {self.endpoint} has not answered for {self.unreachable_timeout:.0f} s: {last_error}",
                     )
                     return
             await asyncio.sleep(self.poll_interval)
@@ -145,8 +168,16 @@ class LivyStatementTrigger(JobTrigger):
 
     OWN_FIELDS = ("session_id", "statement_id", "deadline")
 
-    def __init__(self, endpoint: str, session_id: int, statement_id: int, job_key: str, deadline: str,
-                 poll_interval: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        session_id: int,
+        statement_id: int,
+        job_key: str,
+        deadline: str,
+        poll_interval: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(endpoint, job_key, poll_interval, **kwargs)
         self.session_id = session_id
         self.statement_id = statement_id
@@ -154,7 +185,10 @@ class LivyStatementTrigger(JobTrigger):
 
     def _runs_elsewhere(self, job: Any) -> bool:
         return job.statement_id >= 0 and (job.statement_id, job.session_id, job.endpoint) != (
-            self.statement_id, self.session_id, self.endpoint)
+            self.statement_id,
+            self.session_id,
+            self.endpoint,
+        )
 
     async def _get(self, hook: Any, path: str) -> tuple[str, Any]:
         """("ok", body), ("missing", None) or ("error", text)."""
@@ -195,16 +229,20 @@ class LivyStatementTrigger(JobTrigger):
                     return
                 session_kind, session = await self._get(hook, f"/sessions/{self.session_id}")
                 if session_kind == "ok" and session.get("state") in SESSION_GONE:
-                    yield self._event("lost", reason=f"session {self.session_id} on {self.endpoint} is "
-                                                     f"{session.get('state')}")
+                    yield self._event("lost", reason=f"session {self.session_id} on {self.endpoint} is {session.get('state')}")
                     return
                 if datetime.now(UTC) >= deadline:
-                    yield self._event("timeout", reason=f"statement {self.statement_id} of session "
-                                                        f"{self.session_id} still {body.get('state')} at {self.deadline}")
+                    yield self._event(
+                        "timeout",
+                        reason=f"statement {self.statement_id} of session "
+                        f"{self.session_id} still {body.get('state')} at {self.deadline}",
+                    )
                     return
             elif kind == "missing":
-                yield self._event("lost", reason=f"Livy at {self.endpoint} does not know statement "
-                                                 f"{self.statement_id} of session {self.session_id}")
+                yield self._event(
+                    "lost",
+                    reason=f"Livy at {self.endpoint} does not know statement {self.statement_id} of session {self.session_id}",
+                )
                 return
             else:
                 # Livy answers errors about the statements of a dead session: ask about the session.
@@ -215,7 +253,9 @@ class LivyStatementTrigger(JobTrigger):
                     return
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since >= self.unreachable_timeout:
-                    yield self._event("unreachable", reason=f"Livy at {self.endpoint} has not answered for "
-                                                            f"{self.unreachable_timeout:.0f} s: {body}")
+                    yield self._event(
+                        "unreachable",
+                        reason=f"Livy at {self.endpoint} has not answered for {self.unreachable_timeout:.0f} s: {body}",
+                    )
                     return
             await asyncio.sleep(self.poll_interval)

@@ -72,19 +72,26 @@ BARRIER = "_barrier"
 
 KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms")
 EVENT_COLUMNS = (
-    "schema_version", "event_id", "event_time_ms", "user_id", "session_id", "session_seq",
-    "event_type", "page", "element", "referrer", "device", "country",
+    "schema_version",
+    "event_id",
+    "event_time_ms",
+    "user_id",
+    "session_id",
+    "session_seq",
+    "event_type",
+    "page",
+    "element",
+    "referrer",
+    "device",
+    "country",
 )
 
 FUNNEL_STAGES = ("session_start", "product_view", "add_to_cart", "checkout", "purchase")
 
-RAW_SCHEMA = StructType(
-    [StructField(name, StringType()) for name in FIELDS] + [StructField(CORRUPT, StringType())]
+RAW_SCHEMA = StructType([StructField(name, StringType()) for name in FIELDS] + [StructField(CORRUPT, StringType())])
+TYPED_SCHEMA = StructType(
+    [StructField(name, LongType() if json_type == "integer" else StringType()) for name, (json_type, _, _) in FIELDS.items()]
 )
-TYPED_SCHEMA = StructType([
-    StructField(name, LongType() if json_type == "integer" else StringType())
-    for name, (json_type, _, _) in FIELDS.items()
-])
 JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
 # One JSON object, give or take surrounding whitespace (Spark's parser ignores trailing text).
 OBJECT_TEXT = r"(?s)^\s*\{.*\}\s*$"
@@ -150,8 +157,9 @@ def classify_events(records: DataFrame) -> DataFrame:
     keyed = parsed.select("*", F.regexp_extract_all(text, F.lit(STRING_KEYS), 1).alias("_string_keys"))
     checked = keyed.select(
         "*",
-        (text.isNull() | raw.isNull() | raw[CORRUPT].isNotNull()
-         | ~F.coalesce(text.rlike(OBJECT_TEXT), F.lit(False))).alias("_not_object"),
+        (text.isNull() | raw.isNull() | raw[CORRUPT].isNotNull() | ~F.coalesce(text.rlike(OBJECT_TEXT), F.lit(False))).alias(
+            "_not_object"
+        ),
         _names({name: raw[name].isNull() for name in REQUIRED}).alias("_missing"),
         _names(_wrong_type_conditions(raw, typed, F.col("_string_keys"))).alias("_wrong"),
         # A barrier for the optimizer, see _split.
@@ -188,7 +196,7 @@ def classify_events(records: DataFrame) -> DataFrame:
     )
 
 
-def with_future_check(max_skew_s: int):  # noqa: ANN201 - returns a DataFrame transformation
+def with_future_check(max_skew_s: int):
     """Make a valid event whose ``event_time`` is more than ``max_skew_s`` ahead of its Kafka
     timestamp (the producer's or broker's clock) a dead letter with reason ``future_event_time``.
 
@@ -200,11 +208,15 @@ def with_future_check(max_skew_s: int):  # noqa: ANN201 - returns a DataFrame tr
         ahead = F.col("event_time_ms") - F.col("kafka_timestamp_ms")
         future = F.col("reason").isNull() & (ahead > F.lit(skew_ms))
         detail = F.concat(
-            F.lit("event_time "), F.date_format(F.timestamp_millis(F.col("event_time_ms")), "yyyy-MM-dd'T'HH:mm:ss'Z'"),
-            F.lit(" is "), F.floor(ahead / 1000).cast("string"),
-            F.lit(f" s ahead of its Kafka timestamp; max_future_skew is {max_skew_s} s"))
+            F.lit("event_time "),
+            F.date_format(F.timestamp_millis(F.col("event_time_ms")), "yyyy-MM-dd'T'HH:mm:ss'Z'"),
+            F.lit(" is "),
+            F.floor(ahead / 1000).cast("string"),
+            F.lit(f" s ahead of its Kafka timestamp; max_future_skew is {max_skew_s} s"),
+        )
         return classified.withColumn("detail", F.when(future, detail).otherwise(F.col("detail"))).withColumn(
-            "reason", F.when(future, F.lit(FUTURE_EVENT_TIME)).otherwise(F.col("reason")))
+            "reason", F.when(future, F.lit(FUTURE_EVENT_TIME)).otherwise(F.col("reason"))
+        )
 
     return transform
 
@@ -246,7 +258,7 @@ def dead_letters(classified: DataFrame) -> DataFrame:
     )
 
 
-def with_window(window_s: int):  # noqa: ANN201 - returns a DataFrame transformation
+def with_window(window_s: int):
     """Add ``window_start_ms``: the start of the event-time window (tumbling, ``window_s`` long)."""
     window_ms = window_s * 1000
 
@@ -272,7 +284,7 @@ def with_funnel_stage(events: DataFrame) -> DataFrame:
     return events.withColumn("funnel_stage", stage)
 
 
-def with_late_flag(watermark_ms: int | None):  # noqa: ANN201 - returns a DataFrame transformation
+def with_late_flag(watermark_ms: int | None):
     """Add ``is_late``: the event's time is behind ``watermark_ms`` (never late without one)."""
 
     def transform(events: DataFrame) -> DataFrame:
@@ -286,12 +298,20 @@ def with_late_flag(watermark_ms: int | None):  # noqa: ANN201 - returns a DataFr
 PARTITION_GROUP, WINDOW_GROUP = "partition", "window"
 DEAD_LETTER_COLUMNS = (*KAFKA_COLUMNS, "key", "value", "reason", "detail")
 LATE_EVENT_COLUMNS = (
-    *KAFKA_COLUMNS, "event_id", "event_time_ms", "window_start_ms", "page", "event_type", "user_id", "session_id",
+    *KAFKA_COLUMNS,
+    "event_id",
+    "event_time_ms",
+    "window_start_ms",
+    "page",
+    "event_type",
+    "user_id",
+    "session_id",
 )
 
 
-def batch_summary(classified: DataFrame, window_s: int, watermark_ms: int | None, late_policy: str,
-                  final_before_ms: int | None = None) -> DataFrame:
+def batch_summary(
+    classified: DataFrame, window_s: int, watermark_ms: int | None, late_policy: str, final_before_ms: int | None = None
+) -> DataFrame:
     """Everything a micro-batch adds to the sink, in ONE aggregation: one read of the batch,
     one shuffle, no cache.
 
@@ -336,7 +356,8 @@ def batch_summary(classified: DataFrame, window_s: int, watermark_ms: int | None
         events.withColumn("group", F.explode(F.array(F.lit(PARTITION_GROUP), F.lit(WINDOW_GROUP))))
         .filter(in_partition | counted)
         .groupBy(
-            group, *[partition_only(c) for c in ("kafka_topic", "kafka_partition")],
+            group,
+            *[partition_only(c) for c in ("kafka_topic", "kafka_partition")],
             *[window_only(c) for c in ("window_start_ms", "page", "event_type")],
         )
         .agg(
@@ -353,8 +374,7 @@ def batch_summary(classified: DataFrame, window_s: int, watermark_ms: int | None
             F.collect_set(F.when(in_window, F.col("session_id"))).alias("sessions"),
             *[count_if(in_window & (stage == name)).alias(f"{name}_events") for name in FUNNEL_STAGES],
             F.collect_set(
-                F.when(in_window & stage.isNotNull(),
-                       F.struct(stage.alias("stage"), F.col("session_id").alias("session_id")))
+                F.when(in_window & stage.isNotNull(), F.struct(stage.alias("stage"), F.col("session_id").alias("session_id")))
             ).alias("funnel_sessions"),
         )
     )

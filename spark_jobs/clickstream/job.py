@@ -51,13 +51,34 @@ LATE_POLICIES = ("count", "divert")
 MAX_TRIGGER_S = 30.0
 FETCH_MAX_WAIT_MS = 50
 DEFAULT_FUTURE_SKEW_S = 300
-TOP_KEYS = frozenset({
-    "stream", "run_id", "attempt", "source", "sink", "window_s", "watermark_delay_s", "late_policy",
-    "allowed_lateness_s", "trigger", "checkpoint", "lake", "region", "max_future_skew_s",
-})
-SOURCE_KEYS = frozenset({
-    "bootstrap_servers", "topics", "starting_offsets", "max_offsets_per_trigger", "fail_on_data_loss", "security",
-})
+TOP_KEYS = frozenset(
+    {
+        "stream",
+        "run_id",
+        "attempt",
+        "source",
+        "sink",
+        "window_s",
+        "watermark_delay_s",
+        "late_policy",
+        "allowed_lateness_s",
+        "trigger",
+        "checkpoint",
+        "lake",
+        "region",
+        "max_future_skew_s",
+    }
+)
+SOURCE_KEYS = frozenset(
+    {
+        "bootstrap_servers",
+        "topics",
+        "starting_offsets",
+        "max_offsets_per_trigger",
+        "fail_on_data_loss",
+        "security",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -208,13 +229,13 @@ class _Parser:
             window_s=self.integer(data, "window_s", minimum=1),
             watermark_delay_s=self.integer(data, "watermark_delay_s", minimum=0),
             late_policy=late_policy,
-            allowed_lateness_s=self.integer(data, "allowed_lateness_s", minimum=0)
-            if "allowed_lateness_s" in data else 86400,
+            allowed_lateness_s=self.integer(data, "allowed_lateness_s", minimum=0) if "allowed_lateness_s" in data else 86400,
             trigger=trigger,
             checkpoint=self.uri(data, "checkpoint"),
             lake=self.lake(lake) if lake is not None else None,
             max_future_skew_s=self.integer(data, "max_future_skew_s", minimum=0)
-            if "max_future_skew_s" in data else DEFAULT_FUTURE_SKEW_S,
+            if "max_future_skew_s" in data
+            else DEFAULT_FUTURE_SKEW_S,
             region=self.region(data.get("region")),
         )
 
@@ -247,8 +268,9 @@ class _Parser:
             dead_letters = parser.identifier(dead, "lake.dead_letters") if dead is not None else None
         except ExtractionError as exc:
             raise StreamingError(str(exc)) from None
-        retention = self.integer(data, "snapshot_retention_s", minimum=0, prefix="lake.") \
-            if "snapshot_retention_s" in data else 3600
+        retention = (
+            self.integer(data, "snapshot_retention_s", minimum=0, prefix="lake.") if "snapshot_retention_s" in data else 3600
+        )
         return StreamLake(**catalog, events=events, dead_letters=dead_letters, snapshot_retention_s=retention)
 
     def integer(self, data: Mapping[str, Any], key: str, minimum: int, prefix: str = "") -> int:
@@ -266,9 +288,7 @@ class _Parser:
     def uri(self, data: Mapping[str, Any], key: str, prefix: str = "") -> str:
         value = self.text(data, key, prefix).rstrip("/")
         if not URI.match(value):
-            raise self.fail(
-                prefix + key, f"must be a URI such as s3a://bucket/prefix or file:/abs/path, got {value!r}"
-            )
+            raise self.fail(prefix + key, f"must be a URI such as s3a://bucket/prefix or file:/abs/path, got {value!r}")
         return value
 
     def source(self, data: Mapping[str, Any]) -> KafkaSource:
@@ -291,8 +311,7 @@ class _Parser:
             if not isinstance(parsed, dict):
                 raise self.fail(
                     "source.starting_offsets",
-                    f'must be "earliest", "latest" or a JSON object of offsets per topic and partition, '
-                    f"got {starting!r}",
+                    f'must be "earliest", "latest" or a JSON object of offsets per topic and partition, got {starting!r}',
                 )
         limit = data.get("max_offsets_per_trigger")
         if limit is not None:
@@ -313,8 +332,11 @@ class _Parser:
         schema = data.get("schema", "public")
         if not isinstance(schema, str) or not SCHEMA.match(schema):
             raise self.fail("sink.schema", f"must be a lower-case PostgreSQL identifier, got {schema!r}")
-        return PostgresSink(secret_id=self.text(data, "secret_id", "sink."), schema=schema,
-                            endpoint=Endpoint.parse(data.get("endpoint"), "sink.endpoint", self.fail))
+        return PostgresSink(
+            secret_id=self.text(data, "secret_id", "sink."),
+            schema=schema,
+            endpoint=Endpoint.parse(data.get("endpoint"), "sink.endpoint", self.fail),
+        )
 
     def trigger(self, data: Mapping[str, Any]) -> Trigger:
         self.unknown_keys(data, {"interval_s", "available_now"}, "trigger.")

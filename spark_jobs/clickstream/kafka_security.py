@@ -74,24 +74,28 @@ class KafkaSecurity:
             raise fail(f"{field}.{unknown[0]}", f"is not a Kafka security setting; known: {', '.join(sorted(KEYS))}")
         protocol = str(data.get("protocol", "PLAINTEXT")).upper()
         if protocol not in PROTOCOLS:
-            raise fail(f"{field}.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {data.get('protocol')!r} "
-                       "(Amazon MSK: SSL, or SASL_SSL with a mechanism)")
+            raise fail(
+                f"{field}.protocol",
+                f"must be one of {', '.join(PROTOCOLS)}, got {data.get('protocol')!r} "
+                "(Amazon MSK: SSL, or SASL_SSL with a mechanism)",
+            )
         mechanism = data.get("mechanism")
         if protocol == "SASL_SSL":
             if mechanism not in MECHANISMS:
-                raise fail(f"{field}.mechanism", f"must be one of {', '.join(MECHANISMS)} with SASL_SSL, "
-                           f"got {mechanism!r}")
+                raise fail(f"{field}.mechanism", f"must be one of {', '.join(MECHANISMS)} with SASL_SSL, got {mechanism!r}")
         elif mechanism is not None:
             raise fail(f"{field}.mechanism", f"needs protocol SASL_SSL (protocol is {protocol})")
         secret_id = data.get("secret_id")
         if mechanism == "SCRAM-SHA-512" and (not isinstance(secret_id, str) or not secret_id.strip()):
-            raise fail(f"{field}.secret_id", "must name the Secrets Manager secret holding the SCRAM user name and "
-                       "password (MSK: a secret whose name starts with AmazonMSK_)")
+            raise fail(
+                f"{field}.secret_id",
+                "must name the Secrets Manager secret holding the SCRAM user name and "
+                "password (MSK: a secret whose name starts with AmazonMSK_)",
+            )
         if mechanism != "SCRAM-SHA-512" and secret_id is not None:
             raise fail(f"{field}.secret_id", "is only for mechanism SCRAM-SHA-512")
         ca_file = data.get("ca_file")
-        if ca_file is not None and (protocol == "PLAINTEXT" or not isinstance(ca_file, str)
-                                    or not ca_file.startswith("/")):
+        if ca_file is not None and (protocol == "PLAINTEXT" or not isinstance(ca_file, str) or not ca_file.startswith("/")):
             raise fail(f"{field}.ca_file", "must be an absolute path of a PEM bundle, with protocol SSL or SASL_SSL")
         return cls(protocol=protocol, mechanism=mechanism, ca_file=ca_file, secret_id=secret_id)
 
@@ -111,8 +115,7 @@ class KafkaSecurity:
         elif self.mechanism == "SCRAM-SHA-512":
             user = self._credentials(credentials)
             props["sasl.mechanism"] = "SCRAM-SHA-512"
-            props["sasl.jaas.config"] = (f'{SCRAM_LOGIN_MODULE} required username="{user.username}" '
-                                         f'password="{user.password}";')
+            props["sasl.jaas.config"] = f'{SCRAM_LOGIN_MODULE} required username="{user.username}" password="{user.password}";'
         return {f"kafka.{key}": value for key, value in props.items()}
 
     # ------------------------------------------------------- confluent-kafka (librdkafka)
@@ -127,8 +130,7 @@ class KafkaSecurity:
             settings["oauth_cb"] = msk_iam_token_callback(region)
         elif self.mechanism == "SCRAM-SHA-512":
             user = self._credentials(credentials)
-            settings.update({"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user.username,
-                             "sasl.password": user.password})
+            settings.update({"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user.username, "sasl.password": user.password})
         return settings
 
     def _credentials(self, credentials: Credentials | None) -> Credentials:
@@ -161,8 +163,10 @@ def parse_credentials(text: str | None, where: str, error: type[Exception]) -> C
         raise error(f"{where} must be a JSON object with username and password (the SCRAM user of the MSK cluster)")
     username, password = str(data["username"]), str(data["password"])
     if not _JAAS_SAFE.match(username) or not _JAAS_SAFE.match(password):
-        raise error(f"{where}: the user name or password holds a quote, backslash, semicolon or line break, which a "
-                    "JAAS configuration cannot carry; rotate it to one without")
+        raise error(
+            f"{where}: the user name or password holds a quote, backslash, semicolon or line break, which a "
+            "JAAS configuration cannot carry; rotate it to one without"
+        )
     return Credentials(username, password)
 
 
@@ -175,6 +179,8 @@ def read_credentials(secret_id: str, where: str, error: type[Exception], region:
         response = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=secret_id)
     except (ClientError, BotoCoreError) as exc:
         code = exc.response.get("Error", {}).get("Code", "error") if isinstance(exc, ClientError) else type(exc).__name__
-        raise error(f"{where} cannot be read from Secrets Manager ({code}) — create it, grant "
-                    "secretsmanager:GetSecretValue and kms:Decrypt on its key, or fix kafka_security.secret_id") from None
+        raise error(
+            f"{where} cannot be read from Secrets Manager ({code}) — create it, grant "
+            "secretsmanager:GetSecretValue and kms:Decrypt on its key, or fix kafka_security.secret_id"
+        ) from None
     return parse_credentials(response.get("SecretString"), where, error)

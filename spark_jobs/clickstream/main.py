@@ -22,9 +22,18 @@ from spark_jobs.common.errors import StreamingError
 
 
 def main(argv: Sequence[str] | None = None, session: Any = None) -> int:
-    return run_main(argv, "clickstream/main.py", "Run the click stream into PostgreSQL and the lake.", StreamJob,
-                    "spark_jobs.clickstream.run:run_and_describe", "stream", session, result_mark=STREAM_MARK,
-                    refusal=StreamingError, sql_extensions=False)
+    return run_main(
+        argv,
+        "clickstream/main.py",
+        "Run the click stream into PostgreSQL and the lake.",
+        StreamJob,
+        "spark_jobs.clickstream.run:run_and_describe",
+        "stream",
+        session,
+        result_mark=STREAM_MARK,
+        refusal=StreamingError,
+        sql_extensions=False,
+    )
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def checkpoint_identity(spark: SparkSession, checkpoint: str) -> Checkpoint:
         LOG.info("checkpoint %s is new: id %s", checkpoint, checkpoint_id)
     offsets, _ = _hadoop_path(spark, f"{checkpoint.rstrip('/')}/offsets")
     started = bool(fs.exists(offsets)) and any(
-        not status.getPath().getName().startswith(".") for status in fs.listStatus(offsets))
+        not status.getPath().getName().startswith(".") for status in fs.listStatus(offsets)
+    )
     return Checkpoint(checkpoint_id, started)
 
 
@@ -170,8 +171,10 @@ class LakeWriter:
             return
         props = {**TABLE_PROPERTIES, "spotlake.stream": self.job.stream, "spotlake.role": role}
         listed = ", ".join(f"'{k}'='{v}'" for k, v in props.items())
-        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(frame.schema)}) USING iceberg "
-                       f"PARTITIONED BY ({partitioning}) TBLPROPERTIES ({listed})")
+        self.spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(frame.schema)}) USING iceberg "
+            f"PARTITIONED BY ({partitioning}) TBLPROPERTIES ({listed})"
+        )
         LOG.info("%s: created the Iceberg table %s", self.job.context, name)
 
     def write(self, classified: DataFrame, batch_id: int, rows: BatchRows) -> dict[str, float]:
@@ -201,8 +204,7 @@ class LakeWriter:
     def committed(self, table: str, batch_id: int) -> bool:
         """Whether this checkpoint committed ``batch_id`` (or a later batch) to ``table``: the newest
         snapshot of this checkpoint says so (batches commit in order)."""
-        iceberg = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
-            self.spark._jsparkSession, table)
+        iceberg = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(self.spark._jsparkSession, table)
         iceberg.refresh()
         snapshot = iceberg.currentSnapshot()
         for _ in range(SNAPSHOT_DEPTH):
@@ -225,22 +227,27 @@ class LakeWriter:
             try:
                 retention = self.lake.snapshot_retention_s
                 cutoff = stream_expiry_cutoff(self.spark, name, int((time.time() - retention) * 1000))
-                table = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
-                    self.spark._jsparkSession, name)
+                table = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(self.spark._jsparkSession, name)
                 table.expireSnapshots().expireOlderThan(cutoff).retainLast(RETAIN_LAST).commit()
             except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the stream
-                LOG.warning("%s: expiring the snapshots of %s failed (%s); the next round retries",
-                            self.job.context, name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                LOG.warning(
+                    "%s: expiring the snapshots of %s failed (%s); the next round retries",
+                    self.job.context,
+                    name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
 
     def _append(self, table: str, frame: DataFrame, batch_id: int) -> None:
         if self.committed(table, batch_id):
             LOG.info("%s batch %s: already in %s (a replay); not appended again", self.job.context, batch_id, table)
             return
-        (frame.writeTo(table)
-         .option(f"snapshot-property.{STREAM_KEY}", self.job.stream)
-         .option(f"snapshot-property.{CHECKPOINT_KEY}", self.checkpoint_id)
-         .option(f"snapshot-property.{BATCH_KEY}", str(batch_id))
-         .append())
+        (
+            frame.writeTo(table)
+            .option(f"snapshot-property.{STREAM_KEY}", self.job.stream)
+            .option(f"snapshot-property.{CHECKPOINT_KEY}", self.checkpoint_id)
+            .option(f"snapshot-property.{BATCH_KEY}", str(batch_id))
+            .append()
+        )
 
 
 def read_kafka(spark: SparkSession, options: dict[str, str]) -> DataFrame:
@@ -250,12 +257,10 @@ def read_kafka(spark: SparkSession, options: dict[str, str]) -> DataFrame:
 
 def classified(batch: DataFrame, job: StreamJob) -> DataFrame:
     """A micro-batch of Kafka records, parsed and checked once (see :mod:`spark_jobs.clickstream.events`)."""
-    return (batch.transform(kafka_records).transform(classify_events)
-            .transform(with_future_check(job.max_future_skew_s)))
+    return batch.transform(kafka_records).transform(classify_events).transform(with_future_check(job.max_future_skew_s))
 
 
-def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None,
-               final_before_ms: int | None = None) -> BatchRows:
+def batch_rows(batch: DataFrame, job: StreamJob, watermark_ms: int | None, final_before_ms: int | None = None) -> BatchRows:
     """A classified micro-batch as the sink's rows: one Spark job (:func:`batch_summary`)."""
     rows = BatchRows()
     event_times: list[int] = []
@@ -294,8 +299,9 @@ def add_window_summary(rows: BatchRows, summary: list[Row]) -> None:
     rows.members.extend(("funnel", window, stage, "", session) for window, stage, session in funnel_members)
 
 
-def batch_writer(job: StreamJob, writer: PostgresSinkWriter, run: StreamRun,
-                 lake: LakeWriter | None = None) -> Callable[[DataFrame, int], None]:
+def batch_writer(
+    job: StreamJob, writer: PostgresSinkWriter, run: StreamRun, lake: LakeWriter | None = None
+) -> Callable[[DataFrame, int], None]:
     """The query's ``foreachBatch`` function: every output of the batch, once (module documentation)."""
     tables_ready = False
 
@@ -337,8 +343,9 @@ def with_kafka_credentials(job: StreamJob) -> StreamJob:
     if not security.needs_secret or job.source.credentials is not None:
         return job
     assert security.secret_id is not None
-    credentials = read_credentials(security.secret_id, f"stream {job.stream}: Kafka secret '{security.secret_id}'",
-                                   StreamingError, job.region)
+    credentials = read_credentials(
+        security.secret_id, f"stream {job.stream}: Kafka secret '{security.secret_id}'", StreamingError, job.region
+    )
     return replace(job, source=replace(job.source, credentials=credentials))
 
 
@@ -350,11 +357,16 @@ def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter |
     job = with_kafka_credentials(job)
     if writer is None:
         writer = PostgresSinkWriter.for_target(
-            resolve_target(job.sink.secret_id, job.stream, job.region, job.sink.endpoint), job.stream,
+            resolve_target(job.sink.secret_id, job.stream, job.region, job.sink.endpoint),
+            job.stream,
             schema=job.sink.schema,
-            query_name=job.query_name, run_id=job.run_id, window_s=job.window_s,
-            watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
-            allowed_lateness_s=job.allowed_lateness_s, attempt=job.attempt,
+            query_name=job.query_name,
+            run_id=job.run_id,
+            window_s=job.window_s,
+            watermark_delay_s=job.watermark_delay_s,
+            late_policy=job.late_policy,
+            allowed_lateness_s=job.allowed_lateness_s,
+            attempt=job.attempt,
         )
     run = StreamRun(job)
     try:
@@ -374,8 +386,10 @@ def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter |
         )
         if str(query.id) != checkpoint.id:
             query.stop()
-            raise StreamingError(f"{job.context}: the query started with id {query.id}, not the checkpoint's "
-                                 f"{checkpoint.id}; another process rewrote {job.checkpoint}/metadata")
+            raise StreamingError(
+                f"{job.context}: the query started with id {query.id}, not the checkpoint's "
+                f"{checkpoint.id}; another process rewrote {job.checkpoint}/metadata"
+            )
         await_query(query, run)
     finally:
         writer.close()

@@ -51,7 +51,7 @@ from spark_jobs.common.database_secret import Endpoint, read_database_secret
 from spark_jobs.common.errors import StreamFencedError, StreamingError
 
 LOG = logging.getLogger(__name__)
-UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
+UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 PAGE_SIZE = 2000
@@ -91,12 +91,16 @@ class PostgresTarget:
         return f"{self.host}:{self.port}/{self.database}"
 
 
-def resolve_target(secret_id: str, stream: str, region: str | None = None,
-                   endpoint: Endpoint | None = None) -> PostgresTarget:
+def resolve_target(secret_id: str, stream: str, region: str | None = None, endpoint: Endpoint | None = None) -> PostgresTarget:
     """Read the sink's secret from Secrets Manager (in ``region``) and check its shape, never echoing values."""
     secret = read_database_secret(
-        secret_id, f"stream {stream}: sink secret '{secret_id}'", StreamingError,
-        "fix sink.secret_id in config/streaming.yaml", database_required=True, region=region, endpoint=endpoint,
+        secret_id,
+        f"stream {stream}: sink secret '{secret_id}'",
+        StreamingError,
+        "fix sink.secret_id in config/streaming.yaml",
+        database_required=True,
+        region=region,
+        endpoint=endpoint,
     )
     return PostgresTarget(secret.host, secret.port, str(secret.database), secret.username, secret.password)
 
@@ -210,8 +214,13 @@ class PostgresSinkWriter:
                 ) from None
             try:
                 return psycopg2.connect(
-                    host=target.host, port=target.port, dbname=target.database, user=target.username,
-                    password=target.password, connect_timeout=10, application_name=f"spotlake-{stream}",
+                    host=target.host,
+                    port=target.port,
+                    dbname=target.database,
+                    user=target.username,
+                    password=target.password,
+                    connect_timeout=10,
+                    application_name=f"spotlake-{stream}",
                 )
             except psycopg2.OperationalError as exc:
                 first = (str(exc).strip().splitlines() or ["connection failed"])[0]
@@ -250,8 +259,7 @@ class PostgresSinkWriter:
         return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
 
     # ----------------------------------------------------------------- claim
-    def claim(self, checkpoint_id: str | None = None, checkpoint_started: bool = False,
-              default_start: str = "earliest") -> Claim:
+    def claim(self, checkpoint_id: str | None = None, checkpoint_started: bool = False, default_start: str = "earliest") -> Claim:
         """Make this run the query's only writer, if its attempt is at least the owner's, for
         checkpoint ``checkpoint_id`` (``checkpoint_started``: it already holds offsets of its own).
 
@@ -282,8 +290,9 @@ class PostgresSinkWriter:
                         f"query {self.query_name}: attempt {owner_attempt} (run {owner}) owns the sink; this run "
                         f"(attempt {self.attempt}, run {self.run_id}) is older and stops without writing"
                     )
-                claim = self._checkpoint_claim(cur, int(last), stored_id, stored_start, checkpoint_started,
-                                               default_start, committed or {})
+                claim = self._checkpoint_claim(
+                    cur, int(last), stored_id, stored_start, checkpoint_started, default_start, committed or {}
+                )
                 cur.execute(
                     f"UPDATE {self.t('stream_progress')} SET run_id = %s, owner_attempt = %s, claimed_at = now() "
                     "WHERE query_name = %s",
@@ -298,13 +307,27 @@ class PostgresSinkWriter:
                     "version — apply the migrations first (the streaming supervisor does: spotlake.sink_schema.apply)"
                 ) from None
             raise
-        LOG.info("query %s claimed by run %s (attempt %s) for checkpoint %s; last committed batch %s, first batch "
-                 "from %s", self.query_name, self.run_id, self.attempt, checkpoint_id, claim.last_batch_id,
-                 claim.starting_offsets)
+        LOG.info(
+            "query %s claimed by run %s (attempt %s) for checkpoint %s; last committed batch %s, first batch from %s",
+            self.query_name,
+            self.run_id,
+            self.attempt,
+            checkpoint_id,
+            claim.last_batch_id,
+            claim.starting_offsets,
+        )
         return claim
 
-    def _checkpoint_claim(self, cur: Any, last: int, stored_id: str | None, stored_start: str | None,
-                          started: bool, default_start: str, committed: Any = None) -> Claim:
+    def _checkpoint_claim(
+        self,
+        cur: Any,
+        last: int,
+        stored_id: str | None,
+        stored_start: str | None,
+        started: bool,
+        default_start: str,
+        committed: Any = None,
+    ) -> Claim:
         """The claim's checkpoint part, under the progress row's lock (see :meth:`claim`)."""
         if self.checkpoint_id is None:
             return Claim(last, stored_start or default_start)
@@ -314,19 +337,23 @@ class PostgresSinkWriter:
                     f"query {self.query_name}: checkpoint {self.checkpoint_id} has no offsets of its own, but the sink "
                     f"committed its batches 0..{last}: its offsets/ folder was removed, and Spark would number its "
                     "batches from 0 again (the sink would skip them as replays) — stop the stream, delete the whole "
-                    f"checkpoint folder, then run python -m spotlake.stream_reset {self.query_name} --from committed")
+                    f"checkpoint folder, then run python -m spotlake.stream_reset {self.query_name} --from committed"
+                )
             return Claim(last, stored_start or default_start)
         # Nothing committed yet (the query's first checkpoint, or one replaced before its first
         # batch): it starts where the one before would have (a reset's offsets, else the job's).
         first = last < 0
         previous = f"checkpoint {stored_id}" if stored_id else "the checkpoint of an earlier version"
-        command = (f"python -m spotlake.stream_reset {self.query_name} --from committed (from the offsets the "
-                   "sink committed: nothing lost, nothing counted twice; or --from earliest|latest|'<offsets JSON>')")
+        command = (
+            f"python -m spotlake.stream_reset {self.query_name} --from committed (from the offsets the "
+            "sink committed: nothing lost, nothing counted twice; or --from earliest|latest|'<offsets JSON>')"
+        )
         if started and not first:
             raise CheckpointRefused(
                 f"query {self.query_name}: checkpoint {self.checkpoint_id} has batches of its own, but the sink's "
                 f"progress (batch {last}) belongs to {previous}: two checkpoints must never feed one sink — stop the "
-                f"stream, delete the checkpoint folder, then run {command}")
+                f"stream, delete the checkpoint folder, then run {command}"
+            )
         cur.execute(
             f"SELECT reset_id, starting_from, starting_offsets FROM {self.t('stream_checkpoint_resets')} "
             "WHERE query_name = %s AND consumed_at IS NULL ORDER BY reset_id DESC LIMIT 1 FOR UPDATE",
@@ -337,14 +364,17 @@ class PostgresSinkWriter:
             # (A checkpoint with offsets of its own starts there: Spark ignores startingOffsets, so a
             # pending reset stays for the next new checkpoint.)
             start = stored_start or default_start
-            cur.execute(f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s "
-                        "WHERE query_name = %s", (self.checkpoint_id, start, self.query_name))
+            cur.execute(
+                f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s WHERE query_name = %s",
+                (self.checkpoint_id, start, self.query_name),
+            )
             return Claim(-1, start)
         if pending is None:
             raise CheckpointRefused(
                 f"query {self.query_name}: checkpoint {self.checkpoint_id} is new, but the sink has committed batches "
                 f"0..{last} of {previous}; starting it from the job's starting offsets could count events twice or "
-                f"skip them, so the stream does not start — to start it, run {command}")
+                f"skip them, so the stream does not start — to start it, run {command}"
+            )
         reset_id, starting_from, starting_offsets = pending
         if starting_from == "committed":
             # Where the sink stands now, not when the reset was asked for: batches committed since
@@ -358,14 +388,28 @@ class PostgresSinkWriter:
         # The offsets follow the new checkpoint from here (a reset may go back: the lag must show it).
         cur.execute(
             f"UPDATE {self.t('stream_progress')} SET checkpoint_id = %s, checkpoint_start = %s, last_batch_id = -1, "
-            "offsets = '{}'::jsonb WHERE query_name = %s", (self.checkpoint_id, starting_offsets, self.query_name))
-        LOG.warning("query %s: reset %s consumed: checkpoint %s replaces %s (last batch %s) and starts from %s (%s)",
-                    self.query_name, reset_id, self.checkpoint_id, stored_id, last, starting_from, starting_offsets)
+            "offsets = '{}'::jsonb WHERE query_name = %s",
+            (self.checkpoint_id, starting_offsets, self.query_name),
+        )
+        LOG.warning(
+            "query %s: reset %s consumed: checkpoint %s replaces %s (last batch %s) and starts from %s (%s)",
+            self.query_name,
+            reset_id,
+            self.checkpoint_id,
+            stored_id,
+            last,
+            starting_from,
+            starting_offsets,
+        )
         return Claim(-1, starting_offsets, int(reset_id))
 
     # ----------------------------------------------------------------- write
-    def write(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows],
-              before_commit: Callable[[], dict[str, float]] | None = None) -> BatchResult:
+    def write(
+        self,
+        batch_id: int,
+        compute: Callable[[int | None, int | None], BatchRows],
+        before_commit: Callable[[], dict[str, float]] | None = None,
+    ) -> BatchResult:
         """Commit batch ``batch_id`` unless it was committed before.
 
         ``compute(watermark_ms, final_before_ms)`` returns the batch's rows given the watermark
@@ -389,9 +433,15 @@ class PostgresSinkWriter:
                 pause = min(2.0**attempt, 10.0)
                 if not self._transient(exc) or time.monotonic() + pause > deadline:
                     raise
-                LOG.warning("query %s batch %s: the sink is unreachable (%s: %s); retrying in %.0f s (for up to "
-                            "%.0f s in all)", self.query_name, batch_id, type(exc).__name__,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else "", pause, self.retry_s)
+                LOG.warning(
+                    "query %s batch %s: the sink is unreachable (%s: %s); retrying in %.0f s (for up to %.0f s in all)",
+                    self.query_name,
+                    batch_id,
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                    pause,
+                    self.retry_s,
+                )
                 self.close()
                 time.sleep(pause)
 
@@ -409,8 +459,12 @@ class PostgresSinkWriter:
         candidate = watermark_ms - self.lateness_ms - self.window_ms if watermark_ms is not None else None
         return _max_or_none(stored_ms, candidate)
 
-    def _write_once(self, batch_id: int, compute: Callable[[int | None, int | None], BatchRows],
-                    before_commit: Callable[[], dict[str, float]] | None = None) -> BatchResult:
+    def _write_once(
+        self,
+        batch_id: int,
+        compute: Callable[[int | None, int | None], BatchRows],
+        before_commit: Callable[[], dict[str, float]] | None = None,
+    ) -> BatchResult:
         started = datetime.now(UTC)
         conn = self.connection
         with conn.cursor() as cur:
@@ -421,9 +475,7 @@ class PostgresSinkWriter:
             )
             row = cur.fetchone()
             if row is None:
-                raise StreamingError(
-                    f"query {self.query_name}: no stream_progress row; the run must claim the query first"
-                )
+                raise StreamingError(f"query {self.query_name}: no stream_progress row; the run must claim the query first")
             owner, last_batch, max_event_time, watermark, offsets, final_before, checkpoint_id = row
             if owner != self.run_id or (self.checkpoint_id is not None and checkpoint_id != self.checkpoint_id):
                 raise StreamFencedError(
@@ -432,8 +484,7 @@ class PostgresSinkWriter:
                 )
             if batch_id <= last_batch:
                 conn.rollback()
-                LOG.info("query %s batch %s was committed before (last %s): nothing to do", self.query_name,
-                         batch_id, last_batch)
+                LOG.info("query %s batch %s was committed before (last %s): nothing to do", self.query_name, batch_id, last_batch)
                 return BatchResult(batch_id, committed=False)
             watermark_ms = to_millis(watermark) if watermark is not None else None
             final_ms = self._final_before(watermark_ms, to_millis(final_before) if final_before is not None else None)
@@ -456,8 +507,7 @@ class PostgresSinkWriter:
                     f"UPDATE {self.t('stream_progress')} SET last_batch_id = %s, max_event_time = %s, "
                     "watermark = %s, offsets = %s, final_before = %s, committed_at = clock_timestamp() "
                     "WHERE query_name = %s",
-                    (batch_id, _dt(new_max), _dt(new_watermark), json.dumps(merged), _dt(new_final),
-                     self.query_name),
+                    (batch_id, _dt(new_max), _dt(new_watermark), json.dumps(merged), _dt(new_final), self.query_name),
                 )
                 phases = {"aggregate": computed - clock, "postgres": time.monotonic() - computed}
                 if lake is not None:
@@ -468,25 +518,46 @@ class PostgresSinkWriter:
                 "valid_events, counted_events, late_events, dead_letters, watermark, offsets, started_at, "
                 "committed_at, checkpoint_id, phases) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s)",
-                (self.query_name, batch_id, self.run_id, rows.input_rows, rows.valid_events,
-                 rows.counted_events, late_ids, len(rows.dead_letters), _dt(watermark_ms), json.dumps(merged),
-                 started, self.checkpoint_id, json.dumps({k: round(v, 4) for k, v in phases.items()})),
+                (
+                    self.query_name,
+                    batch_id,
+                    self.run_id,
+                    rows.input_rows,
+                    rows.valid_events,
+                    rows.counted_events,
+                    late_ids,
+                    len(rows.dead_letters),
+                    _dt(watermark_ms),
+                    json.dumps(merged),
+                    started,
+                    self.checkpoint_id,
+                    json.dumps({k: round(v, 4) for k, v in phases.items()}),
+                ),
             )
             if batch_id % PRUNE_EVERY == 0:
-                cur.execute(f"DELETE FROM {self.t('stream_batches')} WHERE query_name = %s AND committed_at < "
-                            "clock_timestamp() - %s * interval '1 second'", (self.query_name, self.retention_s))
+                cur.execute(
+                    f"DELETE FROM {self.t('stream_batches')} WHERE query_name = %s AND committed_at < "
+                    "clock_timestamp() - %s * interval '1 second'",
+                    (self.query_name, self.retention_s),
+                )
         conn.commit()
         phases["commit"] = time.monotonic() - lake_done
         LOG.info(
             "query %s batch %s committed: %s records, %s counted, %s late, %s dead letters, watermark %s (%s)",
-            self.query_name, batch_id, rows.input_rows, rows.counted_events, late_ids, len(rows.dead_letters),
-            _dt(new_watermark), ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()),
+            self.query_name,
+            batch_id,
+            rows.input_rows,
+            rows.counted_events,
+            late_ids,
+            len(rows.dead_letters),
+            _dt(new_watermark),
+            ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()),
         )
-        return BatchResult(batch_id, True, rows.input_rows, rows.counted_events, late_ids,
-                           len(rows.dead_letters), new_watermark, phases)
+        return BatchResult(
+            batch_id, True, rows.input_rows, rows.counted_events, late_ids, len(rows.dead_letters), new_watermark, phases
+        )
 
-    def _write_rows(self, cur: Any, batch_id: int, rows: BatchRows, watermark_ms: int | None,
-                    final_ms: int | None) -> int:
+    def _write_rows(self, cur: Any, batch_id: int, rows: BatchRows, watermark_ms: int | None, final_ms: int | None) -> int:
         from psycopg2.extras import execute_values
 
         if rows.dead_letters:
@@ -494,8 +565,10 @@ class PostgresSinkWriter:
                 cur,
                 f"INSERT INTO {self.t('click_dead_letters')} (topic, kafka_partition, kafka_offset, "
                 "kafka_timestamp, key, value, reason, detail, batch_id) VALUES %s ON CONFLICT DO NOTHING",
-                [(t, p, o, _dt(ts), _bytes(k), _bytes(v), reason, detail, batch_id)
-                 for t, p, o, ts, k, v, reason, detail in rows.dead_letters],
+                [
+                    (t, p, o, _dt(ts), _bytes(k), _bytes(v), reason, detail, batch_id)
+                    for t, p, o, ts, k, v, reason, detail in rows.dead_letters
+                ],
                 page_size=PAGE_SIZE,
             )
         if rows.late_events and watermark_ms is not None:
@@ -504,9 +577,26 @@ class PostgresSinkWriter:
                 f"INSERT INTO {self.t('click_late_events')} (topic, kafka_partition, kafka_offset, "
                 "kafka_timestamp, event_id, event_time, window_start, page, event_type, user_id, session_id, "
                 "watermark, lateness_ms, counted, batch_id) VALUES %s ON CONFLICT DO NOTHING",
-                [(t, p, o, _dt(ts), eid, _dt(et), _dt(ws), page, etype, user, session, _dt(watermark_ms),
-                  watermark_ms - et, self.late_policy == "count" and (final_ms is None or ws > final_ms), batch_id)
-                 for t, p, o, ts, eid, et, ws, page, etype, user, session in rows.late_events],
+                [
+                    (
+                        t,
+                        p,
+                        o,
+                        _dt(ts),
+                        eid,
+                        _dt(et),
+                        _dt(ws),
+                        page,
+                        etype,
+                        user,
+                        session,
+                        _dt(watermark_ms),
+                        watermark_ms - et,
+                        self.late_policy == "count" and (final_ms is None or ws > final_ms),
+                        batch_id,
+                    )
+                    for t, p, o, ts, eid, et, ws, page, etype, user, session in rows.late_events
+                ],
                 page_size=PAGE_SIZE,
             )
         self._stage(cur, rows)
@@ -520,8 +610,11 @@ class PostgresSinkWriter:
         """COPY the batch's members, window counts and funnel counts into temporary tables
         that live for this transaction only (``ON COMMIT DELETE ROWS``)."""
         cur.execute(";\n".join(STAGING_TABLES))  # one round trip
-        for table, data in (("spotlake_batch_members", rows.members), ("spotlake_batch_counts", rows.window_counts),
-                            ("spotlake_batch_funnel", rows.funnel_counts)):
+        for table, data in (
+            ("spotlake_batch_members", rows.members),
+            ("spotlake_batch_counts", rows.window_counts),
+            ("spotlake_batch_funnel", rows.funnel_counts),
+        ):
             if data:
                 buffer = io.StringIO()
                 # Strings quoted, so an empty one stays empty (COPY reads an unquoted empty field as NULL).
@@ -534,23 +627,23 @@ class PostgresSinkWriter:
         sets did not hold, and upsert the staged window counts with those counts."""
         return f"""
             WITH new_users AS (
-                INSERT INTO {self.t('click_window_users')} (window_start, page, event_type, user_id)
-                SELECT {_ts('window_ms')}, k1, k2, member FROM pg_temp.spotlake_batch_members WHERE kind = 'user'
+                INSERT INTO {self.t("click_window_users")} (window_start, page, event_type, user_id)
+                SELECT {_ts("window_ms")}, k1, k2, member FROM pg_temp.spotlake_batch_members WHERE kind = 'user'
                 ON CONFLICT DO NOTHING RETURNING window_start, page, event_type
             ), new_sessions AS (
-                INSERT INTO {self.t('click_window_sessions')} (window_start, page, event_type, session_id)
-                SELECT {_ts('window_ms')}, k1, k2, member FROM pg_temp.spotlake_batch_members WHERE kind = 'session'
+                INSERT INTO {self.t("click_window_sessions")} (window_start, page, event_type, session_id)
+                SELECT {_ts("window_ms")}, k1, k2, member FROM pg_temp.spotlake_batch_members WHERE kind = 'session'
                 ON CONFLICT DO NOTHING RETURNING window_start, page, event_type
             ), users AS (
                 SELECT window_start, page, event_type, count(*) AS added FROM new_users GROUP BY 1, 2, 3
             ), sessions AS (
                 SELECT window_start, page, event_type, count(*) AS added FROM new_sessions GROUP BY 1, 2, 3
             )
-            INSERT INTO {self.t('click_aggregates')} AS a (window_start, page, event_type, events, users, sessions,
+            INSERT INTO {self.t("click_aggregates")} AS a (window_start, page, event_type, events, users, sessions,
                                                           late_events, last_batch_id, updated_at)
             SELECT c.window_start, c.page, c.event_type, c.events, COALESCE(u.added, 0), COALESCE(s.added, 0),
                    c.late_events, %(batch_id)s, clock_timestamp()
-            FROM (SELECT {_ts('window_ms')} AS window_start, page, event_type, events, late_events
+            FROM (SELECT {_ts("window_ms")} AS window_start, page, event_type, events, late_events
                   FROM pg_temp.spotlake_batch_counts) AS c
             LEFT JOIN users AS u USING (window_start, page, event_type)
             LEFT JOIN sessions AS s USING (window_start, page, event_type)
@@ -564,16 +657,16 @@ class PostgresSinkWriter:
         """Like :meth:`_aggregates_sql`, for the funnel: sessions per window and stage."""
         return f"""
             WITH new_sessions AS (
-                INSERT INTO {self.t('click_funnel_sessions')} (window_start, stage, session_id)
-                SELECT {_ts('window_ms')}, k1, member FROM pg_temp.spotlake_batch_members WHERE kind = 'funnel'
+                INSERT INTO {self.t("click_funnel_sessions")} (window_start, stage, session_id)
+                SELECT {_ts("window_ms")}, k1, member FROM pg_temp.spotlake_batch_members WHERE kind = 'funnel'
                 ON CONFLICT DO NOTHING RETURNING window_start, stage
             ), sessions AS (
                 SELECT window_start, stage, count(*) AS added FROM new_sessions GROUP BY 1, 2
             )
-            INSERT INTO {self.t('click_funnel')} AS f (window_start, stage, events, sessions, last_batch_id,
+            INSERT INTO {self.t("click_funnel")} AS f (window_start, stage, events, sessions, last_batch_id,
                                                       updated_at)
             SELECT c.window_start, c.stage, c.events, COALESCE(s.added, 0), %(batch_id)s, clock_timestamp()
-            FROM (SELECT {_ts('window_ms')} AS window_start, stage, events FROM pg_temp.spotlake_batch_funnel) AS c
+            FROM (SELECT {_ts("window_ms")} AS window_start, stage, events FROM pg_temp.spotlake_batch_funnel) AS c
             LEFT JOIN sessions AS s USING (window_start, stage)
             ON CONFLICT (window_start, stage) DO UPDATE SET
                 events = f.events + EXCLUDED.events, sessions = f.sessions + EXCLUDED.sessions,

@@ -53,8 +53,7 @@ class HeldLock:
         self._thread.join(timeout=5)
 
 
-def take_lock(store: LakeState, pipeline: str, owner: Owner, lease_s: float, wait_s: float,
-              poll_s: float = 1.0) -> HeldLock:
+def take_lock(store: LakeState, pipeline: str, owner: Owner, lease_s: float, wait_s: float, poll_s: float = 1.0) -> HeldLock:
     """Wait (up to ``wait_s``) for the pipeline's commit lock; the caller stops the returned
     holder's lease thread when done. The lock itself is freed by :meth:`LakeState.release`
     (which records the commit in the same transaction); after an error it is left to expire

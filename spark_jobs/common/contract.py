@@ -65,4 +65,4 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")  # a column or table name 
 
 
 def window_label(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(WINDOW_LABEL)  # noqa: UP017 - datetime.UTC needs Python 3.11
+    return moment.astimezone(timezone.utc).strftime(WINDOW_LABEL)

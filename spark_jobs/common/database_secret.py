@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 HOST = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$")
-SHAPES = ("RDS format (host, port, dbname, username, password), an RDS-managed master secret (username, password, "
-          "with host, port and database in the configuration) or host, port, database, username, password")
+SHAPES = (
+    "RDS format (host, port, dbname, username, password), an RDS-managed master secret (username, password, "
+    "with host, port and database in the configuration) or host, port, database, username, password"
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,9 @@ class DatabaseSecret:
         return f"DatabaseSecret(host={self.host!r}, port={self.port}, database={self.database!r})"
 
 
-def parse_database_secret(text: str | None, where: str, error: type[Exception], database_required: bool,
-                          endpoint: Endpoint | None = None) -> DatabaseSecret:
+def parse_database_secret(
+    text: str | None, where: str, error: type[Exception], database_required: bool, endpoint: Endpoint | None = None
+) -> DatabaseSecret:
     """Check a secret's JSON text in any of :data:`SHAPES`, filling what it lacks from ``endpoint``."""
     try:
         secret = json.loads(text or "")
@@ -87,13 +90,20 @@ def parse_database_secret(text: str | None, where: str, error: type[Exception], 
         "username": secret.get("username"),
         "password": secret.get("password"),
     }
-    required = ("host", "port", "database", "username", "password") if database_required else (
-        "host", "port", "username", "password")
+    required = (
+        ("host", "port", "database", "username", "password") if database_required else ("host", "port", "username", "password")
+    )
     missing = [k for k in required if not values[k]]
     if missing:
         from_config = [k for k in missing if k in ("host", "port", "database")]
-        hint = (f"; set {', '.join(from_config)} in the configuration beside the secret's name if the secret is "
-                "RDS-managed (it holds only username and password)") if from_config else ""
+        hint = (
+            (
+                f"; set {', '.join(from_config)} in the configuration beside the secret's name if the secret is "
+                "RDS-managed (it holds only username and password)"
+            )
+            if from_config
+            else ""
+        )
         raise error(f"{where} lacks {', '.join(missing)}; it must be in the {SHAPES}{hint}")
     host, port = str(values["host"]), values["port"]
     if not HOST.match(host):
@@ -101,8 +111,7 @@ def parse_database_secret(text: str | None, where: str, error: type[Exception], 
     if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
         raise error(f"{where}: port {port!r} is not a TCP port number")
     database = values["database"]
-    return DatabaseSecret(host, int(port), str(database) if database else None, str(values["username"]),
-                          str(values["password"]))
+    return DatabaseSecret(host, int(port), str(database) if database else None, str(values["username"]), str(values["password"]))
 
 
 def read_database_secret(

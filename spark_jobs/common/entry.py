@@ -41,8 +41,9 @@ class _Arguments(argparse.ArgumentParser):
         raise self.refusal(f"job: {message} — usage: {self.prog} --job <base64url(JSON)> | --job-file <path>")
 
 
-def parse_args(argv: Sequence[str] | None, prog: str, description: str,
-               refusal: type[SpotlakeJobError] = ExtractionError) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None, prog: str, description: str, refusal: type[SpotlakeJobError] = ExtractionError
+) -> argparse.Namespace:
     parser = _Arguments(prog=prog, description=description)
     parser.refusal = refusal
     source = parser.add_mutually_exclusive_group(required=True)
@@ -105,9 +106,19 @@ def load_runner(name: str) -> Callable[[SparkSession, Any], dict[str, Any]]:
     return getattr(importlib.import_module(module), function)
 
 
-def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: Any,
-             run: str, what: str, session: SparkSession | None = None, *, result_mark: str = RESULT_MARK,
-             refusal: type[SpotlakeJobError] = ExtractionError, sql_extensions: bool = True) -> int:
+def run_main(
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    job_type: Any,
+    run: str,
+    what: str,
+    session: SparkSession | None = None,
+    *,
+    result_mark: str = RESULT_MARK,
+    refusal: type[SpotlakeJobError] = ExtractionError,
+    sql_extensions: bool = True,
+) -> int:
     """Parse the job, run ``run`` (``module:function``) in ``session`` (a long-lived session's),
     else the active session, else a new one it stops after; print the result line (``result_mark``)
     or one error line; the exit code says which."""
@@ -136,8 +147,7 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
         if isinstance(exc, DataError):
             print(DATA_ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
         print(ERROR_MARK + one_line(str(exc)), file=sys.stderr, flush=True)
-        write_report(report, outcome(status="failed", error=one_line(str(exc)),
-                                     data_error=isinstance(exc, DataError)), region())
+        write_report(report, outcome(status="failed", error=one_line(str(exc)), data_error=isinstance(exc, DataError)), region())
         return 2
     except Exception as exc:
         where = job.context if job is not None else "job"
@@ -151,4 +161,3 @@ def run_main(argv: Sequence[str] | None, prog: str, description: str, job_type: 
     print(result_mark + json.dumps(result, separators=(",", ":"), default=str), flush=True)
     write_report(report, outcome(status="succeeded", result=result), region())
     return 0
-

@@ -32,7 +32,7 @@ WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 CONFIG_FILE = "config/pipelines.yaml"
 TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)$")
 
-UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; EMR runs 3.9
+UTC = timezone.utc
 
 
 def is_identifier(value: Any) -> bool:
@@ -341,8 +341,7 @@ class _JobParser:
         if parsed is None or parsed.tzinfo is None:
             raise self.fail(
                 field,
-                f"must be an ISO-8601 timestamp with a UTC offset, "
-                f"e.g. 2026-11-27T14:00:00+00:00, got {value!r}",
+                f"must be an ISO-8601 timestamp with a UTC offset, e.g. 2026-11-27T14:00:00+00:00, got {value!r}",
             )
         return parsed.astimezone(UTC)
 
@@ -353,9 +352,7 @@ class _JobParser:
         if not start < end:
             raise self.fail("window", f"start {start.isoformat()} must be before end {end.isoformat()}")
         if read_from > start:
-            raise self.fail(
-                "window.read_from", f"{read_from.isoformat()} must not be after start {start.isoformat()}"
-            )
+            raise self.fail("window.read_from", f"{read_from.isoformat()} must not be after start {start.isoformat()}")
         return Window(start=start, end=end, read_from=read_from)
 
     def lake(self, data: Mapping[str, Any]) -> LakeTables:
@@ -376,14 +373,12 @@ class _JobParser:
             raise self.fail(f"{prefix}type", f"must be one of {', '.join(CATALOG_TYPES)}, got {kind!r}")
         warehouse = self.text(data, "warehouse", prefix).rstrip("/")
         if not WAREHOUSE.match(warehouse):
-            raise self.fail(f"{prefix}warehouse",
-                            f"must be an S3 location such as s3://bucket/warehouse, got {warehouse!r}")
+            raise self.fail(f"{prefix}warehouse", f"must be an S3 location such as s3://bucket/warehouse, got {warehouse!r}")
         secret_id = data.get("secret_id")
         if kind == "jdbc" and (not isinstance(secret_id, str) or not secret_id.strip()):
             raise self.fail(f"{prefix}secret_id", "must name the Secrets Manager secret of the JDBC catalog's database")
         properties = data.get("properties") or {}
-        if not isinstance(properties, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
+        if not isinstance(properties, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
             raise self.fail(f"{prefix}properties", f"must map catalog property names to strings, got {properties!r}")
         return {
             "catalog": self.identifier(data.get("catalog"), f"{prefix}catalog"),
@@ -424,8 +419,11 @@ class _JobParser:
         if deletes not in ("remove", "flag"):
             raise self.fail("reconcile.deletes", f"must be remove or flag, got {deletes!r}")
         if deletes == "flag" and not soft_delete:
-            raise self.fail("reconcile.deletes", "is flag, which sets the pipeline's soft_delete column; the "
-                                                 "pipeline has none — set soft_delete, or deletes: remove")
+            raise self.fail(
+                "reconcile.deletes",
+                "is flag, which sets the pipeline's soft_delete column; the "
+                "pipeline has none — set soft_delete, or deletes: remove",
+            )
         replica = data.get("replica_secret_id")
         if replica is not None and (not isinstance(replica, str) or not replica):
             raise self.fail("reconcile.replica_secret_id", f"must be a secret name, got {replica!r}")
@@ -558,8 +556,9 @@ class MaintenanceJob(JobDocument):
     def from_dict(cls, data: Any) -> MaintenanceJob:
         parser = _JobParser(data)
         parser.who = f"pipeline {data.get('pipeline')}"
-        parser.unknown_keys(data, {"job_key", "attempt", "run_id", "pipeline", "lake", "registry", "maintenance",
-                                   "commit", "stream"}, "")
+        parser.unknown_keys(
+            data, {"job_key", "attempt", "run_id", "pipeline", "lake", "registry", "maintenance", "commit", "stream"}, ""
+        )
         stream = data.get("stream")
         if stream is not None and (not isinstance(stream, str) or not is_identifier(stream)):
             raise parser.fail("stream", f"must be a stream name, got {stream!r}")
@@ -567,13 +566,16 @@ class MaintenanceJob(JobDocument):
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise parser.fail("attempt", f"must be an integer >= 1, got {attempt!r}")
         options = parser.section(data, "maintenance", required=False)
-        parser.unknown_keys(options, {"snapshot_retention_s", "retain_last", "orphan_age_s", "target_file_size_mb"},
-                            "maintenance.")
+        parser.unknown_keys(
+            options, {"snapshot_retention_s", "retain_last", "orphan_age_s", "target_file_size_mb"}, "maintenance."
+        )
         for key, value in options.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise parser.fail(f"maintenance.{key}", f"must be a number >= 0, got {value!r}")
         return cls(
-            job_key=parser.text(data, "job_key"), attempt=attempt, run_id=parser.text(data, "run_id"),
+            job_key=parser.text(data, "job_key"),
+            attempt=attempt,
+            run_id=parser.text(data, "run_id"),
             pipeline=parser.text(data, "pipeline"),
             lake=parser.lake(parser.section(data, "lake", required=True)),
             registry=parser.registry(parser.section(data, "registry", required=True)),

@@ -61,8 +61,14 @@ CHANGE_COLUMNS = (
     ("_source_key", "string"),  # MD5 of the primary key as the source renders it (reconciliation)
     ("_source_hash", "string"),  # MD5 of the whole source row
 )
-CURRENT_COLUMNS = (("_op", "string"), ("_window", "string"), ("_job_key", "string"), ("_extracted_at", "timestamp"),
-                   ("_source_key", "string"), ("_source_hash", "string"))
+CURRENT_COLUMNS = (
+    ("_op", "string"),
+    ("_window", "string"),
+    ("_job_key", "string"),
+    ("_extracted_at", "timestamp"),
+    ("_source_key", "string"),
+    ("_source_hash", "string"),
+)
 RESERVED = frozenset(name for name, _ in CHANGE_COLUMNS)
 
 TABLE_PROPERTIES = {
@@ -101,14 +107,22 @@ def catalog_properties(lake: LakeTables, who: str, region: str | None) -> dict[s
     if lake.type == "jdbc":
         assert lake.secret_id is not None
         secret = read_database_secret(
-            lake.secret_id, f"{who}: lake catalog secret '{lake.secret_id}'", ExtractionError,
-            f"fix lake.secret_id in {CONFIG_FILE}", database_required=True, region=region, endpoint=lake.endpoint)
-        props.update({
-            f"{prefix}.uri": f"jdbc:postgresql://{secret.host}:{secret.port}/{secret.database}",
-            f"{prefix}.jdbc.user": secret.username,
-            f"{prefix}.jdbc.password": secret.password,
-            f"{prefix}.jdbc.schema-version": "V1",
-        })
+            lake.secret_id,
+            f"{who}: lake catalog secret '{lake.secret_id}'",
+            ExtractionError,
+            f"fix lake.secret_id in {CONFIG_FILE}",
+            database_required=True,
+            region=region,
+            endpoint=lake.endpoint,
+        )
+        props.update(
+            {
+                f"{prefix}.uri": f"jdbc:postgresql://{secret.host}:{secret.port}/{secret.database}",
+                f"{prefix}.jdbc.user": secret.username,
+                f"{prefix}.jdbc.password": secret.password,
+                f"{prefix}.jdbc.schema-version": "V1",
+            }
+        )
     for key, value in lake.properties:
         props[f"{prefix}.{key}"] = value
     return props
@@ -121,7 +135,8 @@ def configure_catalog(spark: SparkSession, job: ExtractJob) -> None:
         raise ExtractionError(
             f"{job.context}: the Spark session lacks Iceberg's SQL extensions, which MERGE INTO needs — "
             f"start it with spark.sql.extensions={ICEBERG_EXTENSIONS} (EMR: the iceberg-defaults "
-            "classification with iceberg.enabled=true)")
+            "classification with iceberg.enabled=true)"
+        )
     for key, value in catalog_properties(job.lake, f"pipeline {job.pipeline}", job.registry.region).items():
         spark.conf.set(key, value)
 
@@ -154,24 +169,35 @@ class LakeSchema:
     current: StructType
 
 
-def ensure_tables(spark: SparkSession, job: ExtractJob, data: StructType,
-                  primary_key: tuple[str, ...]) -> LakeSchema:
+def ensure_tables(spark: SparkSession, job: ExtractJob, data: StructType, primary_key: tuple[str, ...]) -> LakeSchema:
     """Create the pipeline's tables if missing and evolve them to take ``data``'s columns."""
     clash = sorted(RESERVED & {f.name for f in data.fields})
     if clash:
         raise ExtractionError(
             f"{job.context}: column(s) {', '.join(clash)} clash with the lake's own columns "
-            f"({', '.join(sorted(RESERVED))}) — rename them with a rename transform in {CONFIG_FILE}")
+            f"({', '.join(sorted(RESERVED))}) — rename them with a rename transform in {CONFIG_FILE}"
+        )
     lake = job.lake
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {lake.catalog}.{quote_identifier(lake.namespace)}")
     identity = {
-        "spotlake.pipeline": job.pipeline, "spotlake.source": job.qualified_table,
+        "spotlake.pipeline": job.pipeline,
+        "spotlake.source": job.qualified_table,
         "spotlake.primary-key": ",".join(primary_key),
     }
-    _create(spark, lake.changes_table, with_meta(data, CHANGE_COLUMNS), "PARTITIONED BY (days(_extracted_at))",
-            {**TABLE_PROPERTIES, **identity, "spotlake.role": "changes"})
-    if _create(spark, lake.current_table, with_meta(data, CURRENT_COLUMNS), "",
-               {**TABLE_PROPERTIES, **identity, "spotlake.role": "current"}):
+    _create(
+        spark,
+        lake.changes_table,
+        with_meta(data, CHANGE_COLUMNS),
+        "PARTITIONED BY (days(_extracted_at))",
+        {**TABLE_PROPERTIES, **identity, "spotlake.role": "changes"},
+    )
+    if _create(
+        spark,
+        lake.current_table,
+        with_meta(data, CURRENT_COLUMNS),
+        "",
+        {**TABLE_PROPERTIES, **identity, "spotlake.role": "current"},
+    ):
         ordered = ", ".join(quote_identifier(c) for c in primary_key)
         spark.sql(f"ALTER TABLE {lake.current_table} WRITE LOCALLY ORDERED BY {ordered}")
     return LakeSchema(
@@ -180,13 +206,11 @@ def ensure_tables(spark: SparkSession, job: ExtractJob, data: StructType,
     )
 
 
-def _create(spark: SparkSession, name: str, schema: StructType, partitioning: str,
-            properties: Mapping[str, str]) -> bool:
+def _create(spark: SparkSession, name: str, schema: StructType, partitioning: str, properties: Mapping[str, str]) -> bool:
     if table_exists(spark, name):
         return False
     props = ", ".join(f"{_literal(k)}={_literal(v)}" for k, v in properties.items())
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(schema)}) USING iceberg {partitioning} "
-              f"TBLPROPERTIES ({props})")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(schema)}) USING iceberg {partitioning} TBLPROPERTIES ({props})")
     return True
 
 
@@ -207,8 +231,9 @@ def widens(old: DataType, new: DataType) -> bool:
         return True
     if isinstance(old, FloatType) and isinstance(new, DoubleType):
         return True
-    return (isinstance(old, DecimalType) and isinstance(new, DecimalType)
-            and new.scale == old.scale and new.precision > old.precision)
+    return (
+        isinstance(old, DecimalType) and isinstance(new, DecimalType) and new.scale == old.scale and new.precision > old.precision
+    )
 
 
 def evolve(spark: SparkSession, job: ExtractJob, name: str, wanted: StructType) -> StructType:
@@ -226,8 +251,7 @@ def evolve(spark: SparkSession, job: ExtractJob, name: str, wanted: StructType) 
         elif stored(field.dataType) == current.dataType:
             continue
         elif widens(current.dataType, stored(field.dataType)):
-            spark.sql(f"ALTER TABLE {name} ALTER COLUMN {quote_identifier(current.name)} "
-                      f"TYPE {field.dataType.simpleString()}")
+            spark.sql(f"ALTER TABLE {name} ALTER COLUMN {quote_identifier(current.name)} TYPE {field.dataType.simpleString()}")
             changed = True
         else:
             raise DataError(
@@ -235,8 +259,9 @@ def evolve(spark: SparkSession, job: ExtractJob, name: str, wanted: StructType) 
                 f"transforms) but {current.dataType.simpleString()} in the lake table {name}; Iceberg can only "
                 "widen a column in place (int→bigint, float→double, a decimal's precision up at the same "
                 "scale), so the pipeline stops here and nothing was committed — fix: add `cast: {"
-                f"{field.name}: \"{current.dataType.simpleString()}\"}}` to the pipeline's transforms in "
-                f"{CONFIG_FILE} if every value fits, or load the table under a new pipeline name")
+                f'{field.name}: "{current.dataType.simpleString()}"}}` to the pipeline\'s transforms in '
+                f"{CONFIG_FILE} if every value fits, or load the table under a new pipeline name"
+            )
     return spark.table(name).schema if changed else StructType(list(have.values()))
 
 
@@ -272,7 +297,8 @@ def with_commit_properties(spark: SparkSession, properties: Mapping[str, str], f
         java_map.put(key, value)
     call = _Callable(fn)
     jvm.org.apache.iceberg.spark.CommitMetadata.withCommitProperties(
-        java_map, call, jvm.java.lang.Class.forName("java.lang.RuntimeException"))
+        java_map, call, jvm.java.lang.Class.forName("java.lang.RuntimeException")
+    )
     if call.error is not None:
         raise call.error
 

@@ -42,7 +42,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-UTC = timezone.utc  # noqa: UP017 - EMR runs Python 3.9
+UTC = timezone.utc
 STATE_ITEM = "#state"
 SNAPSHOT_LABEL = "snapshot"
 SUBMITTED = "SUBMITTED"  # the jobs table's state of a job whose attempt runs (spotlake.registry.JobState)
@@ -51,7 +51,7 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-class SnapshotPhase(str, Enum):  # noqa: UP042 - StrEnum needs Python 3.11; EMR runs 3.9
+class SnapshotPhase(str, Enum):  # not StrEnum: that needs Python 3.11, EMR runs 3.9
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     DONE = "DONE"
@@ -222,8 +222,7 @@ class Lock:
 
 
 def _conditional_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in (
-        "ConditionalCheckFailedException", "TransactionCanceledException")
+    return exc.response.get("Error", {}).get("Code") in ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 
 def _cancellation_codes(exc: ClientError) -> list:
@@ -250,8 +249,7 @@ class LakeState:
         return {"pipeline": {"S": pipeline}, "window": {"S": window}}
 
     def _get(self, pipeline: str, window: str) -> dict[str, Any] | None:
-        return self.client.get_item(TableName=self.table, Key=self._key(pipeline, window),
-                                    ConsistentRead=True).get("Item")
+        return self.client.get_item(TableName=self.table, Key=self._key(pipeline, window), ConsistentRead=True).get("Item")
 
     # ------------------------------------------------------------------ state
     def get(self, pipeline: str) -> PipelineState | None:
@@ -269,8 +267,7 @@ class LakeState:
             state.snapshot, state.watermark = SnapshotPhase.SKIPPED.value, iso(first_start)
         item = to_item({**state.__dict__, "window": STATE_ITEM})
         try:
-            self.client.put_item(TableName=self.table, Item=item,
-                                 ConditionExpression="attribute_not_exists(pipeline)")
+            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pipeline)")
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
@@ -279,7 +276,8 @@ class LakeState:
     def record_failure(self, pipeline: str, job_key: str, reason: str) -> None:
         """Note the last failed window (the status shows the pipeline stale with it)."""
         self.client.update_item(
-            TableName=self.table, Key=self._key(pipeline, STATE_ITEM),
+            TableName=self.table,
+            Key=self._key(pipeline, STATE_ITEM),
             UpdateExpression="SET failure_job = :j, failure_at = :t, failure_reason = :r",
             ConditionExpression="attribute_exists(pipeline)",
             ExpressionAttributeValues=to_item({":j": job_key, ":t": iso(datetime.now(UTC)), ":r": reason[:1000]}),
@@ -294,8 +292,10 @@ class LakeState:
         """Every window record of ``pipeline`` (not its state), oldest first."""
         items: list = []
         kwargs: dict[str, Any] = {
-            "TableName": self.table, "KeyConditionExpression": "pipeline = :p",
-            "ExpressionAttributeValues": {":p": {"S": pipeline}}, "ConsistentRead": True,
+            "TableName": self.table,
+            "KeyConditionExpression": "pipeline = :p",
+            "ExpressionAttributeValues": {":p": {"S": pipeline}},
+            "ConsistentRead": True,
         }
         while True:
             page = self.client.query(**kwargs)
@@ -308,8 +308,9 @@ class LakeState:
     def plan_window(self, record: WindowRecord) -> WindowRecord:
         """Store ``record`` as the window's plan unless it has one; return the stored plan."""
         try:
-            self.client.put_item(TableName=self.table, Item=record_item(record),
-                                 ConditionExpression="attribute_not_exists(pipeline)")
+            self.client.put_item(
+                TableName=self.table, Item=record_item(record), ConditionExpression="attribute_not_exists(pipeline)"
+            )
             return record
         except ClientError as exc:
             if not _conditional_failure(exc):
@@ -331,30 +332,49 @@ class LakeState:
         if holder and holder != owner.run_id and state.lock_expires > now and self._holder_owns(state):
             if not self._owns(owner):
                 raise AttemptFenced(self._fenced_message(owner))
-            raise LockBusy(f"pipeline {pipeline}: commit lock held by {state.lock_job} (run {holder}) "
-                           f"for {state.lock_expires - now:.0f} s more")
-        values = {":me": owner.run_id, ":job": owner.job_key, ":attempt": owner.attempt,
-                  ":exp": now + lease_s, ":now": now, ":seen": holder or "", ":zero": 0, ":one": 1,
-                  ":submitted": SUBMITTED}
+            raise LockBusy(
+                f"pipeline {pipeline}: commit lock held by {state.lock_job} (run {holder}) "
+                f"for {state.lock_expires - now:.0f} s more"
+            )
+        values = {
+            ":me": owner.run_id,
+            ":job": owner.job_key,
+            ":attempt": owner.attempt,
+            ":exp": now + lease_s,
+            ":now": now,
+            ":seen": holder or "",
+            ":zero": 0,
+            ":one": 1,
+            ":submitted": SUBMITTED,
+        }
         try:
-            self.client.transact_write_items(TransactItems=[
-                {"Update": {
-                    "TableName": self.table, "Key": self._key(pipeline, STATE_ITEM),
-                    "UpdateExpression": "SET lock_owner = :me, lock_job = :job, lock_attempt = :attempt, "
-                                        "lock_expires = :exp, fence = if_not_exists(fence, :zero) + :one, "
-                                        "version = version + :one",
-                    "ConditionExpression": "attribute_not_exists(lock_owner) OR lock_owner = :me "
-                                           "OR lock_owner = :seen OR lock_expires < :now",
-                    "ExpressionAttributeValues": to_item({k: values[k] for k in (
-                        ":me", ":job", ":attempt", ":exp", ":now", ":seen", ":zero", ":one")}),
-                }},
-                {"ConditionCheck": {
-                    "TableName": self.jobs_table, "Key": {"job_key": {"S": owner.job_key}},
-                    "ConditionExpression": "run_id = :me AND #s = :submitted",
-                    "ExpressionAttributeNames": {"#s": "state"},
-                    "ExpressionAttributeValues": to_item({":me": owner.run_id, ":submitted": SUBMITTED}),
-                }},
-            ])
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": self._key(pipeline, STATE_ITEM),
+                            "UpdateExpression": "SET lock_owner = :me, lock_job = :job, lock_attempt = :attempt, "
+                            "lock_expires = :exp, fence = if_not_exists(fence, :zero) + :one, "
+                            "version = version + :one",
+                            "ConditionExpression": "attribute_not_exists(lock_owner) OR lock_owner = :me "
+                            "OR lock_owner = :seen OR lock_expires < :now",
+                            "ExpressionAttributeValues": to_item(
+                                {k: values[k] for k in (":me", ":job", ":attempt", ":exp", ":now", ":seen", ":zero", ":one")}
+                            ),
+                        }
+                    },
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.jobs_table,
+                            "Key": {"job_key": {"S": owner.job_key}},
+                            "ConditionExpression": "run_id = :me AND #s = :submitted",
+                            "ExpressionAttributeNames": {"#s": "state"},
+                            "ExpressionAttributeValues": to_item({":me": owner.run_id, ":submitted": SUBMITTED}),
+                        }
+                    },
+                ]
+            )
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
@@ -368,50 +388,65 @@ class LakeState:
 
     def _holder_owns(self, state: PipelineState) -> bool:
         """Whether the lock's holder still owns its job (a holder that does not is a zombie)."""
-        return bool(state.lock_job and state.lock_owner) and self._owns(
-            Owner(str(state.lock_job), str(state.lock_owner), 0))
+        return bool(state.lock_job and state.lock_owner) and self._owns(Owner(str(state.lock_job), str(state.lock_owner), 0))
 
     def _owns(self, owner: Owner) -> bool:
-        item = self.client.get_item(TableName=self.jobs_table, Key={"job_key": {"S": owner.job_key}},
-                                    ConsistentRead=True).get("Item")
+        item = self.client.get_item(TableName=self.jobs_table, Key={"job_key": {"S": owner.job_key}}, ConsistentRead=True).get(
+            "Item"
+        )
         job = from_item(item) if item else {}
         return job.get("run_id") == owner.run_id and job.get("state") == SUBMITTED
 
     def _fenced_message(self, owner: Owner) -> str:
-        item = self.client.get_item(TableName=self.jobs_table, Key={"job_key": {"S": owner.job_key}},
-                                    ConsistentRead=True).get("Item")
+        item = self.client.get_item(TableName=self.jobs_table, Key={"job_key": {"S": owner.job_key}}, ConsistentRead=True).get(
+            "Item"
+        )
         now = from_item(item) if item else {}
-        return (f"attempt {owner.attempt} (run {owner.run_id}) of {owner.job_key} no longer owns its job: "
-                f"the registry has attempt {now.get('attempt', '?')} (run {now.get('run_id', '?')}) in state "
-                f"{now.get('state', 'missing')}; its commit is refused so it cannot replace a newer result")
+        return (
+            f"attempt {owner.attempt} (run {owner.run_id}) of {owner.job_key} no longer owns its job: "
+            f"the registry has attempt {now.get('attempt', '?')} (run {now.get('run_id', '?')}) in state "
+            f"{now.get('state', 'missing')}; its commit is refused so it cannot replace a newer result"
+        )
 
     def _lock_guard(self, lock: Lock) -> dict[str, Any]:
         """A transaction item that holds only while ``lock`` is still held."""
-        return {"ConditionCheck": {
-            "TableName": self.table, "Key": self._key(lock.pipeline, STATE_ITEM),
-            "ConditionExpression": "lock_owner = :me AND fence = :fence",
-            "ExpressionAttributeValues": to_item({":me": lock.owner.run_id, ":fence": lock.fence}),
-        }}
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": self._key(lock.pipeline, STATE_ITEM),
+                "ConditionExpression": "lock_owner = :me AND fence = :fence",
+                "ExpressionAttributeValues": to_item({":me": lock.owner.run_id, ":fence": lock.fence}),
+            }
+        }
 
     def renew(self, lock: Lock, lease_s: float) -> None:
         """Extend the lease while ``lock.owner`` still owns its job; LockLost or AttemptFenced if not."""
         expires = self.clock() + lease_s
         try:
-            self.client.transact_write_items(TransactItems=[
-                {"Update": {
-                    "TableName": self.table, "Key": self._key(lock.pipeline, STATE_ITEM),
-                    "UpdateExpression": "SET lock_expires = :exp",
-                    "ConditionExpression": "lock_owner = :me AND fence = :fence",
-                    "ExpressionAttributeValues": to_item({":exp": expires, ":me": lock.owner.run_id,
-                                                          ":fence": lock.fence}),
-                }},
-                {"ConditionCheck": {
-                    "TableName": self.jobs_table, "Key": {"job_key": {"S": lock.owner.job_key}},
-                    "ConditionExpression": "run_id = :me AND #s = :submitted",
-                    "ExpressionAttributeNames": {"#s": "state"},
-                    "ExpressionAttributeValues": to_item({":me": lock.owner.run_id, ":submitted": SUBMITTED}),
-                }},
-            ])
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": self._key(lock.pipeline, STATE_ITEM),
+                            "UpdateExpression": "SET lock_expires = :exp",
+                            "ConditionExpression": "lock_owner = :me AND fence = :fence",
+                            "ExpressionAttributeValues": to_item(
+                                {":exp": expires, ":me": lock.owner.run_id, ":fence": lock.fence}
+                            ),
+                        }
+                    },
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.jobs_table,
+                            "Key": {"job_key": {"S": lock.owner.job_key}},
+                            "ConditionExpression": "run_id = :me AND #s = :submitted",
+                            "ExpressionAttributeNames": {"#s": "state"},
+                            "ExpressionAttributeValues": to_item({":me": lock.owner.run_id, ":submitted": SUBMITTED}),
+                        }
+                    },
+                ]
+            )
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
@@ -423,29 +458,41 @@ class LakeState:
 
     def mark_touched(self, lock: Lock, label: str, chunk: int) -> None:
         """Before a chunk's first lake commit: remember that one may exist (so a re-run replaces it)."""
-        self._transact(lock, [{"Update": {
-            "TableName": self.table, "Key": self._key(lock.pipeline, label),
-            "UpdateExpression": "ADD touched :c",
-            "ConditionExpression": "attribute_exists(pipeline)",
-            "ExpressionAttributeValues": {":c": {"NS": [str(chunk)]}},
-        }}])
+        self._transact(
+            lock,
+            [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": self._key(lock.pipeline, label),
+                        "UpdateExpression": "ADD touched :c",
+                        "ConditionExpression": "attribute_exists(pipeline)",
+                        "ExpressionAttributeValues": {":c": {"NS": [str(chunk)]}},
+                    }
+                }
+            ],
+        )
 
-    def release(self, lock: Lock, state_changes: dict[str, Any] | None = None,
-                window: WindowRecord | None = None) -> None:
+    def release(self, lock: Lock, state_changes: dict[str, Any] | None = None, window: WindowRecord | None = None) -> None:
         """Apply ``state_changes`` to the pipeline state, store ``window`` (its result) and free the
         lock, in one transaction that holds only while ``lock`` is still held (LockLost if not)."""
         changes = {**(state_changes or {}), "version": lock.state.version + 1}
         sets = {k: v for k, v in changes.items() if v is not None}
-        removes = ["lock_owner", "lock_job", "lock_attempt", "lock_expires",
-                   *(f"#{k}" for k, v in changes.items() if v is None)]
-        items: list = [{"Update": {
-            "TableName": self.table, "Key": self._key(lock.pipeline, STATE_ITEM),
-            "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in sets) + " REMOVE " + ", ".join(removes),
-            "ConditionExpression": "lock_owner = :me AND fence = :fence",
-            "ExpressionAttributeNames": {f"#{k}": k for k in changes},
-            "ExpressionAttributeValues": to_item({**{f":{k}": v for k, v in sets.items()},
-                                                  ":me": lock.owner.run_id, ":fence": lock.fence}),
-        }}]
+        removes = ["lock_owner", "lock_job", "lock_attempt", "lock_expires", *(f"#{k}" for k, v in changes.items() if v is None)]
+        items: list = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": self._key(lock.pipeline, STATE_ITEM),
+                    "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in sets) + " REMOVE " + ", ".join(removes),
+                    "ConditionExpression": "lock_owner = :me AND fence = :fence",
+                    "ExpressionAttributeNames": {f"#{k}": k for k in changes},
+                    "ExpressionAttributeValues": to_item(
+                        {**{f":{k}": v for k, v in sets.items()}, ":me": lock.owner.run_id, ":fence": lock.fence}
+                    ),
+                }
+            }
+        ]
         if window is not None:
             items.append({"Put": {"TableName": self.table, "Item": record_item(window)}})
         try:
@@ -453,8 +500,10 @@ class LakeState:
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
-            raise LockLost(f"pipeline {lock.pipeline}: the commit lock of {lock.owner.job_key} was taken over "
-                           "before its commit was recorded; the next run re-reads the range") from None
+            raise LockLost(
+                f"pipeline {lock.pipeline}: the commit lock of {lock.owner.job_key} was taken over "
+                "before its commit was recorded; the next run re-reads the range"
+            ) from None
 
     def _transact(self, lock: Lock, items: list) -> None:
         try:
@@ -464,6 +513,5 @@ class LakeState:
                 raise
             codes = _cancellation_codes(exc)
             if codes and codes[0] == "ConditionalCheckFailed":
-                raise LockLost(f"pipeline {lock.pipeline}: the commit lock of {lock.owner.job_key} "
-                               "was taken over") from None
+                raise LockLost(f"pipeline {lock.pipeline}: the commit lock of {lock.owner.job_key} was taken over") from None
             raise

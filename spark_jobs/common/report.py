@@ -28,8 +28,7 @@ def write_report(uri: str | None, document: dict[str, Any], region: str | None =
             import boto3
 
             bucket, _, key = uri.split("://", 1)[1].partition("/")
-            boto3.client("s3", region_name=region).put_object(Bucket=bucket, Key=key, Body=body,
-                                                              ContentType="application/json")
+            boto3.client("s3", region_name=region).put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
             return
         path = uri.removeprefix("file://")
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -26,7 +26,8 @@ DETERMINISTIC = re.compile(
     r"INTERVAL_DIVIDED_BY_ZERO|INVALID_ARRAY_INDEX|INVALID_ARRAY_INDEX_IN_ELEMENT_AT|CANNOT_PARSE_TIMESTAMP|"
     r"DATETIME_OVERFLOW|NUMERIC_OUT_OF_SUPPORTED_RANGE|INVALID_FRACTION_OF_SECOND|BINARY_ARITHMETIC_OVERFLOW|"
     r"CAST_OVERFLOW_IN_TABLE_INSERT|CANNOT_PARSE_DECIMAL|DATATYPE_MISMATCH|INCONSISTENT_BEHAVIOR_CROSS_VERSION)"
-    r"[\].]|java\.sql\.SQLDataException")
+    r"[\].]|java\.sql\.SQLDataException"
+)
 
 
 def is_deterministic(exc: BaseException) -> bool:
@@ -44,7 +45,8 @@ def data_error(exc: BaseException, raw: DataFrame, job: ExtractJob, what: str) -
         return DataError(
             f"{job.context}: {what}: a value read from the source cannot be stored: {message} — fix: add a "
             f"`cast` of the column to a type that holds it (e.g. string) to the pipeline's transforms in "
-            f"{CONFIG_FILE}")
+            f"{CONFIG_FILE}"
+        )
     step, column = found
     return DataError(f"{job.context}: {what}: {step.label} {column}: {message} — fix: {remedy(step, column)}")
 
@@ -64,11 +66,15 @@ def value_message(exc: BaseException) -> str:
 
 def remedy(step: TransformStep, column: str) -> str:
     if step.op == "cast":
-        return (f"change the cast of {column} to a type that holds every value (a wider decimal, bigint or "
-                f"string), or remove it, in the pipeline's transforms in {CONFIG_FILE}")
+        return (
+            f"change the cast of {column} to a type that holds every value (a wider decimal, bigint or "
+            f"string), or remove it, in the pipeline's transforms in {CONFIG_FILE}"
+        )
     if step.op in ("derive", "filter"):
-        return (f"make the expression of {column} hold for every row (try_cast, try_divide, try_add, or a CASE "
-                f"for the bad values) in {CONFIG_FILE}")
+        return (
+            f"make the expression of {column} hold for every row (try_cast, try_divide, try_add, or a CASE "
+            f"for the bad values) in {CONFIG_FILE}"
+        )
     return f"make the step handle the values shown, or change it, in {CONFIG_FILE}"
 
 

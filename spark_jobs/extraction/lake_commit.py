@@ -75,41 +75,51 @@ def with_change_columns(rows: DataFrame, job: ExtractJob, keys: KeyColumns, chun
     op = F.lit(chunk.op)
     if keys.soft_delete and keys.soft_delete in rows.columns:
         op = F.when(F.col(quote_identifier(keys.soft_delete)).isNotNull(), F.lit("delete")).otherwise(op)
-    return rows.withColumns({
-        "_op": op,
-        "_window": F.lit(chunk.label),
-        "_job_key": F.lit(job.job_key),
-        "_chunk": F.lit(chunk.number).cast("int"),
-        "_attempt": F.lit(job.attempt).cast("int"),
-        "_run_id": F.lit(job.run_id),
-        "_extracted_at": F.lit(chunk.extracted_at).cast("timestamp"),
-        "_source_key": F.col(SOURCE_KEY) if SOURCE_KEY in rows.columns else F.lit(None).cast("string"),
-        "_source_hash": F.col(SOURCE_HASH) if SOURCE_HASH in rows.columns else F.lit(None).cast("string"),
-    })
+    return rows.withColumns(
+        {
+            "_op": op,
+            "_window": F.lit(chunk.label),
+            "_job_key": F.lit(job.job_key),
+            "_chunk": F.lit(chunk.number).cast("int"),
+            "_attempt": F.lit(job.attempt).cast("int"),
+            "_run_id": F.lit(job.run_id),
+            "_extracted_at": F.lit(chunk.extracted_at).cast("timestamp"),
+            "_source_key": F.col(SOURCE_KEY) if SOURCE_KEY in rows.columns else F.lit(None).cast("string"),
+            "_source_hash": F.col(SOURCE_HASH) if SOURCE_HASH in rows.columns else F.lit(None).cast("string"),
+        }
+    )
 
 
 def aligned(df: DataFrame, schema: StructType) -> DataFrame:
     """``df`` with exactly ``schema``'s columns and types (missing columns as NULL)."""
     present = {c.lower(): c for c in df.columns}
-    return df.select(*[
-        (F.col(quote_identifier(present[f.name.lower()])) if f.name.lower() in present else F.lit(None))
-        .cast(f.dataType).alias(f.name)
-        for f in schema.fields
-    ])
+    return df.select(
+        *[
+            (F.col(quote_identifier(present[f.name.lower()])) if f.name.lower() in present else F.lit(None))
+            .cast(f.dataType)
+            .alias(f.name)
+            for f in schema.fields
+        ]
+    )
 
 
 def newest_per_key(df: DataFrame, keys: KeyColumns) -> DataFrame:
     """One row per primary key: the newest cursor, then the later read."""
     order = Window.partitionBy(*[F.col(quote_identifier(c)) for c in keys.primary_key]).orderBy(
-        F.col(quote_identifier(keys.cursor)).desc_nulls_last(), F.col("_extracted_at").desc())
+        F.col(quote_identifier(keys.cursor)).desc_nulls_last(), F.col("_extracted_at").desc()
+    )
     return df.withColumn(RANK, F.row_number().over(order)).filter(F.col(RANK) == 1).drop(RANK)
 
 
 def commit_properties(job: ExtractJob, chunk: Chunk) -> dict[str, str]:
     """What every snapshot of a chunk's commit says about who made it."""
     return {
-        "spotlake.pipeline": job.pipeline, "spotlake.job-key": job.job_key, "spotlake.attempt": str(job.attempt),
-        "spotlake.run-id": job.run_id, "spotlake.window": chunk.label, "spotlake.chunk": str(chunk.number),
+        "spotlake.pipeline": job.pipeline,
+        "spotlake.job-key": job.job_key,
+        "spotlake.attempt": str(job.attempt),
+        "spotlake.run-id": job.run_id,
+        "spotlake.window": chunk.label,
+        "spotlake.chunk": str(chunk.number),
     }
 
 
@@ -119,18 +129,19 @@ def _view(df: DataFrame, job: ExtractJob, what: str) -> str:
     return name
 
 
-def replace_changes(spark: SparkSession, job: ExtractJob, rows: DataFrame, chunk: Chunk,
-                    props: Mapping[str, str]) -> int | None:
+def replace_changes(spark: SparkSession, job: ExtractJob, rows: DataFrame, chunk: Chunk, props: Mapping[str, str]) -> int | None:
     """One MERGE: delete the chunk's earlier rows (unless a newer attempt wrote them), insert these.
     Returns the id of the snapshot it committed."""
     marker = spark.range(1).select(
-        *[F.lit(None).cast(f.dataType).alias(f.name) for f in rows.schema.fields], F.lit(True).alias(MARKER))
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in rows.schema.fields], F.lit(True).alias(MARKER)
+    )
     source = rows.withColumn(MARKER, F.lit(False)).unionByName(marker)
     view = _view(source, job, "changes")
     columns = ", ".join(quote_identifier(c) for c in rows.columns)
     values = ", ".join(f"s.{quote_identifier(c)}" for c in rows.columns)
-    stale = (f"{STALE_MARK}: attempt {job.attempt} of {job.job_key} chunk {chunk.number} found the chunk "
-             "committed by a newer attempt")
+    stale = (
+        f"{STALE_MARK}: attempt {job.attempt} of {job.job_key} chunk {chunk.number} found the chunk committed by a newer attempt"
+    )
     statement = f"""
         MERGE INTO {job.lake.changes_table} t
         USING {view} s
@@ -150,9 +161,15 @@ def replace_changes(spark: SparkSession, job: ExtractJob, rows: DataFrame, chunk
     return snapshot.snapshotId() if snapshot is not None else None
 
 
-def merge_current(spark: SparkSession, job: ExtractJob, keys: KeyColumns, rows: DataFrame,
-                  props: Mapping[str, str], changes_snapshot: int | None,
-                  key_range: tuple[int, int] | None = None) -> CommitResult:
+def merge_current(
+    spark: SparkSession,
+    job: ExtractJob,
+    keys: KeyColumns,
+    rows: DataFrame,
+    props: Mapping[str, str],
+    changes_snapshot: int | None,
+    key_range: tuple[int, int] | None = None,
+) -> CommitResult:
     """Merge the chunk's newest row per key into the current-state table; an existing row is
     replaced only by a newer version (newer cursor, or the same cursor read later).
 
@@ -165,8 +182,10 @@ def merge_current(spark: SparkSession, job: ExtractJob, keys: KeyColumns, rows: 
         key = quote_identifier(keys.primary_key[0])
         on += f" AND t.{key} >= {int(key_range[0])} AND t.{key} <= {int(key_range[1])}"
     cursor = quote_identifier(keys.cursor)
-    newer = (f"(s.{cursor} > t.{cursor} OR (t.{cursor} IS NULL AND s.{cursor} IS NOT NULL) "
-             f"OR (s.{cursor} <=> t.{cursor} AND s._extracted_at > t._extracted_at))")
+    newer = (
+        f"(s.{cursor} > t.{cursor} OR (t.{cursor} IS NULL AND s.{cursor} IS NOT NULL) "
+        f"OR (s.{cursor} <=> t.{cursor} AND s._extracted_at > t._extracted_at))"
+    )
     statement = f"""
         MERGE INTO {job.lake.current_table} t
         USING {view} s
@@ -194,9 +213,10 @@ def _commit_error(job: ExtractJob, exc: Py4JJavaError, table: str) -> Exception:
     if STALE_MARK in text:
         return StaleAttemptError(
             f"{job.context}: attempt {job.attempt} of {job.job_key} is stale: a newer attempt already committed "
-            "this chunk, so this attempt's rows are refused and the table is unchanged")
+            "this chunk, so this attempt's rows are refused and the table is unchanged"
+        )
     if "ValidationException" in text or "CommitFailedException" in text:
-        return CommitConflict(f"{job.context}: the {table} commit of {job.job_key} lost a race with another "
-                              f"commit: {root.getMessage()}")
+        return CommitConflict(
+            f"{job.context}: the {table} commit of {job.job_key} lost a race with another commit: {root.getMessage()}"
+        )
     return exc
-

@@ -17,8 +17,15 @@ from spark_jobs.common.job_documents import ExtractJob
 
 
 def main(argv: Sequence[str] | None = None, session: Any = None) -> int:
-    return run_main(argv, "extraction/main.py", "Extract one window of one MySQL table into the lake.", ExtractJob,
-                    "spark_jobs.extraction.run:run_extraction", "extraction", session)
+    return run_main(
+        argv,
+        "extraction/main.py",
+        "Extract one window of one MySQL table into the lake.",
+        ExtractJob,
+        "spark_jobs.extraction.run:run_extraction",
+        "extraction",
+        session,
+    )
 
 
 if __name__ == "__main__":

@@ -81,9 +81,15 @@ def resolve_source(job: ExtractJob, secret_id: str | None = None) -> MySqlSource
     shape (never echoing its values)."""
     secret_id = secret_id or job.secret_id
     where = f"pipeline {job.pipeline}: source secret '{secret_id}'"
-    secret = read_database_secret(secret_id, where, ExtractionError, f"fix the source in {CONFIG_FILE}",
-                                  database_required=False, region=job.registry.region,
-                                  endpoint=job.source_endpoint if secret_id == job.secret_id else None)
+    secret = read_database_secret(
+        secret_id,
+        where,
+        ExtractionError,
+        f"fix the source in {CONFIG_FILE}",
+        database_required=False,
+        region=job.registry.region,
+        endpoint=job.source_endpoint if secret_id == job.secret_id else None,
+    )
     if secret.database is not None and not is_identifier(secret.database):
         raise ExtractionError(f"{where}: database {secret.database!r} is not a database name")
     return MySqlSource(
@@ -173,8 +179,15 @@ def describe_table(connection: Any, job: ExtractJob) -> SourceTable:
         job.table,
     )
     columns = [
-        SourceColumn(name, (data_type or "").lower(), charset, collation, (column_type or "").lower(),
-                     int(precision) if precision is not None else None, int(scale) if scale is not None else None)
+        SourceColumn(
+            name,
+            (data_type or "").lower(),
+            charset,
+            collation,
+            (column_type or "").lower(),
+            int(precision) if precision is not None else None,
+            int(scale) if scale is not None else None,
+        )
         for schema, table, name, data_type, charset, collation, column_type, precision, scale in rows
         if schema == job.database and table == job.table and name is not None
     ]
@@ -311,7 +324,8 @@ def time_line(connection: Any, job: ExtractJob, table: SourceTable) -> TimeLine:
         raise ExtractionError(
             f"{job.context}: DATETIME values are wall clock times in the source's time zone, and {origin} is "
             f"{name!r}, which is not an offset (+05:30) or an IANA zone name (Europe/Paris) — set "
-            f"read.time_zone for this pipeline in {CONFIG_FILE} to the zone the application writes in")
+            f"read.time_zone for this pipeline in {CONFIG_FILE} to the zone the application writes in"
+        )
     return TimeLine(cursor_type, name, zone)
 
 
@@ -328,8 +342,10 @@ class OpenTransaction:
 
     def describe(self) -> str:
         what = f", running {self.query!r}" if self.query else ""
-        return (f"transaction {self.trx_id} (connection {self.thread}) open since {self.started.isoformat()} "
-                f"({self.age_s:.0f} s){what}")
+        return (
+            f"transaction {self.trx_id} (connection {self.thread}) open since {self.started.isoformat()} "
+            f"({self.age_s:.0f} s){what}"
+        )
 
 
 def open_transactions(connection: Any, job: ExtractJob) -> list[OpenTransaction]:
@@ -341,19 +357,24 @@ def open_transactions(connection: Any, job: ExtractJob) -> list[OpenTransaction]
             "SELECT trx_id, trx_mysql_thread_id, TIMESTAMPDIFF(MICROSECOND, trx_started, NOW(6)), "
             "LEFT(COALESCE(trx_query, ''), 200), DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%f') "
             "FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() "
-            "AND trx_is_read_only = 0 AND trx_autocommit_non_locking = 0 ORDER BY trx_started")
+            "AND trx_is_read_only = 0 AND trx_autocommit_non_locking = 0 ORDER BY trx_started",
+        )
     except Py4JJavaError as exc:
         raise ExtractionError(
             f"{job.context}: cannot list the source's open transactions ({java_message(exc)}); windows stop "
             f"before the oldest one so that rows it commits late are not missed — GRANT PROCESS ON *.* TO the "
             f"source user, or set read.wait_for_open_transactions: false in {CONFIG_FILE} (late commits are "
-            f"then found only by reconciliation)") from None
+            f"then found only by reconciliation)"
+        ) from None
     found = []
     for trx_id, thread, age_us, query, now in rows:
         age = timedelta(microseconds=int(age_us or 0))
         started = datetime.fromisoformat(str(now)).replace(tzinfo=UTC) - age
-        found.append(OpenTransaction(str(trx_id), str(thread), started.replace(microsecond=0), age.total_seconds(),
-                                     " ".join(str(query or "").split())))
+        found.append(
+            OpenTransaction(
+                str(trx_id), str(thread), started.replace(microsecond=0), age.total_seconds(), " ".join(str(query or "").split())
+            )
+        )
     return found
 
 
@@ -430,7 +451,12 @@ def key_predicates(key: str, low: int, high: int, parts: int) -> list[str]:
 
 
 def read_rows(
-    spark: SparkSession, source: MySqlSource, job: ExtractJob, table: SourceTable, condition: str, stats: ReadStats,
+    spark: SparkSession,
+    source: MySqlSource,
+    job: ExtractJob,
+    table: SourceTable,
+    condition: str,
+    stats: ReadStats,
     line: TimeLine | None = None,
 ) -> DataFrame:
     """The rows matching ``condition`` through Spark's JDBC source, streamed, split on the key when
@@ -448,14 +474,13 @@ def read_rows(
     key = table.integer_key(job)
     try:
         if partitions > 1 and key is not None and stats.key_min is not None and stats.key_max is not None:
-            raw = spark.read.jdbc(source.url, query, predicates=key_predicates(key, stats.key_min, stats.key_max,
-                                                                               partitions), properties=properties)
+            raw = spark.read.jdbc(
+                source.url, query, predicates=key_predicates(key, stats.key_min, stats.key_max, partitions), properties=properties
+            )
         else:
             raw = spark.read.format("jdbc").options(url=source.url, dbtable=query, **properties).load()
     except Py4JJavaError as exc:
-        raise ExtractionError(
-            f"{job.context}: reading from MySQL at {source.address} failed: {java_message(exc)}"
-        ) from None
+        raise ExtractionError(f"{job.context}: reading from MySQL at {source.address} failed: {java_message(exc)}") from None
     return spark_values(raw, table.source_columns, (line or TimeLine("timestamp")).zone_name)
 
 
@@ -482,18 +507,18 @@ def key_through(job: ExtractJob, table: SourceTable, upper: Sequence[Any] | None
     return f"NOT {key_after(job, table, upper)}"
 
 
-def chunk_condition(job: ExtractJob, table: SourceTable, after: Sequence[Any] | None,
-                    upper: Sequence[Any] | None) -> str:
+def chunk_condition(job: ExtractJob, table: SourceTable, after: Sequence[Any] | None, upper: Sequence[Any] | None) -> str:
     return f"{key_after(job, table, after)} AND {key_through(job, table, upper)}"
 
 
-def chunk_upper(connection: Any, job: ExtractJob, table: SourceTable, after: Sequence[Any] | None,
-                rows: int) -> list[Any] | None:
+def chunk_upper(connection: Any, job: ExtractJob, table: SourceTable, after: Sequence[Any] | None, rows: int) -> list[Any] | None:
     """The key of the ``rows``-th row after ``after`` in key order, or None if no row follows it
     (then this chunk is the last, and reads every row after ``after``)."""
     order = ", ".join(quote_identifier(c) for c in job.primary_key)
-    sql = (f"SELECT {order} FROM {source_name(job)} WHERE {key_after(job, table, after)} "
-           f"ORDER BY {order} LIMIT 2 OFFSET {int(rows) - 1}")
+    sql = (
+        f"SELECT {order} FROM {source_name(job)} WHERE {key_after(job, table, after)} "
+        f"ORDER BY {order} LIMIT 2 OFFSET {int(rows) - 1}"
+    )
     statement = connection.prepareStatement(sql)
     try:
         result = statement.executeQuery()

@@ -89,17 +89,28 @@ def lake_row_value() -> Any:
 
 def source_checksums(run: Run, checker: Any, buckets: int) -> dict[int, tuple[int, int]]:
     """bucket -> (rows, XOR of row hashes), computed by MySQL in one pass; only these rows travel."""
-    query = (f"(SELECT b, COUNT(*) AS n, CAST(BIT_XOR(h) AS SIGNED) AS x FROM (SELECT "
-             f"{bucket_sql(run.job.primary_key, buckets)} AS b, {row_value_sql(list(run.table.columns))} AS h "
-             f"FROM {source_name(run.job)}) AS spotlake_rows GROUP BY b) AS spotlake_buckets")
+    query = (
+        f"(SELECT b, COUNT(*) AS n, CAST(BIT_XOR(h) AS SIGNED) AS x FROM (SELECT "
+        f"{bucket_sql(run.job.primary_key, buckets)} AS b, {row_value_sql(list(run.table.columns))} AS h "
+        f"FROM {source_name(run.job)}) AS spotlake_rows GROUP BY b) AS spotlake_buckets"
+    )
     rows = jdbc_frame(run, checker, query).collect()
     return {int(r["b"]): (int(r["n"]), int(r["x"] or 0)) for r in rows}
 
 
 def jdbc_frame(run: Run, source: Any, query: str) -> DataFrame:
-    return run.spark.read.format("jdbc").options(
-        url=source.url, driver=MYSQL_DRIVER, user=source.username, password=source.password, dbtable=query,
-        fetchsize=str(run.job.read.fetch_size)).load()
+    return (
+        run.spark.read.format("jdbc")
+        .options(
+            url=source.url,
+            driver=MYSQL_DRIVER,
+            user=source.username,
+            password=source.password,
+            dbtable=query,
+            fetchsize=str(run.job.read.fetch_size),
+        )
+        .load()
+    )
 
 
 def lake_checksums(lake: DataFrame, buckets: int) -> tuple[dict[int, tuple[int, int]], int]:
@@ -108,7 +119,8 @@ def lake_checksums(lake: DataFrame, buckets: int) -> tuple[dict[int, tuple[int, 
     found: dict[int, tuple[int, int]] = {}
     legacy = 0
     grouped = lake.groupBy(F.when(F.col("_source_key").isNotNull(), lake_bucket(buckets)).alias("b")).agg(
-        F.count(F.lit(1)).alias("n"), F.bit_xor(lake_row_value()).alias("x"))
+        F.count(F.lit(1)).alias("n"), F.bit_xor(lake_row_value()).alias("x")
+    )
     for row in grouped.collect():
         if row["b"] is None:
             legacy = int(row["n"])
@@ -144,23 +156,42 @@ def run_reconcile(run: Run) -> dict[str, Any]:
         raise ExtractionError(
             f"{job.context}: reconciliation cannot tell a row that {filtering.label} drops from a row missing "
             f"from the lake — filter when reading instead, or set reconcile: {{enabled: false}} for this "
-            f"pipeline in {CONFIG_FILE}")
+            f"pipeline in {CONFIG_FILE}"
+        )
     data, _ = transformed_empty(run)
     if SOURCE_KEY not in data.columns or SOURCE_HASH not in data.columns:
         raise ExtractionError(
             f"{job.context}: a transform drops spotlake's row hash columns ({SOURCE_KEY}, {SOURCE_HASH}), so "
             f"the lake cannot be compared with the source — keep every column starting with {CARRIED} in user "
-            f"functions, or set reconcile: {{enabled: false}} for this pipeline in {CONFIG_FILE}")
+            f"functions, or set reconcile: {{enabled: false}} for this pipeline in {CONFIG_FILE}"
+        )
     started = source_now(run.connection)
     label = job.label
-    run.store.plan_window(WindowRecord(pipeline=job.pipeline, window=label, job_key=job.job_key, start=iso(started),
-                                       end=iso(started), read_from=iso(started), planned_at=iso(datetime.now(UTC))))
+    run.store.plan_window(
+        WindowRecord(
+            pipeline=job.pipeline,
+            window=label,
+            job_key=job.job_key,
+            start=iso(started),
+            end=iso(started),
+            read_from=iso(started),
+            planned_at=iso(datetime.now(UTC)),
+        )
+    )
     pinned = current_snapshot(run.spark, job.lake.current_table)
     lake = pinned_lake(run, pinned)
-    result: dict[str, Any] = {"kind": "reconcile", "job_key": job.job_key, "pipeline": job.pipeline,
-                              "attempt": job.attempt, "run_id": job.run_id, "lake_snapshot": pinned.snapshotId()
-                              if pinned is not None else None, "rows_repaired": 0, "deletes": 0,
-                              "deletes_still_in_source": 0, "rows_compared": 0}
+    result: dict[str, Any] = {
+        "kind": "reconcile",
+        "job_key": job.job_key,
+        "pipeline": job.pipeline,
+        "attempt": job.attempt,
+        "run_id": job.run_id,
+        "lake_snapshot": pinned.snapshotId() if pinned is not None else None,
+        "rows_repaired": 0,
+        "deletes": 0,
+        "deletes_still_in_source": 0,
+        "rows_compared": 0,
+    }
     with checker_connection(run) as (connection, checker):
         estimate = table_rows(connection, run)
         buckets = max(1, math.ceil(max(estimate, live_rows(pinned) or 0) / job.reconcile.chunk_rows))
@@ -168,13 +199,25 @@ def run_reconcile(run: Run) -> dict[str, Any]:
             source = source_checksums(run, checker, buckets)
             lake_sums, legacy = lake_checksums(lake, buckets)
         diff = differing(source, lake_sums)
-        result.update({"rows_checked": sum(n for n, _ in source.values()),
-                       "lake_rows": sum(n for n, _ in lake_sums.values()) + legacy, "chunks": buckets,
-                       "chunks_differing": len(diff), "rows_without_hash": legacy, "replica": checker is not run.source})
-        LOG.info("%s: %s: %d source rows in %d chunks, %d differ from the lake%s", job.context, label,
-                 result["rows_checked"], buckets, len(diff),
-                 f"; {legacy} lake rows have no _source_key (written before it existed): re-reading the table"
-                 if legacy else "")
+        result.update(
+            {
+                "rows_checked": sum(n for n, _ in source.values()),
+                "lake_rows": sum(n for n, _ in lake_sums.values()) + legacy,
+                "chunks": buckets,
+                "chunks_differing": len(diff),
+                "rows_without_hash": legacy,
+                "replica": checker is not run.source,
+            }
+        )
+        LOG.info(
+            "%s: %s: %d source rows in %d chunks, %d differ from the lake%s",
+            job.context,
+            label,
+            result["rows_checked"],
+            buckets,
+            len(diff),
+            f"; {legacy} lake rows have no _source_key (written before it existed): re-reading the table" if legacy else "",
+        )
         if legacy:
             full_pass(run, label, result)
         elif diff:
@@ -185,8 +228,12 @@ def run_reconcile(run: Run) -> dict[str, Any]:
 
 
 def table_rows(connection: Any, run: Run) -> int:
-    ((rows,),) = query_rows(connection, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? "
-                                        "AND TABLE_NAME = ?", run.job.database, run.job.table) or [[0]]
+    ((rows,),) = query_rows(
+        connection,
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        run.job.database,
+        run.job.table,
+    ) or [[0]]
     return int(rows or 0)
 
 
@@ -202,8 +249,7 @@ def pinned_lake(run: Run, snapshot: Any) -> DataFrame:
     missing = [c for c in ("_source_key", "_source_hash") if c not in now or c not in lake.columns]
     if not missing:
         return lake
-    return lake.drop(*[c for c in missing if c in lake.columns]).withColumns(
-        {c: F.lit(None).cast("string") for c in missing})
+    return lake.drop(*[c for c in missing if c in lake.columns]).withColumns({c: F.lit(None).cast("string") for c in missing})
 
 
 # ------------------------------------------------------------------ repairs
@@ -234,24 +280,31 @@ def keys_condition(run: Run, keys: Sequence[Sequence[str]]) -> str:
 def source_rows(run: Run, checker: Any, condition: str) -> DataFrame:
     """(k, h, __k0..) of the source rows matching ``condition``: key hash, row hash, key as text."""
     job = run.job
-    query = (f"(SELECT {hash_sql(job.primary_key)} AS k, {hash_sql(list(run.table.columns))} AS h, "
-             f"{', '.join(key_text_sql(run))} FROM {source_name(job)} WHERE {condition}) AS spotlake_rows")
+    query = (
+        f"(SELECT {hash_sql(job.primary_key)} AS k, {hash_sql(list(run.table.columns))} AS h, "
+        f"{', '.join(key_text_sql(run))} FROM {source_name(job)} WHERE {condition}) AS spotlake_rows"
+    )
     return jdbc_frame(run, checker, query)
 
 
-def repair_buckets(run: Run, label: str, lake: DataFrame, checker: Any, buckets: int, diff: list[int],
-                   result: dict[str, Any]) -> None:
+def repair_buckets(
+    run: Run, label: str, lake: DataFrame, checker: Any, buckets: int, diff: list[int], result: dict[str, Any]
+) -> None:
     job = run.job
     in_buckets = f"{bucket_sql(job.primary_key, buckets)} IN ({', '.join(str(b) for b in diff)})"
     with run.clock.phase("compare_s"):
         theirs = source_rows(run, checker, in_buckets).cache()
         ours = lake.filter(lake_bucket(buckets).isin(diff)).select(
-            F.col("_source_key").alias("k"), F.col("_source_hash").alias("lh"), F.col("_extracted_at").alias("seen"))
+            F.col("_source_key").alias("k"), F.col("_source_hash").alias("lh"), F.col("_extracted_at").alias("seen")
+        )
         joined = theirs.join(ours, "k", "full_outer")
         key_columns = [f"__k{i}" for i in range(len(job.primary_key))]
-        repairs = [[str(r[c]) for c in key_columns] for r in joined.filter(
-            F.col("h").isNotNull() & (F.col("lh").isNull() | (F.col("lh") != F.col("h")))).select(*key_columns)
-            .collect()]
+        repairs = [
+            [str(r[c]) for c in key_columns]
+            for r in joined.filter(F.col("h").isNotNull() & (F.col("lh").isNull() | (F.col("lh") != F.col("h"))))
+            .select(*key_columns)
+            .collect()
+        ]
         gone = {r["k"]: r["seen"] for r in joined.filter(F.col("h").isNull()).select("k", "seen").collect()}
         result["rows_compared"] = theirs.count()
         theirs.unpersist()
@@ -273,7 +326,7 @@ def reextract(run: Run, label: str, keys: list[list[str]]) -> int:
     job, written = run.job, 0
     size = job.reconcile.repair_rows
     for number, first in enumerate(range(0, len(keys), size), start=1):
-        written += commit_read(run, label, number, keys_condition(run, keys[first:first + size]))
+        written += commit_read(run, label, number, keys_condition(run, keys[first : first + size]))
     LOG.info("%s: %s: re-read %d rows whose content or presence differed", job.context, label, written)
     return written
 
@@ -289,13 +342,21 @@ def commit_read(run: Run, label: str, number: int, condition: str) -> int:
     return read.rows_written
 
 
-def recorded(run: Run, record: WindowRecord, result: CommitResult | None, number: int,
-             read: Any) -> tuple[dict[str, Any], WindowRecord]:
+def recorded(
+    run: Run, record: WindowRecord, result: CommitResult | None, number: int, read: Any
+) -> tuple[dict[str, Any], WindowRecord]:
     """A reconciliation chunk's record: the watermark does not move."""
     now = iso(datetime.now(UTC))
-    done = replace(record, state="COMMITTING", chunks=number, run_id=run.job.run_id, attempt=run.job.attempt,
-                   rows_written=record.rows_written + read.rows_written, committed_at=now,
-                   timings=dict(run.clock.timings))
+    done = replace(
+        record,
+        state="COMMITTING",
+        chunks=number,
+        run_id=run.job.run_id,
+        attempt=run.job.attempt,
+        rows_written=record.rows_written + read.rows_written,
+        committed_at=now,
+        timings=dict(run.clock.timings),
+    )
     if result is not None:
         done.changes_snapshot = result.changes_snapshot or done.changes_snapshot
         done.current_snapshot = result.current_snapshot or done.current_snapshot
@@ -341,9 +402,15 @@ def remove_gone(run: Run, label: str, lake: DataFrame, gone: dict[Any, Any], num
         seen = run.spark.createDataFrame([(k, v) for k, v in gone.items()], "k string, _seen timestamp")
         rows = lake.join(seen, lake["_source_key"] == seen["k"]).drop("k")
     chunk = Chunk(label, number, "delete", extracted_at)
-    meta = {"_op": F.lit("delete"), "_window": F.lit(label), "_job_key": F.lit(job.job_key),
-            "_chunk": F.lit(number).cast("int"), "_attempt": F.lit(job.attempt).cast("int"),
-            "_run_id": F.lit(job.run_id), "_extracted_at": F.lit(extracted_at).cast("timestamp")}
+    meta = {
+        "_op": F.lit("delete"),
+        "_window": F.lit(label),
+        "_job_key": F.lit(job.job_key),
+        "_chunk": F.lit(number).cast("int"),
+        "_attempt": F.lit(job.attempt).cast("int"),
+        "_run_id": F.lit(job.run_id),
+        "_extracted_at": F.lit(extracted_at).cast("timestamp"),
+    }
     rows = rows.withColumns(meta).cache()
     try:
         count = rows.count()
@@ -351,9 +418,13 @@ def remove_gone(run: Run, label: str, lake: DataFrame, gone: dict[Any, Any], num
             commit_deletes(run, rows, chunk, legacy=None in gone)
     finally:
         rows.unpersist()
-    LOG.info("%s: %s: %d rows are gone from the source: %s", job.context, label, count,
-             "removed from the current-state table" if job.reconcile.deletes == "remove" else
-             f"flagged ({job.soft_delete} set)")
+    LOG.info(
+        "%s: %s: %d rows are gone from the source: %s",
+        job.context,
+        label,
+        count,
+        "removed from the current-state table" if job.reconcile.deletes == "remove" else f"flagged ({job.soft_delete} set)",
+    )
     return count
 
 
@@ -372,8 +443,7 @@ def commit_deletes(run: Run, rows: DataFrame, chunk: Chunk, legacy: bool) -> Non
         held.check()
         run.store.mark_touched(held.lock, chunk.label, chunk.number)
         props = commit_properties(job, chunk)
-        changes = replace_changes(run.spark, job, aligned(rows, run.spark.table(job.lake.changes_table).schema),
-                                  chunk, props)
+        changes = replace_changes(run.spark, job, aligned(rows, run.spark.table(job.lake.changes_table).schema), chunk, props)
         held.check()
         view = f"spotlake_gone_{job.run_id}".replace("-", "_")
         _, keys = transformed_empty(run)
@@ -383,23 +453,33 @@ def commit_deletes(run: Run, rows: DataFrame, chunk: Chunk, legacy: bool) -> Non
             action = "DELETE"
         else:
             soft = quote_identifier(str(keys.soft_delete))
-            action = (f"UPDATE SET t.{soft} = s._extracted_at, t._op = 'delete', t._window = s._window, "
-                      "t._job_key = s._job_key, t._extracted_at = s._extracted_at")
+            action = (
+                f"UPDATE SET t.{soft} = s._extracted_at, t._op = 'delete', t._window = s._window, "
+                "t._job_key = s._job_key, t._extracted_at = s._extracted_at"
+            )
         # The row by its key, and only the version that was read: a window that committed a newer
         # one since wins.
         same = " AND ".join([*(f"t.{c} = s.{c}" for c in pk), "t._extracted_at <=> s._seen"])
         key = f"t._source_key IS NULL AND {same}" if legacy else f"t._source_key = s._source_key AND {same}"
         statement = f"MERGE INTO {job.lake.current_table} t USING {view} s ON {key} WHEN MATCHED THEN {action}"
         try:
-            with_commit_properties(run.spark, {**props, "spotlake.commit-id": commit_id()},
-                                   lambda: run.spark.sql(statement).collect())
+            with_commit_properties(
+                run.spark, {**props, "spotlake.commit-id": commit_id()}, lambda: run.spark.sql(statement).collect()
+            )
         finally:
             run.spark.catalog.dropTempView(view)
         snapshot = current_snapshot(run.spark, job.lake.current_table)
-        done = replace(record, state="COMMITTING", chunks=chunk.number, run_id=job.run_id, attempt=job.attempt,
-                       committed_at=iso(datetime.now(UTC)), changes_snapshot=changes or record.changes_snapshot,
-                       current_snapshot=snapshot.snapshotId() if snapshot is not None else record.current_snapshot,
-                       current_rows=live_rows(snapshot))
+        done = replace(
+            record,
+            state="COMMITTING",
+            chunks=chunk.number,
+            run_id=job.run_id,
+            attempt=job.attempt,
+            committed_at=iso(datetime.now(UTC)),
+            changes_snapshot=changes or record.changes_snapshot,
+            current_snapshot=snapshot.snapshotId() if snapshot is not None else record.current_snapshot,
+            current_rows=live_rows(snapshot),
+        )
         held.check()
         run.store.release(held.lock, {"committed_at": done.committed_at, "last_job": job.job_key}, done)
     finally:
@@ -410,18 +490,25 @@ def commit_deletes(run: Run, rows: DataFrame, chunk: Chunk, legacy: bool) -> Non
 def finish(run: Run, label: str, result: dict[str, Any]) -> None:
     """Mark the reconciliation's record COMMITTED and note it in the pipeline's state."""
     job = run.job
-    summary = (f"{result['rows_checked']} rows checked, {result['chunks_differing']} of {result['chunks']} chunks "
-               f"repaired, {result['rows_repaired']} rows re-read, {result['deletes']} deletes")
+    summary = (
+        f"{result['rows_checked']} rows checked, {result['chunks_differing']} of {result['chunks']} chunks "
+        f"repaired, {result['rows_repaired']} rows re-read, {result['deletes']} deletes"
+    )
     held = take_lock(run.store, job.pipeline, run.owner, job.commit.lease_s, job.commit.wait_s)
     try:
         record = run.store.window(job.pipeline, label)
         assert record is not None
-        done = replace(record, state="COMMITTED", run_id=job.run_id, attempt=job.attempt,
-                       rows_read=int(result["rows_checked"]), committed_at=iso(datetime.now(UTC)),
-                       timings=dict(run.clock.timings))
+        done = replace(
+            record,
+            state="COMMITTED",
+            run_id=job.run_id,
+            attempt=job.attempt,
+            rows_read=int(result["rows_checked"]),
+            committed_at=iso(datetime.now(UTC)),
+            timings=dict(run.clock.timings),
+        )
         held.check()
         run.store.release(held.lock, {"reconciled_at": done.committed_at, "reconcile_result": summary}, done)
     finally:
         held.stop()
     result["summary"] = summary
-

@@ -226,7 +226,8 @@ def run_window(run: Run) -> dict[str, Any]:
     if state is None or not state.phase.finished:
         raise ExtractionError(
             f"{job.context}: the initial snapshot is not finished (state {state.snapshot if state else 'missing'}); "
-            "the extraction task runs it before the first window — re-run the task")
+            "the extraction task runs it before the first window — re-run the task"
+        )
     record = run.store.window(job.pipeline, job.label)
     if record is None:
         raise ExtractionError(f"{job.context}: window {job.label} has no plan in the registry; re-run the task")
@@ -234,40 +235,63 @@ def run_window(run: Run) -> dict[str, Any]:
     end = job.window.end
     if limit.until is not None and limit.until < end:
         end = max(job.window.read_from, limit.until)
-        LOG.warning("%s: window %s reads up to %s only, not %s: %s is open on the source, and rows it commits "
-                    "later keep cursor values from before their commit", job.context, job.label, end.isoformat(),
-                    job.window.end.isoformat(), limit.holding.describe() if limit.holding else "a transaction")
+        LOG.warning(
+            "%s: window %s reads up to %s only, not %s: %s is open on the source, and rows it commits "
+            "later keep cursor values from before their commit",
+            job.context,
+            job.label,
+            end.isoformat(),
+            job.window.end.isoformat(),
+            limit.holding.describe() if limit.holding else "a transaction",
+        )
     chunks = window_chunks(job.window.read_from, end, job.read.window_chunk_s) or [(end, end)]
     if len(chunks) > 1:
-        LOG.info("%s: window %s covers %s to %s: reading it in %d chunks of at most %d s", job.context,
-                 job.label, job.window.read_from.isoformat(), job.window.end.isoformat(), len(chunks),
-                 job.read.window_chunk_s)
+        LOG.info(
+            "%s: window %s covers %s to %s: reading it in %d chunks of at most %d s",
+            job.context,
+            job.label,
+            job.window.read_from.isoformat(),
+            job.window.end.isoformat(),
+            len(chunks),
+            job.read.window_chunk_s,
+        )
     totals = {"rows_read": 0, "rows_written": 0, "null_dates": 0}
     committed = False
     for number, (low, high) in enumerate(chunks, start=1):
         with run.clock.phase("read_s"):
             extracted_at = source_now(run.connection)
-            read = read_chunk(run, range_condition(job, low, high, run.line),
-                              Chunk(job.label, number, "upsert", extracted_at))
+            read = read_chunk(run, range_condition(job, low, high, run.line), Chunk(job.label, number, "upsert", extracted_at))
         try:
             totals["rows_read"] += read.rows_read
             totals["rows_written"] += read.rows_written
             totals["null_dates"] += read.null_dates
             last = number == len(chunks)
-            result = commit_with_retries(run, read, Chunk(job.label, number, "upsert", extracted_at),
-                                         lambda st, rec, res, n=number, lo=low, hi=high, r=read, lst=last:
-                                         window_changes(run, st, rec, res, n, lo, hi, r, totals, lst, limit))
+            result = commit_with_retries(
+                run,
+                read,
+                Chunk(job.label, number, "upsert", extracted_at),
+                lambda st, rec, res, n=number, lo=low, hi=high, r=read, lst=last: window_changes(
+                    run, st, rec, res, n, lo, hi, r, totals, lst, limit
+                ),
+            )
             committed = committed or bool(result and result.changes_snapshot)
         finally:
             read.staged.unpersist()
     final = run.store.window(job.pipeline, job.label)
     state = run.store.get(job.pipeline)
     return {
-        "kind": "window", "job_key": job.job_key, "attempt": job.attempt, "run_id": job.run_id,
-        "pipeline": job.pipeline, "window": job.label, "read_from": iso(job.window.read_from),
-        "end": iso(job.window.end), "read_until": iso(end) if end < job.window.end else None,
+        "kind": "window",
+        "job_key": job.job_key,
+        "attempt": job.attempt,
+        "run_id": job.run_id,
+        "pipeline": job.pipeline,
+        "window": job.label,
+        "read_from": iso(job.window.read_from),
+        "end": iso(job.window.end),
+        "read_until": iso(end) if end < job.window.end else None,
         "held_by": limit.holding.describe() if limit.holding and end < job.window.end else None,
-        "chunks": len(chunks), **totals,
+        "chunks": len(chunks),
+        **totals,
         "changes_snapshot": final.changes_snapshot if final else None,
         "current_snapshot": final.current_snapshot if final else None,
         "current_rows": final.current_rows if final else None,
@@ -282,12 +306,17 @@ def source_limit(run: Run) -> ReadLimit:
     job = run.job
     if not job.read.wait_for_open_transactions:
         return ReadLimit(None)
-    limit = read_limit(open_transactions(run.connection, job), job.read.open_transaction_margin_s,
-                       job.read.max_open_transaction_s)
+    limit = read_limit(
+        open_transactions(run.connection, job), job.read.open_transaction_margin_s, job.read.max_open_transaction_s
+    )
     for trx in limit.ignored:
-        LOG.warning("%s: %s, longer than read.max_open_transaction (%.0f s): not waited for; rows it commits "
-                    "with older cursor values are found by reconciliation", job.context, trx.describe(),
-                    job.read.max_open_transaction_s)
+        LOG.warning(
+            "%s: %s, longer than read.max_open_transaction (%.0f s): not waited for; rows it commits "
+            "with older cursor values are found by reconciliation",
+            job.context,
+            trx.describe(),
+            job.read.max_open_transaction_s,
+        )
     return limit
 
 
@@ -300,9 +329,19 @@ def advanced(watermark: str | None, low: datetime, high: datetime) -> str | None
     return iso(high) if low <= current < high else watermark
 
 
-def window_changes(run: Run, state: PipelineState, record: WindowRecord, result: CommitResult | None, number: int,
-                   low: datetime, high: datetime, read: ChunkRead, totals: Mapping[str, int],
-                   last: bool, limit: ReadLimit) -> tuple[dict[str, Any], WindowRecord]:
+def window_changes(
+    run: Run,
+    state: PipelineState,
+    record: WindowRecord,
+    result: CommitResult | None,
+    number: int,
+    low: datetime,
+    high: datetime,
+    read: ChunkRead,
+    totals: Mapping[str, int],
+    last: bool,
+    limit: ReadLimit,
+) -> tuple[dict[str, Any], WindowRecord]:
     """What a window chunk's commit records: the state's new watermark and the window's result."""
     job = run.job
     watermark = advanced(state.watermark, low, high)
@@ -311,19 +350,28 @@ def window_changes(run: Run, state: PipelineState, record: WindowRecord, result:
     assert job.window is not None
     held = limit.holding is not None and limit.until is not None and limit.until < job.window.end
     changes: dict[str, Any] = {
-        "watermark": watermark, "committed_at": now, "last_job": job.job_key,
+        "watermark": watermark,
+        "committed_at": now,
+        "last_job": job.job_key,
         "held_by": limit.holding.describe() if held and limit.holding else None,
         "unwaited": "; ".join(t.describe() for t in limit.ignored) or None,
     }
     if moved:
         changes.update({"advanced_at": now, "failure_job": None, "failure_at": None, "failure_reason": None})
     done = replace(
-        record, state="COMMITTED" if last else "COMMITTING", chunks=number, run_id=job.run_id,
-        attempt=job.attempt, rows_read=totals["rows_read"], rows_written=totals["rows_written"],
-        committed_at=iso(datetime.now(UTC)), timings=dict(run.clock.timings),
+        record,
+        state="COMMITTED" if last else "COMMITTING",
+        chunks=number,
+        run_id=job.run_id,
+        attempt=job.attempt,
+        rows_read=totals["rows_read"],
+        rows_written=totals["rows_written"],
+        committed_at=iso(datetime.now(UTC)),
+        timings=dict(run.clock.timings),
         cursor_min=_earliest(record.cursor_min if number > 1 else None, read.cursor_min),
         cursor_max=max(filter(None, [record.cursor_max if number > 1 else None, read.cursor_max]), default=None),
-        read_until=iso(high) if held else None, null_dates=totals["null_dates"],
+        read_until=iso(high) if held else None,
+        null_dates=totals["null_dates"],
         null_date_columns=sorted(set(record.null_date_columns if number > 1 else []) | set(read.null_date_columns)),
     )
     if result is not None:
@@ -345,13 +393,28 @@ def run_snapshot(run: Run) -> dict[str, Any]:
         raise ExtractionError(f"{job.context}: the pipeline has no state in the registry; re-run the task")
     if state.phase.finished:
         LOG.info("%s: the initial snapshot is %s already; nothing to do", job.context, state.snapshot)
-        return {"kind": "snapshot", "job_key": job.job_key, "pipeline": job.pipeline, "snapshot": state.snapshot,
-                "chunks": state.snapshot_chunks, "rows": state.snapshot_rows, "watermark": state.watermark,
-                "already_done": True}
+        return {
+            "kind": "snapshot",
+            "job_key": job.job_key,
+            "pipeline": job.pipeline,
+            "snapshot": state.snapshot,
+            "chunks": state.snapshot_chunks,
+            "rows": state.snapshot_rows,
+            "watermark": state.watermark,
+            "already_done": True,
+        }
     started = state.snapshot_started_at or iso(snapshot_start(run))
-    run.store.plan_window(WindowRecord(
-        pipeline=job.pipeline, window=SNAPSHOT_LABEL, job_key=job.job_key, start=started, end=started,
-        read_from=started, planned_at=iso(datetime.now(UTC))))
+    run.store.plan_window(
+        WindowRecord(
+            pipeline=job.pipeline,
+            window=SNAPSHOT_LABEL,
+            job_key=job.job_key,
+            start=started,
+            end=started,
+            read_from=started,
+            planned_at=iso(datetime.now(UTC)),
+        )
+    )
     number, after, rows_total = state.snapshot_chunks, state.after_key(), state.snapshot_rows
     if number:
         LOG.info("%s: resuming the initial snapshot after chunk %d (%d rows so far)", job.context, number, rows_total)
@@ -360,24 +423,44 @@ def run_snapshot(run: Run) -> dict[str, Any]:
         with run.clock.phase("read_s"):
             extracted_at = source_now(run.connection)
             upper = chunk_upper(run.connection, job, run.table, after, job.read.chunk_rows)
-            read = read_chunk(run, chunk_condition(job, run.table, after, upper),
-                              Chunk(SNAPSHOT_LABEL, number, "snapshot", extracted_at))
+            read = read_chunk(
+                run, chunk_condition(job, run.table, after, upper), Chunk(SNAPSHOT_LABEL, number, "snapshot", extracted_at)
+            )
         chunk = Chunk(SNAPSHOT_LABEL, number, "snapshot", extracted_at)
         try:
-            commit_with_retries(run, read, chunk, lambda st, rec, res, n=number, u=upper, r=read: snapshot_changes(
-                run, st, rec, res, n, u, r, started))
+            commit_with_retries(
+                run,
+                read,
+                chunk,
+                lambda st, rec, res, n=number, u=upper, r=read: snapshot_changes(run, st, rec, res, n, u, r, started),
+            )
         finally:
             read.staged.unpersist()
         rows_total += read.rows_written
-        LOG.info("%s: snapshot chunk %d committed: %d rows (%d in all)%s", job.context, number, read.rows_written,
-                 rows_total, "" if upper is None else f", up to key {upper}")
+        LOG.info(
+            "%s: snapshot chunk %d committed: %d rows (%d in all)%s",
+            job.context,
+            number,
+            read.rows_written,
+            rows_total,
+            "" if upper is None else f", up to key {upper}",
+        )
         if upper is None:
             break
         after = upper
     state = run.store.get(job.pipeline)
-    return {"kind": "snapshot", "job_key": job.job_key, "attempt": job.attempt, "run_id": job.run_id,
-            "pipeline": job.pipeline, "snapshot": state.snapshot if state else None, "chunks": number,
-            "rows": rows_total, "watermark": state.watermark if state else None, "already_done": False}
+    return {
+        "kind": "snapshot",
+        "job_key": job.job_key,
+        "attempt": job.attempt,
+        "run_id": job.run_id,
+        "pipeline": job.pipeline,
+        "snapshot": state.snapshot if state else None,
+        "chunks": number,
+        "rows": rows_total,
+        "watermark": state.watermark if state else None,
+        "already_done": False,
+    }
 
 
 def snapshot_start(run: Run) -> datetime:
@@ -386,18 +469,31 @@ def snapshot_start(run: Run) -> datetime:
     now = source_now(run.connection)
     limit = source_limit(run)
     if limit.until is not None and limit.until < now:
-        LOG.info("%s: the windows after the snapshot start at %s: %s is open on the source", run.job.context,
-                 limit.until.isoformat(), limit.holding.describe() if limit.holding else "a transaction")
+        LOG.info(
+            "%s: the windows after the snapshot start at %s: %s is open on the source",
+            run.job.context,
+            limit.until.isoformat(),
+            limit.holding.describe() if limit.holding else "a transaction",
+        )
         return limit.until
     return now
 
 
-def snapshot_changes(run: Run, state: PipelineState, record: WindowRecord, result: CommitResult | None, number: int,
-                     upper: list[Any] | None, read: ChunkRead, started: str) -> tuple[dict[str, Any], WindowRecord]:
+def snapshot_changes(
+    run: Run,
+    state: PipelineState,
+    record: WindowRecord,
+    result: CommitResult | None,
+    number: int,
+    upper: list[Any] | None,
+    read: ChunkRead,
+    started: str,
+) -> tuple[dict[str, Any], WindowRecord]:
     if state.snapshot_chunks != number - 1:
         raise ExtractionError(
             f"{run.job.context}: snapshot chunk {number} is out of order: the registry has {state.snapshot_chunks} "
-            "chunks committed; another attempt of the snapshot ran — re-run the task to resume")
+            "chunks committed; another attempt of the snapshot ran — re-run the task to resume"
+        )
     changes: dict[str, Any] = {
         "snapshot": SnapshotPhase.DONE.value if upper is None else SnapshotPhase.RUNNING.value,
         "snapshot_started_at": started,
@@ -409,12 +505,19 @@ def snapshot_changes(run: Run, state: PipelineState, record: WindowRecord, resul
     }
     if upper is None:
         changes.update({"watermark": started, "advanced_at": changes["committed_at"]})
-    done = replace(record, state="COMMITTED" if upper is None else "COMMITTING", chunks=number,
-                   run_id=run.job.run_id, attempt=run.job.attempt,
-                   rows_read=record.rows_read + read.rows_read, rows_written=record.rows_written + read.rows_written,
-                   null_dates=record.null_dates + read.null_dates,
-                   null_date_columns=sorted(set(record.null_date_columns) | set(read.null_date_columns)),
-                   committed_at=iso(datetime.now(UTC)), timings=dict(run.clock.timings))
+    done = replace(
+        record,
+        state="COMMITTED" if upper is None else "COMMITTING",
+        chunks=number,
+        run_id=run.job.run_id,
+        attempt=run.job.attempt,
+        rows_read=record.rows_read + read.rows_read,
+        rows_written=record.rows_written + read.rows_written,
+        null_dates=record.null_dates + read.null_dates,
+        null_date_columns=sorted(set(record.null_date_columns) | set(read.null_date_columns)),
+        committed_at=iso(datetime.now(UTC)),
+        timings=dict(run.clock.timings),
+    )
     if result is not None:
         done.changes_snapshot = result.changes_snapshot or done.changes_snapshot
         done.current_snapshot = result.current_snapshot or done.current_snapshot
@@ -433,8 +536,12 @@ def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
     data, keys = apply_transforms(raw, job)
     carried = INVALID_DATES in data.columns  # a user function may have dropped it
     if SOURCE_HASH not in data.columns:
-        LOG.warning("%s: a transform dropped spotlake's row hash columns (%s*); reconciliation cannot tell this "
-                    "pipeline's unchanged rows from changed ones — keep them in user functions", job.context, CARRIED)
+        LOG.warning(
+            "%s: a transform dropped spotlake's row hash columns (%s*); reconciliation cannot tell this "
+            "pipeline's unchanged rows from changed ones — keep them in user functions",
+            job.context,
+            CARRIED,
+        )
     staged = with_change_columns(data, job, keys, chunk).persist(StorageLevel.MEMORY_AND_DISK)
     data = data.drop(*[c for c in data.columns if c.startswith(CARRIED)])
     cursor = F.col(quote_identifier(keys.cursor))
@@ -451,10 +558,26 @@ def read_chunk(run: Run, condition: str, chunk: Chunk) -> ChunkRead:
     key_range = (int(seen["key_min"]), int(seen["key_max"])) if seen["key_min"] is not None else None
     null_dates, null_columns = int(seen["null_dates"] or 0), tuple(sorted(seen["null_date_columns"] or ()))
     if null_dates:
-        LOG.warning("%s: %s chunk %d: %d zero or invalid date values stored as NULL (columns: %s)", job.context,
-                    chunk.label, chunk.number, null_dates, ", ".join(null_columns))
-    return ChunkRead(staged, keys, data.schema, stats.rows, int(seen["rows"]), seen["cursor_min"], seen["cursor_max"],
-                     key_range, null_dates, null_columns)
+        LOG.warning(
+            "%s: %s chunk %d: %d zero or invalid date values stored as NULL (columns: %s)",
+            job.context,
+            chunk.label,
+            chunk.number,
+            null_dates,
+            ", ".join(null_columns),
+        )
+    return ChunkRead(
+        staged,
+        keys,
+        data.schema,
+        stats.rows,
+        int(seen["rows"]),
+        seen["cursor_min"],
+        seen["cursor_max"],
+        key_range,
+        null_dates,
+        null_columns,
+    )
 
 
 def staged_totals(staged: DataFrame, cursor: Any, key: str, integral: bool, carried: bool) -> Any:
@@ -466,7 +589,8 @@ def staged_totals(staged: DataFrame, cursor: Any, key: str, integral: bool, carr
         F.min(quote_identifier(key)).alias("key_min") if integral else F.lit(None).alias("key_min"),
         F.max(quote_identifier(key)).alias("key_max") if integral else F.lit(None).alias("key_max"),
         F.sum(F.size(INVALID_DATES)).alias("null_dates") if carried else F.lit(0).alias("null_dates"),
-        F.array_distinct(F.flatten(F.collect_set(INVALID_DATES))).alias("null_date_columns") if carried
+        F.array_distinct(F.flatten(F.collect_set(INVALID_DATES))).alias("null_date_columns")
+        if carried
         else F.array().cast("array<string>").alias("null_date_columns"),
     ).collect()
     return seen
@@ -506,8 +630,9 @@ def commit_locked(run: Run, read: ChunkRead, chunk: Chunk, record_changes: Any) 
             if read.rows_written > 0:
                 held.check()
                 with run.clock.phase("current_s"):
-                    result = merge_current(run.spark, job, read.keys, aligned(read.staged, schema.current), props,
-                                           changes, read.key_range)
+                    result = merge_current(
+                        run.spark, job, read.keys, aligned(read.staged, schema.current), props, changes, read.key_range
+                    )
             record = run.store.window(job.pipeline, chunk.label) or record
         else:
             snapshot = current_snapshot(run.spark, job.lake.current_table)

@@ -43,10 +43,19 @@ from pyspark.sql import Column, DataFrame
 
 from spark_jobs.common.job_documents import quote_identifier
 
-SPATIAL_TYPES = frozenset({
-    "geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
-    "geometrycollection", "geomcollection",
-})
+SPATIAL_TYPES = frozenset(
+    {
+        "geometry",
+        "point",
+        "linestring",
+        "polygon",
+        "multipoint",
+        "multilinestring",
+        "multipolygon",
+        "geometrycollection",
+        "geomcollection",
+    }
+)
 TEXT_FORMAT = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%d %H:%i:%s.%f", "timestamp": "%Y-%m-%d %H:%i:%s.%f"}
 SPARK_FORMAT = {"date": "yyyy-MM-dd", "datetime": "yyyy-MM-dd HH:mm:ss.SSSSSS", "timestamp": "yyyy-MM-dd HH:mm:ss.SSSSSS"}
 # Columns the read adds, carried through the transforms (a ``select`` step keeps them):
@@ -103,8 +112,9 @@ def column_read(column: SourceColumn) -> ColumnRead:
     if kind in ("decimal", "numeric") and (column.precision or 0) > MAX_SPARK_PRECISION:
         return ColumnRead(f"CAST({name} AS CHAR)", lake_type="string")
     if kind in TEXT_FORMAT:
-        return ColumnRead(f"DATE_FORMAT({name}, '{TEXT_FORMAT[kind]}')", temporal=kind,
-                          lake_type="date" if kind == "date" else "timestamp")
+        return ColumnRead(
+            f"DATE_FORMAT({name}, '{TEXT_FORMAT[kind]}')", temporal=kind, lake_type="date" if kind == "date" else "timestamp"
+        )
     if kind == "time":
         return ColumnRead(f"CAST(TIMESTAMPDIFF(MICROSECOND, TIME '00:00:00', {name}) AS SIGNED)", lake_type="long")
     if kind in SPATIAL_TYPES:
@@ -115,11 +125,32 @@ def column_read(column: SourceColumn) -> ColumnRead:
 
 
 KNOWN_AS_IS = {
-    "tinyint": "int", "smallint": "int", "mediumint": "int", "int": "int", "integer": "int", "bigint": "long",
-    "decimal": "decimal", "numeric": "decimal", "float": "double", "double": "double", "real": "double", "year": "int",
-    "char": "string", "varchar": "string", "tinytext": "string", "text": "string", "mediumtext": "string",
-    "longtext": "string", "enum": "string", "set": "string", "json": "string",
-    "binary": "binary", "varbinary": "binary", "tinyblob": "binary", "blob": "binary", "mediumblob": "binary",
+    "tinyint": "int",
+    "smallint": "int",
+    "mediumint": "int",
+    "int": "int",
+    "integer": "int",
+    "bigint": "long",
+    "decimal": "decimal",
+    "numeric": "decimal",
+    "float": "double",
+    "double": "double",
+    "real": "double",
+    "year": "int",
+    "char": "string",
+    "varchar": "string",
+    "tinytext": "string",
+    "text": "string",
+    "mediumtext": "string",
+    "longtext": "string",
+    "enum": "string",
+    "set": "string",
+    "json": "string",
+    "binary": "binary",
+    "varbinary": "binary",
+    "tinyblob": "binary",
+    "blob": "binary",
+    "mediumblob": "binary",
     "longblob": "binary",
 }
 

@@ -38,12 +38,12 @@ from spark_jobs.extraction.source_types import CARRIED
 Transformation = Callable[[DataFrame], DataFrame]
 
 
-
 # ---------------------------------------------------------------------- ops
 def select_columns(columns: Sequence[str]) -> Transformation:
     """Keep ``columns`` (and the read's own bookkeeping columns, if there)."""
-    return lambda df: df.select(*[F.col(quote_identifier(c)) for c in columns],
-                                *[F.col(c) for c in df.columns if c.startswith(CARRIED)])
+    return lambda df: df.select(
+        *[F.col(quote_identifier(c)) for c in columns], *[F.col(c) for c in df.columns if c.startswith(CARRIED)]
+    )
 
 
 def rename_columns(mapping: Mapping[str, str]) -> Transformation:
@@ -122,9 +122,7 @@ def apply_transforms(df: DataFrame, job: ExtractJob) -> tuple[DataFrame, KeyColu
     return df, keys
 
 
-def apply_step(
-    df: DataFrame, step: TransformStep, keys: KeyColumns, job: ExtractJob
-) -> tuple[DataFrame, KeyColumns]:
+def apply_step(df: DataFrame, step: TransformStep, keys: KeyColumns, job: ExtractJob) -> tuple[DataFrame, KeyColumns]:
     where = f"{job.context}: {step.label}"
     if step.op == "function":
         return _apply_function(df, step, keys, where)
@@ -147,9 +145,7 @@ def apply_step(
             )
     elif step.op == "filter":
         _check_expression(df, step.condition or "", where)
-        df = _spark_step(
-            df, filter_rows(step.condition or ""), f"{where}: invalid Spark SQL condition {step.condition!r}"
-        )
+        df = _spark_step(df, filter_rows(step.condition or ""), f"{where}: invalid Spark SQL condition {step.condition!r}")
     else:
         df = _spark_step(df, _builder(step), f"{where}: invalid {step.op}")
     _check_keys_survive(df, keys, where)
@@ -206,8 +202,7 @@ def _track_keys(df: DataFrame, step: TransformStep, keys: KeyColumns, where: str
                 else "the lake merges rows by primary key and newest cursor"
             )
             raise ExtractionError(
-                f"{where} drops the {role} column '{column}'; add it to the select list ({fix}) "
-                f"— fix {CONFIG_FILE}"
+                f"{where} drops the {role} column '{column}'; add it to the select list ({fix}) — fix {CONFIG_FILE}"
             )
     if step.op in ("hash", "mask"):
         touched = [(role, c) for role, c in keys.roles() if role != "soft-delete" and c in step.columns]
@@ -252,14 +247,10 @@ def _spark_step(df: DataFrame, step: Transformation, what: str) -> DataFrame:
     try:
         return df.transform(step)
     except (AnalysisException, IllegalArgumentException) as exc:
-        raise ExtractionError(
-            f"{what}: {spark_message(exc)}; columns are: {', '.join(df.columns)} — fix {CONFIG_FILE}"
-        ) from None
+        raise ExtractionError(f"{what}: {spark_message(exc)}; columns are: {', '.join(df.columns)} — fix {CONFIG_FILE}") from None
 
 
-def _apply_function(
-    df: DataFrame, step: TransformStep, keys: KeyColumns, where: str
-) -> tuple[DataFrame, KeyColumns]:
+def _apply_function(df: DataFrame, step: TransformStep, keys: KeyColumns, where: str) -> tuple[DataFrame, KeyColumns]:
     name = step.name or ""
     try:
         registered = user_transforms.lookup(name)
@@ -270,9 +261,7 @@ def _apply_function(
     try:
         out = df.transform(registered.function)
     except (AnalysisException, IllegalArgumentException) as exc:
-        raise ExtractionError(
-            f"{where} failed: {spark_message(exc)}; columns are: {', '.join(df.columns)}"
-        ) from None
+        raise ExtractionError(f"{where} failed: {spark_message(exc)}; columns are: {', '.join(df.columns)}") from None
     if not isinstance(out, DataFrame):
         raise ExtractionError(
             f"{where} returned {type(out).__name__}, not a DataFrame — fix "

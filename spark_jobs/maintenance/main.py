@@ -18,8 +18,15 @@ from spark_jobs.common.job_documents import MaintenanceJob
 
 
 def main(argv: Sequence[str] | None = None, session: Any = None) -> int:
-    return run_main(argv, "maintenance/main.py", "Compact, expire and clean a pipeline's lake tables.", MaintenanceJob,
-                    "spark_jobs.maintenance.run:run_maintenance", "maintenance", session)
+    return run_main(
+        argv,
+        "maintenance/main.py",
+        "Compact, expire and clean a pipeline's lake tables.",
+        MaintenanceJob,
+        "spark_jobs.maintenance.run:run_maintenance",
+        "maintenance",
+        session,
+    )
 
 
 if __name__ == "__main__":

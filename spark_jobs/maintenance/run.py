@@ -43,8 +43,9 @@ def _call(spark: SparkSession, statement: str) -> dict[str, Any]:
     return {k: v for k, v in first.items() if isinstance(v, (int, float, str))} | {"rows": len(rows)}
 
 
-def maintain_table(spark: SparkSession, job: MaintenanceJob, name: str, role: str, now: datetime,
-                   keep_from: Callable[[int], int] | None = None) -> dict[str, Any]:
+def maintain_table(
+    spark: SparkSession, job: MaintenanceJob, name: str, role: str, now: datetime, keep_from: Callable[[int], int] | None = None
+) -> dict[str, Any]:
     """Compact, expire and clean one table; returns what each step did. ``keep_from(cutoff_ms)``
     may move the expiry's cutoff earlier (a stream's table keeps its newest commit)."""
     catalog, short = job.lake.catalog, name.split(".", 1)[1]
@@ -53,20 +54,38 @@ def maintain_table(spark: SparkSession, job: MaintenanceJob, name: str, role: st
     strategy = "strategy => 'sort', " if role == "current" else ""
     done: dict[str, Any] = {}
     started = time.perf_counter()
-    props = {"spotlake.pipeline": job.pipeline, "spotlake.job-key": job.job_key, "spotlake.run-id": job.run_id,
-             "spotlake.attempt": str(job.attempt)}
-    with_commit_properties(spark, props, lambda: done.update(rewrite=_call(spark, (
-        f"CALL {catalog}.system.rewrite_data_files(table => '{short}', {strategy}"
-        f"options => map('min-input-files', '2', 'delete-file-threshold', '1', 'remove-dangling-deletes', 'true', "
-        f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))"))))
+    props = {
+        "spotlake.pipeline": job.pipeline,
+        "spotlake.job-key": job.job_key,
+        "spotlake.run-id": job.run_id,
+        "spotlake.attempt": str(job.attempt),
+    }
+    with_commit_properties(
+        spark,
+        props,
+        lambda: done.update(
+            rewrite=_call(
+                spark,
+                (
+                    f"CALL {catalog}.system.rewrite_data_files(table => '{short}', {strategy}"
+                    f"options => map('min-input-files', '2', 'delete-file-threshold', '1', 'remove-dangling-deletes', 'true', "
+                    f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))"
+                ),
+            )
+        ),
+    )
     done["rewrite_deletes"] = _call(spark, f"CALL {catalog}.system.rewrite_position_delete_files(table => '{short}')")
     older = now - timedelta(seconds=options.snapshot_retention_s)
     if keep_from is not None:
         older = datetime.fromtimestamp(keep_from(int(older.timestamp() * 1000)) / 1000, UTC)
-    done["expire"] = _call(spark, (
-        f"CALL {catalog}.system.expire_snapshots(table => '{short}', "
-        f"older_than => TIMESTAMP '{older.strftime('%Y-%m-%d %H:%M:%S.%f')}', "
-        f"retain_last => {int(options.retain_last)}, stream_results => true)"))
+    done["expire"] = _call(
+        spark,
+        (
+            f"CALL {catalog}.system.expire_snapshots(table => '{short}', "
+            f"older_than => TIMESTAMP '{older.strftime('%Y-%m-%d %H:%M:%S.%f')}', "
+            f"retain_last => {int(options.retain_last)}, stream_results => true)"
+        ),
+    )
     orphans_before = now - timedelta(seconds=options.orphan_age_s)
     removed = spark.sql(
         f"CALL {catalog}.system.remove_orphan_files(table => '{short}', "
@@ -82,22 +101,22 @@ def run_maintenance(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]:
     """Maintain the pipeline's tables under its commit lock; record when in the registry."""
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
     if ICEBERG_EXTENSIONS not in extensions:
-        raise ExtractionError(f"{job.context}: the Spark session lacks Iceberg's SQL extensions "
-                              f"(spark.sql.extensions={ICEBERG_EXTENSIONS})")
+        raise ExtractionError(
+            f"{job.context}: the Spark session lacks Iceberg's SQL extensions (spark.sql.extensions={ICEBERG_EXTENSIONS})"
+        )
     for key, value in catalog_properties(job.lake, f"pipeline {job.pipeline}", job.registry.region).items():
         spark.conf.set(key, value)
     if job.stream is not None:
         return _maintain_stream(spark, job)
     import boto3
 
-    store = LakeState(boto3.client("dynamodb", **({"region_name": job.registry.region} if job.registry.region else {})),
-                      job.registry.prefix)
+    store = LakeState(
+        boto3.client("dynamodb", **({"region_name": job.registry.region} if job.registry.region else {})), job.registry.prefix
+    )
     if store.get(job.pipeline) is None:
         LOG.info("%s: the pipeline has not run yet (no lake state, no tables): nothing to maintain", job.context)
-        return {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {},
-                "skipped": "the pipeline has not run yet"}
-    held = take_lock(store, job.pipeline, Owner(job.job_key, job.run_id, job.attempt), job.commit.lease_s,
-                     job.commit.wait_s)
+        return {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {}, "skipped": "the pipeline has not run yet"}
+    held = take_lock(store, job.pipeline, Owner(job.job_key, job.run_id, job.attempt), job.commit.lease_s, job.commit.wait_s)
     result: dict[str, Any] = {"pipeline": job.pipeline, "job_key": job.job_key, "tables": {}}
     try:
         now = datetime.now(UTC)
@@ -122,7 +141,8 @@ def _maintain_stream(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]
     for name in dict.fromkeys((job.lake.current_table, job.lake.changes_table)):
         if table_exists(spark, name):
             result["tables"][name] = maintain_table(
-                spark, job, name, "stream", now, keep_from=lambda cutoff, t=name: stream_expiry_cutoff(spark, t, cutoff))
+                spark, job, name, "stream", now, keep_from=lambda cutoff, t=name: stream_expiry_cutoff(spark, t, cutoff)
+            )
     if not result["tables"]:
         result["skipped"] = "the stream has written nothing to the lake yet"
     return result

@@ -165,9 +165,7 @@ def _table(pairs: tuple[tuple[object, int], ...]) -> tuple:
 
 def _check_fraction(name: str, flag: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(
-            f"{name} {value!r} is not a fraction between 0 and 1; fix: pass {flag} 0.05 (5%) or similar"
-        )
+        raise ConfigError(f"{name} {value!r} is not a fraction between 0 and 1; fix: pass {flag} 0.05 (5%) or similar")
 
 
 @dataclass(frozen=True)
@@ -212,12 +210,8 @@ class StreamConfig:
         if not isinstance(self.seed, int):
             raise ConfigError(f"seed {self.seed!r} is not an integer; fix: pass --seed 42 or another integer")
         if not (isinstance(self.users, int) and self.users >= 1):
-            raise ConfigError(
-                f"users {self.users!r} is not a positive integer; fix: pass --users 10000 or similar"
-            )
-        if self.sessions is not None and not (
-            isinstance(self.sessions, int) and 1 <= self.sessions <= self.users
-        ):
+            raise ConfigError(f"users {self.users!r} is not a positive integer; fix: pass --users 10000 or similar")
+        if self.sessions is not None and not (isinstance(self.sessions, int) and 1 <= self.sessions <= self.users):
             raise ConfigError(
                 f"sessions {self.sessions!r} is not between 1 and the number of users ({self.users}); "
                 "fix: pass --sessions no larger than --users, or leave it out"
@@ -227,8 +221,7 @@ class StreamConfig:
         _check_fraction("malformed fraction", "--malformed-fraction", self.malformed_fraction)
         if not (isinstance(self.late_max_seconds, (int, float)) and self.late_max_seconds > 0):
             raise ConfigError(
-                f"late max seconds {self.late_max_seconds!r} is not positive; "
-                "fix: pass --late-max-seconds 300 or similar"
+                f"late max seconds {self.late_max_seconds!r} is not positive; fix: pass --late-max-seconds 300 or similar"
             )
         if not (isinstance(self.out_of_order_max_delay, int) and self.out_of_order_max_delay >= 1):
             raise ConfigError(
@@ -255,9 +248,7 @@ class Share:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.of, int) and self.of >= 1):
-            raise ConfigError(
-                f"workers {self.of!r} is not a positive integer; fix: pass --workers 1 (one process) or more"
-            )
+            raise ConfigError(f"workers {self.of!r} is not a positive integer; fix: pass --workers 1 (one process) or more")
         if not (isinstance(self.index, int) and 0 <= self.index < self.of):
             raise ConfigError(
                 f"worker index {self.index!r} is not between 0 and {self.of - 1}; "

@@ -107,22 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka bootstrap servers, host:port[,host:port] "
         f"(default: 127.0.0.1:$SPOTLAKE_KAFKA_PORT from stack.env, now {default_bootstrap()})",
     )
-    target.add_argument(
-        "--topic", default=DEFAULT_TOPIC, help="topic to produce to; it must exist (default: %(default)s)"
-    )
-    target.add_argument(
-        "--dry-run", action="store_true", help="write JSON lines to stdout (or --output) instead of Kafka"
-    )
-    target.add_argument(
-        "--output", type=Path, help="JSON-lines file to write instead of Kafka (implies --dry-run)"
-    )
+    target.add_argument("--topic", default=DEFAULT_TOPIC, help="topic to produce to; it must exist (default: %(default)s)")
+    target.add_argument("--dry-run", action="store_true", help="write JSON lines to stdout (or --output) instead of Kafka")
+    target.add_argument("--output", type=Path, help="JSON-lines file to write instead of Kafka (implies --dry-run)")
     target.add_argument("--compression", choices=COMPRESSIONS, default="lz4", help="(default: %(default)s)")
-    target.add_argument(
-        "--linger-ms", type=int, default=20, help="producer batching delay (default: %(default)s)"
-    )
-    target.add_argument(
-        "--batch-messages", type=int, default=10_000, help="messages per batch at most (default: %(default)s)"
-    )
+    target.add_argument("--linger-ms", type=int, default=20, help="producer batching delay (default: %(default)s)")
+    target.add_argument("--batch-messages", type=int, default=10_000, help="messages per batch at most (default: %(default)s)")
     target.add_argument(
         "--delivery-timeout",
         type=float,
@@ -137,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     amount = parser.add_argument_group("rate and amount")
-    amount.add_argument(
-        "--rate", type=float, default=100.0, help="target events/s, fractions allowed (default: %(default)s)"
-    )
+    amount.add_argument("--rate", type=float, default=100.0, help="target events/s, fractions allowed (default: %(default)s)")
     amount.add_argument(
         "--unthrottled",
         action="store_true",
@@ -154,40 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
         "and its own producer; not with --dry-run (default: %(default)s)",
     )
     amount.add_argument("--duration", type=float, help="stop after this many seconds of schedule")
-    amount.add_argument(
-        "--profile", choices=PROFILES, default="constant", help="rate over time (default: %(default)s)"
-    )
-    amount.add_argument(
-        "--diurnal-amplitude", type=float, default=0.6, help="diurnal swing, 0..<1 (default: %(default)s)"
-    )
-    amount.add_argument(
-        "--diurnal-period", type=float, default=86_400.0, help="length of the day in s (default: %(default)s)"
-    )
-    amount.add_argument(
-        "--diurnal-peak-hour", type=float, default=20.0, help="busiest hour, UTC (default: %(default)s)"
-    )
-    amount.add_argument(
-        "--burst-factor", type=float, default=5.0, help="rate multiplier in a burst (default: %(default)s)"
-    )
-    amount.add_argument(
-        "--burst-seconds", type=float, default=5.0, help="length of a burst (default: %(default)s)"
-    )
-    amount.add_argument(
-        "--burst-gap", type=float, default=60.0, help="mean seconds between bursts (default: %(default)s)"
-    )
+    amount.add_argument("--profile", choices=PROFILES, default="constant", help="rate over time (default: %(default)s)")
+    amount.add_argument("--diurnal-amplitude", type=float, default=0.6, help="diurnal swing, 0..<1 (default: %(default)s)")
+    amount.add_argument("--diurnal-period", type=float, default=86_400.0, help="length of the day in s (default: %(default)s)")
+    amount.add_argument("--diurnal-peak-hour", type=float, default=20.0, help="busiest hour, UTC (default: %(default)s)")
+    amount.add_argument("--burst-factor", type=float, default=5.0, help="rate multiplier in a burst (default: %(default)s)")
+    amount.add_argument("--burst-seconds", type=float, default=5.0, help="length of a burst (default: %(default)s)")
+    amount.add_argument("--burst-gap", type=float, default=60.0, help="mean seconds between bursts (default: %(default)s)")
 
     sim = parser.add_argument_group("simulation")
     sim.add_argument(
         "--seed",
         type=int,
-        help="random seed; the same seed and --start give the same events "
-        "(default: a random seed, printed at start)",
+        help="random seed; the same seed and --start give the same events (default: a random seed, printed at start)",
     )
     sim.add_argument("--start", help="event time of the first event, ISO-8601 or epoch ms (default: now)")
     sim.add_argument("--users", type=int, default=10_000, help="number of users (default: %(default)s)")
-    sim.add_argument(
-        "--sessions", type=int, help="sessions running at once (default: rate x 15, at most --users)"
-    )
+    sim.add_argument("--sessions", type=int, help="sessions running at once (default: rate x 15, at most --users)")
     defaults = Funnel()
     for stage, text in (
         ("product", "landing to product page"),
@@ -230,8 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--malformed-fraction",
         type=float,
         default=config.malformed_fraction,
-        help="fraction of malformed records: bad JSON, missing field, wrong type, "
-        "unknown schema_version (default: %(default)s)",
+        help="fraction of malformed records: bad JSON, missing field, wrong type, unknown schema_version (default: %(default)s)",
     )
 
     report = parser.add_argument_group("reporting")

@@ -114,17 +114,12 @@ def producer_config(
     """The librdkafka settings of the generator's producer (also used by the benchmark)."""
     if compression not in COMPRESSIONS:
         raise ConfigError(
-            f"compression {compression!r} is not supported; "
-            f"fix: pass --compression with one of {', '.join(COMPRESSIONS)}"
+            f"compression {compression!r} is not supported; fix: pass --compression with one of {', '.join(COMPRESSIONS)}"
         )
     if not bootstrap or ":" not in bootstrap:
-        raise ConfigError(
-            f"bootstrap servers {bootstrap!r} are not host:port pairs; fix: pass --bootstrap 127.0.0.1:19092"
-        )
+        raise ConfigError(f"bootstrap servers {bootstrap!r} are not host:port pairs; fix: pass --bootstrap 127.0.0.1:19092")
     if not delivery_timeout > 0:
-        raise ConfigError(
-            f"delivery timeout {delivery_timeout!r} s is not positive; fix: pass --delivery-timeout 30"
-        )
+        raise ConfigError(f"delivery timeout {delivery_timeout!r} s is not positive; fix: pass --delivery-timeout 30")
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "client.id": "spotlake-clickgen",

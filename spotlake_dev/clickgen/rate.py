@@ -90,8 +90,7 @@ class DiurnalRate:
             )
         if not 0 <= self.peak_hour < 24:
             raise ConfigError(
-                f"diurnal peak hour {self.peak_hour!r} is outside [0, 24); "
-                "fix: pass --diurnal-peak-hour between 0 and 23.99"
+                f"diurnal peak hour {self.peak_hour!r} is outside [0, 24); fix: pass --diurnal-peak-hour between 0 and 23.99"
             )
 
     def rate_at(self, offset: float) -> float:
@@ -125,9 +124,7 @@ class BurstyRate:
     def __post_init__(self) -> None:
         _check_rate(self.rate)
         if not self.factor >= 1:
-            raise ConfigError(
-                f"burst factor {self.factor!r} is below 1; fix: pass --burst-factor 1 or more, e.g. 5"
-            )
+            raise ConfigError(f"burst factor {self.factor!r} is below 1; fix: pass --burst-factor 1 or more, e.g. 5")
         if not (self.burst_seconds > 0 and self.mean_gap_seconds > 0):
             raise ConfigError(
                 f"burst length {self.burst_seconds!r} s and mean gap {self.mean_gap_seconds!r} s "
@@ -208,7 +205,6 @@ class RateShare:
         phase = self.phase
         # map() keeps the constant profile's schedule made in C (see ConstantRate.offsets)
         return map(phase.__add__, scaled) if phase else scaled
-
 
 
 class Pacer:

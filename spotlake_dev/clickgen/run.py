@@ -100,8 +100,7 @@ class RunTotals:
             f"sent {self.sent:,} events in {self.send_seconds:.2f} s ({self.rate:,.0f} events/s); "
             f"delivered {d.delivered:,}, failed {d.failed:,}, unacknowledged {d.unacknowledged:,}"
             f" (all done after {self.seconds:.2f} s)",
-            f"late {self.late:,}, out of order {self.out_of_order:,}, "
-            f"malformed {sum(self.malformed.values()):,} ({malformed})",
+            f"late {self.late:,}, out of order {self.out_of_order:,}, malformed {sum(self.malformed.values()):,} ({malformed})",
         ]
         if d.errors:
             errors = ", ".join(f"{name} {n:,}" for name, n in d.errors.most_common())
@@ -170,9 +169,7 @@ class _Tally:
         self.malformed = malformed
 
 
-def _send_paced(
-    records: Iterator[Record], sink: Sink, pacer: Pacer, ticker: Progress | _Reporter, tally: _Tally
-) -> None:
+def _send_paced(records: Iterator[Record], sink: Sink, pacer: Pacer, ticker: Progress | _Reporter, tally: _Tally) -> None:
     send, wait, clock, malformed = sink.send, pacer.wait, pacer.clock, tally.malformed
     sent = late = out_of_order = 0
     try:

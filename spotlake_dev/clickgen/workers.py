@@ -419,9 +419,7 @@ def _handling_signals(parent: _Parent) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _start(
-    plan: WorkerPlan, context: Any, messages: Any, go: Any, report_every: float, processes: list[BaseProcess]
-) -> None:
+def _start(plan: WorkerPlan, context: Any, messages: Any, go: Any, report_every: float, processes: list[BaseProcess]) -> None:
     """Start the worker processes, appended to ``processes`` (so that they are stopped if a later one fails to start)."""
     processes += [
         context.Process(

@@ -49,8 +49,7 @@ def publish_job_dependencies(layout: StackLayout) -> None:
 
     root = artifacts.artifacts_root()
     manifest = job_dependencies.build_and_publish(root, layout=layout)
-    print(f"job dependencies: {len(manifest.jars)} jars and {manifest.python_archive.rsplit('/', 1)[1]} "
-          f"published under {root}")
+    print(f"job dependencies: {len(manifest.jars)} jars and {manifest.python_archive.rsplit('/', 1)[1]} published under {root}")
 
 
 def start_airflow(layout: StackLayout, supervisor: Supervisor) -> None:
@@ -142,8 +141,9 @@ def print_status(rows: list[tuple[str, int | None, float, float]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spotlake_dev.localstack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m spotlake_dev.localstack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
     up.add_argument("groups", nargs="*", help="core, airflow (default: both)")
@@ -165,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(layout)
     try:
         if args.command == "jars":
-
             for group in maven.JAR_GROUPS:
                 maven.resolve_jars(layout, group)
         elif args.command == "up":

@@ -16,8 +16,11 @@ from spotlake_dev.localstack.provider import LocalClusterProvider, LocalProvider
 def local_registry(layout: StackLayout) -> Registry:
     env = stack.aws_env(layout)
     client = boto3.client(
-        "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        "dynamodb",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
     return Registry(client)
 
@@ -31,7 +34,7 @@ def ensure_local_pools(layout: StackLayout) -> list[str]:
         fleet.heal(pool, report)
         lines.extend(report.lines())
         active = fleet.registry.ready_cluster(pool.name)
-        lines.append(f"pool {pool.name}: " + (
-            f"cluster {active.cluster_id} READY at {active.endpoint}" if active else "no READY cluster"
-        ))
+        lines.append(
+            f"pool {pool.name}: " + (f"cluster {active.cluster_id} READY at {active.endpoint}" if active else "no READY cluster")
+        )
     return lines

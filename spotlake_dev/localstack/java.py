@@ -36,9 +36,7 @@ def java_bin() -> str:
         return str(Path(home) / "bin" / "java")
     found = shutil.which("java")
     if not found:
-        raise StackError(
-            "no `java` found (JAVA_HOME unset and none on PATH). Fix: apt-get install openjdk-17-jre-headless"
-        )
+        raise StackError("no `java` found (JAVA_HOME unset and none on PATH). Fix: apt-get install openjdk-17-jre-headless")
     return found
 
 

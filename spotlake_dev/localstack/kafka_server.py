@@ -1,5 +1,4 @@
-"""The local stack's Kafka: a single-node KRaft broker and controller (jars: ``jvm/kafka/pom.xml``).
-"""
+"""The local stack's Kafka: a single-node KRaft broker and controller (jars: ``jvm/kafka/pom.xml``)."""
 
 from __future__ import annotations
 
@@ -115,7 +114,7 @@ def kafka_spec(layout: StackLayout) -> ServiceSpec:
         write_if_changed(log4j, _KAFKA_LOG4J2)
         if (home / "log" / "meta.properties").exists():
             return  # formatted already: formatting again would fail (or wipe the cluster id)
-        done = subprocess.run(  # noqa: S603 - fixed argv
+        done = subprocess.run(
             [
                 java, "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
                 "kafka.tools.StorageTool", "format", "--ignore-formatted",
@@ -125,9 +124,7 @@ def kafka_spec(layout: StackLayout) -> ServiceSpec:
         )  # fmt: skip
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-            raise StackError(
-                f"formatting Kafka storage in {home / 'log'} failed (exit {done.returncode}):\n{tail}"
-            )
+            raise StackError(f"formatting Kafka storage in {home / 'log'} failed (exit {done.returncode}):\n{tail}")
 
     bootstrap = kafka_bootstrap(layout)
     return ServiceSpec(

@@ -85,16 +85,19 @@ def spark_python(layout: StackLayout) -> str:
     python = home / "bin" / "python"
     if not python.exists():
         base = getattr(sys, "_base_executable", sys.executable)
-        done = subprocess.run([base, "-m", "venv", "--without-pip", "--clear", str(home)],  # noqa: S603
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [base, "-m", "venv", "--without-pip", "--clear", str(home)], capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise StackError(f"creating the local clusters' Python at {home} failed: {done.stderr.strip()}")
     return str(python)
 
 
 LIVY_VERSION = "0.7.1-incubating"
-REPL_SOURCES = ("jvm/livy-repl/src/main/java/org/apache/livy/repl/ReplDriver.java",
-                "jvm/livy-repl/src/main/resources/spotlake_repl.py")
+REPL_SOURCES = (
+    "jvm/livy-repl/src/main/java/org/apache/livy/repl/ReplDriver.java",
+    "jvm/livy-repl/src/main/resources/spotlake_repl.py",
+)
 
 
 def build_livy_repl(layout: StackLayout) -> Path:
@@ -110,22 +113,31 @@ def build_livy_repl(layout: StackLayout) -> Path:
         return jar
     javac, jar_tool = shutil.which("javac"), shutil.which("jar")
     if not javac or not jar_tool:
-        raise StackError("building the local Livy REPL needs a JDK (`javac`, `jar`). "
-                         "Fix: apt-get install openjdk-17-jdk-headless")
+        raise StackError(
+            "building the local Livy REPL needs a JDK (`javac`, `jar`). Fix: apt-get install openjdk-17-jdk-headless"
+        )
     livy = layout.jars("livy")
-    classpath = ":".join([f"{layout.spark_home}/jars/*", str(livy / f"livy-rsc-{LIVY_VERSION}.jar"),
-                          str(livy / f"livy-api-{LIVY_VERSION}.jar")])
+    classpath = ":".join(
+        [f"{layout.spark_home}/jars/*", str(livy / f"livy-rsc-{LIVY_VERSION}.jar"), str(livy / f"livy-api-{LIVY_VERSION}.jar")]
+    )
     build = out.parent / f".livy-repl-build-{uuid.uuid4().hex[:8]}"
     try:
         (build / "classes").mkdir(parents=True)
-        done = subprocess.run([javac, "-nowarn", "--release", "17", "-cp", classpath, "-d",  # noqa: S603
-                               str(build / "classes"), str(sources[0])],
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [javac, "-nowarn", "--release", "17", "-cp", classpath, "-d", str(build / "classes"), str(sources[0])],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if done.returncode != 0:
             raise StackError(f"compiling the local Livy REPL failed: {(done.stderr or done.stdout).strip()[-2000:]}")
         shutil.copy(sources[1], build / "classes" / sources[1].name)
-        done = subprocess.run([jar_tool, "cf", str(build / jar.name), "-C", str(build / "classes"), "."],  # noqa: S603
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [jar_tool, "cf", str(build / jar.name), "-C", str(build / "classes"), "."],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode != 0:
             raise StackError(f"packaging the local Livy REPL failed: {done.stderr.strip()}")
         out.mkdir(parents=True, exist_ok=True)
@@ -141,13 +153,13 @@ def livy_session_jars(layout: StackLayout) -> dict[str, str]:
     jars (Livy's, from Maven Central) and the REPL driver's (:func:`build_livy_repl`)."""
     livy = layout.jars("livy")
     rsc = [livy / f"livy-rsc-{LIVY_VERSION}.jar", livy / f"livy-api-{LIVY_VERSION}.jar"]
-    return {"livy.rsc.jars": ",".join(str(path) for path in rsc),
-            "livy.repl.jars": str(layout.jars("livy-repl") / "spotlake-livy-repl.jar")}
+    return {
+        "livy.rsc.jars": ",".join(str(path) for path in rsc),
+        "livy.repl.jars": str(layout.jars("livy-repl") / "spotlake-livy-repl.jar"),
+    }
 
 
-def livy_spark_defaults(
-    layout: StackLayout, name: str, master: str, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def livy_spark_defaults(layout: StackLayout, name: str, master: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """``spark-defaults.conf`` of every batch that Livy server ``name`` submits."""
     home = livy_dir(layout, name)
     platform = ":".join(str(path) for path in jar_files(layout, "spark"))
@@ -192,9 +204,7 @@ def livy_spark_defaults(
     return conf
 
 
-def livy_conf(
-    layout: StackLayout, name: str, port: int, master: str, extra: Mapping[str, str]
-) -> dict[str, str]:
+def livy_conf(layout: StackLayout, name: str, port: int, master: str, extra: Mapping[str, str]) -> dict[str, str]:
     """``livy.conf`` of Livy server ``name``."""
     whitelist = dict.fromkeys(str(path) for path in (layout.project, layout.root))
     conf = {
@@ -243,14 +253,10 @@ def livy_spec(
         build_livy_repl(layout)
         for sub in ("logs", "warehouse", "spark-local"):
             (home / sub).mkdir(parents=True, exist_ok=True)
-        write_if_changed(
-            conf_dir / "livy.conf", properties_text(livy_conf(layout, name, port, master, livy_extra))
-        )
+        write_if_changed(conf_dir / "livy.conf", properties_text(livy_conf(layout, name, port, master, livy_extra)))
         write_if_changed(conf_dir / "log4j.properties", _LIVY_LOG4J)
         defaults = livy_spark_defaults(layout, name, master, spark_extra)
-        write_if_changed(
-            conf_dir / "spark-defaults.conf", "".join(f"{k} {v}\n" for k, v in defaults.items())
-        )
+        write_if_changed(conf_dir / "spark-defaults.conf", "".join(f"{k} {v}\n" for k, v in defaults.items()))
         write_if_changed(conf_dir / "log4j2.properties", _SPARK_LOG4J2)
 
     env = {

@@ -35,8 +35,11 @@ def _client(layout: StackLayout, service: str = "dynamodb") -> Any:
 
     env = aws_env(layout)
     return boto3.client(
-        service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        service,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
 
 
@@ -132,7 +135,7 @@ def restore(layout: StackLayout, client_for: Callable[[str], Any] | None = None)
         client.get_waiter("table_exists").wait(TableName=spec["TableName"])
         items = _decode(table["items"])
         for start in range(0, len(items), 25):
-            batch = [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]
+            batch = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
             request = {spec["TableName"]: batch}
             while request:
                 request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}

@@ -181,7 +181,7 @@ class Supervisor:
         with log.open("ab") as out:
             out.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(spec.argv)}\n".encode())
             out.flush()
-            proc = subprocess.Popen(  # noqa: S603 - argv is built by the stack, not user input
+            proc = subprocess.Popen(
                 list(spec.argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -203,14 +203,12 @@ class Supervisor:
         except _Exited as exited:
             self.pid_file(spec.name).unlink(missing_ok=True)
             raise StackError(
-                f"{spec.name} exited with code {exited.code} while starting; last lines of "
-                f"{log}:\n{tail(log)}"
+                f"{spec.name} exited with code {exited.code} while starting; last lines of {log}:\n{tail(log)}"
             ) from None
         if not ok:
             self.stop(spec.name, spec.stop_timeout)
             raise StackError(
-                f"{spec.name} did not become ready within {spec.ready_timeout:.0f} s; last "
-                f"lines of {log}:\n{tail(log)}"
+                f"{spec.name} did not become ready within {spec.ready_timeout:.0f} s; last lines of {log}:\n{tail(log)}"
             )
         return proc.pid
 

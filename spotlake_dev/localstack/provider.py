@@ -100,20 +100,20 @@ class LocalClusterProvider(ClusterProvider):
             launched = self.processes.launch(cluster_id, master=pool.local.master)
         except SpotlakeError as exc:
             self.processes.terminate(cluster_id)
-            raise LaunchFailed(
-                f"Livy server for cluster {cluster_id} of pool '{pool.name}' did not start: {exc}"
-            ) from exc
+            raise LaunchFailed(f"Livy server for cluster {cluster_id} of pool '{pool.name}' did not start: {exc}") from exc
         return LaunchedCluster(cluster_id, provider_id=str(launched.pid), endpoint=launched.endpoint)
 
     def health(self, cluster: Cluster) -> ClusterHealth:
         if not self.processes.supervisor.is_running(f"livy-{cluster.cluster_id}"):
             # The process is gone: as final as EMR's TERMINATED, no need to count checks.
-            return ClusterHealth(Liveness.DEAD, reason=f"Livy process livy-{cluster.cluster_id} is not running",
-                                 cause=Cause.INSTANCE_FAILURE, definitive=True)
-        if not cluster.endpoint:
-            return ClusterHealth.booting(
-                f"Livy process livy-{cluster.cluster_id} runs; endpoint not recorded yet"
+            return ClusterHealth(
+                Liveness.DEAD,
+                reason=f"Livy process livy-{cluster.cluster_id} is not running",
+                cause=Cause.INSTANCE_FAILURE,
+                definitive=True,
             )
+        if not cluster.endpoint:
+            return ClusterHealth.booting(f"Livy process livy-{cluster.cluster_id} runs; endpoint not recorded yet")
         failure = self.probe(cluster.endpoint)
         if failure:
             return ClusterHealth.failed(failure)

@@ -1,5 +1,4 @@
-"""The local stack's S3: S3Proxy keeping objects as files under ``.stack/data/s3`` (jars: ``jvm/s3/pom.xml``).
-"""
+"""The local stack's S3: S3Proxy keeping objects as files under ``.stack/data/s3`` (jars: ``jvm/s3/pom.xml``)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ def s3_dir(layout: StackLayout) -> Path:
 def s3_ready(port: int, timeout: float = 2.0) -> bool:
     """Whether the server answers S3 requests (an unsigned one is refused with 403)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as response:
             return response.status < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -37,16 +36,21 @@ def s3_spec(layout: StackLayout) -> ServiceSpec:
     def prepare() -> None:
         resolve_jars(layout, "s3")
         (home / "objects").mkdir(parents=True, exist_ok=True)
-        write_if_changed(conf, properties_text({
-            "s3proxy.endpoint": f"http://127.0.0.1:{port}",
-            "s3proxy.authorization": "aws-v2-or-v4",
-            "s3proxy.identity": keys["AWS_ACCESS_KEY_ID"],
-            "s3proxy.credential": keys["AWS_SECRET_ACCESS_KEY"],
-            "jclouds.provider": "filesystem-nio2",
-            "jclouds.identity": keys["AWS_ACCESS_KEY_ID"],
-            "jclouds.credential": keys["AWS_SECRET_ACCESS_KEY"],
-            "jclouds.filesystem.basedir": home / "objects",
-        }))
+        write_if_changed(
+            conf,
+            properties_text(
+                {
+                    "s3proxy.endpoint": f"http://127.0.0.1:{port}",
+                    "s3proxy.authorization": "aws-v2-or-v4",
+                    "s3proxy.identity": keys["AWS_ACCESS_KEY_ID"],
+                    "s3proxy.credential": keys["AWS_SECRET_ACCESS_KEY"],
+                    "jclouds.provider": "filesystem-nio2",
+                    "jclouds.identity": keys["AWS_ACCESS_KEY_ID"],
+                    "jclouds.credential": keys["AWS_SECRET_ACCESS_KEY"],
+                    "jclouds.filesystem.basedir": home / "objects",
+                }
+            ),
+        )
 
     return ServiceSpec(
         name="s3",

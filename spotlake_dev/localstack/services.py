@@ -47,11 +47,10 @@ def _require(binary: str, package: str, candidates: list[Path] | None = None) ->
 
 
 def _run(step: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
     if result.returncode != 0:
         raise StackError(
-            f"{step} failed (exit {result.returncode}): {' '.join(argv)}\n"
-            f"{(result.stderr or result.stdout).strip()[-2000:]}"
+            f"{step} failed (exit {result.returncode}): {' '.join(argv)}\n{(result.stderr or result.stdout).strip()[-2000:]}"
         )
     return result
 
@@ -122,9 +121,7 @@ def bootstrap_mariadb(layout: StackLayout) -> None:
     import pymysql
 
     cfg = mysql_settings(layout)
-    conn = pymysql.connect(
-        unix_socket=str(layout.run_dir / "mariadb.sock"), user="root", autocommit=True
-    )
+    conn = pymysql.connect(unix_socket=str(layout.run_dir / "mariadb.sock"), user="root", autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg['database']}`")
@@ -188,8 +185,9 @@ def claim_postgres_home(layout: StackLayout, home: Path) -> None:
     datadir = home / "postgres"
     if home != layout.data_dir:
         if not mark.exists() and (datadir / "PG_VERSION").exists() and not (layout.data_dir / "s3").exists():
-            log.warning("removing PostgreSQL data %s left by an earlier stack at %s (its folder was deleted)",
-                        datadir, layout.root)
+            log.warning(
+                "removing PostgreSQL data %s left by an earlier stack at %s (its folder was deleted)", datadir, layout.root
+            )
             shutil.rmtree(datadir)
         (home / POSTGRES_OWNER).write_text(str(layout.root))
         sweep_postgres_homes(home.parent, keep=home)
@@ -271,9 +269,7 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
     def ready() -> bool:
         import psycopg2
 
-        conn = psycopg2.connect(
-            host=str(sockdir), port=port, user="postgres", dbname="postgres", connect_timeout=2
-        )
+        conn = psycopg2.connect(host=str(sockdir), port=port, user="postgres", dbname="postgres", connect_timeout=2)
         conn.close()
         return True
 
@@ -326,8 +322,11 @@ def bootstrap_postgres(layout: StackLayout) -> None:
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                 verb = "ALTER" if cur.fetchone() else "CREATE"
                 cur.execute(f'{verb} ROLE "{role}" LOGIN PASSWORD %s', (password,))
-            for database, owner in ((cfg["database"], cfg["user"]), ("airflow", "airflow"),
-                                    (cfg["catalog_database"], cfg["user"])):
+            for database, owner in (
+                (cfg["database"], cfg["user"]),
+                ("airflow", "airflow"),
+                (cfg["catalog_database"], cfg["user"]),
+            ):
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
                 if not cur.fetchone():
                     cur.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
@@ -424,8 +423,15 @@ def create_airflow_pools(layout: StackLayout) -> None:
     for pool in pools.load().pools:
         _run(
             f"airflow pools set {pool.airflow_pool}",
-            [airflow_binary(layout), "pools", "set", pool.airflow_pool, str(pool.max_batches),
-             f"batches on cluster pool {pool.name}", "--include-deferred"],
+            [
+                airflow_binary(layout),
+                "pools",
+                "set",
+                pool.airflow_pool,
+                str(pool.max_batches),
+                f"batches on cluster pool {pool.name}",
+                "--include-deferred",
+            ],
             env={**os.environ, **airflow_env(layout)},
             timeout=300,
         )
@@ -437,7 +443,7 @@ def airflow_specs(layout: StackLayout) -> list[ServiceSpec]:
     airflow = airflow_binary(layout)
 
     def api_ready() -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as resp:
             return resp.status == 200
 
     def alive_for(seconds: float) -> Callable[[], bool]:

@@ -36,26 +36,40 @@ DRIVER_PEAK_LIMIT_MIB = 2048  # Livy's batches run with spark.driver.memory 768m
 
 
 @pytest.fixture
-def fleet_env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, layout: StackLayout,
-              supervisor: Supervisor, tmp_path: Path) -> Iterator[tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]]]:
-    saved = {k: os.environ.get(k) for k in ("SPOTLAKE_PIPELINES", "SPOTLAKE_REGISTRY_PREFIX", "SPOTLAKE_POOLS",
-                                            "AIRFLOW_CONN_AWS_DEFAULT", "SPOTLAKE_LIVY_BASE_PORT")}
+def fleet_env(
+    mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, layout: StackLayout, supervisor: Supervisor, tmp_path: Path
+) -> Iterator[tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]]]:
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "SPOTLAKE_PIPELINES",
+            "SPOTLAKE_REGISTRY_PREFIX",
+            "SPOTLAKE_POOLS",
+            "AIRFLOW_CONN_AWS_DEFAULT",
+            "SPOTLAKE_LIVY_BASE_PORT",
+        )
+    }
     # A registry and lake of its own; its clusters come from the fleet, not from a fixture.
-    env = ExtractionEnv(mysql, moto_endpoint, livy_url="", tmp=tmp_path, catalog_secret=catalog_secret,
-                        register_cluster=False)
-    os.environ.update({
-        **env.environ(),
-        "SPOTLAKE_LIVY_BASE_PORT": layout.setting("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
-        "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(moto_endpoint),
-    })
+    env = ExtractionEnv(mysql, moto_endpoint, livy_url="", tmp=tmp_path, catalog_secret=catalog_secret, register_cluster=False)
+    os.environ.update(
+        {
+            **env.environ(),
+            "SPOTLAKE_LIVY_BASE_PORT": layout.setting("SPOTLAKE_LIVY_E2E_BASE_PORT", "25998"),
+            "AIRFLOW_CONN_AWS_DEFAULT": aws_connection(moto_endpoint),
+        }
+    )
     e2e_layout = StackLayout.default()
     fleet = Fleet(env.registry, LocalClusterProvider(LocalProvider(e2e_layout), probe=probe_livy))
 
     def pool(**changes: Any) -> PoolConfig:
         fields = {
-            "name": env.pool, "max_age": timedelta(hours=6), "drain_deadline": timedelta(minutes=10),
-            "health_check_interval": timedelta(seconds=2), "failure_threshold": 2,
-            "launch_timeout": timedelta(minutes=3), "local": LocalShape(master="local[2]"),
+            "name": env.pool,
+            "max_age": timedelta(hours=6),
+            "drain_deadline": timedelta(minutes=10),
+            "health_check_interval": timedelta(seconds=2),
+            "failure_threshold": 2,
+            "launch_timeout": timedelta(minutes=3),
+            "local": LocalShape(master="local[2]"),
         }
         return PoolConfig(**{**fields, **changes})
 
@@ -152,8 +166,10 @@ def test_a_cluster_killed_in_the_initial_snapshot_resumes_on_the_replacement_fro
         supervisor.kill(f"livy-{first.cluster_id}")
         thread.join(timeout=1200)
     assert out and not isinstance(out[0], BaseException), out
-    print(f"peak resident memory of the snapshot's Spark driver: {memory.peak_mib:.0f} MiB "
-          f"({SNAPSHOT_ROWS:,} rows in chunks of {CHUNK_ROWS:,})")
+    print(
+        f"peak resident memory of the snapshot's Spark driver: {memory.peak_mib:.0f} MiB "
+        f"({SNAPSHOT_ROWS:,} rows in chunks of {CHUNK_ROWS:,})"
+    )
     assert 0 < memory.peak_mib < DRIVER_PEAK_LIMIT_MIB
 
     dead = env.registry.get_cluster(env.pool, first.cluster_id)
@@ -163,14 +179,18 @@ def test_a_cluster_killed_in_the_initial_snapshot_resumes_on_the_replacement_fro
     job = env.registry.get_job(job_key)
     assert (job.state, job.cluster_id, job.moves, job.attempt) == (JobState.SUCCEEDED, replacement.cluster_id, 1, 2)
     detected = loop.first(f"{first.cluster_id} dead")
-    assert detected is not None and detected - killed_at <= pool.health_check_interval.total_seconds() * (
-        pool.failure_threshold + 1) + 5
+    assert (
+        detected is not None
+        and detected - killed_at <= pool.health_check_interval.total_seconds() * (pool.failure_threshold + 1) + 5
+    )
     state = env.state(pipeline)
     assert (state.snapshot, state.snapshot_rows) == ("DONE", SNAPSHOT_ROWS)
     # Resumed from its last chunk: what attempt 1 committed was not read again.
     attempts = env.lake_table(pipeline, changes=True).group_by("_chunk").aggregate([("_attempt", "distinct")])
-    by_chunk = {c: set(a) for c, a in zip(attempts.column("_chunk").to_pylist(),
-                                          attempts.column("_attempt_distinct").to_pylist(), strict=True)}
+    by_chunk = {
+        c: set(a)
+        for c, a in zip(attempts.column("_chunk").to_pylist(), attempts.column("_attempt_distinct").to_pylist(), strict=True)
+    }
     assert all(by_chunk[c] == {1} for c in range(1, committed_before_kill + 1)), by_chunk
     assert all(a == {2} for c, a in by_chunk.items() if c > committed_before_kill + 1), by_chunk
     assert_lake_equals_mysql(env, pipeline, table)
@@ -202,8 +222,9 @@ def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
             ready_seen.append(active.cluster_id if active else "")
             thread.join(timeout=0.5)
         # the old cluster, idle now, is terminated by the drain step
-        assert wait_for(lambda: env.registry.get_cluster(env.pool, old.cluster_id).state
-                        == ClusterState.TERMINATED, 60), loop.events
+        assert wait_for(lambda: env.registry.get_cluster(env.pool, old.cluster_id).state == ClusterState.TERMINATED, 60), (
+            loop.events
+        )
     assert out and not isinstance(out[0], BaseException), out
     # The pool had its new READY cluster taking work throughout: never a gap.
     assert set(ready_seen) == {new.cluster_id}, ready_seen

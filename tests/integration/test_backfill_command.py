@@ -36,8 +36,7 @@ def documented_backfill() -> list[str]:
 
 
 def airflow(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    done = subprocess.run([str(AIRFLOW), *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=PROJECT_ROOT)
+    done = subprocess.run([str(AIRFLOW), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
     assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -64,5 +63,5 @@ def test_the_documented_backfill_creates_one_run_per_window(tmp_path: Path) -> N
     logical = sorted(datetime.fromisoformat(r["logical_date"]) for r in runs if r["run_id"].startswith("backfill__"))
     windows = [start + timedelta(minutes=5 * i) for i in range(int((end - start) / timedelta(minutes=5)))]
     # One run per window of the period (the window that starts at the end date too, if Airflow counts it).
-    assert logical[:len(windows)] == windows, logical
+    assert logical[: len(windows)] == windows, logical
     assert len(logical) in (len(windows), len(windows) + 1) and len(set(logical)) == len(logical)

@@ -134,29 +134,60 @@ def test_a_missing_topic_is_named(kafka_bootstrap: str) -> None:
 
 def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "spotlake_dev.clickgen", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "spotlake_dev.clickgen", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
 
 
-def test_two_workers_send_every_event_once_each_user_in_order(kafka_bootstrap: str, topic: str,
-                                                              tmp_path: Path) -> None:
+def test_two_workers_send_every_event_once_each_user_in_order(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     n, seed, users = 6_001, 21, 300
     totals_file = tmp_path / "totals.json"
-    done = run_cli("--bootstrap", kafka_bootstrap, "--topic", topic, "--workers", "2", "--count", str(n),
-                   "--rate", "1000", "--unthrottled", "--seed", str(seed), "--users", str(users),
-                   "--start", "2024-05-01T00:00:00Z",
-                   "--late-fraction", "0", "--out-of-order-fraction", "0", "--malformed-fraction", "0",
-                   "--totals-json", str(totals_file))
+    done = run_cli(
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--workers",
+        "2",
+        "--count",
+        str(n),
+        "--rate",
+        "1000",
+        "--unthrottled",
+        "--seed",
+        str(seed),
+        "--users",
+        str(users),
+        "--start",
+        "2024-05-01T00:00:00Z",
+        "--late-fraction",
+        "0",
+        "--out-of-order-fraction",
+        "0",
+        "--malformed-fraction",
+        "0",
+        "--totals-json",
+        str(totals_file),
+    )
     assert done.returncode == 0, done.stderr
     totals = json.loads(totals_file.read_text())
     assert totals["sent"] == totals["delivered"] == n and totals["failed"] == 0, totals
 
     # The records the two workers make, made here with the same library code, for comparison.
-    plan = WorkerPlan(StreamConfig(seed=seed, start_ms=START_MS, users=users, late_fraction=0.0,
-                                   out_of_order_fraction=0.0, malformed_fraction=0.0),
-                      ConstantRate(1_000.0), 2, NullSink, count=n)
-    expected = [json.loads(value)["event_id"] for index in range(2)
-                for _, value, _, _ in plan.stream(index).records(count=plan.count_of(index))]
+    plan = WorkerPlan(
+        StreamConfig(
+            seed=seed, start_ms=START_MS, users=users, late_fraction=0.0, out_of_order_fraction=0.0, malformed_fraction=0.0
+        ),
+        ConstantRate(1_000.0),
+        2,
+        NullSink,
+        count=n,
+    )
+    expected = [
+        json.loads(value)["event_id"]
+        for index in range(2)
+        for _, value, _, _ in plan.stream(index).records(count=plan.count_of(index))
+    ]
     assert len(expected) == len(set(expected)) == n
 
     messages = consume(kafka_bootstrap, topic, n)
@@ -175,8 +206,7 @@ def test_two_workers_send_every_event_once_each_user_in_order(kafka_bootstrap: s
 
 def test_two_workers_and_a_broker_that_is_down_give_a_clear_error() -> None:
     started = time.monotonic()
-    done = run_cli("--bootstrap", "127.0.0.1:1", "--workers", "2", "--count", "10", "--connect-timeout", "2",
-                   timeout=60)
+    done = run_cli("--bootstrap", "127.0.0.1:1", "--workers", "2", "--count", "10", "--connect-timeout", "2", timeout=60)
     assert done.returncode == 3, done.stderr
     assert "cannot reach Kafka at 127.0.0.1:1" in done.stderr and "worker" in done.stderr
     assert "Traceback" not in done.stderr

@@ -56,8 +56,11 @@ def test_snapshot_then_windows_then_reruns_keep_the_lake_equal_to_the_source(pip
 
     w = next_window(pipe)
     pipe.sql(f"UPDATE {pipe.table} SET email = 'NEW@x.io', updated_at = %s WHERE id <= 5", naive(w + timedelta(minutes=1)))
-    pipe.sql(f"UPDATE {pipe.table} SET deleted_at = %s, updated_at = %s WHERE id = 6",
-             naive(w + timedelta(minutes=2)), naive(w + timedelta(minutes=2)))
+    pipe.sql(
+        f"UPDATE {pipe.table} SET deleted_at = %s, updated_at = %s WHERE id = 6",
+        naive(w + timedelta(minutes=2)),
+        naive(w + timedelta(minutes=2)),
+    )
     first = pipe.window(spark, w)
     assert (first["rows_read"], first["rows_written"], first["chunks"]) == (6, 6, 1)
     assert first["watermark"] == iso(w + FIVE) and first["current_rows"] == 150
@@ -96,8 +99,12 @@ def test_a_long_gap_is_read_in_bounded_chunks_each_moving_the_watermark(pipe: La
     # Nothing ran for three hours (a weekend outage, a paused DAG); one run covers it.
     late = w0 + timedelta(hours=3)
     for hour in range(3):
-        pipe.sql(f"UPDATE {pipe.table} SET email = %s, updated_at = %s WHERE id = %s",
-                 f"h{hour}@x.io", naive(w0 + timedelta(hours=hour, minutes=30)), hour + 1)
+        pipe.sql(
+            f"UPDATE {pipe.table} SET email = %s, updated_at = %s WHERE id = %s",
+            f"h{hour}@x.io",
+            naive(w0 + timedelta(hours=hour, minutes=30)),
+            hour + 1,
+        )
     result = pipe.window(spark, late, read={"window_chunk_s": 3600})
     assert result["chunks"] == 4  # 3 h 10 min from the watermark less the lookback, in hours
     assert result["rows_read"] == 3 and pipe.watermark() == late + FIVE
@@ -186,23 +193,30 @@ def test_the_lake_itself_refuses_rows_of_an_older_attempt_than_it_holds(pipe: La
     table = lake.load(config.load(pipe.config_path), pipe.pipeline, changes=True)
     before = table.current_snapshot().snapshot_id
     job = pipe.window_job(w)  # attempt 3 in the registry...
-    stale = ExtractJob.from_dict({**pipe.document(job.job_key, job.run_id, 1, window={
-        "start": iso(job.window.start), "end": iso(job.window.end), "read_from": iso(job.window.read_from)})})
+    stale = ExtractJob.from_dict(
+        {
+            **pipe.document(
+                job.job_key,
+                job.run_id,
+                1,
+                window={"start": iso(job.window.start), "end": iso(job.window.end), "read_from": iso(job.window.read_from)},
+            )
+        }
+    )
     with pytest.raises(StaleAttemptError, match="newer attempt already committed"):
         run_extraction(spark, stale)  # ...but the job says attempt 1
     assert lake.load(config.load(pipe.config_path), pipe.pipeline, changes=True).current_snapshot().snapshot_id == before
 
 
-def test_schema_changes_evolve_the_tables_and_a_narrowed_type_stops_with_the_fix(
-    pipe: Lake, spark: SparkSession
-) -> None:
+def test_schema_changes_evolve_the_tables_and_a_narrowed_type_stops_with_the_fix(pipe: Lake, spark: SparkSession) -> None:
     seed(pipe, 5, datetime.now(UTC) - timedelta(days=1))
     pipe.snapshot(spark)
     w = next_window(pipe)
-    pipe.sql(f"ALTER TABLE {pipe.table} ADD COLUMN note VARCHAR(30) NULL, MODIFY amount DECIMAL(16,2), "
-             "DROP COLUMN phone")
-    pipe.sql(f"UPDATE {pipe.table} SET note = 'hi', amount = 12345678901.25, updated_at = %s WHERE id = 1",
-             naive(w + timedelta(minutes=1)))
+    pipe.sql(f"ALTER TABLE {pipe.table} ADD COLUMN note VARCHAR(30) NULL, MODIFY amount DECIMAL(16,2), DROP COLUMN phone")
+    pipe.sql(
+        f"UPDATE {pipe.table} SET note = 'hi', amount = 12345678901.25, updated_at = %s WHERE id = 1",
+        naive(w + timedelta(minutes=1)),
+    )
     pipe.window(spark, w, transforms=[])
     rows = {r["id"]: r for r in pipe.lake()}
     assert rows[1]["note"] == "hi" and rows[1]["amount"] == Decimal("12345678901.25") and rows[1]["phone"] is None
@@ -233,12 +247,13 @@ def test_failures_name_the_cause_and_change_nothing(pipe: Lake, spark: SparkSess
         run_extraction(spark, ExtractJob.from_dict(pipe.document(key, run_id, attempt, table=f"{pipe.table}_gone")))
     assert str(caught.value) == (
         f"pipeline {pipe.pipeline}: table shop.{pipe.table}_gone does not exist in the source (renamed or dropped?) "
-        "— fix the table name in config/pipelines.yaml")
+        "— fix the table name in config/pipelines.yaml"
+    )
     with pytest.raises(ExtractionError) as caught:
-        run_extraction(spark, ExtractJob.from_dict(pipe.document(
-            key, run_id, attempt, transforms=[{"op": "hash", "columns": ["emial"]}])))
-    assert f"pipeline {pipe.pipeline} (shop.{pipe.table}): transform #1 (hash) names unknown column 'emial'" in str(
-        caught.value)
+        run_extraction(
+            spark, ExtractJob.from_dict(pipe.document(key, run_id, attempt, transforms=[{"op": "hash", "columns": ["emial"]}]))
+        )
+    assert f"pipeline {pipe.pipeline} (shop.{pipe.table}): transform #1 (hash) names unknown column 'emial'" in str(caught.value)
     pipe.sql(f"ALTER TABLE {pipe.table} DROP INDEX ix_updated_at")
     with pytest.raises(ExtractionError, match="cursor column 'updated_at' is not the first column of any index"):
         run_extraction(spark, ExtractJob.from_dict(pipe.document(key, run_id, attempt)))
@@ -251,8 +266,10 @@ def test_composite_and_text_keys_are_paged_exactly_in_the_snapshot(
 ) -> None:
     env = Lake(mysql, catalog_secret, tmp_path)
     # A case-insensitive collation: 'a' and 'A' sort together; keys with quotes and 4-byte characters.
-    env.sql(f"CREATE TABLE {env.table} (region VARCHAR(10) COLLATE utf8mb4_unicode_ci, code VARCHAR(20), "
-            "updated_at DATETIME(3) NOT NULL, PRIMARY KEY (region, code), KEY ix_u (updated_at))")
+    env.sql(
+        f"CREATE TABLE {env.table} (region VARCHAR(10) COLLATE utf8mb4_unicode_ci, code VARCHAR(20), "
+        "updated_at DATETIME(3) NOT NULL, PRIMARY KEY (region, code), KEY ix_u (updated_at))"
+    )
     keys = [(r, c) for r in ("a", "B", "c'x", "d😀") for c in ("1", "10", "2", "Z", "é", "x'y")]
     at = naive(datetime.now(UTC) - timedelta(days=1))
     with env.connect().cursor() as cur:
@@ -260,8 +277,9 @@ def test_composite_and_text_keys_are_paged_exactly_in_the_snapshot(
     env.store.ensure(env.pipeline, True, datetime.now(UTC))
     key = snapshot_job_key(env.pipeline)
     run_id, attempt = env.claim(key)
-    doc = env.document(key, run_id, attempt, primary_key=["region", "code"], soft_delete=None, transforms=[],
-                       read={"chunk_rows": 5})
+    doc = env.document(
+        key, run_id, attempt, primary_key=["region", "code"], soft_delete=None, transforms=[], read={"chunk_rows": 5}
+    )
     result = run_extraction(spark, ExtractJob.from_dict(doc))
     assert (result["chunks"], result["rows"]) == (5, 24)
     got = sorted((r["region"], r["code"]) for r in env.lake())
@@ -276,8 +294,7 @@ def _run(spark: SparkSession, job: ExtractJob) -> Any:
         return exc
 
 
-def test_main_prints_the_result_or_one_error_line(pipe: Lake, spark: SparkSession,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_prints_the_result_or_one_error_line(pipe: Lake, spark: SparkSession, capsys: pytest.CaptureFixture[str]) -> None:
     seed(pipe, 3, datetime.now(UTC) - timedelta(days=1))
     pipe.store.ensure(pipe.pipeline, True, datetime.now(UTC))
     key = snapshot_job_key(pipe.pipeline)
@@ -296,7 +313,8 @@ def test_main_prints_the_result_or_one_error_line(pipe: Lake, spark: SparkSessio
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
         f"SPOTLAKE_ERROR: pipeline {pipe.pipeline}: table shop.no_such_table does not exist in the "
-        "source (renamed or dropped?) — fix the table name in config/pipelines.yaml")
+        "source (renamed or dropped?) — fix the table name in config/pipelines.yaml"
+    )
     assert not spark.sparkContext._jsc.sc().isStopped()  # main leaves a session it did not start running
 
 
@@ -307,17 +325,21 @@ def test_entry_script_runs_from_the_shipped_zip(tmp_path: Path) -> None:
             archive.write(path, str(path.relative_to(PROJECT_ROOT)))
     env = {**os.environ, "PYTHONPATH": str(package)}
     bad = base64.urlsafe_b64encode(b'{"pipeline": "test_orders", "attempt": 0}').decode()
-    result = subprocess.run(  # noqa: S603 - fixed argv
+    result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "spark_jobs" / "extraction" / "main.py"), "--job", bad],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("SPOTLAKE_ERROR: pipeline test_orders: job field ")
 
 
 @pytest.mark.parametrize("shape", ["rds-format", "rds-managed-master"])
-def test_a_source_secret_in_each_shape_aws_writes_extracts_the_table(pipe: Lake, spark: SparkSession,
-                                                                    shape: str) -> None:
+def test_a_source_secret_in_each_shape_aws_writes_extracts_the_table(pipe: Lake, spark: SparkSession, shape: str) -> None:
     """The RDS secret format (``dbname``) and an RDS-managed master secret (user and password
     only, host and port from the configuration) both reach MariaDB and fill the lake."""
     import boto3
@@ -327,8 +349,13 @@ def test_a_source_secret_in_each_shape_aws_writes_extracts_the_table(pipe: Lake,
     value: dict[str, Any] = {"username": pipe.mysql["user"], "password": pipe.mysql["password"]}
     source: dict[str, Any] = {"secret_id": secret_id}
     if shape == "rds-format":
-        value.update(engine="mariadb", host=pipe.mysql["host"], port=int(pipe.mysql["port"]),
-                     dbname=pipe.mysql["database"], dbInstanceIdentifier="source")
+        value.update(
+            engine="mariadb",
+            host=pipe.mysql["host"],
+            port=int(pipe.mysql["port"]),
+            dbname=pipe.mysql["database"],
+            dbInstanceIdentifier="source",
+        )
     else:
         source["endpoint"] = {"host": pipe.mysql["host"], "port": int(pipe.mysql["port"])}
     boto3.client("secretsmanager").create_secret(Name=secret_id, SecretString=json.dumps(value))

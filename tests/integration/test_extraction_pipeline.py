@@ -55,10 +55,10 @@ from tests.support.extraction_harness import (
 pytestmark = pytest.mark.integration
 
 
-
 @pytest.fixture(scope="module")
-def env(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, start_livy: Any,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtractionEnv]:
+def env(
+    mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, start_livy: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExtractionEnv]:
     livy_url = start_livy("extract")
     tmp = tmp_path_factory.mktemp("extraction")
     environment = ExtractionEnv(mysql, moto_endpoint, livy_url, tmp, catalog_secret)
@@ -96,8 +96,9 @@ def test_first_run_loads_the_table_and_every_rerun_leaves_it_equal_to_mysql(env:
     table = create_table(env, "orders")
     w1 = base_window()
     # 1,000 rows from days before the pipeline existed, 200 sharing one cursor value.
-    insert(env, table, [(i, f"c{i % 37}", "placed", Decimal(i) / 4, w1 - timedelta(days=3, seconds=i % 800))
-                        for i in range(1, 1001)])
+    insert(
+        env, table, [(i, f"c{i % 37}", "placed", Decimal(i) / 4, w1 - timedelta(days=3, seconds=i % 800)) for i in range(1, 1001)]
+    )
     pipeline = env.add_pipeline(f"orders_{env.tag}", table)
 
     first = run_window(env, pipeline, w1)
@@ -120,8 +121,13 @@ def test_first_run_loads_the_table_and_every_rerun_leaves_it_equal_to_mysql(env:
     # Changes with cursors in the windows after the snapshot's watermark.
     w2 = floor5(parse_iso(env.state(pipeline).watermark)) + FIVE
     update(env, table, "status = 'paid', updated_at = %s WHERE id <= 50", naive(w2 + timedelta(seconds=30)))
-    update(env, table, "deleted_at = %s, updated_at = %s WHERE id BETWEEN 51 AND 70",
-           naive(w2 + timedelta(seconds=40)), naive(w2 + timedelta(seconds=40)))
+    update(
+        env,
+        table,
+        "deleted_at = %s, updated_at = %s WHERE id BETWEEN 51 AND 70",
+        naive(w2 + timedelta(seconds=40)),
+        naive(w2 + timedelta(seconds=40)),
+    )
     insert(env, table, [(5000, "late", "placed", Decimal("1.00"), w2 - timedelta(seconds=1))])
     second = run_window(env, pipeline, w2)
     assert parse_iso(env.state(pipeline).watermark) == w2 + FIVE
@@ -175,8 +181,15 @@ def test_a_paused_dag_loses_nothing_and_a_failing_window_shows_stale_until_one_r
 
     # Paused for three intervals (w2, w3, w4 never run) while rows change in each of them.
     for n, start in enumerate((w1 + FIVE, w1 + 2 * FIVE, w1 + 3 * FIVE)):
-        update(env, table, "status = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
-               f"paused{n}", naive(start + timedelta(minutes=2)), 10 * n + 1, 10 * n + 10)
+        update(
+            env,
+            table,
+            "status = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
+            f"paused{n}",
+            naive(start + timedelta(minutes=2)),
+            10 * n + 1,
+            10 * n + 10,
+        )
         insert(env, table, [(1000 + n, "new", "placed", Decimal("2.00"), start + timedelta(minutes=3))])
     w5 = w1 + 4 * FIVE
     result = run_window(env, pipeline, w5)  # unpaused: catchup=False schedules only the latest
@@ -212,8 +225,7 @@ def test_a_task_that_fails_before_any_batch_shows_the_table_failing_with_the_rea
     w = base_window()
     insert(env, table, [(1, "c", "placed", Decimal("1.00"), w)])
     pipeline = env.add_pipeline(f"nocluster_{env.tag}", table, pool="nopool")
-    operator = ExtractWindowOperator(task_id="extract", pipeline_name=pipeline, pool_name="nopool",
-                                     wait_for_cluster=timedelta(0))
+    operator = ExtractWindowOperator(task_id="extract", pipeline_name=pipeline, pool_name="nopool", wait_for_cluster=timedelta(0))
     with pytest.raises(AirflowException, match="pool 'nopool' had no READY cluster"):
         run_operator(operator, w, w + FIVE)
     seen = freshness(env.config().get(pipeline), env.state(pipeline), datetime.now(UTC))
@@ -222,8 +234,9 @@ def test_a_task_that_fails_before_any_batch_shows_the_table_failing_with_the_rea
 
 def duckdb_summary(env: ExtractionEnv, pipeline: str) -> list[tuple[Any, ...]]:
     orders = lake.load(env.config(), pipeline).scan().to_duckdb(table_name="orders")
-    return orders.execute("SELECT customer, status, count(*), sum(amount) FROM orders WHERE deleted_at IS NULL "
-                          "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+    return orders.execute(
+        "SELECT customer, status, count(*), sum(amount) FROM orders WHERE deleted_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
 
 
 def test_duckdb_reads_the_current_state_as_mysql_has_it_before_and_after_the_maintenance_task(
@@ -231,28 +244,36 @@ def test_duckdb_reads_the_current_state_as_mysql_has_it_before_and_after_the_mai
 ) -> None:
     table = create_table(env, "duck")
     w = base_window()
-    insert(env, table, [(i, f"c{i % 3}", ["placed", "paid"][i % 2], Decimal(i) / 8, w - timedelta(hours=1))
-                        for i in range(1, 301)])
+    insert(
+        env, table, [(i, f"c{i % 3}", ["placed", "paid"][i % 2], Decimal(i) / 8, w - timedelta(hours=1)) for i in range(1, 301)]
+    )
     update(env, table, "deleted_at = %s WHERE id <= 7", naive(w - timedelta(minutes=30)))
     pipeline = env.add_pipeline(f"duck_{env.tag}", table)
     run_window(env, pipeline, w)
     w1 = floor5(parse_iso(env.state(pipeline).watermark)) + FIVE
     for n in range(3):  # three windows of updates: small files and position deletes to compact
-        update(env, table, "status = %s, updated_at = %s WHERE id BETWEEN %s AND %s", f"s{n}",
-               naive(w1 + n * FIVE + timedelta(minutes=1)), 10 * n + 1, 10 * n + 20)
+        update(
+            env,
+            table,
+            "status = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
+            f"s{n}",
+            naive(w1 + n * FIVE + timedelta(minutes=1)),
+            10 * n + 1,
+            10 * n + 20,
+        )
         run_window(env, pipeline, w1 + n * FIVE)
 
     conn = env.connect()
     with conn.cursor() as cur:
-        cur.execute(f"SELECT customer, status, count(*), sum(amount) FROM {table} WHERE deleted_at IS NULL "
-                    "GROUP BY 1, 2 ORDER BY 1, 2")
+        cur.execute(
+            f"SELECT customer, status, count(*), sum(amount) FROM {table} WHERE deleted_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"
+        )
         expected = [tuple(r) for r in cur.fetchall()]
     conn.close()
     assert duckdb_summary(env, pipeline) == expected
 
     files_before = len(lake.load(env.config(), pipeline).inspect.data_files())
-    operator = LakeMaintenanceOperator(task_id="maintain", pipeline_name=pipeline, pool_name=env.pool,
-                                       poll_interval=1.0)
+    operator = LakeMaintenanceOperator(task_id="maintain", pipeline_name=pipeline, pool_name=env.pool, poll_interval=1.0)
     done = run_operator(operator, w1, w1 + timedelta(days=1))
     assert done["tables"][f"lake.{env.namespace}.{pipeline}"]["rewrite"]["rewritten_data_files_count"] >= 2
     assert len(lake.load(env.config(), pipeline).inspect.data_files()) < files_before
@@ -261,8 +282,7 @@ def test_duckdb_reads_the_current_state_as_mysql_has_it_before_and_after_the_mai
     assert lake_rows(env, pipeline) == source_rows(env, table)
 
 
-def test_the_lake_command_prints_a_duckdb_query_over_a_table(env: ExtractionEnv,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_lake_command_prints_a_duckdb_query_over_a_table(env: ExtractionEnv, capsys: pytest.CaptureFixture[str]) -> None:
     table = create_table(env, "cli")
     insert(env, table, [(i, "c", "placed", Decimal("1.00"), base_window() - timedelta(hours=1)) for i in range(1, 4)])
     pipeline = env.add_pipeline(f"cli_{env.tag}", table)
@@ -365,13 +385,15 @@ def test_source_password_never_reaches_livy_requests_or_logs(
         assert password not in log_file.read_text(errors="replace"), log_file
 
 
-@pytest.mark.parametrize("expression", [
-    "`reflect`('java.lang.System', 'exit', 0)",
-    "java_method /* a comment */ ('java.lang.System', 'exit', 0)",
-    "REFLECT\n('java.lang.System', 'exit', 0)",
-])
-def test_reflection_in_a_transform_is_refused_before_anything_is_submitted(env: ExtractionEnv,
-                                                                           expression: str) -> None:
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "`reflect`('java.lang.System', 'exit', 0)",
+        "java_method /* a comment */ ('java.lang.System', 'exit', 0)",
+        "REFLECT\n('java.lang.System', 'exit', 0)",
+    ],
+)
+def test_reflection_in_a_transform_is_refused_before_anything_is_submitted(env: ExtractionEnv, expression: str) -> None:
     name = f"reflect{len(env.pipelines)}"
     pipeline, table, w = seeded_pipeline(env, name, transforms=[{"derive": {"x": expression}}])
     batches = livy_batch_count(env)

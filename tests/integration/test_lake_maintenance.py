@@ -27,10 +27,13 @@ FIVE = timedelta(minutes=5)
 
 
 @pytest.fixture
-def two(mysql: dict[str, str], catalog_secret: str, spark: SparkSession,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lake, Lake]]:
-    pipes = (orders_pipeline(mysql, catalog_secret, tmp_path_factory.mktemp("a")),
-             orders_pipeline(mysql, catalog_secret, tmp_path_factory.mktemp("b")))
+def two(
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Lake, Lake]]:
+    pipes = (
+        orders_pipeline(mysql, catalog_secret, tmp_path_factory.mktemp("a")),
+        orders_pipeline(mysql, catalog_secret, tmp_path_factory.mktemp("b")),
+    )
     yield pipes
     for pipe in pipes:
         pipe.sql(f"DROP TABLE IF EXISTS {pipe.table}")
@@ -44,8 +47,13 @@ def with_windows(spark: SparkSession, pipe: Lake, count: int, start: datetime) -
     """``count`` windows from ``start``, each updating five rows: small files and position deletes."""
     w = start
     for n in range(count):
-        pipe.sql(f"UPDATE {pipe.table} SET email = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
-                 f"w{n}@x.io", naive(w + timedelta(minutes=1)), 5 * n + 1, 5 * n + 5)
+        pipe.sql(
+            f"UPDATE {pipe.table} SET email = %s, updated_at = %s WHERE id BETWEEN %s AND %s",
+            f"w{n}@x.io",
+            naive(w + timedelta(minutes=1)),
+            5 * n + 1,
+            5 * n + 5,
+        )
         pipe.window(spark, w)
         w += FIVE
     return w
@@ -84,8 +92,11 @@ def test_maintenance_while_a_reader_reads_and_two_pipelines_commit(spark: SparkS
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=commits, args=(a, next_a)),
-               threading.Thread(target=commits, args=(b, next_b))]
+    threads = [
+        threading.Thread(target=reader),
+        threading.Thread(target=commits, args=(a, next_a)),
+        threading.Thread(target=commits, args=(b, next_b)),
+    ]
     for thread in threads:
         thread.start()
     time.sleep(2)
@@ -139,9 +150,7 @@ def test_expiry_keeps_the_newest_snapshot_and_only_old_orphans_are_removed(
     assert pipe.current() == pipe.source()
 
 
-def test_maintenance_of_a_pipeline_that_never_ran_does_nothing_and_succeeds(
-    spark: SparkSession, two: tuple[Lake, Lake]
-) -> None:
+def test_maintenance_of_a_pipeline_that_never_ran_does_nothing_and_succeeds(spark: SparkSession, two: tuple[Lake, Lake]) -> None:
     """The maintenance DAG may run before a new pipeline's first window."""
     done = two[0].maintain(spark)
     assert done["tables"] == {} and done["skipped"] == "the pipeline has not run yet"

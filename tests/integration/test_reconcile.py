@@ -27,19 +27,23 @@ def reconcile(env: Lake, spark: SparkSession, **options: Any) -> dict[str, Any]:
     return run_extraction(spark, ExtractJob.from_dict(doc))
 
 
-def test_hard_deletes_and_updates_that_keep_the_cursor_are_found_and_repaired(pipe: Lake,
-                                                                               spark: SparkSession) -> None:
+def test_hard_deletes_and_updates_that_keep_the_cursor_are_found_and_repaired(pipe: Lake, spark: SparkSession) -> None:
     seed(pipe, 2000, datetime.now(UTC) - timedelta(days=1))
     pipe.snapshot(spark)
     assert pipe.current() == pipe.source()
     # Nothing changed: only the checksums are compared.
     quiet = reconcile(pipe, spark)
-    assert (quiet["rows_checked"], quiet["chunks"], quiet["chunks_differing"], quiet["rows_compared"],
-            quiet["rows_repaired"], quiet["deletes"]) == (2000, 40, 0, 0, 0, 0)
+    assert (
+        quiet["rows_checked"],
+        quiet["chunks"],
+        quiet["chunks_differing"],
+        quiet["rows_compared"],
+        quiet["rows_repaired"],
+        quiet["deletes"],
+    ) == (2000, 40, 0, 0, 0, 0)
     # 100 rows hard-deleted, 100 rows updated with the cursor left as it was.
     pipe.sql(f"DELETE FROM {pipe.table} WHERE id % 20 = 0")
-    pipe.sql(f"UPDATE {pipe.table} SET email = CONCAT('changed', id, '@example.com'), updated_at = updated_at "
-             "WHERE id % 20 = 1")
+    pipe.sql(f"UPDATE {pipe.table} SET email = CONCAT('changed', id, '@example.com'), updated_at = updated_at WHERE id % 20 = 1")
     assert pipe.current() != pipe.source()
     found = reconcile(pipe, spark)
     assert (found["deletes"], found["rows_repaired"]) == (100, 100)
@@ -66,8 +70,7 @@ def test_deletes_can_be_flagged_in_the_soft_delete_column(pipe: Lake, spark: Spa
 
 
 @pytest.mark.parametrize("deletes", ["remove", "flag"])
-def test_rows_without_hashes_make_one_full_pass_then_deletes_are_exact(pipe: Lake, spark: SparkSession,
-                                                                       deletes: str) -> None:
+def test_rows_without_hashes_make_one_full_pass_then_deletes_are_exact(pipe: Lake, spark: SparkSession, deletes: str) -> None:
     seed(pipe, 400, datetime.now(UTC) - timedelta(days=1))
     pipe.snapshot(spark)
     # As if written by a release before the lake stored _source_key / _source_hash: no such columns.
@@ -93,8 +96,7 @@ def test_a_pipeline_with_a_filter_is_refused(pipe: Lake, spark: SparkSession) ->
     pipe.snapshot(spark)
     key = f"{pipe.pipeline}#reconcile-x"
     run_id, attempt = pipe.claim(key)
-    doc = pipe.document(key, run_id, attempt, kind="reconcile",
-                        transforms=[{"op": "filter", "condition": "id > 1"}])
+    doc = pipe.document(key, run_id, attempt, kind="reconcile", transforms=[{"op": "filter", "condition": "id > 1"}])
     with pytest.raises(ExtractionError, match="cannot tell a row that transform #1 \\(filter\\) drops"):
         run_extraction(spark, ExtractJob.from_dict(doc))
 
@@ -107,8 +109,7 @@ def replica(tmp_path: Path) -> Iterator[dict[str, str]]:
     from spotlake_dev.localstack import services
     from spotlake_dev.localstack.process import Supervisor, free_port
 
-    layout = StackLayout(root=tmp_path / "replica", project=PROJECT_ROOT,
-                         settings={"SPOTLAKE_MYSQL_PORT": str(free_port(31500))})
+    layout = StackLayout(root=tmp_path / "replica", project=PROJECT_ROOT, settings={"SPOTLAKE_MYSQL_PORT": str(free_port(31500))})
     layout.ensure()
     supervisor = Supervisor(layout)
     supervisor.start(services.mariadb_spec(layout))
@@ -126,19 +127,28 @@ def copy_rows(env: Lake, replica: dict[str, str]) -> None:
     with env.connect().cursor() as cur:
         cur.execute(f"SELECT * FROM {env.table}")
         rows = cur.fetchall()
-    conn = pymysql.connect(host=replica["host"], port=int(replica["port"]), user=replica["user"],
-                           password=replica["password"], database=replica["database"], autocommit=True)
+    conn = pymysql.connect(
+        host=replica["host"],
+        port=int(replica["port"]),
+        user=replica["user"],
+        password=replica["password"],
+        database=replica["database"],
+        autocommit=True,
+    )
     with conn.cursor() as cur:
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {env.table} (id BIGINT PRIMARY KEY, email VARCHAR(100), "
-                    "phone VARCHAR(20), amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, "
-                    "deleted_at DATETIME(3) NULL, KEY ix_updated_at (updated_at))")
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {env.table} (id BIGINT PRIMARY KEY, email VARCHAR(100), "
+            "phone VARCHAR(20), amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, "
+            "deleted_at DATETIME(3) NULL, KEY ix_updated_at (updated_at))"
+        )
         cur.execute(f"DELETE FROM {env.table}")
         cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, %s)", rows)
     conn.close()
 
 
-def test_a_lagging_replica_serves_the_checksums_and_never_deletes_a_row(pipe: Lake, spark: SparkSession,
-                                                                        replica: dict[str, str]) -> None:
+def test_a_lagging_replica_serves_the_checksums_and_never_deletes_a_row(
+    pipe: Lake, spark: SparkSession, replica: dict[str, str]
+) -> None:
     import json
 
     import boto3
@@ -150,13 +160,24 @@ def test_a_lagging_replica_serves_the_checksums_and_never_deletes_a_row(pipe: La
     pipe.sql(f"DELETE FROM {pipe.table} WHERE id <= 5")  # deleted on the primary ...
     copy_rows(pipe, replica)  # ... and replicated
     # Rows the primary has, a window brought into the lake, and the replica has not received yet.
-    pipe.sql(f"INSERT INTO {pipe.table} VALUES " + ", ".join(
-        f"({i}, 'new{i}@example.com', '5550000000', 1.00, NOW(3), NULL)" for i in range(501, 511)))
+    pipe.sql(
+        f"INSERT INTO {pipe.table} VALUES "
+        + ", ".join(f"({i}, 'new{i}@example.com', '5550000000', 1.00, NOW(3), NULL)" for i in range(501, 511))
+    )
     pipe.window(spark, next_window(pipe))
     secret = f"{pipe.secret_id}-replica"
-    boto3.client("secretsmanager").create_secret(Name=secret, SecretString=json.dumps({
-        "host": replica["host"], "port": int(replica["port"]), "database": replica["database"],
-        "username": replica["user"], "password": replica["password"]}))
+    boto3.client("secretsmanager").create_secret(
+        Name=secret,
+        SecretString=json.dumps(
+            {
+                "host": replica["host"],
+                "port": int(replica["port"]),
+                "database": replica["database"],
+                "username": replica["user"],
+                "password": replica["password"],
+            }
+        ),
+    )
     found = reconcile(pipe, spark, replica_secret_id=secret)
     assert found["replica"] is True and found["rows_checked"] == 495  # the replica's rows
     assert (found["deletes"], found["deletes_still_in_source"]) == (5, 10)

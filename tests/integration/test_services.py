@@ -23,8 +23,11 @@ from spotlake.stack import PROJECT_ROOT
 
 def test_mariadb_answers_a_query(mysql: dict[str, str]) -> None:
     conn = pymysql.connect(
-        host=mysql["host"], port=int(mysql["port"]), user=mysql["user"],
-        password=mysql["password"], database=mysql["database"],
+        host=mysql["host"],
+        port=int(mysql["port"]),
+        user=mysql["user"],
+        password=mysql["password"],
+        database=mysql["database"],
     )
     with conn.cursor() as cur:
         cur.execute("SELECT 6 * 7, VERSION()")
@@ -36,8 +39,11 @@ def test_mariadb_answers_a_query(mysql: dict[str, str]) -> None:
 
 def test_postgres_answers_a_query(postgres: dict[str, str]) -> None:
     conn = psycopg2.connect(
-        host=postgres["host"], port=int(postgres["port"]), user=postgres["user"],
-        password=postgres["password"], dbname=postgres["database"],
+        host=postgres["host"],
+        port=int(postgres["port"]),
+        user=postgres["user"],
+        password=postgres["password"],
+        dbname=postgres["database"],
     )
     with conn.cursor() as cur:
         cur.execute("SELECT 6 * 7, current_user")
@@ -48,15 +54,41 @@ def test_postgres_answers_a_query(postgres: dict[str, str]) -> None:
 def test_the_documented_database_clients_connect(mysql: dict[str, str], postgres: dict[str, str]) -> None:
     """docs/local-stack.md's psql and mariadb commands, with this stack's ports."""
     psql = subprocess.run(
-        ["psql", "-h", postgres["host"], "-p", postgres["port"], "-U", postgres["user"], postgres["database"],
-         "-Atc", "SELECT 6 * 7"],
-        env={**os.environ, "PGPASSWORD": postgres["password"]}, capture_output=True, text=True, timeout=30,
+        [
+            "psql",
+            "-h",
+            postgres["host"],
+            "-p",
+            postgres["port"],
+            "-U",
+            postgres["user"],
+            postgres["database"],
+            "-Atc",
+            "SELECT 6 * 7",
+        ],
+        env={**os.environ, "PGPASSWORD": postgres["password"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert (psql.returncode, psql.stdout.strip()) == (0, "42"), psql.stderr
     mariadb = subprocess.run(
-        ["mariadb", "-h", mysql["host"], "-P", mysql["port"], "-u", mysql["user"], f"-p{mysql['password']}",
-         mysql["database"], "-Ne", "SELECT 6 * 7"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "mariadb",
+            "-h",
+            mysql["host"],
+            "-P",
+            mysql["port"],
+            "-u",
+            mysql["user"],
+            f"-p{mysql['password']}",
+            mysql["database"],
+            "-Ne",
+            "SELECT 6 * 7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert (mariadb.returncode, mariadb.stdout.strip()) == (0, "42"), mariadb.stderr
 
@@ -70,10 +102,14 @@ def test_kafka_produce_consume_round_trip(kafka_bootstrap: str) -> None:
     for value in sent:
         producer.produce(topic, value=value, key=b"k")
     assert producer.flush(30) == 0
-    consumer = Consumer({
-        "bootstrap.servers": kafka_bootstrap, "group.id": topic,
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": topic,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     received: list[bytes] = []
     deadline = time.monotonic() + 60
@@ -85,8 +121,7 @@ def test_kafka_produce_consume_round_trip(kafka_bootstrap: str) -> None:
     assert received == sent
 
 
-def test_the_s3_server_and_moto_serve_s3_dynamodb_and_secrets_manager(moto_endpoint: str, s3_endpoint: str,
-                                                                      layout: Any) -> None:
+def test_the_s3_server_and_moto_serve_s3_dynamodb_and_secrets_manager(moto_endpoint: str, s3_endpoint: str, layout: Any) -> None:
     name = f"probe-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket=name)
@@ -97,14 +132,14 @@ def test_the_s3_server_and_moto_serve_s3_dynamodb_and_secrets_manager(moto_endpo
 
     ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint)
     ddb.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
     )
     ddb.put_item(TableName=name, Item={"pk": {"S": "x"}, "v": {"N": "1"}})
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
-        ddb.put_item(TableName=name, Item={"pk": {"S": "x"}, "v": {"N": "2"}},
-                     ConditionExpression="attribute_not_exists(pk)")
+        ddb.put_item(TableName=name, Item={"pk": {"S": "x"}, "v": {"N": "2"}}, ConditionExpression="attribute_not_exists(pk)")
     assert ddb.get_item(TableName=name, Key={"pk": {"S": "x"}})["Item"]["v"] == {"N": "1"}
 
     sm = boto3.client("secretsmanager", endpoint_url=moto_endpoint)
@@ -113,7 +148,11 @@ def test_the_s3_server_and_moto_serve_s3_dynamodb_and_secrets_manager(moto_endpo
 
 
 def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
-    mysql: dict[str, str], moto_endpoint: str, s3_endpoint: str, start_livy, monkeypatch: pytest.MonkeyPatch,
+    mysql: dict[str, str],
+    moto_endpoint: str,
+    s3_endpoint: str,
+    start_livy,
+    monkeypatch: pytest.MonkeyPatch,
     job_dependencies: Any,
 ) -> None:
     """A batch that names the published jars and Python archive reads over JDBC with boto3's
@@ -122,8 +161,12 @@ def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
 
     table = f"probe_{uuid.uuid4().hex[:8]}"
     conn = pymysql.connect(
-        host=mysql["host"], port=int(mysql["port"]), user=mysql["user"],
-        password=mysql["password"], database=mysql["database"], autocommit=True,
+        host=mysql["host"],
+        port=int(mysql["port"]),
+        user=mysql["user"],
+        password=mysql["password"],
+        database=mysql["database"],
+        autocommit=True,
     )
     rows = [(i, f"name-{i}", i * 1.5) for i in range(1, 501)]
     with conn.cursor() as cur:
@@ -134,10 +177,15 @@ def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
     secret_id = f"spotlake/probe/{table}"
     boto3.client("secretsmanager", endpoint_url=moto_endpoint).create_secret(
         Name=secret_id,
-        SecretString=json.dumps({
-            "host": mysql["host"], "port": int(mysql["port"]), "database": mysql["database"],
-            "username": mysql["user"], "password": mysql["password"],
-        }),
+        SecretString=json.dumps(
+            {
+                "host": mysql["host"],
+                "port": int(mysql["port"]),
+                "database": mysql["database"],
+                "username": mysql["user"],
+                "password": mysql["password"],
+            }
+        ),
     )
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -151,6 +199,7 @@ def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
     )
     hook = LivyHook(livy_conn_id="livy_probe")
     job = PROJECT_ROOT / "tests" / "integration" / "jobs" / "jdbc_to_s3.py"
+
     def run(**dependencies: Any) -> tuple[Any, str]:
         batch_id = hook.post_batch(file=str(job), args=[secret_id, table, f"s3a://{bucket}/{table}"], **dependencies)
         deadline = time.monotonic() + 300
@@ -174,10 +223,7 @@ def test_livy_batch_reads_mariadb_over_jdbc_and_writes_parquet_to_s3a(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=table)["Contents"]]
     assert f"{table}/_SUCCESS" in keys
     tables = [
-        pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read()))
-        for k in keys if k.endswith(".parquet")
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read())) for k in keys if k.endswith(".parquet")
     ]
-    got = sorted(
-        (r["id"], r["name"], r["amount"]) for t in tables for r in t.to_pylist()
-    )
+    got = sorted((r["id"], r["name"], r["amount"]) for t in tables for r in t.to_pylist())
     assert got == rows

@@ -44,16 +44,30 @@ def snapshot(env: Lake, spark: SparkSession, **changes: Any) -> dict[str, Any]:
     return run_extraction(spark, job_doc(env, snapshot_job_key(env.pipeline), **changes))
 
 
-def window(env: Lake, spark: SparkSession, start: datetime, read_from: datetime | None = None,
-           end: datetime | None = None, **changes: Any) -> dict[str, Any]:
+def window(
+    env: Lake,
+    spark: SparkSession,
+    start: datetime,
+    read_from: datetime | None = None,
+    end: datetime | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
     """The window starting at ``start``, planned as the operator plans it (or with the range given)."""
     if read_from is None:
         record = env.plan(start)
     else:
         label = start.strftime("%Y%m%dT%H%M%SZ")
-        record = env.store.plan_window(WindowRecord(
-            pipeline=env.pipeline, window=label, job_key=f"{env.pipeline}#{label}", start=iso(start),
-            end=iso(end or start + FIVE), read_from=iso(read_from), planned_at=iso(datetime.now(UTC))))
+        record = env.store.plan_window(
+            WindowRecord(
+                pipeline=env.pipeline,
+                window=label,
+                job_key=f"{env.pipeline}#{label}",
+                start=iso(start),
+                end=iso(end or start + FIVE),
+                read_from=iso(read_from),
+                planned_at=iso(datetime.now(UTC)),
+            )
+        )
     plan = {"start": record.start, "end": record.end, "read_from": record.read_from}
     return run_extraction(spark, job_doc(env, record.job_key, window=plan, **changes))
 
@@ -72,26 +86,99 @@ COLUMNS = """
   updated_at DATETIME(6) NOT NULL, KEY ix_updated_at (updated_at)
 """
 SMALLEST = dict(
-    id=1, select=-1, **{"Mixed Case": "MiXeD"}, ti=-128, tu=0, si=-32768, su=0, mi=-8388608, mu=0,
-    i=-2147483648, iu=0, bi=-(2**63), b1=b"\x00", b10=b"\x00\x00", b64=b"\x00" * 8, bo=-128,
-    d10=Decimal("-99999999.99"), d38=Decimal("-9999999999999999999999999999.9999999999"),
-    d65=Decimal("-" + "9" * 35 + "." + "9" * 30), f=-3.40282e38, dbl=-1.7976931348623157e308,
-    dt="1000-01-01", dtm0="1000-01-01 00:00:00", dtm6="1000-01-01 00:00:00.000000",
-    ts0="1970-01-01 00:00:01", ts6="1970-01-01 00:00:01.000000", tm="-838:59:59", tm6="-838:59:59.000000",
-    y=1901, c="", vc="", tx="", bn=b"\x00" * 4, vb=b"", bl=b"", en="a", st="", js="null",
-    g="POLYGON((0 0,1 0,1 1,0 0))", p="POINT(-180 -90)")
+    id=1,
+    select=-1,
+    **{"Mixed Case": "MiXeD"},
+    ti=-128,
+    tu=0,
+    si=-32768,
+    su=0,
+    mi=-8388608,
+    mu=0,
+    i=-2147483648,
+    iu=0,
+    bi=-(2**63),
+    b1=b"\x00",
+    b10=b"\x00\x00",
+    b64=b"\x00" * 8,
+    bo=-128,
+    d10=Decimal("-99999999.99"),
+    d38=Decimal("-9999999999999999999999999999.9999999999"),
+    d65=Decimal("-" + "9" * 35 + "." + "9" * 30),
+    f=-3.40282e38,
+    dbl=-1.7976931348623157e308,
+    dt="1000-01-01",
+    dtm0="1000-01-01 00:00:00",
+    dtm6="1000-01-01 00:00:00.000000",
+    ts0="1970-01-01 00:00:01",
+    ts6="1970-01-01 00:00:01.000000",
+    tm="-838:59:59",
+    tm6="-838:59:59.000000",
+    y=1901,
+    c="",
+    vc="",
+    tx="",
+    bn=b"\x00" * 4,
+    vb=b"",
+    bl=b"",
+    en="a",
+    st="",
+    js="null",
+    g="POLYGON((0 0,1 0,1 1,0 0))",
+    p="POINT(-180 -90)",
+)
 LARGEST = dict(
-    id=2**64 - 1, select=2**31 - 1, **{"Mixed Case": "😀 mixed"}, ti=127, tu=255, si=32767, su=65535, mi=8388607,
-    mu=16777215, i=2**31 - 1, iu=2**32 - 1, bi=2**63 - 1, b1=b"\x01", b10=b"\x03\xff", b64=b"\xff" * 8, bo=127,
-    d10=Decimal("99999999.99"), d38=Decimal("9999999999999999999999999999.9999999999"),
-    d65=Decimal("9" * 35 + "." + "9" * 30), f=3.40282e38, dbl=1.7976931348623157e308,
-    dt="9999-12-31", dtm0="9999-12-31 23:59:59", dtm6="9999-12-31 23:59:59.999999",
-    ts0="2038-01-19 03:14:07", ts6="2038-01-19 03:14:07.999999", tm="838:59:59", tm6="838:59:59.000000",
-    y=2155, c="😀😀😀😀😀", vc="𝄞 ünïcödé 😀 \\ ' \"", tx="😀" * 1000, bn=b"\xff" * 4, vb=b"\x00\xff" * 5,
-    bl=bytes(range(256)) * 40, en="b c", st="x,y,z", js='{"k": ["😀", 1.5, null]}',
-    g="MULTIPOINT((1 2),(3 4))", p="POINT(180 90)")
-ZEROS = dict(id=2**63, dt="0000-00-00", dtm0="2024-00-00 00:00:00", dtm6="0000-00-00 00:00:00",
-             ts0="0000-00-00 00:00:00", y=0, tm="00:00:00", tm6="-00:00:00.000001")
+    id=2**64 - 1,
+    select=2**31 - 1,
+    **{"Mixed Case": "😀 mixed"},
+    ti=127,
+    tu=255,
+    si=32767,
+    su=65535,
+    mi=8388607,
+    mu=16777215,
+    i=2**31 - 1,
+    iu=2**32 - 1,
+    bi=2**63 - 1,
+    b1=b"\x01",
+    b10=b"\x03\xff",
+    b64=b"\xff" * 8,
+    bo=127,
+    d10=Decimal("99999999.99"),
+    d38=Decimal("9999999999999999999999999999.9999999999"),
+    d65=Decimal("9" * 35 + "." + "9" * 30),
+    f=3.40282e38,
+    dbl=1.7976931348623157e308,
+    dt="9999-12-31",
+    dtm0="9999-12-31 23:59:59",
+    dtm6="9999-12-31 23:59:59.999999",
+    ts0="2038-01-19 03:14:07",
+    ts6="2038-01-19 03:14:07.999999",
+    tm="838:59:59",
+    tm6="838:59:59.000000",
+    y=2155,
+    c="😀😀😀😀😀",
+    vc="𝄞 ünïcödé 😀 \\ ' \"",
+    tx="😀" * 1000,
+    bn=b"\xff" * 4,
+    vb=b"\x00\xff" * 5,
+    bl=bytes(range(256)) * 40,
+    en="b c",
+    st="x,y,z",
+    js='{"k": ["😀", 1.5, null]}',
+    g="MULTIPOINT((1 2),(3 4))",
+    p="POINT(180 90)",
+)
+ZEROS = dict(
+    id=2**63,
+    dt="0000-00-00",
+    dtm0="2024-00-00 00:00:00",
+    dtm6="0000-00-00 00:00:00",
+    ts0="0000-00-00 00:00:00",
+    y=0,
+    tm="00:00:00",
+    tm6="-00:00:00.000001",
+)
 SPATIAL = ("g", "p")
 
 
@@ -100,8 +187,10 @@ def insert_typed(env: Lake, rows: list[dict[str, Any]], at: datetime) -> None:
         for row in rows:
             names = [*row, "updated_at"]
             values = ["ST_GeomFromText(%s)" if n in SPATIAL else "%s" for n in row] + ["%s"]
-            cur.execute(f"INSERT INTO {env.table} ({', '.join(f'`{n}`' for n in names)}) "
-                        f"VALUES ({', '.join(values)})", [*row.values(), at.replace(tzinfo=None)])
+            cur.execute(
+                f"INSERT INTO {env.table} ({', '.join(f'`{n}`' for n in names)}) VALUES ({', '.join(values)})",
+                [*row.values(), at.replace(tzinfo=None)],
+            )
 
 
 def float32(value: float) -> float:
@@ -146,8 +235,9 @@ def lake_rows(env: Lake) -> dict[int, dict[str, Any]]:
     return out
 
 
-def test_every_type_at_its_extremes_lands_exactly(mysql: dict[str, str], catalog_secret: str,
-                                                   spark: SparkSession, tmp_path: Path) -> None:
+def test_every_type_at_its_extremes_lands_exactly(
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path
+) -> None:
     env = Lake(mysql, catalog_secret, tmp_path)
     env.sql(f"CREATE TABLE {env.table} ({COLUMNS}) DEFAULT CHARSET=utf8mb4")
     at = datetime.now(UTC) - timedelta(days=1)
@@ -170,13 +260,18 @@ def test_every_type_at_its_extremes_lands_exactly(mysql: dict[str, str], catalog
             assert got[key][column] == value, f"row {key} column {column}: lake {got[key][column]!r} != {value!r}"
     types = {f.name: str(f.field_type) for f in env.iceberg().schema().fields}
     assert (types["id"], types["d65"], types["tm"], types["b1"], types["dt"], types["Mixed Case"]) == (
-        "decimal(20, 0)", "string", "long", "boolean", "date", "string")
+        "decimal(20, 0)",
+        "string",
+        "long",
+        "boolean",
+        "date",
+        "string",
+    )
     env.sql(f"DROP TABLE {env.table}")
 
 
 # ------------------------------------------------------------------ time zones
-TZ_TABLE = ("(id INT PRIMARY KEY, at {kind}(6) NOT NULL, truth_us BIGINT NOT NULL, KEY ix_at (at)) "
-            "DEFAULT CHARSET=utf8mb4")
+TZ_TABLE = "(id INT PRIMARY KEY, at {kind}(6) NOT NULL, truth_us BIGINT NOT NULL, KEY ix_at (at)) DEFAULT CHARSET=utf8mb4"
 
 
 @pytest.fixture
@@ -187,6 +282,7 @@ def server_zone(layout: StackLayout) -> Iterator[Any]:
     def set_zone(zone: str) -> None:
         with conn.cursor() as cur:
             cur.execute("SET GLOBAL time_zone = %s", (zone,))
+
     yield set_zone
     set_zone("+00:00")
     conn.close()
@@ -195,13 +291,15 @@ def server_zone(layout: StackLayout) -> Iterator[Any]:
 @pytest.mark.parametrize("zone", ["-05:00", "+05:30"])
 @pytest.mark.parametrize("kind", ["TIMESTAMP", "DATETIME"])
 def test_cursors_under_any_server_time_zone_lose_and_shift_nothing(
-        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path, server_zone: Any,
-        kind: str, zone: str) -> None:
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path, server_zone: Any, kind: str, zone: str
+) -> None:
     server_zone(zone)
     env = Lake(mysql, catalog_secret, tmp_path)
     env.sql(f"CREATE TABLE {env.table} " + TZ_TABLE.format(kind=kind))
-    insert = (f"INSERT INTO {env.table} VALUES (%s, NOW(6) - INTERVAL %s MINUTE, "
-              "CAST(UNIX_TIMESTAMP(NOW(6) - INTERVAL %s MINUTE) * 1000000 AS SIGNED))")
+    insert = (
+        f"INSERT INTO {env.table} VALUES (%s, NOW(6) - INTERVAL %s MINUTE, "
+        "CAST(UNIX_TIMESTAMP(NOW(6) - INTERVAL %s MINUTE) * 1000000 AS SIGNED))"
+    )
     with env.connect().cursor() as cur:  # an application session in the server's zone
         for i, minutes in enumerate((600, 30, 1), start=1):
             cur.execute(insert, (i, minutes, minutes))
@@ -220,12 +318,19 @@ def test_cursors_under_any_server_time_zone_lose_and_shift_nothing(
 
 
 def test_a_datetime_cursor_across_a_daylight_saving_change_loses_nothing(
-        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> None:
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path
+) -> None:
     env = Lake(mysql, catalog_secret, tmp_path)
     env.sql(f"CREATE TABLE {env.table} " + TZ_TABLE.format(kind="DATETIME"))
     # New York, 2026-11-01: 01:00-02:00 happens twice (EDT -4, then EST -5).
-    walls = {1: ("00:50", "04:50"), 2: ("01:10", "05:10"), 3: ("01:50", "05:50"), 4: ("01:20", "06:20"),
-             5: ("01:55", "06:55"), 6: ("02:10", "07:10")}
+    walls = {
+        1: ("00:50", "04:50"),
+        2: ("01:10", "05:10"),
+        3: ("01:50", "05:50"),
+        4: ("01:20", "06:20"),
+        5: ("01:55", "06:55"),
+        6: ("02:10", "07:10"),
+    }
     read = {"time_zone": "America/New_York", "window_chunk_s": 1800}
     snapshot(env, spark, cursor="at", read=read)  # an empty table: the window reads every row
     with env.connect().cursor() as cur:
@@ -233,8 +338,15 @@ def test_a_datetime_cursor_across_a_daylight_saving_change_loses_nothing(
             cur.execute(f"INSERT INTO {env.table} VALUES (%s, %s, 0)", (i, f"2026-11-01 {wall}:00"))
     snapshot_start = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
     # Windows of the UTC time line read in 30-minute chunks, one across the change (05:45Z-06:15Z).
-    result = window(env, spark, datetime(2026, 11, 1, 7, 10, tzinfo=UTC), read_from=snapshot_start +
-                    timedelta(minutes=45), end=datetime(2026, 11, 1, 7, 15, tzinfo=UTC), cursor="at", read=read)
+    result = window(
+        env,
+        spark,
+        datetime(2026, 11, 1, 7, 10, tzinfo=UTC),
+        read_from=snapshot_start + timedelta(minutes=45),
+        end=datetime(2026, 11, 1, 7, 15, tzinfo=UTC),
+        cursor="at",
+        read=read,
+    )
     assert result["chunks"] == 5
     got = {r["id"]: r["at"].astimezone(UTC).strftime("%H:%M") for r in env.lake()}
     assert set(got) == set(walls)
@@ -248,16 +360,21 @@ def test_a_datetime_cursor_across_a_daylight_saving_change_loses_nothing(
 
 # ------------------------------------------------------------------ late commits
 def late_table(env: Lake) -> None:
-    env.sql(f"CREATE TABLE {env.table} (id INT PRIMARY KEY, v VARCHAR(20), "
-            "updated_at DATETIME(6) NOT NULL DEFAULT NOW(6) ON UPDATE NOW(6), KEY ix_u (updated_at))")
+    env.sql(
+        f"CREATE TABLE {env.table} (id INT PRIMARY KEY, v VARCHAR(20), "
+        "updated_at DATETIME(6) NOT NULL DEFAULT NOW(6) ON UPDATE NOW(6), KEY ix_u (updated_at))"
+    )
 
 
 def test_a_transaction_that_commits_intervals_later_reaches_the_lake_after_the_next_window(
-        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> None:
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path
+) -> None:
     env = Lake(mysql, catalog_secret, tmp_path)
     late_table(env)
-    env.sql(f"INSERT INTO {env.table} (id, v, updated_at) VALUES (1, 'old', NOW(6) - INTERVAL 1 HOUR), "
-            "(2, 'old', NOW(6) - INTERVAL 1 HOUR)")
+    env.sql(
+        f"INSERT INTO {env.table} (id, v, updated_at) VALUES (1, 'old', NOW(6) - INTERVAL 1 HOUR), "
+        "(2, 'old', NOW(6) - INTERVAL 1 HOUR)"
+    )
     snapshot(env, spark)
     holder = env.connect()
     holder.autocommit(False)
@@ -284,7 +401,8 @@ def test_a_transaction_that_commits_intervals_later_reaches_the_lake_after_the_n
 
 
 def test_a_transaction_open_past_the_limit_is_named_and_not_waited_for(
-        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> None:
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path
+) -> None:
     env = Lake(mysql, catalog_secret, tmp_path)
     late_table(env)
     snapshot(env, spark)
@@ -305,14 +423,18 @@ def test_a_transaction_open_past_the_limit_is_named_and_not_waited_for(
 
 
 def test_without_the_process_privilege_the_window_stops_with_the_grant_that_fixes_it(
-        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path, layout: StackLayout) -> None:
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path, layout: StackLayout
+) -> None:
     user, password = f"noproc_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     with root(layout).cursor() as cur:
         cur.execute("CREATE USER %s@'127.0.0.1' IDENTIFIED BY %s", (user, password))
         cur.execute(f"GRANT SELECT ON `{mysql['database']}`.* TO %s@'127.0.0.1'", (user,))
     env = Lake({**mysql, "user": user, "password": password}, catalog_secret, tmp_path)
-    Lake.sql(Lake(mysql, catalog_secret, tmp_path), f"CREATE TABLE {mysql['database']}.{env.table} (id INT "
-             "PRIMARY KEY, v VARCHAR(20), updated_at DATETIME(6) NOT NULL, KEY ix_u (updated_at))")
+    Lake.sql(
+        Lake(mysql, catalog_secret, tmp_path),
+        f"CREATE TABLE {mysql['database']}.{env.table} (id INT "
+        "PRIMARY KEY, v VARCHAR(20), updated_at DATETIME(6) NOT NULL, KEY ix_u (updated_at))",
+    )
     with pytest.raises(ExtractionError, match="GRANT PROCESS ON"):
         snapshot(env, spark)
     assert env.store.get(env.pipeline).watermark is None
@@ -323,8 +445,8 @@ def test_without_the_process_privilege_the_window_stops_with_the_grant_that_fixe
 
 # ------------------------------------------------------------------ data errors
 def test_a_value_a_transform_cannot_hold_fails_once_with_the_column_value_and_fix(
-        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = orders_pipeline(mysql, catalog_secret, tmp_path)
     seed(env, 3, datetime.now(UTC) - timedelta(days=1))
     env.sql(f"UPDATE {env.table} SET amount = 123456.78 WHERE id = 2")
@@ -332,9 +454,11 @@ def test_a_value_a_transform_cannot_hold_fails_once_with_the_column_value_and_fi
     with pytest.raises(DataError) as caught:
         snapshot(env, spark, transforms=casts)
     message = str(caught.value)
-    assert message.startswith(f"pipeline {env.pipeline} (shop.{env.table}): snapshot chunk 1: transform #1 (cast) "
-                              "column 'amount': [NUMERIC_VALUE_OUT_OF_RANGE] 123456.78 cannot be represented as "
-                              "Decimal(5, 2). — fix: change the cast of column 'amount' to a type")
+    assert message.startswith(
+        f"pipeline {env.pipeline} (shop.{env.table}): snapshot chunk 1: transform #1 (cast) "
+        "column 'amount': [NUMERIC_VALUE_OUT_OF_RANGE] 123456.78 cannot be represented as "
+        "Decimal(5, 2). — fix: change the cast of column 'amount' to a type"
+    )
     state = env.store.get(env.pipeline)
     assert state is not None and state.snapshot_chunks == 0
     assert not spark.catalog.tableExists(f"lake.{env.namespace}.{env.pipeline}")
@@ -350,30 +474,41 @@ def test_a_value_a_transform_cannot_hold_fails_once_with_the_column_value_and_fi
 
 
 def test_column_names_that_need_quoting_work_as_keys_cursors_and_in_transforms(
-        mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path) -> None:
+    mysql: dict[str, str], catalog_secret: str, spark: SparkSession, tmp_path: Path
+) -> None:
     env = Lake(mysql, catalog_secret, tmp_path)
-    env.sql(f"CREATE TABLE {env.table} (`Order Id` BIGINT NOT NULL, `select` VARCHAR(5) NOT NULL, "
-            "`Amount Due` DECIMAL(10,2), `it's` VARCHAR(10), `Updated At` DATETIME(6) NOT NULL, "
-            "`deleted at` DATETIME(6) NULL, PRIMARY KEY (`Order Id`, `select`), KEY ix_u (`Updated At`))")
+    env.sql(
+        f"CREATE TABLE {env.table} (`Order Id` BIGINT NOT NULL, `select` VARCHAR(5) NOT NULL, "
+        "`Amount Due` DECIMAL(10,2), `it's` VARCHAR(10), `Updated At` DATETIME(6) NOT NULL, "
+        "`deleted at` DATETIME(6) NULL, PRIMARY KEY (`Order Id`, `select`), KEY ix_u (`Updated At`))"
+    )
     at = datetime.now(UTC) - timedelta(days=1)
     with env.connect().cursor() as cur:
-        cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, NULL)",
-                        [(i, "ab"[i % 2], Decimal(i) / 4, f"v'{i}", at.replace(tzinfo=None)) for i in range(1, 301)])
-    names = {"primary_key": ["Order Id", "select"], "cursor": "Updated At", "soft_delete": "deleted at",
-             "read": {"chunk_rows": 70}}
-    transforms = [{"op": "rename", "columns": {"Amount Due": "amount due"}},
-                  {"op": "derive", "columns": {"Double Due": "`amount due` * 2"}},
-                  {"op": "cast", "columns": {"it's": "string"}},
-                  {"op": "select", "columns": ["Order Id", "select", "amount due", "Double Due", "it's",
-                                               "Updated At", "deleted at"]}]
+        cur.executemany(
+            f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, NULL)",
+            [(i, "ab"[i % 2], Decimal(i) / 4, f"v'{i}", at.replace(tzinfo=None)) for i in range(1, 301)],
+        )
+    names = {
+        "primary_key": ["Order Id", "select"],
+        "cursor": "Updated At",
+        "soft_delete": "deleted at",
+        "read": {"chunk_rows": 70},
+    }
+    transforms = [
+        {"op": "rename", "columns": {"Amount Due": "amount due"}},
+        {"op": "derive", "columns": {"Double Due": "`amount due` * 2"}},
+        {"op": "cast", "columns": {"it's": "string"}},
+        {"op": "select", "columns": ["Order Id", "select", "amount due", "Double Due", "it's", "Updated At", "deleted at"]},
+    ]
     assert snapshot(env, spark, transforms=transforms, **names)["rows"] == 300
     with env.connect().cursor() as cur:
         cur.execute(f"UPDATE {env.table} SET `Amount Due` = 99, `Updated At` = NOW(6) WHERE `Order Id` <= 10")
         cur.execute(f"DELETE FROM {env.table} WHERE `Order Id` > 290")
     window(env, spark, next_window(env), transforms=transforms, **names)
     reconcile_key = f"{env.pipeline}#reconcile-names"
-    found = run_extraction(spark, job_doc(env, reconcile_key, kind="reconcile", transforms=transforms,
-                                          reconcile={"chunk_rows": 20}, **names))
+    found = run_extraction(
+        spark, job_doc(env, reconcile_key, kind="reconcile", transforms=transforms, reconcile={"chunk_rows": 20}, **names)
+    )
     assert found["deletes"] == 10
     with env.connect().cursor() as cur:
         cur.execute(f"SELECT `Order Id`, `select`, `Amount Due`, `it's` FROM {env.table}")

@@ -25,8 +25,14 @@ from spotlake.errors import StackError
 from spotlake.stack import PROJECT_ROOT, StackLayout, aws_env, read_stack_env
 from spotlake_dev.localstack.process import ServiceSpec, Supervisor, free_port
 
-PORT_SETTINGS = ("SPOTLAKE_MYSQL_PORT", "SPOTLAKE_POSTGRES_PORT", "SPOTLAKE_KAFKA_PORT",
-                 "SPOTLAKE_KAFKA_CONTROLLER_PORT", "SPOTLAKE_MOTO_PORT", "SPOTLAKE_S3_PORT")
+PORT_SETTINGS = (
+    "SPOTLAKE_MYSQL_PORT",
+    "SPOTLAKE_POSTGRES_PORT",
+    "SPOTLAKE_KAFKA_PORT",
+    "SPOTLAKE_KAFKA_CONTROLLER_PORT",
+    "SPOTLAKE_MOTO_PORT",
+    "SPOTLAKE_S3_PORT",
+)
 
 
 def free_ports(start: int = 31000) -> dict[str, str]:
@@ -43,8 +49,12 @@ def free_ports(start: int = 31000) -> dict[str, str]:
 
 @pytest.fixture
 def second_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {**os.environ, **free_ports(), "SPOTLAKE_STACK_DIR": str(tmp_path / "stack"),
-           "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}"}
+    env = {
+        **os.environ,
+        **free_ports(),
+        "SPOTLAKE_STACK_DIR": str(tmp_path / "stack"),
+        "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}",
+    }
     # the second stack reuses the resolved jars of the first one
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / "jars").symlink_to(StackLayout.default().jars_dir)
@@ -53,8 +63,14 @@ def second_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spotlake_dev.localstack", *args], env=env, text=True,
-                          capture_output=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "spotlake_dev.localstack", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def pids(run_dir: Path) -> dict[str, int]:
@@ -81,13 +97,15 @@ def test_up_twice_is_harmless_and_down_leaves_no_process(second_stack: dict[str,
     assert pids(run_dir) == {}
 
 
-def test_the_lake_and_the_registry_survive_down_and_up(second_stack: dict[str, str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lake_and_the_registry_survive_down_and_up(second_stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """An Iceberg table (catalog in PostgreSQL, files on the local S3) and the registry (moto,
     saved on down, restored on up) read back whole after a restart of the stack."""
     assert stack(second_stack, "up", "core").returncode == 0
-    layout = StackLayout(root=Path(second_stack["SPOTLAKE_STACK_DIR"]), project=PROJECT_ROOT,
-                         settings={**read_stack_env(), **{k: v for k, v in second_stack.items() if k.startswith("SPOTLAKE_")}})
+    layout = StackLayout(
+        root=Path(second_stack["SPOTLAKE_STACK_DIR"]),
+        project=PROJECT_ROOT,
+        settings={**read_stack_env(), **{k: v for k, v in second_stack.items() if k.startswith("SPOTLAKE_")}},
+    )
     for key, value in aws_env(layout).items():
         monkeypatch.setenv(key, value)
     from spotlake_dev import demo
@@ -95,10 +113,12 @@ def test_the_lake_and_the_registry_survive_down_and_up(second_stack: dict[str, s
     demo.aws_resources(layout)  # the lake bucket, the catalog's secret, the registry tables
     store = LakeState(boto3.client("dynamodb"), "spotlake")
     store.ensure("orders", False, datetime(2026, 12, 5, tzinfo=UTC))
-    store.plan_window(WindowRecord(pipeline="orders", window="w1", job_key="orders#w1", start="s", end="e",
-                                   read_from="r", planned_at="p"))
-    lake = config.Lake(catalog="lake", secret_id=demo.CATALOG_SECRET_ID, warehouse=f"s3://{demo.LAKE_BUCKET}/warehouse",
-                       namespace="restart")
+    store.plan_window(
+        WindowRecord(pipeline="orders", window="w1", job_key="orders#w1", start="s", end="e", read_from="r", planned_at="p")
+    )
+    lake = config.Lake(
+        catalog="lake", secret_id=demo.CATALOG_SECRET_ID, warehouse=f"s3://{demo.LAKE_BUCKET}/warehouse", namespace="restart"
+    )
     rows = pa.table({"id": pa.array(range(1000), pa.int64()), "name": [f"row {i}" for i in range(1000)]})
     catalog = spotlake_lake.catalog(lake)
     catalog.create_namespace("restart")
@@ -131,17 +151,27 @@ def test_taken_port_names_the_port_and_the_holder(tmp_path: Path) -> None:
 
 def test_service_that_dies_while_starting_shows_its_log(tmp_path: Path) -> None:
     layout = StackLayout(root=tmp_path, project=PROJECT_ROOT, settings={})
-    spec = ServiceSpec(name="crash", argv=[sys.executable, "-c", "import sys; print('bad config line 3'); sys.exit(3)"],
-                       ports=[], ready=lambda: False, ready_timeout=30)
+    spec = ServiceSpec(
+        name="crash",
+        argv=[sys.executable, "-c", "import sys; print('bad config line 3'); sys.exit(3)"],
+        ports=[],
+        ready=lambda: False,
+        ready_timeout=30,
+    )
     with pytest.raises(StackError, match=r"crash exited with code 3 while starting(.|\n)*bad config line 3"):
         Supervisor(layout).start(spec)
 
 
 def test_service_not_ready_in_time_is_stopped_and_reported_with_its_log(tmp_path: Path) -> None:
     layout = StackLayout(root=tmp_path, project=PROJECT_ROOT, settings={})
-    spec = ServiceSpec(name="slow", argv=[sys.executable, "-c", "import time; print('warming up', flush=True); "
-                                                              "time.sleep(60)"],
-                       ports=[], ready=lambda: False, ready_timeout=2, stop_timeout=5)
+    spec = ServiceSpec(
+        name="slow",
+        argv=[sys.executable, "-c", "import time; print('warming up', flush=True); time.sleep(60)"],
+        ports=[],
+        ready=lambda: False,
+        ready_timeout=2,
+        stop_timeout=5,
+    )
     supervisor = Supervisor(layout)
     with pytest.raises(StackError, match=r"slow did not become ready within 2 s(.|\n)*warming up"):
         supervisor.start(spec)

@@ -60,11 +60,16 @@ from tests.support.stream_harness import (
 
 pytestmark = pytest.mark.integration
 
-KAFKA_ROWS = StructType([
-    StructField("key", BinaryType()), StructField("value", BinaryType()), StructField("topic", StringType()),
-    StructField("partition", IntegerType()), StructField("offset", LongType()),
-    StructField("timestamp", TimestampType()),
-])
+KAFKA_ROWS = StructType(
+    [
+        StructField("key", BinaryType()),
+        StructField("value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("timestamp", TimestampType()),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +85,21 @@ def sink_postgres(request: pytest.FixtureRequest, layout: StackLayout) -> dict[s
     through the ``postgres`` fixture."""
     settings = services.postgres_settings(layout)
     try:
-        psycopg2.connect(host=settings["host"], port=int(settings["port"]), user=settings["user"],
-                         password=settings["password"], dbname=settings["database"], connect_timeout=5).close()
+        psycopg2.connect(
+            host=settings["host"],
+            port=int(settings["port"]),
+            user=settings["user"],
+            password=settings["password"],
+            dbname=settings["database"],
+            connect_timeout=5,
+        ).close()
     except psycopg2.OperationalError:
         return request.getfixturevalue("postgres")
     return settings
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, sink_postgres: dict[str, str], moto_endpoint: str,
-        catalog_secret: str) -> Iterator[StreamEnv]:
+def env(kafka_bootstrap: str, sink_postgres: dict[str, str], moto_endpoint: str, catalog_secret: str) -> Iterator[StreamEnv]:
     environment = StreamEnv(kafka_bootstrap, sink_postgres, moto_endpoint, catalog_secret)
     yield environment
     environment.close()
@@ -97,10 +107,17 @@ def env(kafka_bootstrap: str, sink_postgres: dict[str, str], moto_endpoint: str,
 
 def writer_for(env: StreamEnv, job: Any, **options: Any) -> PostgresSinkWriter:
     return PostgresSinkWriter.for_target(
-        resolve_target(job.sink.secret_id, job.stream), job.stream, schema=job.sink.schema,
-        query_name=job.query_name, run_id=job.run_id, window_s=job.window_s,
-        watermark_delay_s=job.watermark_delay_s, late_policy=job.late_policy,
-        allowed_lateness_s=job.allowed_lateness_s, attempt=job.attempt, **options,
+        resolve_target(job.sink.secret_id, job.stream),
+        job.stream,
+        schema=job.sink.schema,
+        query_name=job.query_name,
+        run_id=job.run_id,
+        window_s=job.window_s,
+        watermark_delay_s=job.watermark_delay_s,
+        late_policy=job.late_policy,
+        allowed_lateness_s=job.allowed_lateness_s,
+        attempt=job.attempt,
+        **options,
     )
 
 
@@ -109,7 +126,11 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     spark: SparkSession, env: StreamEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records, malformed = click_records(
-        seed=21, count=3000, malformed_fraction=0.01, late_fraction=0.05, late_max_seconds=120,
+        seed=21,
+        count=3000,
+        malformed_fraction=0.01,
+        late_fraction=0.05,
+        late_max_seconds=120,
         out_of_order_fraction=0.02,
     )
     assert set(malformed) == {"bad_json", "missing_field", "wrong_type", "unknown_schema_version"}
@@ -124,13 +145,15 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     assert env.aggregates() == expected_aggregates(events)
     assert env.funnel() == expected_funnel(events)
     # The distinct counts are the sizes of the sets behind them.
-    assert env.rows("SELECT sum(users), sum(sessions) FROM {s}.click_aggregates")[0] == env.rows(
-        "SELECT (SELECT count(*) FROM {s}.click_window_users), (SELECT count(*) FROM {s}.click_window_sessions)"
-    )[0]
+    assert (
+        env.rows("SELECT sum(users), sum(sessions) FROM {s}.click_aggregates")[0]
+        == env.rows("SELECT (SELECT count(*) FROM {s}.click_window_users), (SELECT count(*) FROM {s}.click_window_sessions)")[0]
+    )
 
     # Dead letters: every malformed record, with its reason, raw bytes and Kafka coordinates.
-    dead = env.rows("SELECT topic, kafka_partition, kafka_offset, kafka_timestamp, key, value, reason, detail "
-                    "FROM {s}.click_dead_letters")
+    dead = env.rows(
+        "SELECT topic, kafka_partition, kafka_offset, kafka_timestamp, key, value, reason, detail FROM {s}.click_dead_letters"
+    )
     assert Counter(row[6] for row in dead) == malformed
     assert sorted(bytes(r[5]) for r in dead) == sorted(v.encode() for _, v in records if classify(v) != VALID)
     assert all(r[0] == env.topic and r[3] is not None and bytes(r[4]).startswith(b"u") for r in dead)
@@ -161,7 +184,8 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     commits = env.lake_commits("events")
     assert [c["spotlake.batch-id"] for c in commits] == [str(b.batch_id) for b in committed]
     assert {(c["spotlake.stream"], c["spotlake.checkpoint-id"], c["operation"]) for c in commits} == {
-        (job.stream, run.checkpoint_id, "append")}
+        (job.stream, run.checkpoint_id, "append")
+    }
     phases = env.rows("SELECT phases FROM {s}.stream_batches ORDER BY batch_id")
     assert all({"aggregate", "postgres", "lake_events"} <= set(p) for (p,) in phases)
 
@@ -197,10 +221,18 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     lake_doc = env.stream_config().lake_document()
     events_name, dead_name = lake_doc.pop("events"), lake_doc.pop("dead_letters")
     lake_doc.pop("snapshot_retention_s")
-    maintenance = MaintenanceJob.from_dict({
-        "job_key": f"stream_{job.stream}#maintenance-test", "attempt": 1, "run_id": "m1",
-        "pipeline": f"stream_{job.stream}", "stream": job.stream, "registry": {"prefix": "unused"},
-        "lake": {**lake_doc, "current": events_name, "changes": dead_name}, "maintenance": {}})
+    maintenance = MaintenanceJob.from_dict(
+        {
+            "job_key": f"stream_{job.stream}#maintenance-test",
+            "attempt": 1,
+            "run_id": "m1",
+            "pipeline": f"stream_{job.stream}",
+            "stream": job.stream,
+            "registry": {"prefix": "unused"},
+            "lake": {**lake_doc, "current": events_name, "changes": dead_name},
+            "maintenance": {},
+        }
+    )
     files_before = spark.sql(f"SELECT count(*) FROM {again.lake.events_table}.files").first()[0]
     done = run_maintenance(spark, maintenance)
     assert set(done["tables"]) == {again.lake.events_table, again.lake.dead_letters_table}
@@ -214,8 +246,7 @@ def test_stream_sinks_equal_an_independent_recomputation_and_replays_change_noth
     # stays however many compaction snapshots came after it, so the last batch is still found.
     monkeypatch.setattr(clickstream_run, "RETAIN_LAST", 1)
     assert again.lake.snapshot_retention_s == 3600
-    LakeWriter(spark, replace(again, lake=replace(again.lake, snapshot_retention_s=0)),
-               run.checkpoint_id).expire_snapshots()
+    LakeWriter(spark, replace(again, lake=replace(again.lake, snapshot_retention_s=0)), run.checkpoint_id).expire_snapshots()
     for table in ("events", "dead_letters"):
         operations = [c["operation"] for c in env.lake_commits(table)]
         assert operations[0] == "append" and set(operations[1:]) == {"replace"}, operations
@@ -234,16 +265,28 @@ def test_unknown_schema_version_is_dead_lettered_with_that_reason(spark: SparkSe
     run_stream(spark, job)
     dead = env.rows("SELECT reason, detail, value, kafka_offset FROM {s}.click_dead_letters")
     assert [(r[0], r[1], bytes(r[2]).decode()) for r in dead] == [
-        ("unknown_schema_version", "schema_version 2; this job reads 1", bad)]
+        ("unknown_schema_version", "schema_version 2; this job reads 1", bad)
+    ]
     assert sum(n for n, _, _ in env.aggregates().values()) == 19
 
 
 def click_record(topic: str, offset: int, seconds: int, user: str) -> tuple:
     """A valid click by ``user`` at ``seconds`` after START_MS, as a Kafka record at ``offset``
     (produced at START_MS plus ``offset`` ms)."""
-    body = {"schema_version": 1, "event_id": f"e{offset}", "event_time": START_MS + seconds * 1000,
-            "user_id": user, "session_id": f"s{user}", "session_seq": 1, "event_type": "click",
-            "page": "/", "element": "x", "referrer": None, "device": "mobile", "country": "DE"}
+    body = {
+        "schema_version": 1,
+        "event_id": f"e{offset}",
+        "event_time": START_MS + seconds * 1000,
+        "user_id": user,
+        "session_id": f"s{user}",
+        "session_seq": 1,
+        "event_type": "click",
+        "page": "/",
+        "element": "x",
+        "referrer": None,
+        "device": "mobile",
+        "country": "DE",
+    }
     produced = datetime(2024, 5, 1, tzinfo=UTC) + timedelta(milliseconds=offset)
     return (user.encode(), json.dumps(body).encode(), topic, 0, offset, produced)
 
@@ -265,23 +308,21 @@ def test_divert_policy_keeps_late_events_out_of_their_windows(spark: SparkSessio
     batch = partial(kafka_batch, spark)
 
     write(batch([event(0, 10, "a"), event(1, 100, "b")]), 0)  # watermark after: 100 s - 30 s = 70 s
-    write(batch([event(2, 20, "c"), event(3, 95, "d")]), 1)   # 20 s is behind 70 s: late
-    write(batch([event(2, 20, "c"), event(3, 95, "d")]), 1)   # a replay of batch 1: nothing changes
+    write(batch([event(2, 20, "c"), event(3, 95, "d")]), 1)  # 20 s is behind 70 s: late
+    write(batch([event(2, 20, "c"), event(3, 95, "d")]), 1)  # a replay of batch 1: nothing changes
     writer.close()
     w0, w1 = START_MS, START_MS + 60_000
     assert env.aggregates() == {(w0, "/", "click"): (1, 1, 1), (w1, "/", "click"): (2, 2, 2)}
     assert env.rows("SELECT event_id, counted, lateness_ms FROM {s}.click_late_events") == [("e2", False, 50_000)]
     # Window [0 s, 60 s) ended before the watermark (65 s after batch 1): no later event can count there.
-    assert env.rows("SELECT count(*) FROM {s}.click_window_users WHERE window_start = to_timestamp(%s)",
-                    w0 / 1000) == [(0,)]
+    assert env.rows("SELECT count(*) FROM {s}.click_window_users WHERE window_start = to_timestamp(%s)", w0 / 1000) == [(0,)]
     assert [(b.batch_id, b.committed) for b in run.batches] == [(0, True), (1, True), (1, False)]
 
 
 def test_count_policy_counts_late_events_until_their_window_is_final(spark: SparkSession, env: StreamEnv) -> None:
     """Late events under ``count``: counted while their window ended less than ``allowed_lateness``
     before the watermark; after that, recorded and not counted, and the window's sets are gone."""
-    job = env.job(env.stream_config(watermark_delay=timedelta(seconds=30), allowed_lateness=timedelta(0),
-                                    lake=None))
+    job = env.job(env.stream_config(watermark_delay=timedelta(seconds=30), allowed_lateness=timedelta(0), lake=None))
     assert job.late_policy == "count" and job.allowed_lateness_s == 0
     writer = writer_for(env, job)
     writer.claim()
@@ -300,9 +341,10 @@ def test_count_policy_counts_late_events_until_their_window_is_final(spark: Spar
     assert env.aggregates() == {(w0, "/", "click"): (1, 1, 1), (w1, "/", "click"): (3, 3, 3)}
     assert env.rows("SELECT late_events FROM {s}.click_aggregates ORDER BY window_start") == [(0,), (1,)]
     assert env.rows("SELECT event_id, counted, lateness_ms FROM {s}.click_late_events ORDER BY event_id") == [
-        ("e2", False, 50_000), ("e3", True, 5_000)]
-    assert env.rows("SELECT count(*) FROM {s}.click_window_users WHERE window_start = to_timestamp(%s)",
-                    w0 / 1000) == [(0,)]
+        ("e2", False, 50_000),
+        ("e3", True, 5_000),
+    ]
+    assert env.rows("SELECT count(*) FROM {s}.click_window_users WHERE window_start = to_timestamp(%s)", w0 / 1000) == [(0,)]
     assert [(b.batch_id, b.committed) for b in run.batches] == [(0, True), (1, True), (1, False)]
 
     # A later run with a longer allowed_lateness: w0's sets are gone, so w0 stays final (counting
@@ -316,11 +358,16 @@ def test_count_policy_counts_late_events_until_their_window_is_final(spark: Spar
     writer.close()
     assert env.aggregates() == {(w0, "/", "click"): (1, 1, 1), (w1, "/", "click"): (3, 3, 3)}
     assert env.rows("SELECT event_id, counted FROM {s}.click_late_events WHERE batch_id = 2 ORDER BY 1") == [
-        ("e5", False), ("e6", False)]
+        ("e5", False),
+        ("e6", False),
+    ]
 
 
 def test_a_deleted_checkpoint_is_refused_until_a_reset_then_nothing_is_lost_or_counted_twice(
-    spark: SparkSession, env: StreamEnv, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+    spark: SparkSession,
+    env: StreamEnv,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     records, _ = click_records(seed=41, count=1500, malformed_fraction=0.01)
     env.produce(records[:900])
@@ -340,15 +387,25 @@ def test_a_deleted_checkpoint_is_refused_until_a_reset_then_nothing_is_lost_or_c
 
     # The reset command, as an operator runs it, against this stream's configuration.
     streams = tmp_path / "streaming.yaml"
-    streams.write_text(json.dumps({"streams": {env.name: {
-        "topics": [env.topic], "sink": {"secret_id": env.secret_id, "schema": env.schema},
-        "checkpoint": f"s3://{env.bucket}/checkpoints/{env.name}", "pool": "large"}}}))
+    streams.write_text(
+        json.dumps(
+            {
+                "streams": {
+                    env.name: {
+                        "topics": [env.topic],
+                        "sink": {"secret_id": env.secret_id, "schema": env.schema},
+                        "checkpoint": f"s3://{env.bucket}/checkpoints/{env.name}",
+                        "pool": "large",
+                    }
+                }
+            }
+        )
+    )
     monkeypatch.setenv("SPOTLAKE_STREAMS", str(streams))
     assert stream_reset.main([env.name, "--from", "committed", "--bootstrap-servers", env.bootstrap]) == 0
     ((starting,),) = env.rows("SELECT starting_offsets FROM {s}.stream_checkpoint_resets WHERE consumed_at IS NULL")
     committed = env.rows("SELECT offsets FROM {s}.stream_progress")[0][0]
-    assert json.loads(starting) == {env.topic: {str(p): committed[env.topic].get(str(p), -2)
-                                                for p in range(env.partitions)}}
+    assert json.loads(starting) == {env.topic: {str(p): committed[env.topic].get(str(p), -2) for p in range(env.partitions)}}
 
     second = run_stream(spark, env.job(attempt=3))
     assert second.checkpoint_id != first.checkpoint_id
@@ -359,8 +416,9 @@ def test_a_deleted_checkpoint_is_refused_until_a_reset_then_nothing_is_lost_or_c
     assert env.funnel() == expected_funnel(events)
     lake = Counter(row["event_id"] for row in env.lake_rows("events"))
     assert lake == Counter(e["event_id"] for e in events)
-    (reset,) = env.rows("SELECT starting_from, previous_checkpoint_id, checkpoint_id, consumed_at IS NOT NULL "
-                        "FROM {s}.stream_checkpoint_resets")
+    (reset,) = env.rows(
+        "SELECT starting_from, previous_checkpoint_id, checkpoint_id, consumed_at IS NOT NULL FROM {s}.stream_checkpoint_resets"
+    )
     assert reset == ("committed", first.checkpoint_id, second.checkpoint_id, True)
 
 
@@ -376,11 +434,11 @@ def test_the_sinks_claim_follows_one_checkpoint_and_the_newest_attempt(env: Stre
     assert first.write(0, lambda wm, final: BatchRows(input_rows=1)).committed
     again = writer(2)
     assert again.claim("c1", True, "earliest") == Claim(0, "earliest")  # the same checkpoint goes on
-    with pytest.raises(CheckpointRefused, match="has batches of its own, but the sink's progress \\(batch 0\\) "
-                                                "belongs to checkpoint c1"):
+    with pytest.raises(
+        CheckpointRefused, match="has batches of its own, but the sink's progress \\(batch 0\\) belongs to checkpoint c1"
+    ):
         writer(3).claim("c2", True, "earliest")
-    with pytest.raises(CheckpointRefused, match="checkpoint c2 is new, but the sink has committed batches 0..0 of "
-                                                "checkpoint c1"):
+    with pytest.raises(CheckpointRefused, match="checkpoint c2 is new, but the sink has committed batches 0..0 of checkpoint c1"):
         writer(3).claim("c2", False, "earliest")
     connection = env.connect()
     try:
@@ -395,15 +453,12 @@ def test_the_sinks_claim_follows_one_checkpoint_and_the_newest_attempt(env: Stre
     with pytest.raises(StreamFencedError, match="attempt 3 .* owns the sink"):
         writer(2).claim("c2", False, "earliest")
     assert third.write(0, lambda wm, final: BatchRows(input_rows=1)).committed
-    assert env.rows("SELECT checkpoint_id, batch_id FROM {s}.stream_batches ORDER BY committed_at") == [
-        ("c1", 0), ("c2", 0)]
+    assert env.rows("SELECT checkpoint_id, batch_id FROM {s}.stream_batches ORDER BY committed_at") == [("c1", 0), ("c2", 0)]
     for w in (first, again, third):
         w.close()
 
 
-def test_an_old_driver_is_fenced_out_of_every_sink_once_a_newer_attempt_claims(
-    spark: SparkSession, env: StreamEnv
-) -> None:
+def test_an_old_driver_is_fenced_out_of_every_sink_once_a_newer_attempt_claims(spark: SparkSession, env: StreamEnv) -> None:
     """Attempt 1 keeps running (its cluster only looked dead) while attempt 2 starts on the same
     checkpoint: once attempt 2 claims, attempt 1 writes nothing, to PostgreSQL or the lake."""
     records, _ = click_records(seed=43, count=1200)
@@ -469,9 +524,7 @@ def test_an_event_a_day_in_the_future_is_dead_lettered_and_its_windows_real_even
     assert [r["reason"] for r in env.lake_rows("dead_letters")] == ["future_event_time"]
 
 
-def test_the_sink_unreachable_for_30_s_is_ridden_out_and_every_event_counted_once(
-    spark: SparkSession, env: StreamEnv
-) -> None:
+def test_the_sink_unreachable_for_30_s_is_ridden_out_and_every_event_counted_once(spark: SparkSession, env: StreamEnv) -> None:
     proxy = TcpProxy(int(env.postgres["port"]))
     env.sm.put_secret_value(SecretId=env.secret_id, SecretString=env.sink_secret(proxy.port))
     records, _ = click_records(seed=47, count=1500)
@@ -519,12 +572,23 @@ def test_supervisor_fails_on_a_missing_topic_naming_it_and_the_brokers(kafka_boo
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"the supervisor went on to {name} with a missing topic")
 
-    stream = StreamConfig(name="clicks", pool="large", topics=(missing,), sink_secret_id="unused",
-                          sink_schema="unused", checkpoint="s3a://unused/checkpoint")
+    stream = StreamConfig(
+        name="clicks",
+        pool="large",
+        topics=(missing,),
+        sink_secret_id="unused",
+        sink_schema="unused",
+        checkpoint="s3a://unused/checkpoint",
+    )
     supervisor = StreamSupervisor(
-        stream=stream, registry=Untouchable(), statuses=Untouchable(),
-        kafka=KafkaTopics(kafka_bootstrap), sink=Untouchable(), client_for=Untouchable(),
-        control_for=Untouchable(), publish=Untouchable(),
+        stream=stream,
+        registry=Untouchable(),
+        statuses=Untouchable(),
+        kafka=KafkaTopics(kafka_bootstrap),
+        sink=Untouchable(),
+        client_for=Untouchable(),
+        control_for=Untouchable(),
+        publish=Untouchable(),
     )
     with pytest.raises(TopicMissing, match=missing):
         supervisor.supervise()
@@ -542,11 +606,14 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 1.0)
 
 
 def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths(
-    env: StreamEnv, start_livy: Any, supervisor: Any, moto_endpoint: str, sink_postgres: dict[str, str],
+    env: StreamEnv,
+    start_livy: Any,
+    supervisor: Any,
+    moto_endpoint: str,
+    sink_postgres: dict[str, str],
     spark: SparkSession,
 ) -> None:
-    records, malformed = click_records(seed=33, count=3000, malformed_fraction=0.01, late_fraction=0.05,
-                                       late_max_seconds=120)
+    records, malformed = click_records(seed=33, count=3000, malformed_fraction=0.01, late_fraction=0.05, late_max_seconds=120)
     parts = [records[:1000], records[1000:2000], records[2000:]]
     registry = Registry(boto3.client("dynamodb", endpoint_url=moto_endpoint), prefix=f"itest-{env.tag}")
     registry.create_tables()
@@ -555,8 +622,13 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
     stream = env.stream_config(pool=pool, max_offsets_per_trigger=300)
     statuses = StreamStatusStore(registry.client, registry.prefix)
     stream_supervisor = StreamSupervisor(
-        stream=stream, registry=registry, statuses=statuses, kafka=KafkaTopics(env.bootstrap),
-        sink=SinkDatabase(env.connect, env.schema), client_for=EndpointLivyHook, control_for=LivyBatchControl,
+        stream=stream,
+        registry=registry,
+        statuses=statuses,
+        kafka=KafkaTopics(env.bootstrap),
+        sink=SinkDatabase(env.connect, env.schema),
+        client_for=EndpointLivyHook,
+        control_for=LivyBatchControl,
         publish=lambda: artifacts.publish("clickstream"),
     )
 
@@ -583,8 +655,12 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
         for death, part in enumerate(parts[1:], start=1):
             # Mid-stream: the running job has committed some of what it has but not all of it.
             committed = env.committed_offsets(stream.query_name)
-            wait_until(lambda c=committed: env.committed_offsets(stream.query_name) > c, 180,
-                       f"a committed batch before death {death}", interval=0.2)
+            wait_until(
+                lambda c=committed: env.committed_offsets(stream.query_name) > c,
+                180,
+                f"a committed batch before death {death}",
+                interval=0.2,
+            )
             env.produce(part)
             produced += len(part)
             assert env.committed_offsets(stream.query_name) < produced
@@ -593,8 +669,7 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
             waiting = stream_supervisor.supervise()
             assert waiting.state == StreamState.WAITING, waiting.reason  # not yet declared dead
             # The fleet declares it dead and brings a replacement READY.
-            registry.transition_cluster(registry.get_cluster(pool, cluster.cluster_id), ClusterState.DEAD,
-                                        "Livy process killed")
+            registry.transition_cluster(registry.get_cluster(pool, cluster.cluster_id), ClusterState.DEAD, "Livy process killed")
             cluster, name, url = launch("bc"[death - 1])
             livy_names.append(name)
             restarted = stream_supervisor.supervise()
@@ -603,8 +678,7 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
             assert job is not None and job.cluster_id == cluster.cluster_id and job.attempt == death + 1
             assert restarted.restarts_in_window == death
 
-        wait_until(lambda: env.committed_offsets(stream.query_name) == len(records), 300,
-                   "the restarted stream to catch up")
+        wait_until(lambda: env.committed_offsets(stream.query_name) == len(records), 300, "the restarted stream to catch up")
         report = stream_supervisor.supervise()
         assert report.state == StreamState.RUNNING and report.lag is not None and report.lag.total == 0
         status = statuses.get(stream.name)
@@ -627,7 +701,8 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
         batches = [c["spotlake.batch-id"] for c in env.lake_commits("events")]
         assert len(batches) == len(set(batches))
         assert {c["spotlake.checkpoint-id"] for c in env.lake_commits("events")} == {
-            env.rows("SELECT checkpoint_id FROM {s}.stream_progress")[0][0]}
+            env.rows("SELECT checkpoint_id FROM {s}.stream_progress")[0][0]
+        }
         # No credential in what Livy was given or logged.
         with urllib.request.urlopen(f"{url}/batches/{job.batch_id}/log?from=0&size=2000") as resp:  # noqa: S310
             assert sink_postgres["password"] not in resp.read().decode()
@@ -660,7 +735,8 @@ def test_migrations_apply_once_and_refuse_an_edited_file(env: StreamEnv, tmp_pat
         (tmp_path / shipped[0].path.name).write_text(shipped[0].sql)
         following = len(shipped) + 1
         (tmp_path / f"{following:04d}_dashboard_index.sql").write_text(
-            "CREATE INDEX click_aggregates_type_window ON click_aggregates (event_type, window_start);")
+            "CREATE INDEX click_aggregates_type_window ON click_aggregates (event_type, window_start);"
+        )
         assert sink_schema.apply(connection, env.schema, tmp_path) == [f"{following:04d}_dashboard_index.sql"]
         assert sink_schema.applied_versions(connection, env.schema) == [*(m.version for m in shipped), following]
     finally:

@@ -11,13 +11,10 @@ waits, then release the lock and check that the window finished exactly once on 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -25,9 +22,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from airflow.exceptions import TaskDeferred
 
+from hooks.livy import EndpointLivyHook
 from spark_jobs.common.lake_state import parse_iso
 from spotlake.registry import Cluster, ClusterState, JobState
 from tests.support.extraction_harness import (
@@ -72,10 +71,10 @@ def livy_url(start_livy: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def warm(mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, livy_url: str,
-         tmp_path_factory: pytest.TempPathFactory) -> ExtractionEnv:
-    return ExtractionEnv(mysql, moto_endpoint, livy_url, tmp_path_factory.mktemp("warm"), catalog_secret,
-                         sessions=dict(SESSIONS))
+def warm(
+    mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, livy_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> ExtractionEnv:
+    return ExtractionEnv(mysql, moto_endpoint, livy_url, tmp_path_factory.mktemp("warm"), catalog_secret, sessions=dict(SESSIONS))
 
 
 @pytest.fixture
@@ -92,10 +91,10 @@ def set_sessions(env: ExtractionEnv, **changes: Any) -> None:
 
 
 def livy(env: ExtractionEnv, path: str, method: str = "GET", url: str | None = None) -> Any:
-    request = urllib.request.Request(f"{url or env.livy_url}{path}", method=method,  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read() or b"null")
+    """Livy's answer to ``method path`` (JSON), through the same hook the operators use."""
+    response = EndpointLivyHook(url or env.livy_url).run_method(path.lstrip("/"), method)
+    response.raise_for_status()
+    return response.json() if response.content else None
 
 
 def window_statements(env: ExtractionEnv, session_id: int, url: str | None = None) -> list[dict[str, Any]]:
@@ -155,8 +154,7 @@ def new_pipeline(env: ExtractionEnv, name: str) -> tuple[str, str, datetime]:
     (table, pipeline, the next window)."""
     table = create_table(env, name)
     w0 = base_window()
-    insert(env, table, [(i, f"c{i % 7}", "placed", Decimal(i) / 4, w0 - timedelta(seconds=i))
-                        for i in range(1, 301)])
+    insert(env, table, [(i, f"c{i % 7}", "placed", Decimal(i) / 4, w0 - timedelta(seconds=i)) for i in range(1, 301)])
     pipeline = env.add_pipeline(f"{name}_{env.tag}", table, initial_load=False)
     first = run_operator(env.operator(pipeline), w0, w0 + FIVE)
     assert first["rows_read"] == 300 and parse_iso(env.state(pipeline).watermark) == w0 + FIVE
@@ -165,27 +163,37 @@ def new_pipeline(env: ExtractionEnv, name: str) -> tuple[str, str, datetime]:
 
 def change_rows(env: ExtractionEnv, table: str, window: datetime, first_id: int) -> None:
     """Inserts, updates and a soft delete with cursors inside ``window``."""
-    insert(env, table, [(first_id + i, "new", "placed", Decimal("9.99"), window + timedelta(seconds=10 + i))
-                        for i in range(25)])
+    insert(env, table, [(first_id + i, "new", "placed", Decimal("9.99"), window + timedelta(seconds=10 + i)) for i in range(25)])
     update(env, table, "status = 'paid', updated_at = %s WHERE id <= 20", naive(window + timedelta(seconds=50)))
-    update(env, table, "deleted_at = %s, updated_at = %s WHERE id = 21",
-           naive(window + timedelta(seconds=55)), naive(window + timedelta(seconds=55)))
+    update(
+        env,
+        table,
+        "deleted_at = %s, updated_at = %s WHERE id = 21",
+        naive(window + timedelta(seconds=55)),
+        naive(window + timedelta(seconds=55)),
+    )
 
 
 def running_statement(env: ExtractionEnv, job_key: str, attempt: int = 1) -> Any:
     """The job once its attempt ``attempt`` has a statement that Livy runs."""
+
     def found() -> Any:
         job = env.registry.get_job(job_key)
         if job is None or job.attempt != attempt or job.statement_id < 0:
             return None
         statement = livy(env, f"/sessions/{job.session_id}/statements/{job.statement_id}", url=job.endpoint)
         return job if statement["state"] == "running" else None
+
     return wait_for(found, 240, f"attempt {attempt} of {job_key} running as a statement")
 
 
 # --------------------------------------------------------------------- tests
 def test_windows_as_statements_commit_what_batches_commit(
-    in_warm: ExtractionEnv, mysql: dict[str, str], moto_endpoint: str, catalog_secret: str, livy_url: str,
+    in_warm: ExtractionEnv,
+    mysql: dict[str, str],
+    moto_endpoint: str,
+    catalog_secret: str,
+    livy_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     env = in_warm
@@ -229,8 +237,11 @@ def test_a_session_killed_during_its_statement_is_replaced_and_the_window_finish
         thread, out = run_in_thread(lambda: run_operator(env.operator(pipeline), w, w + FIVE))
         first = running_statement(env, job_key)
         livy(env, f"/sessions/{first.session_id}", method="DELETE")  # the session's driver dies
-        second = wait_for(lambda: (j := env.registry.get_job(job_key)).attempt == 2 and j.statement_id >= 0 and j,
-                          240, "the window re-queued onto a new session")
+        second = wait_for(
+            lambda: (j := env.registry.get_job(job_key)).attempt == 2 and j.statement_id >= 0 and j,
+            240,
+            "the window re-queued onto a new session",
+        )
         release()
         thread.join(300)
     assert "error" not in out, out.get("error")
@@ -279,8 +290,11 @@ def test_a_statement_hung_past_its_deadline_is_cancelled_and_finishes_on_a_new_s
     with table_locked(env, table) as release:
         thread, out = run_in_thread(lambda: run_operator(env.operator(pipeline), w, w + FIVE))
         first = running_statement(env, job_key)
-        second = wait_for(lambda: (j := env.registry.get_job(job_key)).attempt == 2 and j.statement_id >= 0 and j,
-                          240, "the hung statement re-queued")
+        second = wait_for(
+            lambda: (j := env.registry.get_job(job_key)).attempt == 2 and j.statement_id >= 0 and j,
+            240,
+            "the hung statement re-queued",
+        )
         release()
         thread.join(300)
     assert "error" not in out, out.get("error")
@@ -288,14 +302,16 @@ def test_a_statement_hung_past_its_deadline_is_cancelled_and_finishes_on_a_new_s
     # The hung statement's session was deleted, and whatever it still ran with it.
     try:
         state = livy(env, f"/sessions/{first.session_id}")["state"]
-    except urllib.error.HTTPError as exc:
-        state = f"HTTP {exc.code}"
+    except requests.HTTPError as exc:
+        state = f"HTTP {exc.response.status_code}"
     assert state in ("HTTP 404", "dead", "killed", "shutting_down"), state
     assert lake_rows(env, pipeline) == source_rows(env, table)
 
 
 def test_a_cluster_killed_during_a_statement_moves_the_window_to_the_replacement(
-    in_warm: ExtractionEnv, start_livy: Any, supervisor: Any,
+    in_warm: ExtractionEnv,
+    start_livy: Any,
+    supervisor: Any,
 ) -> None:
     env = in_warm
     set_sessions(env, inline_wait="2s")
@@ -323,8 +339,11 @@ def test_a_cluster_killed_during_a_statement_moves_the_window_to_the_replacement
             replacement = Cluster(pool=pool, cluster_id=f"repl-{env.tag}", provider="local", state="")
             env.registry.put_launching(replacement)
             env.registry.mark_ready(replacement, back.endpoint)
-            second = wait_for(lambda: (j := env.registry.get_job(job_key)).attempt == 2 and j.statement_id >= 0 and j,
-                              240, "the window re-queued onto the replacement")
+            second = wait_for(
+                lambda: (j := env.registry.get_job(job_key)).attempt == 2 and j.statement_id >= 0 and j,
+                240,
+                "the window re-queued onto the replacement",
+            )
             release()
             thread.join(300)
     finally:
@@ -358,10 +377,12 @@ def test_a_session_grown_past_its_memory_limit_is_replaced_after_its_window(in_w
     table, pipeline, w = new_pipeline(env, "grown")
     session_ids = []
     # Limits every session exceeds: the driver heap (live after GC) and then the Python process.
-    for n, (limits, reason) in enumerate([
-        ({"recycle_heap": "0.01%"}, r"driver heap live after GC (\d+) of (\d+) MiB \(sessions.recycle_heap 0%\)"),
-        ({"recycle_python_mb": 1}, r"session Python process at (\d+) MiB \(sessions.recycle_python_mb 1\)"),
-    ]):
+    for n, (limits, reason) in enumerate(
+        [
+            ({"recycle_heap": "0.01%"}, r"driver heap live after GC (\d+) of (\d+) MiB \(sessions.recycle_heap 0%\)"),
+            ({"recycle_python_mb": 1}, r"session Python process at (\d+) MiB \(sessions.recycle_python_mb 1\)"),
+        ]
+    ):
         set_sessions(env, **limits)
         start = w + n * FIVE
         change_rows(env, table, start, 3000 + 1000 * n)
@@ -375,6 +396,9 @@ def test_a_session_grown_past_its_memory_limit_is_replaced_after_its_window(in_w
         assert all(int(figure) > 0 for figure in found.groups())
         # Deleted at once, not left to Livy's idle timeout.
         gone = job.session_id
-        wait_for(lambda: gone not in {s["id"] for s in livy(env, "/sessions")["sessions"]}, 30,  # noqa: B023
-                 f"session {gone} deleted")
+        wait_for(
+            lambda: gone not in {s["id"] for s in livy(env, "/sessions")["sessions"]},  # noqa: B023
+            30,
+            f"session {gone} deleted",
+        )
     assert lake_rows(env, pipeline) == source_rows(env, table)

@@ -24,8 +24,13 @@ def ready(registry: Registry, cluster_id: str, pool: str = "small") -> Cluster:
     return registry.mark_ready(cluster, endpoint_of(cluster_id))
 
 
-def replace(registry: Registry, old: str, new: str, pool: str = "small", reason: str = "spot instance reclaimed",
-            ) -> Cluster:
+def replace(
+    registry: Registry,
+    old: str,
+    new: str,
+    pool: str = "small",
+    reason: str = "spot instance reclaimed",
+) -> Cluster:
     """As the fleet heals a pool: cluster ``old`` DEAD, ``new`` READY in its place."""
     cluster = registry.get_cluster(pool, old)
     assert cluster is not None, f"no cluster {old} in pool {pool}"

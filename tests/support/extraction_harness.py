@@ -39,15 +39,18 @@ async def _first_event(trigger: Any) -> Any:
     raise AssertionError(f"{trigger!r} ended without an event")
 
 
-def run_operator(operator: Any, start: datetime, end: datetime, max_deferrals: int = 50,
-                 context: dict[str, Any] | None = None) -> Any:
+def run_operator(
+    operator: Any, start: datetime, end: datetime, max_deferrals: int = 50, context: dict[str, Any] | None = None
+) -> Any:
     context = context if context is not None else {}
-    context.update({
-        "data_interval_start": start,
-        "data_interval_end": end,
-        "ti": FakeTaskInstance(),
-        "outlet_events": defaultdict(SimpleNamespace),
-    })
+    context.update(
+        {
+            "data_interval_start": start,
+            "data_interval_end": end,
+            "ti": FakeTaskInstance(),
+            "outlet_events": defaultdict(SimpleNamespace),
+        }
+    )
     step: Any = lambda: operator.execute(context)  # noqa: E731
     for _ in range(max_deferrals):
         try:
@@ -64,8 +67,16 @@ class ExtractionEnv:
     """A pool with one local cluster, a lake (bucket and catalog namespace), a source secret
     and a pipelines file of its own."""
 
-    def __init__(self, mysql: dict[str, str], moto_endpoint: str, livy_url: str, tmp: Path,
-                 catalog_secret: str, register_cluster: bool = True, sessions: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        mysql: dict[str, str],
+        moto_endpoint: str,
+        livy_url: str,
+        tmp: Path,
+        catalog_secret: str,
+        register_cluster: bool = True,
+        sessions: dict[str, Any] | None = None,
+    ) -> None:
         self.mysql = mysql
         self.moto_endpoint = moto_endpoint
         self.livy_url = livy_url
@@ -79,10 +90,19 @@ class ExtractionEnv:
         self.config_path = tmp / "pipelines.yaml"
         # The pool's settings: windows run as Livy batches unless ``sessions`` enables warm sessions.
         self.pools_path = tmp / "pools.yaml"
-        self.pools_path.write_text(yaml.safe_dump({"pools": {self.pool: {
-            "serves": {"pipelines": ["*"]}, "local": {"master": "local[1]"},
-            "sessions": sessions if sessions is not None else {"enabled": False},
-        }}}))
+        self.pools_path.write_text(
+            yaml.safe_dump(
+                {
+                    "pools": {
+                        self.pool: {
+                            "serves": {"pipelines": ["*"]},
+                            "local": {"master": "local[1]"},
+                            "sessions": sessions if sessions is not None else {"enabled": False},
+                        }
+                    }
+                }
+            )
+        )
         self.s3 = boto3.client("s3")  # the local S3 server, through AWS_ENDPOINT_URL_S3
         self.s3.create_bucket(Bucket=self.bucket)
         self.put_secret(mysql)
@@ -98,13 +118,23 @@ class ExtractionEnv:
 
     def environ(self) -> dict[str, str]:
         """The settings a task of this environment reads from the environment."""
-        return {"SPOTLAKE_PIPELINES": str(self.config_path), "SPOTLAKE_POOLS": str(self.pools_path),
-                "SPOTLAKE_REGISTRY_PREFIX": self.prefix}
+        return {
+            "SPOTLAKE_PIPELINES": str(self.config_path),
+            "SPOTLAKE_POOLS": str(self.pools_path),
+            "SPOTLAKE_REGISTRY_PREFIX": self.prefix,
+        }
 
     def put_secret(self, mysql: dict[str, str], secret_id: str | None = None) -> str:
         sm = boto3.client("secretsmanager", endpoint_url=self.moto_endpoint)
-        secret = json.dumps({"host": mysql["host"], "port": int(mysql["port"]), "database": mysql["database"],
-                             "username": mysql["user"], "password": mysql["password"]})
+        secret = json.dumps(
+            {
+                "host": mysql["host"],
+                "port": int(mysql["port"]),
+                "database": mysql["database"],
+                "username": mysql["user"],
+                "password": mysql["password"],
+            }
+        )
         secret_id = secret_id or self.secret_id
         try:
             sm.create_secret(Name=secret_id, SecretString=secret)
@@ -113,11 +143,19 @@ class ExtractionEnv:
         return secret_id
 
     def add_pipeline(self, name: str, table: str, source: str = "src", **extra: Any) -> str:
-        self.pipelines.append({
-            "name": name, "source": source, "database": self.mysql["database"], "table": table,
-            "primary_key": "id", "cursor": "updated_at", "soft_delete": "deleted_at", "pool": self.pool,
-            **extra,
-        })
+        self.pipelines.append(
+            {
+                "name": name,
+                "source": source,
+                "database": self.mysql["database"],
+                "table": table,
+                "primary_key": "id",
+                "cursor": "updated_at",
+                "soft_delete": "deleted_at",
+                "pool": self.pool,
+                **extra,
+            }
+        )
         self.write_config()
         return name
 
@@ -126,17 +164,27 @@ class ExtractionEnv:
         self.write_config()
 
     def write_config(self) -> None:
-        self.config_path.write_text(yaml.safe_dump({
-            "lake": {"catalog": "lake", "type": "jdbc", "secret_id": self.catalog_secret,
-                     "warehouse": f"s3://{self.bucket}/warehouse", "namespace": self.namespace},
-            "defaults": {"schedule": "*/5 * * * *", "lookback": "5m"},
-            "sources": {name: {"secret_id": sid} for name, sid in self.sources.items()},
-            "pipelines": self.pipelines,
-        }))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "lake": {
+                        "catalog": "lake",
+                        "type": "jdbc",
+                        "secret_id": self.catalog_secret,
+                        "warehouse": f"s3://{self.bucket}/warehouse",
+                        "namespace": self.namespace,
+                    },
+                    "defaults": {"schedule": "*/5 * * * *", "lookback": "5m"},
+                    "sources": {name: {"secret_id": sid} for name, sid in self.sources.items()},
+                    "pipelines": self.pipelines,
+                }
+            )
+        )
 
     def operator(self, pipeline: str) -> ExtractWindowOperator:
-        return ExtractWindowOperator(task_id=f"extract_{pipeline}", pipeline_name=pipeline,
-                                     pool_name=self.pool, poll_interval=1.0)
+        return ExtractWindowOperator(
+            task_id=f"extract_{pipeline}", pipeline_name=pipeline, pool_name=self.pool, poll_interval=1.0
+        )
 
     def config(self) -> config.PipelinesConfig:
         return config.load(self.config_path)
@@ -152,8 +200,9 @@ class ExtractionEnv:
 
     def connect(self) -> pymysql.Connection:
         m = self.mysql
-        return pymysql.connect(host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"],
-                               database=m["database"], autocommit=True)
+        return pymysql.connect(
+            host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"], database=m["database"], autocommit=True
+        )
 
 
 # ----------------------------------------------------------- shared helpers
@@ -164,11 +213,18 @@ COLUMNS = ("id", "customer", "status", "amount", "updated_at", "deleted_at")
 
 
 def aws_connection(moto_endpoint: str) -> str:
-    return json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"region_name": "us-east-1", "endpoint_url": moto_endpoint,
-                  "service_config": {"s3": {"endpoint_url": os.environ["AWS_ENDPOINT_URL_S3"]}}},
-    })
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {
+                "region_name": "us-east-1",
+                "endpoint_url": moto_endpoint,
+                "service_config": {"s3": {"endpoint_url": os.environ["AWS_ENDPOINT_URL_S3"]}},
+            },
+        }
+    )
 
 
 def create_table(env: ExtractionEnv, name: str, indexed: bool = True) -> str:
@@ -178,7 +234,7 @@ def create_table(env: ExtractionEnv, name: str, indexed: bool = True) -> str:
         cur.execute(f"""CREATE TABLE {table} (
             id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, status VARCHAR(16) NOT NULL,
             amount DECIMAL(10,2) NOT NULL, updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL
-            {', KEY ix_updated (updated_at)' if indexed else ''})""")
+            {", KEY ix_updated (updated_at)" if indexed else ""})""")
     return table
 
 
@@ -222,8 +278,9 @@ def lake_rows(env: ExtractionEnv, pipeline: str) -> dict[int, dict[str, Any]]:
 
 def insert(env: ExtractionEnv, table: str, rows: list[tuple[int, str, str, Decimal, datetime]]) -> None:
     with env.connect().cursor() as cur:
-        cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, NULL)",
-                        [(i, c, s, a, naive(t)) for i, c, s, a, t in rows])
+        cur.executemany(
+            f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, NULL)", [(i, c, s, a, naive(t)) for i, c, s, a, t in rows]
+        )
 
 
 def update(env: ExtractionEnv, table: str, sql: str, *params: Any) -> None:

@@ -55,19 +55,25 @@ class FakeProvider(ClusterProvider):
     def terminate(self, cluster: Cluster, reason: str) -> None:
         self.terminated.append((cluster.cluster_id, reason))
         self.health_of[cluster.cluster_id] = ClusterHealth(
-            Liveness.DEAD, f"terminated ({reason})", Cause.OWN_TERMINATION, own_termination=True,
+            Liveness.DEAD,
+            f"terminated ({reason})",
+            Cause.OWN_TERMINATION,
+            own_termination=True,
             definitive=True,
         )
 
-    def fail(self, cluster_id: str, reason: str = "Livy at http://x did not answer: connection refused"
-             ) -> None:
+    def fail(self, cluster_id: str, reason: str = "Livy at http://x did not answer: connection refused") -> None:
         self.health_of[cluster_id] = ClusterHealth.failed(reason)
 
 
 def pool_config(**overrides: Any) -> PoolConfig:
     values: dict[str, Any] = {
-        "name": "small", "max_age": timedelta(hours=6), "drain_deadline": timedelta(minutes=30),
-        "health_check_interval": timedelta(seconds=15), "failure_threshold": 3,
-        "launch_timeout": timedelta(minutes=20), "local": LocalShape("local[2]"),
+        "name": "small",
+        "max_age": timedelta(hours=6),
+        "drain_deadline": timedelta(minutes=30),
+        "health_check_interval": timedelta(seconds=15),
+        "failure_threshold": 3,
+        "launch_timeout": timedelta(minutes=20),
+        "local": LocalShape("local[2]"),
     }
     return PoolConfig(**{**values, **overrides})

@@ -24,8 +24,15 @@ BASE_JOB: dict[str, Any] = {
         "read_from": "2026-11-27T13:55:00+00:00",
     },
     "transforms": [],
-    "lake": {"catalog": "lake", "type": "jdbc", "warehouse": "s3://spotlake-lake/warehouse", "namespace": "shop",
-             "current": "shop_orders", "changes": "shop_orders_changes", "secret_id": "spotlake/postgres/catalog"},
+    "lake": {
+        "catalog": "lake",
+        "type": "jdbc",
+        "warehouse": "s3://spotlake-lake/warehouse",
+        "namespace": "shop",
+        "current": "shop_orders",
+        "changes": "shop_orders_changes",
+        "secret_id": "spotlake/postgres/catalog",
+    },
     "registry": {"prefix": "spotlake", "region": "eu-west-1"},
     "read": {"fetch_size": 10000, "partition_rows": 250000, "max_partitions": 2},
 }

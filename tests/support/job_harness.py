@@ -67,8 +67,7 @@ def iceberg_session(s3_endpoint: str) -> Iterator[SparkSession]:
     existing = SparkSession.getActiveSession()
     if existing is not None:
         conf = existing.sparkContext.getConf()
-        if "iceberg-spark-runtime" in conf.get("spark.jars", "") and ICEBERG_EXTENSIONS in conf.get(
-                "spark.sql.extensions", ""):
+        if "iceberg-spark-runtime" in conf.get("spark.jars", "") and ICEBERG_EXTENSIONS in conf.get("spark.sql.extensions", ""):
             yield existing
             return
         existing.stop()
@@ -113,9 +112,18 @@ class Lake:
         self.namespace = f"job_{self.tag}"
         self.secret_id = f"spotlake/test/source-{self.tag}"
         boto3.client("s3").create_bucket(Bucket=self.bucket)
-        boto3.client("secretsmanager").create_secret(Name=self.secret_id, SecretString=json.dumps({
-            "host": self.mysql["host"], "port": int(self.mysql["port"]), "database": self.mysql["database"],
-            "username": self.mysql["user"], "password": self.mysql["password"]}))
+        boto3.client("secretsmanager").create_secret(
+            Name=self.secret_id,
+            SecretString=json.dumps(
+                {
+                    "host": self.mysql["host"],
+                    "port": int(self.mysql["port"]),
+                    "database": self.mysql["database"],
+                    "username": self.mysql["user"],
+                    "password": self.mysql["password"],
+                }
+            ),
+        )
         self.registry = Registry(boto3.client("dynamodb"), prefix=self.prefix)
         self.registry.create_tables()
         self.store = LakeState(self.registry.client, self.prefix)
@@ -123,19 +131,37 @@ class Lake:
         self.registry.put_launching(self.cluster)
         self.registry.mark_ready(self.cluster, "http://unused")
         self.config_path = self.tmp / "pipelines.yaml"
-        self.config_path.write_text(json.dumps({
-            "lake": {"catalog": "lake", "type": "jdbc", "secret_id": self.catalog_secret,
-                     "warehouse": f"s3://{self.bucket}/warehouse", "namespace": self.namespace},
-            "sources": {"src": {"secret_id": self.secret_id}},
-            "pipelines": [{"name": self.pipeline, "source": "src", "database": self.mysql["database"],
-                           "table": self.table, "primary_key": "id", "cursor": "updated_at",
-                           "soft_delete": "deleted_at"}],
-        }))
+        self.config_path.write_text(
+            json.dumps(
+                {
+                    "lake": {
+                        "catalog": "lake",
+                        "type": "jdbc",
+                        "secret_id": self.catalog_secret,
+                        "warehouse": f"s3://{self.bucket}/warehouse",
+                        "namespace": self.namespace,
+                    },
+                    "sources": {"src": {"secret_id": self.secret_id}},
+                    "pipelines": [
+                        {
+                            "name": self.pipeline,
+                            "source": "src",
+                            "database": self.mysql["database"],
+                            "table": self.table,
+                            "primary_key": "id",
+                            "cursor": "updated_at",
+                            "soft_delete": "deleted_at",
+                        }
+                    ],
+                }
+            )
+        )
 
     def connect(self) -> pymysql.Connection:
         m = self.mysql
-        return pymysql.connect(host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"],
-                               database=m["database"], autocommit=True)
+        return pymysql.connect(
+            host=m["host"], port=int(m["port"]), user=m["user"], password=m["password"], database=m["database"], autocommit=True
+        )
 
     def sql(self, statement: str, *params: Any) -> None:
         with self.connect().cursor() as cur:
@@ -149,17 +175,30 @@ class Lake:
 
     def document(self, job_key: str, run_id: str, attempt: int, **changes: Any) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "job_key": job_key, "attempt": attempt, "run_id": run_id, "pipeline": self.pipeline,
+            "job_key": job_key,
+            "attempt": attempt,
+            "run_id": run_id,
+            "pipeline": self.pipeline,
             "kind": "snapshot" if job_key.endswith("#snapshot") else "window",
-            "source": {"secret_id": self.secret_id}, "database": self.mysql["database"], "table": self.table,
-            "primary_key": ["id"], "cursor": "updated_at", "soft_delete": "deleted_at",
+            "source": {"secret_id": self.secret_id},
+            "database": self.mysql["database"],
+            "table": self.table,
+            "primary_key": ["id"],
+            "cursor": "updated_at",
+            "soft_delete": "deleted_at",
             "transforms": [
                 {"op": "function", "name": "shop.normalise_email"},
                 {"op": "mask", "columns": {"phone": {"keep_last": 4}}},
             ],
-            "lake": {"catalog": "lake", "type": "jdbc", "warehouse": f"s3://{self.bucket}/warehouse",
-                     "namespace": self.namespace, "current": self.pipeline, "changes": f"{self.pipeline}_changes",
-                     "secret_id": self.catalog_secret},
+            "lake": {
+                "catalog": "lake",
+                "type": "jdbc",
+                "warehouse": f"s3://{self.bucket}/warehouse",
+                "namespace": self.namespace,
+                "current": self.pipeline,
+                "changes": f"{self.pipeline}_changes",
+                "secret_id": self.catalog_secret,
+            },
             "registry": {"prefix": self.prefix, "region": "us-east-1"},
             "read": {"fetch_size": 1000, "chunk_rows": 40},
             "commit": {"lease_s": 30, "wait_s": 300},
@@ -179,9 +218,17 @@ class Lake:
         assert state is not None and state.watermark is not None
         read_from = min(start, parse_iso(state.watermark)) - FIVE
         label = start.strftime("%Y%m%dT%H%M%SZ")
-        return self.store.plan_window(WindowRecord(
-            pipeline=self.pipeline, window=label, job_key=f"{self.pipeline}#{label}", start=iso(start),
-            end=iso(start + FIVE), read_from=iso(read_from), planned_at=iso(datetime.now(UTC))))
+        return self.store.plan_window(
+            WindowRecord(
+                pipeline=self.pipeline,
+                window=label,
+                job_key=f"{self.pipeline}#{label}",
+                start=iso(start),
+                end=iso(start + FIVE),
+                read_from=iso(read_from),
+                planned_at=iso(datetime.now(UTC)),
+            )
+        )
 
     def window_job(self, start: datetime, **changes: Any) -> ExtractJob:
         record = self.plan(start)
@@ -196,8 +243,10 @@ class Lake:
         key = f"{self.pipeline}#maintenance-{uuid.uuid4().hex[:6]}"
         run_id, attempt = self.claim(key)
         doc = self.document(key, run_id, attempt)
-        return MaintenanceJob.from_dict({k: doc[k] for k in ("job_key", "attempt", "run_id", "pipeline", "lake",
-                                                              "registry", "commit")} | {"maintenance": options})
+        return MaintenanceJob.from_dict(
+            {k: doc[k] for k in ("job_key", "attempt", "run_id", "pipeline", "lake", "registry", "commit")}
+            | {"maintenance": options}
+        )
 
     def maintain(self, spark: SparkSession, **options: Any) -> dict[str, Any]:
         return run_maintenance(spark, self.maintenance_job(**options))
@@ -225,8 +274,9 @@ class Lake:
 
     def current(self) -> dict[int, tuple[Any, ...]]:
         rows = self.lake()
-        keyed = {r["id"]: tuple(plain(r[c]) for c in ("id", "email", "phone", "amount", "updated_at", "deleted_at"))
-                 for r in rows}
+        keyed = {
+            r["id"]: tuple(plain(r[c]) for c in ("id", "email", "phone", "amount", "updated_at", "deleted_at")) for r in rows
+        }
         assert len(keyed) == len(rows), "a primary key appears twice in the current-state table"
         return keyed
 
@@ -248,9 +298,11 @@ def plain(value: Any) -> Any:
 def orders_pipeline(mysql: dict[str, str], catalog_secret: str, tmp: Path) -> Lake:
     """A pipeline over a new orders table (id, email, phone, amount, updated_at, deleted_at)."""
     env = Lake(mysql, catalog_secret, tmp)
-    env.sql(f"CREATE TABLE {env.table} (id BIGINT PRIMARY KEY, email VARCHAR(100), phone VARCHAR(20), "
-            "amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL, "
-            "KEY ix_updated_at (updated_at))")
+    env.sql(
+        f"CREATE TABLE {env.table} (id BIGINT PRIMARY KEY, email VARCHAR(100), phone VARCHAR(20), "
+        "amount DECIMAL(12,2), updated_at DATETIME(3) NOT NULL, deleted_at DATETIME(3) NULL, "
+        "KEY ix_updated_at (updated_at))"
+    )
     return env
 
 
@@ -260,9 +312,13 @@ def naive(ts: datetime) -> str:
 
 def seed(env: Lake, rows: int, at: datetime) -> None:
     with env.connect().cursor() as cur:
-        cur.executemany(f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, NULL)", [
-            (i, f" User{i}@Example.com", f"555{i:07d}", Decimal(i) / 4, naive(at - timedelta(seconds=i)))
-            for i in range(1, rows + 1)])
+        cur.executemany(
+            f"INSERT INTO {env.table} VALUES (%s, %s, %s, %s, %s, NULL)",
+            [
+                (i, f" User{i}@Example.com", f"555{i:07d}", Decimal(i) / 4, naive(at - timedelta(seconds=i)))
+                for i in range(1, rows + 1)
+            ],
+        )
 
 
 def next_window(env: Lake) -> datetime:

@@ -10,10 +10,16 @@ from spotlake import config
 
 BASE = {
     "sources": {"shop": {"secret_id": "spotlake/mysql/shop"}},
-    "pipelines": [{
-        "name": "orders", "source": "shop", "database": "shop", "table": "orders",
-        "primary_key": "order_id", "cursor": "updated_at",
-    }],
+    "pipelines": [
+        {
+            "name": "orders",
+            "source": "shop",
+            "database": "shop",
+            "table": "orders",
+            "primary_key": "order_id",
+            "cursor": "updated_at",
+        }
+    ],
 }
 
 

@@ -49,8 +49,9 @@ def targets() -> list[tuple[Any, str, str]]:
     subprocess's fork_exec (every Popen, asyncio's subprocesses, pyspark's JVM), the one
     multiprocessing's spawn calls, os.fork (multiprocessing's fork), os.system, os.posix_spawn."""
     found = [(subprocess, "_fork_exec", "subprocess"), (_posixsubprocess, "fork_exec", "multiprocessing")]
-    found += [(os, attr, f"os.{attr}") for attr in ("fork", "forkpty", "system", "posix_spawn", "posix_spawnp")
-              if hasattr(os, attr)]
+    found += [
+        (os, attr, f"os.{attr}") for attr in ("fork", "forkpty", "system", "posix_spawn", "posix_spawnp") if hasattr(os, attr)
+    ]
     return found
 
 
@@ -67,12 +68,15 @@ class ProcessGuard:
             item = self.item
             if item is None:
                 return real(*args, **kwargs)
-            message = (f"{item.nodeid} started a process ({name}: {_program(name, args)}); a pure unit test "
-                       "starts none. Mark it `@pytest.mark.tools` if it runs another program (Maven, Java, "
-                       "compose, pip, a CLI, worker processes) or `@pytest.mark.spark` if it starts a local "
-                       "Spark JVM, or give the code under test a fake")
+            message = (
+                f"{item.nodeid} started a process ({name}: {_program(name, args)}); a pure unit test "
+                "starts none. Mark it `@pytest.mark.tools` if it runs another program (Maven, Java, "
+                "compose, pip, a CLI, worker processes) or `@pytest.mark.spark` if it starts a local "
+                "Spark JVM, or give the code under test a fake"
+            )
             self.seen.append(message)
             raise StartedAProcess(message)
+
         return refuse
 
     def phase(self, item: GuardedItem) -> Iterator[None]:

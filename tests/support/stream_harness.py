@@ -82,8 +82,7 @@ def spark_session(s3: str, master: str = "local[2]") -> SparkSession:
         .config("spark.hadoop.fs.s3a.path.style.access", "true")
         .config("spark.hadoop.fs.s3.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")  # s3:// as on EMR
         .config("spark.hadoop.fs.s3a.connection.ssl.enabled", "false")
-        .config("spark.hadoop.fs.s3a.aws.credentials.provider",
-                "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
+        .config("spark.hadoop.fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
         .config("spark.hadoop.fs.s3a.access.key", "testing")
         .config("spark.hadoop.fs.s3a.secret.key", "testing")
         .config("spark.hadoop.fs.s3a.change.detection.mode", "none")
@@ -95,9 +94,15 @@ def spark_session(s3: str, master: str = "local[2]") -> SparkSession:
 def lake_catalog_secret(postgres: dict[str, str]) -> str:
     """The Secrets Manager secret of the lake's JDBC catalog database (the stack's PostgreSQL), made or updated."""
     secret_id = "spotlake/test/lake-catalog"
-    value = json.dumps({"host": postgres["host"], "port": int(postgres["port"]),
-                        "database": postgres["catalog_database"], "username": postgres["user"],
-                        "password": postgres["password"]})
+    value = json.dumps(
+        {
+            "host": postgres["host"],
+            "port": int(postgres["port"]),
+            "database": postgres["catalog_database"],
+            "username": postgres["user"],
+            "password": postgres["password"],
+        }
+    )
     client = boto3.client("secretsmanager")
     try:
         client.create_secret(Name=secret_id, SecretString=value)
@@ -119,8 +124,7 @@ def click_records(seed: int, count: int, **settings: Any) -> tuple[list[Record],
 class StreamEnv:
     """A topic, bucket, sink schema and secret of its own, for one stream under test."""
 
-    def __init__(self, bootstrap: str, postgres: dict[str, str], moto: str, catalog_secret: str,
-                 partitions: int = 3) -> None:
+    def __init__(self, bootstrap: str, postgres: dict[str, str], moto: str, catalog_secret: str, partitions: int = 3) -> None:
         self.bootstrap = bootstrap
         self.postgres = postgres
         self.moto = moto
@@ -134,11 +138,11 @@ class StreamEnv:
         # The stream's Iceberg tables: in the lake's JDBC catalog, a namespace of their own. One
         # warehouse for every test: a Spark session configures its catalog once (at first use).
         self.namespace = f"clicks_{self.tag}"
-        self.catalog = config.Lake(catalog="lake", type="jdbc", warehouse=f"s3://{WAREHOUSE_BUCKET}/warehouse",
-                                   namespace="raw", secret_id=catalog_secret)
+        self.catalog = config.Lake(
+            catalog="lake", type="jdbc", warehouse=f"s3://{WAREHOUSE_BUCKET}/warehouse", namespace="raw", secret_id=catalog_secret
+        )
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
-        self.admin.create_topics([NewTopic(self.topic, num_partitions=partitions, replication_factor=1)])[
-            self.topic].result(30)
+        self.admin.create_topics([NewTopic(self.topic, num_partitions=partitions, replication_factor=1)])[self.topic].result(30)
         deadline = time.monotonic() + 30
         while self.topic not in self.admin.list_topics(timeout=10).topics:
             assert time.monotonic() < deadline, f"topic {self.topic} did not appear"
@@ -158,13 +162,19 @@ class StreamEnv:
     def sink_secret(self, port: int | None = None) -> str:
         """The sink secret's value (``port``: another port than the database's, e.g. a proxy's)."""
         p = self.postgres
-        return json.dumps({"host": p["host"], "port": port or int(p["port"]), "database": p["database"],
-                           "username": p["user"], "password": p["password"]})
+        return json.dumps(
+            {
+                "host": p["host"],
+                "port": port or int(p["port"]),
+                "database": p["database"],
+                "username": p["user"],
+                "password": p["password"],
+            }
+        )
 
     def connect(self) -> Any:
         p = self.postgres
-        return psycopg2.connect(host=p["host"], port=int(p["port"]), user=p["user"], password=p["password"],
-                                dbname=p["database"])
+        return psycopg2.connect(host=p["host"], port=int(p["port"]), user=p["user"], password=p["password"], dbname=p["database"])
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # nothing created, or already gone
@@ -184,21 +194,30 @@ class StreamEnv:
         except KafkaException:
             pass
         self.sm.delete_secret(SecretId=self.secret_id, ForceDeleteWithoutRecovery=True)
-        keys = [o["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
-                for o in page.get("Contents", [])]
+        keys = [
+            o["Key"]
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+            for o in page.get("Contents", [])
+        ]
         for start in range(0, len(keys), 1000):
-            self.s3.delete_objects(Bucket=self.bucket,
-                                   Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]})
         self.s3.delete_bucket(Bucket=self.bucket)
 
     # ----------------------------------------------------------- configuration
     def stream_config(self, **changes: Any) -> StreamConfig:
         stream = StreamConfig(
-            name=self.name, pool="large", topics=(self.topic,), sink_secret_id=self.secret_id,
-            sink_schema=self.schema, checkpoint=f"s3://{self.bucket}/checkpoints/{self.name}",
-            lake=StreamLakeTables(self.namespace), catalog=self.catalog,
-            max_offsets_per_trigger=750, trigger_interval=timedelta(seconds=1),
-            watermark_delay=timedelta(seconds=20), restart_budget=RestartBudget(5, timedelta(hours=1)),
+            name=self.name,
+            pool="large",
+            topics=(self.topic,),
+            sink_secret_id=self.secret_id,
+            sink_schema=self.schema,
+            checkpoint=f"s3://{self.bucket}/checkpoints/{self.name}",
+            lake=StreamLakeTables(self.namespace),
+            catalog=self.catalog,
+            max_offsets_per_trigger=750,
+            trigger_interval=timedelta(seconds=1),
+            watermark_delay=timedelta(seconds=20),
+            restart_budget=RestartBudget(5, timedelta(hours=1)),
         )
         return replace(stream, **changes)
 
@@ -228,8 +247,10 @@ class StreamEnv:
             loaded = self.iceberg_catalog().load_table(f"{self.namespace}.{table}")
         except NoSuchTableError:
             return []
-        return [dict(s.summary.additional_properties) | {"operation": s.summary.operation.value}
-                for s in sorted(loaded.snapshots(), key=lambda s: s.timestamp_ms)]
+        return [
+            dict(s.summary.additional_properties) | {"operation": s.summary.operation.value}
+            for s in sorted(loaded.snapshots(), key=lambda s: s.timestamp_ms)
+        ]
 
     # ------------------------------------------------------------------- Kafka
     def produce(self, records: Iterable[Record]) -> int:
@@ -256,21 +277,22 @@ class StreamEnv:
         return {
             (to_ms(w), page, etype): (events, users, sessions)
             for w, page, etype, events, users, sessions in self.rows(
-                "SELECT window_start, page, event_type, events, users, sessions FROM {s}.click_aggregates")
+                "SELECT window_start, page, event_type, events, users, sessions FROM {s}.click_aggregates"
+            )
         }
 
     def funnel(self) -> dict[tuple[int, str], tuple[int, int]]:
-        return {(to_ms(w), stage): (events, sessions)
-                for w, stage, events, sessions in self.rows(
-                    "SELECT window_start, stage, events, sessions FROM {s}.click_funnel")}
+        return {
+            (to_ms(w), stage): (events, sessions)
+            for w, stage, events, sessions in self.rows("SELECT window_start, stage, events, sessions FROM {s}.click_funnel")
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the sink holds, comparable before and after a replay."""
         tables = {
             "aggregates": "SELECT * FROM {s}.click_aggregates ORDER BY 1, 2, 3",
             "funnel": "SELECT * FROM {s}.click_funnel ORDER BY 1, 2",
-            "dead": "SELECT topic, kafka_partition, kafka_offset, reason, batch_id FROM {s}.click_dead_letters "
-                    "ORDER BY 1, 2, 3",
+            "dead": "SELECT topic, kafka_partition, kafka_offset, reason, batch_id FROM {s}.click_dead_letters ORDER BY 1, 2, 3",
             "late": "SELECT topic, kafka_partition, kafka_offset, batch_id FROM {s}.click_late_events ORDER BY 1, 2, 3",
             "users": "SELECT count(*) FROM {s}.click_window_users",
             "sessions": "SELECT count(*) FROM {s}.click_window_sessions",
@@ -281,8 +303,11 @@ class StreamEnv:
 
     def delete_checkpoint(self) -> int:
         """Delete the whole checkpoint folder (what an operator does to "start over"); objects removed."""
-        keys = [o["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"checkpoints/{self.name}/") for o in page.get("Contents", [])]
+        keys = [
+            o["Key"]
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"checkpoints/{self.name}/")
+            for o in page.get("Contents", [])
+        ]
         for key in keys:
             self.s3.delete_object(Bucket=self.bucket, Key=key)
         return len(keys)
@@ -296,8 +321,10 @@ class StreamEnv:
     def checkpoint_keys(self, folder: str) -> list[str]:
         prefix = f"checkpoints/{self.name}/{folder}/"
         listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
-        return sorted((o["Key"] for o in listing.get("Contents", [])
-                       if o["Key"].rsplit("/", 1)[-1].isdigit()), key=lambda k: int(k.rsplit("/", 1)[-1]))
+        return sorted(
+            (o["Key"] for o in listing.get("Contents", []) if o["Key"].rsplit("/", 1)[-1].isdigit()),
+            key=lambda k: int(k.rsplit("/", 1)[-1]),
+        )
 
 
 # --------------------------------------------------------------- the answers
@@ -315,8 +342,7 @@ def valid_events(records: Iterable[Record]) -> list[dict[str, Any]]:
     return [json.loads(value) for _, value in records if classify(value) == VALID]
 
 
-def expected_aggregates(events: Iterable[dict[str, Any]], window_s: int = 60
-                        ) -> dict[tuple[int, str, str], tuple[int, int, int]]:
+def expected_aggregates(events: Iterable[dict[str, Any]], window_s: int = 60) -> dict[tuple[int, str, str], tuple[int, int, int]]:
     counts: Counter[tuple[int, str, str]] = Counter()
     users: dict[tuple[int, str, str], set[str]] = defaultdict(set)
     sessions: dict[tuple[int, str, str], set[str]] = defaultdict(set)

@@ -64,19 +64,26 @@ def test_creates_the_four_tables_then_finds_them(client: Any, capsys: pytest.Cap
     assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
     second = capsys.readouterr().out
     table_lines = [line for line in second.splitlines() if line.startswith("t-")]
-    assert table_lines == [f"{t}: exists (key {', '.join(f'{n} {k} S' for n, k in keys)})"
-                           for t, keys in table_keys("t").items()]
+    assert table_lines == [f"{t}: exists (key {', '.join(f'{n} {k} S' for n, k in keys)})" for t, keys in table_keys("t").items()]
 
 
 def test_an_existing_table_keeps_its_items_and_the_others_are_added(client: Any) -> None:
     Registry(client, "t")  # nothing at construction
-    client.create_table(TableName="t-jobs", BillingMode="PAY_PER_REQUEST",
-                        AttributeDefinitions=[{"AttributeName": "job_key", "AttributeType": "S"}],
-                        KeySchema=[{"AttributeName": "job_key", "KeyType": "HASH"}])
+    client.create_table(
+        TableName="t-jobs",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "job_key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "job_key", "KeyType": "HASH"}],
+    )
     client.put_item(TableName="t-jobs", Item={"job_key": {"S": "p#w"}})
     outcomes = {r.table: r.outcome for r in ensure_tables(client, "t")}
-    assert outcomes == {"t-clusters": "created", "t-jobs": "exists", "t-extraction-log": "created",
-                        "t-sessions": "created", "t-streams": "created"}
+    assert outcomes == {
+        "t-clusters": "created",
+        "t-jobs": "exists",
+        "t-extraction-log": "created",
+        "t-sessions": "created",
+        "t-streams": "created",
+    }
     assert client.get_item(TableName="t-jobs", Key={"job_key": {"S": "p#w"}})["Item"]
 
 
@@ -89,15 +96,20 @@ def test_dry_run_creates_nothing(client: Any, capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.parametrize(("attribute", "kind"), [("id", "S"), ("job_key", "N")])
 def test_a_table_with_another_key_is_a_clear_error_before_any_change(
-        client: Any, capsys: pytest.CaptureFixture[str], attribute: str, kind: str) -> None:
-    client.create_table(TableName="t-jobs", BillingMode="PAY_PER_REQUEST",
-                        AttributeDefinitions=[{"AttributeName": attribute, "AttributeType": kind}],
-                        KeySchema=[{"AttributeName": attribute, "KeyType": "HASH"}])
+    client: Any, capsys: pytest.CaptureFixture[str], attribute: str, kind: str
+) -> None:
+    client.create_table(
+        TableName="t-jobs",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": attribute, "AttributeType": kind}],
+        KeySchema=[{"AttributeName": attribute, "KeyType": "HASH"}],
+    )
     with pytest.raises(KeySchemaMismatch) as caught:
         ensure_tables(client, "t")
     message = str(caught.value)
-    assert message.startswith(f"DynamoDB table t-jobs exists with the key ({attribute} HASH {kind}), not spotlake's "
-                              "(job_key HASH S)")
+    assert message.startswith(
+        f"DynamoDB table t-jobs exists with the key ({attribute} HASH {kind}), not spotlake's (job_key HASH S)"
+    )
     assert "Fix: use another prefix (--prefix, and the same SPOTLAKE_REGISTRY_PREFIX for Airflow)" in message
     assert tables(client) == {"t-jobs"}  # nothing created
     assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 2
@@ -107,9 +119,14 @@ def test_a_table_with_another_key_is_a_clear_error_before_any_change(
 def test_a_table_another_setup_creates_meanwhile_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     client = boto3.client("dynamodb", region_name=REGION, aws_access_key_id="k", aws_secret_access_key="s")
     monkeypatch.setattr(aws_setup, "table_keys", lambda prefix: {"t-jobs": (("job_key", "HASH"),)})
-    active = {"Table": {"TableName": "t-jobs", "TableStatus": "ACTIVE",
-                        "AttributeDefinitions": [{"AttributeName": "job_key", "AttributeType": "S"}],
-                        "KeySchema": [{"AttributeName": "job_key", "KeyType": "HASH"}]}}
+    active = {
+        "Table": {
+            "TableName": "t-jobs",
+            "TableStatus": "ACTIVE",
+            "AttributeDefinitions": [{"AttributeName": "job_key", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "job_key", "KeyType": "HASH"}],
+        }
+    }
     with Stubber(client) as stub:
         stub.add_client_error("describe_table", "ResourceNotFoundException", expected_params={"TableName": "t-jobs"})
         stub.add_client_error("create_table", "ResourceInUseException")
@@ -127,7 +144,8 @@ def test_registry_create_tables_is_the_setup_and_the_supervisor_only_checks(clie
         store.require_table()
     assert str(caught.value) == (
         "DynamoDB table t-streams (the streams' status) does not exist. Fix: create the registry's tables with "
-        "`python -m spotlake.aws_setup --prefix t` (docs/deploying-to-aws.md, section 4; the local stack: `make up`)")
+        "`python -m spotlake.aws_setup --prefix t` (docs/deploying-to-aws.md, section 4; the local stack: `make up`)"
+    )
     registry.create_tables()
     registry.create_tables()  # idempotent
     assert tables(client) == set(EXPECTED)
@@ -158,8 +176,9 @@ def test_the_configured_buckets_are_every_s3_location_of_the_configuration(monke
     assert "EMR logs" in buckets["spotlake-emr-logs"]
 
 
-def test_buckets_are_created_private_once_and_found_after(monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_buckets_are_created_private_once_and_found_after(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with mock_aws():
         s3 = boto3.client("s3", region_name="eu-west-1")
         s3.create_bucket(Bucket="spotlake-lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
@@ -179,8 +198,9 @@ def test_buckets_are_created_private_once_and_found_after(monkeypatch: pytest.Mo
         assert "created" not in capsys.readouterr().out
 
 
-def test_a_glue_lake_gets_its_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_glue_lake_gets_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import yaml
 
     raw = yaml.safe_load((ROOT / "config" / "pipelines.yaml").read_text())

@@ -24,8 +24,15 @@ from spotlake import config, streaming
 from spotlake.errors import ConfigError
 from tests.support.stream_configs import parse as parse_streams
 
-RDS_FORMAT = {"engine": "mysql", "host": "db.abc.eu-west-1.rds.amazonaws.com", "port": 3306, "username": "spotlake",
-              "password": "p@ss", "dbname": "shop", "dbInstanceIdentifier": "db"}
+RDS_FORMAT = {
+    "engine": "mysql",
+    "host": "db.abc.eu-west-1.rds.amazonaws.com",
+    "port": 3306,
+    "username": "spotlake",
+    "password": "p@ss",
+    "dbname": "shop",
+    "dbInstanceIdentifier": "db",
+}
 MANAGED_MASTER = {"username": "admin", "password": "generated"}
 
 
@@ -36,7 +43,11 @@ def parse(secret: dict, required: bool = True, endpoint: Endpoint | None = None)
 def test_the_rds_secret_format_is_read_with_dbname() -> None:
     secret = parse(RDS_FORMAT)
     assert (secret.host, secret.port, secret.database, secret.username) == (
-        "db.abc.eu-west-1.rds.amazonaws.com", 3306, "shop", "spotlake")
+        "db.abc.eu-west-1.rds.amazonaws.com",
+        3306,
+        "shop",
+        "spotlake",
+    )
 
 
 def test_a_managed_master_secret_takes_host_port_and_database_from_the_configuration() -> None:
@@ -45,7 +56,12 @@ def test_a_managed_master_secret_takes_host_port_and_database_from_the_configura
     assert "generated" not in str(caught.value)
     secret = parse(MANAGED_MASTER, endpoint=Endpoint("db.internal", 5432, "lake"))
     assert (secret.host, secret.port, secret.database, secret.username, secret.password) == (
-        "db.internal", 5432, "lake", "admin", "generated")
+        "db.internal",
+        5432,
+        "lake",
+        "admin",
+        "generated",
+    )
     # what the secret says wins over the configuration (only the gaps are filled)
     assert parse(RDS_FORMAT, endpoint=Endpoint("other", 1, "x")).host == RDS_FORMAT["host"]
 
@@ -59,12 +75,10 @@ def test_a_secret_that_is_not_json_names_the_shapes_without_echoing() -> None:
 @mock_aws
 def test_the_secrets_manager_region_comes_from_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    boto3.client("secretsmanager", region_name="eu-west-1").create_secret(
-        Name="src", SecretString=json.dumps(RDS_FORMAT))
+    boto3.client("secretsmanager", region_name="eu-west-1").create_secret(Name="src", SecretString=json.dumps(RDS_FORMAT))
     with pytest.raises(ExtractionError, match=r"ResourceNotFoundException"):
         read_database_secret("src", "secret 'src'", ExtractionError, "fix it", True)
-    assert read_database_secret("src", "secret 'src'", ExtractionError, "fix it", True,
-                                region="eu-west-1").database == "shop"
+    assert read_database_secret("src", "secret 'src'", ExtractionError, "fix it", True, region="eu-west-1").database == "shop"
 
 
 def test_endpoints_travel_from_the_configuration_to_the_job(tmp_path: Path) -> None:
@@ -78,8 +92,10 @@ pipelines:
 """)
     cfg = config.load(path)
     pipeline = cfg.get("orders")
-    assert pipeline.source.to_job() == {"secret_id": "rds!db-123",
-                                        "endpoint": {"host": "db.internal", "port": 3306, "database": "shop"}}
+    assert pipeline.source.to_job() == {
+        "secret_id": "rds!db-123",
+        "endpoint": {"host": "db.internal", "port": 3306, "database": "shop"},
+    }
     assert cfg.lake.to_job(pipeline)["endpoint"] == {"host": "catalog.internal", "port": 5432, "database": "lake"}
     path.write_text(path.read_text().replace("port: 3306", "port: http"))
     with pytest.raises(ConfigError, match=r"sources.shop.port: must be a TCP port number"):
@@ -111,8 +127,11 @@ def test_plaintext_adds_nothing() -> None:
 
 def test_tls_with_a_ca_bundle_reaches_both_clients() -> None:
     security = KafkaSecurity.parse({"protocol": "SSL", "ca_file": "/etc/pki/msk.pem"}, "s", fail)
-    assert security.spark_options() == {"kafka.security.protocol": "SSL", "kafka.ssl.truststore.type": "PEM",
-                                        "kafka.ssl.truststore.location": "/etc/pki/msk.pem"}
+    assert security.spark_options() == {
+        "kafka.security.protocol": "SSL",
+        "kafka.ssl.truststore.type": "PEM",
+        "kafka.ssl.truststore.location": "/etc/pki/msk.pem",
+    }
     assert security.librdkafka_settings() == {"security.protocol": "SSL", "ssl.ca.location": "/etc/pki/msk.pem"}
 
 
@@ -132,10 +151,10 @@ def test_msk_iam_uses_the_login_module_and_a_signed_token(monkeypatch: pytest.Mo
 
 
 def test_scram_reads_its_secret_and_never_puts_it_in_the_document() -> None:
-    security = KafkaSecurity.parse({"protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512",
-                                    "secret_id": "AmazonMSK_spotlake"}, "s", fail)
-    assert security.to_job() == {"protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512",
-                                 "secret_id": "AmazonMSK_spotlake"}
+    security = KafkaSecurity.parse(
+        {"protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512", "secret_id": "AmazonMSK_spotlake"}, "s", fail
+    )
+    assert security.to_job() == {"protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512", "secret_id": "AmazonMSK_spotlake"}
     user = Credentials("spotlake", "pw")
     assert 'username="spotlake" password="pw";' in security.spark_options(user)["kafka.sasl.jaas.config"]
     assert security.librdkafka_settings(user)["sasl.password"] == "pw"
@@ -146,18 +165,22 @@ def test_scram_reads_its_secret_and_never_puts_it_in_the_document() -> None:
 @mock_aws
 def test_scram_credentials_come_from_secrets_manager_in_the_jobs_region() -> None:
     boto3.client("secretsmanager", region_name="eu-west-1").create_secret(
-        Name="AmazonMSK_x", SecretString=json.dumps({"username": "u", "password": "p"}))
+        Name="AmazonMSK_x", SecretString=json.dumps({"username": "u", "password": "p"})
+    )
     assert read_credentials("AmazonMSK_x", "secret", StreamingError, "eu-west-1") == Credentials("u", "p")
 
 
-@pytest.mark.parametrize(("section", "problem"), [
-    ({"protocol": "TLS"}, "protocol: must be one of"),
-    ({"protocol": "SASL_SSL"}, "mechanism: must be one of"),
-    ({"protocol": "SSL", "mechanism": "AWS_MSK_IAM"}, "needs protocol SASL_SSL"),
-    ({"protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512"}, "secret_id: must name"),
-    ({"protocol": "SSL", "ca_file": "relative.pem"}, "ca_file: must be an absolute path"),
-    ({"protocol": "SSL", "keystore": "/x"}, "keystore: is not a Kafka security setting"),
-])
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({"protocol": "TLS"}, "protocol: must be one of"),
+        ({"protocol": "SASL_SSL"}, "mechanism: must be one of"),
+        ({"protocol": "SSL", "mechanism": "AWS_MSK_IAM"}, "needs protocol SASL_SSL"),
+        ({"protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512"}, "secret_id: must name"),
+        ({"protocol": "SSL", "ca_file": "relative.pem"}, "ca_file: must be an absolute path"),
+        ({"protocol": "SSL", "keystore": "/x"}, "keystore: is not a Kafka security setting"),
+    ],
+)
 def test_bad_kafka_security_is_refused(section: dict, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         KafkaSecurity.parse(section, "s", fail)

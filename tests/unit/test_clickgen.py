@@ -78,10 +78,7 @@ def kinds(big: list[Record]) -> list[str]:
 @pytest.fixture(scope="module")
 def parsed(big: list[Record], kinds: list[str]) -> list[dict | None]:
     """Each record's event, or None for malformed records."""
-    return [
-        json.loads(value) if kind == VALID else None
-        for (_, value, _, _), kind in zip(big, kinds, strict=True)
-    ]
+    return [json.loads(value) if kind == VALID else None for (_, value, _, _), kind in zip(big, kinds, strict=True)]
 
 
 # ---------------------------------------------------------------- determinism
@@ -107,14 +104,10 @@ def test_records_are_pinned() -> None:
     # path was optimised: speed-ups must not change them. A change to what the generator
     # makes (not only how fast) changes these digests; update them only on purpose.
     bad = stream(seed=11, late_fraction=0.05, out_of_order_fraction=0.03, malformed_fraction=0.05)
-    assert records_digest(bad.records(count=20_000)) == (
-        "5bf0bfc7a09c9cd24b8ba10fa68a68fc6de24cd05d178187d176fe3693c910e2"
-    )
+    assert records_digest(bad.records(count=20_000)) == ("5bf0bfc7a09c9cd24b8ba10fa68a68fc6de24cd05d178187d176fe3693c910e2")
     # CLI defaults at the benchmark's rate: all 10,000 users in sessions at once
     defaults = ClickStream(StreamConfig(seed=7, start_ms=START_MS), ConstantRate(1_000.0))
-    assert records_digest(defaults.records(count=20_000)) == (
-        "a2115f12d7f8f7bd1e044afe3a3e0e5857c1b8ff58871ea806dfe4bf88707389"
-    )
+    assert records_digest(defaults.records(count=20_000)) == ("a2115f12d7f8f7bd1e044afe3a3e0e5857c1b8ff58871ea806dfe4bf88707389")
 
 
 def test_a_later_start_shifts_event_times_only() -> None:
@@ -134,9 +127,7 @@ def test_event_ids_are_unique_and_uuid_shaped(parsed: list[dict | None]) -> None
 # ---------------------------------------------------------------- schema
 
 
-def test_valid_records_follow_the_schema_and_are_keyed_by_user(
-    big: list[Record], parsed: list[dict | None]
-) -> None:
+def test_valid_records_follow_the_schema_and_are_keyed_by_user(big: list[Record], parsed: list[dict | None]) -> None:
     for (key, value, _, flags), event in zip(big, parsed, strict=True):
         if event is None:
             assert flags & MALFORMED
@@ -231,9 +222,7 @@ def sessions(big: list[Record], parsed: list[dict | None]) -> dict[str, list[dic
     by_session: dict[str, list[dict]] = defaultdict(list)
     for position, ((_, _, _, flags), event) in enumerate(zip(big, parsed, strict=True)):
         if event is not None:
-            by_session[event["session_id"]].append(
-                {**event, "position": position, "late": bool(flags & LATE)}
-            )
+            by_session[event["session_id"]].append({**event, "position": position, "late": bool(flags & LATE)})
     for events in by_session.values():
         events.sort(key=lambda e: e["session_seq"])
     return by_session
@@ -361,9 +350,7 @@ def test_bursty_profile_is_seeded_and_bursts() -> None:
     assert sum(1 for s in seconds if counts[s] >= 490) >= 10
     assert sum(1 for s in seconds if counts[s] <= 110) >= 30
     again = BurstyRate(100.0, seed=4, factor=5.0, burst_seconds=5.0, mean_gap_seconds=20.0)
-    assert list(zip(range(500), again.offsets(), strict=False)) == list(
-        zip(range(500), profile.offsets(), strict=False)
-    )
+    assert list(zip(range(500), again.offsets(), strict=False)) == list(zip(range(500), profile.offsets(), strict=False))
 
 
 def test_run_paces_a_stream_on_the_schedule() -> None:
@@ -423,9 +410,7 @@ def test_cli_dry_run_writes_json_lines(tmp_path: Path) -> None:
 
 def cli_stream(seed: int) -> ClickStream:
     """The stream the CLI builds with its default settings."""
-    return ClickStream(
-        StreamConfig(seed=seed, start_ms=START_MS, malformed_fraction=0.0), ConstantRate(100.0)
-    )
+    return ClickStream(StreamConfig(seed=seed, start_ms=START_MS, malformed_fraction=0.0), ConstantRate(100.0))
 
 
 def test_cli_dry_run_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:

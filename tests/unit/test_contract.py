@@ -13,7 +13,7 @@ from spark_jobs.common.job_documents import ExtractJob
 
 
 def test_a_job_document_survives_its_argument_both_ways() -> None:
-    document = {"job_key": "p#20261205T220000Z", "text": "é ✓ \"quoted\"", "n": [1, 2.5, None]}
+    document = {"job_key": "p#20261205T220000Z", "text": 'é ✓ "quoted"', "n": [1, 2.5, None]}
     encoded = contract.encode_job(document)
     assert "=" not in encoded.rstrip("=") and "+" not in encoded and "/" not in encoded
     assert contract.decode_job(encoded, ValueError) == document
@@ -21,10 +21,13 @@ def test_a_job_document_survives_its_argument_both_ways() -> None:
     assert contract.decode_job(contract.encode_job('{"a":1}'), ValueError) == {"a": 1}  # JSON text as it is
 
 
-@pytest.mark.parametrize(("argument", "message"), [
-    ("not base64 ✓", "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"),
-    (contract.encode_job("{not json"), "job: the job document is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("not base64 ✓", "job: --job is not base64url-encoded; pass base64.urlsafe_b64encode(json).decode()"),
+        (contract.encode_job("{not json"), "job: the job document is not valid JSON"),
+    ],
+)
 @pytest.mark.parametrize("error", [ExtractionError, StreamingError])
 def test_a_bad_job_argument_is_refused_with_each_jobs_own_error(argument: str, message: str, error: type) -> None:
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):

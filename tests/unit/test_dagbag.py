@@ -20,12 +20,13 @@ def test_dag_files_only_wire_the_factories() -> None:
     """A DAG file imports its factory (plugins/dag_factories/) and Airflow's DAG class, nothing else:
     the three DAG families are built the same way, and the building is tested in one place."""
     for path in sorted(DAGS.glob("*.py")):
-        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
-                    if isinstance(node, ast.ImportFrom)}
-        imported |= {alias.name for node in ast.walk(ast.parse(path.read_text()))
-                     if isinstance(node, ast.Import) for alias in node.names}
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)}
+        imported |= {
+            alias.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Import) for alias in node.names
+        }
         assert imported == {"__future__", "airflow.sdk", f"dag_factories.{path.stem}"}, (
-            f"{path.name} imports {sorted(imported)}: build the DAGs in plugins/dag_factories/{path.stem}.py")
+            f"{path.name} imports {sorted(imported)}: build the DAGs in plugins/dag_factories/{path.stem}.py"
+        )
 
 
 def test_every_pipeline_has_a_reconciliation_dag() -> None:
@@ -43,18 +44,27 @@ def test_the_maintenance_dag_maintains_every_pipeline_and_every_streams_lake_tab
     pipelines = config.load()
     streams = [s for s in streaming.load().streams if s.lake is not None]
     assert streams, "config/streaming.yaml's streams write to the lake"
-    assert set(tasks) == {f"maintain_{p.name}" for p in pipelines.pipelines} | {
-        f"maintain_stream_{s.name}" for s in streams}
+    assert set(tasks) == {f"maintain_{p.name}" for p in pipelines.pipelines} | {f"maintain_stream_{s.name}" for s in streams}
     # The stream's maintenance document: its two tables, as the Spark job reads it.
     stream = streams[0]
     lake = tasks[f"maintain_stream_{stream.name}"].lake_section()
-    job = MaintenanceJob.from_dict({
-        "job_key": "k", "attempt": 1, "run_id": "r", "pipeline": f"stream_{stream.name}", "stream": stream.name,
-        "lake": lake, "registry": {"prefix": "p"}, "maintenance": {}})
+    job = MaintenanceJob.from_dict(
+        {
+            "job_key": "k",
+            "attempt": 1,
+            "run_id": "r",
+            "pipeline": f"stream_{stream.name}",
+            "stream": stream.name,
+            "lake": lake,
+            "registry": {"prefix": "p"},
+            "maintenance": {},
+        }
+    )
     assert job.stream == stream.name and job.context == f"stream {stream.name} (maintenance)"
     assert (job.lake.current_table, job.lake.changes_table) == (
         f"{pipelines.lake.catalog}.{stream.lake.namespace}.{stream.lake.events}",
-        f"{pipelines.lake.catalog}.{stream.lake.namespace}.{stream.lake.dead_letters}")
+        f"{pipelines.lake.catalog}.{stream.lake.namespace}.{stream.lake.dead_letters}",
+    )
 
 
 def test_windows_take_the_pools_slots_before_maintenance_and_reconciliation() -> None:

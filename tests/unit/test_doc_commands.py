@@ -56,9 +56,34 @@ AWS_MARK = "needs AWS"
 SHELL_BLOCKS = {"sh", "bash", "shell", "zsh"}
 # Inline code spans and lines of unlabelled blocks are commands when they start with one of
 # these (or a path ending in .sh / .py, or a python of a virtualenv).
-PROGRAMS = {"make", "python", "python3", "pip", "pip3", "airflow", "aws", "docker", "curl", "sudo", "mvn",
-            "cp", "mv", "rm", "apt-get", "bash", "sh", "git", "psql", "mysql", "mariadb", "spark-submit",
-            "kafka-topics.sh", "java", "env", "export"}
+PROGRAMS = {
+    "make",
+    "python",
+    "python3",
+    "pip",
+    "pip3",
+    "airflow",
+    "aws",
+    "docker",
+    "curl",
+    "sudo",
+    "mvn",
+    "cp",
+    "mv",
+    "rm",
+    "apt-get",
+    "bash",
+    "sh",
+    "git",
+    "psql",
+    "mysql",
+    "mariadb",
+    "spark-submit",
+    "kafka-topics.sh",
+    "java",
+    "env",
+    "export",
+}
 # How many words after the program name its subcommand has (default 1).
 SUBCOMMAND_WORDS = {"airflow": 2, "docker": 2, "aws": 2}
 DEFAULT_PYTHONPATH = "plugins:."
@@ -80,66 +105,116 @@ class Source:
 # Commands that code run by `make up` runs (by the words they start with), with the command
 # of the Makefile that gets there and the source that runs them.
 RUN_BY_MAKE_UP: dict[str, tuple[str, Source]] = {
-    "pip install -r requirements.txt -c constraints.txt": ("scripts/bootstrap.sh", Source(
-        "scripts/bootstrap.sh", ("install -q -r requirements.txt -c constraints.txt",),
-        "bootstrap installs the pinned packages (`pip install -r requirements.txt -c constraints.txt`)")),
-    "apt-get install": ("scripts/bootstrap.sh", Source(
-        "scripts/bootstrap.sh", ("apt-get install -y",), "bootstrap installs the missing Debian packages as root")),
-    "python -m moto.server": ("python -m spotlake_dev.localstack up core", Source(
-        "spotlake_dev/localstack/services.py", ('"-m", "moto.server"',), "`up core` starts moto server")),
-    "airflow db migrate": ("python -m spotlake_dev.localstack up airflow", Source(
-        "spotlake_dev/localstack/services.py", ('"db", "migrate"',), "`up airflow` migrates Airflow's database")),
-    "airflow pools set": ("python -m spotlake_dev.localstack up airflow", Source(
-        "spotlake_dev/localstack/services.py", ('"pools", "set"', '"--include-deferred"'),
-        "`up airflow` creates one Airflow pool per cluster pool")),
-    "python -m spotlake_dev.demo workload": ("python -m spotlake_dev.demo setup", Source(
-        "spotlake_dev/demo.py", ('"-m", "spotlake_dev.demo", "workload"',), "`demo setup` starts the workload")),
-    "aws secretsmanager create-secret --endpoint-url http://127.0.0.1:15000": ("python -m spotlake_dev.demo setup", Source(
-        "spotlake_dev/demo.py", ("_put_secret(sm, SINK_SECRET_ID",),
-        "`demo setup` creates the stream sink's secret on moto (the same API call, through boto3)")),
+    "pip install -r requirements.txt -c constraints.txt": (
+        "scripts/bootstrap.sh",
+        Source(
+            "scripts/bootstrap.sh",
+            ("install -q -r requirements.txt -c constraints.txt",),
+            "bootstrap installs the pinned packages (`pip install -r requirements.txt -c constraints.txt`)",
+        ),
+    ),
+    "apt-get install": (
+        "scripts/bootstrap.sh",
+        Source("scripts/bootstrap.sh", ("apt-get install -y",), "bootstrap installs the missing Debian packages as root"),
+    ),
+    "python -m moto.server": (
+        "python -m spotlake_dev.localstack up core",
+        Source("spotlake_dev/localstack/services.py", ('"-m", "moto.server"',), "`up core` starts moto server"),
+    ),
+    "airflow db migrate": (
+        "python -m spotlake_dev.localstack up airflow",
+        Source("spotlake_dev/localstack/services.py", ('"db", "migrate"',), "`up airflow` migrates Airflow's database"),
+    ),
+    "airflow pools set": (
+        "python -m spotlake_dev.localstack up airflow",
+        Source(
+            "spotlake_dev/localstack/services.py",
+            ('"pools", "set"', '"--include-deferred"'),
+            "`up airflow` creates one Airflow pool per cluster pool",
+        ),
+    ),
+    "python -m spotlake_dev.demo workload": (
+        "python -m spotlake_dev.demo setup",
+        Source("spotlake_dev/demo.py", ('"-m", "spotlake_dev.demo", "workload"',), "`demo setup` starts the workload"),
+    ),
+    "aws secretsmanager create-secret --endpoint-url http://127.0.0.1:15000": (
+        "python -m spotlake_dev.demo setup",
+        Source(
+            "spotlake_dev/demo.py",
+            ("_put_secret(sm, SINK_SECRET_ID",),
+            "`demo setup` creates the stream sink's secret on moto (the same API call, through boto3)",
+        ),
+    ),
 }
 
 # Commands run by tests (by the words they start with). The first source is a test; any
 # further one shows that what the test runs is what the documented command runs.
 RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
     "python -m spotlake.job_dependencies publish": (
-        Source("tests/unit/test_job_dependencies.py", ('job_dependencies.main(["publish", "--to"',
-                                                       'job_dependencies.main(["show"'),
-               "runs the CLI's main (publish, show) into a folder"),
-        Source("tests/support/service_fixtures.py", ("deps.build_and_publish(",),
-               "the job_dependencies fixture runs what `publish` runs: Maven, pip, publish"),
-        Source("plugins/spotlake/job_dependencies.py", ("sys.exit(main())", "build_and_publish(root"),
-               "`python -m spotlake.job_dependencies publish` runs build_and_publish"),
+        Source(
+            "tests/unit/test_job_dependencies.py",
+            ('job_dependencies.main(["publish", "--to"', 'job_dependencies.main(["show"'),
+            "runs the CLI's main (publish, show) into a folder",
+        ),
+        Source(
+            "tests/support/service_fixtures.py",
+            ("deps.build_and_publish(",),
+            "the job_dependencies fixture runs what `publish` runs: Maven, pip, publish",
+        ),
+        Source(
+            "plugins/spotlake/job_dependencies.py",
+            ("sys.exit(main())", "build_and_publish(root"),
+            "`python -m spotlake.job_dependencies publish` runs build_and_publish",
+        ),
     ),
     "python -m spotlake.lake": (
-        Source("tests/integration/test_extraction_pipeline.py", ("lake.main([pipeline, \"--sql\"", '"--changes"'),
-               "runs the CLI's main on a pipeline's tables, with --sql and --changes"),
+        Source(
+            "tests/integration/test_extraction_pipeline.py",
+            ('lake.main([pipeline, "--sql"', '"--changes"'),
+            "runs the CLI's main on a pipeline's tables, with --sql and --changes",
+        ),
         Source("plugins/spotlake/lake.py", ("sys.exit(main())",), "`python -m spotlake.lake` runs main"),
     ),
     "python -m spotlake.stream_reset": (
-        Source("tests/integration/test_streaming.py",
-               ('stream_reset.main([env.name, "--from", "committed", "--bootstrap-servers", env.bootstrap])',),
-               "runs the CLI's main against a deleted checkpoint's stream, then the restarted stream"),
+        Source(
+            "tests/integration/test_streaming.py",
+            ('stream_reset.main([env.name, "--from", "committed", "--bootstrap-servers", env.bootstrap])',),
+            "runs the CLI's main against a deleted checkpoint's stream, then the restarted stream",
+        ),
         Source("plugins/spotlake/stream_reset.py", ("sys.exit(main())",), "`python -m spotlake.stream_reset` runs main"),
     ),
     "python -m spotlake.status": (
-        Source("tests/unit/test_status.py", ("from spotlake import config, pools, stack, status", 'status.main(["--json"])',
-                                             "status.main([])"), "runs the CLI's main on moto's mock"),
+        Source(
+            "tests/unit/test_status.py",
+            ("from spotlake import config, pools, stack, status", 'status.main(["--json"])', "status.main([])"),
+            "runs the CLI's main on moto's mock",
+        ),
         Source("plugins/spotlake/status.py", ("sys.exit(main())",), "`python -m spotlake.status` runs main"),
     ),
     "python -m spotlake_dev.clickgen": (
-        Source("tests/unit/test_clickgen.py", ("from spotlake_dev.clickgen import cli", 'cli.main(["--bootstrap"',
-                                               '"--output"', '"--totals-json"', '"--dry-run"'),
-               "runs the CLI's main: to a file, to stdout, and to a Kafka address"),
-        Source("tests/integration/test_clickgen_kafka.py", ("KafkaSink(", "run(click_stream("),
-               "runs what the CLI runs (run() into a KafkaSink) against the local Kafka"),
-        Source("spotlake_dev/clickgen/__main__.py", ("from spotlake_dev.clickgen.cli import main", "sys.exit(main())"),
-               "`python -m spotlake_dev.clickgen` runs cli.main"),
+        Source(
+            "tests/unit/test_clickgen.py",
+            ("from spotlake_dev.clickgen import cli", 'cli.main(["--bootstrap"', '"--output"', '"--totals-json"', '"--dry-run"'),
+            "runs the CLI's main: to a file, to stdout, and to a Kafka address",
+        ),
+        Source(
+            "tests/integration/test_clickgen_kafka.py",
+            ("KafkaSink(", "run(click_stream("),
+            "runs what the CLI runs (run() into a KafkaSink) against the local Kafka",
+        ),
+        Source(
+            "spotlake_dev/clickgen/__main__.py",
+            ("from spotlake_dev.clickgen.cli import main", "sys.exit(main())"),
+            "`python -m spotlake_dev.clickgen` runs cli.main",
+        ),
         Source("spotlake_dev/clickgen/cli.py", ("KafkaSink(", "run("), "cli.main runs run() into a KafkaSink"),
     ),
     "python -m spotlake_dev.localstack livy-start": (
-        Source("tests/support/service_fixtures.py", ("livy_server.livy_spec(", "supervisor.start("),
-               "the start_livy fixture starts Livy servers with the calls of `livy-start`"),
+        Source(
+            "tests/support/service_fixtures.py",
+            ("livy_server.livy_spec(", "supervisor.start("),
+            "the start_livy fixture starts Livy servers with the calls of `livy-start`",
+        ),
         Source("spotlake_dev/localstack/__main__.py", ("supervisor.start(livy_server.livy_spec(",), "what `livy-start` runs"),
     ),
     "python -m spotlake_dev.localstack kill": (
@@ -147,41 +222,63 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         Source("spotlake_dev/localstack/__main__.py", ("supervisor.kill(args.name)",), "what `kill` runs"),
     ),
     "make down": (
-        Source("tests/integration/test_stack_lifecycle.py",
-               ('"-m", "spotlake_dev.localstack", "down"', 'stack(second_stack, "down")'),
-               "runs `make down`'s command and checks that no process is left"),
+        Source(
+            "tests/integration/test_stack_lifecycle.py",
+            ('"-m", "spotlake_dev.localstack", "down"', 'stack(second_stack, "down")'),
+            "runs `make down`'s command and checks that no process is left",
+        ),
         Source("Makefile", ("$(STACK) down",), "`make down` runs python -m spotlake_dev.localstack down"),
     ),
     "airflow backfill create": (
-        Source("tests/integration/test_backfill_command.py", ("documented_backfill()", "airflow(env, *command[1:])"),
-               "runs the command as written in docs/operations.md against an Airflow metadata database"),
+        Source(
+            "tests/integration/test_backfill_command.py",
+            ("documented_backfill()", "airflow(env, *command[1:])"),
+            "runs the command as written in docs/operations.md against an Airflow metadata database",
+        ),
     ),
     "psql": (
-        Source("tests/integration/test_services.py", ('["psql", "-h"', '"PGPASSWORD"'),
-               "runs psql against the stack's PostgreSQL with the documented credentials"),
+        Source(
+            "tests/integration/test_services.py",
+            ('["psql", "-h"', '"PGPASSWORD"'),
+            "runs psql against the stack's PostgreSQL with the documented credentials",
+        ),
     ),
     "mariadb": (
-        Source("tests/integration/test_services.py", ('["mariadb", "-h"',),
-               "runs the mariadb client against the stack's MariaDB with the documented credentials"),
+        Source(
+            "tests/integration/test_services.py",
+            ('["mariadb", "-h"',),
+            "runs the mariadb client against the stack's MariaDB with the documented credentials",
+        ),
     ),
     "python scripts/mwaa_bundle.py": (
-        Source("tests/unit/test_mwaa_bundle.py", ('mwaa_bundle.main([str(out), "--artifacts", ARTIFACTS])',),
-               "runs the script's main into a new folder and checks the bundle"),
+        Source(
+            "tests/unit/test_mwaa_bundle.py",
+            ('mwaa_bundle.main([str(out), "--artifacts", ARTIFACTS])',),
+            "runs the script's main into a new folder and checks the bundle",
+        ),
         Source("scripts/mwaa_bundle.py", ("sys.exit(main())",), "`python scripts/mwaa_bundle.py` runs main"),
     ),
     "python -m spotlake_dev.smoke --dry-run": (
-        Source("tests/unit/test_smoke.py",
-               ('smoke.main(["--dry-run", "--pipeline", "shop_orders", "--artifacts", ARTIFACTS])',
-                'ARTIFACTS = "s3://spotlake-artifacts/spotlake/artifacts"', '"--endpoint-url", moto_server'),
-               "runs the documented dry run (moto in the process), and the same against a moto server"),
+        Source(
+            "tests/unit/test_smoke.py",
+            (
+                'smoke.main(["--dry-run", "--pipeline", "shop_orders", "--artifacts", ARTIFACTS])',
+                'ARTIFACTS = "s3://spotlake-artifacts/spotlake/artifacts"',
+                '"--endpoint-url", moto_server',
+            ),
+            "runs the documented dry run (moto in the process), and the same against a moto server",
+        ),
         Source("spotlake_dev/smoke.py", ("sys.exit(main())",), "`python -m spotlake_dev.smoke` runs main"),
     ),
     "docker compose config": (
         Source("tests/unit/test_compose.py", ('"config", "--format", "json"',), "runs it with the pinned compose binary"),
     ),
     "cp .env.example": (
-        Source("tests/unit/test_compose.py", ('"--env-file", str(ENV_EXAMPLE)',),
-               "resolves the compose file with .env.example as its .env"),
+        Source(
+            "tests/unit/test_compose.py",
+            ('"--env-file", str(ENV_EXAMPLE)',),
+            "resolves the compose file with .env.example as its .env",
+        ),
     ),
 }
 
@@ -195,9 +292,11 @@ RUN_HERE = {
 # Local commands that nothing runs yet, and why. Keep this list short: remove an entry as
 # soon as a test runs the command.
 NOT_RUN_YET = {
-    **{f"docker compose {sub}": "needs a Docker engine, which the CI machine does not have (docs/docker.md); "
-                                "tests/unit/test_compose.py checks the compose file statically"
-       for sub in ("up", "ps", "down", "build", "exec", "run")},
+    **{
+        f"docker compose {sub}": "needs a Docker engine, which the CI machine does not have (docs/docker.md); "
+        "tests/unit/test_compose.py checks the compose file statically"
+        for sub in ("up", "ps", "down", "build", "exec", "run")
+    },
 }
 
 
@@ -206,9 +305,9 @@ NOT_RUN_YET = {
 
 @dataclass(frozen=True)
 class Command:
-    doc: str      # path relative to the project
+    doc: str  # path relative to the project
     line: int
-    text: str     # as written: continuations joined, prompt and comment removed
+    text: str  # as written: continuations joined, prompt and comment removed
     comment: str  # the shell comment at the end of its line
 
     def __str__(self) -> str:
@@ -231,7 +330,7 @@ def split_line(text: str) -> tuple[list[str], str]:
         elif char == "\\":
             i += 1
         elif char == "#" and (i == 0 or text[i - 1].isspace()):
-            text, comment = text[:i], text[i + 1:].strip()
+            text, comment = text[:i], text[i + 1 :].strip()
             break
         elif text.startswith(("&&", "||"), i):
             parts.append(text[start:i])
@@ -293,8 +392,11 @@ def elided(argv: list[str]) -> bool:
 
 
 def is_program(word: str) -> bool:
-    return (word.rsplit("/", 1)[-1] in PROGRAMS or bool(re.fullmatch(r"(?:.*/)?python(?:3(?:\.\d+)?)?", word))
-            or ("/" in word and word.endswith((".sh", ".py"))))
+    return (
+        word.rsplit("/", 1)[-1] in PROGRAMS
+        or bool(re.fullmatch(r"(?:.*/)?python(?:3(?:\.\d+)?)?", word))
+        or ("/" in word and word.endswith((".sh", ".py")))
+    )
 
 
 def looks_like_command(text: str) -> bool:
@@ -360,8 +462,14 @@ def commands_of(doc: Path) -> list[Command]:
         start = text.count("\n", 0, span.start()) + 1
         parts, comment = split_line(" ".join(span.group(1).split()))
         found += [(start, part, comment, True) for part in parts]
-    return sorted((Command(name, start, part, comment) for start, part, comment, candidate in found
-                   if not candidate or looks_like_command(part)), key=lambda c: c.line)
+    return sorted(
+        (
+            Command(name, start, part, comment)
+            for start, part, comment, candidate in found
+            if not candidate or looks_like_command(part)
+        ),
+        key=lambda c: c.line,
+    )
 
 
 @cache
@@ -423,7 +531,7 @@ def recipe_commands(*names: str) -> set[str]:
 
 def match(table: dict[str, object] | set[str], argv: list[str]) -> str | None:
     """The entry of ``table`` that the command starts with (its words, see words)."""
-    return next((name for name in table if argv[:len(shlex.split(name))] == shlex.split(name)), None)
+    return next((name for name in table if argv[: len(shlex.split(name))] == shlex.split(name)), None)
 
 
 SELECTING = ("-m", "-k")  # pytest options that only pick among the tests of its paths
@@ -452,8 +560,12 @@ def picks_from(argv: list[str], promised: set[str]) -> bool:
         return False
     for command in promised:
         theirs = pytest_run(shlex.split(command))
-        if theirs is not None and not theirs[1] and mine[2] == theirs[2] and all(
-                any(path == t or path.startswith(f"{t}/") for t in theirs[0]) for path in mine[0]):
+        if (
+            theirs is not None
+            and not theirs[1]
+            and mine[2] == theirs[2]
+            and all(any(path == t or path.startswith(f"{t}/") for t in theirs[0]) for path in mine[0])
+        ):
             return True
     return False
 
@@ -463,8 +575,11 @@ def run_by_make(argv: list[str]) -> bool:
     promised = recipe_commands(*PROMISED)
     if argv[0] == "make":
         targets = [w for w in argv[1:] if not w.startswith("-") and "=" not in w] or [next(iter(makefile()))]
-        return all(t in make_closure(*PROMISED) or (t in makefile() and all(
-            c in promised or picks_from(shlex.split(c), promised) for c in recipe_commands(t))) for t in targets)
+        return all(
+            t in make_closure(*PROMISED)
+            or (t in makefile() and all(c in promised or picks_from(shlex.split(c), promised) for c in recipe_commands(t)))
+            for t in targets
+        )
     return shlex.join(argv) in promised or picks_from(argv, promised) or match(RUN_BY_MAKE_UP, argv) is not None
 
 
@@ -475,8 +590,9 @@ def classify(cmd: Command) -> str | None:
         return "needs AWS"
     if run_by_make(argv):
         return "run by make up / make test"
-    if shlex.join(argv) in RUN_HERE or (argv[:2] and argv[0] == "python" and argv[1].startswith("bench/")
-                                        and not elided(argv)):  # a benchmark: its `--help` and arguments, here
+    if shlex.join(argv) in RUN_HERE or (
+        argv[:2] and argv[0] == "python" and argv[1].startswith("bench/") and not elided(argv)
+    ):  # a benchmark: its `--help` and arguments, here
         return "run here"
     if name := match(RUN_BY_TESTS, argv):
         return "run by " + ", ".join(s.path for s in RUN_BY_TESTS[name] if s.path.startswith("tests/"))
@@ -493,10 +609,15 @@ def test_the_docs_commands_are_found() -> None:
     found = {(c.doc, c.text) for c in documented()}
     for expected in [
         ("README.md", "make up"),
-        ("docs/local-stack.md", "PYTHONPATH=plugins .venv/bin/python -m spotlake_dev.localstack livy-start demo 18990 "
-                                "--master 'local[1]'"),
-        ("docs/operations.md", "airflow backfill create --dag-id extract_shop_orders --from-date 2026-11-27T10:00:00+00:00 "
-                               "--to-date 2026-11-27T11:00:00+00:00 --reprocess-behavior completed"),
+        (
+            "docs/local-stack.md",
+            "PYTHONPATH=plugins .venv/bin/python -m spotlake_dev.localstack livy-start demo 18990 --master 'local[1]'",
+        ),
+        (
+            "docs/operations.md",
+            "airflow backfill create --dag-id extract_shop_orders --from-date 2026-11-27T10:00:00+00:00 "
+            "--to-date 2026-11-27T11:00:00+00:00 --reprocess-behavior completed",
+        ),
         ("docs/troubleshooting.md", "make down"),
         ("docs/benchmarks/stack-memory.md", "PYTHONPATH=plugins .venv/bin/python bench/stack_memory.py"),
     ]:
@@ -516,18 +637,24 @@ def test_every_documented_command_is_run_or_needs_aws(cmd: Command) -> None:
 
 
 def all_sources() -> list[tuple[str, Source]]:
-    return ([(k, s) for k, sources in RUN_BY_TESTS.items() for s in sources]
-            + [(k, s) for k, (_, s) in RUN_BY_MAKE_UP.items()])
+    return [(k, s) for k, sources in RUN_BY_TESTS.items() for s in sources] + [(k, s) for k, (_, s) in RUN_BY_MAKE_UP.items()]
+
+
+def unformatted(text: str) -> str:
+    return re.sub(r",(?=[)\]}])", "", re.sub(r"\s+", "", text))
 
 
 @pytest.mark.parametrize(("command", "source"), all_sources(), ids=lambda v: v if isinstance(v, str) else v.path)
 def test_the_named_sources_run_the_command(command: str, source: Source) -> None:
     path = ROOT / source.path
     assert path.is_file(), f"{TEST_FILE}: {source.path}, named for `{command}`, does not exist; fix the mapping"
-    text = path.read_text()
+    # Compared without whitespace and trailing commas: the formatter may spread a call over lines.
+    text = unformatted(path.read_text())
     for piece in source.pieces:
-        assert piece in text, (f"{TEST_FILE}: {source.path} no longer contains {piece!r}, which shows that it "
-                               f"{source.how} (`{command}`); fix the mapping or the docs")
+        assert unformatted(piece) in text, (
+            f"{TEST_FILE}: {source.path} no longer contains {piece!r}, which shows that it "
+            f"{source.how} (`{command}`); fix the mapping or the docs"
+        )
 
 
 def test_the_mappings_are_in_use() -> None:
@@ -567,8 +694,10 @@ def runnable(text: str) -> list[str]:
 def test_cheap_commands_run(text: str, tmp_path: Path) -> None:
     cmd = next(c for c in documented() if shlex.join(words(c.text)) == text)
     env = run_env(tmp_path, environment(cmd.text).get("PYTHONPATH", DEFAULT_PYTHONPATH))
-    runs = [subprocess.run(runnable(cmd.text), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
-            for _ in range(2 if "--seed" in text else 1)]
+    runs = [
+        subprocess.run(runnable(cmd.text), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        for _ in range(2 if "--seed" in text else 1)
+    ]
     assert runs[0].returncode == 0, f"{cmd} failed (exit {runs[0].returncode}):\n{runs[0].stderr[-2000:]}"
     if "spotlake_dev.clickgen" in text:  # "the same 10 events every time, on stdout"
         events = [json.loads(line) for line in runs[0].stdout.splitlines()]
@@ -583,7 +712,7 @@ def cli_calls() -> dict[tuple[str, str], list[tuple[Command, list[str]]]]:
         pythonpath = environment(cmd.text).get("PYTHONPATH", DEFAULT_PYTHONPATH)
         if argv[:2] == ["docker", "compose"] and len(argv) > 3 and argv[2] in ("exec", "run"):
             service = next(i for i, w in enumerate(argv[3:], start=3) if not w.startswith("-"))
-            argv, pythonpath = argv[service + 1:], DEFAULT_PYTHONPATH  # the command in the container
+            argv, pythonpath = argv[service + 1 :], DEFAULT_PYTHONPATH  # the command in the container
         if not argv or elided(argv):
             continue
         if argv[:2] == ["python", "-m"] and argv[2].startswith(("spotlake.", "spotlake_dev.")):
@@ -632,15 +761,24 @@ def test_documented_arguments_parse(target: str, pythonpath: str, tmp_path: Path
     """`--help` runs, and each documented command line passes the CLI's own parser."""
     calls = cli_calls()[(target, pythonpath)]
     runs = [["--help"], *(argv for _, argv in calls)]
-    done = subprocess.run([sys.executable, "-c", PARSE_ONLY, target, json.dumps(runs)], cwd=ROOT,
-                          env=run_env(tmp_path, pythonpath), capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_ONLY, target, json.dumps(runs)],
+        cwd=ROOT,
+        env=run_env(tmp_path, pythonpath),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert "@@results@@" in done.stdout, f"{target} (PYTHONPATH={pythonpath}) did not start:\n{done.stderr[-3000:]}"
     results = json.loads(done.stdout.rsplit("@@results@@", 1)[1])
     help_run, *parsed = results
     assert help_run["code"] == 0 and "usage:" in help_run["out"].lower(), f"{target} --help failed: {help_run}"
     for (cmd, argv), result in zip(calls, parsed, strict=True):
-        assert result["code"] == 0, (f"{cmd}: {target} rejects `{shlex.join(argv)}` (exit {result['code']}):\n"
-                                     f"{result['err'][-1500:]}\nFix the command in the doc (see `{target} --help`)")
+        assert result["code"] == 0, (
+            f"{cmd}: {target} rejects `{shlex.join(argv)}` (exit {result['code']}):\n"
+            f"{result['err'][-1500:]}\nFix the command in the doc (see `{target} --help`)"
+        )
 
 
 @pytest.mark.tools
@@ -652,8 +790,15 @@ def test_documented_docker_compose_commands_parse(tmp_path: Path) -> None:
         argv = words(cmd.text)
         if argv[:2] != ["docker", "compose"] or len(argv) < 3 or elided(argv):
             continue
-        done = subprocess.run([str(compose_binary()), argv[2], "--help", *argv[3:]], cwd=ROOT, env={"HOME": str(tmp_path)},
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [str(compose_binary()), argv[2], "--help", *argv[3:]],
+            cwd=ROOT,
+            env={"HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, f"{cmd}: docker compose rejects it: {done.stderr.strip()}. Fix the command in the doc"
         checked += 1
     assert checked > 0

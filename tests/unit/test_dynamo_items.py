@@ -60,37 +60,92 @@ def _previous_from_av(av: dict[str, Any]) -> Any:
 def _previous_from_item(cls: type, item: dict[str, Any]) -> Any:
     names = {f.name for f in fields(cls)}
     return cls(**{k: _previous_from_av(v) for k, v in item.items() if k in names})
+
+
 # ------------------------------------------------------------------------------------- end of the previous format
 
 
 ITEMS: list[Any] = [
     # as first written (defaults: "" strings, 0 and -1 numbers)
     Cluster(pool="small", cluster_id="small-0001", provider="local", state=ClusterState.LAUNCHING),
-    Cluster(pool="large", cluster_id="large-0042", provider="emr", state=ClusterState.DRAINING,
-            endpoint="http://10.0.3.17:8998", launched_at="2026-11-27T14:00:00.123+00:00",
-            updated_at="2026-11-27T20:02:11.456+00:00", reason="replaced by large-0043", version=7,
-            provider_id="j-2AXXXXXXGAPLF", generation=42, replaces="large-0041", failures=2,
-            last_failure="unreachable: Livy at http://10.0.3.17:8998 did not answer – ‘timeout’ ✓",
-            drain_started_at="2026-11-27T20:02:11.456+00:00"),
+    Cluster(
+        pool="large",
+        cluster_id="large-0042",
+        provider="emr",
+        state=ClusterState.DRAINING,
+        endpoint="http://10.0.3.17:8998",
+        launched_at="2026-11-27T14:00:00.123+00:00",
+        updated_at="2026-11-27T20:02:11.456+00:00",
+        reason="replaced by large-0043",
+        version=7,
+        provider_id="j-2AXXXXXXGAPLF",
+        generation=42,
+        replaces="large-0041",
+        failures=2,
+        last_failure="unreachable: Livy at http://10.0.3.17:8998 did not answer – ‘timeout’ ✓",
+        drain_started_at="2026-11-27T20:02:11.456+00:00",
+    ),
     Cluster(pool="small", cluster_id="small-0002", provider="local", state="DEAD", version=3),  # a plain str state
     Job(job_key="orders#20261127T140000Z", pool="small", state=JobState.SUBMITTED),
-    Job(job_key="orders#20261127T140000Z", pool="small", state=JobState.REQUEUED, attempt=3,
-        cluster_id="small-0001", endpoint="http://127.0.0.1:18998", batch_id=0, run_id="5f0c0ffee",
-        moves=2, submitted_at="2026-11-27T14:05:00.000+00:00", updated_at="2026-11-27T14:06:00.000+00:00",
-        reason="cluster small-0001 DEAD: 3 consecutive failed health checks", version=12,
-        session_id=4, statement_id=17, slot="1"),
+    Job(
+        job_key="orders#20261127T140000Z",
+        pool="small",
+        state=JobState.REQUEUED,
+        attempt=3,
+        cluster_id="small-0001",
+        endpoint="http://127.0.0.1:18998",
+        batch_id=0,
+        run_id="5f0c0ffee",
+        moves=2,
+        submitted_at="2026-11-27T14:05:00.000+00:00",
+        updated_at="2026-11-27T14:06:00.000+00:00",
+        reason="cluster small-0001 DEAD: 3 consecutive failed health checks",
+        version=12,
+        session_id=4,
+        statement_id=17,
+        slot="1",
+    ),
     Job(job_key="clicks", pool="large", state=JobState.FAILED, batch_id=123456789012, reason=""),
     SessionSlot(cluster_id="small-0001", slot="0", pool="small"),
-    SessionSlot(cluster_id="small-0001", slot="3", pool="small", endpoint="http://127.0.0.1:18998", session_id=0,
-                code_version="9c1d4e" * 10, statements=41, started_at="2026-11-27T14:00:00.000+00:00",
-                lease_job="orders#20261127T140000Z", lease_run="5f0c0ffee", leased_at="2026-11-27T14:05:00.000+00:00",
-                updated_at="2026-11-27T14:05:00.000+00:00", reason="ran 50 statements", version=99),
+    SessionSlot(
+        cluster_id="small-0001",
+        slot="3",
+        pool="small",
+        endpoint="http://127.0.0.1:18998",
+        session_id=0,
+        code_version="9c1d4e" * 10,
+        statements=41,
+        started_at="2026-11-27T14:00:00.000+00:00",
+        lease_job="orders#20261127T140000Z",
+        lease_run="5f0c0ffee",
+        leased_at="2026-11-27T14:05:00.000+00:00",
+        updated_at="2026-11-27T14:05:00.000+00:00",
+        reason="ran 50 statements",
+        version=99,
+    ),
 ]
 
 # Values the registry writes in updates and expressions (update_job(**changes), conditions, the pool item).
 VALUES: list[Any] = [
-    "", "READY", "naïve – ✓", ClusterState.READY, JobState.REQUEUED, 0, 1, -1, 7, 2**53, True, False,
-    0.5, 2.25, -1.5, 1234.5678, 0.1, {}, {"a": 1, "b": {"c": "x", "d": False}, "e": 1.5, "f": JobState.FAILED},
+    "",
+    "READY",
+    "naïve – ✓",
+    ClusterState.READY,
+    JobState.REQUEUED,
+    0,
+    1,
+    -1,
+    7,
+    2**53,
+    True,
+    False,
+    0.5,
+    2.25,
+    -1.5,
+    1234.5678,
+    0.1,
+    {},
+    {"a": 1, "b": {"c": "x", "d": False}, "e": 1.5, "f": JobState.FAILED},
 ]
 
 
@@ -137,8 +192,7 @@ def test_values_go_over_the_wire_as_before(value: Any) -> None:
 def test_expression_values_and_keys_as_before() -> None:
     values = {":one": 1, ":v": 12, ":from": ClusterState.READY, ":reason": "rotation", ":empty": ""}
     assert attribute_values(values) == {k: _previous_av(v) for k, v in values.items()}
-    assert attribute_values({"pool": "small", "cluster_id": POOL_ITEM}) == {
-        "pool": {"S": "small"}, "cluster_id": {"S": "#pool"}}
+    assert attribute_values({"pool": "small", "cluster_id": POOL_ITEM}) == {"pool": {"S": "small"}, "cluster_id": {"S": "#pool"}}
 
 
 def test_numbers_read_back_as_int_or_float() -> None:
@@ -177,8 +231,7 @@ def registry() -> Iterator[Registry]:
 def test_items_written_in_the_previous_format_read_back_through_the_registry(registry: Registry) -> None:
     client = registry.client
     for obj in ITEMS:
-        table = {Cluster: registry.clusters_table, Job: registry.jobs_table,
-                 SessionSlot: registry.sessions_table}[type(obj)]
+        table = {Cluster: registry.clusters_table, Job: registry.jobs_table, SessionSlot: registry.sessions_table}[type(obj)]
         client.put_item(TableName=table, Item=_previous_to_item(obj))
         if isinstance(obj, Cluster):
             assert registry.get_cluster(obj.pool, obj.cluster_id) == obj
@@ -198,11 +251,13 @@ def test_items_written_now_are_stored_as_the_previous_format_stored_them(registr
     slot = registry.lease_slot(SessionSlot(cluster_id="small-0001", slot="0", pool="small"), None, "orders#w1", "run1")
     registry.update_slot(slot, session_id=3, statements=1)
     stored = {
-        "cluster": registry.client.get_item(TableName=registry.clusters_table,
-                                            Key={"pool": {"S": "small"}, "cluster_id": {"S": "small-0001"}})["Item"],
+        "cluster": registry.client.get_item(
+            TableName=registry.clusters_table, Key={"pool": {"S": "small"}, "cluster_id": {"S": "small-0001"}}
+        )["Item"],
         "job": registry.client.get_item(TableName=registry.jobs_table, Key={"job_key": {"S": "orders#w1"}})["Item"],
-        "slot": registry.client.get_item(TableName=registry.sessions_table,
-                                         Key={"cluster_id": {"S": "small-0001"}, "slot": {"S": "0"}})["Item"],
+        "slot": registry.client.get_item(
+            TableName=registry.sessions_table, Key={"cluster_id": {"S": "small-0001"}, "slot": {"S": "0"}}
+        )["Item"],
     }
     assert stored["cluster"] == _previous_to_item(cluster)
     assert stored["job"] == _previous_to_item(job)

@@ -39,8 +39,9 @@ class Throttling:
     lost as a throttling error, the worst case for a retried RunJobFlow.
     """
 
-    def __init__(self, client: Any, failures: dict[str, int], lose_response: bool = False,
-                 code: str = "ThrottlingException") -> None:
+    def __init__(
+        self, client: Any, failures: dict[str, int], lose_response: bool = False, code: str = "ThrottlingException"
+    ) -> None:
         self.client = client
         self.failures = dict(failures)
         self.lose_response = lose_response
@@ -77,8 +78,9 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def provider(aws: None, sleeps: list[float]) -> EmrProvider:
-    return EmrProvider(aws_conn_id=None, region_name=REGION, sleep=sleeps.append, jitter=lambda: 1.0,
-                       probe=None, clock=lambda: LAUNCHED_AT)
+    return EmrProvider(
+        aws_conn_id=None, region_name=REGION, sleep=sleeps.append, jitter=lambda: 1.0, probe=None, clock=lambda: LAUNCHED_AT
+    )
 
 
 @pytest.fixture
@@ -90,8 +92,7 @@ def backend_cluster(job_flow_id: str) -> Any:
     return emr_models.emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[job_flow_id]
 
 
-def set_state(monkeypatch: pytest.MonkeyPatch, job_flow_id: str, state: str, message: str = "",
-              code: str = "") -> None:
+def set_state(monkeypatch: pytest.MonkeyPatch, job_flow_id: str, state: str, message: str = "", code: str = "") -> None:
     """Put a moto cluster in ``state`` with a StateChangeReason code and message."""
     if code:
         original = emr_models.Cluster.status
@@ -108,25 +109,22 @@ def set_state(monkeypatch: pytest.MonkeyPatch, job_flow_id: str, state: str, mes
 
 
 def registry_cluster(job_flow_id: str, cluster_id: str = "small-0001") -> Cluster:
-    return Cluster(pool="small", cluster_id=cluster_id, provider="emr", state=ClusterState.READY,
-                   provider_id=job_flow_id)
+    return Cluster(pool="small", cluster_id=cluster_id, provider="emr", state=ClusterState.READY, provider_id=job_flow_id)
 
 
 def live_clusters(cluster_id: str) -> list[str]:
     client = boto3.client("emr", region_name=REGION)
-    ids = [c["Id"] for c in client.list_clusters(ClusterStates=["STARTING", "BOOTSTRAPPING", "RUNNING",
-                                                                 "WAITING"])["Clusters"]]
-    return [i for i in ids if {t["Key"]: t["Value"] for t in client.describe_cluster(ClusterId=i)["Cluster"]
-                               ["Tags"]}.get(TAG_CLUSTER) == cluster_id]
+    ids = [c["Id"] for c in client.list_clusters(ClusterStates=["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"])["Clusters"]]
+    return [
+        i
+        for i in ids
+        if {t["Key"]: t["Value"] for t in client.describe_cluster(ClusterId=i)["Cluster"]["Tags"]}.get(TAG_CLUSTER) == cluster_id
+    ]
 
 
-def test_launch_request_carries_fleets_spot_tags_and_auto_termination(
-    provider: EmrProvider, pool: pools.PoolConfig
-) -> None:
+def test_launch_request_carries_fleets_spot_tags_and_auto_termination(provider: EmrProvider, pool: pools.PoolConfig) -> None:
     sent: list[dict[str, Any]] = []
-    provider.client.meta.events.register(
-        "provide-client-params.emr.RunJobFlow", lambda params, **_: sent.append(params)
-    )
+    provider.client.meta.events.register("provide-client-params.emr.RunJobFlow", lambda params, **_: sent.append(params))
     launched = provider.launch(pool, "small-0001")
     assert launched.endpoint is None and launched.provider_id.startswith("j-")
 
@@ -138,7 +136,8 @@ def test_launch_request_carries_fleets_spot_tags_and_auto_termination(
     assert task["TargetSpotCapacity"] == 2 and task["TargetOnDemandCapacity"] == 0
     assert len(task["InstanceTypeConfigs"]) >= 3
     assert task["LaunchSpecifications"]["SpotSpecification"] == {
-        "TimeoutDurationMinutes": 10, "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+        "TimeoutDurationMinutes": 10,
+        "TimeoutAction": "SWITCH_TO_ON_DEMAND",
         "AllocationStrategy": "capacity-optimized",
     }
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
@@ -171,27 +170,31 @@ def test_launch_is_idempotent_per_cluster_id(provider: EmrProvider, pool: pools.
         ("BOOTSTRAPPING", "", "Running bootstrap actions", Liveness.BOOTING, None),
         ("RUNNING", "", "", Liveness.ALIVE, None),
         ("WAITING", "", "Cluster ready to run steps.", Liveness.ALIVE, None),
-        ("TERMINATED_WITH_ERRORS", "INSTANCE_FAILURE",
-         "The master node was terminated: the EC2 Spot Instance was interrupted",
-         Liveness.DEAD, Cause.SPOT_LOSS),
+        (
+            "TERMINATED_WITH_ERRORS",
+            "INSTANCE_FAILURE",
+            "The master node was terminated: the EC2 Spot Instance was interrupted",
+            Liveness.DEAD,
+            Cause.SPOT_LOSS,
+        ),
         ("TERMINATED_WITH_ERRORS", "", "Spot capacity reclaimed", Liveness.DEAD, Cause.SPOT_LOSS),
-        ("TERMINATED_WITH_ERRORS", "INSTANCE_FAILURE", "Instance failure", Liveness.DEAD,
-         Cause.INSTANCE_FAILURE),
-        ("TERMINATED_WITH_ERRORS", "INSTANCE_FLEET_TIMEOUT", "Could not provision", Liveness.DEAD,
-         Cause.INSTANCE_FAILURE),
-        ("TERMINATING", "USER_REQUEST", "Terminated by user request", Liveness.DEAD,
-         Cause.EXTERNAL_TERMINATION),
-        ("TERMINATED", "USER_REQUEST", "Terminated by user request", Liveness.DEAD,
-         Cause.EXTERNAL_TERMINATION),
-        ("TERMINATED", "ALL_STEPS_COMPLETED", "Cluster was terminated after being idle", Liveness.DEAD,
-         Cause.IDLE_TERMINATION),
-        ("TERMINATED_WITH_ERRORS", "BOOTSTRAP_FAILURE", "Bootstrap action 1 failed", Liveness.DEAD,
-         Cause.LAUNCH_FAILURE),
+        ("TERMINATED_WITH_ERRORS", "INSTANCE_FAILURE", "Instance failure", Liveness.DEAD, Cause.INSTANCE_FAILURE),
+        ("TERMINATED_WITH_ERRORS", "INSTANCE_FLEET_TIMEOUT", "Could not provision", Liveness.DEAD, Cause.INSTANCE_FAILURE),
+        ("TERMINATING", "USER_REQUEST", "Terminated by user request", Liveness.DEAD, Cause.EXTERNAL_TERMINATION),
+        ("TERMINATED", "USER_REQUEST", "Terminated by user request", Liveness.DEAD, Cause.EXTERNAL_TERMINATION),
+        ("TERMINATED", "ALL_STEPS_COMPLETED", "Cluster was terminated after being idle", Liveness.DEAD, Cause.IDLE_TERMINATION),
+        ("TERMINATED_WITH_ERRORS", "BOOTSTRAP_FAILURE", "Bootstrap action 1 failed", Liveness.DEAD, Cause.LAUNCH_FAILURE),
     ],
 )
 def test_emr_states_and_reasons_map_to_health(
-    provider: EmrProvider, pool: pools.PoolConfig, monkeypatch: pytest.MonkeyPatch,
-    state: str, code: str, message: str, liveness: Liveness, cause: Cause | None,
+    provider: EmrProvider,
+    pool: pools.PoolConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    state: str,
+    code: str,
+    message: str,
+    liveness: Liveness,
+    cause: Cause | None,
 ) -> None:
     launched = provider.launch(pool, "small-0001")
     set_state(monkeypatch, launched.provider_id, state, message, code)
@@ -270,9 +273,7 @@ def test_throttled_launch_never_creates_two_clusters(provider: EmrProvider, pool
     assert live_clusters("small-0002") == [second.provider_id]
 
 
-def test_other_client_errors_fail_the_launch_clearly_and_leave_nothing(
-    provider: EmrProvider, pool: pools.PoolConfig
-) -> None:
+def test_other_client_errors_fail_the_launch_clearly_and_leave_nothing(provider: EmrProvider, pool: pools.PoolConfig) -> None:
     provider.hook.conn = Throttling(provider.client, {"run_job_flow": 1}, code="AccessDeniedException")
     with pytest.raises(LaunchFailed) as err:
         provider.launch(pool, "small-0001")
@@ -282,8 +283,7 @@ def test_other_client_errors_fail_the_launch_clearly_and_leave_nothing(
     assert live_clusters("small-0001") == []
 
     # A failure whose request did create a cluster: the launch cleans it up.
-    provider.hook.conn = Throttling(provider.client.client, {"run_job_flow": 1}, lose_response=True,
-                                    code="InternalServerError")
+    provider.hook.conn = Throttling(provider.client.client, {"run_job_flow": 1}, lose_response=True, code="InternalServerError")
     with pytest.raises(LaunchFailed, match="InternalServerError"):
         provider.launch(pool, "small-0002")
     assert live_clusters("small-0002") == []
@@ -303,8 +303,9 @@ def test_fleet_on_emr_launches_then_heals_a_spot_loss(
     job = registry.claim_job("shop_orders#w1", "small", cluster, "run1", expected=None)
     registry.update_job(job, batch_id=3)
 
-    set_state(monkeypatch, cluster.provider_id, "TERMINATED_WITH_ERRORS",
-              "The EC2 Spot Instance was interrupted", "INSTANCE_FAILURE")
+    set_state(
+        monkeypatch, cluster.provider_id, "TERMINATED_WITH_ERRORS", "The EC2 Spot Instance was interrupted", "INSTANCE_FAILURE"
+    )
     report = fleet.reconcile(pool)
     dead = registry.get_cluster("small", "small-0001")
     assert dead.state == ClusterState.DEAD and "Spot" in dead.reason  # at once: EMR says it is gone

@@ -23,11 +23,14 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "checked"
 
 
-@pytest.mark.parametrize("expression", [
-    "`java_method`('java.lang.System', 'exit', 0)",
-    "reflect -- a comment\n('java.lang.System', 'exit', 0)",
-    "Try_Reflect('java.lang.Runtime', 'getRuntime')",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "`java_method`('java.lang.System', 'exit', 0)",
+        "reflect -- a comment\n('java.lang.System', 'exit', 0)",
+        "Try_Reflect('java.lang.Runtime', 'getRuntime')",
+    ],
+)
 def test_reflection_is_refused_naming_the_entry(expression: str, spark: object) -> None:
     with pytest.raises(ConfigError) as err:
         expressions.check_pipeline(pipeline_with({"derive": {"x": expression}}))
@@ -51,22 +54,26 @@ def test_expressions_that_passed_are_remembered(cache: Path, spark: object, monk
 
     def no_jvm() -> None:
         raise AssertionError("parsed again")
+
     monkeypatch.setattr(expressions, "local_jvm", no_jvm)
     expressions.check_pipeline(pipeline)
 
 
-def test_without_java_the_task_leaves_the_check_to_the_job(monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_without_java_the_task_leaves_the_check_to_the_job(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def no_java() -> None:
         raise FileNotFoundError("java")
+
     monkeypatch.setattr(expressions, "local_jvm", no_java)
     expressions.check_pipeline(pipeline_with({"derive": {"x": "reflect('a', 'b')"}}))
     assert "the job checks them before it reads anything" in caplog.text
 
 
 @pytest.mark.parametrize("missing", ["pyspark", "java"])
-def test_the_task_log_says_what_is_missing(missing: str, monkeypatch: pytest.MonkeyPatch,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_the_task_log_says_what_is_missing(
+    missing: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """As on an Airflow worker installed from requirements/airflow.txt (no pyspark), or without Java."""
     monkeypatch.setattr(expressions, "_jvm", None)
     if missing == "pyspark":
@@ -78,6 +85,9 @@ def test_the_task_log_says_what_is_missing(missing: str, monkeypatch: pytest.Mon
         monkeypatch.delenv("JAVA_HOME", raising=False)
         monkeypatch.setattr(expressions.shutil, "which", lambda name: None)
     expressions.check_pipeline(pipeline_with({"derive": {"x": "reflect('a', 'b')"}}))
-    expected = ("pyspark is not installed on this Airflow worker" if missing == "pyspark"
-                else "no Java on this Airflow worker (JAVA_HOME is not set and no java is on PATH)")
+    expected = (
+        "pyspark is not installed on this Airflow worker"
+        if missing == "pyspark"
+        else "no Java on this Airflow worker (JAVA_HOME is not set and no java is on PATH)"
+    )
     assert expected in caplog.text and "the job checks them before it reads anything" in caplog.text

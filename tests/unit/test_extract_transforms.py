@@ -219,7 +219,8 @@ def test_snapshot_chunks_page_through_the_key_with_typed_literals() -> None:
     region = "CONVERT(CONVERT(X'6e6f727468' USING utf8mb4) USING utf8mb4) COLLATE utf8mb4_unicode_ci"
     assert chunk_condition(job, table, None, None) == "1 = 1 AND 1 = 1"
     assert chunk_condition(job, table, ["north", "7"], None) == (
-        f"((`region` > {region}) OR (`region` = {region} AND `order_id` > 7)) AND 1 = 1")
+        f"((`region` > {region}) OR (`region` = {region} AND `order_id` > 7)) AND 1 = 1"
+    )
     # A key value never reaches SQL as text: quotes are hex, numbers are parsed.
     assert "'" not in key_literal(table, "region", "x' OR 1=1 --").replace("X'", "").replace("' USING", "")
     with pytest.raises(ValueError):
@@ -242,8 +243,10 @@ def test_source_checks_name_pipeline_table_and_fix() -> None:
     with pytest.raises(ExtractionError, match="cursor column 'email' is VARCHAR, not DATETIME"):
         check_table(job_with(cursor="email"), source_table(index_leaders=frozenset({"email"})))
     with pytest.raises(ExtractionError, match="primary-key column 'doc' is JSON; the initial snapshot pages"):
-        check_table(job_with(primary_key=["doc"], soft_delete=None), source_table(
-            columns=("doc", "updated_at"), types={"doc": "json", "updated_at": "datetime"}))
+        check_table(
+            job_with(primary_key=["doc"], soft_delete=None),
+            source_table(columns=("doc", "updated_at"), types={"doc": "json", "updated_at": "datetime"}),
+        )
 
 
 def test_read_is_split_on_an_integer_key_only_when_the_window_is_large() -> None:
@@ -257,9 +260,7 @@ def test_read_is_split_on_an_integer_key_only_when_the_window_is_large() -> None
 
 # ------------------------------------------------------------------ transforms
 def test_select_keeps_the_named_columns_in_order(orders: DataFrame) -> None:
-    out = transform(
-        orders, steps({"op": "select", "columns": ["updated_at", "order_id", "deleted_at", "email"]})
-    )
+    out = transform(orders, steps({"op": "select", "columns": ["updated_at", "order_id", "deleted_at", "email"]}))
     assert out.columns == ["updated_at", "order_id", "deleted_at", "email"]
 
 
@@ -292,9 +293,7 @@ def test_hash_is_sha256_hex_of_the_string_value_and_null_stays_null(orders: Data
 
 
 def test_mask_keeps_the_last_characters_and_null_stays_null(orders: DataFrame) -> None:
-    out = transform(
-        orders, steps({"op": "mask", "columns": {"phone": {"keep_last": 4}, "email": {"keep_last": 0}}})
-    )
+    out = transform(orders, steps({"op": "mask", "columns": {"phone": {"keep_last": 4}, "email": {"keep_last": 0}}}))
     got = {r["order_id"]: (r["phone"], r["email"]) for r in out.collect()}
     assert got[1] == ("******4567", "*" * len("  Ann@Example.COM "))
     assert got[2] == (None, None)
@@ -302,9 +301,7 @@ def test_mask_keeps_the_last_characters_and_null_stays_null(orders: DataFrame) -
 
 
 def test_derive_evaluates_in_order_and_reports_bad_expressions(orders: DataFrame) -> None:
-    job = steps(
-        {"op": "derive", "columns": {"amount_x2": "cast(amount as double) * 2", "big": "amount_x2 > 20"}}
-    )
+    job = steps({"op": "derive", "columns": {"amount_x2": "cast(amount as double) * 2", "big": "amount_x2 > 20"}})
     out = transform(orders, job)
     assert rows(out.select("order_id", "amount_x2", "big")) == [
         (1, 25.0, True),
@@ -321,32 +318,30 @@ def test_derive_evaluates_in_order_and_reports_bad_expressions(orders: DataFrame
         )
     message = str(caught.value)
     assert message.startswith(
-        "pipeline shop_orders (shop.orders): transform #2 (derive) column 'x': "
-        "invalid Spark SQL expression 'amount +': "
+        "pipeline shop_orders (shop.orders): transform #2 (derive) column 'x': invalid Spark SQL expression 'amount +': "
     )
     assert "PARSE_SYNTAX_ERROR" in message and message.endswith("fix config/pipelines.yaml")
-    with pytest.raises(
-        ExtractionError, match=r"#1 \(derive\) column 'y'.*UNRESOLVED_COLUMN.*columns are: order_id"
-    ):
+    with pytest.raises(ExtractionError, match=r"#1 \(derive\) column 'y'.*UNRESOLVED_COLUMN.*columns are: order_id"):
         transform(orders, steps({"op": "derive", "columns": {"y": "nope + 1"}}))
     with pytest.raises(DataError, match="calls java_method, which runs arbitrary Java code"):
-        transform(
-            orders, steps({"op": "derive", "columns": {"y": "java_method('java.lang.System', 'exit', 1)"}})
-        )
+        transform(orders, steps({"op": "derive", "columns": {"y": "java_method('java.lang.System', 'exit', 1)"}}))
 
 
-@pytest.mark.parametrize("expression", [
-    "reflect('java.lang.System', 'exit', 1)",
-    "`reflect`('java.lang.System', 'exit', 1)",
-    "REFLECT('java.lang.System', 'exit', 1)",
-    "Java_Method ('java.lang.System', 'exit', 1)",
-    "reflect/* hidden */('java.lang.System', 'exit', 1)",
-    "reflect\n('java.lang.System', 'exit', 1)",
-    "try_reflect('java.lang.Runtime', 'getRuntime')",
-    "upper(coalesce(email, reflect('java.lang.System', 'getenv', 'HOME')))",
-    "transform(array(1, 2), x -> reflect('java.lang.System', 'exit', x))",
-    "email -- trailing comment\n || java_method('java.lang.System', 'exit', 1)",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "reflect('java.lang.System', 'exit', 1)",
+        "`reflect`('java.lang.System', 'exit', 1)",
+        "REFLECT('java.lang.System', 'exit', 1)",
+        "Java_Method ('java.lang.System', 'exit', 1)",
+        "reflect/* hidden */('java.lang.System', 'exit', 1)",
+        "reflect\n('java.lang.System', 'exit', 1)",
+        "try_reflect('java.lang.Runtime', 'getRuntime')",
+        "upper(coalesce(email, reflect('java.lang.System', 'getenv', 'HOME')))",
+        "transform(array(1, 2), x -> reflect('java.lang.System', 'exit', x))",
+        "email -- trailing comment\n || java_method('java.lang.System', 'exit', 1)",
+    ],
+)
 def test_reflection_is_refused_however_it_is_spelled(orders: DataFrame, expression: str) -> None:
     with pytest.raises(DataError, match="runs arbitrary Java code"):
         transform(orders, steps({"op": "derive", "columns": {"y": expression}}))
@@ -380,9 +375,7 @@ def test_user_function_from_the_registry(orders: DataFrame) -> None:
         2: None,
         3: "bob@example.com",
     }
-    assert (
-        user_transforms.get("shop.normalise_email") is user_transforms.lookup("shop.normalise_email").function
-    )
+    assert user_transforms.get("shop.normalise_email") is user_transforms.lookup("shop.normalise_email").function
     assert "shop.normalise_email" in user_transforms.names()
 
 
@@ -392,8 +385,7 @@ def test_unknown_user_function_lists_the_registered_ones(orders: DataFrame) -> N
     with pytest.raises(ExtractionError) as caught:
         transform(orders, steps({"op": "function", "name": "shop.nope"}))
     assert str(caught.value).startswith(
-        "pipeline shop_orders (shop.orders): transform #1 (function): "
-        "no user transform is registered as 'shop.nope'"
+        "pipeline shop_orders (shop.orders): transform #1 (function): no user transform is registered as 'shop.nope'"
     )
 
 
@@ -402,9 +394,7 @@ def test_user_function_needing_a_missing_column_names_it(orders: DataFrame) -> N
         {"op": "select", "columns": ["order_id", "updated_at", "deleted_at"]},
         {"op": "function", "name": "shop.normalise_email"},
     )
-    with pytest.raises(
-        ExtractionError, match=r"#2 \(function\) 'shop.normalise_email' names unknown column 'email'"
-    ):
+    with pytest.raises(ExtractionError, match=r"#2 \(function\) 'shop.normalise_email' names unknown column 'email'"):
         transform(orders, job)
 
 
@@ -438,9 +428,7 @@ def test_unknown_column_error_names_pipeline_table_step_and_columns(orders: Data
 
 def test_unknown_column_after_a_rename_uses_the_new_names(orders: DataFrame) -> None:
     job = steps({"op": "rename", "columns": {"email": "mail"}}, {"op": "hash", "columns": ["email"]})
-    with pytest.raises(
-        ExtractionError, match=r"#2 \(hash\) names unknown column 'email'; columns are: order_id, mail"
-    ):
+    with pytest.raises(ExtractionError, match=r"#2 \(hash\) names unknown column 'email'; columns are: order_id, mail"):
         transform(orders, job)
 
 

@@ -21,7 +21,7 @@ from moto import mock_aws
 
 from operators.extraction import ExtractWindowOperator
 from operators.livy_batch import BatchFailed
-from spark_jobs.lake_state import Owner, iso
+from spark_jobs.common.lake_state import Owner, iso
 from spotlake.pools import SessionSettings
 from spotlake.registry import JobState, Registry
 from tests.support.batch_jobs import Livys, endpoint_of, publish_fake_dependencies, ready
@@ -44,15 +44,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNames
         registry.create_tables()
         ready(registry, "c1")
         livys = Livys()
-        yield SimpleNamespace(registry=registry, livys=livys, make=lambda **pipeline: operator(registry, livys,
-                                                                                              **pipeline))
+        yield SimpleNamespace(registry=registry, livys=livys, make=lambda **pipeline: operator(registry, livys, **pipeline))
 
 
 def operator(registry: Registry, livys: Livys, **pipeline: Any) -> ExtractWindowOperator:
     """The task of pipeline orders on pool small, windows as batches (sessions off)."""
     op = ExtractWindowOperator(task_id="extract", pipeline_name="orders", pool_name="small", outlets=[ASSET])
-    op.__dict__.update(registry=registry, session_settings=SessionSettings(enabled=False),
-                       config=parse(with_pipeline(pool="small", schedule="*/5 * * * *", **pipeline)))
+    op.__dict__.update(
+        registry=registry,
+        session_settings=SessionSettings(enabled=False),
+        config=parse(with_pipeline(pool="small", schedule="*/5 * * * *", **pipeline)),
+    )
     op.livy = livys  # type: ignore[method-assign]
     return op
 
@@ -80,8 +82,9 @@ def commit(op: ExtractWindowOperator, job_key: str, state_changes: dict[str, Any
     record = None
     if window:
         planned = op.lake_state.window("orders", job_key.split("#")[1])
-        record = dataclasses.replace(planned, state="COMMITTED", run_id=job.run_id, attempt=job.attempt,
-                                     committed_at=iso(datetime.now(UTC)), **window)
+        record = dataclasses.replace(
+            planned, state="COMMITTED", run_id=job.run_id, attempt=job.attempt, committed_at=iso(datetime.now(UTC)), **window
+        )
     op.lake_state.release(lock, state_changes, record)
 
 
@@ -89,27 +92,50 @@ def test_a_window_committed_by_its_batch_finishes_the_task_with_its_summary(env:
     op, ctx = env.make(initial_load=False), context()
     trigger = submitted(op, ctx)
     assert (trigger.job_key, trigger.endpoint) == (WINDOW_KEY, endpoint_of("c1"))
-    commit(op, WINDOW_KEY, {"watermark": iso(END)}, rows_read=12, rows_written=12, chunks=1, current_snapshot=41,
-           changes_snapshot=42, current_rows=3000)
+    commit(
+        op,
+        WINDOW_KEY,
+        {"watermark": iso(END)},
+        rows_read=12,
+        rows_written=12,
+        chunks=1,
+        current_snapshot=41,
+        changes_snapshot=42,
+        current_rows=3000,
+    )
     summary = op.execute_complete(ctx, success(trigger))
     assert summary == {
-        "pipeline": "orders", "window": WINDOW, "read_from": iso(START - op.pipeline.lookback),
-        "end": iso(END), "rows_read": 12, "rows_written": 12, "chunks": 1, "watermark": iso(END),
-        "table": "lake.raw.orders", "changes_table": "lake.raw.orders_changes", "current_snapshot_id": 41,
-        "changes_snapshot_id": 42, "current_rows": 3000, "cluster": "c1", "batch_id": 100,
+        "pipeline": "orders",
+        "window": WINDOW,
+        "read_from": iso(START - op.pipeline.lookback),
+        "end": iso(END),
+        "rows_read": 12,
+        "rows_written": 12,
+        "chunks": 1,
+        "watermark": iso(END),
+        "table": "lake.raw.orders",
+        "changes_table": "lake.raw.orders_changes",
+        "current_snapshot_id": 41,
+        "changes_snapshot_id": 42,
+        "current_rows": 3000,
+        "cluster": "c1",
+        "batch_id": 100,
     }
     assert ctx["outlet_events"][ASSET].extra == summary  # what the lake's consumers see of the commit
     assert op.registry.get_job(WINDOW_KEY).state == JobState.SUCCEEDED
 
 
-def test_a_window_batch_that_succeeded_without_its_commit_fails_the_task_and_notes_why(
-        env: SimpleNamespace) -> None:
+def test_a_window_batch_that_succeeded_without_its_commit_fails_the_task_and_notes_why(env: SimpleNamespace) -> None:
     op, ctx = env.make(initial_load=False), context()
     trigger = submitted(op, ctx)
     run_id = op.registry.get_job(WINDOW_KEY).run_id
-    with pytest.raises(AirflowException, match=(
+    with pytest.raises(
+        AirflowException,
+        match=(
             rf"{WINDOW_KEY}: batch 100 succeeded but the registry's record of window {WINDOW} is "
-            rf"PLANNED by run None, not COMMITTED by run {run_id}; the window is not recorded — re-run it")):
+            rf"PLANNED by run None, not COMMITTED by run {run_id}; the window is not recorded — re-run it"
+        ),
+    ):
         op.execute_complete(ctx, success(trigger))
     state = op.lake_state.get("orders")
     assert state.failure_job == WINDOW_KEY and "not COMMITTED by run" in state.failure_reason
@@ -120,8 +146,7 @@ def test_the_initial_snapshot_goes_on_to_the_runs_window_in_the_same_try(env: Si
     op, ctx = env.make(initial_load=True), context()
     snapshot = submitted(op, ctx)
     assert snapshot.job_key == "orders#snapshot"
-    commit(op, "orders#snapshot", {"snapshot": "DONE", "watermark": iso(START), "snapshot_rows": 5000,
-                                   "snapshot_chunks": 2})
+    commit(op, "orders#snapshot", {"snapshot": "DONE", "watermark": iso(START), "snapshot_rows": 5000, "snapshot_chunks": 2})
     with pytest.raises(TaskDeferred) as window:
         op.execute_complete(ctx, success(snapshot))
     assert (window.value.trigger.job_key, window.value.trigger.batch_id) == (WINDOW_KEY, 101)
@@ -130,12 +155,13 @@ def test_the_initial_snapshot_goes_on_to_the_runs_window_in_the_same_try(env: Si
     assert op.lake_state.window("orders", WINDOW).read_from == iso(START - op.pipeline.lookback)
 
 
-def test_a_snapshot_batch_that_succeeded_without_finishing_the_snapshot_fails_the_task(
-        env: SimpleNamespace) -> None:
+def test_a_snapshot_batch_that_succeeded_without_finishing_the_snapshot_fails_the_task(env: SimpleNamespace) -> None:
     op, ctx = env.make(initial_load=True), context()
     snapshot = submitted(op, ctx)
-    with pytest.raises(AirflowException, match="orders#snapshot: batch 100 succeeded but the registry shows the "
-                                               "snapshot PENDING; re-run the task to resume it"):
+    with pytest.raises(
+        AirflowException,
+        match="orders#snapshot: batch 100 succeeded but the registry shows the snapshot PENDING; re-run the task to resume it",
+    ):
         op.execute_complete(ctx, success(snapshot))
     assert op.lake_state.get("orders").failure_job == "orders#snapshot"
 

@@ -78,9 +78,7 @@ def submit(registry: Registry, job_key: str, pool: str = "small") -> Job:
 # --------------------------------------------------------------------------- launch
 
 
-def test_launch_when_empty_then_nothing_to_do(
-    fleet: Fleet, registry: Registry, provider: FakeProvider
-) -> None:
+def test_launch_when_empty_then_nothing_to_do(fleet: Fleet, registry: Registry, provider: FakeProvider) -> None:
     pool = pool_config()
     report = fleet.reconcile(pool)
     assert provider.launched == ["small-0001"] and report.launched == ["small-0001"]
@@ -120,9 +118,7 @@ def test_failed_launch_leaves_no_live_cluster_and_the_next_run_retries(
     assert ready(registry) == ["small-0002"]
 
 
-def test_launch_stuck_past_launch_timeout_is_declared_dead_and_replaced(
-    registry: Registry, clock: FakeClock
-) -> None:
+def test_launch_stuck_past_launch_timeout_is_declared_dead_and_replaced(registry: Registry, clock: FakeClock) -> None:
     provider = FakeProvider(boot_checks=1000)
     fleet = Fleet(registry, provider, clock)
     pool = pool_config()
@@ -177,9 +173,7 @@ def test_dead_cluster_detected_after_threshold_jobs_requeued_and_replaced(
     assert registry.get_cluster("small", "small-0002").replaces == "small-0001"
 
 
-def test_a_passing_check_resets_the_failure_count(
-    fleet: Fleet, registry: Registry, provider: FakeProvider
-) -> None:
+def test_a_passing_check_resets_the_failure_count(fleet: Fleet, registry: Registry, provider: FakeProvider) -> None:
     pool = pool_config(failure_threshold=2)
     fleet.reconcile(pool)
     provider.fail("small-0001")
@@ -193,9 +187,7 @@ def test_a_passing_check_resets_the_failure_count(
     assert registry.get_cluster("small", "small-0001").state == ClusterState.READY
 
 
-def test_provider_saying_gone_is_dead_at_once(
-    fleet: Fleet, registry: Registry, provider: FakeProvider
-) -> None:
+def test_provider_saying_gone_is_dead_at_once(fleet: Fleet, registry: Registry, provider: FakeProvider) -> None:
     pool = pool_config(failure_threshold=5)
     fleet.reconcile(pool)
     submit(registry, "shop_orders#w1")
@@ -213,7 +205,7 @@ def livy_answering_500() -> Iterator[str]:
     """A server on loopback that answers every GET with 500, as a Livy whose backend broke."""
 
     class Broken(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the handler's protocol
+        def do_GET(self) -> None:
             self.send_error(500)
 
         def log_message(self, *args: Any) -> None:
@@ -253,8 +245,10 @@ def test_livy_answering_500_is_a_failed_check_with_a_clear_reason(
 
     report = fleet.check_health(pool)
     [line] = report.lines()
-    assert line == (f"pool small: cluster small-0001 failed-check: 1/2: Livy at {livy_answering_500} "
-                    "answered HTTP 500 Internal Server Error on GET /batches")
+    assert line == (
+        f"pool small: cluster small-0001 failed-check: 1/2: Livy at {livy_answering_500} "
+        "answered HTTP 500 Internal Server Error on GET /batches"
+    )
     report = fleet.check_health(pool)
     assert report.dead == ["small-0001"] and processes.terminated == ["small-0001"]
     assert "HTTP 500" in registry.get_cluster("small", "small-0001").reason
@@ -319,9 +313,7 @@ def test_drain_deadline_terminates_and_requeues_what_is_left(
     assert "drain deadline" in registry.get_cluster("small", "small-0001").reason
 
 
-def test_replacement_dying_while_launching_is_replaced_without_losing_the_old(
-    registry: Registry, clock: FakeClock
-) -> None:
+def test_replacement_dying_while_launching_is_replaced_without_losing_the_old(registry: Registry, clock: FakeClock) -> None:
     provider = FakeProvider()
     fleet = Fleet(registry, provider, clock)
     pool = pool_config(max_age=timedelta(hours=1))
@@ -342,9 +334,7 @@ def test_replacement_dying_while_launching_is_replaced_without_losing_the_old(
 # --------------------------------------------------------------------------- races
 
 
-def test_interleaved_reconciles_launch_once_per_vacancy(
-    registry: Registry, provider: FakeProvider, clock: FakeClock
-) -> None:
+def test_interleaved_reconciles_launch_once_per_vacancy(registry: Registry, provider: FakeProvider, clock: FakeClock) -> None:
     pool = pool_config()
     a, b = Fleet(registry, provider, clock), Fleet(registry, provider, clock)
     seen_by_a = a.vacancy(pool)
@@ -426,9 +416,7 @@ def test_stale_health_check_cannot_kill_a_cluster_that_moved_on(
     assert registry.get_job("shop_orders#w1").state == JobState.SUBMITTED
 
 
-def test_report_says_which_cluster_why_and_which_jobs(
-    fleet: Fleet, registry: Registry, provider: FakeProvider
-) -> None:
+def test_report_says_which_cluster_why_and_which_jobs(fleet: Fleet, registry: Registry, provider: FakeProvider) -> None:
     pool = pool_config(failure_threshold=1)
     fleet.reconcile(pool)
     submit(registry, "shop_orders#w1")
@@ -437,8 +425,10 @@ def test_report_says_which_cluster_why_and_which_jobs(
     data = report.to_dict()
     assert data["dead"] == ["small-0001"] and data["requeued_jobs"] == ["shop_orders#w1"]
     assert any(
-        line.startswith("pool small: cluster small-0001 dead: 1 consecutive failed health checks; last: "
-                        "Livy process livy-small-0001 is not running; re-queued 1 job(s): shop_orders#w1")
+        line.startswith(
+            "pool small: cluster small-0001 dead: 1 consecutive failed health checks; last: "
+            "Livy process livy-small-0001 is not running; re-queued 1 job(s): shop_orders#w1"
+        )
         for line in report.lines()
     )
     assert any(line.startswith("pool small: cluster small-0002 ready") for line in report.lines())
@@ -448,7 +438,10 @@ def test_report_says_which_cluster_why_and_which_jobs(
 
 
 def test_attention_says_when_the_fleet_must_act_and_is_quiet_otherwise(
-    fleet: Fleet, registry: Registry, provider: FakeProvider, clock: FakeClock,
+    fleet: Fleet,
+    registry: Registry,
+    provider: FakeProvider,
+    clock: FakeClock,
 ) -> None:
     pool = pool_config()
     assert fleet.attention(pool) == ("urgent", "the pool has no READY or LAUNCHING cluster")
@@ -465,7 +458,9 @@ def test_attention_says_when_the_fleet_must_act_and_is_quiet_otherwise(
 
 
 def test_a_pass_confirms_a_failing_cluster_dead_and_launches_its_replacement(
-    fleet: Fleet, registry: Registry, provider: FakeProvider,
+    fleet: Fleet,
+    registry: Registry,
+    provider: FakeProvider,
 ) -> None:
     pool = pool_config(failure_threshold=3)
     fleet.launch(pool)
@@ -490,7 +485,10 @@ def test_a_pass_over_a_healthy_pool_does_nothing_and_does_not_wait(fleet: Fleet,
 
 
 def test_the_watch_trigger_wakes_on_a_failed_check_and_holds_periodic_needs(
-    fleet: Fleet, registry: Registry, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch,
+    fleet: Fleet,
+    registry: Registry,
+    provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import asyncio
 
@@ -507,6 +505,7 @@ def test_the_watch_trigger_wakes_on_a_failed_check_and_holds_periodic_needs(
         async def one() -> Any:
             async for event in trigger.run():
                 return event.payload
+
         return await asyncio.wait_for(one(), timeout=2)
 
     (cluster_id,) = ready(registry)

@@ -28,8 +28,7 @@ def sensor() -> Iterator[tuple[ClusterHealthSensor, FakeProvider, Registry]]:
         registry.create_tables()
         provider = FakeProvider()
         watch = ClusterHealthSensor(task_id="watch", pool_name="small", watch_for=timedelta(minutes=5))
-        watch.__dict__.update(registry=registry, provider=provider, pool_config=pool_config(),
-                              fleet=Fleet(registry, provider))
+        watch.__dict__.update(registry=registry, provider=provider, pool_config=pool_config(), fleet=Fleet(registry, provider))
         yield watch, provider, registry
 
 

@@ -64,7 +64,7 @@ EXCLUDED = {
     "spotlake_dev/clickgen/": "the click generator, a load tool writing to Kafka: never run by the DAGs",
     "plugins/spotlake/aws_setup.py": "the setup step: run once by the deployer, with docs/iam/setup-policy.json",
     "spotlake_dev/smoke.py": "the AWS smoke test: run by a person with their own credentials, never deployed "
-                                 "(docs/deploying-to-aws.md, Smoke test)",
+    "(docs/deploying-to-aws.md, Smoke test)",
 }
 
 
@@ -92,25 +92,30 @@ SIDES = (
 )
 
 # Actions a policy grants that no code of ours calls, and why they are needed.
-_ICEBERG_S3 = ("Iceberg's S3FileIO (the lake's files), EMRFS (the streams' checkpoints and Parquet, "
-               "remove_orphan_files' listing) and Livy reading the published job artifacts")
+_ICEBERG_S3 = (
+    "Iceberg's S3FileIO (the lake's files), EMRFS (the streams' checkpoints and Parquet, "
+    "remove_orphan_files' listing) and Livy reading the published job artifacts"
+)
 _GLUE = "Iceberg's GlueCatalog, for the SQL the jobs run (CREATE NAMESPACE/TABLE, ALTER TABLE, commits)"
-_KMS = ("only with a customer-managed KMS key on the secrets or the buckets: Secrets Manager and S3 use it "
-        "on the role's behalf (the statement is limited to them by kms:ViaService)")
+_KMS = (
+    "only with a customer-managed KMS key on the secrets or the buckets: Secrets Manager and S3 use it "
+    "on the role's behalf (the statement is limited to them by kms:ViaService)"
+)
 _PYICEBERG = "pyiceberg's GlueCatalog, when spotlake.lake reads the lake with Airflow's role"
 LIBRARY_ACTIONS: dict[str, dict[str, str]] = {
     "airflow": {
         "iam:PassRole": "RunJobFlow hands the pools' service role and instance profile role to EMR",
         "glue:GetDatabase": _PYICEBERG,
         "glue:GetTable": _PYICEBERG,
-        "kms:Decrypt": ("Secrets Manager decrypts a stream's MSK SCRAM secret (kafka_security.mechanism SCRAM-SHA-512) "
-                        "with its customer-managed key, which MSK requires, on the role's behalf"),
+        "kms:Decrypt": (
+            "Secrets Manager decrypts a stream's MSK SCRAM secret (kafka_security.mechanism SCRAM-SHA-512) "
+            "with its customer-managed key, which MSK requires, on the role's behalf"
+        ),
     },
     "emr-instance": {
         **{f"s3:{a}": _ICEBERG_S3 for a in ("GetObject", "PutObject", "DeleteObject", "ListBucket")},
         "s3:AbortMultipartUpload": "Iceberg's S3FileIO aborts the multipart upload of a failed write",
-        **{f"glue:{a}": _GLUE for a in ("GetDatabase", "CreateDatabase", "GetTable", "GetTables", "CreateTable",
-                                         "UpdateTable")},
+        **{f"glue:{a}": _GLUE for a in ("GetDatabase", "CreateDatabase", "GetTable", "GetTables", "CreateTable", "UpdateTable")},
         "kms:Decrypt": _KMS,
         "kms:GenerateDataKey": _KMS,
     },
@@ -119,9 +124,11 @@ LIBRARY_ACTIONS: dict[str, dict[str, str]] = {
 
 # (file, action): calls the deployed role deliberately lacks.
 UNGRANTED_CALLS = {
-    ("plugins/spotlake/lake.py", "secretsmanager:GetSecretValue"):
-        "spotlake.lake reads a jdbc catalog's secret (the local stack's catalog); on AWS the catalog is Glue "
-        "(docs/deploying-to-aws.md, section 3), which has none",
+    (
+        "plugins/spotlake/lake.py",
+        "secretsmanager:GetSecretValue",
+    ): "spotlake.lake reads a jdbc catalog's secret (the local stack's catalog); on AWS the catalog is Glue "
+    "(docs/deploying-to-aws.md, section 3), which has none",
 }
 
 # ------------------------------------------------------------------ how calls map to actions
@@ -139,14 +146,23 @@ CLIENTS = {
 # Receivers of calls named like AWS operations that are not AWS clients.
 NOT_AWS = {
     "self",  # an object's own methods (Registry.get_job)
-    "registry", "self.registry", "self.fleet.registry",  # spotlake.registry.Registry (get_job, update_job)
+    "registry",
+    "self.registry",
+    "self.fleet.registry",  # spotlake.registry.Registry (get_job, update_job)
     "BaseHook",  # Airflow's BaseHook.get_connection
     "table",  # a pyiceberg Table (scan)
     "botocore.session",  # loads service models to validate requests offline (providers/emr.validate_shape)
 }
 # Airflow's AWS hooks: the service of their client (None: the client_type argument says).
-HOOK_SERVICES = {"AwsBaseHook": None, "AwsGenericHook": None, "S3Hook": "s3", "EmrHook": "emr",
-                 "DynamoDBHook": "dynamodb", "SecretsManagerHook": "secretsmanager", "GlueCatalogHook": "glue"}
+HOOK_SERVICES = {
+    "AwsBaseHook": None,
+    "AwsGenericHook": None,
+    "S3Hook": "s3",
+    "EmrHook": "emr",
+    "DynamoDBHook": "dynamodb",
+    "SecretsManagerHook": "secretsmanager",
+    "GlueCatalogHook": "glue",
+}
 HOOK_CLIENT_GETTERS = {"get_conn", "conn"}
 # A hook's own methods and the operations they call (read in the provider's source).
 HOOK_METHODS = {
@@ -165,10 +181,15 @@ BOTO3_METHODS = {
 CLIENT_LOCAL = {"can_paginate", "close"}  # client methods that call nothing
 # Operations IAM authorises under another action.
 IAM_ACTIONS = {
-    ("s3", "ListObjectsV2"): "ListBucket", ("s3", "ListObjects"): "ListBucket", ("s3", "HeadBucket"): "ListBucket",
+    ("s3", "ListObjectsV2"): "ListBucket",
+    ("s3", "ListObjects"): "ListBucket",
+    ("s3", "HeadBucket"): "ListBucket",
     ("s3", "PutPublicAccessBlock"): "PutBucketPublicAccessBlock",
-    ("s3", "HeadObject"): "GetObject", ("s3", "CreateMultipartUpload"): "PutObject", ("s3", "UploadPart"): "PutObject",
-    ("s3", "CompleteMultipartUpload"): "PutObject", ("s3", "DeleteObjects"): "DeleteObject",
+    ("s3", "HeadObject"): "GetObject",
+    ("s3", "CreateMultipartUpload"): "PutObject",
+    ("s3", "UploadPart"): "PutObject",
+    ("s3", "CompleteMultipartUpload"): "PutObject",
+    ("s3", "DeleteObjects"): "DeleteObject",
     ("dynamodb", "TransactGetItems"): "GetItem",
 }
 TRANSACT_ITEMS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
@@ -248,8 +269,13 @@ class FileScanner:
         self.bindings: dict[str, tuple[str, ...]] = {}  # "name" or "self.attr" -> kind
         self.returns: dict[str, tuple[str, ...]] = {}  # function name -> kind of what it returns
         self.scan = Scan(path)
-        self.transact_items = {TRANSACT_ITEMS[k.value] for d in ast.walk(tree) if isinstance(d, ast.Dict)
-                               for k in d.keys if isinstance(k, ast.Constant) and k.value in TRANSACT_ITEMS}
+        self.transact_items = {
+            TRANSACT_ITEMS[k.value]
+            for d in ast.walk(tree)
+            if isinstance(d, ast.Dict)
+            for k in d.keys
+            if isinstance(k, ast.Constant) and k.value in TRANSACT_ITEMS
+        }
 
     # -------------------------------------------------------------- kinds
     def kind(self, node: ast.expr) -> tuple[str, ...] | None:
@@ -267,13 +293,18 @@ class FileScanner:
 
     def _call_kind(self, node: ast.Call) -> tuple[str, ...] | None:
         func, name = node.func, _terminal(node.func)
-        if (name == "client" and node.args and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str) and known_service(node.args[0].value)):
+        if (
+            name == "client"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and known_service(node.args[0].value)
+        ):
             return ("client", node.args[0].value)
         if name in HOOK_SERVICES:
             service = HOOK_SERVICES[name] or next(
-                (k.value.value for k in node.keywords if k.arg == "client_type" and isinstance(k.value, ast.Constant)),
-                None)
+                (k.value.value for k in node.keywords if k.arg == "client_type" and isinstance(k.value, ast.Constant)), None
+            )
             return ("hook", name, service) if service else None
         if isinstance(func, ast.Attribute) and func.attr in HOOK_CLIENT_GETTERS:
             inner = self.kind(func.value)
@@ -294,8 +325,11 @@ class FileScanner:
                         if kind and isinstance(target, ast.Name | ast.Attribute):
                             self.bindings[ast.unparse(target)] = kind
                 elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                    kinds = [k for r in ast.walk(node) if isinstance(r, ast.Return) and r.value is not None
-                             and (k := self.kind(r.value))]
+                    kinds = [
+                        k
+                        for r in ast.walk(node)
+                        if isinstance(r, ast.Return) and r.value is not None and (k := self.kind(r.value))
+                    ]
                     if kinds:
                         self.returns[node.name] = kinds[0]
                         if _is_property(node):
@@ -321,8 +355,10 @@ class FileScanner:
         text = ast.unparse(node.func)
         if (service, operation) == ("dynamodb", "TransactWriteItems"):
             if not self.transact_items:
-                self.scan.problems.append(f"{self.path}:{node.lineno}: {text}: no Put/Update/Delete/ConditionCheck "
-                                          "item in the file, so its actions are unknown")
+                self.scan.problems.append(
+                    f"{self.path}:{node.lineno}: {text}: no Put/Update/Delete/ConditionCheck "
+                    "item in the file, so its actions are unknown"
+                )
             for item in sorted(self.transact_items):
                 self.scan.calls.append(Call(self.path, node.lineno, function, action("dynamodb", item), text))
             return
@@ -339,19 +375,23 @@ class FileScanner:
             if method in HOOK_CLIENT_GETTERS:
                 return
             if (kind[1], method) not in HOOK_METHODS:
-                self.scan.problems.append(f"{where}: {kind[1]}.{method} is not in HOOK_METHODS; add the operations "
-                                          f"it calls (read the provider's source) to {TEST_FILE}")
+                self.scan.problems.append(
+                    f"{where}: {kind[1]}.{method} is not in HOOK_METHODS; add the operations "
+                    f"it calls (read the provider's source) to {TEST_FILE}"
+                )
                 return
             for operation in HOOK_METHODS[(kind[1], method)]:
                 self._record(node, function, kind[2], operation)
         elif method == "resource" and node.args and isinstance(node.args[0], ast.Constant):
             self.scan.problems.append(f"{where}: a boto3 resource; use a client (this test reads client calls)")
         elif ast.unparse(receiver) not in NOT_AWS and (
-                method in ("get_paginator", "get_waiter") or any(method in operations(s) for s in WATCHED)):
+            method in ("get_paginator", "get_waiter") or any(method in operations(s) for s in WATCHED)
+        ):
             self.scan.problems.append(
                 f"{where}: looks like an AWS call but `{ast.unparse(receiver)}` is not known as a client. Fix: "
                 f"declare it in CLIENTS (file -> receiver -> service) or, if it is no AWS client, in NOT_AWS, "
-                f"in {TEST_FILE}")
+                f"in {TEST_FILE}"
+            )
 
     def _client_call(self, node: ast.Call, function: str, service: str, method: str, where: str) -> None:
         argument = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
@@ -365,8 +405,10 @@ class FileScanner:
             for operation in BOTO3_METHODS[(service, method)]:
                 self._record(node, function, service, operation)
         elif method not in CLIENT_LOCAL:
-            self.scan.problems.append(f"{where}: {service} clients have no operation `{method}` "
-                                      f"(botocore {botocore.__version__}); fix the call or the receiver's service")
+            self.scan.problems.append(
+                f"{where}: {service} clients have no operation `{method}` "
+                f"(botocore {botocore.__version__}); fix the call or the receiver's service"
+            )
 
 
 @cache
@@ -381,9 +423,13 @@ def _imported_spark_jobs(paths: list[str]) -> set[str]:
     while todo:
         tree = ast.parse((ROOT / todo.pop()).read_text())
         for node in ast.walk(tree):
-            names = ([node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                     if isinstance(node, ast.ImportFrom) and node.module
-                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             for name in names:
                 path = name.replace(".", "/") + ".py"
                 if not (ROOT / path).is_file():
@@ -465,9 +511,11 @@ def _missing(side: Side) -> Iterator[str]:
             by_action[call.action].append(call)
     for name, calls in sorted(by_action.items()):
         if name not in granted:
-            yield (f"{side.policy} lacks {name}, which the code calls at "
-                   f"{', '.join(c.where for c in sorted(set(calls), key=lambda c: (c.path, c.line)))}. "
-                   f"Fix: add {name} to the policy (and to its copy in docs/deploying-to-aws.md), or drop the call")
+            yield (
+                f"{side.policy} lacks {name}, which the code calls at "
+                f"{', '.join(c.where for c in sorted(set(calls), key=lambda c: (c.path, c.line)))}. "
+                f"Fix: add {name} to the policy (and to its copy in docs/deploying-to-aws.md), or drop the call"
+            )
 
 
 @pytest.mark.parametrize("side", SIDES, ids=lambda s: s.name)
@@ -481,8 +529,10 @@ def test_the_policy_grants_nothing_else(side: Side) -> None:
     called = {c.action for c in side_calls(side)}
     libraries = LIBRARY_ACTIONS[side.name]
     stale = sorted(policy_actions(side) - called - set(libraries))
-    assert not stale, (f"{side.policy} grants {', '.join(stale)}, which no code of its side calls. Fix: remove "
-                       f"them, or, if a library needs them, add them to LIBRARY_ACTIONS in {TEST_FILE} with the reason")
+    assert not stale, (
+        f"{side.policy} grants {', '.join(stale)}, which no code of its side calls. Fix: remove "
+        f"them, or, if a library needs them, add them to LIBRARY_ACTIONS in {TEST_FILE} with the reason"
+    )
     unused = sorted(set(libraries) - policy_actions(side))
     assert not unused, f"{TEST_FILE}: LIBRARY_ACTIONS[{side.name!r}] lists {unused}, which {side.policy} no longer grants"
 
@@ -503,15 +553,17 @@ def test_the_policy_is_well_formed(side: Side) -> None:
     for statement in document["Statement"]:
         assert statement["Effect"] == "Allow" and statement.get("Resource"), statement
         listed = statement["Action"]
-        assert all("*" not in a for a in ([listed] if isinstance(listed, str) else listed)), \
+        assert all("*" not in a for a in ([listed] if isinstance(listed, str) else listed)), (
             f"{side.policy}: no wildcard actions: {statement['Sid']}"
+        )
     assert not re.search(r"\b\d{12}\b", text), f"{side.policy}: an account id; write <account>"
     assert "<account>" in text and "<region>" in text, f"{side.policy}: ARNs with <region> and <account>"
 
 
 def _doc_policies() -> list[object]:
-    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", DOC.read_text(), flags=re.S)
-            if '"Statement"' in block]
+    return [
+        json.loads(block) for block in re.findall(r"```json\n(.*?)```", DOC.read_text(), flags=re.S) if '"Statement"' in block
+    ]
 
 
 def test_the_doc_shows_the_policy_files() -> None:
@@ -532,4 +584,5 @@ def test_the_airflow_role_needs_no_table_creation() -> None:
             continue
         assert "create_tables" not in scan(path).called and "ensure_tables" not in scan(path).called, (
             f"{path} creates the tables at run time: Airflow's role would need dynamodb:CreateTable; run "
-            "python -m spotlake.aws_setup at deployment instead")
+            "python -m spotlake.aws_setup at deployment instead"
+        )

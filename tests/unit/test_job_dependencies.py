@@ -47,8 +47,11 @@ def test_publish_to_a_folder_is_content_addressed_and_the_batch_names_it(tmp_pat
     request = published.request("p#w", "small", name="x", conf={"spark.archives": "other", "spark.x": "1"})
     body = request.body()
     assert body["jars"] == manifest.jars
-    assert body["conf"] == {"spark.x": "1", "spark.archives": f"{manifest.python_archive}#pydeps",
-                            "spark.yarn.maxAppAttempts": "1"}  # spotlake re-submits; YARN must not rerun
+    assert body["conf"] == {
+        "spark.x": "1",
+        "spark.archives": f"{manifest.python_archive}#pydeps",
+        "spark.yarn.maxAppAttempts": "1",
+    }  # spotlake re-submits; YARN must not rerun
     assert body["py_files"][0].endswith("/spark_jobs.zip")
 
     # A changed jar lands beside the old one (a running batch keeps its file); the manifest moves.
@@ -98,8 +101,7 @@ def test_the_python_archive_is_deterministic(tmp_path: Path) -> None:
 
 def test_the_job_requirements_are_exact_and_match_the_project_pins() -> None:
     pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", (PROJECT_ROOT / "constraints.txt").read_text(), re.M))
-    lines = [ln.strip() for ln in job_dependencies.REQUIREMENTS.read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [ln.strip() for ln in job_dependencies.REQUIREMENTS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert lines
     for line in lines:
         name, _, version = line.partition("==")
@@ -142,7 +144,10 @@ def test_the_entry_scripts_import_without_the_jobs_packages(tmp_path: Path) -> N
         (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is not on a bare cluster')\n")
     for entry in ("extraction.main", "maintenance.main", "clickstream.main"):
         done = subprocess.run(
-            [sys.executable, "-S", "-c", f"import spark_jobs.{entry}"], capture_output=True, text=True, timeout=60,
+            [sys.executable, "-S", "-c", f"import spark_jobs.{entry}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={"PYTHONPATH": ":".join([str(blocker), str(PROJECT_ROOT), *zips])},
         )
         assert done.returncode == 0, f"{entry}: {done.stderr[-800:]}"
@@ -157,8 +162,11 @@ def test_the_local_clusters_spark_has_none_of_the_jobs_dependencies(tmp_path: Pa
     defaults = livy_server.livy_spark_defaults(layout, "c1", "local[2]")
     assert "spark.jars" not in defaults and "spark.jars.packages" not in defaults
     spark_pom = (PROJECT_ROOT / "jvm" / "spark" / "pom.xml").read_text()
-    artifacts_ = set(re.findall(r"<artifactId>([^<]+)</artifactId>", spark_pom)) - {"spotlake-jars-spark", "*",
-                                                                                      "maven-dependency-plugin"}
+    artifacts_ = set(re.findall(r"<artifactId>([^<]+)</artifactId>", spark_pom)) - {
+        "spotlake-jars-spark",
+        "*",
+        "maven-dependency-plugin",
+    }
     assert artifacts_ == {"hadoop-aws", "aws-java-sdk-bundle"}
     jobs_pom = (PROJECT_ROOT / "jvm" / "jobs" / "pom.xml").read_text()
     for needed in ("mysql-connector-j", "postgresql", "spark-sql-kafka-0-10_2.12", "iceberg-spark-runtime-3.5_2.12"):
@@ -178,8 +186,9 @@ def test_manifest_round_trip() -> None:
     assert json.loads(manifest.to_json())["python"] == "3.11"
 
 
-def test_the_publish_command_builds_and_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_publish_command_builds_and_publishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`python -m spotlake.job_dependencies publish --to <root>` and `show`, with the Maven and pip
     steps stood in by files (the integration tier runs the real ones through build_and_publish)."""
     jars, archive = fake_files(tmp_path)

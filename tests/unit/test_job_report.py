@@ -36,8 +36,9 @@ def job_file(tmp_path: Path) -> str:
 
 def run(tmp_path: Path, runner: str) -> tuple[int, dict[str, Any]]:
     report = tmp_path / "reports" / "r.json"
-    code = entry.run_main(["--job-file", job_file(tmp_path), "--report", str(report)], "extract.py", "d",
-                            ExtractJob, runner, "extraction")
+    code = entry.run_main(
+        ["--job-file", job_file(tmp_path), "--report", str(report)], "extract.py", "d", ExtractJob, runner, "extraction"
+    )
     return code, json.loads(report.read_text())
 
 
@@ -58,8 +59,12 @@ def test_success_failure_and_data_errors_are_reported(tmp_path: Path, active_ses
     code, report = run(tmp_path, f"{me}:succeed")
     assert code == 0 and report["status"] == "succeeded" and report["result"]["rows"] == 3
     code, report = run(tmp_path, f"{me}:fail_on_data")
-    assert code == 2 and report == {"run_id": BASE_JOB["run_id"], "status": "failed",
-                                    "error": "column 'amount': [CAST_OVERFLOW]", "data_error": True}
+    assert code == 2 and report == {
+        "run_id": BASE_JOB["run_id"],
+        "status": "failed",
+        "error": "column 'amount': [CAST_OVERFLOW]",
+        "data_error": True,
+    }
     with pytest.raises(RuntimeError):
         run(tmp_path, f"{me}:crash")
     report = json.loads((tmp_path / "reports" / "r.json").read_text())
@@ -71,8 +76,7 @@ def test_reports_on_s3_round_trip() -> None:
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="artifacts")
     write_report("s3://artifacts/spotlake/reports/run-1.json", {"status": "succeeded", "result": {}}, "us-east-1")
-    assert artifacts.read_report("s3://artifacts/spotlake/reports/run-1.json", s3) == {"status": "succeeded",
-                                                                                      "result": {}}
+    assert artifacts.read_report("s3://artifacts/spotlake/reports/run-1.json", s3) == {"status": "succeeded", "result": {}}
     assert artifacts.read_report("s3://artifacts/spotlake/reports/none.json", s3) is None
     write_report("s3://artifacts/spotlake/reports/run-2.json", {"run_id": "run-1", "status": "succeeded"})
     # a report of another attempt is never taken for this one's

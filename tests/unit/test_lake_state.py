@@ -62,8 +62,15 @@ def test_state_is_created_once_with_the_snapshot_pending_or_skipped(env: tuple) 
 def test_a_window_plan_is_fixed_by_its_first_run(env: tuple) -> None:
     _, store, _, _ = env
     store.ensure("orders", True, T0)
-    first = WindowRecord(pipeline="orders", window="20261205T050000Z", job_key="orders#20261205T050000Z",
-                         start=iso(T0), end=iso(T0), read_from="2026-12-05T04:00:00.000000+00:00", planned_at="p1")
+    first = WindowRecord(
+        pipeline="orders",
+        window="20261205T050000Z",
+        job_key="orders#20261205T050000Z",
+        start=iso(T0),
+        end=iso(T0),
+        read_from="2026-12-05T04:00:00.000000+00:00",
+        planned_at="p1",
+    )
     assert store.plan_window(first) is first
     later = WindowRecord(**{**first.__dict__, "read_from": iso(T0), "planned_at": "p2"})
     assert store.plan_window(later).read_from == first.read_from
@@ -116,8 +123,11 @@ def test_an_expired_lease_frees_the_lock(env: tuple) -> None:
 def test_release_stores_the_window_result_with_its_touched_chunks(env: tuple) -> None:
     registry, store, _, cluster = env
     store.ensure("orders", True, T0)
-    record = store.plan_window(WindowRecord(pipeline="orders", window="w1", job_key="orders#w1", start=iso(T0),
-                                            end=iso(T0), read_from=iso(T0), planned_at="p"))
+    record = store.plan_window(
+        WindowRecord(
+            pipeline="orders", window="w1", job_key="orders#w1", start=iso(T0), end=iso(T0), read_from=iso(T0), planned_at="p"
+        )
+    )
     owner = claim(registry, cluster, "orders#w1", "run1")
     lock = store.acquire("orders", owner, lease_s=30)
     store.mark_touched(lock, "w1", 1)
@@ -127,8 +137,7 @@ def test_release_stores_the_window_result_with_its_touched_chunks(env: tuple) ->
     done = WindowRecord(**{**touched.__dict__, "state": "COMMITTED", "rows_read": 5, "timings": {"read_s": 0.25}})
     store.release(lock, {"watermark": iso(T0)}, done)
     stored = store.window("orders", "w1")
-    assert (stored.state, stored.rows_read, sorted(stored.touched), stored.timings) == (
-        "COMMITTED", 5, [1, 2], {"read_s": 0.25})
+    assert (stored.state, stored.rows_read, sorted(stored.touched), stored.timings) == ("COMMITTED", 5, [1, 2], {"read_s": 0.25})
     assert record.state == "PLANNED"
 
 

@@ -28,8 +28,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    return {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
 
 
 def test_the_dags_folder_is_the_project_without_the_local_stack(bundle: Path) -> None:
@@ -37,9 +40,17 @@ def test_the_dags_folder_is_the_project_without_the_local_stack(bundle: Path) ->
     for folder in ("dags", "spark_jobs", "config", "sql"):
         assert {f"{folder}/{f}" for f in files(ROOT / folder)} <= dags, f"{folder}/ is not whole in the bundle"
     plugins = {f.removeprefix("plugins/") for f in dags if f.startswith("plugins/")}
-    assert {"spotlake/config.py", "spotlake/triggers.py", "triggers/livy.py", "triggers/fleet.py", "hooks/livy.py",
-            "operators/extraction.py", "sensors/cluster_health.py",
-            "dag_factories/extraction.py", "spotlake/providers/emr.py"} <= plugins
+    assert {
+        "spotlake/config.py",
+        "spotlake/triggers.py",
+        "triggers/livy.py",
+        "triggers/fleet.py",
+        "hooks/livy.py",
+        "operators/extraction.py",
+        "sensors/cluster_health.py",
+        "dag_factories/extraction.py",
+        "spotlake/providers/emr.py",
+    } <= plugins
     assert not [f for f in dags if "spotlake_dev" in f or "localstack" in f or "clickgen" in f]
     assert ".airflowignore" not in plugins
     assert plugins == {f.as_posix() for f in mwaa_bundle.deployed_plugin_files()}
@@ -73,8 +84,7 @@ def test_the_startup_script_sets_the_path_and_the_provider(bundle: Path) -> None
         assert out == [f"/usr/local/airflow/dags/plugins:/usr/local/airflow/dags{expected}", "emr", ARTIFACTS]
 
 
-def test_the_bundle_refuses_a_used_folder_and_a_local_artifacts_root(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_bundle_refuses_a_used_folder_and_a_local_artifacts_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "file").write_text("x")
     assert mwaa_bundle.main([str(tmp_path / "used"), "--artifacts", ARTIFACTS]) == 2
@@ -120,20 +130,38 @@ print("@@" + json.dumps({
 @pytest.mark.tools
 def test_the_dags_parse_from_the_bundle_with_only_the_airflow_set(bundle: Path, tmp_path: Path) -> None:
     allowed = set(pins(AIRFLOW_CONSTRAINTS)) | {"pip", "setuptools", "wheel"}
-    blocked = sorted(module for module, dists in metadata.packages_distributions().items()
-                     if module not in sys.stdlib_module_names and not {canonicalize_name(d) for d in dists} & allowed)
+    blocked = sorted(
+        module
+        for module, dists in metadata.packages_distributions().items()
+        if module not in sys.stdlib_module_names and not {canonicalize_name(d) for d in dists} & allowed
+    )
     assert {"pyspark", "pytest", "moto", "duckdb", "pyiceberg"} <= set(blocked)
     folder = bundle / "dags"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTLAKE_", "AIRFLOW", "AWS_", "PYTHON"))}
-    env |= {"PYTHONPATH": f"{folder}/plugins:{folder}", "AIRFLOW_HOME": str(tmp_path / "airflow"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "SPOTLAKE_PROVIDER": "emr", "SPOTLAKE_ARTIFACTS": ARTIFACTS}
-    done = subprocess.run([sys.executable, "-c", IN_THE_BUNDLE, str(folder), json.dumps(blocked)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env |= {
+        "PYTHONPATH": f"{folder}/plugins:{folder}",
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "SPOTLAKE_PROVIDER": "emr",
+        "SPOTLAKE_ARTIFACTS": ARTIFACTS,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", IN_THE_BUNDLE, str(folder), json.dumps(blocked)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert "@@" in done.stdout, f"the bundle's code does not load:\n{done.stderr[-3000:]}"
     result = json.loads(done.stdout.rsplit("@@", 1)[1])
     assert result["errors"] == {}
     assert any(d.startswith("extract_") for d in result["dags"]) and "stream_clicks" in result["dags"]
     assert "operators.extraction" in result["modules"] and "sensors.cluster_health" in result["modules"]
-    assert result["paths"] == [str(folder / "spark_jobs"), str(folder / "sql" / "streaming"),
-                               str(folder / "config" / "pipelines.yaml")]
+    assert result["paths"] == [
+        str(folder / "spark_jobs"),
+        str(folder / "sql" / "streaming"),
+        str(folder / "config" / "pipelines.yaml"),
+    ]
     assert result["functions"] is None, "without pyspark, function names are left to the cluster"

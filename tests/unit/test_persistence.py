@@ -21,9 +21,12 @@ def test_every_table_and_secret_comes_back_even_past_a_hundred_tables(tmp_path: 
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
         for name in names:
-            ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                             KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}])
+            ddb.create_table(
+                TableName=name,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+            )
         ddb.put_item(TableName="t119", Item={"k": {"S": "last"}, "blob": {"B": b"\x00\xff"}, "n": {"N": "7"}})
         boto3.client("secretsmanager", region_name="us-east-1").create_secret(Name="s/x", SecretString='{"a": 1}')
         assert persistence.save(layout, clients) == 1

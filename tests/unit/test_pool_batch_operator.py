@@ -146,8 +146,7 @@ def test_a_data_error_is_never_taken_for_lost_capacity(operator: Op) -> None:
         operator.execute_complete({}, event)
 
 
-def test_the_jobs_report_is_read_when_the_log_has_no_lines(operator: Op, tmp_path: Any,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_jobs_report_is_read_when_the_log_has_no_lines(operator: Op, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cluster mode: the driver's lines go to YARN, not to Livy's batch log; the report has them."""
     import json
 
@@ -160,30 +159,38 @@ def test_the_jobs_report_is_read_when_the_log_has_no_lines(operator: Op, tmp_pat
     report = tmp_path / "reports" / "run-1.json"
     assert report_uri(str(tmp_path), "run-1") == str(report)
     report.parent.mkdir()
-    report.write_text(json.dumps({"status": "failed", "error": "column 'amount': [CAST_OVERFLOW]",
-                                  "data_error": True}))
+    report.write_text(json.dumps({"status": "failed", "error": "column 'amount': [CAST_OVERFLOW]", "data_error": True}))
     with pytest.raises(AirflowFailException, match=r"CAST_OVERFLOW"):
         operator.execute_complete({}, event)
     report.write_text(json.dumps({"status": "succeeded", "result": {"rows": 3}}))
     assert operator._batch_result(operator.registry.get_job("orders#w1")) == {"rows": 3}
 
 
-@pytest.mark.parametrize(("error", "log", "lost"), [
-    # the job failed on executors YARN took away: capacity
-    ("SparkException: Job aborted: ExecutorLostFailure (executor 2 exited caused by one of the running tasks)",
-     "WARN YarnAllocator: Container marked as failed: c3 on host h. Exit status: -100. Diagnostics: Container "
-     "released on a *lost* node.", True),
-    # the driver died without a word (its application master's node went away): capacity
-    ("", "Application application_1 failed 1 times due to AM Container exited with exitCode: -100", True),
-    # a memory kill is the job's own failure
-    ("ExecutorLostFailure (executor 2 exited) Reason: Container killed by YARN for exceeding physical memory limits",
-     "Exit status: -100", False),
-    ("ExecutorLostFailure (executor 1 exited)", "Container marked as failed. Exit status: 137", False),
-    # a spot reclaim Spark recovered from, then a real error: the job's own
-    ("pipeline orders: Secrets Manager AccessDeniedException", "Exit status: -100 ... *lost* node", False),
-    # a name that merely contains a word of YARN's
-    ("pipeline asset_decommissions: cannot connect to MySQL", "INFO decommission of nothing", False),
-])
+@pytest.mark.parametrize(
+    ("error", "log", "lost"),
+    [
+        # the job failed on executors YARN took away: capacity
+        (
+            "SparkException: Job aborted: ExecutorLostFailure (executor 2 exited caused by one of the running tasks)",
+            "WARN YarnAllocator: Container marked as failed: c3 on host h. Exit status: -100. Diagnostics: Container "
+            "released on a *lost* node.",
+            True,
+        ),
+        # the driver died without a word (its application master's node went away): capacity
+        ("", "Application application_1 failed 1 times due to AM Container exited with exitCode: -100", True),
+        # a memory kill is the job's own failure
+        (
+            "ExecutorLostFailure (executor 2 exited) Reason: Container killed by YARN for exceeding physical memory limits",
+            "Exit status: -100",
+            False,
+        ),
+        ("ExecutorLostFailure (executor 1 exited)", "Container marked as failed. Exit status: 137", False),
+        # a spot reclaim Spark recovered from, then a real error: the job's own
+        ("pipeline orders: Secrets Manager AccessDeniedException", "Exit status: -100 ... *lost* node", False),
+        # a name that merely contains a word of YARN's
+        ("pipeline asset_decommissions: cannot connect to MySQL", "INFO decommission of nothing", False),
+    ],
+)
 def test_only_capacity_yarn_took_away_counts_as_lost(error: str, log: str, lost: bool) -> None:
     from operators.livy_batch import lost_capacity
 
@@ -224,15 +231,22 @@ def test_a_batch_that_succeeded_marks_its_job_succeeded_and_returns_the_tasks_re
 
 
 def test_the_jobs_result_is_its_last_result_line_in_the_batch_log(
-        operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch) -> None:
+    operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As the maintenance and reconciliation operators read what their job did (it wrote no report)."""
     monkeypatch.setattr(operator, "on_batch_success", lambda context, job: operator._batch_result(job))
     ready(operator.registry, "c1")
-    livys(endpoint_of("c1")).log = ["INFO starting", 'SPOTLAKE_RESULT: {"rows": 1}', "INFO done",
-                                    'SPOTLAKE_RESULT: {"rows": 3, "tables": {"lake.shop.orders": {}}}']
+    livys(endpoint_of("c1")).log = [
+        "INFO starting",
+        'SPOTLAKE_RESULT: {"rows": 1}',
+        "INFO done",
+        'SPOTLAKE_RESULT: {"rows": 3, "tables": {"lake.shop.orders": {}}}',
+    ]
     trigger = submitted(operator)
     assert operator.execute_complete({}, event(trigger, "success", state="success")) == {
-        "rows": 3, "tables": {"lake.shop.orders": {}}}
+        "rows": 3,
+        "tables": {"lake.shop.orders": {}},
+    }
     livys(endpoint_of("c1")).log = ["SPOTLAKE_RESULT: {not json"]
     assert operator._batch_result(operator.registry.get_job("orders#w1")) is None
     livys(endpoint_of("c1")).unreachable = True
@@ -240,7 +254,8 @@ def test_the_jobs_result_is_its_last_result_line_in_the_batch_log(
 
 
 def test_a_job_that_goes_on_to_its_next_job_submits_it_in_the_same_try(
-        operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch) -> None:
+    operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As the extraction task does after the initial snapshot: on_batch_success says NEXT_JOB."""
     keys = ["orders#snapshot", "orders#w1"]
 
@@ -248,8 +263,9 @@ def test_a_job_that_goes_on_to_its_next_job_submits_it_in_the_same_try(
         keys.pop(0)
         return NEXT_JOB
 
-    monkeypatch.setattr(operator, "build_request",
-                        lambda context: BatchRequest(job_key=keys[0], pool="small", file="/jobs/extract.py"))
+    monkeypatch.setattr(
+        operator, "build_request", lambda context: BatchRequest(job_key=keys[0], pool="small", file="/jobs/extract.py")
+    )
     monkeypatch.setattr(operator, "on_batch_success", next_job)
     ready(operator.registry, "c1")
     first = submitted(operator)
@@ -302,13 +318,17 @@ def test_a_failed_batch_whose_log_cannot_be_read_still_fails_the_task(operator: 
     assert operator.registry.get_job("orders#w1").state == JobState.FAILED
 
 
-@pytest.mark.parametrize(("status", "reason"), [
-    ("requeued", "cluster c1 is DEAD: spot instance reclaimed"),
-    ("lost", "Livy at http://c1:8998 does not know batch 100"),
-    ("unreachable", "Livy at http://c1:8998 has not answered for 45 s: ConnectionRefusedError"),
-])
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("requeued", "cluster c1 is DEAD: spot instance reclaimed"),
+        ("lost", "Livy at http://c1:8998 does not know batch 100"),
+        ("unreachable", "Livy at http://c1:8998 has not answered for 45 s: ConnectionRefusedError"),
+    ],
+)
 def test_a_batch_whose_cluster_went_away_is_resubmitted_on_the_replacement(
-        operator: Op, livys: Livys, status: str, reason: str) -> None:
+    operator: Op, livys: Livys, status: str, reason: str
+) -> None:
     ready(operator.registry, "c1")
     trigger = submitted(operator)
     replace(operator.registry, "c1", "c2")
@@ -347,16 +367,17 @@ def test_a_job_below_its_move_limit_is_moved_again(operator: Op, livys: Livys, m
     assert operator.registry.get_job("orders#w1").moves == moves + 1
 
 
-def test_a_job_moved_max_moves_times_fails_the_task_naming_the_limit_and_the_last_loss(
-        operator: Op, livys: Livys) -> None:
+def test_a_job_moved_max_moves_times_fails_the_task_naming_the_limit_and_the_last_loss(operator: Op, livys: Livys) -> None:
     ready(operator.registry, "c1")
     trigger = submitted(operator)
     operator.registry.update_job(operator.registry.get_job("orders#w1"), moves=operator.max_moves)
     replace(operator.registry, "c1", "c2")
     with pytest.raises(AirflowException) as failed:
         operator.execute_complete({}, event(trigger, "requeued", reason="cluster c1 is DEAD: spot instance reclaimed"))
-    assert str(failed.value) == ("orders#w1: its cluster or capacity was lost 4 times (limit max_moves=3); "
-                                 "last: cluster c1 is DEAD: spot instance reclaimed")
+    assert str(failed.value) == (
+        "orders#w1: its cluster or capacity was lost 4 times (limit max_moves=3); "
+        "last: cluster c1 is DEAD: spot instance reclaimed"
+    )
     job = operator.registry.get_job("orders#w1")
     assert (job.state, job.reason) == (JobState.FAILED, "moved 3 times; cluster c1 is DEAD: spot instance reclaimed")
     assert livys(endpoint_of("c2")).posted == []  # nothing resubmitted

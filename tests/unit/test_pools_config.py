@@ -75,8 +75,7 @@ def test_defaults_and_overrides() -> None:
 @pytest.mark.parametrize(
     ("path", "key", "where"),
     [
-        (("pools", "small", "emr", "task", "instance_types", 0), "cpu",
-         "pools.small.emr.task.instance_types[0]"),
+        (("pools", "small", "emr", "task", "instance_types", 0), "cpu", "pools.small.emr.task.instance_types[0]"),
         (("pools", "small", "emr", "master"), "spot_timeout", "pools.small.emr.master"),
         (("pools", "small", "emr"), "instance_type", "pools.small.emr"),
         (("pools", "small"), "max_agee", "pools.small"),
@@ -84,9 +83,7 @@ def test_defaults_and_overrides() -> None:
         (("defaults",), "pool", "defaults"),
     ],
 )
-def test_unknown_key_anywhere_names_file_pool_key_and_allowed(
-    path: tuple[Any, ...], key: str, where: str
-) -> None:
+def test_unknown_key_anywhere_names_file_pool_key_and_allowed(path: tuple[Any, ...], key: str, where: str) -> None:
     raw = copy.deepcopy(base())
     node: Any = raw
     for step in path:
@@ -103,10 +100,8 @@ def test_unknown_key_anywhere_names_file_pool_key_and_allowed(
     [
         (lambda r: r["pools"]["small"]["emr"].update(release_label="emr-6.15.0"), "EMR 7.x"),
         (lambda r: r["pools"]["small"]["emr"]["master"].update(capacity=2), "exactly one instance"),
-        (lambda r: r["pools"]["small"]["emr"]["task"]["instance_types"][0].update(type="huge"),
-         "EC2 instance type"),
-        (lambda r: r["pools"]["small"]["emr"]["task"].update(allocation_strategy="cheapest"),
-         "allocation_strategy"),
+        (lambda r: r["pools"]["small"]["emr"]["task"]["instance_types"][0].update(type="huge"), "EC2 instance type"),
+        (lambda r: r["pools"]["small"]["emr"]["task"].update(allocation_strategy="cheapest"), "allocation_strategy"),
         (lambda r: r["pools"]["small"]["emr"].update(subnet_ids=[]), "subnet_ids"),
         (lambda r: r["pools"]["small"]["emr"].update(idle_timeout="30s"), "idle_timeout"),
         (lambda r: r["pools"]["small"]["emr"]["tags"].update({"spotlake:pool": "x"}), "fleet's own"),

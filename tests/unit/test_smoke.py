@@ -57,8 +57,13 @@ def test_the_documented_dry_run_passes_in_process(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Cost estimate for pool small" in out
-    for request in ("dynamodb CreateTable", "emr RunJobFlow", "emr DescribeCluster", "emr TerminateJobFlows",
-                    "dynamodb DeleteTable"):
+    for request in (
+        "dynamodb CreateTable",
+        "emr RunJobFlow",
+        "emr DescribeCluster",
+        "emr TerminateJobFlows",
+        "dynamodb DeleteTable",
+    ):
         assert f"sent: {request}" in out, request
     assert "held: s3 PutObject" in out  # the job code is not uploaded by a dry run
     assert "not sent: POST http://" in out and "not sent: DELETE http://" in out  # Livy: printed only
@@ -82,12 +87,25 @@ def moto_server() -> Iterator[str]:
 
 
 def test_the_dry_run_against_a_moto_server_sends_the_aws_requests_and_removes_what_it_made(
-        moto_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    clients = {name: boto3.client(name, region_name=REGION, endpoint_url=moto_server)
-               for name in ("s3", "dynamodb", "emr")}
+    moto_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clients = {name: boto3.client(name, region_name=REGION, endpoint_url=moto_server) for name in ("s3", "dynamodb", "emr")}
     publish_dependencies(clients["s3"], tmp_path)
-    code = smoke.main(["--dry-run", "--endpoint-url", moto_server, "--pipeline", "shop_customers",
-                       "--artifacts", ARTIFACTS, "--region", REGION, "--prefix", "spotlake-smoke-abc123"])
+    code = smoke.main(
+        [
+            "--dry-run",
+            "--endpoint-url",
+            moto_server,
+            "--pipeline",
+            "shop_customers",
+            "--artifacts",
+            ARTIFACTS,
+            "--region",
+            REGION,
+            "--prefix",
+            "spotlake-smoke-abc123",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "WARNING" not in out, out  # dependencies and the bootstrap script are published there
@@ -100,18 +118,28 @@ def test_the_dry_run_against_a_moto_server_sends_the_aws_requests_and_removes_wh
     assert cluster["Status"]["State"] == "TERMINATED"
     tags = {t["Key"]: t["Value"] for t in clients["emr"].describe_cluster(ClusterId=cluster["Id"])["Cluster"]["Tags"]}
     assert tags["spotlake:terminated-by"] == "smoke-test" and tags["spotlake-smoke"] == "spotlake-smoke-abc123"
-    assert "jars: [\"s3://spotlake-artifacts/spotlake/artifacts/deps/" in out  # the published manifest's jars
+    assert 'jars: ["s3://spotlake-artifacts/spotlake/artifacts/deps/' in out  # the published manifest's jars
 
 
-@pytest.mark.parametrize(("spoil", "field"), [
-    (lambda request: request["Instances"]["InstanceFleets"][0].update(TargetOnDemandCapacity="1"),
-     "Instances.InstanceFleets[0].TargetOnDemandCapacity"),
-    (lambda request: request.update(Tags=[t for t in request["Tags"]
-                                          if t["Key"] != "for-use-with-amazon-emr-managed-policies"]),
-     "for-use-with-amazon-emr-managed-policies"),
-], ids=["botocore-type", "emr-rule"])
+@pytest.mark.parametrize(
+    ("spoil", "field"),
+    [
+        (
+            lambda request: request["Instances"]["InstanceFleets"][0].update(TargetOnDemandCapacity="1"),
+            "Instances.InstanceFleets[0].TargetOnDemandCapacity",
+        ),
+        (
+            lambda request: request.update(
+                Tags=[t for t in request["Tags"] if t["Key"] != "for-use-with-amazon-emr-managed-policies"]
+            ),
+            "for-use-with-amazon-emr-managed-policies",
+        ),
+    ],
+    ids=["botocore-type", "emr-rule"],
+)
 def test_an_invalid_request_fails_the_dry_run_naming_the_field(
-        spoil: Any, field: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    spoil: Any, field: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     original = EmrProvider.job_flow_request
 
     def spoiled(self: EmrProvider, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -135,19 +163,35 @@ PRICES = {"a1.large": (1.0, 0.25), "b1.large": (2.0, 0.5), "c1.large": (0.4, 0.1
 
 
 def fleet(role: str, capacity: int, *types: tuple[str, int]) -> pools.InstanceFleet:
-    return pools.InstanceFleet(role=role, capacity=capacity,
-                               instance_types=tuple(pools.InstanceType(t, weight=w) for t, w in types),
-                               spot_timeout=timedelta(minutes=10) if role == "TASK" else None)
+    return pools.InstanceFleet(
+        role=role,
+        capacity=capacity,
+        instance_types=tuple(pools.InstanceType(t, weight=w) for t, w in types),
+        spot_timeout=timedelta(minutes=10) if role == "TASK" else None,
+    )
 
 
 def pool(task: pools.InstanceFleet, name: str = "tiny") -> pools.PoolConfig:
     shape = pools.EmrShape(
-        release_label="emr-7.5.0", subnet_ids=("subnet-01",), log_uri="s3://logs/", service_role="EMR_DefaultRole_V2",
-        job_flow_role="EMR_EC2_DefaultRole", idle_timeout=timedelta(hours=2),
-        master=fleet("MASTER", 1, ("a1.large", 1)), core=fleet("CORE", 2, ("b1.large", 1)), task=task)
-    return pools.PoolConfig(name=name, max_age=timedelta(hours=6), drain_deadline=timedelta(minutes=30),
-                            health_check_interval=timedelta(seconds=15), failure_threshold=3,
-                            launch_timeout=timedelta(minutes=30), emr=shape)
+        release_label="emr-7.5.0",
+        subnet_ids=("subnet-01",),
+        log_uri="s3://logs/",
+        service_role="EMR_DefaultRole_V2",
+        job_flow_role="EMR_EC2_DefaultRole",
+        idle_timeout=timedelta(hours=2),
+        master=fleet("MASTER", 1, ("a1.large", 1)),
+        core=fleet("CORE", 2, ("b1.large", 1)),
+        task=task,
+    )
+    return pools.PoolConfig(
+        name=name,
+        max_age=timedelta(hours=6),
+        drain_deadline=timedelta(minutes=30),
+        health_check_interval=timedelta(seconds=15),
+        failure_threshold=3,
+        launch_timeout=timedelta(minutes=30),
+        emr=shape,
+    )
 
 
 def test_the_cost_estimate_counts_instances_by_weight_and_prices_them() -> None:
@@ -176,8 +220,11 @@ def test_an_unknown_instance_type_is_reported_not_guessed() -> None:
     unpriced = smoke.estimate(pool(fleet("TASK", 2, ("x9.huge", 1)), name="unpriced"), PRICES)
     assert not unpriced.complete and unpriced.total is None
     assert "cannot be estimated: no price for any instance type of the TASK fleet" in "\n".join(unpriced.lines(None))
-    both = pools.PoolsConfig(Path("pools.yaml"), "emr", (pool(fleet("TASK", 2, ("x9.huge", 1)), name="unpriced"),
-                                                        pool(fleet("TASK", 2, ("c1.large", 1)), name="priced")))
+    both = pools.PoolsConfig(
+        Path("pools.yaml"),
+        "emr",
+        (pool(fleet("TASK", 2, ("x9.huge", 1)), name="unpriced"), pool(fleet("TASK", 2, ("c1.large", 1)), name="priced")),
+    )
     assert smoke.cheapest_pool(both, PRICES).name == "priced"
 
 
@@ -226,8 +273,7 @@ def test_a_failed_step_still_terminates_the_cluster_and_deletes_the_tables(tmp_p
         s3 = boto3.client("s3", region_name=REGION)
         publish_dependencies(s3, tmp_path)
         provider = FakeProvider()
-        options = smoke.Options(stream=None, region=REGION, prefix="spotlake-smoke-fa11ed", artifacts=ARTIFACTS,
-                                yes=True)
+        options = smoke.Options(stream=None, region=REGION, prefix="spotlake-smoke-fa11ed", artifacts=ARTIFACTS, yes=True)
         run = smoke.build(options, say=lines.append, provider=provider, livy=RefusingLivy)
         run.sleep = lambda seconds: None
         assert run.preflight() == []
@@ -254,15 +300,18 @@ def test_a_prefix_whose_tables_exist_is_refused_and_left_alone() -> None:
         remaining = set(client.list_tables()["TableNames"])
     out = "\n".join(lines)
     assert code == 1 and "already exist" in out, out
-    assert remaining == {"spotlake-clusters", "spotlake-jobs", "spotlake-extraction-log", "spotlake-sessions",
-                         "spotlake-streams"}
+    assert remaining == {"spotlake-clusters", "spotlake-jobs", "spotlake-extraction-log", "spotlake-sessions", "spotlake-streams"}
     assert "DeleteTable" not in out
 
 
 def test_a_real_run_needs_s3_artifacts_and_the_kafka_brokers(tmp_path: Path) -> None:
     with mock_aws():
-        run = smoke.build(smoke.Options(region=REGION, artifacts=str(tmp_path)), say=lambda line: None,
-                          provider=FakeProvider(), livy=RefusingLivy)
+        run = smoke.build(
+            smoke.Options(region=REGION, artifacts=str(tmp_path)),
+            say=lambda line: None,
+            provider=FakeProvider(),
+            livy=RefusingLivy,
+        )
         problems = run.preflight()
     assert any("not on S3" in p for p in problems) and any("--kafka-bootstrap" in p for p in problems)
 
@@ -288,16 +337,21 @@ class CommittingLivy:
         label = document["job_key"].rsplit("#", 1)[1]
         record = lake_state.window(document["pipeline"], label)
         record.state, record.run_id, record.rows_read, record.rows_written, record.chunks = (
-            "COMMITTED", document["run_id"], 3, 3, 1)
+            "COMMITTED",
+            document["run_id"],
+            3,
+            3,
+            1,
+        )
         lake_state.client.put_item(TableName=lake_state.table, Item=record_item(record))
         glue, s3 = boto3.client("glue", region_name=REGION), boto3.client("s3", region_name=REGION)
         lake = document["lake"]
         for table in (lake["current"], lake["changes"]):
             location = f"{lake['warehouse']}/{lake['namespace']}.db/{table}"
-            glue.create_table(DatabaseName=lake["namespace"], TableInput={
-                "Name": table, "StorageDescriptor": {"Location": location}})
-            s3.put_object(Bucket="spotlake-lake", Key=f"warehouse/{lake['namespace']}.db/{table}/data/1.parquet",
-                          Body=b"rows")
+            glue.create_table(
+                DatabaseName=lake["namespace"], TableInput={"Name": table, "StorageDescriptor": {"Location": location}}
+            )
+            s3.put_object(Bucket="spotlake-lake", Key=f"warehouse/{lake['namespace']}.db/{table}/data/1.parquet", Body=b"rows")
         return 7
 
     def probe(self, batch_id: int) -> smoke.Probe:
@@ -316,8 +370,9 @@ def test_a_passing_run_checks_the_window_and_removes_its_lake_tables(tmp_path: P
         glue = boto3.client("glue", region_name=REGION)
         glue.create_database(DatabaseInput={"Name": "shop"})
         provider = FakeProvider()
-        options = smoke.Options(pipeline="shop_orders", stream=None, region=REGION, prefix="spotlake-smoke-900d00",
-                                artifacts=ARTIFACTS, yes=True)
+        options = smoke.Options(
+            pipeline="shop_orders", stream=None, region=REGION, prefix="spotlake-smoke-900d00", artifacts=ARTIFACTS, yes=True
+        )
         run = smoke.build(options, say=lines.append, provider=provider, livy=CommittingLivy)
         glue_lake = dataclasses.replace(run.pipelines.lake, type="glue", secret_id=None)
         run.pipelines = dataclasses.replace(run.pipelines, lake=glue_lake)
@@ -446,11 +501,19 @@ def test_the_stream_runs_in_its_own_schema_and_locations_and_is_stopped_and_remo
         s3.put_object(Bucket="spotlake-checkpoints", Key="streams/clicks-smoke-57ea00/commits/0", Body=b"v1")
         s3.put_object(Bucket="spotlake-checkpoints", Key="streams/clicks/commits/0", Body=b"the real stream's")
         boto3.client("glue", region_name=REGION).create_database(DatabaseInput={"Name": "shop"})
-        options = smoke.Options(pipeline="shop_orders", region=REGION, prefix="spotlake-smoke-57ea00",
-                                artifacts=ARTIFACTS, kafka_bootstrap="b-1.msk:9092", yes=True, stream_seconds=20)
+        options = smoke.Options(
+            pipeline="shop_orders",
+            region=REGION,
+            prefix="spotlake-smoke-57ea00",
+            artifacts=ARTIFACTS,
+            kafka_bootstrap="b-1.msk:9092",
+            yes=True,
+            stream_seconds=20,
+        )
         run = smoke.build(options, say=lines.append, provider=FakeProvider(), livy=StreamingLivy)
         run.pipelines = dataclasses.replace(
-            run.pipelines, lake=dataclasses.replace(run.pipelines.lake, type="glue", secret_id=None))
+            run.pipelines, lake=dataclasses.replace(run.pipelines.lake, type="glue", secret_id=None)
+        )
         run._sink = lambda: sink  # type: ignore[method-assign]
         now = [0.0]
 

@@ -22,24 +22,29 @@ from spark_jobs.extraction.source_types import SourceColumn, column_read, select
 from tests.support.job_documents import job_with
 
 
-@pytest.mark.parametrize(("column", "select", "lake"), [
-    (SourceColumn("id", "bigint", column_type="bigint(20) unsigned"), "`id`", "decimal(20,0)"),
-    (SourceColumn("n", "bigint", column_type="bigint(20)"), "`n`", "long"),
-    (SourceColumn("flag", "bit", column_type="bit(1)", precision=1), "`flag`", "boolean"),
-    (SourceColumn("bits", "bit", column_type="bit(10)", precision=10), "CAST(`bits` AS SIGNED)", "long"),
-    (SourceColumn("b64", "bit", column_type="bit(64)", precision=64), "CAST(`b64` AS UNSIGNED)", "decimal(20,0)"),
-    (SourceColumn("d38", "decimal", column_type="decimal(38,10)", precision=38, scale=10), "`d38`", "decimal"),
-    (SourceColumn("d65", "decimal", column_type="decimal(65,30)", precision=65, scale=30),
-     "CAST(`d65` AS CHAR)", "string"),
-    (SourceColumn("t", "time", column_type="time(6)"),
-     "CAST(TIMESTAMPDIFF(MICROSECOND, TIME '00:00:00', `t`) AS SIGNED)", "long"),
-    (SourceColumn("at", "datetime"), "DATE_FORMAT(`at`, '%Y-%m-%d %H:%i:%s.%f')", "timestamp"),
-    (SourceColumn("day", "date"), "DATE_FORMAT(`day`, '%Y-%m-%d')", "date"),
-    (SourceColumn("y", "year"), "`y`", "int"),
-    (SourceColumn("g", "point"), "ST_AsText(`g`)", "string"),
-    (SourceColumn("j", "json"), "`j`", "string"),
-    (SourceColumn("v", "vector"), "CAST(`v` AS CHAR)", "string"),
-])
+@pytest.mark.parametrize(
+    ("column", "select", "lake"),
+    [
+        (SourceColumn("id", "bigint", column_type="bigint(20) unsigned"), "`id`", "decimal(20,0)"),
+        (SourceColumn("n", "bigint", column_type="bigint(20)"), "`n`", "long"),
+        (SourceColumn("flag", "bit", column_type="bit(1)", precision=1), "`flag`", "boolean"),
+        (SourceColumn("bits", "bit", column_type="bit(10)", precision=10), "CAST(`bits` AS SIGNED)", "long"),
+        (SourceColumn("b64", "bit", column_type="bit(64)", precision=64), "CAST(`b64` AS UNSIGNED)", "decimal(20,0)"),
+        (SourceColumn("d38", "decimal", column_type="decimal(38,10)", precision=38, scale=10), "`d38`", "decimal"),
+        (SourceColumn("d65", "decimal", column_type="decimal(65,30)", precision=65, scale=30), "CAST(`d65` AS CHAR)", "string"),
+        (
+            SourceColumn("t", "time", column_type="time(6)"),
+            "CAST(TIMESTAMPDIFF(MICROSECOND, TIME '00:00:00', `t`) AS SIGNED)",
+            "long",
+        ),
+        (SourceColumn("at", "datetime"), "DATE_FORMAT(`at`, '%Y-%m-%d %H:%i:%s.%f')", "timestamp"),
+        (SourceColumn("day", "date"), "DATE_FORMAT(`day`, '%Y-%m-%d')", "date"),
+        (SourceColumn("y", "year"), "`y`", "int"),
+        (SourceColumn("g", "point"), "ST_AsText(`g`)", "string"),
+        (SourceColumn("j", "json"), "`j`", "string"),
+        (SourceColumn("v", "vector"), "CAST(`v` AS CHAR)", "string"),
+    ],
+)
 def test_every_type_has_a_read_and_a_lake_type(column: SourceColumn, select: str, lake: str) -> None:
     read = column_read(column)
     assert (read.select, read.lake_type) == (select, lake)
@@ -57,13 +62,17 @@ def utc(text: str) -> datetime:
 def test_timestamp_cursor_bounds_are_utc_whatever_the_zone() -> None:
     line = TimeLine("timestamp", "-05:00", timezone(timedelta(hours=-5)))
     assert line.cursor_bounds(utc("2026-03-08T06:55:00"), utc("2026-03-08T07:00:00")) == (
-        "2026-03-08 06:55:00.000000", "2026-03-08 07:00:00.000000")
+        "2026-03-08 06:55:00.000000",
+        "2026-03-08 07:00:00.000000",
+    )
 
 
 def test_datetime_cursor_bounds_are_the_sources_wall_clock() -> None:
     line = TimeLine("datetime", "+05:30", parse_zone("+05:30"))
     assert line.cursor_bounds(utc("2026-11-27T14:00:00"), utc("2026-11-27T14:05:00")) == (
-        "2026-11-27 19:30:00.000000", "2026-11-27 19:35:00.000000")
+        "2026-11-27 19:30:00.000000",
+        "2026-11-27 19:35:00.000000",
+    )
 
 
 def test_datetime_cursor_bounds_cover_both_sides_of_a_daylight_saving_change() -> None:
@@ -73,10 +82,14 @@ def test_datetime_cursor_bounds_cover_both_sides_of_a_daylight_saving_change() -
     low, high = utc("2026-11-01T05:58:00"), utc("2026-11-01T06:03:00")  # 01:58 EDT .. 01:03 EST
     assert line.cursor_bounds(low, high) == ("2026-11-01 00:58:00.000000", "2026-11-01 02:03:00.000000")
     assert line.cursor_bounds(utc("2026-11-01T06:30:00"), utc("2026-11-01T06:35:00")) == (
-        "2026-11-01 01:30:00.000000", "2026-11-01 01:35:00.000000")
+        "2026-11-01 01:30:00.000000",
+        "2026-11-01 01:35:00.000000",
+    )
     # Spring: 02:00-03:00 never happens; the window's bounds skip it.
     assert line.cursor_bounds(utc("2026-03-08T06:58:00"), utc("2026-03-08T07:03:00")) == (
-        "2026-03-08 01:58:00.000000", "2026-03-08 03:03:00.000000")
+        "2026-03-08 01:58:00.000000",
+        "2026-03-08 03:03:00.000000",
+    )
 
 
 def test_every_instant_of_a_window_falls_inside_its_wall_clock_bounds() -> None:
@@ -91,9 +104,14 @@ def test_every_instant_of_a_window_falls_inside_its_wall_clock_bounds() -> None:
             assert lower <= wall < upper
 
 
-@pytest.mark.parametrize(("name", "offset"), [
-    ("+05:30", timedelta(hours=5, minutes=30)), ("-05:00", timedelta(hours=-5)), ("UTC", timedelta(0)),
-])
+@pytest.mark.parametrize(
+    ("name", "offset"),
+    [
+        ("+05:30", timedelta(hours=5, minutes=30)),
+        ("-05:00", timedelta(hours=-5)),
+        ("UTC", timedelta(0)),
+    ],
+)
 def test_zones_as_mysql_writes_them(name: str, offset: timedelta) -> None:
     zone = parse_zone(name)
     assert zone is not None and zone.utcoffset(None) == offset
@@ -105,8 +123,7 @@ def test_abbreviations_are_not_zones() -> None:
 
 
 def test_a_date_cursor_is_refused_with_the_fix() -> None:
-    table = SourceTable(columns=("id", "day"), types={"id": "int", "day": "date"},
-                        index_leaders=frozenset({"id", "day"}))
+    table = SourceTable(columns=("id", "day"), types={"id": "int", "day": "date"}, index_leaders=frozenset({"id", "day"}))
     with pytest.raises(ExtractionError, match="cursor column 'day' is DATE.*DATETIME or TIMESTAMP"):
         check_table(job_with(primary_key=["id"], cursor="day", soft_delete=None), table)
 
@@ -134,10 +151,12 @@ def test_integer_keys_split_into_open_ended_ranges_even_above_two_to_the_63() ->
 
 
 def test_read_options_of_the_job_document() -> None:
-    job = job_with(read={"time_zone": "America/New_York", "wait_for_open_transactions": False,
-                         "max_open_transaction_s": 60})
+    job = job_with(read={"time_zone": "America/New_York", "wait_for_open_transactions": False, "max_open_transaction_s": 60})
     assert (job.read.time_zone, job.read.wait_for_open_transactions, job.read.max_open_transaction_s) == (
-        "America/New_York", False, 60)
+        "America/New_York",
+        False,
+        60,
+    )
     with pytest.raises(ExtractionError, match="read.time_zone"):
         job_with(read={"time_zone": "x'; DROP"})
     with pytest.raises(ExtractionError, match="read.wait_for_open_transactions"):

@@ -14,8 +14,22 @@ from spotlake.stream_status import StreamState, StreamStatus
 from spotlake.stream_supervisor import Decision, ProbeFailure
 
 PREVIOUS_STRINGS: list[tuple[type[StrEnum], list[str]]] = [
-    (FleetAction, ["launching", "launch-failed", "booting", "ready", "draining", "failed-check", "recovered", "dead",
-                   "terminated", "requeued", "lost-race"]),
+    (
+        FleetAction,
+        [
+            "launching",
+            "launch-failed",
+            "booting",
+            "ready",
+            "draining",
+            "failed-check",
+            "recovered",
+            "dead",
+            "terminated",
+            "requeued",
+            "lost-race",
+        ],
+    ),
     (Attention, ["urgent", "periodic", ""]),
     (Decision, ["live", "wait", "start", "restart", "move"]),
     (ProbeFailure, ["lost", "unreachable"]),
@@ -37,7 +51,12 @@ def test_each_member_is_its_previous_string(enum: type[StrEnum], strings: list[s
 
 def test_the_previous_module_constants_are_still_there() -> None:
     assert (freshness.FRESH, freshness.STALE, freshness.FAILING, freshness.LOADING, freshness.NEVER) == (
-        "fresh", "STALE", "FAILING", "loading", "never run")
+        "fresh",
+        "STALE",
+        "FAILING",
+        "loading",
+        "never run",
+    )
     assert (aws_setup.CREATED, aws_setup.EXISTS, aws_setup.WOULD_CREATE) == ("created", "exists", "would create")
 
 

@@ -25,13 +25,15 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
 
 
 def seed(registry: Registry) -> None:
-    old = Cluster(pool="small", cluster_id="small-0001", provider="local", state="", generation=1,
-                  launched_at="2026-11-27T12:00:00+00:00")
+    old = Cluster(
+        pool="small", cluster_id="small-0001", provider="local", state="", generation=1, launched_at="2026-11-27T12:00:00+00:00"
+    )
     registry.put_launching(old)
     registry.mark_ready(old, "http://127.0.0.1:18998")
     registry.transition_cluster(old, ClusterState.DEAD, "Livy process livy-small-0001 is not running")
-    new = Cluster(pool="small", cluster_id="small-0002", provider="local", state="", generation=2,
-                  launched_at="2026-11-27T14:00:00+00:00")
+    new = Cluster(
+        pool="small", cluster_id="small-0002", provider="local", state="", generation=2, launched_at="2026-11-27T14:00:00+00:00"
+    )
     registry.put_launching(new)
     registry.mark_ready(new, "http://127.0.0.1:18999")
     running = registry.claim_job("shop_orders#20261127T1400", "small", new, "r1", None)
@@ -40,8 +42,7 @@ def seed(registry: Registry) -> None:
     registry.update_job(moved, state=JobState.REQUEUED, reason="cluster small-0001 DEAD")
     store = LakeState(registry.client, registry.prefix)
     # shop_orders committed up to 14:00; shop_order_items stopped at 13:30 and its last window failed.
-    for pipeline, watermark in (("shop_orders", "2026-11-27T14:00:00+00:00"),
-                                ("shop_order_items", "2026-11-27T13:30:00+00:00")):
+    for pipeline, watermark in (("shop_orders", "2026-11-27T14:00:00+00:00"), ("shop_order_items", "2026-11-27T13:30:00+00:00")):
         store.ensure(pipeline, False, datetime.fromisoformat(watermark))
     store.record_failure("shop_order_items", "shop_order_items#20261127T1335", "source secret 'x' cannot be read")
 
@@ -56,14 +57,14 @@ def test_status_shows_clusters_jobs_and_freshness(registry: Registry) -> None:
     assert "shop_customers#20261127T1400" in text and "cluster small-0001 DEAD" in text
     assert "shop_orders       fresh      2026-11-27T14:00:00.000000+00:00  10m" in text
     assert "shop_customers    never run  -" in text and "extract_shop_customers has not run" in text
-    assert ("shop_order_items  FAILING    2026-11-27T13:30:00.000000+00:00  40m  -           source secret 'x' cannot be read "
-            "(shop_order_items#20261127T1335 failed at") in text
+    assert (
+        "shop_order_items  FAILING    2026-11-27T13:30:00.000000+00:00  40m  -           source secret 'x' cannot be read "
+        "(shop_order_items#20261127T1335 failed at"
+    ) in text
     assert "pool large" in text and "no cluster yet" in text
 
 
-def test_main_prints_json_from_the_environment_client(
-    registry: Registry, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_main_prints_json_from_the_environment_client(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     seed(registry)
     assert status.main(["--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -71,9 +72,7 @@ def test_main_prints_json_from_the_environment_client(
     assert {j["state"] for j in data["jobs"]} == {"SUBMITTED", "REQUEUED"}
 
 
-def test_main_explains_an_unreachable_registry(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_main_explains_an_unreachable_registry(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SPOTLAKE_REGISTRY_PREFIX", "missing")
     with mock_aws():
         assert status.main([]) == 2
@@ -96,6 +95,12 @@ def test_main_local_reads_the_local_stacks_registry(
     monkeypatch.setattr(boto3, "client", client)
     assert status.main(["--local", "--json"]) == 0
     expected = stack.aws_env(StackLayout.default())
-    assert made == [{"region_name": expected["AWS_DEFAULT_REGION"], "endpoint_url": expected["AWS_ENDPOINT_URL"],
-                     "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}]
+    assert made == [
+        {
+            "region_name": expected["AWS_DEFAULT_REGION"],
+            "endpoint_url": expected["AWS_ENDPOINT_URL"],
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+    ]
     assert json.loads(capsys.readouterr().out)["jobs"]

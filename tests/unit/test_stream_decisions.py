@@ -12,8 +12,16 @@ from spotlake.stream_supervisor import decisions
 from spotlake.stream_supervisor.decisions import Assessment, BatchProbe, Decision, ProbeFailure
 from spotlake.streaming import RestartBudget
 
-RUNNING_JOB = Job(job_key="clicks", pool="large", state=JobState.SUBMITTED, attempt=2, cluster_id="large-0001",
-                  endpoint="http://a", batch_id=4, moves=1)
+RUNNING_JOB = Job(
+    job_key="clicks",
+    pool="large",
+    state=JobState.SUBMITTED,
+    attempt=2,
+    cluster_id="large-0001",
+    endpoint="http://a",
+    batch_id=4,
+    moves=1,
+)
 READY = Cluster(pool="large", cluster_id="large-0001", provider="local", state=ClusterState.READY)
 DRAINING = Cluster(pool="large", cluster_id="large-0001", provider="local", state=ClusterState.DRAINING)
 REPLACEMENT = Cluster(pool="large", cluster_id="large-0002", provider="local", state=ClusterState.READY)
@@ -26,14 +34,17 @@ def test_the_decisions_are_the_strings_the_reports_and_logs_had() -> None:
     assert BatchProbe("lost").state == ProbeFailure.LOST
 
 
-@pytest.mark.parametrize(("job", "kind", "cause", "requeue"), [
-    (None, Decision.START, "first start", False),
-    (Job("clicks", "large", JobState.REQUEUED, reason="cluster large-0001 DEAD"), Decision.RESTART, "cluster lost", True),
-    (Job("clicks", "large", JobState.FAILED), Decision.RESTART, "batch ended", False),
-    (Job("clicks", "large", JobState.SUCCEEDED), Decision.RESTART, "batch ended", False),
-    (Job("clicks", "large", JobState.QUEUED), Decision.START, "submission under way", False),
-    (Job("clicks", "large", JobState.SUBMITTED, batch_id=-1), Decision.START, "submission under way", False),
-])
+@pytest.mark.parametrize(
+    ("job", "kind", "cause", "requeue"),
+    [
+        (None, Decision.START, "first start", False),
+        (Job("clicks", "large", JobState.REQUEUED, reason="cluster large-0001 DEAD"), Decision.RESTART, "cluster lost", True),
+        (Job("clicks", "large", JobState.FAILED), Decision.RESTART, "batch ended", False),
+        (Job("clicks", "large", JobState.SUCCEEDED), Decision.RESTART, "batch ended", False),
+        (Job("clicks", "large", JobState.QUEUED), Decision.START, "submission under way", False),
+        (Job("clicks", "large", JobState.SUBMITTED, batch_id=-1), Decision.START, "submission under way", False),
+    ],
+)
 def test_the_job_record_alone_decides(job: Job | None, kind: Decision, cause: str, requeue: bool) -> None:
     assessment = decisions.assess_job(job)
     assert assessment is not None and (assessment.kind, assessment.cause, assessment.requeue) == (kind, cause, requeue)
@@ -45,12 +56,21 @@ def test_a_submitted_job_with_a_batch_is_looked_at_further() -> None:
     assert decisions.assess_batch(RUNNING_JOB, READY, BatchProbe("running")) is None
 
 
-@pytest.mark.parametrize("cluster", [None, Cluster("large", "large-0001", "local", ClusterState.DEAD, reason="spot"),
-                                     Cluster("large", "large-0001", "local", ClusterState.TERMINATED)])
+@pytest.mark.parametrize(
+    "cluster",
+    [
+        None,
+        Cluster("large", "large-0001", "local", ClusterState.DEAD, reason="spot"),
+        Cluster("large", "large-0001", "local", ClusterState.TERMINATED),
+    ],
+)
 def test_a_lost_cluster_restarts_the_stream_elsewhere(cluster: Cluster | None) -> None:
     assessment = decisions.assess_cluster(RUNNING_JOB, cluster)
     assert assessment is not None and (assessment.kind, assessment.cause, assessment.requeue) == (
-        Decision.RESTART, "cluster lost", True)
+        Decision.RESTART,
+        "cluster lost",
+        True,
+    )
     assert "large-0001 is " in assessment.reason
 
 
@@ -106,8 +126,7 @@ def test_the_stream_state_after_each_decision() -> None:
 
 def test_the_lag_from_the_committed_offsets_or_where_the_stream_starts() -> None:
     ends = {"clicks": {0: (0, 100), 1: (10, 50)}}
-    assert decisions.lag(ends, {"clicks": {"0": 90, "1": 50}}, from_latest=False).by_partition == {
-        "clicks/0": 10, "clicks/1": 0}
+    assert decisions.lag(ends, {"clicks": {"0": 90, "1": 50}}, from_latest=False).by_partition == {"clicks/0": 10, "clicks/1": 0}
     assert decisions.lag(ends, None, from_latest=False).total == 140  # from the low offsets
     assert decisions.lag(ends, None, from_latest=True).total == 0  # from the end
     assert decisions.lag(ends, {"clicks": {"0": 90}}, from_latest=True).by_partition == {"clicks/0": 10, "clicks/1": 40}

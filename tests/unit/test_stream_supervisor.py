@@ -29,8 +29,13 @@ from spotlake.stream_supervisor import (
 from spotlake.streaming import RestartBudget, StreamConfig
 
 STREAM = StreamConfig(
-    name="clicks", pool="large", topics=("clicks",), sink_secret_id="spotlake/postgres/clicks",
-    sink_schema="clickstream", checkpoint="s3a://checkpoints/clicks", restart_budget=RestartBudget(2, timedelta(hours=1)),
+    name="clicks",
+    pool="large",
+    topics=("clicks",),
+    sink_secret_id="spotlake/postgres/clicks",
+    sink_schema="clickstream",
+    checkpoint="s3a://checkpoints/clicks",
+    restart_budget=RestartBudget(2, timedelta(hours=1)),
 )
 
 
@@ -154,10 +159,16 @@ def world(registry: Registry) -> World:
     livy, kafka, sink, clock = FakeLivy(), FakeKafka(), FakeSink(), Clock()
     statuses = StreamStatusStore(registry.client, registry.prefix)
     supervisor = StreamSupervisor(
-        stream=STREAM, registry=registry, statuses=statuses, kafka=kafka, sink=sink,
-        client_for=livy.client, control_for=livy.control,
+        stream=STREAM,
+        registry=registry,
+        statuses=statuses,
+        kafka=kafka,
+        sink=sink,
+        client_for=livy.client,
+        control_for=livy.control,
         publish=lambda: JobArtifacts("/artifacts/abc/stream_clicks.py", ["/artifacts/abc/spark_jobs.zip"]),
-        clock=clock, stop_timeout_s=2.0,
+        clock=clock,
+        stop_timeout_s=2.0,
     )
     return World(registry, livy, kafka, sink, clock, supervisor, statuses)
 
@@ -166,8 +177,7 @@ def test_first_start_then_running_with_lag_and_status(world: World) -> None:
     ready(world.registry, "large-0001", "http://a")
     report = world.supervisor.supervise()
     assert report.state == StreamState.STARTED and report.migrations == ["0001_click_sink.sql"]
-    assert report.job is not None and (report.job.cluster_id, report.job.batch_id, report.job.attempt) == (
-        "large-0001", 0, 1)
+    assert report.job is not None and (report.job.cluster_id, report.job.batch_id, report.job.attempt) == ("large-0001", 0, 1)
     (body,) = world.livy.bodies
     assert body["file"] == "/artifacts/abc/stream_clicks.py" and body["name"].startswith("spotlake-stream-clicks-")
     assert "spark.scheduler.mode" not in body["conf"]  # one query: no scheduler pools to share between
@@ -176,8 +186,9 @@ def test_first_start_then_running_with_lag_and_status(world: World) -> None:
     assert document["sink"] == {"secret_id": "spotlake/postgres/clicks", "schema": "clickstream"}
     assert report.lag is not None and report.lag.total == 140  # nothing committed: from the low offsets
 
-    world.sink.current = Progress(7, "2026-11-27T14:00:30.000+00:00", "2026-11-27T13:50:00.000+00:00",
-                                  {"clicks": {"0": 90, "1": 50}})
+    world.sink.current = Progress(
+        7, "2026-11-27T14:00:30.000+00:00", "2026-11-27T13:50:00.000+00:00", {"clicks": {"0": 90, "1": 50}}
+    )
     running = world.supervisor.supervise()
     assert running.state == StreamState.RUNNING and len(world.livy.bodies) == 1
     assert running.lag is not None and running.lag.by_partition == {"clicks/0": 10, "clicks/1": 0}
@@ -232,8 +243,7 @@ def test_an_unreachable_cluster_is_waited_for_then_the_stream_moves_to_the_repla
     ready(world.registry, "large-0002", "http://b")
     report = world.supervisor.supervise()
     assert report.state == StreamState.RESTARTED and "large-0001 is DEAD" in report.reason
-    assert report.job is not None and (report.job.cluster_id, report.job.attempt, report.job.moves) == (
-        "large-0002", 2, 1)
+    assert report.job is not None and (report.job.cluster_id, report.job.attempt, report.job.moves) == ("large-0002", 2, 1)
     assert world.registry.get_job("clicks").state == JobState.SUBMITTED
 
 
@@ -285,8 +295,9 @@ def test_the_operator_reads_the_brokers_from_its_connection_and_fails_loudly(
 
     from operators.streaming import StreamSupervisorOperator, bootstrap_servers
 
-    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_EXTRA", json.dumps(
-        {"conn_type": "generic", "extra": {"bootstrap.servers": "b-1:9092,b-2:9092"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KAFKA_EXTRA", json.dumps({"conn_type": "generic", "extra": {"bootstrap.servers": "b-1:9092,b-2:9092"}})
+    )
     monkeypatch.setenv("AIRFLOW_CONN_KAFKA_HOST", json.dumps({"conn_type": "generic", "host": "k", "port": 9093}))
     assert bootstrap_servers("kafka_extra") == "b-1:9092,b-2:9092"
     assert bootstrap_servers("kafka_host") == "k:9093"
@@ -300,5 +311,3 @@ def test_the_operator_reads_the_brokers_from_its_connection_and_fails_loudly(
     monkeypatch.setattr(operator, "supervisor", lambda: Failing())
     with pytest.raises(AirflowException, match="stream clicks: 5 restarts within 1h"):
         operator.execute({})
-
-

@@ -49,7 +49,8 @@ def test_defaults_apply_and_a_stream_overrides_them() -> None:
     assert stream.max_offsets_per_trigger == 50000 and stream.starting_offsets == "earliest"
     assert stream.lake == streaming.StreamLakeTables("clicks", "events", "dead_letters")
     assert parse(lake={"namespace": "c", "dead_letters": None}).get("clicks").lake == streaming.StreamLakeTables(
-        "c", "events", None)
+        "c", "events", None
+    )
     assert stream.dag_id == "stream_clicks" and stream.job_key == "clicks" and stream.query_name == "clicks"
 
 
@@ -65,8 +66,10 @@ def test_defaults_apply_and_a_stream_overrides_them() -> None:
         ({"checkpoint": "bucket/path"}, "checkpoint: 'bucket/path' is not a URI"),
         ({"trigger_interval": "31s"}, "trigger_interval: 31s is longer than 30s"),
         ({"trigger_interval": "soon"}, "'soon' is not a duration"),
-        ({"lake": "s3a://lake/clicks/events"}, "lake: 's3a://lake/clicks/events' is a path, but the stream's lake is "
-                                               "now Iceberg tables"),
+        (
+            {"lake": "s3a://lake/clicks/events"},
+            "lake: 's3a://lake/clicks/events' is a path, but the stream's lake is now Iceberg tables",
+        ),
         ({"lake": {"events": "e"}}, "lake.namespace: required"),
         ({"lake": {"namespace": "c", "path": "x"}}, "unknown key(s) path"),
         ({"lake": {"namespace": "bad name"}}, "lake.namespace"),
@@ -109,15 +112,21 @@ def test_pools_must_serve_the_stream() -> None:
 
 
 def test_job_document_round_trips_into_the_spark_jobs_contract() -> None:
-    stream = parse(starting_offsets={"clicks": {"0": 5}}, max_future_skew="90s",
-                   spark_conf={"spark.jars": "s3://jars/kafka.jar", "spark.speculation": False}).get("clicks")
+    stream = parse(
+        starting_offsets={"clicks": {"0": 5}},
+        max_future_skew="90s",
+        spark_conf={"spark.jars": "s3://jars/kafka.jar", "spark.speculation": False},
+    ).get("clicks")
     assert stream.spark_conf == {"spark.jars": "s3://jars/kafka.jar", "spark.speculation": "false"}
     catalog = config.Lake(catalog="lake", type="glue", warehouse="s3://lake/warehouse", secret_id=None)
     document = replace(stream, catalog=catalog).job_document("0123abcd", 2, "b-1:9092,b-2:9092")
     job = StreamJob.from_dict(document)
     assert job.source.options() == {
-        "kafka.bootstrap.servers": "b-1:9092,b-2:9092", "subscribe": "clicks",
-        "startingOffsets": '{"clicks":{"0":5}}', "failOnDataLoss": "true", "maxOffsetsPerTrigger": "50000",
+        "kafka.bootstrap.servers": "b-1:9092,b-2:9092",
+        "subscribe": "clicks",
+        "startingOffsets": '{"clicks":{"0":5}}',
+        "failOnDataLoss": "true",
+        "maxOffsetsPerTrigger": "50000",
         "kafka.fetch.max.wait.ms": "50",
     }
     assert job.trigger.spark_options() == {"processingTime": "5 seconds"}

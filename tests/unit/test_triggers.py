@@ -27,14 +27,38 @@ IN_AN_HOUR = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
 
 # Each trigger class with every argument set away from its default.
 TRIGGERS: list[BaseTrigger] = [
-    LivyBatchTrigger(endpoint="http://c1:8998", batch_id=5, job_key="shop_orders#w1", poll_interval=3.0,
-                     unreachable_timeout=12.5, pool="small", cluster_id="c1", aws_conn_id="aws_spotlake",
-                     registry_prefix="t"),
-    LivyStatementTrigger(endpoint="http://c1:8998", session_id=3, statement_id=7, job_key="shop_orders#w1",
-                         deadline="2026-01-01T00:00:00+00:00", poll_interval=0.5, unreachable_timeout=30.0,
-                         pool="small", cluster_id="c1", aws_conn_id=None, registry_prefix="t"),
-    PoolWatchTrigger(pool_name="small", until="2026-01-01T00:05:00+00:00", interval=5.0, hold=30.0,
-                     aws_conn_id="aws_spotlake", registry_prefix="t"),
+    LivyBatchTrigger(
+        endpoint="http://c1:8998",
+        batch_id=5,
+        job_key="shop_orders#w1",
+        poll_interval=3.0,
+        unreachable_timeout=12.5,
+        pool="small",
+        cluster_id="c1",
+        aws_conn_id="aws_spotlake",
+        registry_prefix="t",
+    ),
+    LivyStatementTrigger(
+        endpoint="http://c1:8998",
+        session_id=3,
+        statement_id=7,
+        job_key="shop_orders#w1",
+        deadline="2026-01-01T00:00:00+00:00",
+        poll_interval=0.5,
+        unreachable_timeout=30.0,
+        pool="small",
+        cluster_id="c1",
+        aws_conn_id=None,
+        registry_prefix="t",
+    ),
+    PoolWatchTrigger(
+        pool_name="small",
+        until="2026-01-01T00:05:00+00:00",
+        interval=5.0,
+        hold=30.0,
+        aws_conn_id="aws_spotlake",
+        registry_prefix="t",
+    ),
 ]
 
 
@@ -78,9 +102,12 @@ def test_a_task_deferred_before_the_move_resumes_through_the_old_module(trigger:
 
 
 def test_every_trigger_class_is_covered_here_and_by_the_old_module() -> None:
-    defined = {name for module in ("triggers.livy", "triggers.fleet")
-               for name, value in vars(importlib.import_module(module)).items()
-               if isinstance(value, type) and issubclass(value, BaseTrigger) and value.__module__ == module}
+    defined = {
+        name
+        for module in ("triggers.livy", "triggers.fleet")
+        for name, value in vars(importlib.import_module(module)).items()
+        if isinstance(value, type) and issubclass(value, BaseTrigger) and value.__module__ == module
+    }
     assert defined - {"JobTrigger"} == {ids(t) for t in TRIGGERS}  # JobTrigger: their base, never deferred on
     assert defined <= set(importlib.import_module("spotlake.triggers").__all__)
 
@@ -156,14 +183,31 @@ def first_event(trigger: BaseTrigger, timeout: float = 5.0) -> dict[str, Any]:
 
 
 def batch_trigger(**overrides: Any) -> LivyBatchTrigger:
-    return LivyBatchTrigger(**{"endpoint": "http://c1:8998", "batch_id": 5, "job_key": "shop_orders#w1",
-                               "poll_interval": 0.001, "unreachable_timeout": 30.0, **overrides})
+    return LivyBatchTrigger(
+        **{
+            "endpoint": "http://c1:8998",
+            "batch_id": 5,
+            "job_key": "shop_orders#w1",
+            "poll_interval": 0.001,
+            "unreachable_timeout": 30.0,
+            **overrides,
+        }
+    )
 
 
 def statement_trigger(**overrides: Any) -> LivyStatementTrigger:
-    return LivyStatementTrigger(**{"endpoint": "http://c1:8998", "session_id": 3, "statement_id": 7,
-                                   "job_key": "shop_orders#w1", "deadline": IN_AN_HOUR, "poll_interval": 0.001,
-                                   "unreachable_timeout": 30.0, **overrides})
+    return LivyStatementTrigger(
+        **{
+            "endpoint": "http://c1:8998",
+            "session_id": 3,
+            "statement_id": 7,
+            "job_key": "shop_orders#w1",
+            "deadline": IN_AN_HOUR,
+            "poll_interval": 0.001,
+            "unreachable_timeout": 30.0,
+            **overrides,
+        }
+    )
 
 
 STATEMENT, SESSION = "/sessions/3/statements/7", "/sessions/3"
@@ -172,13 +216,13 @@ STATEMENT, SESSION = "/sessions/3/statements/7", "/sessions/3"
 # ---------------------------------------------------------------- the batch trigger
 
 
-@pytest.mark.parametrize(("final", "status"), [("success", "success"), ("dead", "failed"), ("killed", "failed"),
-                                               ("error", "failed")])
+@pytest.mark.parametrize(
+    ("final", "status"), [("success", "success"), ("dead", "failed"), ("killed", "failed"), ("error", "failed")]
+)
 def test_a_batch_that_ends_is_success_or_failed_with_livys_state(livy: ScriptedLivy, final: str, status: str) -> None:
     livy.script("/batches/5/state", batch_state("starting"), batch_state("running"), batch_state(final))
     event = first_event(batch_trigger())
-    assert event == {"status": status, "batch_id": 5, "job_key": "shop_orders#w1", "endpoint": "http://c1:8998",
-                     "state": final}
+    assert event == {"status": status, "batch_id": 5, "job_key": "shop_orders#w1", "endpoint": "http://c1:8998", "state": final}
     assert livy.endpoints == ["http://c1:8998"] and len(livy.asked) == 3
 
 
@@ -188,8 +232,7 @@ def test_a_batch_livy_does_not_know_is_lost(livy: ScriptedLivy) -> None:
     assert event["status"] == "lost" and event["reason"] == "Livy at http://c1:8998 does not know batch 5"
 
 
-def test_a_livy_that_stops_answering_is_unreachable_after_the_timeout_with_its_last_error(
-        livy: ScriptedLivy) -> None:
+def test_a_livy_that_stops_answering_is_unreachable_after_the_timeout_with_its_last_error(livy: ScriptedLivy) -> None:
     livy.script("/batches/5/state", batch_state("running"), batch_error(503, "Service Unavailable"), REFUSED)
     started = time.monotonic()
     event = first_event(batch_trigger(unreachable_timeout=0.05))
@@ -211,11 +254,11 @@ class TenSecondsACall:
 
 
 def test_an_answer_between_failures_starts_the_unreachable_clock_again(
-        livy: ScriptedLivy, monkeypatch: pytest.MonkeyPatch) -> None:
+    livy: ScriptedLivy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two failures in a row stay within 25 s on this clock; four, counted from the first, would not."""
     monkeypatch.setattr(triggers.livy, "time", TenSecondsACall())
-    livy.script("/batches/5/state", REFUSED, REFUSED, batch_state("running"), REFUSED, REFUSED,
-                batch_state("success"))
+    livy.script("/batches/5/state", REFUSED, REFUSED, batch_state("running"), REFUSED, REFUSED, batch_state("success"))
     assert first_event(batch_trigger(unreachable_timeout=25))["status"] == "success"
     monkeypatch.setattr(triggers.livy, "time", TenSecondsACall())
     livy.script("/batches/5/state", REFUSED, REFUSED, REFUSED, REFUSED, batch_state("success"))
@@ -246,19 +289,22 @@ def watching(trigger: BaseTrigger, registry: Registry, monkeypatch: pytest.Monke
 
 
 def test_a_batch_whose_job_the_fleet_requeued_is_requeued_with_the_fleets_reason(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     submitted(registry)
     livy.script("/batches/5/state", batch_state("running"))
     trigger = watching(batch_trigger(pool="small", cluster_id="c1"), registry, monkeypatch)
-    registry.update_job(registry.get_job("shop_orders#w1"), state=JobState.REQUEUED,
-                        reason="cluster c1 DEAD: failed 3 health checks")
+    registry.update_job(
+        registry.get_job("shop_orders#w1"), state=JobState.REQUEUED, reason="cluster c1 DEAD: failed 3 health checks"
+    )
     event = first_event(trigger)
     assert event["status"] == "requeued" and event["reason"] == "cluster c1 DEAD: failed 3 health checks"
     assert livy.asked == []  # the registry is asked first: no poll of a batch that runs no more
 
 
 def test_a_batch_whose_job_another_batch_runs_now_is_requeued(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     submitted(registry, batch_id=6)  # a re-run submitted batch 6 for the job
     livy.script("/batches/5/state", batch_state("running"))
     event = first_event(watching(batch_trigger(pool="small", cluster_id="c1"), registry, monkeypatch))
@@ -266,7 +312,8 @@ def test_a_batch_whose_job_another_batch_runs_now_is_requeued(
 
 
 def test_a_batch_whose_job_runs_on_another_cluster_now_is_requeued_even_under_the_same_batch_id(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each Livy server numbers its batches from 0: the job's batch 5 on c2 is not this batch 5 on c1."""
     submitted(registry, endpoint="http://c2:8998", cluster_id="c2")
     livy.script("/batches/5/state", batch_state("running"))
@@ -276,21 +323,28 @@ def test_a_batch_whose_job_runs_on_another_cluster_now_is_requeued_even_under_th
 
 @pytest.mark.parametrize("state", [ClusterState.DEAD, ClusterState.TERMINATED])
 def test_a_batch_whose_cluster_is_dead_or_terminated_is_requeued(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch, state: ClusterState) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch, state: ClusterState
+) -> None:
     cluster = submitted(registry)
     livy.script("/batches/5/state", batch_state("running"))
     registry.transition_cluster(cluster, state, "spot instance reclaimed")
     event = first_event(watching(batch_trigger(pool="small", cluster_id="c1"), registry, monkeypatch))
-    assert event == {"status": "requeued", "batch_id": 5, "job_key": "shop_orders#w1",
-                     "endpoint": "http://c1:8998", "reason": f"cluster c1 is {state}: spot instance reclaimed"}
+    assert event == {
+        "status": "requeued",
+        "batch_id": 5,
+        "job_key": "shop_orders#w1",
+        "endpoint": "http://c1:8998",
+        "reason": f"cluster c1 is {state}: spot instance reclaimed",
+    }
 
 
 def test_a_registry_that_cannot_be_read_does_not_stop_the_watch(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     submitted(registry)
     livy.script("/batches/5/state", batch_state("running"), batch_state("success"))
     trigger = watching(batch_trigger(pool="small", cluster_id="c1"), registry, monkeypatch)
+
     def throttled(job_key: str) -> None:
         raise OSError("throttled")
 
@@ -315,8 +369,15 @@ def test_a_statement_that_ends_is_done_and_carries_the_statement(livy: ScriptedL
     livy.script(STATEMENT, ok({"id": 7, "state": "running"}), ok(ended))
     livy.script(SESSION, ok({"id": 3, "state": "busy"}))
     event = first_event(statement_trigger())
-    assert event == {"status": "done", "session_id": 3, "statement_id": 7, "deadline": IN_AN_HOUR,
-                     "job_key": "shop_orders#w1", "endpoint": "http://c1:8998", "statement": ended}
+    assert event == {
+        "status": "done",
+        "session_id": 3,
+        "statement_id": 7,
+        "deadline": IN_AN_HOUR,
+        "job_key": "shop_orders#w1",
+        "endpoint": "http://c1:8998",
+        "statement": ended,
+    }
 
 
 def test_a_statement_livy_does_not_know_is_lost(livy: ScriptedLivy) -> None:
@@ -334,8 +395,10 @@ def test_a_running_statement_of_a_session_that_ended_is_lost(livy: ScriptedLivy,
     assert event["status"] == "lost" and event["reason"] == f"session 3 on http://c1:8998 is {gone}"
 
 
-@pytest.mark.parametrize(("session", "said"), [(http_error(404, "Session '3' not found."), "unknown to Livy"),
-                                               (ok({"id": 3, "state": "dead"}), "dead")])
+@pytest.mark.parametrize(
+    ("session", "said"),
+    [(http_error(404, "Session '3' not found."), "unknown to Livy"), (ok({"id": 3, "state": "dead"}), "dead")],
+)
 def test_a_statement_error_of_a_session_that_is_gone_is_lost(livy: ScriptedLivy, session: Any, said: str) -> None:
     livy.script(STATEMENT, http_error(500, "java.lang.IllegalStateException: Session is in state dead"))
     livy.script(SESSION, session)
@@ -361,10 +424,14 @@ def test_a_statement_still_running_at_its_deadline_times_out(livy: ScriptedLivy)
     assert datetime.now(UTC) >= datetime.fromisoformat(deadline)
 
 
-@pytest.mark.parametrize("elsewhere", [{"statement_id": 8}, {"session_id": 4}, {"endpoint": "http://c2:8998"}],
-                         ids=["another statement", "another session", "another cluster"])
+@pytest.mark.parametrize(
+    "elsewhere",
+    [{"statement_id": 8}, {"session_id": 4}, {"endpoint": "http://c2:8998"}],
+    ids=["another statement", "another session", "another cluster"],
+)
 def test_a_statement_whose_job_runs_elsewhere_now_is_requeued(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch, elsewhere: dict[str, Any]) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch, elsewhere: dict[str, Any]
+) -> None:
     submitted(registry, batch_id=-1, **{"session_id": 3, "statement_id": 7, "slot": "0", **elsewhere})
     livy.script(STATEMENT, ok({"id": 7, "state": "running"}))
     livy.script(SESSION, ok({"id": 3, "state": "busy"}))
@@ -373,16 +440,17 @@ def test_a_statement_whose_job_runs_elsewhere_now_is_requeued(
 
 
 def test_a_statement_still_running_its_job_is_not_requeued(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     submitted(registry, batch_id=-1, session_id=3, statement_id=7, slot="0")
     livy.script(STATEMENT, ok({"id": 7, "state": "running"}), ok({"id": 7, "state": "available"}))
     livy.script(SESSION, ok({"id": 3, "state": "busy"}))
-    assert first_event(watching(statement_trigger(pool="small", cluster_id="c1"), registry, monkeypatch)
-                       )["status"] == "done"
+    assert first_event(watching(statement_trigger(pool="small", cluster_id="c1"), registry, monkeypatch))["status"] == "done"
 
 
 def test_a_statement_whose_cluster_died_is_requeued(
-        livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    livy: ScriptedLivy, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cluster = submitted(registry, batch_id=-1, session_id=3, statement_id=7, slot="0")
     registry.transition_cluster(cluster, ClusterState.DEAD, "failed 3 health checks")
     livy.script(STATEMENT, ok({"id": 7, "state": "running"}))
@@ -408,8 +476,7 @@ class ScriptedFleet:
         return answer
 
 
-def watch(fleet: ScriptedFleet, monkeypatch: pytest.MonkeyPatch, until: str = IN_AN_HOUR,
-          hold: float = 60.0) -> PoolWatchTrigger:
+def watch(fleet: ScriptedFleet, monkeypatch: pytest.MonkeyPatch, until: str = IN_AN_HOUR, hold: float = 60.0) -> PoolWatchTrigger:
     trigger = PoolWatchTrigger(pool_name="small", until=until, interval=0.001, hold=hold)
     monkeypatch.setattr(trigger, "_fleet", lambda: (fleet, "the pool's config"))
     return trigger
@@ -431,7 +498,8 @@ def test_a_periodic_need_wakes_the_watch_only_after_hold(monkeypatch: pytest.Mon
 
 
 def test_the_watch_ends_done_at_until_and_a_failed_look_is_tried_again(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     fleet = ScriptedFleet(OSError("registry throttled"), ("", ""))
     until = (datetime.now(UTC) + timedelta(milliseconds=50)).isoformat()
     assert first_event(watch(fleet, monkeypatch, until=until)) == {"status": "done"}

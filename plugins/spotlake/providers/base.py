@@ -39,13 +39,13 @@ class Liveness(StrEnum):
 class Cause(StrEnum):
     """Why a cluster is not alive, as far as the provider can tell."""
 
-    UNREACHABLE = "unreachable"                   # a failed check: process gone, Livy not answering
-    SPOT_LOSS = "spot-loss"                       # spot capacity reclaimed
-    INSTANCE_FAILURE = "instance-failure"         # instances lost or never provisioned
+    UNREACHABLE = "unreachable"  # a failed check: process gone, Livy not answering
+    SPOT_LOSS = "spot-loss"  # spot capacity reclaimed
+    INSTANCE_FAILURE = "instance-failure"  # instances lost or never provisioned
     EXTERNAL_TERMINATION = "external-termination"  # someone outside spotlake terminated it
-    OWN_TERMINATION = "own-termination"           # spotlake terminated it (rotation, drain, unhealthy)
-    IDLE_TERMINATION = "idle-termination"         # auto-terminated when idle / all steps completed
-    LAUNCH_FAILURE = "launch-failure"             # bootstrap or validation failed
+    OWN_TERMINATION = "own-termination"  # spotlake terminated it (rotation, drain, unhealthy)
+    IDLE_TERMINATION = "idle-termination"  # auto-terminated when idle / all steps completed
+    LAUNCH_FAILURE = "launch-failure"  # bootstrap or validation failed
     OTHER = "other"
 
 
@@ -132,8 +132,9 @@ Probe = Callable[[str], str | None]
 (:func:`hooks.livy.probe_livy` in Airflow; injected so the core needs no HTTP client of its own)."""
 
 
-def provider_for(name: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None, *,
-                 probe: Probe) -> ClusterProvider:
+def provider_for(
+    name: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None, *, probe: Probe
+) -> ClusterProvider:
     """The provider called ``name`` (``local`` or ``emr``; see :func:`spotlake.pools.provider_name`)."""
     if name == "local":
         # Local clusters are the local stack's (the developer tools, never deployed): found by name,

@@ -59,18 +59,22 @@ LIVE_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 BOOTING_STATES = ("STARTING", "BOOTSTRAPPING")
 ALIVE_STATES = ("RUNNING", "WAITING")
 DEAD_STATES = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
-THROTTLING_CODES = frozenset({
-    "ThrottlingException", "Throttling", "ThrottledException", "RequestLimitExceeded",
-    "TooManyRequestsException", "RequestThrottled",
-})
+THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestThrottled",
+    }
+)
 FIXES = {
     "AccessDeniedException": "give the fleet's AWS identity the elasticmapreduce:* actions it needs "
-                             "(RunJobFlow, DescribeCluster, ListClusters, AddTags, TerminateJobFlows) "
-                             "and iam:PassRole on the pool's roles",
-    "ValidationException": "check the pool's emr section in config/pools.yaml (instance types, subnets, "
-                           "roles, release label)",
-    "InvalidRequestException": "check the pool's emr section in config/pools.yaml and that the "
-                               "cluster exists",
+    "(RunJobFlow, DescribeCluster, ListClusters, AddTags, TerminateJobFlows) "
+    "and iam:PassRole on the pool's roles",
+    "ValidationException": "check the pool's emr section in config/pools.yaml (instance types, subnets, roles, release label)",
+    "InvalidRequestException": "check the pool's emr section in config/pools.yaml and that the cluster exists",
 }
 
 
@@ -98,17 +102,17 @@ def classify(described: dict[str, Any]) -> ClusterHealth:
     if state in ALIVE_STATES:
         dns = described.get("MasterPublicDnsName")
         if not dns:
-            return ClusterHealth.failed(
-                f"EMR cluster {described.get('Id')} is {state} but has no master DNS name"
-            )
+            return ClusterHealth.failed(f"EMR cluster {described.get('Id')} is {state} but has no master DNS name")
         return ClusterHealth.ok(f"http://{dns}:{LIVY_PORT}", reason=f"EMR {state}")
     if state not in DEAD_STATES:
-        return ClusterHealth.failed(f"EMR cluster {described.get('Id')} is in unknown state {state!r}",
-                                    cause=Cause.OTHER)
+        return ClusterHealth.failed(f"EMR cluster {described.get('Id')} is in unknown state {state!r}", cause=Cause.OTHER)
     cause, text = _death_cause(code, message, _tags(described).get(TAG_TERMINATED_BY, ""))
     return ClusterHealth(
-        Liveness.DEAD, reason=f"EMR cluster {described.get('Id')} {text}: {said}", cause=cause,
-        own_termination=cause == Cause.OWN_TERMINATION, definitive=True,
+        Liveness.DEAD,
+        reason=f"EMR cluster {described.get('Id')} {text}: {said}",
+        cause=cause,
+        own_termination=cause == Cause.OWN_TERMINATION,
+        definitive=True,
     )
 
 
@@ -177,7 +181,9 @@ class EmrProvider(ClusterProvider):
         shape = _shape(pool)
         tags = {
             **shape.tags,
-            TAG_MANAGED: "true", TAG_POOL: pool.name, TAG_CLUSTER: cluster_id,
+            TAG_MANAGED: "true",
+            TAG_POOL: pool.name,
+            TAG_CLUSTER: cluster_id,
             TAG_LAUNCHED: launched_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             # AmazonEMRServicePolicy_v2 (the v2 service role) acts only on resources with this tag.
             TAG_MANAGED_POLICIES: "true",
@@ -209,8 +215,11 @@ class EmrProvider(ClusterProvider):
             ]
         problems = validate_request(request)
         if problems:
-            raise LaunchFailed(f"the RunJobFlow request of pool '{pool.name}' breaks EMR's rules: "
-                               + "; ".join(problems) + " — fix the pool's emr section in config/pools.yaml")
+            raise LaunchFailed(
+                f"the RunJobFlow request of pool '{pool.name}' breaks EMR's rules: "
+                + "; ".join(problems)
+                + " — fix the pool's emr section in config/pools.yaml"
+            )
         return request
 
     # --------------------------------------------------------------- interface
@@ -227,8 +236,7 @@ class EmrProvider(ClusterProvider):
             job_flow_id = self._retrying(f"RunJobFlow of cluster {cluster_id}", find_or_create)
         except ProviderError as exc:
             self._clean_up_failed_launch(cluster_id)
-            raise LaunchFailed(f"EMR cluster {cluster_id} of pool '{pool.name}' could not be launched: {exc}"
-                               ) from exc
+            raise LaunchFailed(f"EMR cluster {cluster_id} of pool '{pool.name}' could not be launched: {exc}") from exc
         return LaunchedCluster(cluster_id, provider_id=job_flow_id, endpoint=None)
 
     def health(self, cluster: Cluster) -> ClusterHealth:
@@ -262,12 +270,12 @@ class EmrProvider(ClusterProvider):
 
     # ----------------------------------------------------------------- helpers
     def describe(self, job_flow_id: str) -> dict[str, Any]:
-        response = self._retrying(f"DescribeCluster {job_flow_id}",
-                                  lambda: self.client.describe_cluster(ClusterId=job_flow_id))
+        response = self._retrying(f"DescribeCluster {job_flow_id}", lambda: self.client.describe_cluster(ClusterId=job_flow_id))
         return response["Cluster"]
 
     def find(self, cluster_id: str) -> str | None:
         """The live EMR cluster tagged with ``cluster_id`` (STARTING to WAITING), if any."""
+
         def lookup() -> str | None:
             name = cluster_name(cluster_id)
             candidates: list[str] = []
@@ -319,7 +327,7 @@ class EmrProvider(ClusterProvider):
                         "the account's EMR API rate is exhausted: run fewer fleet DAGs at once or ask AWS "
                         "for a higher limit"
                     ) from exc
-                cap = min(self.max_delay, self.base_delay * 2 ** attempt)
+                cap = min(self.max_delay, self.base_delay * 2**attempt)
                 self.sleep(cap * self.jitter())
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -341,16 +349,27 @@ def spotlake_configurations(shape: EmrShape) -> list[dict[str, Any]]:
       action, see docs/deploying-to-aws.md).
     """
     return [
-        {"Classification": "livy-conf", "Properties": {"livy.spark.deploy-mode": shape.deploy_mode,
-                                                       "livy.server.session.timeout": SESSION_IDLE_TIMEOUT}},
-        {"Classification": "yarn-site", "Properties": {
-            "yarn.node-labels.enabled": "true",
-            "yarn.node-labels.am.default-node-label-expression": "CORE",
-        }},
-        {"Classification": "spark-env", "Properties": {}, "Configurations": [
-            {"Classification": "export", "Properties": {
-                "PYSPARK_PYTHON": shape.python, "PYSPARK_DRIVER_PYTHON": shape.python}},
-        ]},
+        {
+            "Classification": "livy-conf",
+            "Properties": {"livy.spark.deploy-mode": shape.deploy_mode, "livy.server.session.timeout": SESSION_IDLE_TIMEOUT},
+        },
+        {
+            "Classification": "yarn-site",
+            "Properties": {
+                "yarn.node-labels.enabled": "true",
+                "yarn.node-labels.am.default-node-label-expression": "CORE",
+            },
+        },
+        {
+            "Classification": "spark-env",
+            "Properties": {},
+            "Configurations": [
+                {
+                    "Classification": "export",
+                    "Properties": {"PYSPARK_PYTHON": shape.python, "PYSPARK_DRIVER_PYTHON": shape.python},
+                },
+            ],
+        },
     ]
 
 
@@ -375,8 +394,11 @@ def _merge_configuration(base: dict[str, Any], own: dict[str, Any]) -> dict[str,
     merged["Properties"].update(own.get("Properties", {}))
     nested = {c["Classification"]: c for c in merged.get("Configurations", [])}
     for child in own.get("Configurations", []):
-        nested[child["Classification"]] = (_merge_configuration(nested[child["Classification"]], child)
-                                           if child["Classification"] in nested else _copy_configuration(child))
+        nested[child["Classification"]] = (
+            _merge_configuration(nested[child["Classification"]], child)
+            if child["Classification"] in nested
+            else _copy_configuration(child)
+        )
     if nested:
         merged["Configurations"] = list(nested.values())
     return merged
@@ -407,9 +429,14 @@ def _fleet(fleet: InstanceFleet) -> dict[str, Any]:
     for t in fleet.instance_types:
         config: dict[str, Any] = {"InstanceType": t.type, "WeightedCapacity": t.weight}
         if t.ebs_gb:
-            config["EbsConfiguration"] = {"EbsBlockDeviceConfigs": [{
-                "VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": t.ebs_gb}, "VolumesPerInstance": 1,
-            }]}
+            config["EbsConfiguration"] = {
+                "EbsBlockDeviceConfigs": [
+                    {
+                        "VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": t.ebs_gb},
+                        "VolumesPerInstance": 1,
+                    }
+                ]
+            }
         configs.append(config)
     spec: dict[str, Any] = {
         "Name": fleet.role.lower(),
@@ -438,8 +465,13 @@ def _fleet(fleet: InstanceFleet) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ validation
-SPOT_ALLOCATION = ("capacity-optimized", "price-capacity-optimized", "lowest-price", "diversified",
-                   "capacity-optimized-prioritized")
+SPOT_ALLOCATION = (
+    "capacity-optimized",
+    "price-capacity-optimized",
+    "lowest-price",
+    "diversified",
+    "capacity-optimized-prioritized",
+)
 ON_DEMAND_ALLOCATION = ("lowest-price", "prioritized")
 TIMEOUT_ACTIONS = ("SWITCH_TO_ON_DEMAND", "TERMINATE_CLUSTER")
 
@@ -487,8 +519,10 @@ def _fleet_problems(fleet: dict[str, Any]) -> list[str]:
     on_demand, spot = fleet.get("TargetOnDemandCapacity"), fleet.get("TargetSpotCapacity")
     if fleet.get("InstanceFleetType") == "MASTER":
         if (on_demand is None) == (spot is None) or (on_demand or spot) != 1:
-            problems.append(f"{where}: the master fleet sets exactly one of TargetOnDemandCapacity and "
-                            f"TargetSpotCapacity, to 1 (got {on_demand}, {spot})")
+            problems.append(
+                f"{where}: the master fleet sets exactly one of TargetOnDemandCapacity and "
+                f"TargetSpotCapacity, to 1 (got {on_demand}, {spot})"
+            )
         if any(c.get("WeightedCapacity", 1) != 1 for c in fleet.get("InstanceTypeConfigs", [])):
             problems.append(f"{where}: master instance types have WeightedCapacity 1")
     specs = fleet.get("LaunchSpecifications", {})
@@ -524,8 +558,9 @@ def _configuration_problems(configs: list[dict[str, Any]], where: str) -> list[s
     for config in configs:
         if not all(isinstance(v, str) for v in config.get("Properties", {}).values()):
             problems.append(f"{where}[{config.get('Classification')}].Properties: values must be strings")
-        problems.extend(_configuration_problems(config.get("Configurations", []),
-                                                f"{where}[{config.get('Classification')}].Configurations"))
+        problems.extend(
+            _configuration_problems(config.get("Configurations", []), f"{where}[{config.get('Classification')}].Configurations")
+        )
     return problems
 
 

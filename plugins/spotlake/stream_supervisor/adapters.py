@@ -31,8 +31,14 @@ class KafkaUnreachable(SpotlakeError):
 class KafkaTopics:
     """:class:`KafkaProbe` over confluent-kafka (metadata and watermark offsets only)."""
 
-    def __init__(self, bootstrap: str, conn_id: str = "", timeout: float = 10.0,
-                 security: KafkaSecurity | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        conn_id: str = "",
+        timeout: float = 10.0,
+        security: KafkaSecurity | None = None,
+        region: str | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.conn_id = conn_id
         self.timeout = timeout
@@ -44,8 +50,7 @@ class KafkaTopics:
         if not self.security.needs_secret:
             return None
         assert self.security.secret_id is not None
-        return read_credentials(self.security.secret_id, f"Kafka secret '{self.security.secret_id}'", ConfigError,
-                                self.region)
+        return read_credentials(self.security.secret_id, f"Kafka secret '{self.security.secret_id}'", ConfigError, self.region)
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -81,13 +86,11 @@ class KafkaTopics:
     def end_offsets(self, partitions: dict[str, int]) -> dict[str, dict[int, tuple[int, int]]]:
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({**self._settings(), "group.id": "spotlake-stream-supervisor",
-                             "enable.auto.commit": False})
+        consumer = Consumer({**self._settings(), "group.id": "spotlake-stream-supervisor", "enable.auto.commit": False})
         try:
             return {
                 topic: {
-                    p: tuple(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout))
-                    for p in range(count)
+                    p: tuple(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout)) for p in range(count)
                 }
                 for topic, count in partitions.items()
             }
@@ -115,8 +118,7 @@ class SinkDatabase:
         try:
             cursor = connection.cursor()
             cursor.execute(
-                f"SELECT last_batch_id, committed_at, watermark, offsets FROM {quoted}.stream_progress "
-                "WHERE query_name = %s",
+                f"SELECT last_batch_id, committed_at, watermark, offsets FROM {quoted}.stream_progress WHERE query_name = %s",
                 (query_name,),
             )
             row = cursor.fetchone()
@@ -158,8 +160,9 @@ class LivyBatchControl:
         import requests
 
         try:
-            response = requests.get(f"{self.endpoint}/batches/{batch_id}/log", params={"from": 0, "size": 2000},
-                                    timeout=self.timeout)
+            response = requests.get(
+                f"{self.endpoint}/batches/{batch_id}/log", params={"from": 0, "size": 2000}, timeout=self.timeout
+            )
             lines = response.json().get("log", []) if response.status_code == 200 else []
         except (requests.RequestException, ValueError):
             return ""
@@ -170,5 +173,6 @@ class LivyBatchControl:
 
         response = requests.delete(f"{self.endpoint}/batches/{batch_id}", timeout=self.timeout)
         if response.status_code not in (200, 404):
-            raise SpotlakeError(f"Livy at {self.endpoint} refused to delete batch {batch_id}: "
-                                f"HTTP {response.status_code} {response.text[:200]}")
+            raise SpotlakeError(
+                f"Livy at {self.endpoint} refused to delete batch {batch_id}: HTTP {response.status_code} {response.text[:200]}"
+            )

@@ -32,17 +32,17 @@ GONE = (ClusterState.DEAD, ClusterState.TERMINATED)
 class Decision(StrEnum):
     """What the supervisor does with the stream (:attr:`Assessment.kind`)."""
 
-    LIVE = "live"        # its batch runs: nothing to do
-    WAIT = "wait"        # its cluster does not answer: the fleet's health checks decide
-    START = "start"      # no batch yet (or one being submitted): submit, or reconnect to that submission
+    LIVE = "live"  # its batch runs: nothing to do
+    WAIT = "wait"  # its cluster does not answer: the fleet's health checks decide
+    START = "start"  # no batch yet (or one being submitted): submit, or reconnect to that submission
     RESTART = "restart"  # its batch ended, was lost, or its cluster is gone: a new attempt, from the checkpoint
-    MOVE = "move"        # its cluster drains: stop the batch, start it on the replacement
+    MOVE = "move"  # its cluster drains: stop the batch, start it on the replacement
 
 
 class ProbeFailure(StrEnum):
     """What a :class:`BatchProbe` holds instead of Livy's state of the batch."""
 
-    LOST = "lost"                # Livy answered that it does not know the batch
+    LOST = "lost"  # Livy answered that it does not know the batch
     UNREACHABLE = "unreachable"  # Livy did not answer
 
 
@@ -76,8 +76,7 @@ def assess_job(job: Job | None) -> Assessment | None:
     if job is None:
         return Assessment(Decision.START, "first start", "the stream has no job yet")
     if job.state == JobState.REQUEUED:
-        return Assessment(Decision.RESTART, "cluster lost", job.reason or "the fleet re-queued the stream's job",
-                          requeue=True)
+        return Assessment(Decision.RESTART, "cluster lost", job.reason or "the fleet re-queued the stream's job", requeue=True)
     if job.state in (JobState.FAILED, JobState.SUCCEEDED):
         return Assessment(Decision.RESTART, "batch ended", job.reason or f"the job is {job.state}")
     if job.state == JobState.QUEUED or job.batch_id < 0:
@@ -98,27 +97,36 @@ def assess_batch(job: Job, cluster: Cluster, probe: BatchProbe, error_line: str 
     ended), or None: the batch is live."""
     if probe.state == ProbeFailure.UNREACHABLE:
         return Assessment(
-            Decision.WAIT, "cluster unreachable",
+            Decision.WAIT,
+            "cluster unreachable",
             f"Livy at {job.endpoint} does not answer ({probe.detail}); cluster {job.cluster_id} is still "
             f"{cluster.state}: waiting for the fleet's health checks before moving the stream",
         )
     if probe.state == ProbeFailure.LOST:
-        return Assessment(Decision.RESTART, "batch lost", f"Livy at {job.endpoint} no longer knows batch "
-                          f"{job.batch_id} ({probe.detail})")
+        return Assessment(
+            Decision.RESTART, "batch lost", f"Livy at {job.endpoint} no longer knows batch {job.batch_id} ({probe.detail})"
+        )
     if probe.terminal:
-        return Assessment(Decision.RESTART, f"batch {probe.state}",
-                          f"batch {job.batch_id} on {job.cluster_id} ended '{probe.state}': "
-                          f"{error_line or 'no SPOTLAKE_ERROR line in its log'}", probe.state)
+        return Assessment(
+            Decision.RESTART,
+            f"batch {probe.state}",
+            f"batch {job.batch_id} on {job.cluster_id} ended '{probe.state}': "
+            f"{error_line or 'no SPOTLAKE_ERROR line in its log'}",
+            probe.state,
+        )
     return None
 
 
 def assess_live_batch(job: Job, cluster: Cluster, probe: BatchProbe, replacement: Cluster | None) -> Assessment:
     """MOVE when the batch's cluster drains and the pool has a READY ``replacement``; else LIVE."""
-    if (cluster.state == ClusterState.DRAINING and replacement is not None
-            and replacement.cluster_id != cluster.cluster_id):
-        return Assessment(Decision.MOVE, "cluster draining",
-                          f"cluster {cluster.cluster_id} is draining; moving to {replacement.cluster_id}",
-                          probe.state, requeue=True)
+    if cluster.state == ClusterState.DRAINING and replacement is not None and replacement.cluster_id != cluster.cluster_id:
+        return Assessment(
+            Decision.MOVE,
+            "cluster draining",
+            f"cluster {cluster.cluster_id} is draining; moving to {replacement.cluster_id}",
+            probe.state,
+            requeue=True,
+        )
     return Assessment(Decision.LIVE, livy_state=probe.state, reason=f"batch {job.batch_id} is {probe.state}")
 
 
@@ -156,8 +164,9 @@ def state_after(assessment: Assessment, reconnected: bool = False) -> StreamStat
         return StreamState.RUNNING
     if assessment.kind == Decision.WAIT:
         return StreamState.WAITING
-    return {Decision.START: StreamState.STARTED, Decision.RESTART: StreamState.RESTARTED,
-            Decision.MOVE: StreamState.MOVED}[Decision(assessment.kind)]
+    return {Decision.START: StreamState.STARTED, Decision.RESTART: StreamState.RESTARTED, Decision.MOVE: StreamState.MOVED}[
+        Decision(assessment.kind)
+    ]
 
 
 def recorded_livy_state(assessment: Assessment) -> str:
@@ -166,8 +175,7 @@ def recorded_livy_state(assessment: Assessment) -> str:
     return assessment.livy_state if assessment.kind in (Decision.LIVE, Decision.WAIT) else "submitted"
 
 
-def lag(ends: dict[str, dict[int, tuple[int, int]]], committed: dict[str, dict[str, int]] | None,
-        from_latest: bool) -> Lag:
+def lag(ends: dict[str, dict[int, tuple[int, int]]], committed: dict[str, dict[str, int]] | None, from_latest: bool) -> Lag:
     """Records between ``committed`` (a query's offsets; None: it has committed nothing) and Kafka's
     ``ends`` (per topic and partition: low and high offsets). ``from_latest``: the stream starts at
     the latest offsets, so before its first commit it is behind by nothing."""

@@ -43,8 +43,7 @@ class SupervisionReport:
 
     def lines(self) -> list[str]:
         job = self.job
-        where = (f"batch {job.batch_id} on cluster {job.cluster_id} (attempt {job.attempt})"
-                 if job is not None else "no batch")
+        where = f"batch {job.batch_id} on cluster {job.cluster_id} (attempt {job.attempt})" if job is not None else "no batch"
         lines = [f"stream {self.stream}: {self.state} ({self.action}): {where}"]
         if self.reason:
             lines.append(f"stream {self.stream}: {self.reason}")

@@ -101,8 +101,15 @@ class StreamSupervisor:
         assessment = self.assess(job)
         budget = stream.restart_budget
         recent = status.recent_restarts(now, budget.per)
-        report = SupervisionReport(stream.name, decisions.state_after(assessment), assessment.kind, job,
-                                   migrations=migrations, restarts_in_window=len(recent), reason=assessment.reason)
+        report = SupervisionReport(
+            stream.name,
+            decisions.state_after(assessment),
+            assessment.kind,
+            job,
+            migrations=migrations,
+            restarts_in_window=len(recent),
+            reason=assessment.reason,
+        )
         if assessment.kind not in (Decision.LIVE, Decision.WAIT):
             if decisions.over_budget(assessment, recent, budget):
                 report.state = StreamState.BACKED_OFF
@@ -129,8 +136,7 @@ class StreamSupervisor:
             if submission.reconnected:
                 report.reason = "another run had just started it"
             elif assessment.kind != Decision.START:
-                status.restarts.append(Restart(now.isoformat(timespec="seconds"), assessment.cause,
-                                               assessment.reason[:500]))
+                status.restarts.append(Restart(now.isoformat(timespec="seconds"), assessment.cause, assessment.reason[:500]))
                 report.restarts_in_window += 1
         self._observe(report, partitions)
         self._save(status, report, now, assessment)
@@ -204,12 +210,20 @@ class StreamSupervisor:
             document = stream.job_document(run_id, attempt, bootstrap, region=self.registry.client.meta.region_name)
             return ["--job", encode_job(document)]
 
-        request = published.request(stream.job_key, stream.pool, name=f"spotlake-stream-{stream.name}",
-                                    conf={**STREAM_SPARK_CONF, **stream.spark_conf})
+        request = published.request(
+            stream.job_key, stream.pool, name=f"spotlake-stream-{stream.name}", conf={**STREAM_SPARK_CONF, **stream.spark_conf}
+        )
         submission = submit_or_reconnect(self.registry, request, self.client_for, build_args=build_args)
         verb = "reconnected to" if submission.reconnected else "submitted"
-        log.info("stream %s: %s batch %s on cluster %s (%s), attempt %s", stream.name, verb,
-                 submission.job.batch_id, submission.job.cluster_id, submission.job.endpoint, submission.job.attempt)
+        log.info(
+            "stream %s: %s batch %s on cluster %s (%s), attempt %s",
+            stream.name,
+            verb,
+            submission.job.batch_id,
+            submission.job.cluster_id,
+            submission.job.endpoint,
+            submission.job.attempt,
+        )
         return submission
 
     # ------------------------------------------------------------------- lag
@@ -223,8 +237,7 @@ class StreamSupervisor:
         return decisions.lag(ends, committed, from_latest=self.stream.starting_offsets == "latest")
 
     # ---------------------------------------------------------------- status
-    def _save(self, status: StreamStatus, report: SupervisionReport, now: datetime,
-              assessment: Assessment) -> None:
+    def _save(self, status: StreamStatus, report: SupervisionReport, now: datetime, assessment: Assessment) -> None:
         job = report.job
         status.state = report.state
         status.pool = self.stream.pool
