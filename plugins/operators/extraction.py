@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowException
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
+from operators.livy_batch import NEXT_JOB, BatchFailed, OutcomeNotRecorded, PoolBatchOperator
 from operators.livy_session import SessionStatementMixin
 from spark_jobs.common.contract import encode_job
 from spark_jobs.common.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
@@ -194,7 +193,7 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         if job.job_key == snapshot_job_key(self.pipeline.name):
             state = self.lake_state.get(self.pipeline.name)
             if state is None or not state.phase.finished:
-                raise AirflowException(
+                raise OutcomeNotRecorded(
                     f"{job.job_key}: batch {job.batch_id} succeeded but the registry shows the snapshot "
                     f"{state.snapshot if state else 'missing'}; re-run the task to resume it"
                 )
@@ -209,7 +208,7 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         window = self.window(context)
         record = self.lake_state.window(self.pipeline.name, window.label)
         if record is None or record.run_id != job.run_id or record.state != "COMMITTED":
-            raise AirflowException(
+            raise OutcomeNotRecorded(
                 f"{job.job_key}: batch {job.batch_id} succeeded but the registry's record of window "
                 f"{window.label} is {'missing' if record is None else f'{record.state} by run {record.run_id}'}, "
                 f"not COMMITTED by run {job.run_id}; the window is not recorded — re-run it"

@@ -67,6 +67,12 @@ class DataErrorFailed(BatchFailed, AirflowFailException):
     """The job failed on a value it can never write as configured: the task fails without retries."""
 
 
+class OutcomeNotRecorded(AirflowException):
+    """The batch or statement ended well, but what the job must record (a window's commit, the
+    snapshot's end) is not in the registry. The job is marked FAILED, so that a retry runs it
+    again as a new attempt instead of reconnecting to the same finished batch."""
+
+
 class PoolBatchOperator(BaseOperator):
     """Base of spotlake's batch operators; subclasses say what to run and what success means."""
 
@@ -176,7 +182,7 @@ class PoolBatchOperator(BaseOperator):
         self.job = job
         status = event["status"]
         if status == "success":
-            result = self.on_batch_success(context, job)
+            result = self.on_success_recorded(context, job)
             self._finish(job, JobState.SUCCEEDED, "")
             if result is NEXT_JOB:
                 return self._submit_and_defer(context)
@@ -224,6 +230,14 @@ class PoolBatchOperator(BaseOperator):
             self.livy(job.endpoint).delete_batch(job.batch_id)
         except Exception as exc:  # noqa: BLE001 - a dead cluster cannot answer; that is expected
             self.log.info("old batch %s on %s not deleted: %s", job.batch_id, job.endpoint, exc)
+
+    def on_success_recorded(self, context: Any, job: Job) -> Any:
+        """:meth:`on_batch_success`, marking the job FAILED when the job did not record its outcome."""
+        try:
+            return self.on_batch_success(context, job)
+        except OutcomeNotRecorded as exc:
+            self._finish(job, JobState.FAILED, str(exc))
+            raise
 
     def _finish(self, job: Job, state: JobState, reason: str) -> None:
         try:

@@ -162,7 +162,7 @@ class SessionStatementMixin:
         )
         if succeeded:
             try:
-                result = self.on_batch_success(context, job)
+                result = self.on_success_recorded(context, job)
                 self._finish(job, JobState.SUCCEEDED, "")
             finally:
                 self._release_after(job, statement)

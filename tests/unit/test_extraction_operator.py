@@ -140,6 +140,12 @@ def test_a_window_batch_that_succeeded_without_its_commit_fails_the_task_and_not
     state = op.lake_state.get("orders")
     assert state.failure_job == WINDOW_KEY and "not COMMITTED by run" in state.failure_reason
     assert state.watermark == iso(START)  # initial_load off: the first window's start; nothing moved it
+    # The job is FAILED: the retry runs the window again as a new attempt, where reconnecting to the
+    # same finished batch would only fail the same way.
+    assert op.registry.get_job(WINDOW_KEY).state == JobState.FAILED
+    retry = submitted(env.make(initial_load=False), context())
+    job = op.registry.get_job(WINDOW_KEY)
+    assert (job.state, job.attempt, retry.batch_id) == (JobState.SUBMITTED, 2, 101)
 
 
 def test_the_initial_snapshot_goes_on_to_the_runs_window_in_the_same_try(env: SimpleNamespace) -> None:
