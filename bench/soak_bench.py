@@ -29,7 +29,6 @@ Writes docs/benchmarks/one-minute-soak.md unless --print-only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -37,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ import psutil
 import psycopg2
 import yaml
 
+from hooks.livy import EndpointLivyHook
 from spark_jobs.common.lake_state import LakeState, parse_iso
 from spotlake import config, lake, stack
 from spotlake.registry import Registry
@@ -331,12 +330,10 @@ def statement_seconds(layout: StackLayout, since: datetime, until: datetime) -> 
             continue
         if not since <= parse_iso(job.submitted_at) < until:
             continue
-        url = f"{job.endpoint}/sessions/{job.session_id}/statements/{job.statement_id}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the stack's Livy
-                statement = json.loads(response.read())
-        except (OSError, ValueError):
+        response = EndpointLivyHook(job.endpoint).run_method(f"sessions/{job.session_id}/statements/{job.statement_id}")
+        if response.status_code != 200:
             continue  # the session was recycled since: its statements are gone with it
+        statement = response.json()
         if statement.get("started") and statement.get("completed"):
             found.append((statement["completed"] - statement["started"]) / 1000)
     return found

@@ -12,14 +12,15 @@ Writes docs/benchmarks/stack-memory.md unless --print-only.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
+
+from hooks.livy import EndpointLivyHook
 from spotlake.stack import StackLayout
 from spotlake_dev.localstack.__main__ import status
 from spotlake_dev.localstack.process import Supervisor, wait_for
@@ -33,12 +34,14 @@ def livy_busy(layout: StackLayout) -> bool:
     for conf in (layout.data_dir / "livy").glob("*/conf/livy.conf"):
         text = conf.read_text()
         port = next(line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("livy.server.port"))
+        hook = EndpointLivyHook(f"http://127.0.0.1:{port}")
+        hook.extra_options = {"check_response": False, "timeout": 2}
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/batches?size=1000", timeout=2) as resp:
-                if any(b["state"] in LIVE for b in json.load(resp)["sessions"]):
-                    return True
-        except OSError:
+            response = hook.run_method("batches", data={"size": 1000})
+        except requests.RequestException:
             continue
+        if response.status_code == 200 and any(b["state"] in LIVE for b in response.json()["sessions"]):
+            return True
     return False
 
 

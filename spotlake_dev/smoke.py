@@ -1687,8 +1687,7 @@ def build(
 
         livy_for = control_for = printed
     else:
-        from hooks.livy import EndpointLivyHook
-        from spotlake.stream_supervisor import LivyBatchControl
+        from hooks.livy import EndpointLivyHook, LivyBatchControl
 
         livy_for, control_for = EndpointLivyHook, LivyBatchControl
     return Smoke(

@@ -15,6 +15,10 @@ import requests
 from airflow.providers.apache.livy.hooks.livy import BatchState, LivyAsyncHook, LivyHook
 from airflow.sdk import Connection
 
+from spark_jobs.common.contract import ERROR_MARK, last_marked
+from spotlake.errors import SpotlakeError
+from spotlake.stream_supervisor.decisions import BatchProbe, ProbeFailure
+
 TERMINAL_STATES = frozenset(LivyHook.TERMINAL_STATES)
 LIVE_STATES = frozenset(s for s in BatchState if s not in TERMINAL_STATES)
 
@@ -64,3 +68,39 @@ class EndpointLivyAsyncHook(LivyAsyncHook):
 def probe_livy(endpoint: str, timeout: float = 5.0) -> str | None:
     """The cluster providers' health probe: :meth:`EndpointLivyHook.probe` of ``endpoint``."""
     return EndpointLivyHook(endpoint).probe(timeout)
+
+
+class LivyBatchControl:
+    """The stream supervisor's hold on a batch (:class:`spotlake.stream_supervisor.BatchControl`)
+    through :class:`EndpointLivyHook`: its state, its error line, and deleting it."""
+
+    def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.hook = EndpointLivyHook(self.endpoint)
+        self.hook.extra_options = {"check_response": False, "timeout": timeout}
+
+    def probe(self, batch_id: int) -> BatchProbe:
+        try:
+            response = self.hook.run_method(f"batches/{batch_id}/state")
+        except requests.RequestException as exc:
+            return BatchProbe(ProbeFailure.UNREACHABLE, f"{type(exc).__name__}")
+        if response.status_code == 404:
+            return BatchProbe(ProbeFailure.LOST, "HTTP 404")
+        if response.status_code != 200:
+            return BatchProbe(ProbeFailure.UNREACHABLE, f"HTTP {response.status_code}")
+        return BatchProbe(str(response.json().get("state", "")))
+
+    def error_line(self, batch_id: int) -> str:
+        try:
+            response = self.hook.run_method(f"batches/{batch_id}/log", data={"from": 0, "size": 2000})
+            lines = response.json().get("log", []) if response.status_code == 200 else []
+        except (requests.RequestException, ValueError):
+            return ""
+        return last_marked(lines, ERROR_MARK) or ""
+
+    def delete(self, batch_id: int) -> None:
+        response = self.hook.run_method(f"batches/{batch_id}", "DELETE")
+        if response.status_code not in (200, 404):
+            raise SpotlakeError(
+                f"Livy at {self.endpoint} refused to delete batch {batch_id}: HTTP {response.status_code} {response.text[:200]}"
+            )

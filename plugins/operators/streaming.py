@@ -17,14 +17,13 @@ from typing import Any
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 
-from hooks.livy import EndpointLivyHook
+from hooks.livy import EndpointLivyHook, LivyBatchControl
 from spotlake import artifacts, streaming
 from spotlake.errors import SpotlakeError
 from spotlake.registry import Registry
 from spotlake.stream_status import StreamStatusStore
 from spotlake.stream_supervisor import (
     KafkaTopics,
-    LivyBatchControl,
     SinkDatabase,
     StreamSupervisor,
     SupervisionReport,

@@ -26,12 +26,11 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from hooks.livy import probe_livy
 from spotlake.errors import StackError
 from spotlake.maven import STAMP, jar_files, resolve_jars
 from spotlake.stack import StackLayout, aws_env, livy_url, s3_endpoint
@@ -44,9 +43,8 @@ def livy_dir(layout: StackLayout, name: str) -> Path:
 
 
 def livy_ready(port: int, timeout: float = 2.0) -> bool:
-    """Whether ``GET /batches`` answers 200."""
-    with urllib.request.urlopen(f"{livy_url(port)}/batches", timeout=timeout) as response:  # noqa: S310
-        return response.status == 200
+    """Whether ``GET /batches`` answers 200 (the fleet's health probe)."""
+    return probe_livy(livy_url(port), timeout) is None
 
 
 _LIVY_LOG4J = """\

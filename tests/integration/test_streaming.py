@@ -11,7 +11,6 @@ import contextlib
 import json
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
-from hooks.livy import EndpointLivyHook
+from hooks.livy import EndpointLivyHook, LivyBatchControl
 from spark_jobs.clickstream import run as clickstream_run
 from spark_jobs.clickstream.run import LakeWriter, StreamRun, batch_writer, run_stream
 from spark_jobs.clickstream.sink import CheckpointRefused, Claim, PostgresSinkWriter, resolve_target
@@ -39,7 +38,6 @@ from spotlake.stack import StackLayout
 from spotlake.stream_status import StreamState, StreamStatusStore
 from spotlake.stream_supervisor import (
     KafkaTopics,
-    LivyBatchControl,
     SinkDatabase,
     StreamSupervisor,
     TopicMissing,
@@ -704,8 +702,8 @@ def test_supervisor_restarts_the_stream_on_new_clusters_after_two_cluster_deaths
             env.rows("SELECT checkpoint_id FROM {s}.stream_progress")[0][0]
         }
         # No credential in what Livy was given or logged.
-        with urllib.request.urlopen(f"{url}/batches/{job.batch_id}/log?from=0&size=2000") as resp:  # noqa: S310
-            assert sink_postgres["password"] not in resp.read().decode()
+        log = EndpointLivyHook(url).get_batch_logs(job.batch_id, 0, 2000)
+        assert log["log"] and sink_postgres["password"] not in "\n".join(log["log"])
         assert registry.get_job(stream.name).state == JobState.SUBMITTED
     finally:
         if job is not None and job.endpoint:

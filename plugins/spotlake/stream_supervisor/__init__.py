@@ -44,7 +44,8 @@ The package's parts:
   observed (:class:`Decision`, :class:`Assessment`), and the lag;
 - :mod:`~spotlake.stream_supervisor.report`: the step's report (:class:`SupervisionReport`);
 - :mod:`~spotlake.stream_supervisor.adapters`: the collaborators for real: Kafka
-  (:class:`KafkaTopics`), the sink's PostgreSQL (:class:`SinkDatabase`), Livy (:class:`LivyBatchControl`).
+  (:class:`KafkaTopics`) and the sink's PostgreSQL (:class:`SinkDatabase`); Livy's is the Airflow
+  side's :class:`hooks.livy.LivyBatchControl`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from __future__ import annotations
 from spotlake.stream_supervisor.adapters import (
     KafkaTopics,
     KafkaUnreachable,
-    LivyBatchControl,
     SinkDatabase,
     TopicMissing,
 )
@@ -79,7 +79,6 @@ __all__ = [
     "KafkaTopics",
     "KafkaUnreachable",
     "Lag",
-    "LivyBatchControl",
     "ProbeFailure",
     "Progress",
     "SinkDatabase",

@@ -13,10 +13,8 @@ from functools import cached_property
 from typing import Any
 
 from spark_jobs.clickstream.kafka_security import Credentials, KafkaSecurity, read_credentials
-from spark_jobs.common.contract import ERROR_MARK, last_marked
 from spotlake import sink_schema
 from spotlake.errors import ConfigError, SpotlakeError
-from spotlake.stream_supervisor.decisions import BatchProbe, ProbeFailure
 from spotlake.stream_supervisor.report import Progress
 
 
@@ -134,45 +132,3 @@ class SinkDatabase:
             watermark=row[2].isoformat(timespec="milliseconds") if row[2] else "",
             offsets={t: {str(p): int(o) for p, o in parts.items()} for t, parts in offsets.items()},
         )
-
-
-class LivyBatchControl:
-    """:class:`BatchControl` over Livy's REST API at one endpoint."""
-
-    def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self.timeout = timeout
-
-    def probe(self, batch_id: int) -> BatchProbe:
-        import requests
-
-        try:
-            response = requests.get(f"{self.endpoint}/batches/{batch_id}/state", timeout=self.timeout)
-        except requests.RequestException as exc:
-            return BatchProbe(ProbeFailure.UNREACHABLE, f"{type(exc).__name__}")
-        if response.status_code == 404:
-            return BatchProbe(ProbeFailure.LOST, "HTTP 404")
-        if response.status_code != 200:
-            return BatchProbe(ProbeFailure.UNREACHABLE, f"HTTP {response.status_code}")
-        return BatchProbe(str(response.json().get("state", "")))
-
-    def error_line(self, batch_id: int) -> str:
-        import requests
-
-        try:
-            response = requests.get(
-                f"{self.endpoint}/batches/{batch_id}/log", params={"from": 0, "size": 2000}, timeout=self.timeout
-            )
-            lines = response.json().get("log", []) if response.status_code == 200 else []
-        except (requests.RequestException, ValueError):
-            return ""
-        return last_marked(lines, ERROR_MARK) or ""
-
-    def delete(self, batch_id: int) -> None:
-        import requests
-
-        response = requests.delete(f"{self.endpoint}/batches/{batch_id}", timeout=self.timeout)
-        if response.status_code not in (200, 404):
-            raise SpotlakeError(
-                f"Livy at {self.endpoint} refused to delete batch {batch_id}: HTTP {response.status_code} {response.text[:200]}"
-            )
