@@ -500,4 +500,6 @@ def _start(
         cluster.cluster_id,
         time.monotonic() - started,
     )
-    return registry.update_job(job, session_id=slot.session_id, statement_id=statement_id)
+    # submitted_at becomes the statement's own start: its statement_timeout counts from here, not
+    # from the claim, so that a session's slow start never eats the statement's time.
+    return registry.update_job(job, session_id=slot.session_id, statement_id=statement_id, submitted_at=now_iso())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,26 @@ def test_windows_at_once_get_their_own_sessions_and_one_more_than_the_slots_wait
     assert {a.slot, b.slot} == {"0", "1"} and a.session_id != b.session_id
     with pytest.raises(sessions.NoFreeSession, match="session slots of cluster c1"):
         submit(registry, livy, "r#a")
+
+
+def test_a_statements_time_counts_from_its_post_not_from_the_sessions_start(
+    registry: Registry, livy: FakeLivy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """statement_timeout is the statement's: a session that took long to start does not eat it."""
+    ready(registry)
+    clock = iter(datetime(2026, 12, 6, 1, 0, s, tzinfo=UTC) for s in range(0, 60, 1))
+    stamps: list[str] = []
+
+    def now() -> str:
+        stamps.append(next(clock).isoformat(timespec="milliseconds"))
+        return stamps[-1]
+
+    monkeypatch.setattr(sessions, "now_iso", now)
+    monkeypatch.setattr("spotlake.registry.now_iso", now)
+    job = submit(registry, livy, "p#w1").job
+    assert job.statement_id >= 0
+    claimed = registry.get_slot("c1", "0").started_at  # the session started after the claim
+    assert stamps[0] < claimed < job.submitted_at, (stamps, claimed, job.submitted_at)
 
 
 def test_a_lease_whose_job_moved_on_is_taken_over(registry: Registry, livy: FakeLivy) -> None:
