@@ -20,7 +20,7 @@ up: bootstrap
 	@$(PY) -c 'from spotlake.stack import StackLayout as L; s = L.default(); print("Airflow UI: http://127.0.0.1:%d\nLogin: user admin, password in %s/airflow/passwords.json\nLogs: %s/  PIDs: %s/  Stop: make down" % (s.port("airflow"), s.data_dir, s.log_dir, s.run_dir))'
 
 test: bootstrap
-	@$(PY) -m pytest tests/unit tests/integration tests/e2e
+	@$(PY) -m pytest tests/unit tests/integration tests/e2e --durations=15
 
 # The pure unit tier: one process, no service, no JVM, no other program. The unit tests marked
 # spark (a local Spark JVM) or tools (Maven, Java, compose, pip, a CLI...) run with `make test`.
