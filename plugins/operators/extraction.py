@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowException
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
 from operators.livy_session import SessionStatementMixin

@@ -16,10 +16,9 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowException
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hooks.livy import EndpointLivyHook
 from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label

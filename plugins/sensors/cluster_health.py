@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowException
 from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException
 
 from hooks.livy import probe_livy
 from spotlake import pools
