@@ -110,7 +110,6 @@ class ClusterHealthSensor(PoolFleetMixin, BaseSensorOperator):
             method_name="resume",
             kwargs={"until": until},
         )
-        return report
 
     def resume(self, context: Any, event: dict[str, Any], until: str) -> Any:
         if event.get("status") == "done":
