@@ -41,4 +41,6 @@ status:
 
 lint: bootstrap
 	@$(VENV)/bin/ruff check plugins spotlake_dev dags spark_jobs tests bench scripts
+	@$(VENV)/bin/ruff format --check plugins spotlake_dev dags spark_jobs tests bench scripts
+	@$(VENV)/bin/mypy
 	@$(VENV)/bin/lint-imports --no-cache

@@ -34,7 +34,7 @@ class EndpointLivyHook(LivyHook):
         super().__init__(livy_conn_id="spotlake_livy_endpoint", **kwargs)
         self.endpoint = endpoint
 
-    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
+    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]  # a classmethod in Airflow
         return _connection(self.endpoint)
 
     def probe(self, timeout: float = 5.0) -> str | None:
@@ -58,10 +58,10 @@ class EndpointLivyAsyncHook(LivyAsyncHook):
         super().__init__(livy_conn_id="spotlake_livy_endpoint", **kwargs)
         self.endpoint = endpoint
 
-    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
+    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]  # a classmethod in Airflow
         return _connection(self.endpoint)
 
-    async def aget_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
+    async def aget_connection(self, conn_id: str) -> Connection:  # type: ignore[override]  # a classmethod in Airflow
         return _connection(self.endpoint)
 
 

@@ -16,6 +16,7 @@ from operators.livy_session import SessionStatementMixin
 from spark_jobs.common.contract import encode_job
 from spark_jobs.common.lake_state import LakeState, PipelineState, WindowRecord, iso, parse_iso, snapshot_job_key
 from spotlake import artifacts, config, expressions
+from spotlake.config import Pipeline
 from spotlake.errors import ConfigError
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
@@ -83,8 +84,9 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
     def config(self) -> config.PipelinesConfig:
         return config.load()
 
+    # (In the class body ``config`` is the property above, not the module: annotate with Pipeline.)
     @cached_property
-    def pipeline(self) -> config.Pipeline:
+    def pipeline(self) -> Pipeline:
         return self.config.get(self.pipeline_name)
 
     @cached_property

@@ -14,12 +14,11 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, NoReturn
 
-from airflow.exceptions import AirflowException
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hooks.livy import EndpointLivyHook
 from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
@@ -156,7 +155,7 @@ class PoolBatchOperator(BaseOperator):
             method_name="execute_complete",
         )
 
-    def wait_for_capacity(self, exc: Exception, waiting_since: str) -> None:
+    def wait_for_capacity(self, exc: Exception, waiting_since: str) -> NoReturn:
         """Defer and try again in ``cluster_poll_interval`` (``resume_waiting``): the pool has no READY
         cluster, or no free session (``exc`` says which). Fails the task after ``wait_for_cluster``."""
         since = waiting_since or datetime.now(UTC).isoformat()

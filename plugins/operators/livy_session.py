@@ -17,10 +17,10 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hooks.livy import EndpointLivyHook
-from operators.livy_batch import NEXT_JOB, BatchFailed, DataErrorFailed
+from operators.livy_batch import NEXT_JOB, BatchFailed, DataErrorFailed, PoolBatchOperator
 from spotlake import artifacts, pools, sessions
 from spotlake.jobs import NoReadyCluster, report_uri
 from spotlake.registry import Job, JobState
@@ -33,7 +33,14 @@ def code_version(published: artifacts.JobArtifacts) -> str:
     return hashlib.sha256(document.encode()).hexdigest()[:16]
 
 
-class SessionStatementMixin:
+if TYPE_CHECKING:
+    # The mixin is only ever mixed into a PoolBatchOperator: type-check it as one.
+    _MixinBase = PoolBatchOperator
+else:
+    _MixinBase = object
+
+
+class SessionStatementMixin(_MixinBase):
     """The statement path; the operator says which jobs take it (:meth:`runs_in_session`) and what
     they run (:meth:`statement_request`, :meth:`statement_argv`)."""
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
 
 from hooks.livy import EndpointLivyHook, LivyBatchControl
 from spotlake import artifacts, streaming

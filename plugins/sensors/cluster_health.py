@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowException
 from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException
 
 from hooks.livy import probe_livy
 from spotlake import pools
@@ -110,7 +110,6 @@ class ClusterHealthSensor(PoolFleetMixin, BaseSensorOperator):
             method_name="resume",
             kwargs={"until": until},
         )
-        return report
 
     def resume(self, context: Any, event: dict[str, Any], until: str) -> Any:
         if event.get("status") == "done":

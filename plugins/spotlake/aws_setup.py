@@ -78,7 +78,8 @@ class TableResult:
 
 def _describe(client: Any, table: str) -> dict[str, Any] | None:
     try:
-        return client.describe_table(TableName=table)["Table"]
+        description: dict[str, Any] = client.describe_table(TableName=table)["Table"]
+        return description
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ResourceNotFoundException":
             return None

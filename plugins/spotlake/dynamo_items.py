@@ -18,11 +18,18 @@ from collections.abc import Mapping
 from dataclasses import fields
 from decimal import Decimal
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-T = TypeVar("T")
+
+class _Dataclass(Protocol):
+    """A dataclass instance: what :func:`dataclasses.fields` takes."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+T = TypeVar("T", bound=_Dataclass)
 AttributeValue = dict[str, Any]
 
 _SERIALIZER = TypeSerializer()
@@ -31,7 +38,8 @@ _DESERIALIZER = TypeDeserializer()
 
 def attribute_value(value: Any) -> AttributeValue:
     """``value`` as a DynamoDB attribute value: ``"x"`` -> ``{"S": "x"}``, ``3`` -> ``{"N": "3"}``."""
-    return _SERIALIZER.serialize(_storable(value))
+    serialized: AttributeValue = _SERIALIZER.serialize(_storable(value))
+    return serialized
 
 
 def python_value(value: AttributeValue) -> Any:

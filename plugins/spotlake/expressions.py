@@ -55,7 +55,7 @@ def local_jvm() -> Any:
 
 def expressions(pipeline: config.Pipeline) -> list[tuple[str, str]]:
     """(where, expression) of each derive column and filter condition of ``pipeline``."""
-    found = []
+    found: list[tuple[str, str]] = []
     for i, step in enumerate(pipeline.transforms):
         where = f"pipelines ({pipeline.name}).transforms[{i}].{step.op}"
         if step.op == "derive":

@@ -451,7 +451,9 @@ def _sessions(entry: Any, where: str, max_batches: int) -> SessionSettings:
             "the session's Python process size in MiB that gets it replaced (e.g. 2048)",
         ),
         conf=tuple(sorted((str(k), str(v)) for k, v in conf.items())),
-        **durations,
+        statement_timeout=durations["statement_timeout"],
+        inline_wait=durations["inline_wait"],
+        start_timeout=durations["start_timeout"],
         **sizes,
     )
 

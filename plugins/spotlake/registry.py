@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -198,7 +198,16 @@ def _versioned_update(
     }
 
 
-def _applied(item: Any, changes: dict[str, Any]) -> Any:
+class _Versioned(Protocol):
+    """A registry item (Cluster, Job, SessionSlot): written only at the version it was read."""
+
+    version: int
+
+
+V = TypeVar("V", bound=_Versioned)
+
+
+def _applied(item: V, changes: dict[str, Any]) -> V:
     """``item`` after its versioned update of ``changes`` succeeded."""
     for name, value in changes.items():
         setattr(item, name, value)
@@ -529,7 +538,7 @@ class Registry:
                 **({"ExpressionAttributeValues": attribute_values(values)} if values else {}),
             )
 
-    def _update(self, table: str, key: dict[str, Any], item: Any, changes: dict[str, Any], what: str) -> Any:
+    def _update(self, table: str, key: dict[str, Any], item: V, changes: dict[str, Any], what: str) -> V:
         """SET ``changes`` (and ``updated_at``) on the item at ``key`` if its version is still
         ``item.version``, then apply them to ``item`` (version + 1); StaleState otherwise."""
         changes = {**changes, "updated_at": now_iso()}

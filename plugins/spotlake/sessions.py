@@ -154,7 +154,8 @@ class LivySessions:
 
     def session(self, session_id: int) -> dict[str, Any] | None:
         """The session, or None when Livy does not know it."""
-        return self._call("GET", f"/sessions/{session_id}", missing_ok=True)
+        found: dict[str, Any] | None = self._call("GET", f"/sessions/{session_id}", missing_ok=True)
+        return found
 
     def state(self, session_id: int) -> str | None:
         found = self.session(session_id)
@@ -168,7 +169,8 @@ class LivySessions:
 
     def statement(self, session_id: int, statement_id: int) -> dict[str, Any] | None:
         """The statement, or None when Livy does not know it (or its session)."""
-        return self._call("GET", f"/sessions/{session_id}/statements/{statement_id}", missing_ok=True)
+        found: dict[str, Any] | None = self._call("GET", f"/sessions/{session_id}/statements/{statement_id}", missing_ok=True)
+        return found
 
     def cancel(self, session_id: int, statement_id: int) -> None:
         self._call("POST", f"/sessions/{session_id}/statements/{statement_id}/cancel", {}, missing_ok=True)

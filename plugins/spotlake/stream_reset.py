@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from spark_jobs.clickstream.sink import resolve_target
@@ -49,17 +50,18 @@ def starting_offsets(starting_from: str, committed: dict[str, dict[str, int]], p
                 "(nothing was counted) or --from latest"
             )
         # Topics the stream no longer reads (a topics change is what needs a new checkpoint) are left out.
-        given = {topic: parts for topic, parts in committed.items() if topic in partitions}
+        given: Mapping[str, Mapping[str, Any]] = {topic: parts for topic, parts in committed.items() if topic in partitions}
     else:
         try:
-            given = json.loads(starting_from)
+            parsed: Any = json.loads(starting_from)
         except json.JSONDecodeError:
-            given = None
-        if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+            parsed = None
+        if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
             raise SpotlakeError(
                 f"stream {stream}: --from {starting_from!r} is not committed, earliest, latest or a JSON object of "
                 'offsets per topic and partition such as \'{"clicks": {"0": 1200}}\''
             )
+        given = parsed
     unknown = sorted(set(given) - set(partitions))
     if unknown:
         raise SpotlakeError(

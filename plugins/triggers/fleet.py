@@ -32,7 +32,7 @@ class PoolWatchTrigger(BaseTrigger):
         aws_conn_id: str | None = "aws_default",
         registry_prefix: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger.__init__ has no annotations
         self.pool_name = pool_name
         self.until = until
         self.interval = interval

@@ -43,7 +43,7 @@ class JobTrigger(BaseTrigger):
         aws_conn_id: str | None = "aws_default",
         registry_prefix: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger.__init__ has no annotations
         self.endpoint = endpoint
         self.job_key = job_key
         self.poll_interval = poll_interval

@@ -38,6 +38,8 @@ such keys in one pass over the text (:data:`STRING_KEYS`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -196,7 +198,7 @@ def classify_events(records: DataFrame) -> DataFrame:
     )
 
 
-def with_future_check(max_skew_s: int):
+def with_future_check(max_skew_s: int) -> Callable[[DataFrame], DataFrame]:
     """Make a valid event whose ``event_time`` is more than ``max_skew_s`` ahead of its Kafka
     timestamp (the producer's or broker's clock) a dead letter with reason ``future_event_time``.
 
@@ -258,7 +260,7 @@ def dead_letters(classified: DataFrame) -> DataFrame:
     )
 
 
-def with_window(window_s: int):
+def with_window(window_s: int) -> Callable[[DataFrame], DataFrame]:
     """Add ``window_start_ms``: the start of the event-time window (tumbling, ``window_s`` long)."""
     window_ms = window_s * 1000
 
@@ -284,7 +286,7 @@ def with_funnel_stage(events: DataFrame) -> DataFrame:
     return events.withColumn("funnel_stage", stage)
 
 
-def with_late_flag(watermark_ms: int | None):
+def with_late_flag(watermark_ms: int | None) -> Callable[[DataFrame], DataFrame]:
     """Add ``is_late``: the event's time is behind ``watermark_ms`` (never late without one)."""
 
     def transform(events: DataFrame) -> DataFrame:

@@ -52,6 +52,7 @@ from spark_jobs.clickstream.kafka_security import read_credentials
 from spark_jobs.clickstream.sink import BatchResult, BatchRows, PostgresSinkWriter, resolve_target
 from spark_jobs.common.errors import SpotlakeJobError, StreamingError
 from spark_jobs.common.lake_catalog import catalog_properties, ddl_columns, newest_snapshot_having, table_exists
+from spark_jobs.common.runtime import driver_jvm
 
 LOG = logging.getLogger(__name__)
 # Spark's default of 200 shuffle partitions is far too many for a micro-batch's small
@@ -99,7 +100,7 @@ class Checkpoint:
 
 
 def _hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
-    jvm = spark._jvm
+    jvm = driver_jvm(spark)
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return path, path.getFileSystem(spark._jsc.hadoopConfiguration())
 
@@ -111,7 +112,8 @@ def checkpoint_identity(spark: SparkSession, checkpoint: str) -> Checkpoint:
     if fs.exists(metadata):
         stream = fs.open(metadata)
         try:
-            reader = spark._jvm.java.io.BufferedReader(spark._jvm.java.io.InputStreamReader(stream, "UTF-8"))
+            jvm = driver_jvm(spark)
+            reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
             text = reader.readLine() or ""
         finally:
             stream.close()
@@ -204,7 +206,7 @@ class LakeWriter:
     def committed(self, table: str, batch_id: int) -> bool:
         """Whether this checkpoint committed ``batch_id`` (or a later batch) to ``table``: the newest
         snapshot of this checkpoint says so (batches commit in order)."""
-        iceberg = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(self.spark._jsparkSession, table)
+        iceberg = driver_jvm(self.spark).org.apache.iceberg.spark.Spark3Util.loadIcebergTable(self.spark._jsparkSession, table)
         iceberg.refresh()
         snapshot = iceberg.currentSnapshot()
         for _ in range(SNAPSHOT_DEPTH):
@@ -227,7 +229,8 @@ class LakeWriter:
             try:
                 retention = self.lake.snapshot_retention_s
                 cutoff = stream_expiry_cutoff(self.spark, name, int((time.time() - retention) * 1000))
-                table = self.spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(self.spark._jsparkSession, name)
+                jvm = driver_jvm(self.spark)
+                table = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(self.spark._jsparkSession, name)
                 table.expireSnapshots().expireOlderThan(cutoff).retainLast(RETAIN_LAST).commit()
             except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the stream
                 LOG.warning(

@@ -124,11 +124,11 @@ class BatchRows:
     valid_events: int = 0
     max_event_time_ms: int | None = None
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)
-    dead_letters: list[tuple] = field(default_factory=list)
-    late_events: list[tuple] = field(default_factory=list)
-    window_counts: list[tuple] = field(default_factory=list)
-    members: list[tuple] = field(default_factory=list)
-    funnel_counts: list[tuple] = field(default_factory=list)
+    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    late_events: list[tuple[Any, ...]] = field(default_factory=list)
+    window_counts: list[tuple[Any, ...]] = field(default_factory=list)
+    members: list[tuple[Any, ...]] = field(default_factory=list)
+    funnel_counts: list[tuple[Any, ...]] = field(default_factory=list)
 
     @property
     def counted_events(self) -> int:
@@ -238,7 +238,7 @@ class PostgresSinkWriter:
 
     @property
     def connection(self) -> Any:
-        if self._connection is None or getattr(self._connection, "closed", 0):
+        if self._connection is None or bool(getattr(self._connection, "closed", 0)):
             self._connection = self._connect()
         return self._connection
 

@@ -83,7 +83,7 @@ def parse_database_secret(
     if not isinstance(secret, dict):
         raise error(f"{where} is not a JSON object; it must be in the {SHAPES}")
     endpoint = endpoint or Endpoint()
-    values = {
+    values: dict[str, Any] = {
         "host": secret.get("host") or endpoint.host,
         "port": secret.get("port") or endpoint.port,
         "database": secret.get("database") or secret.get("dbname") or endpoint.database,

@@ -103,7 +103,8 @@ def load_runner(name: str) -> Callable[[SparkSession, Any], dict[str, Any]]:
     """The job function ``module:function``, imported only once the job's Python packages are on
     the path (its module imports boto3)."""
     module, _, function = name.partition(":")
-    return getattr(importlib.import_module(module), function)
+    runner: Callable[[SparkSession, Any], dict[str, Any]] = getattr(importlib.import_module(module), function)
+    return runner
 
 
 def run_main(

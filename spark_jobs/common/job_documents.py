@@ -13,11 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_jobs.common.contract import IDENTIFIER, decode_job, decode_json, window_label
 from spark_jobs.common.database_secret import Endpoint
 from spark_jobs.common.errors import ExtractionError
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # Python 3.10+: annotations only (the jobs run on 3.9)
 
 # A column name as MySQL allows it (reserved words, spaces, mixed case, any script): no back-quote,
 # no control character, no space at either end, at most 64 characters. Always quoted where used.
@@ -35,11 +38,11 @@ TIME_ZONE = re.compile(r"^([+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9
 UTC = timezone.utc
 
 
-def is_identifier(value: Any) -> bool:
+def is_identifier(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and IDENTIFIER.match(value) is not None
 
 
-def is_column(value: Any) -> bool:
+def is_column(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and COLUMN.match(value) is not None
 
 

@@ -21,7 +21,7 @@ import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pyspark.sql import SparkSession
 from pyspark.sql.types import (
@@ -37,9 +37,10 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from spark_jobs.common.database_secret import read_database_secret
+from spark_jobs.common.database_secret import Endpoint, read_database_secret
 from spark_jobs.common.errors import DataError, ExtractionError
-from spark_jobs.common.job_documents import CONFIG_FILE, ExtractJob, LakeTables, quote_identifier
+from spark_jobs.common.job_documents import CONFIG_FILE, ExtractJob, quote_identifier
+from spark_jobs.common.runtime import driver_jvm
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
@@ -87,7 +88,25 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def catalog_properties(lake: LakeTables, who: str, region: str | None) -> dict[str, str]:
+class CatalogTables(Protocol):
+    """What :func:`catalog_properties` reads of a job's lake: a pipeline's :class:`LakeTables`, a
+    stream's ``StreamLake`` (spark_jobs/clickstream/job.py)."""
+
+    @property
+    def catalog(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def warehouse(self) -> str: ...
+    @property
+    def secret_id(self) -> str | None: ...
+    @property
+    def properties(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def endpoint(self) -> Endpoint: ...
+
+
+def catalog_properties(lake: CatalogTables, who: str, region: str | None) -> dict[str, str]:
     """``spark.sql.catalog.<name>*`` settings of the lake's catalog (with credentials for JDBC)."""
     prefix = f"spark.sql.catalog.{lake.catalog}"
     props = {
@@ -291,7 +310,7 @@ def with_commit_properties(spark: SparkSession, properties: Mapping[str, str], f
 
     gateway = spark.sparkContext._gateway
     ensure_callback_server_started(gateway)
-    jvm = spark._jvm
+    jvm = driver_jvm(spark)
     java_map = jvm.java.util.HashMap()
     for key, value in properties.items():
         java_map.put(key, value)
@@ -310,7 +329,7 @@ def commit_id() -> str:
 def snapshot_with(spark: SparkSession, name: str, key: str, value: str, depth: int = 50) -> Any:
     """The newest snapshot of table ``name`` whose summary has ``key`` = ``value`` (None if none in
     the last ``depth``)."""
-    table = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
+    table = driver_jvm(spark).org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
     table.refresh()
     snapshot = table.currentSnapshot()
     for _ in range(depth):
@@ -325,7 +344,7 @@ def snapshot_with(spark: SparkSession, name: str, key: str, value: str, depth: i
 
 def newest_snapshot_having(spark: SparkSession, name: str, key: str) -> Any:
     """The newest snapshot among the current one and its ancestors whose summary has ``key`` (None if none)."""
-    table = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
+    table = driver_jvm(spark).org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
     table.refresh()
     snapshot = table.currentSnapshot()
     while snapshot is not None:
@@ -340,7 +359,7 @@ def current_snapshot(spark: SparkSession, name: str) -> Any:
     """The table's current snapshot (None if the table or a snapshot does not exist yet)."""
     if not table_exists(spark, name):
         return None
-    table = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
+    table = driver_jvm(spark).org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, name)
     table.refresh()
     return table.currentSnapshot()
 

@@ -37,10 +37,19 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+
+
+class _Dataclass(Protocol):
+    """A dataclass instance: what :func:`dataclasses.fields` takes."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+_Record = TypeVar("_Record", bound=_Dataclass)  # PipelineState, WindowRecord
 
 UTC = timezone.utc
 STATE_ITEM = "#state"
@@ -130,7 +139,7 @@ def record_item(record: WindowRecord) -> dict[str, Any]:
     return to_item(values)
 
 
-def _load(cls: Any, item: dict[str, Any]) -> Any:
+def _load(cls: type[_Record], item: dict[str, Any]) -> _Record:
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in from_item(item).items() if k in names})
 
@@ -166,7 +175,7 @@ class PipelineState:
     def phase(self) -> SnapshotPhase:
         return SnapshotPhase(self.snapshot)
 
-    def after_key(self) -> list | None:
+    def after_key(self) -> list[Any] | None:
         """The primary key of the last committed snapshot chunk, or None before the first."""
         return None if self.snapshot_after is None else json.loads(self.snapshot_after)
 
@@ -183,7 +192,7 @@ class WindowRecord:
     read_from: str
     planned_at: str
     state: str = "PLANNED"
-    touched: list = field(default_factory=list)  # chunk numbers any attempt began to commit
+    touched: list[int] = field(default_factory=list)  # chunk numbers any attempt began to commit
     chunks: int = 0
     rows_read: int = 0
     rows_written: int = 0
@@ -197,7 +206,7 @@ class WindowRecord:
     committed_at: str | None = None
     read_until: str | None = None  # where reading stopped, if an open transaction held it before ``end``
     null_dates: int = 0  # zero or invalid date values stored as NULL
-    null_date_columns: list = field(default_factory=list)
+    null_date_columns: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -225,7 +234,7 @@ def _conditional_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 
-def _cancellation_codes(exc: ClientError) -> list:
+def _cancellation_codes(exc: ClientError) -> list[str]:
     return [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
 
 
@@ -249,7 +258,10 @@ class LakeState:
         return {"pipeline": {"S": pipeline}, "window": {"S": window}}
 
     def _get(self, pipeline: str, window: str) -> dict[str, Any] | None:
-        return self.client.get_item(TableName=self.table, Key=self._key(pipeline, window), ConsistentRead=True).get("Item")
+        item: dict[str, Any] | None = self.client.get_item(
+            TableName=self.table, Key=self._key(pipeline, window), ConsistentRead=True
+        ).get("Item")
+        return item
 
     # ------------------------------------------------------------------ state
     def get(self, pipeline: str) -> PipelineState | None:
@@ -288,9 +300,9 @@ class LakeState:
         item = self._get(pipeline, label)
         return _load(WindowRecord, item) if item else None
 
-    def windows(self, pipeline: str) -> list:
+    def windows(self, pipeline: str) -> list[WindowRecord]:
         """Every window record of ``pipeline`` (not its state), oldest first."""
-        items: list = []
+        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pipeline = :p",
@@ -479,7 +491,7 @@ class LakeState:
         changes = {**(state_changes or {}), "version": lock.state.version + 1}
         sets = {k: v for k, v in changes.items() if v is not None}
         removes = ["lock_owner", "lock_job", "lock_attempt", "lock_expires", *(f"#{k}" for k, v in changes.items() if v is None)]
-        items: list = [
+        items: list[dict[str, Any]] = [
             {
                 "Update": {
                     "TableName": self.table,
@@ -505,7 +517,7 @@ class LakeState:
                 "before its commit was recorded; the next run re-reads the range"
             ) from None
 
-    def _transact(self, lock: Lock, items: list) -> None:
+    def _transact(self, lock: Lock, items: list[dict[str, Any]]) -> None:
         try:
             self.client.transact_write_items(TransactItems=[self._lock_guard(lock), *items])
         except ClientError as exc:

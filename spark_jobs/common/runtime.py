@@ -17,8 +17,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from spark_jobs.common.errors import SpotlakeJobError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 ARCHIVE_ALIAS = "pydeps"  # the fragment after '#' in spark.archives: the folder it unpacks into
 REQUIRED_MODULES = ("boto3", "psycopg2")
@@ -61,3 +65,11 @@ def use_job_packages(required: tuple[str, ...] = REQUIRED_MODULES) -> str | None
             "spotlake.job_dependencies publish --to <SPOTLAKE_ARTIFACTS>` (the operators add them to every batch)"
         )
     return None
+
+
+def driver_jvm(spark: SparkSession) -> Any:
+    """The py4j view of the driver JVM of ``spark`` (its Java and Scala classes)."""
+    jvm = spark._jvm
+    if jvm is None:
+        raise RuntimeError("the SparkSession has no JVM gateway: it was stopped")
+    return jvm

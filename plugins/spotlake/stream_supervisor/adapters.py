@@ -85,13 +85,13 @@ class KafkaTopics:
         from confluent_kafka import Consumer, TopicPartition
 
         consumer = Consumer({**self._settings(), "group.id": "spotlake-stream-supervisor", "enable.auto.commit": False})
+
+        def watermarks(topic: str, partition: int) -> tuple[int, int]:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout)
+            return low, high
+
         try:
-            return {
-                topic: {
-                    p: tuple(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout)) for p in range(count)
-                }
-                for topic, count in partitions.items()
-            }
+            return {topic: {p: watermarks(topic, p) for p in range(count)} for topic, count in partitions.items()}
         finally:
             consumer.close()
 
