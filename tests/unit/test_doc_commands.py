@@ -535,6 +535,7 @@ def match(table: dict[str, object] | set[str], argv: list[str]) -> str | None:
 
 
 SELECTING = ("-m", "-k")  # pytest options that only pick among the tests of its paths
+REPORTING = ("--durations",)  # pytest options that change only what it prints
 
 
 def pytest_run(argv: list[str]) -> tuple[list[str], list[str], list[str]] | None:
@@ -546,6 +547,8 @@ def pytest_run(argv: list[str]) -> tuple[list[str], list[str], list[str]] | None
     for word in words_:
         if word in SELECTING:
             selecting += [word, next(words_, "")]
+        elif word.startswith(REPORTING):
+            continue
         elif word.startswith("-"):
             other.append(word)
         else:
