@@ -79,6 +79,17 @@ class JobTrigger(BaseTrigger):
         """Whether the SUBMITTED ``job`` names another batch or statement than this trigger's."""
         raise NotImplementedError
 
+    async def _requeue_reason(self, registry: Any) -> str | None:
+        """:meth:`_moved_reason`, off the event loop; None without a registry or when it cannot be
+        read (it is checked again next poll)."""
+        if registry is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._moved_reason, registry)
+        except Exception as exc:  # noqa: BLE001 - the registry is checked again next poll
+            self.log.warning("registry check of %s failed: %s", self.job_key, exc)
+            return None
+
     def _moved_reason(self, registry: Any) -> str | None:
         """Why the registry says this trigger's batch or statement no longer runs the job, or None."""
         from spotlake.registry import ClusterState, JobState
@@ -122,15 +133,9 @@ class LivyBatchTrigger(JobTrigger):
         failing_since: float | None = None
         last_error = ""
         while True:
-            if registry is not None:
-                try:
-                    reason = await asyncio.to_thread(self._moved_reason, registry)
-                except Exception as exc:  # noqa: BLE001 - the registry is checked again next poll
-                    self.log.warning("registry check of %s failed: %s", self.job_key, exc)
-                    reason = None
-                if reason:
-                    yield self._event("requeued", reason=reason)
-                    return
+            if reason := await self._requeue_reason(registry):
+                yield self._event("requeued", reason=reason)
+                return
             try:
                 result = await hook.get_batch_state(self.batch_id)
             except Exception as exc:  # noqa: BLE001 - connection refused, timeouts: the cluster may be gone
@@ -212,15 +217,9 @@ class LivyStatementTrigger(JobTrigger):
         deadline = datetime.fromisoformat(self.deadline)
         failing_since: float | None = None
         while True:
-            if registry is not None:
-                try:
-                    reason = await asyncio.to_thread(self._moved_reason, registry)
-                except Exception as exc:  # noqa: BLE001 - the registry is checked again next poll
-                    self.log.warning("registry check of %s failed: %s", self.job_key, exc)
-                    reason = None
-                if reason:
-                    yield self._event("requeued", reason=reason)
-                    return
+            if reason := await self._requeue_reason(registry):
+                yield self._event("requeued", reason=reason)
+                return
             kind, body = await self._get(hook, f"/sessions/{self.session_id}/statements/{self.statement_id}")
             if kind == "ok":
                 failing_since = None
