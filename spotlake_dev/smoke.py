@@ -412,12 +412,7 @@ class SmokeEmrProvider(EmrProvider):
     """The fleet's EMR provider, its every call through the run's checked EMR client."""
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(aws_conn_id=None, **kwargs)
-        self._smoke_hook = _EmrHook(client)
-
-    @property
-    def hook(self) -> Any:  # type: ignore[override]
-        return self._smoke_hook
+        super().__init__(lambda: _EmrHook(client), **kwargs)
 
 
 # ---------------------------------------------------------------- Livy as the dry run sees it
@@ -1673,7 +1668,7 @@ def build(
     journal = Journal(say, show=options.dry_run, verbose=options.verbose)
     aws = aws or Aws(region, options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL"), journal, options.dry_run)
     if provider is None:
-        provider = SmokeEmrProvider(aws.client("emr"), region_name=region, probe=None if options.dry_run else probe_livy)
+        provider = SmokeEmrProvider(aws.client("emr"), probe=None if options.dry_run else probe_livy)
     streams = streaming.load() if options.stream else None
     livy_for: Callable[[str], Any]
     control_for: Callable[[str], Any]

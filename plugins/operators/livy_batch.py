@@ -20,6 +20,7 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from hooks import aws
 from hooks.livy import EndpointLivyHook
 from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
 from spotlake import artifacts, config
@@ -112,7 +113,7 @@ class PoolBatchOperator(BaseOperator):
     # ------------------------------------------------------------------ hooks
     @cached_property
     def registry(self) -> Registry:
-        return Registry.from_connection(self.aws_conn_id)
+        return aws.registry(self.aws_conn_id)
 
     @staticmethod
     def livy(endpoint: str) -> EndpointLivyHook:

@@ -17,6 +17,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from hooks import aws
 from hooks.livy import EndpointLivyHook, LivyBatchControl
 from spotlake import artifacts, streaming
 from spotlake.errors import SpotlakeError
@@ -62,7 +63,7 @@ class StreamSupervisorOperator(BaseOperator):
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry.from_connection(self.aws_conn_id)
+        return aws.registry(self.aws_conn_id)
 
     @cached_property
     def s3(self) -> Any:

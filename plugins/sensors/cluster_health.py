@@ -23,10 +23,10 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
-from hooks.livy import probe_livy
+from hooks import aws
 from spotlake import pools
 from spotlake.fleet import Fleet
-from spotlake.providers.base import ClusterProvider, provider_for
+from spotlake.providers.base import ClusterProvider
 from spotlake.registry import Registry
 from triggers.fleet import PoolWatchTrigger
 
@@ -48,11 +48,11 @@ class PoolFleetMixin:
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry.from_connection(self.aws_conn_id)
+        return aws.registry(self.aws_conn_id)
 
     @cached_property
     def provider(self) -> ClusterProvider:
-        return provider_for(self.pools_config.provider, aws_conn_id=self.aws_conn_id, probe=probe_livy)
+        return aws.cluster_provider(self.pools_config.provider, self.aws_conn_id)
 
     @cached_property
     def fleet(self) -> Fleet:

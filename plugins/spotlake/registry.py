@@ -225,13 +225,6 @@ class Registry:
         self.client = client
         self.prefix = prefix or os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake")
 
-    @classmethod
-    def from_connection(cls, aws_conn_id: str | None = "aws_default", prefix: str | None = None) -> Registry:
-        """The registry through an Airflow AWS connection (credentials, region, endpoint)."""
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        return cls(AwsBaseHook(aws_conn_id=aws_conn_id, client_type="dynamodb").get_conn(), prefix)
-
     # ------------------------------------------------------------------ tables
     @property
     def clusters_table(self) -> str:

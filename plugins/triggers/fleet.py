@@ -13,8 +13,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from hooks.livy import probe_livy
-
 
 class PoolWatchTrigger(BaseTrigger):
     """Watches one pool for its fleet: every ``interval`` seconds, a read-only look at the pool
@@ -54,15 +52,14 @@ class PoolWatchTrigger(BaseTrigger):
         )
 
     def _fleet(self) -> tuple[Any, Any]:
+        from hooks import aws
         from spotlake import pools
         from spotlake.fleet import Fleet
-        from spotlake.providers.base import provider_for
-        from spotlake.registry import Registry
 
         config = pools.load()
         fleet = Fleet(
-            Registry.from_connection(self.aws_conn_id, self.registry_prefix),
-            provider_for(config.provider, aws_conn_id=self.aws_conn_id, probe=probe_livy),
+            aws.registry(self.aws_conn_id, self.registry_prefix),
+            aws.cluster_provider(config.provider, self.aws_conn_id),
         )
         return fleet, config.get(self.pool_name)
 

@@ -71,9 +71,9 @@ class JobTrigger(BaseTrigger):
         )
 
     def _registry(self) -> Any:
-        from spotlake.registry import Registry
+        from hooks import aws
 
-        return Registry.from_connection(self.aws_conn_id, self.registry_prefix)
+        return aws.registry(self.aws_conn_id, self.registry_prefix)
 
     def _runs_elsewhere(self, job: Any) -> bool:
         """Whether the SUBMITTED ``job`` names another batch or statement than this trigger's."""

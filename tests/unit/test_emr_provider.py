@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from airflow.providers.amazon.aws.hooks.emr import EmrHook
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -76,11 +77,14 @@ def sleeps() -> list[float]:
     return []
 
 
+def emr_hook() -> EmrHook:
+    """Airflow's EmrHook as the Airflow side builds it (hooks.aws.emr_hook), on moto's EMR."""
+    return EmrHook(aws_conn_id=None, emr_conn_id=None, region_name=REGION)
+
+
 @pytest.fixture
 def provider(aws: None, sleeps: list[float]) -> EmrProvider:
-    return EmrProvider(
-        aws_conn_id=None, region_name=REGION, sleep=sleeps.append, jitter=lambda: 1.0, probe=None, clock=lambda: LAUNCHED_AT
-    )
+    return EmrProvider(emr_hook, sleep=sleeps.append, jitter=lambda: 1.0, probe=None, clock=lambda: LAUNCHED_AT)
 
 
 @pytest.fixture
@@ -246,7 +250,7 @@ def test_throttling_is_retried_with_capped_exponential_backoff(
 
 def test_jitter_spreads_retries() -> None:
     delays: list[float] = []
-    provider = EmrProvider(aws_conn_id=None, sleep=delays.append, jitter=iter([0.25, 0.5, 0.75]).__next__, probe=None)
+    provider = EmrProvider(emr_hook, sleep=delays.append, jitter=iter([0.25, 0.5, 0.75]).__next__, probe=None)
     calls = iter([ClientError({"Error": {"Code": "ThrottlingException"}}, "X")] * 3 + [None])
 
     def flaky() -> str:

@@ -135,13 +135,17 @@ UNGRANTED_CALLS = {
 
 # Receivers that hold a client handed over from elsewhere, per file.
 CLIENTS = {
-    "plugins/spotlake/registry.py": {"self.client": "dynamodb"},  # Registry.from_connection: AwsBaseHook(dynamodb)
+    "plugins/spotlake/registry.py": {"self.client": "dynamodb"},  # hooks.aws.registry: AwsBaseHook(dynamodb)
     "plugins/spotlake/stream_status.py": {"self.client": "dynamodb"},  # the registry's client
     "plugins/spotlake/artifacts.py": {"s3": "s3"},  # the operators' S3Hook(...).get_conn()
     "plugins/spotlake/job_dependencies.py": {"s3": "s3"},  # the same, or boto3.client("s3") in its main
     "plugins/spotlake/lake.py": {"secrets": "secretsmanager"},
     "plugins/spotlake/aws_setup.py": {"client": "dynamodb"},
     "spark_jobs/common/lake_state.py": {"self.client": "dynamodb"},  # the jobs' boto3.client("dynamodb"), the registry's
+}
+# Receivers that hold an Airflow hook handed over from elsewhere, per file: the hook's class.
+HOOKS = {
+    "plugins/spotlake/providers/emr.py": {"self.hook": "EmrHook"},  # hooks.aws.emr_hook: EmrHook(aws_conn_id)
 }
 # Receivers of calls named like AWS operations that are not AWS clients.
 NOT_AWS = {
@@ -266,6 +270,7 @@ class FileScanner:
     def __init__(self, path: str, tree: ast.Module) -> None:
         self.path, self.tree = path, tree
         self.declared = CLIENTS.get(path, {})
+        self.declared_hooks = HOOKS.get(path, {})
         self.bindings: dict[str, tuple[str, ...]] = {}  # "name" or "self.attr" -> kind
         self.returns: dict[str, tuple[str, ...]] = {}  # function name -> kind of what it returns
         self.scan = Scan(path)
@@ -289,6 +294,9 @@ class FileScanner:
         if text in self.declared:
             self.scan.used_declared.add(text)
             return ("client", self.declared[text])
+        if text in self.declared_hooks:
+            hook = self.declared_hooks[text]
+            return ("hook", hook, HOOK_SERVICES[hook])
         return self.bindings.get(text)
 
     def _call_kind(self, node: ast.Call) -> tuple[str, ...] | None:

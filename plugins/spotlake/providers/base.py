@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spotlake.errors import SpotlakeError
 
@@ -132,10 +132,9 @@ Probe = Callable[[str], str | None]
 (:func:`hooks.livy.probe_livy` in Airflow; injected so the core needs no HTTP client of its own)."""
 
 
-def provider_for(
-    name: str, aws_conn_id: str | None = "aws_default", region_name: str | None = None, *, probe: Probe
-) -> ClusterProvider:
-    """The provider called ``name`` (``local`` or ``emr``; see :func:`spotlake.pools.provider_name`)."""
+def provider_for(name: str, *, probe: Probe, emr_hook: Callable[[], Any] | None = None) -> ClusterProvider:
+    """The provider called ``name`` (``local`` or ``emr``; see :func:`spotlake.pools.provider_name`).
+    ``emr_hook`` makes the EMR provider's Airflow EmrHook (:func:`hooks.aws.cluster_provider` passes it)."""
     if name == "local":
         # Local clusters are the local stack's (the developer tools, never deployed): found by name,
         # so that the core does not depend on them.
@@ -145,5 +144,5 @@ def provider_for(
     if name == "emr":
         from spotlake.providers.emr import EmrProvider
 
-        return EmrProvider(aws_conn_id=aws_conn_id, region_name=region_name, probe=probe)
+        return EmrProvider(emr_hook, probe=probe)
     raise ProviderError(f"no cluster provider named '{name}'; use local or emr (SPOTLAKE_PROVIDER)")

@@ -142,8 +142,7 @@ class EmrProvider(ClusterProvider):
 
     def __init__(
         self,
-        aws_conn_id: str | None = "aws_default",
-        region_name: str | None = None,
+        emr_hook: Callable[[], Any] | None = None,
         *,
         max_attempts: int = 6,
         base_delay: float = 0.5,
@@ -153,8 +152,7 @@ class EmrProvider(ClusterProvider):
         probe: Probe | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
+        self.emr_hook = emr_hook
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -165,10 +163,13 @@ class EmrProvider(ClusterProvider):
 
     @cached_property
     def hook(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.emr import EmrHook
-
-        # emr_conn_id=None: the whole request comes from config/pools.yaml, not from a connection.
-        return EmrHook(aws_conn_id=self.aws_conn_id, emr_conn_id=None, region_name=self.region_name)
+        """Airflow's EmrHook (:func:`hooks.aws.emr_hook`), made by the factory the caller gave."""
+        if self.emr_hook is None:
+            raise ProviderError(
+                "the EMR provider was built without an EMR hook; build it with hooks.aws.cluster_provider "
+                "(Airflow's EmrHook on an AWS connection)"
+            )
+        return self.emr_hook()
 
     @property
     def client(self) -> Any:
