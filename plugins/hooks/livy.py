@@ -39,9 +39,11 @@ class EndpointLivyHook(LivyHook):
 
     def probe(self, timeout: float = 5.0) -> str | None:
         """Ask Livy for its batch list: None when it answers 200, else why the check failed."""
-        self.extra_options = {"check_response": False, "timeout": timeout}
+        # The hook's own session (connection, headers) without HttpHook.run, which logs a warning for
+        # every refused connection: a probe expects those (a cluster starting or gone) and says why.
+        session = self.get_conn()
         try:
-            response = self.run_method("batches", data={"size": 0})
+            response = session.get(f"{self.base_url}/batches", params={"size": 0}, timeout=timeout)
         except requests.exceptions.Timeout as exc:
             return f"Livy at {self.endpoint} did not answer within {timeout:.0f} s: {exc}"
         except requests.exceptions.RequestException as exc:
