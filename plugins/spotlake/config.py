@@ -29,7 +29,7 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yaml"
 CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
-DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries", "reconcile"}
+DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries", "reconcile", "stale_after"}
 SOURCE_KEYS = {"secret_id", "replica_secret_id", "host", "port", "database"}
 ENDPOINT_KEYS = ("host", "port", "database")  # where the database is when its secret does not say
 RECONCILE_KEYS = {"enabled", "schedule", "chunk_rows", "deletes"}
@@ -193,6 +193,9 @@ class Pipeline:
     retries: int = 2
     initial_load: bool = True
     reconcile: Reconcile = field(default_factory=Reconcile)
+    # How old the committed watermark may grow before the tables count as stale (None: two
+    # schedule intervals, see spotlake.freshness.stale_after).
+    stale_after: timedelta | None = None
 
     @property
     def interval(self) -> timedelta:
@@ -543,6 +546,7 @@ PIPELINE_KEYS = {
     "retries",
     "initial_load",
     "reconcile",
+    "stale_after",
 }
 
 
@@ -599,4 +603,12 @@ def _pipeline(
     lookback = pipeline.interval if lookback_raw is None else parse_duration(lookback_raw, f"{where}.lookback")
     if pipeline.interval < timedelta(minutes=1):
         raise ConfigError(f"{where}.schedule: runs more often than once a minute; the shortest interval is 1 minute")
-    return Pipeline(**{**pipeline.__dict__, "lookback": lookback})
+    stale_raw = entry.get("stale_after", defaults.get("stale_after"))
+    stale_after = None if stale_raw is None else parse_duration(stale_raw, f"{where}.stale_after")
+    if stale_after is not None and stale_after < pipeline.interval:
+        raise ConfigError(
+            f"{where}.stale_after: {stale_raw} is shorter than the schedule's interval "
+            f"({int(pipeline.interval.total_seconds() // 60)} min), so every table would look stale between two runs. "
+            "Fix: at least one interval (the default is two)"
+        )
+    return Pipeline(**{**pipeline.__dict__, "lookback": lookback, "stale_after": stale_after})

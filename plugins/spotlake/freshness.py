@@ -44,17 +44,35 @@ class Freshness:
     age: str
     reason: str = ""
     reconciled: str = ""  # when the last reconciliation finished, and what it found
+    age_s: float | None = None  # the watermark's age in seconds (None before the first commit)
+    stale_after_s: float = 0.0  # the pipeline's staleness threshold (config stale_after)
+    stale: bool = False  # STALE or FAILING: the lake is behind the source and someone should look
+    paused: bool | None = None  # its DAG is paused (None: not known, e.g. outside Airflow)
 
 
 def stale_after(pipeline: config.Pipeline) -> float:
-    """Seconds after which a watermark is stale: two schedule intervals (one run late)."""
+    """Seconds after which a watermark is stale: the pipeline's ``stale_after``, by default two
+    schedule intervals (one run late)."""
+    if pipeline.stale_after is not None:
+        return pipeline.stale_after.total_seconds()
     return 2 * pipeline.interval.total_seconds()
 
 
-def freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datetime) -> Freshness:
+def freshness(
+    pipeline: config.Pipeline, state: PipelineState | None, now: datetime, paused: bool | None = None
+) -> Freshness:
     found = _freshness(pipeline, state, now)
     if state is not None and state.reconciled_at:
         found.reconciled = f"{span(now - parse_iso(state.reconciled_at))} ago: {state.reconcile_result or ''}"
+    if state is not None and state.watermark:
+        found.age_s = round((now - parse_iso(state.watermark)).total_seconds(), 1)
+    found.stale_after_s = stale_after(pipeline)
+    found.stale = found.status in (STALE, FAILING)
+    found.paused = paused
+    if paused and found.status in (FRESH, LOADING):
+        found.reason = "; ".join(x for x in (f"its DAG {pipeline.dag_id} is paused: the tables go stale", found.reason) if x)
+    elif paused and found.status == STALE and "paused" not in found.reason:
+        found.reason = f"{found.reason}; its DAG {pipeline.dag_id} is paused"
     return found
 
 

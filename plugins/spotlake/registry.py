@@ -25,6 +25,7 @@ field of :class:`Cluster`, :class:`Job` or :class:`SessionSlot`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -48,6 +49,9 @@ TABLE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "extraction-log": (("pipeline", "HASH"), ("window", "RANGE")),
     "sessions": (("cluster_id", "HASH"), ("slot", "RANGE")),
 }
+
+
+MOVES_KEPT = 20  # the last moves a job keeps in its ``moved`` list
 
 
 class StaleState(SpotlakeError):
@@ -99,6 +103,13 @@ class Cluster:
     failures: int = 0
     last_failure: str = ""
     drain_started_at: str = ""
+    # Every state the cluster entered and when: "<STATE> <ISO time>;...", oldest first.
+    transitions: str = ""
+
+    def state_changes(self) -> list[tuple[str, str]]:
+        """``transitions`` as (state, ISO time) pairs, oldest first."""
+        pairs = (entry.split(" ", 1) for entry in self.transitions.split(";") if " " in entry)
+        return [(state, at) for state, at in pairs]
 
 
 @dataclass
@@ -121,6 +132,17 @@ class Job:
     session_id: int = -1
     statement_id: int = -1
     slot: str = ""
+    # The moves of the job from a lost cluster to another as a JSON list, oldest first: from, to,
+    # why, when it was re-queued and when the new cluster took it (see Registry.claim_job).
+    moved: str = ""
+
+    def moves_made(self) -> list[dict[str, str]]:
+        """``moved`` as a list of dicts (keys from, to, why, requeued_at, taken_at)."""
+        try:
+            found = json.loads(self.moved) if self.moved else []
+        except ValueError:
+            return []
+        return [m for m in found if isinstance(m, dict)] if isinstance(found, list) else []
 
     @property
     def in_session(self) -> bool:
@@ -300,6 +322,7 @@ class Registry:
         cluster.version = 1
         cluster.launched_at = cluster.launched_at or now_iso()
         cluster.updated_at = now_iso()
+        cluster.transitions = f"{ClusterState.LAUNCHING} {cluster.launched_at}"
         self._versioned_put(
             self.clusters_table, cluster, "cluster_id", None, f"cluster {cluster.pool}/{cluster.cluster_id} already exists"
         )
@@ -381,7 +404,12 @@ class Registry:
         return _applied(cluster, ready)
 
     def _cluster_update(self, cluster: Cluster, changes: dict[str, Any], state: str) -> dict[str, Any]:
-        """The versioned update of ``changes`` to ``cluster``, if it is still in ``state``."""
+        """The versioned update of ``changes`` to ``cluster``, if it is still in ``state``. A change
+        of state is added to the cluster's ``transitions`` (in ``changes`` too, so the caller's
+        :func:`_applied` records it)."""
+        if "state" in changes and changes["state"] != state:
+            entry = f"{changes['state']} {changes.get('updated_at') or now_iso()}"
+            changes["transitions"] = f"{cluster.transitions};{entry}" if cluster.transitions else entry
         return _versioned_update(
             self.clusters_table, _key(pool=cluster.pool, cluster_id=cluster.cluster_id), cluster.version, changes, state
         )
@@ -442,6 +470,17 @@ class Registry:
         with no batch (or statement) id yet; ``slot``: the session slot it leased, for a
         statement. ``expected`` is the job as last read (None: must not exist)."""
         now = now_iso()
+        moved = expected.moves_made() if expected else []
+        if expected is not None and expected.state == JobState.REQUEUED:
+            moved.append(
+                {
+                    "from": expected.cluster_id,
+                    "to": cluster.cluster_id,
+                    "why": expected.reason[:300],
+                    "requeued_at": expected.updated_at,
+                    "taken_at": now,
+                }
+            )
         job = Job(
             job_key=job_key,
             pool=pool,
@@ -456,6 +495,7 @@ class Registry:
             updated_at=now,
             version=(expected.version if expected else 0) + 1,
             slot=slot,
+            moved=json.dumps(moved[-MOVES_KEPT:]) if moved else "",
         )
         self._versioned_put(
             self.jobs_table, job, "job_key", expected.version if expected else None, f"job {job_key} changed since it was read"

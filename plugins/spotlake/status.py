@@ -11,18 +11,19 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from spark_jobs.common.lake_state import LakeState
+from spark_jobs.common.lake_state import LakeState, parse_history
 from spotlake import config, pools, stack, streaming
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span
-from spotlake.freshness import Freshness, freshness
-from spotlake.registry import ClusterState, JobState, Registry
+from spotlake.freshness import Freshness, FreshnessStatus, freshness
+from spotlake.registry import Cluster, ClusterState, Job, JobState, Registry
 from spotlake.stream_status import StreamStatusStore
 
 LIVE_CLUSTER_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING, ClusterState.TERMINATING)
 RECENT_GONE = 3  # gone clusters shown per pool
+LAST_WINDOWS = 12  # the last windows shown per pipeline
 
 
 @dataclass
@@ -34,6 +35,9 @@ class ClusterRow:
     reason: str
     active: bool
     sessions: str = "-"  # warm sessions: "<live> (<busy> busy)"
+    provider: str = ""
+    launched_at: str = ""
+    rotation_due: str = ""  # a READY cluster: when it is replaced ("in 3h 10m", "due")
 
 
 @dataclass
@@ -58,6 +62,28 @@ class JobRow:
 
 
 @dataclass
+class MoveRow:
+    """A job moved from a lost cluster to another in the last day."""
+
+    job_key: str
+    pool: str
+    from_cluster: str
+    to_cluster: str
+    why: str
+    requeued_at: str
+    took_s: float  # from its re-queueing until the new cluster took it
+
+
+@dataclass
+class WindowPoint:
+    """A commit that moved a pipeline's watermark (from the state's history)."""
+
+    committed_at: str
+    watermark: str
+    rows: int
+
+
+@dataclass
 class StreamRow:
     """What the streaming supervisor last recorded of a stream (see spotlake.stream_status)."""
 
@@ -71,6 +97,9 @@ class StreamRow:
     restarts: int
     checked: str
     reason: str
+    dead_letters_last_hour: int = 0
+    lag_by_partition: dict[str, int] = field(default_factory=dict)
+    restart_budget: str = ""  # "<restarts> per <window>"
 
 
 @dataclass
@@ -82,6 +111,8 @@ class Snapshot:
     freshness: list[Freshness]
     warnings: list[str] = field(default_factory=list)
     streams: list[StreamRow] = field(default_factory=list)
+    moves: list[MoveRow] = field(default_factory=list)
+    windows: dict[str, list[WindowPoint]] = field(default_factory=dict)  # per pipeline, the last ones
 
 
 def _age(iso: str, now: datetime) -> str:
@@ -125,6 +156,9 @@ def collect_streams(registry: Registry, streams_cfg: streaming.StreamsConfig | N
                 len(status.recent_restarts(now, budget.per)),
                 _age(status.checked_at, now),
                 status.reason,
+                status.dead_letters_last_hour,
+                dict(status.lag_by_partition),
+                f"{budget.restarts} per {span(budget.per)}",
             )
         )
     return rows
@@ -136,11 +170,20 @@ def collect(
     pipelines: config.PipelinesConfig,
     now: datetime,
     streams_cfg: streaming.StreamsConfig | None = None,
+    paused: dict[str, bool] | None = None,
+    clusters_by_pool: dict[str, list[Cluster]] | None = None,
 ) -> Snapshot:
+    """Everything the status command, the operations page and the alerts report, read once.
+
+    ``paused``: each DAG id's paused flag, where the caller knows it (Airflow's side);
+    ``clusters_by_pool``: the pools' clusters when the caller has read them already."""
     views = []
+    clusters_by_pool = clusters_by_pool if clusters_by_pool is not None else {}
     for pool in pools_cfg.pools:
         active, _ = registry.active_cluster_id(pool.name)
-        clusters = sorted(registry.clusters(pool.name), key=lambda c: (c.generation, c.launched_at), reverse=True)
+        if pool.name not in clusters_by_pool:
+            clusters_by_pool[pool.name] = registry.clusters(pool.name)
+        clusters = sorted(clusters_by_pool[pool.name], key=lambda c: (c.generation, c.launched_at), reverse=True)
         live = [c for c in clusters if c.state in LIVE_CLUSTER_STATES]
         gone = [c for c in clusters if c.state not in LIVE_CLUSTER_STATES][:RECENT_GONE]
         views.append(
@@ -160,11 +203,15 @@ def collect(
                         c.reason or (f"failing: {c.last_failure}" if c.failures else ""),
                         c.cluster_id == active,
                         _sessions(registry, c.cluster_id) if c in live else "-",
+                        c.provider,
+                        c.launched_at,
+                        _rotation_due(c, pool, now),
                     )
                     for c in live + gone
                 ],
             )
         )
+    all_jobs = registry.jobs()
     jobs = [
         JobRow(
             j.job_key,
@@ -178,11 +225,20 @@ def collect(
             j.reason,
             f"{j.session_id}/{j.statement_id}" if j.in_session else "",
         )
-        for j in sorted(registry.jobs(), key=lambda j: j.job_key)
+        for j in sorted(all_jobs, key=lambda j: j.job_key)
         if j.state in (JobState.SUBMITTED, JobState.REQUEUED, JobState.QUEUED)
     ]
     store = LakeState(registry.client, registry.prefix)
-    fresh = [freshness(p, store.get(p.name), now) for p in pipelines.pipelines]
+    states = store.states([p.name for p in pipelines.pipelines])
+    paused = paused or {}
+    fresh = [freshness(p, states.get(p.name), now, paused.get(p.dag_id)) for p in pipelines.pipelines]
+    windows = {
+        name: [
+            WindowPoint(_iso(point.committed), _iso(point.watermark), point.rows)
+            for point in parse_history(state.history)[-LAST_WINDOWS:]
+        ]
+        for name, state in states.items()
+    }
     warnings = []
     try:
         pools.check_pipelines(pools_cfg, pipelines)
@@ -195,7 +251,52 @@ def collect(
         except SpotlakeError as exc:
             warnings.append(str(exc))
     streams = collect_streams(registry, streams_cfg, now)
-    return Snapshot(now.isoformat(timespec="seconds"), pools_cfg.provider, views, jobs, fresh, warnings, streams)
+    return Snapshot(
+        now.isoformat(timespec="seconds"),
+        pools_cfg.provider,
+        views,
+        jobs,
+        fresh,
+        warnings,
+        streams,
+        moves_since(all_jobs, now - timedelta(days=1)),
+        windows,
+    )
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _rotation_due(cluster: Cluster, pool: pools.PoolConfig, now: datetime) -> str:
+    """When a READY cluster is replaced: ``max_age`` after its launch."""
+    launched = parse_time(cluster.launched_at)
+    if cluster.state != ClusterState.READY or launched is None:
+        return ""
+    left = launched + pool.max_age - now
+    return "due" if left.total_seconds() <= 0 else f"in {span(left)}"
+
+
+def moves_since(jobs: list[Job], since: datetime) -> list[MoveRow]:
+    """Every move of a job to another cluster re-queued after ``since``, newest first."""
+    rows = []
+    for job in jobs:
+        for move in job.moves_made():
+            requeued, taken = parse_time(move.get("requeued_at", "")), parse_time(move.get("taken_at", ""))
+            if requeued is None or requeued < since:
+                continue
+            rows.append(
+                MoveRow(
+                    job.job_key,
+                    job.pool,
+                    move.get("from", ""),
+                    move.get("to", ""),
+                    move.get("why", ""),
+                    move.get("requeued_at", ""),
+                    round((taken - requeued).total_seconds(), 1) if taken else -1.0,
+                )
+            )
+    return sorted(rows, key=lambda m: m.requeued_at, reverse=True)
 
 
 def _sessions(registry: Registry, cluster_id: str) -> str:
@@ -249,14 +350,32 @@ def render(snapshot: Snapshot) -> str:
                 for j in running + waiting
             ],
         )
+    if snapshot.moves:
+        out += ["", f"MOVES in the last 24 h: {len(snapshot.moves)}"]
+        out += _table(
+            ["job", "pool", "from", "to", "re-queued", "took", "why"],
+            [
+                [m.job_key, m.pool, m.from_cluster, m.to_cluster, m.requeued_at, f"{m.took_s:.0f}s", m.why[:80]]
+                for m in snapshot.moves[:20]
+            ],
+        )
     out += [
         "",
         "FRESHNESS (committed watermark: every window before it is in the lake; a STALE or FAILING table is stale since it)",
     ]
     out += _table(
-        ["pipeline", "status", "watermark", "age", "reconciled", "reason"],
+        ["pipeline", "status", "watermark", "age", "stale after", "last windows (rows)", "reconciled", "reason"],
         [
-            [f.pipeline, f.status, f.watermark or "-", f.age, f.reconciled[:120] or "-", f.reason[:240]]
+            [
+                f.pipeline,
+                f"{f.status} (stale)" if f.stale and f.status != FreshnessStatus.STALE else f.status,
+                f.watermark or "-",
+                f.age,
+                span(timedelta(seconds=f.stale_after_s)),
+                " ".join(str(w.rows) for w in snapshot.windows.get(f.pipeline, [])[-5:]) or "-",
+                f.reconciled[:120] or "-",
+                f.reason[:240],
+            ]
             for f in snapshot.freshness
         ],
     )

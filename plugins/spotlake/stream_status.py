@@ -23,6 +23,8 @@ from spotlake.fleet import parse_time
 from spotlake.registry import StaleState
 
 # The table's key, by its name after the prefix (as spotlake.registry.TABLE_KEYS).
+LAG_HISTORY_SECONDS = 24 * 3600
+
 TABLE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {"streams": (("stream", "HASH"),)}
 
 
@@ -66,6 +68,24 @@ class StreamStatus:
     reason: str = ""
     checked_at: str = ""
     version: int = 0
+    dead_letters_last_hour: int = 0  # as of the last check
+    # The lag at each check of the last day: "<epoch seconds>,<records>;..." (the lag chart)
+    lag_history: str = ""
+
+    def record_lag(self, now: datetime, lag: int) -> None:
+        """Add a lag reading to ``lag_history``, dropping readings older than a day."""
+        since = now.timestamp() - LAG_HISTORY_SECONDS
+        kept = [entry for entry in self.lag_history.split(";") if entry and float(entry.split(",")[0]) >= since]
+        self.lag_history = ";".join([*kept, f"{now.timestamp():.0f},{lag}"])
+
+    def lag_readings(self) -> list[tuple[float, int]]:
+        """``lag_history`` as (epoch seconds, records) pairs, oldest first."""
+        readings = []
+        for entry in self.lag_history.split(";"):
+            at, _, lag = entry.partition(",")
+            if at and lag:
+                readings.append((float(at), int(lag)))
+        return readings
 
     def recent_restarts(self, now: datetime, per: timedelta) -> list[Restart]:
         """Restarts within ``per`` before ``now``."""

@@ -20,6 +20,9 @@ Items of ``<prefix>-extraction-log`` (key ``pipeline``, ``window``):
     an attempt the fleet re-queued, or that a newer attempt replaced, can never commit.
   - ``failure_*``: the last failed window and why, until a commit that moves the watermark
     clears it (``advanced_at`` is when the watermark last moved).
+  - ``history``: the commits of the last :data:`HISTORY_SECONDS` that set the watermark, one
+    ``<committed>,<watermark>,<rows written>`` (epoch seconds) per commit, ``;``-separated: what
+    the operations page draws freshness and rows per window from, in one item read.
 
 - ``(pipeline, <window label>)``: a window's plan (``read_from``, ``end``: the range it
   reads, fixed at its first run so that every re-run reads the same range), the chunks
@@ -98,6 +101,38 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+HISTORY_SECONDS = 24 * 3600  # how far back a pipeline state's ``history`` reaches
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """A commit that set the watermark: when, the watermark after it, the rows it wrote."""
+
+    committed: float  # epoch seconds
+    watermark: float  # epoch seconds
+    rows: int
+
+
+def parse_history(text: str | None) -> list[HistoryPoint]:
+    """The points of a state's ``history`` attribute, oldest first (malformed entries skipped)."""
+    points = []
+    for entry in (text or "").split(";"):
+        parts = entry.split(",")
+        if len(parts) != 3:
+            continue
+        try:
+            points.append(HistoryPoint(float(parts[0]), float(parts[1]), int(parts[2])))
+        except ValueError:
+            continue
+    return points
+
+
+def with_history(text: str | None, point: HistoryPoint, keep_s: float = HISTORY_SECONDS) -> str:
+    """``text`` with ``point`` appended and the points older than ``keep_s`` before it dropped."""
+    kept = [p for p in parse_history(text) if p.committed >= point.committed - keep_s]
+    return ";".join(f"{p.committed:.0f},{p.watermark:.0f},{p.rows}" for p in [*kept, point])
+
+
 def snapshot_job_key(pipeline: str) -> str:
     return f"{pipeline}#{SNAPSHOT_LABEL}"
 
@@ -168,6 +203,7 @@ class PipelineState:
     unwaited: str | None = None  # open transactions past read.max_open_transaction, not waited for
     reconciled_at: str | None = None  # when the last reconciliation finished
     reconcile_result: str | None = None  # what it found
+    history: str | None = None  # the commits of the last day that set the watermark (see the module doc)
     created_at: str | None = None
     version: int = 0
 
@@ -264,6 +300,28 @@ class LakeState:
         return item
 
     # ------------------------------------------------------------------ state
+    def states(self, pipelines: list[str]) -> dict[str, PipelineState]:
+        """The state of each of ``pipelines`` that has one, in batches of 100 (what the status
+        command and the operations page read: one request per hundred pipelines, not one each)."""
+        found: dict[str, PipelineState] = {}
+        names = list(dict.fromkeys(pipelines))
+        for start in range(0, len(names), 100):
+            request: dict[str, Any] = {
+                self.table: {"Keys": [self._key(n, STATE_ITEM) for n in names[start : start + 100]], "ConsistentRead": True}
+            }
+            for _ in range(20):
+                page = self.client.batch_get_item(RequestItems=request)
+                for item in page.get("Responses", {}).get(self.table, []):
+                    state = _load(PipelineState, item)
+                    found[state.pipeline] = state
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05)
+            else:
+                raise LakeStateError(f"DynamoDB left keys of {self.table} unprocessed 20 times; retry later")
+        return found
+
     def get(self, pipeline: str) -> PipelineState | None:
         item = self._get(pipeline, STATE_ITEM)
         return _load(PipelineState, item) if item else None
@@ -489,6 +547,11 @@ class LakeState:
         """Apply ``state_changes`` to the pipeline state, store ``window`` (its result) and free the
         lock, in one transaction that holds only while ``lock`` is still held (LockLost if not)."""
         changes = {**(state_changes or {}), "version": lock.state.version + 1}
+        if window is not None and window.state == "COMMITTED" and changes.get("watermark") and window.committed_at:
+            point = HistoryPoint(
+                parse_iso(window.committed_at).timestamp(), parse_iso(changes["watermark"]).timestamp(), window.rows_written
+            )
+            changes["history"] = with_history(lock.state.history, point)
         sets = {k: v for k, v in changes.items() if v is not None}
         removes = ["lock_owner", "lock_job", "lock_attempt", "lock_expires", *(f"#{k}" for k, v in changes.items() if v is None)]
         items: list[dict[str, Any]] = [

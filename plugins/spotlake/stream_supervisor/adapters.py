@@ -120,6 +120,12 @@ class SinkDatabase:
                 (query_name,),
             )
             row = cursor.fetchone()
+            cursor.execute(
+                f"SELECT coalesce(sum(dead_letters), 0) FROM {quoted}.stream_batches "
+                "WHERE query_name = %s AND committed_at > now() - interval '1 hour'",
+                (query_name,),
+            )
+            dead = cursor.fetchone()
             connection.rollback()
         finally:
             connection.close()
@@ -131,4 +137,5 @@ class SinkDatabase:
             committed_at=row[1].isoformat(timespec="milliseconds") if row[1] else "",
             watermark=row[2].isoformat(timespec="milliseconds") if row[2] else "",
             offsets={t: {str(p): int(o) for p, o in parts.items()} for t, parts in offsets.items()},
+            dead_letters_last_hour=int(dead[0]) if dead else 0,
         )

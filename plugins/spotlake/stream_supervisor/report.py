@@ -21,6 +21,7 @@ class Progress:
     committed_at: str
     watermark: str
     offsets: dict[str, dict[str, int]]
+    dead_letters_last_hour: int = 0  # dead letters of the micro-batches committed in the last hour
 
 
 @dataclass(frozen=True)

@@ -251,8 +251,10 @@ class StreamSupervisor:
             status.last_batch_id = report.progress.last_batch_id
             status.committed_at = report.progress.committed_at
             status.watermark = report.progress.watermark
+            status.dead_letters_last_hour = report.progress.dead_letters_last_hour
         if report.lag is not None:
             status.lag, status.lag_by_partition = report.lag.total, dict(report.lag.by_partition)
+            status.record_lag(now, report.lag.total)
         try:
             self.statuses.put(status)
         except StaleState:
