@@ -20,7 +20,7 @@ run_step() {  # run_step NAME CMD...: run CMD, keep its output, name the step if
   rm -f "$log"
 }
 
-# 1. Debian packages: MariaDB (MySQL source), PostgreSQL, Java (a JDK) and Maven.
+# 1. Debian packages: MariaDB (MySQL source), PostgreSQL, Java (a JDK), Maven and Chromium.
 missing=()
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
@@ -29,6 +29,8 @@ command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 # javac and jar: the local Livy's REPL driver is compiled from jvm/livy-repl on first use.
 command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# The operations page's browser test: Playwright drives Debian's chromium (no browser download).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     fail "apt-get install ${missing[*]}" \

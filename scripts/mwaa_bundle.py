@@ -20,10 +20,14 @@ writes into the new (or empty) folder ``build/mwaa``:
 ``startup.sh``
     The environment's startup script: ``PYTHONPATH`` (the DAGs folder's ``plugins/`` and the
     folder itself, as ``plugins:.`` locally), ``SPOTLAKE_PROVIDER=emr``, ``SPOTLAKE_ARTIFACTS``.
+``plugins.zip``
+    The environment's plugins file: ``spotlake_plugin.py`` alone, the Airflow plugin that mounts
+    the operations page and registers the tasks' extra links. It imports them from the DAGs
+    folder's ``plugins/`` (on ``PYTHONPATH`` by the startup script).
 
-Why not ``plugins.zip``: MWAA unpacks it to ``/usr/local/airflow/plugins``, apart from the DAGs
-folder, while the code finds ``config/``, ``spark_jobs/`` and ``sql/`` next to ``plugins/`` (two
-levels above ``plugins/spotlake/*.py``). Nothing here is an Airflow plugin (no ``AirflowPlugin``).
+Why not the whole of ``plugins/`` in ``plugins.zip``: MWAA unpacks it to
+``/usr/local/airflow/plugins``, apart from the DAGs folder, while the code finds ``config/``,
+``spark_jobs/`` and ``sql/`` next to ``plugins/`` (two levels above ``plugins/spotlake/*.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +45,9 @@ MWAA_DAGS = "/usr/local/airflow/dags"
 CONSTRAINTS_NAME = "airflow-constraints.txt"
 # The plugin packages Airflow imports. The developer tools (spotlake_dev/: the local stack and its
 # cluster provider, the demo, the click generator, the AWS smoke run) are not among them.
-PLUGIN_PACKAGES = ("spotlake", "operators", "sensors", "triggers", "hooks", "dag_factories")
+PLUGIN_PACKAGES = ("spotlake", "operators", "sensors", "triggers", "hooks", "dag_factories", "ui")
+# The one Airflow plugin module (the operations page, the tasks' extra links): in plugins.zip.
+PLUGIN_MODULE = "spotlake_plugin.py"
 # Project folders copied whole (besides plugins/), and the DAG processor's view: only dags/.
 PROJECT_FOLDERS = ("dags", "spark_jobs", "config", "sql")
 AIRFLOWIGNORE = """\
@@ -116,6 +123,8 @@ def build(out: Path, artifacts: str, registry_prefix: str | None = None, root: P
     script = out / "startup.sh"
     script.write_text(startup_sh(artifacts, registry_prefix))
     script.chmod(0o755)
+    with zipfile.ZipFile(out / "plugins.zip", "w", zipfile.ZIP_DEFLATED) as plugins_zip:
+        plugins_zip.write(root / "plugins" / PLUGIN_MODULE, PLUGIN_MODULE)
     return out
 
 
@@ -135,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"mwaa_bundle: {exc}", file=sys.stderr)
         return 2
-    print(f"{out}/dags/ -> the DAGs folder; {out}/requirements.txt -> requirements file; {out}/startup.sh -> startup script")
+    print(
+        f"{out}/dags/ -> the DAGs folder; {out}/requirements.txt -> requirements file; {out}/startup.sh -> startup "
+        f"script; {out}/plugins.zip -> plugins file"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ free text.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -46,6 +47,14 @@ TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter",
 
 def config_path() -> Path:
     return Path(os.environ.get("SPOTLAKE_PIPELINES", DEFAULT_CONFIG))
+
+
+@functools.lru_cache(maxsize=256)
+def schedule_interval(schedule: str) -> timedelta:
+    """Length of one interval of the cron expression ``schedule`` (two consecutive fire times)."""
+    it = croniter(schedule, start_time=0)
+    first = it.get_next(float)
+    return timedelta(seconds=it.get_next(float) - first)
 
 
 def parse_duration(value: Any, where: str) -> timedelta:
@@ -200,9 +209,7 @@ class Pipeline:
     @property
     def interval(self) -> timedelta:
         """Length of one schedule interval (from two consecutive cron fire times)."""
-        it = croniter(self.schedule, start_time=0)
-        first = it.get_next(float)
-        return timedelta(seconds=it.get_next(float) - first)
+        return schedule_interval(self.schedule)
 
     @property
     def dag_id(self) -> str:

@@ -8,11 +8,13 @@ since then, whatever later windows did.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from spark_jobs.common.lake_state import PipelineState, SnapshotPhase, parse_iso
+from spark_jobs.common.lake_state import LakeState, LakeStateError, PipelineState, SnapshotPhase, load_state, parse_iso
 from spotlake import config
 from spotlake.fleet import span
 
@@ -36,6 +38,26 @@ FRESH, STALE, FAILING, LOADING, NEVER = (
 )
 
 
+# What the status command and the operations page show of a pipeline state (spotlake.freshness):
+# the rest (the lock, the snapshot's resume key) is the Spark job's business.
+SHOWN_FIELDS = (
+    "pipeline",
+    "snapshot",
+    "watermark",
+    "snapshot_chunks",
+    "snapshot_rows",
+    "failure_job",
+    "failure_at",
+    "failure_reason",
+    "advanced_at",
+    "held_by",
+    "unwaited",
+    "reconciled_at",
+    "reconcile_result",
+    "recent",
+)
+
+
 @dataclass
 class Freshness:
     pipeline: str
@@ -48,6 +70,7 @@ class Freshness:
     stale_after_s: float = 0.0  # the pipeline's staleness threshold (config stale_after)
     stale: bool = False  # STALE or FAILING: the lake is behind the source and someone should look
     paused: bool | None = None  # its DAG is paused (None: not known, e.g. outside Airflow)
+    dag_id: str = ""
 
 
 def stale_after(pipeline: config.Pipeline) -> float:
@@ -58,9 +81,7 @@ def stale_after(pipeline: config.Pipeline) -> float:
     return 2 * pipeline.interval.total_seconds()
 
 
-def freshness(
-    pipeline: config.Pipeline, state: PipelineState | None, now: datetime, paused: bool | None = None
-) -> Freshness:
+def freshness(pipeline: config.Pipeline, state: PipelineState | None, now: datetime, paused: bool | None = None) -> Freshness:
     found = _freshness(pipeline, state, now)
     if state is not None and state.reconciled_at:
         found.reconciled = f"{span(now - parse_iso(state.reconciled_at))} ago: {state.reconcile_result or ''}"
@@ -69,10 +90,10 @@ def freshness(
     found.stale_after_s = stale_after(pipeline)
     found.stale = found.status in (STALE, FAILING)
     found.paused = paused
-    if paused and found.status in (FRESH, LOADING):
-        found.reason = "; ".join(x for x in (f"its DAG {pipeline.dag_id} is paused: the tables go stale", found.reason) if x)
-    elif paused and found.status == STALE and "paused" not in found.reason:
-        found.reason = f"{found.reason}; its DAG {pipeline.dag_id} is paused"
+    found.dag_id = pipeline.dag_id
+    if paused:
+        note = f"its DAG {pipeline.dag_id} is paused" + ("" if found.stale else ": the tables go stale unless it is unpaused")
+        found.reason = "; ".join(x for x in (note, found.reason) if x)
     return found
 
 
@@ -117,3 +138,36 @@ def _with_transactions(reason: str, state: PipelineState, held: bool = True) -> 
             f"cursor values are found by reconciliation): {state.unwaited}"
         )
     return "; ".join(notes)
+
+
+def read_states(store: LakeState, pipelines: list[str], history: bool = False) -> dict[str, PipelineState]:
+    """The state of each of ``pipelines`` that has one, in batches of 100 (what the status command
+    and the operations page read: one request per hundred pipelines, not one each), with only the
+    attributes they show; the day's ``history`` only if asked for (the charts)."""
+    found: dict[str, PipelineState] = {}
+    names = list(dict.fromkeys(pipelines))
+    wanted = [*SHOWN_FIELDS, "history"] if history else list(SHOWN_FIELDS)
+    projection = {
+        "ProjectionExpression": ", ".join(f"#a{i}" for i in range(len(wanted))),
+        "ExpressionAttributeNames": {f"#a{i}": name for i, name in enumerate(wanted)},
+    }
+    for start in range(0, len(names), 100):
+        request: dict[str, Any] = {
+            store.table: {
+                "Keys": [store.state_key(n) for n in names[start : start + 100]],
+                "ConsistentRead": True,
+                **projection,
+            }
+        }
+        for _ in range(20):
+            page = store.client.batch_get_item(RequestItems=request)
+            for item in page.get("Responses", {}).get(store.table, []):
+                state = load_state(item)
+                found[state.pipeline] = state
+            request = page.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(0.05)
+        else:
+            raise LakeStateError(f"DynamoDB left keys of {store.table} unprocessed 20 times; retry later")
+    return found

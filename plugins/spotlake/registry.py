@@ -135,6 +135,7 @@ class Job:
     # The moves of the job from a lost cluster to another as a JSON list, oldest first: from, to,
     # why, when it was re-queued and when the new cluster took it (see Registry.claim_job).
     moved: str = ""
+    last_moved_at: str = ""  # when the last of them re-queued it ("" never)
 
     def moves_made(self) -> list[dict[str, str]]:
         """``moved`` as a list of dicts (keys from, to, why, requeued_at, taken_at)."""
@@ -440,6 +441,26 @@ class Registry:
     def jobs(self) -> list[Job]:
         return [from_item(Job, i) for i in self._scan(TableName=self.jobs_table)]
 
+    def jobs_to_show(self, moved_since: str) -> list[Job]:
+        """The jobs an operator looks at: running, re-queued or queued, or moved since ``moved_since``
+        (ISO). A filtered scan: only those cross the wire, whatever the number of finished jobs."""
+        return [
+            from_item(Job, i)
+            for i in self._scan(
+                TableName=self.jobs_table,
+                FilterExpression="#state IN (:submitted, :requeued, :queued) OR last_moved_at >= :since",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=attribute_values(
+                    {
+                        ":submitted": JobState.SUBMITTED,
+                        ":requeued": JobState.REQUEUED,
+                        ":queued": JobState.QUEUED,
+                        ":since": moved_since,
+                    }
+                ),
+            )
+        ]
+
     def jobs_on_cluster(self, pool: str, cluster_id: str, states: tuple[str, ...] = (JobState.SUBMITTED,)) -> list[Job]:
         """Jobs of ``pool`` on ``cluster_id`` in one of ``states`` (a filtered scan)."""
         return self.jobs_in_pool(pool, states, cluster_id)
@@ -496,6 +517,7 @@ class Registry:
             version=(expected.version if expected else 0) + 1,
             slot=slot,
             moved=json.dumps(moved[-MOVES_KEPT:]) if moved else "",
+            last_moved_at=moved[-1]["requeued_at"] if moved else "",
         )
         self._versioned_put(
             self.jobs_table, job, "job_key", expected.version if expected else None, f"job {job_key} changed since it was read"

@@ -13,17 +13,17 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from spark_jobs.common.lake_state import LakeState, parse_history
+from spark_jobs.common.lake_state import LakeState, parse_recent
 from spotlake import config, pools, stack, streaming
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span
-from spotlake.freshness import Freshness, FreshnessStatus, freshness
+from spotlake.freshness import Freshness, FreshnessStatus, freshness, read_states
 from spotlake.registry import Cluster, ClusterState, Job, JobState, Registry
 from spotlake.stream_status import StreamStatusStore
 
 LIVE_CLUSTER_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING, ClusterState.TERMINATING)
 RECENT_GONE = 3  # gone clusters shown per pool
-LAST_WINDOWS = 12  # the last windows shown per pipeline
+LAST_WINDOWS = 6  # the last windows shown per pipeline
 
 
 @dataclass
@@ -211,7 +211,7 @@ def collect(
                 ],
             )
         )
-    all_jobs = registry.jobs()
+    all_jobs = registry.jobs_to_show((now - timedelta(days=1)).isoformat())
     jobs = [
         JobRow(
             j.job_key,
@@ -229,13 +229,13 @@ def collect(
         if j.state in (JobState.SUBMITTED, JobState.REQUEUED, JobState.QUEUED)
     ]
     store = LakeState(registry.client, registry.prefix)
-    states = store.states([p.name for p in pipelines.pipelines])
+    states = read_states(store, [p.name for p in pipelines.pipelines])
     paused = paused or {}
     fresh = [freshness(p, states.get(p.name), now, paused.get(p.dag_id)) for p in pipelines.pipelines]
     windows = {
         name: [
             WindowPoint(_iso(point.committed), _iso(point.watermark), point.rows)
-            for point in parse_history(state.history)[-LAST_WINDOWS:]
+            for point in parse_recent(state.recent)[-LAST_WINDOWS:]
         ]
         for name, state in states.items()
     }

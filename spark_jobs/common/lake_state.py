@@ -20,9 +20,10 @@ Items of ``<prefix>-extraction-log`` (key ``pipeline``, ``window``):
     an attempt the fleet re-queued, or that a newer attempt replaced, can never commit.
   - ``failure_*``: the last failed window and why, until a commit that moves the watermark
     clears it (``advanced_at`` is when the watermark last moved).
-  - ``history``: the commits of the last :data:`HISTORY_SECONDS` that set the watermark, one
-    ``<committed>,<watermark>,<rows written>`` (epoch seconds) per commit, ``;``-separated: what
-    the operations page draws freshness and rows per window from, in one item read.
+  - ``history``: the commits of the last day that set the watermark, summed per ten minutes
+    (:func:`with_history`), and ``recent``: the last :data:`RECENT_COMMITS` of them one by one
+    (:func:`with_recent`): what the status command and the operations page show freshness over
+    time and rows per window from, without reading the windows' items.
 
 - ``(pipeline, <window label>)``: a window's plan (``read_from``, ``end``: the range it
   reads, fixed at its first run so that every re-run reads the same range), the chunks
@@ -102,35 +103,60 @@ def parse_iso(text: str) -> datetime:
 
 
 HISTORY_SECONDS = 24 * 3600  # how far back a pipeline state's ``history`` reaches
+HISTORY_STEP = 600  # its resolution: one point per ten minutes
+RECENT_COMMITS = 12  # the commits a pipeline state's ``recent`` keeps
 
 
 @dataclass(frozen=True)
 class HistoryPoint:
-    """A commit that set the watermark: when, the watermark after it, the rows it wrote."""
+    """Commits that set the watermark: when (epoch seconds; in ``history`` the start of their ten
+    minutes), the watermark after them (epoch seconds), the rows they wrote."""
 
-    committed: float  # epoch seconds
-    watermark: float  # epoch seconds
+    committed: float
+    watermark: float
     rows: int
 
 
-def parse_history(text: str | None) -> list[HistoryPoint]:
-    """The points of a state's ``history`` attribute, oldest first (malformed entries skipped)."""
-    points = []
+def _points(text: str | None) -> list[tuple[int, int, int]]:
+    found = []
     for entry in (text or "").split(";"):
         parts = entry.split(",")
-        if len(parts) != 3:
-            continue
-        try:
-            points.append(HistoryPoint(float(parts[0]), float(parts[1]), int(parts[2])))
-        except ValueError:
-            continue
-    return points
+        if len(parts) == 3:
+            try:
+                found.append((int(parts[0]), int(parts[1]), int(parts[2])))
+            except ValueError:
+                continue
+    return found
 
 
-def with_history(text: str | None, point: HistoryPoint, keep_s: float = HISTORY_SECONDS) -> str:
-    """``text`` with ``point`` appended and the points older than ``keep_s`` before it dropped."""
-    kept = [p for p in parse_history(text) if p.committed >= point.committed - keep_s]
-    return ";".join(f"{p.committed:.0f},{p.watermark:.0f},{p.rows}" for p in [*kept, point])
+def parse_recent(text: str | None) -> list[HistoryPoint]:
+    """``recent``: ``<committed>,<seconds the watermark is behind it>,<rows>`` per commit, oldest first."""
+    return [HistoryPoint(float(c), float(c - behind), rows) for c, behind, rows in _points(text)]
+
+
+def with_recent(text: str | None, point: HistoryPoint, keep: int = RECENT_COMMITS) -> str:
+    entries = [*_points(text), (int(point.committed), int(point.committed - point.watermark), point.rows)]
+    return ";".join(f"{c},{b},{r}" for c, b, r in entries[-keep:])
+
+
+def parse_history(text: str | None, step: int = HISTORY_STEP) -> list[HistoryPoint]:
+    """``history``: ``<ten-minute number>,<seconds the watermark is behind that ten minutes' end>,<rows>``
+    per ten minutes with a commit, oldest first; each point's ``committed`` is its ten minutes' start."""
+    return [HistoryPoint(float(n * step), float((n + 1) * step - behind), rows) for n, behind, rows in _points(text)]
+
+
+def with_history(text: str | None, point: HistoryPoint, keep_s: float = HISTORY_SECONDS, step: int = HISTORY_STEP) -> str:
+    """``text`` with ``point`` added to its ten minutes (the latest watermark, the rows summed) and
+    the ten minutes older than ``keep_s`` before it dropped. About 2 KB for a day."""
+    number = int(point.committed // step)
+    entries = [e for e in _points(text) if e[0] > number - keep_s / step]
+    behind = int((number + 1) * step - point.watermark)
+    if entries and entries[-1][0] == number:
+        _, old_behind, old_rows = entries.pop()
+        entries.append((number, min(old_behind, behind), old_rows + point.rows))
+    else:
+        entries.append((number, behind, point.rows))
+    return ";".join(f"{n},{b},{r}" for n, b, r in entries)
 
 
 def snapshot_job_key(pipeline: str) -> str:
@@ -174,6 +200,11 @@ def record_item(record: WindowRecord) -> dict[str, Any]:
     return to_item(values)
 
 
+def load_state(item: dict[str, Any]) -> PipelineState:
+    """A pipeline state item as read (by any projection of its attributes)."""
+    return _load(PipelineState, item)
+
+
 def _load(cls: type[_Record], item: dict[str, Any]) -> _Record:
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in from_item(item).items() if k in names})
@@ -203,7 +234,8 @@ class PipelineState:
     unwaited: str | None = None  # open transactions past read.max_open_transaction, not waited for
     reconciled_at: str | None = None  # when the last reconciliation finished
     reconcile_result: str | None = None  # what it found
-    history: str | None = None  # the commits of the last day that set the watermark (see the module doc)
+    history: str | None = None  # the last day's commits that set the watermark, per ten minutes (module doc)
+    recent: str | None = None  # the last commits that set the watermark, one by one (module doc)
     created_at: str | None = None
     version: int = 0
 
@@ -300,27 +332,9 @@ class LakeState:
         return item
 
     # ------------------------------------------------------------------ state
-    def states(self, pipelines: list[str]) -> dict[str, PipelineState]:
-        """The state of each of ``pipelines`` that has one, in batches of 100 (what the status
-        command and the operations page read: one request per hundred pipelines, not one each)."""
-        found: dict[str, PipelineState] = {}
-        names = list(dict.fromkeys(pipelines))
-        for start in range(0, len(names), 100):
-            request: dict[str, Any] = {
-                self.table: {"Keys": [self._key(n, STATE_ITEM) for n in names[start : start + 100]], "ConsistentRead": True}
-            }
-            for _ in range(20):
-                page = self.client.batch_get_item(RequestItems=request)
-                for item in page.get("Responses", {}).get(self.table, []):
-                    state = _load(PipelineState, item)
-                    found[state.pipeline] = state
-                request = page.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(0.05)
-            else:
-                raise LakeStateError(f"DynamoDB left keys of {self.table} unprocessed 20 times; retry later")
-        return found
+    def state_key(self, pipeline: str) -> dict[str, Any]:
+        """The key of ``pipeline``'s state item."""
+        return self._key(pipeline, STATE_ITEM)
 
     def get(self, pipeline: str) -> PipelineState | None:
         item = self._get(pipeline, STATE_ITEM)
@@ -552,6 +566,7 @@ class LakeState:
                 parse_iso(window.committed_at).timestamp(), parse_iso(changes["watermark"]).timestamp(), window.rows_written
             )
             changes["history"] = with_history(lock.state.history, point)
+            changes["recent"] = with_recent(lock.state.recent, point)
         sets = {k: v for k, v in changes.items() if v is not None}
         removes = ["lock_owner", "lock_job", "lock_attempt", "lock_expires", *(f"#{k}" for k, v in changes.items() if v is None)]
         items: list[dict[str, Any]] = [

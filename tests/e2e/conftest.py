@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tests.support.browser import SCREENSHOTS
 from tests.support.service_fixtures import (  # noqa: F401 - fixtures
     catalog_secret,
     job_dependencies,
@@ -14,3 +17,9 @@ from tests.support.service_fixtures import (  # noqa: F401 - fixtures
     start_livy,
     supervisor,
 )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Say where the browser tests saved their screenshots."""
+    for folder in config.stash.get(SCREENSHOTS, []):
+        terminalreporter.write_line(f"operations page screenshots: {folder}")

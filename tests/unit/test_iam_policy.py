@@ -141,6 +141,7 @@ CLIENTS = {
     "plugins/spotlake/job_dependencies.py": {"s3": "s3"},  # the same, or boto3.client("s3") in its main
     "plugins/spotlake/lake.py": {"secrets": "secretsmanager"},
     "plugins/spotlake/aws_setup.py": {"client": "dynamodb"},
+    "plugins/spotlake/freshness.py": {"store.client": "dynamodb"},  # a LakeState's client: the registry's
     "spark_jobs/common/lake_state.py": {"self.client": "dynamodb"},  # the jobs' boto3.client("dynamodb"), the registry's
 }
 # Receivers that hold an Airflow hook handed over from elsewhere, per file: the hook's class.
@@ -156,6 +157,7 @@ NOT_AWS = {
     "BaseHook",  # Airflow's BaseHook.get_connection
     "table",  # a pyiceberg Table (scan)
     "botocore.session",  # loads service models to validate requests offline (providers/emr.validate_shape)
+    "session",  # a SQLAlchemy session of Airflow's metadata database (ui.app.paused_dags: query)
 }
 # Airflow's AWS hooks: the service of their client (None: the client_type argument says).
 HOOK_SERVICES = {

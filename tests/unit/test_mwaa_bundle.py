@@ -55,7 +55,7 @@ def test_the_dags_folder_is_the_project_without_the_local_stack(bundle: Path) ->
     assert ".airflowignore" not in plugins
     assert plugins == {f.as_posix() for f in mwaa_bundle.deployed_plugin_files()}
     assert (bundle / "dags" / "airflow-constraints.txt").read_text() == AIRFLOW_CONSTRAINTS.read_text()
-    assert files(bundle) == {f"dags/{f}" for f in dags} | {"requirements.txt", "startup.sh"}
+    assert files(bundle) == {f"dags/{f}" for f in dags} | {"requirements.txt", "startup.sh", "plugins.zip"}
 
 
 def test_the_requirements_file_is_the_airflow_set_under_its_constraints(bundle: Path) -> None:
@@ -165,3 +165,12 @@ def test_the_dags_parse_from_the_bundle_with_only_the_airflow_set(bundle: Path, 
         str(folder / "config" / "pipelines.yaml"),
     ]
     assert result["functions"] is None, "without pyspark, function names are left to the cluster"
+
+
+def test_the_plugins_file_holds_the_airflow_plugin_alone(bundle: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(bundle / "plugins.zip") as plugins_zip:
+        assert plugins_zip.namelist() == ["spotlake_plugin.py"]
+        assert plugins_zip.read("spotlake_plugin.py") == (ROOT / "plugins" / "spotlake_plugin.py").read_bytes()
+    assert "ui/app.py" in {f.removeprefix("dags/plugins/") for f in files(bundle) if f.startswith("dags/plugins/")}

@@ -18,7 +18,18 @@ from packaging.utils import canonicalize_name
 from scripts import mwaa_bundle
 from tests.support.requirements_files import AIRFLOW_CONSTRAINTS, AIRFLOW_TXT, DEV_TXT, PIN, REQUIREMENTS, ROOT, entries, pins
 
-FIRST_PARTY = {"spotlake", "spotlake_dev", "operators", "sensors", "triggers", "hooks", "dag_factories", "spark_jobs"}
+FIRST_PARTY = {
+    "spotlake",
+    "spotlake_dev",
+    "operators",
+    "sensors",
+    "triggers",
+    "hooks",
+    "dag_factories",
+    "ui",
+    "spotlake_plugin",
+    "spark_jobs",
+}
 
 # Only development, tests and the local stack need these; the Airflow set must not name them.
 DEV_ONLY = {
@@ -217,6 +228,7 @@ def airflow_side() -> dict[Path, bool]:
     roots = [
         *sorted((ROOT / "dags").rglob("*.py")),
         *(ROOT / "plugins" / f for f in mwaa_bundle.deployed_plugin_files() if f.suffix == ".py"),
+        ROOT / "plugins" / mwaa_bundle.PLUGIN_MODULE,
     ]
     eager: dict[Path, bool] = {}
     todo = [(path, True) for path in roots]
