@@ -14,6 +14,7 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 from operators.extraction import ExtractWindowOperator
 from spotlake import config
 from spotlake.pools import airflow_pool
+from spotlake.schedules import described
 
 WINDOW_PRIORITY = 100  # above the default 1 of the pool's other tasks
 
@@ -42,11 +43,19 @@ A run triggered by hand without a logical date extracts the latest complete wind
 """
 
 
+def description(pipeline: config.Pipeline, lake: config.Lake) -> str:
+    """One line for the DAG list: source table → lake table, schedule in words and cron."""
+    return (
+        f"{pipeline.database}.{pipeline.table} → lake {lake.namespace}.{pipeline.current_table}, {described(pipeline.schedule)}"
+    )
+
+
 def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> DAG:
     lake = pipelines.lake
     minutes = int(pipeline.lookback.total_seconds() // 60)
     with DAG(
         dag_id=pipeline.dag_id,
+        description=description(pipeline, lake),
         schedule=CronDataIntervalTimetable(pipeline.schedule, timezone="UTC"),
         start_date=datetime.fromisoformat(pipeline.start_date),
         catchup=False,
@@ -60,10 +69,11 @@ def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> D
             changes=lake.qualified(pipeline.changes_table),
         ),
         tags=["spotlake", "extraction", f"pool:{pipeline.pool}"],
-        default_args={"retries": pipeline.retries, "retry_delay": timedelta(seconds=30)},
+        default_args={"owner": pipeline.owner, "retries": pipeline.retries, "retry_delay": timedelta(seconds=30)},
     ) as dag:
         ExtractWindowOperator(
             task_id="extract",
+            task_display_name=f"extract {pipeline.database}.{pipeline.table} → lake",
             pipeline_name=pipeline.name,
             pool_name=pipeline.pool,
             pool=airflow_pool(pipeline.pool),
