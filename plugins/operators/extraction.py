@@ -11,6 +11,16 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from operators.links import (
+    LAKE_TABLE_KEY,
+    SNAPSHOT_KEY,
+    LakeTableLink,
+    LivyLogLink,
+    SnapshotLink,
+    lake_table_value,
+    s3_console,
+    snapshot_value,
+)
 from operators.livy_batch import NEXT_JOB, BatchFailed, OutcomeNotRecorded, PoolBatchOperator
 from operators.livy_session import SessionStatementMixin
 from spark_jobs.common.contract import encode_job
@@ -77,6 +87,8 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
     """
 
     template_fields = ("pipeline_name",)
+    # The lake table, the snapshot the window committed, the Livy log (operators/links.py)
+    operator_extra_links = (LakeTableLink(), SnapshotLink(), LivyLogLink())
 
     def __init__(self, *, pipeline_name: str, **kwargs: Any) -> None:
         self.pipeline_name = pipeline_name
@@ -230,6 +242,8 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
             "changes_table": self.config.lake.qualified(self.pipeline.changes_table),
         }
         self.log.info("%s", self.end_line(figures, tables, job))
+        if figures["current_snapshot_id"] is not None:
+            self.push(context, SNAPSHOT_KEY, snapshot_value(self.lake_table(), figures["current_snapshot_id"]))
         summary = {"pipeline": self.pipeline.name, **figures, **tables, "cluster": job.cluster_id, "batch_id": job.batch_id}
         if job.in_session:
             summary.update(session_id=job.session_id, statement_id=job.statement_id)
@@ -267,7 +281,13 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
             expressions.check_pipeline(self.pipeline, str(self.config.path))
         except ConfigError as exc:
             raise AirflowFailException(f"{exc} (nothing was submitted; fix the config and clear the task)") from None
+        self.push(context, LAKE_TABLE_KEY, self.lake_table())
         return super().execute(context)
+
+    def lake_table(self) -> dict[str, Any]:
+        """The pipeline's current-state table as its links show it (operators/links.py)."""
+        lake, table = self.config.lake, self.pipeline.current_table
+        return lake_table_value(lake.qualified(table), lake.table_location(table), s3_console(self.s3))
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
         return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).resume_waiting(context, event, since))

@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hooks import aws
 from hooks.livy import EndpointLivyHook
+from operators.links import LIVY_LOG_KEY, livy_log_value
 from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
 from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest, NoReadyCluster, report_uri, submit_or_reconnect
@@ -121,6 +122,18 @@ class PoolBatchOperator(BaseOperator):
         line = f"{runs} of {job.job_key} on cluster {job.cluster_id} ({job.endpoint}), attempt {job.attempt}"
         return "; ".join([line, *notes])
 
+    def push(self, context: Any, key: str, value: Any) -> None:
+        """Push ``value`` to XCom under ``key`` for the task's extra links (operators/links.py)."""
+        ti = context.get("ti")
+        if ti is not None and self.do_xcom_push:
+            ti.xcom_push(key=key, value=value)
+
+    def started(self, context: Any, job: Job, reconnected: bool, notes: tuple[str, ...]) -> None:
+        """A job runs: its one start line, and where its Livy log is (the task's Livy log link)."""
+        self.log.info("%s", self.start_line(job, reconnected, notes))
+        kind, livy_id = ("session", job.session_id) if job.in_session else ("batch", job.batch_id)
+        self.push(context, LIVY_LOG_KEY, livy_log_value(job.endpoint, kind, livy_id))
+
     # ------------------------------------------------------------------ hooks
     @cached_property
     def registry(self) -> Registry:
@@ -143,7 +156,7 @@ class PoolBatchOperator(BaseOperator):
         except NoReadyCluster as exc:
             self.wait_for_capacity(exc, waiting_since)
         self.job = submission.job
-        self.log.info("%s", self.start_line(self.job, submission.reconnected, submission.notes))
+        self.started(context, self.job, submission.reconnected, submission.notes)
         self.defer(
             trigger=LivyBatchTrigger(
                 endpoint=self.job.endpoint,

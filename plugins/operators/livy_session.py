@@ -94,7 +94,7 @@ class SessionStatementMixin(_MixinBase):
         except (NoReadyCluster, sessions.NoFreeSession) as exc:
             self.wait_for_capacity(exc, waiting_since)
         job = self.job = submission.job
-        self.log.info("%s", self.start_line(job, submission.reconnected, submission.notes))
+        self.started(context, job, submission.reconnected, submission.notes)
         event = {"session_id": job.session_id, "statement_id": job.statement_id, "job_key": job.job_key, "endpoint": job.endpoint}
         try:
             done = self.livy_sessions(job.endpoint).wait_statement(

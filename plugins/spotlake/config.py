@@ -187,6 +187,14 @@ class Lake:
     def qualified(self, table: str) -> str:
         return f"{self.catalog}.{self.namespace}.{table}"
 
+    def table_location(self, table: str, namespace: str | None = None) -> str:
+        """Where Iceberg keeps ``table`` (data and metadata files): the location its catalog gives a
+        table created without one, as spotlake's jobs create them. A JDBC catalog puts it at
+        ``<warehouse>/<namespace>/<table>``; AWS Glue at ``<warehouse>/<namespace>.db/<table>`` (a Glue
+        database spotlake creates has no location of its own)."""
+        folder = namespace or self.namespace
+        return f"{self.warehouse}/{folder}.db/{table}" if self.type == "glue" else f"{self.warehouse}/{folder}/{table}"
+
 
 @dataclass(frozen=True)
 class Pipeline:

@@ -199,3 +199,11 @@ def test_an_owner_that_is_not_one_name_is_refused_naming_the_entry_and_the_fix(b
     assert str(err.value).startswith(f"config/pipelines.yaml: pipelines[0] (orders).owner: {bad!r} is not an owner; {fix}")
     with pytest.raises(ConfigError, match=r"^config/pipelines.yaml: defaults.owner: .* e\.g\. data-platform$"):
         parse({**BASE, "defaults": {"owner": bad}})
+
+
+def test_a_tables_location_is_where_its_catalog_puts_a_table_created_without_one() -> None:
+    jdbc = parse({**BASE, "lake": {"warehouse": "s3://lake-bucket/wh/", "namespace": "shop"}}).lake
+    glue = parse({**BASE, "lake": {"type": "glue", "warehouse": "s3a://lake-bucket/wh", "namespace": "shop"}}).lake
+    assert jdbc.table_location("shop_orders") == "s3://lake-bucket/wh/shop/shop_orders"
+    assert glue.table_location("shop_orders") == "s3://lake-bucket/wh/shop.db/shop_orders"
+    assert glue.table_location("events", namespace="clicks") == "s3://lake-bucket/wh/clicks.db/events"

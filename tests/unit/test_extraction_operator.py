@@ -22,6 +22,7 @@ from airflow.sdk import Asset
 from moto import mock_aws
 
 from operators.extraction import ExtractWindowOperator
+from operators.links import LAKE_TABLE_KEY, LIVY_LOG_KEY, SNAPSHOT_KEY
 from operators.livy_batch import BatchFailed
 from spark_jobs.common.lake_state import Owner, iso
 from spotlake import sessions
@@ -58,13 +59,26 @@ def operator(registry: Registry, livys: Livys, **pipeline: Any) -> ExtractWindow
         registry=registry,
         session_settings=SessionSettings(enabled=False),
         config=parse(with_pipeline(pool="small", schedule="*/5 * * * *", **pipeline)),
+        s3=boto3.client("s3", region_name="eu-west-1"),
     )
     op.livy = livys  # type: ignore[method-assign]
     return op
 
 
+class TaskInstance(dict[str, Any]):
+    """The task instance's XComs, as the task pushes them."""
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
 def context() -> dict[str, Any]:
-    return {"data_interval_start": START, "data_interval_end": END, "outlet_events": defaultdict(SimpleNamespace)}
+    return {
+        "data_interval_start": START,
+        "data_interval_end": END,
+        "outlet_events": defaultdict(SimpleNamespace),
+        "ti": TaskInstance(),
+    }
 
 
 def submitted(op: ExtractWindowOperator, ctx: dict[str, Any]) -> LivyBatchTrigger:
@@ -350,3 +364,24 @@ def test_a_failed_statement_fails_the_task_with_the_jobs_error_line_and_the_tail
     driver = message.split("--- session 0 log (tail) ---\n", 1)[1].splitlines()
     assert driver == livy.log[-40:]
     assert op.lake_state.get("orders").failure_reason == line
+
+
+def test_the_task_pushes_where_its_lake_table_snapshot_and_livy_log_are(env: SimpleNamespace) -> None:
+    op, ctx = env.make(initial_load=False), context()
+    trigger = submitted(op, ctx)
+    table = {
+        "table": "lake.raw.orders",
+        "location": "s3://spotlake-lake/warehouse/raw/orders",  # the JDBC catalog's location of the table
+        "console": {"region": "eu-west-1", "aws_domain": "aws.amazon.com"},
+    }
+    livy = {"endpoint": "http://c1:8998", "kind": "batch", "id": 100}
+    assert ctx["ti"] == {LAKE_TABLE_KEY: table, LIVY_LOG_KEY: livy}  # from the start: a failed run links them too
+    commit(op, WINDOW_KEY, {"watermark": iso(END)}, rows_read=1, rows_written=1, chunks=1, current_snapshot=41)
+    op.execute_complete(ctx, success(trigger))
+    assert ctx["ti"] == {LAKE_TABLE_KEY: table, LIVY_LOG_KEY: livy, SNAPSHOT_KEY: {**table, "snapshot_id": 41}}
+
+
+def test_a_statements_livy_log_is_its_sessions(in_session: SimpleNamespace) -> None:
+    ctx = context()
+    posted(in_session.op, ctx)
+    assert ctx["ti"][LIVY_LOG_KEY] == {"endpoint": "http://c1:8998", "kind": "session", "id": 0}
