@@ -17,6 +17,7 @@ from spotlake.pools import airflow_pool
 from spotlake.schedules import described
 
 WINDOW_PRIORITY = 100  # above the default 1 of the pool's other tasks
+ASSET_GROUP = "spotlake-lake"  # the lake tables' Assets, together in the UI's asset list
 
 DOC = """\
 ### Extraction of `{p.database}.{p.table}` ({p.name})
@@ -50,6 +51,25 @@ def description(pipeline: config.Pipeline, lake: config.Lake) -> str:
     )
 
 
+def lake_asset(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> Asset:
+    """The Asset of the pipeline's current-state table. Its extra says what the table is; each run's
+    Asset event says what its window committed (spotlake.window_figures)."""
+    lake = pipelines.lake
+    return Asset(
+        uri=pipelines.asset_uri(pipeline),
+        name=f"lake_{pipeline.name}",
+        group=ASSET_GROUP,
+        extra={
+            "table": lake.qualified(pipeline.current_table),
+            "changes_table": lake.qualified(pipeline.changes_table),
+            "source": f"{pipeline.database}.{pipeline.table}",
+            "primary_key": list(pipeline.primary_key),
+            "format": "iceberg",
+            "location": lake.table_location(pipeline.current_table),
+        },
+    )
+
+
 def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> DAG:
     lake = pipelines.lake
     minutes = int(pipeline.lookback.total_seconds() // 60)
@@ -77,7 +97,7 @@ def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> D
             pipeline_name=pipeline.name,
             pool_name=pipeline.pool,
             pool=airflow_pool(pipeline.pool),
-            outlets=[Asset(uri=pipelines.asset_uri(pipeline), name=f"lake_{pipeline.name}")],
+            outlets=[lake_asset(pipeline, pipelines)],
             execution_timeout=timedelta(minutes=30),
             # Windows take the pool's free slots before maintenance and reconciliation batches.
             priority_weight=WINDOW_PRIORITY,

@@ -247,8 +247,9 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         summary = {"pipeline": self.pipeline.name, **figures, **tables, "cluster": job.cluster_id, "batch_id": job.batch_id}
         if job.in_session:
             summary.update(session_id=job.session_id, statement_id=job.statement_id)
+        # The lake table's Asset event: the window's figures (spotlake.window_figures), as the end line has them
         for asset in self.outlets or []:
-            context["outlet_events"][asset].extra = summary
+            context["outlet_events"][asset].extra = figures
         return summary
 
     @staticmethod

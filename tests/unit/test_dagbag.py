@@ -164,3 +164,17 @@ def test_each_dag_is_owned_as_its_config_says() -> None:
         "fleet": ("platform-oncall", {"platform-oncall"}),
         "stream": ("streaming", {"streaming"}),
     }
+
+
+def test_each_lake_table_is_an_asset_of_the_lake_group_that_says_what_the_table_is() -> None:
+    bag = DagBag(dag_folder=str(DAGS))
+    (asset,) = bag.dags["extract_shop_orders"].get_task("extract").outlets
+    assert (asset.name, asset.uri, asset.group) == ("lake_shop_orders", "iceberg://lake/shop/shop_orders", "spotlake-lake")
+    assert asset.extra == {
+        "table": "lake.shop.shop_orders",
+        "changes_table": "lake.shop.shop_orders_changes",
+        "source": "shop.orders",
+        "primary_key": ["order_id"],
+        "format": "iceberg",
+        "location": "s3://spotlake-lake/warehouse/shop/shop_orders",
+    }

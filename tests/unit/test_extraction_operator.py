@@ -28,6 +28,7 @@ from spark_jobs.common.lake_state import Owner, iso
 from spotlake import sessions
 from spotlake.pools import SessionSettings
 from spotlake.registry import JobState, Registry
+from spotlake.window_figures import window_figures
 from tests.support.batch_jobs import Livys, endpoint_of, publish_fake_dependencies, ready
 from tests.support.pipeline_configs import parse, with_pipeline
 from tests.support.session_livy import FakeLivy
@@ -171,7 +172,12 @@ def test_a_window_committed_by_its_batch_finishes_the_task_with_its_summary(
     }
     # one line at the end: rows read and written, the snapshots committed, the watermark, the phases' timings
     assert info_lines(task_log) == [END_LINE]
-    assert ctx["outlet_events"][ASSET].extra == summary  # what the lake's consumers see of the commit
+    # what the lake's consumers see of the commit: the window's figures (snapshots, rows, watermark)
+    figures = window_figures(op.lake_state.window("orders", WINDOW), op.lake_state.get("orders"))
+    assert ctx["outlet_events"][ASSET].extra == figures
+    assert figures == {k: v for k, v in summary.items() if k in figures}
+    assert (figures["current_snapshot_id"], figures["changes_snapshot_id"], figures["rows_written"]) == (41, 42, 11)
+    assert figures["watermark"] == iso(END)
     assert op.registry.get_job(WINDOW_KEY).state == JobState.SUCCEEDED
 
 
