@@ -14,8 +14,10 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 from operators.extraction import ExtractWindowOperator
 from spotlake import config
 from spotlake.pools import airflow_pool
+from spotlake.schedules import described
 
 WINDOW_PRIORITY = 100  # above the default 1 of the pool's other tasks
+ASSET_GROUP = "spotlake-lake"  # the lake tables' Assets, together in the UI's asset list
 
 DOC = """\
 ### Extraction of `{p.database}.{p.table}` ({p.name})
@@ -42,11 +44,38 @@ A run triggered by hand without a logical date extracts the latest complete wind
 """
 
 
+def description(pipeline: config.Pipeline, lake: config.Lake) -> str:
+    """One line for the DAG list: source table → lake table, schedule in words and cron."""
+    return (
+        f"{pipeline.database}.{pipeline.table} → lake {lake.namespace}.{pipeline.current_table}, {described(pipeline.schedule)}"
+    )
+
+
+def lake_asset(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> Asset:
+    """The Asset of the pipeline's current-state table. Its extra says what the table is; each run's
+    Asset event says what its window committed (spotlake.window_figures)."""
+    lake = pipelines.lake
+    return Asset(
+        uri=pipelines.asset_uri(pipeline),
+        name=f"lake_{pipeline.name}",
+        group=ASSET_GROUP,
+        extra={
+            "table": lake.qualified(pipeline.current_table),
+            "changes_table": lake.qualified(pipeline.changes_table),
+            "source": f"{pipeline.database}.{pipeline.table}",
+            "primary_key": list(pipeline.primary_key),
+            "format": "iceberg",
+            "location": lake.table_location(pipeline.current_table),
+        },
+    )
+
+
 def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> DAG:
     lake = pipelines.lake
     minutes = int(pipeline.lookback.total_seconds() // 60)
     with DAG(
         dag_id=pipeline.dag_id,
+        description=description(pipeline, lake),
         schedule=CronDataIntervalTimetable(pipeline.schedule, timezone="UTC"),
         start_date=datetime.fromisoformat(pipeline.start_date),
         catchup=False,
@@ -60,14 +89,15 @@ def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> D
             changes=lake.qualified(pipeline.changes_table),
         ),
         tags=["spotlake", "extraction", f"pool:{pipeline.pool}"],
-        default_args={"retries": pipeline.retries, "retry_delay": timedelta(seconds=30)},
+        default_args={"owner": pipeline.owner, "retries": pipeline.retries, "retry_delay": timedelta(seconds=30)},
     ) as dag:
         ExtractWindowOperator(
             task_id="extract",
+            task_display_name=f"extract {pipeline.database}.{pipeline.table} → lake",
             pipeline_name=pipeline.name,
             pool_name=pipeline.pool,
             pool=airflow_pool(pipeline.pool),
-            outlets=[Asset(uri=pipelines.asset_uri(pipeline), name=f"lake_{pipeline.name}")],
+            outlets=[lake_asset(pipeline, pipelines)],
             execution_timeout=timedelta(minutes=30),
             # Windows take the pool's free slots before maintenance and reconciliation batches.
             priority_weight=WINDOW_PRIORITY,

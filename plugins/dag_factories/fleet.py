@@ -39,9 +39,23 @@ nor leave two READY clusters. The task's log lists each pass's clusters, reasons
 """
 
 
+def description(pool: pools.PoolConfig, provider: str) -> str:
+    """One line for the DAG list: the pool, what it keeps and for whom."""
+    served = [
+        f"{kind} {', '.join(names)}"
+        for kind, names in (("pipelines", pool.serves_pipelines), ("streams", pool.serves_streams))
+        if names
+    ]
+    return (
+        f"pool {pool.name} ({provider}): keeps one healthy READY cluster, checked every {span(pool.health_check_interval)}, "
+        f"replaced after {span(pool.max_age)}, for {' and '.join(served) or 'no pipeline or stream yet'}"
+    )
+
+
 def build_dag(pool: pools.PoolConfig, provider: str) -> DAG:
     with DAG(
         dag_id=pool.dag_id,
+        description=description(pool, provider),
         schedule=CronTriggerTimetable(f"*/{WATCH_MINUTES} * * * *", timezone="UTC"),
         start_date=datetime(2026, 1, 1),
         catchup=False,
@@ -57,10 +71,14 @@ def build_dag(pool: pools.PoolConfig, provider: str) -> DAG:
             streams=", ".join(f"`{n}`" for n in pool.serves_streams) or "none",
         ),
         tags=["spotlake", "fleet", f"pool:{pool.name}"],
-        default_args={"retries": 0, "execution_timeout": timedelta(minutes=WATCH_MINUTES + 30)},
+        default_args={"owner": pool.owner, "retries": 0, "execution_timeout": timedelta(minutes=WATCH_MINUTES + 30)},
     ) as dag:
         ClusterHealthSensor(
-            task_id="watch", pool_name=pool.name, watch_for=timedelta(minutes=WATCH_MINUTES), timeout=(WATCH_MINUTES + 30) * 60
+            task_id="watch",
+            task_display_name="check cluster health",
+            pool_name=pool.name,
+            watch_for=timedelta(minutes=WATCH_MINUTES),
+            timeout=(WATCH_MINUTES + 30) * 60,
         )
     return dag
 

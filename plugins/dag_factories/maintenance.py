@@ -16,6 +16,7 @@ from spotlake import config, streaming
 from spotlake.errors import ConfigError
 from spotlake.fleet import span
 from spotlake.pools import airflow_pool
+from spotlake.schedules import described
 
 DOC = """\
 ### Maintenance of the lake's Iceberg tables
@@ -31,10 +32,25 @@ and cleaning, without a lock (the stream only appends). Runs as Livy batches on 
 """
 
 
+def description(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfig | None) -> str:
+    """One line for the DAG list: which tables, what is done to them, where and when."""
+    maintenance = pipelines.lake.maintenance
+    owners = [f"{len(pipelines.pipelines)} pipeline{'s' * (len(pipelines.pipelines) != 1)}"]
+    lake_streams = [s for s in (streams.streams if streams is not None else ()) if s.lake is not None]
+    if lake_streams:
+        owners.append(f"{len(lake_streams)} stream{'s' * (len(lake_streams) != 1)}")
+    return (
+        f"compacts the lake tables of {' and '.join(owners)} and expires their snapshots older than "
+        f"{span(maintenance.snapshot_retention)}, on pool {maintenance.pool}, {described(maintenance.schedule)}"
+    )
+
+
 def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfig | None = None) -> DAG:
     maintenance = pipelines.lake.maintenance
+    lake = pipelines.lake
     with DAG(
         dag_id="lake_maintenance",
+        description=description(pipelines, streams),
         schedule=CronTriggerTimetable(maintenance.schedule, timezone="UTC"),
         start_date=datetime(2026, 1, 1),
         catchup=False,
@@ -49,14 +65,24 @@ def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfi
             schedule=maintenance.schedule,
         ),
         tags=["spotlake", "lake", "maintenance", f"pool:{maintenance.pool}"],
-        default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+        default_args={"owner": pipelines.owner, "retries": 1, "retry_delay": timedelta(minutes=5)},
     ) as dag:
         common = {"pool_name": maintenance.pool, "pool": airflow_pool(maintenance.pool), "execution_timeout": timedelta(hours=2)}
         for pipeline in pipelines.pipelines:
-            LakeMaintenanceOperator(task_id=f"maintain_{pipeline.name}", pipeline_name=pipeline.name, **common)
+            LakeMaintenanceOperator(
+                task_id=f"maintain_{pipeline.name}",
+                task_display_name=f"maintain lake {lake.namespace}.{pipeline.current_table}",
+                pipeline_name=pipeline.name,
+                **common,
+            )
         for stream in streams.streams if streams is not None else ():
             if stream.lake is not None:
-                StreamMaintenanceOperator(task_id=f"maintain_stream_{stream.name}", stream_name=stream.name, **common)
+                StreamMaintenanceOperator(
+                    task_id=f"maintain_stream_{stream.name}",
+                    task_display_name=f"maintain lake {stream.lake.namespace}.{stream.lake.events} (stream {stream.name})",
+                    stream_name=stream.name,
+                    **common,
+                )
     return dag
 
 

@@ -14,6 +14,7 @@ from airflow.sdk import DAG, CronTriggerTimetable
 from operators.reconcile import ReconcileOperator
 from spotlake import config
 from spotlake.pools import airflow_pool
+from spotlake.schedules import described
 
 DOC = """\
 ### Reconcile `{table}` with the lake
@@ -33,8 +34,13 @@ def build_dags(pipelines: config.PipelinesConfig) -> dict[str, DAG]:
         if not pipeline.reconcile.enabled:
             continue
         settings = pipeline.reconcile
+        source, lake = f"{pipeline.database}.{pipeline.table}", f"{pipelines.lake.namespace}.{pipeline.current_table}"
         with DAG(
             dag_id=f"reconcile_{pipeline.name}",
+            description=(
+                f"{source} against lake {lake}: finds and repairs rows the windows cannot see "
+                f"(hard deletes, updates without a new {pipeline.cursor}), {described(settings.schedule)}"
+            ),
             schedule=CronTriggerTimetable(settings.schedule, timezone="UTC"),
             start_date=datetime(2026, 1, 1),
             catchup=False,
@@ -48,10 +54,11 @@ def build_dags(pipelines: config.PipelinesConfig) -> dict[str, DAG]:
                 schedule=settings.schedule,
             ),
             tags=["spotlake", "lake", "reconcile", f"pool:{pipeline.pool}"],
-            default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+            default_args={"owner": pipeline.owner, "retries": 1, "retry_delay": timedelta(minutes=5)},
         ) as dag:
             ReconcileOperator(
                 task_id="reconcile",
+                task_display_name=f"reconcile {source} with lake",
                 pipeline_name=pipeline.name,
                 pool_name=pipeline.pool,
                 pool=airflow_pool(pipeline.pool),

@@ -12,6 +12,9 @@ from airflow.sdk import DAG, CronTriggerTimetable
 from operators.streaming import StreamSupervisorOperator
 from spotlake import streaming
 from spotlake.fleet import span
+from spotlake.schedules import described
+
+SCHEDULE = "* * * * *"
 
 DOC = """\
 ### Click stream `{s.name}`
@@ -38,10 +41,22 @@ Created paused: unpause once the topics and the sink secret exist.
 """
 
 
+def description(stream: streaming.StreamConfig) -> str:
+    """One line for the DAG list: what the stream reads and writes, where it runs, how often it is checked."""
+    sinks = [f"PostgreSQL {stream.sink_schema}"]
+    if stream.lake is not None:
+        sinks.append(f"lake {stream.lake.namespace}.{stream.lake.events}")
+    return (
+        f"Kafka {', '.join(stream.topics)} → {' and '.join(sinks)}, kept running on pool {stream.pool}, "
+        f"checked {described(SCHEDULE)}"
+    )
+
+
 def build_dag(stream: streaming.StreamConfig) -> DAG:
     with DAG(
         dag_id=stream.dag_id,
-        schedule=CronTriggerTimetable("* * * * *", timezone="UTC"),
+        description=description(stream),
+        schedule=CronTriggerTimetable(SCHEDULE, timezone="UTC"),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -60,9 +75,11 @@ def build_dag(stream: streaming.StreamConfig) -> DAG:
             per=span(stream.restart_budget.per),
         ),
         tags=["spotlake", "streaming", f"pool:{stream.pool}"],
-        default_args={"retries": 0, "execution_timeout": timedelta(minutes=5)},
+        default_args={"owner": stream.owner, "retries": 0, "execution_timeout": timedelta(minutes=5)},
     ) as dag:
-        StreamSupervisorOperator(task_id="supervise", stream_name=stream.name)
+        StreamSupervisorOperator(
+            task_id="supervise", task_display_name=f"keep stream {stream.name} running", stream_name=stream.name
+        )
     return dag
 
 

@@ -66,6 +66,33 @@ class EndpointLivyAsyncHook(LivyAsyncHook):
     async def aget_connection(self, conn_id: str) -> Connection:  # type: ignore[override]  # a classmethod in Airflow
         return _connection(self.endpoint)
 
+    async def get_batch_state(self, session_id: int | str) -> Any:
+        """The provider's poll of a batch's state: the same request and the same answer, its lines at
+        DEBUG. The batch trigger polls every few seconds, and the provider logs each poll at INFO
+        ("Fetching info for batch session ...", "Successfully fetched the batch state."): in the
+        task's log they would bury the task's own lines."""
+        self._validate_session_id(session_id)
+        self.log.debug("Fetching info for batch session %s", session_id)
+        result = await self.run_method(
+            endpoint=f"{self.endpoint_prefix}/batches/{session_id}/state", method="GET", headers=self.extra_headers
+        )
+        if result["status"] == "error":
+            self.log.debug("%s", result)
+            return {"batch_state": "error", "response": result, "status": "error"}
+        if "state" not in result["response"]:
+            self.log.debug("batch_state: error with as it is unable to get state for batch with id: %s", session_id)
+            return {
+                "batch_state": "error",
+                "response": f"Unable to get state for batch with id: {session_id}",
+                "status": "error",
+            }
+        self.log.debug("Successfully fetched the batch state.")
+        return {
+            "batch_state": BatchState(result["response"]["state"]),
+            "response": "successfully fetched the batch state.",
+            "status": "success",
+        }
+
 
 def probe_livy(endpoint: str, timeout: float = 5.0) -> str | None:
     """The cluster providers' health probe: :meth:`EndpointLivyHook.probe` of ``endpoint``."""

@@ -11,6 +11,16 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from operators.links import (
+    LAKE_TABLE_KEY,
+    SNAPSHOT_KEY,
+    LakeTableLink,
+    LivyLogLink,
+    SnapshotLink,
+    lake_table_value,
+    s3_console,
+    snapshot_value,
+)
 from operators.livy_batch import NEXT_JOB, BatchFailed, OutcomeNotRecorded, PoolBatchOperator
 from operators.livy_session import SessionStatementMixin
 from spark_jobs.common.contract import encode_job
@@ -18,18 +28,22 @@ from spark_jobs.common.lake_state import LakeState, PipelineState, WindowRecord,
 from spotlake import artifacts, config, expressions
 from spotlake.config import Pipeline
 from spotlake.errors import ConfigError
+from spotlake.fleet import span
 from spotlake.jobs import BatchRequest
 from spotlake.registry import Job
+from spotlake.window_figures import timings_text, window_figures
 from spotlake.windows import Window, job_key, window_for_run
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What the task's next batch does: the initial snapshot, or its window's planned range."""
+    """What the task's next batch does: the initial snapshot, or its window's planned range;
+    ``note`` says how the range came about, for the line the job's start logs."""
 
     job_key: str
     kind: str
     record: WindowRecord | None = None
+    note: str = ""
 
 
 def extraction_document(
@@ -73,6 +87,8 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
     """
 
     template_fields = ("pipeline_name",)
+    # The lake table, the snapshot the window committed, the Livy log (operators/links.py)
+    operator_extra_links = (LakeTableLink(), SnapshotLink(), LivyLogLink())
 
     def __init__(self, *, pipeline_name: str, **kwargs: Any) -> None:
         self.pipeline_name = pipeline_name
@@ -112,7 +128,12 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         """The next job of this task, from the pipeline's state as it is now."""
         state = self.state(context)
         if not state.phase.finished:
-            return Plan(snapshot_job_key(self.pipeline.name), "snapshot")
+            resumes = (
+                f"resumes after chunk {state.snapshot_chunks}, {state.snapshot_rows} rows committed"
+                if state.snapshot_chunks
+                else "from the first chunk"
+            )
+            return Plan(snapshot_job_key(self.pipeline.name), "snapshot", note=resumes)
         window = self.window(context)
         watermark = parse_iso(state.watermark) if state.watermark else None
         wanted = WindowRecord(
@@ -125,37 +146,20 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
             planned_at=iso(datetime.now(UTC)),
         )
         record = self.lake_state.plan_window(wanted)
+        notes = [f"lookback {span(self.pipeline.lookback)}, committed watermark {state.watermark}"]
         if record is wanted:
             gap = window.start - watermark if watermark is not None else None
-            self.log.info(
-                "window %s: reads %s <= %s < %s (committed watermark %s, lookback %s)%s",
-                window.label,
-                record.read_from,
-                self.pipeline.cursor,
-                record.end,
-                state.watermark,
-                self.pipeline.lookback,
-                f"; covers {gap} not yet committed before this window" if gap and gap.total_seconds() > 0 else "",
-            )
+            if gap and gap.total_seconds() > 0:
+                notes.append(f"covers {span(gap)} not yet committed before this window")
         else:
-            self.log.info(
-                "window %s: re-run of the range planned at %s: %s <= %s < %s",
-                window.label,
-                record.planned_at,
-                record.read_from,
-                self.pipeline.cursor,
-                record.end,
+            notes = [f"the range planned at {record.planned_at}, read again"]
+        to_read = parse_iso(record.end) - parse_iso(record.read_from)
+        if to_read > self.pipeline.max_window:
+            notes.append(
+                f"{span(to_read)} to read, more than read.max_window ({span(self.pipeline.max_window)}): "
+                f"read and committed in {-(-to_read // self.pipeline.max_window)} chunks"
             )
-        span = parse_iso(record.end) - parse_iso(record.read_from)
-        if span > self.pipeline.max_window:
-            self.log.info(
-                "window %s: %s to read, more than read.max_window (%s): the job reads and commits it in %d chunks",
-                window.label,
-                span,
-                self.pipeline.max_window,
-                -(-span // self.pipeline.max_window),
-            )
-        return Plan(record.job_key, "window", record)
+        return Plan(record.job_key, "window", record, "; ".join(notes))
 
     # ------------------------------------------------------------ execution
     def _submit_and_defer(self, context: Any, waiting_since: str = "") -> Any:
@@ -163,6 +167,21 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
         if self._plan.kind == "window" and self.runs_in_session(context):
             return self._run_in_session(context, waiting_since)
         return super()._submit_and_defer(context, waiting_since)
+
+    def start_line(self, job: Job, reconnected: bool, notes: tuple[str, ...] = ()) -> str:
+        """The job's one start line, led by what it reads: the window (its data interval) and the
+        range actually read (from ``read_from``, the lookback before the committed watermark, to the
+        interval's end), or the initial snapshot."""
+        runs = super().start_line(job, reconnected, notes)
+        plan = self._plan
+        source = f"{self.pipeline.database}.{self.pipeline.table}"
+        if plan is None or plan.record is None:
+            return f"initial snapshot of {source} ({plan.note if plan else 'resumable'}): {runs}"
+        record = plan.record
+        return (
+            f"window {record.window} ({record.start} → {record.end}) of {source} reads {self.pipeline.cursor} "
+            f"{record.read_from} → {record.end} ({plan.note}): {runs}"
+        )
 
     def statement_job_key(self, context: Any) -> str:
         return (self._plan or self.plan(context)).job_key
@@ -172,7 +191,8 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
 
     # -------------------------------------------------------------- request
     def build_request(self, context: Any) -> BatchRequest:
-        self._plan = self.plan(context)
+        # _submit_and_defer planned this submission's job just before
+        self._plan = self._plan or self.plan(context)
         published = artifacts.publish("extraction", s3=self.s3)
         label = self._plan.job_key.rpartition("#")[2]
         return published.request(
@@ -200,8 +220,9 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
                     f"{state.snapshot if state else 'missing'}; re-run the task to resume it"
                 )
             self.log.info(
-                "initial snapshot of %s done: %d rows in %d chunks; windows start from %s",
-                self.pipeline.name,
+                "initial snapshot of %s.%s done: %d rows in %d chunks; windows start from %s",
+                self.pipeline.database,
+                self.pipeline.table,
                 state.snapshot_rows,
                 state.snapshot_chunks,
                 state.watermark,
@@ -215,28 +236,39 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
                 f"{window.label} is {'missing' if record is None else f'{record.state} by run {record.run_id}'}, "
                 f"not COMMITTED by run {job.run_id}; the window is not recorded — re-run it"
             )
-        state = self.lake_state.get(self.pipeline.name)
-        summary = {
-            "pipeline": self.pipeline.name,
-            "window": record.window,
-            "read_from": record.read_from,
-            "end": record.end,
-            "rows_read": record.rows_read,
-            "rows_written": record.rows_written,
-            "chunks": record.chunks,
-            "watermark": state.watermark if state else None,
+        figures = window_figures(record, self.lake_state.get(self.pipeline.name))
+        tables = {
             "table": self.config.lake.qualified(self.pipeline.current_table),
             "changes_table": self.config.lake.qualified(self.pipeline.changes_table),
-            "current_snapshot_id": record.current_snapshot,
-            "changes_snapshot_id": record.changes_snapshot,
-            "current_rows": record.current_rows,
-            "cluster": job.cluster_id,
-            "batch_id": job.batch_id,
         }
-        self.log.info("committed %s", summary)
+        self.log.info("%s", self.end_line(figures, tables, job))
+        if figures["current_snapshot_id"] is not None:
+            self.push(context, SNAPSHOT_KEY, snapshot_value(self.lake_table(), figures["current_snapshot_id"]))
+        summary = {"pipeline": self.pipeline.name, **figures, **tables, "cluster": job.cluster_id, "batch_id": job.batch_id}
+        if job.in_session:
+            summary.update(session_id=job.session_id, statement_id=job.statement_id)
+        # The lake table's Asset event: the window's figures (spotlake.window_figures), as the end line has them
         for asset in self.outlets or []:
-            context["outlet_events"][asset].extra = summary
+            context["outlet_events"][asset].extra = figures
         return summary
+
+    @staticmethod
+    def end_line(figures: dict[str, Any], tables: dict[str, str], job: Job) -> str:
+        """The window's one end line: rows read and written, the snapshots committed, the watermark,
+        the time each phase took."""
+        chunks = figures["chunks"]
+        snapshots = [
+            f"{tables[table]} {figures[snapshot]}"
+            for table, snapshot in (("table", "current_snapshot_id"), ("changes_table", "changes_snapshot_id"))
+            if figures[snapshot] is not None
+        ]
+        held = f"; read up to {figures['read_until']} (a transaction open on the source)" if figures["read_until"] else ""
+        return (
+            f"window {figures['window']} committed by attempt {job.attempt}: read {figures['rows_read']} rows, "
+            f"wrote {figures['rows_written']}{f' in {chunks} chunks' if chunks > 1 else ''}{held}; "
+            f"snapshots {', '.join(snapshots) or 'none (nothing to write)'}; watermark {figures['watermark']}; "
+            f"timings {timings_text(figures['timings'])}"
+        )
 
     # Every way the task can fail (the job's own error, no cluster, a bad config, the registry)
     # is noted in the pipeline's state, so the status shows the table failing since its
@@ -250,7 +282,13 @@ class ExtractWindowOperator(SessionStatementMixin, PoolBatchOperator):
             expressions.check_pipeline(self.pipeline, str(self.config.path))
         except ConfigError as exc:
             raise AirflowFailException(f"{exc} (nothing was submitted; fix the config and clear the task)") from None
+        self.push(context, LAKE_TABLE_KEY, self.lake_table())
         return super().execute(context)
+
+    def lake_table(self) -> dict[str, Any]:
+        """The pipeline's current-state table as its links show it (operators/links.py)."""
+        lake, table = self.config.lake, self.pipeline.current_table
+        return lake_table_value(lake.qualified(table), lake.table_location(table), s3_console(self.s3))
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
         return self._noting_failure(context, lambda: super(ExtractWindowOperator, self).resume_waiting(context, event, since))

@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hooks import aws
 from hooks.livy import EndpointLivyHook
+from operators.links import LIVY_LOG_KEY, livy_log_value
 from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK, last_marked, window_label
 from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest, NoReadyCluster, report_uri, submit_or_reconnect
@@ -29,6 +30,7 @@ from spotlake.registry import Job, JobState, Registry, StaleState
 from triggers.livy import LivyBatchTrigger
 
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
+LOG_TAIL_LINES = 40  # of the driver's log, in a failed job's message
 # YARN's own diagnostics of a container whose node was taken away (a spot reclaim, a decommission):
 # exit status -100 (released on a lost node) or -102 (preempted). A memory kill (137, 143, "memory
 # limits") is the job's own failure and never matches.
@@ -110,6 +112,28 @@ class PoolBatchOperator(BaseOperator):
         job of the task (``build_request`` then says which) instead of finishing."""
         return {"job_key": job.job_key, "batch_id": job.batch_id, "cluster": job.cluster_id}
 
+    def start_line(self, job: Job, reconnected: bool, notes: tuple[str, ...] = ()) -> str:
+        """The one line a job's start logs: what runs it (batch, or statement of a session), where,
+        which attempt, and what it took to get there (``notes``)."""
+        if job.in_session:
+            runs = f"{'reconnected to' if reconnected else 'posted'} statement {job.statement_id} of session {job.session_id}"
+        else:
+            runs = f"{'reconnected to' if reconnected else 'submitted'} batch {job.batch_id}"
+        line = f"{runs} of {job.job_key} on cluster {job.cluster_id} ({job.endpoint}), attempt {job.attempt}"
+        return "; ".join([line, *notes])
+
+    def push(self, context: Any, key: str, value: Any) -> None:
+        """Push ``value`` to XCom under ``key`` for the task's extra links (operators/links.py)."""
+        ti = context.get("ti")
+        if ti is not None and self.do_xcom_push:
+            ti.xcom_push(key=key, value=value)
+
+    def started(self, context: Any, job: Job, reconnected: bool, notes: tuple[str, ...]) -> None:
+        """A job runs: its one start line, and where its Livy log is (the task's Livy log link)."""
+        self.log.info("%s", self.start_line(job, reconnected, notes))
+        kind, livy_id = ("session", job.session_id) if job.in_session else ("batch", job.batch_id)
+        self.push(context, LIVY_LOG_KEY, livy_log_value(job.endpoint, kind, livy_id))
+
     # ------------------------------------------------------------------ hooks
     @cached_property
     def registry(self) -> Registry:
@@ -132,16 +156,7 @@ class PoolBatchOperator(BaseOperator):
         except NoReadyCluster as exc:
             self.wait_for_capacity(exc, waiting_since)
         self.job = submission.job
-        verb = "reconnected to" if submission.reconnected else "submitted"
-        self.log.info(
-            "%s batch %s of %s on cluster %s (%s), attempt %s",
-            verb,
-            self.job.batch_id,
-            self.job.job_key,
-            self.job.cluster_id,
-            self.job.endpoint,
-            self.job.attempt,
-        )
+        self.started(context, self.job, submission.reconnected, submission.notes)
         self.defer(
             trigger=LivyBatchTrigger(
                 endpoint=self.job.endpoint,
@@ -266,7 +281,7 @@ class PoolBatchOperator(BaseOperator):
         if report is not None and report.get("status") == "succeeded":
             return report.get("result")
         try:
-            lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, 0, 1000).get("log", [])
+            lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, -1, 1000).get("log", [])
         except Exception as exc:  # noqa: BLE001 - the result line is for the log; the registry is the record
             self.log.info("batch log of %s unavailable: %s", job.batch_id, exc)
             return None
@@ -278,13 +293,15 @@ class PoolBatchOperator(BaseOperator):
 
     def _batch_error(self, job: Job) -> tuple[str, str, bool]:
         """The job's own error (its report's, else its ``SPOTLAKE_ERROR: ...`` line), the tail of the
-        batch log, and whether the job said its error is a data error."""
+        batch log (the driver's output in client mode: Livy keeps the last lines of it), and whether
+        the job said its error is a data error."""
         report = self._report(job)
         try:
-            lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, 0, 1000).get("log", [])
+            # from -1: Livy's last lines, where a long log's error line is
+            lines = self.livy(job.endpoint).get_batch_logs(job.batch_id, -1, 1000).get("log", [])
         except Exception as exc:  # noqa: BLE001 - the log is a courtesy; the failure stands
             lines = [f"(batch log unavailable: {exc})"]
-        tail = "\n".join(lines[-40:])
+        tail = "\n".join(lines[-LOG_TAIL_LINES:])
         if report is not None and report.get("status") == "failed":
             return str(report.get("error", "")), tail, bool(report.get("data_error"))
         error = last_marked(lines, ERROR_MARK) or ""

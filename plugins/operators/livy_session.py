@@ -20,7 +20,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from hooks.livy import EndpointLivyHook
-from operators.livy_batch import NEXT_JOB, BatchFailed, DataErrorFailed, PoolBatchOperator
+from operators.livy_batch import LOG_TAIL_LINES, NEXT_JOB, BatchFailed, DataErrorFailed, PoolBatchOperator
+from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, last_marked
 from spotlake import artifacts, pools, sessions
 from spotlake.jobs import NoReadyCluster, report_uri
 from spotlake.registry import Job, JobState
@@ -93,17 +94,7 @@ class SessionStatementMixin(_MixinBase):
         except (NoReadyCluster, sessions.NoFreeSession) as exc:
             self.wait_for_capacity(exc, waiting_since)
         job = self.job = submission.job
-        verb = "reconnected to" if submission.reconnected else "posted"
-        self.log.info(
-            "%s statement %s of session %s for %s on cluster %s (%s), attempt %s",
-            verb,
-            job.statement_id,
-            job.session_id,
-            job.job_key,
-            job.cluster_id,
-            job.endpoint,
-            job.attempt,
-        )
+        self.started(context, job, submission.reconnected, submission.notes)
         event = {"session_id": job.session_id, "statement_id": job.statement_id, "job_key": job.job_key, "endpoint": job.endpoint}
         try:
             done = self.livy_sessions(job.endpoint).wait_statement(
@@ -187,23 +178,38 @@ class SessionStatementMixin(_MixinBase):
                 reason = f"session {job.session_id} on {job.cluster_id} is {state or 'gone'}: {said}"
                 sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard=reason)
                 return self._requeue(context, job, {"status": "lost", "reason": reason})
+        # The job's own error: its report's, else its error line in what the statement printed (as
+        # a batch's log has it), else the exception the statement raised.
+        printed = text.splitlines()
         error = str(
             (report or {}).get("error")
+            or last_marked(printed, ERROR_MARK)
             or sessions.statement_error(statement)
             or f"statement {job.statement_id} ended {statement.get('state')}"
         )
-        data = bool((report or {}).get("data_error"))
+        data = bool((report or {}).get("data_error")) if report is not None else any(DATA_ERROR_MARK in ln for ln in printed)
+        driver_log = self._session_log_tail(job)  # before the slot's release, which may delete the session
         self._finish(job, JobState.FAILED, error)
         self._release_after(job, statement)
         if data:
             self.log.error("data error: failing without retries (a retry would read the same value): %s", error)
         failed = DataErrorFailed if data else BatchFailed
-        tail = "\n".join(text.splitlines()[-40:])
+        tail = "\n".join(printed[-LOG_TAIL_LINES:])
         raise failed(
             f"{job.job_key}: statement {job.statement_id} of session {job.session_id} on cluster {job.cluster_id} "
-            f"failed: {error}\n--- statement output (tail) ---\n{tail}",
+            f"failed: {error}\n--- statement output (tail) ---\n{tail}\n"
+            f"--- session {job.session_id} log (tail) ---\n{driver_log}",
             error,
         )
+
+    def _session_log_tail(self, job: Job) -> str:
+        """The last lines of the session's log: its driver's output (Spark's own lines, the job's
+        log lines), where the statement's output has only what the job printed."""
+        try:
+            lines = self.livy_sessions(job.endpoint).log_tail(job.session_id, LOG_TAIL_LINES)
+        except Exception as exc:  # noqa: BLE001 - the log is a courtesy; the failure stands
+            return f"(session log unavailable: {exc})"
+        return "\n".join(lines) or "(empty)"
 
     def _release_after(self, job: Job, statement: dict[str, Any]) -> None:
         """Free the job's slot after its statement ended; a session that grew too large is deleted

@@ -8,8 +8,10 @@ then defers on :class:`triggers.fleet.PoolWatchTrigger`, which looks at the pool
 through its provider) and wakes the task only when the fleet must act: a failed check, no
 READY cluster, a cluster launching or draining, a rotation due. So a healthy pool costs no worker
 slot and starts no task process between passes, and a dead cluster is seen within one interval.
-The run ends after ``watch_for`` (the DAG's schedule interval), when the next run takes over.
-Each pass's report (which cluster, why, which jobs moved) is logged and is the task's XCom; a
+The run ends after ``watch_for`` (the DAG's schedule interval), when the next run takes over:
+a success, whether or not a pass had to act. Each pass logs every look at the pool's clusters
+(each one's id, state and health) and what it did (which cluster, why, which jobs it re-queued);
+a pass re-queues jobs only when it declares a cluster dead or drains one past its deadline. A
 pass that could not do its job (a launch or termination failed) fails the task after the rest of
 the pass ran, so the UI shows it.
 """
@@ -20,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 
 from hooks import aws
@@ -77,18 +79,19 @@ class ClusterHealthSensor(PoolFleetMixin, BaseSensorOperator):
         self.watch_for = watch_for
 
     def tend(self) -> dict[str, Any]:
-        """One whole fleet pass, logged; fails the task if the pass could not do its job."""
+        """One whole fleet pass, logged (each look at the clusters, each action); fails the task if
+        the pass could not do its job."""
         report = self.fleet.tend(self.pool_config)
-        for line in report.lines():
+        for line in report.log_lines():
             self.log.info("%s", line)
         if report.errors:
             raise AirflowException(f"pool {self.pool_name}: " + "; ".join(report.errors))
         return report.to_dict()
 
-    def poke(self, context: Any) -> bool:
-        """Without deferral (``mode`` poke or reschedule): one pass per poke, until the timeout."""
-        self.tend()
-        return False
+    def poke(self, context: Any) -> PokeReturnValue:
+        """One whole pass, done: a pass that did its job is a success (one that could not fails the
+        task). The watch itself is :meth:`execute`, which defers between passes."""
+        return PokeReturnValue(is_done=True, xcom_value=self.tend())
 
     def execute(self, context: Any, until: str | None = None) -> Any:
         report = self.tend()
@@ -112,8 +115,10 @@ class ClusterHealthSensor(PoolFleetMixin, BaseSensorOperator):
         )
 
     def resume(self, context: Any, event: dict[str, Any], until: str) -> Any:
+        """Woken by the watch: at its end, the run is done (a success); when the fleet must act,
+        another pass."""
         if event.get("status") == "done":
-            self.log.info("pool %s: watched until %s", self.pool_name, until)
+            self.log.info("pool %s: watched until %s, nothing to act on since the last pass", self.pool_name, until)
             return {"pool": self.pool_name, "watched_until": until}
-        self.log.info("pool %s: %s", self.pool_name, event.get("reason"))
+        self.log.info("pool %s: woken: %s", self.pool_name, event.get("reason"))
         return self.execute(context, until=until)

@@ -30,7 +30,7 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yaml"
 CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
-DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries", "reconcile", "stale_after"}
+DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries", "reconcile", "stale_after", "owner"}
 SOURCE_KEYS = {"secret_id", "replica_secret_id", "host", "port", "database"}
 ENDPOINT_KEYS = ("host", "port", "database")  # where the database is when its secret does not say
 RECONCILE_KEYS = {"enabled", "schedule", "chunk_rows", "deletes"}
@@ -43,6 +43,9 @@ CATALOG_TYPES = ("jdbc", "glue")
 WAREHOUSE = re.compile(r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_./-]*)?$")
 CHANGES_SUFFIX = "_changes"
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
+# The Airflow owner of a DAG (its tasks' ``owner``): a team or a person, as the UI's Owner column shows it.
+DEFAULT_OWNER = "data-platform"
+OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._@+-]{0,98}[A-Za-z0-9._@+-])?$")
 
 
 def config_path() -> Path:
@@ -73,6 +76,16 @@ def column_name(value: Any, where: str) -> str:
         raise ConfigError(
             f"{where}: {value!r} is not a column name (no back-quote or control character, no space at either end, "
             "at most 64 characters) — fix the name"
+        )
+    return value
+
+
+def owner(value: Any, where: str) -> str:
+    """The owner of the DAGs an entry builds: one name (a team, a person or an email address)."""
+    if not isinstance(value, str) or not OWNER.match(value):
+        raise ConfigError(
+            f"{where}: {value!r} is not an owner; write the one team or person who answers for these DAGs "
+            f"(letters, digits, space, . _ @ + -, at most 100 characters, no comma), e.g. {DEFAULT_OWNER}"
         )
     return value
 
@@ -183,6 +196,14 @@ class Lake:
     def qualified(self, table: str) -> str:
         return f"{self.catalog}.{self.namespace}.{table}"
 
+    def table_location(self, table: str, namespace: str | None = None) -> str:
+        """Where Iceberg keeps ``table`` (data and metadata files): the location its catalog gives a
+        table created without one, as spotlake's jobs create them. A JDBC catalog puts it at
+        ``<warehouse>/<namespace>/<table>``; AWS Glue at ``<warehouse>/<namespace>.db/<table>`` (a Glue
+        database spotlake creates has no location of its own)."""
+        folder = namespace or self.namespace
+        return f"{self.warehouse}/{folder}.db/{table}" if self.type == "glue" else f"{self.warehouse}/{folder}/{table}"
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -205,6 +226,7 @@ class Pipeline:
     # How old the committed watermark may grow before the tables count as stale (None: two
     # schedule intervals, see spotlake.freshness.stale_after).
     stale_after: timedelta | None = None
+    owner: str = DEFAULT_OWNER
 
     @property
     def interval(self) -> timedelta:
@@ -250,6 +272,7 @@ class PipelinesConfig:
     path: Path
     lake: Lake
     pipelines: tuple[Pipeline, ...]
+    owner: str = DEFAULT_OWNER  # defaults.owner: the lake_maintenance DAG's, and each pipeline's unless it sets one
 
     def asset_uri(self, pipeline: Pipeline) -> str:
         """The Airflow Asset of a pipeline's current-state table."""
@@ -428,6 +451,7 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
     defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
     _unknown_keys(defaults, DEFAULTS_KEYS, f"{where}: defaults")
     lake = _lake(raw.get("lake") or {}, f"{where}: lake")
+    default_owner = owner(defaults.get("owner", DEFAULT_OWNER), f"{where}: defaults.owner")
     sources: dict[str, Source] = {}
     for name, entry in _mapping(raw.get("sources") or {}, f"{where}: sources").items():
         entry = _mapping(entry, f"{where}: sources.{name}")
@@ -461,7 +485,7 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
             f"{where}: pipeline name(s) {', '.join(clashes)} are the changes table of another pipeline "
             f"(<name>{CHANGES_SUFFIX}); rename them"
         )
-    return PipelinesConfig(path=path, lake=lake, pipelines=tuple(pipelines))
+    return PipelinesConfig(path=path, lake=lake, pipelines=tuple(pipelines), owner=default_owner)
 
 
 def _lake(raw: Any, where: str) -> Lake:
@@ -554,6 +578,7 @@ PIPELINE_KEYS = {
     "initial_load",
     "reconcile",
     "stale_after",
+    "owner",
 }
 
 
@@ -605,6 +630,7 @@ def _pipeline(
             entry.get("soft_delete"),
             transforms,
         ),
+        owner=owner(entry.get("owner", defaults.get("owner", DEFAULT_OWNER)), f"{where}.owner"),
     )
     lookback_raw = entry.get("lookback", defaults.get("lookback"))
     lookback = pipeline.interval if lookback_raw is None else parse_duration(lookback_raw, f"{where}.lookback")

@@ -117,22 +117,54 @@ class FleetEvent:
         return text
 
 
+@dataclass(frozen=True)
+class HealthCheck:
+    """One health check of a cluster: the state the registry has it in, and what the provider said."""
+
+    cluster_id: str
+    state: str
+    result: str  # healthy, booting: <why>, failed: <why>, gone: <why>, not checked
+
+    @classmethod
+    def of(cls, cluster: Cluster, health: ClusterHealth | None) -> HealthCheck:
+        if health is None:
+            result = "not checked"
+        elif health.alive:
+            result = "healthy"
+        elif health.liveness == Liveness.BOOTING:
+            result = f"booting: {health.reason}"
+        else:
+            result = f"{'gone' if health.definitive else 'failed'}: {health.reason}"
+        return cls(cluster.cluster_id, str(cluster.state), result)
+
+
 @dataclass
 class FleetReport:
-    """What one fleet step did: which cluster, why, which jobs moved."""
+    """What one fleet step saw and did: the clusters it checked and how they were, which cluster it
+    acted on and why, which jobs moved. Whoever runs the step logs :meth:`log_lines`."""
 
     pool: str
     events: list[FleetEvent] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    checks: list[tuple[HealthCheck, ...]] = field(default_factory=list)  # one per look at the pool's clusters
+    journal: list[str] = field(default_factory=list)  # every check, event and error, in order
 
     def add(self, cluster_id: str, action: FleetAction, reason: str, jobs: list[str] | tuple[str, ...] = ()) -> None:
         event = FleetEvent(cluster_id, action, reason, tuple(jobs))
         self.events.append(event)
-        log.info("%s", event.line(self.pool))
+        self.journal.append(event.line(self.pool))
+        log.debug("%s", event.line(self.pool))
 
     def error(self, message: str) -> None:
         self.errors.append(message)
-        log.error("pool %s: %s", self.pool, message)
+        self.journal.append(f"pool {self.pool}: ERROR {message}")
+        log.debug("pool %s: %s", self.pool, message)
+
+    def checked(self, checks: list[HealthCheck]) -> None:
+        """One look at the pool's live clusters: each one's state and health."""
+        self.checks.append(tuple(checks))
+        seen = "; ".join(f"{c.cluster_id} {c.state} {c.result}" for c in checks)
+        self.journal.append(f"pool {self.pool}: checked {seen or 'no cluster (none LAUNCHING, READY or DRAINING)'}")
 
     def clusters(self, action: FleetAction | str) -> list[str]:
         return [e.cluster_id for e in self.events if e.action == action]
@@ -150,9 +182,15 @@ class FleetReport:
         return [job for e in self.events for job in e.jobs]
 
     def lines(self) -> list[str]:
+        """What the step did (its events, then its errors)."""
         lines = [e.line(self.pool) for e in self.events]
         lines += [f"pool {self.pool}: ERROR {message}" for message in self.errors]
         return lines or [f"pool {self.pool}: nothing to do"]
+
+    def log_lines(self) -> list[str]:
+        """Everything the step saw and did, in order: each look at the clusters, each action, each error."""
+        acted = bool(self.events or self.errors)
+        return self.journal + ([] if acted else [f"pool {self.pool}: nothing to do"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +201,7 @@ class FleetReport:
             "errors": list(self.errors),
             "dead": self.dead,
             "requeued_jobs": self.requeued_jobs,
+            "checks": [[{"cluster": c.cluster_id, "state": c.state, "result": c.result} for c in look] for look in self.checks],
         }
 
 
@@ -198,8 +237,10 @@ class Fleet:
         if not any(c.state in (ClusterState.LAUNCHING, ClusterState.READY) for c in clusters):
             return Attention.URGENT, "the pool has no READY or LAUNCHING cluster"
         for cluster in clusters:
-            health = self._observe(cluster, FleetReport(pool.name))
+            looked = FleetReport(pool.name)
+            health = self._observe(cluster, looked)
             if health is None:
+                log.warning("pool %s: %s", pool.name, "; ".join(looked.errors))
                 continue
             if not health.alive and not (cluster.state == ClusterState.LAUNCHING and not health.definitive):
                 return Attention.URGENT, f"cluster {cluster.cluster_id} failed a health check: {health.reason}"
@@ -355,15 +396,16 @@ class Fleet:
 
     # ----------------------------------------------------------------- health
     def check_health(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
-        """One health check of every LAUNCHING, READY and DRAINING cluster of the pool."""
+        """One health check of every LAUNCHING, READY and DRAINING cluster of the pool (reported as
+        one look at them), then what the checks call for."""
         report = report or FleetReport(pool.name)
-        for cluster in self.registry.clusters(pool.name):
-            if cluster.state in CHECKED_STATES:
-                self._check(pool, cluster, report)
+        observed = [(c, self._observe(c, report)) for c in self.registry.clusters(pool.name) if c.state in CHECKED_STATES]
+        report.checked([HealthCheck.of(cluster, health) for cluster, health in observed])
+        for cluster, health in observed:
+            self._check(pool, cluster, health, report)
         return report
 
-    def _check(self, pool: PoolConfig, cluster: Cluster, report: FleetReport) -> None:
-        health = self._observe(cluster, report)
+    def _check(self, pool: PoolConfig, cluster: Cluster, health: ClusterHealth | None, report: FleetReport) -> None:
         if health is None:
             return
         if health.alive:

@@ -76,8 +76,13 @@ class BatchRequest:
 
 @dataclass(frozen=True)
 class Submission:
+    """The job that runs for a key, whether this call reconnected to it, and what it took to get
+    there (``notes``: a session started or replaced, job code loaded, the state of a batch reconnected
+    to), for the one line the task logs at its start."""
+
     job: Job
     reconnected: bool
+    notes: tuple[str, ...] = ()
 
 
 def _batch_state(client: BatchClient, batch_id: int) -> str | None:
@@ -119,8 +124,8 @@ def submit_or_reconnect(
             else:
                 state = _batch_state(client_for(job.endpoint), job.batch_id)
                 if state is not None and state not in ("dead", "killed", "error"):
-                    log.info("reconnecting to batch %s of %s on %s (state %s)", job.batch_id, job.job_key, job.cluster_id, state)
-                    return Submission(job, reconnected=True)
+                    log.debug("reconnecting to batch %s of %s on %s (state %s)", job.batch_id, job.job_key, job.cluster_id, state)
+                    return Submission(job, reconnected=True, notes=(f"Livy says {state}",))
         cluster = registry.ready_cluster(request.pool)
         if cluster is None:
             raise NoReadyCluster(
@@ -162,7 +167,7 @@ def _submit(
             f"Livy at {cluster.endpoint} (cluster {cluster.cluster_id}, pool {cluster.pool}) refused the "
             f"batch of {request.job_key}: {exc}"
         ) from exc
-    log.info(
+    log.debug(
         "submitted %s as batch %s to %s in %.2f s", request.job_key, batch_id, cluster.cluster_id, time.monotonic() - started
     )
     return registry.update_job(job, batch_id=int(batch_id))

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from spotlake.config import NAME, PipelinesConfig, _mapping, _unknown_keys, parse_duration
+from spotlake.config import DEFAULT_OWNER, NAME, PipelinesConfig, _mapping, _unknown_keys, owner, parse_duration
 from spotlake.errors import ConfigError
 
 DEFAULT_POOLS = Path(__file__).resolve().parents[2] / "config" / "pools.yaml"
@@ -48,7 +48,8 @@ TIMING_KEYS = {
     "launch_timeout",
     "max_batches",
 }
-POOL_KEYS = TIMING_KEYS | {"serves", "local", "emr", "sessions"}
+DEFAULTS_KEYS = TIMING_KEYS | {"owner"}
+POOL_KEYS = DEFAULTS_KEYS | {"serves", "local", "emr", "sessions"}
 SESSION_KEYS = {
     "enabled",
     "per_cluster",
@@ -253,6 +254,7 @@ class PoolConfig:
     local: LocalShape | None = None
     emr: EmrShape | None = None
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    owner: str = DEFAULT_OWNER  # the Airflow owner of the pool's fleet DAG
 
     def serves_pipeline(self, pipeline: str) -> bool:
         return any(fnmatch.fnmatchcase(pipeline, pattern) for pattern in self.serves_pipelines)
@@ -301,7 +303,9 @@ def parse(raw: Any, path: Path, provider: str = "local") -> PoolsConfig:
     raw = _mapping(raw, where)
     _unknown_keys(raw, {"defaults", "pools"}, where)
     defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
-    _unknown_keys(defaults, TIMING_KEYS, f"{where}: defaults")
+    _unknown_keys(defaults, DEFAULTS_KEYS, f"{where}: defaults")
+    if "owner" in defaults:
+        owner(defaults["owner"], f"{where}: defaults.owner")
     entries = raw.get("pools")
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{where}: 'pools' must be a mapping of pool name to pool settings, with at least one pool")
@@ -372,6 +376,7 @@ def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider:
     sessions = _sessions(entry.get("sessions"), f"{where}.sessions", max_batches)
     return PoolConfig(
         name=name,
+        owner=owner(entry.get("owner", defaults.get("owner", DEFAULT_OWNER)), f"{where}.owner"),
         failure_threshold=threshold,
         max_batches=max_batches,
         sessions=sessions,

@@ -175,6 +175,16 @@ class LivySessions:
     def cancel(self, session_id: int, statement_id: int) -> None:
         self._call("POST", f"/sessions/{session_id}/statements/{statement_id}/cancel", {}, missing_ok=True)
 
+    def log_tail(self, session_id: int, lines: int) -> list[str]:
+        """The last ``lines`` lines of the session's log (its driver's output, as Livy keeps it), or
+        [] when Livy no longer knows the session."""
+        response = self.hook.run_method(endpoint=f"/sessions/{session_id}/log", method="GET", data={"from": -1, "size": lines})
+        if response.status_code == 404:
+            return []
+        if response.status_code >= 300:
+            raise LivyRequestFailed(f"Livy GET /sessions/{session_id}/log answered {response.status_code}: {response.text[:500]}")
+        return [str(line) for line in (response.json() or {}).get("log") or []]
+
     def wait_live(self, session_id: int, timeout: float, poll: float = 0.5) -> str:
         """Wait until the session can take statements (idle or busy); SessionLost if it died."""
         deadline = time.monotonic() + timeout
@@ -323,9 +333,12 @@ def ensure_session(
     client: LivySessions,
     request: StatementRequest,
     settings: SessionSettings,
+    notes: list[str] | None = None,
 ) -> SessionSlot:
     """The leased slot with a live session that has this code version loaded: the slot's own
-    session if it still qualifies, else a new one (the old one deleted)."""
+    session if it still qualifies, else a new one (the old one deleted). What it did is added to
+    ``notes`` (a session replaced and why, started, code loaded, and how long each took)."""
+    notes = notes if notes is not None else []
     if slot.session_id >= 0:
         state = client.state(slot.session_id)
         why = ""
@@ -338,7 +351,8 @@ def ensure_session(
         elif slot.statements >= settings.recycle_after:
             why = f"ran {slot.statements} statements (sessions.recycle_after {settings.recycle_after})"
         if why:
-            log.info("replacing session %s of %s/%s: %s", slot.session_id, slot.cluster_id, slot.slot, why)
+            log.debug("replacing session %s of %s/%s: %s", slot.session_id, slot.cluster_id, slot.slot, why)
+            notes.append(f"replaced session {slot.session_id}: {why}")
             if state is not None and state not in SESSION_GONE:
                 try:
                     client.delete(slot.session_id)
@@ -359,9 +373,10 @@ def ensure_session(
             slot, session_id=session_id, code_version="", statements=0, started_at=now_iso(), endpoint=cluster.endpoint
         )
         client.wait_live(session_id, settings.start_timeout.total_seconds())
-        log.info(
+        log.debug(
             "started session %s on %s (slot %s) in %.1f s", session_id, slot.cluster_id, slot.slot, time.monotonic() - started
         )
+        notes.append(f"session {session_id} started in {time.monotonic() - started:.1f} s")
     else:
         client.wait_live(slot.session_id, settings.start_timeout.total_seconds())
     if slot.code_version != request.code_version:
@@ -374,9 +389,10 @@ def ensure_session(
                 f"session {slot.session_id} on {slot.cluster_id} could not load job code {request.code_version[:12]}: {error}"
             )
         slot = registry.update_slot(slot, code_version=request.code_version)
-        log.info(
+        log.debug(
             "session %s loaded job code %s in %.1f s", slot.session_id, request.code_version[:12], time.monotonic() - started
         )
+        notes.append(f"job code {request.code_version[:12]} loaded in {time.monotonic() - started:.1f} s")
     return slot
 
 
@@ -427,7 +443,7 @@ def submit_or_reconnect(
         if job is not None and job.state == JobState.SUBMITTED:
             if job.in_session and job.statement_id >= 0:
                 if _statement_alive(client_for(job.endpoint), job):
-                    log.info(
+                    log.debug(
                         "reconnecting to statement %s of session %s (%s) on %s",
                         job.statement_id,
                         job.session_id,
@@ -453,7 +469,9 @@ def submit_or_reconnect(
         except StaleState:
             release_slot(registry, slot.slot, cluster.cluster_id, run_id)
             continue
-        return Submission(_start(registry, request, cluster, slot, claimed, client_for, build_argv, settings), False)
+        notes: list[str] = []
+        started = _start(registry, request, cluster, slot, claimed, client_for, build_argv, settings, notes)
+        return Submission(started, False, notes=tuple(notes))
     raise StaleState(f"job {request.job_key} kept changing under {attempts} submit attempts")
 
 
@@ -479,11 +497,12 @@ def _start(
     client_for: Callable[[str], LivySessions],
     build_argv: Callable[[str], list[str]],
     settings: SessionSettings,
+    notes: list[str],
 ) -> Job:
     client = client_for(cluster.endpoint)
     started = time.monotonic()
     try:
-        slot = ensure_session(registry, slot, cluster, client, request, settings)
+        slot = ensure_session(registry, slot, cluster, client, request, settings, notes)
         statement_id = client.post_statement(slot.session_id, statement_code(request.entry, build_argv(job.run_id)))
     except Exception as exc:
         registry.update_job(job, state=JobState.FAILED, reason=f"session on {cluster.cluster_id} failed: {exc}"[:1000])
@@ -494,7 +513,7 @@ def _start(
             f"Livy at {cluster.endpoint} (cluster {cluster.cluster_id}, pool {cluster.pool}) could not run the "
             f"statement of {request.job_key}: {exc}"
         ) from exc
-    log.info(
+    log.debug(
         "posted %s as statement %s of session %s on %s in %.2f s",
         request.job_key,
         statement_id,

@@ -23,7 +23,7 @@ from typing import Any
 from spark_jobs.clickstream.kafka_security import KafkaSecurity
 from spark_jobs.common.database_secret import Endpoint
 from spotlake import config
-from spotlake.config import NAME, _mapping, _unknown_keys, identifier, parse_duration
+from spotlake.config import DEFAULT_OWNER, NAME, _mapping, _unknown_keys, identifier, owner, parse_duration
 from spotlake.errors import ConfigError
 from spotlake.pools import PoolsConfig, provider_name
 
@@ -50,6 +50,7 @@ SETTING_KEYS = {
     "restart_budget",
     "spark_conf",
     "kafka_security",
+    "owner",
 }
 STREAM_KEYS = SETTING_KEYS | {"topics", "sink", "checkpoint", "lake"}
 DEFAULTS: dict[str, Any] = {
@@ -67,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "restart_budget": {"restarts": 5, "per": "1h"},
     "spark_conf": {},
     "kafka_security": {"protocol": "PLAINTEXT"},
+    "owner": DEFAULT_OWNER,
 }
 
 
@@ -121,6 +123,7 @@ class StreamConfig:
     spark_conf: dict[str, str] = field(default_factory=dict)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     sink_endpoint: Endpoint = field(default_factory=Endpoint)  # host, port, database where the secret does not say
+    owner: str = DEFAULT_OWNER  # the Airflow owner of the stream's supervisor DAG
 
     @property
     def job_key(self) -> str:
@@ -223,6 +226,8 @@ def parse(raw: Any, path: Path) -> StreamsConfig:
     _unknown_keys(raw, {"defaults", "streams"}, where)
     defaults = _mapping(raw.get("defaults") or {}, f"{where}: defaults")
     _unknown_keys(defaults, SETTING_KEYS, f"{where}: defaults")
+    if "owner" in defaults:
+        owner(defaults["owner"], f"{where}: defaults.owner")
     entries = raw.get("streams")
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{where}: 'streams' must be a mapping of stream name to settings, with at least one")
@@ -347,6 +352,7 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         sink_endpoint=Endpoint.parse(
             {k: sink[k] for k in ("host", "port", "database") if k in sink}, f"{where}.sink", _config_error
         ),
+        owner=owner(settings["owner"], f"{where}.owner"),
     )
 
 

@@ -67,7 +67,9 @@ class BatchLivy:
 
     def get_batch_logs(self, batch_id: int, start: int, size: int) -> dict[str, Any]:
         self._answer()
-        return {"id": batch_id, "from": start, "total": len(self.log), "log": list(self.log)}
+        # as Livy pages a log: from < 0 is its last `size` lines
+        start = max(0, len(self.log) - size) if start < 0 else start
+        return {"id": batch_id, "from": start, "total": len(self.log), "log": self.log[start : start + size]}
 
     def delete_batch(self, batch_id: int) -> None:
         self._answer()

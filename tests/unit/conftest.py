@@ -20,6 +20,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from spotlake import expressions
+from tests.support import task_logs
 from tests.support.process_guard import ProcessGuard
 
 UNIT_DIR = Path(__file__).resolve().parent
@@ -95,6 +96,13 @@ def _fresh_expression_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(expressions, "CACHE_DIR", tmp_path_factory.mktemp("checked-expressions"))
         yield
+
+
+@pytest.fixture
+def task_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog with the lines operators, sensors and hooks log (Airflow's structlog loggers) as records."""
+    with task_logs.task_log(caplog) as captured:
+        yield captured
 
 
 @pytest.fixture(scope="session")

@@ -179,3 +179,31 @@ def test_reconciliation_settings_defaults_and_refusals() -> None:
         parse(with_pipeline(reconcile={"deletes": "flag"}, soft_delete=None))
     with pytest.raises(ConfigError, match="reconcile.deletes: expected remove or flag"):
         parse(with_pipeline(reconcile={"deletes": "drop"}))
+
+
+def test_the_owner_defaults_to_the_data_platform_and_a_pipeline_may_set_its_own() -> None:
+    cfg = parse(BASE)
+    assert (cfg.owner, cfg.get("orders").owner) == ("data-platform", "data-platform")
+    raw = with_pipeline(owner="Shop Team")
+    raw["defaults"] = {"owner": "jane.doe@example.com"}
+    cfg = parse(raw)
+    assert (cfg.owner, cfg.get("orders").owner) == ("jane.doe@example.com", "Shop Team")
+    assert parse({**BASE, "defaults": {"owner": "analytics"}}).get("orders").owner == "analytics"
+
+
+@pytest.mark.parametrize("bad", ["", " data", "data ", "shop, finance", 42, None, ["a"], "x" * 101, "team\nb"])
+def test_an_owner_that_is_not_one_name_is_refused_naming_the_entry_and_the_fix(bad: object) -> None:
+    fix = "write the one team or person who answers for these DAGs"
+    with pytest.raises(ConfigError) as err:
+        parse(with_pipeline(owner=bad))
+    assert str(err.value).startswith(f"config/pipelines.yaml: pipelines[0] (orders).owner: {bad!r} is not an owner; {fix}")
+    with pytest.raises(ConfigError, match=r"^config/pipelines.yaml: defaults.owner: .* e\.g\. data-platform$"):
+        parse({**BASE, "defaults": {"owner": bad}})
+
+
+def test_a_tables_location_is_where_its_catalog_puts_a_table_created_without_one() -> None:
+    jdbc = parse({**BASE, "lake": {"warehouse": "s3://lake-bucket/wh/", "namespace": "shop"}}).lake
+    glue = parse({**BASE, "lake": {"type": "glue", "warehouse": "s3a://lake-bucket/wh", "namespace": "shop"}}).lake
+    assert jdbc.table_location("shop_orders") == "s3://lake-bucket/wh/shop/shop_orders"
+    assert glue.table_location("shop_orders") == "s3://lake-bucket/wh/shop.db/shop_orders"
+    assert glue.table_location("events", namespace="clicks") == "s3://lake-bucket/wh/clicks.db/events"

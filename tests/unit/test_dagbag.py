@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -85,3 +86,95 @@ def test_the_fleet_dag_is_one_deferrable_watch_per_pool() -> None:
     bag = DagBag(dag_folder=str(DAGS))
     (watch,) = bag.dags["fleet_small"].tasks
     assert isinstance(watch, ClusterHealthSensor) and watch.task_id == "watch"
+
+
+def test_every_dag_says_in_one_line_what_it_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPOTLAKE_PROVIDER", raising=False)
+    bag = DagBag(dag_folder=str(DAGS))
+    assert {dag_id: bag.dags[dag_id].description for dag_id in DESCRIBED} == DESCRIBED
+    for dag in bag.dags.values():
+        assert dag.description and "\n" not in dag.description, dag.dag_id
+
+
+DESCRIBED = {
+    "extract_shop_orders": "shop.orders → lake shop.shop_orders, every 5 minutes (*/5 * * * *)",
+    "fleet_small": (
+        "pool small (local): keeps one healthy READY cluster, checked every 15s, replaced after 6h, for pipelines shop_*"
+    ),
+    "fleet_large": (
+        "pool large (local): keeps one healthy READY cluster, checked every 15s, replaced after 12h, for streams clicks"
+    ),
+    "stream_clicks": (
+        "Kafka clicks → PostgreSQL clickstream and lake clicks.events, kept running on pool large, "
+        "checked every minute (* * * * *)"
+    ),
+    "lake_maintenance": (
+        "compacts the lake tables of 3 pipelines and 1 stream and expires their snapshots older than 1d, "
+        "on pool small, at 03:00 (0 3 * * *)"
+    ),
+    "reconcile_shop_orders": (
+        "shop.orders against lake shop.shop_orders: finds and repairs rows the windows cannot see (hard deletes, "
+        "updates without a new updated_at), at 30 minutes past the hour (30 * * * *)"
+    ),
+}
+
+
+def test_tasks_have_display_names_and_keep_their_task_ids() -> None:
+    bag = DagBag(dag_folder=str(DAGS))
+    names = {
+        (dag_id, task.task_id): task.task_display_name
+        for dag_id in ("extract_shop_orders", "fleet_small", "stream_clicks", "lake_maintenance", "reconcile_shop_orders")
+        for task in bag.dags[dag_id].tasks
+    }
+    assert names == {
+        ("extract_shop_orders", "extract"): "extract shop.orders → lake",
+        ("fleet_small", "watch"): "check cluster health",
+        ("stream_clicks", "supervise"): "keep stream clicks running",
+        ("lake_maintenance", "maintain_shop_customers"): "maintain lake shop.shop_customers",
+        ("lake_maintenance", "maintain_shop_orders"): "maintain lake shop.shop_orders",
+        ("lake_maintenance", "maintain_shop_order_items"): "maintain lake shop.shop_order_items",
+        ("lake_maintenance", "maintain_stream_clicks"): "maintain lake clicks.events (stream clicks)",
+        ("reconcile_shop_orders", "reconcile"): "reconcile shop.orders with lake",
+    }
+
+
+def test_each_dag_is_owned_as_its_config_says() -> None:
+    from dag_factories import extraction, fleet, maintenance, reconcile, streaming
+    from tests.support import stream_configs
+    from tests.support.fleet_fakes import pool_config
+    from tests.support.pipeline_configs import parse, with_pipeline
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert {task.owner for dag in bag.dags.values() for task in dag.tasks} == {"data-platform"}
+    raw = with_pipeline(owner="shop-team")
+    raw["defaults"] = {"owner": "lake-admins"}
+    pipelines = parse(raw)
+    dags = {
+        "extract": extraction.build_dag(pipelines.get("orders"), pipelines),
+        "reconcile": reconcile.build_dags(pipelines)["reconcile_orders"],
+        "maintenance": maintenance.build_dag(pipelines),
+        "fleet": fleet.build_dag(pool_config(owner="platform-oncall"), "local"),
+        "stream": streaming.build_dag(stream_configs.parse(owner="streaming").get("clicks")),
+    }
+    owners = {name: (dag.default_args["owner"], {task.owner for task in dag.tasks}) for name, dag in dags.items()}
+    assert owners == {
+        "extract": ("shop-team", {"shop-team"}),
+        "reconcile": ("shop-team", {"shop-team"}),
+        "maintenance": ("lake-admins", {"lake-admins"}),
+        "fleet": ("platform-oncall", {"platform-oncall"}),
+        "stream": ("streaming", {"streaming"}),
+    }
+
+
+def test_each_lake_table_is_an_asset_of_the_lake_group_that_says_what_the_table_is() -> None:
+    bag = DagBag(dag_folder=str(DAGS))
+    (asset,) = bag.dags["extract_shop_orders"].get_task("extract").outlets
+    assert (asset.name, asset.uri, asset.group) == ("lake_shop_orders", "iceberg://lake/shop/shop_orders", "spotlake-lake")
+    assert asset.extra == {
+        "table": "lake.shop.shop_orders",
+        "changes_table": "lake.shop.shop_orders_changes",
+        "source": "shop.orders",
+        "primary_key": ["order_id"],
+        "format": "iceberg",
+        "location": "s3://spotlake-lake/warehouse/shop/shop_orders",
+    }

@@ -410,7 +410,7 @@ def test_stale_health_check_cannot_kill_a_cluster_that_moved_on(
     fleet.rotate(pool)  # small-0001 -> DRAINING (its job still runs)
     provider.fail("small-0001")
     report = FleetReport("small")
-    fleet._check(pool, stale, report)
+    fleet._check(pool, stale, provider.health(stale), report)
     assert report.clusters("lost-race") == ["small-0001"]
     assert states(registry)["small-0001"] == "DRAINING"
     assert registry.get_job("shop_orders#w1").state == JobState.SUBMITTED
@@ -432,6 +432,27 @@ def test_report_says_which_cluster_why_and_which_jobs(fleet: Fleet, registry: Re
         for line in report.lines()
     )
     assert any(line.startswith("pool small: cluster small-0002 ready") for line in report.lines())
+
+
+def test_each_look_at_the_clusters_is_reported_with_their_state_and_health(
+    fleet: Fleet, registry: Registry, provider: FakeProvider
+) -> None:
+    pool = pool_config(failure_threshold=2)
+    assert fleet.check_health(pool).log_lines() == [
+        "pool small: checked no cluster (none LAUNCHING, READY or DRAINING)",
+        "pool small: nothing to do",
+    ]
+    fleet.reconcile(pool)
+    assert fleet.check_health(pool).log_lines() == ["pool small: checked small-0001 READY healthy", "pool small: nothing to do"]
+    provider.fail("small-0001", "Livy at http://small-0001:8998 did not answer")
+    report = fleet.check_health(pool)
+    assert report.log_lines() == [
+        "pool small: checked small-0001 READY failed: Livy at http://small-0001:8998 did not answer",
+        "pool small: cluster small-0001 failed-check: 1/2: Livy at http://small-0001:8998 did not answer",
+    ]
+    assert report.to_dict()["checks"] == [
+        [{"cluster": "small-0001", "state": "READY", "result": "failed: Livy at http://small-0001:8998 did not answer"}]
+    ]
 
 
 # ------------------------------------------------------------------- the pool's watcher

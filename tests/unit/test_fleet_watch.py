@@ -4,6 +4,7 @@ fake provider of test_fleet."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import boto3
 import pytest
 from airflow.exceptions import AirflowException, TaskDeferred
+from airflow.sdk import DAG
+from airflow.utils.state import TaskInstanceState
 from moto import mock_aws
 
 from sensors.cluster_health import ClusterHealthSensor
@@ -18,6 +21,8 @@ from spotlake.fleet import Fleet
 from spotlake.providers.base import LaunchFailed
 from spotlake.registry import ClusterState, Registry
 from tests.support.fleet_fakes import FakeProvider, pool_config
+from tests.support.task_logs import lines
+from tests.support.task_runs import run_try
 from triggers.fleet import PoolWatchTrigger
 
 
@@ -72,3 +77,72 @@ def test_maintenance_of_a_pipeline_with_nothing_committed_submits_no_batch(senso
     operator.__dict__["registry"] = registry
     operator.__dict__["s3"] = None  # publishing the job code would need it: it must not happen
     assert operator.execute({}) == {"skipped": "nothing has been committed to its lake tables yet"}
+
+
+# ---------------------------------------------------------------- as Airflow runs it
+
+
+@pytest.fixture
+def in_dag(sensor: Any) -> Any:
+    """The watch as a task of its fleet DAG, for Airflow's task runner."""
+    watch, provider, registry = sensor
+    with DAG("fleet_small", schedule=None, start_date=datetime(2026, 1, 1)):
+        task = ClusterHealthSensor(task_id="watch", pool_name="small", watch_for=timedelta(minutes=5))
+    task.__dict__.update(registry=registry, provider=provider, pool_config=pool_config(), fleet=Fleet(registry, provider))
+    return task, provider, registry
+
+
+def test_a_watch_of_a_healthy_pool_ends_in_success_not_skipped(
+    in_dag: Any, monkeypatch: pytest.MonkeyPatch, task_log: pytest.LogCaptureFixture
+) -> None:
+    task, _, registry = in_dag
+    first = run_try(task, monkeypatch)
+    assert first.state == TaskInstanceState.DEFERRED and first.message.next_method == "resume"
+    until = first.message.next_kwargs["until"]
+    # the triggerer saw nothing to act on until the end of the watch
+    task_log.clear()
+    done = run_try(task, monkeypatch, next_method="resume", next_kwargs={"event": {"status": "done"}, "until": until})
+    assert (done.state, done.error) == (TaskInstanceState.SUCCESS, None)
+    assert sensor_lines(task_log) == [f"pool small: watched until {until}, nothing to act on since the last pass"]
+    # woken at the end of its watch to act (a check failed, then recovered): one more pass, a success too
+    task_log.clear()
+    ended = datetime.now(UTC).isoformat()
+    woken = {"event": {"status": "attention", "kind": "urgent", "reason": "cluster small-0001 failed a health check"}}
+    last = run_try(task, monkeypatch, next_method="resume", next_kwargs={**woken, "until": ended})
+    assert (last.state, last.error) == (TaskInstanceState.SUCCESS, None)
+    assert sensor_lines(task_log) == [
+        "pool small: woken: cluster small-0001 failed a health check",
+        "pool small: checked small-0001 READY healthy",
+        "pool small: nothing to do",
+    ]
+    assert [c.state for c in registry.clusters("small")] == [ClusterState.READY]  # nothing re-queued, nothing replaced
+
+
+def test_each_pass_logs_the_clusters_it_checked_and_what_it_did(
+    in_dag: Any, monkeypatch: pytest.MonkeyPatch, task_log: pytest.LogCaptureFixture
+) -> None:
+    task, _, _ = in_dag
+    run_try(task, monkeypatch)
+    assert sensor_lines(task_log) == [
+        "pool small: cluster small-0001 launching: pool has no READY cluster",
+        "pool small: cluster small-0001 ready: at http://small-0001:8998",
+        "pool small: checked small-0001 READY healthy",
+    ]
+
+
+def test_a_pass_that_could_not_do_its_job_fails_the_try(in_dag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    task, provider, _ = in_dag
+    provider.fail_launch = LaunchFailed("no capacity")
+    failed = run_try(task, monkeypatch)
+    assert failed.state == TaskInstanceState.FAILED and "could not be launched: no capacity" in str(failed.error)
+
+
+def sensor_lines(task_log: pytest.LogCaptureFixture) -> list[str]:
+    return lines(task_log, logging.INFO, "airflow.task.operators.sensors.cluster_health")
+
+
+def test_a_poke_is_one_pass_that_is_done(sensor: Any) -> None:
+    watch, _, registry = sensor
+    poked = watch.poke({})
+    assert poked.is_done and poked.xcom_value["events"][0]["action"] == "launching"
+    assert [c.state for c in registry.clusters("small")] == [ClusterState.READY]

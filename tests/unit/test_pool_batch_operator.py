@@ -4,6 +4,7 @@ cluster, up to max_moves times."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -396,3 +397,33 @@ def test_an_event_about_a_batch_the_job_no_longer_runs_follows_the_job(operator:
     job = operator.registry.get_job("orders#w1")
     assert (job.state, job.batch_id, job.attempt) == (JobState.SUBMITTED, 101, 1)  # not failed, not re-claimed
     assert len(livys(endpoint_of("c1")).posted) == 1
+
+
+def test_a_batch_logs_one_line_at_its_start_naming_the_batch_its_cluster_and_the_attempt(
+    operator: Op, livys: Livys, task_log: pytest.LogCaptureFixture
+) -> None:
+    ready(operator.registry, "c1")
+    submitted(operator)
+    ours = ("airflow.task.operators.", "spotlake.")
+    started = [r.getMessage() for r in task_log.records if r.levelno == logging.INFO and r.name.startswith(ours)]
+    assert started == ["submitted batch 100 of orders#w1 on cluster c1 (http://c1:8998), attempt 1"]
+    # a second run of the task finds the batch running and reconnects to it
+    task_log.clear()
+    again = Op(task_id="t", pool_name="small")
+    again.__dict__["registry"] = operator.registry
+    again.livy = livys  # type: ignore[method-assign]
+    submitted(again)
+    started = [r.getMessage() for r in task_log.records if r.levelno == logging.INFO and r.name.startswith(ours)]
+    assert started == ["reconnected to batch 100 of orders#w1 on cluster c1 (http://c1:8998), attempt 1; Livy says running"]
+
+
+def test_the_error_line_at_the_end_of_a_long_batch_log_is_found_and_its_tail_shown(operator: Op, livys: Livys) -> None:
+    ready(operator.registry, "c1")
+    line = "pipeline orders (shop.orders): cannot connect to MySQL at db:3306: timed out"
+    livys(endpoint_of("c1")).log = [f"INFO line {i}" for i in range(1500)] + [f"SPOTLAKE_ERROR: {line}", "INFO shutdown"]
+    trigger = submitted(operator)
+    with pytest.raises(BatchFailed) as failed:
+        operator.execute_complete({}, event(trigger, "failed", state="dead"))
+    assert failed.value.error == line
+    tail = str(failed.value).split("--- batch log (tail) ---\n", 1)[1].splitlines()
+    assert tail == livys(endpoint_of("c1")).log[-40:]

@@ -144,3 +144,24 @@ def test_pipelines_run_on_pools_that_serve_them(tmp_path: Path) -> None:
     raw["pipelines"][0]["pool"] = "large"
     with pytest.raises(ConfigError, match="serves.pipelines does not list it"):
         pools.check_pipelines(cfg, config.parse(raw, tmp_path / "pipelines.yaml"))
+
+
+def test_the_fleet_dags_owner_comes_from_the_defaults_or_the_pool() -> None:
+    assert {p.name: p.owner for p in parse(base()).pools} == {"small": "data-platform", "large": "data-platform"}
+    raw = copy.deepcopy(base())
+    raw["defaults"]["owner"] = "platform-oncall"
+    raw["pools"]["large"]["owner"] = "streaming"
+    assert {p.name: p.owner for p in parse(raw).pools} == {"small": "platform-oncall", "large": "streaming"}
+
+
+@pytest.mark.parametrize(("where", "bad"), [(("pools", "large"), "a, b"), (("defaults",), "")])
+def test_a_bad_owner_names_the_file_the_entry_and_the_fix(where: tuple[str, ...], bad: str) -> None:
+    raw = copy.deepcopy(base())
+    node: Any = raw
+    for step in where:
+        node = node[step]
+    node["owner"] = bad
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    at = "pools.large.owner" if where[0] == "pools" else "defaults.owner"
+    assert str(err.value).startswith(f"{PATH}: {at}: {bad!r} is not an owner; write the one team or person")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,74 +18,10 @@ from spotlake.errors import ConfigError
 from spotlake.jobs import NoReadyCluster
 from spotlake.pools import SessionSettings
 from spotlake.registry import Cluster, JobState, Registry
+from tests.support.session_livy import FakeLivy, Response
 from triggers.livy import LivyBatchTrigger, LivyStatementTrigger
 
 SETTINGS = SessionSettings(per_cluster=2, recycle_after=3, start_timeout=timedelta(seconds=5))
-
-
-@dataclass
-class Response:
-    status_code: int
-    body: Any = None
-
-    @property
-    def text(self) -> str:
-        return "" if self.body is None else json.dumps(self.body)
-
-    def json(self) -> Any:
-        return self.body
-
-
-@dataclass
-class FakeLivy:
-    """Livy's /sessions API in memory: a new session is 'starting' for one poll, then 'idle'; a
-    statement is 'running' for ``statement_polls`` polls, then 'available' with an ok output."""
-
-    statement_polls: int = 0
-    sessions: dict[int, dict[str, Any]] = field(default_factory=dict)
-    created: list[dict[str, Any]] = field(default_factory=list)
-    deleted: list[int] = field(default_factory=list)
-
-    def run_method(self, endpoint: str, method: str = "GET", data: Any = None, headers: Any = None) -> Response:
-        parts = endpoint.strip("/").split("/")
-        body = json.loads(data) if data else None
-        if parts == ["sessions"] and method == "POST":
-            sid = len(self.created)
-            self.created.append(body)
-            self.sessions[sid] = {"state": "starting", "polls": 0, "statements": []}
-            return Response(201, {"id": sid, "state": "starting"})
-        sid = int(parts[1])
-        session = self.sessions.get(sid)
-        if session is None:
-            return Response(404, {"msg": f"Session '{sid}' not found."})
-        if len(parts) == 2:
-            if method == "DELETE":
-                self.deleted.append(sid)
-                del self.sessions[sid]
-                return Response(200, {"msg": "deleted"})
-            session["polls"] += 1
-            if session["state"] == "starting" and session["polls"] > 1:
-                session["state"] = "idle"
-            return Response(200, {"id": sid, "state": session["state"]})
-        statements = session["statements"]
-        if len(parts) == 3 and method == "POST":
-            statements.append({"id": len(statements), "code": body["code"], "state": "running", "polls": 0})
-            return Response(201, {"id": len(statements) - 1, "state": "running"})
-        statement = statements[int(parts[3])]
-        if len(parts) == 5:  # cancel
-            statement["state"] = "cancelled"
-            return Response(200, {"msg": "canceled"})
-        statement["polls"] += 1
-        if statement["state"] == "running" and statement["polls"] > self.statement_polls:
-            statement["state"] = "available"
-            statement["output"] = {"status": "ok", "execution_count": statement["id"], "data": {"text/plain": "SPOTLAKE_EXIT: 0"}}
-        return Response(200, {k: v for k, v in statement.items() if k != "polls"})
-
-    def window_statements(self, sid: int) -> list[dict[str, Any]]:
-        return [s for s in self.sessions[sid]["statements"] if "_spotlake_run" in s["code"]]
-
-    def loads(self, sid: int) -> int:
-        return sum("_spotlake_prepare" in s["code"] for s in self.sessions[sid]["statements"])
 
 
 @pytest.fixture

@@ -198,3 +198,12 @@ def test_every_accepted_key_is_in_the_reference() -> None:
     rows = [line.split("|")[1] for line in body.splitlines() if line.startswith("| `")]
     documented = {part for row in rows for name in re.findall(r"`([a-z_.]+)`", row) for part in name.split(".")}
     assert streaming.STREAM_KEYS | {"secret_id", "schema"} <= documented
+
+
+def test_the_supervisor_dags_owner_comes_from_the_defaults_or_the_stream() -> None:
+    assert parse().get("clicks").owner == "data-platform"
+    assert parse(owner="streaming-team").get("clicks").owner == "streaming-team"
+    assert "streams.clicks.owner: 'a,b' is not an owner; write the one team or person" in stream_error(owner="a,b")
+    raw = copy.deepcopy(BASE)
+    raw["defaults"]["owner"] = 7
+    assert f"{PATH}: defaults.owner: 7 is not an owner" in error(raw)
