@@ -44,6 +44,11 @@ CHANGES_SUFFIX = "_changes"
 TRANSFORM_OPS = ("select", "rename", "cast", "hash", "mask", "derive", "filter", "function")
 
 
+def extraction_dag_id(pipeline: str) -> str:
+    """The DAG of a pipeline's windows (``extract_<pipeline>``)."""
+    return f"extract_{pipeline}"
+
+
 def config_path() -> Path:
     return Path(os.environ.get("SPOTLAKE_PIPELINES", DEFAULT_CONFIG))
 
@@ -203,7 +208,7 @@ class Pipeline:
 
     @property
     def dag_id(self) -> str:
-        return f"extract_{self.name}"
+        return extraction_dag_id(self.name)
 
     @property
     def current_table(self) -> str:
