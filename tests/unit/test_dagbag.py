@@ -85,3 +85,16 @@ def test_the_fleet_dag_is_one_deferrable_watch_per_pool() -> None:
     bag = DagBag(dag_folder=str(DAGS))
     (watch,) = bag.dags["fleet_small"].tasks
     assert isinstance(watch, ClusterHealthSensor) and watch.task_id == "watch"
+
+
+def test_the_alerts_dag_is_one_task_on_the_configured_schedule() -> None:
+    from operators.alerts import AlertsOperator
+    from spotlake import alert_config
+
+    bag = DagBag(dag_folder=str(DAGS))
+    dag = bag.dags["spotlake_alerts"]
+    (task,) = dag.tasks
+    assert isinstance(task, AlertsOperator) and task.task_id == "alerts"
+    assert dag.timetable.expression == alert_config.load().schedule
+    assert (dag.catchup, dag.max_active_runs, sorted(dag.tags)) == (False, 1, ["alerts", "spotlake"])
+    assert dag.description and "stale pipelines" in dag.description
