@@ -1,12 +1,13 @@
-"""Create the AWS resources spotlake uses: its four DynamoDB tables, its S3 buckets and the Glue
+"""Create the AWS resources spotlake uses: its DynamoDB tables, its S3 buckets and the Glue
 database of the lake.
 
     python -m spotlake.aws_setup --prefix spotlake --region eu-west-1 [--endpoint-url URL] [--dry-run]
 
 The tables, named ``<prefix>-<name>``, on-demand capacity, every key attribute a string:
 
-- ``clusters``, ``jobs``, ``extraction-log``: the registry's (:data:`spotlake.registry.TABLE_KEYS`);
-- ``streams``: the stream supervisor's status (:data:`spotlake.stream_status.TABLE_KEYS`).
+- ``clusters``, ``jobs``, ``extraction-log``, ``sessions``: the registry's (:data:`spotlake.registry.TABLE_KEYS`);
+- ``streams``: the stream supervisor's status (:data:`spotlake.stream_status.TABLE_KEYS`);
+- ``alerts``: the alerts' state (:data:`spotlake.alert_store.TABLE_KEYS`).
 
 The buckets the configuration names (:func:`configured_buckets`): the lake's warehouse
 (``config/pipelines.yaml``), the streams' checkpoints and outputs (``config/streaming.yaml``),
@@ -37,6 +38,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from spotlake.alert_store import AlertStore
 from spotlake.errors import SpotlakeError
 from spotlake.registry import Registry
 from spotlake.stream_status import StreamStatusStore
@@ -61,8 +63,12 @@ class KeySchemaMismatch(SpotlakeError):
 
 
 def table_keys(prefix: str) -> dict[str, tuple[tuple[str, str], ...]]:
-    """Every table of the project's state and its key: the registry's and the stream status table."""
-    return {**Registry(None, prefix).table_keys(), **StreamStatusStore(None, prefix).table_keys()}
+    """Every table of the project's state and its key: the registry's, the stream status table and the alerts table."""
+    return {
+        **Registry(None, prefix).table_keys(),
+        **StreamStatusStore(None, prefix).table_keys(),
+        **AlertStore(None, prefix).table_keys(),
+    }
 
 
 @dataclass(frozen=True)

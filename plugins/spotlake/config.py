@@ -48,6 +48,11 @@ DEFAULT_OWNER = "data-platform"
 OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._@+-]{0,98}[A-Za-z0-9._@+-])?$")
 
 
+def extraction_dag_id(pipeline: str) -> str:
+    """The DAG of a pipeline's windows (``extract_<pipeline>``)."""
+    return f"extract_{pipeline}"
+
+
 def config_path() -> Path:
     return Path(os.environ.get("SPOTLAKE_PIPELINES", DEFAULT_CONFIG))
 
@@ -235,7 +240,7 @@ class Pipeline:
 
     @property
     def dag_id(self) -> str:
-        return f"extract_{self.name}"
+        return extraction_dag_id(self.name)
 
     @property
     def current_table(self) -> str:

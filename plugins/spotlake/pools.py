@@ -109,6 +109,11 @@ DEFAULT_TIMINGS: dict[str, Any] = {
 }
 
 
+def fleet_dag_id(pool: str) -> str:
+    """The DAG that keeps a pool supplied with clusters (``fleet_<pool>``)."""
+    return f"fleet_{pool}"
+
+
 def airflow_pool(pool: str) -> str:
     """The Airflow pool of a cluster pool's batch tasks: its slots (``max_batches``) count
     deferred tasks too, so no more batches run on the cluster at once than it can take."""
@@ -261,7 +266,7 @@ class PoolConfig:
 
     @property
     def dag_id(self) -> str:
-        return f"fleet_{self.name}"
+        return fleet_dag_id(self.name)
 
     @property
     def airflow_pool(self) -> str:

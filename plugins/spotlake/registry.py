@@ -17,8 +17,9 @@ Tables (names prefixed by ``SPOTLAKE_REGISTRY_PREFIX``, default ``spotlake``):
   (watermark, initial snapshot, commit lock) and its windows' plans and results; its items
   are :mod:`spark_jobs.common.lake_state`'s, which the Spark job and the operators share.
 
-They, and the stream supervisor's ``<prefix>-streams`` (:mod:`spotlake.stream_status`), are
-created once by ``python -m spotlake.aws_setup`` (:mod:`spotlake.aws_setup`), not at run time.
+They, the stream supervisor's ``<prefix>-streams`` (:mod:`spotlake.stream_status`) and the
+alerts' ``<prefix>-alerts`` (:mod:`spotlake.alert_store`), are created once by
+``python -m spotlake.aws_setup`` (:mod:`spotlake.aws_setup`), not at run time.
 Items are encoded by :mod:`spotlake.dynamo_items` (boto3's type serializer): one attribute per
 field of :class:`Cluster`, :class:`Job` or :class:`SessionSlot`.
 """
@@ -275,7 +276,7 @@ class Registry:
         }
 
     def create_tables(self) -> None:
-        """Create the registry's tables and the stream status table if they do not exist
+        """Create the registry's tables, the stream status and the alerts table if they do not exist
         (idempotent): :func:`spotlake.aws_setup.ensure_tables`, the deployment's setup step.
         The local stack and the tests call it; Airflow's tasks never do."""
         from spotlake.aws_setup import ensure_tables

@@ -72,6 +72,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def supervisor_dag_id(stream: str) -> str:
+    """The DAG that keeps a stream running (``stream_<stream>``)."""
+    return f"stream_{stream}"
+
+
 def streams_path() -> Path:
     return Path(os.environ.get("SPOTLAKE_STREAMS", DEFAULT_STREAMS))
 
@@ -132,7 +137,7 @@ class StreamConfig:
 
     @property
     def dag_id(self) -> str:
-        return f"stream_{self.name}"
+        return supervisor_dag_id(self.name)
 
     @property
     def query_name(self) -> str:

@@ -1,4 +1,4 @@
-"""The setup step: the four DynamoDB tables, idempotently, on moto's in-process mock (and a
+"""The setup step: the DynamoDB tables, idempotently, on moto's in-process mock (and a
 botocore Stubber for a race moto cannot play)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from spotlake import aws_setup
+from spotlake.alert_store import AlertStore
 from spotlake.aws_setup import KeySchemaMismatch, ensure_tables, table_keys
 from spotlake.registry import Registry
 from spotlake.stream_status import StreamStatusStore, StreamTableMissing
@@ -26,6 +27,7 @@ EXPECTED = {
     "t-extraction-log": {("pipeline", "HASH", "S"), ("window", "RANGE", "S")},
     "t-sessions": {("cluster_id", "HASH", "S"), ("slot", "RANGE", "S")},
     "t-streams": {("stream", "HASH", "S")},
+    "t-alerts": {("alert", "HASH", "S")},
 }
 
 
@@ -45,12 +47,16 @@ def tables(client: Any) -> set[str]:
     return set(client.list_tables()["TableNames"])
 
 
-def test_the_definitions_are_the_registry_and_stream_status_ones() -> None:
-    assert table_keys("t") == {**Registry(None, "t").table_keys(), **StreamStatusStore(None, "t").table_keys()}
+def test_the_definitions_are_the_registry_stream_status_and_alerts_ones() -> None:
+    assert table_keys("t") == {
+        **Registry(None, "t").table_keys(),
+        **StreamStatusStore(None, "t").table_keys(),
+        **AlertStore(None, "t").table_keys(),
+    }
     assert set(table_keys("t")) == set(EXPECTED)
 
 
-def test_creates_the_four_tables_then_finds_them(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_creates_the_tables_then_finds_them(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
     first = capsys.readouterr().out
     assert tables(client) == set(EXPECTED)
@@ -83,6 +89,7 @@ def test_an_existing_table_keeps_its_items_and_the_others_are_added(client: Any)
         "t-extraction-log": "created",
         "t-sessions": "created",
         "t-streams": "created",
+        "t-alerts": "created",
     }
     assert client.get_item(TableName="t-jobs", Key={"job_key": {"S": "p#w"}})["Item"]
 

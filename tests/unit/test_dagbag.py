@@ -178,3 +178,16 @@ def test_each_lake_table_is_an_asset_of_the_lake_group_that_says_what_the_table_
         "format": "iceberg",
         "location": "s3://spotlake-lake/warehouse/shop/shop_orders",
     }
+
+
+def test_the_alerts_dag_is_one_task_on_the_configured_schedule() -> None:
+    from operators.alerts import AlertsOperator
+    from spotlake import alert_config
+
+    bag = DagBag(dag_folder=str(DAGS))
+    dag = bag.dags["spotlake_alerts"]
+    (task,) = dag.tasks
+    assert isinstance(task, AlertsOperator) and task.task_id == "alerts"
+    assert dag.timetable.expression == alert_config.load().schedule
+    assert (dag.catchup, dag.max_active_runs, sorted(dag.tags)) == (False, 1, ["alerts", "spotlake"])
+    assert dag.description and "stale pipelines" in dag.description

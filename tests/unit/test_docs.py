@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spotlake import config, pools
+from spotlake import alert_config, config, pools
+from spotlake.alerts import AlertKind
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 
@@ -33,6 +34,8 @@ def documented(section: str) -> set[str]:
         ("`config/pools.yaml`", pools.POOL_KEYS),
         ("`config/pools.yaml`", pools.SERVES_KEYS | pools.LOCAL_KEYS),
         ("`config/pools.yaml`", pools.EMR_KEYS),
+        ("`config/alerts.yaml`", alert_config.TOP_KEYS | alert_config.NOTIFIER_KEYS | alert_config.CONDITION_KEYS),
+        ("`config/alerts.yaml`", {kind.value for kind in AlertKind}),
     ],
 )
 def test_every_accepted_key_is_documented(section: str, keys: set[str]) -> None:

@@ -137,6 +137,7 @@ UNGRANTED_CALLS = {
 CLIENTS = {
     "plugins/spotlake/registry.py": {"self.client": "dynamodb"},  # hooks.aws.registry: AwsBaseHook(dynamodb)
     "plugins/spotlake/stream_status.py": {"self.client": "dynamodb"},  # the registry's client
+    "plugins/spotlake/alert_store.py": {"self.client": "dynamodb"},  # the registry's client
     "plugins/spotlake/artifacts.py": {"s3": "s3"},  # the operators' S3Hook(...).get_conn()
     "plugins/spotlake/job_dependencies.py": {"s3": "s3"},  # the same, or boto3.client("s3") in its main
     "plugins/spotlake/lake.py": {"secrets": "secretsmanager"},
@@ -501,6 +502,8 @@ def test_the_scan_finds_the_calls_it_should() -> None:
         ("plugins/spotlake/providers/emr.py", "elasticmapreduce:RunJobFlow"),  # EmrHook.create_job_flow
         ("plugins/spotlake/providers/emr.py", "elasticmapreduce:DescribeCluster"),  # self.client = self.hook.conn
         ("plugins/spotlake/registry.py", "dynamodb:UpdateItem"),  # transact_write_items of Update items
+        ("plugins/spotlake/alert_store.py", "dynamodb:PutItem"),  # the alerts' conditional writes
+        ("plugins/spotlake/alert_store.py", "dynamodb:Scan"),
         ("spark_jobs/common/lake_state.py", "dynamodb:ConditionCheckItem"),
         ("spark_jobs/common/database_secret.py", "secretsmanager:GetSecretValue"),  # boto3.client(...).get_secret_value
         ("plugins/spotlake/aws_setup.py", "dynamodb:CreateTable"),

@@ -292,7 +292,7 @@ def test_a_prefix_whose_tables_exist_is_refused_and_left_alone() -> None:
     lines: list[str] = []
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        from spotlake.aws_setup import ensure_tables
+        from spotlake.aws_setup import ensure_tables, table_keys
 
         ensure_tables(client, "spotlake")
         options = smoke.Options(dry_run=True, stream=None, region=REGION, prefix="spotlake", artifacts=ARTIFACTS)
@@ -300,7 +300,7 @@ def test_a_prefix_whose_tables_exist_is_refused_and_left_alone() -> None:
         remaining = set(client.list_tables()["TableNames"])
     out = "\n".join(lines)
     assert code == 1 and "already exist" in out, out
-    assert remaining == {"spotlake-clusters", "spotlake-jobs", "spotlake-extraction-log", "spotlake-sessions", "spotlake-streams"}
+    assert remaining == set(table_keys("spotlake")) and "spotlake-alerts" in remaining
     assert "DeleteTable" not in out
 
 
