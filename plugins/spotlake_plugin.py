@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from operators.links import SPOTLAKE_OPERATOR_LINKS
 from ui.app import airflow_app
 
 
 class SpotlakePlugin(AirflowPlugin):
     name = "spotlake"
+    operator_extra_links = [*SPOTLAKE_OPERATOR_LINKS]
     fastapi_apps = [{"app": airflow_app(), "url_prefix": "/spotlake", "name": "spotlake operations"}]
     external_views = [
         {

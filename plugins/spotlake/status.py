@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from spark_jobs.common.lake_state import LakeState, parse_recent
 from spotlake import config, pools, stack, streaming
+from spotlake.alert_store import AlertState, AlertStore, AlertTableMissing
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span
 from spotlake.freshness import Freshness, FreshnessStatus, freshness, read_states
@@ -75,6 +76,18 @@ class MoveRow:
 
 
 @dataclass
+class AlertRow:
+    """An alert raised and not cleared (spotlake.alerts; the spotlake_alerts DAG raises and clears them)."""
+
+    alert: str
+    severity: str
+    title: str
+    message: str
+    raised_at: str
+    delivery: str
+
+
+@dataclass
 class WindowPoint:
     """A commit that moved a pipeline's watermark (from the state's history)."""
 
@@ -113,6 +126,7 @@ class Snapshot:
     streams: list[StreamRow] = field(default_factory=list)
     moves: list[MoveRow] = field(default_factory=list)
     windows: dict[str, list[WindowPoint]] = field(default_factory=dict)  # per pipeline, the last ones
+    alerts: list[AlertRow] = field(default_factory=list)  # raised, not cleared
 
 
 def _age(iso: str, now: datetime) -> str:
@@ -251,6 +265,14 @@ def collect(
         except SpotlakeError as exc:
             warnings.append(str(exc))
     streams = collect_streams(registry, streams_cfg, now)
+    try:
+        alerts = [
+            AlertRow(r.alert, r.severity, r.title, r.message, r.raised_at, r.delivery)
+            for r in AlertStore(registry.client, registry.prefix).all()
+            if r.state == AlertState.FIRING
+        ]
+    except AlertTableMissing as exc:
+        alerts, warnings = [], [*warnings, str(exc)]
     return Snapshot(
         now.isoformat(timespec="seconds"),
         pools_cfg.provider,
@@ -261,6 +283,7 @@ def collect(
         streams,
         moves_since(all_jobs, now - timedelta(days=1)),
         windows,
+        alerts,
     )
 
 
@@ -315,7 +338,15 @@ def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> lis
 
 
 def render(snapshot: Snapshot) -> str:
-    out = [f"spotlake status at {snapshot.at} (provider {snapshot.provider})", "", "POOLS"]
+    out = [f"spotlake status at {snapshot.at} (provider {snapshot.provider})", ""]
+    if snapshot.alerts:
+        out.append(f"ALERTS: {len(snapshot.alerts)} raised")
+        out += _table(
+            ["alert", "severity", "raised", "title"],
+            [[a.alert, a.severity, a.raised_at, a.title[:120]] for a in snapshot.alerts],
+        )
+        out.append("")
+    out.append("POOLS")
     for pool in snapshot.pools:
         out.append(f"pool {pool.name}: {pool.settings}")
         if not pool.clusters:

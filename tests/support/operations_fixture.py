@@ -15,6 +15,7 @@ import yaml
 
 from spark_jobs.common.lake_state import HistoryPoint, LakeState, iso, with_history, with_recent
 from spotlake import config
+from spotlake.alert_store import AlertRecord, AlertState, AlertStore
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 from spotlake.stream_status import Restart, StreamState, StreamStatus, StreamStatusStore
 
@@ -174,6 +175,20 @@ def fill(registry: Registry, pipelines: config.PipelinesConfig, clusters_per_poo
     )
     backed_off.restarts = [Restart(iso(NOW - timedelta(minutes=m)), "failed") for m in (10, 20, 30)]
     statuses.put(backed_off)
+    AlertStore(registry.client, registry.prefix).put(
+        AlertRecord(
+            alert="pool:large:no_ready",
+            kind="no_ready",
+            subject="large",
+            state=AlertState.FIRING,
+            severity="critical",
+            title="pool large has no READY cluster",
+            message="its clusters: large-0002 DRAINING, large-0003 TERMINATING (launch failed)",
+            since=iso(NOW - timedelta(minutes=20)),
+            raised_at=iso(NOW - timedelta(minutes=5)),
+        ),
+        iso(NOW),
+    )
     return expected
 
 

@@ -64,6 +64,12 @@ def test_pools_show_their_clusters_in_every_state_with_rotation_and_reasons(clie
     assert not any(c["state"] == "READY" for c in large.values())  # the page flags the pool: no READY cluster
 
 
+def test_a_raised_alert_shows_above_everything(client: TestClient) -> None:
+    (alert,) = client.get("/api/overview").json()["alerts"]
+    assert (alert["alert"], alert["severity"]) == ("pool:large:no_ready", "critical")
+    assert alert["title"] == "pool large has no READY cluster"
+
+
 def test_a_moved_job_shows_from_to_why_and_how_long(client: TestClient) -> None:
     (move,) = client.get("/api/overview").json()["moves"]
     assert move["job_key"] == fixture.Expected().moved_job
@@ -153,6 +159,7 @@ def test_the_status_command_reports_the_same_freshness(registry: Registry, pipel
     words = " ".join(status.render(snapshot).split())
     assert "shop_customers STALE" in words and "shop_order_items FAILING (stale)" in words
     assert "MOVES in the last 24 h: 1" in words
+    assert "ALERTS: 1 raised alert severity raised title pool:large:no_ready critical" in words
     client = TestClient(create_app(RegistrySource(lambda: registry), clock=lambda: fixture.NOW))
     page = by(client.get("/api/overview").json()["freshness"], "pipeline")
     assert {f.pipeline: f.status for f in snapshot.freshness} == {name: row["status"] for name, row in page.items()}
