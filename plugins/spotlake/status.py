@@ -154,6 +154,7 @@ def collect_streams(registry: Registry, streams_cfg: streaming.StreamsConfig | N
                     0,
                     "-",
                     f"its DAG stream_{name} has not run (it is created paused)",
+                    restart_budget=_budget(configured[name].restart_budget) if name in configured else "",
                 )
             )
             continue
@@ -172,10 +173,14 @@ def collect_streams(registry: Registry, streams_cfg: streaming.StreamsConfig | N
                 status.reason,
                 status.dead_letters_last_hour,
                 dict(status.lag_by_partition),
-                f"{budget.restarts} per {span(budget.per)}",
+                _budget(budget),
             )
         )
     return rows
+
+
+def _budget(budget: streaming.RestartBudget) -> str:
+    return f"{budget.restarts} per {span(budget.per)}"
 
 
 def collect(
