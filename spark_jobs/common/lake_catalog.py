@@ -365,10 +365,14 @@ def current_snapshot(spark: SparkSession, name: str) -> Any:
 
 
 def live_rows(snapshot: Any) -> int | None:
-    """Rows in the table at ``snapshot``: its records less its position deletes (merge-on-read)."""
+    """Rows in the table at ``snapshot``: its records less its position deletes (merge-on-read).
+    None when the summary cannot say: no record count, or more position deletes than records (delete
+    files still counted after compaction rewrote the rows they point at: dangling deletes)."""
     if snapshot is None:
         return None
     summary = snapshot.summary()
     records = summary.get("total-records")
-    deletes = summary.get("total-position-deletes") or "0"
-    return None if records is None else int(records) - int(deletes)
+    deletes = int(summary.get("total-position-deletes") or "0")
+    if records is None or deletes > int(records):
+        return None
+    return int(records) - deletes
