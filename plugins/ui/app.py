@@ -93,8 +93,9 @@ def _json(data: Any) -> bytes:
 
 class Refreshed:
     """A figure computed by ``compute`` at most every ``every_s`` seconds, and again in the
-    background while people look (a request in the last ``idle_s``): a request never waits for
-    the registry but the first, and any number of viewers cost one read per ``every_s``.
+    background while people look (a request in the last ``idle_s``): a request waits for the
+    registry only when the figure is older than two ``every_s`` (the first request, or the first
+    after nobody looked), and any number of viewers cost one read per ``every_s``.
     ``every_s`` 0: computed for each request."""
 
     def __init__(self, compute: Callable[[], bytes], every_s: float, idle_s: float = 120.0) -> None:
@@ -103,6 +104,7 @@ class Refreshed:
         self.idle_s = idle_s
         self._lock = threading.Lock()
         self._value: bytes | None = None
+        self._computed = 0.0
         self._asked = 0.0
         self._thread: threading.Thread | None = None
 
@@ -111,8 +113,9 @@ class Refreshed:
             return self.compute()
         with self._lock:
             self._asked = time.monotonic()
-            if self._value is None:
-                self._value = self.compute()
+            if self._value is None or self._asked - self._computed > 2 * self.every_s:
+                # the first request, or the first after nobody looked for a while: never an old figure
+                self._value, self._computed = self.compute(), time.monotonic()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._refresh, name="spotlake-operations-refresh", daemon=True)
                 self._thread.start()
@@ -129,7 +132,7 @@ class Refreshed:
                     self._value = None
                 return
             with self._lock:
-                self._value = value
+                self._value, self._computed = value, time.monotonic()
 
 
 def create_app(

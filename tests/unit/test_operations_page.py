@@ -182,4 +182,5 @@ def test_figures_are_read_again_in_the_background_while_people_look() -> None:
     stopped = len(computed)
     time.sleep(0.2)
     assert len(computed) == stopped
+    assert figures.get() == str(stopped + 1).encode()  # then an old figure is read again, not served
     assert Refreshed(compute, every_s=0).get() != Refreshed(compute, every_s=0).get()  # 0: each request
