@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| `api/charts` | the four charts as Plotly figures (a day at 10-minute steps) | "
         f"{statistics.median(charts):.0f} | {p95(charts):.0f} | {max(charts):.0f} | {charts_bytes / 1024:.0f} KiB |",
         "",
-        "One read of the registry behind each (what a background refresh costs, and so how much older than its "
-        '"as of" the page can be), median of five:',
+        "One read of the registry behind each (what a background refresh costs, so how much older than its "
+        '"as of" the page can be, and what the first request after nobody looked waits for), median of five:',
         "",
         "| read | median ms | max ms |",
         "|---|---|---|",
