@@ -1,9 +1,11 @@
 """What a committed window did, in figures: the one source of them.
 
-The extraction task's end line and its lake table's Asset event carry these figures, and the
-status command and an operations page can report the very same ones: all read them from the
-registry's window record (:class:`~spark_jobs.common.lake_state.WindowRecord`, written by the
-Spark job with its commit) and the pipeline's state (its watermark).
+The extraction task's end line and its lake table's Asset event carry these figures, read from
+the registry's window record (:class:`~spark_jobs.common.lake_state.WindowRecord`, written by the
+Spark job with its commit) and the pipeline's state (its watermark). The status command and the
+operations page show the same rows written and watermark from the pipeline state's ``recent``,
+which the same commit writes (:meth:`~spark_jobs.common.lake_state.LakeState.release`), so all
+three agree without reading every window's record.
 
 - ``rows_read``: MySQL's count of the range when the read began; ``rows_written``: the rows
   committed (on a busy table the two differ by the rows that changed in between);
