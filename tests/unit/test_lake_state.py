@@ -18,6 +18,9 @@ from spark_jobs.common.lake_state import (
     Owner,
     WindowRecord,
     iso,
+    parse_history,
+    parse_iso,
+    parse_recent,
     snapshot_job_key,
 )
 from spotlake.registry import Cluster, Registry
@@ -147,3 +150,49 @@ def test_a_failure_is_recorded_for_the_status(env: tuple) -> None:
     store.record_failure("orders", "orders#w1", "secret missing")
     state = store.get("orders")
     assert (state.failure_job, state.failure_reason) == ("orders#w1", "secret missing")
+
+
+def test_a_commit_keeps_its_rows_and_watermark_for_the_status_page_and_asset_event(env: tuple) -> None:
+    """The status command and the operations page (the state's ``recent`` and ``history``) and the
+    Asset event (window_figures of the window's record) report the same rows and watermark."""
+    from spotlake.freshness import read_states
+    from spotlake.window_figures import window_figures
+
+    registry, store, clock, cluster = env
+    store.ensure("orders", False, T0)
+    for n, (rows, minutes) in enumerate(((120, 5), (7, 10), (0, 15))):
+        end = T0.replace(minute=minutes)
+        record = store.plan_window(
+            WindowRecord(
+                pipeline="orders",
+                window=f"w{n}",
+                job_key=f"orders#w{n}",
+                start=iso(T0),
+                end=iso(end),
+                read_from=iso(T0),
+                planned_at="p",
+            )
+        )
+        lock = store.acquire("orders", claim(registry, cluster, f"orders#w{n}", f"run{n}"), lease_s=30)
+        done = WindowRecord(**{**record.__dict__, "state": "COMMITTED", "rows_written": rows, "committed_at": iso(end)})
+        store.release(lock, {"watermark": iso(end)}, done)
+        clock.now += 1
+    state = read_states(store, ["orders"], history=True)["orders"]
+    figures = window_figures(done, state)
+    (*_, last) = parse_recent(state.recent)
+    assert (
+        (last.rows, last.watermark)
+        == (figures["rows_written"], parse_iso(figures["watermark"]).timestamp())
+        == (0, T0.replace(minute=15).timestamp())
+    )
+    assert [p.rows for p in parse_recent(state.recent)] == [120, 7, 0]
+    # the day's history per ten minutes: 05:00-05:10 holds the first commit, 05:10-05:20 the other two
+    # (their rows summed, the later watermark)
+    assert [(p.rows, p.watermark) for p in parse_history(state.history)] == [
+        (120, T0.replace(minute=5).timestamp()),
+        (7, T0.replace(minute=15).timestamp()),
+    ]
+    # a reconciliation's release (no watermark) adds nothing
+    lock = store.acquire("orders", claim(registry, cluster, "orders#reconcile", "r"), lease_s=30)
+    store.release(lock, {"reconciled_at": iso(T0)}, WindowRecord(**{**done.__dict__, "window": "reconcile"}))
+    assert read_states(store, ["orders"])["orders"].recent == state.recent
