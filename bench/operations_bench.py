@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "# The operations page's API",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on this project's 2-core machine with "
-        f"`.venv/bin/python bench/operations_bench.py --pipelines {args.pipelines} --requests {args.requests}`: {len(pipelines.pipelines)} pipelines (each with a day "
+        f"`.venv/bin/python bench/operations_bench.py --pipelines {args.pipelines} --requests {args.requests}`: "
+        f"{len(pipelines.pipelines)} pipelines (each with a day "
         f"of commits every five minutes in its state's history), {jobs} finished jobs (an hour of windows) and a moved "
         f"one, {clusters} clusters in every state over two pools, two streams, in a moto server's DynamoDB on loopback "
         "(the local stack's registry); the page's app served by uvicorn on loopback with the plugin's refresh settings "
