@@ -65,7 +65,7 @@ def build_dag(settings: alert_config.AlertsConfig) -> DAG:
         tags=["spotlake", "alerts"],
         # No retry: the next run retries what failed. The timeout stays well below the delivery
         # claim's lease (spotlake.alerts.CLAIM_LEASE), after which another run takes a claim over.
-        default_args={"retries": 0, "execution_timeout": timedelta(minutes=5)},
+        default_args={"retries": 0, "execution_timeout": timedelta(minutes=5), "owner": settings.owner},
     ) as dag:
         AlertsOperator(task_id="alerts")
     return dag

@@ -21,13 +21,13 @@ from typing import Any
 from croniter import croniter
 
 from spotlake.alerts import AlertKind
-from spotlake.config import NAME, _mapping, _unknown_keys, parse_duration, read_yaml
+from spotlake.config import DEFAULT_OWNER, NAME, _mapping, _unknown_keys, owner, parse_duration, read_yaml
 from spotlake.errors import ConfigError
 
 DEFAULT_ALERTS = Path(__file__).resolve().parents[2] / "config" / "alerts.yaml"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 CONN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
-TOP_KEYS = {"schedule", "notifiers", "conditions"}
+TOP_KEYS = {"schedule", "notifiers", "conditions", "owner"}
 CONDITION_KEYS = {"enabled", "after", "notify"}
 NOTIFIER_KEYS = {"type", "to", "cc", "from_email", "smtp_conn_id", "slack_webhook_conn_id"}
 DEFAULT_SCHEDULE = "*/5 * * * *"
@@ -79,6 +79,7 @@ class ConditionConfig:
 class AlertsConfig:
     path: Path
     schedule: str = DEFAULT_SCHEDULE
+    owner: str = DEFAULT_OWNER  # the spotlake_alerts DAG's owner
     notifiers: tuple[NotifierConfig, ...] = (NotifierConfig("log", NotifierType.LOG),)
     conditions: dict[AlertKind, ConditionConfig] = field(default_factory=dict)
 
@@ -122,7 +123,13 @@ def parse(raw: Any, path: Path) -> AlertsConfig:
         conditions[kinds[name]] = _condition(kinds[name], entry, f"{where}: conditions.{name}", names)
     for kind in AlertKind:
         conditions.setdefault(kind, ConditionConfig(kind, after=DEFAULT_AFTER.get(kind, timedelta(0)), notify=names))
-    return AlertsConfig(path=path, schedule=schedule, notifiers=notifiers, conditions=conditions)
+    return AlertsConfig(
+        path=path,
+        schedule=schedule,
+        owner=owner(raw.get("owner", DEFAULT_OWNER), f"{where}: owner"),
+        notifiers=notifiers,
+        conditions=conditions,
+    )
 
 
 def _notifiers(raw: Any, where: str) -> tuple[NotifierConfig, ...]:

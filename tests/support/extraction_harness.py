@@ -31,6 +31,10 @@ from spotlake.registry import Cluster, Registry
 class FakeTaskInstance:
     try_number: int = 1
     start_date: datetime = field(default_factory=lambda: datetime.now(UTC))
+    xcom: dict[str, Any] = field(default_factory=dict)  # what the task pushed (its extra links' values)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
 
 
 async def _first_event(trigger: Any) -> Any:

@@ -81,7 +81,7 @@ def test_notifiers_and_routes() -> None:
     ("change", "message"),
     [
         ({"schedule": "every minute"}, r"config/alerts.yaml: schedule: 'every minute' is not a cron expression; e.g."),
-        ({"timezone": "UTC"}, r"config/alerts.yaml: unknown key\(s\) timezone; allowed keys are conditions, notifiers, schedule"),
+        ({"timezone": "UTC"}, r"config/alerts.yaml: unknown key\(s\) timezone; allowed keys are conditions, notifiers, owner, schedule"),
         ({"notifiers": {}}, r"config/alerts.yaml: notifiers: expected a mapping .* with at least one; e.g. log: \{type: log\}"),
         (
             {"notifiers": {"pager": {"type": "pagerduty"}}},
@@ -126,3 +126,14 @@ def test_errors_name_the_file_the_entry_and_the_fix(change: dict[str, Any], mess
     with pytest.raises(ConfigError, match=message) as raised:
         parse(change)
     assert str(raised.value).startswith("config/alerts.yaml")
+
+
+def test_the_alerts_dag_has_the_owner_of_its_config() -> None:
+    from dag_factories.alerts import build_dag
+
+    settings = alert_config.parse({**FULL, "owner": "lake-oncall"}, PATH)
+    dag = build_dag(settings)
+    assert settings.owner == "lake-oncall" and {t.owner for t in dag.tasks} == {"lake-oncall"}
+    assert alert_config.parse(FULL, PATH).owner == "data-platform"
+    with pytest.raises(ConfigError, match=r"config/alerts.yaml: owner: .* is not an owner"):
+        alert_config.parse({**FULL, "owner": "a, b"}, PATH)
