@@ -81,7 +81,10 @@ def test_notifiers_and_routes() -> None:
     ("change", "message"),
     [
         ({"schedule": "every minute"}, r"config/alerts.yaml: schedule: 'every minute' is not a cron expression; e.g."),
-        ({"timezone": "UTC"}, r"config/alerts.yaml: unknown key\(s\) timezone; allowed keys are conditions, notifiers, owner, schedule"),
+        (
+            {"timezone": "UTC"},
+            r"config/alerts.yaml: unknown key\(s\) timezone; allowed keys are conditions, notifiers, owner, schedule",
+        ),
         ({"notifiers": {}}, r"config/alerts.yaml: notifiers: expected a mapping .* with at least one; e.g. log: \{type: log\}"),
         (
             {"notifiers": {"pager": {"type": "pagerduty"}}},
