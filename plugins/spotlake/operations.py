@@ -160,15 +160,13 @@ def history(
     pools_cfg: pools.PoolsConfig,
     pipelines: config.PipelinesConfig,
     now: datetime,
-    clusters_by_pool: dict[str, list[Cluster]] | None = None,
 ) -> History:
     """The last day of every pipeline, pool and stream, sampled every :data:`STEP`."""
     times = grid(now)
     states = read_states(LakeState(registry.client, registry.prefix), [p.name for p in pipelines.pipelines], history=True)
     histories = {p.name: parse_history(states[p.name].history) if p.name in states else [] for p in pipelines.pipelines}
     watermarks = {name: parse_iso(state.watermark).timestamp() for name, state in states.items() if state.watermark is not None}
-    clusters_by_pool = clusters_by_pool or {pool.name: registry.clusters(pool.name) for pool in pools_cfg.pools}
-    clusters = [c for pool_clusters in clusters_by_pool.values() for c in pool_clusters]
+    clusters = [c for pool in pools_cfg.pools for c in registry.clusters(pool.name)]
     return History(
         at=_iso(now),
         freshness=[freshness_series(name, points, times, watermarks.get(name)) for name, points in histories.items()],

@@ -190,19 +190,14 @@ def collect(
     now: datetime,
     streams_cfg: streaming.StreamsConfig | None = None,
     paused: dict[str, bool] | None = None,
-    clusters_by_pool: dict[str, list[Cluster]] | None = None,
 ) -> Snapshot:
     """Everything the status command, the operations page and the alerts report, read once.
 
-    ``paused``: each DAG id's paused flag, where the caller knows it (Airflow's side);
-    ``clusters_by_pool``: the pools' clusters when the caller has read them already."""
+    ``paused``: each DAG id's paused flag, where the caller knows it (Airflow's side)."""
     views = []
-    clusters_by_pool = clusters_by_pool if clusters_by_pool is not None else {}
     for pool in pools_cfg.pools:
         active, _ = registry.active_cluster_id(pool.name)
-        if pool.name not in clusters_by_pool:
-            clusters_by_pool[pool.name] = registry.clusters(pool.name)
-        clusters = sorted(clusters_by_pool[pool.name], key=lambda c: (c.generation, c.launched_at), reverse=True)
+        clusters = sorted(registry.clusters(pool.name), key=lambda c: (c.generation, c.launched_at), reverse=True)
         live = [c for c in clusters if c.state in LIVE_CLUSTER_STATES]
         gone = [c for c in clusters if c.state not in LIVE_CLUSTER_STATES][:RECENT_GONE]
         views.append(
