@@ -174,7 +174,7 @@ class SessionStatementMixin(_MixinBase):
             except Exception:  # noqa: BLE001 - an endpoint that no longer answers lost the session too
                 state = None
             if state is None or state in sessions.SESSION_GONE:
-                said = sessions.statement_error(statement)
+                said = sessions.statement_failure(statement)
                 reason = f"session {job.session_id} on {job.cluster_id} is {state or 'gone'}: {said}"
                 sessions.release_slot(self.registry, job.slot, job.cluster_id, job.run_id, discard=reason)
                 return self._requeue(context, job, {"status": "lost", "reason": reason})

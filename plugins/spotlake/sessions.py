@@ -240,6 +240,17 @@ def statement_error(statement: dict[str, Any]) -> str:
     return f"{output.get('ename', 'Error')}: {value[:1000]}"
 
 
+def statement_failure(statement: dict[str, Any]) -> str:
+    """Why a statement did not succeed, in one line: its error, or else Livy's state and output
+    (a statement can end ``error`` or ``cancelled`` with no error text of its own)."""
+    said = statement_error(statement)
+    if said:
+        return said
+    output = statement.get("output")
+    shown = " ".join(json.dumps(output, default=str).split())[:500] if output else "no output"
+    return f"Livy statement {statement.get('id', '?')} ended in state {statement.get('state', '?')!r} with {shown}"
+
+
 def exit_code(statement: dict[str, Any]) -> int | None:
     """The job's exit code as a batch would have had it (``SPOTLAKE_EXIT: n``), if printed."""
     for line in reversed(statement_text(statement).splitlines()):
@@ -384,7 +395,7 @@ def ensure_session(
         loaded = client.post_statement(slot.session_id, bootstrap_code(request))
         done = client.wait_statement(slot.session_id, loaded, settings.start_timeout.total_seconds())
         if done is None or statement_status(done) != StatementOutcome.SUCCESS:
-            error = statement_error(done) if done else f"still running after {settings.start_timeout}"
+            error = statement_failure(done) if done else f"still running after {settings.start_timeout}"
             raise SubmitFailed(
                 f"session {slot.session_id} on {slot.cluster_id} could not load job code {request.code_version[:12]}: {error}"
             )

@@ -396,3 +396,22 @@ def test_the_job_a_session_runs_is_one_the_artifacts_publish() -> None:
     assert set(ENTRIES) <= set(artifacts.JOBS)
     for job in artifacts.JOBS:
         assert (artifacts.JOBS_DIR / job / "main.py").is_file(), f"spark_jobs/{job}/main.py is missing"
+
+
+@pytest.mark.parametrize(
+    ("statement", "said"),
+    [
+        (
+            {"id": 0, "state": "available", "output": {"status": "error", "ename": "ImportError", "evalue": "no x"}},
+            "ImportError: no x",
+        ),
+        ({"id": 0, "state": "error", "output": None}, "Livy statement 0 ended in state 'error' with no output"),
+        (
+            {"id": 2, "state": "cancelled", "output": {"status": "aborted"}},
+            """Livy statement 2 ended in state 'cancelled' with {"status": "aborted"}""",
+        ),
+    ],
+)
+def test_a_statement_that_failed_without_error_text_is_named_by_its_state(statement: dict[str, Any], said: str) -> None:
+    """A bootstrap statement that Livy ends without an error of its own still says why it stopped."""
+    assert sessions.statement_failure(statement) == said
