@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(ROOT)/plugins:$(ROOT)
 STACK := $(PY) -m spotlake_dev.localstack
 
-.PHONY: up test down status bootstrap lint unit integration e2e bench
+.PHONY: up test down status bootstrap lint unit integration e2e bench compose-test
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -32,6 +32,12 @@ integration: bootstrap
 
 e2e: bootstrap
 	@$(PY) -m pytest tests/e2e
+
+# docker-compose.yaml built and run under Podman (docs/docker.md): images from a local Debian base,
+# the stack up, one extraction window and one stream micro-batch, everything removed after.
+compose-test: bootstrap
+	@tests/compose/setup.sh
+	@PATH=$(VENV)/bin:$$PATH $(PY) -m pytest tests/compose -m compose --durations=5
 
 down:
 	@if [ -x $(PY) ]; then $(STACK) down; else echo "nothing to stop (no virtualenv yet)"; fi

@@ -285,7 +285,9 @@ def test_dockerfile_installs_the_pinned_python_packages() -> None:
     text = DOCKERFILE.read_text()
     requires = re.search(r'requires-python = ">=(\d+\.\d+)', (PROJECT_ROOT / "pyproject.toml").read_text())
     assert requires
-    assert re.search(rf"^FROM python:{re.escape(requires.group(1))}-slim-bookworm\s*$", text, re.M)
+    # the official image is the default of the base-image argument
+    assert re.search(rf"^ARG PYTHON_IMAGE=python:{re.escape(requires.group(1))}-slim-bookworm\s*$", text, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}\s*$", text, re.M)
     assert "openjdk-17-jre-headless" in text
     assert re.search(r"^COPY requirements\.txt constraints\.txt ", text, re.M)
     assert "pip install -r requirements.txt -c constraints.txt" in text
@@ -294,7 +296,8 @@ def test_dockerfile_installs_the_pinned_python_packages() -> None:
 @pytest.mark.parametrize("group", ["livy", "spark", "s3"])
 def test_dockerfile_resolves_the_jars_of_the_pom(group: str) -> None:
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM maven:3\.8-eclipse-temurin-17 AS \S+", text, re.M)
+    assert re.search(r"^ARG MAVEN_IMAGE=maven:3\.8-eclipse-temurin-17\s*$", text, re.M)
+    assert re.search(r"^FROM \$\{MAVEN_IMAGE\} AS \S+", text, re.M)
     assert f"COPY jvm/{group}/pom.xml jvm/{group}/pom.xml" in text
     loop = re.search(r"for group in ([\w ]+); do(.*?)done", text, re.S)
     assert loop and group in loop.group(1).split()
@@ -497,3 +500,26 @@ def test_no_secret_beyond_the_documented_local_ones(config: dict[str, Any], name
             assert secret in allowed, f"{name}: {key} holds a credential that .env.example does not document"
     rendered = json.dumps(service(config, name))
     assert not re.search(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY", rendered)
+
+
+@pytest.mark.parametrize("group", ["livy", "spark", "jobs", "s3"])
+def test_the_build_context_keeps_each_pom_the_image_resolves(group: str) -> None:
+    """Named one by one: Podman's builder does not re-include ``!jvm/*/pom.xml`` under ``*``, and the
+    image's publish step then finds no pom (the compose tier caught it)."""
+    ignored = (PROJECT_ROOT / "docker/Dockerfile.dockerignore").read_text().splitlines()
+    assert f"!jvm/{group}/pom.xml" in ignored
+    assert not any("*" in line for line in ignored if line.startswith("!"))
+
+
+def test_the_image_has_every_file_its_publish_step_reads() -> None:
+    """``job_dependencies publish`` (run by the Dockerfile) reads the EMR bootstrap script and the jobs'
+    requirements: both are in the build context and copied (the compose tier's first build lacked one)."""
+    from spotlake import job_dependencies
+
+    text = DOCKERFILE.read_text()
+    ignored = (PROJECT_ROOT / "docker/Dockerfile.dockerignore").read_text().splitlines()
+    for path in (job_dependencies.BOOTSTRAP_SCRIPT, job_dependencies.REQUIREMENTS):
+        relative = path.relative_to(PROJECT_ROOT).as_posix()
+        top = relative.split("/")[0]
+        assert f"!{relative}" in ignored or f"!{top}/" in ignored, relative
+        assert re.search(rf"^COPY ({re.escape(relative)}|{top}) ", text, re.M), relative
