@@ -218,8 +218,10 @@ def test_project_code_and_state_are_mounted(config: dict[str, Any], name: str) -
         assert mount and mount["type"] == "bind" and Path(mount["source"]) == PROJECT_ROOT / folder, folder
     for folder in (layout.data_dir, layout.log_dir):  # shared: task logs, passwords.json, Livy logs
         assert mounts.get(str(folder), {}).get("type") == "volume", f"{folder} is not a named volume"
-    tmpfs = service(config, name).get("tmpfs", [])
+    tmpfs = {entry.split(":")[0]: entry.partition(":")[2] for entry in service(config, name).get("tmpfs", [])}
     assert str(layout.run_dir) in tmpfs, "PID files must not outlive their container"
+    # the image's user writes them; Podman's tmpfs is root's 755 unless a mode is given (the compose tier found it)
+    assert "mode=1777" in tmpfs[str(layout.run_dir)].split(",")
 
 
 @pytest.mark.tools
@@ -288,7 +290,7 @@ def test_dockerfile_installs_the_pinned_python_packages() -> None:
     # the official image is the default of the base-image argument
     assert re.search(rf"^ARG PYTHON_IMAGE=python:{re.escape(requires.group(1))}-slim-bookworm\s*$", text, re.M)
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\}\s*$", text, re.M)
-    assert "openjdk-17-jre-headless" in text
+    assert "openjdk-17-jdk-headless" in text  # javac: the local Livy REPL driver is built in the image
     assert re.search(r"^COPY requirements\.txt constraints\.txt ", text, re.M)
     assert "pip install -r requirements.txt -c constraints.txt" in text
 
