@@ -525,3 +525,10 @@ def test_the_image_has_every_file_its_publish_step_reads() -> None:
         top = relative.split("/")[0]
         assert f"!{relative}" in ignored or f"!{top}/" in ignored, relative
         assert re.search(rf"^COPY ({re.escape(relative)}|{top}) ", text, re.M), relative
+
+
+def test_airflow_init_creates_the_airflow_pools_the_tasks_run_in(config: dict[str, Any]) -> None:
+    """Without them an extraction task never leaves ``scheduled`` (the compose tier found it)."""
+    script = " ".join(service(config, "airflow-init")["command"])
+    assert "pools.load().pools" in script and "airflow pools set" in script and "--include-deferred" in script
+    assert script.index("airflow db migrate") < script.index("airflow pools set")
