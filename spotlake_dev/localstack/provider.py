@@ -10,6 +10,7 @@ them to the fleet as a :class:`~spotlake.providers.base.ClusterProvider`.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,8 +57,13 @@ class LocalProvider:
         maven.resolve_jars(self.layout, "livy")
         maven.resolve_jars(self.layout, "spark")
         self._sweep_dead_clusters()
-        port = self._free_port()
-        pid = self.supervisor.start(livy_server.livy_spec(self.layout, cluster_id, port, master=master))
+        # One launch at a time picks a port and starts its server: two pools launching at the same
+        # moment (two fleet tasks) would otherwise both find the same port free, and one cluster die.
+        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.layout.run_dir / "livy-launch.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            port = self._free_port()
+            pid = self.supervisor.start(livy_server.livy_spec(self.layout, cluster_id, port, master=master))
         return LocalCluster(cluster_id, f"http://127.0.0.1:{port}", pid)
 
     def _sweep_dead_clusters(self) -> None:

@@ -1,0 +1,58 @@
+"""The local cluster provider's launches: one port per Livy server, even when two pools launch at once."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotlake.stack import StackLayout
+from spotlake_dev.localstack import provider as local
+from spotlake_dev.localstack.process import free_port
+
+
+def test_two_pools_launching_at_once_get_two_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each launch finds a free port, then starts a server that binds it a while later (Livy takes
+    seconds); two launches at the same moment (two fleet tasks) must not pick the same port."""
+    base = free_port(30500)
+    layout = StackLayout(root=tmp_path / ".stack", project=tmp_path, settings={"SPOTLAKE_LIVY_BASE_PORT": str(base)})
+    servers: list[socket.socket] = []
+    lock = threading.Lock()
+
+    def start(spec: Any) -> int:
+        time.sleep(0.3)  # the server's start-up, before it listens
+        server = socket.socket()
+        server.bind(("127.0.0.1", spec))  # fails (EADDRINUSE) if the other launch took this port
+        server.listen()
+        with lock:
+            servers.append(server)
+        return 1000 + spec
+
+    monkeypatch.setattr(local.maven, "resolve_jars", lambda *args: None)
+    monkeypatch.setattr(local.livy_server, "livy_spec", lambda layout, cluster_id, port, master: port)
+    provider = local.LocalProvider(layout)
+    monkeypatch.setattr(provider.supervisor, "start", start)
+    launched: list[Any] = []
+    errors: list[BaseException] = []
+
+    def launch(cluster_id: str) -> None:
+        try:
+            launched.append(provider.launch(cluster_id))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=launch, args=(name,)) for name in ("small-0001", "large-0001")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    try:
+        assert not errors, errors
+        assert len({cluster.endpoint for cluster in launched}) == 2, [cluster.endpoint for cluster in launched]
+    finally:
+        for server in servers:
+            server.close()
