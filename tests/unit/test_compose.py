@@ -513,14 +513,15 @@ def test_the_build_context_keeps_each_pom_the_image_resolves(group: str) -> None
     assert not any("*" in line for line in ignored if line.startswith("!"))
 
 
-def test_the_image_has_every_file_its_publish_step_reads() -> None:
+def test_the_image_has_every_file_its_code_reads_from_the_project() -> None:
     """``job_dependencies publish`` (run by the Dockerfile) reads the EMR bootstrap script and the jobs'
-    requirements: both are in the build context and copied (the compose tier's first build lacked one)."""
-    from spotlake import job_dependencies
+    requirements, the stream supervisor the sink's migrations: all are in the build context and copied
+    (the compose tier's first runs lacked two)."""
+    from spotlake import job_dependencies, sink_schema
 
     text = DOCKERFILE.read_text()
     ignored = (PROJECT_ROOT / "docker/Dockerfile.dockerignore").read_text().splitlines()
-    for path in (job_dependencies.BOOTSTRAP_SCRIPT, job_dependencies.REQUIREMENTS):
+    for path in (job_dependencies.BOOTSTRAP_SCRIPT, job_dependencies.REQUIREMENTS, sink_schema.MIGRATIONS_DIR):
         relative = path.relative_to(PROJECT_ROOT).as_posix()
         top = relative.split("/")[0]
         assert f"!{relative}" in ignored or f"!{top}/" in ignored, relative
