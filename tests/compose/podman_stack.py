@@ -68,7 +68,8 @@ def podman_env() -> dict[str, str]:
 def run(argv: list[str], timeout: float = 600, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, capture_output=True, text=True, env=podman_env(), timeout=timeout, check=False, **kwargs)
     if check and done.returncode != 0:
-        raise ComposeTierError(f"{' '.join(argv[:6])} ... failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
+        said = (done.stdout + done.stderr)[-4000:]
+        raise ComposeTierError(f"{' '.join(argv[:6])} ... failed (exit {done.returncode}):\n{said}")
     return done
 
 
@@ -372,14 +373,18 @@ class ComposeStack:
                 if health == "healthy":
                     return
                 if health == "unhealthy":
-                    raise ComposeTierError(f"{service} is unhealthy (its health check failed its retries):\n{self.logs(service)}")
+                    said = self.logs(service)
+                    raise ComposeTierError(f"{service} is unhealthy (its health check failed its retries):\n{said}")
             elif status == "running":
                 return
             restarts = int(self.inspect(service).get("RestartCount") or 0)
             if restarts >= 2:
-                raise ComposeTierError(f"{service} restarted {restarts} times before it was {condition.condition}:\n{self.logs(service)}")
+                said = self.logs(service)
+                raise ComposeTierError(f"{service} restarted {restarts} times before it was {condition.condition}:\n{said}")
             if status in ("exited", "stopped") and condition.condition != "service_completed_successfully":
-                raise ComposeTierError(f"{service} stopped (exit {code}) before it was {condition.condition}:\n{self.logs(service)}")
+                raise ComposeTierError(
+                    f"{service} stopped (exit {code}) before it was {condition.condition}:\n{self.logs(service)}"
+                )
             if time.monotonic() > deadline:
                 raise ComposeTierError(
                     f"{service} not {condition.condition} after {timeout:.0f} s (status {status}, health {health or '-'}); "
@@ -457,8 +462,9 @@ class HealthChecks:
                 healthy = done.returncode == 0
                 if not healthy:
                     self.failures[service] = self.failures.get(service, 0) + 1
+                interval = self.watched[service]
                 ever_healthy = self.stack.state(service)[2] == "healthy"
-                self.due[service] = time.monotonic() + (self.watched[service] if ever_healthy else min(3.0, self.watched[service]))
+                self.due[service] = time.monotonic() + (interval if ever_healthy else min(3.0, interval))
 
     def _due_now(self) -> Iterator[str]:
         now = time.monotonic()

@@ -251,9 +251,7 @@ def aggregates(stack: ComposeStack) -> dict[tuple[int, str, str], tuple[int, int
                 return {}
             cur.execute("SELECT window_start, page, event_type, events, users, sessions FROM clickstream.click_aggregates")
             return {
-                (to_ms(w), page, etype): (events, users, sessions)
-                for w, page, etype, events, users, sessions in cur.fetchall()
+                (to_ms(w), page, etype): (events, users, sessions) for w, page, etype, events, users, sessions in cur.fetchall()
             }
     finally:
         connection.close()
-

@@ -39,7 +39,9 @@ def test_the_base_image_uses_the_mirror_apt_uses(tmp_path: Path, files: dict[str
     assert podman_stack.debian_mirror(tmp_path) == mirror
 
 
-@pytest.mark.parametrize(("value", "expected"), [("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), (10_000_000_000, 10.0), (5, 5.0)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), (10_000_000_000, 10.0), (5, 5.0)]
+)
 def test_compose_durations(value: object, expected: float) -> None:
     assert podman_stack.seconds(value) == expected
 
