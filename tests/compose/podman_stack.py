@@ -47,6 +47,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 REPOSITORY = "localhost/spotlake-test"
 PROJECT = "spotlake-compose-test"
+# Each run's times (docs/benchmarks/compose-tier.md)
+REPORT = ROOT / ".stack/data/compose-tier/timings.json"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 LOCAL_CA = Path("/usr/local/share/ca-certificates")

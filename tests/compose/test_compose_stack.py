@@ -24,7 +24,7 @@ import requests
 from spark_jobs.common.lake_state import LakeState
 from spotlake import config, lake
 from spotlake_dev.clickgen.delivery import KafkaSink
-from tests.compose.podman_stack import ROOT, ComposeStack, Images, build_images, missing_tools
+from tests.compose.podman_stack import REPORT, ROOT, ComposeStack, Images, build_images, missing_tools
 from tests.support.stream_harness import click_records, expected_aggregates, to_ms, valid_events
 
 pytestmark = pytest.mark.compose
@@ -32,7 +32,6 @@ pytestmark = pytest.mark.compose
 PIPELINE = "shop_orders"
 EXTRACT_DAG = f"extract_{PIPELINE}"
 STREAM_DAG = "stream_clicks"
-REPORT = ROOT / ".stack/data/compose-tier/timings.json"
 
 
 @pytest.fixture(scope="module")
