@@ -47,6 +47,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 REPOSITORY = "localhost/spotlake-test"
 PROJECT = "spotlake-compose-test"
+# On every image the tier builds, so that the images a rebuild superseded can be pruned.
+TIER_LABEL = "io.spotlake.compose-tier=1"
 # Each run's times (docs/benchmarks/compose-tier.md)
 REPORT = ROOT / ".stack/data/compose-tier/timings.json"
 SUITE = "bookworm"
@@ -160,7 +162,19 @@ def build(
     """``podman build`` with its layer cache: steps whose inputs did not change are reused."""
     before = image_id(image)
     started = time.monotonic()
-    argv = ["podman", "build", "--network", "host", "--layers", "--file", str(containerfile), "--tag", image]
+    argv = [
+        "podman",
+        "build",
+        "--network",
+        "host",
+        "--layers",
+        "--file",
+        str(containerfile),
+        "--tag",
+        image,
+        "--label",
+        TIER_LABEL,
+    ]
     for key, value in args.items():
         argv += ["--build-arg", f"{key}={value}"]
     if ignorefile is not None:
@@ -236,6 +250,8 @@ def build_images(workdir: Path) -> Images:
             ignorefile=ROOT / "docker/Dockerfile.dockerignore",
         )
     )
+    # The tier's images that a rebuild superseded (untagged now); the layers of the current ones stay.
+    podman("image", "prune", "--force", "--filter", f"label={TIER_LABEL}", check=False)
     return images
 
 

@@ -528,6 +528,7 @@ def test_the_image_has_every_file_its_code_reads_from_the_project() -> None:
         assert re.search(rf"^COPY ({re.escape(relative)}|{top}) ", text, re.M), relative
 
 
+@pytest.mark.tools
 def test_airflow_init_creates_the_airflow_pools_the_tasks_run_in(config: dict[str, Any]) -> None:
     """Without them an extraction task never leaves ``scheduled`` (the compose tier found it)."""
     script = " ".join(service(config, "airflow-init")["command"])

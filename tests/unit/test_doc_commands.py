@@ -221,6 +221,15 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         Source("tests/e2e/test_cluster_loss.py", ("supervisor.kill(",), "kills a cluster's Livy server mid-batch"),
         Source("spotlake_dev/localstack/__main__.py", ("supervisor.kill(args.name)",), "what `kill` runs"),
     ),
+    "make compose-test": (
+        Source(
+            "tests/compose/test_compose_stack.py",
+            ("build_images(", "stack.up()", "api.trigger(EXTRACT_DAG)"),
+            "builds the images, brings the compose stack up under Podman and runs a window through it",
+        ),
+        Source(".ci/run", ("make compose-test",), "CI runs the compose tier after `make test`"),
+        Source("Makefile", ("pytest tests/compose -m compose",), "`make compose-test` runs tests/compose"),
+    ),
     "make down": (
         Source(
             "tests/integration/test_stack_lifecycle.py",
