@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spotlake.stack import StackLayout
 from tests.support.compose import compose_binary
 
 HERE = Path(__file__).resolve().parent
@@ -333,6 +334,11 @@ class ComposeStack:
 
     # --------------------------------------------------------------- services
     @property
+    def layout(self) -> StackLayout:
+        """The stack's settings as the host sees them: stack.env with the tier's env file over it."""
+        return StackLayout(root=ROOT / ".stack", project=ROOT, settings={**read_env(ROOT / "stack.env"), **self.env})
+
+    @property
     def services(self) -> dict[str, dict[str, Any]]:
         return dict(self.config["services"])
 
@@ -367,11 +373,12 @@ class ComposeStack:
         found = json.loads(done.stdout)
         return dict(found[0]) if found else {}
 
-    def state(self, service: str) -> tuple[str, int | None, str]:
-        """(status, exit code, health) of the service's container."""
-        state = self.inspect(service).get("State") or {}
+    def state(self, service: str) -> tuple[str, int | None, str, int]:
+        """(status, exit code, health, restarts) of the service's container."""
+        found = self.inspect(service)
+        state = found.get("State") or {}
         health = (state.get("Health") or state.get("Healthcheck") or {}).get("Status", "")
-        return str(state.get("Status", "missing")), state.get("ExitCode"), str(health)
+        return str(state.get("Status", "missing")), state.get("ExitCode"), str(health), int(found.get("RestartCount") or 0)
 
     def logs(self, service: str, lines: int = 40) -> str:
         done = podman("logs", "--tail", str(lines), self.container(service), check=False)
@@ -381,7 +388,7 @@ class ComposeStack:
         deadline = time.monotonic() + timeout
         service = condition.service
         while True:
-            status, code, health = self.state(service)
+            status, code, health, restarts = self.state(service)
             if condition.condition == "service_completed_successfully":
                 if status in ("exited", "stopped"):
                     if code == 0:
@@ -395,7 +402,6 @@ class ComposeStack:
                     raise ComposeTierError(f"{service} is unhealthy (its health check failed its retries):\n{said}")
             elif status == "running":
                 return
-            restarts = int(self.inspect(service).get("RestartCount") or 0)
             if restarts >= 2:
                 said = self.logs(service)
                 raise ComposeTierError(f"{service} restarted {restarts} times before it was {condition.condition}:\n{said}")
@@ -481,8 +487,8 @@ class HealthChecks:
                 if not healthy:
                     self.failures[service] = self.failures.get(service, 0) + 1
                 interval = self.watched[service]
-                ever_healthy = self.stack.state(service)[2] == "healthy"
-                self.due[service] = time.monotonic() + (interval if ever_healthy else min(3.0, interval))
+                healthy_now = self.stack.state(service)[2] == "healthy"
+                self.due[service] = time.monotonic() + (interval if healthy_now else min(3.0, interval))
 
     def _due_now(self) -> Iterator[str]:
         now = time.monotonic()

@@ -9,7 +9,6 @@ and what it cannot is in docs/docker.md.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import requests
 
 from spark_jobs.common.lake_state import LakeState
 from spotlake import config, lake
+from spotlake import stack as spotlake_stack
 from spotlake_dev.clickgen.delivery import KafkaSink
 from tests.compose.podman_stack import REPORT, ROOT, ComposeStack, Images, build_images, missing_tools
 from tests.support.stream_harness import click_records, expected_aggregates, to_ms, valid_events
@@ -132,21 +132,11 @@ def api(stack: ComposeStack) -> AirflowApi:
 @pytest.fixture(scope="module")
 def aws(stack: ComposeStack) -> Iterator[dict[str, str]]:
     """The stack's moto and S3 as the host reaches them (the code's own clients read these)."""
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{stack.env['SPOTLAKE_MOTO_PORT']}",
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{stack.env['SPOTLAKE_S3_PORT']}",
-    }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    env = spotlake_stack.aws_env(stack.layout)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield env
 
 
 def source(stack: ComposeStack) -> pymysql.Connection:
@@ -163,7 +153,7 @@ def source(stack: ComposeStack) -> pymysql.Connection:
 # ------------------------------------------------------------------------------- tests
 def test_every_service_is_up_and_the_one_shots_finished(stack: ComposeStack) -> None:
     for service, spec in stack.services.items():
-        status, code, health = stack.state(service)
+        status, code, health, _ = stack.state(service)
         if spec.get("restart") == "no":
             assert (status, code) == ("exited", 0), f"{service}: {status} (exit {code})\n{stack.logs(service)}"
         else:
@@ -207,7 +197,7 @@ def test_one_stream_micro_batch_through_the_supervisor(stack: ComposeStack, api:
     """Click events sent to the stack's Kafka, the stream started by unpausing its supervisor DAG:
     PostgreSQL's aggregates equal those computed here from the events sent."""
     records, _ = click_records(seed=19, count=300)
-    sink = KafkaSink(f"127.0.0.1:{stack.env['SPOTLAKE_KAFKA_PORT']}", "clicks", connect_timeout=30.0)
+    sink = KafkaSink(spotlake_stack.kafka_bootstrap(stack.layout), "clicks", connect_timeout=30.0)
     for key, value in records:
         sink.send(key, value)
     totals = sink.close(60.0)
