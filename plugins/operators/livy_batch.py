@@ -223,16 +223,20 @@ class PoolBatchOperator(BaseOperator):
 
     def _requeue(self, context: Any, job: Job, event: dict[str, Any]) -> Any:
         """Re-queue onto the pool's (replacement) cluster without consuming an Airflow retry."""
-        if job.moves >= self.max_moves:
-            self._finish(job, JobState.FAILED, f"moved {job.moves} times; {event.get('reason')}")
+        # The fleet may have re-queued it already (its cluster declared DEAD): that move is counted.
+        requeued = job.state == JobState.REQUEUED
+        earlier = job.moves - 1 if requeued else job.moves
+        if earlier >= self.max_moves:
+            self._finish(job, JobState.FAILED, f"moved {earlier} times; {event.get('reason')}")
             raise AirflowException(
-                f"{job.job_key}: its cluster or capacity was lost {job.moves + 1} times (limit max_moves="
+                f"{job.job_key}: its cluster or capacity was lost {earlier + 1} times (limit max_moves="
                 f"{self.max_moves}); last: {event.get('reason')}"
             )
         try:
-            self.registry.update_job(
-                job, state=JobState.REQUEUED, moves=job.moves + 1, reason=str(event.get("reason", event.get("status")))
-            )
+            if not requeued:
+                self.registry.update_job(
+                    job, state=JobState.REQUEUED, moves=job.moves + 1, reason=str(event.get("reason", event.get("status")))
+                )
         except StaleState:
             self.log.info("job %s changed while re-queueing; following it", job.job_key)
         self._delete_quietly(job)

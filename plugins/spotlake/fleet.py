@@ -491,13 +491,14 @@ class Fleet:
         return self.launch(pool, report)
 
     def _requeue(self, pool: str, cluster_id: str, reason: str) -> list[str]:
-        """Every job SUBMITTED on the cluster -> REQUEUED, each conditional on its version."""
+        """Every job SUBMITTED on the cluster -> REQUEUED with one more move, each conditional on its
+        version (the task that runs the job may re-queue it first: then the move is its, counted once)."""
         moved: list[str] = []
         for job in self.registry.jobs_on_cluster(pool, cluster_id):
             current = job
             for _ in range(3):
                 try:
-                    self.registry.update_job(current, state=JobState.REQUEUED, reason=reason[:1000])
+                    self.registry.update_job(current, state=JobState.REQUEUED, moves=current.moves + 1, reason=reason[:1000])
                     moved.append(current.job_key)
                     break
                 except StaleState:

@@ -164,7 +164,7 @@ def test_dead_cluster_detected_after_threshold_jobs_requeued_and_replaced(
     assert sorted(report.requeued_jobs) == ["shop_customers#w1", "shop_orders#w1"]
     for key in ("shop_orders#w1", "shop_customers#w1"):
         job = registry.get_job(key)
-        assert job.state == JobState.REQUEUED and "small-0001 DEAD" in job.reason
+        assert (job.state, job.moves) == (JobState.REQUEUED, 1) and "small-0001 DEAD" in job.reason
     assert registry.get_job("shop_order_items#w1").state == JobState.SUCCEEDED
 
     report = fleet.heal(pool)

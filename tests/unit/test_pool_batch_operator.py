@@ -368,6 +368,26 @@ def test_a_job_below_its_move_limit_is_moved_again(operator: Op, livys: Livys, m
     assert operator.registry.get_job("orders#w1").moves == moves + 1
 
 
+@pytest.mark.parametrize("moves", [0, 3])
+def test_a_job_the_fleet_requeued_first_counts_that_move_once(operator: Op, livys: Livys, moves: int) -> None:
+    """The fleet declared the cluster DEAD and re-queued the job (one more move) before the task saw
+    its event: the task resubmits it without counting the move again, and the limit still holds."""
+    ready(operator.registry, "c1")
+    trigger = submitted(operator)
+    job = operator.registry.update_job(operator.registry.get_job("orders#w1"), moves=moves)
+    operator.registry.update_job(job, state=JobState.REQUEUED, moves=moves + 1, reason="cluster c1 DEAD: spot instance reclaimed")
+    replace(operator.registry, "c1", "c2")
+    if moves < operator.max_moves:
+        with pytest.raises(TaskDeferred):
+            operator.execute_complete({}, event(trigger, "requeued", reason="cluster c1 DEAD: spot instance reclaimed"))
+        job = operator.registry.get_job("orders#w1")
+        assert (job.state, job.cluster_id, job.moves) == (JobState.SUBMITTED, "c2", moves + 1)
+    else:
+        with pytest.raises(AirflowException, match="lost 4 times"):
+            operator.execute_complete({}, event(trigger, "requeued", reason="cluster c1 DEAD: spot instance reclaimed"))
+        assert operator.registry.get_job("orders#w1").state == JobState.FAILED
+
+
 def test_a_job_moved_max_moves_times_fails_the_task_naming_the_limit_and_the_last_loss(operator: Op, livys: Livys) -> None:
     ready(operator.registry, "c1")
     trigger = submitted(operator)
