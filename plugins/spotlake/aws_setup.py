@@ -15,15 +15,21 @@ the job artifacts (``SPOTLAKE_ARTIFACTS`` or ``--artifacts``) and the EMR pools'
 (``config/pools.yaml``); a new bucket gets S3's public access block. With ``lake.type: glue``,
 the Glue databases ``lake.namespace`` and each stream's ``lake.namespace``.
 
-Idempotent: a table that exists with the expected key is left as it is (items, capacity
-mode and settings untouched); a table with another key is an error naming the table and
-the fix, raised before anything is created. An existing bucket or database is left as it is.
-Nothing is ever changed or deleted. ``--dry-run`` only looks.
+The jobs table also has global secondary indexes (:data:`spotlake.registry.JOB_INDEXES`: the
+fleet finds jobs by cluster and by pool with a Query, never a Scan) and DynamoDB's time to live on
+``expires_at`` (finished jobs expire after ``SPOTLAKE_JOB_RETENTION_DAYS``).
 
-The step runs once per deployment with the deployer's credentials: it needs
-``dynamodb:DescribeTable`` and ``dynamodb:CreateTable`` on the tables
-(``docs/iam/setup-policy.json``); Airflow's role needs neither ``CreateTable`` nor this
-module. The local stack and the tests run the same function through
+Idempotent: a table that exists with the expected key keeps its items, capacity mode and
+settings; it only gains the indexes and the time to live it lacks (an index is added, then
+waited for until ACTIVE; nothing is ever removed). A table with another key, or an index of
+spotlake's name with another key, is an error naming the table and the fix, raised before
+anything is created. An existing bucket or database is left as it is. Nothing is ever deleted.
+``--dry-run`` only looks.
+
+The step runs once per deployment (and again after an upgrade) with the deployer's
+credentials: it needs ``dynamodb:DescribeTable``, ``CreateTable``, ``UpdateTable``,
+``DescribeTimeToLive`` and ``UpdateTimeToLive`` on the tables (``docs/iam/setup-policy.json``);
+Airflow's role needs none of them, nor this module. The local stack and the tests run the same function through
 :meth:`spotlake.registry.Registry.create_tables`.
 """
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -49,10 +56,19 @@ class Outcome(StrEnum):
 
     CREATED = "created"
     EXISTS = "exists"  # left as it is
+    UPDATED = "updated"  # existed; indexes or time to live added
     WOULD_CREATE = "would create"  # --dry-run: missing, not created
+    WOULD_UPDATE = "would update"  # --dry-run: exists, lacks indexes or time to live
 
 
-CREATED, EXISTS, WOULD_CREATE = Outcome.CREATED, Outcome.EXISTS, Outcome.WOULD_CREATE
+CREATED, EXISTS, UPDATED, WOULD_CREATE, WOULD_UPDATE = (
+    Outcome.CREATED,
+    Outcome.EXISTS,
+    Outcome.UPDATED,
+    Outcome.WOULD_CREATE,
+    Outcome.WOULD_UPDATE,
+)
+Indexes = dict[str, tuple[tuple[str, str], ...]]
 
 # How long to wait for a new table to become ACTIVE (on-demand tables take seconds).
 WAIT = {"Delay": 2, "MaxAttempts": 90}
@@ -71,15 +87,29 @@ def table_keys(prefix: str) -> dict[str, tuple[tuple[str, str], ...]]:
     }
 
 
+def table_indexes(prefix: str) -> dict[str, Indexes]:
+    """The global secondary indexes of each table that has some."""
+    return Registry(None, prefix).table_indexes()
+
+
+def table_ttl(prefix: str) -> dict[str, str]:
+    """The time-to-live attribute of each table that has one."""
+    return Registry(None, prefix).table_ttl()
+
+
 @dataclass(frozen=True)
 class TableResult:
     table: str
     keys: tuple[tuple[str, str], ...]
     outcome: Outcome
+    added: tuple[str, ...] = ()  # what an existing table gained (or would gain)
 
     def line(self) -> str:
         key = ", ".join(f"{name} {kind} S" for name, kind in self.keys)
-        return f"{self.table}: {self.outcome} (key {key}{'; on-demand' if self.outcome != EXISTS else ''})"
+        said = "; on-demand" if self.outcome in (CREATED, WOULD_CREATE) else ""
+        if self.added:
+            said += "; " + ", ".join(self.added)
+        return f"{self.table}: {self.outcome} (key {key}{said})"
 
 
 def _describe(client: Any, table: str) -> dict[str, Any] | None:
@@ -114,13 +144,45 @@ def check_key(table: str, keys: tuple[tuple[str, str], ...], description: dict[s
         )
 
 
-def _create(client: Any, table: str, keys: tuple[tuple[str, str], ...], prefix: str) -> Outcome:
+def check_indexes(table: str, indexes: Indexes, description: dict[str, Any], prefix: str) -> None:
+    """KeySchemaMismatch when the table has an index of one of ``indexes``' names with another key."""
+    for index in description.get("GlobalSecondaryIndexes", []):
+        wanted = indexes.get(index["IndexName"])
+        found = tuple((k["AttributeName"], k["KeyType"]) for k in index["KeySchema"])
+        if wanted is not None and tuple(sorted(found)) != tuple(sorted(wanted)):
+            said, own = (", ".join(" ".join(k) for k in keys) for keys in (found, wanted))
+            raise KeySchemaMismatch(
+                f"DynamoDB table {table} has an index {index['IndexName']} keyed ({said}), not spotlake's ({own}): "
+                "it is another application's table, or a leftover of an incompatible version. "
+                f"Fix: use another prefix than '{prefix}', or delete that index (DynamoDB console or "
+                "update-table --global-secondary-index-updates Delete), then run the setup again"
+            )
+
+
+def _index_spec(name: str, keys: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return {
+        "IndexName": name,
+        "KeySchema": [{"AttributeName": attribute, "KeyType": kind} for attribute, kind in keys],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def _definitions(*keys: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    names = dict.fromkeys(name for key in keys for name, _ in key)
+    return [{"AttributeName": name, "AttributeType": "S"} for name in names]
+
+
+def _create(client: Any, table: str, keys: tuple[tuple[str, str], ...], prefix: str, indexes: Indexes) -> Outcome:
+    kwargs: dict[str, Any] = {}
+    if indexes:
+        kwargs["GlobalSecondaryIndexes"] = [_index_spec(name, index) for name, index in indexes.items()]
     try:
         client.create_table(
             TableName=table,
             BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
+            AttributeDefinitions=_definitions(keys, *indexes.values()),
             KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
+            **kwargs,
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
@@ -133,26 +195,85 @@ def _create(client: Any, table: str, keys: tuple[tuple[str, str], ...], prefix: 
     return CREATED
 
 
+def _missing(client: Any, table: str, description: dict[str, Any] | None, indexes: Indexes, ttl: str) -> list[str]:
+    """What the table lacks of spotlake's: ``index <name>``, ``time to live on <attribute>``."""
+    have = {i["IndexName"] for i in (description or {}).get("GlobalSecondaryIndexes", [])}
+    missing = [f"index {name}" for name in indexes if name not in have]
+    if ttl:
+        described = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        status, attribute = described.get("TimeToLiveStatus"), described.get("AttributeName")
+        if status in ("ENABLED", "ENABLING") and attribute != ttl:
+            raise SpotlakeError(
+                f"DynamoDB table {table} has time to live on '{attribute}', not spotlake's '{ttl}'. Fix: disable "
+                "it (update-time-to-live), wait an hour (DynamoDB's rule), then run the setup again"
+            )
+        if status not in ("ENABLED", "ENABLING"):
+            missing.append(f"time to live on {ttl}")
+    return missing
+
+
+def _add(client: Any, table: str, keys: tuple[tuple[str, str], ...], indexes: Indexes, ttl: str, missing: list[str]) -> None:
+    """Add the ``missing`` indexes (one UpdateTable each: DynamoDB's rule) and time to live."""
+    for what in missing:
+        if what.startswith("index "):
+            name = what.removeprefix("index ")
+            try:
+                client.update_table(
+                    TableName=table,
+                    AttributeDefinitions=_definitions(keys, indexes[name]),
+                    GlobalSecondaryIndexUpdates=[{"Create": _index_spec(name, indexes[name])}],
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] not in ("ResourceInUseException", "LimitExceededException"):
+                    raise
+            wait_for_indexes(client, table, [name])
+        elif ttl:
+            client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})
+
+
+def wait_for_indexes(client: Any, table: str, names: list[str]) -> None:
+    """Wait until the table's indexes ``names`` are ACTIVE (a new index fills from the table first)."""
+    for _ in range(WAIT["MaxAttempts"] * 10):
+        described = client.describe_table(TableName=table)["Table"]
+        status = {i["IndexName"]: i.get("IndexStatus") for i in described.get("GlobalSecondaryIndexes", [])}
+        if all(status.get(name) == "ACTIVE" for name in names):
+            return
+        time.sleep(WAIT["Delay"])
+    raise SpotlakeError(
+        f"the indexes {names} of DynamoDB table {table} are not ACTIVE after {WAIT['MaxAttempts'] * 10 * WAIT['Delay']} s; "
+        "run the setup again later (it waits for them again)"
+    )
+
+
 def ensure_tables(client: Any, prefix: str, dry_run: bool = False) -> list[TableResult]:
-    """Create the missing tables of ``table_keys(prefix)`` through the low-level DynamoDB
-    ``client``; check the existing ones' keys first (KeySchemaMismatch before any change)."""
-    specs = table_keys(prefix)
+    """Create the missing tables of ``table_keys(prefix)`` (with their indexes and time to live)
+    through the low-level DynamoDB ``client``, and add what existing ones lack; check the existing
+    ones' keys and indexes first (KeySchemaMismatch before any change)."""
+    specs, all_indexes, ttls = table_keys(prefix), table_indexes(prefix), table_ttl(prefix)
     present = {table: _describe(client, table) for table in specs}
     for table, description in present.items():
         if description is not None:
             check_key(table, specs[table], description, prefix)
+            check_indexes(table, all_indexes.get(table, {}), description, prefix)
     results = []
     for table, keys in specs.items():
-        if present[table] is not None:
-            outcome = EXISTS
-        elif dry_run:
-            outcome = WOULD_CREATE
-        else:
-            outcome = _create(client, table, keys, prefix)
-        results.append(TableResult(table, keys, outcome))
-    if not dry_run:
-        for table in specs:  # new tables, and existing ones another setup is still creating
+        indexes, ttl = all_indexes.get(table, {}), ttls.get(table, "")
+        if present[table] is None and dry_run:
+            results.append(TableResult(table, keys, WOULD_CREATE))
+            continue
+        outcome = EXISTS if present[table] is not None else _create(client, table, keys, prefix, indexes)
+        if not dry_run:
             client.get_waiter("table_exists").wait(TableName=table, WaiterConfig=WAIT)
+        # A new table has its indexes; a table found (or created by another setup meanwhile) may not.
+        described = present[table] if present[table] is not None else _describe(client, table)
+        missing = _missing(client, table, described, indexes, ttl)
+        if missing and dry_run:
+            results.append(TableResult(table, keys, WOULD_UPDATE, tuple(missing)))
+            continue
+        _add(client, table, keys, indexes, ttl, missing)
+        if outcome == EXISTS and missing:
+            outcome = UPDATED
+        results.append(TableResult(table, keys, outcome, tuple(missing) if outcome == UPDATED else ()))
     return results
 
 

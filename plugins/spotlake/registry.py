@@ -32,13 +32,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
-from spotlake.dynamo_items import attribute_values, from_item, item_values, to_item
+from spotlake.dynamo_items import attribute_values, from_item, item_values, python_value, to_item
 from spotlake.errors import SpotlakeError
 
 POOL_ITEM = "#pool"
@@ -51,6 +51,24 @@ TABLE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "sessions": (("cluster_id", "HASH"), ("slot", "RANGE")),
 }
 
+
+# The jobs table's global secondary indexes by name: (attribute, key type), every key attribute a
+# string. The fleet finds a cluster's and a pool's jobs with a Query on them, never a Scan; the
+# status finds the jobs moved lately on ``by-move-day`` (sparse: only moved jobs carry
+# ``moved_day``). Index reads are eventually consistent: every write that follows one is
+# conditional on the job's version, and a job an index has not shown yet is found next pass.
+JOB_INDEXES: dict[str, tuple[tuple[str, str], ...]] = {
+    "by-cluster": (("cluster_id", "HASH"), ("state", "RANGE")),
+    "by-pool": (("pool", "HASH"), ("state", "RANGE")),
+    "by-move-day": (("moved_day", "HASH"),),
+}
+TABLE_INDEXES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {"jobs": JOB_INDEXES}
+# DynamoDB's time to live: a finished job (SUCCEEDED or FAILED) carries ``expires_at`` (epoch
+# seconds), its end plus the retention (SPOTLAKE_JOB_RETENTION_DAYS, default 14), and DynamoDB
+# deletes it after that; a job claimed again (a cleared task) loses it.
+TABLE_TTL: dict[str, str] = {"jobs": "expires_at"}
+JOB_RETENTION_ENV = "SPOTLAKE_JOB_RETENTION_DAYS"
+DEFAULT_JOB_RETENTION_DAYS = 14.0
 
 MOVES_KEPT = 20  # the last moves a job keeps in its ``moved`` list
 
@@ -77,10 +95,26 @@ class JobState(StrEnum):
 
 
 LIVE_JOB_STATES = (JobState.QUEUED, JobState.SUBMITTED, JobState.REQUEUED)
+FINISHED_JOB_STATES = (JobState.SUCCEEDED, JobState.FAILED)
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def retention_from_env() -> timedelta:
+    """How long a finished job is kept: ``SPOTLAKE_JOB_RETENTION_DAYS`` (default 14)."""
+    raw = os.environ.get(JOB_RETENTION_ENV, "").strip()
+    try:
+        days = float(raw) if raw else DEFAULT_JOB_RETENTION_DAYS
+    except ValueError:
+        days = -1.0
+    if not days > 0:
+        raise SpotlakeError(
+            f"{JOB_RETENTION_ENV}={raw!r} is not a number of days above 0; set it to how long finished "
+            f"jobs stay in the jobs table (e.g. 14), or unset it for {DEFAULT_JOB_RETENTION_DAYS:g} days"
+        )
+    return timedelta(days=days)
 
 
 @dataclass
@@ -137,6 +171,11 @@ class Job:
     # why, when it was re-queued and when the new cluster took it (see Registry.claim_job).
     moved: str = ""
     last_moved_at: str = ""  # when the last of them re-queued it ("" never)
+    # The day (YYYY-MM-DD) of the last move, the key of the index by-move-day; None never moved
+    # (an index key cannot be an empty string).
+    moved_day: str | None = None
+    # When DynamoDB deletes the finished job (epoch seconds, the table's time to live); None while live.
+    expires_at: int | None = None
 
     def moves_made(self) -> list[dict[str, str]]:
         """``moved`` as a list of dicts (keys from, to, why, requeued_at, taken_at)."""
@@ -245,9 +284,10 @@ class Registry:
     (Not a resource's ``meta.client``: boto3 injects type serialisation into that one.)
     """
 
-    def __init__(self, client: Any, prefix: str | None = None) -> None:
+    def __init__(self, client: Any, prefix: str | None = None, job_retention: timedelta | None = None) -> None:
         self.client = client
         self.prefix = prefix or os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake")
+        self.job_retention = job_retention if job_retention is not None else retention_from_env()
 
     # ------------------------------------------------------------------ tables
     @property
@@ -275,6 +315,14 @@ class Registry:
             self.sessions_table: TABLE_KEYS["sessions"],
         }
 
+    def table_indexes(self) -> dict[str, dict[str, tuple[tuple[str, str], ...]]]:
+        """The global secondary indexes of each of the registry's tables that has some (:data:`TABLE_INDEXES`)."""
+        return {f"{self.prefix}-{name}": indexes for name, indexes in TABLE_INDEXES.items()}
+
+    def table_ttl(self) -> dict[str, str]:
+        """The time-to-live attribute of each of the registry's tables that has one (:data:`TABLE_TTL`)."""
+        return {f"{self.prefix}-{name}": attribute for name, attribute in TABLE_TTL.items()}
+
     def create_tables(self) -> None:
         """Create the registry's tables, the stream status and the alerts table if they do not exist
         (idempotent): :func:`spotlake.aws_setup.ensure_tables`, the deployment's setup step.
@@ -293,7 +341,7 @@ class Registry:
         return from_item(Cluster, item) if item else None
 
     def clusters(self, pool: str) -> list[Cluster]:
-        items = self._query(self.clusters_table, "pool", pool)
+        items = self._query(self.clusters_table, {"pool": pool})
         return [from_item(Cluster, i) for i in items if i["cluster_id"]["S"] != POOL_ITEM]
 
     def active_cluster_id(self, pool: str) -> tuple[str, int]:
@@ -440,52 +488,50 @@ class Registry:
         return from_item(Job, item) if item else None
 
     def jobs(self) -> list[Job]:
+        """Every job: a Scan, for tools and tests; the fleet and the status never call it."""
         return [from_item(Job, i) for i in self._scan(TableName=self.jobs_table)]
 
-    def jobs_to_show(self, moved_since: str) -> list[Job]:
-        """The jobs an operator looks at: running, re-queued or queued, or moved since ``moved_since``
-        (ISO). A filtered scan: only those cross the wire, whatever the number of finished jobs."""
-        return [
-            from_item(Job, i)
-            for i in self._scan(
-                TableName=self.jobs_table,
-                FilterExpression="#state IN (:submitted, :requeued, :queued) OR last_moved_at >= :since",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=attribute_values(
-                    {
-                        ":submitted": JobState.SUBMITTED,
-                        ":requeued": JobState.REQUEUED,
-                        ":queued": JobState.QUEUED,
-                        ":since": moved_since,
-                    }
-                ),
-            )
-        ]
+    def jobs_to_show(self, pools: list[str] | tuple[str, ...], moved_since: str) -> list[Job]:
+        """The jobs an operator looks at: those of ``pools`` running, re-queued or queued (index
+        by-pool), and those moved since ``moved_since`` (ISO; index by-move-day, one Query per day).
+        Only those cross the wire, whatever the number of finished jobs."""
+        found = {j.job_key: j for j in self.jobs_in_pools(pools, LIVE_JOB_STATES)}
+        since = datetime.fromisoformat(moved_since)
+        day = since.date()
+        last = max(datetime.now(UTC).date(), day + timedelta(days=1))
+        while day <= last:
+            for item in self._query(
+                self.jobs_table,
+                {"moved_day": day.isoformat()},
+                index="by-move-day",
+                filter_expression="last_moved_at >= :since",
+                filter_values={":since": moved_since},
+            ):
+                job = from_item(Job, item)
+                found.setdefault(job.job_key, job)
+            day += timedelta(days=1)
+        return list(found.values())
 
     def jobs_on_cluster(self, pool: str, cluster_id: str, states: tuple[str, ...] = (JobState.SUBMITTED,)) -> list[Job]:
-        """Jobs of ``pool`` on ``cluster_id`` in one of ``states`` (a filtered scan)."""
-        return self.jobs_in_pool(pool, states, cluster_id)
+        """Jobs of ``pool`` on ``cluster_id`` in one of ``states``: one Query per state on the index by-cluster."""
+        return [
+            from_item(Job, item)
+            for state in states
+            for item in self._query(self.jobs_table, {"cluster_id": cluster_id, "state": state}, index="by-cluster")
+            if python_value(item["pool"]) == pool
+        ]
 
-    def jobs_in_pool(
-        self, pool: str, states: tuple[str, ...] = (JobState.SUBMITTED,), cluster_id: str | None = None
-    ) -> list[Job]:
-        """Jobs of ``pool`` in one of ``states``, on ``cluster_id`` if given (a filtered scan)."""
-        values: dict[str, Any] = {f":s{i}": s for i, s in enumerate(states)}
-        condition = f"#p = :p AND #s IN ({', '.join(values)})"
-        values[":p"] = pool
-        names = {"#s": "state", "#p": "pool"}
-        if cluster_id is not None:
-            condition += " AND #c = :c"
-            values[":c"] = cluster_id
-            names["#c"] = "cluster_id"
-        items = self._scan(
-            TableName=self.jobs_table,
-            FilterExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=attribute_values(values),
-            ConsistentRead=True,
-        )
-        return [from_item(Job, i) for i in items]
+    def jobs_in_pool(self, pool: str, states: tuple[str, ...] = (JobState.SUBMITTED,)) -> list[Job]:
+        """Jobs of ``pool`` in one of ``states``: one Query per state on the index by-pool."""
+        return self.jobs_in_pools((pool,), states)
+
+    def jobs_in_pools(self, pools: list[str] | tuple[str, ...], states: tuple[str, ...]) -> list[Job]:
+        return [
+            from_item(Job, item)
+            for pool in pools
+            for state in states
+            for item in self._query(self.jobs_table, {"pool": pool, "state": state}, index="by-pool")
+        ]
 
     def claim_job(self, job_key: str, pool: str, cluster: Cluster, run_id: str, expected: Job | None, slot: str = "") -> Job:
         """Take the job for a new submission to ``cluster``: attempt + 1, state SUBMITTED
@@ -519,6 +565,7 @@ class Registry:
             slot=slot,
             moved=json.dumps(moved[-MOVES_KEPT:]) if moved else "",
             last_moved_at=moved[-1]["requeued_at"] if moved else "",
+            moved_day=moved[-1]["requeued_at"][:10] if moved and moved[-1]["requeued_at"] else None,
         )
         self._versioned_put(
             self.jobs_table, job, "job_key", expected.version if expected else None, f"job {job_key} changed since it was read"
@@ -526,7 +573,10 @@ class Registry:
         return job
 
     def update_job(self, job: Job, **changes: Any) -> Job:
-        """Apply ``changes`` to the job if it is still at ``job.version``."""
+        """Apply ``changes`` to the job if it is still at ``job.version``; a job that finishes
+        (SUCCEEDED or FAILED) gets its ``expires_at``: now plus the retention."""
+        if changes.get("state") in FINISHED_JOB_STATES:
+            changes["expires_at"] = int(time.time() + self.job_retention.total_seconds())
         return self._update(self.jobs_table, _key(job_key=job.job_key), job, changes, f"job {job.job_key}")
 
     def wait_for_submission(self, job_key: str, timeout: float = 60.0) -> Job | None:
@@ -542,7 +592,7 @@ class Registry:
     # ---------------------------------------------------------------- sessions
     def session_slots(self, cluster_id: str) -> list[SessionSlot]:
         """The session slots of ``cluster_id``, by slot number."""
-        items = self._query(self.sessions_table, "cluster_id", cluster_id)
+        items = self._query(self.sessions_table, {"cluster_id": cluster_id})
         return sorted((from_item(SessionSlot, i) for i in items), key=lambda s: int(s.slot))
 
     def get_slot(self, cluster_id: str, slot: str) -> SessionSlot | None:
@@ -608,15 +658,32 @@ class Registry:
             self.client.transact_write_items(TransactItems=[{"Update": update} for update in updates])
 
     # ------------------------------------------------------------------- reads
-    def _query(self, table: str, key: str, value: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
+    def _query(
+        self,
+        table: str,
+        key: dict[str, str],
+        index: str | None = None,
+        filter_expression: str = "",
+        filter_values: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every item of a Query of ``table`` (or its global secondary ``index``: eventually
+        consistent, the table itself is read consistently) whose key attributes equal ``key``."""
+        names = {f"#k{i}": name for i, name in enumerate(key)}
         kwargs: dict[str, Any] = {
             "TableName": table,
-            "KeyConditionExpression": "#k = :v",
-            "ExpressionAttributeNames": {"#k": key},
-            "ExpressionAttributeValues": attribute_values({":v": value}),
-            "ConsistentRead": True,
+            "KeyConditionExpression": " AND ".join(f"#k{i} = :k{i}" for i in range(len(key))),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": attribute_values(
+                {**{f":k{i}": value for i, value in enumerate(key.values())}, **(filter_values or {})}
+            ),
         }
+        if index is None:
+            kwargs["ConsistentRead"] = True
+        else:
+            kwargs["IndexName"] = index
+        if filter_expression:
+            kwargs["FilterExpression"] = filter_expression
+        items: list[dict[str, Any]] = []
         while True:
             page = self.client.query(**kwargs)
             items.extend(page.get("Items", []))

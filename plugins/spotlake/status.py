@@ -225,7 +225,7 @@ def collect(
                 ],
             )
         )
-    all_jobs = registry.jobs_to_show((now - timedelta(days=1)).isoformat())
+    all_jobs = registry.jobs_to_show([p.name for p in pools_cfg.pools], (now - timedelta(days=1)).isoformat())
     jobs = [
         JobRow(
             j.job_key,

@@ -16,7 +16,7 @@ from moto import mock_aws
 from spotlake import aws_setup
 from spotlake.alert_store import AlertStore
 from spotlake.aws_setup import KeySchemaMismatch, ensure_tables, table_keys
-from spotlake.registry import Registry
+from spotlake.registry import JOB_INDEXES, Registry
 from spotlake.stream_status import StreamStatusStore, StreamTableMissing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,16 +82,55 @@ def test_an_existing_table_keeps_its_items_and_the_others_are_added(client: Any)
         KeySchema=[{"AttributeName": "job_key", "KeyType": "HASH"}],
     )
     client.put_item(TableName="t-jobs", Item={"job_key": {"S": "p#w"}})
-    outcomes = {r.table: r.outcome for r in ensure_tables(client, "t")}
-    assert outcomes == {
+    results = {r.table: r for r in ensure_tables(client, "t")}
+    assert {table: r.outcome for table, r in results.items()} == {
         "t-clusters": "created",
-        "t-jobs": "exists",
+        "t-jobs": "updated",  # a table of an earlier version: it gains the indexes and the time to live
         "t-extraction-log": "created",
         "t-sessions": "created",
         "t-streams": "created",
         "t-alerts": "created",
     }
+    assert results["t-jobs"].line() == (
+        "t-jobs: updated (key job_key HASH S; index by-cluster, index by-pool, index by-move-day, time to live on expires_at)"
+    )
     assert client.get_item(TableName="t-jobs", Key={"job_key": {"S": "p#w"}})["Item"]
+    assert indexes_of(client, "t-jobs") == JOB_INDEXES
+    assert {r.table: r.outcome for r in ensure_tables(client, "t")}["t-jobs"] == "exists"
+
+
+def indexes_of(client: Any, table: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    found = client.describe_table(TableName=table)["Table"]["GlobalSecondaryIndexes"]
+    assert all(i["IndexStatus"] == "ACTIVE" and i["Projection"]["ProjectionType"] == "ALL" for i in found)
+    return {i["IndexName"]: tuple((k["AttributeName"], k["KeyType"]) for k in i["KeySchema"]) for i in found}
+
+
+def test_the_jobs_table_is_created_with_its_indexes_and_time_to_live(client: Any) -> None:
+    ensure_tables(client, "t")
+    assert indexes_of(client, "t-jobs") == JOB_INDEXES
+    ttl = client.describe_time_to_live(TableName="t-jobs")["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
+    assert client.describe_table(TableName="t-clusters")["Table"].get("GlobalSecondaryIndexes", []) == []
+
+
+def test_an_index_of_spotlakes_name_with_another_key_is_a_clear_error(client: Any) -> None:
+    client.create_table(
+        TableName="t-jobs",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in ("job_key", "owner")],
+        KeySchema=[{"AttributeName": "job_key", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-pool",
+                "KeySchema": [{"AttributeName": "owner", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    with pytest.raises(KeySchemaMismatch) as caught:
+        ensure_tables(client, "t")
+    assert "t-jobs has an index by-pool keyed (owner HASH), not spotlake's (pool HASH, state RANGE)" in str(caught.value)
+    assert tables(client) == {"t-jobs"}
 
 
 def test_dry_run_creates_nothing(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,6 +138,18 @@ def test_dry_run_creates_nothing(client: Any, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert tables(client) == set()
     assert "t-streams: would create (key stream HASH S; on-demand)" in out and "dry run: nothing was created" in out
+
+
+def test_dry_run_on_a_table_of_an_earlier_version_says_what_it_would_add(client: Any) -> None:
+    client.create_table(
+        TableName="t-jobs",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "job_key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "job_key", "KeyType": "HASH"}],
+    )
+    results = {r.table: r for r in ensure_tables(client, "t", dry_run=True)}
+    assert results["t-jobs"].outcome == "would update" and "index by-pool" in results["t-jobs"].line()
+    assert client.describe_table(TableName="t-jobs")["Table"].get("GlobalSecondaryIndexes", []) == []
 
 
 @pytest.mark.parametrize(("attribute", "kind"), [("id", "S"), ("job_key", "N")])
@@ -126,6 +177,8 @@ def test_a_table_with_another_key_is_a_clear_error_before_any_change(
 def test_a_table_another_setup_creates_meanwhile_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     client = boto3.client("dynamodb", region_name=REGION, aws_access_key_id="k", aws_secret_access_key="s")
     monkeypatch.setattr(aws_setup, "table_keys", lambda prefix: {"t-jobs": (("job_key", "HASH"),)})
+    monkeypatch.setattr(aws_setup, "table_indexes", lambda prefix: {})
+    monkeypatch.setattr(aws_setup, "table_ttl", lambda prefix: {})
     active = {
         "Table": {
             "TableName": "t-jobs",
@@ -139,6 +192,7 @@ def test_a_table_another_setup_creates_meanwhile_is_found(monkeypatch: pytest.Mo
         stub.add_client_error("create_table", "ResourceInUseException")
         stub.add_response("describe_table", active, {"TableName": "t-jobs"})
         stub.add_response("describe_table", active, {"TableName": "t-jobs"})  # the waiter
+        stub.add_response("describe_table", active, {"TableName": "t-jobs"})  # what it lacks
         (result,) = ensure_tables(client, "t")
         stub.assert_no_pending_responses()
     assert result.outcome == "exists"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -172,7 +172,10 @@ def test_items_round_trip_with_their_field_types(obj: Any) -> None:
     back = from_item(type(obj), to_item(obj))
     assert back == obj
     for f in fields(obj):
-        expected = int if f.type == "int" else str
+        if f.type.endswith("| None") and getattr(obj, f.name) is None:
+            assert getattr(back, f.name) is None, f"{type(obj).__name__}.{f.name}"  # not stored, read back as absent
+            continue
+        expected = int if f.type.startswith("int") else str
         assert type(getattr(back, f.name)) is expected, f"{type(obj).__name__}.{f.name}"
 
 
@@ -231,6 +234,10 @@ def registry() -> Iterator[Registry]:
 def test_items_written_in_the_previous_format_read_back_through_the_registry(registry: Registry) -> None:
     client = registry.client
     for obj in ITEMS:
+        if isinstance(obj, Job) and not obj.cluster_id:
+            # The jobs table never held a job without a cluster (claim_job gives it one), and its
+            # index by-cluster refuses an empty key.
+            obj = replace(obj, cluster_id="small-0001")
         table = {Cluster: registry.clusters_table, Job: registry.jobs_table, SessionSlot: registry.sessions_table}[type(obj)]
         client.put_item(TableName=table, Item=_previous_to_item(obj))
         if isinstance(obj, Cluster):

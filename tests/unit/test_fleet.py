@@ -497,6 +497,31 @@ def test_a_pass_confirms_a_failing_cluster_dead_and_launches_its_replacement(
     assert fleet.attention(pool) == ("", "")
 
 
+def test_the_fleets_per_minute_path_queries_and_never_scans(
+    fleet: Fleet, registry: Registry, provider: FakeProvider, clock: FakeClock
+) -> None:
+    """The watch's question and its passes (launch, rotate and drain, check, confirm a death,
+    re-queue, heal) read clusters and jobs with Query and GetItem: no Scan, however many finished
+    jobs the table holds."""
+    calls: list[str] = []
+    registry.client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    pool = pool_config(max_age=timedelta(hours=1), failure_threshold=2)
+    fleet.tend(pool, sleep=lambda _: None)
+    for n in range(30):
+        registry.update_job(submit(registry, f"old#{n}"), state=JobState.SUCCEEDED)
+    running = submit(registry, "shop_orders#w1")
+    fleet.attention(pool)
+    clock.advance(hours=1)
+    fleet.tend(pool, sleep=lambda _: None)  # rotation: small-0001 drains with a job on it
+    assert states(registry) == {"small-0001": "DRAINING", "small-0002": "READY"}
+    provider.fail("small-0001")
+    fleet.attention(pool)
+    report = fleet.tend(pool, sleep=lambda _: None)  # it dies while draining: its job is re-queued
+    assert report.dead == ["small-0001"] and report.requeued_jobs == [running.job_key]
+    fleet.heal(pool)
+    assert "Scan" not in calls and {"Query", "GetItem"} <= set(calls)
+
+
 def test_a_pass_over_a_healthy_pool_does_nothing_and_does_not_wait(fleet: Fleet, registry: Registry) -> None:
     pool = pool_config()
     fleet.launch(pool)

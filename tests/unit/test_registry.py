@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from spotlake.errors import SpotlakeError
 from spotlake.registry import (
     Cluster,
     ClusterState,
@@ -101,3 +104,63 @@ def test_job_claim_is_conditional(registry: Registry) -> None:
         registry.update_job(stale, state=JobState.FAILED)
     again = registry.claim_job("orders#w1", "small", a, "run3", expected=registry.get_job("orders#w1"))
     assert (again.attempt, again.run_id, again.batch_id) == (2, "run3", -1)
+
+
+def dynamodb_calls(registry: Registry) -> list[str]:
+    """Every DynamoDB operation the registry's client makes from now on, by name."""
+    calls: list[str] = []
+    registry.client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_a_finished_job_expires_after_the_retention_and_a_job_claimed_again_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with mock_aws():
+        monkeypatch.setenv("SPOTLAKE_JOB_RETENTION_DAYS", "2")
+        registry = Registry(boto3.client("dynamodb", region_name="us-east-1"), prefix="t")
+        registry.create_tables()
+        a = launch(registry, "small", "a")
+        job = registry.claim_job("orders#w1", "small", a, "run1", expected=None)
+        assert registry.get_job("orders#w1").expires_at is None
+        running = registry.update_job(job, batch_id=7)
+        assert running.expires_at is None
+        before = int(time.time())
+        registry.update_job(running, state=JobState.FAILED, reason="boom")
+        stored = registry.get_job("orders#w1")
+        assert before + 2 * 86400 <= stored.expires_at <= time.time() + 2 * 86400
+        again = registry.claim_job("orders#w1", "small", a, "run2", expected=stored)  # a cleared task
+        assert again.expires_at is None and registry.get_job("orders#w1").expires_at is None
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two weeks"])
+def test_a_retention_that_is_not_a_positive_number_of_days_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SPOTLAKE_JOB_RETENTION_DAYS", value)
+    with pytest.raises(SpotlakeError, match=rf"SPOTLAKE_JOB_RETENTION_DAYS='{value}' is not a number of days above 0; set it"):
+        Registry(None, "t")
+
+
+def test_jobs_are_found_by_cluster_pool_and_recent_move_through_queries_never_a_scan(registry: Registry) -> None:
+    a, b = launch(registry, "small", "a"), launch(registry, "large", "b")
+    for n in range(40):  # finished jobs: what a Scan would have to read through
+        done = registry.claim_job(f"old#{n}", "small", a, "r", expected=None)
+        registry.update_job(done, state=JobState.SUCCEEDED)
+    on_a = registry.claim_job("orders#w1", "small", a, "r", expected=None)
+    registry.claim_job("stream", "large", b, "r", expected=None)
+    moved = registry.update_job(on_a, state=JobState.REQUEUED, moves=1, reason="cluster a DEAD")
+    c = launch(registry, "small", "c", replaces="a")
+    moved = registry.claim_job("orders#w1", "small", c, "r2", expected=moved)
+    assert moved.moved_day == moved.last_moved_at[:10]
+    registry.update_job(moved, state=JobState.SUCCEEDED)
+
+    calls = dynamodb_calls(registry)
+    assert [j.job_key for j in registry.jobs_on_cluster("large", "b")] == ["stream"]
+    assert registry.jobs_on_cluster("small", "b") == []  # another pool's cluster
+    assert [j.job_key for j in registry.jobs_in_pool("small", (JobState.SUCCEEDED,))].count("orders#w1") == 1
+    assert len(registry.jobs_in_pool("small", (JobState.SUCCEEDED, JobState.FAILED))) == 41
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    shown = {j.job_key: j.state for j in registry.jobs_to_show(["small", "large"], yesterday)}
+    assert shown == {"stream": JobState.SUBMITTED, "orders#w1": JobState.SUCCEEDED}  # running, and moved lately
+    later = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    assert {j.job_key for j in registry.jobs_to_show(["small", "large"], later)} == {"stream"}
+    assert set(calls) == {"Query"}

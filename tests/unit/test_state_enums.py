@@ -36,7 +36,7 @@ PREVIOUS_STRINGS: list[tuple[type[StrEnum], list[str]]] = [
     (StreamState, ["RUNNING", "STARTED", "RESTARTED", "MOVED", "WAITING", "BACKED_OFF"]),
     (sessions.StatementOutcome, ["running", "success", "failed", "cancelled"]),
     (freshness.FreshnessStatus, ["fresh", "STALE", "FAILING", "loading", "never run"]),
-    (aws_setup.Outcome, ["created", "exists", "would create"]),
+    (aws_setup.Outcome, ["created", "exists", "updated", "would create", "would update"]),
 ]
 
 
