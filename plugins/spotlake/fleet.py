@@ -13,6 +13,13 @@ without Airflow or real clusters. Its pieces, each idempotent:
 - :meth:`Fleet.rotate`: replace the READY cluster past ``max_age`` (the replacement
   takes over before the old one stops taking work), terminate DRAINING clusters when
   idle or at their drain deadline, re-queueing what is left.
+- :meth:`Fleet.settle`: no cluster is left running (and billing) once the registry says it
+  ended: each DEAD or TERMINATED cluster is asked about every pass, and its termination
+  requested again, until the provider confirms it gone (``terminated_at``).
+- :meth:`Fleet.sweep`: a cluster the provider runs under the project's tags (and this
+  registry's prefix) that the registry does not know, or knows as ended, is terminated once
+  older than the pool's ``sweep_grace``, and recorded TERMINATED so that :meth:`settle`
+  follows it.
 
 Race safety. Every state change is a conditional write; losing one is reported,
 not raised. A vacancy (no live cluster, or a cluster due for rotation) is claimed
@@ -40,6 +47,7 @@ from spotlake.providers.base import (
     ClusterProvider,
     Liveness,
     ProviderError,
+    RunningCluster,
     TerminationReason,
 )
 from spotlake.registry import Cluster, ClusterState, JobState, Registry, StaleState
@@ -65,6 +73,10 @@ class FleetAction(StrEnum):
     TERMINATED = "terminated"  # terminated (drained, or gone by spotlake's own termination)
     REQUEUED = "requeued"  # jobs left on a DEAD or TERMINATED cluster re-queued
     LOST_RACE = "lost-race"  # another fleet run changed it first
+    STILL_RUNNING = "still-running"  # DEAD or TERMINATED, the provider still runs it: termination requested again
+    CONFIRMED = "confirmed"  # the provider confirms a DEAD or TERMINATED cluster no longer runs
+    UNTRACKED = "untracked"  # runs under the project's tags unknown to the registry: swept after sweep_grace
+    SWEPT = "swept"  # such a cluster, terminated and recorded TERMINATED
 
 
 class Attention(StrEnum):
@@ -220,6 +232,29 @@ class Vacancy:
         return f"{self.pool}-{self.generation:04d}"
 
 
+def termination_kind(cluster: Cluster) -> str:
+    """Why spotlake terminates an ended cluster, from why it ended (the provider's tag)."""
+    if cluster.reason.startswith("swept:"):
+        return TerminationReason.UNTRACKED
+    if cluster.state == ClusterState.DEAD:
+        return TerminationReason.LAUNCH_TIMEOUT if "launch_timeout" in cluster.reason else TerminationReason.UNHEALTHY
+    return TerminationReason.DRAIN_DEADLINE if cluster.reason.startswith("drain deadline") else TerminationReason.ROTATION
+
+
+def untracked(cluster: Cluster | None, running: RunningCluster) -> str:
+    """Why a cluster the provider runs is not one the registry runs ("" when it is)."""
+    if cluster is None:
+        return f"cluster {running.cluster_id} ({running.provider_id}) runs under the project's tags but is not in the registry"
+    if cluster.provider_id and cluster.provider_id != running.provider_id:
+        return (
+            f"{running.provider_id} carries cluster id {running.cluster_id}, which the registry knows as "
+            f"{cluster.provider_id}: a second launch"
+        )
+    if cluster.state in GONE_STATES and cluster.terminated_at:
+        return f"cluster {running.cluster_id} is {cluster.state} in the registry (gone since {cluster.terminated_at}) but runs"
+    return ""
+
+
 class Fleet:
     def __init__(self, registry: Registry, provider: ClusterProvider, clock: Clock = utc_now) -> None:
         self.registry = registry
@@ -246,6 +281,12 @@ class Fleet:
                 return Attention.URGENT, f"cluster {cluster.cluster_id} failed a health check: {health.reason}"
             if health.alive and cluster.failures:
                 return Attention.URGENT, f"cluster {cluster.cluster_id} is healthy again after {cluster.failures} failed check(s)"
+        for cluster in self.registry.clusters(pool.name):
+            if cluster.state in GONE_STATES and not cluster.terminated_at:
+                return (
+                    Attention.PERIODIC,
+                    f"cluster {cluster.cluster_id} is {cluster.state}; the provider has not confirmed it gone",
+                )
         for cluster in clusters:
             if cluster.state == ClusterState.LAUNCHING:
                 return Attention.PERIODIC, f"cluster {cluster.cluster_id} is launching"
@@ -274,6 +315,8 @@ class Fleet:
             wait(pool.health_check_interval.total_seconds())
             self.check_health(pool, report)
         self.heal(pool, report)
+        self.settle(pool, report)
+        self.sweep(pool, report)
         return report
 
     # ------------------------------------------------------------------ whole
@@ -283,6 +326,8 @@ class Fleet:
         self.check_health(pool, report)
         self.heal(pool, report)
         self.rotate(pool, report)
+        self.settle(pool, report)
+        self.sweep(pool, report)
         return report
 
     # ----------------------------------------------------------------- launch
@@ -573,6 +618,117 @@ class Fleet:
             requeue_reason = f"cluster {cluster.cluster_id} was terminated after draining"
         jobs = self._requeue(cluster.pool, cluster.cluster_id, requeue_reason)
         report.add(cluster.cluster_id, FleetAction.TERMINATED, reason, jobs)
+
+    # ----------------------------------------------------------------- settle
+    def settle(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
+        """Each DEAD or TERMINATED cluster the provider has not confirmed gone: record the
+        confirmation, or request its termination again (a failed or not yet effective call), so
+        no cluster the registry ended keeps running."""
+        report = report or FleetReport(pool.name)
+        just_ended = set(report.dead) | set(report.clusters(FleetAction.TERMINATED))  # asked next pass
+        for cluster in self.registry.clusters(pool.name):
+            if cluster.state in GONE_STATES and not cluster.terminated_at and cluster.cluster_id not in just_ended:
+                self._settle_one(cluster, report)
+        return report
+
+    def _settle_one(self, cluster: Cluster, report: FleetReport) -> None:
+        try:
+            gone = self.provider.gone(cluster)
+        except ProviderError as exc:
+            report.error(f"cluster {cluster.cluster_id} is {cluster.state}; whether it still runs could not be asked: {exc}")
+            return
+        if gone:
+            try:
+                self.registry.update_cluster(cluster, terminated_at=self.clock().isoformat(timespec="milliseconds"))
+            except StaleState:
+                return
+            after = f" after {cluster.terminate_attempts} repeated request(s)" if cluster.terminate_attempts else ""
+            report.add(
+                cluster.cluster_id, FleetAction.CONFIRMED, f"{cluster.state}: the provider confirms it no longer runs{after}"
+            )
+            return
+        attempts = cluster.terminate_attempts + 1
+        error = ""
+        try:
+            self.provider.terminate(cluster, termination_kind(cluster))
+        except ProviderError as exc:
+            error = str(exc)
+        try:
+            self.registry.update_cluster(cluster, terminate_attempts=attempts, terminate_error=error[:1000])
+        except StaleState:
+            return
+        if error:
+            report.error(
+                f"cluster {cluster.cluster_id} is {cluster.state} but still runs; termination request {attempts} "
+                f"failed (asked again next pass): {error}"
+            )
+        else:
+            report.add(
+                cluster.cluster_id,
+                FleetAction.STILL_RUNNING,
+                f"{cluster.state} but the provider still runs it: termination requested again ({attempts})",
+            )
+
+    # ------------------------------------------------------------------ sweep
+    def sweep(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:
+        """Terminate the clusters the provider runs for ``pool`` that the registry does not run:
+        unknown to it, another launch under a known id, or ended and confirmed so; each once older
+        than ``sweep_grace`` (a launch records LAUNCHING before it asks the provider, so a cluster
+        of the fleet's own is never unknown), then recorded TERMINATED (:meth:`settle` follows it)."""
+        report = report or FleetReport(pool.name)
+        try:
+            found = self.provider.running(pool)
+        except ProviderError as exc:
+            report.error(f"the provider's clusters of pool {pool.name} could not be listed (swept next pass): {exc}")
+            return report
+        if not found:
+            return report
+        known = {c.cluster_id: c for c in self.registry.clusters(pool.name)}
+        for running in found:
+            cluster = known.get(running.cluster_id)
+            why = untracked(cluster, running)
+            if not why:
+                continue
+            if running.created_at is None:
+                report.add(running.cluster_id, FleetAction.UNTRACKED, f"{why}; its age is unknown: not terminated")
+                continue
+            age = self.clock() - running.created_at
+            if age < pool.sweep_grace:
+                left = span(pool.sweep_grace - age)
+                report.add(running.cluster_id, FleetAction.UNTRACKED, f"{why}; terminated in {left} if still so (sweep_grace)")
+                continue
+            try:
+                self.provider.terminate_running(running, TerminationReason.UNTRACKED)
+            except ProviderError as exc:
+                report.error(f"untracked cluster {running.cluster_id} ({running.provider_id}) could not be terminated: {exc}")
+                continue
+            reason = f"swept: {why}; running {span(age)}"
+            self._record_swept(pool, running, cluster, reason)
+            report.add(running.cluster_id, FleetAction.SWEPT, f"{reason}; {running.provider_id} terminated")
+            log.warning("pool %s: swept cluster %s (%s): %s", pool.name, running.cluster_id, running.provider_id, reason)
+        return report
+
+    def _record_swept(self, pool: PoolConfig, running: RunningCluster, known: Cluster | None, reason: str) -> None:
+        """Make the registry follow the swept cluster until the provider confirms it gone."""
+        try:
+            if known is None:
+                generation = running.cluster_id.rsplit("-", 1)[-1]
+                self.registry.put_swept(
+                    Cluster(
+                        pool=pool.name,
+                        cluster_id=running.cluster_id,
+                        provider=self.provider.name,
+                        state="",
+                        provider_id=running.provider_id,
+                        generation=int(generation) if generation.isdigit() else 0,
+                        launched_at=running.created_at.isoformat(timespec="milliseconds") if running.created_at else "",
+                    ),
+                    reason[:1000],
+                )
+            elif known.state in GONE_STATES and known.provider_id in ("", running.provider_id):
+                self.registry.update_cluster(known, terminated_at="", reason=reason[:1000])
+        except StaleState:
+            pass  # another pass recorded it; the next sweep sees it again if it still runs
 
     # ------------------------------------------------------------------ clock
     def _age(self, iso: str) -> timedelta:

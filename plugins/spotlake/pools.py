@@ -47,6 +47,7 @@ TIMING_KEYS = {
     "failure_threshold",
     "launch_timeout",
     "max_batches",
+    "sweep_grace",
 }
 DEFAULTS_KEYS = TIMING_KEYS | {"owner"}
 POOL_KEYS = DEFAULTS_KEYS | {"serves", "local", "emr", "sessions"}
@@ -106,6 +107,7 @@ DEFAULT_TIMINGS: dict[str, Any] = {
     "failure_threshold": 3,
     "launch_timeout": "20m",
     "max_batches": 2,
+    "sweep_grace": "15m",
 }
 
 
@@ -254,6 +256,9 @@ class PoolConfig:
     failure_threshold: int
     launch_timeout: timedelta
     max_batches: int = 2
+    # A cluster running under the project's tags that the registry does not run is terminated
+    # once this old (see spotlake.fleet.Fleet.sweep).
+    sweep_grace: timedelta = timedelta(minutes=15)
     serves_pipelines: tuple[str, ...] = ()
     serves_streams: tuple[str, ...] = ()
     local: LocalShape | None = None
@@ -343,7 +348,7 @@ def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider:
     timing = {**DEFAULT_TIMINGS, **defaults, **{k: v for k, v in entry.items() if k in TIMING_KEYS}}
     durations = {
         key: parse_duration(timing[key], f"{where}.{key}")
-        for key in ("max_age", "drain_deadline", "health_check_interval", "launch_timeout")
+        for key in ("max_age", "drain_deadline", "health_check_interval", "launch_timeout", "sweep_grace")
     }
     for key, value in durations.items():
         if value <= timedelta(0):

@@ -140,6 +140,12 @@ class Cluster:
     drain_started_at: str = ""
     # Every state the cluster entered and when: "<STATE> <ISO time>;...", oldest first.
     transitions: str = ""
+    # DEAD or TERMINATED: when the provider confirmed it no longer runs ("" not yet: the fleet asks
+    # again, and requests its termination again, each pass), the termination requests made after
+    # the first, and the last one's error.
+    terminated_at: str = ""
+    terminate_attempts: int = 0
+    terminate_error: str = ""
 
     def state_changes(self) -> list[tuple[str, str]]:
         """``transitions`` as (state, ISO time) pairs, oldest first."""
@@ -376,6 +382,22 @@ class Registry:
         self._versioned_put(
             self.clusters_table, cluster, "cluster_id", None, f"cluster {cluster.pool}/{cluster.cluster_id} already exists"
         )
+
+    def put_swept(self, cluster: Cluster, reason: str) -> Cluster:
+        """Record a cluster the provider ran behind the registry's back, being terminated by the
+        sweep, as TERMINATED (not yet confirmed: the fleet follows it until the provider confirms);
+        fails if the id exists."""
+        now = now_iso()
+        cluster.state = ClusterState.TERMINATED
+        cluster.version = 1
+        cluster.reason = reason
+        cluster.launched_at = cluster.launched_at or now
+        cluster.updated_at = now
+        cluster.transitions = f"{ClusterState.TERMINATED} {now}"
+        self._versioned_put(
+            self.clusters_table, cluster, "cluster_id", None, f"cluster {cluster.pool}/{cluster.cluster_id} already exists"
+        )
+        return cluster
 
     def mark_ready(self, cluster: Cluster, endpoint: str, replaces: str = "") -> Cluster:
         """LAUNCHING -> READY, and make it the pool's active cluster, atomically.

@@ -39,6 +39,9 @@ class ClusterRow:
     provider: str = ""
     launched_at: str = ""
     rotation_due: str = ""  # a READY cluster: when it is replaced ("in 3h 10m", "due")
+    # A DEAD or TERMINATED cluster: whether the provider confirmed it no longer runs ("confirmed
+    # <time>", or "NOT CONFIRMED: ..." while the fleet still asks); "" for a live one.
+    ended: str = ""
 
 
 @dataclass
@@ -199,7 +202,9 @@ def collect(
         active, _ = registry.active_cluster_id(pool.name)
         clusters = sorted(registry.clusters(pool.name), key=lambda c: (c.generation, c.launched_at), reverse=True)
         live = [c for c in clusters if c.state in LIVE_CLUSTER_STATES]
-        gone = [c for c in clusters if c.state not in LIVE_CLUSTER_STATES][:RECENT_GONE]
+        ended = [c for c in clusters if c.state not in LIVE_CLUSTER_STATES]
+        # The last few, and every one the provider has not confirmed gone (it may still bill).
+        gone = [c for i, c in enumerate(ended) if i < RECENT_GONE or not c.terminated_at]
         views.append(
             PoolView(
                 name=pool.name,
@@ -220,6 +225,7 @@ def collect(
                         c.provider,
                         c.launched_at,
                         _rotation_due(c, pool, now),
+                        _ended(c),
                     )
                     for c in live + gone
                 ],
@@ -285,6 +291,16 @@ def collect(
         windows,
         alerts,
     )
+
+
+def _ended(cluster: Cluster) -> str:
+    """Whether the provider confirmed an ended cluster gone (see spotlake.fleet.Fleet.settle)."""
+    if cluster.state in LIVE_CLUSTER_STATES:
+        return ""
+    if cluster.terminated_at:
+        return f"confirmed {cluster.terminated_at[:19]}"
+    said = f"; last error: {cluster.terminate_error[:200]}" if cluster.terminate_error else ""
+    return f"NOT CONFIRMED: {cluster.terminate_attempts} repeated termination request(s){said}"
 
 
 def _iso(epoch: float) -> str:
@@ -353,9 +369,17 @@ def render(snapshot: Snapshot) -> str:
             out.append("  no cluster yet: the fleet DAG launches one")
             continue
         out += _table(
-            ["cluster", "state", "age", "endpoint", "sessions", "reason"],
+            ["cluster", "state", "age", "endpoint", "sessions", "gone at provider", "reason"],
             [
-                [c.cluster_id + (" *" if c.active else ""), c.state, c.age, c.endpoint, c.sessions, c.reason[:100]]
+                [
+                    c.cluster_id + (" *" if c.active else ""),
+                    c.state,
+                    c.age,
+                    c.endpoint,
+                    c.sessions,
+                    c.ended or "-",
+                    c.reason[:100],
+                ]
                 for c in pool.clusters
             ],
         )

@@ -11,9 +11,13 @@ them to the fleet as a :class:`~spotlake.providers.base.ClusterProvider`.
 from __future__ import annotations
 
 import fcntl
+import re
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import psutil
 
 from spotlake import maven
 from spotlake.errors import SpotlakeError
@@ -25,6 +29,7 @@ from spotlake.providers.base import (
     LaunchFailed,
     Liveness,
     Probe,
+    RunningCluster,
 )
 from spotlake.stack import StackLayout
 from spotlake_dev.localstack import livy_server
@@ -75,6 +80,23 @@ class LocalProvider:
 
     def terminate(self, cluster_id: str) -> None:
         self.supervisor.stop(f"livy-{cluster_id}")
+
+    def running(self, pool: str) -> list[tuple[str, int, datetime | None]]:
+        """The pool's clusters whose Livy process runs: (cluster id, PID, when it started)."""
+        found = []
+        for pid_file in sorted(self.layout.run_dir.glob(f"livy-{pool}-*.pid")):
+            cluster_id = pid_file.stem.removeprefix("livy-")
+            if not re.fullmatch(rf"{re.escape(pool)}-\d{{4,}}", cluster_id):
+                continue  # another pool's whose name starts with this one's
+            pid = self.supervisor.pid(pid_file.stem)
+            if pid is None:
+                continue
+            try:
+                started: datetime | None = datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
+            except psutil.Error:
+                started = None
+            found.append((cluster_id, pid, started))
+        return found
 
     def kill(self, cluster_id: str) -> None:
         self.supervisor.kill(f"livy-{cluster_id}")
@@ -130,3 +152,16 @@ class LocalClusterProvider(ClusterProvider):
 
     def terminate(self, cluster: Cluster, reason: str) -> None:
         self.processes.terminate(cluster.cluster_id)
+
+    def gone(self, cluster: Cluster) -> bool:
+        return not self.processes.supervisor.is_running(f"livy-{cluster.cluster_id}")
+
+    def running(self, pool: PoolConfig) -> list[RunningCluster]:
+        """The pool's Livy processes of this stack (its run folder: one registry per stack)."""
+        return [
+            RunningCluster(cluster_id, pool.name, str(pid), started, "RUNNING")
+            for cluster_id, pid, started in self.processes.running(pool.name)
+        ]
+
+    def terminate_running(self, found: RunningCluster, reason: str) -> None:
+        self.processes.terminate(found.cluster_id)

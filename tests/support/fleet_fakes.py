@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from spotlake.pools import LocalShape, PoolConfig
@@ -12,6 +12,7 @@ from spotlake.providers.base import (
     ClusterProvider,
     LaunchedCluster,
     Liveness,
+    RunningCluster,
 )
 from spotlake.registry import Cluster
 
@@ -29,6 +30,10 @@ class FakeProvider(ClusterProvider):
         self.checks: dict[str, int] = {}
         self.fail_launch: Exception | None = None
         self.on_launch: Any = None
+        self.fail_terminate: Exception | None = None  # the next terminate raises it (every one: keep_failing)
+        self.keep_failing = False
+        self.stopped: set[str] = set()
+        self.created: dict[str, datetime] = {}  # launches made behind the registry's back: when
 
     def launch(self, pool: PoolConfig, cluster_id: str) -> LaunchedCluster:
         if self.on_launch is not None:
@@ -53,7 +58,11 @@ class FakeProvider(ClusterProvider):
         return health.endpoint
 
     def terminate(self, cluster: Cluster, reason: str) -> None:
+        if self.fail_terminate is not None:
+            error, self.fail_terminate = self.fail_terminate, (self.fail_terminate if self.keep_failing else None)
+            raise error
         self.terminated.append((cluster.cluster_id, reason))
+        self.stopped.add(cluster.cluster_id)
         self.health_of[cluster.cluster_id] = ClusterHealth(
             Liveness.DEAD,
             f"terminated ({reason})",
@@ -61,6 +70,22 @@ class FakeProvider(ClusterProvider):
             own_termination=True,
             definitive=True,
         )
+
+    def gone(self, cluster: Cluster) -> bool:
+        said = self.health_of.get(cluster.cluster_id)
+        if said is not None and said.definitive:
+            return True  # the provider said so (EMR: TERMINATED)
+        return cluster.cluster_id not in self.launched or cluster.cluster_id in self.stopped
+
+    def running(self, pool: PoolConfig) -> list[RunningCluster]:
+        return [
+            RunningCluster(c, pool.name, f"fake-{c}", self.created.get(c), "RUNNING")
+            for c in self.launched
+            if c not in self.stopped and c.startswith(f"{pool.name}-")
+        ]
+
+    def terminate_running(self, found: RunningCluster, reason: str) -> None:
+        self.terminate(Cluster(pool=found.pool, cluster_id=found.cluster_id, provider=self.name, state=""), reason)
 
     def fail(self, cluster_id: str, reason: str = "Livy at http://x did not answer: connection refused") -> None:
         self.health_of[cluster_id] = ClusterHealth.failed(reason)

@@ -12,7 +12,7 @@ backend, as moto's own tests do.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -316,3 +316,86 @@ def test_fleet_on_emr_launches_then_heals_a_spot_loss(
     assert report.dead == ["small-0001"] and report.requeued_jobs == ["shop_orders#w1"]
     assert registry.get_job("shop_orders#w1").state == JobState.REQUEUED
     assert registry.ready_cluster("small").cluster_id == "small-0002"
+
+
+class Clock:
+    """The fleet's clock, from now (moto stamps a cluster's creation with the real time)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def emr_state(job_flow_id: str) -> str:
+    return str(boto3.client("emr", region_name=REGION).describe_cluster(ClusterId=job_flow_id)["Cluster"]["Status"]["State"])
+
+
+def test_the_sweep_terminates_a_cluster_launched_behind_the_registrys_back(
+    provider: EmrProvider, pool: pools.PoolConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPOTLAKE_REGISTRY_PREFIX", "t")
+    provider = EmrProvider(emr_hook, sleep=lambda _: None, probe=None)
+    registry = Registry(boto3.client("dynamodb", region_name=REGION), prefix="t")
+    registry.create_tables()
+    clock = Clock()
+    fleet = Fleet(registry, provider, clock=clock)
+    fleet.launch(pool)
+    (ours,) = registry.clusters("small")
+
+    emr = boto3.client("emr", region_name=REGION)
+    leaked = emr.run_job_flow(**provider.job_flow_request(pool, "small-0007", clock.now))["JobFlowId"]
+    other = EmrProvider(emr_hook, sleep=lambda _: None, probe=None, registry_prefix="staging")
+    foreign = emr.run_job_flow(**other.job_flow_request(pool, "small-0001", clock.now))["JobFlowId"]  # another deployment's
+
+    report = fleet.reconcile(pool)
+    assert report.clusters("untracked") == ["small-0007"] and "terminated in 15m if still so" in " ".join(report.lines())
+    assert emr_state(leaked) in ("STARTING", "WAITING", "RUNNING")
+
+    clock.now += timedelta(minutes=16)
+    report = fleet.reconcile(pool)
+    assert report.clusters("swept") == ["small-0007"]
+    assert "not in the registry" in report.lines()[-1] and leaked in report.lines()[-1]
+    assert emr_state(leaked) == "TERMINATED"
+    tags = {t["Key"]: t["Value"] for t in emr.describe_cluster(ClusterId=leaked)["Cluster"]["Tags"]}
+    assert tags[TAG_TERMINATED_BY] == "untracked"
+    swept = registry.get_cluster("small", "small-0007")
+    assert (swept.state, swept.provider_id, swept.generation) == (ClusterState.TERMINATED, leaked, 7)
+    assert swept.reason.startswith("swept: cluster small-0007")
+
+    report = fleet.reconcile(pool)  # the provider confirms it gone
+    assert report.clusters("confirmed") == ["small-0007"] and registry.get_cluster("small", "small-0007").terminated_at
+    assert emr_state(foreign) in ("STARTING", "WAITING", "RUNNING")  # not this registry's: left alone
+    assert registry.get_cluster("small", ours.cluster_id).state == ClusterState.READY
+    assert emr_state(ours.provider_id) in ("STARTING", "WAITING", "RUNNING")
+    assert fleet.vacancy(pool, rotation=False) is None and fleet.sweep(pool).events == []
+
+
+def test_a_dead_cluster_whose_first_termination_failed_ends_terminated(provider: EmrProvider, pool: pools.PoolConfig) -> None:
+    registry = Registry(boto3.client("dynamodb", region_name=REGION), prefix="t")
+    registry.create_tables()
+    fleet = Fleet(registry, provider, clock=Clock())
+    fleet.launch(pool)
+    (cluster,) = registry.clusters("small")
+    provider.probe = lambda endpoint: f"Livy at {endpoint} did not answer: connection refused"
+    provider.hook.conn = Throttling(provider.client, {"terminate_job_flows": 1}, code="InternalServerError")
+    for _ in range(pool.failure_threshold):
+        report = fleet.check_health(pool)
+    dead = registry.get_cluster("small", cluster.cluster_id)
+    assert dead.state == ClusterState.DEAD and dead.terminated_at == ""
+    assert "could not be terminated" in " ".join(report.errors) and "InternalServerError" in " ".join(report.errors)
+    assert emr_state(cluster.provider_id) in ("WAITING", "RUNNING")  # still billing
+    assert fleet.attention(pool)[0] == "urgent"  # no READY cluster; the pass also settles
+
+    provider.probe = None
+    report = fleet.reconcile(pool)
+    assert report.clusters("still-running") == [cluster.cluster_id] and report.errors == []
+    assert "termination requested again (1)" in " ".join(report.lines())
+    assert emr_state(cluster.provider_id) == "TERMINATED"
+    report = fleet.reconcile(pool)
+    confirmed = registry.get_cluster("small", cluster.cluster_id)
+    assert report.clusters("confirmed") == [cluster.cluster_id] and confirmed.terminated_at
+    assert (confirmed.state, confirmed.terminate_attempts, confirmed.terminate_error) == (ClusterState.DEAD, 1, "")
+    assert provider.client.calls["terminate_job_flows"] == 2
+    assert fleet.settle(pool).events == []  # nothing left to ask about

@@ -19,6 +19,7 @@ from spotlake.providers.base import (
     ClusterHealth,
     LaunchFailed,
     Liveness,
+    ProviderError,
 )
 from spotlake.registry import Cluster, ClusterState, Job, JobState, Registry
 from spotlake_dev.localstack.provider import LocalClusterProvider
@@ -494,6 +495,9 @@ def test_a_pass_confirms_a_failing_cluster_dead_and_launches_its_replacement(
     assert report.dead == [first] and report.requeued_jobs == [job.job_key]
     assert states(registry)[first] == ClusterState.DEAD and len(ready(registry)) == 1
     assert registry.get_job(job.job_key).state == JobState.REQUEUED
+    # Terminated by this pass; the next one asks the provider whether it is gone.
+    assert fleet.attention(pool) == ("periodic", f"cluster {first} is DEAD; the provider has not confirmed it gone")
+    assert fleet.tend(pool, sleep=waits.append).clusters("confirmed") == [first]
     assert fleet.attention(pool) == ("", "")
 
 
@@ -520,6 +524,40 @@ def test_the_fleets_per_minute_path_queries_and_never_scans(
     assert report.dead == ["small-0001"] and report.requeued_jobs == [running.job_key]
     fleet.heal(pool)
     assert "Scan" not in calls and {"Query", "GetItem"} <= set(calls)
+
+
+def test_an_ended_cluster_is_asked_about_until_the_provider_confirms_it_gone(
+    fleet: Fleet, registry: Registry, provider: FakeProvider
+) -> None:
+    pool = pool_config(failure_threshold=1)
+    fleet.launch(pool)
+    provider.fail("small-0001")
+    provider.fail_terminate, provider.keep_failing = ProviderError("TerminateJobFlows: InternalServerError"), True
+    report = fleet.tend(pool, sleep=lambda _: None)
+    assert report.dead == ["small-0001"] and "could not be terminated" in report.errors[0]
+    assert fleet.attention(pool) == ("periodic", "cluster small-0001 is DEAD; the provider has not confirmed it gone")
+
+    report = fleet.tend(pool, sleep=lambda _: None)
+    assert report.errors == [
+        "cluster small-0001 is DEAD but still runs; termination request 1 failed (asked again next pass): "
+        "TerminateJobFlows: InternalServerError"
+    ]
+    dead = registry.get_cluster("small", "small-0001")
+    assert (dead.terminate_attempts, dead.terminate_error, dead.terminated_at) == (
+        1,
+        "TerminateJobFlows: InternalServerError",
+        "",
+    )
+
+    provider.fail_terminate = None
+    report = fleet.tend(pool, sleep=lambda _: None)
+    assert report.clusters("still-running") == ["small-0001"] and provider.terminated == [("small-0001", "unhealthy")]
+    report = fleet.tend(pool, sleep=lambda _: None)
+    assert report.lines() == [
+        "pool small: cluster small-0001 confirmed: DEAD: the provider confirms it no longer runs after 2 repeated request(s)"
+    ]
+    assert registry.get_cluster("small", "small-0001").terminated_at == T0.isoformat(timespec="milliseconds")
+    assert fleet.attention(pool) == ("", "") and fleet.tend(pool, sleep=lambda _: None).events == []
 
 
 def test_a_pass_over_a_healthy_pool_does_nothing_and_does_not_wait(fleet: Fleet, registry: Registry) -> None:

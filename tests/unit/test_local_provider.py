@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from spotlake.registry import Cluster
 from spotlake.stack import StackLayout
 from spotlake_dev.localstack import provider as local
 from spotlake_dev.localstack.process import free_port
+from tests.support.fleet_fakes import pool_config
 
 
 def test_two_pools_launching_at_once_get_two_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,3 +60,21 @@ def test_two_pools_launching_at_once_get_two_ports(tmp_path: Path, monkeypatch: 
     finally:
         for server in servers:
             server.close()
+
+
+def test_the_pools_running_clusters_are_its_livy_processes(tmp_path: Path) -> None:
+    """What the fleet's sweep looks at: the pool's Livy PID files whose process runs (this test's
+    own process stands in for a Livy server), not another pool's nor a dead one's."""
+    layout = StackLayout(root=tmp_path / ".stack", project=tmp_path, settings={})
+    layout.run_dir.mkdir(parents=True)
+    for name, pid in (("small-0003", os.getpid()), ("small_x-0001", os.getpid()), ("small-0004", 2**22 + 1)):
+        (layout.run_dir / f"livy-{name}.pid").write_text(str(pid))
+    provider = local.LocalClusterProvider(local.LocalProvider(layout), probe=lambda endpoint: None)
+    pool = pool_config()
+    (found,) = provider.running(pool)
+    assert (found.cluster_id, found.pool, found.provider_id) == ("small-0003", "small", str(os.getpid()))
+    assert found.created_at is not None and found.created_at <= datetime.now(UTC)
+    gone = Cluster(pool="small", cluster_id="small-0004", provider="local", state="DEAD")
+    assert provider.gone(gone) and not provider.gone(
+        Cluster(pool="small", cluster_id="small-0003", provider="local", state="DEAD")
+    )

@@ -65,6 +65,28 @@ def test_status_shows_clusters_jobs_and_freshness(registry: Registry) -> None:
     assert "pool large" in text and "no cluster yet" in text
 
 
+def test_status_shows_whether_the_provider_confirmed_ended_clusters_gone_and_what_the_sweep_did(registry: Registry) -> None:
+    """An ended cluster the provider has not confirmed gone is shown however old (it may still
+    bill), with the repeated termination requests and their last error; a swept one with why."""
+    seed(registry)  # small-0001 DEAD, not confirmed
+    dead = registry.get_cluster("small", "small-0001")
+    registry.update_cluster(dead, terminate_attempts=2, terminate_error="EMR TerminateJobFlows j-1 failed: InternalServerError")
+    for n in range(3, 7):  # four more ended clusters, confirmed gone: more than the recent ones shown
+        ended = Cluster(pool="small", cluster_id=f"small-000{n}", provider="local", state="", generation=n)
+        registry.put_launching(ended)
+        ended = registry.transition_cluster(ended, ClusterState.TERMINATED, "drained: no running jobs")
+        registry.update_cluster(ended, terminated_at="2026-11-27T14:05:00.000+00:00")
+    swept = Cluster(pool="small", cluster_id="small-0042", provider="local", state="", provider_id="4242", generation=42)
+    registry.put_swept(swept, "swept: cluster small-0042 (4242) runs under the project's tags but is not in the registry")
+    text = status.render(status.collect(registry, pools.load(provider="local"), config.load(), NOW))
+    words = " ".join(text.split())
+    assert "NOT CONFIRMED: 2 repeated termination request(s); last error: EMR TerminateJobFlows j-1 failed" in words
+    assert "small-0042 TERMINATED" in words and "swept: cluster small-0042 (4242) runs under the project's tags" in words
+    assert "confirmed 2026-11-27T14:05:00" in words
+    shown = [c.cluster_id for c in status.collect(registry, pools.load(provider="local"), config.load(), NOW).pools[0].clusters]
+    assert "small-0001" in shown and "small-0003" not in shown  # the oldest confirmed one is not shown; the unconfirmed is
+
+
 def test_main_prints_json_from_the_environment_client(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     seed(registry)
     assert status.main(["--json"]) == 0

@@ -12,6 +12,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,7 @@ class TerminationReason(StrEnum):
     UNHEALTHY = "unhealthy"
     LAUNCH_TIMEOUT = "launch-timeout"
     LAUNCH_FAILED = "launch-failed"
+    UNTRACKED = "untracked"  # swept: carries the project's tags but the registry does not run it
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,18 @@ class LaunchedCluster:
     endpoint: str | None = None
 
 
+@dataclass(frozen=True)
+class RunningCluster:
+    """A cluster the provider runs under the project's tags (:meth:`ClusterProvider.running`):
+    the fleet's cluster id and pool from its tags, the provider's id, and when it was created."""
+
+    cluster_id: str
+    pool: str
+    provider_id: str
+    created_at: datetime | None
+    state: str = ""
+
+
 class ClusterProvider(ABC):
     """Where a pool's clusters come from."""
 
@@ -124,7 +138,22 @@ class ClusterProvider(ABC):
 
     @abstractmethod
     def terminate(self, cluster: Cluster, reason: str) -> None:
-        """Stop the cluster (idempotent), marking it as stopped by spotlake for ``reason``."""
+        """Stop the cluster (idempotent), marking it as stopped by spotlake for ``reason``. The
+        provider may stop it later (EMR: TERMINATING for minutes): :meth:`gone` confirms."""
+
+    @abstractmethod
+    def gone(self, cluster: Cluster) -> bool:
+        """Whether the provider confirms the cluster no longer runs (nothing of it is billed):
+        EMR's TERMINATED or TERMINATED_WITH_ERRORS, or a cluster it no longer knows."""
+
+    @abstractmethod
+    def running(self, pool: PoolConfig) -> list[RunningCluster]:
+        """The clusters of ``pool`` the provider runs (or is starting) under the project's tags and
+        this registry's prefix, whatever the registry says: what the fleet's sweep looks at."""
+
+    @abstractmethod
+    def terminate_running(self, found: RunningCluster, reason: str) -> None:
+        """Stop a cluster found by :meth:`running` (by the provider's id), as :meth:`terminate`."""
 
 
 Probe = Callable[[str], str | None]

@@ -21,6 +21,7 @@ as the batch tasks do; ``probe=None`` checks EMR's state only).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from spotlake.providers.base import (
     Liveness,
     Probe,
     ProviderError,
+    RunningCluster,
     TerminationReason,
 )
 
@@ -54,6 +56,7 @@ TAG_POOL = "spotlake:pool"
 TAG_CLUSTER = "spotlake:cluster-id"
 TAG_LAUNCHED = "spotlake:launched-at"
 TAG_TERMINATED_BY = "spotlake:terminated-by"
+TAG_REGISTRY = "spotlake:registry"  # the registry's table prefix: whose cluster it is (the sweep's scope)
 TAG_MANAGED_POLICIES = "for-use-with-amazon-emr-managed-policies"
 LIVE_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 BOOTING_STATES = ("STARTING", "BOOTSTRAPPING")
@@ -151,7 +154,9 @@ class EmrProvider(ClusterProvider):
         jitter: Callable[[], float] = random.random,
         probe: Probe | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        registry_prefix: str | None = None,
     ) -> None:
+        self.registry_prefix = registry_prefix or os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake")
         self.emr_hook = emr_hook
         self.max_attempts = max_attempts
         self.base_delay = base_delay
@@ -186,6 +191,7 @@ class EmrProvider(ClusterProvider):
             TAG_POOL: pool.name,
             TAG_CLUSTER: cluster_id,
             TAG_LAUNCHED: launched_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            TAG_REGISTRY: self.registry_prefix,
             # AmazonEMRServicePolicy_v2 (the v2 service role) acts only on resources with this tag.
             TAG_MANAGED_POLICIES: "true",
         }
@@ -268,6 +274,59 @@ class EmrProvider(ClusterProvider):
         if not job_flow_id:
             return
         self._terminate(job_flow_id, reason)
+
+    def gone(self, cluster: Cluster) -> bool:
+        job_flow_id = cluster.provider_id or self.find(cluster.cluster_id)
+        if not job_flow_id:
+            return True  # nothing live carries its id
+        try:
+            state = self.describe(job_flow_id)["Status"]["State"]
+        except ProviderError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "InvalidRequestException":
+                return True  # EMR no longer knows it (it forgets clusters two months after they end)
+            raise
+        return state in ("TERMINATED", "TERMINATED_WITH_ERRORS")
+
+    def running(self, pool: PoolConfig) -> list[RunningCluster]:
+        """The live EMR clusters (STARTING to WAITING) named for ``pool`` whose tags say they are
+        this registry's clusters of ``pool``: ListClusters, then DescribeCluster for the names only."""
+
+        def lookup() -> list[RunningCluster]:
+            named = cluster_name(f"{pool.name}-")
+            candidates: list[str] = []
+            kwargs: dict[str, Any] = {"ClusterStates": list(LIVE_STATES)}
+            while True:
+                page = self.client.list_clusters(**kwargs)
+                candidates.extend(c["Id"] for c in page.get("Clusters", []) if str(c.get("Name", "")).startswith(named))
+                if not page.get("Marker"):
+                    break
+                kwargs["Marker"] = page["Marker"]
+            found = []
+            for job_flow_id in candidates:
+                described = self.client.describe_cluster(ClusterId=job_flow_id)["Cluster"]
+                tags = _tags(described)
+                if (tags.get(TAG_MANAGED), tags.get(TAG_POOL), tags.get(TAG_REGISTRY)) != (
+                    "true",
+                    pool.name,
+                    self.registry_prefix,
+                ):
+                    continue  # another deployment's (another registry prefix), or not spotlake's
+                found.append(
+                    RunningCluster(
+                        cluster_id=tags.get(TAG_CLUSTER, ""),
+                        pool=pool.name,
+                        provider_id=job_flow_id,
+                        created_at=described["Status"].get("Timeline", {}).get("CreationDateTime"),
+                        state=described["Status"]["State"],
+                    )
+                )
+            return found
+
+        return self._retrying(f"lookup of pool {pool.name}'s clusters", lookup)
+
+    def terminate_running(self, found: RunningCluster, reason: str) -> None:
+        self._terminate(found.provider_id, reason)
 
     # ----------------------------------------------------------------- helpers
     def describe(self, job_flow_id: str) -> dict[str, Any]:
