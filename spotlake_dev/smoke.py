@@ -87,6 +87,7 @@ PRICES: dict[str, tuple[float, float]] = {
 ASSUMED_MINUTES = {"launch": 15, "window": 5, "stream": 3, "teardown": 2}
 # The smoke cluster's idle auto-termination: a backstop should the teardown itself fail.
 SMOKE_IDLE_TIMEOUT = timedelta(minutes=30)
+LIVY_GROUP_WAIT_S = 900.0  # how long the teardown waits for EMR to let the Livy group go
 TERMINATED_BY = "smoke-test"
 TERMINAL_BATCH_STATES = frozenset({"success", "dead", "killed", "error"})
 DEFAULT_STREAM = "clicks"
@@ -614,6 +615,8 @@ class Smoke:
         self.livy_for = livy_for
         self.control_for = control_for
         self.prefix = options.prefix or fresh_prefix()
+        if hasattr(provider, "registry_prefix"):
+            provider.registry_prefix = self.prefix  # its clusters' and Livy group's tags: this run's registry
         self.token = token_of(self.prefix)
         self.region = aws.region
         self.pool = pools_config.get(options.pool) if options.pool else cheapest_pool(pools_config)
@@ -672,6 +675,8 @@ class Smoke:
         self.sink_schema_created = False
         self.sink_target = ""
         self.left: list[tuple[str, str]] = []  # (what, how to remove it)
+        self.livy_group = ""  # the smoke pool's Livy security group, made by the launch step
+        self.stand_in: dict[str, Any] = {}  # a dry run's VPC for the pool (moto has none of its subnets)
         self.kept: list[str] = []  # what stays on purpose
         self.extract_artifacts: Any = None
         self.stream_artifacts: Any = None
@@ -852,6 +857,7 @@ class Smoke:
                         f"{spec.get('InstanceFleetType')}: {types}, on demand "
                         f"{spec.get('TargetOnDemandCapacity', 0)}, spot {spec.get('TargetSpotCapacity', 0)}"
                     )
+            self._livy_access(step)
             self.cluster_id = vacancy.cluster_id
             report = FleetReport(self.smoke_pool.name)
             cluster = fleet.fill(self.smoke_pool, vacancy, report)
@@ -859,6 +865,36 @@ class Smoke:
                 why = "; ".join(report.errors) or (cluster.reason if cluster else "no cluster")
                 raise SmokeError(f"the launch of {self.cluster_id} failed: {why}")
             step.line(f"cluster {self.cluster_id}: EMR {cluster.provider_id or '(id pending)'}, {cluster.state}")
+
+    def _livy_access(self, step: Step) -> None:
+        """The smoke pool's Livy security group, as `python -m spotlake.aws_setup` makes a pool's
+        (``emr.livy_access``); removed by the teardown. A dry run first makes a VPC for the pool:
+        neither moto in this process nor a moto server has the pool's subnets."""
+        shape = self.smoke_pool.emr
+        if shape is None or shape.livy_access is None:
+            return
+        ec2 = self.aws.client("ec2")
+        if self.dry_run:
+            vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+            subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{n}.0/24")["Subnet"]["SubnetId"] for n in (1, 2)]
+            airflow = ec2.create_security_group(GroupName="airflow-workers", Description="Airflow workers", VpcId=vpc)
+            self.stand_in = {"vpc": vpc, "subnets": subnets, "airflow": airflow["GroupId"]}
+            self.smoke_pool = dataclasses.replace(
+                self.smoke_pool,
+                emr=dataclasses.replace(
+                    shape,
+                    subnet_ids=tuple(subnets),
+                    livy_access=pools.LivyAccess(security_groups=(airflow["GroupId"],)),
+                ),
+            )
+            step.line(
+                f"dry run: the cluster goes into a VPC made for it ({vpc}; the real run uses emr.subnet_ids "
+                f"{', '.join(shape.subnet_ids)}) and Livy admits its stand-in for the Airflow workers"
+            )
+        for result in aws_setup.ensure_livy_groups(ec2, self.prefix, [self.smoke_pool]):
+            step.line(result.line())
+        find = getattr(self.provider, "livy_group", None)
+        self.livy_group = str(find(self.smoke_pool) or "") if find is not None else ""
 
     def wait_ready(self) -> None:
         timeout = self.pool.launch_timeout
@@ -1297,6 +1333,7 @@ class Smoke:
         for action in (
             self._teardown_stream,
             self._teardown_cluster,
+            self._teardown_livy_access,
             self._teardown_lake,
             self._teardown_stream_outputs,
             self._teardown_sink,
@@ -1371,6 +1408,33 @@ class Smoke:
                         f"them until the cluster is gone; remove them later with: aws s3 rm --recursive "
                         f"{log_uri.rstrip('/')}/{job_flow}/)"
                     )
+
+    def _teardown_livy_access(self) -> None:
+        if not self.livy_group and not self.stand_in:
+            return
+        with self.steps.step("Delete the pool's Livy security group") as step:
+            ec2 = self.aws.client("ec2")
+            groups = [g for g in (self.livy_group, self.stand_in.get("airflow", "")) if g]
+            # EMR releases the primary node's network interface minutes after TerminateJobFlows.
+            deadline = self.clock() + (0 if self.dry_run else LIVY_GROUP_WAIT_S)
+            for group in groups:
+                while True:
+                    try:
+                        ec2.delete_security_group(GroupId=group)
+                        step.line(f"security group {group}: deleted")
+                        break
+                    except ClientError as exc:
+                        code = exc.response.get("Error", {}).get("Code", "")
+                        if code == "DependencyViolation" and self.clock() < deadline:
+                            self.sleep(self.poll)
+                            continue
+                        self._leave(f"security group {group}", f"aws ec2 delete-security-group --group-id {group}")
+                        raise SmokeError(f"security group {group} could not be deleted: {_reason(exc)}") from None
+            for subnet in self.stand_in.get("subnets", []):
+                ec2.delete_subnet(SubnetId=subnet)
+            if self.stand_in:
+                ec2.delete_vpc(VpcId=self.stand_in["vpc"])
+                step.line(f"the dry run's VPC {self.stand_in['vpc']}: deleted")
 
     def _find(self, cluster_id: str) -> str | None:
         find = getattr(self.provider, "find", None)
@@ -1668,7 +1732,9 @@ def build(
     journal = Journal(say, show=options.dry_run, verbose=options.verbose)
     aws = aws or Aws(region, options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL"), journal, options.dry_run)
     if provider is None:
-        provider = SmokeEmrProvider(aws.client("emr"), probe=None if options.dry_run else probe_livy)
+        provider = SmokeEmrProvider(
+            aws.client("emr"), probe=None if options.dry_run else probe_livy, ec2_client=lambda: aws.client("ec2")
+        )
     streams = streaming.load() if options.stream else None
     livy_for: Callable[[str], Any]
     control_for: Callable[[str], Any]

@@ -13,7 +13,8 @@ The buckets the configuration names (:func:`configured_buckets`): the lake's war
 (``config/pipelines.yaml``), the streams' checkpoints and outputs (``config/streaming.yaml``),
 the job artifacts (``SPOTLAKE_ARTIFACTS`` or ``--artifacts``) and the EMR pools' log locations
 (``config/pools.yaml``); a new bucket gets S3's public access block. With ``lake.type: glue``,
-the Glue databases ``lake.namespace`` and each stream's ``lake.namespace``.
+the Glue databases ``lake.namespace`` and each stream's ``lake.namespace``. Each EMR pool's Livy
+security group (:func:`ensure_livy_groups`, from ``emr.livy_access``).
 
 The jobs table also has global secondary indexes (:data:`spotlake.registry.JOB_INDEXES`: the
 fleet finds jobs by cluster and by pool with a Query, never a Scan) and DynamoDB's time to live on
@@ -290,7 +291,7 @@ class ResourceResult:
 
 def configured_buckets(artifacts: str | None = None) -> dict[str, str]:
     """Every S3 bucket the configuration names, with what it holds."""
-    from spotlake import config, pools, streaming
+    from spotlake import config, streaming
     from spotlake.lake import split_s3
 
     found: dict[str, list[str]] = {}
@@ -304,13 +305,7 @@ def configured_buckets(artifacts: str | None = None) -> dict[str, str]:
     for stream in streaming.load().streams:
         add(stream.checkpoint, f"stream {stream.name}'s checkpoints")
     add(artifacts or os.environ.get("SPOTLAKE_ARTIFACTS"), "job code and dependencies")
-    try:
-        emr_pools = pools.load(provider="emr").pools
-    except SpotlakeError as exc:
-        if "has no 'emr' section" not in str(exc):
-            raise  # a pools.yaml the fleet would refuse too: say so now
-        emr_pools = ()  # pools without EMR shapes: no EMR log locations
-    for pool in emr_pools:
+    for pool in emr_pools():
         add(pool.emr.log_uri if pool.emr else None, f"pool {pool.name}'s EMR logs")
     return {bucket: ", ".join(dict.fromkeys(what)) for bucket, what in found.items()}
 
@@ -354,6 +349,90 @@ def ensure_buckets(s3: Any, buckets: dict[str, str], region: str | None, dry_run
         )
         results.append(ResourceResult("bucket", bucket, CREATED, what))
     return results
+
+
+def emr_pools() -> tuple[Any, ...]:
+    """The pools' EMR shapes (none when pools.yaml describes no EMR cluster)."""
+    from spotlake import pools
+
+    try:
+        return pools.load(provider="emr").pools
+    except SpotlakeError as exc:
+        if "has no 'emr' section" not in str(exc):
+            raise  # a pools.yaml the fleet would refuse too: say so now
+        return ()
+
+
+def ensure_livy_groups(ec2: Any, prefix: str, pool_configs: Any = None, dry_run: bool = False) -> list[ResourceResult]:
+    """Each EMR pool's Livy security group (``emr.livy_access``), in the VPC of its subnets: made
+    once (tagged with the pool and the registry prefix, and for EMR's v2 managed policy), then
+    kept admitting exactly the configured sources on TCP 8998: missing rules added, any other
+    ingress rule revoked. The EMR provider adds it to every cluster's primary node."""
+    from spotlake.providers.emr import (
+        TAG_LIVY_FOR,
+        TAG_MANAGED_POLICIES,
+        TAG_REGISTRY,
+        livy_group_name,
+        livy_permissions,
+        rule_set,
+    )
+
+    results = []
+    for pool in pool_configs if pool_configs is not None else emr_pools():
+        if pool.emr is None or pool.emr.livy_access is None:
+            continue
+        name = livy_group_name(prefix, pool.name)
+        access = pool.emr.livy_access
+        what = f"pool {pool.name}'s Livy (TCP 8998) for {', '.join(access.security_groups + access.cidrs)}"
+        vpc = ec2.describe_subnets(SubnetIds=[pool.emr.subnet_ids[0]])["Subnets"][0]["VpcId"]
+        found = ec2.describe_security_groups(
+            Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": [name]}]
+        )["SecurityGroups"]
+        want = livy_permissions(pool.emr.livy_access)
+        if not found:
+            if dry_run:
+                results.append(ResourceResult("security group", name, WOULD_CREATE, what))
+                continue
+            tags = {TAG_LIVY_FOR: pool.name, TAG_REGISTRY: prefix, TAG_MANAGED_POLICIES: "true", "Name": name}
+            group_id = ec2.create_security_group(
+                GroupName=name,
+                Description=f"spotlake {prefix}: Livy of pool {pool.name}, for the Airflow workers only",
+                VpcId=vpc,
+                TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+            )["GroupId"]
+            ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=want)
+            results.append(ResourceResult("security group", f"{name} ({group_id})", CREATED, what))
+            continue
+        group = found[0]
+        have = group.get("IpPermissions", [])
+        extra = [p for p in _split(have) if not rule_set([p]) <= rule_set(want)]
+        missing = [p for p in _split(want) if not rule_set([p]) <= rule_set(have)]
+        label = f"{name} ({group['GroupId']})"
+        if not extra and not missing:
+            results.append(ResourceResult("security group", label, EXISTS, what))
+            continue
+        changes = f"{what}; {len(missing)} rule(s) to add, {len(extra)} other rule(s) to revoke"
+        if dry_run:
+            results.append(ResourceResult("security group", label, WOULD_UPDATE, changes))
+            continue
+        if extra:
+            ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=extra)
+        if missing:
+            ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=missing)
+        results.append(ResourceResult("security group", label, UPDATED, changes))
+    return results
+
+
+def _split(permissions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ingress rules one source each (the form authorize and revoke take them in)."""
+    out: list[dict[str, Any]] = []
+    for p in permissions:
+        head: dict[str, Any] = {k: p[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in p}
+        for key in ("UserIdGroupPairs", "IpRanges", "Ipv6Ranges", "PrefixListIds"):
+            for source in p.get(key, []):
+                kept = {k: v for k, v in source.items() if k in ("GroupId", "CidrIp", "CidrIpv6", "PrefixListId", "Description")}
+                out.append({**head, key: [kept]})
+    return out
 
 
 def ensure_glue_database(glue: Any, dry_run: bool = False) -> list[ResourceResult]:
@@ -416,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             results += ensure_buckets(s3, configured_buckets(args.artifacts), region, dry_run=args.dry_run)
             glue = boto3.client("glue", region_name=args.region, endpoint_url=args.endpoint_url)
             results += ensure_glue_database(glue, dry_run=args.dry_run)
+            ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=args.endpoint_url)
+            results += ensure_livy_groups(ec2, args.prefix, dry_run=args.dry_run)
     except SpotlakeError as exc:
         print(f"spotlake aws_setup: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ The provider in use is chosen by ``SPOTLAKE_PROVIDER`` (``local``, the default, 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -84,11 +85,13 @@ EMR_KEYS = {
     "configurations",
     "bootstrap_actions",
     "security_groups",
+    "livy_access",
     "deploy_mode",
     "python",
 }
-EMR_OPTIONAL_KEYS = {"tags", "configurations", "bootstrap_actions", "security_groups", "deploy_mode", "python"}
+EMR_OPTIONAL_KEYS = {"tags", "configurations", "bootstrap_actions", "security_groups", "livy_access", "deploy_mode", "python"}
 SECURITY_GROUP_KEYS = {"master", "workers", "service_access", "additional_master", "additional_workers"}
+LIVY_ACCESS_KEYS = {"security_groups", "cidrs"}
 SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]+$")
 BOOTSTRAP_KEYS = {"name", "path", "args"}
 DEPLOY_MODES = ("client", "cluster")
@@ -172,6 +175,7 @@ class EmrShape:
     configurations: tuple[dict[str, Any], ...] = ()
     bootstrap_actions: tuple[BootstrapAction, ...] = ()
     security_groups: SecurityGroups | None = None
+    livy_access: LivyAccess | None = None
     # client: the Spark driver runs in Livy's process on the primary node (on demand); cluster: in
     # a YARN container, which node labels keep on the on-demand core nodes.
     deploy_mode: str = "client"
@@ -195,6 +199,17 @@ class SecurityGroups:
     service_access: str | None = None
     additional_master: tuple[str, ...] = ()
     additional_workers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LivyAccess:
+    """Who may reach Livy's port 8998 on the pool's primary node: the Airflow workers' and
+    triggerer's security groups and CIDR blocks, nobody else. ``python -m spotlake.aws_setup``
+    makes the pool's Livy security group with exactly these rules; the EMR provider adds it to
+    every cluster's primary node (docs/deploying-to-aws.md, Network)."""
+
+    security_groups: tuple[str, ...] = ()
+    cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -539,6 +554,7 @@ def _emr(entry: Any, where: str) -> EmrShape:
         security_groups=_security_groups(entry["security_groups"], f"{where}.security_groups")
         if entry.get("security_groups")
         else None,
+        livy_access=_livy_access(entry.get("livy_access"), f"{where}.livy_access"),
         deploy_mode=deploy_mode,
         python=python,
     )
@@ -591,6 +607,37 @@ def _bootstrap_actions(value: Any, where: str) -> tuple[BootstrapAction, ...]:
             raise ConfigError(f"{at}.args: expected a list of strings")
         actions.append(BootstrapAction(name=_text(item.get("name"), f"{at}.name"), path=path, args=tuple(str(a) for a in args)))
     return tuple(actions)
+
+
+def _livy_access(value: Any, where: str) -> LivyAccess:
+    """``emr.livy_access``: required, since Livy runs any code it is sent as the cluster's role."""
+    if not value:
+        raise ConfigError(
+            f"{where}: required: Livy on the primary node runs whatever code it is sent, as the cluster's "
+            "instance role, so only the Airflow workers and triggerer may reach its port 8998; name their "
+            "security groups (security_groups: [sg-...]) or CIDR blocks (cidrs: [10.0.0.0/24])"
+        )
+    value = _mapping(value, where)
+    _unknown_keys(value, LIVY_ACCESS_KEYS, where)
+    groups = value.get("security_groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) and SECURITY_GROUP.match(g) for g in groups):
+        raise ConfigError(f"{where}.security_groups: expected a list of security group ids (sg-...)")
+    cidrs = value.get("cidrs") or []
+    if not isinstance(cidrs, list):
+        raise ConfigError(f"{where}.cidrs: expected a list of CIDR blocks such as 10.0.0.0/24")
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(str(cidr), strict=True)
+        except ValueError:
+            raise ConfigError(f"{where}.cidrs: {cidr!r} is not a CIDR block (e.g. 10.0.0.0/24, no host bits)") from None
+        if network.prefixlen == 0:
+            raise ConfigError(
+                f"{where}.cidrs: {cidr} admits everyone to Livy, which runs any code it is sent as the cluster's "
+                "role; name the Airflow workers' security group or subnet instead"
+            )
+    if not groups and not cidrs:
+        raise ConfigError(f"{where}: name at least one security group or CIDR block of the Airflow workers")
+    return LivyAccess(security_groups=tuple(groups), cidrs=tuple(str(c) for c in cidrs))
 
 
 def _security_groups(value: Any, where: str) -> SecurityGroups:

@@ -16,8 +16,10 @@ from moto import mock_aws
 from spotlake import aws_setup
 from spotlake.alert_store import AlertStore
 from spotlake.aws_setup import KeySchemaMismatch, ensure_tables, table_keys
+from spotlake.providers.emr import rule_set
 from spotlake.registry import JOB_INDEXES, Registry
 from spotlake.stream_status import StreamStatusStore, StreamTableMissing
+from tests.support.emr_network import Network, moto_network, pools_file_in
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -32,9 +34,17 @@ EXPECTED = {
 
 
 @pytest.fixture
-def client() -> Iterator[Any]:
+def client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     with mock_aws():
+        in_a_network(monkeypatch, tmp_path, REGION)
         yield boto3.client("dynamodb", region_name=REGION)
+
+
+def in_a_network(monkeypatch: pytest.MonkeyPatch, folder: Path, region: str) -> Network:
+    """Inside ``mock_aws``: a VPC for the EMR pools, and the project's pools in it (SPOTLAKE_POOLS)."""
+    network = moto_network(region)
+    monkeypatch.setenv("SPOTLAKE_POOLS", str(pools_file_in(network, folder)))
+    return network
 
 
 def key_of(client: Any, table: str) -> set[tuple[str, str, str]]:
@@ -238,9 +248,10 @@ def test_the_configured_buckets_are_every_s3_location_of_the_configuration(monke
 
 
 def test_buckets_are_created_private_once_and_found_after(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     with mock_aws():
+        in_a_network(monkeypatch, tmp_path, "eu-west-1")
         s3 = boto3.client("s3", region_name="eu-west-1")
         s3.create_bucket(Bucket="spotlake-lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         s3.put_object(Bucket="spotlake-lake", Key="warehouse/kept", Body=b"x")
@@ -270,8 +281,50 @@ def test_a_glue_lake_gets_its_database(
     path.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("SPOTLAKE_PIPELINES", str(path))
     with mock_aws():
+        in_a_network(monkeypatch, tmp_path, REGION)
         assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
         assert "glue database shop: created" in capsys.readouterr().out
         assert boto3.client("glue", region_name=REGION).get_database(Name="shop")["Database"]["Name"] == "shop"
         assert aws_setup.main(["--prefix", "t", "--region", REGION, "--tables-only"]) == 0
         assert "glue" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the Livy security groups
+def livy_rules(ec2: Any, group_id: str) -> set[tuple[str, int, int, str]]:
+    (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    return rule_set(group["IpPermissions"])
+
+
+def test_each_emr_pool_gets_a_livy_group_admitting_only_the_airflow_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mock_aws():
+        network = in_a_network(monkeypatch, tmp_path, REGION)
+        ec2 = boto3.client("ec2", region_name=REGION)
+        assert aws_setup.main(["--prefix", "t", "--region", REGION, "--dry-run"]) == 0
+        assert "security group spotlake-t-livy-small: would create (pool small's Livy (TCP 8998)" in capsys.readouterr().out
+        assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
+        out = capsys.readouterr().out
+        groups = {
+            g["GroupName"]: g
+            for g in ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [network.vpc]}])["SecurityGroups"]
+        }
+        small = groups["spotlake-t-livy-small"]
+        assert f"security group spotlake-t-livy-small ({small['GroupId']}): created" in out
+        assert "spotlake-t-livy-large" in groups
+        assert rule_set(small["IpPermissions"]) == {("tcp", 8998, 8998, network.airflow_group)}
+        tags = {t["Key"]: t["Value"] for t in small["Tags"]}
+        assert tags["spotlake:livy-for"] == "small" and tags["spotlake:registry"] == "t"
+        assert tags["for-use-with-amazon-emr-managed-policies"] == "true"
+
+        # Opened to the world by hand: the setup takes it back to the configured rule only.
+        ec2.authorize_security_group_ingress(
+            GroupId=small["GroupId"],
+            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 8998, "ToPort": 8998, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+        )
+        assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
+        assert "1 rule(s) to add, 0" not in (out := capsys.readouterr().out)
+        assert f"spotlake-t-livy-small ({small['GroupId']}): updated" in out and "1 other rule(s) to revoke" in out
+        assert livy_rules(ec2, small["GroupId"]) == {("tcp", 8998, 8998, network.airflow_group)}
+        assert aws_setup.main(["--prefix", "t", "--region", REGION]) == 0
+        assert f"spotlake-t-livy-small ({small['GroupId']}): exists" in capsys.readouterr().out

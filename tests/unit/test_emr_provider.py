@@ -24,10 +24,12 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr import models as emr_models
 
 from spotlake import pools
+from spotlake.aws_setup import ensure_livy_groups
 from spotlake.fleet import Fleet
 from spotlake.providers.base import Cause, LaunchFailed, Liveness, ProviderError
-from spotlake.providers.emr import TAG_CLUSTER, TAG_TERMINATED_BY, EmrProvider
+from spotlake.providers.emr import TAG_CLUSTER, TAG_TERMINATED_BY, EmrProvider, rule_set
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
+from tests.support.emr_network import Network, in_network, moto_network
 
 REGION = "us-east-1"
 LAUNCHED_AT = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
@@ -82,14 +84,29 @@ def emr_hook() -> EmrHook:
     return EmrHook(aws_conn_id=None, emr_conn_id=None, region_name=REGION)
 
 
+def ec2_client() -> Any:
+    return boto3.client("ec2", region_name=REGION)
+
+
 @pytest.fixture
 def provider(aws: None, sleeps: list[float]) -> EmrProvider:
-    return EmrProvider(emr_hook, sleep=sleeps.append, jitter=lambda: 1.0, probe=None, clock=lambda: LAUNCHED_AT)
+    return EmrProvider(
+        emr_hook, sleep=sleeps.append, jitter=lambda: 1.0, probe=None, clock=lambda: LAUNCHED_AT, ec2_client=ec2_client
+    )
 
 
 @pytest.fixture
-def pool() -> pools.PoolConfig:
-    return pools.load(provider="emr").get("small")
+def network(aws: None) -> Network:
+    return moto_network(REGION)
+
+
+@pytest.fixture
+def pool(network: Network, monkeypatch: pytest.MonkeyPatch) -> pools.PoolConfig:
+    """The project's small pool in moto's VPC, its Livy group made by the setup step."""
+    monkeypatch.setenv("SPOTLAKE_REGISTRY_PREFIX", "spotlake")
+    pool = in_network(pools.load(provider="emr").get("small"), network)
+    ensure_livy_groups(ec2_client(), "spotlake", [pool])
+    return pool
 
 
 def backend_cluster(job_flow_id: str) -> Any:
@@ -336,11 +353,12 @@ def test_the_sweep_terminates_a_cluster_launched_behind_the_registrys_back(
     provider: EmrProvider, pool: pools.PoolConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SPOTLAKE_REGISTRY_PREFIX", "t")
-    provider = EmrProvider(emr_hook, sleep=lambda _: None, probe=None)
+    provider = EmrProvider(emr_hook, sleep=lambda _: None, probe=None, ec2_client=ec2_client)
     registry = Registry(boto3.client("dynamodb", region_name=REGION), prefix="t")
     registry.create_tables()
     clock = Clock()
     fleet = Fleet(registry, provider, clock=clock)
+    ensure_livy_groups(ec2_client(), "t", [pool])  # this registry's Livy group
     fleet.launch(pool)
     (ours,) = registry.clusters("small")
 
@@ -399,3 +417,48 @@ def test_a_dead_cluster_whose_first_termination_failed_ends_terminated(provider:
     assert (confirmed.state, confirmed.terminate_attempts, confirmed.terminate_error) == (ClusterState.DEAD, 1, "")
     assert provider.client.calls["terminate_job_flows"] == 2
     assert fleet.settle(pool).events == []  # nothing left to ask about
+
+
+def test_the_launch_puts_livy_behind_the_pools_group_and_refuses_a_group_opened_by_hand(
+    provider: EmrProvider, pool: pools.PoolConfig, network: Network
+) -> None:
+    sent: list[dict[str, Any]] = []
+    provider.client.meta.events.register("provide-client-params.emr.RunJobFlow", lambda params, **_: sent.append(params))
+    ec2 = ec2_client()
+    (livy,) = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["spotlake-spotlake-livy-small"]}])[
+        "SecurityGroups"
+    ]
+    launched = provider.launch(pool, "small-0001")
+    [request] = sent
+    instances = request["Instances"]
+    assert instances["AdditionalMasterSecurityGroups"] == [livy["GroupId"]]  # the primary node, where Livy listens
+    assert "AdditionalSlaveSecurityGroups" not in instances
+    groups = pool.emr.security_groups
+    assert (instances["EmrManagedMasterSecurityGroup"], instances["EmrManagedSlaveSecurityGroup"]) == (
+        groups.master,
+        groups.workers,
+    )
+    assert instances["ServiceAccessSecurityGroup"] == groups.service_access
+    assert rule_set(livy["IpPermissions"]) == {("tcp", 8998, 8998, network.airflow_group)}
+    described = provider.client.describe_cluster(ClusterId=launched.provider_id)["Cluster"]
+    assert livy["GroupId"] in described["Ec2InstanceAttributes"]["AdditionalMasterSecurityGroups"]
+
+    ec2.authorize_security_group_ingress(
+        GroupId=livy["GroupId"],
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 8998, "ToPort": 8998, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
+    with pytest.raises(LaunchFailed) as refused:
+        provider.launch(pool, "small-0002")
+    assert "0.0.0.0/0" in str(refused.value) and "python -m spotlake.aws_setup" in str(refused.value)
+    assert len(sent) == 1 and live_clusters("small-0002") == []
+    ensure_livy_groups(ec2, "spotlake", [pool])  # the setup step puts the rule back
+    assert provider.launch(pool, "small-0002").provider_id.startswith("j-")
+
+
+def test_a_pool_whose_livy_group_was_never_made_is_refused_naming_the_setup_step(provider: EmrProvider, network: Network) -> None:
+    pool = in_network(pools.load(provider="emr").get("large"), network)
+    with pytest.raises(
+        LaunchFailed, match=r"Livy security group spotlake-spotlake-livy-large does not exist in the VPC .*spotlake\.aws_setup"
+    ):
+        provider.launch(pool, "large-0001")
+    assert live_clusters("large-0001") == []

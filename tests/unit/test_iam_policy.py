@@ -119,7 +119,9 @@ LIBRARY_ACTIONS: dict[str, dict[str, str]] = {
         "kms:Decrypt": _KMS,
         "kms:GenerateDataKey": _KMS,
     },
-    "setup": {},
+    "setup": {
+        "ec2:CreateTags": "CreateSecurityGroup with TagSpecifications: EC2 authorises tagging at creation as ec2:CreateTags",
+    },
 }
 
 # (file, action): calls the deployed role deliberately lacks.
@@ -142,6 +144,7 @@ CLIENTS = {
     "plugins/spotlake/job_dependencies.py": {"s3": "s3"},  # the same, or boto3.client("s3") in its main
     "plugins/spotlake/lake.py": {"secrets": "secretsmanager"},
     "plugins/spotlake/aws_setup.py": {"client": "dynamodb"},
+    "plugins/spotlake/providers/emr.py": {"self.ec2": "ec2"},  # hooks.aws.cluster_provider: EC2Hook(...).conn
     "plugins/spotlake/freshness.py": {"store.client": "dynamodb"},  # a LakeState's client: the registry's
     "spark_jobs/common/lake_state.py": {"self.client": "dynamodb"},  # the jobs' boto3.client("dynamodb"), the registry's
 }

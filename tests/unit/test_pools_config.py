@@ -29,6 +29,7 @@ def base() -> dict[str, Any]:
                     "job_flow_role": "EMR_EC2_DefaultRole",
                     "idle_timeout": "1h",
                     "tags": {"team": "data"},
+                    "livy_access": {"security_groups": ["sg-0a1"], "cidrs": ["10.1.0.0/24"]},
                     "master": {"instance_types": [{"type": "m5.xlarge"}], "capacity": 1},
                     "core": {"instance_types": ["m5.xlarge"], "capacity": 1},
                     "task": {
@@ -109,6 +110,11 @@ def test_unknown_key_anywhere_names_file_pool_key_and_allowed(path: tuple[Any, .
         (lambda r: r["pools"]["small"].update(health_check_interval="soon"), "not a duration"),
         (lambda r: r["pools"]["small"]["local"].update(master="yarn"), "local[N]"),
         (lambda r: r["pools"]["small"]["emr"].pop("log_uri"), "missing key(s) log_uri"),
+        (lambda r: r["pools"]["small"]["emr"].pop("livy_access"), "livy_access: required: Livy on the primary node runs"),
+        (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(cidrs=["0.0.0.0/0"]), "admits everyone to Livy"),
+        (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(cidrs=["10.1.0.1/24"]), "is not a CIDR block"),
+        (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(security_groups=["airflow"]), "security group ids"),
+        (lambda r: r["pools"]["small"]["emr"].update(livy_access={"cidrs": []}), "at least one security group or CIDR"),
     ],
 )
 def test_invalid_values_say_where_and_how_to_fix(change: Any, expected: str) -> None:

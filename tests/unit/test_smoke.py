@@ -5,6 +5,7 @@ estimate's arithmetic, and the teardown after a failed step."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,6 +24,7 @@ from spotlake import job_dependencies, pools, streaming
 from spotlake.providers.base import ClusterHealth, LaunchedCluster
 from spotlake.providers.emr import EmrProvider
 from spotlake_dev import smoke
+from tests.support.emr_network import moto_network, pools_file_in
 
 REGION = "us-east-1"
 ARTIFACTS = "s3://spotlake-artifacts/spotlake/artifacts"  # where config/pools.yaml's bootstrap action is published
@@ -34,6 +36,13 @@ def _emr_provider(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.delenv("SPOTLAKE_ARTIFACTS", raising=False)
     monkeypatch.delenv("SPOTLAKE_REGISTRY_PREFIX", raising=False)
+    monkeypatch.setenv("SPOTLAKE_POOLS", str(pools.DEFAULT_POOLS))  # restored after each test; in_a_network sets it
+
+
+def in_a_network(folder: Path) -> None:
+    """Inside ``mock_aws``: the project's EMR pools in a VPC of moto's (SPOTLAKE_POOLS), as a real
+    run finds the pools' subnets in the account."""
+    os.environ["SPOTLAKE_POOLS"] = str(pools_file_in(moto_network(REGION), folder))
 
 
 def publish_dependencies(s3: Any, tmp_path: Path) -> None:
@@ -270,6 +279,7 @@ class RefusingLivy:
 def test_a_failed_step_still_terminates_the_cluster_and_deletes_the_tables(tmp_path: Path) -> None:
     lines: list[str] = []
     with mock_aws():
+        in_a_network(tmp_path)
         s3 = boto3.client("s3", region_name=REGION)
         publish_dependencies(s3, tmp_path)
         provider = FakeProvider()
@@ -364,6 +374,7 @@ class CommittingLivy:
 def test_a_passing_run_checks_the_window_and_removes_its_lake_tables(tmp_path: Path) -> None:
     lines: list[str] = []
     with mock_aws():
+        in_a_network(tmp_path)
         s3 = boto3.client("s3", region_name=REGION)
         publish_dependencies(s3, tmp_path)
         s3.create_bucket(Bucket="spotlake-lake")
@@ -416,6 +427,7 @@ def test_the_wait_for_ready_polls_the_fleet_and_says_how_it_goes(tmp_path: Path)
         return now[0]
 
     with mock_aws():
+        in_a_network(tmp_path)
         publish_dependencies(boto3.client("s3", region_name=REGION), tmp_path)
         options = smoke.Options(stream=None, region=REGION, prefix="spotlake-smoke-510e00", artifacts=ARTIFACTS)
         run = smoke.build(options, say=lines.append, provider=SlowProvider(checks=8), livy=RefusingLivy)
@@ -494,6 +506,7 @@ def test_the_stream_runs_in_its_own_schema_and_locations_and_is_stopped_and_remo
     lines: list[str] = []
     sink = FakeSink()
     with mock_aws():
+        in_a_network(tmp_path)
         s3 = boto3.client("s3", region_name=REGION)
         publish_dependencies(s3, tmp_path)
         s3.create_bucket(Bucket="spotlake-lake")

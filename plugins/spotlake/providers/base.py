@@ -161,9 +161,12 @@ Probe = Callable[[str], str | None]
 (:func:`hooks.livy.probe_livy` in Airflow; injected so the core needs no HTTP client of its own)."""
 
 
-def provider_for(name: str, *, probe: Probe, emr_hook: Callable[[], Any] | None = None) -> ClusterProvider:
+def provider_for(
+    name: str, *, probe: Probe, emr_hook: Callable[[], Any] | None = None, ec2_client: Callable[[], Any] | None = None
+) -> ClusterProvider:
     """The provider called ``name`` (``local`` or ``emr``; see :func:`spotlake.pools.provider_name`).
-    ``emr_hook`` makes the EMR provider's Airflow EmrHook (:func:`hooks.aws.cluster_provider` passes it)."""
+    ``emr_hook`` makes the EMR provider's Airflow EmrHook, ``ec2_client`` its EC2 client (for the
+    pool's Livy security group; :func:`hooks.aws.cluster_provider` passes both)."""
     if name == "local":
         # Local clusters are the local stack's (the developer tools, never deployed): found by name,
         # so that the core does not depend on them.
@@ -173,5 +176,5 @@ def provider_for(name: str, *, probe: Probe, emr_hook: Callable[[], Any] | None 
     if name == "emr":
         from spotlake.providers.emr import EmrProvider
 
-        return EmrProvider(emr_hook, probe=probe)
+        return EmrProvider(emr_hook, probe=probe, ec2_client=ec2_client)
     raise ProviderError(f"no cluster provider named '{name}'; use local or emr (SPOTLAKE_PROVIDER)")

@@ -21,6 +21,7 @@ as the batch tasks do; ``probe=None`` checks EMR's state only).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import time
@@ -45,7 +46,7 @@ from spotlake.providers.base import (
 )
 
 if TYPE_CHECKING:
-    from spotlake.pools import EmrShape, InstanceFleet, PoolConfig
+    from spotlake.pools import EmrShape, InstanceFleet, LivyAccess, PoolConfig
     from spotlake.registry import Cluster
 
 T = TypeVar("T")
@@ -57,6 +58,7 @@ TAG_CLUSTER = "spotlake:cluster-id"
 TAG_LAUNCHED = "spotlake:launched-at"
 TAG_TERMINATED_BY = "spotlake:terminated-by"
 TAG_REGISTRY = "spotlake:registry"  # the registry's table prefix: whose cluster it is (the sweep's scope)
+TAG_LIVY_FOR = "spotlake:livy-for"  # on a pool's Livy security group: the pool
 TAG_MANAGED_POLICIES = "for-use-with-amazon-emr-managed-policies"
 LIVE_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 BOOTING_STATES = ("STARTING", "BOOTSTRAPPING")
@@ -155,8 +157,10 @@ class EmrProvider(ClusterProvider):
         probe: Probe | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         registry_prefix: str | None = None,
+        ec2_client: Callable[[], Any] | None = None,
     ) -> None:
         self.registry_prefix = registry_prefix or os.environ.get("SPOTLAKE_REGISTRY_PREFIX", "spotlake")
+        self.ec2_client = ec2_client
         self.emr_hook = emr_hook
         self.max_attempts = max_attempts
         self.base_delay = base_delay
@@ -180,10 +184,54 @@ class EmrProvider(ClusterProvider):
     def client(self) -> Any:
         return self.hook.conn
 
+    @cached_property
+    def ec2(self) -> Any:
+        """The EC2 client (:func:`hooks.aws.cluster_provider`: Airflow's EC2Hook), for the Livy group."""
+        if self.ec2_client is None:
+            raise ProviderError(
+                "the EMR provider was built without an EC2 client; build it with hooks.aws.cluster_provider "
+                "(Airflow's EC2Hook on an AWS connection)"
+            )
+        return self.ec2_client()
+
+    def livy_group(self, pool: PoolConfig) -> str | None:
+        """The id of the pool's Livy security group (``emr.livy_access``; None when the pool has none),
+        checked to admit exactly the configured sources on port 8998: a group missing or changed by
+        hand fails the launch, naming the setup step that makes it right."""
+        shape = _shape(pool)
+        if shape.livy_access is None:
+            return None
+        name = livy_group_name(self.registry_prefix, pool.name)
+
+        def lookup() -> dict[str, Any] | None:
+            vpc = self.ec2.describe_subnets(SubnetIds=[shape.subnet_ids[0]])["Subnets"][0]["VpcId"]
+            found = self.ec2.describe_security_groups(
+                Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": [name]}]
+            )["SecurityGroups"]
+            return dict(found[0]) if found else None
+
+        group = self._retrying(f"lookup of security group {name}", lookup)
+        if group is None:
+            raise LaunchFailed(
+                f"pool '{pool.name}': its Livy security group {name} does not exist in the VPC of subnet "
+                f"{shape.subnet_ids[0]}; create it with `python -m spotlake.aws_setup` (from emr.livy_access)"
+            )
+        have, want = rule_set(group.get("IpPermissions", [])), rule_set(livy_permissions(shape.livy_access))
+        if have != want:
+            raise LaunchFailed(
+                f"pool '{pool.name}': security group {group['GroupId']} ({name}) admits {sorted(have) or 'nothing'}, "
+                f"not exactly emr.livy_access {sorted(want)}: it was changed by hand, and Livy runs any code it is "
+                "sent. Run `python -m spotlake.aws_setup` to put its rules back (or change emr.livy_access)"
+            )
+        return str(group["GroupId"])
+
     # ------------------------------------------------------------------ request
-    def job_flow_request(self, pool: PoolConfig, cluster_id: str, launched_at: datetime) -> dict[str, Any]:
+    def job_flow_request(
+        self, pool: PoolConfig, cluster_id: str, launched_at: datetime, livy_group: str | None = None
+    ) -> dict[str, Any]:
         """The RunJobFlow request of ``cluster_id`` in ``pool`` (pure: no AWS call), checked against
-        EMR's rules that the API model does not carry (:func:`validate_request`)."""
+        EMR's rules that the API model does not carry (:func:`validate_request`); ``livy_group``: the
+        pool's Livy security group (:meth:`livy_group`), added to the primary node's."""
         shape = _shape(pool)
         tags = {
             **shape.tags,
@@ -200,7 +248,7 @@ class EmrProvider(ClusterProvider):
             "Ec2SubnetIds": list(shape.subnet_ids),
             "KeepJobFlowAliveWhenNoSteps": True,
             "TerminationProtected": False,
-            **_security_groups(shape),
+            **_security_groups(shape, livy_group),
         }
         request: dict[str, Any] = {
             "Name": cluster_name(cluster_id),
@@ -231,7 +279,7 @@ class EmrProvider(ClusterProvider):
 
     # --------------------------------------------------------------- interface
     def launch(self, pool: PoolConfig, cluster_id: str) -> LaunchedCluster:
-        request = self.job_flow_request(pool, cluster_id, self.clock())
+        request = self.job_flow_request(pool, cluster_id, self.clock(), self.livy_group(pool))
 
         def find_or_create() -> str:
             existing = self.find(cluster_id)
@@ -465,18 +513,55 @@ def _merge_configuration(base: dict[str, Any], own: dict[str, Any]) -> dict[str,
     return merged
 
 
-def _security_groups(shape: EmrShape) -> dict[str, Any]:
+def _security_groups(shape: EmrShape, livy_group: str | None = None) -> dict[str, Any]:
     groups = shape.security_groups
-    if groups is None:
-        return {}
     fields = {
-        "EmrManagedMasterSecurityGroup": groups.master,
-        "EmrManagedSlaveSecurityGroup": groups.workers,
-        "ServiceAccessSecurityGroup": groups.service_access,
-        "AdditionalMasterSecurityGroups": list(groups.additional_master),
-        "AdditionalSlaveSecurityGroups": list(groups.additional_workers),
+        "EmrManagedMasterSecurityGroup": groups.master if groups else None,
+        "EmrManagedSlaveSecurityGroup": groups.workers if groups else None,
+        "ServiceAccessSecurityGroup": groups.service_access if groups else None,
+        "AdditionalMasterSecurityGroups": list(groups.additional_master if groups else ()) + ([livy_group] if livy_group else []),
+        "AdditionalSlaveSecurityGroups": list(groups.additional_workers if groups else ()),
     }
     return {k: v for k, v in fields.items() if v}
+
+
+def livy_group_name(registry_prefix: str, pool: str) -> str:
+    """The name of a pool's Livy security group (one per registry prefix and pool, in its VPC)."""
+    return f"spotlake-{registry_prefix}-livy-{pool}"
+
+
+def livy_permissions(access: LivyAccess) -> list[dict[str, Any]]:
+    """The ingress rules of a pool's Livy group: TCP 8998 from each configured group and block."""
+    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": LIVY_PORT, "ToPort": LIVY_PORT}
+    return (
+        [{**rule, "UserIdGroupPairs": [{"GroupId": g, "Description": "Airflow workers: Livy"}]} for g in access.security_groups]
+        + [
+            {**rule, "IpRanges": [{"CidrIp": c, "Description": "Airflow workers: Livy"}]}
+            for c in access.cidrs
+            if ipaddress.ip_network(c).version == 4
+        ]
+        + [
+            {**rule, "Ipv6Ranges": [{"CidrIpv6": c, "Description": "Airflow workers: Livy"}]}
+            for c in access.cidrs
+            if ipaddress.ip_network(c).version == 6
+        ]
+    )
+
+
+def rule_set(permissions: list[dict[str, Any]]) -> set[tuple[str, int, int, str]]:
+    """Ingress rules as (protocol, from port, to port, source) tuples, whatever their grouping."""
+    rules = set()
+    for p in permissions:
+        head = (str(p.get("IpProtocol")), int(p.get("FromPort", -1)), int(p.get("ToPort", -1)))
+        for pair in p.get("UserIdGroupPairs", []):
+            rules.add((*head, pair["GroupId"]))
+        for block in p.get("IpRanges", []):
+            rules.add((*head, block["CidrIp"]))
+        for block in p.get("Ipv6Ranges", []):
+            rules.add((*head, block["CidrIpv6"]))
+        for prefix in p.get("PrefixListIds", []):
+            rules.add((*head, prefix["PrefixListId"]))
+    return rules
 
 
 def _shape(pool: PoolConfig) -> EmrShape:
