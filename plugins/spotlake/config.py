@@ -20,7 +20,7 @@ import yaml
 from croniter import croniter
 
 from spark_jobs.common.contract import IDENTIFIER
-from spark_jobs.common.database_secret import Endpoint
+from spark_jobs.common.database_secret import DatabaseTls, Endpoint
 from spotlake.errors import ConfigError
 
 COLUMN = re.compile(r"^(?=[^ ])[^`\x00-\x1f\x7f]{1,64}(?<=[^ ])$")
@@ -31,7 +31,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "pipelines.yam
 CAST_TYPE = re.compile(r"^[a-z]+(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 
 DEFAULTS_KEYS = {"schedule", "lookback", "pool", "read", "start_date", "retries", "reconcile", "stale_after", "owner"}
-SOURCE_KEYS = {"secret_id", "replica_secret_id", "host", "port", "database"}
+SOURCE_KEYS = {"secret_id", "replica_secret_id", "host", "port", "database", "tls"}
 ENDPOINT_KEYS = ("host", "port", "database")  # where the database is when its secret does not say
 RECONCILE_KEYS = {"enabled", "schedule", "chunk_rows", "deletes"}
 READ_KEYS = {"fetch_size", "partition_rows", "max_partitions", "snapshot_chunk_rows"}
@@ -122,10 +122,11 @@ class Source:
     replica_secret_id: str | None = None  # reconciliation reads its checksums from this replica
     # host, port, database of an RDS-managed master secret (it holds only username and password)
     endpoint: Endpoint = field(default_factory=Endpoint)
+    tls: DatabaseTls = field(default_factory=DatabaseTls)  # auto: plain on loopback, VERIFY_IDENTITY elsewhere
 
     def to_job(self) -> dict[str, Any]:
         """The ``source`` section of a job document."""
-        doc: dict[str, Any] = {"secret_id": self.secret_id}
+        doc: dict[str, Any] = {"secret_id": self.secret_id, "tls": self.tls.to_job()}
         if self.endpoint.to_job():
             doc["endpoint"] = self.endpoint.to_job()
         return doc
@@ -472,6 +473,7 @@ def parse(raw: Any, path: Path) -> PipelinesConfig:
             secret_id=str(entry["secret_id"]),
             replica_secret_id=str(replica) if replica else None,
             endpoint=_endpoint(entry, f"{where}: sources.{name}"),
+            tls=_tls(entry.get("tls"), f"{where}: sources.{name}.tls"),
         )
     entries = raw.get("pipelines")
     if not isinstance(entries, list) or not entries:
@@ -532,6 +534,23 @@ def _endpoint(raw: Mapping[str, Any], where: str) -> Endpoint:
         return ConfigError(f"{where}.{field.rpartition('.')[2]}: {problem}")
 
     return Endpoint.parse({k: raw[k] for k in ENDPOINT_KEYS if k in raw}, "endpoint", fail)
+
+
+def _tls(raw: Any, where: str) -> DatabaseTls:
+    """A database's ``tls`` section (:class:`~spark_jobs.common.database_secret.DatabaseTls`)."""
+
+    def fail(field: str, problem: str) -> ConfigError:
+        key = field.partition(".")[2]
+        return ConfigError(f"{where}{'.' + key if key else ''}: {problem}")
+
+    tls = DatabaseTls.parse(raw, "tls", fail)
+    if tls.ca_file:
+        raise ConfigError(
+            f"{where}.ca_file: the MySQL driver (Connector/J) reads no PEM file; name the truststore instead "
+            "(truststore: /etc/pki/spotlake/db-truststore.p12, written by deploy/emr/install-db-ca.sh), or leave "
+            "both out to verify against the JVM's default trust store"
+        )
+    return tls
 
 
 def _maintenance(raw: Any, where: str) -> Maintenance:

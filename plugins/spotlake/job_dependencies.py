@@ -44,9 +44,11 @@ from spotlake.lake import split_s3
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = PROJECT_ROOT / "spark_jobs" / "requirements.txt"
-# The EMR bootstrap action that installs the Python the archive is built for; published to a
-# stable name (<root>/bootstrap/install-python.sh) that config/pools.yaml names.
+# The EMR bootstrap actions, published to stable names (<root>/bootstrap/<name>) that
+# config/pools.yaml names: the Python the archive is built for, and the databases' CA bundle
+# (for sources and sinks reached over verified TLS).
 BOOTSTRAP_SCRIPT = PROJECT_ROOT / "deploy" / "emr" / "install-python.sh"
+BOOTSTRAP_SCRIPTS = (BOOTSTRAP_SCRIPT, PROJECT_ROOT / "deploy" / "emr" / "install-db-ca.sh")
 MANIFEST = "job-dependencies.json"
 # The cluster's Python: EMR 7 pools install CPython 3.11 with a bootstrap action (docs/deploying-to-aws.md).
 DEFAULT_PYTHON = "3.11"
@@ -275,7 +277,6 @@ def publish(
     files = [*jars, python_archive]
     sums = {path.name: _sha256(path) for path in files}
     names = {path.name: f"deps/{sums[path.name][:16]}/{path.name}" for path in files}
-    bootstrap_name = f"bootstrap/{BOOTSTRAP_SCRIPT.name}"
     if root.startswith(("s3://", "s3a://")):
         if s3 is None:
             raise ValueError("publishing job dependencies to S3 needs an S3 client")
@@ -284,7 +285,8 @@ def publish(
             key = f"{prefix}/{names[path.name]}".lstrip("/")
             if not _s3_exists(s3, bucket, key):
                 s3.upload_file(str(path), bucket, key)
-        s3.upload_file(str(BOOTSTRAP_SCRIPT), bucket, f"{prefix}/{bootstrap_name}".lstrip("/"))
+        for script in BOOTSTRAP_SCRIPTS:
+            s3.upload_file(str(script), bucket, f"{prefix}/bootstrap/{script.name}".lstrip("/"))
         base = f"s3://{bucket}/{prefix}".rstrip("/")
     else:
         folder = Path(root)
@@ -296,7 +298,8 @@ def publish(
                 shutil.copyfile(path, tmp)
                 tmp.replace(dest)
         (folder / "bootstrap").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(BOOTSTRAP_SCRIPT, folder / bootstrap_name)
+        for script in BOOTSTRAP_SCRIPTS:
+            shutil.copyfile(script, folder / "bootstrap" / script.name)
         base = str(folder.resolve())
     manifest = Manifest(
         jars=[f"{base}/{names[path.name]}" for path in jars],
@@ -304,7 +307,7 @@ def publish(
         python=python,
         platform=platform,
         files=sums,
-        bootstrap=f"{base}/{bootstrap_name}",
+        bootstrap=f"{base}/bootstrap/{BOOTSTRAP_SCRIPT.name}",
     )
     _write_manifest(root, manifest, s3)
     return manifest

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         partitions = KafkaTopics(bootstrap, security=stream.kafka_security, region=region).check_topics(
             stream.name, stream.topics
         )
-        target = resolve_target(stream.sink_secret_id, stream.name, region, stream.sink_endpoint)
+        target = resolve_target(stream.sink_secret_id, stream.name, region, stream.sink_endpoint, stream.sink_tls)
         import psycopg2
 
         connection = psycopg2.connect(
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             user=target.username,
             password=target.password,
             connect_timeout=10,
+            **target.ssl_params(stream.name),
         )
         try:
             recorded = request_reset(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_jobs.clickstream.kafka_security import KafkaSecurity
-from spark_jobs.common.database_secret import Endpoint
+from spark_jobs.common.database_secret import DatabaseTls, Endpoint
 from spotlake import config
 from spotlake.config import DEFAULT_OWNER, NAME, _mapping, _unknown_keys, identifier, owner, parse_duration
 from spotlake.errors import ConfigError
@@ -128,6 +128,7 @@ class StreamConfig:
     spark_conf: dict[str, str] = field(default_factory=dict)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     sink_endpoint: Endpoint = field(default_factory=Endpoint)  # host, port, database where the secret does not say
+    sink_tls: DatabaseTls = field(default_factory=DatabaseTls)  # auto: plain on loopback, verify-full elsewhere
     owner: str = DEFAULT_OWNER  # the Airflow owner of the stream's supervisor DAG
 
     @property
@@ -186,6 +187,7 @@ class StreamConfig:
                 "secret_id": self.sink_secret_id,
                 "schema": self.sink_schema,
                 **({"endpoint": self.sink_endpoint.to_job()} if self.sink_endpoint.to_job() else {}),
+                "tls": self.sink_tls.to_job(),
             },
             **({"region": region} if region else {}),
             "window_s": int(self.window.total_seconds()),
@@ -317,7 +319,7 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         if key not in entry:
             raise ConfigError(f"{where}: '{key}' is required; see docs/streaming.md for an example")
     sink = _mapping(entry["sink"], f"{where}.sink")
-    _unknown_keys(sink, {"secret_id", "schema", "host", "port", "database"}, f"{where}.sink")
+    _unknown_keys(sink, {"secret_id", "schema", "host", "port", "database", "tls"}, f"{where}.sink")
     schema = sink.get("schema", "public")
     if not isinstance(schema, str) or not SCHEMA.match(schema):
         raise ConfigError(f"{where}.sink.schema: {schema!r} is not a lower-case PostgreSQL identifier (letters, digits, _)")
@@ -357,6 +359,7 @@ def _stream(name: Any, entry: Any, where: str, settings: dict[str, Any]) -> Stre
         sink_endpoint=Endpoint.parse(
             {k: sink[k] for k in ("host", "port", "database") if k in sink}, f"{where}.sink", _config_error
         ),
+        sink_tls=_sink_tls(sink.get("tls"), f"{where}.sink.tls"),
         owner=owner(settings["owner"], f"{where}.owner"),
     )
 
@@ -379,6 +382,16 @@ def _lake_tables(value: Any, where: str) -> StreamLakeTables:
         dead_letters=identifier(dead, f"{where}.dead_letters") if dead else None,
         snapshot_retention=parse_duration(value.get("snapshot_retention", "1h"), f"{where}.snapshot_retention"),
     )
+
+
+def _sink_tls(raw: Any, where: str) -> DatabaseTls:
+    tls = DatabaseTls.parse(raw, where, _config_error)
+    if tls.truststore:
+        raise ConfigError(
+            f"{where}.truststore: the sink's driver (libpq) reads a PEM CA bundle, not a Java truststore; "
+            "name it as ca_file (/etc/pki/spotlake/db-ca.pem, written by deploy/emr/install-db-ca.sh)"
+        )
+    return tls
 
 
 def _config_error(field: str, problem: str) -> ConfigError:

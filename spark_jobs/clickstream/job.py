@@ -37,7 +37,7 @@ from typing import Any
 
 from spark_jobs.clickstream.kafka_security import Credentials, KafkaSecurity
 from spark_jobs.common.contract import decode_job, decode_json
-from spark_jobs.common.database_secret import Endpoint
+from spark_jobs.common.database_secret import DatabaseTls, Endpoint
 from spark_jobs.common.errors import StreamingError
 from spark_jobs.common.job_documents import REGION
 
@@ -114,6 +114,7 @@ class PostgresSink:
     secret_id: str
     schema: str = "public"
     endpoint: Endpoint = Endpoint()  # host, port, database where the secret does not say
+    tls: DatabaseTls = DatabaseTls()  # auto: plain on loopback, sslmode=verify-full elsewhere
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ class _Parser:
         return value
 
     def sink(self, data: Mapping[str, Any]) -> PostgresSink:
-        self.unknown_keys(data, {"secret_id", "schema", "endpoint"}, "sink.")
+        self.unknown_keys(data, {"secret_id", "schema", "endpoint", "tls"}, "sink.")
         schema = data.get("schema", "public")
         if not isinstance(schema, str) or not SCHEMA.match(schema):
             raise self.fail("sink.schema", f"must be a lower-case PostgreSQL identifier, got {schema!r}")
@@ -336,6 +337,7 @@ class _Parser:
             secret_id=self.text(data, "secret_id", "sink."),
             schema=schema,
             endpoint=Endpoint.parse(data.get("endpoint"), "sink.endpoint", self.fail),
+            tls=DatabaseTls.parse(data.get("tls"), "sink.tls", self.fail),
         )
 
     def trigger(self, data: Mapping[str, Any]) -> Trigger:

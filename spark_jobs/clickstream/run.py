@@ -360,7 +360,7 @@ def run_stream(spark: SparkSession, job: StreamJob, writer: PostgresSinkWriter |
     job = with_kafka_credentials(job)
     if writer is None:
         writer = PostgresSinkWriter.for_target(
-            resolve_target(job.sink.secret_id, job.stream, job.region, job.sink.endpoint),
+            resolve_target(job.sink.secret_id, job.stream, job.region, job.sink.endpoint, job.sink.tls),
             job.stream,
             schema=job.sink.schema,
             query_name=job.query_name,

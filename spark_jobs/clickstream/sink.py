@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from spark_jobs.common.database_secret import Endpoint, read_database_secret
+from spark_jobs.common.database_secret import DatabaseTls, Endpoint, read_database_secret
 from spark_jobs.common.errors import StreamFencedError, StreamingError
 
 LOG = logging.getLogger(__name__)
@@ -85,13 +85,21 @@ class PostgresTarget:
     database: str
     username: str
     password: str = field(repr=False)
+    tls: DatabaseTls = DatabaseTls()
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}/{self.database}"
 
+    def ssl_params(self, stream: str) -> dict[str, str]:
+        """libpq's ``sslmode`` (and ``sslrootcert``) for the sink: ``auto`` is ``disable`` on
+        loopback and ``verify-full`` elsewhere."""
+        return self.tls.libpq_params(self.host, f"stream {stream}: sink PostgreSQL at {self.address}", StreamingError)
 
-def resolve_target(secret_id: str, stream: str, region: str | None = None, endpoint: Endpoint | None = None) -> PostgresTarget:
+
+def resolve_target(
+    secret_id: str, stream: str, region: str | None = None, endpoint: Endpoint | None = None, tls: DatabaseTls | None = None
+) -> PostgresTarget:
     """Read the sink's secret from Secrets Manager (in ``region``) and check its shape, never echoing values."""
     secret = read_database_secret(
         secret_id,
@@ -102,7 +110,7 @@ def resolve_target(secret_id: str, stream: str, region: str | None = None, endpo
         region=region,
         endpoint=endpoint,
     )
-    return PostgresTarget(secret.host, secret.port, str(secret.database), secret.username, secret.password)
+    return PostgresTarget(secret.host, secret.port, str(secret.database), secret.username, secret.password, tls or DatabaseTls())
 
 
 @dataclass
@@ -212,6 +220,7 @@ class PostgresSinkWriter:
                     f"stream {stream}: psycopg2 is not on the driver — the batch's Python archive did not reach "
                     "it; publish it with `python -m spotlake.job_dependencies publish` (spark.archives)"
                 ) from None
+            ssl = target.ssl_params(stream)
             try:
                 return psycopg2.connect(
                     host=target.host,
@@ -221,13 +230,14 @@ class PostgresSinkWriter:
                     password=target.password,
                     connect_timeout=10,
                     application_name=f"spotlake-{stream}",
+                    **ssl,
                 )
             except psycopg2.OperationalError as exc:
                 first = (str(exc).strip().splitlines() or ["connection failed"])[0]
                 raise SinkUnreachable(
                     f"stream {stream}: cannot connect to the sink PostgreSQL at {target.address}: {first} — "
                     "check host, port and credentials in the sink secret and that the database accepts "
-                    "connections from the cluster"
+                    f"connections from the cluster (sslmode {ssl['sslmode']}: the sink's tls in config/streaming.yaml)"
                 ) from None
 
         return cls(connect, **kwargs)

@@ -149,3 +149,110 @@ def read_database_secret(
             "Secrets Manager (a VPC endpoint in private subnets)"
         ) from None
     return parse_database_secret(response.get("SecretString"), where, error, database_required, endpoint)
+
+
+TLS_MODES = ("auto", "verify-identity", "verify-ca", "required", "disabled")
+VERIFYING = ("verify-identity", "verify-ca")
+TLS_KEYS = ("mode", "ca_file", "truststore")
+# A PKCS12 truststore holds only public certificates: its password guards integrity, not secrecy
+# (the JDK's cacerts uses the same well-known one). deploy/emr/install-db-ca.sh writes it so.
+TRUSTSTORE_PASSWORD = "changeit"
+MYSQL_SSL_MODES = {
+    "verify-identity": "VERIFY_IDENTITY",
+    "verify-ca": "VERIFY_CA",
+    "required": "REQUIRED",
+    "disabled": "DISABLED",
+}
+LIBPQ_SSL_MODES = {"verify-identity": "verify-full", "verify-ca": "verify-ca", "required": "require", "disabled": "disable"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (127.0.0.0/8, ::1, localhost): the local stack's databases."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        import ipaddress
+
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class DatabaseTls:
+    """How a job connects to a database over TLS (a source's or sink's ``tls`` in the configuration).
+
+    ``mode``: ``verify-identity`` (the server's certificate chains to ``ca_file`` / ``truststore`` and
+    names the host: Connector/J's ``sslMode=VERIFY_IDENTITY``, libpq's ``sslmode=verify-full``),
+    ``verify-ca``, ``required`` (encrypted, unverified), ``disabled``; ``auto`` (the default) is
+    ``disabled`` for a loopback host (the local stack) and ``verify-identity`` for any other.
+    ``ca_file``: the CA bundle (PEM) on the cluster nodes, e.g. RDS's global-bundle.pem, for libpq and
+    PgJDBC; ``truststore``: the same certificates as a PKCS12 truststore there, for Connector/J (which
+    reads no PEM); without it Connector/J verifies against the JVM's default trust store.
+    """
+
+    mode: str = "auto"
+    ca_file: str | None = None
+    truststore: str | None = None
+
+    def to_job(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"mode": self.mode}
+        if self.ca_file:
+            doc["ca_file"] = self.ca_file
+        if self.truststore:
+            doc["truststore"] = self.truststore
+        return doc
+
+    @classmethod
+    def parse(cls, data: Any, field: str, fail: Callable[[str, str], Exception]) -> DatabaseTls:
+        """A ``tls`` section (``{mode, ca_file, truststore}``, each optional; none: ``auto``)."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise fail(field, f"must map mode, ca_file and truststore, got {data!r}")
+        unknown = sorted(set(data) - set(TLS_KEYS))
+        if unknown:
+            raise fail(field, f"has unknown key(s) {', '.join(unknown)}; expected {', '.join(TLS_KEYS)}")
+        mode = data.get("mode", "auto")
+        if mode not in TLS_MODES:
+            raise fail(f"{field}.mode", f"must be one of {', '.join(TLS_MODES)}, got {mode!r}")
+        paths = {}
+        for key in ("ca_file", "truststore"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+                raise fail(f"{field}.{key}", f"must be an absolute path on the cluster nodes, got {value!r}")
+            paths[key] = value
+        return cls(mode=mode, **paths)
+
+    def effective(self, host: str) -> str:
+        """The mode for ``host``: ``auto`` resolved (plain on loopback, verified elsewhere)."""
+        if self.mode != "auto":
+            return self.mode
+        return "disabled" if is_loopback(host) else "verify-identity"
+
+    def mysql_options(self, host: str) -> str:
+        """Connector/J URL options (``&sslMode=...`` and the truststore when one is configured)."""
+        mode = self.effective(host)
+        options = f"&sslMode={MYSQL_SSL_MODES[mode]}"
+        if mode in VERIFYING and self.truststore:
+            options += (
+                f"&trustCertificateKeyStoreUrl=file:{self.truststore}&trustCertificateKeyStoreType=PKCS12"
+                f"&trustCertificateKeyStorePassword={TRUSTSTORE_PASSWORD}&fallbackToSystemTrustStore=false"
+            )
+        return options
+
+    def libpq_params(self, host: str, where: str, error: type[Exception]) -> dict[str, str]:
+        """psycopg2's ``sslmode`` (and ``sslrootcert``) for ``host``; a verifying mode without a
+        CA bundle is ``error``, naming ``where`` and the fix (libpq has no default trust store)."""
+        mode = self.effective(host)
+        params = {"sslmode": LIBPQ_SSL_MODES[mode]}
+        if mode in VERIFYING:
+            if not self.ca_file:
+                raise error(
+                    f"{where}: TLS mode {mode} (the default for {host}, not a loopback host) verifies the server's "
+                    "certificate but no tls.ca_file names the CA bundle; set tls.ca_file to it (RDS: "
+                    "global-bundle.pem, installed on the nodes by deploy/emr/install-db-ca.sh), or tls.mode: required"
+                )
+            params["sslrootcert"] = self.ca_file
+        return params

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.common.contract import IDENTIFIER, decode_job, decode_json, window_label
-from spark_jobs.common.database_secret import Endpoint
+from spark_jobs.common.database_secret import DatabaseTls, Endpoint
 from spark_jobs.common.errors import ExtractionError
 
 if TYPE_CHECKING:
@@ -184,6 +184,7 @@ class ExtractJob(JobDocument):
     commit: CommitOptions = CommitOptions()
     reconcile: ReconcileOptions = ReconcileOptions()
     source_endpoint: Endpoint = Endpoint()  # host, port, database where the source secret does not say
+    source_tls: DatabaseTls = DatabaseTls()  # how the JDBC connections to the source use TLS
 
     @property
     def label(self) -> str:
@@ -254,7 +255,7 @@ class _JobParser:
         if not isinstance(run_id, str) or not RUN_ID.match(run_id):
             raise self.fail("run_id", f"must be 1-64 letters, digits, _ or - (a uuid hex), got {run_id!r}")
         source = self.section(data, "source", required=True)
-        self.unknown_keys(source, {"secret_id", "endpoint"}, "source.")
+        self.unknown_keys(source, {"secret_id", "endpoint", "tls"}, "source.")
         primary_key = data.get("primary_key")
         if not isinstance(primary_key, list) or not primary_key:
             raise self.fail("primary_key", f"must be a non-empty list of column names, got {primary_key!r}")
@@ -276,6 +277,7 @@ class _JobParser:
             kind=kind,
             secret_id=self.text(source, "secret_id", "source."),
             source_endpoint=Endpoint.parse(source.get("endpoint"), "source.endpoint", self.fail),
+            source_tls=DatabaseTls.parse(source.get("tls"), "source.tls", self.fail),
             database=self.identifier(data.get("database"), "database"),
             table=self.identifier(data.get("table"), "table"),
             primary_key=tuple(primary_key),

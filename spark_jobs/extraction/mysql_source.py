@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_jobs.common.database_secret import read_database_secret
+from spark_jobs.common.database_secret import DatabaseTls, read_database_secret
 from spark_jobs.common.errors import ExtractionError
 from spark_jobs.common.job_documents import CONFIG_FILE, UTC, ExtractJob, is_identifier, quote_identifier, sql_timestamp
 from spark_jobs.common.runtime import driver_jvm
@@ -67,6 +67,7 @@ class MySqlSource:
     database: str | None
     username: str
     password: str = field(repr=False)
+    tls: DatabaseTls = DatabaseTls()
 
     @property
     def address(self) -> str:
@@ -74,7 +75,9 @@ class MySqlSource:
 
     @property
     def url(self) -> str:
-        return f"jdbc:mysql://{self.address}/{self.database or ''}?{URL_OPTIONS}"
+        """Connector/J's URL: the session settings, and TLS as ``tls`` says for this host
+        (``auto``: ``sslMode=DISABLED`` on loopback, ``VERIFY_IDENTITY`` elsewhere)."""
+        return f"jdbc:mysql://{self.address}/{self.database or ''}?{URL_OPTIONS}{self.tls.mysql_options(self.host)}"
 
 
 def resolve_source(job: ExtractJob, secret_id: str | None = None) -> MySqlSource:
@@ -99,6 +102,7 @@ def resolve_source(job: ExtractJob, secret_id: str | None = None) -> MySqlSource
         database=secret.database,
         username=secret.username,
         password=secret.password,
+        tls=job.source_tls,
     )
 
 
@@ -113,10 +117,19 @@ def jdbc_connection(spark: SparkSession, source: MySqlSource, job: ExtractJob) -
     try:
         connection = jvm.com.mysql.cj.jdbc.Driver().connect(source.url, properties)
     except Py4JJavaError as exc:
+        mode = source.tls.effective(source.host)
+        trust = source.tls.truststore or "the JVM's default trust store"
+        tls = (
+            f"; TLS {mode}: the server's certificate must chain to a CA in {trust}"
+            + (" and name the host" if mode == "verify-identity" else "")
+            + " (the source's tls in config/pipelines.yaml)"
+            if mode in ("verify-identity", "verify-ca")
+            else f"; TLS {mode}"
+        )
         raise ExtractionError(
             f"pipeline {job.pipeline}: cannot connect to MySQL at {source.address} for table "
             f"{job.qualified_table}: {java_message(exc)} — check host, port and credentials in secret "
-            f"'{job.secret_id}' and that the database accepts connections from the cluster"
+            f"'{job.secret_id}' and that the database accepts connections from the cluster{tls}"
         ) from None
     try:
         yield connection

@@ -237,3 +237,32 @@ def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
     assert out[0]["current_rows"] == ROWS
     assert_lake_equals_mysql(env, pipeline, table)
     assert datetime.fromisoformat(new.launched_at) > datetime.fromisoformat(old.launched_at)
+
+
+def test_a_livy_cluster_started_behind_the_registrys_back_is_swept_and_its_end_confirmed(
+    fleet_env: tuple[ExtractionEnv, Fleet, Callable[..., PoolConfig]], supervisor: Supervisor
+) -> None:
+    """A real Livy server of the pool that the registry never launched (a leftover of a lost
+    registry, a launch by hand): the fleet's sweep terminates it once past sweep_grace, records it,
+    and the next pass confirms it gone; the pool's own READY cluster is left alone."""
+    env, fleet, make_pool = fleet_env
+    pool = make_pool(sweep_grace=timedelta(seconds=20))
+    fleet.launch(pool)
+    ours = env.registry.ready_cluster(env.pool)
+    assert ours is not None
+    rogue = f"{env.pool}-0042"
+    processes = fleet.provider.processes  # type: ignore[attr-defined]
+    processes.launch(rogue, master="local[1]")
+    assert {c.cluster_id for c in fleet.provider.running(pool)} == {ours.cluster_id, rogue}
+
+    report = fleet.sweep(pool)
+    assert report.clusters("untracked") == [rogue] and supervisor.is_running(f"livy-{rogue}")  # within its grace
+    assert wait_for(lambda: rogue in fleet.sweep(pool).clusters("swept"), 60, interval=2), "the untracked cluster was not swept"
+    assert not supervisor.is_running(f"livy-{rogue}")
+    swept = env.registry.get_cluster(env.pool, rogue)
+    assert swept.state == ClusterState.TERMINATED and swept.reason.startswith(f"swept: cluster {rogue}")
+    assert fleet.settle(pool).clusters("confirmed") == [rogue]
+    assert env.registry.get_cluster(env.pool, rogue).terminated_at
+    still = env.registry.ready_cluster(env.pool)
+    assert supervisor.is_running(f"livy-{ours.cluster_id}") and still is not None and still.cluster_id == ours.cluster_id
+    assert fleet.sweep(pool).events == [] and fleet.vacancy(pool) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import boto3
@@ -17,9 +18,11 @@ from spark_jobs.clickstream.kafka_security import (
     parse_credentials,
     read_credentials,
 )
-from spark_jobs.common.database_secret import Endpoint, parse_database_secret, read_database_secret
+from spark_jobs.clickstream.sink import PostgresTarget
+from spark_jobs.common.database_secret import DatabaseTls, Endpoint, parse_database_secret, read_database_secret
 from spark_jobs.common.errors import ExtractionError, StreamingError
 from spark_jobs.common.job_documents import ExtractJob
+from spark_jobs.extraction.mysql_source import MySqlSource
 from spotlake import config, streaming
 from spotlake.errors import ConfigError
 from tests.support.stream_configs import parse as parse_streams
@@ -95,6 +98,7 @@ pipelines:
     assert pipeline.source.to_job() == {
         "secret_id": "rds!db-123",
         "endpoint": {"host": "db.internal", "port": 3306, "database": "shop"},
+        "tls": {"mode": "auto"},
     }
     assert cfg.lake.to_job(pipeline)["endpoint"] == {"host": "catalog.internal", "port": 5432, "database": "lake"}
     path.write_text(path.read_text().replace("port: 3306", "port: http"))
@@ -113,6 +117,86 @@ def test_the_job_contract_accepts_endpoints() -> None:
     doc["source"]["endpoint"] = {"host": "db.internal", "user": "x"}
     with pytest.raises(ExtractionError, match="source.endpoint"):
         ExtractJob.from_dict(doc)
+
+
+# --------------------------------------------------------------------- database TLS
+RDS_CA = "/etc/pki/spotlake/db-ca.pem"
+TRUSTSTORE = "/etc/pki/spotlake/db-truststore.p12"
+
+
+def test_database_tls_travels_from_the_configuration_to_the_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(f"""
+sources:
+  shop: {{secret_id: rds!db-123, tls: {{mode: verify-identity, truststore: {TRUSTSTORE}}}}}
+pipelines:
+  - {{name: orders, source: shop, database: shop, table: orders, primary_key: [id], cursor: updated_at}}
+""")
+    pipeline = config.load(path).get("orders")
+    tls = {"mode": "verify-identity", "truststore": TRUSTSTORE}
+    assert pipeline.source.to_job()["tls"] == tls
+    import copy
+
+    from tests.support.job_documents import BASE_JOB
+
+    doc = copy.deepcopy(BASE_JOB)
+    doc["source"]["tls"] = tls
+    assert ExtractJob.from_dict(doc).source_tls == DatabaseTls("verify-identity", truststore=TRUSTSTORE)
+    for bad, said in (
+        ("{mode: verify-full}", "sources.shop.tls.mode: must be one of auto, verify-identity, verify-ca, required, disabled"),
+        ("{mode: required, truststore: rds.p12}", "sources.shop.tls.truststore: must be an absolute path on the cluster nodes"),
+        (f"{{ca_file: {RDS_CA}}}", "sources.shop.tls.ca_file: the MySQL driver (Connector/J) reads no PEM file"),
+        ("{sslmode: require}", "sources.shop.tls: has unknown key(s) sslmode"),
+    ):
+        pipelines = "pipelines:\n  - {name: orders, source: shop, database: shop, table: orders, primary_key: [id], "
+        path.write_text(f"sources:\n  shop: {{secret_id: s, tls: {bad}}}\n{pipelines}cursor: updated_at}}\n")
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("tls", "host", "options"),
+    [
+        (DatabaseTls(), "127.0.0.1", "&sslMode=DISABLED"),  # the local stack stays plain
+        (DatabaseTls(), "localhost", "&sslMode=DISABLED"),
+        (DatabaseTls(), "[::1]", "&sslMode=DISABLED"),
+        (DatabaseTls(), "shop.abc.eu-west-1.rds.amazonaws.com", "&sslMode=VERIFY_IDENTITY"),  # JVM default trust
+        (
+            DatabaseTls(truststore=TRUSTSTORE),
+            "10.0.3.7",
+            f"&sslMode=VERIFY_IDENTITY&trustCertificateKeyStoreUrl=file:{TRUSTSTORE}&trustCertificateKeyStoreType=PKCS12"
+            "&trustCertificateKeyStorePassword=changeit&fallbackToSystemTrustStore=false",
+        ),
+        (DatabaseTls("required", truststore=TRUSTSTORE), "db.internal", "&sslMode=REQUIRED"),
+        (DatabaseTls("verify-ca"), "127.0.0.1", "&sslMode=VERIFY_CA"),  # an explicit mode wins on loopback too
+    ],
+)
+def test_the_mysql_url_asks_for_verified_tls_except_on_loopback(tls: DatabaseTls, host: str, options: str) -> None:
+    source = MySqlSource(host, 3306, "shop", "u", "s3cr3t-pw", tls)
+    assert source.url.endswith("&tcpKeepAlive=true" + options)
+    assert "s3cr3t-pw" not in source.url and "password=" not in source.url.replace("KeyStorePassword=", "")
+
+
+def test_the_sink_connects_with_verify_full_and_the_ca_bundle_except_on_loopback() -> None:
+    remote = PostgresTarget("sink.abc.eu-west-1.rds.amazonaws.com", 5432, "clicks", "u", "p", DatabaseTls(ca_file=RDS_CA))
+    assert remote.ssl_params("clicks") == {"sslmode": "verify-full", "sslrootcert": RDS_CA}
+    assert PostgresTarget("127.0.0.1", 5432, "clicks", "u", "p").ssl_params("clicks") == {"sslmode": "disable"}
+    required = PostgresTarget("10.0.0.5", 5432, "clicks", "u", "p", DatabaseTls("required"))
+    assert required.ssl_params("clicks") == {"sslmode": "require"}
+    with pytest.raises(StreamingError) as missing:
+        PostgresTarget("10.0.0.5", 5432, "clicks", "u", "p").ssl_params("clicks")
+    assert str(missing.value).startswith(
+        "stream clicks: sink PostgreSQL at 10.0.0.5:5432/clicks: TLS mode verify-identity (the default for 10.0.0.5, "
+        "not a loopback host) verifies the server's certificate but no tls.ca_file names the CA bundle"
+    )
+
+
+def test_the_sink_tls_travels_to_the_stream_job_and_a_truststore_is_refused() -> None:
+    sink = {"secret_id": "s", "schema": "clickstream", "tls": {"ca_file": RDS_CA}}
+    stream = parse_streams(sink=sink).get("clicks")
+    assert StreamJob.from_dict(stream.job_document("r", 1, "b:9092")).sink.tls == DatabaseTls(ca_file=RDS_CA)
+    with pytest.raises(ConfigError, match=r"sink.tls.truststore: the sink's driver \(libpq\) reads a PEM CA bundle"):
+        parse_streams(sink={**sink, "tls": {"truststore": TRUSTSTORE}})
 
 
 # --------------------------------------------------------------------- Kafka

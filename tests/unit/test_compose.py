@@ -521,7 +521,7 @@ def test_the_image_has_every_file_its_code_reads_from_the_project() -> None:
 
     text = DOCKERFILE.read_text()
     ignored = (PROJECT_ROOT / "docker/Dockerfile.dockerignore").read_text().splitlines()
-    for path in (job_dependencies.BOOTSTRAP_SCRIPT, job_dependencies.REQUIREMENTS, sink_schema.MIGRATIONS_DIR):
+    for path in (*job_dependencies.BOOTSTRAP_SCRIPTS, job_dependencies.REQUIREMENTS, sink_schema.MIGRATIONS_DIR):
         relative = path.relative_to(PROJECT_ROOT).as_posix()
         top = relative.split("/")[0]
         assert f"!{relative}" in ignored or f"!{top}/" in ignored, relative

@@ -79,7 +79,8 @@ def test_publish_to_s3_uploads_each_file_once(tmp_path: Path) -> None:
     manifest = job_dependencies.publish("s3://deploy/spotlake", jars, archive, s3=s3)
     assert all(uri.startswith("s3://deploy/spotlake/deps/") for uri in manifest.jars)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="deploy")["Contents"])
-    assert len(keys) == 5 and "spotlake/job-dependencies.json" in keys and "spotlake/bootstrap/install-python.sh" in keys
+    assert len(keys) == 6 and "spotlake/job-dependencies.json" in keys and "spotlake/bootstrap/install-python.sh" in keys
+    assert "spotlake/bootstrap/install-db-ca.sh" in keys
     assert job_dependencies.load("s3://deploy/spotlake", s3) == manifest
     published = artifacts.publish("extraction", s3=s3, root="s3://deploy/spotlake")
     assert published.jars == manifest.jars and published.entry.startswith("s3://deploy/spotlake/")

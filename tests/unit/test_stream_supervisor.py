@@ -183,7 +183,7 @@ def test_first_start_then_running_with_lag_and_status(world: World) -> None:
     assert "spark.scheduler.mode" not in body["conf"]  # one query: no scheduler pools to share between
     document = json.loads(base64.urlsafe_b64decode(body["args"][1]))
     assert document["stream"] == "clicks" and document["source"]["bootstrap_servers"] == "b-1:9092"
-    assert document["sink"] == {"secret_id": "spotlake/postgres/clicks", "schema": "clickstream"}
+    assert document["sink"] == {"secret_id": "spotlake/postgres/clicks", "schema": "clickstream", "tls": {"mode": "auto"}}
     assert report.lag is not None and report.lag.total == 140  # nothing committed: from the low offsets
 
     world.sink.current = Progress(
