@@ -218,15 +218,23 @@ def _add(client: Any, table: str, keys: tuple[tuple[str, str], ...], indexes: In
     for what in missing:
         if what.startswith("index "):
             name = what.removeprefix("index ")
-            try:
-                client.update_table(
-                    TableName=table,
-                    AttributeDefinitions=_definitions(keys, indexes[name]),
-                    GlobalSecondaryIndexUpdates=[{"Create": _index_spec(name, indexes[name])}],
-                )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] not in ("ResourceInUseException", "LimitExceededException"):
-                    raise
+            for _ in range(WAIT["MaxAttempts"]):
+                try:
+                    client.update_table(
+                        TableName=table,
+                        AttributeDefinitions=_definitions(keys, indexes[name]),
+                        GlobalSecondaryIndexUpdates=[{"Create": _index_spec(name, indexes[name])}],
+                    )
+                    break
+                except ClientError as exc:
+                    # The table is being updated (another index fills): DynamoDB takes one at a time.
+                    if exc.response["Error"]["Code"] not in ("ResourceInUseException", "LimitExceededException"):
+                        raise
+                    if name in {
+                        i["IndexName"] for i in client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+                    }:
+                        break  # another setup is creating it
+                    time.sleep(WAIT["Delay"])
             wait_for_indexes(client, table, [name])
         elif ttl:
             client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})

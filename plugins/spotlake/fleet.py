@@ -34,6 +34,7 @@ pointer to the replacement, so a pool never has two READY clusters.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 CHECKED_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING)
 GONE_STATES = (ClusterState.DEAD, ClusterState.TERMINATED)
+# How long a drained cluster waits before it counts as idle: its jobs are read from the jobs
+# table's index by cluster, which shows a job claimed just before the takeover within moments.
+INDEX_SETTLE = timedelta(seconds=30)
 
 
 class FleetAction(StrEnum):
@@ -237,6 +241,8 @@ def termination_kind(cluster: Cluster) -> str:
     if cluster.reason.startswith("swept:"):
         return TerminationReason.UNTRACKED
     if cluster.state == ClusterState.DEAD:
+        if cluster.reason.startswith("launch failed"):
+            return TerminationReason.LAUNCH_FAILED
         return TerminationReason.LAUNCH_TIMEOUT if "launch_timeout" in cluster.reason else TerminationReason.UNHEALTHY
     return TerminationReason.DRAIN_DEADLINE if cluster.reason.startswith("drain deadline") else TerminationReason.ROTATION
 
@@ -576,6 +582,12 @@ class Fleet:
     def _drain_one(self, pool: PoolConfig, cluster: Cluster, report: FleetReport) -> None:
         running = self.registry.jobs_on_cluster(pool.name, cluster.cluster_id)
         since = self._age(cluster.drain_started_at or cluster.updated_at)
+        if not running and since < INDEX_SETTLE:
+            # A job claimed on it just before the takeover may not be in the jobs index yet
+            # (eventually consistent): not idle until the index has had time to show it.
+            left = span(INDEX_SETTLE - since)
+            report.add(cluster.cluster_id, FleetAction.DRAINING, f"no running job seen yet; idle check in {left}")
+            return
         if not running:
             self._terminate(cluster, TerminationReason.ROTATION, "drained: no running jobs", report)
         elif since >= pool.drain_deadline:
@@ -685,6 +697,8 @@ class Fleet:
             return report
         known = {c.cluster_id: c for c in self.registry.clusters(pool.name)}
         for running in found:
+            if not running.cluster_id:  # the project's tags without a cluster id: recorded under the provider's id
+                running = dataclasses.replace(running, cluster_id=f"{pool.name}-untagged-{running.provider_id}")
             cluster = known.get(running.cluster_id)
             why = untracked(cluster, running)
             if not why:

@@ -630,14 +630,15 @@ def _livy_access(value: Any, where: str) -> LivyAccess:
             network = ipaddress.ip_network(str(cidr), strict=True)
         except ValueError:
             raise ConfigError(f"{where}.cidrs: {cidr!r} is not a CIDR block (e.g. 10.0.0.0/24, no host bits)") from None
-        if network.prefixlen == 0:
+        if network.prefixlen < (8 if network.version == 4 else 32):
             raise ConfigError(
-                f"{where}.cidrs: {cidr} admits everyone to Livy, which runs any code it is sent as the cluster's "
-                "role; name the Airflow workers' security group or subnet instead"
+                f"{where}.cidrs: {cidr} admits far more than the Airflow workers to Livy, which runs any code it is "
+                "sent as the cluster's role; name their security group or subnet instead (at most a /8, or /32 for IPv6)"
             )
     if not groups and not cidrs:
         raise ConfigError(f"{where}: name at least one security group or CIDR block of the Airflow workers")
-    return LivyAccess(security_groups=tuple(groups), cidrs=tuple(str(c) for c in cidrs))
+    # Canonical form (EC2 answers with it), so the rules compare equal to what EC2 holds.
+    return LivyAccess(security_groups=tuple(groups), cidrs=tuple(str(ipaddress.ip_network(str(c))) for c in cidrs))
 
 
 def _security_groups(value: Any, where: str) -> SecurityGroups:

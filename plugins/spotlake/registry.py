@@ -63,9 +63,11 @@ JOB_INDEXES: dict[str, tuple[tuple[str, str], ...]] = {
     "by-move-day": (("moved_day", "HASH"),),
 }
 TABLE_INDEXES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {"jobs": JOB_INDEXES}
-# DynamoDB's time to live: a finished job (SUCCEEDED or FAILED) carries ``expires_at`` (epoch
-# seconds), its end plus the retention (SPOTLAKE_JOB_RETENTION_DAYS, default 14), and DynamoDB
-# deletes it after that; a job claimed again (a cleared task) loses it.
+# DynamoDB's time to live: a job that finished (SUCCEEDED or FAILED) at its first attempt carries
+# ``expires_at`` (epoch seconds), its end plus the retention (SPOTLAKE_JOB_RETENTION_DAYS, default
+# 14), and DynamoDB deletes it after that; a job claimed again (a cleared task) loses it. A job
+# that took more attempts is kept: its attempt number fences older attempts' writes (the lake's
+# ``_attempt``, the sink's owner), and a claim after its deletion would start again at attempt 1.
 TABLE_TTL: dict[str, str] = {"jobs": "expires_at"}
 JOB_RETENTION_ENV = "SPOTLAKE_JOB_RETENTION_DAYS"
 DEFAULT_JOB_RETENTION_DAYS = 14.0
@@ -596,8 +598,9 @@ class Registry:
 
     def update_job(self, job: Job, **changes: Any) -> Job:
         """Apply ``changes`` to the job if it is still at ``job.version``; a job that finishes
-        (SUCCEEDED or FAILED) gets its ``expires_at``: now plus the retention."""
-        if changes.get("state") in FINISHED_JOB_STATES:
+        (SUCCEEDED or FAILED) at its first attempt gets its ``expires_at``: now plus the retention
+        (see :data:`TABLE_TTL` for why later attempts are kept)."""
+        if changes.get("state") in FINISHED_JOB_STATES and changes.get("attempt", job.attempt) <= 1:
             changes["expires_at"] = int(time.time() + self.job_retention.total_seconds())
         return self._update(self.jobs_table, _key(job_key=job.job_key), job, changes, f"job {job.job_key}")
 

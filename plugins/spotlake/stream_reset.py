@@ -22,6 +22,7 @@ Secrets Manager secret, as the job reaches it; Kafka (for the partitions) throug
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bootstrap-servers", help="Kafka's brokers (host:port,...), to list the partitions")
     parser.add_argument("--local", action="store_true", help="the local stack's Secrets Manager and Kafka")
+    parser.add_argument(
+        "--ca-file",
+        help="the sink's CA bundle (PEM) on this machine, in place of sink.tls.ca_file (a path on the cluster nodes)",
+    )
     args = parser.parse_args(argv)
     try:
         stream = streaming.load().get(args.stream)
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         partitions = KafkaTopics(bootstrap, security=stream.kafka_security, region=region).check_topics(
             stream.name, stream.topics
         )
-        target = resolve_target(stream.sink_secret_id, stream.name, region, stream.sink_endpoint, stream.sink_tls)
+        tls = dataclasses.replace(stream.sink_tls, ca_file=args.ca_file) if args.ca_file else stream.sink_tls
+        target = resolve_target(stream.sink_secret_id, stream.name, region, stream.sink_endpoint, tls)
         import psycopg2
 
         connection = psycopg2.connect(

@@ -292,6 +292,23 @@ def test_rotation_replacement_ready_first_then_old_drains_and_stops_when_idle(
     assert fleet.check_health(pool).events == []
 
 
+def test_a_drained_cluster_waits_for_the_jobs_index_before_it_counts_as_idle(
+    fleet: Fleet, registry: Registry, provider: FakeProvider, clock: FakeClock
+) -> None:
+    """A job claimed on the old cluster just before the takeover reaches the index by cluster a
+    moment later: the cluster is not terminated as idle within INDEX_SETTLE of its drain start."""
+    pool = pool_config(max_age=timedelta(hours=1))
+    fleet.reconcile(pool)
+    clock.advance(hours=1)
+    report = fleet.rotate(pool)
+    assert states(registry) == {"small-0001": "DRAINING", "small-0002": "READY"}
+    assert "no running job seen yet; idle check in 30s" in " ".join(report.lines())
+    clock.advance(seconds=29)
+    assert fleet.rotate(pool).clusters("terminated") == [] and provider.terminated == []
+    clock.advance(seconds=1)
+    assert fleet.rotate(pool).clusters("terminated") == ["small-0001"]
+
+
 def test_drain_deadline_terminates_and_requeues_what_is_left(
     fleet: Fleet, registry: Registry, provider: FakeProvider, clock: FakeClock
 ) -> None:
@@ -328,7 +345,11 @@ def test_replacement_dying_while_launching_is_replaced_without_losing_the_old(re
     assert registry.ready_cluster("small").cluster_id == "small-0001"  # still serving
     provider.boot_checks = 0
     fleet.rotate(pool)
-    # The replacement took over; the old one had no job left and was stopped.
+    # The replacement took over; the old one drains, and having no job left once the jobs index
+    # had time to show a late claim, is stopped.
+    assert states(registry) == {"small-0001": "DRAINING", "small-0002": "DEAD", "small-0003": "READY"}
+    clock.advance(seconds=30)
+    fleet.rotate(pool)
     assert states(registry) == {"small-0001": "TERMINATED", "small-0002": "DEAD", "small-0003": "READY"}
 
 

@@ -29,7 +29,7 @@ def base() -> dict[str, Any]:
                     "job_flow_role": "EMR_EC2_DefaultRole",
                     "idle_timeout": "1h",
                     "tags": {"team": "data"},
-                    "livy_access": {"security_groups": ["sg-0a1"], "cidrs": ["10.1.0.0/24"]},
+                    "livy_access": {"security_groups": ["sg-0a1"], "cidrs": ["10.1.0.0/24", "2001:DB8:0::/48"]},
                     "master": {"instance_types": [{"type": "m5.xlarge"}], "capacity": 1},
                     "core": {"instance_types": ["m5.xlarge"], "capacity": 1},
                     "task": {
@@ -111,7 +111,8 @@ def test_unknown_key_anywhere_names_file_pool_key_and_allowed(path: tuple[Any, .
         (lambda r: r["pools"]["small"]["local"].update(master="yarn"), "local[N]"),
         (lambda r: r["pools"]["small"]["emr"].pop("log_uri"), "missing key(s) log_uri"),
         (lambda r: r["pools"]["small"]["emr"].pop("livy_access"), "livy_access: required: Livy on the primary node runs"),
-        (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(cidrs=["0.0.0.0/0"]), "admits everyone to Livy"),
+        (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(cidrs=["0.0.0.0/0"]), "admits far more than the Airflow"),
+        (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(cidrs=["0.0.0.0/1"]), "admits far more than the Airflow"),
         (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(cidrs=["10.1.0.1/24"]), "is not a CIDR block"),
         (lambda r: r["pools"]["small"]["emr"]["livy_access"].update(security_groups=["airflow"]), "security group ids"),
         (lambda r: r["pools"]["small"]["emr"].update(livy_access={"cidrs": []}), "at least one security group or CIDR"),
@@ -171,3 +172,8 @@ def test_a_bad_owner_names_the_file_the_entry_and_the_fix(where: tuple[str, ...]
         parse(raw)
     at = "pools.large.owner" if where[0] == "pools" else "defaults.owner"
     assert str(err.value).startswith(f"{PATH}: {at}: {bad!r} is not an owner; write the one team or person")
+
+
+def test_livy_access_blocks_are_kept_in_the_form_ec2_answers_with() -> None:
+    access = parse(base()).get("small").emr.livy_access
+    assert access == pools.LivyAccess(security_groups=("sg-0a1",), cidrs=("10.1.0.0/24", "2001:db8::/48"))

@@ -383,7 +383,8 @@ class EmrProvider(ClusterProvider):
         return cluster
 
     def find(self, cluster_id: str) -> str | None:
-        """The live EMR cluster tagged with ``cluster_id`` (STARTING to WAITING), if any."""
+        """The live EMR cluster tagged with ``cluster_id`` and this registry's prefix (STARTING to
+        WAITING), if any."""
 
         def lookup() -> str | None:
             name = cluster_name(cluster_id)
@@ -396,8 +397,9 @@ class EmrProvider(ClusterProvider):
                     break
                 kwargs["Marker"] = page["Marker"]
             for job_flow_id in candidates:
-                described = self.client.describe_cluster(ClusterId=job_flow_id)["Cluster"]
-                if _tags(described).get(TAG_CLUSTER) == cluster_id:
+                tags = _tags(self.client.describe_cluster(ClusterId=job_flow_id)["Cluster"])
+                # This registry's only: another deployment in the account may use the same cluster id.
+                if tags.get(TAG_CLUSTER) == cluster_id and tags.get(TAG_REGISTRY) == self.registry_prefix:
                     return job_flow_id
             return None
 
