@@ -462,3 +462,21 @@ def test_a_pool_whose_livy_group_was_never_made_is_refused_naming_the_setup_step
     ):
         provider.launch(pool, "large-0001")
     assert live_clusters("large-0001") == []
+
+
+def test_a_cluster_of_another_registry_with_the_same_id_is_never_adopted_nor_terminated(
+    provider: EmrProvider, pool: pools.PoolConfig
+) -> None:
+    """Staging and production in one account, both with pool small: production's lookups by
+    cluster id (a retried launch, a DEAD cluster without a provider id) see only its own."""
+    ensure_livy_groups(ec2_client(), "staging", [pool])
+    staging = EmrProvider(emr_hook, sleep=lambda _: None, probe=None, ec2_client=ec2_client, registry_prefix="staging")
+    theirs = staging.launch(pool, "small-0001").provider_id
+    assert provider.find("small-0001") is None
+    ours = provider.launch(pool, "small-0001").provider_id
+    assert ours != theirs and provider.find("small-0001") == ours
+    dead = Cluster(pool="small", cluster_id="small-0002", provider="emr", state=ClusterState.DEAD)
+    staging.launch(pool, "small-0002")
+    assert provider.gone(dead)  # nothing of this registry runs under that id
+    provider.terminate(dead, "unhealthy")
+    assert live_clusters("small-0002") != []  # staging's is left alone

@@ -131,6 +131,10 @@ def test_a_finished_job_expires_after_the_retention_and_a_job_claimed_again_does
         assert before + 2 * 86400 <= stored.expires_at <= time.time() + 2 * 86400
         again = registry.claim_job("orders#w1", "small", a, "run2", expected=stored)  # a cleared task
         assert again.expires_at is None and registry.get_job("orders#w1").expires_at is None
+        # Its second attempt ends: kept, since a claim after a deletion would start again at attempt 1
+        # and the lake's rows of attempt 2 would refuse it.
+        registry.update_job(again, state=JobState.SUCCEEDED)
+        assert registry.get_job("orders#w1").expires_at is None
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "two weeks"])
