@@ -374,7 +374,7 @@ def test_source_password_never_reaches_livy_requests_or_logs(
     assert len(sent) == 2
     for body in sent:
         job = json.loads(base64.urlsafe_b64decode(body["args"][1]))
-        assert job["source"] == {"secret_id": env.sources["reader"]}
+        assert job["source"] == {"secret_id": env.sources["reader"], "tls": {"mode": "auto"}}
         assert job["lake"]["secret_id"] == env.catalog_secret
         assert password not in json.dumps(body) and password not in json.dumps(job)
     with urllib.request.urlopen(f"{env.livy_url}/batches?size=1000") as resp:  # noqa: S310
