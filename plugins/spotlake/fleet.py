@@ -274,7 +274,8 @@ class Fleet:
         health check (or recovered from failed ones) or the pool has no READY or LAUNCHING cluster;
         ``("periodic", why)`` while a cluster launches or drains or the READY one is due for rotation;
         ``("", "")`` when nothing is due. A provider that cannot be asked is asked again next time."""
-        clusters = [c for c in self.registry.clusters(pool.name) if c.state in CHECKED_STATES]
+        every = self.registry.clusters(pool.name)
+        clusters = [c for c in every if c.state in CHECKED_STATES]
         if not any(c.state in (ClusterState.LAUNCHING, ClusterState.READY) for c in clusters):
             return Attention.URGENT, "the pool has no READY or LAUNCHING cluster"
         for cluster in clusters:
@@ -287,7 +288,7 @@ class Fleet:
                 return Attention.URGENT, f"cluster {cluster.cluster_id} failed a health check: {health.reason}"
             if health.alive and cluster.failures:
                 return Attention.URGENT, f"cluster {cluster.cluster_id} is healthy again after {cluster.failures} failed check(s)"
-        for cluster in self.registry.clusters(pool.name):
+        for cluster in every:
             if cluster.state in GONE_STATES and not cluster.terminated_at:
                 return (
                     Attention.PERIODIC,

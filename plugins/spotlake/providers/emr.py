@@ -342,16 +342,8 @@ class EmrProvider(ClusterProvider):
 
         def lookup() -> list[RunningCluster]:
             named = cluster_name(f"{pool.name}-")
-            candidates: list[str] = []
-            kwargs: dict[str, Any] = {"ClusterStates": list(LIVE_STATES)}
-            while True:
-                page = self.client.list_clusters(**kwargs)
-                candidates.extend(c["Id"] for c in page.get("Clusters", []) if str(c.get("Name", "")).startswith(named))
-                if not page.get("Marker"):
-                    break
-                kwargs["Marker"] = page["Marker"]
             found = []
-            for job_flow_id in candidates:
+            for job_flow_id in self._live_named(lambda name: name.startswith(named)):
                 described = self.client.describe_cluster(ClusterId=job_flow_id)["Cluster"]
                 tags = _tags(described)
                 if (tags.get(TAG_MANAGED), tags.get(TAG_POOL), tags.get(TAG_REGISTRY)) != (
@@ -388,15 +380,7 @@ class EmrProvider(ClusterProvider):
 
         def lookup() -> str | None:
             name = cluster_name(cluster_id)
-            candidates: list[str] = []
-            kwargs: dict[str, Any] = {"ClusterStates": list(LIVE_STATES)}
-            while True:
-                page = self.client.list_clusters(**kwargs)
-                candidates.extend(c["Id"] for c in page.get("Clusters", []) if c.get("Name") == name)
-                if not page.get("Marker"):
-                    break
-                kwargs["Marker"] = page["Marker"]
-            for job_flow_id in candidates:
+            for job_flow_id in self._live_named(lambda found: found == name):
                 tags = _tags(self.client.describe_cluster(ClusterId=job_flow_id)["Cluster"])
                 # This registry's only: another deployment in the account may use the same cluster id.
                 if tags.get(TAG_CLUSTER) == cluster_id and tags.get(TAG_REGISTRY) == self.registry_prefix:
@@ -404,6 +388,17 @@ class EmrProvider(ClusterProvider):
             return None
 
         return self._retrying(f"lookup of cluster {cluster_id}", lookup)
+
+    def _live_named(self, matches: Callable[[str], bool]) -> list[str]:
+        """The ids of the live EMR clusters (STARTING to WAITING) whose name ``matches``: ListClusters, every page."""
+        ids: list[str] = []
+        kwargs: dict[str, Any] = {"ClusterStates": list(LIVE_STATES)}
+        while True:
+            page = self.client.list_clusters(**kwargs)
+            ids.extend(c["Id"] for c in page.get("Clusters", []) if matches(str(c.get("Name", ""))))
+            if not page.get("Marker"):
+                return ids
+            kwargs["Marker"] = page["Marker"]
 
     def _terminate(self, job_flow_id: str, reason: str) -> None:
         def run() -> None:
