@@ -36,6 +36,7 @@ WHAT = {
     AlertKind.STALE: "a pipeline `STALE` beyond its threshold, or `FAILING` (not one that never ran: its DAG is created paused)",
     AlertKind.NO_READY: "a pool without a READY cluster",
     AlertKind.RESTART_BUDGET: "a stream whose restart budget is spent (its supervisor backed off)",
+    AlertKind.BUDGET: "a pool whose spend today (UTC) is above its `budget_per_day` (the cost ledger)",
 }
 
 

@@ -118,7 +118,8 @@ def parse(raw: Any, path: Path) -> AlertsConfig:
         if name not in kinds:
             raise ConfigError(
                 f"{where}: conditions.{name}: not a kind of condition; the kinds are {', '.join(kinds)} "
-                "(a pipeline stale or failing, a pool without a READY cluster, a stream over its restart budget)"
+                "(a pipeline stale or failing, a pool without a READY cluster, a stream over its restart budget, "
+                "a pool over its daily budget)"
             )
         conditions[kinds[name]] = _condition(kinds[name], entry, f"{where}: conditions.{name}", names)
     for kind in AlertKind:

@@ -1,6 +1,6 @@
 """Alerts: which conditions of the lake's health hold now, and the one event each raises and clears.
 
-Three conditions, each read from the status snapshot (:func:`spotlake.status.collect`, the one
+Four conditions, each read from the status snapshot (:func:`spotlake.status.collect`, the one
 source of the figures: the same as ``python -m spotlake.status`` shows):
 
 - ``pipeline:<name>:stale``: the pipeline's freshness (:mod:`spotlake.freshness`) is ``STALE``
@@ -12,6 +12,8 @@ source of the figures: the same as ``python -m spotlake.status`` shows):
 - ``pool:<name>:no_ready``: the pool has no READY cluster, so nothing of its work starts.
 - ``stream:<name>:restart_budget``: the stream's supervisor backed off (``BACKED_OFF``): its
   restart budget is spent and the stream is not running.
+- ``pool:<name>:budget``: the pool's spend today (UTC; :mod:`spotlake.ledger`) is above its
+  ``budget_per_day``; it clears when the next day starts (or the budget is raised).
 
 :func:`evaluate` is pure: the conditions that hold in a snapshot. :func:`reconcile_alerts` compares
 them with the alerts' record (:mod:`spotlake.alert_store`) and makes each change by a conditional
@@ -35,6 +37,7 @@ from spotlake.alert_store import AlertRecord, AlertState, AlertStore, Delivery
 from spotlake.config import extraction_dag_id
 from spotlake.fleet import parse_time, span
 from spotlake.freshness import Freshness, FreshnessStatus
+from spotlake.ledger import PoolCost, money
 from spotlake.pools import fleet_dag_id
 from spotlake.registry import ClusterState, StaleState
 from spotlake.status import PoolView, Snapshot, StreamRow
@@ -52,10 +55,16 @@ class AlertKind(StrEnum):
     STALE = "stale"  # a pipeline's tables are stale beyond its threshold, or a window failed
     NO_READY = "no_ready"  # a pool has no READY cluster
     RESTART_BUDGET = "restart_budget"  # a stream spent its restart budget
+    BUDGET = "budget"  # a pool spent more today than its budget_per_day
 
     @property
     def scope(self) -> str:
-        return {AlertKind.STALE: "pipeline", AlertKind.NO_READY: "pool", AlertKind.RESTART_BUDGET: "stream"}[self]
+        return {
+            AlertKind.STALE: "pipeline",
+            AlertKind.NO_READY: "pool",
+            AlertKind.RESTART_BUDGET: "stream",
+            AlertKind.BUDGET: "pool",
+        }[self]
 
 
 class Severity(StrEnum):
@@ -105,7 +114,12 @@ class KindSettings(Protocol):
 def evaluate(snapshot: Snapshot, settings: Mapping[AlertKind, KindSettings] | None = None) -> list[Condition]:
     """The conditions that hold in ``snapshot``, by key: of every kind, or of the kinds ``settings``
     enables, each with its kind's ``after``."""
-    found = [*stale_pipelines(snapshot.freshness), *pools_without_ready(snapshot.pools), *streams_over_budget(snapshot.streams)]
+    found = [
+        *stale_pipelines(snapshot.freshness),
+        *pools_without_ready(snapshot.pools),
+        *streams_over_budget(snapshot.streams),
+        *pools_over_budget(snapshot.costs, snapshot.currency),
+    ]
     conditions = []
     for condition in found:
         setting = (settings or {}).get(condition.kind)
@@ -194,6 +208,30 @@ def streams_over_budget(rows: Iterable[StreamRow]) -> list[Condition]:
         for row in rows
         if row.state == StreamState.BACKED_OFF
     ]
+
+
+def pools_over_budget(costs: Iterable[PoolCost], currency: str) -> list[Condition]:
+    """A condition per pool whose spend today is above its ``budget_per_day``."""
+    found = []
+    for cost in costs:
+        if not cost.over_budget or cost.budget is None:
+            continue
+        biggest = max(cost.clusters, key=lambda c: c.cost, default=None)
+        top = f" Most of it: cluster {biggest.cluster_id} ({money(biggest.cost, currency)})." if biggest else ""
+        found.append(
+            Condition(
+                AlertKind.BUDGET,
+                cost.pool,
+                Severity.WARNING,
+                f"pool {cost.pool} is over its daily budget",
+                f"It spent {money(cost.cost, currency)} today (UTC), over its budget_per_day of "
+                f"{money(cost.budget, currency)}; {money(cost.unattributed, currency)} of it held no work (idle slots, "
+                f"launch, drain).{top} Check for a cluster left running or a pool larger than its work needs "
+                "(python -m spotlake.ledger --work), or raise budget_per_day in config/pools.yaml "
+                "(docs/operations.md, 'Cost').",
+            )
+        )
+    return found
 
 
 # ------------------------------------------------------------------ raise once, clear once

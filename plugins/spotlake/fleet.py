@@ -16,6 +16,9 @@ without Airflow or real clusters. Its pieces, each idempotent:
 - :meth:`Fleet.settle`: no cluster is left running (and billing) once the registry says it
   ended: each DEAD or TERMINATED cluster is asked about every pass, and its termination
   requested again, until the provider confirms it gone (``terminated_at``).
+- :meth:`Fleet.meter`: each live cluster's instances (type, market, start, end) recorded from the
+  provider every :data:`METER_EVERY`, and once more when its end is confirmed: the cost ledger's
+  instance-hours (:mod:`spotlake.ledger`).
 - :meth:`Fleet.sweep`: a cluster the provider runs under the project's tags (and this
   registry's prefix) that the registry does not know, or knows as ended, is terminated once
   older than the pool's ``sweep_grace``, and recorded TERMINATED so that :meth:`settle`
@@ -50,6 +53,7 @@ from spotlake.providers.base import (
     ProviderError,
     RunningCluster,
     TerminationReason,
+    encode_instances,
 )
 from spotlake.registry import Cluster, ClusterState, JobState, Registry, StaleState
 
@@ -61,6 +65,10 @@ GONE_STATES = (ClusterState.DEAD, ClusterState.TERMINATED)
 # How long a drained cluster waits before it counts as idle: its jobs are read from the jobs
 # table's index by cluster, which shows a job claimed just before the takeover within moments.
 INDEX_SETTLE = timedelta(seconds=30)
+# How often a live cluster's instances are read from the provider for the cost ledger (EMR adds and
+# loses task instances as spot capacity comes and goes); a cluster never metered is metered at once.
+METER_EVERY = timedelta(minutes=10)
+METERED_STATES = (ClusterState.LAUNCHING, ClusterState.READY, ClusterState.DRAINING, ClusterState.TERMINATING)
 
 
 class FleetAction(StrEnum):
@@ -322,6 +330,7 @@ class Fleet:
             wait(pool.health_check_interval.total_seconds())
             self.check_health(pool, report)
         self.heal(pool, report)
+        self.meter(pool)
         self.settle(pool, report)
         self.sweep(pool, report)
         return report
@@ -333,6 +342,7 @@ class Fleet:
         self.check_health(pool, report)
         self.heal(pool, report)
         self.rotate(pool, report)
+        self.meter(pool)
         self.settle(pool, report)
         self.sweep(pool, report)
         return report
@@ -641,18 +651,20 @@ class Fleet:
         just_ended = set(report.dead) | set(report.clusters(FleetAction.TERMINATED))  # asked next pass
         for cluster in self.registry.clusters(pool.name):
             if cluster.state in GONE_STATES and not cluster.terminated_at and cluster.cluster_id not in just_ended:
-                self._settle_one(cluster, report)
+                self._settle_one(pool, cluster, report)
         return report
 
-    def _settle_one(self, cluster: Cluster, report: FleetReport) -> None:
+    def _settle_one(self, pool: PoolConfig, cluster: Cluster, report: FleetReport) -> None:
         try:
             gone = self.provider.gone(cluster)
         except ProviderError as exc:
             report.error(f"cluster {cluster.cluster_id} is {cluster.state}; whether it still runs could not be asked: {exc}")
             return
         if gone:
+            confirmed = self.clock().isoformat(timespec="milliseconds")
             try:
-                self.registry.update_cluster(cluster, terminated_at=self.clock().isoformat(timespec="milliseconds"))
+                # The instances once more, with their ends (EMR's timelines): the ledger's last word.
+                self.registry.update_cluster(cluster, terminated_at=confirmed, **self._metering(pool, cluster, confirmed))
             except StaleState:
                 return
             after = f" after {cluster.terminate_attempts} repeated request(s)" if cluster.terminate_attempts else ""
@@ -681,6 +693,39 @@ class Fleet:
                 FleetAction.STILL_RUNNING,
                 f"{cluster.state} but the provider still runs it: termination requested again ({attempts})",
             )
+
+    # ------------------------------------------------------------------ meter
+    def meter(self, pool: PoolConfig) -> None:
+        """Record the instances of each live cluster of ``pool`` (launched: it has a provider id)
+        not metered for :data:`METER_EVERY`. A provider that cannot tell now is asked next pass;
+        a lost race leaves it to the next pass too: metering never fails the fleet's pass."""
+        now = self.clock()
+        for cluster in self.registry.clusters(pool.name):
+            if cluster.state not in METERED_STATES or not cluster.provider_id:
+                continue
+            metered = parse_time(cluster.metered_at)
+            if metered is not None and now - metered < METER_EVERY:
+                continue
+            changes = self._metering(pool, cluster, now.isoformat(timespec="milliseconds"))
+            if changes:
+                try:
+                    self.registry.update_cluster(cluster, **changes)
+                except StaleState:
+                    pass
+
+    def _metering(self, pool: PoolConfig, cluster: Cluster, at: str) -> dict[str, str]:
+        """The registry changes that record ``cluster``'s instances now ({} when the provider fails)."""
+        try:
+            usage = self.provider.instances(pool, cluster)
+        except ProviderError as exc:
+            log.warning(
+                "pool %s: the instances of cluster %s could not be read (asked again next pass): %s",
+                pool.name,
+                cluster.cluster_id,
+                exc,
+            )
+            return {}
+        return {"instances": encode_instances(usage), "metered_at": at}
 
     # ------------------------------------------------------------------ sweep
     def sweep(self, pool: PoolConfig, report: FleetReport | None = None) -> FleetReport:

@@ -51,7 +51,7 @@ TIMING_KEYS = {
     "sweep_grace",
 }
 DEFAULTS_KEYS = TIMING_KEYS | {"owner"}
-POOL_KEYS = DEFAULTS_KEYS | {"serves", "local", "emr", "sessions"}
+POOL_KEYS = DEFAULTS_KEYS | {"serves", "local", "emr", "sessions", "budget_per_day"}
 SESSION_KEYS = {
     "enabled",
     "per_cluster",
@@ -70,7 +70,8 @@ SESSION_KEYS = {
 }
 SPARK_SIZE = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
 SERVES_KEYS = {"pipelines", "streams"}
-LOCAL_KEYS = {"master"}
+LOCAL_KEYS = {"master", "instance_type", "market"}
+MARKETS = {"on_demand": "ON_DEMAND", "spot": "SPOT"}  # as the YAML writes them: as EMR reports them
 EMR_KEYS = {
     "release_label",
     "subnet_ids",
@@ -214,7 +215,13 @@ class LivyAccess:
 
 @dataclass(frozen=True)
 class LocalShape:
+    """A local cluster: one Livy server whose Spark runs at ``master``. The cost ledger
+    (:mod:`spotlake.ledger`) counts it as one instance of ``instance_type`` on ``market``
+    (``ON_DEMAND`` or ``SPOT``), priced from config/prices.yaml as if EMR ran it."""
+
     master: str
+    instance_type: str = "m5.xlarge"
+    market: str = "ON_DEMAND"
 
 
 @dataclass(frozen=True)
@@ -274,6 +281,9 @@ class PoolConfig:
     # A cluster running under the project's tags that the registry does not run is terminated
     # once this old (see spotlake.fleet.Fleet.sweep).
     sweep_grace: timedelta = timedelta(minutes=15)
+    # The pool's daily spend (instance-hours × config/prices.yaml, UTC days) above which the
+    # alerts raise ``pool:<name>:budget``; None: no budget.
+    budget_per_day: float | None = None
     serves_pipelines: tuple[str, ...] = ()
     serves_streams: tuple[str, ...] = ()
     local: LocalShape | None = None
@@ -399,7 +409,14 @@ def _pool(name: Any, entry: Any, where: str, defaults: dict[str, Any], provider:
             f"describe the pool's {provider} cluster shape there"
         )
     sessions = _sessions(entry.get("sessions"), f"{where}.sessions", max_batches)
+    budget = entry.get("budget_per_day")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
+        raise ConfigError(
+            f"{where}.budget_per_day: {budget!r} is not an amount above 0; write the pool's daily spend limit in the "
+            "currency of config/prices.yaml (e.g. 25 for USD 25 a day), or remove it for no budget"
+        )
     return PoolConfig(
+        budget_per_day=float(budget) if budget is not None else None,
         name=name,
         owner=owner(entry.get("owner", defaults.get("owner", DEFAULT_OWNER)), f"{where}.owner"),
         failure_threshold=threshold,
@@ -494,7 +511,13 @@ def _local(entry: Any, where: str) -> LocalShape:
     master = str(entry.get("master", "local[2]"))
     if not LOCAL_MASTER.match(master):
         raise ConfigError(f"{where}.master: '{master}' is not a local Spark master; write local[N] or local[*]")
-    return LocalShape(master=master)
+    instance_type = str(entry.get("instance_type", "m5.xlarge"))
+    if not INSTANCE_TYPE.match(instance_type):
+        raise ConfigError(f"{where}.instance_type: '{instance_type}' is not an EC2 instance type; write e.g. m5.xlarge")
+    market = str(entry.get("market", "on_demand"))
+    if market not in MARKETS:
+        raise ConfigError(f"{where}.market: '{market}' is not a market; write on_demand or spot")
+    return LocalShape(master=master, instance_type=instance_type, market=MARKETS[market])
 
 
 def _emr(entry: Any, where: str) -> EmrShape:

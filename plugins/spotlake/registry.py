@@ -148,6 +148,10 @@ class Cluster:
     terminated_at: str = ""
     terminate_attempts: int = 0
     terminate_error: str = ""
+    # The instances it ran on, as the fleet last read them from the provider (the cost ledger's
+    # instance-hours; spotlake.providers.base.encode_instances), and when.
+    instances: str = ""
+    metered_at: str = ""
 
     def state_changes(self) -> list[tuple[str, str]]:
         """``transitions`` as (state, ISO time) pairs, oldest first."""

@@ -12,9 +12,10 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from spark_jobs.common.lake_state import LakeState, parse_recent
-from spotlake import config, pools, stack, streaming
+from spotlake import config, ledger, pools, prices, stack, streaming
 from spotlake.alert_store import AlertState, AlertStore, AlertTableMissing
 from spotlake.errors import SpotlakeError
 from spotlake.fleet import parse_time, span
@@ -130,6 +131,9 @@ class Snapshot:
     moves: list[MoveRow] = field(default_factory=list)
     windows: dict[str, list[WindowPoint]] = field(default_factory=dict)  # per pipeline, the last ones
     alerts: list[AlertRow] = field(default_factory=list)  # raised, not cleared
+    # Today's cost per pool (spotlake.ledger), in ``currency``; empty when the prices cannot be read.
+    costs: list[ledger.PoolCost] = field(default_factory=list)
+    currency: str = ""
 
 
 def _age(iso: str, now: datetime) -> str:
@@ -198,9 +202,11 @@ def collect(
 
     ``paused``: each DAG id's paused flag, where the caller knows it (Airflow's side)."""
     views = []
+    read: dict[str, list[Cluster]] = {}
     for pool in pools_cfg.pools:
         active, _ = registry.active_cluster_id(pool.name)
-        clusters = sorted(registry.clusters(pool.name), key=lambda c: (c.generation, c.launched_at), reverse=True)
+        read[pool.name] = registry.clusters(pool.name)
+        clusters = sorted(read[pool.name], key=lambda c: (c.generation, c.launched_at), reverse=True)
         live = [c for c in clusters if c.state in LIVE_CLUSTER_STATES]
         ended = [c for c in clusters if c.state not in LIVE_CLUSTER_STATES]
         # The last few, and every one the provider has not confirmed gone (it may still bill).
@@ -279,6 +285,13 @@ def collect(
         ]
     except AlertTableMissing as exc:
         alerts, warnings = [], [*warnings, str(exc)]
+    costs: list[ledger.PoolCost] = []
+    currency = ""
+    try:
+        today = ledger.read(registry, pools_cfg, prices.load(), now.date(), now, clusters=read)
+        costs, currency = today.pools, today.currency
+    except SpotlakeError as exc:
+        warnings.append(f"cost ledger: {exc}")
     return Snapshot(
         now.isoformat(timespec="seconds"),
         pools_cfg.provider,
@@ -290,6 +303,8 @@ def collect(
         moves_since(all_jobs, now - timedelta(days=1)),
         windows,
         alerts,
+        costs,
+        currency,
     )
 
 
@@ -470,9 +485,52 @@ def render(snapshot: Snapshot) -> str:
         )
     else:
         out.append("  none configured")
+    out += ["", f"COST TODAY (UTC, {snapshot.currency or 'no prices'}; python -m spotlake.ledger --work for each window)"]
+    if snapshot.costs:
+        out += _table(
+            ["pool", "spent", "budget/day", "on demand", "as AWS Glue", "work", "unattributed", "clusters"],
+            [
+                [
+                    c.pool,
+                    ledger.money(c.cost, snapshot.currency) + (" OVER BUDGET" if c.over_budget else ""),
+                    ledger.money(c.budget, snapshot.currency),
+                    ledger.money(c.on_demand, snapshot.currency),
+                    ledger.money(c.glue, snapshot.currency),
+                    ledger.money(c.work, snapshot.currency),
+                    ledger.money(c.unattributed, snapshot.currency),
+                    "; ".join(
+                        f"{k.cluster_id} " + (", ".join(f"{h:.2f} h {t}" for t, h in sorted(k.hours.items())) or "not metered")
+                        for k in c.clusters
+                    )
+                    or "-",
+                ]
+                for c in snapshot.costs
+            ],
+        )
+    else:
+        out.append("  not known (see CONFIG WARNINGS)")
     if snapshot.warnings:
         out += ["", "CONFIG WARNINGS"] + [f"  {w}" for w in snapshot.warnings]
     return "\n".join(out)
+
+
+def registry_client(local: bool) -> Any:
+    """A DynamoDB client for the registry: AWS's (the environment's credentials and region), or with
+    ``local`` the local stack's moto server that `make up` started."""
+    import boto3
+
+    env: dict[str, str] = {}
+    if local:
+        from spotlake.stack import StackLayout
+
+        env = stack.aws_env(StackLayout.default())
+    return boto3.client(
+        "dynamodb",
+        region_name=env.get("AWS_DEFAULT_REGION"),
+        endpoint_url=env.get("AWS_ENDPOINT_URL"),
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,23 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         "--local", action="store_true", help="read the local stack's registry (the moto server `make up` started)"
     )
     args = parser.parse_args(argv)
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    session_env: dict[str, str] = {}
-    if args.local:
-        from spotlake.stack import StackLayout
-
-        session_env = stack.aws_env(StackLayout.default())
     try:
         pools_cfg, pipelines = pools.load(), config.load()
-        client = boto3.client(
-            "dynamodb",
-            region_name=session_env.get("AWS_DEFAULT_REGION"),
-            endpoint_url=session_env.get("AWS_ENDPOINT_URL"),
-            aws_access_key_id=session_env.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=session_env.get("AWS_SECRET_ACCESS_KEY"),
-        )
+        client = registry_client(args.local)
         snapshot = collect(Registry(client), pools_cfg, pipelines, datetime.now(UTC))
     except SpotlakeError as exc:
         print(f"spotlake status: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from spotlake.providers.base import (
     Cause,
     ClusterHealth,
     ClusterProvider,
+    InstanceUsage,
     LaunchedCluster,
     LaunchFailed,
     Liveness,
@@ -162,6 +163,19 @@ class LocalClusterProvider(ClusterProvider):
             RunningCluster(cluster_id, pool.name, str(pid), started, "RUNNING")
             for cluster_id, pid, started in self.processes.running(pool.name)
         ]
+
+    def instances(self, pool: PoolConfig, cluster: Cluster) -> list[InstanceUsage]:
+        """One instance of the pool's configured ``local.instance_type`` and ``market``, from its Livy
+        process's start (the launch, once the process is gone); open while the process runs, and
+        once gone too: the ledger ends it when the fleet confirmed the cluster gone."""
+        shape = pool.local
+        if shape is None:
+            return []
+        started = next((at for cid, _, at in self.processes.running(pool.name) if cid == cluster.cluster_id), None)
+        start = started.isoformat(timespec="milliseconds") if started else cluster.launched_at
+        if not start:
+            return []
+        return [InstanceUsage(shape.instance_type, shape.market, "MASTER", start)]
 
     def terminate_running(self, found: RunningCluster, reason: str) -> None:
         self.processes.terminate(found.cluster_id)

@@ -135,6 +135,9 @@ def test_an_operator_logs_in_and_reads_pools_staleness_and_charts(airflow_ui: di
             expect(failing).to_contain_text("STALE: window failed")
             expect(frame.locator("#pipelines tr", has_text=expected.fresh).first).to_contain_text("fresh")
             expect(frame.locator("#moves")).to_contain_text("small-0001 → small-0002")
+            costs = frame.locator("#costs tr", has_text="small-0002")
+            expect(costs).to_contain_text("m5.xlarge on-demand")
+            expect(costs).to_contain_text("25.00 USD")  # the pool's budget a day
 
             # the charts: drawn by plotly.js (one SVG per chart, with the freshness traces)
             expect(frame.locator("#chart-freshness .main-svg").first).to_be_visible(timeout=60000)

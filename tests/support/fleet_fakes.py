@@ -10,6 +10,7 @@ from spotlake.providers.base import (
     Cause,
     ClusterHealth,
     ClusterProvider,
+    InstanceUsage,
     LaunchedCluster,
     Liveness,
     RunningCluster,
@@ -34,6 +35,9 @@ class FakeProvider(ClusterProvider):
         self.keep_failing = False
         self.stopped: set[str] = set()
         self.created: dict[str, datetime] = {}  # launches made behind the registry's back: when
+        self.usage: dict[str, list[InstanceUsage]] = {}  # each cluster's instances, as the test sets them
+        self.instance_calls: list[str] = []
+        self.fail_instances: Exception | None = None
 
     def launch(self, pool: PoolConfig, cluster_id: str) -> LaunchedCluster:
         if self.on_launch is not None:
@@ -83,6 +87,12 @@ class FakeProvider(ClusterProvider):
             for c in self.launched
             if c not in self.stopped and c.startswith(f"{pool.name}-")
         ]
+
+    def instances(self, pool: PoolConfig, cluster: Cluster) -> list[InstanceUsage]:
+        self.instance_calls.append(cluster.cluster_id)
+        if self.fail_instances is not None:
+            raise self.fail_instances
+        return list(self.usage.get(cluster.cluster_id, []))
 
     def terminate_running(self, found: RunningCluster, reason: str) -> None:
         self.terminate(Cluster(pool=found.pool, cluster_id=found.cluster_id, provider=self.name, state=""), reason)

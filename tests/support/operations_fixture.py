@@ -16,6 +16,7 @@ import yaml
 from spark_jobs.common.lake_state import HistoryPoint, LakeState, iso, with_history, with_recent
 from spotlake import config
 from spotlake.alert_store import AlertRecord, AlertState, AlertStore
+from spotlake.providers.base import InstanceUsage, encode_instances
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 from spotlake.stream_status import Restart, StreamState, StreamStatus, StreamStatusStore
 
@@ -119,6 +120,12 @@ def fill(registry: Registry, pipelines: config.PipelinesConfig, clusters_per_poo
         registry, "small", 1, NOW - timedelta(hours=5), (ClusterState.READY, ""), (ClusterState.DEAD, "spot capacity reclaimed")
     )
     small = _cluster(registry, "small", 2, NOW - timedelta(minutes=50), (ClusterState.READY, ""))
+    # metered as the fleet does (the cost ledger): one m5.xlarge on demand since its launch
+    small = registry.update_cluster(
+        small,
+        instances=encode_instances([InstanceUsage("m5.xlarge", "ON_DEMAND", "MASTER", iso(NOW - timedelta(minutes=50)))]),
+        metered_at=iso(NOW),
+    )
     for n in range(3, clusters_per_pool + 1):
         _cluster(registry, "small", n, NOW - timedelta(minutes=1))
     _cluster(

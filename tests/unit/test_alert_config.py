@@ -74,7 +74,7 @@ def test_notifiers_and_routes() -> None:
     # a condition without notify goes to every notifier
     assert [n.name for n in settings.routes(AlertKind.NO_READY)] == ["log", "oncall", "team"]
     assert settings.condition(AlertKind.NO_READY).after == timedelta(minutes=20)
-    assert settings.enabled_kinds() == (AlertKind.STALE, AlertKind.NO_READY)
+    assert settings.enabled_kinds() == (AlertKind.STALE, AlertKind.NO_READY, AlertKind.BUDGET)
 
 
 @pytest.mark.parametrize(

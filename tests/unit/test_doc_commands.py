@@ -191,6 +191,26 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         ),
         Source("plugins/spotlake/status.py", ("sys.exit(main())",), "`python -m spotlake.status` runs main"),
     ),
+    "python -m spotlake.ledger": (
+        Source(
+            "tests/unit/test_ledger.py",
+            ('ledger.main(["--day", "2026-12-06", "--work"])', 'ledger.main(["--day", "2026-12-06", "--json"])'),
+            "runs the CLI's main on moto's mock",
+        ),
+        Source("plugins/spotlake/ledger.py", ("sys.exit(main())",), "`python -m spotlake.ledger` runs main"),
+    ),
+    "python -m spotlake.prices refresh": (
+        Source(
+            "tests/unit/test_prices.py",
+            ('prices.main(["refresh", "--region", "eu-west-1"])', 'prices.main(["refresh"])', "Stubber(pricing)"),
+            "runs the CLI's main with the Price List's and EC2's answers stubbed, and with a refused token",
+        ),
+        Source("plugins/spotlake/prices.py", ("sys.exit(main())",), "`python -m spotlake.prices` runs main"),
+    ),
+    "python -m spotlake.prices show": (
+        Source("tests/unit/test_prices.py", ('prices.main(["show"])',), "runs the CLI's main"),
+        Source("plugins/spotlake/prices.py", ("sys.exit(main())",), "`python -m spotlake.prices` runs main"),
+    ),
     "python -m spotlake_dev.clickgen": (
         Source(
             "tests/unit/test_clickgen.py",

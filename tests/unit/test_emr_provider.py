@@ -480,3 +480,62 @@ def test_a_cluster_of_another_registry_with_the_same_id_is_never_adopted_nor_ter
     assert provider.gone(dead)  # nothing of this registry runs under that id
     provider.terminate(dead, "unhealthy")
     assert live_clusters("small-0002") != []  # staging's is left alone
+
+
+# ------------------------------------------------------------------ instances (the cost ledger)
+
+
+class _Hook:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+
+def test_instances_are_read_per_fleet_every_page_with_market_and_timeline() -> None:
+    """moto's ListInstances ignores InstanceFleetType, so EMR's answers are stubbed (botocore checks
+    each request and answer against the EMR API model)."""
+    from botocore.stub import Stubber
+
+    client = boto3.client("emr", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    provider = EmrProvider(lambda: _Hook(client), probe=None)
+    t0 = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+
+    def instance(kind: str, market: str, start: datetime | None, end: datetime | None = None) -> dict[str, Any]:
+        timeline: dict[str, Any] = {}
+        if start:
+            timeline["CreationDateTime"] = start
+        if end:
+            timeline["EndDateTime"] = end
+        return {"Id": "ci-1", "InstanceType": kind, "Market": market, "Status": {"State": "RUNNING", "Timeline": timeline}}
+
+    with Stubber(client) as stub:
+        stub.add_response(
+            "list_instances",
+            {"Instances": [instance("m5.xlarge", "ON_DEMAND", t0)]},
+            {"ClusterId": "j-1", "InstanceFleetType": "MASTER"},
+        )
+        stub.add_response(
+            "list_instances",
+            {"Instances": [instance("m6i.xlarge", "ON_DEMAND", t0)]},
+            {"ClusterId": "j-1", "InstanceFleetType": "CORE"},
+        )
+        stub.add_response(
+            "list_instances",
+            {"Instances": [instance("r5.xlarge", "SPOT", t0, t0 + timedelta(minutes=30))], "Marker": "m2"},
+            {"ClusterId": "j-1", "InstanceFleetType": "TASK"},
+        )
+        stub.add_response(
+            "list_instances",
+            {"Instances": [instance("m5.xlarge", "SPOT", t0 + timedelta(minutes=31)), instance("m5a.xlarge", "SPOT", None)]},
+            {"ClusterId": "j-1", "InstanceFleetType": "TASK", "Marker": "m2"},
+        )
+        found = provider.instances(
+            pools.load().get("small"),
+            Cluster(pool="small", cluster_id="small-0001", provider="emr", state="READY", provider_id="j-1"),
+        )
+        stub.assert_no_pending_responses()
+    assert [(u.instance_type, u.market, u.role, u.start[11:16], u.end[11:16]) for u in found] == [
+        ("m5.xlarge", "ON_DEMAND", "MASTER", "10:00", ""),
+        ("m6i.xlarge", "ON_DEMAND", "CORE", "10:00", ""),
+        ("r5.xlarge", "SPOT", "TASK", "10:00", "10:30"),
+        ("m5.xlarge", "SPOT", "TASK", "10:31", ""),  # the one never provisioned is not billed
+    ]

@@ -622,3 +622,46 @@ def test_the_watch_trigger_wakes_on_a_failed_check_and_holds_periodic_needs(
     fleet.clock = lambda: datetime.now(UTC) + timedelta(hours=7)
     trigger.until = (datetime.now(UTC) + timedelta(seconds=0.2)).isoformat()
     assert asyncio.run(first()) == {"status": "done"}
+
+
+# --------------------------------------------------------------------------- meter (the cost ledger)
+
+
+def test_the_fleet_meters_each_live_cluster_every_ten_minutes_and_once_more_when_its_end_is_confirmed(
+    fleet: Fleet, registry: Registry, provider: FakeProvider, clock: FakeClock
+) -> None:
+    from spotlake.providers.base import InstanceUsage, decode_instances
+
+    pool = pool_config(failure_threshold=1)
+    started = T0.isoformat(timespec="milliseconds")
+    provider.usage["small-0001"] = [InstanceUsage("m5.xlarge", "ON_DEMAND", "MASTER", started)]
+    fleet.tend(pool, sleep=lambda _: None)
+    metered = registry.get_cluster("small", "small-0001")
+    assert decode_instances(metered.instances) == provider.usage["small-0001"]
+    assert metered.metered_at == started and provider.instance_calls == ["small-0001"]
+
+    clock.advance(minutes=9)
+    fleet.tend(pool, sleep=lambda _: None)
+    assert provider.instance_calls == ["small-0001"]  # not due yet
+    clock.advance(minutes=2)
+    provider.usage["small-0001"].append(InstanceUsage("r5.xlarge", "SPOT", "TASK", started))
+    fleet.tend(pool, sleep=lambda _: None)
+    assert len(decode_instances(registry.get_cluster("small", "small-0001").instances)) == 2
+
+    # a provider that cannot tell fails nothing: the last record stays, asked again next pass
+    clock.advance(minutes=11)
+    provider.fail_instances = ProviderError("ListInstances: ThrottlingException")
+    report = fleet.tend(pool, sleep=lambda _: None)
+    assert report.errors == [] and len(decode_instances(registry.get_cluster("small", "small-0001").instances)) == 2
+    provider.fail_instances = None
+
+    # its end: the instances as the provider reports them when it confirms the cluster gone
+    provider.fail("small-0001")
+    ended = (clock.now + timedelta(minutes=1)).isoformat(timespec="milliseconds")
+    provider.usage["small-0001"] = [InstanceUsage("m5.xlarge", "ON_DEMAND", "MASTER", started, ended)]
+    fleet.tend(pool, sleep=lambda _: None)  # DEAD, terminated
+    clock.advance(minutes=1)
+    fleet.tend(pool, sleep=lambda _: None)  # confirmed gone
+    gone = registry.get_cluster("small", "small-0001")
+    assert gone.terminated_at == clock.now.isoformat(timespec="milliseconds")
+    assert decode_instances(gone.instances)[0].end == ended

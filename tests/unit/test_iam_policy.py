@@ -63,6 +63,8 @@ EXCLUDED = {
     "spotlake_dev/demo.py": "the local demo's data and resources: never deployed",
     "spotlake_dev/clickgen/": "the click generator, a load tool writing to Kafka: never run by the DAGs",
     "plugins/spotlake/aws_setup.py": "the setup step: run once by the deployer, with docs/iam/setup-policy.json",
+    "plugins/spotlake/prices.py": "the prices refresh: run by a person with their own credentials "
+    "(pricing:GetProducts, ec2:DescribeSpotPriceHistory; docs/deploying-to-aws.md, Cost), never by the DAGs",
     "spotlake_dev/smoke.py": "the AWS smoke test: run by a person with their own credentials, never deployed "
     "(docs/deploying-to-aws.md, Smoke test)",
 }

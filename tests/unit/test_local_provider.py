@@ -78,3 +78,29 @@ def test_the_pools_running_clusters_are_its_livy_processes(tmp_path: Path) -> No
     assert provider.gone(gone) and not provider.gone(
         Cluster(pool="small", cluster_id="small-0003", provider="local", state="DEAD")
     )
+
+
+def test_a_local_cluster_is_metered_as_one_instance_of_the_pools_configured_type(tmp_path: Path) -> None:
+    """The cost ledger's instance-hours for a local cluster: its Livy process (this test's own
+    process stands in for it) as one instance of ``local.instance_type`` on ``local.market``."""
+    import psutil
+
+    from spotlake.pools import LocalShape
+
+    layout = StackLayout(root=tmp_path / ".stack", project=tmp_path, settings={})
+    layout.run_dir.mkdir(parents=True)
+    (layout.run_dir / "livy-small-0003.pid").write_text(str(os.getpid()))
+    provider = local.LocalClusterProvider(local.LocalProvider(layout), probe=lambda endpoint: None)
+    pool = pool_config(local=LocalShape("local[2]", instance_type="r5.xlarge", market="SPOT"))
+    running = Cluster(
+        pool="small", cluster_id="small-0003", provider="local", state="READY", launched_at="2026-12-06T10:00:00.000+00:00"
+    )
+    (usage,) = provider.instances(pool, running)
+    started = datetime.fromtimestamp(psutil.Process(os.getpid()).create_time(), UTC)
+    assert (usage.instance_type, usage.market, usage.role, usage.end) == ("r5.xlarge", "SPOT", "MASTER", "")
+    assert usage.start == started.isoformat(timespec="milliseconds")
+    # its process gone: from its launch, still open (the ledger ends it when the fleet confirmed it gone)
+    (usage,) = provider.instances(
+        pool, Cluster(pool="small", cluster_id="small-0009", provider="local", state="DEAD", launched_at=running.launched_at)
+    )
+    assert (usage.start, usage.end) == (running.launched_at, "")

@@ -184,3 +184,22 @@ def test_figures_are_read_again_in_the_background_while_people_look() -> None:
     assert len(computed) == stopped
     assert figures.get() == str(stopped + 1).encode()  # then an old figure is read again, not served
     assert Refreshed(compute, every_s=0).get() != Refreshed(compute, every_s=0).get()  # 0: each request
+
+
+def test_the_cost_of_each_pool_today_shows_its_metered_clusters(client: TestClient, registry: Registry) -> None:
+    """small-0002 was metered as one m5.xlarge on demand since its launch 50 minutes ago: today's
+    part of that at config/prices.yaml's 0.192 + 0.048 an hour."""
+    from datetime import UTC, datetime
+
+    body = client.get("/api/overview").json()
+    assert body["currency"] == "USD"
+    costs = by(body["costs"], "pool")
+    midnight = datetime(fixture.NOW.year, fixture.NOW.month, fixture.NOW.day, tzinfo=UTC)
+    seconds = (fixture.NOW - max(fixture.NOW - timedelta(minutes=50), midnight)).total_seconds()
+    (metered,) = [c for c in costs["small"]["clusters"] if c["metered"]]
+    assert metered["cluster_id"] == "small-0002"
+    assert metered["hours"] == {"m5.xlarge on-demand": pytest.approx(seconds / 3600)}
+    assert costs["small"]["cost"] == pytest.approx((0.192 + 0.048) * seconds / 3600)
+    assert costs["small"]["budget"] == 25.0 and not costs["small"]["over_budget"]
+    text = status.render(status.collect(registry, pools.load(), config.load(), fixture.NOW))
+    assert "COST TODAY (UTC, USD" in text and "small-0002 " in text

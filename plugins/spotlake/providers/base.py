@@ -9,6 +9,7 @@ write; providers only talk to the outside world.
 from __future__ import annotations
 
 import importlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,6 +116,31 @@ class RunningCluster:
     state: str = ""
 
 
+@dataclass(frozen=True)
+class InstanceUsage:
+    """One instance a cluster ran on, as the provider bills it: the EC2 instance type, the market
+    (``ON_DEMAND`` or ``SPOT``), the role (``MASTER``, ``CORE``, ``TASK``), and when it started and
+    ended (ISO times; ``end`` "" while it runs). What :mod:`spotlake.ledger` prices."""
+
+    instance_type: str
+    market: str
+    role: str
+    start: str
+    end: str = ""
+
+
+def encode_instances(usage: list[InstanceUsage]) -> str:
+    """The registry's form of a cluster's instances (:attr:`spotlake.registry.Cluster.instances`)."""
+    return json.dumps([[u.instance_type, u.market, u.role, u.start, u.end] for u in usage], separators=(",", ":"))
+
+
+def decode_instances(text: str) -> list[InstanceUsage]:
+    """:func:`encode_instances` read back; "" (never metered) is no instance."""
+    if not text:
+        return []
+    return [InstanceUsage(*(str(v) for v in row)) for row in json.loads(text)]
+
+
 class ClusterProvider(ABC):
     """Where a pool's clusters come from."""
 
@@ -150,6 +176,11 @@ class ClusterProvider(ABC):
     def running(self, pool: PoolConfig) -> list[RunningCluster]:
         """The clusters of ``pool`` the provider runs (or is starting) under the project's tags and
         this registry's prefix, whatever the registry says: what the fleet's sweep looks at."""
+
+    @abstractmethod
+    def instances(self, pool: PoolConfig, cluster: Cluster) -> list[InstanceUsage]:
+        """The instances the cluster has run on so far, ended ones included (EMR's ListInstances;
+        locally, one instance of the pool's configured type): the cost ledger's instance-hours."""
 
     @abstractmethod
     def terminate_running(self, found: RunningCluster, reason: str) -> None:

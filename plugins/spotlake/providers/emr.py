@@ -36,6 +36,7 @@ from spotlake.providers.base import (
     Cause,
     ClusterHealth,
     ClusterProvider,
+    InstanceUsage,
     LaunchedCluster,
     LaunchFailed,
     Liveness,
@@ -81,6 +82,10 @@ FIXES = {
     "ValidationException": "check the pool's emr section in config/pools.yaml (instance types, subnets, roles, release label)",
     "InvalidRequestException": "check the pool's emr section in config/pools.yaml and that the cluster exists",
 }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def cluster_name(cluster_id: str) -> str:
@@ -367,6 +372,41 @@ class EmrProvider(ClusterProvider):
 
     def terminate_running(self, found: RunningCluster, reason: str) -> None:
         self._terminate(found.provider_id, reason)
+
+    def instances(self, pool: PoolConfig, cluster: Cluster) -> list[InstanceUsage]:
+        """Every instance of the cluster's three fleets, ended ones included: ListInstances per fleet
+        type, every page, with each instance's market and its timeline's creation and end."""
+        job_flow_id = cluster.provider_id or self.find(cluster.cluster_id)
+        if not job_flow_id:
+            return []
+
+        def lookup() -> list[InstanceUsage]:
+            found = []
+            for role in ("MASTER", "CORE", "TASK"):
+                kwargs: dict[str, Any] = {"ClusterId": job_flow_id, "InstanceFleetType": role}
+                while True:
+                    page = self.client.list_instances(**kwargs)
+                    for instance in page.get("Instances", []):
+                        timeline = instance.get("Status", {}).get("Timeline", {})
+                        started = timeline.get("CreationDateTime")
+                        if started is None:
+                            continue  # requested, not provisioned: nothing billed yet
+                        ended = timeline.get("EndDateTime")
+                        found.append(
+                            InstanceUsage(
+                                instance_type=str(instance.get("InstanceType", "")),
+                                market=str(instance.get("Market", "ON_DEMAND")),
+                                role=role,
+                                start=_iso(started),
+                                end=_iso(ended) if ended is not None else "",
+                            )
+                        )
+                    if not page.get("Marker"):
+                        break
+                    kwargs["Marker"] = page["Marker"]
+            return found
+
+        return self._retrying(f"ListInstances {job_flow_id}", lookup)
 
     # ----------------------------------------------------------------- helpers
     def describe(self, job_flow_id: str) -> dict[str, Any]:
