@@ -31,6 +31,7 @@ from spotlake.providers.base import (
     Liveness,
     Probe,
     RunningCluster,
+    decode_instances,
 )
 from spotlake.stack import StackLayout
 from spotlake_dev.localstack import livy_server
@@ -166,12 +167,14 @@ class LocalClusterProvider(ClusterProvider):
 
     def instances(self, pool: PoolConfig, cluster: Cluster) -> list[InstanceUsage]:
         """One instance of the pool's configured ``local.instance_type`` and ``market``, from its Livy
-        process's start (the launch, once the process is gone); open while the process runs, and
-        once gone too: the ledger ends it when the fleet confirmed the cluster gone."""
+        process's start; once the process is gone, as last recorded (or from the launch); open
+        either way: the ledger ends it when the fleet confirmed the cluster gone."""
         shape = pool.local
         if shape is None:
             return []
         started = next((at for cid, _, at in self.processes.running(pool.name) if cid == cluster.cluster_id), None)
+        if started is None and cluster.instances:
+            return decode_instances(cluster.instances)  # gone: as recorded while it ran
         start = started.isoformat(timespec="milliseconds") if started else cluster.launched_at
         if not start:
             return []

@@ -8,7 +8,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import pytest
 
 from hooks.livy import probe_livy
 from spark_jobs.common.lake_state import snapshot_job_key
+from spotlake import ledger, prices
 from spotlake.fleet import Fleet
-from spotlake.pools import LocalShape, PoolConfig
+from spotlake.pools import LocalShape, PoolConfig, PoolsConfig
+from spotlake.providers.base import decode_instances
 from spotlake.registry import ClusterState, JobState
 from spotlake.stack import StackLayout
 from spotlake_dev.localstack.process import Supervisor, wait_for
@@ -201,6 +204,7 @@ def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
 ) -> None:
     env, fleet, make_pool = fleet_env
     fleet.launch(make_pool())
+    fleet.meter(make_pool())  # as each fleet pass does (the cost ledger, checked at the end)
     old = env.registry.ready_cluster(env.pool)
     table, w = big_table(env, "rotate", ROWS)
     pipeline = env.add_pipeline(f"rotate_{env.tag}", table)
@@ -215,6 +219,7 @@ def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
     new = env.registry.ready_cluster(env.pool)
     assert new is not None and new.cluster_id != old.cluster_id
     assert env.registry.get_cluster(env.pool, old.cluster_id).state == ClusterState.DRAINING
+    fleet.meter(make_pool())
     ready_seen: list[str] = []
     with FleetLoop(fleet, make_pool()) as loop:
         while thread.is_alive():
@@ -237,6 +242,48 @@ def test_rotation_replaces_first_and_running_batch_finishes_on_the_old_cluster(
     assert out[0]["current_rows"] == ROWS
     assert_lake_equals_mysql(env, pipeline, table)
     assert datetime.fromisoformat(new.launched_at) > datetime.fromisoformat(old.launched_at)
+    check_the_ledger_by_hand(env, fleet, make_pool(), old.cluster_id, new.cluster_id, job_key, window.job_key)
+
+
+def check_the_ledger_by_hand(
+    env: ExtractionEnv, fleet: Fleet, pool: PoolConfig, old_id: str, new_id: str, snapshot_key: str, window_key: str
+) -> None:
+    """The cost ledger of this run, figure by figure: each cluster's hours × config/prices.yaml's
+    m5.xlarge price (the pool's local shape counts as one m5.xlarge on demand), each job's slot
+    time × that price / the pool's 2 slots, Glue's 2 DPUs × the job's time (at least a minute)."""
+    assert fleet.settle(pool).clusters("confirmed") == [old_id]  # the rotated cluster's end, confirmed
+    now = datetime.now(UTC)
+    table = prices.load()
+    table = replace(table, glue=replace(table.glue, pools={pool.name: prices.GlueJob("G.1X", 2)}))
+    book = ledger.read(env.registry, PoolsConfig(Path("pools.yaml"), "local", (pool,)), table, now.date(), now)
+    hourly = 0.192 + 0.048  # m5.xlarge on demand + EMR, config/prices.yaml
+    midnight = datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+    def hours(start: str, end: datetime) -> float:
+        return (end - max(datetime.fromisoformat(start), midnight)).total_seconds() / 3600
+
+    old, new = env.registry.get_cluster(env.pool, old_id), env.registry.get_cluster(env.pool, new_id)
+    (old_usage,) = decode_instances(old.instances)
+    (new_usage,) = decode_instances(new.instances)
+    assert (old_usage.instance_type, old_usage.market) == ("m5.xlarge", "ON_DEMAND")
+    # the instance started with the cluster's Livy process, at its launch
+    started = datetime.fromisoformat(old_usage.start) - datetime.fromisoformat(old.launched_at)
+    assert abs(started.total_seconds()) < 60, (old.launched_at, old_usage.start)
+    (pool_cost,) = book.pools
+    rows = {c.cluster_id: c for c in pool_cost.clusters}
+    old_hours = hours(old_usage.start, datetime.fromisoformat(old.terminated_at))
+    assert rows[old_id].hours == {"m5.xlarge on-demand": pytest.approx(old_hours)}
+    assert rows[old_id].cost == pytest.approx(old_hours * hourly)
+    assert rows[new_id].cost == pytest.approx(hours(new_usage.start, now) * hourly, rel=1e-3)
+    assert pool_cost.cost == pytest.approx(rows[old_id].cost + rows[new_id].cost, rel=1e-3)
+    work = {r.job_key: r for r in book.work}
+    for key, cluster_id in ((snapshot_key, old_id), (window_key, new_id)):
+        job = env.registry.get_job(key)
+        seconds = (datetime.fromisoformat(job.updated_at) - datetime.fromisoformat(job.submitted_at)).total_seconds()
+        assert work[key].clusters == [cluster_id] and work[key].seconds == pytest.approx(seconds, abs=0.01)
+        assert work[key].cost == pytest.approx(seconds / 3600 * hourly / 2, rel=1e-3)
+        assert work[key].glue == pytest.approx(2 * max(seconds, 60) / 3600 * 0.44)
+    assert pool_cost.unattributed == pytest.approx(pool_cost.cost - pool_cost.work)
 
 
 def test_a_livy_cluster_started_behind_the_registrys_back_is_swept_and_its_end_confirmed(
