@@ -23,9 +23,10 @@ import requests
 from spark_jobs.common.lake_state import LakeState
 from spotlake import config, lake
 from spotlake import stack as spotlake_stack
+from spotlake_dev.clickgen.answers import expected_aggregates, valid_events
 from spotlake_dev.clickgen.delivery import KafkaSink
 from tests.compose.podman_stack import REPORT, ROOT, ComposeStack, Images, build_images, missing_tools
-from tests.support.stream_harness import click_records, expected_aggregates, to_ms, valid_events
+from tests.support.stream_harness import click_records, to_ms
 
 pytestmark = pytest.mark.compose
 

@@ -43,6 +43,7 @@ from spotlake.stream_supervisor import (
     TopicMissing,
 )
 from spotlake.streaming import StreamConfig
+from spotlake_dev.clickgen.answers import expected_aggregates, valid_events
 from spotlake_dev.clickgen.events import VALID, classify
 from spotlake_dev.localstack import services
 from tests.support.stream_harness import (
@@ -50,10 +51,8 @@ from tests.support.stream_harness import (
     StreamEnv,
     TcpProxy,
     click_records,
-    expected_aggregates,
     expected_funnel,
     spark_session,
-    valid_events,
 )
 
 pytestmark = pytest.mark.integration

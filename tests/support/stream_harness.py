@@ -338,22 +338,6 @@ def funnel_stage(event: dict[str, Any]) -> str | None:
     return None
 
 
-def valid_events(records: Iterable[Record]) -> list[dict[str, Any]]:
-    return [json.loads(value) for _, value in records if classify(value) == VALID]
-
-
-def expected_aggregates(events: Iterable[dict[str, Any]], window_s: int = 60) -> dict[tuple[int, str, str], tuple[int, int, int]]:
-    counts: Counter[tuple[int, str, str]] = Counter()
-    users: dict[tuple[int, str, str], set[str]] = defaultdict(set)
-    sessions: dict[tuple[int, str, str], set[str]] = defaultdict(set)
-    for e in events:
-        key = (e["event_time"] - e["event_time"] % (window_s * 1000), e["page"], e["event_type"])
-        counts[key] += 1
-        users[key].add(e["user_id"])
-        sessions[key].add(e["session_id"])
-    return {key: (n, len(users[key]), len(sessions[key])) for key, n in counts.items()}
-
-
 def expected_funnel(events: Iterable[dict[str, Any]], window_s: int = 60) -> dict[tuple[int, str], tuple[int, int]]:
     counts: Counter[tuple[int, str]] = Counter()
     sessions: dict[tuple[int, str], set[str]] = defaultdict(set)

@@ -211,6 +211,15 @@ RUN_BY_TESTS: dict[str, tuple[Source, ...]] = {
         Source("tests/unit/test_prices.py", ('prices.main(["show"])',), "runs the CLI's main"),
         Source("plugins/spotlake/prices.py", ("sys.exit(main())",), "`python -m spotlake.prices` runs main"),
     ),
+    "python -m spotlake_dev.chaos": (
+        Source(
+            "tests/unit/test_chaos.py",
+            ('chaos.main(["prepare"])', 'chaos.main(["run", "--rounds", "1", "--print-only"])'),
+            "runs the CLI's main: prepare's files, and run's refusal of a stack not started with them; the soak "
+            "itself runs on a whole local stack for an hour (docs/benchmarks/chaos.md)",
+        ),
+        Source("spotlake_dev/chaos.py", ("sys.exit(main())",), "`python -m spotlake_dev.chaos` runs main"),
+    ),
     "python -m spotlake_dev.clickgen": (
         Source(
             "tests/unit/test_clickgen.py",
