@@ -117,7 +117,10 @@ class AlertsOperator(BaseOperator):
         for warning in snapshot.warnings:
             self.log.warning("configuration: %s", warning)
         firing = evaluate(snapshot, self.settings.conditions)
-        raised, cleared = reconcile_alerts(self.store, firing, now, kinds=self.settings.enabled_kinds())
+        kinds = self.settings.enabled_kinds()
+        if snapshot.costs_unknown:  # no figures this time: a budget alert stays as it is, never cleared
+            kinds = tuple(k for k in kinds if k != AlertKind.BUDGET)
+        raised, cleared = reconcile_alerts(self.store, firing, now, kinds=kinds)
         owed = claim_undelivered(self.store, now)
         self.log.info(
             "%d condition(s) hold: %s; raised %d, cleared %d, %d delivery(ies) owed from earlier runs",

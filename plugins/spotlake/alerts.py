@@ -218,6 +218,8 @@ def pools_over_budget(costs: Iterable[PoolCost], currency: str) -> list[Conditio
             continue
         biggest = max(cost.clusters, key=lambda c: c.cost, default=None)
         top = f" Most of it: cluster {biggest.cluster_id} ({money(biggest.cost, currency)})." if biggest else ""
+        if cost.unpriced:
+            top += f" Not counted (no price in config/prices.yaml): {', '.join(cost.unpriced)}."
         found.append(
             Condition(
                 AlertKind.BUDGET,

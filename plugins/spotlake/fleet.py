@@ -45,6 +45,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from botocore.exceptions import BotoCoreError
+
 from spotlake.pools import PoolConfig
 from spotlake.providers.base import (
     ClusterHealth,
@@ -717,7 +719,7 @@ class Fleet:
         """The registry changes that record ``cluster``'s instances now ({} when the provider fails)."""
         try:
             usage = self.provider.instances(pool, cluster)
-        except ProviderError as exc:
+        except (ProviderError, BotoCoreError) as exc:
             log.warning(
                 "pool %s: the instances of cluster %s could not be read (asked again next pass): %s",
                 pool.name,

@@ -115,8 +115,8 @@ class PoolCost:
     cost: float  # every instance-hour of the pool's clusters in the day
     on_demand: float
     glue: float | None  # the day's work as Glue job runs
-    work: float  # the part of ``cost`` charged to work
-    unattributed: float  # idle slots, launch and drain
+    work: float  # the part of ``cost`` charged to work: every job's slot time within the day
+    unattributed: float  # idle slots, launch and drain (below 0 only when more jobs than slots ran at once)
     budget: float | None
     over_budget: bool = False  # the day's cost is above the budget
     clusters: list[ClusterCost] = field(default_factory=list)
@@ -240,9 +240,12 @@ def work_costs(
     since: datetime,
     until: datetime,
     now: datetime,
-) -> list[WorkCost]:
-    """The pool's work in [since, until): each job that ended in it (or runs), and each stream-hour."""
+) -> tuple[list[WorkCost], float]:
+    """The pool's work rows of [since, until): each job that ended in it (SUCCEEDED or FAILED) or
+    runs, whole, and each stream-hour; and the cost of every job's slot time within [since,
+    until), whatever day it ended (the day's share of its pool's cost that went to work)."""
     rows = []
+    in_day = 0.0
     slots = pool.max_batches
     for job in jobs:
         spans = job_spans(job, now)
@@ -250,12 +253,13 @@ def work_costs(
             continue
         kind, subject = job_kind(job.job_key)
         first, last = min(s for _, s, _ in spans), max(e for _, _, e in spans)
+        in_day += _job_cost(spans, clusters, table, slots, since, until, now)[0]
         if kind != Kind.STREAM:
-            if not since < last <= until:
-                continue  # a job is the day's in which it ended (or runs: it ends now)
+            if job.state == JobState.REQUEUED or not since < last <= until:
+                continue  # a job is the day's in which it ended (or runs: it ends now); a re-queued one is not over
             cost, on_demand, seconds = _job_cost(spans, clusters, table, slots, first, last + timedelta(microseconds=1), now)
-            final = spans[-1]
-            glue = table.glue.run_cost(pool.name, (final[2] - final[1]).total_seconds())
+            current = spans[-1] if spans[-1][0] == job.cluster_id else None  # the last attempt, which Glue would run
+            glue = table.glue.run_cost(pool.name, (current[2] - current[1]).total_seconds()) if current else None
             rows.append(
                 WorkCost(
                     pool.name,
@@ -292,7 +296,7 @@ def work_costs(
                     )
                 )
             hour += HOUR
-    return sorted(rows, key=lambda r: (r.start, r.job_key))
+    return sorted(rows, key=lambda r: (r.start, r.job_key)), in_day
 
 
 def _subjects(rows: list[WorkCost]) -> list[SubjectCost]:
@@ -344,7 +348,7 @@ def build(
                     cluster.cluster_id,
                     cluster.state,
                     _iso(start),
-                    cluster.terminated_at[:19] + "+00:00" if cluster.terminated_at else "",
+                    _iso(ended) if (ended := parse_time(cluster.terminated_at)) else "",
                     hours,
                     cost,
                     on_demand,
@@ -352,11 +356,10 @@ def build(
                     metered=bool(cluster.instances),
                 )
             )
-        rows = work_costs(pool, jobs.get(pool.name, []), by_id, table, since, until, now)
+        rows, charged = work_costs(pool, jobs.get(pool.name, []), by_id, table, since, until, now)
         work.extend(rows)
         total = sum(c.cost for c in cluster_rows)
-        charged = sum(r.cost for r in rows)
-        glue = [r.glue for r in rows]
+        glue = [r.glue for r in rows] if table.glue.dpus(pool.name) is not None else [None]
         pool_rows.append(
             PoolCost(
                 pool.name,
@@ -365,7 +368,7 @@ def build(
                 sum(c.on_demand for c in cluster_rows),
                 None if any(g is None for g in glue) else sum(g for g in glue if g is not None),
                 charged,
-                max(0.0, total - charged),
+                total - charged,
                 pool.budget_per_day,
                 pool.budget_per_day is not None and total > pool.budget_per_day,
                 sorted(cluster_rows, key=lambda c: c.start),
@@ -391,8 +394,9 @@ def read(
     clusters: dict[str, list[Cluster]] | None = None,
 ) -> Ledger:
     """:func:`build` over the registry: each pool's clusters (one Query each, unless the caller
-    read them: ``clusters``), and the jobs of each cluster alive in the day (a Query per state on
-    the jobs table's index by cluster)."""
+    read them: ``clusters``), the jobs of each cluster alive in the day (a Query per state on the
+    jobs table's index by cluster), and the streams the pool serves (by key: a stream moved to a
+    later cluster still ran on that day's)."""
     since = datetime(day.year, day.month, day.day, tzinfo=UTC)
     until = since + DAY
     clusters = dict(clusters or {})
@@ -407,6 +411,10 @@ def read(
                 continue
             for job in registry.jobs_on_cluster(pool.name, cluster.cluster_id, ALL_JOB_STATES):
                 seen[job.job_key] = job
+        for stream in pool.serves_streams:  # a stream that moved since: found by its key, not its cluster
+            found = registry.get_job(stream) if stream not in seen else None
+            if found is not None and found.pool == pool.name:
+                seen[stream] = found
         jobs[pool.name] = list(seen.values())
     return build(pools_cfg, clusters, jobs, table, day, now)
 

@@ -36,7 +36,6 @@ TOP_KEYS = {"region", "currency", "taken", "source", "instances", "glue"}
 INSTANCE_KEYS = {"on_demand", "spot", "emr"}
 GLUE_KEYS = {"dpu_hour", "minimum", "worker_dpu", "pools"}
 GLUE_JOB_KEYS = {"worker_type", "workers"}
-# The Price List's regional location names, for the EMR products (which carry no regionCode filter).
 PRICE_LIST_REGION = "us-east-1"  # the Price List API answers in us-east-1 (and ap-south-1, eu-central-1)
 SPOT_HISTORY = timedelta(days=1)
 

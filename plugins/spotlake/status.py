@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from spark_jobs.common.lake_state import LakeState, parse_recent
 from spotlake import config, ledger, pools, prices, stack, streaming
 from spotlake.alert_store import AlertState, AlertStore, AlertTableMissing
@@ -134,6 +136,7 @@ class Snapshot:
     # Today's cost per pool (spotlake.ledger), in ``currency``; empty when the prices cannot be read.
     costs: list[ledger.PoolCost] = field(default_factory=list)
     currency: str = ""
+    costs_unknown: bool = False  # the ledger could not be read (a warning says why)
 
 
 def _age(iso: str, now: datetime) -> str:
@@ -290,7 +293,7 @@ def collect(
     try:
         today = ledger.read(registry, pools_cfg, prices.load(), now.date(), now, clusters=read)
         costs, currency = today.pools, today.currency
-    except SpotlakeError as exc:
+    except (SpotlakeError, ClientError, BotoCoreError, ValueError) as exc:
         warnings.append(f"cost ledger: {exc}")
     return Snapshot(
         now.isoformat(timespec="seconds"),
@@ -305,6 +308,7 @@ def collect(
         alerts,
         costs,
         currency,
+        costs_unknown=not currency,
     )
 
 
@@ -502,6 +506,7 @@ def render(snapshot: Snapshot) -> str:
                         f"{k.cluster_id} " + (", ".join(f"{h:.2f} h {t}" for t, h in sorted(k.hours.items())) or "not metered")
                         for k in c.clusters
                     )
+                    + (f"; NO PRICE for {', '.join(c.unpriced)} (left out)" if c.unpriced else "")
                     or "-",
                 ]
                 for c in snapshot.costs
@@ -540,7 +545,6 @@ def main(argv: list[str] | None = None) -> int:
         "--local", action="store_true", help="read the local stack's registry (the moto server `make up` started)"
     )
     args = parser.parse_args(argv)
-    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         pools_cfg, pipelines = pools.load(), config.load()

@@ -199,3 +199,38 @@ def test_the_log_notifier_warns_of_a_raise_and_informs_of_a_clear() -> None:
         ("info", "alert cleared: resolved: pipeline orders is failing"),
     ]
     assert "cleared at 2026-12-05T12:30:00+00:00 after 30m" in logs[1]["event"]
+
+
+def test_a_pool_over_its_budget_is_raised_and_not_cleared_while_the_ledger_cannot_be_read(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from spotlake import pools
+    from spotlake.providers.base import InstanceUsage, encode_instances
+
+    raw = yaml.safe_load(pools.DEFAULT_POOLS.read_text())
+    raw["pools"]["small"]["budget_per_day"] = 0.001
+    (tmp_path / "pools.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("SPOTLAKE_POOLS", str(tmp_path / "pools.yaml"))
+    ready(registry, "small")
+    cluster = registry.get_cluster("small", "small-0001")
+    started = datetime.now(UTC).replace(second=0, microsecond=0, minute=0)  # this hour: today whatever the time
+    registry.update_cluster(
+        cluster, instances=encode_instances([InstanceUsage("m5.xlarge", "ON_DEMAND", "MASTER", started.isoformat())])
+    )
+    logged: list[dict[str, Any]] = []
+    op = operator(registry, {"log": lambda: Recording(logged, [False]), "oncall": lambda: Recording([], [False])})
+    op.__dict__["settings"] = alert_config.parse(
+        {**SETTINGS, "conditions": {"no_ready": {"after": "0s", "notify": ["log"]}, "budget": {"notify": ["log"]}}},
+        Path("config/alerts.yaml"),
+    )
+    assert "pool:small:budget" in op.execute({})["raised"]
+    budget = next(a for a in logged if a["key"] == "pool:small:budget")
+    assert "over its budget_per_day of 0.0010 USD" in budget["message"]
+
+    monkeypatch.setenv("SPOTLAKE_PRICES", str(tmp_path / "missing.yaml"))  # no figures: nothing is cleared
+    result = op.execute({})
+    assert "pool:small:budget" not in result["cleared"]
+    record = AlertStore(registry.client, registry.prefix).get("pool:small:budget")
+    assert record is not None and record.state == AlertState.FIRING

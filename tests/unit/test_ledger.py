@@ -177,6 +177,44 @@ def test_a_day_holds_only_its_own_hours_and_its_own_windows(table: prices.Prices
     yesterday = ledger.build(pools_config(), {"small": [c]}, {"small": [before, across]}, table, DAY - timedelta(days=1), at(12))
     assert yesterday.pools[0].cost == pytest.approx(2 * M5)
     assert [r.job_key for r in yesterday.work] == [before.job_key]
+    # the window across midnight is listed whole on the day it ended (6 minutes on one of 2 slots), but
+    # each day's work holds only its own part of it: 3 minutes each
+    assert today.work[0].cost == pytest.approx(M5 * 0.1 / 2)
+    assert today.pools[0].work == pytest.approx(M5 * 0.05 / 2)
+    assert yesterday.pools[0].work == pytest.approx(M5 * (0.1 + 0.05) / 2)
+    assert today.pools[0].unattributed == pytest.approx(3 * M5 - M5 * 0.05 / 2)
+
+
+def test_a_past_day_keeps_the_hours_of_a_stream_that_moved_since(table: prices.Prices) -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        registry = Registry(client, prefix="t")
+        registry.create_tables()
+        yesterday = cluster("large-0001", use("r5.xlarge", "SPOT", "MASTER", -24, 1), state="TERMINATED", terminated=at(1))
+        today = cluster("large-0002", use("r5.xlarge", "SPOT", "MASTER", 0.5))
+        moves = [
+            {"from": "large-0000", "to": "large-0001", "why": "x", "requeued_at": iso(at(-25)), "taken_at": iso(at(-24))},
+            {"from": "large-0001", "to": "large-0002", "why": "rotated", "requeued_at": iso(at(1)), "taken_at": iso(at(1))},
+        ]
+        stream = replace(
+            job("clicks", "large-0002", at(1), None, state=JobState.SUBMITTED, moved=json.dumps(moves)), pool="large"
+        )
+        for item in (replace(yesterday, pool="large"), replace(today, pool="large"), stream):
+            client.put_item(
+                TableName=registry.jobs_table if isinstance(item, Job) else registry.clusters_table, Item=to_item(item)
+            )
+        cfg = PoolsConfig(Path("pools.yaml"), "emr", (pool_config(name="large", max_batches=1, serves_streams=("clicks",)),))
+        book = ledger.read(registry, cfg, table, DAY - timedelta(days=1), at(2))
+    hours = [r for r in book.work if r.kind == ledger.Kind.STREAM]
+    assert len(hours) == 24 and all(r.clusters == ["large-0001"] for r in hours)
+    assert book.pools[0].work == pytest.approx(24 * R5_SPOT) and book.pools[0].unattributed == pytest.approx(0)
+
+
+def test_a_requeued_job_is_not_a_finished_run_but_its_time_is_work(table: prices.Prices) -> None:
+    c = cluster("small-0001", use("m5.xlarge", "ON_DEMAND", "MASTER", 0, 2), state="DEAD", terminated=at(2))
+    requeued = job("shop_orders#20261206T0100", "small-0001", at(1), at(1.5), state=JobState.REQUEUED)
+    book = ledger.build(pools_config(max_batches=1), {"small": [c]}, {"small": [requeued]}, table, DAY, at(3))
+    assert book.work == [] and book.pools[0].work == pytest.approx(0.5 * M5)
 
 
 def test_a_pool_over_its_budget_raises_the_budget_alert(table: prices.Prices) -> None:
