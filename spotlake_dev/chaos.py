@@ -755,17 +755,16 @@ def run(args: argparse.Namespace) -> int:
                 fault.recovered_s = round(time.monotonic() - fault.clock_start, 1)
             except ChaosFailed as exc:
                 fault.violations.append(str(exc))
-            fault.revived = chaos.revive()
+            except Exception as exc:  # noqa: BLE001 - recorded as the round's failure, the run goes on
+                fault.violations.append(f"error while injecting or recovering: {type(exc).__name__}: {exc}")
             try:
+                fault.revived = chaos.revive()
                 fault.rows_checked, found = compare_lake(chaos, workload, args.catch_up_timeout)
                 fault.violations += found
-            except ChaosFailed as exc:
-                fault.violations.append(str(exc))
-            fault.violations += registry_checks(chaos, args.settle_timeout)
-            try:
+                fault.violations += registry_checks(chaos, args.settle_timeout)
                 wait("the stream's aggregates equal the events sent", clicks.exact, args.catch_up_timeout, 10.0)
-            except ChaosFailed as exc:
-                fault.violations.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - ChaosFailed, or an error of a check: the round failed
+                fault.violations.append(str(exc) if isinstance(exc, ChaosFailed) else f"{type(exc).__name__}: {exc}")
             fault.violations += watch.violations
             watch.violations.clear()
             fault.round_s = time.monotonic() - began
