@@ -718,6 +718,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     chaos = Stack(layout)
+    chaos.revive()
     scheduler = chaos.supervisor.pid("airflow-scheduler")
     if scheduler is None:
         print("spotlake chaos: Airflow's scheduler is not running; start the stack (see --help)", file=sys.stderr)
@@ -744,37 +745,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         for number, kind in enumerate(kinds, start=1):
-            fault = Fault(number, kind)
-            began, began_at = time.monotonic(), datetime.now(UTC)
-            try:
-                clicks.send(number)
-                recovered = faults.inject(fault)
-                hit = parse_time(fault.at)
-                fault.injected_after_s = round((hit - began_at).total_seconds(), 1) if hit else 0.0
-                wait(f"round {number} ({kind}): recovery", recovered, args.recovery_timeout, 1.0)
-                fault.recovered_s = round(time.monotonic() - fault.clock_start, 1)
-            except ChaosFailed as exc:
-                fault.violations.append(str(exc))
-            except Exception as exc:  # noqa: BLE001 - recorded as the round's failure, the run goes on
-                fault.violations.append(f"error while injecting or recovering: {type(exc).__name__}: {exc}")
-            try:
-                fault.revived = chaos.revive()
-                fault.rows_checked, found = compare_lake(chaos, workload, args.catch_up_timeout)
-                fault.violations += found
-                fault.violations += registry_checks(chaos, args.settle_timeout)
-                wait("the stream's aggregates equal the events sent", clicks.exact, args.catch_up_timeout, 10.0)
-            except Exception as exc:  # noqa: BLE001 - ChaosFailed, or an error of a check: the round failed
-                fault.violations.append(str(exc) if isinstance(exc, ChaosFailed) else f"{type(exc).__name__}: {exc}")
-            fault.violations += watch.violations
-            watch.violations.clear()
-            fault.round_s = time.monotonic() - began
+            fault = play_round(chaos, faults, clicks, workload, watch, Fault(number, kind), args)
             done.append(fault)
-            status = "ok" if not fault.violations else "FAILED: " + "; ".join(fault.violations)[:600]
-            print(
-                f"round {number:>2} {kind:<11} {fault.target}: recovered in {fault.recovered_s} s, {fault.rows_checked} rows "
-                f"checked, revived {fault.revived or '-'}; {status} ({time.monotonic() - began:.0f} s)",
-                flush=True,
-            )
             if fault.violations and args.stop_on_failure:
                 break
     finally:
@@ -786,6 +758,51 @@ def run(args: argparse.Namespace) -> int:
         REPORT.write_text(report)
         print(f"wrote {REPORT}")
     return 0 if done and all(not f.violations for f in done) and len(done) == args.rounds else 1
+
+
+def play_round(
+    chaos: Stack, faults: Faults, clicks: Clicks, workload: Workload, watch: ReadyWatch, fault: Fault, args: argparse.Namespace
+) -> Fault:
+    """One round: clicks sent, the fault injected and recovered from, then every check."""
+    began, began_at = time.monotonic(), datetime.now(UTC)
+
+    def recovered_and_kept(check: Callable[[], bool]) -> Callable[[], bool]:
+        def kept() -> bool:
+            # a service the fault took down with it is started again at once, as a service manager would
+            fault.revived += chaos.revive()
+            return check()
+
+        return kept
+
+    try:
+        clicks.send(fault.round)
+        recovered = faults.inject(fault)
+        hit = parse_time(fault.at)
+        fault.injected_after_s = round((hit - began_at).total_seconds(), 1) if hit else 0.0
+        wait(f"round {fault.round} ({fault.kind}): recovery", recovered_and_kept(recovered), args.recovery_timeout, 1.0)
+        fault.recovered_s = round(time.monotonic() - fault.clock_start, 1)
+    except ChaosFailed as exc:
+        fault.violations.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - recorded as the round's failure, the run goes on
+        fault.violations.append(f"error while injecting or recovering: {type(exc).__name__}: {exc}")
+    try:
+        fault.revived += chaos.revive()
+        fault.rows_checked, found = compare_lake(chaos, workload, args.catch_up_timeout)
+        fault.violations += found
+        fault.violations += registry_checks(chaos, args.settle_timeout)
+        wait("the stream's aggregates equal the events sent", clicks.exact, args.catch_up_timeout, 10.0)
+    except Exception as exc:  # noqa: BLE001 - ChaosFailed, or an error of a check: the round failed
+        fault.violations.append(str(exc) if isinstance(exc, ChaosFailed) else f"{type(exc).__name__}: {exc}")
+    fault.violations += watch.violations
+    watch.violations.clear()
+    fault.round_s = time.monotonic() - began
+    status = "ok" if not fault.violations else "FAILED: " + "; ".join(fault.violations)[:600]
+    print(
+        f"round {fault.round:>2} {fault.kind:<11} {fault.target}: recovered in {fault.recovered_s} s, {fault.rows_checked} rows "
+        f"checked, revived {fault.revived or '-'}; {status} ({fault.round_s:.0f} s)",
+        flush=True,
+    )
+    return fault
 
 
 def render(faults: list[Fault], args: argparse.Namespace, seconds: float, samples: int, events: int, changes: int) -> str:
