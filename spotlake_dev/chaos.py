@@ -386,7 +386,10 @@ class Clicks:
             raise ChaosFailed(f"Kafka took {totals.delivered} of {len(records)} click records ({totals})")
         valid = valid_events(records)
         if not self.events:
-            self.since_ms = min(e["event_time"] for e in valid) - 15 * 60 * 1000  # late events reach back
+            # the windows this run's events can reach: late events go back up to the generator's
+            # late_max_seconds (300 s); earlier windows hold other runs' events and are not compared
+            first = min(e["event_time"] for e in valid) - 330 * 1000
+            self.since_ms = first - first % 60_000
         self.events.extend(valid)
         return len(valid)
 
@@ -790,7 +793,7 @@ def play_round(
         fault.rows_checked, found = compare_lake(chaos, workload, args.catch_up_timeout)
         fault.violations += found
         fault.violations += registry_checks(chaos, args.settle_timeout)
-        wait("the stream's aggregates equal the events sent", clicks.exact, args.catch_up_timeout, 10.0)
+        wait("the stream's aggregates equal the events sent", clicks.exact, args.catch_up_timeout, 5.0)
     except Exception as exc:  # noqa: BLE001 - ChaosFailed, or an error of a check: the round failed
         fault.violations.append(str(exc) if isinstance(exc, ChaosFailed) else f"{type(exc).__name__}: {exc}")
     fault.violations += watch.violations
