@@ -285,21 +285,6 @@ class Stack:
         except Exception:  # noqa: BLE001 - moto stopped on purpose: no answer this time
             return None
 
-    def mysql(self) -> Any:
-        import pymysql
-
-        cfg = stack.mysql_settings(self.layout)
-        return pymysql.connect(
-            host=cfg["host"],
-            port=int(cfg["port"]),
-            user=cfg["user"],
-            password=cfg["password"],
-            database=cfg["database"],
-            autocommit=True,
-            connect_timeout=5,
-            cursorclass=pymysql.cursors.DictCursor,
-        )
-
 
 def wait(what: str, check: Callable[[], bool], timeout: float, interval: float = 2.0) -> float:
     """Seconds until ``check`` holds; ChaosFailed naming ``what`` after ``timeout``."""
@@ -615,9 +600,13 @@ def compare_lake(chaos: Stack, workload: Workload, timeout: float) -> tuple[int,
 
     workload.pause()
     try:
-        conn = chaos.mysql()
+        import pymysql
+
+        from spotlake_dev import demo
+
+        conn = demo.connect(chaos.layout)
         last: dict[str, datetime] = {}
-        with conn.cursor() as cur:
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
             for p in chaos.pipelines.pipelines:
                 cur.execute(f"SELECT MAX(`{p.cursor}`) AS m FROM `{p.table}`")
                 value = cur.fetchone()["m"]
@@ -635,7 +624,7 @@ def compare_lake(chaos: Stack, workload: Workload, timeout: float) -> tuple[int,
         rows, found = 0, []
         for p in chaos.pipelines.pipelines:
             key = p.primary_key[0]
-            with conn.cursor() as cur:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
                 cur.execute(f"SELECT * FROM `{p.table}`")
                 source = list(cur.fetchall())
             table = lake.read(chaos.pipelines, p.name)
