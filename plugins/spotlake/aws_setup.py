@@ -219,10 +219,16 @@ def _add(client: Any, table: str, keys: tuple[tuple[str, str], ...], indexes: In
         if what.startswith("index "):
             name = what.removeprefix("index ")
             for _ in range(WAIT["MaxAttempts"]):
+                # Every key attribute the table will have, its present indexes' included: a store that
+                # takes the list as the table's whole set (moto does) must not lose the others'.
+                present = [
+                    tuple((k["AttributeName"], k["KeyType"]) for k in index["KeySchema"])
+                    for index in client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+                ]
                 try:
                     client.update_table(
                         TableName=table,
-                        AttributeDefinitions=_definitions(keys, indexes[name]),
+                        AttributeDefinitions=_definitions(keys, *present, indexes[name]),
                         GlobalSecondaryIndexUpdates=[{"Create": _index_spec(name, indexes[name])}],
                     )
                     break

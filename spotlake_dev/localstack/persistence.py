@@ -65,16 +65,22 @@ def _decode(value: Any) -> Any:
 
 
 def _table_spec(description: dict[str, Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "TableName": description["TableName"],
-        "KeySchema": description["KeySchema"],
-        "AttributeDefinitions": description["AttributeDefinitions"],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
     indexes = [
         {"IndexName": i["IndexName"], "KeySchema": i["KeySchema"], "Projection": i["Projection"]}
         for i in description.get("GlobalSecondaryIndexes", [])
     ]
+    # The definitions of exactly the key attributes of the table and its indexes: a table whose
+    # indexes were added one UpdateTable at a time can describe fewer (moto keeps only the last
+    # call's), and CreateTable refuses both missing and unused ones. Spotlake's keys are strings.
+    types = {a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])}
+    schemas = [description["KeySchema"], *(i["KeySchema"] for i in indexes)]
+    names = dict.fromkeys(k["AttributeName"] for schema in schemas for k in schema)
+    spec: dict[str, Any] = {
+        "TableName": description["TableName"],
+        "KeySchema": description["KeySchema"],
+        "AttributeDefinitions": [{"AttributeName": name, "AttributeType": types.get(name, "S")} for name in names],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
     if indexes:
         spec["GlobalSecondaryIndexes"] = indexes
     return spec

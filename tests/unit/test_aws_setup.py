@@ -106,6 +106,9 @@ def test_an_existing_table_keeps_its_items_and_the_others_are_added(client: Any)
     )
     assert client.get_item(TableName="t-jobs", Key={"job_key": {"S": "p#w"}})["Item"]
     assert indexes_of(client, "t-jobs") == JOB_INDEXES
+    # Each index's attributes stay defined after the next index is added.
+    defined = {a["AttributeName"] for a in client.describe_table(TableName="t-jobs")["Table"]["AttributeDefinitions"]}
+    assert defined == {"job_key"} | {name for keys in JOB_INDEXES.values() for name, _ in keys}
     assert {r.table: r.outcome for r in ensure_tables(client, "t")}["t-jobs"] == "exists"
 
 

@@ -42,6 +42,44 @@ def test_every_table_and_secret_comes_back_even_past_a_hundred_tables(tmp_path: 
         assert persistence.restore(layout, clients) == 0  # moto kept its state: nothing is loaded twice
 
 
+def test_a_table_whose_indexes_were_added_one_by_one_comes_back_with_them(tmp_path: Path) -> None:
+    layout = StackLayout(root=tmp_path, project=PROJECT_ROOT, settings={})
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(
+            TableName="jobs",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        )
+        for index, attribute in (("by-a", "a"), ("by-b", "b")):  # each UpdateTable names only its own attribute
+            ddb.update_table(
+                TableName="jobs",
+                AttributeDefinitions=[{"AttributeName": attribute, "AttributeType": "S"}],
+                GlobalSecondaryIndexUpdates=[
+                    {
+                        "Create": {
+                            "IndexName": index,
+                            "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
+                            "Projection": {"ProjectionType": "ALL"},
+                        }
+                    }
+                ],
+            )
+        ddb.put_item(TableName="jobs", Item={"k": {"S": "1"}, "a": {"S": "x"}, "b": {"S": "y"}})
+        assert persistence.save(layout, clients) == 1
+
+    with mock_aws():
+        assert persistence.restore(layout, clients) == 1
+        again = boto3.client("dynamodb", region_name="us-east-1")
+        table = again.describe_table(TableName="jobs")["Table"]
+        assert sorted(i["IndexName"] for i in table["GlobalSecondaryIndexes"]) == ["by-a", "by-b"]
+        found = again.query(
+            TableName="jobs", IndexName="by-a", KeyConditionExpression="a = :v", ExpressionAttributeValues={":v": {"S": "x"}}
+        )
+        assert [item["k"]["S"] for item in found["Items"]] == ["1"]
+
+
 def postgres_home(parent: Path, name: str) -> Path:
     home = parent / f"spotlake-{name}"
     (home / "postgres").mkdir(parents=True)
