@@ -33,7 +33,8 @@ Then it waits for the recovery (the fault's own measure, below) and checks, each
    the source's last change, then each table read from MySQL (pymysql) and from the lake
    (pyiceberg), row by row on the key, the cursor, the soft-delete column and every column the
    transforms leave as they are;
-2. never two READY clusters in a pool: sampled every second the whole run, and from the clusters'
+2. never two READY clusters in a pool: sampled every second the whole run (two READY in a
+   sample confirmed by one transactional read, see ``ReadyWatch``), and from the clusters'
    recorded transitions (no two READY spans overlap);
 3. no cluster left running outside the registry: every Livy process of a pool is a live cluster
    of the registry (the fleet gets a few passes to sweep and settle);
@@ -285,6 +286,20 @@ class Stack:
         except Exception:  # noqa: BLE001 - moto stopped on purpose: no answer this time
             return None
 
+    def ready_together(self, pool: str, cluster_ids: list[str]) -> list[str] | None:
+        """Which of ``cluster_ids`` are READY, read in one TransactGetItems (serializable with the
+        fleet's TransactWriteItems, which a Query is not); None when the registry does not answer."""
+        gets = [
+            {"Get": {"TableName": self.registry.clusters_table, "Key": {"pool": {"S": pool}, "cluster_id": {"S": cluster_id}}}}
+            for cluster_id in cluster_ids
+        ]
+        try:
+            responses = self.client.transact_get_items(TransactItems=gets)["Responses"]
+        except Exception:  # noqa: BLE001 - moto stopped on purpose: no answer this time
+            return None
+        items = [r.get("Item") or {} for r in responses]
+        return [i["cluster_id"]["S"] for i in items if i.get("state", {}).get("S") == ClusterState.READY]
+
 
 def wait(what: str, check: Callable[[], bool], timeout: float, interval: float = 2.0) -> float:
     """Seconds until ``check`` holds; ChaosFailed naming ``what`` after ``timeout``."""
@@ -409,25 +424,46 @@ class Clicks:
 
 class ReadyWatch:
     """Samples every pool's clusters each second: a moment with two READY clusters in a pool is a
-    violation (what the transitions cannot show: a READY written twice)."""
+    violation (what the transitions cannot show: a READY written twice).
 
-    def __init__(self, chaos: Stack) -> None:
+    A sample is a Query of the pool's clusters, and a Query is isolated from a transaction only
+    item by item (DynamoDB's read-committed; moto applies a transaction's items one after the
+    other): one taken while the fleet's take-over commits can see the new cluster READY and the
+    old one not yet DRAINING. So two READY in a sample are read again, ``CONFIRM_AFTER`` seconds
+    later, in one TransactGetItems: still two is the violation; one is counted as a torn read.
+    A real overlap that ends within that moment is two writes, which the transitions show."""
+
+    CONFIRM_AFTER = 0.5
+
+    def __init__(self, chaos: Any) -> None:
         self.chaos = chaos
         self.violations: list[str] = []
         self.samples = 0
+        self.torn = 0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self, pool: str) -> None:
+        clusters = self.chaos.clusters(pool)
+        if clusters is None:
+            return
+        self.samples += 1
+        ready = [c.cluster_id for c in clusters if c.state == ClusterState.READY]
+        if len(ready) < 2:
+            return
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        time.sleep(self.CONFIRM_AFTER)
+        again = self.chaos.ready_together(pool, ready)
+        if again is not None and len(again) < 2:
+            self.torn += 1
+            return
+        said = f"READY {again}" if again is not None else f"READY {ready} (the registry did not answer the read that confirms it)"
+        self.violations.append(f"{at} pool {pool}: {said}")
 
     def _run(self) -> None:
         while not self.stopped.is_set():
             for pool in self.chaos.pools.pools:
-                clusters = self.chaos.clusters(pool.name)
-                if clusters is None:
-                    continue
-                ready = [c.cluster_id for c in clusters if c.state == ClusterState.READY]
-                self.samples += 1
-                if len(ready) > 1:
-                    self.violations.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} pool {pool.name}: READY {ready}")
+                self.sample(pool.name)
             self.stopped.wait(1.0)
 
 
@@ -744,7 +780,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         watch.stopped.set()
         workload.stopped.set()
-    report = render(done, args, time.monotonic() - started, watch.samples, len(clicks.events), workload.changes)
+    report = render(done, args, time.monotonic() - started, watch, len(clicks.events), workload.changes)
     print(report)
     if not args.print_only:
         REPORT.write_text(report)
@@ -797,7 +833,7 @@ def play_round(
     return fault
 
 
-def render(faults: list[Fault], args: argparse.Namespace, seconds: float, samples: int, events: int, changes: int) -> str:
+def render(faults: list[Fault], args: argparse.Namespace, seconds: float, watch: ReadyWatch, events: int, changes: int) -> str:
     by_kind: dict[str, list[Fault]] = defaultdict(list)
     for fault in faults:
         by_kind[fault.kind].append(fault)
@@ -813,7 +849,8 @@ def render(faults: list[Fault], args: argparse.Namespace, seconds: float, sample
         "",
         f"Run: `--rounds {args.rounds} --seed {args.seed}` on {datetime.now(UTC).date().isoformat()}, this machine "
         f"(2 cores, shared); {len(faults)} rounds played, **{passed} passed**, in {seconds / 60:.0f} min; "
-        f"{changes} source changes, {events} valid click events, {samples} READY samples.",
+        f"{changes} source changes, {events} valid click events, {watch.samples} READY samples "
+        f"({watch.torn} of them read during a take-over's transaction, one READY when read again transactionally).",
         "",
         "| fault | kills | recovery p50 | recovery p95 | services started again after it |",
         "|---|---|---|---|---|",

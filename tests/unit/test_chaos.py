@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
+from moto import mock_aws
 
 from spotlake import config
-from spotlake.registry import Cluster
+from spotlake.aws_setup import ensure_tables
+from spotlake.registry import Cluster, Registry
 from spotlake_dev import chaos
 
 
@@ -94,8 +97,11 @@ def test_the_report_names_kills_recovery_and_every_violation() -> None:
         chaos.Fault(3, "cluster", "small-0002", recovered_s=20.0, rows_checked=7020, round_s=160.0, violations=["x differs"]),
     ]
     args = argparse.Namespace(rounds=3, seed=7)
-    text = chaos.render(faults, args, 510.0, 900, 600, 1200)
+    watch = chaos.ReadyWatch(None)
+    watch.samples, watch.torn = 900, 1
+    text = chaos.render(faults, args, 510.0, watch, 600, 1200)
     assert "3 rounds played, **2 passed**" in text
+    assert "900 READY samples (1 of them read during a take-over's transaction" in text
     assert "| cluster | 2 | 12.0 s | 20.0 s | - |" in text
     assert "| moto | 1 | 70.0 s | 70.0 s | airflow-scheduler |" in text
     assert "| 3 | cluster | small-0002 | 0.0 s | 20.0 s | 7020 | FAILED: x differs |" in text
@@ -108,3 +114,60 @@ def test_run_refuses_a_stack_not_started_with_the_soaks_files(
     monkeypatch.delenv("SPOTLAKE_PIPELINES", raising=False)
     assert chaos.main(["run", "--rounds", "1", "--print-only"]) == 2
     assert "run `python -m spotlake_dev.chaos prepare` and start the stack with the files it writes" in capsys.readouterr().err
+
+
+class Sampled:
+    """A stack whose Query shows ``queried`` READY and whose transactional re-read shows ``confirmed``."""
+
+    def __init__(self, queried: list[str], confirmed: list[str] | None) -> None:
+        self.queried, self.confirmed, self.asked = queried, confirmed, []
+
+    def clusters(self, pool: str) -> list[Cluster]:
+        return [cluster(c, "") for c in self.queried]
+
+    def ready_together(self, pool: str, ids: list[str]) -> list[str] | None:
+        self.asked.append(ids)
+        return self.confirmed
+
+
+@pytest.mark.parametrize(
+    ("confirmed", "violation", "torn"),
+    [
+        (["small-0002"], "", 1),  # a Query during the take-over's transaction: one READY when read again
+        (["small-0001", "small-0002"], "READY ['small-0001', 'small-0002']", 0),
+        (None, "the registry did not answer the read that confirms it", 0),
+    ],
+)
+def test_two_ready_in_a_sample_are_a_violation_only_if_a_transactional_read_confirms_them(
+    monkeypatch: pytest.MonkeyPatch, confirmed: list[str] | None, violation: str, torn: int
+) -> None:
+    monkeypatch.setattr(chaos.ReadyWatch, "CONFIRM_AFTER", 0.0)
+    stack = Sampled(["small-0001", "small-0002"], confirmed)
+    watch = chaos.ReadyWatch(stack)
+    watch.sample("small")
+    assert stack.asked == [["small-0001", "small-0002"]]
+    assert (watch.samples, watch.torn) == (1, torn)
+    if violation:
+        (found,) = watch.violations
+        assert violation in found
+    else:
+        assert watch.violations == []
+    one = Sampled(["small-0002"], None)
+    chaos.ReadyWatch(one).sample("small")
+    assert one.asked == []  # one READY: nothing to confirm
+
+
+def test_the_confirming_read_is_one_transactional_read_of_the_pools_clusters() -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        registry = Registry(client, "t")
+        ensure_tables(client, "t")
+        for cluster_id, state in (("small-0001", "DRAINING"), ("small-0002", "READY"), ("small-0003", "READY")):
+            client.put_item(
+                TableName=registry.clusters_table,
+                Item={"pool": {"S": "small"}, "cluster_id": {"S": cluster_id}, "state": {"S": state}},
+            )
+        stack = object.__new__(chaos.Stack)
+        stack.client, stack.registry = client, registry
+        assert stack.ready_together("small", ["small-0001", "small-0002"]) == ["small-0002"]
+        assert stack.ready_together("small", ["small-0002", "small-0003", "small-0009"]) == ["small-0002", "small-0003"]
