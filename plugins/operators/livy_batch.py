@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
@@ -30,6 +32,13 @@ from spotlake.registry import Job, JobState, Registry, StaleState
 from triggers.livy import LivyBatchTrigger
 
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
+T = TypeVar("T")
+# The shortest wait a task defers for when its pool lacks capacity. A trigger that fires seconds
+# after the deferral lets the resumed try reach RUNNING before the scheduler has read the deferred
+# try's exit, and the scheduler then fails the task as changed externally, spending a retry
+# (apache/airflow#72716). So capacity is first awaited inside the task, for up to
+# ``capacity_inline_wait``, and a deferral for it lasts at least this long.
+MIN_CAPACITY_DEFERRAL = timedelta(seconds=15)
 LOG_TAIL_LINES = 40  # of the driver's log, in a failed job's message
 # YARN's own diagnostics of a container whose node was taken away (a spot reclaim, a decommission):
 # exit status -100 (released on a lost node) or -102 (preempted). A memory kill (137, 143, "memory
@@ -89,6 +98,7 @@ class PoolBatchOperator(BaseOperator):
         max_moves: int = 3,
         wait_for_cluster: timedelta = timedelta(minutes=15),
         cluster_poll_interval: timedelta = timedelta(seconds=2),
+        capacity_inline_wait: timedelta = timedelta(seconds=20),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -98,6 +108,7 @@ class PoolBatchOperator(BaseOperator):
         self.max_moves = max_moves
         self.wait_for_cluster = wait_for_cluster
         self.cluster_poll_interval = cluster_poll_interval
+        self.capacity_inline_wait = capacity_inline_wait
         self.job: Job | None = None
 
     # ------------------------------------------------------------- subclasses
@@ -149,12 +160,13 @@ class PoolBatchOperator(BaseOperator):
 
     def _submit_and_defer(self, context: Any, waiting_since: str = "") -> Any:
         request = self.build_request(context)
-        try:
-            submission = submit_or_reconnect(
+        submission = self.await_capacity(
+            lambda: submit_or_reconnect(
                 self.registry, request, self.livy, build_args=lambda run_id: self.build_args(context, run_id)
-            )
-        except NoReadyCluster as exc:
-            self.wait_for_capacity(exc, waiting_since)
+            ),
+            (NoReadyCluster,),
+            waiting_since,
+        )
         self.job = submission.job
         self.started(context, self.job, submission.reconnected, submission.notes)
         self.defer(
@@ -171,9 +183,29 @@ class PoolBatchOperator(BaseOperator):
             method_name="execute_complete",
         )
 
+    def await_capacity(self, submit: Callable[[], T], lacking: tuple[type[Exception], ...], waiting_since: str) -> T:
+        """``submit()``. While it finds the pool without capacity (one of ``lacking``: no READY
+        cluster, no free session), it is tried again in the task every ``cluster_poll_interval``
+        for up to ``capacity_inline_wait`` (within ``wait_for_cluster``), then the task defers
+        (:meth:`wait_for_capacity`)."""
+        since = waiting_since
+        started = time.monotonic()
+        budget = min(self.capacity_inline_wait, self.wait_for_cluster).total_seconds()
+        pause = self.cluster_poll_interval.total_seconds()
+        while True:
+            try:
+                return submit()
+            except lacking as exc:
+                since = since or datetime.now(UTC).isoformat()
+                if time.monotonic() - started + pause > budget:
+                    self.wait_for_capacity(exc, since)
+                self.log.info("%s; trying again in %.0f s", exc, pause)
+                time.sleep(pause)
+
     def wait_for_capacity(self, exc: Exception, waiting_since: str) -> NoReturn:
-        """Defer and try again in ``cluster_poll_interval`` (``resume_waiting``): the pool has no READY
-        cluster, or no free session (``exc`` says which). Fails the task after ``wait_for_cluster``."""
+        """Defer and try again in ``cluster_poll_interval``, at least ``MIN_CAPACITY_DEFERRAL``
+        (``resume_waiting``): the pool has no READY cluster, or no free session (``exc`` says which).
+        Fails the task after ``wait_for_cluster``."""
         since = waiting_since or datetime.now(UTC).isoformat()
         if datetime.now(UTC) - datetime.fromisoformat(since) > self.wait_for_cluster:
             lacking = "READY cluster" if isinstance(exc, NoReadyCluster) else "free session"
@@ -182,7 +214,11 @@ class PoolBatchOperator(BaseOperator):
                 f"check the fleet DAG and `spotlake status` ({exc})"
             ) from exc
         self.log.warning("%s; waiting (since %s)", exc, since)
-        self.defer(trigger=TimeDeltaTrigger(self.cluster_poll_interval), method_name="resume_waiting", kwargs={"since": since})
+        self.defer(
+            trigger=TimeDeltaTrigger(max(self.cluster_poll_interval, MIN_CAPACITY_DEFERRAL)),
+            method_name="resume_waiting",
+            kwargs={"since": since},
+        )
 
     def resume_waiting(self, context: Any, event: Any = None, since: str = "") -> Any:
         """Try again after a wait for a READY cluster; ``since`` is when the wait began."""

@@ -89,10 +89,11 @@ class SessionStatementMixin(_MixinBase):
         def argv(run_id: str) -> list[str]:
             return [*self.statement_argv(context, run_id), "--report", report_uri(root, run_id)]
 
-        try:
-            submission = sessions.submit_or_reconnect(self.registry, request, self.livy_sessions, argv, settings)
-        except (NoReadyCluster, sessions.NoFreeSession) as exc:
-            self.wait_for_capacity(exc, waiting_since)
+        submission = self.await_capacity(
+            lambda: sessions.submit_or_reconnect(self.registry, request, self.livy_sessions, argv, settings),
+            (NoReadyCluster, sessions.NoFreeSession),
+            waiting_since,
+        )
         job = self.job = submission.job
         self.started(context, job, submission.reconnected, submission.notes)
         event = {"session_id": job.session_id, "statement_id": job.statement_id, "job_key": job.job_key, "endpoint": job.endpoint}

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -16,7 +17,7 @@ from airflow.exceptions import AirflowException, TaskDeferred
 from airflow.sdk.exceptions import AirflowFailException
 from moto import mock_aws
 
-from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
+from operators.livy_batch import MIN_CAPACITY_DEFERRAL, NEXT_JOB, BatchFailed, PoolBatchOperator
 from spotlake.jobs import BatchRequest
 from spotlake.registry import ClusterState, JobState, Registry
 from tests.support.batch_jobs import Livys, endpoint_of, ready, replace
@@ -34,7 +35,7 @@ class Op(PoolBatchOperator):
 @pytest.fixture
 def operator() -> Iterator[Op]:
     with mock_aws():
-        op = Op(task_id="t", pool_name="small", wait_for_cluster=timedelta(minutes=15))
+        op = Op(task_id="t", pool_name="small", wait_for_cluster=timedelta(minutes=15), capacity_inline_wait=timedelta(0))
         registry = Registry(boto3.client("dynamodb", region_name="us-east-1"), prefix="t")
         registry.create_tables()
         op.__dict__["registry"] = registry  # the cached property, without an Airflow connection
@@ -49,6 +50,46 @@ def test_no_ready_cluster_defers_and_carries_when_the_wait_began(operator: Op) -
     with pytest.raises(TaskDeferred) as again:
         operator.resume_waiting({}, since=since)
     assert again.value.kwargs["since"] == since
+
+
+def test_capacity_is_awaited_in_the_task_first_and_a_deferral_for_it_is_never_short(
+    operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deferral that resumes within seconds can be failed by Airflow's scheduler as "changed
+    # externally" (apache/airflow#72716): a cluster READY within the inline wait costs no deferral.
+    operator.capacity_inline_wait = timedelta(seconds=20)
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+        if len(slept) == 3:
+            ready(operator.registry, "c1")
+
+    monkeypatch.setattr("operators.livy_batch.time", SimpleNamespace(sleep=sleep, monotonic=lambda: now[0]))
+    with pytest.raises(TaskDeferred) as submitted:
+        operator.execute({})
+    assert slept == [2.0, 2.0, 2.0] and submitted.value.method_name == "execute_complete"
+    assert isinstance(submitted.value.trigger, LivyBatchTrigger)
+
+
+def test_no_ready_cluster_within_the_inline_wait_defers_for_at_least_the_minimum(
+    operator: Op, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator.capacity_inline_wait = timedelta(seconds=20)
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr("operators.livy_batch.time", SimpleNamespace(sleep=sleep, monotonic=lambda: now[0]))
+    deferred_at = datetime.now(UTC)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    assert deferred.value.method_name == "resume_waiting" and sum(slept) == 20.0
+    (_, kwargs) = deferred.value.trigger.serialize()
+    assert kwargs["moment"] - deferred_at >= MIN_CAPACITY_DEFERRAL
 
 
 def test_wait_longer_than_wait_for_cluster_fails_clearly(operator: Op) -> None:
