@@ -5,10 +5,9 @@ cluster, up to max_moves times."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -52,24 +51,32 @@ def test_no_ready_cluster_defers_and_carries_when_the_wait_began(operator: Op) -
     assert again.value.kwargs["since"] == since
 
 
+class FakeTime:
+    """The operator's clock and sleep: each sleep advances the clock and runs ``on_sleep``."""
+
+    def __init__(self, on_sleep: Callable[[int], None] = lambda n: None) -> None:
+        self.now, self.slept, self.on_sleep = 0.0, [], on_sleep
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        self.on_sleep(len(self.slept))
+
+    def monotonic(self) -> float:
+        return self.now
+
+
 def test_capacity_is_awaited_in_the_task_first_and_a_deferral_for_it_is_never_short(
     operator: Op, livys: Livys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A deferral that resumes within seconds can be failed by Airflow's scheduler as "changed
     # externally" (apache/airflow#72716): a cluster READY within the inline wait costs no deferral.
     operator.capacity_inline_wait = timedelta(seconds=20)
-    now, slept = [0.0], []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-        if len(slept) == 3:
-            ready(operator.registry, "c1")
-
-    monkeypatch.setattr("operators.livy_batch.time", SimpleNamespace(sleep=sleep, monotonic=lambda: now[0]))
+    clock = FakeTime(lambda n: ready(operator.registry, "c1") if n == 3 else None)
+    monkeypatch.setattr("operators.livy_batch.time", clock)
     with pytest.raises(TaskDeferred) as submitted:
         operator.execute({})
-    assert slept == [2.0, 2.0, 2.0] and submitted.value.method_name == "execute_complete"
+    assert clock.slept == [2.0, 2.0, 2.0] and submitted.value.method_name == "execute_complete"
     assert isinstance(submitted.value.trigger, LivyBatchTrigger)
 
 
@@ -77,17 +84,12 @@ def test_no_ready_cluster_within_the_inline_wait_defers_for_at_least_the_minimum
     operator: Op, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     operator.capacity_inline_wait = timedelta(seconds=20)
-    now, slept = [0.0], []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    monkeypatch.setattr("operators.livy_batch.time", SimpleNamespace(sleep=sleep, monotonic=lambda: now[0]))
+    clock = FakeTime()
+    monkeypatch.setattr("operators.livy_batch.time", clock)
     deferred_at = datetime.now(UTC)
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute({})
-    assert deferred.value.method_name == "resume_waiting" and sum(slept) == 20.0
+    assert deferred.value.method_name == "resume_waiting" and sum(clock.slept) == 20.0
     (_, kwargs) = deferred.value.trigger.serialize()
     assert kwargs["moment"] - deferred_at >= MIN_CAPACITY_DEFERRAL
 
