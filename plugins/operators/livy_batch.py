@@ -29,16 +29,14 @@ from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK,
 from spotlake import artifacts, config
 from spotlake.jobs import BatchRequest, NoReadyCluster, report_uri, submit_or_reconnect
 from spotlake.registry import Job, JobState, Registry, StaleState
-from triggers.livy import LivyBatchTrigger
+from triggers.livy import MIN_DEFERRAL, LivyBatchTrigger, not_before
 
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 T = TypeVar("T")
-# The shortest wait a task defers for when its pool lacks capacity. A trigger that fires seconds
-# after the deferral lets the resumed try reach RUNNING before the scheduler has read the deferred
-# try's exit, and the scheduler then fails the task as changed externally, spending a retry
-# (apache/airflow#72716). So capacity is first awaited inside the task, for up to
-# ``capacity_inline_wait``, and a deferral for it lasts at least this long.
-MIN_CAPACITY_DEFERRAL = timedelta(seconds=15)
+# The shortest wait a task defers for when its pool lacks capacity (MIN_DEFERRAL: a deferral
+# resumed within seconds can be failed by Airflow's scheduler). So capacity is first awaited
+# inside the task, for up to ``capacity_inline_wait``.
+MIN_CAPACITY_DEFERRAL = MIN_DEFERRAL
 LOG_TAIL_LINES = 40  # of the driver's log, in a failed job's message
 # YARN's own diagnostics of a container whose node was taken away (a spot reclaim, a decommission):
 # exit status -100 (released on a lost node) or -102 (preempted). A memory kill (137, 143, "memory
@@ -179,6 +177,7 @@ class PoolBatchOperator(BaseOperator):
                 cluster_id=self.job.cluster_id,
                 aws_conn_id=self.aws_conn_id,
                 registry_prefix=self.registry.prefix,
+                not_before=not_before(),
             ),
             method_name="execute_complete",
         )

@@ -25,7 +25,7 @@ from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, last_marked
 from spotlake import artifacts, pools, sessions
 from spotlake.jobs import NoReadyCluster, report_uri
 from spotlake.registry import Job, JobState
-from triggers.livy import LivyStatementTrigger
+from triggers.livy import LivyStatementTrigger, not_before
 
 
 def code_version(published: artifacts.JobArtifacts) -> str:
@@ -122,6 +122,7 @@ class SessionStatementMixin(_MixinBase):
                 cluster_id=job.cluster_id,
                 aws_conn_id=self.aws_conn_id,
                 registry_prefix=self.registry.prefix,
+                not_before=not_before(),
             ),
             method_name="statement_complete",
         )

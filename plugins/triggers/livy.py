@@ -9,11 +9,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from hooks.livy import TERMINAL_STATES, EndpointLivyAsyncHook
+
+# The shortest time from a deferral to its trigger's event. A task resumed seconds after it
+# deferred can be RUNNING before Airflow's scheduler has read the deferred try's exit; the scheduler
+# then fails it as changed externally and spends a retry (apache/airflow#72716).
+MIN_DEFERRAL = timedelta(seconds=15)
+
+
+def not_before() -> str:
+    """When the event of a trigger deferred on now may be yielded at the earliest (``not_before``)."""
+    return (datetime.now(UTC) + MIN_DEFERRAL).isoformat()
 
 
 class JobTrigger(BaseTrigger):
@@ -29,6 +40,7 @@ class JobTrigger(BaseTrigger):
         "cluster_id",
         "aws_conn_id",
         "registry_prefix",
+        "not_before",
     )
     OWN_FIELDS: tuple[str, ...] = ()  # the subclass's ids of what runs the job
 
@@ -42,6 +54,7 @@ class JobTrigger(BaseTrigger):
         cluster_id: str = "",
         aws_conn_id: str | None = "aws_default",
         registry_prefix: str | None = None,
+        not_before: str = "",
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger.__init__ has no annotations
         self.endpoint = endpoint
@@ -52,12 +65,26 @@ class JobTrigger(BaseTrigger):
         self.cluster_id = cluster_id
         self.aws_conn_id = aws_conn_id
         self.registry_prefix = registry_prefix
+        self.not_before = not_before  # ISO time ("": none) before which no event is yielded
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {name: getattr(self, name) for name in (*self.OWN_FIELDS, *self.FIELDS)},
         )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """The first event of :meth:`watch`, held until ``not_before``."""
+        async for event in self.watch():
+            if self.not_before:
+                wait = (datetime.fromisoformat(self.not_before) - datetime.now(UTC)).total_seconds()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            yield event
+            return
+
+    def watch(self) -> AsyncIterator[TriggerEvent]:
+        raise NotImplementedError
 
     def _event(self, status: str, **extra: Any) -> TriggerEvent:
         return TriggerEvent(
@@ -127,7 +154,7 @@ class LivyBatchTrigger(JobTrigger):
         # Each Livy server numbers its batches from 0: the same id on another endpoint is another batch.
         return job.batch_id >= 0 and (job.batch_id, job.endpoint) != (self.batch_id, self.endpoint)
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def watch(self) -> AsyncIterator[TriggerEvent]:
         hook = EndpointLivyAsyncHook(self.endpoint)
         registry = await asyncio.to_thread(self._registry) if self.pool else None
         failing_since: float | None = None
@@ -207,9 +234,7 @@ class LivyStatementTrigger(JobTrigger):
             return "missing", None
         return "error", str(result.get("Response") or result.get("response"))
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from datetime import UTC, datetime
-
+    async def watch(self) -> AsyncIterator[TriggerEvent]:
         from spotlake.sessions import SESSION_GONE, STATEMENT_DONE
 
         hook = EndpointLivyAsyncHook(self.endpoint)

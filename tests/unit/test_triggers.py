@@ -37,6 +37,7 @@ TRIGGERS: list[BaseTrigger] = [
         cluster_id="c1",
         aws_conn_id="aws_spotlake",
         registry_prefix="t",
+        not_before="2026-01-01T00:00:15+00:00",
     ),
     LivyStatementTrigger(
         endpoint="http://c1:8998",
@@ -224,6 +225,23 @@ def test_a_batch_that_ends_is_success_or_failed_with_livys_state(livy: ScriptedL
     event = first_event(batch_trigger())
     assert event == {"status": status, "batch_id": 5, "job_key": "shop_orders#w1", "endpoint": "http://c1:8998", "state": final}
     assert livy.endpoints == ["http://c1:8998"] and len(livy.asked) == 3
+
+
+def test_no_event_is_yielded_before_not_before(livy: ScriptedLivy) -> None:
+    # A task resumed seconds after it deferred can be failed by Airflow's scheduler
+    # (apache/airflow#72716): the operators defer with not_before = now + MIN_DEFERRAL.
+    livy.script("/batches/5/state", batch_state("success"))
+    held = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    started = time.monotonic()
+    assert first_event(batch_trigger(not_before=held))["status"] == "success"
+    assert time.monotonic() - started >= 1.4
+    livy.script("/batches/5/state", batch_state("success"))
+    started = time.monotonic()
+    assert first_event(batch_trigger(not_before="2020-01-01T00:00:00+00:00"))["status"] == "success"
+    assert time.monotonic() - started < 1.0  # a moment passed: at once
+    assert datetime.fromisoformat(triggers.livy.not_before()) - datetime.now(UTC) > triggers.livy.MIN_DEFERRAL - timedelta(
+        seconds=1
+    )
 
 
 def test_a_batch_livy_does_not_know_is_lost(livy: ScriptedLivy) -> None:
