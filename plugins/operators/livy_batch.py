@@ -33,10 +33,6 @@ from triggers.livy import MIN_DEFERRAL, LivyBatchTrigger, not_before
 
 NEXT_JOB = object()  # on_batch_success: the task goes on with its next job
 T = TypeVar("T")
-# The shortest wait a task defers for when its pool lacks capacity (MIN_DEFERRAL: a deferral
-# resumed within seconds can be failed by Airflow's scheduler). So capacity is first awaited
-# inside the task, for up to ``capacity_inline_wait``.
-MIN_CAPACITY_DEFERRAL = MIN_DEFERRAL
 LOG_TAIL_LINES = 40  # of the driver's log, in a failed job's message
 # YARN's own diagnostics of a container whose node was taken away (a spot reclaim, a decommission):
 # exit status -100 (released on a lost node) or -102 (preempted). A memory kill (137, 143, "memory
@@ -186,7 +182,8 @@ class PoolBatchOperator(BaseOperator):
         """``submit()``. While it finds the pool without capacity (one of ``lacking``: no READY
         cluster, no free session), it is tried again in the task every ``cluster_poll_interval``
         for up to ``capacity_inline_wait`` (within ``wait_for_cluster``), then the task defers
-        (:meth:`wait_for_capacity`)."""
+        (:meth:`wait_for_capacity`) for at least ``MIN_DEFERRAL``: a deferral resumed within
+        seconds can be failed by Airflow's scheduler."""
         since = waiting_since
         started = time.monotonic()
         budget = min(self.capacity_inline_wait, self.wait_for_cluster).total_seconds()
@@ -202,7 +199,7 @@ class PoolBatchOperator(BaseOperator):
                 time.sleep(pause)
 
     def wait_for_capacity(self, exc: Exception, waiting_since: str) -> NoReturn:
-        """Defer and try again in ``cluster_poll_interval``, at least ``MIN_CAPACITY_DEFERRAL``
+        """Defer and try again in ``cluster_poll_interval``, at least ``MIN_DEFERRAL``
         (``resume_waiting``): the pool has no READY cluster, or no free session (``exc`` says which).
         Fails the task after ``wait_for_cluster``."""
         since = waiting_since or datetime.now(UTC).isoformat()
@@ -214,7 +211,7 @@ class PoolBatchOperator(BaseOperator):
             ) from exc
         self.log.warning("%s; waiting (since %s)", exc, since)
         self.defer(
-            trigger=TimeDeltaTrigger(max(self.cluster_poll_interval, MIN_CAPACITY_DEFERRAL)),
+            trigger=TimeDeltaTrigger(max(self.cluster_poll_interval, MIN_DEFERRAL)),
             method_name="resume_waiting",
             kwargs={"since": since},
         )

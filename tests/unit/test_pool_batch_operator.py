@@ -16,11 +16,11 @@ from airflow.exceptions import AirflowException, TaskDeferred
 from airflow.sdk.exceptions import AirflowFailException
 from moto import mock_aws
 
-from operators.livy_batch import MIN_CAPACITY_DEFERRAL, NEXT_JOB, BatchFailed, PoolBatchOperator
+from operators.livy_batch import NEXT_JOB, BatchFailed, PoolBatchOperator
 from spotlake.jobs import BatchRequest
 from spotlake.registry import ClusterState, JobState, Registry
 from tests.support.batch_jobs import Livys, endpoint_of, ready, replace
-from triggers.livy import LivyBatchTrigger
+from triggers.livy import MIN_DEFERRAL, LivyBatchTrigger
 
 
 class Op(PoolBatchOperator):
@@ -91,7 +91,7 @@ def test_no_ready_cluster_within_the_inline_wait_defers_for_at_least_the_minimum
         operator.execute({})
     assert deferred.value.method_name == "resume_waiting" and sum(clock.slept) == 20.0
     (_, kwargs) = deferred.value.trigger.serialize()
-    assert kwargs["moment"] - deferred_at >= MIN_CAPACITY_DEFERRAL
+    assert kwargs["moment"] - deferred_at >= MIN_DEFERRAL
 
 
 def test_wait_longer_than_wait_for_cluster_fails_clearly(operator: Op) -> None:
