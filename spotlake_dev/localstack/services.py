@@ -25,6 +25,7 @@ from pathlib import Path
 from spotlake.errors import StackError
 from spotlake.stack import StackLayout, aws_env, aws_region, moto_endpoint, mysql_settings
 from spotlake_dev.localstack.process import ServiceSpec, tcp_open
+from spotlake_dev.localstack.tls import stack_tls
 
 POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 POSTGRES_OWNER = "stack-root"  # in a PostgreSQL home outside the stack: the stack folder it belongs to
@@ -63,6 +64,7 @@ def mariadb_spec(layout: StackLayout) -> ServiceSpec:
     socket_path = layout.run_dir / "mariadb.sock"
     port = layout.port("mysql")
     server = _require("mariadbd", "mariadb-server", [Path("/usr/sbin/mariadbd")])
+    tls = stack_tls(layout)
 
     def prepare() -> None:
         if (datadir / "mysql").is_dir():
@@ -108,6 +110,10 @@ def mariadb_spec(layout: StackLayout) -> ServiceSpec:
             "--collation-server=utf8mb4_unicode_ci",
             "--default-time-zone=+00:00",
             "--skip-log-bin",
+            # TLS for the clients that ask (spotlake_dev.localstack.tls); plain connections stay allowed
+            f"--ssl-ca={tls.ca}",
+            f"--ssl-cert={tls.cert}",
+            f"--ssl-key={tls.key}",
         ],
         ports=[port],
         ready=ready,
@@ -226,6 +232,7 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
     port = layout.port("postgres")
     cfg = postgres_settings(layout)
     user = "postgres" if os.geteuid() == 0 else None
+    tls_dir = home / "tls"
 
     def chown(path: Path) -> None:
         if user:
@@ -238,6 +245,7 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
         claim_postgres_home(layout, home)
         sockdir.mkdir(parents=True, exist_ok=True)
         chown(sockdir)
+        stack_tls(layout).copy_for(tls_dir, chown)
         if (datadir / "PG_VERSION").exists():
             return
         datadir.mkdir(parents=True, exist_ok=True)
@@ -293,6 +301,13 @@ def postgres_spec(layout: StackLayout) -> ServiceSpec:
             "fsync=on",
             "-c",
             "logging_collector=off",
+            # TLS for the clients that ask (spotlake_dev.localstack.tls); plain connections stay allowed
+            "-c",
+            "ssl=on",
+            "-c",
+            f"ssl_cert_file={tls_dir / 'server.pem'}",
+            "-c",
+            f"ssl_key_file={tls_dir / 'server-key.pem'}",
         ],
         ports=[port],
         ready=ready,
