@@ -29,7 +29,7 @@ from spark_jobs.common.contract import DATA_ERROR_MARK, ERROR_MARK, RESULT_MARK
 from spark_jobs.common.errors import DataError, ExtractionError, SpotlakeJobError
 from spark_jobs.common.lake_catalog import ICEBERG_EXTENSIONS
 from spark_jobs.common.report import write_report
-from spark_jobs.common.runtime import use_job_packages
+from spark_jobs.common.runtime import java_root_cause, use_job_packages
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -75,9 +75,7 @@ def describe_failure(exc: BaseException) -> str:
     """One line about an unexpected failure: the error and, for a JVM error, its root cause."""
     if isinstance(exc, Py4JJavaError):
         java = exc.java_exception
-        root = java
-        while root.getCause() is not None and root.getCause() is not root:
-            root = root.getCause()
+        root = java_root_cause(java)
         text = f"{java.getClass().getName()}: {java.getMessage()}"
         if root is not java:
             text += f" (root cause {root.getClass().getName()}: {root.getMessage()})"

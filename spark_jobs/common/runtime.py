@@ -73,3 +73,11 @@ def driver_jvm(spark: SparkSession) -> Any:
     if jvm is None:
         raise RuntimeError("the SparkSession has no JVM gateway: it was stopped")
     return jvm
+
+
+def java_root_cause(java: Any) -> Any:
+    """The innermost cause of a Java exception (itself when it has none)."""
+    root = java
+    while root.getCause() is not None and root.getCause() is not root:
+        root = root.getCause()
+    return root

@@ -38,7 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 from spark_jobs.common.database_secret import DatabaseTls, read_database_secret
 from spark_jobs.common.errors import ExtractionError
 from spark_jobs.common.job_documents import CONFIG_FILE, UTC, ExtractJob, is_identifier, quote_identifier, sql_timestamp
-from spark_jobs.common.runtime import driver_jvm
+from spark_jobs.common.runtime import driver_jvm, java_root_cause
 from spark_jobs.extraction.source_types import SourceColumn, select_list, spark_values
 
 MYSQL_DRIVER = "com.mysql.cj.jdbc.Driver"
@@ -138,10 +138,19 @@ def jdbc_connection(spark: SparkSession, source: MySqlSource, job: ExtractJob) -
 
 
 def java_message(exc: Py4JJavaError) -> str:
-    """The first line of the Java exception's message (never the JDBC properties)."""
+    """The first line of the Java exception's message, and of its root cause's when that says more
+    (never the JDBC properties): Connector/J reports a refused TLS handshake as "Communications link
+    failure", and only the cause says which check failed."""
     java = exc.java_exception
-    message = str(java.getMessage() or java.getClass().getName())
-    return message.strip().splitlines()[0]
+    first = _first_line(java)
+    root = java_root_cause(java)
+    cause = _first_line(root) if root is not java else first
+    return first if cause == first else f"{first}: {cause}"
+
+
+def _first_line(java: Any) -> str:
+    message = str(java.getMessage() or "").strip()
+    return message.splitlines()[0] if message else str(java.getClass().getName())
 
 
 def query_rows(connection: Any, sql: str, *params: str) -> list[list[str | None]]:
