@@ -4,35 +4,19 @@ node: run here on a bundle of two generated CAs, its truststore read back with t
 from __future__ import annotations
 
 import subprocess
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from spark_jobs.common.database_secret import TRUSTSTORE_PASSWORD
+from spotlake_dev.localstack.tls import new_ca
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "emr" / "install-db-ca.sh"
 
 
 def ca(name: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    _, cert = new_ca(name)
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
