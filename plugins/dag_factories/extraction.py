@@ -13,10 +13,9 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 
 from operators.extraction import ExtractWindowOperator
 from spotlake import config
-from spotlake.pools import airflow_pool
+from spotlake.pools import pool_task_args
 from spotlake.schedules import described
 
-WINDOW_PRIORITY = 100  # above the default 1 of the pool's other tasks
 ASSET_GROUP = "spotlake-lake"  # the lake tables' Assets, together in the UI's asset list
 
 DOC = """\
@@ -96,12 +95,9 @@ def build_dag(pipeline: config.Pipeline, pipelines: config.PipelinesConfig) -> D
             task_display_name=f"extract {pipeline.database}.{pipeline.table} → lake",
             pipeline_name=pipeline.name,
             pool_name=pipeline.pool,
-            pool=airflow_pool(pipeline.pool),
+            **pool_task_args(pipeline.pool),
             outlets=[lake_asset(pipeline, pipelines)],
             execution_timeout=timedelta(minutes=30),
-            # Windows take the pool's free slots before maintenance and reconciliation batches.
-            priority_weight=WINDOW_PRIORITY,
-            weight_rule="absolute",
         )
     return dag
 

@@ -15,7 +15,7 @@ from operators.maintenance import LakeMaintenanceOperator, StreamMaintenanceOper
 from spotlake import config, streaming
 from spotlake.errors import ConfigError
 from spotlake.fleet import span
-from spotlake.pools import airflow_pool
+from spotlake.pools import pool_task_args
 from spotlake.schedules import described
 
 DOC = """\
@@ -67,7 +67,7 @@ def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfi
         tags=["spotlake", "lake", "maintenance", f"pool:{maintenance.pool}"],
         default_args={"owner": pipelines.owner, "retries": 1, "retry_delay": timedelta(minutes=5)},
     ) as dag:
-        common = {"pool_name": maintenance.pool, "pool": airflow_pool(maintenance.pool), "execution_timeout": timedelta(hours=2)}
+        common = {"pool_name": maintenance.pool, **pool_task_args(maintenance.pool), "execution_timeout": timedelta(hours=2)}
         for pipeline in pipelines.pipelines:
             LakeMaintenanceOperator(
                 task_id=f"maintain_{pipeline.name}",

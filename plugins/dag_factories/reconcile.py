@@ -13,7 +13,7 @@ from airflow.sdk import DAG, CronTriggerTimetable
 
 from operators.reconcile import ReconcileOperator
 from spotlake import config
-from spotlake.pools import airflow_pool
+from spotlake.pools import pool_task_args
 from spotlake.schedules import described
 
 DOC = """\
@@ -61,7 +61,7 @@ def build_dags(pipelines: config.PipelinesConfig) -> dict[str, DAG]:
                 task_display_name=f"reconcile {source} with lake",
                 pipeline_name=pipeline.name,
                 pool_name=pipeline.pool,
-                pool=airflow_pool(pipeline.pool),
+                **pool_task_args(pipeline.pool),
                 execution_timeout=timedelta(hours=2),
             )
         dags[dag.dag_id] = dag

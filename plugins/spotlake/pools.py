@@ -126,6 +126,20 @@ def airflow_pool(pool: str) -> str:
     return f"spotlake_{pool}"
 
 
+# One priority for every task of a cluster pool's Airflow pool (windows, reconciliation,
+# maintenance). Airflow gives a free slot to the waiting task of highest priority and, among
+# equals, of the oldest logical date, so no task waits behind newer ones. With windows above the
+# others, every-minute windows that kept the pool full starved the rest: a reconciliation never
+# started, and one whose batch had already ended waited for a slot to finish, keeping its job
+# SUBMITTED and its draining cluster running.
+POOL_TASK_PRIORITY = 100
+
+
+def pool_task_args(pool: str) -> dict[str, Any]:
+    """An operator's Airflow pool and priority for a batch task on cluster pool ``pool``."""
+    return {"pool": airflow_pool(pool), "priority_weight": POOL_TASK_PRIORITY, "weight_rule": "absolute"}
+
+
 def pools_path() -> Path:
     return Path(os.environ.get("SPOTLAKE_POOLS", DEFAULT_POOLS))
 
