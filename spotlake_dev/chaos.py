@@ -358,6 +358,20 @@ class Workload:
         self.running.set()
 
 
+# How far before its sending a run's comparison of the aggregates reaches: an event is up to the
+# generator's late_max_seconds (300 s) older than its sending, and the comparison starts 330 s
+# before the oldest event, on a window boundary.
+COMPARED_BEFORE_MS = (300 + 330 + 60) * 1000
+
+
+def quiet_wait_s(latest_window_end_ms: int | None, now_ms: int) -> float:
+    """Seconds to wait before a run's first events, so that no window it compares holds an earlier
+    run's events (whose windows end at ``latest_window_end_ms``)."""
+    if latest_window_end_ms is None:
+        return 0.0
+    return max(0.0, (latest_window_end_ms + COMPARED_BEFORE_MS + 60_000 - now_ms) / 1000)
+
+
 class Clicks:
     """Seeded click events sent to the stack's Kafka, and the aggregates they must make."""
 
@@ -392,6 +406,30 @@ class Clicks:
             self.since_ms = first - first % 60_000
         self.events.extend(valid)
         return len(valid)
+
+    def after_earlier_events(self) -> float:
+        """Wait (once, before the first events) until the windows this run compares can hold no
+        earlier run's events: a run started minutes after another would otherwise count them."""
+        import psycopg2
+
+        from spotlake_dev.localstack import services
+
+        pg = services.postgres_settings(self.chaos.layout)
+        conn = psycopg2.connect(
+            host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=pg["database"], connect_timeout=5
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT max(window_start) FROM clickstream.click_aggregates")
+                (latest,) = cur.fetchone()
+        finally:
+            conn.close()
+        latest_end = None if latest is None else _epoch_ms(latest) + 60_000
+        pause = quiet_wait_s(latest_end, int(time.time() * 1000))
+        if pause:
+            print(f"chaos: waiting {pause:.0f} s: the stream's last windows hold an earlier run's click events", flush=True)
+            time.sleep(pause)
+        return pause
 
     def found(self) -> dict[tuple[int, str, str], tuple[int, int, int]]:
         import psycopg2
@@ -765,6 +803,7 @@ def run(args: argparse.Namespace) -> int:
     chaos.supervisor.stop("workload")  # the demo's own workload: replaced by a seeded one
     chaos.airflow("dags", "unpause", "--treat-dag-id-as-regex", "-y", r"^(extract_|fleet_|stream_clicks$)")
     workload, clicks, watch = Workload(chaos, args.seed), Clicks(chaos, args.seed), ReadyWatch(chaos)
+    clicks.after_earlier_events()
     workload.thread.start()
     workload.resume()
     watch.thread.start()

@@ -32,6 +32,23 @@ def cluster(cluster_id: str, transitions: str, state: str = "READY") -> Cluster:
     return Cluster(pool="small", cluster_id=cluster_id, provider="local", state=state, transitions=transitions)
 
 
+def test_a_run_started_minutes_after_another_waits_until_its_compared_windows_hold_none_of_its_events() -> None:
+    """A run compares the stream's aggregates from 330 s before its oldest event, which may be
+    300 s older than its sending: windows that recent may still hold the last run's events (a
+    run started seven minutes after another failed its first round on them)."""
+    minute = 60_000
+    now = 1_800_000_000_000
+    assert chaos.quiet_wait_s(None, now) == 0.0  # a stream that never counted anything
+    assert chaos.quiet_wait_s(now - 7 * minute, now) == 330.0  # 11.5 min of reach and 1 min of margin, less 7 min
+    assert chaos.quiet_wait_s(now - 20 * minute, now) == 0.0
+    # after the wait, the earliest window the run can compare starts after the last run's windows end
+    latest_end = now - 7 * minute
+    sent = now + int(chaos.quiet_wait_s(latest_end, now) * 1000)
+    oldest_event = sent - 300 * 1000
+    since = oldest_event - 330 * 1000
+    assert since - since % minute >= latest_end
+
+
 def test_two_ready_clusters_are_found_from_the_recorded_transitions() -> None:
     takeover = [
         cluster(
