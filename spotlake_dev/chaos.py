@@ -407,17 +407,21 @@ class Clicks:
         self.events.extend(valid)
         return len(valid)
 
-    def after_earlier_events(self) -> float:
-        """Wait (once, before the first events) until the windows this run compares can hold no
-        earlier run's events: a run started minutes after another would otherwise count them."""
+    def sink(self) -> Any:
+        """A connection to the stream's sink database (the stack's PostgreSQL)."""
         import psycopg2
 
         from spotlake_dev.localstack import services
 
         pg = services.postgres_settings(self.chaos.layout)
-        conn = psycopg2.connect(
+        return psycopg2.connect(
             host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=pg["database"], connect_timeout=5
         )
+
+    def after_earlier_events(self) -> float:
+        """Wait (once, before the first events) until the windows this run compares can hold no
+        earlier run's events: a run started minutes after another would otherwise count them."""
+        conn = self.sink()
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT max(window_start) FROM clickstream.click_aggregates")
@@ -432,14 +436,7 @@ class Clicks:
         return pause
 
     def found(self) -> dict[tuple[int, str, str], tuple[int, int, int]]:
-        import psycopg2
-
-        from spotlake_dev.localstack import services
-
-        pg = services.postgres_settings(self.chaos.layout)
-        conn = psycopg2.connect(
-            host=pg["host"], port=pg["port"], user=pg["user"], password=pg["password"], dbname=pg["database"], connect_timeout=5
-        )
+        conn = self.sink()
         try:
             with conn.cursor() as cur:
                 cur.execute(
