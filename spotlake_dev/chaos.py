@@ -78,6 +78,7 @@ from spotlake import config, pools, stack
 from spotlake.fleet import parse_time
 from spotlake.registry import Cluster, ClusterState, JobState, Registry
 from spotlake.stack import StackLayout
+from spotlake_dev.clickgen.behaviour import StreamConfig as ClickConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "benchmarks" / "chaos.md"
@@ -358,10 +359,11 @@ class Workload:
         self.running.set()
 
 
-# How far before its sending a run's comparison of the aggregates reaches: an event is up to the
-# generator's late_max_seconds (300 s) older than its sending, and the comparison starts 330 s
-# before the oldest event, on a window boundary.
-COMPARED_BEFORE_MS = (300 + 330 + 60) * 1000
+# The stream's aggregates are compared from this long before a run's oldest event (Clicks.send).
+COMPARED_BEFORE_OLDEST_MS = 330_000
+# How far before its sending a run's comparison reaches: an event is up to the generator's
+# late_max_seconds older than its sending, then the margin above, then down to a window boundary.
+COMPARED_BEFORE_MS = int(ClickConfig.late_max_seconds * 1000) + COMPARED_BEFORE_OLDEST_MS + 60_000
 
 
 def quiet_wait_s(latest_window_end_ms: int | None, now_ms: int) -> float:
@@ -383,7 +385,6 @@ class Clicks:
     def send(self, round_number: int) -> int:
         from spotlake_dev.clickgen.answers import valid_events
         from spotlake_dev.clickgen.behaviour import ClickStream
-        from spotlake_dev.clickgen.behaviour import StreamConfig as ClickConfig
         from spotlake_dev.clickgen.delivery import KafkaSink
         from spotlake_dev.clickgen.rate import ConstantRate
 
@@ -402,7 +403,7 @@ class Clicks:
         if not self.events:
             # the windows this run's events can reach: late events go back up to the generator's
             # late_max_seconds (300 s); earlier windows hold other runs' events and are not compared
-            first = min(e["event_time"] for e in valid) - 330 * 1000
+            first = min(e["event_time"] for e in valid) - COMPARED_BEFORE_OLDEST_MS
             self.since_ms = first - first % 60_000
         self.events.extend(valid)
         return len(valid)
