@@ -22,7 +22,8 @@ writes into the new (or empty) folder ``build/mwaa``:
     folder itself, as ``plugins:.`` locally), ``SPOTLAKE_PROVIDER=emr``, ``SPOTLAKE_ARTIFACTS``.
 ``plugins.zip``
     The environment's plugins file: ``spotlake_plugin.py`` alone, the Airflow plugin that mounts
-    the operations page and registers the tasks' extra links. It imports them from the DAGs
+    the operations page and registers the tasks' extra links and the cluster pools' priority rule
+    (``operators.priority.PoolTaskPriority``). It imports them from the DAGs
     folder's ``plugins/`` (on ``PYTHONPATH`` by the startup script).
 
 Why not the whole of ``plugins/`` in ``plugins.zip``: MWAA unpacks it to
@@ -46,7 +47,7 @@ CONSTRAINTS_NAME = "airflow-constraints.txt"
 # The plugin packages Airflow imports. The developer tools (spotlake_dev/: the local stack and its
 # cluster provider, the demo, the click generator, the AWS smoke run) are not among them.
 PLUGIN_PACKAGES = ("spotlake", "operators", "sensors", "triggers", "hooks", "dag_factories", "ui")
-# The one Airflow plugin module (the operations page, the tasks' extra links): in plugins.zip.
+# The one Airflow plugin module (the operations page, the tasks' extra links, the pools' priority rule): in plugins.zip.
 PLUGIN_MODULE = "spotlake_plugin.py"
 # Project folders copied whole (besides plugins/), and the DAG processor's view: only dags/.
 PROJECT_FOLDERS = ("dags", "spark_jobs", "config", "sql")

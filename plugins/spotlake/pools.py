@@ -131,13 +131,17 @@ def airflow_pool(pool: str) -> str:
 # equals, of the oldest logical date, so no task waits behind newer ones. With windows above the
 # others, every-minute windows that kept the pool full starved the rest: a reconciliation never
 # started, and one whose batch had already ended waited for a slot to finish, keeping its job
-# SUBMITTED and its draining cluster running.
+# SUBMITTED and its draining cluster running. A run without a logical date (triggered from the CLI
+# or the API) would sort after every dated one and starve the same way: the weight rule
+# (operators/priority.py, registered by the Airflow plugin) puts any run that is not a scheduled
+# window or a backfill one above.
 POOL_TASK_PRIORITY = 100
+POOL_TASK_WEIGHT_RULE = "operators.priority.PoolTaskPriority"
 
 
 def pool_task_args(pool: str) -> dict[str, Any]:
     """An operator's Airflow pool and priority for a batch task on cluster pool ``pool``."""
-    return {"pool": airflow_pool(pool), "priority_weight": POOL_TASK_PRIORITY, "weight_rule": "absolute"}
+    return {"pool": airflow_pool(pool), "priority_weight": POOL_TASK_PRIORITY, "weight_rule": POOL_TASK_WEIGHT_RULE}
 
 
 def pools_path() -> Path:

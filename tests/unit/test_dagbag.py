@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
@@ -78,9 +80,54 @@ def test_every_task_of_a_cluster_pool_has_one_priority_so_the_oldest_waiting_tas
         other = bag.dags[dag_id].get_task(task_id)
         assert other.pool == window.pool == "spotlake_small"
         assert (other.priority_weight, str(other.weight_rule)) == (window.priority_weight, str(window.weight_rule))
-        assert str(other.weight_rule) == "absolute"
+        assert str(other.weight_rule) == "operators.priority.PoolTaskPriority"
     # Maintenance holds one slot at a time: the pool's other slots stay with the windows.
     assert bag.dags["lake_maintenance"].max_active_tasks == 1
+
+
+@pytest.fixture
+def spotlake_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Airflow's plugin manager loading the plugins folder, as the scheduler and the DAG processor do."""
+    from airflow import plugins_manager, settings
+
+    cached = (plugins_manager._get_plugins, plugins_manager.get_priority_weight_strategy_plugins)
+    monkeypatch.setattr(settings, "PLUGINS_FOLDER", str(DAGS.parent / "plugins"))
+    for function in cached:
+        function.cache_clear()
+    yield
+    monkeypatch.undo()
+    for function in cached:
+        function.cache_clear()
+
+
+def test_a_run_without_a_logical_date_takes_the_next_free_slot_of_its_pool(spotlake_plugin: None) -> None:
+    """Airflow sorts waiting tasks by priority, then logical date, and PostgreSQL puts a run without
+    one (``airflow dags trigger``, the REST API) after every dated run: with windows keeping the pool
+    full, a maintenance run triggered so never got a slot (seen in the chaos soak). The weight rule
+    goes through Airflow's own serialization and task-instance creation, as in the scheduler."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from operators.priority import PoolTaskPriority
+
+    bag = DagBag(dag_folder=str(DAGS))
+    run_ids = {
+        "scheduled__2026-12-07T03:00:00+00:00": 100,
+        "backfill__2026-12-01T00:00:00+00:00": 100,
+        "manual__2026-12-07T01:54:46.573745+00:00": 101,
+        "asset_triggered__2026-12-07T01:54:46+00:00": 101,
+        "a-run-id-given-to-the-api": 101,
+    }
+    dag_run = SimpleNamespace(context_carrier={})
+    for dag_id, task_id in (("lake_maintenance", "maintain_shop_orders"), ("extract_shop_orders", "extract")):
+        dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags[dag_id]))
+        task = dag.get_task(task_id)
+        assert isinstance(task.weight_rule, PoolTaskPriority)
+        weights = {
+            run_id: TaskInstance.insert_mapping(run_id, task, -1, dag_version_id=None, dag_run=dag_run)["priority_weight"]
+            for run_id in run_ids
+        }
+        assert weights == run_ids, dag_id
 
 
 def test_the_fleet_dag_is_one_deferrable_watch_per_pool() -> None:
