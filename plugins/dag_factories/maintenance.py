@@ -28,7 +28,7 @@ table, drops delete files that point at nothing, expires snapshots older than
 are older than **{orphan_age}**. A reader of a snapshot younger than the retention never loses
 a file. Each click stream's events and dead-letters tables get the same compaction, expiry
 and cleaning, without a lock (the stream only appends). Runs as Livy batches on pool
-**`{pool}`**, {max_active} at a time; schedule `{schedule}` (UTC).
+**`{pool}`**, {max_active} started at a time; schedule `{schedule}` (UTC).
 """
 
 
@@ -55,7 +55,7 @@ def build_dag(pipelines: config.PipelinesConfig, streams: streaming.StreamsConfi
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
-        max_active_tasks=maintenance.max_active,  # the pool's other slots stay with the windows
+        max_active_tasks=maintenance.max_active,  # tasks started at once; a deferred one is not counted
         doc_md=DOC.format(
             retention=span(maintenance.snapshot_retention),
             retain_last=maintenance.retain_last,

@@ -81,7 +81,7 @@ def test_every_task_of_a_cluster_pool_has_one_priority_so_the_oldest_waiting_tas
         assert other.pool == window.pool == "spotlake_small"
         assert (other.priority_weight, str(other.weight_rule)) == (window.priority_weight, str(window.weight_rule))
         assert str(other.weight_rule) == "operators.priority.PoolTaskPriority"
-    # Maintenance holds one slot at a time: the pool's other slots stay with the windows.
+    # Maintenance starts one task at a time (Airflow does not count a deferred one: docs/architecture.md).
     assert bag.dags["lake_maintenance"].max_active_tasks == 1
 
 
